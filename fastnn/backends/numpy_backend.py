@@ -1,0 +1,149 @@
+"""The reference backend: plain, readable NumPy, the oracle of every test.
+
+Each function implements the kernel of the same name in
+:class:`fastnn.backends.contract.Backend`; read the contract for shapes and
+dtypes. Clarity wins over speed here, except that transposes stay views (BLAS
+reads them in place) and outputs are written into the given arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numpy"
+
+
+def set_num_threads(n: int) -> None:
+    """NumPy's BLAS sizes its own thread pool (OPENBLAS_NUM_THREADS /
+    OMP_NUM_THREADS); when threadpoolctl is installed, follow ``n`` too."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=n, user_api="blas")
+
+
+def get_num_threads() -> int:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return 1
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(counts, default=1)
+
+
+def matmul(a, b, trans_a, trans_b, out):
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+
+def _sigmoid(z, out):
+    # exp(-|z|) never overflows, so sigmoid(-1000) is 0 without a warning.
+    e = np.exp(-np.abs(z))
+    np.divide(np.where(z >= 0, 1.0, e), 1.0 + e, out=out)
+
+
+def _activate(z, activation, alpha):
+    """Apply ``activation`` to ``z`` in place."""
+    if activation == "relu":
+        np.maximum(z, 0, out=z)
+    elif activation == "leaky_relu":
+        np.multiply(z, np.where(z > 0, 1.0, alpha).astype(z.dtype), out=z)
+    elif activation == "sigmoid":
+        _sigmoid(z, out=z)
+    elif activation == "tanh":
+        np.tanh(z, out=z)
+
+
+def _derivative_from_output(y, activation, alpha):
+    """act'(z) written as a function of y = act(z)."""
+    if activation == "relu":
+        return (y > 0).astype(y.dtype)
+    if activation == "leaky_relu":
+        return np.where(y > 0, 1.0, alpha).astype(y.dtype)
+    if activation == "sigmoid":
+        return y * (1 - y)
+    if activation == "tanh":
+        return 1 - y * y
+    return np.ones_like(y)
+
+
+def linear_forward(x, w, b, activation, alpha, out):
+    np.matmul(x, w, out=out)
+    out += b
+    _activate(out, activation, alpha)
+
+
+def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
+    dz = dy * _derivative_from_output(y, activation, alpha)
+    np.sum(dz, axis=0, out=db)
+    np.matmul(x.T, dz, out=dw)
+    if dx is not None:
+        np.matmul(dz, w.T, out=dx)
+
+
+def _log_softmax(x):
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(x, out):
+    shifted = x - x.max(axis=1, keepdims=True)
+    np.exp(shifted, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+
+
+def log_softmax(x, out):
+    out[...] = _log_softmax(x)
+
+
+def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad):
+    log_probs = _log_softmax(logits)
+    if target.ndim == 1:
+        rows = np.arange(len(target))
+        row_loss[...] = -log_probs[rows, target]
+    else:
+        row_loss[...] = -(target * log_probs).sum(axis=1)
+    if grad is None:
+        return
+    np.exp(log_probs, out=grad)
+    if target.ndim == 1:
+        grad[rows, target] -= 1
+    else:
+        grad -= target
+    grad *= grad_scale
+
+
+def mse(pred, target, grad_scale, grad):
+    diff = pred - target
+    if grad is not None:
+        np.multiply(diff, 2 * grad_scale, out=grad)
+    return float(np.sum(diff * diff, dtype=np.float64))
+
+
+def one_hot(labels, out):
+    out[...] = 0
+    out[np.arange(len(labels)), labels] = 1
+
+
+def count_correct(scores, labels):
+    return int(np.count_nonzero(scores.argmax(axis=1) == labels))
+
+
+def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    g = grad + weight_decay * param if weight_decay else grad
+    if velocity is not None:
+        velocity *= momentum
+        velocity += g
+        g = g + momentum * velocity if nesterov else velocity
+    param -= lr * g
+
+
+def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    g = grad + weight_decay * param if weight_decay else grad
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1 ** step)
+    v_hat = v / (1 - beta2 ** step)
+    param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype)

@@ -1,0 +1,254 @@
+"""Public kernel functions: validate once, then run the current backend.
+
+Each function checks its arguments (rank, shape, dtype, labels, names),
+copies non-contiguous views, allocates the outputs it is not given, and calls
+the kernel of the same name on :func:`fastnn.get_backend`. Shapes and
+semantics are those of :mod:`fastnn.backends.contract`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from .backends import get_backend
+from .backends.contract import FLOAT_DTYPES
+from .validation import (activation_name, float_array, label_array, non_empty_batch,
+                         output_array, positive_number, same_shape, writable_array)
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _finite_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return float(value)
+
+
+def _reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {list(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None) -> np.ndarray:
+    """``op(a) @ op(b)``; a (N, K) or (K, N) if trans_a, b (K, M) or (M, K) if trans_b."""
+    a = float_array("a", a, ndim=2)
+    b = float_array("b", b, ndim=2, dtype=a.dtype)
+    n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k_b, m = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != k_b:
+        raise ValueError(f"b: inner dimension {k_b} of op(b) {(k_b, m)} does not match "
+                         f"{k} of op(a) {(n, k)}")
+    out = output_array("out", out, (n, m), a.dtype)
+    if out.size and k == 0:
+        out[...] = 0  # an empty sum; the kernels never see a zero dimension
+    elif out.size:
+        get_backend().matmul(a, b, bool(trans_a), bool(trans_b), out)
+    return out
+
+
+def _linear_operands(x, w):
+    x = float_array("x", x, ndim=2)
+    w = float_array("w", w, ndim=2, dtype=x.dtype)
+    if w.shape[0] != x.shape[1]:
+        raise ValueError(f"w: expected {x.shape[1]} rows to match x's {x.shape[1]} features, "
+                         f"got shape {w.shape}")
+    if w.size == 0:
+        raise ValueError(f"w: expected a non-empty weight matrix, got shape {w.shape}")
+    return x, w
+
+
+def linear_forward(x, w, b, activation: Optional[str] = "identity", alpha: float = 0.01,
+                   out=None) -> np.ndarray:
+    """``act(x @ w + b)``: x (N, K), w (K, M), b (M,) -> (N, M)."""
+    x, w = _linear_operands(x, w)
+    b = float_array("b", b, ndim=1, dtype=x.dtype)
+    same_shape("b", b, (w.shape[1],))
+    activation = activation_name(activation)
+    alpha = _finite_float("alpha", alpha)
+    out = output_array("out", out, (x.shape[0], w.shape[1]), x.dtype)
+    if x.shape[0]:
+        get_backend().linear_forward(x, w, b, activation, alpha, out)
+    return out
+
+
+def linear_backward(x, w, y, dy, activation: Optional[str] = "identity", alpha: float = 0.01,
+                    need_dx: bool = True, dx=None, dw=None, db=None
+                    ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Gradients ``(dx, dw, db)`` of ``y = act(x @ w + b)`` given ``dy``.
+
+    x (N, K), w (K, M), y and dy (N, M) -> dx (N, K) or None when not
+    ``need_dx``, dw (K, M), db (M,).
+    """
+    x, w = _linear_operands(x, w)
+    y = float_array("y", y, ndim=2, dtype=x.dtype)
+    dy = float_array("dy", dy, ndim=2, dtype=x.dtype)
+    same_shape("y", y, (x.shape[0], w.shape[1]))
+    same_shape("dy", dy, y.shape)
+    non_empty_batch("x", x)
+    activation = activation_name(activation)
+    alpha = _finite_float("alpha", alpha)
+    dx = output_array("dx", dx, x.shape, x.dtype) if need_dx else None
+    dw = output_array("dw", dw, w.shape, x.dtype)
+    db = output_array("db", db, (w.shape[1],), x.dtype)
+    get_backend().linear_backward(x, w, y, dy, activation, alpha, dx, dw, db)
+    return dx, dw, db
+
+
+def softmax(x, out=None) -> np.ndarray:
+    """Row-wise softmax of x (N, C)."""
+    x = float_array("x", x, ndim=2)
+    out = output_array("out", out, x.shape, x.dtype)
+    if x.size:
+        get_backend().softmax(x, out)
+    return out
+
+
+def log_softmax(x, out=None) -> np.ndarray:
+    """Row-wise log-softmax of x (N, C)."""
+    x = float_array("x", x, ndim=2)
+    out = output_array("out", out, x.shape, x.dtype)
+    if x.size:
+        get_backend().log_softmax(x, out)
+    return out
+
+
+def _reduce(row_loss: np.ndarray, reduction: str, count: int) -> Union[float, np.ndarray]:
+    if reduction == "none":
+        return row_loss
+    total = float(np.sum(row_loss, dtype=np.float64))
+    return total / count if reduction == "mean" else total
+
+
+def softmax_cross_entropy(logits, target, reduction: str = "mean", compute_grad: bool = True,
+                          grad=None) -> Tuple[Union[float, np.ndarray], Optional[np.ndarray]]:
+    """Cross-entropy of softmax(logits) and its gradient with respect to logits.
+
+    logits: float (N, C). target: integer labels (N,) in [0, C), or float
+    probability rows (N, C) of the logits' dtype. Returns ``(loss, grad)``:
+    loss is a float (mean or sum over rows) or the (N,) per-row losses for
+    ``reduction="none"``; grad (N, C) is d(loss)/d(logits), or None when
+    ``compute_grad`` is False. ``grad`` may be passed as a buffer to fill,
+    including ``logits`` itself.
+    """
+    logits = float_array("logits", logits, ndim=2)
+    reduction = _reduction(reduction)
+    non_empty_batch("logits", logits)
+    n, c = logits.shape
+    target_array = np.asarray(target)
+    if target_array.ndim == 1:
+        target = label_array("target", target_array, c, n)
+    else:
+        target = float_array("target", target_array, ndim=2, dtype=logits.dtype)
+        same_shape("target", target, logits.shape)
+    grad = output_array("grad", grad, logits.shape, logits.dtype) if compute_grad else None
+    row_loss = np.empty(n, dtype=logits.dtype)
+    grad_scale = 1.0 / n if reduction == "mean" else 1.0
+    get_backend().softmax_cross_entropy(logits, target, grad_scale, row_loss, grad)
+    return _reduce(row_loss, reduction, n), grad
+
+
+def mse(pred, target, reduction: str = "mean", compute_grad: bool = True, grad=None
+        ) -> Tuple[float, Optional[np.ndarray]]:
+    """Mean (or summed) squared error of pred and target (N, M), and its gradient."""
+    pred = float_array("pred", pred, ndim=2)
+    target = float_array("target", target, ndim=2, dtype=pred.dtype)
+    same_shape("target", target, pred.shape)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum' for mse, got {reduction!r}")
+    non_empty_batch("pred", pred)
+    grad = output_array("grad", grad, pred.shape, pred.dtype) if compute_grad else None
+    grad_scale = 1.0 / pred.size if reduction == "mean" else 1.0
+    total = get_backend().mse(pred, target, grad_scale, grad)
+    return total * grad_scale, grad
+
+
+def one_hot(labels, num_classes: int, dtype=np.float32, out=None) -> np.ndarray:
+    """Integer labels (N,) -> float rows (N, num_classes) of zeros with a one per row."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
+    dtype = np.dtype(dtype)
+    labels = label_array("labels", labels, int(num_classes), len(np.asarray(labels).reshape(-1)))
+    out = output_array("out", out, (labels.shape[0], int(num_classes)), dtype)
+    if out.dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {out.dtype}")
+    if labels.size:
+        get_backend().one_hot(labels, out)
+    return out
+
+
+def accuracy(scores, target) -> float:
+    """Fraction of rows whose highest score is the target class.
+
+    scores: float (N, C); target: integer labels (N,) or one-hot rows (N, C).
+    """
+    scores = float_array("scores", scores, ndim=2)
+    non_empty_batch("scores", scores)
+    target_array = np.asarray(target)
+    if target_array.ndim == 2:
+        same_shape("target", target_array, scores.shape)
+        target_array = target_array.argmax(axis=1)
+    labels = label_array("target", target_array, scores.shape[1], scores.shape[0])
+    return get_backend().count_correct(scores, labels) / scores.shape[0]
+
+
+def _parameter(param) -> np.ndarray:
+    """A parameter updated in place: a writable, C-contiguous float array."""
+    if not isinstance(param, np.ndarray) or param.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"param: expected a float32 or float64 numpy array, got "
+                        f"{getattr(param, 'dtype', type(param).__name__)}")
+    writable_array("param", param, param.shape, param.dtype)
+    return param
+
+
+def _state(name: str, value, param: np.ndarray) -> np.ndarray:
+    """Optimizer state updated in place beside ``param``: same shape and dtype."""
+    writable_array(name, value, param.shape, param.dtype)
+    return value
+
+
+def sgd_step(param, grad, velocity=None, lr: float = 0.01, momentum: float = 0.0,
+             nesterov: bool = False, weight_decay: float = 0.0) -> None:
+    """One in-place SGD step of ``param`` (and ``velocity`` with momentum)."""
+    param = _parameter(param)
+    grad = float_array("grad", grad, dtype=param.dtype)
+    same_shape("grad", grad, param.shape)
+    lr = positive_number("lr", lr)
+    momentum = positive_number("momentum", momentum, allow_zero=True)
+    weight_decay = positive_number("weight_decay", weight_decay, allow_zero=True)
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov: Nesterov momentum requires momentum > 0")
+    if momentum:
+        if velocity is None:
+            raise ValueError("velocity: a velocity buffer is required when momentum > 0")
+        velocity = _state("velocity", velocity, param)
+    else:
+        velocity = None
+    if param.size:
+        get_backend().sgd_step(param, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+
+
+def adam_step(param, grad, m, v, step: int, lr: float = 1e-3, beta1: float = 0.9,
+              beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """One in-place Adam step of ``param`` and its moments ``m`` and ``v``; step >= 1."""
+    param = _parameter(param)
+    grad = float_array("grad", grad, dtype=param.dtype)
+    same_shape("grad", grad, param.shape)
+    m = _state("m", m, param)
+    v = _state("v", v, param)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step: expected an int >= 1 (the step number), got {step!r}")
+    lr = positive_number("lr", lr)
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not 0 <= positive_number(name, beta, allow_zero=True) < 1:
+            raise ValueError(f"{name}: expected a number in [0, 1), got {beta}")
+    eps = positive_number("eps", eps)
+    weight_decay = positive_number("weight_decay", weight_decay, allow_zero=True)
+    if param.size:
+        get_backend().adam_step(param, grad, m, v, lr, float(beta1), float(beta2), eps,
+                                weight_decay, int(step))

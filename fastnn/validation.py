@@ -1,0 +1,117 @@
+"""Argument checks for the public boundary; every message names the argument.
+
+Backends trust what passes here (see :mod:`fastnn.backends.contract`), so
+this is the only place a shape, dtype or layout is checked.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .backends.contract import ACTIVATIONS, FLOAT_DTYPES, LABEL_DTYPE
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array of dtype {value.dtype} and shape {value.shape}"
+    return type(value).__name__
+
+
+def float_array(name: str, value, ndim: Optional[int] = None,
+                dtype: Optional[np.dtype] = None) -> np.ndarray:
+    """``value`` as a C-contiguous, aligned float32/float64 array.
+
+    Views that are transposed, sliced or misaligned are copied; the values are
+    never converted to another dtype. ``dtype``, when given, is the dtype the
+    call already uses (mixing float32 and float64 is an error).
+    """
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except Exception as exc:
+            raise TypeError(f"{name}: expected a float array, got {_describe(value)}") from exc
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {value.dtype}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} like the other arrays of this call, "
+                        f"got {value.dtype}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got {value.ndim}-D with shape "
+                         f"{value.shape}")
+    if not (value.flags.c_contiguous and value.flags.aligned):
+        value = np.require(value, requirements=["C", "A"])
+    return value
+
+
+def label_array(name: str, value, num_classes: int, length: int) -> np.ndarray:
+    """Integer class labels as C-contiguous int64 (N,), each in [0, num_classes)."""
+    value = np.asarray(value)
+    if value.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels, got dtype {value.dtype}")
+    if value.ndim != 1 or value.shape[0] != length:
+        raise ValueError(f"{name}: expected shape ({length},) to match the batch, got "
+                         f"{value.shape}")
+    if length:
+        low, high = value.min(), value.max()
+        if low < 0 or high >= num_classes:
+            bad = int(low) if low < 0 else int(high)
+            raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got {bad}")
+    return np.ascontiguousarray(value, dtype=LABEL_DTYPE)
+
+
+def output_array(name: str, value, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A caller-supplied output buffer, or a new one when ``value`` is None.
+
+    A supplied buffer must already have the exact shape and dtype and be
+    C-contiguous, aligned and writable, since results are written into it.
+    """
+    if value is None:
+        return np.empty(shape, dtype=dtype)
+    writable_array(name, value, shape, dtype)
+    return value
+
+
+def writable_array(name: str, value, shape: Tuple[int, ...], dtype: np.dtype) -> None:
+    """Check an array that a kernel updates in place (outputs, parameters, state)."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {_describe(value)}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+    if value.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {value.shape}")
+    if not (value.flags.c_contiguous and value.flags.aligned):
+        raise ValueError(f"{name}: must be C-contiguous and aligned to be updated in place")
+    if not value.flags.writeable:
+        raise ValueError(f"{name}: is read-only; it is updated in place")
+
+
+def same_shape(name: str, value: np.ndarray, shape: Tuple[int, ...]) -> None:
+    if value.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {value.shape}")
+
+
+def non_empty_batch(name: str, value: np.ndarray) -> None:
+    if value.size == 0:
+        raise ValueError(f"{name}: empty batch (shape {value.shape}); the result is undefined")
+
+
+def activation_name(activation) -> str:
+    """The canonical activation name; None means identity ("linear" is Keras' alias)."""
+    if activation is None or activation == "linear":
+        return "identity"
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown activation {activation!r}; expected one of "
+                         f"{list(ACTIVATIONS)} or None")
+    return activation
+
+
+def positive_number(name: str, value, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {_describe(value)}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value}")
+    return value
