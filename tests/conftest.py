@@ -1,0 +1,47 @@
+"""Shared fixtures: every backend that loads here, and tolerance-aware comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import backends as registry
+
+BACKENDS = fastnn.available_backends()
+DTYPES = [np.float32, np.float64]
+
+#: Per-dtype tolerances against the float64 oracle: (rtol, atol per unit of scale).
+TOLERANCES = {np.dtype(np.float32): (2e-4, 2e-5), np.dtype(np.float64): (1e-9, 1e-11)}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Run the test body with each available backend current."""
+    with fastnn.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _keep_default_backend():
+    """Tests that call set_backend must not leak their choice into later tests."""
+    saved = registry._default_name
+    yield
+    registry._default_name = saved
+
+
+def assert_close(got, expected, dtype, scale=1.0):
+    """Compare a backend result with the float64 oracle at the dtype's tolerance.
+
+    ``scale`` widens the absolute tolerance for results that sum many terms
+    (e.g. sqrt(K) * max|operand|**2 for a GEMM of inner size K).
+    """
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    got = np.asarray(got)
+    assert got.dtype == np.dtype(dtype), f"result dtype {got.dtype}, expected {dtype}"
+    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol * scale)

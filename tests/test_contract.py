@@ -1,0 +1,331 @@
+"""The contract suite: every kernel on every available backend, both dtypes,
+awkward shapes, against the float64 NumPy oracle.
+
+A new backend is tested by registering it: the ``backend`` fixture runs each
+test once per name in ``fastnn.available_backends()``.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from fastnn.backends.contract import ACTIVATIONS
+
+from conftest import assert_close
+
+GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
+    (1, 1, 1), (1, 17, 3), (3, 1, 17), (17, 3, 64), (64, 129, 17), (129, 64, 3),
+    (1000, 17, 129), (3, 1000, 64), (129, 129, 1000), (64, 1000, 1),
+]
+LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
+                 (1000, 129, 3), (64, 3, 1000)]
+ROW_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10)]
+FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
+
+
+def rng_for(*key) -> np.random.Generator:
+    """A generator seeded by the test's own key, the same in every process."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def oracle(function, *args, **kwargs):
+    """Run an ops function on float64 copies of the float arguments with the NumPy backend."""
+    def widen(value):
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return value.astype(np.float64)
+        return value
+    with fastnn.use_backend("numpy"):
+        return function(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
+
+
+# -- matmul ------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=str)
+@pytest.mark.parametrize("trans_a", [False, True], ids=["a", "aT"])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["b", "bT"])
+def test_matmul(backend, dtype, shape, trans_a, trans_b):
+    n, k, m = shape
+    rng = rng_for("matmul", shape, trans_a, trans_b)
+    a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(dtype)
+    b = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
+    got = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+    expected = (a.astype(np.float64).T if trans_a else a.astype(np.float64)) @ \
+        (b.astype(np.float64).T if trans_b else b.astype(np.float64))
+    assert got.shape == (n, m)
+    assert_close(got, expected, dtype, scale=np.sqrt(k) * 4)
+
+
+def test_matmul_writes_into_out_and_reuses_it(backend, dtype):
+    rng = rng_for("matmul-out")
+    a, b = rng.standard_normal((33, 65)).astype(dtype), rng.standard_normal((65, 17)).astype(dtype)
+    out = np.full((33, 17), np.nan, dtype=dtype)
+    result = ops.matmul(a, b, out=out)
+    assert result is out
+    assert_close(out, a.astype(np.float64) @ b.astype(np.float64), dtype, scale=40)
+
+
+def test_matmul_of_empty_inner_dimension_is_zero(backend, dtype):
+    got = ops.matmul(np.ones((3, 0), dtype), np.ones((0, 4), dtype))
+    assert got.shape == (3, 4) and not got.any()
+
+
+def test_matmul_reads_views_correctly(backend, dtype):
+    rng = rng_for("views")
+    big = rng.standard_normal((40, 60)).astype(dtype)
+    a = big[::2, 1:30]          # strided rows, offset columns
+    b = big[5:34, ::3].T.T      # column-strided
+    got = ops.matmul(a, b)
+    assert_close(got, a.astype(np.float64) @ b.astype(np.float64), dtype, scale=30)
+
+
+# -- linear layer --------------------------------------------------------------
+
+def linear_operands(shape, dtype, key):
+    n, k, m = shape
+    rng = rng_for("linear", shape, key)
+    x = rng.standard_normal((n, k)).astype(dtype)
+    w = (rng.standard_normal((k, m)) / np.sqrt(k)).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_forward(backend, dtype, shape, activation):
+    x, w, b = linear_operands(shape, dtype, activation)
+    got = ops.linear_forward(x, w, b, activation, alpha=0.1)
+    expected = oracle(ops.linear_forward, x, w, b, activation, alpha=0.1)
+    assert_close(got, expected, dtype, scale=8)
+
+
+def test_linear_forward_matches_formula():
+    """The oracle itself against the formulas written out once more."""
+    x, w, b = linear_operands((5, 7, 3), np.float64, "formula")
+    z = x @ w + b
+    formulas = {
+        "identity": z, "relu": np.maximum(z, 0), "leaky_relu": np.where(z > 0, z, 0.1 * z),
+        "sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z),
+    }
+    for activation, expected in formulas.items():
+        got = oracle(ops.linear_forward, x, w, b, activation, alpha=0.1)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=activation)
+
+
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_backward(backend, dtype, shape, activation):
+    x, w, b = linear_operands(shape, dtype, activation)
+    y = oracle(ops.linear_forward, x, w, b, activation, alpha=0.1).astype(dtype)
+    dy = rng_for("dy", shape).standard_normal(y.shape).astype(dtype)
+    dx, dw, db = ops.linear_backward(x, w, y, dy, activation, alpha=0.1)
+    ex, ew, eb = oracle(ops.linear_backward, x, w, y, dy, activation, alpha=0.1)
+    n, k, m = shape
+    assert_close(dx, ex, dtype, scale=4 * np.sqrt(m))
+    assert_close(dw, ew, dtype, scale=4 * np.sqrt(n))
+    assert_close(db, eb, dtype, scale=4 * np.sqrt(n))
+
+
+def test_linear_backward_without_input_gradient(backend, dtype):
+    x, w, b = linear_operands((17, 9, 5), dtype, "no-dx")
+    y = ops.linear_forward(x, w, b, "tanh")
+    dy = np.ones_like(y)
+    dx, dw, db = ops.linear_backward(x, w, y, dy, "tanh", need_dx=False)
+    assert dx is None
+    _, ew, eb = oracle(ops.linear_backward, x, w, y, dy, "tanh")
+    assert_close(dw, ew, dtype, scale=8)
+    assert_close(db, eb, dtype, scale=8)
+
+
+def test_linear_of_empty_batch_is_empty(backend, dtype):
+    x, w, b = linear_operands((1, 4, 3), dtype, "empty")
+    assert ops.linear_forward(x[:0], w, b, "relu").shape == (0, 3)
+
+
+def test_sigmoid_of_minus_1000_is_zero_without_warning(backend, dtype):
+    x = np.array([[-1000.0, 1000.0, 0.0]], dtype=dtype)
+    identity = np.eye(3, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = ops.linear_forward(x, identity, np.zeros(3, dtype), "sigmoid")
+    np.testing.assert_array_equal(y, np.array([[0.0, 1.0, 0.5]], dtype=dtype))
+
+
+# -- softmax family -------------------------------------------------------------
+
+def test_softmax_table_from_design_notes(backend):
+    x = np.array([[1, 2, 0], [-1, 0, 1], [-10, 0, 10]], dtype=np.float64)
+    table = np.array([[2.44728471e-01, 6.65240956e-01, 9.00305732e-02],
+                      [9.00305732e-02, 2.44728471e-01, 6.65240956e-01],
+                      [2.06106005e-09, 4.53978686e-05, 9.99954600e-01]])
+    np.testing.assert_allclose(ops.softmax(x), table, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("magnitude", [1.0, 1e4])
+def test_softmax_and_log_softmax(backend, dtype, shape, magnitude):
+    x = (rng_for("softmax", shape).standard_normal(shape) * magnitude).astype(dtype)
+    assert_close(ops.softmax(x), oracle(ops.softmax, x), dtype)
+    log_probs = ops.log_softmax(x)
+    assert np.isfinite(log_probs).all() or magnitude > 1  # -inf-free for moderate inputs
+    assert_close(log_probs, oracle(ops.log_softmax, x), dtype, scale=magnitude)
+
+
+def test_softmax_in_place(backend, dtype):
+    x = rng_for("in-place").standard_normal((7, 5)).astype(dtype)
+    expected = oracle(ops.softmax, x)
+    assert ops.softmax(x, out=x) is x
+    assert_close(x, expected, dtype)
+
+
+def cross_entropy_by_hand(logits, target):
+    """Independent float64 formula: -sum t * (z - logsumexp(z))."""
+    z = logits.astype(np.float64)
+    log_sum = np.logaddexp.reduce(z, axis=1, keepdims=True)
+    if target.ndim == 1:
+        target = np.eye(z.shape[1])[target]
+    return -(target * (z - log_sum)).sum(axis=1)
+
+
+def cross_entropy_operands(shape, dtype, target_kind, magnitude=3.0):
+    n, c = shape
+    rng = rng_for("xent", shape, target_kind)
+    logits = (rng.standard_normal(shape) * magnitude).astype(dtype)
+    if target_kind == "labels":
+        return logits, rng.integers(0, c, n)
+    probs = rng.random(shape)
+    return logits, (probs / probs.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES + [(65, 32000)], ids=str)
+@pytest.mark.parametrize("target_kind", ["labels", "probabilities"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softmax_cross_entropy(backend, dtype, shape, target_kind, reduction):
+    logits, target = cross_entropy_operands(shape, dtype, target_kind)
+    loss, grad = ops.softmax_cross_entropy(logits, target, reduction)
+    expected_loss, expected_grad = oracle(ops.softmax_cross_entropy, logits, target, reduction)
+    rows = cross_entropy_by_hand(logits, target)
+    by_hand = {"none": rows, "sum": rows.sum(), "mean": rows.mean()}[reduction]
+    np.testing.assert_allclose(expected_loss, by_hand, rtol=1e-10, atol=1e-12)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, expected_loss, rtol=rtol, atol=rtol)
+    assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("target_kind", ["labels", "probabilities"])
+def test_softmax_cross_entropy_is_stable_at_1e4(backend, dtype, target_kind):
+    logits, target = cross_entropy_operands((33, 7), dtype, target_kind, magnitude=1e4)
+    loss, grad = ops.softmax_cross_entropy(logits, target, "none")
+    assert np.isfinite(loss).all() and np.isfinite(grad).all()
+    np.testing.assert_allclose(loss, cross_entropy_by_hand(logits, target), rtol=1e-5)
+    assert_close(grad, oracle(ops.softmax_cross_entropy, logits, target, "none")[1], dtype)
+
+
+def test_softmax_cross_entropy_gradient_in_place_and_loss_only(backend, dtype):
+    logits, labels = cross_entropy_operands((19, 11), dtype, "labels")
+    expected_loss, expected_grad = oracle(ops.softmax_cross_entropy, logits, labels)
+    loss_only, no_grad = ops.softmax_cross_entropy(logits, labels, compute_grad=False)
+    assert no_grad is None
+    loss, grad = ops.softmax_cross_entropy(logits, labels, grad=logits)
+    assert grad is logits
+    for value in (loss_only, loss):
+        np.testing.assert_allclose(value, expected_loss, rtol=1e-5)
+    assert_close(logits, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse(backend, dtype, shape, reduction):
+    rng = rng_for("mse", shape)
+    pred, target = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    loss, grad = ops.mse(pred, target, reduction)
+    diff = pred.astype(np.float64) - target
+    scale = 1 / diff.size if reduction == "mean" else 1.0
+    np.testing.assert_allclose(loss, scale * (diff ** 2).sum(), rtol=1e-5 if dtype == np.float32
+                               else 1e-12)
+    assert_close(grad, 2 * scale * diff, dtype)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+def test_one_hot_and_accuracy(backend, dtype, shape):
+    n, c = shape
+    rng = rng_for("one-hot", shape)
+    labels = rng.integers(0, c, n)
+    rows = ops.one_hot(labels, c, dtype=dtype)
+    np.testing.assert_array_equal(rows, np.eye(c, dtype=dtype)[labels])
+    scores = rng.standard_normal(shape).astype(dtype)
+    expected = np.mean(scores.argmax(axis=1) == labels)
+    assert ops.accuracy(scores, labels) == expected
+    assert ops.accuracy(scores, rows) == expected
+    assert ops.accuracy(rows, labels) == 1.0
+
+
+def test_accuracy_breaks_ties_like_argmax(backend, dtype):
+    scores = np.array([[1, 1, 0], [0, 2, 2]], dtype=dtype)
+    assert ops.accuracy(scores, np.array([0, 1])) == 1.0
+    assert ops.accuracy(scores, np.array([1, 2])) == 0.0
+
+
+# -- optimizer steps -------------------------------------------------------------
+
+SGD_SETTINGS = [dict(momentum=0.0, nesterov=False, weight_decay=0.0),
+                dict(momentum=0.9, nesterov=False, weight_decay=0.0),
+                dict(momentum=0.9, nesterov=True, weight_decay=1e-2),
+                dict(momentum=0.0, nesterov=False, weight_decay=1e-2)]
+
+
+@pytest.mark.parametrize("size", FLAT_SIZES)
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=lambda s: "-".join(map(str, s.values())))
+def test_sgd_step(backend, dtype, size, settings):
+    rng = rng_for("sgd", size)
+    param = rng.standard_normal(size).astype(dtype)
+    reference = param.astype(np.float64)
+    velocity = np.zeros_like(param) if settings["momentum"] else None
+    reference_velocity = np.zeros(size)
+    for step in range(3):
+        grad = rng.standard_normal(size).astype(dtype)
+        ops.sgd_step(param, grad, velocity, lr=0.1, **settings)
+        # PyTorch's SGD, written out.
+        g = grad + settings["weight_decay"] * reference
+        if settings["momentum"]:
+            reference_velocity = settings["momentum"] * reference_velocity + g
+            g = g + settings["momentum"] * reference_velocity if settings["nesterov"] \
+                else reference_velocity
+        reference = reference - 0.1 * g
+    assert_close(param, reference, dtype)
+    if velocity is not None:
+        assert_close(velocity, reference_velocity, dtype, scale=10)
+
+
+def test_sgd_step_on_matrices(backend, dtype):
+    param = np.ones((3, 4), dtype)
+    velocity = np.zeros_like(param)
+    ops.sgd_step(param, np.full_like(param, 2), velocity, lr=0.5, momentum=0.5)
+    assert_close(param, np.zeros((3, 4)), dtype)
+    assert_close(velocity, np.full((3, 4), 2.0), dtype)
+
+
+@pytest.mark.parametrize("size", FLAT_SIZES)
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_step(backend, dtype, size, weight_decay):
+    rng = rng_for("adam", size)
+    param = rng.standard_normal(size).astype(dtype)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    reference, rm, rv = param.astype(np.float64), np.zeros(size), np.zeros(size)
+    lr, beta1, beta2, eps = 1e-2, 0.9, 0.999, 1e-8
+    for step in range(1, 4):
+        grad = rng.standard_normal(size).astype(dtype)
+        ops.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay)
+        g = grad + weight_decay * reference
+        rm = beta1 * rm + (1 - beta1) * g
+        rv = beta2 * rv + (1 - beta2) * g * g
+        reference = reference - lr * (rm / (1 - beta1 ** step)) / (
+            np.sqrt(rv / (1 - beta2 ** step)) + eps)
+    assert_close(param, reference, dtype, scale=10)
+    assert_close(m, rm, dtype)
+    assert_close(v, rv, dtype)

@@ -1,0 +1,148 @@
+"""The backend registry: default choice, env var, set/use/restore, errors, threads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import fastnn
+from fastnn import backends as registry
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=environment, timeout=120)
+
+
+def test_numpy_is_always_available_and_the_list_is_fastest_first():
+    names = fastnn.available_backends()
+    assert "numpy" in names
+    order = list(registry.BACKEND_MODULES)
+    assert names == sorted(names, key=order.index)
+
+
+def test_default_is_the_fastest_available_backend():
+    result = run_python("import fastnn; print(fastnn.get_backend_name())",
+                        FASTNN_BACKEND="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == fastnn.available_backends()[0]
+
+
+def test_environment_variable_picks_the_default():
+    result = run_python("import fastnn; print(fastnn.get_backend_name())",
+                        FASTNN_BACKEND="numpy")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "numpy"
+
+
+def test_unknown_backend_in_environment_is_a_clear_error():
+    result = run_python("import fastnn; fastnn.get_backend()", FASTNN_BACKEND="cuda")
+    assert result.returncode != 0
+    assert "FASTNN_BACKEND" in result.stderr and "'cuda'" in result.stderr
+
+
+def test_set_backend_changes_the_default():
+    fastnn.set_backend("numpy")
+    assert fastnn.get_backend_name() == "numpy"
+    assert fastnn.get_backend().NAME == "numpy"
+
+
+@pytest.mark.parametrize("name", fastnn.available_backends())
+def test_use_backend_restores_on_exit_and_on_exception(name):
+    fastnn.set_backend("numpy")
+    with fastnn.use_backend(name) as module:
+        assert fastnn.get_backend_name() == name and module.NAME == name
+    assert fastnn.get_backend_name() == "numpy"
+    with pytest.raises(RuntimeError):
+        with fastnn.use_backend(name):
+            raise RuntimeError("boom")
+    assert fastnn.get_backend_name() == "numpy"
+
+
+def test_use_backend_nests():
+    fastnn.set_backend("numpy")
+    other = fastnn.available_backends()[0]
+    with fastnn.use_backend(other):
+        with fastnn.use_backend("numpy"):
+            assert fastnn.get_backend_name() == "numpy"
+        assert fastnn.get_backend_name() == other
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(ValueError, match=r"backend: unknown backend 'tpu'.*numpy"):
+        fastnn.set_backend("tpu")
+    with pytest.raises(ValueError, match="numba"):
+        with fastnn.use_backend("tpu"):
+            pass
+
+
+def test_unavailable_backend_carries_its_reason(monkeypatch):
+    monkeypatch.setitem(registry.BACKEND_MODULES, "broken", "fastnn.backends.no_such_module")
+    monkeypatch.delitem(registry._failures, "broken", raising=False)
+    with pytest.raises(fastnn.BackendUnavailableError) as info:
+        fastnn.set_backend("broken")
+    assert info.value.reason.startswith("ModuleNotFoundError")
+    assert "no_such_module" in str(info.value)
+    assert "broken" not in fastnn.available_backends()
+    assert "no_such_module" in fastnn.backend_status()["broken"]
+
+
+def test_use_backend_in_one_thread_does_not_change_another():
+    fastnn.set_backend("numpy")
+    seen = {}
+    inside = threading.Event()
+    release = threading.Event()
+    other = fastnn.available_backends()[0]
+
+    def worker():
+        with fastnn.use_backend(other):
+            seen["worker"] = fastnn.get_backend_name()
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(10)
+    seen["main"] = fastnn.get_backend_name()
+    release.set()
+    thread.join()
+    assert seen == {"worker": other, "main": "numpy"}
+
+
+def test_set_num_threads_validates_and_applies():
+    with pytest.raises(ValueError, match="n:"):
+        fastnn.set_num_threads(0)
+    fastnn.set_num_threads(1)
+    try:
+        counts = fastnn.get_num_threads()
+        compiled = {name: n for name, n in counts.items() if name != "numpy"}
+        assert all(n == 1 for n in compiled.values()), counts
+    finally:
+        fastnn.set_num_threads(os.cpu_count() or 1)
+
+
+def test_info_command_lists_every_backend():
+    result = subprocess.run([sys.executable, "-m", "fastnn", "info"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name, reason in fastnn.backend_status().items():
+        expected = "available" if reason is None else f"unavailable: {reason}"
+        assert any(line.split() == [name] + expected.split() for line in lines), lines
+    assert "float32" in result.stdout and "threads:" in result.stdout
+
+
+def test_backends_required_here_are_available():
+    """CI names the backends that must have built (FASTNN_REQUIRE_BACKENDS=c,numba,numpy),
+    so that a failed C build or Numba import cannot pass silently as 'unavailable'."""
+    required = [name for name in os.environ.get("FASTNN_REQUIRE_BACKENDS", "numpy").split(",")
+                if name]
+    status = fastnn.backend_status()
+    missing = {name: status.get(name, "unknown backend") for name in required
+               if status.get(name, "unknown") is not None}
+    assert not missing, f"required backends unavailable: {missing}"
