@@ -1,0 +1,63 @@
+"""pytest-benchmark set-up: 2 threads, every backend as a row, a speedup table at the end.
+
+Each group holds one kernel at one shape; its rows are the fastnn backends
+(``numpy`` is the reference) and, where it is installed, PyTorch CPU. After
+the run a table gives each row's median and its speedup over the ``numpy``
+row of the same group, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import pytest
+
+import fastnn
+
+THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
+IMPLEMENTATIONS = fastnn.available_backends() + ["torch"]
+
+
+def pytest_configure(config):
+    fastnn.set_num_threads(THREADS)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request):
+    """A fastnn backend name (made current for the test) or "torch"."""
+    if request.param == "torch":
+        torch = pytest.importorskip("torch")
+        torch.set_num_threads(THREADS)
+        yield "torch"
+        return
+    with fastnn.use_backend(request.param):
+        yield request.param
+
+
+def speedup_rows(benchmarks):
+    """(group, implementation, median seconds, speedup over numpy, extra) per benchmark."""
+    by_group = defaultdict(dict)
+    for bench in benchmarks:
+        by_group[bench.group][bench.extra_info.get("implementation", bench.name)] = bench
+    for group in sorted(by_group, key=str):
+        rows = by_group[group]
+        reference = rows.get("numpy")
+        for name, bench in sorted(rows.items(), key=lambda item: item[1].stats.median):
+            median = bench.stats.median
+            speedup = reference.stats.median / median if reference and median else float("nan")
+            yield group, name, median, speedup, bench.extra_info
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or session.disabled or not session.benchmarks:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write(f"speedup over the numpy backend, same run, {THREADS} threads (median times)")
+    for group, name, median, speedup, extra in speedup_rows(session.benchmarks):
+        rate = ", ".join(f"{value:.1f} {unit}" for unit, value in extra.items()
+                         if unit in ("GFLOP/s", "GB/s"))
+        write(f"  {group:<44} {name:<6} {median * 1e3:10.3f} ms  x{speedup:6.2f}  {rate}")
