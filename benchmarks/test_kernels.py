@@ -13,9 +13,10 @@ import pytest
 
 from fastnn import ops
 from fastnn.backends import numpy_backend
+from fastnn.bench import MLP_LINEAR_SHAPES as LINEAR_SHAPES
+from fastnn.bench import OPTIMIZER_SIZES, SQUARE_GEMMS, XENT_SHAPES
 
 ACTIVATIONS = ["relu", "identity", "leaky_relu", "sigmoid", "tanh"]
-SQUARE_GEMMS = [1024, 2048]
 MLP_GEMMS = [  # (name, N, K, M, trans_a, trans_b): the matmuls of a 784-256-128 MLP step
     ("x@w", 128, 784, 256, False, False), ("x@w", 1024, 784, 256, False, False),
     ("x@w", 128, 256, 128, False, False),
@@ -24,9 +25,6 @@ MLP_GEMMS = [  # (name, N, K, M, trans_a, trans_b): the matmuls of a 784-256-128
     ("dz@w.T", 128, 256, 784, False, True), ("dz@w.T", 1024, 256, 784, False, True),
     ("dz@w.T", 128, 128, 256, False, True),
 ]
-LINEAR_SHAPES = [(128, 784, 256), (1024, 784, 256)]
-XENT_SHAPES = [(65536, 10), (4096, 1000), (512, 32000)]
-OPTIMIZER_SIZES = [784 * 256, 4 * 1024 * 1024]
 F32 = np.float32
 
 

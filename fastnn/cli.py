@@ -33,10 +33,33 @@ def info(_args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Time every kernel on every backend at each thread count; table, JSON, plot."""
+    from . import bench as benchmark
+
+    backends = args.backends.split(",") if args.backends else None
+    threads = tuple(int(t) for t in args.threads.split(","))
+    results = benchmark.run(backends, threads, quick=args.quick, progress=True)
+    print(benchmark.format_table(results))
+    benchmark.write_json(results, args.json)
+    print(f"\nresults written to {args.json}")
+    if args.plot:
+        benchmark.plot_speedups(results, args.plot)
+        print(f"chart written to {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="version, backends, dtypes, threads").set_defaults(run=info)
+    bench_parser = commands.add_parser("bench", help="time the kernels on every backend")
+    bench_parser.add_argument("--backends", help="comma-separated names (default: all available)")
+    bench_parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    bench_parser.add_argument("--quick", action="store_true", help="one small shape per kernel")
+    bench_parser.add_argument("--json", default="fastnn-bench.json", help="results file")
+    bench_parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
+    bench_parser.set_defaults(run=bench)
     return parser
 
 
