@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import fastnn
 from fastnn import backends as registry
@@ -45,3 +48,12 @@ def assert_close(got, expected, dtype, scale=1.0):
     got = np.asarray(got)
     assert got.dtype == np.dtype(dtype), f"result dtype {got.dtype}, expected {dtype}"
     np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol * scale)
+
+
+
+# Hypothesis: a quick profile for the default test command, the full one on demand
+# (FASTNN_HYPOTHESIS_PROFILE=full runs 200 examples per kernel per backend).
+for _name, _examples in (("default", 25), ("full", 200)):
+    settings.register_profile(_name, max_examples=_examples, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("FASTNN_HYPOTHESIS_PROFILE", "default"))

@@ -1,0 +1,124 @@
+"""Hostile input never crashes a backend: NaN/inf propagate as in the NumPy reference,
+read-only and empty arrays get documented results, and sizes past int32 are indexed right.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from fastnn.backends.contract import ACTIVATIONS
+
+F32 = np.float32
+
+
+def with_non_finite(shape, value, rows=(0,), seed=0):
+    array = np.random.default_rng(seed).standard_normal(shape).astype(F32)
+    for row in rows:
+        array[row, row % shape[1]] = value
+    return array
+
+
+def assert_same_non_finite_pattern(got, expected):
+    """NaN where the reference has NaN, +-inf where it has +-inf, finite elsewhere."""
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+
+
+def reference(function, *args, **kwargs):
+    with fastnn.use_backend("numpy"):
+        return function(*args, **kwargs)
+
+
+NON_FINITE = [np.nan, np.inf, -np.inf]
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_propagates_non_finite_like_the_reference(backend, value, activation):
+    x = with_non_finite((5, 33), value, rows=(0, 3))
+    w = np.random.default_rng(1).standard_normal((33, 17)).astype(F32)
+    b = np.zeros(17, F32)
+    with np.errstate(all="ignore"):
+        y = ops.linear_forward(x, w, b, activation)
+        assert_same_non_finite_pattern(y, reference(ops.linear_forward, x, w, b, activation))
+        dy = np.ones_like(y)
+        for got, want in zip(ops.linear_backward(x, w, y, dy, activation),
+                             reference(ops.linear_backward, x, w, y, dy, activation)):
+            assert_same_non_finite_pattern(got, want)
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+def test_matmul_and_softmax_propagate_non_finite(backend, value):
+    a = with_non_finite((6, 20), value, rows=(2,))
+    b = np.random.default_rng(2).standard_normal((20, 9)).astype(F32)
+    with np.errstate(all="ignore"):
+        assert_same_non_finite_pattern(ops.matmul(a, b), reference(ops.matmul, a, b))
+        for function in (ops.softmax, ops.log_softmax):
+            got = function(a)
+            assert_same_non_finite_pattern(got, reference(function, a))
+            assert np.isfinite(got[[0, 1, 3, 4, 5]]).all(), "a bad row must not spill"
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+def test_losses_report_non_finite_input(backend, value):
+    logits = with_non_finite((4, 7), value, rows=(1,))
+    labels = np.array([0, 3, 6, 2])
+    with np.errstate(all="ignore"):
+        loss, grad = ops.softmax_cross_entropy(logits, labels, "none")
+        expected_loss, expected_grad = reference(ops.softmax_cross_entropy, logits, labels,
+                                                 "none")
+        assert_same_non_finite_pattern(grad, expected_grad)
+        assert_same_non_finite_pattern(loss, expected_loss)
+        total, _ = ops.mse(logits, np.zeros_like(logits))
+        assert not np.isfinite(total)
+
+
+def test_nan_gradient_poisons_only_its_parameters(backend):
+    param, grad = np.ones(100, F32), np.zeros(100, F32)
+    grad[7] = np.nan
+    ops.sgd_step(param, grad, lr=0.1)
+    assert np.isnan(param[7]) and np.isfinite(np.delete(param, 7)).all()
+
+
+def test_read_only_inputs_are_fine(backend):
+    x = np.ones((3, 4), F32)
+    w = np.ones((4, 2), F32)
+    b = np.zeros(2, F32)
+    for array in (x, w, b):
+        array.flags.writeable = False
+    np.testing.assert_array_equal(ops.linear_forward(x, w, b, "relu"), np.full((3, 2), 4, F32))
+    loss, grad = ops.softmax_cross_entropy(x, np.zeros(3, np.int64))
+    np.testing.assert_allclose(loss, np.log(4), rtol=1e-6)
+
+
+def test_empty_arrays(backend):
+    empty = np.zeros((0, 5), F32)
+    assert ops.softmax(empty).shape == (0, 5)
+    assert ops.matmul(empty, np.ones((5, 3), F32)).shape == (0, 3)
+    assert ops.one_hot(np.zeros(0, np.int64), 4).shape == (0, 4)
+    with pytest.raises(ValueError, match="logits: empty"):
+        ops.softmax_cross_entropy(empty, np.zeros(0, np.int64))
+    ops.sgd_step(np.zeros(0, F32), np.zeros(0, F32), lr=0.1)  # nothing to update: no error
+
+
+# Sizes past 2**31 elements: the arrays are np.zeros, which the OS maps to shared zero pages,
+# so reading them costs time but no memory. A kernel indexing with 32-bit ints would crash or
+# read the wrong elements.
+HUGE_ROWS, HUGE_COLUMNS = 2 ** 16, 2 ** 15 + 1  # 2**31 + 2**16 elements
+
+
+def test_products_past_int32_are_indexed_correctly(backend):
+    huge = np.zeros((HUGE_ROWS, HUGE_COLUMNS), F32)
+    x = np.ones((1, HUGE_ROWS), F32)
+    b = np.arange(HUGE_COLUMNS, dtype=F32)
+    y = ops.linear_forward(x, huge, b, "identity")
+    np.testing.assert_array_equal(y[0], b)
+    scores = huge  # every row all-zero: argmax is column 0
+    labels = np.zeros(HUGE_ROWS, np.int64)
+    labels[-1] = HUGE_COLUMNS - 1
+    assert ops.accuracy(scores, labels) == (HUGE_ROWS - 1) / HUGE_ROWS
