@@ -1,0 +1,154 @@
+"""The Numba backend: every kernel of :mod:`fastnn.backends.contract` as jitted code.
+
+The kernels live in :mod:`fastnn.backends.numba_kernels` (GEMM, linear layer,
+softmax family, optimizers); this module is what the registry imports. Each
+function here only picks a variant: small problems run a serial jitted kernel
+on the calling thread (a parallel launch costs microseconds, more than a tiny
+kernel), large ones the ``prange`` version on :func:`get_num_threads` threads.
+Compiled code is cached on disk (``cache=True``), so only the first run on a
+machine pays for compilation. Threading layer and thread count: see NUMBA.md.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from . import numba_kernels  # noqa: F401  (picks the threading layer first)
+from .contract import ACTIVATION_CODES
+from .numba_kernels import gemm, linear, optim, pointwise, softmax_xent
+
+NAME = "numba"
+
+#: Below these sizes a kernel runs serially: work per element times size must
+#: outweigh the launch of a parallel region (a few microseconds).
+PARALLEL_MIN_MULTIPLY_ADDS = 1 << 17
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+#: Threads for parallel kernels; NUMBA_NUM_THREADS (default: all cores) is
+#: both the initial value and the ceiling, the size of Numba's thread pool.
+_max_threads = numba.config.NUMBA_NUM_THREADS
+_threads = _max_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (at most NUMBA_NUM_THREADS) in later calls, from any Python thread."""
+    global _threads
+    _threads = max(1, min(int(n), _max_threads))
+
+
+def get_num_threads() -> int:
+    return _threads
+
+
+def _parallel(work: int) -> bool:
+    """Whether a kernel over ``work`` elements runs in parallel; if so, this thread's
+    Numba thread count is set first: numba.set_num_threads applies only to the
+    calling thread, and calling it inside jitted code would defeat the disk cache."""
+    if _threads > 1 and work >= PARALLEL_MIN_ELEMENTS:
+        numba.set_num_threads(_threads)
+        return True
+    return False
+
+
+def _parallel_gemm(n: int, k: int, m: int) -> bool:
+    """As :func:`_parallel`, for a product of (n, k) and (k, m) matrices."""
+    if _threads > 1 and n * k * m >= PARALLEL_MIN_MULTIPLY_ADDS:
+        numba.set_num_threads(_threads)
+        return True
+    return False
+
+
+# -- dense algebra -------------------------------------------------------------------
+
+def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
+    n, m = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if _parallel_gemm(n, k, m):
+        gemm.gemm_parallel(a, b, trans_a, trans_b, out, bias, code, alpha, _threads)
+    else:
+        gemm.gemm_serial(a, b, trans_a, trans_b, out, bias, code, alpha)
+
+
+def matmul(a, b, trans_a, trans_b, out):
+    _gemm(a, b, trans_a, trans_b, out, None, 0, 0.0)
+
+
+def linear_forward(x, w, b, activation, alpha, out):
+    _gemm(x, w, False, False, out, b, ACTIVATION_CODES[activation], alpha)
+
+
+def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
+    code = ACTIVATION_CODES[activation]
+    if _parallel_gemm(*x.shape, w.shape[1]):
+        linear.linear_backward_parallel(x, w, y, dy, code, alpha, dx, dw, db, _threads)
+    else:
+        linear.linear_backward_serial(x, w, y, dy, code, alpha, dx, dw, db)
+
+
+# -- softmax and losses ----------------------------------------------------------------
+
+def softmax(x, out):
+    if _parallel(x.size):
+        softmax_xent.softmax_parallel(x, out, _threads)
+    else:
+        softmax_xent.softmax_rows(x, out, 0, x.shape[0], softmax_xent.scratch_for(x))
+
+
+def log_softmax(x, out):
+    if _parallel(x.size):
+        softmax_xent.log_softmax_parallel(x, out, _threads)
+    else:
+        softmax_xent.log_softmax_rows(x, out, 0, x.shape[0], softmax_xent.scratch_for(x))
+
+
+def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad):
+    if _parallel(logits.size):
+        softmax_xent.softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, _threads)
+    else:
+        softmax_xent.softmax_xent_rows(logits, target, grad_scale, row_loss, grad, 0,
+                                       logits.shape[0], softmax_xent.scratch_for(logits))
+
+
+def mse(pred, target, grad_scale, grad):
+    if _parallel(pred.size):
+        return float(pointwise.mse_parallel(pred, target, grad_scale, grad, _threads))
+    return float(pointwise.mse_rows(pred, target, grad_scale, grad, 0, pred.shape[0]))
+
+
+def one_hot(labels, out):
+    if _parallel(out.size):
+        pointwise.one_hot_parallel(labels, out, _threads)
+    else:
+        pointwise.one_hot_rows(labels, out, 0, out.shape[0])
+
+
+def count_correct(scores, labels):
+    if _parallel(scores.size):
+        return int(pointwise.count_correct_parallel(scores, labels, _threads))
+    return int(pointwise.count_correct_rows(scores, labels, 0, scores.shape[0]))
+
+
+# -- optimizer steps (in place) ---------------------------------------------------------
+
+def _flat(array):
+    return None if array is None else array.reshape(-1)
+
+
+def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    param, grad, velocity = _flat(param), _flat(grad), _flat(velocity)
+    if _parallel(param.size):
+        optim.sgd_parallel(param, grad, velocity, lr, momentum, nesterov, weight_decay,
+                           _threads)
+    else:
+        optim.sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, 0,
+                        param.size)
+
+
+def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    param, grad, m, v = _flat(param), _flat(grad), _flat(m), _flat(v)
+    if _parallel(param.size):
+        optim.adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                            _threads)
+    else:
+        optim.adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, 0,
+                         param.size)

@@ -1,0 +1,62 @@
+"""Optimizer steps, in place over flat parameter arrays (PyTorch's semantics).
+
+``*_range`` update elements start..stop serially; ``*_parallel`` split the
+elements among ``threads`` threads. Scalars arrive as Python floats and are
+converted to the parameter's dtype once, so float32 updates stay float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .partition import chunk_bounds
+
+
+@njit(cache=True)
+def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop):
+    """SGD on elements start..stop. param, grad, velocity: float 1-D (velocity None
+    exactly when momentum is 0): g = grad + wd*param; v = momentum*v + g;
+    g = g + momentum*v (Nesterov) or v; param -= lr * g."""
+    cast = param.dtype.type
+    lr, momentum, weight_decay = cast(lr), cast(momentum), cast(weight_decay)
+    for i in range(start, stop):
+        g = grad[i] + weight_decay * param[i] if weight_decay else grad[i]
+        if velocity is not None:
+            v = momentum * velocity[i] + g
+            velocity[i] = v
+            g = g + momentum * v if nesterov else v
+        param[i] -= lr * g
+
+
+@njit(cache=True)
+def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop):
+    """Adam on elements start..stop; param, grad, m, v: float 1-D; step >= 1."""
+    cast = param.dtype.type
+    # Bias corrections in float64 once, then everything in the parameter's dtype.
+    inv_correction1 = cast(1.0 / (1.0 - beta1 ** step))
+    inv_correction2 = cast(1.0 / (1.0 - beta2 ** step))
+    lr, eps, weight_decay = cast(lr), cast(eps), cast(weight_decay)
+    beta1, beta2 = cast(beta1), cast(beta2)
+    one = cast(1)
+    for i in range(start, stop):
+        g = grad[i] + weight_decay * param[i] if weight_decay else grad[i]
+        m_i = beta1 * m[i] + (one - beta1) * g
+        v_i = beta2 * v[i] + (one - beta2) * g * g
+        m[i], v[i] = m_i, v_i
+        param[i] -= lr * (m_i * inv_correction1) / (np.sqrt(v_i * inv_correction2) + eps)
+
+
+
+@njit(cache=True, parallel=True)
+def sgd_parallel(param, grad, velocity, lr, momentum, nesterov, weight_decay, threads):
+    for task in prange(threads):
+        start, stop = chunk_bounds(param.shape[0], threads, task)
+        sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, threads):
+    for task in prange(threads):
+        start, stop = chunk_bounds(param.shape[0], threads, task)
+        adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop)

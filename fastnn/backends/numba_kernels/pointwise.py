@@ -1,0 +1,82 @@
+"""Kernels that treat each row (or element) on its own: mean squared error,
+one-hot encoding, counting correct argmax predictions.
+
+As in softmax_xent, ``*_rows`` run serially over rows start..stop and
+``*_parallel`` split the rows among ``threads`` threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .partition import chunk_bounds
+
+
+# fastmath "reassoc" only lets the float64 sum of squares vectorize; its rounding
+# changes in the last bits of a float64 sum, far inside every tolerance.
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def mse_rows(pred, target, grad_scale, grad, start, stop):
+    """float64 ``sum((pred - target)**2)`` over rows start..stop, and
+    ``grad = 2 * grad_scale * (pred - target)`` there unless grad is None.
+    pred, target, grad: float (N, M)."""
+    factor = pred.dtype.type(2 * grad_scale)
+    total = 0.0
+    for i in range(start, stop):
+        for j in range(pred.shape[1]):
+            diff = pred[i, j] - target[i, j]
+            total += diff * diff
+            if grad is not None:
+                grad[i, j] = factor * diff
+    return total
+
+
+@njit(cache=True)
+def one_hot_rows(labels, out, start, stop):
+    """``out[i] = e_{labels[i]}`` for rows start..stop; labels int64 (N,), out float (N, C)."""
+    for i in range(start, stop):
+        out[i, :] = 0
+        out[i, labels[i]] = 1
+
+
+@njit(cache=True)
+def count_correct_rows(scores, labels, start, stop):
+    """How many rows start..stop of scores (N, C) have their first maximum at labels[i].
+
+    A NaN counts as the maximum, as in numpy.argmax."""
+    correct = 0
+    for i in range(start, stop):
+        best, best_index = scores[i, 0], 0
+        for j in range(1, scores.shape[1]):
+            if best != best:  # NaN found: argmax stops at the first one
+                break
+            value = scores[i, j]
+            if value > best or value != value:
+                best, best_index = value, j
+        correct += best_index == labels[i]
+    return correct
+
+
+@njit(cache=True, parallel=True)
+def mse_parallel(pred, target, grad_scale, grad, threads):
+    partial = np.zeros(threads)
+    for task in prange(threads):
+        start, stop = chunk_bounds(pred.shape[0], threads, task)
+        partial[task] = mse_rows(pred, target, grad_scale, grad, start, stop)
+    return partial.sum()
+
+
+@njit(cache=True, parallel=True)
+def one_hot_parallel(labels, out, threads):
+    for task in prange(threads):
+        start, stop = chunk_bounds(out.shape[0], threads, task)
+        one_hot_rows(labels, out, start, stop)
+
+
+@njit(cache=True, parallel=True)
+def count_correct_parallel(scores, labels, threads):
+    partial = np.zeros(threads, dtype=np.int64)
+    for task in prange(threads):
+        start, stop = chunk_bounds(scores.shape[0], threads, task)
+        partial[task] = count_correct_rows(scores, labels, start, stop)
+    return partial.sum()
