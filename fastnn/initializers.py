@@ -1,0 +1,161 @@
+"""Weight initializers, by name or as objects, with Keras' names and defaults.
+
+An initializer is called as ``init(shape, dtype, rng)`` and returns a new
+C-contiguous array of that shape and dtype. ``shape`` is ``(fan_in, fan_out)``
+for a Dense kernel and ``(fan_out,)`` for a bias. The random ones draw from
+their own ``seed`` when given one, else from ``rng`` (the model's generator),
+so a model built with a seed is reproducible either way.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple, Type, Union
+
+import numpy as np
+
+Shape = Tuple[int, ...]
+
+# Keras draws its "normal" variance-scaling initializers from a normal truncated at two standard
+# deviations; this is the standard deviation of the unit normal so truncated, used to rescale.
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+class Initializer:
+    """Base class: subclasses implement :meth:`sample` from a generator."""
+
+    #: Name used by :func:`get` and in saved model files.
+    name = ""
+
+    def __init__(self, seed: Optional[int] = None):
+        self.seed = seed
+
+    def __call__(self, shape: Shape, dtype=np.float32,
+                 rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        if self.seed is not None:
+            rng = np.random.default_rng(self.seed)
+        elif rng is None:
+            rng = np.random.default_rng()
+        return np.ascontiguousarray(self.sample(tuple(shape), rng), dtype=dtype)
+
+    def sample(self, shape: Shape, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed!r})"
+
+
+class Zeros(Initializer):
+    name = "zeros"
+
+    def sample(self, shape, rng):
+        return np.zeros(shape)
+
+
+class Ones(Initializer):
+    name = "ones"
+
+    def sample(self, shape, rng):
+        return np.ones(shape)
+
+
+class RandomUniform(Initializer):
+    """Uniform on [minval, maxval); Keras' default range is ±0.05."""
+
+    name = "random_uniform"
+
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: Optional[int] = None):
+        super().__init__(seed)
+        self.minval, self.maxval = minval, maxval
+
+    def sample(self, shape, rng):
+        return rng.uniform(self.minval, self.maxval, shape)
+
+
+class RandomNormal(Initializer):
+    """Normal with Keras' defaults mean 0, standard deviation 0.05."""
+
+    name = "random_normal"
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Optional[int] = None):
+        super().__init__(seed)
+        self.mean, self.stddev = mean, stddev
+
+    def sample(self, shape, rng):
+        return rng.normal(self.mean, self.stddev, shape)
+
+
+def _fans(shape: Shape) -> Tuple[int, int]:
+    """(fan_in, fan_out) of a kernel (fan_in, fan_out) or a vector (n,)."""
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    return shape[0], shape[-1]
+
+
+def _truncated_normal(shape: Shape, stddev: float, rng: np.random.Generator) -> np.ndarray:
+    """Normal(0, stddev) with draws beyond two standard deviations redrawn."""
+    values = rng.standard_normal(shape)
+    outside = np.abs(values) > 2
+    while outside.any():
+        values[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(values) > 2
+    return values * stddev
+
+
+class _VarianceScaling(Initializer):
+    """Variance ``scale / fan`` where fan is fan_in or the mean of fan_in and fan_out."""
+
+    scale = 1.0
+    fan_mode = "avg"  # or "in"
+    distribution = "uniform"  # or "normal" (truncated, as Keras)
+
+    def sample(self, shape, rng):
+        fan_in, fan_out = _fans(shape)
+        fan = fan_in if self.fan_mode == "in" else (fan_in + fan_out) / 2
+        variance = self.scale / max(1.0, fan)
+        if self.distribution == "uniform":
+            limit = np.sqrt(3.0 * variance)
+            return rng.uniform(-limit, limit, shape)
+        return _truncated_normal(shape, np.sqrt(variance) / _TRUNCATED_NORMAL_STD, rng)
+
+
+class GlorotUniform(_VarianceScaling):
+    """Uniform on ±sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
+
+    name = "glorot_uniform"
+
+
+class GlorotNormal(_VarianceScaling):
+    """Truncated normal with variance 2 / (fan_in + fan_out)."""
+
+    name = "glorot_normal"
+    distribution = "normal"
+
+
+class HeUniform(_VarianceScaling):
+    """Uniform on ±sqrt(6 / fan_in) (He et al., 2015), for relu layers."""
+
+    name = "he_uniform"
+    scale, fan_mode = 2.0, "in"
+
+
+class HeNormal(_VarianceScaling):
+    """Truncated normal with variance 2 / fan_in."""
+
+    name = "he_normal"
+    scale, fan_mode, distribution = 2.0, "in", "normal"
+
+
+INITIALIZERS: Dict[str, Type[Initializer]] = {
+    cls.name: cls for cls in (Zeros, Ones, RandomUniform, RandomNormal, GlorotUniform,
+                              GlorotNormal, HeUniform, HeNormal)
+}
+
+
+def get(identifier: Union[str, Initializer], argument: str = "initializer") -> Initializer:
+    """The initializer named ``identifier`` (with default settings), or the object itself."""
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, str) and identifier in INITIALIZERS:
+        return INITIALIZERS[identifier]()
+    raise ValueError(f"{argument}: unknown initializer {identifier!r}; expected an "
+                     f"Initializer or one of {sorted(INITIALIZERS)}")

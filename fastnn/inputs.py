@@ -1,0 +1,68 @@
+"""Checks of the data given to ``fit``, ``evaluate`` and ``predict``, done once per call.
+
+After these, the step code trusts its arrays: C-contiguous, of the model's dtype,
+finite, non-empty, with matching lengths. Every message names the argument.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def features(argument: str, x, dtype: np.dtype, input_dim: Optional[int]) -> np.ndarray:
+    """``x`` as a C-contiguous (N, input_dim) array of ``dtype``; N >= 1, all finite.
+
+    A 1-D x is one feature per sample when the model takes one input (as Keras).
+    """
+    try:
+        x = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{argument}: expected a 2-D numeric array, could not convert: {exc}"
+                        ) from exc
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{argument}: expected numeric inputs, got dtype {x.dtype}")
+    if x.ndim == 1 and input_dim == 1:
+        x = x.reshape(-1, 1)
+    if x.ndim != 2:
+        raise ValueError(f"{argument}: expected a 2-D array (samples, features), got shape "
+                         f"{x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{argument}: empty: no samples (shape {x.shape})")
+    if input_dim is not None and x.shape[1] != input_dim:
+        raise ValueError(f"{argument}: expected {input_dim} features per sample as the model's "
+                         f"input, got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{argument}: empty: no features (shape {x.shape})")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{argument}: contains NaN or infinity")
+    return x
+
+
+def same_length(argument: str, y: np.ndarray, samples: int) -> None:
+    if len(y) != samples:
+        raise ValueError(f"{argument}: has {len(y)} samples but x has {samples}")
+
+
+def batch_size(value, samples: int) -> int:
+    """The number of rows per step: None means all ``samples`` (full-batch descent)."""
+    if value is None:
+        return samples
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"batch_size: expected a positive int or None (full batch), got "
+                         f"{value!r}")
+    return min(int(value), samples)
+
+
+def count(argument: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{argument}: expected an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def fraction(argument: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{argument}: expected a fraction in [0, 1), got {value!r}")
+    return float(value)

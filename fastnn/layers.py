@@ -1,0 +1,212 @@
+"""Layers: Dense (one fused backend kernel each way) and Dropout.
+
+A layer owns its parameters and their gradient buffers; the activations it
+reads and writes belong to the model's per-batch-size workspace and are passed
+in, so one layer serves every batch size without allocating during a step.
+
+Shapes: N is the batch, K the layer's input size, M its output size (``units``).
+Every float array of a model shares the model's dtype (float32 or float64).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+from . import initializers
+from .backends.contract import ACTIVATIONS
+from .validation import positive_number
+
+#: Activation names a Dense layer accepts. softmax is applied by the loss (fused with
+#: cross-entropy) and by ``predict``, so it is allowed on the output layer only.
+DENSE_ACTIVATIONS = ACTIVATIONS + ("softmax",)
+_ALIASES = {None: "identity", "linear": "identity"}
+
+
+def activation_name(activation: Optional[str]) -> str:
+    """The canonical name of a Dense activation; None and "linear" mean identity."""
+    activation = _ALIASES.get(activation, activation)
+    if activation not in DENSE_ACTIVATIONS:
+        raise ValueError(f"activation: unknown activation {activation!r}; expected None, "
+                         f"'linear' or one of {list(DENSE_ACTIVATIONS)}")
+    return activation
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+class Layer:
+    """Base class. Subclasses set ``units`` (output size) in :meth:`build`.
+
+    The step methods receive the backend module chosen for this step and
+    call its kernels directly: arguments were validated at the model boundary.
+    """
+
+    def __init__(self, input_dim: Optional[int] = None):
+        self.input_dim = None if input_dim is None else _positive_int("input_dim", input_dim)
+        self.units: Optional[int] = None
+        self.params: List[np.ndarray] = []  # updated in place by the optimizer
+        self.grads: List[np.ndarray] = []   # grads[i] is d(loss)/d(params[i])
+        self.built = False
+
+    def build(self, input_units: int, dtype: np.dtype, rng: np.random.Generator) -> None:
+        """Create parameters for inputs of ``input_units`` features."""
+        self.input_dim = input_units
+        self.built = True
+
+    def make_scratch(self, batch: int, dtype: np.dtype, training: bool) -> Any:
+        """Per-batch-size working memory of this layer (None when it needs none)."""
+        return None
+
+    def set_rng(self, rng: np.random.Generator) -> None:
+        """Give the layer the generator of this fit (for random layers)."""
+
+    def forward(self, backend, x: np.ndarray, out: np.ndarray, scratch: Any,
+                training: bool) -> None:
+        """Write the layer's output for x (N, K) into out (N, M)."""
+        raise NotImplementedError
+
+    def backward(self, backend, x: np.ndarray, y: np.ndarray, dy: np.ndarray,
+                 dx: Optional[np.ndarray], scratch: Any) -> None:
+        """Given dy = dL/dy (N, M), set ``self.grads`` and dx = dL/dx (N, K) unless None."""
+        raise NotImplementedError
+
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments that rebuild this layer (weights aside), JSON-safe."""
+        return {"input_dim": self.input_dim}
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class Dense(Layer):
+    """``y = activation(x @ w + b)``; w: (K, units), b: (units,).
+
+    Forward is one backend ``linear_forward``; backward one ``linear_backward``
+    (with no input gradient for the first layer). A softmax output runs the
+    kernel with the identity: the loss fuses softmax with cross-entropy and
+    ``predict`` applies it. A sigmoid output is fused the same way with
+    binary cross-entropy (see :meth:`defer_activation`).
+    """
+
+    def __init__(self, units: int, activation: Optional[str] = None,
+                 kernel_initializer: Union[str, initializers.Initializer] = "glorot_uniform",
+                 bias_initializer: Union[str, initializers.Initializer] = "zeros",
+                 alpha: float = 0.01, input_dim: Optional[int] = None):
+        super().__init__(input_dim)
+        self.units = _positive_int("units", units)
+        self.activation = activation_name(activation)
+        self.kernel_initializer = initializers.get(kernel_initializer, "kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, "bias_initializer")
+        self.alpha = positive_number("alpha", alpha, allow_zero=True)
+        self.defer_activation(self.activation == "softmax")
+
+    def defer_activation(self, deferred: bool) -> None:
+        """Leave the output activation to the loss and ``predict`` (or apply it here).
+
+        Deferred, the kernels run with the identity and the layer's output is
+        the logits; the loss's gradient is then taken with respect to the logits.
+        """
+        if self.activation == "softmax" and not deferred:
+            raise ValueError("activation: softmax is only supported on the output layer with "
+                             "a cross-entropy loss")
+        self.deferred_activation = self.activation if deferred else None
+        self.kernel_activation = "identity" if deferred else self.activation
+
+    def build(self, input_units, dtype, rng):
+        self.w = self.kernel_initializer((input_units, self.units), dtype, rng)
+        self.b = self.bias_initializer((self.units,), dtype, rng)
+        self.dw, self.db = np.zeros_like(self.w), np.zeros_like(self.b)
+        self.params, self.grads = [self.w, self.b], [self.dw, self.db]
+        super().build(input_units, dtype, rng)
+
+    def forward(self, backend, x, out, scratch, training):
+        backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out)
+
+    def backward(self, backend, x, y, dy, dx, scratch):
+        backend.linear_backward(x, self.w, y, dy, self.kernel_activation, self.alpha,
+                                dx, self.dw, self.db)
+
+    def finish_outputs(self, backend, outputs: np.ndarray) -> None:
+        """Apply the deferred activation to the logits (N, units) in place (for predict)."""
+        if self.deferred_activation == "softmax":
+            backend.softmax(outputs, outputs)
+        elif self.deferred_activation == "sigmoid":
+            # exp(-|z|) never overflows: 1 / (1 + e) for z >= 0, e / (1 + e) below.
+            decay = np.exp(-np.abs(outputs))
+            np.divide(np.where(outputs >= 0, 1.0, decay), 1.0 + decay, out=outputs)
+
+    def get_config(self):
+        return {"units": self.units, "activation": self.activation, "alpha": self.alpha,
+                **super().get_config()}
+
+    def describe(self):
+        return f"Dense({self.activation})"
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``rate`` and
+    scale the rest by 1 / (1 - rate); outside training, pass inputs through.
+
+    The mask comes from ``seed`` when given, else from the generator of the
+    fit (seeded by ``fit(seed=...)``).
+    """
+
+    def __init__(self, rate: float, seed: Optional[int] = None, input_dim: Optional[int] = None):
+        super().__init__(input_dim)
+        rate = positive_number("rate", rate, allow_zero=True)
+        if rate >= 1:
+            raise ValueError(f"rate: expected a drop probability in [0, 1), got {rate}")
+        self.rate = rate
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def build(self, input_units, dtype, rng):
+        self.units = input_units
+        super().build(input_units, dtype, rng)
+
+    def set_rng(self, rng):
+        if self.seed is None:
+            self._rng = rng
+
+    def make_scratch(self, batch, dtype, training):
+        # The mask, as a float factor: 0 or 1 / (1 - rate).
+        return np.empty((batch, self.units), dtype) if training else None
+
+    def forward(self, backend, x, out, mask, training):
+        if not training or self.rate == 0.0:
+            np.copyto(out, x)
+            return
+        self._rng.random(dtype=mask.dtype, out=mask)
+        np.greater_equal(mask, self.rate, out=mask)
+        mask *= 1.0 / (1.0 - self.rate)
+        np.multiply(x, mask, out=out)
+
+    def backward(self, backend, x, y, dy, dx, mask):
+        if dx is None:
+            return
+        if self.rate == 0.0:
+            np.copyto(dx, dy)
+        else:
+            np.multiply(dy, mask, out=dx)
+
+    def get_config(self):
+        return {"rate": self.rate, "seed": self.seed, **super().get_config()}
+
+    def describe(self):
+        return f"Dropout({self.rate:g})"
+
+
+LAYERS = {cls.__name__: cls for cls in (Dense, Dropout)}
+
+
+def from_config(class_name: str, config: Dict[str, Any]) -> Layer:
+    """Rebuild a layer saved by :meth:`Layer.get_config` (weights are set separately)."""
+    if class_name not in LAYERS:
+        raise ValueError(f"layer: unknown layer class {class_name!r}; expected one of "
+                         f"{sorted(LAYERS)}")
+    return LAYERS[class_name](**config)

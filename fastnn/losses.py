@@ -1,0 +1,223 @@
+"""Losses: each one fused kernel that returns the mean loss and writes its gradient.
+
+A loss is called as ``loss(backend, outputs, targets, grad, scratch)`` with the
+output layer's result ``outputs`` (N, M) and returns the mean loss over the batch
+as a Python float; when ``grad`` (N, M) is given it is set to d(loss)/d(outputs).
+For the cross-entropies, ``outputs`` are logits: the softmax (or sigmoid) of the
+output layer is fused into the loss, which is both faster and stable for any
+logit, and the layer's backward then uses the identity derivative.
+
+Each loss also checks and converts the targets ``y`` given to ``fit`` or
+``evaluate`` (:meth:`Loss.targets`) and says which accuracy applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Type, Union
+
+import numpy as np
+
+from .metrics import BinaryAccuracy, CategoricalAccuracy
+
+
+def _numeric_array(argument: str, y) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{argument}: expected numeric targets, got dtype {y.dtype}")
+    return y
+
+
+def _float_targets(argument: str, y, units: int, dtype: np.dtype) -> np.ndarray:
+    """Float targets (N, units) of the model's dtype; (N,) is accepted when units == 1."""
+    y = _numeric_array(argument, y)
+    if y.ndim == 1 and units == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != units:
+        raise ValueError(f"{argument}: expected shape (N, {units}) to match the {units} outputs "
+                         f"of the model, got {y.shape}")
+    y = np.ascontiguousarray(y, dtype=dtype)
+    if not np.isfinite(y).all():
+        raise ValueError(f"{argument}: targets contain NaN or infinity")
+    return y
+
+
+class Loss:
+    """Base class; subclasses implement :meth:`__call__` and :meth:`targets`."""
+
+    name = ""
+    #: The output activation this loss fuses (applies itself), or None.
+    fused_activation: Optional[str] = None
+
+    def check_output_activation(self, activation: str) -> None:
+        """Raise ValueError when the output layer's activation does not suit this loss."""
+        if activation == "softmax" and self.fused_activation != "softmax":
+            raise ValueError(f"loss: {self.name!r} cannot follow a softmax output; use "
+                             "'categorical_crossentropy' or 'sparse_categorical_crossentropy'")
+
+    def targets(self, y, units: int, dtype: np.dtype, argument: str = "y") -> np.ndarray:
+        """``y`` checked and converted to what :meth:`__call__` reads."""
+        raise NotImplementedError
+
+    def accuracy(self, units: int):
+        """The accuracy metric that fits this loss's targets."""
+        return CategoricalAccuracy()
+
+    def make_scratch(self, batch: int, units: int, dtype: np.dtype) -> Any:
+        """Per-batch-size working memory of the loss."""
+        return None
+
+    def __call__(self, backend, outputs: np.ndarray, targets: np.ndarray,
+                 grad: Optional[np.ndarray], scratch: Any) -> float:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class _SoftmaxCrossEntropy(Loss):
+    """Mean cross-entropy of softmax(logits), one backend ``softmax_cross_entropy``."""
+
+    fused_activation = "softmax"
+
+    def check_output_activation(self, activation):
+        if activation != "softmax":
+            raise ValueError(f"loss: {self.name!r} needs a softmax output layer "
+                             f"(Dense(..., activation='softmax')), got {activation!r}")
+
+    def make_scratch(self, batch, units, dtype):
+        return np.empty(batch, dtype)  # the per-row losses
+
+    def __call__(self, backend, outputs, targets, grad, row_loss):
+        batch = outputs.shape[0]
+        backend.softmax_cross_entropy(outputs, targets, 1.0 / batch, row_loss, grad)
+        return float(row_loss.sum()) / batch
+
+
+class CategoricalCrossentropy(_SoftmaxCrossEntropy):
+    """Targets are probability rows (N, C), usually one-hot."""
+
+    name = "categorical_crossentropy"
+
+    def targets(self, y, units, dtype, argument="y"):
+        y = _numeric_array(argument, y)
+        if y.ndim == 1:
+            raise ValueError(f"{argument}: categorical_crossentropy expects one-hot rows "
+                             f"(N, {units}); for integer labels (N,) use "
+                             "'sparse_categorical_crossentropy'")
+        y = _float_targets(argument, y, units, dtype)
+        if (y < 0).any():
+            raise ValueError(f"{argument}: class probabilities must be >= 0")
+        return y
+
+
+class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
+    """Targets are integer class labels (N,) in [0, C)."""
+
+    name = "sparse_categorical_crossentropy"
+
+    def targets(self, y, units, dtype, argument="y"):
+        y = _numeric_array(argument, y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"{argument}: sparse_categorical_crossentropy expects integer "
+                             f"labels of shape (N,), got {y.shape}; for one-hot rows use "
+                             "'categorical_crossentropy'")
+        if y.dtype.kind == "f":
+            if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+                raise TypeError(f"{argument}: expected integer class labels, got non-integral "
+                                f"values of dtype {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() >= units):
+            bad = y.min() if y.min() < 0 else y.max()
+            raise ValueError(f"{argument}: labels must lie in [0, {units}) for the {units} "
+                             f"outputs of the model, got {bad:g}")
+        return np.ascontiguousarray(y, dtype=np.int64)
+
+
+class BinaryCrossentropy(Loss):
+    """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1].
+
+    The output layer's sigmoid is fused in: from logits z and targets t,
+    ``loss = max(z, 0) - z t + log(1 + exp(-|z|))``, finite for every z, and
+    ``d loss / dz = (sigmoid(z) - t) / (N M)``, which the output layer's
+    backward takes as is (identity derivative).
+    """
+
+    name = "binary_crossentropy"
+    fused_activation = "sigmoid"
+
+    def check_output_activation(self, activation):
+        if activation != "sigmoid":
+            raise ValueError(f"loss: 'binary_crossentropy' needs a sigmoid output layer "
+                             f"(Dense(..., activation='sigmoid')), got {activation!r}")
+
+    def targets(self, y, units, dtype, argument="y"):
+        y = _float_targets(argument, y, units, dtype)
+        if ((y < 0) | (y > 1)).any():
+            raise ValueError(f"{argument}: binary_crossentropy targets must lie in [0, 1]")
+        return y
+
+    def accuracy(self, units):
+        return BinaryAccuracy(threshold=0.0)  # sigmoid(z) > 0.5 exactly when z > 0
+
+    def make_scratch(self, batch, units, dtype):
+        return (np.empty((batch, units), dtype), np.empty((batch, units), dtype),
+                np.empty((batch, units), bool))
+
+    def __call__(self, backend, logits, targets, grad, scratch):
+        decay, work, non_negative = scratch
+        np.abs(logits, out=decay)
+        np.negative(decay, out=decay)
+        np.exp(decay, out=decay)  # exp(-|z|), in (0, 1]: never overflows
+        np.log1p(decay, out=work)
+        total = float(work.sum())
+        np.maximum(logits, 0, out=work)
+        total += float(work.sum())
+        np.multiply(logits, targets, out=work)
+        total -= float(work.sum())
+        scale = 1.0 / logits.size
+        if grad is not None:
+            # sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, with e = exp(-|z|).
+            np.greater_equal(logits, 0, out=non_negative)
+            np.copyto(grad, decay)
+            np.copyto(grad, 1, where=non_negative)
+            np.add(decay, 1, out=work)
+            np.divide(grad, work, out=grad)
+            grad -= targets
+            grad *= scale
+        return total * scale
+
+
+class MeanSquaredError(Loss):
+    """Mean over all outputs of (outputs - targets)**2, one backend ``mse``."""
+
+    name = "mse"
+
+    def targets(self, y, units, dtype, argument="y"):
+        return _float_targets(argument, y, units, dtype)
+
+    def accuracy(self, units):
+        # Keras' choice: one output is a binary decision at 0.5, several an argmax.
+        return BinaryAccuracy(threshold=0.5) if units == 1 else CategoricalAccuracy()
+
+    def __call__(self, backend, outputs, targets, grad, scratch):
+        scale = 1.0 / outputs.size
+        return backend.mse(outputs, targets, scale, grad) * scale
+
+
+LOSSES: Dict[str, Type[Loss]] = {
+    cls.name: cls for cls in (CategoricalCrossentropy, SparseCategoricalCrossentropy,
+                              BinaryCrossentropy, MeanSquaredError)
+}
+_ALIASES = {"mean_squared_error": "mse"}
+
+
+def get(identifier: Union[str, Loss]) -> Loss:
+    """The loss named ``identifier``, or the Loss object itself."""
+    if isinstance(identifier, Loss):
+        return identifier
+    name = _ALIASES.get(identifier, identifier) if isinstance(identifier, str) else None
+    if name not in LOSSES:
+        raise ValueError(f"loss: unknown loss {identifier!r}; expected a Loss or one of "
+                         f"{sorted(LOSSES) + sorted(_ALIASES)}")
+    return LOSSES[name]()

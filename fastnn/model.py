@@ -1,0 +1,426 @@
+"""Sequential: a stack of layers with Keras' compile / fit / evaluate / predict.
+
+Data is checked once per call (:mod:`fastnn.inputs`, the loss's target
+checks); the steps then call backend kernels on preallocated buffers
+(:class:`fastnn.workspace.Workspace`). The backend is looked up once per step,
+so it may change between epochs (e.g. from a callback) or between ``fit`` and
+``predict``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import inputs
+from . import losses as losses_module
+from . import optimizers as optimizers_module
+from .backends import get_backend
+from .backends.contract import FLOAT_DTYPES
+from .callbacks import Callback, History
+from .layers import Dense, Layer
+from .metrics import metric_names
+from .progress import EpochBar, format_logs
+from .workspace import Workspace
+
+#: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
+#: it bounds the memory of the activations.
+INFERENCE_BATCH = 1024
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+Data = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
+Schedule = List[Tuple[Workspace, Optional[np.ndarray], int]]
+
+
+class Sequential:
+    """Layers applied in order: ``Sequential([Dense(8, "relu", input_dim=2), Dense(2, "softmax")])``.
+
+    dtype: float32 (default) or float64, the dtype of every parameter and
+    activation; inputs are converted to it. seed: seeds the weights (when not
+    given, ``fit(seed=...)`` does, else they are random).
+    """
+
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, dtype="float32",
+                 seed: Optional[int] = None):
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+        self.dtype = dtype
+        self.seed = seed
+        self.layers: List[Layer] = []
+        self.loss: Optional[losses_module.Loss] = None
+        self.optimizer: Optional[optimizers_module.Optimizer] = None
+        self.metrics: List[str] = []
+        self.built = False
+        for layer in layers or ():
+            self.add(layer)
+
+    # -- structure -----------------------------------------------------------
+
+    def add(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer: expected a fastnn layer (Dense, Dropout), got "
+                            f"{type(layer).__name__}")
+        if self.built:
+            raise ValueError("layer: the model is already built; add layers before using it")
+        self.layers.append(layer)
+
+    @property
+    def input_dim(self) -> Optional[int]:
+        return self.layers[0].input_dim if self.layers else None
+
+    @property
+    def output_units(self) -> int:
+        return self.layers[-1].units
+
+    def build(self, input_dim: Optional[int] = None, seed: Optional[int] = None) -> None:
+        """Create the weights for ``input_dim`` inputs (the first layer's ``input_dim`` if
+        None). ``fit``/``predict`` call this on first use; ``seed`` applies when the
+        model has none."""
+        if self.built:
+            return
+        if not self.layers:
+            raise ValueError("model: has no layers; add some first")
+        input_dim = input_dim or self.input_dim
+        if input_dim is None:
+            raise ValueError("input_dim: unknown; give input_dim= to the first layer, or call "
+                             "fit or predict, which take it from x")
+        for layer in self.layers[:-1]:
+            if getattr(layer, "activation", None) == "softmax":
+                raise ValueError("activation: softmax is only supported on the output layer")
+        rng = np.random.default_rng(self.seed if self.seed is not None else seed)
+        units = input_dim
+        for position, layer in enumerate(self.layers):
+            if layer.input_dim is not None and layer.input_dim != units:
+                raise ValueError(f"input_dim: layer {position} expects {layer.input_dim} inputs "
+                                 f"but receives {units}")
+            layer.build(units, self.dtype, rng)
+            units = layer.units
+        self.built = True
+        self._bind_training()
+
+    def compile(self, optimizer: Union[str, optimizers_module.Optimizer] = "sgd",
+                loss: Union[str, losses_module.Loss, None] = None,
+                metrics: Optional[Sequence[str]] = None) -> None:
+        """Choose the optimizer ("sgd", "adam" or an object), the loss and metrics."""
+        if loss is None:
+            raise ValueError(f"loss: required; one of {sorted(losses_module.LOSSES)}")
+        self.optimizer = optimizers_module.get(optimizer)
+        self.loss = losses_module.get(loss)
+        self.metrics = metric_names(metrics)
+        self._bind_training()
+
+    def _bind_training(self) -> None:
+        """Fit the output layer to the loss and give the optimizer the parameters."""
+        if self.loss is None or not self.built:
+            return
+        output = self.layers[-1]
+        activation = getattr(output, "activation", "identity")
+        self.loss.check_output_activation(activation)
+        if isinstance(output, Dense):
+            output.defer_activation(activation == self.loss.fused_activation)
+        self.optimizer.bind([p for layer in self.layers for p in layer.params],
+                            [g for layer in self.layers for g in layer.grads])
+
+    def _require_compiled(self) -> None:
+        if self.loss is None:
+            raise ValueError("model: not compiled; call compile(optimizer, loss) first")
+
+    # -- data ----------------------------------------------------------------
+
+    def _features(self, argument: str, x, seed: Optional[int] = None) -> np.ndarray:
+        if not self.layers:
+            raise ValueError("model: has no layers; add some first")
+        x = inputs.features(argument, x, self.dtype, self.input_dim)
+        self.build(x.shape[1], seed)
+        return x
+
+    def _metric(self):
+        return self.loss.accuracy(self.output_units) if self.metrics else None
+
+    def _prepare(self, x, y, names=("x", "y"), seed: Optional[int] = None) -> Data:
+        """Checked model-ready ``(x, targets, metric labels or None)``."""
+        x = self._features(names[0], x, seed)
+        targets = self.loss.targets(y, self.output_units, self.dtype, names[1])
+        inputs.same_length(names[1], targets, len(x))
+        metric = self._metric()
+        return x, targets, (metric.labels_from_targets(targets) if metric else None)
+
+    def _schedule(self, data: Data, batch: int, training: bool, order: np.ndarray,
+                  loss: Optional[losses_module.Loss]) -> Schedule:
+        """The steps of one pass over ``data``: (workspace, rows of data to load, first row).
+
+        Batches are rows ``order[start:start + batch]``; the views stay valid when
+        ``order`` is shuffled in place. A single full batch reads the data in place.
+        ``loss`` None (predict) makes workspaces without loss or metric buffers.
+        """
+        samples = len(data[0])
+        metric = self._metric() if loss is not None else None
+
+        def workspace(rows: int, bind_data: bool = False) -> Workspace:
+            return Workspace(self.layers, loss, metric, rows, self.dtype, training, data,
+                             bind_data)
+
+        if batch >= samples:
+            return [(workspace(samples, bind_data=True), None, 0)]
+        full, remainder = workspace(batch), samples % batch
+        last = workspace(remainder) if remainder else None
+        return [(full if start + batch <= samples else last,
+                 order[start:start + batch], start) for start in range(0, samples, batch)]
+
+    # -- training ------------------------------------------------------------
+
+    def fit(self, x, y, epochs: int = 1, batch_size: Optional[int] = 32, shuffle: bool = True,
+            validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
+            verbose: int = 1, seed: Optional[int] = None,
+            callbacks: Optional[Sequence[Callback]] = None) -> History:
+        """Train for ``epochs`` passes over (x, y); returns the per-epoch History.
+
+        x: (N, features), converted to the model's dtype. y: what the loss
+        expects: integer labels (N,) for sparse_categorical_crossentropy,
+        one-hot rows (N, C) for categorical_crossentropy, values (N, M) for
+        mse and binary_crossentropy.
+        batch_size: rows per step; None means all N (full-batch gradient
+        descent), 1 plain stochastic gradient descent. shuffle: a new order of
+        the rows every epoch, from ``seed``. validation_split: the last
+        fraction of the rows (before shuffling) is held out for validation,
+        as in Keras. verbose: 0 silent, 1 a progress bar per epoch, 2 one line
+        per epoch.
+        """
+        self._require_compiled()
+        epochs = inputs.count("epochs", epochs, 1)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        split = inputs.fraction("validation_split", validation_split)
+        build_seed, train_seed = np.random.SeedSequence(seed).spawn(2)
+        data = self._prepare(x, y, seed=None if seed is None else build_seed)
+        validation = None
+        if validation_data is not None:
+            if split:
+                raise ValueError("validation_split: give validation_data or validation_split, "
+                                 "not both")
+            validation = self._validation_data(validation_data)
+        elif split:
+            data, validation = _split_off(data, split)
+        samples = len(data[0])
+        batch = inputs.batch_size(batch_size, samples)
+        rng = np.random.default_rng(train_seed)
+        for layer in self.layers:
+            layer.set_rng(rng)
+        order = np.arange(samples)
+        schedule = self._schedule(data, batch, True, order, self.loss)
+        shuffled = shuffle and len(schedule) > 1  # a full batch's mean ignores the order
+        validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
+                                              np.arange(len(validation[0])), self.loss)
+                               if validation else None)
+        history = History()
+        hooks = [history] + list(callbacks or ())
+        for hook in hooks:
+            hook.set_model(self)
+            hook.on_train_begin()
+        for epoch in range(epochs):
+            for hook in hooks:
+                hook.on_epoch_begin(epoch)
+            if shuffled:
+                rng.shuffle(order)
+            logs = None
+            totals = _Totals(self.metrics, self._metric(), self.output_units)
+            bar = EpochBar(epoch, epochs, samples, totals.logs) if verbose == 1 else None
+            try:
+                self._train_epoch(schedule, totals, bar, epoch)
+                logs = totals.logs()
+                if validation_schedule:
+                    val_logs = self._evaluate_schedule(validation_schedule)
+                    logs.update({f"val_{key}": value for key, value in val_logs.items()})
+            finally:
+                if bar is not None:
+                    bar.close(totals.logs() if logs is None else logs)
+            if verbose == 2:
+                print(f"Epoch {epoch + 1}/{epochs}: {format_logs(logs)}")
+            for hook in hooks:
+                hook.on_epoch_end(epoch, logs)
+        for hook in hooks:
+            hook.on_train_end()
+        return history
+
+    def _validation_data(self, validation_data) -> Data:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise ValueError("validation_data: expected a pair (x_val, y_val)")
+        return self._prepare(*validation_data, names=("validation_data[0]",
+                                                      "validation_data[1]"))
+
+    def _train_epoch(self, schedule: Schedule, totals: "_Totals", bar: Optional[EpochBar],
+                     epoch: int) -> None:
+        """One pass of training steps, summing the loss and metrics into ``totals``."""
+        optimizer_step = self.optimizer.step
+        counting = bool(self.metrics)
+        for step, (workspace, rows, _) in enumerate(schedule):
+            if rows is not None:
+                workspace.load_rows(rows)
+            backend = get_backend()
+            workspace.forward(backend, True)
+            loss = workspace.loss_value(backend, True)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {len(schedule)} "
+                    f"(counting from 1); the weights are left as before this step. Lower the "
+                    f"learning rate, or check the data for extreme values")
+            if counting:
+                totals.correct += workspace.count_correct(backend)
+            workspace.backward(backend)
+            optimizer_step(backend)
+            totals.loss_sum += loss * workspace.batch
+            totals.samples += workspace.batch
+            if bar is not None:
+                bar.advance(workspace.batch)
+
+    # -- inference -----------------------------------------------------------
+
+    def _evaluate_schedule(self, schedule: Schedule) -> Dict[str, float]:
+        totals = _Totals(self.metrics, self._metric(), self.output_units)
+        for workspace, rows, _ in schedule:
+            if rows is not None:
+                workspace.load_rows(rows)
+            backend = get_backend()
+            workspace.forward(backend, False)
+            totals.loss_sum += workspace.loss_value(backend, False) * workspace.batch
+            totals.samples += workspace.batch
+            if totals.metric is not None:
+                totals.correct += workspace.count_correct(backend)
+        return totals.logs()
+
+    def evaluate(self, x, y, batch_size: Optional[int] = INFERENCE_BATCH,
+                 return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+        """Mean loss (and metrics) on (x, y), without training.
+
+        Returns the loss, or ``[loss, *metrics]`` when compiled with metrics, or
+        a dict when ``return_dict``. batch_size bounds memory only (None: all rows).
+        """
+        self._require_compiled()
+        data = self._prepare(x, y)
+        batch = inputs.batch_size(batch_size, len(data[0]))
+        logs = self._evaluate_schedule(self._schedule(data, batch, False,
+                                                      np.arange(len(data[0])), self.loss))
+        if return_dict:
+            return logs
+        return logs["loss"] if not self.metrics else list(logs.values())
+
+    def predict(self, x, batch_size: Optional[int] = INFERENCE_BATCH) -> np.ndarray:
+        """Outputs (N, units) of the model's dtype: probabilities for a softmax or sigmoid
+        output. batch_size bounds memory only (None: all rows at once)."""
+        x = self._features("x", x)
+        batch = inputs.batch_size(batch_size, len(x))
+        result = np.empty((len(x), self.output_units), self.dtype)
+        schedule = self._schedule((x, None, None), batch, False, np.arange(len(x)), None)
+        for workspace, rows, start in schedule:
+            if rows is not None:
+                workspace.load_rows(rows)
+            backend = get_backend()
+            result[start:start + workspace.batch] = workspace.forward(backend, False)
+        output = self.layers[-1]
+        if isinstance(output, Dense):
+            output.finish_outputs(backend, result)
+        return result
+
+    def predict_classes(self, x, batch_size: Optional[int] = INFERENCE_BATCH) -> np.ndarray:
+        """int64 class of each row: the argmax of the outputs, or output > 0.5 for a
+        single output (binary classification)."""
+        outputs = self.predict(x, batch_size)
+        if outputs.shape[1] == 1:
+            return (outputs[:, 0] > 0.5).astype(np.int64)
+        return outputs.argmax(axis=1)
+
+    # -- weights -------------------------------------------------------------
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of every parameter, layer by layer (Dense: kernel (K, M), bias (M,))."""
+        return [param.copy() for layer in self.layers for param in layer.params]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Replace every parameter; all are checked before any is changed."""
+        params = [param for layer in self.layers for param in layer.params]
+        if not self.built:
+            raise ValueError("weights: the model is not built yet; build it or fit it first")
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise ValueError(f"weights: expected {len(params)} arrays, got {len(weights)}")
+        checked = []
+        for position, (param, value) in enumerate(zip(params, weights)):
+            value = np.asarray(value)
+            if value.shape != param.shape:
+                raise ValueError(f"weights[{position}]: expected shape {param.shape}, got "
+                                 f"{value.shape}")
+            if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+                raise ValueError(f"weights[{position}]: expected finite numbers")
+            checked.append(value)
+        for param, value in zip(params, checked):
+            param[...] = value  # in place: the optimizer keeps its references
+
+    def count_params(self) -> int:
+        return sum(param.size for layer in self.layers for param in layer.params)
+
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Print each layer's output shape and parameter count, and the total."""
+        if not self.built:
+            print_fn("Sequential (not built: the input size is not known yet)")
+            return
+        rows = [(f"{position}: {layer.describe()}", f"(None, {layer.units})",
+                 sum(param.size for param in layer.params))
+                for position, layer in enumerate(self.layers)]
+        width = max(len(row[0]) for row in rows) + 2
+        lines = [f"Sequential ({self.dtype}, {self.input_dim} inputs)",
+                 f"{'Layer':<{width}}{'Output shape':<16}{'Params':>10}"]
+        lines += [f"{name:<{width}}{shape:<16}{count:>10,}" for name, shape, count in rows]
+        lines.append(f"Total params: {self.count_params():,}")
+        print_fn("\n".join(lines))
+
+    def save(self, path) -> None:
+        """Architecture, compile settings and weights in one .npz file (no pickle),
+        written atomically (a temporary file, then renamed)."""
+        from .serialization import save_model
+        save_model(self, path)
+
+    def load_weights(self, path) -> None:
+        """Set the weights from a file saved by :meth:`save` of the same architecture;
+        on any error the model is left unchanged."""
+        from .serialization import read_weights_for
+        self.set_weights(read_weights_for(self, path))
+
+
+class _Totals:
+    """Running sums of an epoch (or evaluation): loss * rows, rows, correct decisions."""
+
+    def __init__(self, metric_names: List[str], metric, units: int):
+        self.names, self.metric = metric_names, metric
+        self.decisions = metric.decisions_per_sample(units) if metric else 1
+        self.loss_sum, self.samples, self.correct = 0.0, 0, 0
+
+    def logs(self) -> Dict[str, float]:
+        samples = max(self.samples, 1)
+        logs = {"loss": self.loss_sum / samples}
+        for name in self.names:  # "accuracy" is the only metric
+            logs[name] = self.correct / (samples * self.decisions)
+        return logs
+
+
+def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:
+    """The first rows for training and the last ``fraction`` for validation (as Keras)."""
+    samples = len(data[0])
+    held_out = int(samples * fraction)
+    if held_out == 0 or held_out == samples:
+        raise ValueError(f"validation_split: {fraction} of {samples} samples leaves "
+                         f"{held_out} for validation and {samples - held_out} for training")
+    cut = samples - held_out
+
+    def part(rows: slice) -> Data:
+        x, targets, labels = (None if array is None else np.ascontiguousarray(array[rows])
+                              for array in data)
+        return x, targets, (targets if data[2] is data[1] else labels)
+
+    return part(slice(0, cut)), part(slice(cut, None))

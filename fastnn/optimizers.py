@@ -1,0 +1,131 @@
+"""Optimizers: SGD and Adam, each step one backend kernel per parameter array.
+
+An optimizer is bound to a model's parameters once (:meth:`Optimizer.bind`
+allocates its state beside each parameter); :meth:`Optimizer.step` then
+updates every parameter in place from its gradient buffer. Hyperparameters
+are plain attributes read at every step, so ``optimizer.lr = 0.001`` between
+epochs takes effect at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Type, Union
+
+import numpy as np
+
+from .validation import positive_number
+
+
+def _probability(name: str, value) -> float:
+    value = positive_number(name, value, allow_zero=True)
+    if value >= 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class: subclasses allocate state in :meth:`bind` and update in :meth:`step`."""
+
+    name = ""
+
+    def __init__(self, lr: float, weight_decay: float):
+        self.lr = positive_number("lr", lr)
+        self.weight_decay = positive_number("weight_decay", weight_decay, allow_zero=True)
+
+    def bind(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        """Track ``params`` (updated in place) and their gradient buffers; reset the state."""
+        raise NotImplementedError
+
+    def step(self, backend) -> None:
+        """Update every bound parameter from its gradient, with the given backend."""
+        raise NotImplementedError
+
+    def get_config(self) -> Dict[str, Any]:
+        """Constructor arguments, JSON-safe (state is not included)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({settings})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with PyTorch's momentum, Nesterov and weight decay.
+
+    ``g = grad + weight_decay * param``; with momentum ``v = momentum * v + g``
+    and ``g = v`` (or ``g + momentum * v`` with Nesterov); ``param -= lr * g``.
+    """
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _probability("momentum", momentum)
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum requires momentum > 0")
+        self.nesterov = bool(nesterov)
+        self._slots: List[tuple] = []
+
+    def bind(self, params, grads):
+        self._slots = [(param, grad, np.zeros_like(param) if self.momentum else None)
+                       for param, grad in zip(params, grads)]
+
+    def step(self, backend):
+        sgd_step = backend.sgd_step
+        lr, momentum, nesterov, decay = self.lr, self.momentum, self.nesterov, self.weight_decay
+        for param, grad, velocity in self._slots:
+            sgd_step(param, grad, velocity, lr, momentum, nesterov, decay)
+
+    def get_config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's defaults and L2 ``weight_decay``."""
+
+    name = "adam"
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        self.beta1 = _probability("beta1", beta1)
+        self.beta2 = _probability("beta2", beta2)
+        self.eps = positive_number("eps", eps)
+        self.steps = 0
+        self._slots: List[tuple] = []
+
+    def bind(self, params, grads):
+        self.steps = 0
+        self._slots = [(param, grad, np.zeros_like(param), np.zeros_like(param))
+                       for param, grad in zip(params, grads)]
+
+    def step(self, backend):
+        self.steps += 1
+        adam_step, step = backend.adam_step, self.steps
+        lr, beta1, beta2, eps, decay = self.lr, self.beta1, self.beta2, self.eps, self.weight_decay
+        for param, grad, m, v in self._slots:
+            adam_step(param, grad, m, v, lr, beta1, beta2, eps, decay, step)
+
+    def get_config(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+OPTIMIZERS: Dict[str, Type[Optimizer]] = {cls.name: cls for cls in (SGD, Adam)}
+
+
+def get(identifier: Union[str, Optimizer]) -> Optimizer:
+    """The optimizer named ``identifier`` (default settings), or the object itself."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in OPTIMIZERS:
+        return OPTIMIZERS[identifier.lower()]()
+    raise ValueError(f"optimizer: unknown optimizer {identifier!r}; expected an Optimizer or "
+                     f"one of {sorted(OPTIMIZERS)}")
+
+
+def from_config(name: str, config: Dict[str, Any]) -> Optimizer:
+    """Rebuild an optimizer saved by :meth:`Optimizer.get_config`."""
+    return OPTIMIZERS[get(name).name](**config)

@@ -1,0 +1,148 @@
+"""Saving and loading a Sequential model as one ``.npz`` file, with no pickle.
+
+The file holds a marker, a format version, the architecture and compile
+settings as a JSON string, and each parameter array as ``param_<layer>_<i>``.
+It is written to a temporary file beside the target and renamed over it, so
+an interrupted save never leaves a half-written model. Reading uses
+``allow_pickle=False`` and checks everything before building anything, so a
+malformed or foreign file raises :class:`ModelFileError` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+from . import layers as layers_module
+from . import losses as losses_module
+from . import optimizers as optimizers_module
+
+MARKER = "fastnn.Sequential"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A file is not a readable fastnn model (or does not fit the model loading it)."""
+
+
+def _config_of(model) -> Dict[str, Any]:
+    compiled = None
+    if model.loss is not None:
+        compiled = {"loss": model.loss.name, "optimizer": model.optimizer.name,
+                    "optimizer_config": model.optimizer.get_config(), "metrics": model.metrics}
+    return {"dtype": model.dtype.name, "seed": model.seed,
+            "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                       for layer in model.layers],
+            "compile": compiled}
+
+
+def save_model(model, path) -> None:
+    if not model.built:
+        raise ValueError("model: not built yet, so there are no weights to save; fit it or "
+                         "call build() first")
+    arrays = {"fastnn_format": np.array(MARKER), "format_version": np.array(FORMAT_VERSION),
+              "config": np.array(json.dumps(_config_of(model)))}
+    for position, layer in enumerate(model.layers):
+        for index, param in enumerate(layer.params):
+            arrays[f"param_{position}_{index}"] = param
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez_compressed(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """The config and every array of a model file, all checked for form."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ModelFileError(f"{path}: not a fastnn model file (a bare .npy array)")
+            arrays = {name: archive[name] for name in archive.files}
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ModelFileError(f"{path}: not a readable fastnn model file: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    marker = arrays.get("fastnn_format")
+    if marker is None or marker.shape != () or str(marker) != MARKER:
+        raise ModelFileError(f"{path}: not a fastnn model file (no {MARKER!r} marker)")
+    version = arrays.get("format_version")
+    if version is None or version.shape != () or int(version) != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: unsupported fastnn model format version "
+                             f"{None if version is None else version.tolist()!r}; this fastnn "
+                             f"reads version {FORMAT_VERSION}")
+    try:
+        config = json.loads(str(arrays["config"]))
+        layer_specs = config["layers"]
+        if not (isinstance(layer_specs, list) and layer_specs
+                and all(isinstance(spec, dict) for spec in layer_specs)):
+            raise ValueError("'layers' must be a non-empty list of layer entries")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: malformed model configuration: {exc}") from exc
+    return config, arrays
+
+
+def _weights(path, config: Dict[str, Any], arrays: Dict[str, np.ndarray],
+             model) -> List[np.ndarray]:
+    """The file's parameters in the order of ``model``'s, checked against its shapes."""
+    weights = []
+    for position, layer in enumerate(model.layers):
+        for index, param in enumerate(layer.params):
+            key = f"param_{position}_{index}"
+            value = arrays.get(key)
+            if value is None:
+                raise ModelFileError(f"{path}: missing weights {key!r}")
+            if value.shape != param.shape or value.dtype.kind != "f":
+                raise ModelFileError(f"{path}: weights {key!r} have shape {value.shape} and "
+                                     f"dtype {value.dtype}; the model needs {param.shape} floats")
+            weights.append(value)
+    return weights
+
+
+def load_model(path):
+    """A Sequential model saved with :meth:`Sequential.save`: architecture, weights and
+    compile settings (the optimizer's state starts afresh)."""
+    from .model import Sequential
+
+    config, arrays = _read(path)
+    try:
+        model = Sequential([layers_module.from_config(spec["class"], spec["config"])
+                            for spec in config["layers"]],
+                           dtype=config["dtype"], seed=config.get("seed"))
+        model.build()
+        compiled = config.get("compile")
+        if compiled:
+            optimizer = optimizers_module.from_config(compiled["optimizer"],
+                                                      compiled["optimizer_config"])
+            model.compile(optimizer, losses_module.get(compiled["loss"]), compiled["metrics"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: malformed model configuration: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    model.set_weights(_weights(path, config, arrays, model))
+    return model
+
+
+def read_weights_for(model, path) -> List[np.ndarray]:
+    """The weights in ``path`` for ``model``, which must have the same architecture."""
+    config, arrays = _read(path)
+    saved = [(spec.get("class"), spec.get("config", {}).get("units"))
+             for spec in config["layers"]]
+    expected = [(type(layer).__name__, layer.units) for layer in model.layers]
+    if saved != expected:
+        raise ModelFileError(f"{path}: holds layers {saved}, but the model has {expected}")
+    if not model.built:
+        raise ValueError("model: not built yet; build it before loading weights into it")
+    return _weights(path, config, arrays, model)
