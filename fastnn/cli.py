@@ -8,6 +8,7 @@ import platform
 import sys
 from typing import List, Optional
 
+from . import train
 from .backends.contract import FLOAT_DTYPES
 
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--json", default="fastnn-bench.json", help="results file")
     bench_parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
     bench_parser.set_defaults(run=bench)
+    train.add_parser(commands)
     return parser
 
 

@@ -90,7 +90,7 @@ class _SoftmaxCrossEntropy(Loss):
     def __call__(self, backend, outputs, targets, grad, row_loss):
         batch = outputs.shape[0]
         backend.softmax_cross_entropy(outputs, targets, 1.0 / batch, row_loss, grad)
-        return float(row_loss.sum()) / batch
+        return float(np.add.reduce(row_loss)) / batch
 
 
 class CategoricalCrossentropy(_SoftmaxCrossEntropy):
