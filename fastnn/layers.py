@@ -181,8 +181,11 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             np.copyto(out, x)
             return
+        # u uniform in [0, 1) is kept when u >= rate, i.e. when floor(u + 1 - rate) == 1.
+        # Float arithmetic throughout: a bool mask would make NumPy buffer each cast.
         self._rng.random(dtype=mask.dtype, out=mask)
-        np.greater_equal(mask, self.rate, out=mask)
+        mask += 1.0 - self.rate
+        np.floor(mask, out=mask)
         mask *= 1.0 / (1.0 - self.rate)
         np.multiply(x, mask, out=out)
 

@@ -118,13 +118,15 @@ class Sequential:
 
     def _bind_training(self) -> None:
         """Fit the output layer to the loss and give the optimizer the parameters."""
-        if self.loss is None or not self.built:
+        if self.loss is None or not self.layers:
             return
         output = self.layers[-1]
         activation = getattr(output, "activation", "identity")
         self.loss.check_output_activation(activation)
         if isinstance(output, Dense):
             output.defer_activation(activation == self.loss.fused_activation)
+        if not self.built:
+            return
         self.optimizer.bind([p for layer in self.layers for p in layer.params],
                             [g for layer in self.layers for g in layer.grads])
 

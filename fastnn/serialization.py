@@ -67,9 +67,10 @@ def save_model(model, path) -> None:
 def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """The config and every array of a model file, all checked for form."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ModelFileError(f"{path}: not a fastnn model file (a bare .npy array)")
+        archive = np.load(path, allow_pickle=False)
+        if not hasattr(archive, "files"):  # a bare .npy array, not an .npz archive
+            raise ModelFileError(f"{path}: not a fastnn model file (a single .npy array)")
+        with archive:
             arrays = {name: archive[name] for name in archive.files}
     except ModelFileError:
         raise

@@ -1,0 +1,253 @@
+"""Layers, initializers, losses and optimizers; whole-model gradient checks in float64.
+
+The gradient checks run one full-batch step of plain SGD with lr = 1 through
+``fit`` (so the update is exactly the gradient: before - after) and compare
+it with central differences of ``evaluate``'s loss, on every backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import SGD, Adam, Dense, Dropout, Sequential, initializers, losses, optimizers
+
+BACKENDS = fastnn.available_backends()
+HIDDEN_ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+STEP = 1e-6
+
+
+def analytic_gradients(model, x, y):
+    """d(mean loss)/d(every parameter) from one full-batch SGD step with lr = 1."""
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=None, shuffle=False, verbose=0)
+    after = model.get_weights()
+    model.set_weights(before)
+    return [b - a for b, a in zip(before, after)]
+
+
+def numerical_gradients(model, x, y):
+    weights = model.get_weights()
+    grads = []
+    for array in weights:
+        grad = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            losses_at = []
+            for value in (saved + STEP, saved - STEP):
+                array[index] = value
+                model.set_weights(weights)
+                losses_at.append(model.evaluate(x, y))
+            array[index] = saved
+            grad[index] = (losses_at[0] - losses_at[1]) / (2 * STEP)
+        grads.append(grad)
+    model.set_weights(weights)
+    return grads
+
+
+def assert_gradients_match(model, x, y):
+    analytic = analytic_gradients(model, x, y)
+    numeric = numerical_gradients(model, x, y)
+    for position, (a, n) in enumerate(zip(analytic, numeric)):
+        error = np.abs(a - n).max() / max(np.abs(n).max(), 1e-8)
+        assert error < 1e-5, f"parameter {position}: relative error {error:.2e}"
+
+
+def small_model(hidden_activation, output_units, output_activation, loss, seed=3):
+    model = Sequential([Dense(5, hidden_activation, input_dim=4, alpha=0.1,
+                              bias_initializer="random_normal"),
+                        Dense(output_units, output_activation,
+                              bias_initializer="random_normal")],
+                       dtype="float64", seed=seed)
+    model.compile(SGD(lr=1.0), loss)
+    model.build()
+    return model
+
+
+# The inputs are kept off relu's kink at 0 by the seeds: finite differences need a smooth loss.
+RNG = np.random.default_rng(5)
+X = RNG.standard_normal((6, 4))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
+def test_gradients_of_softmax_cross_entropy_models(backend, activation, loss):
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    y = labels if loss.startswith("sparse") else np.eye(3)[labels]
+    with fastnn.use_backend(backend):
+        assert_gradients_match(small_model(activation, 3, "softmax", loss), X, y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_gradients_of_sigmoid_binary_cross_entropy_models(backend, activation):
+    y = np.array([[0, 1], [1, 1], [0.3, 0], [1, 0], [0, 0.8], [1, 1]])
+    with fastnn.use_backend(backend):
+        assert_gradients_match(small_model(activation, 2, "sigmoid", "binary_crossentropy"), X, y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("output_activation", HIDDEN_ACTIVATIONS)
+def test_gradients_of_mse_models(backend, output_activation):
+    y = np.random.default_rng(9).standard_normal((6, 2))
+    with fastnn.use_backend(backend):
+        assert_gradients_match(small_model("tanh", 2, output_activation, "mse"), X, y)
+
+
+def test_binary_cross_entropy_is_finite_and_exact_for_extreme_logits():
+    backend = fastnn.get_backend()
+    logits = np.array([[1000.0, -1000.0, 0.0]])
+    targets = np.array([[0.0, 1.0, 1.0]])
+    loss = losses.BinaryCrossentropy()
+    grad = np.empty_like(logits)
+    value = loss(backend, logits, targets, grad, loss.make_scratch(1, 3, logits.dtype))
+    assert value == pytest.approx((1000 + 1000 + np.log(2)) / 3)
+    np.testing.assert_allclose(grad, [[1 / 3, -1 / 3, -0.5 / 3]])
+
+
+# -- Dense and Dropout --------------------------------------------------------
+
+def test_dense_rejects_unknown_activation_listing_the_valid_ones():
+    with pytest.raises(ValueError, match="activation.*'swish'.*relu.*softmax"):
+        Dense(3, "swish")
+
+
+def test_softmax_is_only_allowed_on_the_output_layer():
+    model = Sequential([Dense(4, "softmax", input_dim=2), Dense(2, "softmax")])
+    with pytest.raises(ValueError, match="softmax is only supported on the output layer"):
+        model.build()
+
+
+@pytest.mark.parametrize("units", [0, -1, 2.5, True])
+def test_dense_rejects_bad_units(units):
+    with pytest.raises(ValueError, match="units"):
+        Dense(units)
+
+
+def test_dense_infers_its_input_size_and_linear_is_identity():
+    model = Sequential([Dense(3, "linear")], dtype="float64", seed=0)
+    x = np.arange(8.0).reshape(4, 2)
+    out = model.predict(x)
+    w, b = model.get_weights()
+    np.testing.assert_allclose(out, x @ w + b)
+
+
+def test_dropout_scales_kept_units_and_drops_about_rate_of_them():
+    layer = Dropout(0.25, seed=1)
+    layer.build(1000, np.float64, np.random.default_rng())
+    x = np.ones((40, 1000))
+    out, mask = np.empty_like(x), layer.make_scratch(40, np.float64, True)
+    layer.forward(None, x, out, mask, training=True)
+    assert set(np.unique(out)) == {0.0, 1 / 0.75}
+    assert abs((out == 0).mean() - 0.25) < 0.01
+    dx = np.empty_like(x)
+    layer.backward(None, x, out, x, dx, mask)
+    np.testing.assert_array_equal(dx, out)  # the same mask scales the gradient
+
+
+def test_dropout_is_inactive_outside_training_and_seeded_in_training():
+    def model():
+        m = Sequential([Dense(16, "relu", input_dim=4), Dropout(0.5), Dense(2, "softmax")],
+                       seed=0)
+        m.compile("sgd", "sparse_categorical_crossentropy")
+        return m
+
+    x, y = np.random.default_rng(0).random((32, 4)), np.arange(32) % 2
+    first, second = model(), model()
+    np.testing.assert_array_equal(first.predict(x), first.predict(x))  # no randomness
+    first.fit(x, y, epochs=2, verbose=0, seed=4)
+    second.fit(x, y, epochs=2, verbose=0, seed=4)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_dropout_rejects_rates_outside_zero_one(rate):
+    with pytest.raises(ValueError, match="rate"):
+        Dropout(rate)
+
+
+# -- initializers ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(initializers.INITIALIZERS))
+def test_initializers_by_name_are_seeded_and_shaped(name):
+    first = initializers.get(name)((30, 20), np.float32, np.random.default_rng(1))
+    second = initializers.get(name)((30, 20), np.float32, np.random.default_rng(1))
+    assert first.shape == (30, 20) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, second)
+
+
+def test_initializer_ranges_follow_keras():
+    rng = np.random.default_rng(0)
+    assert np.abs(initializers.get("random_uniform")((100, 100), np.float64, rng)).max() <= 0.05
+    limit = np.sqrt(6 / (300 + 100))
+    glorot = initializers.get("glorot_uniform")((300, 100), np.float64, rng)
+    assert np.abs(glorot).max() <= limit and np.abs(glorot).max() > 0.9 * limit
+    he = initializers.get("he_normal")((400, 400), np.float64, rng)
+    assert he.std() == pytest.approx(np.sqrt(2 / 400), rel=0.05)
+    assert np.abs(he).max() <= 2 * np.sqrt(2 / 400) / 0.87962566103423978 + 1e-12
+    assert not initializers.get("zeros")((3,), np.float64, rng).any()
+    assert (initializers.get("ones")((3,), np.float64, rng) == 1).all()
+
+
+def test_an_initializer_with_its_own_seed_ignores_the_model_generator():
+    init = initializers.RandomNormal(stddev=1.0, seed=7)
+    a = init((5,), np.float64, np.random.default_rng(1))
+    b = init((5,), np.float64, np.random.default_rng(2))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_initializer_lists_the_valid_names():
+    with pytest.raises(ValueError, match="kernel_initializer.*'orthogonal'.*glorot_uniform"):
+        Dense(3, kernel_initializer="orthogonal")
+
+
+# -- losses and optimizers -----------------------------------------------------
+
+def test_unknown_loss_and_optimizer_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="'hinge'.*categorical_crossentropy.*mse"):
+        losses.get("hinge")
+    with pytest.raises(ValueError, match="'rmsprop'.*adam.*sgd"):
+        optimizers.get("rmsprop")
+
+
+def test_optimizer_hyperparameters_are_checked():
+    with pytest.raises(ValueError, match="lr"):
+        SGD(lr=0)
+    with pytest.raises(ValueError, match="nesterov"):
+        SGD(nesterov=True)
+    with pytest.raises(ValueError, match="beta1"):
+        Adam(beta1=1.0)
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1, momentum=0.9, nesterov=True,
+                                              weight_decay=0.01),
+                                  lambda: Adam(0.01, weight_decay=0.01)],
+                         ids=["sgd-nesterov", "adam"])
+def test_optimizer_steps_follow_the_reference_formulas(make):
+    """Three steps through the bound optimizer equal the validated ops on copies."""
+    optimizer = make()
+    rng = np.random.default_rng(0)
+    param, grad = rng.standard_normal(6), rng.standard_normal(6)
+    expected = param.copy()
+    state = [np.zeros(6), np.zeros(6)]
+    optimizer.bind([param], [grad])
+    for step in range(1, 4):
+        optimizer.step(fastnn.get_backend())
+        if isinstance(optimizer, SGD):
+            fastnn.ops.sgd_step(expected, grad, state[0], 0.1, 0.9, True, 0.01)
+        else:
+            fastnn.ops.adam_step(expected, grad, state[0], state[1], step, lr=0.01,
+                                 weight_decay=0.01)
+    np.testing.assert_allclose(param, expected, rtol=1e-12)
+
+
+def test_loss_and_output_activation_must_fit():
+    model = Sequential([Dense(2, "relu", input_dim=2)])
+    with pytest.raises(ValueError, match="needs a softmax output"):
+        model.compile("sgd", "sparse_categorical_crossentropy")
+    model = Sequential([Dense(2, "softmax", input_dim=2)])
+    with pytest.raises(ValueError, match="cannot follow a softmax"):
+        model.compile("sgd", "mse")

@@ -1,0 +1,410 @@
+"""Sequential: fit semantics, validation at the boundary, backends switched mid-training,
+the non-finite loss error, no allocation per step, save/load and malformed files."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+import types
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Adam, Callback, Dense, Dropout, Sequential, SGD
+from fastnn import model as model_module
+
+BACKENDS = fastnn.available_backends()
+
+
+def classifier(dtype="float32", optimizer=None, seed=0, inputs=4, classes=3):
+    model = Sequential([Dense(8, "relu", input_dim=inputs), Dense(classes, "softmax")],
+                       dtype=dtype, seed=seed)
+    model.compile(optimizer or SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def blobs(samples=60, inputs=4, classes=3, seed=0):
+    """Separable classes: class c is centred on 2 * e_c."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(samples) % classes
+    x = rng.normal(0, 0.3, (samples, inputs)) + 2 * np.eye(inputs)[y]
+    return x.astype(np.float32), y
+
+
+# -- fit ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size,steps", [(None, 1), (1, 10), (3, 4), (10, 1), (50, 1)])
+def test_batch_size_none_is_full_batch_one_is_sgd_else_mini_batches(batch_size, steps):
+    x, y = blobs(10)
+    optimizer = Adam()  # counts its steps
+    model = classifier(optimizer=optimizer)
+    model.fit(x, y, epochs=2, batch_size=batch_size, verbose=0)
+    assert optimizer.steps == 2 * steps
+
+
+def test_fit_learns_and_history_has_loss_metrics_and_validation_per_epoch():
+    x, y = blobs(90)
+    model = classifier()
+    history = model.fit(x, y, epochs=15, batch_size=8, validation_split=0.2, verbose=0, seed=1)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == 15 for values in history.history.values())
+    assert history.epoch == list(range(15))
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["accuracy"][-1] == 1.0 and history["val_accuracy"][-1] == 1.0
+    loss, accuracy = model.evaluate(x[72:], y[72:])  # validation_split holds out the last rows
+    assert loss == pytest.approx(history["val_loss"][-1], rel=1e-5)
+
+
+def test_the_loss_reported_is_the_mean_over_the_epochs_batches():
+    x, y = blobs(12)
+    model = classifier(optimizer=SGD(1e-9))  # barely moves: epoch loss ~ evaluate's loss
+    history = model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    expected = model.evaluate(x, y, return_dict=True)["loss"]
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_same_seed_same_training_and_shuffle_changes_the_order():
+    x, y = blobs(40)
+    runs = []
+    for shuffle, seed in ((True, 3), (True, 3), (True, 4), (False, 3)):
+        model = classifier(seed=0)
+        model.fit(x, y, epochs=2, batch_size=4, shuffle=shuffle, seed=seed, verbose=0)
+        runs.append(model.get_weights()[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2]) and not np.allclose(runs[0], runs[3])
+
+
+def test_fit_seed_seeds_the_weights_of_an_unseeded_model():
+    x, y = blobs(20)
+    weights = []
+    for _ in range(2):
+        model = Sequential([Dense(4, "tanh"), Dense(3, "softmax")])
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=1, verbose=0, seed=11)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_progress_bar_with_verbose_1_and_silence_with_verbose_0(capsys):
+    x, y = blobs(30)
+    model = classifier()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=1)
+    shown = capsys.readouterr()
+    assert "Epoch 1/2" in shown.err and "Epoch 2/2" in shown.err
+    assert "samples/s" in shown.err and "loss:" in shown.err and "accuracy:" in shown.err
+    model.fit(x, y, epochs=2, verbose=0)
+    assert capsys.readouterr() == ("", "")
+    model.fit(x, y, epochs=2, verbose=2)
+    assert capsys.readouterr().out.count("Epoch ") == 2
+
+
+def test_callbacks_see_every_epoch_with_its_logs():
+    seen = []
+
+    class Recorder(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, sorted(logs), self.model is model))
+
+    x, y = blobs(20)
+    model = classifier()
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[Recorder()])
+    assert seen == [(e, ["accuracy", "loss"], True) for e in range(3)]
+
+
+def test_one_hot_binary_and_regression_losses_train():
+    x, y = blobs(60)
+    one_hot = Sequential([Dense(8, "tanh", input_dim=4), Dense(3, "softmax")], seed=0)
+    one_hot.compile(SGD(0.2, momentum=0.9), "categorical_crossentropy", ["accuracy"])
+    assert one_hot.fit(x, np.eye(3)[y], epochs=30, verbose=0)["accuracy"][-1] == 1.0
+
+    binary = Sequential([Dense(8, "tanh", input_dim=4), Dense(1, "sigmoid")], seed=0)
+    binary.compile(SGD(0.2, momentum=0.9), "binary_crossentropy", ["accuracy"])
+    target = (y == 1).astype(np.float32)
+    assert binary.fit(x, target, epochs=30, verbose=0)["accuracy"][-1] == 1.0
+    probabilities = binary.predict(x)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    np.testing.assert_array_equal(binary.predict_classes(x), target)
+
+    regression = Sequential([Dense(8, "tanh", input_dim=4), Dense(1)], seed=0)
+    regression.compile(Adam(0.01), "mse")
+    history = regression.fit(x, x.sum(axis=1), epochs=60, verbose=0)
+    assert history["loss"][-1] < 0.05 * history["loss"][0]
+
+
+def test_predict_gives_probabilities_and_classes():
+    x, y = blobs(30)
+    model = classifier()
+    model.fit(x, y, epochs=20, verbose=0)
+    probabilities = model.predict(x, batch_size=7)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (30, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(model.predict_classes(x), probabilities.argmax(axis=1))
+    np.testing.assert_allclose(model.predict(x, batch_size=None), probabilities, rtol=1e-5)
+
+
+def test_float64_models_and_integer_inputs():
+    x, y = blobs(20)
+    model = classifier(dtype="float64")
+    model.fit(x.round().astype(np.int64), y, epochs=1, verbose=0)
+    assert all(w.dtype == np.float64 for w in model.get_weights())
+    assert model.predict(x).dtype == np.float64
+
+
+def test_summary_lists_layers_and_parameter_counts():
+    lines = []
+    model = Sequential([Dense(16, "relu", input_dim=64), Dropout(0.2), Dense(10, "softmax")])
+    model.build()
+    model.summary(print_fn=lines.append)
+    text = lines[0]
+    assert "Dense(relu)" in text and "Dropout(0.2)" in text and "(None, 10)" in text
+    assert "Total params: 1,210" in text  # 64*16 + 16 + 16*10 + 10
+
+
+# -- validation at the boundary ---------------------------------------------------
+
+@pytest.mark.parametrize("x,y,message", [
+    (np.zeros((0, 4)), np.zeros(0, int), "x: empty"),
+    (np.zeros((5, 4)), np.zeros(4, int), "y: has 4 samples but x has 5"),
+    (np.zeros((5, 3)), np.zeros(5, int), "x: expected 4 features"),
+    (np.zeros((5, 4)), np.full(5, 3), r"y: labels must lie in \[0, 3\)"),
+    (np.zeros((5, 4)), np.full(5, -1), r"y: labels must lie in \[0, 3\)"),
+    (np.zeros(5), np.zeros(5, int), "x: expected a 2-D array"),
+    (np.full((5, 4), np.nan), np.zeros(5, int), "x: contains NaN"),
+    (np.zeros((5, 4)), np.zeros((5, 3)), "y: sparse_categorical_crossentropy expects"),
+])
+def test_fit_checks_its_data_and_names_the_argument(x, y, message):
+    with pytest.raises(ValueError, match=message):
+        classifier().fit(x, y, verbose=0)
+
+
+def test_fit_checks_its_settings():
+    x, y = blobs(10)
+    model = classifier()
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(x, y, batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit(x, y, epochs=0, verbose=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(x, y, validation_split=1.5, verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[1\]: has 3 samples"):
+        model.fit(x, y, validation_data=(x[:4], y[:3]), verbose=0)
+    with pytest.raises(TypeError, match="x: expected numeric"):
+        model.fit(np.array([["a"] * 4] * 10), y, verbose=0)
+    with pytest.raises(ValueError, match="not compiled"):
+        Sequential([Dense(3, "softmax", input_dim=4)]).fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="'f1'.*accuracy"):
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["f1"])
+
+
+# -- backends ----------------------------------------------------------------------
+
+def test_switching_backend_between_epochs_continues_the_same_training():
+    """Each epoch on another backend gives the weights of training on numpy throughout."""
+    x, y = blobs(48)
+
+    class RotateBackends(Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            fastnn.set_backend(BACKENDS[epoch % len(BACKENDS)])
+
+    rotated, reference = classifier("float64"), classifier("float64")
+    rotated.fit(x, y, epochs=2 * len(BACKENDS), batch_size=8, seed=2, verbose=0,
+                callbacks=[RotateBackends()])
+    with fastnn.use_backend("numpy"):
+        reference.fit(x, y, epochs=2 * len(BACKENDS), batch_size=8, seed=2, verbose=0)
+    for a, b in zip(rotated.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fit_on_one_backend_predict_on_another(backend):
+    x, y = blobs(30)
+    model = classifier()
+    with fastnn.use_backend(backend):
+        model.fit(x, y, epochs=5, batch_size=4, verbose=0, seed=0)
+        on_backend = model.predict(x)
+    for other in BACKENDS:
+        with fastnn.use_backend(other):
+            np.testing.assert_allclose(model.predict(x), on_backend, rtol=1e-4, atol=1e-6)
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
+    x = np.array([[1.0], [2.0], [3.0], [4.0]], dtype=np.float32) * 1e3
+    model = Sequential([Dense(1, input_dim=1)], seed=0)
+    model.compile(SGD(lr=10.0), "mse")
+    with pytest.raises(fastnn.NonFiniteLossError, match=r"loss is (nan|inf) at epoch \d+, step"):
+        model.fit(x, x[:, 0], epochs=50, batch_size=2, verbose=0)
+
+
+# -- memory: no array buffers allocated per step ----------------------------------
+
+def null_kernels():
+    """A backend whose kernels do nothing: measures the model code alone."""
+    def nothing(*args):
+        return None
+
+    def zero_losses(logits, target, scale, row_loss, grad):
+        row_loss.fill(0)
+
+    return types.SimpleNamespace(
+        linear_forward=nothing, linear_backward=nothing, softmax_cross_entropy=zero_losses,
+        mse=lambda *args: 0.0, count_correct=lambda *args: 0, sgd_step=nothing,
+        adam_step=nothing, softmax=nothing)
+
+
+class PeakPerStep(Callback):
+    """Traced bytes above the level at the start of the second epoch, during it."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            tracemalloc.reset_peak()
+            self.start = tracemalloc.get_traced_memory()[0]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            current, peak = tracemalloc.get_traced_memory()
+            self.peak_above_start, self.growth = peak - self.start, current - self.start
+
+
+#: Backends whose kernels allocate working memory on each call, so the test cannot hold for
+#: them; it is a target for those backends, not for the model code.
+ALLOCATING_KERNELS = {
+    "numba": "the numba kernels allocate temporaries (~400 KB per step at this size)",
+}
+
+
+def kernel_cases():
+    cases = ["none"]
+    for name in BACKENDS:
+        if name == "numpy":
+            continue  # the reference's kernels make temporaries by design
+        marks = ([pytest.mark.xfail(reason=ALLOCATING_KERNELS[name], strict=False)]
+                 if name in ALLOCATING_KERNELS else [])
+        cases.append(pytest.param(name, marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("kernels", kernel_cases())
+def test_a_training_step_allocates_no_array_buffers(kernels, monkeypatch):
+    """After the first epoch, steps allocate nothing batch-sized.
+
+    Every activation here is 64 x 256 float32 (64 KB), yet across the 21 steps of
+    the second epoch the traced peak stays under 8 KB above its start (epoch
+    bookkeeping included) and what stays allocated is under 256 bytes a step.
+    "none" runs kernels that do nothing, to measure the model code alone.
+    """
+    if kernels == "none":
+        monkeypatch.setattr(model_module, "get_backend", null_kernels)
+    else:
+        fastnn.set_backend(kernels)
+    rng = np.random.default_rng(0)
+    samples = 64 * 20 + 17  # a last, smaller batch too
+    x, y = rng.random((samples, 32), dtype=np.float32), rng.integers(0, 10, samples)
+    model = Sequential([Dense(256, "relu", input_dim=32), Dropout(0.1), Dense(256, "tanh"),
+                        Dense(10, "softmax")], seed=0)
+    model.compile(SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy", ["accuracy"])
+    probe = PeakPerStep()
+    tracemalloc.start()
+    try:
+        with np.errstate(all="ignore"):  # kernels that do nothing leave garbage activations
+            model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[probe])
+    finally:
+        tracemalloc.stop()
+    assert probe.peak_above_start < 8192, probe.peak_above_start
+    assert probe.growth < 21 * 256, probe.growth
+
+
+# -- save and load --------------------------------------------------------------
+
+def test_save_and_load_round_trip(tmp_path):
+    x, y = blobs(30)
+    model = Sequential([Dense(8, "leaky_relu", alpha=0.2, input_dim=4), Dropout(0.1),
+                        Dense(3, "softmax")], dtype="float64", seed=0)
+    model.compile(SGD(0.05, momentum=0.9, nesterov=True), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(x, y, epochs=3, verbose=0)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    assert os.listdir(tmp_path) == ["model.npz"]  # the temporary file was renamed
+    loaded = fastnn.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.dtype == np.float64 and loaded.metrics == ["accuracy"]
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert [layer.get_config() for layer in loaded.layers] == \
+        [layer.get_config() for layer in model.layers]
+    assert loaded.evaluate(x, y) == pytest.approx(model.evaluate(x, y))
+    loaded.fit(x, y, epochs=1, verbose=0)  # can go on training
+
+
+def test_a_failed_save_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    model = classifier()
+    model.build()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", broken)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.npz"]
+
+
+def malformed_files(tmp_path):
+    model = classifier()
+    model.build()
+    good = tmp_path / "good.npz"
+    model.save(good)
+    with np.load(good) as archive:
+        arrays = dict(archive)
+    files = {}
+
+    def npz(name, **changes):
+        content = {**arrays, **changes}
+        for key in [k for k, v in changes.items() if v is None]:
+            del content[key]
+        np.savez(tmp_path / name, **content)
+        files[name] = tmp_path / name
+
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip file at all")
+    files["garbage.npz"] = tmp_path / "garbage.npz"
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:200])
+    files["truncated.npz"] = tmp_path / "truncated.npz"
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    files["array.npy"] = tmp_path / "array.npy"
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    files["foreign.npz"] = tmp_path / "foreign.npz"
+    npz("pickled.npz", config=np.array([{"layers": []}], dtype=object))
+    npz("version.npz", format_version=np.array(99))
+    npz("json.npz", config=np.array("{not json"))
+    npz("layer.npz", config=np.array('{"dtype": "float32", "layers": [{"class": "Conv2D", '
+                                     '"config": {}}]}'))
+    npz("shape.npz", param_0_0=np.zeros((5, 8), np.float32))
+    npz("missing.npz", param_1_1=None)
+    return files
+
+
+def test_malformed_or_foreign_files_raise_a_clear_error(tmp_path):
+    for name, path in malformed_files(tmp_path).items():
+        with pytest.raises(fastnn.ModelFileError, match=str(tmp_path)):
+            fastnn.load_model(path)
+
+
+def test_load_weights_from_a_bad_file_leaves_the_model_untouched(tmp_path):
+    model = classifier()
+    model.build()
+    before = model.get_weights()
+    for path in malformed_files(tmp_path).values():
+        with pytest.raises((fastnn.ModelFileError, ValueError)):
+            model.load_weights(path)
+        for a, b in zip(model.get_weights(), before):
+            np.testing.assert_array_equal(a, b)
+    other = Sequential([Dense(5, "relu", input_dim=4), Dense(3, "softmax")])
+    other.build()
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(fastnn.ModelFileError, match="holds layers"):
+        model.load_weights(tmp_path / "other.npz")
