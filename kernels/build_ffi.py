@@ -1,0 +1,70 @@
+"""The cffi builder of the C backend: API mode, the cdef read from kernels/fastnn.h.
+
+setup.py names ``kernels/build_ffi.py:ffibuilder`` in ``cffi_modules``, so ``pip install .``
+and ``pip install -e .`` compile the extension ``fastnn._c._kernels`` from kernels/*.c.
+
+Environment variables read at build time:
+
+* ``FASTNN_PORTABLE=1``: no ``-march=native``; the code runs on any CPU of the
+  architecture (x86-64 baseline: SSE2 vector code) instead of only on CPUs like the builder's.
+* ``FASTNN_EXTRA_CFLAGS``: more compiler and linker flags, e.g. sanitizers (sanitize.sh).
+* ``CC``: the compiler, as for any setuptools extension.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from cffi import FFI
+
+KERNELS_DIR = Path(__file__).resolve().parent
+HEADER = KERNELS_DIR / "fastnn.h"
+MODULE_NAME = "fastnn._c._kernels"
+
+
+def portable_build() -> bool:
+    return os.environ.get("FASTNN_PORTABLE", "").strip() not in ("", "0")
+
+
+def compile_flags() -> list:
+    """-O3 and OpenMP always; vector code for this CPU unless FASTNN_PORTABLE is set."""
+    flags = ["-O3", "-std=gnu11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+    if not portable_build():
+        flags.append("-march=native")
+    return flags + shlex.split(os.environ.get("FASTNN_EXTRA_CFLAGS", ""))
+
+
+def link_flags() -> list:
+    return ["-fopenmp"] + shlex.split(os.environ.get("FASTNN_EXTRA_CFLAGS", ""))
+
+
+def cdef_source() -> str:
+    """fastnn.h without its preprocessor lines, which cffi's parser does not take."""
+    lines = HEADER.read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def _source_path(path: Path) -> str:
+    """Relative to the working directory when possible: setuptools prefers relative sources."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef_source())
+ffibuilder.set_source(
+    MODULE_NAME,
+    '#include "fastnn.h"',
+    sources=[_source_path(p) for p in sorted(KERNELS_DIR.glob("*.c"))],
+    include_dirs=[_source_path(KERNELS_DIR)],
+    depends=[_source_path(p) for p in sorted(KERNELS_DIR.glob("*.h"))],
+    extra_compile_args=compile_flags(),
+    extra_link_args=link_flags(),
+)
+
+if __name__ == "__main__":  # a build in place, for development: python kernels/build_ffi.py
+    ffibuilder.compile(tmpdir=str(KERNELS_DIR.parent), verbose=True)

@@ -1,0 +1,212 @@
+/* gemm_impl.h - C = op(A) @ op(B) (+ bias, activation), for T (template: see instantiate.h).
+ *
+ * The BLIS/GotoBLAS layering, block sizes from instantiate.h (NR = GEMM_NV vectors):
+ *   jc over n in GEMM_NC       a panel of columns of B and C
+ *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels (shared
+ *                              by all threads; lives in L3)
+ *     ic over m in mc          threads split this loop; pack op(A)[ic:+mc, pc:+KC] into
+ *                              MR x KC micro-panels (private to the thread; lives in L2)
+ *      jr over NC in NR        one B micro-panel, reused from L1 by every ir
+ *       ir over mc in MR       micro-kernel: an MR x NR tile of C, in registers
+ * Packing reads op(A) and op(B) through their strides, so a transposed operand is never
+ * copied as a whole; it pads edge panels with zeros, so the micro-kernel always computes a
+ * full tile and only its loads and stores of C are cut to the edge. The last K block
+ * applies the epilogue (bias, activation) to the tile while it is still in registers.
+ */
+
+#include "vmath_impl.h"
+
+#define GEMM_NR (GEMM_NV * VLEN)
+
+/* Pack the mr (<= MR) rows [0, mr) x columns [0, kc) of op(A), starting at `a`, into
+ * dst[p * MR + i] (zeros for rows mr..MR-1). */
+static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, int trans,
+                             int64_t mr, int64_t kc) {
+    if (trans) { /* op(A)[i][p] = a[p*lda + i]: each p is a contiguous run of mr values */
+        for (int64_t p = 0; p < kc; p++) {
+            const T *src = a + p * lda;
+            T *out = dst + p * GEMM_MR;
+            int64_t i = 0;
+            for (; i < mr; i++) out[i] = src[i];
+            for (; i < GEMM_MR; i++) out[i] = 0;
+        }
+    } else { /* op(A)[i][p] = a[i*lda + p]: interleave mr row streams */
+        const T *rows[GEMM_MR];
+        for (int64_t i = 0; i < GEMM_MR; i++) rows[i] = a + (i < mr ? i : 0) * lda;
+        for (int64_t p = 0; p < kc; p++) {
+            T *out = dst + p * GEMM_MR;
+            int64_t i = 0;
+            for (; i < mr; i++) out[i] = rows[i][p];
+            for (; i < GEMM_MR; i++) out[i] = 0;
+        }
+    }
+}
+
+/* Pack rows [0, kc) x the nr (<= NR) columns [0, nr) of op(B), starting at `b`, into
+ * dst[p * NR + j] (zeros for columns nr..NR-1). */
+static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, int trans,
+                             int64_t nr, int64_t kc) {
+    if (trans) { /* op(B)[p][j] = b[j*ldb + p]: interleave nr column streams */
+        for (int64_t j = 0; j < GEMM_NR; j++) {
+            T *out = dst + j;
+            if (j < nr) {
+                const T *src = b + j * ldb;
+                for (int64_t p = 0; p < kc; p++) out[p * GEMM_NR] = src[p];
+            } else {
+                for (int64_t p = 0; p < kc; p++) out[p * GEMM_NR] = 0;
+            }
+        }
+    } else { /* op(B)[p][j] = b[p*ldb + j]: each p is a contiguous run of nr values */
+        for (int64_t p = 0; p < kc; p++) {
+            const T *src = b + p * ldb;
+            T *out = dst + p * GEMM_NR;
+            if (nr == GEMM_NR) {
+#pragma GCC unroll 4
+                for (int v = 0; v < GEMM_NV; v++) V(store)(out + v * VLEN, V(load)(src + v * VLEN));
+            } else {
+                int64_t j = 0;
+                for (; j < nr; j++) out[j] = src[j];
+                for (; j < GEMM_NR; j++) out[j] = 0;
+            }
+        }
+    }
+}
+
+/* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
+ * ap (KC x MR panel) @ bp (KC x NR panel), added to its old value when `accumulate`; then
+ * when `epilogue` is given, bias (the tile's first column's bias) and the activation. */
+static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const T *restrict bp,
+                                         T *restrict c, int64_t ldc, int64_t mr, int64_t nr,
+                                         int accumulate, const fastnn_epilogue *epilogue,
+                                         const T *bias) {
+    VEC acc[GEMM_MR][GEMM_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < GEMM_MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++) acc[i][v] = V(zero)();
+
+    for (int64_t p = 0; p < kc; p++) {
+        VEC bv[GEMM_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++) bv[v] = V(load)(bp + v * VLEN);
+#pragma GCC unroll 16
+        for (int i = 0; i < GEMM_MR; i++) {
+            VEC av = V(set1)(ap[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < GEMM_NV; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
+        }
+        ap += GEMM_MR;
+        bp += GEMM_NR;
+    }
+
+    VEC bias_v[GEMM_NV] = {0};
+    if (epilogue) {
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++)
+            bias_v[v] = V(load_part)(bias + v * VLEN, nr - v * VLEN, 0);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < GEMM_MR; i++) {
+        if (i >= mr) break;
+        T *row = c + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++) {
+            int64_t cols = nr - v * VLEN;
+            if (cols <= 0) break;
+            VEC r = acc[i][v];
+            if (cols >= VLEN) {
+                if (accumulate) r = V(add)(r, V(load)(row + v * VLEN));
+                if (epilogue)
+                    r = FN(activate)(V(add)(r, bias_v[v]), epilogue->activation,
+                                     (T)epilogue->alpha);
+                V(store)(row + v * VLEN, r);
+            } else {
+                if (accumulate) r = V(add)(r, V(load_part)(row + v * VLEN, cols, 0));
+                if (epilogue)
+                    r = FN(activate)(V(add)(r, bias_v[v]), epilogue->activation,
+                                     (T)epilogue->alpha);
+                V(store_part)(row + v * VLEN, r, cols);
+            }
+        }
+    }
+}
+
+/* Everything one thread does; called inside the parallel region, or directly with one
+ * thread. The `omp for` loops share the work among the team (a team of one runs all). */
+static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                            int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                            const fastnn_epilogue *epilogue, T *b_pack, int64_t mc) {
+    int64_t kc_max = fastnn_min(k, GEMM_KC);
+    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
+    int64_t m_blocks = fastnn_ceil_div(m, mc);
+    const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+
+    for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
+        int64_t nc = fastnn_min(GEMM_NC, n - jc);
+        int64_t n_panels = fastnn_ceil_div(nc, GEMM_NR);
+        for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
+            int64_t kc = fastnn_min(GEMM_KC, k - pc);
+            int accumulate = pc > 0;
+            const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
+
+#pragma omp for schedule(static)
+            for (int64_t jp = 0; jp < n_panels; jp++) {
+                int64_t j = jc + jp * GEMM_NR;
+                const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
+                FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, src, ldb, trans_b,
+                                 fastnn_min(GEMM_NR, n - j), kc);
+            } /* implicit barrier: B is packed before anyone reads it */
+
+#pragma omp for schedule(static)
+            for (int64_t block = 0; block < m_blocks; block++) {
+                int64_t ic = block * mc;
+                int64_t mcur = fastnn_min(mc, m - ic);
+                for (int64_t ir = 0; ir < mcur; ir += GEMM_MR) {
+                    int64_t i = ic + ir;
+                    const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
+                    FN(pack_a_panel)(a_pack + ir * kc, src, lda, trans_a,
+                                     fastnn_min(GEMM_MR, m - i), kc);
+                }
+                for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+                    const T *bp = b_pack + jr * kc;
+                    for (int64_t ir = 0; ir < mcur; ir += GEMM_MR) {
+                        FN(gemm_micro_kernel)(kc, a_pack + ir * kc, bp,
+                                              c + (ic + ir) * ldc + jc + jr, ldc,
+                                              fastnn_min(GEMM_MR, mcur - ir),
+                                              fastnn_min(GEMM_NR, nc - jr), accumulate,
+                                              tile_epilogue, bias ? bias + jc + jr : NULL);
+                    }
+                }
+            } /* implicit barrier: nobody repacks B while another thread still reads it */
+        }
+    }
+}
+
+/* Smallest job (in flops) worth a thread of its own; below it team start-up and the
+ * barriers cost more than the thread saves. */
+#define GEMM_FLOPS_PER_THREAD 4.0e6
+
+void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                     const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                     const fastnn_epilogue *epilogue) {
+    int threads = fastnn_threads_for(2.0 * m * n * k, GEMM_FLOPS_PER_THREAD);
+    /* Rows go to threads in blocks of whole micro-panels: a multiple of `threads` blocks of
+     * at most GEMM_MC rows, as equal as the panels allow. */
+    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
+    if (threads > m_panels) threads = (int)m_panels;
+    int64_t blocks = threads * fastnn_ceil_div(m_panels, threads * (GEMM_MC / GEMM_MR));
+    int64_t mc = fastnn_ceil_div(m_panels, blocks) * GEMM_MR;
+
+    int64_t kc_max = fastnn_min(k, GEMM_KC);
+    int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
+    T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
+    if (threads == 1) {
+        FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_pack, mc);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_pack, mc);
+}
+
+#undef GEMM_NR
+#undef GEMM_FLOPS_PER_THREAD

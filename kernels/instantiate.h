@@ -1,0 +1,89 @@
+/* instantiate.h - compile a type-generic template once per float type.
+ *
+ * A .c file defines FASTNN_TEMPLATE as the name of its *_impl.h and includes this header;
+ * the template is then included twice, once with each set of type parameters below. A
+ * template writes each algorithm once, in terms of:
+ *   T            the float type (float / double);
+ *   VEC, VLEN    the vector type of simd.h and its lane count;
+ *   V(op)        the simd.h operation op for T, e.g. V(fma)(a, b, c);
+ *   FN(name)     name with the type suffix appended, e.g. FN(fastnn_softmax) is
+ *                fastnn_softmax_f32 - so each instantiation defines distinct functions;
+ *   T_MAX        the largest finite T; EXP_LO / EXP_HI the range exp is evaluated on;
+ *   EXP_DEGREE   the degree of the Taylor polynomial of exp on [-ln2/2, ln2/2], enough
+ *                for the type's precision;
+ *   GEMM_MR, GEMM_NV, GEMM_KC, GEMM_MC, GEMM_NC: the GEMM register and cache blocking
+ *                (see gemm_impl.h).
+ */
+#include "simd.h"
+
+#define FASTNN_CAT_(a, b) a##b
+#define FASTNN_CAT(a, b) FASTNN_CAT_(a, b)
+#define V(op) FASTNN_CAT(FASTNN_CAT(v, TNAME), FASTNN_CAT(_, op))
+#define FN(name) FASTNN_CAT(name, FASTNN_CAT(_, TNAME))
+#define VEC FASTNN_CAT(v, TNAME)
+
+/* ---- float32 ---- */
+#define TNAME f32
+#define T float
+#define VLEN VLEN_F32
+#define T_MAX 3.402823466e+38f
+#define EXP_LO (-87.3f)
+#define EXP_HI 88.3f
+#define EXP_DEGREE 7
+#if defined(__AVX512F__)
+/* 14 rows x 2 zmm: 28 accumulators + 2 B vectors of the 32 registers. */
+#define GEMM_MR 14
+#define GEMM_NV 2
+#else
+/* 6 rows x 2 vectors: 12 accumulators + 2 B vectors of 16 registers. */
+#define GEMM_MR 6
+#define GEMM_NV 2
+#endif
+#define GEMM_KC 256
+#define GEMM_MC 280
+#define GEMM_NC 4096
+#include FASTNN_TEMPLATE
+#undef TNAME
+#undef T
+#undef VLEN
+#undef T_MAX
+#undef EXP_LO
+#undef EXP_HI
+#undef EXP_DEGREE
+#undef GEMM_MR
+#undef GEMM_NV
+#undef GEMM_KC
+#undef GEMM_MC
+#undef GEMM_NC
+
+/* ---- float64 ---- */
+#define TNAME f64
+#define T double
+#define VLEN VLEN_F64
+#define T_MAX 1.7976931348623157e+308
+#define EXP_LO (-708.0)
+#define EXP_HI 709.0
+#define EXP_DEGREE 13
+#if defined(__AVX512F__)
+#define GEMM_MR 14
+#define GEMM_NV 2
+#else
+#define GEMM_MR 6
+#define GEMM_NV 2
+#endif
+#define GEMM_KC 256
+#define GEMM_MC 140
+#define GEMM_NC 4096
+#include FASTNN_TEMPLATE
+#undef TNAME
+#undef T
+#undef VLEN
+#undef T_MAX
+#undef EXP_LO
+#undef EXP_HI
+#undef EXP_DEGREE
+#undef GEMM_MR
+#undef GEMM_NV
+#undef GEMM_KC
+#undef GEMM_MC
+#undef GEMM_NC

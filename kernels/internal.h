@@ -1,0 +1,74 @@
+/* internal.h - what the kernel files share with each other but not with Python. */
+#ifndef FASTNN_INTERNAL_H
+#define FASTNN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastnn.h"
+
+/* Activation codes: the order of contract.ACTIVATIONS. */
+enum { ACT_IDENTITY = 0, ACT_RELU = 1, ACT_LEAKY_RELU = 2, ACT_SIGMOID = 3, ACT_TANH = 4 };
+
+/* What the GEMM does to each output tile after its last K block, while the tile is in
+ * registers: add bias (a vector of the output's columns, of the GEMM's float type) and
+ * apply the activation. */
+typedef struct {
+    const void *bias;
+    int activation;
+    double alpha; /* leaky_relu slope */
+} fastnn_epilogue;
+
+/* C (m, n; row stride ldc) = op(A) (m, k) @ op(B) (k, n), then the epilogue (or none: NULL).
+ * op(A)[i][p] is a[i*lda + p], or a[p*lda + i] when trans_a; op(B)[p][j] is b[p*ldb + j],
+ * or b[j*ldb + p] when trans_b. Runs on fastnn_threads_for(2mnk) threads. */
+#define FASTNN_DECLARE_GEMM(S, T)                                                               \
+    void fastnn_gemm_##S(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a, \
+                         const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,              \
+                         const fastnn_epilogue *epilogue);
+FASTNN_DECLARE_GEMM(f32, float)
+FASTNN_DECLARE_GEMM(f64, double)
+
+/* Threads for a job of `work` units when one thread should get at least `grain` of them:
+ * between 1 and fastnn_get_num_threads(), so small jobs never start a thread team. */
+int fastnn_threads_for(double work, double grain);
+
+/* Scratch memory of this OS thread, 64-byte aligned, at least `bytes` long, kept and reused
+ * across calls (so a training step allocates nothing). Each slot is an independent buffer;
+ * a pointer stays valid until the same thread asks the same slot for more bytes. */
+enum { SCRATCH_GEMM_B = 0, SCRATCH_GEMM_A = 1, SCRATCH_LINEAR_DZ = 2, SCRATCH_SLOTS = 3 };
+void *fastnn_scratch(int slot, size_t bytes);
+
+#define FASTNN_PRAGMA(text) _Pragma(#text)
+
+/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule). One
+ * thread runs the loop inline: even an if(0) parallel region costs a team set-up, which
+ * would dominate the kernels of a tiny network. */
+#define FASTNN_FOR(threads, i, count, ...)                                                     \
+    do {                                                                                        \
+        int64_t fastnn_count_ = (count);                                                       \
+        if ((threads) > 1) {                                                                    \
+            FASTNN_PRAGMA(omp parallel for num_threads(threads) schedule(static))              \
+            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+        } else {                                                                                \
+            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+        }                                                                                       \
+    } while (0)
+
+/* FASTNN_FOR whose body adds into `sum` (a + reduction across the threads). */
+#define FASTNN_FOR_SUM(threads, i, count, sum, ...)                                            \
+    do {                                                                                        \
+        int64_t fastnn_count_ = (count);                                                       \
+        if ((threads) > 1) {                                                                    \
+            FASTNN_PRAGMA(omp parallel for num_threads(threads) schedule(static)                \
+                          reduction(+ : sum))                                                   \
+            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+        } else {                                                                                \
+            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+        }                                                                                       \
+    } while (0)
+
+static inline int64_t fastnn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t fastnn_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+#endif

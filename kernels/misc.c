@@ -1,0 +1,7 @@
+/* misc.c - mse, one_hot and count_correct (misc_impl.h) in float32 and float64. */
+#include <string.h>
+
+#include "internal.h"
+
+#define FASTNN_TEMPLATE "misc_impl.h"
+#include "instantiate.h"

@@ -1,0 +1,47 @@
+/* misc_impl.h - mse, one_hot, count_correct, for T (template: see instantiate.h). */
+
+/* Elements per chunk: the unit of threading, and of float64 accumulation of T partial sums. */
+#define MISC_CHUNK 4096
+
+double FN(fastnn_mse)(T *grad, const T *pred, const T *target, int64_t size, double grad_scale) {
+    int64_t chunks = fastnn_ceil_div(size, MISC_CHUNK);
+    int threads = fastnn_threads_for((double)size, 65536.0);
+    VEC two_scale = V(set1)((T)(2 * grad_scale));
+    double total = 0;
+    FASTNN_FOR_SUM(threads, chunk, chunks, total,
+        int64_t end = fastnn_min(size, (chunk + 1) * MISC_CHUNK);
+        VEC acc = V(zero)();
+        for (int64_t j = chunk * MISC_CHUNK; j < end; j += VLEN) {
+            int64_t cols = end - j;
+            VEC d = cols >= VLEN ? V(sub)(V(load)(pred + j), V(load)(target + j))
+                                 : V(sub)(V(load_part)(pred + j, cols, 0),
+                                          V(load_part)(target + j, cols, 0));
+            acc = V(fma)(d, d, acc);
+            if (grad) {
+                if (cols >= VLEN)
+                    V(store)(grad + j, V(mul)(d, two_scale));
+                else
+                    V(store_part)(grad + j, V(mul)(d, two_scale), cols);
+            }
+        }
+        total += (double)V(hsum)(acc););
+    return total;
+}
+
+void FN(fastnn_one_hot)(T *out, const int64_t *labels, int64_t n, int64_t c) {
+    memset(out, 0, (size_t)n * c * sizeof(T));
+    for (int64_t i = 0; i < n; i++) out[i * c + labels[i]] = 1;
+}
+
+int64_t FN(fastnn_count_correct)(const T *scores, const int64_t *labels, int64_t n, int64_t c) {
+    int threads = fastnn_threads_for((double)n * c, 65536.0);
+    int64_t correct = 0;
+    FASTNN_FOR_SUM(threads, i, n, correct,
+        const T *row = scores + i * c;
+        int64_t best = 0; /* the first maximum, as numpy.argmax */
+        for (int64_t j = 1; j < c; j++)
+            if (row[j] > row[best]) best = j;
+        correct += best == labels[i];);
+    return correct;
+}
+#undef MISC_CHUNK

@@ -1,0 +1,56 @@
+/* runtime.c - thread count, per-thread scratch buffers, build description. */
+#include <stdlib.h>
+
+#include "internal.h"
+#include "simd.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* One count for every Python thread: omp_set_num_threads would only affect the calling
+ * thread, so each parallel region passes num_threads(fastnn_threads_for(...)) instead.
+ * 0 means "not read from the environment yet". */
+static int g_num_threads = 0;
+
+void fastnn_set_num_threads(int n) { __atomic_store_n(&g_num_threads, n < 1 ? 1 : n, __ATOMIC_RELAXED); }
+
+int fastnn_get_num_threads(void) {
+    int n = __atomic_load_n(&g_num_threads, __ATOMIC_RELAXED);
+    if (n == 0) {
+#ifdef _OPENMP
+        n = omp_get_max_threads(); /* OMP_NUM_THREADS, else the CPUs we may run on */
+#else
+        n = 1;
+#endif
+        __atomic_store_n(&g_num_threads, n, __ATOMIC_RELAXED);
+    }
+    return n;
+}
+
+int fastnn_threads_for(double work, double grain) {
+    int most = fastnn_get_num_threads();
+    double wanted = work / grain;
+    if (wanted < 2.0) return 1;
+    return wanted < (double)most ? (int)wanted : most;
+}
+
+const char *fastnn_simd_name(void) { return FASTNN_SIMD_NAME; }
+
+static __thread struct {
+    void *data;
+    size_t bytes;
+} scratch_slots[SCRATCH_SLOTS];
+
+void *fastnn_scratch(int slot, size_t bytes) {
+    if (scratch_slots[slot].bytes < bytes) {
+        free(scratch_slots[slot].data);
+        /* Round up to whole cache lines (aligned_alloc wants a multiple of the alignment) and
+         * grow by half again, so a slowly growing request does not reallocate every call. */
+        size_t size = (bytes + bytes / 2 + 63) & ~(size_t)63;
+        scratch_slots[slot].data = aligned_alloc(64, size);
+        scratch_slots[slot].bytes = scratch_slots[slot].data ? size : 0;
+        if (!scratch_slots[slot].data) abort(); /* out of memory: nothing sensible to return */
+    }
+    return scratch_slots[slot].data;
+}

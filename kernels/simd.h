@@ -1,0 +1,136 @@
+/* simd.h - the small vector vocabulary every kernel is written in, chosen at compile time.
+ *
+ * For each float type (suffix f32 / f64) it defines a vector type vf32 / vf64 of
+ * VLEN_F32 / VLEN_F64 lanes and inline operations named v<suffix>_<op>:
+ *   zero, set1, load, store, load_part (first n lanes, the rest = pad), store_part,
+ *   add, sub, mul, div, fma (a*b + c), max, min (both return b when a or b is NaN, as the
+ *   x86 instructions do), abs, select_gt (a > b ? x : y; false for NaN),
+ *   round (to nearest integer), pow2i (p * 2^n for integral n), hsum, hmax.
+ * Three implementations:
+ *   - AVX-512 (when the compiler targets __AVX512F__): intrinsics, masked partial loads/stores;
+ *   - AVX2+FMA: GCC vector extensions of 32 bytes (the compiler emits ymm code);
+ *   - portable: GCC vector extensions of 16 bytes (SSE2 on x86-64, NEON on arm64, scalar
+ *     code elsewhere).
+ * Code that includes this header never names an ISA; the templates (*_impl.h) reach these
+ * operations through the V(op) macro of type.h.
+ */
+#ifndef FASTNN_SIMD_H
+#define FASTNN_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define FASTNN_SIMD_NAME "avx512"
+#define VLEN_F32 16
+#define VLEN_F64 8
+typedef __m512 vf32;
+typedef __m512d vf64;
+
+/* Lanes [0, n) of a mask; n may exceed the lane count. */
+static inline __mmask16 fastnn_mask16(int64_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+static inline __mmask8 fastnn_mask8(int64_t n) {
+    return n >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << n) - 1u);
+}
+
+/* The AVX-512 operations differ between the types only in the ps/pd suffix and mask width. */
+#define FASTNN_AVX512_OPS(S, T, V, MASK, ps)                                                    \
+    static inline V v##S##_zero(void) { return _mm512_setzero_##ps(); }                        \
+    static inline V v##S##_set1(T x) { return _mm512_set1_##ps(x); }                           \
+    static inline V v##S##_load(const T *p) { return _mm512_loadu_##ps(p); }                   \
+    static inline void v##S##_store(T *p, V x) { _mm512_storeu_##ps(p, x); }                   \
+    static inline V v##S##_load_part(const T *p, int64_t n, T pad) {                           \
+        return _mm512_mask_loadu_##ps(_mm512_set1_##ps(pad), MASK(n), p);                      \
+    }                                                                                           \
+    static inline void v##S##_store_part(T *p, V x, int64_t n) {                               \
+        _mm512_mask_storeu_##ps(p, MASK(n), x);                                                 \
+    }                                                                                           \
+    static inline V v##S##_add(V a, V b) { return _mm512_add_##ps(a, b); }                     \
+    static inline V v##S##_sub(V a, V b) { return _mm512_sub_##ps(a, b); }                     \
+    static inline V v##S##_mul(V a, V b) { return _mm512_mul_##ps(a, b); }                     \
+    static inline V v##S##_div(V a, V b) { return _mm512_div_##ps(a, b); }                     \
+    static inline V v##S##_fma(V a, V b, V c) { return _mm512_fmadd_##ps(a, b, c); }           \
+    static inline V v##S##_max(V a, V b) { return _mm512_max_##ps(a, b); }                     \
+    static inline V v##S##_min(V a, V b) { return _mm512_min_##ps(a, b); }                     \
+    static inline V v##S##_abs(V a) { return _mm512_abs_##ps(a); }                             \
+    static inline V v##S##_select_gt(V a, V b, V x, V y) {                                     \
+        return _mm512_mask_blend_##ps(_mm512_cmp_##ps##_mask(a, b, _CMP_GT_OQ), y, x);         \
+    }                                                                                           \
+    static inline V v##S##_round(V a) {                                                        \
+        return _mm512_roundscale_##ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);       \
+    }                                                                                           \
+    static inline V v##S##_pow2i(V p, V n) { return _mm512_scalef_##ps(p, n); }               \
+    static inline T v##S##_hsum(V a) { return _mm512_reduce_add_##ps(a); }                     \
+    static inline T v##S##_hmax(V a) { return _mm512_reduce_max_##ps(a); }
+
+FASTNN_AVX512_OPS(f32, float, vf32, fastnn_mask16, ps)
+FASTNN_AVX512_OPS(f64, double, vf64, fastnn_mask8, pd)
+
+#else /* GCC vector extensions */
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define FASTNN_SIMD_NAME "avx2"
+#define FASTNN_VBYTES 32
+#else
+#define FASTNN_SIMD_NAME "portable"
+#define FASTNN_VBYTES 16
+#endif
+#define VLEN_F32 (FASTNN_VBYTES / 4)
+#define VLEN_F64 (FASTNN_VBYTES / 8)
+typedef float vf32 __attribute__((vector_size(FASTNN_VBYTES), aligned(4)));
+typedef double vf64 __attribute__((vector_size(FASTNN_VBYTES), aligned(8)));
+typedef int32_t vi32 __attribute__((vector_size(FASTNN_VBYTES)));
+typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
+
+/* I is the integer lane type of the same width, used for masks and the exponent bits. */
+#define FASTNN_VEXT_OPS(S, T, V, I, VL, MANT_BITS, EXP_BIAS, ROUND_MAGIC)                       \
+    static inline V v##S##_zero(void) { return (V){0}; }                                        \
+    static inline V v##S##_set1(T x) { return (V){0} + x; }                                     \
+    static inline V v##S##_load(const T *p) { V r; memcpy(&r, p, sizeof r); return r; }         \
+    static inline void v##S##_store(T *p, V x) { memcpy(p, &x, sizeof x); }                     \
+    static inline V v##S##_load_part(const T *p, int64_t n, T pad) {                           \
+        V r = (V){0} + pad;                                                                     \
+        for (int64_t i = 0; i < n && i < VL; i++) r[i] = p[i];                                  \
+        return r;                                                                               \
+    }                                                                                           \
+    static inline void v##S##_store_part(T *p, V x, int64_t n) {                               \
+        for (int64_t i = 0; i < n && i < VL; i++) p[i] = x[i];                                  \
+    }                                                                                           \
+    static inline V v##S##_add(V a, V b) { return a + b; }                                      \
+    static inline V v##S##_sub(V a, V b) { return a - b; }                                      \
+    static inline V v##S##_mul(V a, V b) { return a * b; }                                      \
+    static inline V v##S##_div(V a, V b) { return a / b; }                                      \
+    static inline V v##S##_fma(V a, V b, V c) { return a * b + c; }                             \
+    static inline V v##S##_select_gt(V a, V b, V x, V y) {                                     \
+        I m = (I)(a > b);                                                                       \
+        return (V)((m & (I)x) | (~m & (I)y));                                                   \
+    }                                                                                           \
+    static inline V v##S##_max(V a, V b) { return v##S##_select_gt(a, b, a, b); }               \
+    static inline V v##S##_min(V a, V b) { return v##S##_select_gt(a, b, b, a); }               \
+    static inline V v##S##_abs(V a) { return v##S##_select_gt(a, (V){0}, a, -a); }             \
+    /* Adding and subtracting 1.5 * 2^mantissa rounds |a| < 2^(mantissa-1) to an integer. */   \
+    static inline V v##S##_round(V a) { return (a + ROUND_MAGIC) - ROUND_MAGIC; }               \
+    static inline V v##S##_pow2i(V p, V n) {                                                   \
+        I e = (__builtin_convertvector(n, I) + EXP_BIAS) << MANT_BITS;                          \
+        return p * (V)e;                                                                        \
+    }                                                                                           \
+    static inline T v##S##_hsum(V a) {                                                         \
+        T s = 0;                                                                                \
+        for (int i = 0; i < VL; i++) s += a[i];                                                 \
+        return s;                                                                               \
+    }                                                                                           \
+    static inline T v##S##_hmax(V a) {                                                         \
+        T s = a[0];                                                                             \
+        for (int i = 1; i < VL; i++) s = a[i] > s ? a[i] : s;                                   \
+        return s;                                                                               \
+    }
+
+FASTNN_VEXT_OPS(f32, float, vf32, vi32, VLEN_F32, 23, 127, 12582912.0f)
+FASTNN_VEXT_OPS(f64, double, vf64, vi64, VLEN_F64, 52, 1023, 6755399441055744.0)
+
+#endif
+
+#endif

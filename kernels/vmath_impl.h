@@ -1,0 +1,85 @@
+/* vmath_impl.h - vector exp and the activations, for T (template: see instantiate.h).
+ * Included by every template that needs them, once per type; everything is static inline. */
+
+/* Range reduction of exp: x = n ln2 + r with |r| <= ln2/2 (ln2 split in a high part exact
+ * in T and a low correction, Cody-Waite); returns exp(r) - 1 by its Taylor polynomial of
+ * degree EXP_DEGREE (Horner, no constant term, so small results keep their precision) and
+ * sets *n. x must lie in [EXP_LO, EXP_HI], where 2^n is a normal number. */
+static inline VEC FN(exp_reduced_minus_one)(VEC x, VEC *n) {
+    *n = V(round)(V(mul)(x, V(set1)((T)1.44269504088896340736)));
+    VEC r = V(fma)(*n, V(set1)((T)-0.693145751953125), x);
+    r = V(fma)(*n, V(set1)((T)-1.42860682030941723212e-6), r);
+    T inverse_factorial = 1;
+    for (int i = 2; i <= EXP_DEGREE; i++) inverse_factorial /= (T)i;
+    VEC q = V(set1)(inverse_factorial);
+#pragma GCC unroll 16
+    for (int i = EXP_DEGREE; i >= 2; i--) {
+        inverse_factorial *= (T)i; /* now 1/(i-1)! */
+        q = V(fma)(q, r, V(set1)(inverse_factorial));
+    }
+    return V(mul)(q, r);
+}
+
+/* V(max)(a, b) and V(min)(a, b) return b when either is NaN, so NaN stays NaN here. */
+static inline VEC FN(exp_clamp)(VEC x) {
+    return V(min)(V(set1)((T)EXP_HI), V(max)(V(set1)((T)EXP_LO), x));
+}
+
+/* exp(x) lane-wise, to about one ulp of T. Below EXP_LO the result is 0 (as the true value
+ * is, to within T's smallest normal number), so exp(-1000) and exp(-inf) are exactly 0. */
+static inline VEC FN(vexp)(VEC x) {
+    VEC n, q = FN(exp_reduced_minus_one)(FN(exp_clamp)(x), &n);
+    VEC e = V(pow2i)(V(add)(q, V(set1)((T)1)), n);
+    return V(select_gt)(V(set1)((T)EXP_LO), x, V(zero)(), e); /* NaN: e, a NaN */
+}
+
+/* exp(x) - 1 lane-wise, accurate also for x near 0 (where exp(x) - 1 cancels). */
+static inline VEC FN(vexpm1)(VEC x) {
+    VEC n, q = FN(exp_reduced_minus_one)(FN(exp_clamp)(x), &n);
+    VEC one = V(set1)((T)1);
+    /* 2^n (q + 1) - 1 = 2^n q + (2^n - 1); both terms exact or small when n is 0. */
+    VEC e = V(add)(V(pow2i)(q, n), V(sub)(V(pow2i)(one, n), one));
+    return V(select_gt)(V(set1)((T)EXP_LO), x, V(set1)((T)-1), e);
+}
+
+/* act(z) lane-wise; the forms avoid overflow at any z (exp of -|z| only). */
+static inline VEC FN(activate)(VEC z, int activation, T alpha) {
+    VEC zero = V(zero)(), one = V(set1)((T)1);
+    switch (activation) {
+    case ACT_RELU:
+        return V(max)(zero, z); /* NaN stays NaN, as in np.maximum */
+    case ACT_LEAKY_RELU:
+        return V(select_gt)(z, zero, z, V(mul)(z, V(set1)(alpha)));
+    case ACT_SIGMOID: {
+        VEC e = FN(vexp)(V(sub)(zero, V(abs)(z)));
+        VEC r = V(div)(one, V(add)(one, e)); /* sigmoid(|z|) */
+        return V(select_gt)(z, zero, r, V(mul)(e, r));
+    }
+    case ACT_TANH: {
+        /* tanh(|z|) = (1 - e) / (1 + e) with e = exp(-2|z|), written with e - 1 so small z
+         * keeps its relative precision. */
+        VEC em1 = FN(vexpm1)(V(mul)(V(set1)((T)-2), V(abs)(z)));
+        VEC t = V(div)(V(sub)(zero, em1), V(add)(V(set1)((T)2), em1));
+        return V(select_gt)(z, zero, t, V(sub)(zero, t));
+    }
+    default:
+        return z;
+    }
+}
+
+/* act'(z) written with the activation's output y = act(z), lane-wise. */
+static inline VEC FN(activation_grad)(VEC y, int activation, T alpha) {
+    VEC zero = V(zero)(), one = V(set1)((T)1);
+    switch (activation) {
+    case ACT_RELU:
+        return V(select_gt)(y, zero, one, zero);
+    case ACT_LEAKY_RELU:
+        return V(select_gt)(y, zero, one, V(set1)(alpha));
+    case ACT_SIGMOID:
+        return V(mul)(y, V(sub)(one, y));
+    case ACT_TANH:
+        return V(sub)(one, V(mul)(y, y));
+    default:
+        return one;
+    }
+}

@@ -1,0 +1,56 @@
+"""Build of the C backend's extension (everything else is in pyproject.toml).
+
+The extension is optional: when the compiler is missing or the build fails, the package
+still installs, and the reason is written to fastnn/_c/BUILD_ERROR.txt, which
+fastnn.backends.c_backend reports as why backend "c" is unavailable (see ``fastnn info``).
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+BUILD_ERROR_FILE = "BUILD_ERROR.txt"
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that records a failure instead of failing the installation."""
+
+    def run(self):
+        # setuptools clears self.inplace inside run() and copies the result afterwards.
+        self._into_source = bool(self.inplace or getattr(self, "editable_mode", False))
+        super().run()
+
+    def _package_dirs(self, ext):
+        """Where the extension lands: the build tree, and the source tree when in place."""
+        dirs = [Path(self.get_ext_fullpath(ext.name)).parent]
+        if getattr(self, "_into_source", False):
+            package = ".".join(ext.name.split(".")[:-1])
+            dirs.append(Path(self.get_finalized_command("build_py").get_package_dir(package)))
+        return dirs
+
+    def build_extension(self, ext):
+        dirs = self._package_dirs(ext)
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the package pure Python
+            compiler = " ".join(getattr(self.compiler, "compiler_so", None) or ["?"])
+            reason = (f"the C extension failed to build: {type(exc).__name__}: {exc} "
+                      f"(compiler: {compiler})")
+            self.warn(reason)
+            for directory in dirs:
+                directory.mkdir(parents=True, exist_ok=True)
+                (directory / BUILD_ERROR_FILE).write_text(reason + "\n")
+                # An extension left from an earlier build would no longer match the sources.
+                stale = directory / Path(self.get_ext_filename(ext.name)).name
+                if stale.exists():
+                    stale.unlink()
+        else:
+            for directory in dirs:
+                (directory / BUILD_ERROR_FILE).unlink(missing_ok=True)
+
+
+setup(
+    cffi_modules=["kernels/build_ffi.py:ffibuilder"],
+    cmdclass={"build_ext": OptionalBuildExt},
+)
