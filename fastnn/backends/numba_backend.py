@@ -23,6 +23,8 @@ NAME = "numba"
 #: outweigh the launch of a parallel region (a few microseconds).
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 17
 PARALLEL_MIN_ELEMENTS = 1 << 15
+#: Products with fewer multiply-adds skip packing and blocking altogether.
+DIRECT_MAX_MULTIPLY_ADDS = 1 << 14
 
 #: Threads for parallel kernels; NUMBA_NUM_THREADS (default: all cores) is
 #: both the initial value and the ceiling, the size of Numba's thread pool.
@@ -60,13 +62,26 @@ def _parallel_gemm(n: int, k: int, m: int) -> bool:
 
 # -- dense algebra -------------------------------------------------------------------
 
+def _gemm_threads(n: int, k: int, m: int) -> int:
+    """0 for a direct (unpacked) product, else the threads of a blocked one (set
+    for this Python thread: the blocked kernels are parallel=True even on one)."""
+    work = n * k * m
+    if work < DIRECT_MAX_MULTIPLY_ADDS:
+        return 0
+    if _parallel_gemm(n, k, m):
+        return _threads
+    numba.set_num_threads(1)
+    return 1
+
+
 def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
     n, m = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    if _parallel_gemm(n, k, m):
-        gemm.gemm_parallel(a, b, trans_a, trans_b, out, bias, code, alpha, _threads)
+    threads = _gemm_threads(n, k, m)
+    if threads:
+        gemm.gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads)
     else:
-        gemm.gemm_serial(a, b, trans_a, trans_b, out, bias, code, alpha)
+        gemm.gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, n)
 
 
 def matmul(a, b, trans_a, trans_b, out):
@@ -79,10 +94,11 @@ def linear_forward(x, w, b, activation, alpha, out):
 
 def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
     code = ACTIVATION_CODES[activation]
-    if _parallel_gemm(*x.shape, w.shape[1]):
-        linear.linear_backward_parallel(x, w, y, dy, code, alpha, dx, dw, db, _threads)
+    threads = _gemm_threads(*x.shape, w.shape[1])
+    if threads:
+        linear.linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads)
     else:
-        linear.linear_backward_serial(x, w, y, dy, code, alpha, dx, dw, db)
+        linear.linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db)
 
 
 # -- softmax and losses ----------------------------------------------------------------

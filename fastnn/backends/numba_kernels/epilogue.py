@@ -10,14 +10,15 @@ from .scalar_math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, like, sigmoi
 
 
 @njit(cache=True)
-def bias_activate(values, bias, code, alpha):
-    """``values[j] = act(values[j] + bias[j])`` in place over a 1-D segment.
+def bias_activate(values, bias, bias_start, code, alpha):
+    """``values[j] = act(values[j] + bias[bias_start + j])`` in place over a 1-D segment.
 
-    values: float (L,); bias: float (L,) or None; code: contract.ACTIVATION_CODES.
+    values: float (L,); bias: float (>= bias_start + L,) or None;
+    code: contract.ACTIVATION_CODES.
     """
     if bias is not None:
         for j in range(values.shape[0]):
-            values[j] += bias[j]
+            values[j] += bias[bias_start + j]
     if code == IDENTITY:
         return
     zero = like(values[0], 0.0)

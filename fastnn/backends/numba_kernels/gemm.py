@@ -2,16 +2,76 @@
 
 a: float (N, K), or (K, N) when trans_a; b: float (K, M), or (M, K) when
 trans_b; out: float (N, M); bias: float (M,) or None; code: an activation
-code (IDENTITY for a plain product). Transposes are read in place.
+code (IDENTITY for a plain product); alpha: leaky_relu's slope. Transposes are
+read in place, while packing.
+
+Layered as in BLIS / GotoBLAS:
+
+* for each panel of NC columns and each slice of KC inner indices, op(b)'s
+  KC x NC block is packed once, by all threads, into NR-wide micro-panels
+  (each KC x NR, row-major: the NR values of one inner index are adjacent);
+* tasks (row blocks of at most MC rows, times column groups when rows are too
+  few to occupy every thread) pack their MC x KC block of op(a) into MR-tall
+  micro-panels and run the macro-kernel on it;
+* the micro-kernel accumulates an MR x NR tile over KC in a stack array that
+  LLVM keeps in vector registers (6 x 4 AVX registers of float32 or float64);
+* after the last KC slice the tile is added to ``out`` and the epilogue
+  (bias, activation) runs while it is in L1.
+
+Tiny products skip all that: :func:`gemm_rows` reads a and b directly.
 """
 
 from __future__ import annotations
 
-from numba import njit, prange
+import numpy as np
+from llvmlite import ir
+from numba import carray, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .epilogue import bias_activate
-from .partition import chunk_bounds
 
+#: Micro-tile: MR rows (unrolled by hand in micro_kernel) by TILE_BYTES // itemsize
+#: columns, i.e. NR = 32 float32 or 16 float64: 24 accumulator registers of 256 bits.
+MR = 6
+TILE_BYTES = 128
+#: Upper bound of MR * NR over both dtypes, for the stack accumulator.
+TILE_ELEMENTS_MAX = MR * TILE_BYTES // 4
+#: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB), rows of op(a) per
+#: task (an MC x KC block stays in L2), columns of op(b) per packed panel.
+KC = 256
+MC = 144
+NC = 4096
+
+
+@intrinsic
+def _stack_buffer(typingctx, count, like):
+    """Pointer to ``count`` (a compile-time constant) uninitialised elements of
+    like's dtype on the stack: unlike a heap array, LLVM can promote it to registers."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    size = ir.Constant(ir.IntType(64), count.literal_value)
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(like.dtype), size=size)
+
+    return types.CPointer(like.dtype)(count, like), codegen
+
+
+def tile_width(like):
+    """NR: micro-tile columns for the dtype of the array like, 32 float32 or 16 float64."""
+    return TILE_BYTES // like.itemsize
+
+
+@overload(tile_width)
+def _tile_width_constant(like):
+    # A constant per dtype: the array's itemsize field is only known at run time, and
+    # LLVM must see a constant trip count to keep the tile in registers.
+    width = TILE_BYTES * 8 // like.dtype.bitwidth
+    return lambda like: width
+
+
+# -- direct product for tiny sizes ---------------------------------------------------
 
 @njit(cache=True)
 def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
@@ -31,18 +91,149 @@ def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
                 scale = a[p, i] if trans_a else a[i, p]
                 for j in range(row.shape[0]):
                     row[j] += scale * b[p, j]
-        bias_activate(row, bias, code, alpha)
+        bias_activate(row, bias, 0, code, alpha)
+
+
+# -- packing ------------------------------------------------------------------------
+
+@njit(cache=True)
+def pack_a(a, trans_a, row0, rows, inner0, depth, packed):
+    """op(a)[row0:row0+rows, inner0:inner0+depth] into MR-tall micro-panels:
+    packed[panel * MR * depth + p * MR + r]; rows past the end are zero."""
+    for panel in range((rows + MR - 1) // MR):
+        base = panel * MR * depth
+        for r in range(MR):
+            i = row0 + panel * MR + r
+            if panel * MR + r >= rows:
+                for p in range(depth):
+                    packed[base + p * MR + r] = 0
+            elif trans_a:
+                for p in range(depth):
+                    packed[base + p * MR + r] = a[inner0 + p, i]
+            else:
+                source = a[i]
+                for p in range(depth):
+                    packed[base + p * MR + r] = source[inner0 + p]
 
 
 @njit(cache=True)
-def gemm_serial(a, b, trans_a, trans_b, out, bias, code, alpha):
-    """The whole product on the calling thread."""
-    gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, out.shape[0])
+def pack_b_panel(b, trans_b, inner0, depth, col0, cols, packed, panel):
+    """Micro-panel ``panel`` of op(b)[inner0:inner0+depth, col0:col0+cols]:
+    packed[panel * NR * depth + p * NR + c]; columns past the end are zero."""
+    width = tile_width(packed)
+    base = panel * width * depth
+    first = panel * width
+    valid = min(width, cols - first)
+    if trans_b:  # op(b)[p, j] = b[j, p]: read each b row along p
+        for c in range(valid):
+            source = b[col0 + first + c]
+            for p in range(depth):
+                packed[base + p * width + c] = source[inner0 + p]
+    else:
+        for p in range(depth):
+            source = b[inner0 + p]
+            for c in range(valid):
+                packed[base + p * width + c] = source[col0 + first + c]
+    for p in range(depth):
+        for c in range(valid, width):
+            packed[base + p * width + c] = 0
 
+
+# -- micro- and macro-kernel -----------------------------------------------------------
+
+@njit(cache=True, fastmath={"contract"})
+def micro_kernel(panel_a, panel_b, depth, tile):
+    """tile[r * NR + c] = sum_p panel_a[p * MR + r] * panel_b[p * NR + c].
+
+    The six rows are written out so that the loop over the NR columns is the one
+    LLVM vectorizes, with the accumulators in registers (no fastmath reassociation,
+    which would let it vectorize the p loop instead). The panels are views that
+    start at 0, so every index is a loop counter that LLVM knows is not negative:
+    no wraparound selects, and contiguous vector loads instead of gathers.
+    """
+    width = tile_width(tile)
+    acc = carray(_stack_buffer(TILE_ELEMENTS_MAX, tile), TILE_ELEMENTS_MAX)
+    for c in range(MR * width):
+        acc[c] = 0
+    for p in range(depth):
+        a0, a1, a2 = panel_a[p * MR], panel_a[p * MR + 1], panel_a[p * MR + 2]
+        a3, a4, a5 = panel_a[p * MR + 3], panel_a[p * MR + 4], panel_a[p * MR + 5]
+        for c in range(width):
+            bc = panel_b[p * width + c]
+            acc[c] += a0 * bc
+            acc[width + c] += a1 * bc
+            acc[2 * width + c] += a2 * bc
+            acc[3 * width + c] += a3 * bc
+            acc[4 * width + c] += a4 * bc
+            acc[5 * width + c] += a5 * bc
+    for c in range(MR * width):
+        tile[c] = acc[c]
+
+
+@njit(cache=True)
+def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols, out, row0,
+                 col0, accumulate, finish, bias, code, alpha, tile):
+    """out[row0:row0+rows, block columns of micro-panels panel_first..panel_stop] +=
+    (or =, unless accumulate) packed_a @ packed_b, then the epilogue if finish.
+    cols: columns of the packed panel (the last micro-panel may be partial)."""
+    width = tile_width(tile)
+    for panel in range(panel_first, panel_stop):
+        tile_cols = min(width, cols - panel * width)
+        for row_panel in range((rows + MR - 1) // MR):
+            a_start, b_start = row_panel * MR * depth, panel * width * depth
+            micro_kernel(packed_a[a_start:a_start + MR * depth],
+                         packed_b[b_start:b_start + width * depth], depth, tile)
+            for r in range(min(MR, rows - row_panel * MR)):
+                j = col0 + panel * width
+                segment = out[row0 + row_panel * MR + r, j:j + tile_cols]
+                if accumulate:
+                    for c in range(tile_cols):
+                        segment[c] += tile[r * width + c]
+                else:
+                    for c in range(tile_cols):
+                        segment[c] = tile[r * width + c]
+                if finish:
+                    bias_activate(segment, bias, j, code, alpha)
+
+
+# -- driver ------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def gemm_parallel(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
-    """The whole product on ``threads`` threads."""
-    for task in prange(threads):
-        start, stop = chunk_bounds(out.shape[0], threads, task)
-        gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop)
+def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
+    """The product on ``threads`` threads (1 is fine: one launch of ~1 us)."""
+    rows, cols = out.shape
+    inner = a.shape[0] if trans_a else a.shape[1]
+    width = tile_width(out)
+    # Balanced slices of the inner dimension, at most KC each.
+    slices = (inner + KC - 1) // KC
+    depth_max = (inner + slices - 1) // slices
+    # Row blocks first; if there are fewer than threads, split the columns too.
+    row_blocks = max((rows + MC - 1) // MC, min(threads, (rows + MR - 1) // MR))
+    block_rows = ((rows + row_blocks - 1) // row_blocks + MR - 1) // MR * MR
+    row_blocks = (rows + block_rows - 1) // block_rows
+    col_groups = max(1, min((threads + row_blocks - 1) // row_blocks,
+                            (cols + width - 1) // width))
+    tasks = row_blocks * col_groups
+    packed_a = np.empty((tasks, block_rows * depth_max), dtype=out.dtype)
+    tiles = np.empty((tasks, MR * width), dtype=out.dtype)
+    panel_cols_max = min(NC, cols)
+    packed_b = np.empty(((panel_cols_max + width - 1) // width) * width * depth_max,
+                        dtype=out.dtype)
+    for col0 in range(0, cols, NC):
+        panel_cols = min(NC, cols - col0)
+        micro_panels = (panel_cols + width - 1) // width
+        for s in range(slices):
+            inner0 = s * inner // slices
+            depth = (s + 1) * inner // slices - inner0
+            for panel in prange(micro_panels):
+                pack_b_panel(b, trans_b, inner0, depth, col0, panel_cols, packed_b, panel)
+            for task in prange(tasks):
+                block, group = task // col_groups, task % col_groups
+                row0 = block * block_rows
+                block_height = min(block_rows, rows - row0)
+                pack_a(a, trans_a, row0, block_height, inner0, depth, packed_a[task])
+                macro_kernel(packed_a[task], block_height, packed_b, depth,
+                             group * micro_panels // col_groups,
+                             (group + 1) * micro_panels // col_groups, panel_cols, out,
+                             row0, col0, s > 0, s == slices - 1, bias, code, alpha,
+                             tiles[task])

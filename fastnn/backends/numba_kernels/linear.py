@@ -1,9 +1,10 @@
 """The dense layer ``y = act(x @ w + b)``: forward is the GEMM with its bias and
-activation epilogue; backward forms ``dz = dy * act'(y)`` and ``db`` in one pass
-over the rows, then two GEMMs that read the transposes in place.
+activation epilogue (see gemm.py); backward forms ``dz = dy * act'(y)`` and
+``db`` in one pass over the rows, then runs two GEMMs that read the transposes
+in place: ``dw = x.T @ dz`` and ``dx = dz @ w.T`` (skipped when dx is None).
 
-x: float (N, K); w: float (K, M); b, db: float (M,); y, dy: float (N, M);
-dx: float (N, K) or None; dw: float (K, M). code: contract.ACTIVATION_CODES.
+x: float (N, K); w: float (K, M); y, dy: float (N, M); dx: float (N, K) or
+None; dw: float (K, M); db: float (M,). code: contract.ACTIVATION_CODES.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import gemm_parallel, gemm_serial
+from .gemm import gemm_blocked, gemm_rows
 from .partition import chunk_bounds
-from .scalar_math import derivative_from_output
+from .scalar_math import IDENTITY, derivative_from_output
 
 
 @njit(cache=True)
 def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
-    """``dz = dy * act'(y)`` for rows start..stop, and ``db = sum of those dz rows``."""
+    """``dz = dy * act'(y)`` for rows start..stop, and ``db = the sum of those dz rows``."""
     slope = y.dtype.type(alpha)
     db[:] = 0
     for i in range(start, stop):
@@ -29,29 +30,32 @@ def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
 
 
 @njit(cache=True)
-def linear_backward_serial(x, w, y, dy, code, alpha, dx, dw, db):
+def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
+    """Backward of a tiny layer on the calling thread, without packing."""
     dz = np.empty_like(dy)
     dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, 0, dy.shape[0])
-    gemm_serial(x, dz, True, False, dw, None, 0, 0.0)
+    gemm_rows(x, dz, True, False, dw, None, IDENTITY, 0.0, 0, dw.shape[0])
     if dx is not None:
-        gemm_serial(dz, w, False, True, dx, None, 0, 0.0)
+        gemm_rows(dz, w, False, True, dx, None, IDENTITY, 0.0, 0, dx.shape[0])
 
 
 @njit(cache=True, parallel=True)
-def _dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads):
-    partial = np.empty((threads, db.shape[0]), dtype=db.dtype)
+def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads):
+    """dz_and_bias_grad_rows on ``threads`` chunks of rows, partial db sums added after."""
+    partial_db = np.empty((threads, db.shape[0]), dtype=db.dtype)
     for task in prange(threads):
         start, stop = chunk_bounds(y.shape[0], threads, task)
-        dz_and_bias_grad_rows(y, dy, code, alpha, dz, partial[task], start, stop)
-    db[:] = partial[0]
+        dz_and_bias_grad_rows(y, dy, code, alpha, dz, partial_db[task], start, stop)
+    db[:] = partial_db[0]
     for task in range(1, threads):
-        db += partial[task]
+        db += partial_db[task]
 
 
 @njit(cache=True)
-def linear_backward_parallel(x, w, y, dy, code, alpha, dx, dw, db, threads):
+def linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads):
+    """Backward on ``threads`` threads with the blocked GEMM."""
     dz = np.empty_like(dy)
-    _dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads)
-    gemm_parallel(x, dz, True, False, dw, None, 0, 0.0, threads)
+    dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads)
+    gemm_blocked(x, dz, True, False, dw, None, IDENTITY, 0.0, threads)
     if dx is not None:
-        gemm_parallel(dz, w, False, True, dx, None, 0, 0.0, threads)
+        gemm_blocked(dz, w, False, True, dx, None, IDENTITY, 0.0, threads)
