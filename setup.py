@@ -16,10 +16,26 @@ BUILD_ERROR_FILE = "BUILD_ERROR.txt"
 class OptionalBuildExt(build_ext):
     """build_ext that records a failure instead of failing the installation."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        # Always compile: the flags (FASTNN_PORTABLE, CC, FASTNN_EXTRA_CFLAGS) may differ from
+        # the build left in build/, which distutils would otherwise reuse as up to date.
+        self.force = True
+
     def run(self):
         # setuptools clears self.inplace inside run() and copies the result afterwards.
         self._into_source = bool(self.inplace or getattr(self, "editable_mode", False))
+        self._failed = set()
         super().run()
+
+    def copy_extensions_to_source(self):
+        """The in-place copy (editable installs) of the extensions that did build."""
+        all_extensions = self.extensions
+        self.extensions = [ext for ext in all_extensions if ext.name not in self._failed]
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = all_extensions
 
     def _package_dirs(self, ext):
         """Where the extension lands: the build tree, and the source tree when in place."""
@@ -38,6 +54,7 @@ class OptionalBuildExt(build_ext):
             reason = (f"the C extension failed to build: {type(exc).__name__}: {exc} "
                       f"(compiler: {compiler})")
             self.warn(reason)
+            self._failed.add(ext.name)
             for directory in dirs:
                 directory.mkdir(parents=True, exist_ok=True)
                 (directory / BUILD_ERROR_FILE).write_text(reason + "\n")
