@@ -24,12 +24,11 @@ Tiny products skip all that: :func:`gemm_rows` reads a and b directly.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import carray, njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba import njit, prange
+from numba.extending import overload
 
 from .epilogue import bias_activate
+from .stack import stack_array
 
 #: Micro-tile: MR rows (unrolled by hand in micro_kernel) by TILE_BYTES // itemsize
 #: columns, i.e. NR = 32 float32 or 16 float64: 24 accumulator registers of 256 bits.
@@ -42,20 +41,6 @@ TILE_ELEMENTS_MAX = MR * TILE_BYTES // 4
 KC = 256
 MC = 144
 NC = 4096
-
-
-@intrinsic
-def _stack_buffer(typingctx, count, like):
-    """Pointer to ``count`` (a compile-time constant) uninitialised elements of
-    like's dtype on the stack: unlike a heap array, LLVM can promote it to registers."""
-    if not isinstance(count, types.IntegerLiteral):
-        return None
-    size = ir.Constant(ir.IntType(64), count.literal_value)
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(like.dtype), size=size)
-
-    return types.CPointer(like.dtype)(count, like), codegen
 
 
 def tile_width(like):
@@ -152,7 +137,7 @@ def micro_kernel(panel_a, panel_b, depth, tile):
     no wraparound selects, and contiguous vector loads instead of gathers.
     """
     width = tile_width(tile)
-    acc = carray(_stack_buffer(TILE_ELEMENTS_MAX, tile), TILE_ELEMENTS_MAX)
+    acc = stack_array(TILE_ELEMENTS_MAX, tile)
     for c in range(MR * width):
         acc[c] = 0
     for p in range(depth):

@@ -2,13 +2,15 @@
 
 Every row is max-subtracted, so logits of magnitude 1e4 neither overflow nor
 underflow to a wrong answer. Row reductions (max, sums) run on LANES
-independent partial results, combined at the end of the row: the inner loop is
-then an elementwise SIMD operation, vectorized without fastmath, and the
-result does not depend on the compiler's choices.
+independent partial results in a stack array, combined at the end of the row:
+the inner loop is an elementwise SIMD operation, vectorized without fastmath,
+and the result does not depend on the compiler's choices. Exponentials are
+computed in a loop of their own (read one row, write one row), the shape
+LLVM vectorizes best.
 
 Each kernel comes as ``*_rows(..., start, stop, scratch)``, serial over a range
 of rows (called directly for small inputs), and ``*_parallel(..., threads)``,
-which runs it over chunks of rows on ``threads`` threads.
+which runs it over ``threads`` chunks of rows.
 """
 
 from __future__ import annotations
@@ -20,38 +22,31 @@ from numba import njit, prange
 
 from .partition import chunk_bounds
 from .scalar_math import exp_nonpositive
+from .stack import stack_array
 
-#: Partial results per row reduction: one AVX-512 register of float32.
+#: Partial results per row reduction: two AVX registers of float32.
 LANES = 16
 
 
 @njit(cache=True)
 def scratch_for(x):
-    """Per-task scratch: two rows of LANES partials, then one row of x's length."""
-    return np.empty((3, max(LANES, x.shape[1])), dtype=x.dtype)
+    """Per-task scratch: one row of x's length (exponentials nobody asked to keep)."""
+    return np.empty(x.shape[1], dtype=x.dtype)
 
 
 @njit(cache=True)
-def _lane_total(lanes):
-    total = lanes[0]
-    for lane in range(1, LANES):
-        total += lanes[lane]
-    return total
-
-
-@njit(cache=True)
-def row_max(row, lanes):
+def row_max(row):
     """Largest element of a 1-D row (NaNs are skipped here; they still reach the sums)."""
     length = row.shape[0]
     full = length - length % LANES
     best = row[0]
     if full:
-        for lane in range(LANES):
-            lanes[lane] = row[lane]
+        lanes = stack_array(LANES, row)
+        lanes[:] = row[:LANES]
         for start in range(LANES, full, LANES):
+            block = row[start:start + LANES]
             for lane in range(LANES):
-                value = row[start + lane]
-                lanes[lane] = value if value > lanes[lane] else lanes[lane]
+                lanes[lane] = block[lane] if block[lane] > lanes[lane] else lanes[lane]
         for lane in range(LANES):
             best = lanes[lane] if lanes[lane] > best else best
     for j in range(full, length):
@@ -60,36 +55,48 @@ def row_max(row, lanes):
 
 
 @njit(cache=True)
-def exp_shifted_sum(row, shift, dest, lanes):
-    """``dest[j] = exp(row[j] - shift)``; returns their sum. dest may be row."""
+def row_sum(row):
+    """Sum of a 1-D row, over LANES partial sums."""
     length = row.shape[0]
     full = length - length % LANES
-    lanes[:LANES] = 0
+    lanes = stack_array(LANES, row)
+    lanes[:] = 0
     for start in range(0, full, LANES):
+        block = row[start:start + LANES]
         for lane in range(LANES):
-            e = exp_nonpositive(row[start + lane] - shift)
-            dest[start + lane] = e
-            lanes[lane] += e
-    total = _lane_total(lanes)
+            lanes[lane] += block[lane]
+    total = lanes[0]
+    for lane in range(1, LANES):
+        total += lanes[lane]
     for j in range(full, length):
-        e = exp_nonpositive(row[j] - shift)
-        dest[j] = e
-        total += e
+        total += row[j]
     return total
 
 
 @njit(cache=True)
-def weighted_shifted_sums(weights, row, shift, lanes):
+def exp_shifted(row, shift, dest):
+    """``dest[j] = exp(row[j] - shift)`` (row's max or more as shift); dest may be row."""
+    for j in range(row.shape[0]):
+        dest[j] = exp_nonpositive(row[j] - shift)
+
+
+@njit(cache=True)
+def weighted_shifted_sums(weights, row, shift):
     """``(sum(weights * (row - shift)), sum(weights))`` of two 1-D rows."""
     length = row.shape[0]
     full = length - length % LANES
-    lanes[:, :LANES] = 0
+    dots, totals = stack_array(LANES, row), stack_array(LANES, row)
+    dots[:] = 0
+    totals[:] = 0
     for start in range(0, full, LANES):
+        w_block, x_block = weights[start:start + LANES], row[start:start + LANES]
         for lane in range(LANES):
-            w = weights[start + lane]
-            lanes[0, lane] += w * (row[start + lane] - shift)
-            lanes[1, lane] += w
-    dot, total = _lane_total(lanes[0]), _lane_total(lanes[1])
+            dots[lane] += w_block[lane] * (x_block[lane] - shift)
+            totals[lane] += w_block[lane]
+    dot, total = dots[0], totals[0]
+    for lane in range(1, LANES):
+        dot += dots[lane]
+        total += totals[lane]
     for j in range(full, length):
         dot += weights[j] * (row[j] - shift)
         total += weights[j]
@@ -101,11 +108,10 @@ def weighted_shifted_sums(weights, row, shift, lanes):
 @njit(cache=True)
 def softmax_rows(x, out, start, stop, scratch):
     """``out[i] = softmax(x[i])`` for rows start..stop of x, out: float (N, C); out may be x."""
-    lanes = scratch[0]
     for i in range(start, stop):
         row, dest = x[i], out[i]
-        shift = row_max(row, lanes)
-        inverse = row.dtype.type(1) / exp_shifted_sum(row, shift, dest, lanes)
+        exp_shifted(row, row_max(row), dest)
+        inverse = row.dtype.type(1) / row_sum(dest)
         for j in range(row.shape[0]):
             dest[j] *= inverse
 
@@ -113,11 +119,11 @@ def softmax_rows(x, out, start, stop, scratch):
 @njit(cache=True)
 def log_softmax_rows(x, out, start, stop, scratch):
     """``out[i] = x[i] - max - log(sum(exp(x[i] - max)))``; out may be x."""
-    lanes, exps = scratch[0], scratch[2, :x.shape[1]]
     for i in range(start, stop):
         row, dest = x[i], out[i]
-        shift = row_max(row, lanes)
-        shift += math.log(exp_shifted_sum(row, shift, exps, lanes))
+        shift = row_max(row)
+        exp_shifted(row, shift, scratch)
+        shift += math.log(row_sum(scratch))
         for j in range(row.shape[0]):
             dest[j] = row[j] - shift
 
@@ -130,21 +136,21 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
 
     logits: float (N, C); target: int64 (N,) labels or float (N, C) probabilities;
     row_loss: float (N,); grad: float (N, C) or None, may be logits itself.
-    One pass for the max, one for exp (written to grad), one to scale it.
+    Passes over a row: max; (target weights); exp, written to grad; sum; scale.
     """
-    lanes = scratch[:2, :LANES]
     scale = logits.dtype.type(grad_scale)
     for i in range(start, stop):
         row = logits[i]
-        exps = scratch[2, :row.shape[0]] if grad is None else grad[i]
-        shift = row_max(row, lanes[0])
+        exps = scratch if grad is None else grad[i]
+        shift = row_max(row)
         # Read what the loss needs from the row before exps (maybe the row) is written.
         if target.ndim == 1:
             label = target[i]
             weighted, weight = row[label] - shift, row.dtype.type(1)
         else:
-            weighted, weight = weighted_shifted_sums(target[i], row, shift, lanes)
-        total = exp_shifted_sum(row, shift, exps, lanes[0])
+            weighted, weight = weighted_shifted_sums(target[i], row, shift)
+        exp_shifted(row, shift, exps)
+        total = row_sum(exps)
         row_loss[i] = weight * math.log(total) - weighted
         if grad is None:
             continue
