@@ -146,12 +146,7 @@ def count_correct(scores, labels):
 
 # -- optimizer steps (in place) ---------------------------------------------------------
 
-def _flat(array):
-    return None if array is None else array.reshape(-1)
-
-
 def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    param, grad, velocity = _flat(param), _flat(grad), _flat(velocity)
     if _parallel(param.size):
         optim.sgd_parallel(param, grad, velocity, lr, momentum, nesterov, weight_decay,
                            _threads)
@@ -161,7 +156,6 @@ def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
 
 
 def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    param, grad, m, v = _flat(param), _flat(grad), _flat(m), _flat(v)
     if _parallel(param.size):
         optim.adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
                             _threads)

@@ -1,6 +1,8 @@
-"""Optimizer steps, in place over flat parameter arrays (PyTorch's semantics).
+"""Optimizer steps, in place, PyTorch's semantics.
 
-``*_range`` update elements start..stop serially; ``*_parallel`` split the
+Arrays of any rank (C-contiguous) are viewed flat inside the jitted code, which
+costs nothing there and saves Python-side reshapes on every tiny step.
+``*_range`` update flat elements start..stop serially; ``*_parallel`` split the
 elements among ``threads`` threads. Scalars arrive as Python floats and are
 converted to the parameter's dtype once, so float32 updates stay float32.
 """
@@ -8,30 +10,47 @@ converted to the parameter's dtype once, so float32 updates stay float32.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .partition import chunk_bounds
 
 
+def flat(array):
+    """A C-contiguous array viewed as 1-D; None stays None."""
+    return None if array is None else array.reshape(-1)
+
+
+@overload(flat)
+def _flat_overload(array):
+    if isinstance(array, types.NoneType):
+        return lambda array: None
+    return lambda array: array.reshape(-1)
+
+
 @njit(cache=True)
 def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop):
-    """SGD on elements start..stop. param, grad, velocity: float 1-D (velocity None
+    """SGD on flat elements start..stop. param, grad, velocity: float, one shape (velocity None
     exactly when momentum is 0): g = grad + wd*param; v = momentum*v + g;
     g = g + momentum*v (Nesterov) or v; param -= lr * g."""
+    # A new name for the flat velocity: Numba prunes `velocity is not None` only
+    # while the argument itself is never reassigned.
+    param, grad, flat_velocity = flat(param), flat(grad), flat(velocity)
     cast = param.dtype.type
     lr, momentum, weight_decay = cast(lr), cast(momentum), cast(weight_decay)
     for i in range(start, stop):
         g = grad[i] + weight_decay * param[i] if weight_decay else grad[i]
         if velocity is not None:
-            v = momentum * velocity[i] + g
-            velocity[i] = v
+            v = momentum * flat_velocity[i] + g
+            flat_velocity[i] = v
             g = g + momentum * v if nesterov else v
         param[i] -= lr * g
 
 
 @njit(cache=True)
 def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop):
-    """Adam on elements start..stop; param, grad, m, v: float 1-D; step >= 1."""
+    """Adam on flat elements start..stop; param, grad, m, v: float, one shape; step >= 1."""
+    param, grad, m, v = flat(param), flat(grad), flat(m), flat(v)
     cast = param.dtype.type
     # Bias corrections in float64 once, then everything in the parameter's dtype.
     inv_correction1 = cast(1.0 / (1.0 - beta1 ** step))
@@ -51,12 +70,12 @@ def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, sta
 @njit(cache=True, parallel=True)
 def sgd_parallel(param, grad, velocity, lr, momentum, nesterov, weight_decay, threads):
     for task in prange(threads):
-        start, stop = chunk_bounds(param.shape[0], threads, task)
+        start, stop = chunk_bounds(param.size, threads, task)
         sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop)
 
 
 @njit(cache=True, parallel=True)
 def adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, threads):
     for task in prange(threads):
-        start, stop = chunk_bounds(param.shape[0], threads, task)
+        start, stop = chunk_bounds(param.size, threads, task)
         adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop)
