@@ -13,8 +13,8 @@ Layered as in BLIS / GotoBLAS:
 * tasks (row blocks of at most MC rows, times column groups when rows are too
   few to occupy every thread) pack their MC x KC block of op(a) into MR-tall
   micro-panels and run the macro-kernel on it;
-* the micro-kernel accumulates an MR x NR tile over KC in a stack array that
-  LLVM keeps in vector registers (6 x 4 AVX registers of float32 or float64);
+* the micro-kernel (simd.tile_product) accumulates an MR x NR tile over KC in
+  vector registers: 6 x 2 zmm registers of float32 or float64 with AVX-512;
 * after the last KC slice the tile is added to ``out`` and the epilogue
   (bias, activation) runs while it is in L1.
 
@@ -28,14 +28,9 @@ from numba import njit, prange
 from numba.extending import overload
 
 from .epilogue import bias_activate
-from .stack import stack_array
+from .simd import MR, TILE_BYTES, tile_product
 
-#: Micro-tile: MR rows (unrolled by hand in micro_kernel) by TILE_BYTES // itemsize
-#: columns, i.e. NR = 32 float32 or 16 float64: 24 accumulator registers of 256 bits.
-MR = 6
-TILE_BYTES = 128
-#: Upper bound of MR * NR over both dtypes, for the stack accumulator.
-TILE_ELEMENTS_MAX = MR * TILE_BYTES // 4
+#: The micro-tile is MR rows by NR = TILE_BYTES // itemsize columns (see simd.py).
 #: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB), rows of op(a) per
 #: task (an MC x KC block stays in L2), columns of op(b) per packed panel.
 KC = 256
@@ -126,35 +121,6 @@ def pack_b_panel(b, trans_b, inner0, depth, col0, cols, packed, panel):
 
 # -- micro- and macro-kernel -----------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"})
-def micro_kernel(panel_a, panel_b, depth, tile):
-    """tile[r * NR + c] = sum_p panel_a[p * MR + r] * panel_b[p * NR + c].
-
-    The six rows are written out so that the loop over the NR columns is the one
-    LLVM vectorizes, with the accumulators in registers (no fastmath reassociation,
-    which would let it vectorize the p loop instead). The panels are views that
-    start at 0, so every index is a loop counter that LLVM knows is not negative:
-    no wraparound selects, and contiguous vector loads instead of gathers.
-    """
-    width = tile_width(tile)
-    acc = stack_array(TILE_ELEMENTS_MAX, tile)
-    for c in range(MR * width):
-        acc[c] = 0
-    for p in range(depth):
-        a0, a1, a2 = panel_a[p * MR], panel_a[p * MR + 1], panel_a[p * MR + 2]
-        a3, a4, a5 = panel_a[p * MR + 3], panel_a[p * MR + 4], panel_a[p * MR + 5]
-        for c in range(width):
-            bc = panel_b[p * width + c]
-            acc[c] += a0 * bc
-            acc[width + c] += a1 * bc
-            acc[2 * width + c] += a2 * bc
-            acc[3 * width + c] += a3 * bc
-            acc[4 * width + c] += a4 * bc
-            acc[5 * width + c] += a5 * bc
-    for c in range(MR * width):
-        tile[c] = acc[c]
-
-
 @njit(cache=True)
 def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols, out, row0,
                  col0, accumulate, finish, bias, code, alpha, tile):
@@ -166,7 +132,7 @@ def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols,
         tile_cols = min(width, cols - panel * width)
         for row_panel in range((rows + MR - 1) // MR):
             a_start, b_start = row_panel * MR * depth, panel * width * depth
-            micro_kernel(packed_a[a_start:a_start + MR * depth],
+            tile_product(packed_a[a_start:a_start + MR * depth],
                          packed_b[b_start:b_start + width * depth], depth, tile)
             for r in range(min(MR, rows - row_panel * MR)):
                 j = col0 + panel * width
