@@ -64,7 +64,7 @@ class Workspace:
         """Copy rows ``index`` (int64, length ``batch``) of the data into the batch buffers."""
         for source, buffer in self._copies:
             # mode="clip" writes straight into ``out``; "raise" would buffer a copy first.
-            np.take(source, index, axis=0, out=buffer, mode="clip")
+            source.take(index, axis=0, out=buffer, mode="clip")
 
     def forward(self, backend, training: bool) -> np.ndarray:
         """Run every layer on the batch; returns the output layer's result (N, M)."""
