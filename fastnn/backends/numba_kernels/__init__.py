@@ -3,6 +3,10 @@ is the module the registry loads and the only caller.
 
 Importing this package picks Numba's threading layer (see NUMBA.md beside it),
 so it must happen before any parallel kernel is compiled or loaded from cache.
+
+Every kernel is compiled with ``error_model="numpy"``: a division by zero gives
+inf or nan as in NumPy, instead of Python's ZeroDivisionError check, whose
+branch would also keep every loop with a division from vectorizing.
 """
 
 from __future__ import annotations

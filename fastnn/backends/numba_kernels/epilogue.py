@@ -9,7 +9,7 @@ from numba import njit
 from .scalar_math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, like, sigmoid, tanh
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bias_activate(values, bias, bias_start, code, alpha):
     """``values[j] = act(values[j] + bias[bias_start + j])`` in place over a 1-D segment.
 

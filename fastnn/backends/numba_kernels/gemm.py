@@ -53,7 +53,7 @@ def _tile_width_constant(like):
 
 # -- direct product for tiny sizes ---------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
     """Rows start..stop of the product, straight from a and b (no packing)."""
     inner = b.shape[1] if trans_b else b.shape[0]
@@ -76,7 +76,7 @@ def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
 
 # -- packing ------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pack_a(a, trans_a, row0, rows, inner0, depth, packed):
     """op(a)[row0:row0+rows, inner0:inner0+depth] into MR-tall micro-panels:
     packed[panel * MR * depth + p * MR + r]; rows past the end are zero."""
@@ -96,7 +96,7 @@ def pack_a(a, trans_a, row0, rows, inner0, depth, packed):
                     packed[base + p * MR + r] = source[inner0 + p]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pack_b_panel(b, trans_b, inner0, depth, col0, cols, packed, panel):
     """Micro-panel ``panel`` of op(b)[inner0:inner0+depth, col0:col0+cols]:
     packed[panel * NR * depth + p * NR + c]; columns past the end are zero."""
@@ -121,7 +121,7 @@ def pack_b_panel(b, trans_b, inner0, depth, col0, cols, packed, panel):
 
 # -- micro- and macro-kernel -----------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols, out, row0,
                  col0, accumulate, finish, bias, code, alpha, tile):
     """out[row0:row0+rows, block columns of micro-panels panel_first..panel_stop] +=
@@ -149,7 +149,7 @@ def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols,
 
 # -- driver ------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
     """The product on ``threads`` threads (1 is fine: one launch of ~1 us)."""
     rows, cols = out.shape

@@ -17,7 +17,7 @@ from .partition import chunk_bounds
 from .scalar_math import IDENTITY, derivative_from_output
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
     """``dz = dy * act'(y)`` for rows start..stop, and ``db = the sum of those dz rows``."""
     slope = y.dtype.type(alpha)
@@ -29,7 +29,7 @@ def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
             db[j] += value
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
     """Backward of a tiny layer on the calling thread, without packing."""
     dz = np.empty_like(dy)
@@ -39,7 +39,7 @@ def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
         gemm_rows(dz, w, False, True, dx, None, IDENTITY, 0.0, 0, dx.shape[0])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads):
     """dz_and_bias_grad_rows on ``threads`` chunks of rows, partial db sums added after."""
     partial_db = np.empty((threads, db.shape[0]), dtype=db.dtype)
@@ -51,7 +51,7 @@ def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads):
         db += partial_db[task]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads):
     """Backward on ``threads`` threads with the blocked GEMM."""
     dz = np.empty_like(dy)

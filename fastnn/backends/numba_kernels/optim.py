@@ -28,7 +28,7 @@ def _flat_overload(array):
     return lambda array: array.reshape(-1)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop):
     """SGD on flat elements start..stop. param, grad, velocity: float, one shape (velocity None
     exactly when momentum is 0): g = grad + wd*param; v = momentum*v + g;
@@ -47,7 +47,7 @@ def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start
         param[i] -= lr * g
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop):
     """Adam on flat elements start..stop; param, grad, m, v: float, one shape; step >= 1."""
     param, grad, m, v = flat(param), flat(grad), flat(m), flat(v)
@@ -67,14 +67,14 @@ def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, sta
 
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def sgd_parallel(param, grad, velocity, lr, momentum, nesterov, weight_decay, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(param.size, threads, task)
         sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(param.size, threads, task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def chunk_bounds(length, chunks, index):
     """Bounds ``(start, stop)`` of chunk ``index`` of ``chunks`` near-equal
     contiguous pieces of ``range(length)``."""

@@ -15,7 +15,7 @@ from .partition import chunk_bounds
 
 # fastmath "reassoc" only lets the float64 sum of squares vectorize; its rounding
 # changes in the last bits of a float64 sum, far inside every tolerance.
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def mse_rows(pred, target, grad_scale, grad, start, stop):
     """float64 ``sum((pred - target)**2)`` over rows start..stop, and
     ``grad = 2 * grad_scale * (pred - target)`` there unless grad is None.
@@ -31,7 +31,7 @@ def mse_rows(pred, target, grad_scale, grad, start, stop):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def one_hot_rows(labels, out, start, stop):
     """``out[i] = e_{labels[i]}`` for rows start..stop; labels int64 (N,), out float (N, C)."""
     for i in range(start, stop):
@@ -39,7 +39,7 @@ def one_hot_rows(labels, out, start, stop):
         out[i, labels[i]] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def count_correct_rows(scores, labels, start, stop):
     """How many rows start..stop of scores (N, C) have their first maximum at labels[i].
 
@@ -57,7 +57,7 @@ def count_correct_rows(scores, labels, start, stop):
     return correct
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def mse_parallel(pred, target, grad_scale, grad, threads):
     partial = np.zeros(threads)
     for task in prange(threads):
@@ -66,14 +66,14 @@ def mse_parallel(pred, target, grad_scale, grad, threads):
     return partial.sum()
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def one_hot_parallel(labels, out, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(out.shape[0], threads, task)
         one_hot_rows(labels, out, start, stop)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def count_correct_parallel(scores, labels, threads):
     partial = np.zeros(threads, dtype=np.int64)
     for task in prange(threads):

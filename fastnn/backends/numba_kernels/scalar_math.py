@@ -87,7 +87,7 @@ def _like_overload(x, value):
         return lambda x, value: scalar_type(value)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reduce_exponent(x):
     """x = k*ln2 + r with |r| <= ln2/2; returns (2**k, expm1(r))."""
     _, log2e, ln2_hi, ln2_lo, coefficients = exp_constants(x)
@@ -99,7 +99,7 @@ def _reduce_exponent(x):
     return pow2(k), series * r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def exp_nonpositive(x):
     """``exp(x)`` for ``x <= 0`` (0 below the normal range), in the type of x."""
     scale, expm1_r = _reduce_exponent(x)
@@ -107,7 +107,7 @@ def exp_nonpositive(x):
     return like(x, 0.0) if x < exp_constants(x)[0] else result  # NaN stays NaN
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def expm1_nonpositive(x):
     """``exp(x) - 1`` for ``x <= 0``, accurate also for tiny ``|x|``."""
     lowest = exp_constants(x)[0]
@@ -116,7 +116,7 @@ def expm1_nonpositive(x):
     return scale * expm1_r + (scale - like(x, 1.0))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid(z):
     """``1 / (1 + exp(-z))`` without overflow: exp(-|z|) <= 1."""
     e = exp_nonpositive(-abs(z))
@@ -124,7 +124,7 @@ def sigmoid(z):
     return s if z >= 0 else e * s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh(z):
     """``tanh(z) = -expm1(-2|z|) / (2 + expm1(-2|z|))`` with the sign of z."""
     m = expm1_nonpositive(like(z, -2.0) * abs(z))
@@ -132,7 +132,7 @@ def tanh(z):
     return t if z >= 0 else -t
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activate(z, code, alpha):
     """The activation of ``code`` at ``z``; alpha is leaky_relu's negative slope."""
     if code == RELU:
@@ -146,7 +146,7 @@ def activate(z, code, alpha):
     return z
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def derivative_from_output(y, code, alpha):
     """act'(z) written with the output y = act(z) (see contract.ACTIVATIONS)."""
     one = like(y, 1.0)

@@ -28,13 +28,13 @@ from .stack import stack_array
 LANES = 16
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def scratch_for(x):
     """Per-task scratch: one row of x's length (exponentials nobody asked to keep)."""
     return np.empty(x.shape[1], dtype=x.dtype)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def row_max(row):
     """Largest element of a 1-D row (NaNs are skipped here; they still reach the sums)."""
     length = row.shape[0]
@@ -54,7 +54,7 @@ def row_max(row):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def row_sum(row):
     """Sum of a 1-D row, over LANES partial sums."""
     length = row.shape[0]
@@ -73,14 +73,14 @@ def row_sum(row):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def exp_shifted(row, shift, dest):
     """``dest[j] = exp(row[j] - shift)`` (row's max or more as shift); dest may be row."""
     for j in range(row.shape[0]):
         dest[j] = exp_nonpositive(row[j] - shift)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def weighted_shifted_sums(weights, row, shift):
     """``(sum(weights * (row - shift)), sum(weights))`` of two 1-D rows."""
     length = row.shape[0]
@@ -105,7 +105,7 @@ def weighted_shifted_sums(weights, row, shift):
 
 # -- softmax, log_softmax -----------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_rows(x, out, start, stop, scratch):
     """``out[i] = softmax(x[i])`` for rows start..stop of x, out: float (N, C); out may be x."""
     for i in range(start, stop):
@@ -116,7 +116,7 @@ def softmax_rows(x, out, start, stop, scratch):
             dest[j] *= inverse
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def log_softmax_rows(x, out, start, stop, scratch):
     """``out[i] = x[i] - max - log(sum(exp(x[i] - max)))``; out may be x."""
     for i in range(start, stop):
@@ -130,7 +130,7 @@ def log_softmax_rows(x, out, start, stop, scratch):
 
 # -- softmax cross-entropy ------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, scratch):
     """Loss (and gradient, unless grad is None) of rows start..stop.
 
@@ -167,21 +167,21 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
 
 # -- parallel drivers: chunks of rows on threads ------------------------------------
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def softmax_parallel(x, out, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(x.shape[0], threads, task)
         softmax_rows(x, out, start, stop, scratch_for(x))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def log_softmax_parallel(x, out, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(x.shape[0], threads, task)
         log_softmax_rows(x, out, start, stop, scratch_for(x))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(logits.shape[0], threads, task)

@@ -26,7 +26,7 @@ def _stack_pointer(typingctx, count, like):
     return types.CPointer(like.dtype)(count, like), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def stack_array(count, like):
     """Uninitialised 1-D array of ``count`` (a module-level int constant) elements of
     like's dtype, on the caller's stack: valid only until the caller returns."""
