@@ -3,7 +3,8 @@
  * The BLIS/GotoBLAS layering, block sizes from instantiate.h (NR = GEMM_NV vectors):
  *   jc over n in GEMM_NC       a panel of columns of B and C
  *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels (shared
- *                              by all threads; lives in L3)
+ *                              by all threads; lives in L3; two buffers, alternately, so
+ *                              one barrier per block suffices: see gemm_thread)
  *     ic over m in mc          threads split this loop; pack op(A)[ic:+mc, pc:+KC] into
  *                              MR x KC micro-panels (private to the thread; lives in L2)
  *      jr over NC in NR        one B micro-panel, reused from L1 by every ir
@@ -18,58 +19,44 @@
 
 #define GEMM_NR (GEMM_NV * VLEN)
 
-/* Pack the mr (<= MR) rows [0, mr) x columns [0, kc) of op(A), starting at `a`, into
- * dst[p * MR + i] (zeros for rows mr..MR-1). */
-static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, int trans,
-                             int64_t mr, int64_t kc) {
-    if (trans) { /* op(A)[i][p] = a[p*lda + i]: each p is a contiguous run of mr values */
-        for (int64_t p = 0; p < kc; p++) {
-            const T *src = a + p * lda;
-            T *out = dst + p * GEMM_MR;
-            int64_t i = 0;
-            for (; i < mr; i++) out[i] = src[i];
-            for (; i < GEMM_MR; i++) out[i] = 0;
-        }
-    } else { /* op(A)[i][p] = a[i*lda + p]: interleave mr row streams */
-        const T *rows[GEMM_MR];
-        for (int64_t i = 0; i < GEMM_MR; i++) rows[i] = a + (i < mr ? i : 0) * lda;
-        for (int64_t p = 0; p < kc; p++) {
-            T *out = dst + p * GEMM_MR;
-            int64_t i = 0;
-            for (; i < mr; i++) out[i] = rows[i][p];
-            for (; i < GEMM_MR; i++) out[i] = 0;
-        }
-    }
+/* dst[p * width + i] = src[i * ld + p] for i < rows, p < kc, and 0 for rows <= i < width:
+ * the transposing copy of both packings, one strided gather per vector of dst. */
+static void FN(pack_transposed)(T *restrict dst, int64_t width, const T *restrict src,
+                                int64_t ld, int64_t rows, int64_t kc) {
+    for (int64_t p = 0; p < kc; p++)
+        for (int64_t i = 0; i < width; i += VLEN)
+            V(store_part)(dst + p * width + i, V(gather)(src + i * ld + p, ld, rows - i),
+                          width - i);
 }
 
-/* Pack rows [0, kc) x the nr (<= NR) columns [0, nr) of op(B), starting at `b`, into
- * dst[p * NR + j] (zeros for columns nr..NR-1). */
+/* dst[p * width + j] = src[p * ld + j] for j < cols, p < kc, and 0 for cols <= j < width:
+ * the copy of both packings where the panel's rows are contiguous in memory. */
+static void FN(pack_direct)(T *restrict dst, int64_t width, const T *restrict src, int64_t ld,
+                            int64_t cols, int64_t kc) {
+    for (int64_t p = 0; p < kc; p++)
+        for (int64_t j = 0; j < width; j += VLEN)
+            V(store_part)(dst + p * width + j, V(load_part)(src + p * ld + j, cols - j, 0),
+                          width - j);
+}
+
+/* Pack the mr (<= MR) rows x kc columns of op(A) starting at `a` into an MR x kc micro-panel:
+ * dst[p * MR + i] = op(A)[i][p], zeros for rows mr..MR-1. */
+static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, int trans,
+                             int64_t mr, int64_t kc) {
+    if (trans) /* op(A)[i][p] = a[p*lda + i] */
+        FN(pack_direct)(dst, GEMM_MR, a, lda, mr, kc);
+    else /* op(A)[i][p] = a[i*lda + p] */
+        FN(pack_transposed)(dst, GEMM_MR, a, lda, mr, kc);
+}
+
+/* Pack the kc rows x nr (<= NR) columns of op(B) starting at `b` into a kc x NR micro-panel:
+ * dst[p * NR + j] = op(B)[p][j], zeros for columns nr..NR-1. */
 static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, int trans,
                              int64_t nr, int64_t kc) {
-    if (trans) { /* op(B)[p][j] = b[j*ldb + p]: interleave nr column streams */
-        for (int64_t j = 0; j < GEMM_NR; j++) {
-            T *out = dst + j;
-            if (j < nr) {
-                const T *src = b + j * ldb;
-                for (int64_t p = 0; p < kc; p++) out[p * GEMM_NR] = src[p];
-            } else {
-                for (int64_t p = 0; p < kc; p++) out[p * GEMM_NR] = 0;
-            }
-        }
-    } else { /* op(B)[p][j] = b[p*ldb + j]: each p is a contiguous run of nr values */
-        for (int64_t p = 0; p < kc; p++) {
-            const T *src = b + p * ldb;
-            T *out = dst + p * GEMM_NR;
-            if (nr == GEMM_NR) {
-#pragma GCC unroll 4
-                for (int v = 0; v < GEMM_NV; v++) V(store)(out + v * VLEN, V(load)(src + v * VLEN));
-            } else {
-                int64_t j = 0;
-                for (; j < nr; j++) out[j] = src[j];
-                for (; j < GEMM_NR; j++) out[j] = 0;
-            }
-        }
-    }
+    if (trans) /* op(B)[p][j] = b[j*ldb + p] */
+        FN(pack_transposed)(dst, GEMM_NR, b, ldb, nr, kc);
+    else /* op(B)[p][j] = b[p*ldb + j] */
+        FN(pack_direct)(dst, GEMM_NR, b, ldb, nr, kc);
 }
 
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
@@ -80,6 +67,12 @@ static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const
                                          int accumulate, const fastnn_epilogue *epilogue,
                                          const T *bias) {
     VEC acc[GEMM_MR][GEMM_NV];
+    /* C's lines are needed after the loop; fetch them while it runs. */
+#pragma GCC unroll 16
+    for (int i = 0; i < GEMM_MR; i++)
+        if (i < mr)
+#pragma GCC unroll 4
+            for (int v = 0; v < GEMM_NV; v++) __builtin_prefetch(c + i * ldc + v * VLEN, 1, 3);
 #pragma GCC unroll 16
     for (int i = 0; i < GEMM_MR; i++)
 #pragma GCC unroll 4
@@ -131,23 +124,35 @@ static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const
     }
 }
 
+/* The K block: at most GEMM_KC, and the blocks as equal as possible, so no block is a thin
+ * remainder that pays a full pass over C for little work (784 = 4 x 196, not 3 x 256 + 16). */
+static inline int64_t FN(gemm_kc)(int64_t k) {
+    return fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_KC));
+}
+
 /* Everything one thread does; called inside the parallel region, or directly with one
  * thread. The `omp for` loops share the work among the team (a team of one runs all). */
 static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
-                            const fastnn_epilogue *epilogue, T *b_pack, int64_t mc) {
-    int64_t kc_max = fastnn_min(k, GEMM_KC);
+                            const fastnn_epilogue *epilogue, T *b_packs, int64_t mc) {
+    int64_t kc_max = FN(gemm_kc)(k);
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
     int64_t m_blocks = fastnn_ceil_div(m, mc);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+    int64_t b_pack_size = kc_max * fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
+    int64_t block_index = 0;
 
     for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
         int64_t nc = fastnn_min(GEMM_NC, n - jc);
         int64_t n_panels = fastnn_ceil_div(nc, GEMM_NR);
-        for (int64_t pc = 0; pc < k; pc += GEMM_KC) {
-            int64_t kc = fastnn_min(GEMM_KC, k - pc);
+        for (int64_t pc = 0; pc < k; pc += kc_max) {
+            int64_t kc = fastnn_min(kc_max, k - pc);
             int accumulate = pc > 0;
             const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
+            /* Packing into the buffer not used by the previous block needs no barrier before
+             * it: everyone finished reading this buffer before the barrier that ended the
+             * packing of the previous block. */
+            T *b_pack = b_packs + (block_index++ % 2) * b_pack_size;
 
 #pragma omp for schedule(static)
             for (int64_t jp = 0; jp < n_panels; jp++) {
@@ -157,7 +162,10 @@ static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                                  fastnn_min(GEMM_NR, n - j), kc);
             } /* implicit barrier: B is packed before anyone reads it */
 
-#pragma omp for schedule(static)
+            /* nowait: the next block's packing barrier is the only synchronisation needed.
+             * schedule(static) with the same trip count gives each thread the same rows in
+             * every K block, so each tile of C is accumulated by one thread only. */
+#pragma omp for schedule(static) nowait
             for (int64_t block = 0; block < m_blocks; block++) {
                 int64_t ic = block * mc;
                 int64_t mcur = fastnn_min(mc, m - ic);
@@ -177,7 +185,7 @@ static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                                               tile_epilogue, bias ? bias + jc + jr : NULL);
                     }
                 }
-            } /* implicit barrier: nobody repacks B while another thread still reads it */
+            }
         }
     }
 }
@@ -197,15 +205,15 @@ void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, i
     int64_t blocks = threads * fastnn_ceil_div(m_panels, threads * (GEMM_MC / GEMM_MR));
     int64_t mc = fastnn_ceil_div(m_panels, blocks) * GEMM_MR;
 
-    int64_t kc_max = fastnn_min(k, GEMM_KC);
+    int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
-    T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
+    T *b_packs = fastnn_scratch(SCRATCH_GEMM_B, 2 * (size_t)kc_max * nc_max * sizeof(T));
     if (threads == 1) {
-        FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_pack, mc);
+        FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc);
         return;
     }
 #pragma omp parallel num_threads(threads)
-    FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_pack, mc);
+    FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc);
 }
 
 #undef GEMM_NR

@@ -30,18 +30,33 @@
 #define EXP_LO (-87.3f)
 #define EXP_HI 88.3f
 #define EXP_DEGREE 7
+/* Register block: MR rows x NV vectors; MR * NV accumulators + NV B vectors + a broadcast
+ * must fit the vector registers (32 with AVX-512, 16 otherwise). Each may be overridden with
+ * -DFASTNN_GEMM_MR_F32=... etc. when tuning. */
+#ifndef FASTNN_GEMM_MR_F32
 #if defined(__AVX512F__)
-/* 14 rows x 2 zmm: 28 accumulators + 2 B vectors of the 32 registers. */
-#define GEMM_MR 14
-#define GEMM_NV 2
+#define FASTNN_GEMM_MR_F32 14
 #else
-/* 6 rows x 2 vectors: 12 accumulators + 2 B vectors of 16 registers. */
-#define GEMM_MR 6
-#define GEMM_NV 2
+#define FASTNN_GEMM_MR_F32 6
 #endif
-#define GEMM_KC 256
-#define GEMM_MC 280
-#define GEMM_NC 4096
+#endif
+#ifndef FASTNN_GEMM_NV_F32
+#define FASTNN_GEMM_NV_F32 2
+#endif
+#ifndef FASTNN_GEMM_KC_F32
+#define FASTNN_GEMM_KC_F32 256
+#endif
+#ifndef FASTNN_GEMM_MC_F32
+#define FASTNN_GEMM_MC_F32 280
+#endif
+#ifndef FASTNN_GEMM_NC_F32
+#define FASTNN_GEMM_NC_F32 4096
+#endif
+#define GEMM_MR FASTNN_GEMM_MR_F32
+#define GEMM_NV FASTNN_GEMM_NV_F32
+#define GEMM_KC FASTNN_GEMM_KC_F32
+#define GEMM_MC FASTNN_GEMM_MC_F32
+#define GEMM_NC FASTNN_GEMM_NC_F32
 #include FASTNN_TEMPLATE
 #undef TNAME
 #undef T
@@ -64,16 +79,30 @@
 #define EXP_LO (-708.0)
 #define EXP_HI 709.0
 #define EXP_DEGREE 13
+#ifndef FASTNN_GEMM_MR_F64
 #if defined(__AVX512F__)
-#define GEMM_MR 14
-#define GEMM_NV 2
+#define FASTNN_GEMM_MR_F64 14
 #else
-#define GEMM_MR 6
-#define GEMM_NV 2
+#define FASTNN_GEMM_MR_F64 6
 #endif
-#define GEMM_KC 256
-#define GEMM_MC 140
-#define GEMM_NC 4096
+#endif
+#ifndef FASTNN_GEMM_NV_F64
+#define FASTNN_GEMM_NV_F64 2
+#endif
+#ifndef FASTNN_GEMM_KC_F64
+#define FASTNN_GEMM_KC_F64 256
+#endif
+#ifndef FASTNN_GEMM_MC_F64
+#define FASTNN_GEMM_MC_F64 140
+#endif
+#ifndef FASTNN_GEMM_NC_F64
+#define FASTNN_GEMM_NC_F64 4096
+#endif
+#define GEMM_MR FASTNN_GEMM_MR_F64
+#define GEMM_NV FASTNN_GEMM_NV_F64
+#define GEMM_KC FASTNN_GEMM_KC_F64
+#define GEMM_MC FASTNN_GEMM_MC_F64
+#define GEMM_NC FASTNN_GEMM_NC_F64
 #include FASTNN_TEMPLATE
 #undef TNAME
 #undef T

@@ -2,10 +2,12 @@
  *
  * For each float type (suffix f32 / f64) it defines a vector type vf32 / vf64 of
  * VLEN_F32 / VLEN_F64 lanes and inline operations named v<suffix>_<op>:
- *   zero, set1, load, store, load_part (first n lanes, the rest = pad), store_part,
+ *   zero, set1, load, store, load_part (first n lanes, the rest = pad; n may be <= 0,
+ *   and memory past lane n is not touched), store_part,
  *   add, sub, mul, div, fma (a*b + c), max, min (both return b when a or b is NaN, as the
  *   x86 instructions do), abs, select_gt (a > b ? x : y; false for NaN),
- *   round (to nearest integer), pow2i (p * 2^n for integral n), hsum, hmax.
+ *   round (to nearest integer), pow2i (p * 2^n for integral n), hsum, hmax,
+ *   gather (lanes i < n: p[i * stride], the others 0).
  * Three implementations:
  *   - AVX-512 (when the compiler targets __AVX512F__): intrinsics, masked partial loads/stores;
  *   - AVX2+FMA: GCC vector extensions of 32 bytes (the compiler emits ymm code);
@@ -28,12 +30,12 @@
 typedef __m512 vf32;
 typedef __m512d vf64;
 
-/* Lanes [0, n) of a mask; n may exceed the lane count. */
+/* Lanes [0, n) of a mask; n may be <= 0 (no lane) or exceed the lane count (all). */
 static inline __mmask16 fastnn_mask16(int64_t n) {
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
 }
 static inline __mmask8 fastnn_mask8(int64_t n) {
-    return n >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << n) - 1u);
+    return n >= 8 ? (__mmask8)0xFF : n <= 0 ? 0 : (__mmask8)((1u << n) - 1u);
 }
 
 /* The AVX-512 operations differ between the types only in the ps/pd suffix and mask width. */
@@ -64,10 +66,36 @@ static inline __mmask8 fastnn_mask8(int64_t n) {
     }                                                                                           \
     static inline V v##S##_pow2i(V p, V n) { return _mm512_scalef_##ps(p, n); }               \
     static inline T v##S##_hsum(V a) { return _mm512_reduce_add_##ps(a); }                     \
-    static inline T v##S##_hmax(V a) { return _mm512_reduce_max_##ps(a); }
+    static inline T v##S##_hmax(V a) { return _mm512_reduce_max_##ps(a); }                     \
+    static inline V v##S##_gather(const T *p, int64_t stride, int64_t n) {                     \
+        if (stride > INT32_MAX / 16) {                                                          \
+            T lanes[sizeof(V) / sizeof(T)] = {0};                                               \
+            for (int64_t i = 0; i < n && i < (int64_t)(sizeof(V) / sizeof(T)); i++)             \
+                lanes[i] = p[i * stride];                                                       \
+            return _mm512_loadu_##ps(lanes);                                                    \
+        }                                                                                       \
+        return GATHER(MASK(n), p, (int32_t)stride);                                             \
+    }
 
+/* Lanes i < n of the mask: p[i * stride]; the others 0. */
+static inline __m512 fastnn_gather_f32(__mmask16 mask, const float *p, int32_t stride) {
+    __m512i index = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(stride));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, p, 4);
+}
+static inline __m512d fastnn_gather_f64(__mmask8 mask, const double *p, int32_t stride) {
+    __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                       _mm256_set1_epi32(stride));
+    return _mm512_mask_i32gather_pd(_mm512_setzero_pd(), mask, index, p, 8);
+}
+
+#define GATHER fastnn_gather_f32
 FASTNN_AVX512_OPS(f32, float, vf32, fastnn_mask16, ps)
+#undef GATHER
+#define GATHER fastnn_gather_f64
 FASTNN_AVX512_OPS(f64, double, vf64, fastnn_mask8, pd)
+#undef GATHER
 
 #else /* GCC vector extensions */
 
@@ -126,6 +154,11 @@ typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
         T s = a[0];                                                                             \
         for (int i = 1; i < VL; i++) s = a[i] > s ? a[i] : s;                                   \
         return s;                                                                               \
+    }                                                                                           \
+    static inline V v##S##_gather(const T *p, int64_t stride, int64_t n) {                     \
+        V r = (V){0};                                                                           \
+        for (int64_t i = 0; i < n && i < VL; i++) r[i] = p[i * stride];                         \
+        return r;                                                                               \
     }
 
 FASTNN_VEXT_OPS(f32, float, vf32, vi32, VLEN_F32, 23, 127, 12582912.0f)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run the test suite against an AddressSanitizer + UndefinedBehaviorSanitizer build of the C
+# kernels. The build happens in a temporary copy of the project, so the installed or in-tree
+# extension is left alone. Exits non-zero when a test fails or a sanitizer reports anything.
+#
+#   bash kernels/sanitize.sh [extra pytest arguments, e.g. -k softmax]
+#
+# Needs gcc (with libasan and libubsan) and the test dependencies (pytest, hypothesis).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/fastnn-sanitize.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# The whole work tree (tests read examples/ and data files), without git and build products.
+tar -C "$repo" --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+    --exclude=__pycache__ --exclude=.pytest_cache --exclude=.benchmarks -cf - . | tar -C "$work" -xf -
+rm -f "$work"/fastnn/_c/_kernels.* "$work"/fastnn/_c/BUILD_ERROR.txt
+cd "$work"
+
+# -O1 -g: exact line numbers in reports; recover=none: the first UB report stops the test.
+export FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined \
+-fno-omit-frame-pointer -O1 -g"
+python kernels/build_ffi.py > build.log 2>&1 || { cat build.log; exit 1; }
+
+libasan=$(gcc -print-file-name=libasan.so)
+log="$work/sanitize.log"
+status=0
+# ASan must be the first library loaded, before the Python binary's own allocator calls.
+# --capture=sys: pytest captures Python's output only, so a sanitizer report written to
+# file descriptor 2 just before the process exits is not swallowed with the capture.
+# Leak checking is off: the interpreter itself keeps memory alive at exit by design.
+LD_PRELOAD="$libasan" \
+ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0" \
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+FASTNN_BACKEND=c \
+    python -m pytest tests -q -x --capture=sys -p no:cacheprovider -p no:warnings "$@" 2>&1 | tee "$log" \
+    || status=$?
+
+if grep -qE "ERROR: AddressSanitizer|runtime error:" "$log"; then
+    echo "sanitizer report in the test output"
+    exit 1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "tests failed under the sanitizers (exit $status)"
+    exit "$status"
+fi
+echo "sanitize.sh: the suite passed under ASan+UBSan with no reports"
