@@ -30,76 +30,83 @@ LANES = 16
 
 @njit(cache=True, error_model="numpy")
 def scratch_for(x):
-    """Per-task scratch: one row of x's length (exponentials nobody asked to keep)."""
-    return np.empty(x.shape[1], dtype=x.dtype)
+    """Per-task scratch: one (1, C) row for exponentials nobody asked to keep."""
+    return np.empty((1, x.shape[1]), dtype=x.dtype)
 
+
+# The row helpers take a 2-D array and a row index instead of a row view: a view
+# bumps the array's reference count, an atomic operation that two threads working
+# on the same array turn into cache-line ping-pong, once per row (or per block).
 
 @njit(cache=True, error_model="numpy")
-def row_max(row):
-    """Largest element of a 1-D row (NaNs are skipped here; they still reach the sums)."""
-    length = row.shape[0]
+def row_max(x, i):
+    """Largest element of x[i] (NaNs are skipped here; they still reach the sums)."""
+    length = x.shape[1]
     full = length - length % LANES
-    best = row[0]
+    best = x[i, 0]
     if full:
-        lanes = stack_array(LANES, row)
-        lanes[:] = row[:LANES]
-        for start in range(LANES, full, LANES):
-            block = row[start:start + LANES]
+        lanes = stack_array(LANES, x)
+        for lane in range(LANES):
+            lanes[lane] = x[i, lane]
+        for block in range(1, full // LANES):
             for lane in range(LANES):
-                lanes[lane] = block[lane] if block[lane] > lanes[lane] else lanes[lane]
+                value = x[i, block * LANES + lane]
+                lanes[lane] = value if value > lanes[lane] else lanes[lane]
         for lane in range(LANES):
             best = lanes[lane] if lanes[lane] > best else best
     for j in range(full, length):
-        best = row[j] if row[j] > best else best
+        best = x[i, j] if x[i, j] > best else best
     return best
 
 
 @njit(cache=True, error_model="numpy")
-def row_sum(row):
-    """Sum of a 1-D row, over LANES partial sums."""
-    length = row.shape[0]
+def row_sum(x, i):
+    """Sum of x[i], over LANES partial sums."""
+    length = x.shape[1]
     full = length - length % LANES
-    lanes = stack_array(LANES, row)
-    lanes[:] = 0
-    for start in range(0, full, LANES):
-        block = row[start:start + LANES]
+    total = x.dtype.type(0)
+    if full:
+        lanes = stack_array(LANES, x)
+        lanes[:] = 0
+        for block in range(full // LANES):
+            for lane in range(LANES):
+                lanes[lane] += x[i, block * LANES + lane]
         for lane in range(LANES):
-            lanes[lane] += block[lane]
-    total = lanes[0]
-    for lane in range(1, LANES):
-        total += lanes[lane]
+            total += lanes[lane]
     for j in range(full, length):
-        total += row[j]
+        total += x[i, j]
     return total
 
 
 @njit(cache=True, error_model="numpy")
-def exp_shifted(row, shift, dest):
-    """``dest[j] = exp(row[j] - shift)`` (row's max or more as shift); dest may be row."""
-    for j in range(row.shape[0]):
-        dest[j] = exp_nonpositive(row[j] - shift)
+def exp_shifted(x, i, shift, dest, dest_row):
+    """``dest[dest_row, j] = exp(x[i, j] - shift)`` (shift: the row's max or more);
+    dest may be x."""
+    for j in range(x.shape[1]):
+        dest[dest_row, j] = exp_nonpositive(x[i, j] - shift)
 
 
 @njit(cache=True, error_model="numpy")
-def weighted_shifted_sums(weights, row, shift):
-    """``(sum(weights * (row - shift)), sum(weights))`` of two 1-D rows."""
-    length = row.shape[0]
+def weighted_shifted_sums(weights, x, i, shift):
+    """``(sum(weights[i] * (x[i] - shift)), sum(weights[i]))``."""
+    length = x.shape[1]
     full = length - length % LANES
-    dots, totals = stack_array(LANES, row), stack_array(LANES, row)
-    dots[:] = 0
-    totals[:] = 0
-    for start in range(0, full, LANES):
-        w_block, x_block = weights[start:start + LANES], row[start:start + LANES]
+    dot, total = x.dtype.type(0), x.dtype.type(0)
+    if full:
+        dots, totals = stack_array(LANES, x), stack_array(LANES, x)
+        dots[:] = 0
+        totals[:] = 0
+        for block in range(full // LANES):
+            for lane in range(LANES):
+                w = weights[i, block * LANES + lane]
+                dots[lane] += w * (x[i, block * LANES + lane] - shift)
+                totals[lane] += w
         for lane in range(LANES):
-            dots[lane] += w_block[lane] * (x_block[lane] - shift)
-            totals[lane] += w_block[lane]
-    dot, total = dots[0], totals[0]
-    for lane in range(1, LANES):
-        dot += dots[lane]
-        total += totals[lane]
+            dot += dots[lane]
+            total += totals[lane]
     for j in range(full, length):
-        dot += weights[j] * (row[j] - shift)
-        total += weights[j]
+        dot += weights[i, j] * (x[i, j] - shift)
+        total += weights[i, j]
     return dot, total
 
 
@@ -109,23 +116,21 @@ def weighted_shifted_sums(weights, row, shift):
 def softmax_rows(x, out, start, stop, scratch):
     """``out[i] = softmax(x[i])`` for rows start..stop of x, out: float (N, C); out may be x."""
     for i in range(start, stop):
-        row, dest = x[i], out[i]
-        exp_shifted(row, row_max(row), dest)
-        inverse = row.dtype.type(1) / row_sum(dest)
-        for j in range(row.shape[0]):
-            dest[j] *= inverse
+        exp_shifted(x, i, row_max(x, i), out, i)
+        inverse = x.dtype.type(1) / row_sum(out, i)
+        for j in range(x.shape[1]):
+            out[i, j] *= inverse
 
 
 @njit(cache=True, error_model="numpy")
 def log_softmax_rows(x, out, start, stop, scratch):
     """``out[i] = x[i] - max - log(sum(exp(x[i] - max)))``; out may be x."""
     for i in range(start, stop):
-        row, dest = x[i], out[i]
-        shift = row_max(row)
-        exp_shifted(row, shift, scratch)
-        shift += math.log(row_sum(scratch))
-        for j in range(row.shape[0]):
-            dest[j] = row[j] - shift
+        shift = row_max(x, i)
+        exp_shifted(x, i, shift, scratch, 0)
+        shift += math.log(row_sum(scratch, 0))
+        for j in range(x.shape[1]):
+            out[i, j] = x[i, j] - shift
 
 
 # -- softmax cross-entropy ------------------------------------------------------------
@@ -140,29 +145,30 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
     """
     scale = logits.dtype.type(grad_scale)
     for i in range(start, stop):
-        row = logits[i]
-        exps = scratch if grad is None else grad[i]
-        shift = row_max(row)
+        if grad is None:
+            exps, e = scratch, 0
+        else:
+            exps, e = grad, i
+        shift = row_max(logits, i)
         # Read what the loss needs from the row before exps (maybe the row) is written.
         if target.ndim == 1:
             label = target[i]
-            weighted, weight = row[label] - shift, row.dtype.type(1)
+            weighted, weight = logits[i, label] - shift, logits.dtype.type(1)
         else:
-            weighted, weight = weighted_shifted_sums(target[i], row, shift)
-        exp_shifted(row, shift, exps)
-        total = row_sum(exps)
+            weighted, weight = weighted_shifted_sums(target, logits, i, shift)
+        exp_shifted(logits, i, shift, exps, e)
+        total = row_sum(exps, e)
         row_loss[i] = weight * math.log(total) - weighted
         if grad is None:
             continue
         factor = scale / total
         if target.ndim == 1:
-            for j in range(row.shape[0]):
-                exps[j] *= factor
-            exps[label] -= scale
+            for j in range(logits.shape[1]):
+                grad[i, j] *= factor
+            grad[i, label] -= scale
         else:
-            probabilities = target[i]
-            for j in range(row.shape[0]):
-                exps[j] = exps[j] * factor - scale * probabilities[j]
+            for j in range(logits.shape[1]):
+                grad[i, j] = grad[i, j] * factor - scale * target[i, j]
 
 
 # -- parallel drivers: chunks of rows on threads ------------------------------------
