@@ -10,28 +10,28 @@ from .scalar_math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, like, sigmoi
 
 
 @njit(cache=True, error_model="numpy")
-def bias_activate(values, bias, bias_start, code, alpha):
-    """``values[j] = act(values[j] + bias[bias_start + j])`` in place over a 1-D segment.
+def bias_activate(out, i, start, stop, bias, code, alpha):
+    """``out[i, j] = act(out[i, j] + bias[j])`` in place for j in start..stop.
 
-    values: float (L,); bias: float (>= bias_start + L,) or None;
-    code: contract.ACTIVATION_CODES.
+    out: float (N, M); bias: float (M,) or None; code: contract.ACTIVATION_CODES.
+    Indexes out directly: a row view would cost an atomic reference count update.
     """
     if bias is not None:
-        for j in range(values.shape[0]):
-            values[j] += bias[bias_start + j]
+        for j in range(start, stop):
+            out[i, j] += bias[j]
     if code == IDENTITY:
         return
-    zero = like(values[0], 0.0)
-    slope = like(values[0], alpha)
+    zero = like(out[i, start], 0.0)
+    slope = like(out[i, start], alpha)
     if code == RELU:
-        for j in range(values.shape[0]):
-            values[j] = zero if values[j] < zero else values[j]  # keeps NaN
+        for j in range(start, stop):
+            out[i, j] = zero if out[i, j] < zero else out[i, j]  # keeps NaN
     elif code == LEAKY_RELU:
-        for j in range(values.shape[0]):
-            values[j] = values[j] if values[j] > zero else values[j] * slope
+        for j in range(start, stop):
+            out[i, j] = out[i, j] if out[i, j] > zero else out[i, j] * slope
     elif code == SIGMOID:
-        for j in range(values.shape[0]):
-            values[j] = sigmoid(values[j])
+        for j in range(start, stop):
+            out[i, j] = sigmoid(out[i, j])
     elif code == TANH:
-        for j in range(values.shape[0]):
-            values[j] = tanh(values[j])
+        for j in range(start, stop):
+            out[i, j] = tanh(out[i, j])

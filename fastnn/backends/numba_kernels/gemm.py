@@ -57,21 +57,21 @@ def _tile_width_constant(like):
 def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
     """Rows start..stop of the product, straight from a and b (no packing)."""
     inner = b.shape[1] if trans_b else b.shape[0]
+    cols = out.shape[1]
     for i in range(start, stop):
-        row = out[i]
         if trans_b:  # out[i, j] = dot(op(a)[i], b[j]): b's rows are contiguous
-            for j in range(row.shape[0]):
-                total = row.dtype.type(0)
+            for j in range(cols):
+                total = out.dtype.type(0)
                 for p in range(inner):
                     total += (a[p, i] if trans_a else a[i, p]) * b[j, p]
-                row[j] = total
+                out[i, j] = total
         else:  # out[i] = sum_p op(a)[i, p] * b[p]: vectorized over the row
-            row[:] = 0
+            out[i, :] = 0
             for p in range(inner):
                 scale = a[p, i] if trans_a else a[i, p]
-                for j in range(row.shape[0]):
-                    row[j] += scale * b[p, j]
-        bias_activate(row, bias, 0, code, alpha)
+                for j in range(cols):
+                    out[i, j] += scale * b[p, j]
+        bias_activate(out, i, 0, cols, bias, code, alpha)
 
 
 # -- packing ------------------------------------------------------------------------
@@ -91,9 +91,8 @@ def pack_a(a, trans_a, row0, rows, inner0, depth, packed):
                 for p in range(depth):
                     packed[base + p * MR + r] = a[inner0 + p, i]
             else:
-                source = a[i]
                 for p in range(depth):
-                    packed[base + p * MR + r] = source[inner0 + p]
+                    packed[base + p * MR + r] = a[i, inner0 + p]
 
 
 @njit(cache=True, error_model="numpy")
@@ -106,14 +105,12 @@ def pack_b_panel(b, trans_b, inner0, depth, col0, cols, packed, panel):
     valid = min(width, cols - first)
     if trans_b:  # op(b)[p, j] = b[j, p]: read each b row along p
         for c in range(valid):
-            source = b[col0 + first + c]
             for p in range(depth):
-                packed[base + p * width + c] = source[inner0 + p]
+                packed[base + p * width + c] = b[col0 + first + c, inner0 + p]
     else:
         for p in range(depth):
-            source = b[inner0 + p]
             for c in range(valid):
-                packed[base + p * width + c] = source[col0 + first + c]
+                packed[base + p * width + c] = b[inner0 + p, col0 + first + c]
     for p in range(depth):
         for c in range(valid, width):
             packed[base + p * width + c] = 0
@@ -131,20 +128,19 @@ def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols,
     for panel in range(panel_first, panel_stop):
         tile_cols = min(width, cols - panel * width)
         for row_panel in range((rows + MR - 1) // MR):
-            a_start, b_start = row_panel * MR * depth, panel * width * depth
-            tile_product(packed_a[a_start:a_start + MR * depth],
-                         packed_b[b_start:b_start + width * depth], depth, tile)
+            tile_product(packed_a, row_panel * MR * depth, packed_b, panel * width * depth,
+                         depth, tile)
+            j = col0 + panel * width
             for r in range(min(MR, rows - row_panel * MR)):
-                j = col0 + panel * width
-                segment = out[row0 + row_panel * MR + r, j:j + tile_cols]
+                i = row0 + row_panel * MR + r
                 if accumulate:
                     for c in range(tile_cols):
-                        segment[c] += tile[r * width + c]
+                        out[i, j + c] += tile[r * width + c]
                 else:
                     for c in range(tile_cols):
-                        segment[c] = tile[r * width + c]
+                        out[i, j + c] = tile[r * width + c]
                 if finish:
-                    bias_activate(segment, bias, j, code, alpha)
+                    bias_activate(out, i, j, j + tile_cols, bias, code, alpha)
 
 
 # -- driver ------------------------------------------------------------------------

@@ -28,14 +28,16 @@ TILE_BYTES = VECTOR_BITS // 8 * VECTORS_PER_ROW
 
 
 @intrinsic
-def tile_product(typingctx, panel_a, panel_b, depth, tile):
-    """tile[r * NR + c] = sum_p panel_a[p * MR + r] * panel_b[p * NR + c].
+def tile_product(typingctx, packed_a, a_start, packed_b, b_start, depth, tile):
+    """tile[r * NR + c] = sum_p packed_a[a_start + p*MR + r] * packed_b[b_start + p*NR + c].
 
-    panel_a: float (depth * MR,); panel_b: float (depth * NR,); tile: float
-    (MR * NR,); all contiguous, one dtype; depth: int >= 0.
+    packed_a, packed_b, tile (MR * NR,): contiguous 1-D float arrays of one dtype;
+    the starts and depth: ints >= 0, in bounds (not checked). Taking offsets
+    rather than slices saves a view, i.e. two atomic reference count updates
+    on arrays all threads share, per micro-tile.
     """
     if not all(isinstance(t, types.Array) and t.dtype == tile.dtype
-               for t in (panel_a, panel_b, tile)):
+               for t in (packed_a, packed_b, tile)):
         return None
     dtype = tile.dtype
 
@@ -50,22 +52,25 @@ def tile_product(typingctx, panel_a, panel_b, depth, tile):
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vector, [vector] * 3),
             f"llvm.fma.v{lanes}f{dtype.bitwidth}")
-        a_data, b_data, _, tile_data = (
+        a_data, _, b_data, _, _, tile_data = (
             context.make_array(array_type)(context, builder, value).data
             if isinstance(array_type, types.Array) else None
             for array_type, value in zip(signature.args, args))
+        a_start = context.cast(builder, args[1], signature.args[1], types.int64)
+        b_start = context.cast(builder, args[3], signature.args[3], types.int64)
+        depth = context.cast(builder, args[4], signature.args[4], types.int64)
         zero = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * lanes)
         # Allocas in the entry block: mem2reg turns them into registers.
         acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS_PER_ROW)]
                for _ in range(MR)]
         undefined = ir.Constant(vector, ir.Undefined)
         broadcast_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        with cgutils.for_range(builder, args[2]) as loop:
-            b_row = builder.mul(loop.index, ir.Constant(index, width))
+        with cgutils.for_range(builder, depth) as loop:
+            b_row = builder.add(b_start, builder.mul(loop.index, ir.Constant(index, width)))
             b_vectors = [builder.load(builder.bitcast(
                 builder.gep(b_data, [builder.add(b_row, ir.Constant(index, v * lanes))]),
                 vector_pointer), align=align) for v in range(VECTORS_PER_ROW)]
-            a_row = builder.mul(loop.index, ir.Constant(index, MR))
+            a_row = builder.add(a_start, builder.mul(loop.index, ir.Constant(index, MR)))
             for r in range(MR):
                 a = builder.load(builder.gep(a_data, [builder.add(a_row, ir.Constant(index, r))]))
                 a_vector = builder.shuffle_vector(
@@ -81,4 +86,4 @@ def tile_product(typingctx, panel_a, panel_b, depth, tile):
                               align=align)
         return context.get_dummy_value()
 
-    return types.void(panel_a, panel_b, depth, tile), codegen
+    return types.void(packed_a, a_start, packed_b, b_start, depth, tile), codegen
