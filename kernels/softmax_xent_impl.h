@@ -6,12 +6,30 @@
 /* Rows per thread worth starting a thread for, in elements. */
 #define SOFTMAX_GRAIN 32768.0
 
+/* Vectors per step of row_max_sumexp: one rescaling exp per step instead of one per vector. */
+#define SUMEXP_UNROLL 4
+
 /* The max of row x (c values) and the sum of exp(x - max), in one read. Each lane keeps
- * its own running max and rescales its sum when that max grows (online softmax); the lanes
- * are combined at the end. */
+ * its own running max and rescales its sum when that max grows (online softmax), once per
+ * SUMEXP_UNROLL vectors; the lanes are combined at the end. */
 static inline void FN(row_max_sumexp)(const T *x, int64_t c, T *max_out, T *sum_out) {
     VEC lane_max = V(set1)(-T_MAX), lane_sum = V(zero)();
-    for (int64_t j = 0; j < c; j += VLEN) {
+    int64_t j = 0;
+    for (; j + SUMEXP_UNROLL * VLEN <= c; j += SUMEXP_UNROLL * VLEN) {
+        VEC v[SUMEXP_UNROLL], step_max = lane_max;
+#pragma GCC unroll 4
+        for (int u = 0; u < SUMEXP_UNROLL; u++) {
+            v[u] = V(load)(x + j + u * VLEN);
+            step_max = V(max)(step_max, v[u]);
+        }
+        VEC sum = V(mul)(lane_sum, FN(vexp)(V(sub)(lane_max, step_max)));
+#pragma GCC unroll 4
+        for (int u = 0; u < SUMEXP_UNROLL; u++)
+            sum = V(add)(sum, FN(vexp)(V(sub)(v[u], step_max)));
+        lane_sum = sum;
+        lane_max = step_max;
+    }
+    for (; j < c; j += VLEN) {
         VEC v = c - j >= VLEN ? V(load)(x + j) : V(load_part)(x + j, c - j, -T_MAX);
         VEC new_max = V(max)(lane_max, v);
         lane_sum = V(fma)(lane_sum, FN(vexp)(V(sub)(lane_max, new_max)),
@@ -132,3 +150,4 @@ void FN(fastnn_xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs
                            probs + i * c, c, (T)grad_scale););
 }
 #undef SOFTMAX_GRAIN
+#undef SUMEXP_UNROLL
