@@ -31,15 +31,15 @@ from .epilogue import bias_activate
 from .simd import MR, TILE_BYTES, tile_product
 
 #: The micro-tile is MR rows by NR = TILE_BYTES // itemsize columns (see simd.py).
-#: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB), rows of op(a) per
-#: task (an MC x KC block stays in L2), columns of op(b) per packed panel.
+#: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB with AVX-512), rows
+#: of op(a) per task (an MC x KC block stays in L2), columns of op(b) per packed panel.
 KC = 256
 MC = 144
 NC = 4096
 
 
 def tile_width(like):
-    """NR: micro-tile columns for the dtype of the array like, 32 float32 or 16 float64."""
+    """NR: micro-tile columns for like's dtype (AVX-512: 32 float32, 16 float64)."""
     return TILE_BYTES // like.itemsize
 
 
@@ -79,20 +79,23 @@ def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
 @njit(cache=True, error_model="numpy")
 def pack_a(a, trans_a, row0, rows, inner0, depth, packed):
     """op(a)[row0:row0+rows, inner0:inner0+depth] into MR-tall micro-panels:
-    packed[panel * MR * depth + p * MR + r]; rows past the end are zero."""
+    packed[panel * MR * depth + p * MR + r]; rows past the end are zero.
+    Loops run along a's rows either way: p inside for a, r inside for a.T."""
     for panel in range((rows + MR - 1) // MR):
         base = panel * MR * depth
-        for r in range(MR):
-            i = row0 + panel * MR + r
-            if panel * MR + r >= rows:
+        first = row0 + panel * MR
+        valid = min(MR, rows - panel * MR)
+        if trans_a:  # op(a)[i, p] = a[p, i]: MR adjacent elements of row p
+            for p in range(depth):
+                for r in range(valid):
+                    packed[base + p * MR + r] = a[inner0 + p, first + r]
+        else:
+            for r in range(valid):
                 for p in range(depth):
-                    packed[base + p * MR + r] = 0
-            elif trans_a:
-                for p in range(depth):
-                    packed[base + p * MR + r] = a[inner0 + p, i]
-            else:
-                for p in range(depth):
-                    packed[base + p * MR + r] = a[i, inner0 + p]
+                    packed[base + p * MR + r] = a[first + r, inner0 + p]
+        for p in range(depth):
+            for r in range(valid, MR):
+                packed[base + p * MR + r] = 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -128,19 +131,23 @@ def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols,
     for panel in range(panel_first, panel_stop):
         tile_cols = min(width, cols - panel * width)
         for row_panel in range((rows + MR - 1) // MR):
-            tile_product(packed_a, row_panel * MR * depth, packed_b, panel * width * depth,
-                         depth, tile)
+            a_start, b_start = row_panel * MR * depth, panel * width * depth
             j = col0 + panel * width
-            for r in range(min(MR, rows - row_panel * MR)):
-                i = row0 + row_panel * MR + r
-                if accumulate:
+            tile_rows = min(MR, rows - row_panel * MR)
+            i0 = row0 + row_panel * MR
+            if tile_rows == MR and tile_cols == width:  # straight into out
+                tile_product(packed_a, a_start, packed_b, b_start, depth, out,
+                             i0 * out.shape[1] + j, out.shape[1], accumulate)
+            else:  # an edge: through the scratch tile, then the valid part
+                tile_product(packed_a, a_start, packed_b, b_start, depth, tile, 0, width,
+                             False)
+                for r in range(tile_rows):
                     for c in range(tile_cols):
-                        out[i, j + c] += tile[r * width + c]
-                else:
-                    for c in range(tile_cols):
-                        out[i, j + c] = tile[r * width + c]
-                if finish:
-                    bias_activate(out, i, j, j + tile_cols, bias, code, alpha)
+                        previous = out[i0 + r, j + c] if accumulate else 0
+                        out[i0 + r, j + c] = previous + tile[r * width + c]
+            if finish:
+                for r in range(tile_rows):
+                    bias_activate(out, i0 + r, j, j + tile_cols, bias, code, alpha)
 
 
 # -- driver ------------------------------------------------------------------------

@@ -28,18 +28,25 @@ TILE_BYTES = VECTOR_BITS // 8 * VECTORS_PER_ROW
 
 
 @intrinsic
-def tile_product(typingctx, packed_a, a_start, packed_b, b_start, depth, tile):
-    """tile[r * NR + c] = sum_p packed_a[a_start + p*MR + r] * packed_b[b_start + p*NR + c].
+def tile_product(typingctx, packed_a, a_start, packed_b, b_start, depth, dest, dest_start,
+                 dest_stride, accumulate):
+    """An MR x NR tile of the product of packed panels, written or added into dest:
 
-    packed_a, packed_b, tile (MR * NR,): contiguous 1-D float arrays of one dtype;
-    the starts and depth: ints >= 0, in bounds (not checked). Taking offsets
-    rather than slices saves a view, i.e. two atomic reference count updates
-    on arrays all threads share, per micro-tile.
+    dest.flat[dest_start + r * dest_stride + c] (+)= sum over p < depth of
+    packed_a[a_start + p * MR + r] * packed_b[b_start + p * NR + c].
+
+    packed_a, packed_b: contiguous 1-D float arrays; dest: a C-contiguous float array
+    of the same dtype (a GEMM output, written in place, or a scratch tile); starts,
+    stride, depth: ints >= 0 with every index in bounds (not checked); accumulate:
+    add to dest instead of overwriting it. Taking offsets rather than slices saves a
+    view, i.e. two atomic reference count updates on arrays all threads share.
     """
-    if not all(isinstance(t, types.Array) and t.dtype == tile.dtype
-               for t in (packed_a, packed_b, tile)):
+    if not all(isinstance(t, types.Array) and t.dtype == dest.dtype
+               for t in (packed_a, packed_b, dest)):
         return None
-    dtype = tile.dtype
+    dtype = dest.dtype
+    signature_args = (packed_a, a_start, packed_b, b_start, depth, dest, dest_start,
+                      dest_stride, accumulate)
 
     def codegen(context, builder, signature, args):
         scalar = context.get_value_type(dtype)
@@ -52,13 +59,12 @@ def tile_product(typingctx, packed_a, a_start, packed_b, b_start, depth, tile):
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vector, [vector] * 3),
             f"llvm.fma.v{lanes}f{dtype.bitwidth}")
-        a_data, _, b_data, _, _, tile_data = (
-            context.make_array(array_type)(context, builder, value).data
-            if isinstance(array_type, types.Array) else None
-            for array_type, value in zip(signature.args, args))
-        a_start = context.cast(builder, args[1], signature.args[1], types.int64)
-        b_start = context.cast(builder, args[3], signature.args[3], types.int64)
-        depth = context.cast(builder, args[4], signature.args[4], types.int64)
+        a_data, b_data, dest_data = (
+            context.make_array(signature.args[k])(context, builder, args[k]).data
+            for k in (0, 2, 5))
+        a_start, b_start, depth, dest_start, dest_stride = (
+            context.cast(builder, args[k], signature.args[k], types.int64)
+            for k in (1, 3, 4, 6, 7))
         zero = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * lanes)
         # Allocas in the entry block: mem2reg turns them into registers.
         acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS_PER_ROW)]
@@ -79,11 +85,18 @@ def tile_product(typingctx, packed_a, a_start, packed_b, b_start, depth, tile):
                 for v in range(VECTORS_PER_ROW):
                     total = builder.call(fma, [a_vector, b_vectors[v], builder.load(acc[r][v])])
                     builder.store(total, acc[r][v])
+        add = context.cast(builder, args[8], signature.args[8], types.boolean)
         for r in range(MR):
+            row = builder.add(dest_start, builder.mul(ir.Constant(index, r), dest_stride))
             for v in range(VECTORS_PER_ROW):
-                target = builder.gep(tile_data, [ir.Constant(index, r * width + v * lanes)])
-                builder.store(builder.load(acc[r][v]), builder.bitcast(target, vector_pointer),
-                              align=align)
+                target = builder.bitcast(
+                    builder.gep(dest_data, [builder.add(row, ir.Constant(index, v * lanes))]),
+                    vector_pointer)
+                value = builder.load(acc[r][v])
+                with builder.if_then(add):
+                    builder.store(builder.fadd(builder.load(target, align=align), value),
+                                  acc[r][v])
+                builder.store(builder.load(acc[r][v]), target, align=align)
         return context.get_dummy_value()
 
-    return types.void(packed_a, a_start, packed_b, b_start, depth, tile), codegen
+    return types.void(*signature_args), codegen
