@@ -19,44 +19,33 @@
 
 #define GEMM_NR (GEMM_NV * VLEN)
 
-/* dst[p * width + i] = src[i * ld + p] for i < rows, p < kc, and 0 for rows <= i < width:
- * the transposing copy of both packings, one strided gather per vector of dst. */
-static void FN(pack_transposed)(T *restrict dst, int64_t width, const T *restrict src,
-                                int64_t ld, int64_t rows, int64_t kc) {
+/* A panel of `width` columns and kc rows: dst[p * width + i] = M[p][i] for i < count, p < kc,
+ * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` (one
+ * strided gather per vector of dst) and src[p * ld + i] otherwise (contiguous runs). */
+static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src, int64_t ld,
+                           int64_t count, int64_t kc, int transposed) {
     for (int64_t p = 0; p < kc; p++)
-        for (int64_t i = 0; i < width; i += VLEN)
-            V(store_part)(dst + p * width + i, V(gather)(src + i * ld + p, ld, rows - i),
-                          width - i);
-}
-
-/* dst[p * width + j] = src[p * ld + j] for j < cols, p < kc, and 0 for cols <= j < width:
- * the copy of both packings where the panel's rows are contiguous in memory. */
-static void FN(pack_direct)(T *restrict dst, int64_t width, const T *restrict src, int64_t ld,
-                            int64_t cols, int64_t kc) {
-    for (int64_t p = 0; p < kc; p++)
-        for (int64_t j = 0; j < width; j += VLEN)
-            V(store_part)(dst + p * width + j, V(load_part)(src + p * ld + j, cols - j, 0),
-                          width - j);
+        for (int64_t i = 0; i < width; i += VLEN) {
+            VEC v = transposed ? V(gather)(src + i * ld + p, ld, count - i)
+                               : V(load_part)(src + p * ld + i, count - i, 0);
+            V(store_part)(dst + p * width + i, v, width - i);
+        }
 }
 
 /* Pack the mr (<= MR) rows x kc columns of op(A) starting at `a` into an MR x kc micro-panel:
  * dst[p * MR + i] = op(A)[i][p], zeros for rows mr..MR-1. */
 static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, int trans,
                              int64_t mr, int64_t kc) {
-    if (trans) /* op(A)[i][p] = a[p*lda + i] */
-        FN(pack_direct)(dst, GEMM_MR, a, lda, mr, kc);
-    else /* op(A)[i][p] = a[i*lda + p] */
-        FN(pack_transposed)(dst, GEMM_MR, a, lda, mr, kc);
+    /* op(A)[i][p] is a[p*lda + i] when trans, else a[i*lda + p] */
+    FN(pack_panel)(dst, GEMM_MR, a, lda, mr, kc, !trans);
 }
 
 /* Pack the kc rows x nr (<= NR) columns of op(B) starting at `b` into a kc x NR micro-panel:
  * dst[p * NR + j] = op(B)[p][j], zeros for columns nr..NR-1. */
 static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, int trans,
                              int64_t nr, int64_t kc) {
-    if (trans) /* op(B)[p][j] = b[j*ldb + p] */
-        FN(pack_transposed)(dst, GEMM_NR, b, ldb, nr, kc);
-    else /* op(B)[p][j] = b[p*ldb + j] */
-        FN(pack_direct)(dst, GEMM_NR, b, ldb, nr, kc);
+    /* op(B)[p][j] is b[j*ldb + p] when trans, else b[p*ldb + j] */
+    FN(pack_panel)(dst, GEMM_NR, b, ldb, nr, kc, trans);
 }
 
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets

@@ -1,7 +1,7 @@
 /* instantiate.h - compile a type-generic template once per float type.
  *
  * A .c file defines FASTNN_TEMPLATE as the name of its *_impl.h and includes this header;
- * the template is then included twice, once with each set of type parameters below. A
+ * the template is then included twice (instance.h), once per float type with its parameters. A
  * template writes each algorithm once, in terms of:
  *   T            the float type (float / double);
  *   VEC, VLEN    the vector type of simd.h and its lane count;
@@ -22,97 +22,10 @@
 #define FN(name) FASTNN_CAT(name, FASTNN_CAT(_, TNAME))
 #define VEC FASTNN_CAT(v, TNAME)
 
-/* ---- float32 ---- */
-#define TNAME f32
-#define T float
-#define VLEN VLEN_F32
-#define T_MAX 3.402823466e+38f
-#define EXP_LO (-87.3f)
-#define EXP_HI 88.3f
-#define EXP_DEGREE 7
-/* Register block: MR rows x NV vectors; MR * NV accumulators + NV B vectors + a broadcast
- * must fit the vector registers (32 with AVX-512, 16 otherwise). Each may be overridden with
- * -DFASTNN_GEMM_MR_F32=... etc. when tuning. */
-#ifndef FASTNN_GEMM_MR_F32
-#if defined(__AVX512F__)
-#define FASTNN_GEMM_MR_F32 14
-#else
-#define FASTNN_GEMM_MR_F32 6
-#endif
-#endif
-#ifndef FASTNN_GEMM_NV_F32
-#define FASTNN_GEMM_NV_F32 2
-#endif
-#ifndef FASTNN_GEMM_KC_F32
-#define FASTNN_GEMM_KC_F32 384
-#endif
-#ifndef FASTNN_GEMM_MC_F32
-#define FASTNN_GEMM_MC_F32 252
-#endif
-#ifndef FASTNN_GEMM_NC_F32
-#define FASTNN_GEMM_NC_F32 4096
-#endif
-#define GEMM_MR FASTNN_GEMM_MR_F32
-#define GEMM_NV FASTNN_GEMM_NV_F32
-#define GEMM_KC FASTNN_GEMM_KC_F32
-#define GEMM_MC FASTNN_GEMM_MC_F32
-#define GEMM_NC FASTNN_GEMM_NC_F32
-#include FASTNN_TEMPLATE
-#undef TNAME
-#undef T
-#undef VLEN
-#undef T_MAX
-#undef EXP_LO
-#undef EXP_HI
-#undef EXP_DEGREE
-#undef GEMM_MR
-#undef GEMM_NV
-#undef GEMM_KC
-#undef GEMM_MC
-#undef GEMM_NC
+#define FASTNN_INSTANCE_F32
+#include "instance.h"
+#undef FASTNN_INSTANCE_F32
 
-/* ---- float64 ---- */
-#define TNAME f64
-#define T double
-#define VLEN VLEN_F64
-#define T_MAX 1.7976931348623157e+308
-#define EXP_LO (-708.0)
-#define EXP_HI 709.0
-#define EXP_DEGREE 13
-#ifndef FASTNN_GEMM_MR_F64
-#if defined(__AVX512F__)
-#define FASTNN_GEMM_MR_F64 14
-#else
-#define FASTNN_GEMM_MR_F64 6
-#endif
-#endif
-#ifndef FASTNN_GEMM_NV_F64
-#define FASTNN_GEMM_NV_F64 2
-#endif
-#ifndef FASTNN_GEMM_KC_F64
-#define FASTNN_GEMM_KC_F64 256
-#endif
-#ifndef FASTNN_GEMM_MC_F64
-#define FASTNN_GEMM_MC_F64 140
-#endif
-#ifndef FASTNN_GEMM_NC_F64
-#define FASTNN_GEMM_NC_F64 4096
-#endif
-#define GEMM_MR FASTNN_GEMM_MR_F64
-#define GEMM_NV FASTNN_GEMM_NV_F64
-#define GEMM_KC FASTNN_GEMM_KC_F64
-#define GEMM_MC FASTNN_GEMM_MC_F64
-#define GEMM_NC FASTNN_GEMM_NC_F64
-#include FASTNN_TEMPLATE
-#undef TNAME
-#undef T
-#undef VLEN
-#undef T_MAX
-#undef EXP_LO
-#undef EXP_HI
-#undef EXP_DEGREE
-#undef GEMM_MR
-#undef GEMM_NV
-#undef GEMM_KC
-#undef GEMM_MC
-#undef GEMM_NC
+#define FASTNN_INSTANCE_F64
+#include "instance.h"
+#undef FASTNN_INSTANCE_F64
