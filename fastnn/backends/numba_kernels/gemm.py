@@ -7,9 +7,9 @@ read in place, while packing.
 
 Layered as in BLIS / GotoBLAS:
 
-* for each panel of NC columns and each slice of KC inner indices, op(b)'s
-  KC x NC block is packed once, by all threads, into NR-wide micro-panels
-  (each KC x NR, row-major: the NR values of one inner index are adjacent);
+* for each panel of columns, op(b)'s K x NC block is packed once, by all
+  threads, slice by slice of KC inner indices, into NR-wide micro-panels (each
+  KC x NR, row-major: the NR values of one inner index are adjacent);
 * tasks (row blocks of at most MC rows, times column groups when rows are too
   few to occupy every thread) pack their MC x KC block of op(a) into MR-tall
   micro-panels and run the macro-kernel on it;
@@ -35,7 +35,9 @@ from .simd import MR, TILE_BYTES, tile_product
 #: of op(a) per task (an MC x KC block stays in L2), columns of op(b) per packed panel.
 KC = 256
 MC = 144
-NC = 4096
+#: Packed op(b) per panel of columns, all slices (2 MiB of float32, one core's L2):
+#: sets the panel width, so that the tasks find the panel in L2 (or L3) as they sweep it.
+PACKED_B_ELEMENTS = 1 << 19
 
 
 def tile_width(like):
@@ -154,7 +156,13 @@ def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols,
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
-    """The product on ``threads`` threads (1 is fine: one launch of ~1 us)."""
+    """The product on ``threads`` threads (1 is fine: one launch of ~1 us).
+
+    Two parallel regions per panel of columns, however deep the product: one packs
+    every KC slice of the panel of op(b), the other runs the tasks, each looping over
+    the slices itself. Every region ends in a barrier, and on a busy machine each
+    barrier may wait for a descheduled thread, so fewer is better.
+    """
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     width = tile_width(out)
@@ -170,23 +178,27 @@ def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
     tasks = row_blocks * col_groups
     packed_a = np.empty((tasks, block_rows * depth_max), dtype=out.dtype)
     tiles = np.empty((tasks, MR * width), dtype=out.dtype)
-    panel_cols_max = min(NC, cols)
-    packed_b = np.empty(((panel_cols_max + width - 1) // width) * width * depth_max,
-                        dtype=out.dtype)
-    for col0 in range(0, cols, NC):
-        panel_cols = min(NC, cols - col0)
+    # Columns per panel: all of op(b)'s slices for them fit in PACKED_B_ELEMENTS.
+    panel_cols_max = min(cols, max(width, PACKED_B_ELEMENTS // inner // width * width))
+    panel_size = ((panel_cols_max + width - 1) // width) * width * depth_max
+    packed_b = np.empty((slices, panel_size), dtype=out.dtype)
+    for col0 in range(0, cols, panel_cols_max):
+        panel_cols = min(panel_cols_max, cols - col0)
         micro_panels = (panel_cols + width - 1) // width
-        for s in range(slices):
+        for job in prange(slices * micro_panels):
+            s, panel = job // micro_panels, job % micro_panels
             inner0 = s * inner // slices
             depth = (s + 1) * inner // slices - inner0
-            for panel in prange(micro_panels):
-                pack_b_panel(b, trans_b, inner0, depth, col0, panel_cols, packed_b, panel)
-            for task in prange(tasks):
-                block, group = task // col_groups, task % col_groups
-                row0 = block * block_rows
-                block_height = min(block_rows, rows - row0)
+            pack_b_panel(b, trans_b, inner0, depth, col0, panel_cols, packed_b[s], panel)
+        for task in prange(tasks):
+            block, group = task // col_groups, task % col_groups
+            row0 = block * block_rows
+            block_height = min(block_rows, rows - row0)
+            for s in range(slices):
+                inner0 = s * inner // slices
+                depth = (s + 1) * inner // slices - inner0
                 pack_a(a, trans_a, row0, block_height, inner0, depth, packed_a[task])
-                macro_kernel(packed_a[task], block_height, packed_b, depth,
+                macro_kernel(packed_a[task], block_height, packed_b[s], depth,
                              group * micro_panels // col_groups,
                              (group + 1) * micro_panels // col_groups, panel_cols, out,
                              row0, col0, s > 0, s == slices - 1, bias, code, alpha,
