@@ -18,6 +18,7 @@ from .contract import ACTIVATION_CODES
 from .numba_kernels import gemm, linear, optim, pointwise, softmax_xent
 
 NAME = "numba"
+_IDENTITY = ACTIVATION_CODES["identity"]
 
 #: Below these sizes a kernel runs serially: work per element times size must
 #: outweigh the launch of a parallel region (a few microseconds).
@@ -52,26 +53,18 @@ def _parallel(work: int) -> bool:
     return False
 
 
-def _parallel_gemm(n: int, k: int, m: int) -> bool:
-    """As :func:`_parallel`, for a product of (n, k) and (k, m) matrices."""
-    if _threads > 1 and n * k * m >= PARALLEL_MIN_MULTIPLY_ADDS:
-        numba.set_num_threads(_threads)
-        return True
-    return False
-
-
 # -- dense algebra -------------------------------------------------------------------
 
 def _gemm_threads(n: int, k: int, m: int) -> int:
-    """0 for a direct (unpacked) product, else the threads of a blocked one (set
-    for this Python thread: the blocked kernels are parallel=True even on one)."""
+    """0 for a direct (unpacked) product of (n, k) and (k, m) matrices, else the
+    threads of a blocked one, set for this Python thread as in :func:`_parallel`
+    (the blocked kernels are parallel=True, also when they run on one thread)."""
     work = n * k * m
     if work < DIRECT_MAX_MULTIPLY_ADDS:
         return 0
-    if _parallel_gemm(n, k, m):
-        return _threads
-    numba.set_num_threads(1)
-    return 1
+    threads = _threads if work >= PARALLEL_MIN_MULTIPLY_ADDS else 1
+    numba.set_num_threads(threads)
+    return threads
 
 
 def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
@@ -85,7 +78,7 @@ def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
 
 
 def matmul(a, b, trans_a, trans_b, out):
-    _gemm(a, b, trans_a, trans_b, out, None, 0, 0.0)
+    _gemm(a, b, trans_a, trans_b, out, None, _IDENTITY, 0.0)
 
 
 def linear_forward(x, w, b, activation, alpha, out):
