@@ -5,8 +5,9 @@ underflow to a wrong answer. Row reductions (max, sums) run on LANES
 independent partial results in a stack array, combined at the end of the row:
 the inner loop is an elementwise SIMD operation, vectorized without fastmath,
 and the result does not depend on the compiler's choices. Exponentials are
-computed in a loop of their own (read one row, write one row), the shape
-LLVM vectorizes best.
+computed in a loop of their own, over a chunk of rows at once (about
+CHUNK_ELEMENTS, so it stays in L1): rows of 10 classes then still fill
+whole vectors.
 
 Each kernel comes as ``*_rows(..., start, stop, scratch)``, serial over a range
 of rows (called directly for small inputs), and ``*_parallel(..., threads)``,
@@ -26,12 +27,19 @@ from .stack import stack_array
 
 #: Partial results per row reduction: two AVX registers of float32.
 LANES = 16
+#: Elements per chunk of rows whose exponentials are taken in one loop (16 KiB float32).
+CHUNK_ELEMENTS = 4096
+
+
+@njit(cache=True, error_model="numpy")
+def rows_per_chunk(x):
+    return max(1, CHUNK_ELEMENTS // x.shape[1])
 
 
 @njit(cache=True, error_model="numpy")
 def scratch_for(x):
-    """Per-task scratch: one (1, C) row for exponentials nobody asked to keep."""
-    return np.empty((1, x.shape[1]), dtype=x.dtype)
+    """Per-task scratch: a chunk of rows for exponentials nobody asked to keep."""
+    return np.empty((rows_per_chunk(x), x.shape[1]), dtype=x.dtype)
 
 
 # The row helpers take a 2-D array and a row index instead of a row view: a view
@@ -87,27 +95,38 @@ def exp_shifted(x, i, shift, dest, dest_row):
 
 
 @njit(cache=True, error_model="numpy")
-def weighted_shifted_sums(weights, x, i, shift):
-    """``(sum(weights[i] * (x[i] - shift)), sum(weights[i]))``."""
+def write_shifted(x, i, shift, dest, dest_row):
+    """``dest[dest_row] = x[i] - shift``; dest may be x."""
+    for j in range(x.shape[1]):
+        dest[dest_row, j] = x[i, j] - shift
+
+
+@njit(cache=True, error_model="numpy")
+def exp_rows_in_place(values, first, stop):
+    """``values[first:stop] = exp(values[first:stop])`` (entries <= 0), one flat loop."""
+    flat = values[first:stop].reshape(-1)  # one view per chunk, not per row
+    for k in range(flat.shape[0]):
+        flat[k] = exp_nonpositive(flat[k])
+
+
+@njit(cache=True, error_model="numpy")
+def weighted_shifted_sum(weights, x, i, shift):
+    """``sum(weights[i] * (x[i] - shift))``, over LANES partial sums."""
     length = x.shape[1]
     full = length - length % LANES
-    dot, total = x.dtype.type(0), x.dtype.type(0)
+    total = x.dtype.type(0)
     if full:
-        dots, totals = stack_array(LANES, x), stack_array(LANES, x)
-        dots[:] = 0
-        totals[:] = 0
+        lanes = stack_array(LANES, x)
+        lanes[:] = 0
         for block in range(full // LANES):
             for lane in range(LANES):
-                w = weights[i, block * LANES + lane]
-                dots[lane] += w * (x[i, block * LANES + lane] - shift)
-                totals[lane] += w
+                j = block * LANES + lane
+                lanes[lane] += weights[i, j] * (x[i, j] - shift)
         for lane in range(LANES):
-            dot += dots[lane]
-            total += totals[lane]
+            total += lanes[lane]
     for j in range(full, length):
-        dot += weights[i, j] * (x[i, j] - shift)
-        total += weights[i, j]
-    return dot, total
+        total += weights[i, j] * (x[i, j] - shift)
+    return total
 
 
 # -- softmax, log_softmax -----------------------------------------------------------
@@ -115,11 +134,15 @@ def weighted_shifted_sums(weights, x, i, shift):
 @njit(cache=True, error_model="numpy")
 def softmax_rows(x, out, start, stop, scratch):
     """``out[i] = softmax(x[i])`` for rows start..stop of x, out: float (N, C); out may be x."""
-    for i in range(start, stop):
-        exp_shifted(x, i, row_max(x, i), out, i)
-        inverse = x.dtype.type(1) / row_sum(out, i)
-        for j in range(x.shape[1]):
-            out[i, j] *= inverse
+    for first in range(start, stop, rows_per_chunk(x)):
+        last = min(first + rows_per_chunk(x), stop)
+        for i in range(first, last):
+            write_shifted(x, i, row_max(x, i), out, i)
+        exp_rows_in_place(out, first, last)
+        for i in range(first, last):
+            inverse = x.dtype.type(1) / row_sum(out, i)
+            for j in range(x.shape[1]):
+                out[i, j] *= inverse
 
 
 @njit(cache=True, error_model="numpy")
@@ -141,34 +164,41 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
 
     logits: float (N, C); target: int64 (N,) labels or float (N, C) probabilities;
     row_loss: float (N,); grad: float (N, C) or None, may be logits itself.
-    Passes over a row: max; (target weights); exp, written to grad; sum; scale.
+    By chunks of rows: max, the target's part of the loss and the shifted row
+    (written to grad, or scratch); exp of the chunk; sums, log and scaling.
     """
     scale = logits.dtype.type(grad_scale)
-    for i in range(start, stop):
+    chunk = rows_per_chunk(logits)
+    for first in range(start, stop, chunk):
+        last = min(first + chunk, stop)
         if grad is None:
-            exps, e = scratch, 0
+            exps, offset = scratch, first
         else:
-            exps, e = grad, i
-        shift = row_max(logits, i)
-        # Read what the loss needs from the row before exps (maybe the row) is written.
-        if target.ndim == 1:
-            label = target[i]
-            weighted, weight = logits[i, label] - shift, logits.dtype.type(1)
-        else:
-            weighted, weight = weighted_shifted_sums(target, logits, i, shift)
-        exp_shifted(logits, i, shift, exps, e)
-        total = row_sum(exps, e)
-        row_loss[i] = weight * math.log(total) - weighted
-        if grad is None:
-            continue
-        factor = scale / total
-        if target.ndim == 1:
-            for j in range(logits.shape[1]):
-                grad[i, j] *= factor
-            grad[i, label] -= scale
-        else:
-            for j in range(logits.shape[1]):
-                grad[i, j] = grad[i, j] * factor - scale * target[i, j]
+            exps, offset = grad, 0
+        for i in range(first, last):
+            shift = row_max(logits, i)
+            # Read what the loss needs from the row before exps (maybe the row) is written.
+            if target.ndim == 1:
+                row_loss[i] = shift - logits[i, target[i]]
+            else:
+                row_loss[i] = -weighted_shifted_sum(target, logits, i, shift)
+            write_shifted(logits, i, shift, exps, i - offset)
+        exp_rows_in_place(exps, first - offset, last - offset)
+        for i in range(first, last):
+            total = row_sum(exps, i - offset)
+            # loss = weight * log(total) - sum(target * (row - shift)), weight = sum(target)
+            weight = logits.dtype.type(1) if target.ndim == 1 else row_sum(target, i)
+            row_loss[i] += weight * math.log(total)
+            if grad is None:
+                continue
+            factor = scale / total
+            if target.ndim == 1:
+                for j in range(logits.shape[1]):
+                    grad[i, j] *= factor
+                grad[i, target[i]] -= scale
+            else:
+                for j in range(logits.shape[1]):
+                    grad[i, j] = grad[i, j] * factor - scale * target[i, j]
 
 
 # -- parallel drivers: chunks of rows on threads ------------------------------------
