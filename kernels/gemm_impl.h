@@ -51,19 +51,21 @@ static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, 
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
  * ap (KC x MR panel) @ bp (KC x NR panel), added to its old value when `accumulate`; then
  * when `epilogue` is given, bias (the tile's first column's bias) and the activation. */
-static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const T *restrict bp,
-                                         T *restrict c, int64_t ldc, int64_t mr, int64_t nr,
-                                         int accumulate, const fastnn_epilogue *epilogue,
-                                         const T *bias) {
+static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
+    const int rows, int64_t kc, const T *restrict ap, const T *restrict bp, T *restrict c,
+    int64_t ldc, int64_t mr, int64_t nr, int accumulate, const fastnn_epilogue *epilogue,
+    const T *bias) {
+    /* rows (a constant where this is inlined) <= GEMM_MR: the rows computed; the A panel
+     * keeps its stride of GEMM_MR. */
     VEC acc[GEMM_MR][GEMM_NV];
     /* C's lines are needed after the loop; fetch them while it runs. */
 #pragma GCC unroll 16
-    for (int i = 0; i < GEMM_MR; i++)
+    for (int i = 0; i < rows; i++)
         if (i < mr)
 #pragma GCC unroll 4
             for (int v = 0; v < GEMM_NV; v++) __builtin_prefetch(c + i * ldc + v * VLEN, 1, 3);
 #pragma GCC unroll 16
-    for (int i = 0; i < GEMM_MR; i++)
+    for (int i = 0; i < rows; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < GEMM_NV; v++) acc[i][v] = V(zero)();
 
@@ -72,7 +74,7 @@ static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const
 #pragma GCC unroll 4
         for (int v = 0; v < GEMM_NV; v++) bv[v] = V(load)(bp + v * VLEN);
 #pragma GCC unroll 16
-        for (int i = 0; i < GEMM_MR; i++) {
+        for (int i = 0; i < rows; i++) {
             VEC av = V(set1)(ap[i]);
 #pragma GCC unroll 4
             for (int v = 0; v < GEMM_NV; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
@@ -88,7 +90,7 @@ static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const
             bias_v[v] = V(load_part)(bias + v * VLEN, nr - v * VLEN, 0);
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < GEMM_MR; i++) {
+    for (int i = 0; i < rows; i++) {
         if (i >= mr) break;
         T *row = c + i * ldc;
 #pragma GCC unroll 4
@@ -111,6 +113,23 @@ static inline void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const
             }
         }
     }
+}
+
+/* An edge tile of few rows runs a kernel of few rows: 128 = 9 x 14 + 2 rows then costs nine
+ * full tiles and a small one, not ten full ones. */
+static void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const T *restrict bp,
+                                  T *restrict c, int64_t ldc, int64_t mr, int64_t nr,
+                                  int accumulate, const fastnn_epilogue *epilogue,
+                                  const T *bias) {
+    if (mr > GEMM_MR / 2)
+        FN(gemm_micro_kernel_rows)(GEMM_MR, kc, ap, bp, c, ldc, mr, nr, accumulate, epilogue,
+                                   bias);
+    else if (mr > GEMM_MR / 4)
+        FN(gemm_micro_kernel_rows)(GEMM_MR / 2, kc, ap, bp, c, ldc, mr, nr, accumulate,
+                                   epilogue, bias);
+    else
+        FN(gemm_micro_kernel_rows)(GEMM_MR / 4, kc, ap, bp, c, ldc, mr, nr, accumulate,
+                                   epilogue, bias);
 }
 
 /* The K block: at most GEMM_KC, and the blocks as equal as possible, so no block is a thin
