@@ -137,7 +137,7 @@ typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
         return (V)((m & (I)x) | (~m & (I)y));                                                   \
     }                                                                                           \
     static inline V v##S##_max(V a, V b) { return v##S##_select_gt(a, b, a, b); }               \
-    static inline V v##S##_min(V a, V b) { return v##S##_select_gt(a, b, b, a); }               \
+    static inline V v##S##_min(V a, V b) { return v##S##_select_gt(b, a, a, b); }               \
     static inline V v##S##_abs(V a) { return v##S##_select_gt(a, (V){0}, a, -a); }             \
     /* Adding and subtracting 1.5 * 2^mantissa rounds |a| < 2^(mantissa-1) to an integer. */   \
     static inline V v##S##_round(V a) { return (a + ROUND_MAGIC) - ROUND_MAGIC; }               \
