@@ -7,6 +7,9 @@
  *                              one barrier per block suffices: see gemm_thread)
  *     ic over m in mc          threads split this loop; pack op(A)[ic:+mc, pc:+KC] into
  *                              MR x KC micro-panels (private to the thread; lives in L2)
+ *                              - or, when m is one small block (batch 128 of an MLP) and
+ *                              rows cannot be split evenly in whole panels, the threads pack
+ *                              all of A together and split the jr loop instead
  *      jr over NC in NR        one B micro-panel, reused from L1 by every ir
  *       ir over mc in MR       micro-kernel: an MR x NR tile of C, in registers
  * Packing reads op(A) and op(B) through their strides, so a transposed operand is never
@@ -139,12 +142,17 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
 }
 
 /* Everything one thread does; called inside the parallel region, or directly with one
- * thread. The `omp for` loops share the work among the team (a team of one runs all). */
+ * thread. The `omp for` loops share the work among the team (a team of one runs all).
+ * a_shared_packs: NULL to split rows among the threads; else two buffers for all of A (m
+ * rows, mc = m rounded up to panels), packed by all threads, and the columns are split. */
 static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
-                            const fastnn_epilogue *epilogue, T *b_packs, int64_t mc) {
+                            const fastnn_epilogue *epilogue, T *b_packs, int64_t mc,
+                            T *a_shared_packs) {
     int64_t kc_max = FN(gemm_kc)(k);
-    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
+    T *a_pack = a_shared_packs
+                    ? NULL
+                    : fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
     int64_t m_blocks = fastnn_ceil_div(m, mc);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
     int64_t b_pack_size = kc_max * fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
@@ -160,7 +168,35 @@ static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
             /* Packing into the buffer not used by the previous block needs no barrier before
              * it: everyone finished reading this buffer before the barrier that ended the
              * packing of the previous block. */
-            T *b_pack = b_packs + (block_index++ % 2) * b_pack_size;
+            T *b_pack = b_packs + (block_index % 2) * b_pack_size;
+            if (a_shared_packs) {
+                /* Same argument for the two A buffers. */
+                T *a_shared = a_shared_packs + (block_index++ % 2) * mc * kc_max;
+                int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
+#pragma omp for schedule(static)
+                for (int64_t ip = 0; ip < m_panels; ip++) {
+                    int64_t i = ip * GEMM_MR;
+                    const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
+                    FN(pack_a_panel)(a_shared + i * kc, src, lda, trans_a,
+                                     fastnn_min(GEMM_MR, m - i), kc);
+                } /* implicit barrier: A is packed before anyone reads it */
+                /* Each thread packs and reads only its own B panels; schedule(static) keeps
+                 * a column panel, and so its tiles of C, with one thread in every K block. */
+#pragma omp for schedule(static) nowait
+                for (int64_t jp = 0; jp < n_panels; jp++) {
+                    int64_t jr = jp * GEMM_NR, j = jc + jr;
+                    const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
+                    T *bp = b_pack + jr * kc;
+                    FN(pack_b_panel)(bp, src, ldb, trans_b, fastnn_min(GEMM_NR, n - j), kc);
+                    for (int64_t ir = 0; ir < m; ir += GEMM_MR)
+                        FN(gemm_micro_kernel)(kc, a_shared + ir * kc, bp, c + ir * ldc + j, ldc,
+                                              fastnn_min(GEMM_MR, m - ir),
+                                              fastnn_min(GEMM_NR, nc - jr), accumulate,
+                                              tile_epilogue, bias ? bias + j : NULL);
+                }
+                continue;
+            }
+            block_index++;
 
 #pragma omp for schedule(static)
             for (int64_t jp = 0; jp < n_panels; jp++) {
@@ -217,11 +253,23 @@ void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, i
     int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
     T *b_packs = fastnn_scratch(SCRATCH_GEMM_B, 2 * (size_t)kc_max * nc_max * sizeof(T));
     if (threads == 1) {
-        FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc);
+        FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc,
+                        NULL);
         return;
     }
+    /* Split the columns when all rows fit one block but whole panels cannot give each
+     * thread the same rows (128 = 9 x 14 + 2 over 2 threads: 5 and 4.2 panels), and there
+     * are columns enough to share. */
+    T *a_shared_packs = NULL;
+    if (m <= GEMM_MC && (m_panels % threads != 0 || m % GEMM_MR != 0) &&
+        fastnn_ceil_div(n, GEMM_NR) >= 2 * threads) {
+        mc = m_panels * GEMM_MR;
+        a_shared_packs = fastnn_scratch(SCRATCH_GEMM_A_SHARED,
+                                        2 * (size_t)mc * kc_max * sizeof(T));
+    }
 #pragma omp parallel num_threads(threads)
-    FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc);
+    FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc,
+                    a_shared_packs);
 }
 
 #undef GEMM_NR

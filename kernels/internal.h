@@ -36,7 +36,13 @@ int fastnn_threads_for(double work, double grain);
 /* Scratch memory of this OS thread, 64-byte aligned, at least `bytes` long, kept and reused
  * across calls (so a training step allocates nothing). Each slot is an independent buffer;
  * a pointer stays valid until the same thread asks the same slot for more bytes. */
-enum { SCRATCH_GEMM_B = 0, SCRATCH_GEMM_A = 1, SCRATCH_LINEAR_DZ = 2, SCRATCH_SLOTS = 3 };
+enum {
+    SCRATCH_GEMM_B = 0,
+    SCRATCH_GEMM_A = 1,
+    SCRATCH_GEMM_A_SHARED = 2,
+    SCRATCH_LINEAR_DZ = 3,
+    SCRATCH_SLOTS = 4
+};
 void *fastnn_scratch(int slot, size_t bytes);
 
 #define FASTNN_PRAGMA(text) _Pragma(#text)
