@@ -43,12 +43,22 @@ def get_num_threads() -> int:
     return _threads
 
 
+def _launch_with(threads: int) -> None:
+    """Set this Python thread's Numba thread count and dynamic scheduling.
+
+    Both settings are per calling thread, and calling them inside jitted code
+    would defeat the disk cache. Chunk size 1 hands out prange iterations (GEMM
+    tasks, row chunks) one at a time, so a thread the OS has descheduled does
+    not hold back a share of the work while the others wait at the barrier.
+    """
+    numba.set_num_threads(threads)
+    numba.set_parallel_chunksize(1)
+
+
 def _parallel(work: int) -> bool:
-    """Whether a kernel over ``work`` elements runs in parallel; if so, this thread's
-    Numba thread count is set first: numba.set_num_threads applies only to the
-    calling thread, and calling it inside jitted code would defeat the disk cache."""
+    """Whether a kernel over ``work`` elements runs in parallel (if so, set up for it)."""
     if _threads > 1 and work >= PARALLEL_MIN_ELEMENTS:
-        numba.set_num_threads(_threads)
+        _launch_with(_threads)
         return True
     return False
 
@@ -63,7 +73,7 @@ def _gemm_threads(n: int, k: int, m: int) -> int:
     if work < DIRECT_MAX_MULTIPLY_ADDS:
         return 0
     threads = _threads if work >= PARALLEL_MIN_MULTIPLY_ADDS else 1
-    numba.set_num_threads(threads)
+    _launch_with(threads)
     return threads
 
 
