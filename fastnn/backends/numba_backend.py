@@ -6,7 +6,7 @@ function here only picks a variant: small problems run a serial jitted kernel
 on the calling thread (a parallel launch costs microseconds, more than a tiny
 kernel), large ones the ``prange`` version on :func:`get_num_threads` threads.
 Compiled code is cached on disk (``cache=True``), so only the first run on a
-machine pays for compilation. Threading layer and thread count: see NUMBA.md.
+machine pays for compilation. Threading layer and thread count: see README.md, "numba".
 """
 
 from __future__ import annotations

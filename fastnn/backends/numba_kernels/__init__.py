@@ -1,7 +1,7 @@
 """Jitted kernels of the Numba backend, by topic; :mod:`fastnn.backends.numba_backend`
 is the module the registry loads and the only caller.
 
-Importing this package picks Numba's threading layer (see NUMBA.md beside it),
+Importing this package picks Numba's threading layer (see "The backends in detail" in README.md),
 so it must happen before any parallel kernel is compiled or loaded from cache.
 
 Every kernel is compiled with ``error_model="numpy"``: a division by zero gives
