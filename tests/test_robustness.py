@@ -122,3 +122,41 @@ def test_products_past_int32_are_indexed_correctly(backend):
     labels = np.zeros(HUGE_ROWS, np.int64)
     labels[-1] = HUGE_COLUMNS - 1
     assert ops.accuracy(scores, labels) == (HUGE_ROWS - 1) / HUGE_ROWS
+
+
+def test_bad_data_never_changes_a_model(backend):
+    """Every rejected fit/evaluate/predict leaves the weights exactly as they were."""
+    model = fastnn.Sequential([fastnn.Dense(6, "relu", input_dim=4), fastnn.Dense(3, "softmax")],
+                              seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = model.get_weights()
+    good_x, good_y = np.ones((5, 4), F32), np.zeros(5, np.int64)
+    bad_calls = [
+        lambda: model.fit(np.ones((5, 3), F32), good_y, verbose=0),
+        lambda: model.fit(good_x, np.full(5, 7), verbose=0),
+        lambda: model.fit(good_x, np.full(5, -1), verbose=0),
+        lambda: model.fit(good_x, good_y[:4], verbose=0),
+        lambda: model.fit(np.full((5, 4), np.inf, F32), good_y, verbose=0),
+        lambda: model.fit(np.zeros((0, 4), F32), good_y[:0], verbose=0),
+        lambda: model.evaluate(np.ones((5, 4, 1), F32), good_y, verbose=0),
+        lambda: model.predict(np.ones((5, 5), F32)),
+    ]
+    for call in bad_calls:
+        with pytest.raises((TypeError, ValueError)):
+            call()
+        for got, expected in zip(model.get_weights(), before):
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_model_accepts_read_only_misaligned_and_transposed_inputs(backend):
+    model = fastnn.Sequential([fastnn.Dense(6, "tanh", input_dim=4), fastnn.Dense(3, "softmax")],
+                              seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(F32).T  # (8, 4) view
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    misaligned = raw[1:].view(F32).reshape(8, 4)
+    misaligned[...] = x
+    x.flags.writeable = False
+    expected = model.predict(np.ascontiguousarray(x))
+    for view in (x, misaligned):
+        np.testing.assert_allclose(model.predict(view), expected, rtol=1e-6)
