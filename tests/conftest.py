@@ -38,6 +38,16 @@ def _keep_default_backend():
     registry._default_name = saved
 
 
+def oracle(function, *args, **kwargs):
+    """Run an ops function on float64 copies of the float arguments with the NumPy backend."""
+    def widen(value):
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return value.astype(np.float64)
+        return value
+    with fastnn.use_backend("numpy"):
+        return function(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
+
+
 def assert_close(got, expected, dtype, scale=1.0):
     """Compare a backend result with the float64 oracle at the dtype's tolerance.
 

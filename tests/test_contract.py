@@ -13,11 +13,10 @@ import zlib
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import ops
 from fastnn.backends.contract import ACTIVATIONS
 
-from conftest import assert_close
+from conftest import assert_close, oracle
 
 GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
     (1, 1, 1), (1, 17, 3), (3, 1, 17), (17, 3, 64), (64, 129, 17), (129, 64, 3),
@@ -32,16 +31,6 @@ FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
 def rng_for(*key) -> np.random.Generator:
     """A generator seeded by the test's own key, the same in every process."""
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def oracle(function, *args, **kwargs):
-    """Run an ops function on float64 copies of the float arguments with the NumPy backend."""
-    def widen(value):
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            return value.astype(np.float64)
-        return value
-    with fastnn.use_backend("numpy"):
-        return function(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
 
 
 # -- matmul ------------------------------------------------------------------

@@ -15,7 +15,7 @@ import fastnn
 from fastnn import ops
 from fastnn.backends.contract import ACTIVATIONS
 
-from conftest import BACKENDS, TOLERANCES
+from conftest import BACKENDS, TOLERANCES, oracle
 
 sizes = st.integers(1, 70)
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -44,13 +44,6 @@ def assert_matches(got, expected, dtype, scale):
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol,
                                atol=max(atol * scale, floor))
-
-
-def oracle(function, *args, **kwargs):
-    widen = lambda v: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" \
-        else v  # noqa: E731
-    with fastnn.use_backend("numpy"):
-        return function(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
 
 
 backends = pytest.mark.parametrize("backend_name", BACKENDS)
