@@ -9,25 +9,17 @@ reads them in place) and outputs are written into the given arrays.
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 NAME = "numpy"
 
 
 def set_num_threads(n: int) -> None:
-    """NumPy's BLAS sizes its own thread pool (OPENBLAS_NUM_THREADS /
-    OMP_NUM_THREADS); when threadpoolctl is installed, follow ``n`` too."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
+    """NumPy's BLAS keeps its own thread pool; threadpoolctl sizes it."""
     threadpool_limits(limits=n, user_api="blas")
 
 
 def get_num_threads() -> int:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return 1
     counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     return max(counts, default=1)
 
