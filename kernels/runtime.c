@@ -1,4 +1,5 @@
 /* runtime.c - thread count, per-thread scratch buffers, build description. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -37,20 +38,46 @@ int fastnn_threads_for(double work, double grain) {
 
 const char *fastnn_simd_name(void) { return FASTNN_SIMD_NAME; }
 
-static __thread struct {
+typedef struct {
     void *data;
     size_t bytes;
-} scratch_slots[SCRATCH_SLOTS];
+} scratch_slot;
+
+/* The slots of each OS thread live behind a pthread key, whose destructor frees them when the
+ * thread exits: a program that starts a Python thread per task would otherwise keep every
+ * finished thread's buffers (a few MB each) until the process ends. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+
+static void free_scratch_slots(void *slots) {
+    scratch_slot *slot = slots;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) free(slot[i].data);
+    free(slots);
+}
+
+static void create_scratch_key(void) { pthread_key_create(&scratch_key, free_scratch_slots); }
+
+static scratch_slot *this_thread_slots(void) {
+    pthread_once(&scratch_key_once, create_scratch_key);
+    scratch_slot *slots = pthread_getspecific(scratch_key);
+    if (!slots) {
+        slots = calloc(SCRATCH_SLOTS, sizeof *slots);
+        if (!slots || pthread_setspecific(scratch_key, slots) != 0)
+            abort(); /* out of memory for 64 bytes: nothing sensible to return */
+    }
+    return slots;
+}
 
 void *fastnn_scratch(int slot, size_t bytes) {
-    if (scratch_slots[slot].bytes < bytes) {
-        free(scratch_slots[slot].data);
+    scratch_slot *slots = this_thread_slots();
+    if (slots[slot].bytes < bytes) {
+        free(slots[slot].data);
         /* Round up to whole cache lines (aligned_alloc wants a multiple of the alignment) and
          * grow by half again, so a slowly growing request does not reallocate every call. */
         size_t size = (bytes + bytes / 2 + 63) & ~(size_t)63;
-        scratch_slots[slot].data = aligned_alloc(64, size);
-        scratch_slots[slot].bytes = scratch_slots[slot].data ? size : 0;
-        if (!scratch_slots[slot].data) abort(); /* out of memory: nothing sensible to return */
+        slots[slot].data = aligned_alloc(64, size);
+        slots[slot].bytes = slots[slot].data ? size : 0;
+        if (!slots[slot].data) abort(); /* out of memory: nothing sensible to return */
     }
-    return scratch_slots[slot].data;
+    return slots[slot].data;
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -74,3 +75,29 @@ def test_threads_keep_their_own_backend():
     for thread in threads:
         thread.join()
     assert seen == {name: name for name in names}
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif("c" not in fastnn.available_backends() or not os.path.exists("/proc/self"),
+                    reason="the C backend's per-thread buffers; Linux /proc to read memory")
+def test_finished_threads_give_back_their_kernel_buffers():
+    """Each thread running a GEMM gets packing buffers of its own (~2 MB here); they must be
+    freed when the thread ends, or a thread-per-task program grows without bound."""
+    a = np.ones((512, 512), np.float32)
+
+    def run_in_new_threads(count):
+        for _ in range(count):
+            thread = threading.Thread(target=lambda: ops.matmul(a, a))
+            thread.start()
+            thread.join()
+
+    with fastnn.use_backend("c"):
+        run_in_new_threads(10)  # the allocator's arenas reach their steady size
+        before = resident_bytes()
+        run_in_new_threads(60)
+        growth = resident_bytes() - before
+    assert growth < 16 * 2 ** 20, f"memory grew by {growth / 2 ** 20:.1f} MB over 60 threads"
