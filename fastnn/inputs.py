@@ -36,7 +36,9 @@ def features(argument: str, x, dtype: np.dtype, input_dim: Optional[int]) -> np.
     if x.shape[1] == 0:
         raise ValueError(f"{argument}: empty: no features (shape {x.shape})")
     x = np.ascontiguousarray(x, dtype=dtype)
-    if not np.isfinite(x).all():
+    # min and max propagate NaN and reach any infinity, and unlike isfinite(x).all() they
+    # make no temporary the size of x (47 MB for MNIST) on every fit.
+    if not (np.isfinite(x.min()) and np.isfinite(x.max())):
         raise ValueError(f"{argument}: contains NaN or infinity")
     return x
 

@@ -14,18 +14,11 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
-from .validation import (activation_name, float_array, label_array, non_empty_batch,
-                         output_array, positive_number, same_shape, writable_array)
+from .validation import (activation_name, finite_number, float_array, label_array,
+                         non_empty_batch, output_array, positive_number, same_shape,
+                         writable_array)
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def _finite_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
-    return float(value)
 
 
 def _reduction(reduction: str) -> str:
@@ -69,7 +62,7 @@ def linear_forward(x, w, b, activation: Optional[str] = "identity", alpha: float
     b = float_array("b", b, ndim=1, dtype=x.dtype)
     same_shape("b", b, (w.shape[1],))
     activation = activation_name(activation)
-    alpha = _finite_float("alpha", alpha)
+    alpha = finite_number("alpha", alpha)
     out = output_array("out", out, (x.shape[0], w.shape[1]), x.dtype)
     if x.shape[0]:
         get_backend().linear_forward(x, w, b, activation, alpha, out)
@@ -91,7 +84,7 @@ def linear_backward(x, w, y, dy, activation: Optional[str] = "identity", alpha: 
     same_shape("dy", dy, y.shape)
     non_empty_batch("x", x)
     activation = activation_name(activation)
-    alpha = _finite_float("alpha", alpha)
+    alpha = finite_number("alpha", alpha)
     dx = output_array("dx", dx, x.shape, x.dtype) if need_dx else None
     dw = output_array("dw", dw, w.shape, x.dtype)
     db = output_array("db", db, (w.shape[1],), x.dtype)

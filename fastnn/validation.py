@@ -107,11 +107,18 @@ def activation_name(activation) -> str:
     return activation
 
 
-def positive_number(name: str, value, allow_zero: bool = False) -> float:
+def finite_number(name: str, value) -> float:
+    """A real, finite scalar as a Python float (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name}: expected a number, got {_describe(value)}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return float(value)
+
+
+def positive_number(name: str, value, allow_zero: bool = False) -> float:
+    value = finite_number(name, value)
+    if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value}")
     return value
