@@ -52,44 +52,48 @@ static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, 
 }
 
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
- * ap (KC x MR panel) @ bp (KC x NR panel), added to its old value when `accumulate`; then
- * when `epilogue` is given, bias (the tile's first column's bias) and the activation. */
+ * op(A) (rows x kc) @ op(B) (kc x NR), added to its old value when `accumulate`; then when
+ * `epilogue` is given, bias (the tile's first column's bias) and the activation.
+ * op(A)[i][p] is a[i * a_row + p * a_step]: a packed panel has a_row = 1, a_step = MR; A read
+ * in place has (1, lda) when transposed, (lda, 1) otherwise. op(B)[p][j] is b[p * b_step + j]:
+ * b_step is NR for a packed panel, ldb for B read in place. */
 static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
-    const int rows, int64_t kc, const T *restrict ap, const T *restrict bp, T *restrict c,
-    int64_t ldc, int64_t mr, int64_t nr, int accumulate, const fastnn_epilogue *epilogue,
-    const T *bias) {
-    /* rows (a constant where this is inlined) <= GEMM_MR: the rows computed; the A panel
-     * keeps its stride of GEMM_MR. */
+    const int rows, const int nv, int64_t kc, const T *restrict a, const int64_t a_row,
+    const int64_t a_step,
+    const T *restrict b, int64_t b_step, T *restrict c, int64_t ldc, int64_t mr, int64_t nr,
+    int accumulate, const fastnn_epilogue *epilogue, const T *bias) {
+    /* rows <= GEMM_MR and nv <= GEMM_NV (constants where this is inlined): the rows and
+     * vectors of columns computed. */
     VEC acc[GEMM_MR][GEMM_NV];
     /* C's lines are needed after the loop; fetch them while it runs. */
 #pragma GCC unroll 16
     for (int i = 0; i < rows; i++)
         if (i < mr)
 #pragma GCC unroll 4
-            for (int v = 0; v < GEMM_NV; v++) __builtin_prefetch(c + i * ldc + v * VLEN, 1, 3);
+            for (int v = 0; v < nv; v++) __builtin_prefetch(c + i * ldc + v * VLEN, 1, 3);
 #pragma GCC unroll 16
     for (int i = 0; i < rows; i++)
 #pragma GCC unroll 4
-        for (int v = 0; v < GEMM_NV; v++) acc[i][v] = V(zero)();
+        for (int v = 0; v < nv; v++) acc[i][v] = V(zero)();
 
     for (int64_t p = 0; p < kc; p++) {
         VEC bv[GEMM_NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < GEMM_NV; v++) bv[v] = V(load)(bp + v * VLEN);
+        for (int v = 0; v < nv; v++) bv[v] = V(load)(b + v * VLEN);
 #pragma GCC unroll 16
         for (int i = 0; i < rows; i++) {
-            VEC av = V(set1)(ap[i]);
+            VEC av = V(set1)(a[i * a_row]);
 #pragma GCC unroll 4
-            for (int v = 0; v < GEMM_NV; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
+            for (int v = 0; v < nv; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
         }
-        ap += GEMM_MR;
-        bp += GEMM_NR;
+        a += a_step;
+        b += b_step;
     }
 
     VEC bias_v[GEMM_NV] = {0};
     if (epilogue) {
 #pragma GCC unroll 4
-        for (int v = 0; v < GEMM_NV; v++)
+        for (int v = 0; v < nv; v++)
             bias_v[v] = V(load_part)(bias + v * VLEN, nr - v * VLEN, 0);
     }
 #pragma GCC unroll 16
@@ -97,7 +101,7 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
         if (i >= mr) break;
         T *row = c + i * ldc;
 #pragma GCC unroll 4
-        for (int v = 0; v < GEMM_NV; v++) {
+        for (int v = 0; v < nv; v++) {
             int64_t cols = nr - v * VLEN;
             if (cols <= 0) break;
             VEC r = acc[i][v];
@@ -118,21 +122,40 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
     }
 }
 
-/* An edge tile of few rows runs a kernel of few rows: 128 = 9 x 14 + 2 rows then costs nine
- * full tiles and a small one, not ten full ones. */
-static void FN(gemm_micro_kernel)(int64_t kc, const T *restrict ap, const T *restrict bp,
-                                  T *restrict c, int64_t ldc, int64_t mr, int64_t nr,
-                                  int accumulate, const fastnn_epilogue *epilogue,
-                                  const T *bias) {
-    if (mr > GEMM_MR / 2)
-        FN(gemm_micro_kernel_rows)(GEMM_MR, kc, ap, bp, c, ldc, mr, nr, accumulate, epilogue,
-                                   bias);
+/* One tile; see gemm_micro_kernel_rows for the operands. Rows of A read in place
+ * (a_row != 1) must be a full tile: a kernel of MR rows reads all of them. Otherwise an edge
+ * tile of few rows runs a kernel of few rows: 128 = 9 x 14 + 2 rows then costs nine full
+ * tiles and a small one, not ten full ones. */
+static inline __attribute__((always_inline)) void FN(gemm_tile_nv)(
+    const int nv, int64_t kc, const T *restrict a, int64_t a_row, int64_t a_step,
+    const T *restrict b, int64_t b_step, T *restrict c, int64_t ldc, int64_t mr, int64_t nr,
+    int accumulate, const fastnn_epilogue *epilogue, const T *bias) {
+    if (a_row != 1)
+        FN(gemm_micro_kernel_rows)(GEMM_MR, nv, kc, a, a_row, 1, b, b_step, c, ldc, mr, nr,
+                                   accumulate, epilogue, bias);
+    else if (mr > GEMM_MR / 2)
+        FN(gemm_micro_kernel_rows)(GEMM_MR, nv, kc, a, 1, a_step, b, b_step, c, ldc, mr, nr,
+                                   accumulate, epilogue, bias);
     else if (mr > GEMM_MR / 4)
-        FN(gemm_micro_kernel_rows)(GEMM_MR / 2, kc, ap, bp, c, ldc, mr, nr, accumulate,
-                                   epilogue, bias);
+        FN(gemm_micro_kernel_rows)(GEMM_MR / 2, nv, kc, a, 1, a_step, b, b_step, c, ldc, mr,
+                                   nr, accumulate, epilogue, bias);
     else
-        FN(gemm_micro_kernel_rows)(GEMM_MR / 4, kc, ap, bp, c, ldc, mr, nr, accumulate,
-                                   epilogue, bias);
+        FN(gemm_micro_kernel_rows)(GEMM_MR / 4, nv, kc, a, 1, a_step, b, b_step, c, ldc, mr,
+                                   nr, accumulate, epilogue, bias);
+}
+
+/* A panel narrower than one vector (the 10 classes of an output layer) runs a kernel one
+ * vector wide: a full-width one would do NR / VLEN times the arithmetic. */
+static void FN(gemm_tile)(int64_t kc, const T *restrict a, int64_t a_row, int64_t a_step,
+                          const T *restrict b, int64_t b_step, T *restrict c, int64_t ldc,
+                          int64_t mr, int64_t nr, int accumulate,
+                          const fastnn_epilogue *epilogue, const T *bias) {
+    if (nr <= VLEN)
+        FN(gemm_tile_nv)(1, kc, a, a_row, a_step, b, b_step, c, ldc, mr, nr, accumulate,
+                         epilogue, bias);
+    else
+        FN(gemm_tile_nv)(GEMM_NV, kc, a, a_row, a_step, b, b_step, c, ldc, mr, nr, accumulate,
+                         epilogue, bias);
 }
 
 /* The K block: at most GEMM_KC, and the blocks as equal as possible, so no block is a thin
@@ -141,18 +164,116 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
     return fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_KC));
 }
 
-/* Everything one thread does; called inside the parallel region, or directly with one
- * thread. The `omp for` loops share the work among the team (a team of one runs all).
- * a_shared_packs: NULL to split rows among the threads; else two buffers for all of A (m
- * rows, mc = m rounded up to panels), packed by all threads, and the columns are split. */
-static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
-                            int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
-                            const fastnn_epilogue *epilogue, T *b_packs, int64_t mc,
-                            T *a_shared_packs) {
+/* C[:, panels first_panel..end_panel-1] (panels of NR columns) for few rows (m <= 2 GEMM_MC, as
+ * for the batch of an MLP): the work of one thread when the threads split the columns or K.
+ * Nothing is shared, so no thread ever waits for another:
+ *  - full row tiles read A in place (a few rows, reused from L1/L2 by every panel); the edge
+ *    tile (m not a multiple of MR) is packed, by each thread;
+ *  - B is read in place when it is not transposed, else each thread packs its own panels;
+ *    an edge panel (n not a multiple of NR) is always packed.
+ * Packing would cost about as much as the arithmetic here: every B panel serves only m / MR
+ * tiles. */
+static void FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                                    int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
+                                    int64_t ldc, const fastnn_epilogue *epilogue,
+                                    int64_t first_panel, int64_t end_panel) {
     int64_t kc_max = FN(gemm_kc)(k);
-    T *a_pack = a_shared_packs
-                    ? NULL
-                    : fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
+    int64_t m_direct = m / GEMM_MR * GEMM_MR; /* rows read in place */
+    T *a_edge = m_direct < m ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)GEMM_MR * kc_max * sizeof(T))
+                             : NULL;
+    T *b_pack = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)kc_max * GEMM_NR * sizeof(T));
+    const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+
+    for (int64_t pc = 0; pc < k; pc += kc_max) {
+        int64_t kc = fastnn_min(kc_max, k - pc);
+        int accumulate = pc > 0;
+        const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
+        if (a_edge) {
+            const T *src = trans_a ? a + pc * lda + m_direct : a + m_direct * lda + pc;
+            FN(pack_a_panel)(a_edge, src, lda, trans_a, m - m_direct, kc);
+        }
+        for (int64_t jp = first_panel; jp < end_panel; jp++) {
+            int64_t j = jp * GEMM_NR, nr = fastnn_min(GEMM_NR, n - j);
+            const T *bp = b_pack;
+            int64_t b_step = GEMM_NR;
+            if (!trans_b && nr == GEMM_NR) {
+                bp = b + pc * ldb + j;
+                b_step = ldb;
+            } else {
+                const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
+                FN(pack_b_panel)(b_pack, src, ldb, trans_b, nr, kc);
+            }
+            const T *tile_bias = bias ? bias + j : NULL;
+            for (int64_t i = 0; i < m_direct; i += GEMM_MR) {
+                if (trans_a) /* op(A)[i][p] = a[p * lda + i] */
+                    FN(gemm_tile)(kc, a + pc * lda + i, 1, lda, bp, b_step, c + i * ldc + j,
+                                  ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
+                else /* op(A)[i][p] = a[i * lda + p] */
+                    FN(gemm_tile)(kc, a + i * lda + pc, lda, 1, bp, b_step, c + i * ldc + j,
+                                  ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
+            }
+            if (a_edge)
+                FN(gemm_tile)(kc, a_edge, 1, GEMM_MR, bp, b_step, c + m_direct * ldc + j, ldc,
+                              m - m_direct, nr, accumulate, tile_epilogue, tile_bias);
+        }
+    }
+}
+
+/* Rows i0..i1-1 of C += the `count` partial products in `partials` (each m x n, row stride
+ * n), then the epilogue: the last step of a GEMM split along K. */
+static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int count, int64_t m,
+                                  int64_t n, int64_t i0, int64_t i1,
+                                  const fastnn_epilogue *epilogue) {
+    const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = 0; j < n; j += VLEN) {
+            int64_t cols = n - j;
+            VEC r = V(load_part)(c + i * ldc + j, cols, 0);
+            for (int q = 0; q < count; q++)
+                r = V(add)(r, V(load_part)(partials + q * m * n + i * n + j, cols, 0));
+            if (epilogue)
+                r = FN(activate)(V(add)(r, V(load_part)(bias + j, cols, 0)),
+                                 epilogue->activation, (T)epilogue->alpha);
+            V(store_part)(c + i * ldc + j, r, cols);
+        }
+}
+
+/* Few rows, B not transposed and a small C (a layer's forward pass over a batch, or its
+ * weight gradient): thread t computes the product over its share of K, rows k0..k1-1 of B,
+ * into C (t = 0) or a partial buffer; after one barrier each thread adds up a share of the
+ * rows and applies the epilogue. Splitting K rather than columns makes each thread read only
+ * the rows of B that it wrote itself in the optimizer step before (which splits the weights
+ * by rows too): splitting columns made each read half of its columns from the other core's
+ * cache, which cost the batch-32 forward pass of a 784-256 layer 40% of its time. */
+static void FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
+                             int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
+                             int64_t ldc, const fastnn_epilogue *epilogue) {
+    T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
+    int64_t n_panels = fastnn_ceil_div(n, GEMM_NR);
+#pragma omp parallel num_threads(threads)
+    {
+        int t = fastnn_team_index(), team = fastnn_team_size();
+        int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
+        T *dst = t == 0 ? c : partials + (t - 1) * m * n;
+        FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
+                                b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL, 0, n_panels);
+#pragma omp barrier
+        FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
+                              m * (t + 1) / team, epilogue);
+    }
+}
+
+/* The work of one thread when the threads split the rows, in blocks of mc (the loop nest of
+ * the header comment). B is packed by all threads together into b_packs (two buffers, used
+ * alternately: see below); each thread packs its own A blocks. Every panel of B then serves
+ * mc / MR tiles, which pays for its packing; reading B in place instead was as often slower
+ * as faster, by the rows of B that share L1 sets (a row stride of 1 or 4 KB). */
+static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                                 int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
+                                 int64_t ldc, const fastnn_epilogue *epilogue, T *b_packs,
+                                 int64_t mc) {
+    int64_t kc_max = FN(gemm_kc)(k);
+    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
     int64_t m_blocks = fastnn_ceil_div(m, mc);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
     int64_t b_pack_size = kc_max * fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
@@ -168,36 +289,7 @@ static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
             /* Packing into the buffer not used by the previous block needs no barrier before
              * it: everyone finished reading this buffer before the barrier that ended the
              * packing of the previous block. */
-            T *b_pack = b_packs + (block_index % 2) * b_pack_size;
-            if (a_shared_packs) {
-                /* Same argument for the two A buffers. */
-                T *a_shared = a_shared_packs + (block_index++ % 2) * mc * kc_max;
-                int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
-#pragma omp for schedule(static)
-                for (int64_t ip = 0; ip < m_panels; ip++) {
-                    int64_t i = ip * GEMM_MR;
-                    const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
-                    FN(pack_a_panel)(a_shared + i * kc, src, lda, trans_a,
-                                     fastnn_min(GEMM_MR, m - i), kc);
-                } /* implicit barrier: A is packed before anyone reads it */
-                /* Each thread packs and reads only its own B panels; schedule(static) keeps
-                 * a column panel, and so its tiles of C, with one thread in every K block. */
-#pragma omp for schedule(static) nowait
-                for (int64_t jp = 0; jp < n_panels; jp++) {
-                    int64_t jr = jp * GEMM_NR, j = jc + jr;
-                    const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
-                    T *bp = b_pack + jr * kc;
-                    FN(pack_b_panel)(bp, src, ldb, trans_b, fastnn_min(GEMM_NR, n - j), kc);
-                    for (int64_t ir = 0; ir < m; ir += GEMM_MR)
-                        FN(gemm_micro_kernel)(kc, a_shared + ir * kc, bp, c + ir * ldc + j, ldc,
-                                              fastnn_min(GEMM_MR, m - ir),
-                                              fastnn_min(GEMM_NR, nc - jr), accumulate,
-                                              tile_epilogue, bias ? bias + j : NULL);
-                }
-                continue;
-            }
-            block_index++;
-
+            T *b_pack = b_packs + (block_index++ % 2) * b_pack_size;
 #pragma omp for schedule(static)
             for (int64_t jp = 0; jp < n_panels; jp++) {
                 int64_t j = jc + jp * GEMM_NR;
@@ -220,14 +312,13 @@ static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                                      fastnn_min(GEMM_MR, m - i), kc);
                 }
                 for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+                    int64_t j = jc + jr, nr = fastnn_min(GEMM_NR, nc - jr);
                     const T *bp = b_pack + jr * kc;
-                    for (int64_t ir = 0; ir < mcur; ir += GEMM_MR) {
-                        FN(gemm_micro_kernel)(kc, a_pack + ir * kc, bp,
-                                              c + (ic + ir) * ldc + jc + jr, ldc,
-                                              fastnn_min(GEMM_MR, mcur - ir),
-                                              fastnn_min(GEMM_NR, nc - jr), accumulate,
-                                              tile_epilogue, bias ? bias + jc + jr : NULL);
-                    }
+                    for (int64_t ir = 0; ir < mcur; ir += GEMM_MR)
+                        FN(gemm_tile)(kc, a_pack + ir * kc, 1, GEMM_MR, bp, GEMM_NR,
+                                      c + (ic + ir) * ldc + j, ldc,
+                                      fastnn_min(GEMM_MR, mcur - ir), nr, accumulate,
+                                      tile_epilogue, bias ? bias + j : NULL);
                 }
             }
         }
@@ -237,40 +328,56 @@ static void FN(gemm_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
 /* Smallest job (in flops) worth a thread of its own; below it team start-up and the
  * barriers cost more than the thread saves. */
 #define GEMM_FLOPS_PER_THREAD 4.0e6
+/* Shortest share of K that a thread of a split-K product gets. */
+#define GEMM_SPLIT_K_MIN 32
 
 void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
                      const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
                      const fastnn_epilogue *epilogue) {
     int threads = fastnn_threads_for(2.0 * m * n * k, GEMM_FLOPS_PER_THREAD);
+    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
+
+    if (m <= 2 * GEMM_MC) { /* few rows (a batch) */
+        if (threads == 1) {
+            FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                                    0, n_panels);
+            return;
+        }
+        /* The partial products must stay small next to the work (at most 64 Ki numbers),
+         * and each thread's share of K long. */
+        if (!trans_b && (double)m * n <= 65536.0 && k >= GEMM_SPLIT_K_MIN * threads) {
+            FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
+            return;
+        }
+        if (n_panels >= 2 * threads) { /* enough columns to share */
+#pragma omp parallel num_threads(threads)
+            {
+                int t = fastnn_team_index(), team = fastnn_team_size();
+                FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                        epilogue, n_panels * t / team, n_panels * (t + 1) / team);
+            }
+            return;
+        }
+    }
+
     /* Rows go to threads in blocks of whole micro-panels: a multiple of `threads` blocks of
      * at most GEMM_MC rows, as equal as the panels allow. */
-    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
     if (threads > m_panels) threads = (int)m_panels;
     int64_t blocks = threads * fastnn_ceil_div(m_panels, threads * (GEMM_MC / GEMM_MR));
     int64_t mc = fastnn_ceil_div(m_panels, blocks) * GEMM_MR;
-
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
     T *b_packs = fastnn_scratch(SCRATCH_GEMM_B, 2 * (size_t)kc_max * nc_max * sizeof(T));
     if (threads == 1) {
-        FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc,
-                        NULL);
+        FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                             b_packs, mc);
         return;
     }
-    /* Split the columns when all rows fit one block but whole panels cannot give each
-     * thread the same rows (128 = 9 x 14 + 2 over 2 threads: 5 and 4.2 panels), and there
-     * are columns enough to share. */
-    T *a_shared_packs = NULL;
-    if (m <= GEMM_MC && (m_panels % threads != 0 || m % GEMM_MR != 0) &&
-        fastnn_ceil_div(n, GEMM_NR) >= 2 * threads) {
-        mc = m_panels * GEMM_MR;
-        a_shared_packs = fastnn_scratch(SCRATCH_GEMM_A_SHARED,
-                                        2 * (size_t)mc * kc_max * sizeof(T));
-    }
 #pragma omp parallel num_threads(threads)
-    FN(gemm_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs, mc,
-                    a_shared_packs);
+    FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs,
+                         mc);
 }
 
 #undef GEMM_NR
 #undef GEMM_FLOPS_PER_THREAD
+#undef GEMM_SPLIT_K_MIN

@@ -33,15 +33,21 @@ FASTNN_DECLARE_GEMM(f64, double)
  * between 1 and fastnn_get_num_threads(), so small jobs never start a thread team. */
 int fastnn_threads_for(double work, double grain);
 
+/* This thread's number in the innermost OpenMP team, and the team's size (0 and 1 outside
+ * a parallel region). */
+int fastnn_team_index(void);
+int fastnn_team_size(void);
+
 /* Scratch memory of this OS thread, 64-byte aligned, at least `bytes` long, kept and reused
  * across calls (so a training step allocates nothing). Each slot is an independent buffer;
  * a pointer stays valid until the same thread asks the same slot for more bytes. */
 enum {
     SCRATCH_GEMM_B = 0,
     SCRATCH_GEMM_A = 1,
-    SCRATCH_GEMM_A_SHARED = 2,
+    SCRATCH_GEMM_B_PANEL = 2,
     SCRATCH_LINEAR_DZ = 3,
-    SCRATCH_SLOTS = 4
+    SCRATCH_GEMM_PARTIAL = 4,
+    SCRATCH_SLOTS = 5
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

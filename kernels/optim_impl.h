@@ -1,8 +1,16 @@
 /* optim_impl.h - SGD and Adam steps in place, one pass over the arrays, for T
  * (template: see instantiate.h). Plain loops over a range: the compiler vectorizes them. */
 
-/* Elements per chunk: the unit handed to a thread. */
-#define OPTIM_CHUNK 32768
+/* Fewest elements worth a thread of their own. */
+#define OPTIM_GRAIN 32768
+
+/* Start of part `part` of `parts` equal contiguous parts of `size` elements, on a cache line
+ * (16 floats). One part per thread, in order, so a weight matrix (K, M) is split by rows
+ * as the GEMM splits K for the next forward pass: each thread then reads weights that are
+ * in its own core's cache. */
+static inline int64_t FN(optim_part_start)(int64_t size, int64_t part, int64_t parts) {
+    return part == parts ? size : fastnn_min(size, size * part / parts / 16 * 16);
+}
 
 static void FN(sgd_range)(T *restrict param, T *restrict velocity, const T *restrict grad,
                           int64_t begin, int64_t end, T lr, T momentum, int nesterov, T decay) {
@@ -26,10 +34,10 @@ static void FN(sgd_range)(T *restrict param, T *restrict velocity, const T *rest
 
 void FN(fastnn_sgd_step)(T *param, T *velocity, const T *grad, int64_t size, double lr,
                          double momentum, int nesterov, double weight_decay) {
-    int threads = fastnn_threads_for((double)size, 2.0 * OPTIM_CHUNK);
-    FASTNN_FOR(threads, chunk, fastnn_ceil_div(size, OPTIM_CHUNK),
-               FN(sgd_range)(param, velocity, grad, chunk * OPTIM_CHUNK,
-                             fastnn_min(size, (chunk + 1) * OPTIM_CHUNK), (T)lr, (T)momentum,
+    int threads = fastnn_threads_for((double)size, OPTIM_GRAIN);
+    FASTNN_FOR(threads, part, threads,
+               FN(sgd_range)(param, velocity, grad, FN(optim_part_start)(size, part, threads),
+                             FN(optim_part_start)(size, part + 1, threads), (T)lr, (T)momentum,
                              nesterov, (T)weight_decay););
 }
 
@@ -53,10 +61,10 @@ void FN(fastnn_adam_step)(T *param, T *m, T *v, const T *grad, int64_t size, dou
                           int64_t step) {
     T m_scale = (T)(1.0 / (1.0 - pow(beta1, (double)step)));
     T v_scale = (T)(1.0 / (1.0 - pow(beta2, (double)step)));
-    int threads = fastnn_threads_for((double)size, 2.0 * OPTIM_CHUNK);
-    FASTNN_FOR(threads, chunk, fastnn_ceil_div(size, OPTIM_CHUNK),
-               FN(adam_range)(param, m, v, grad, chunk * OPTIM_CHUNK,
-                              fastnn_min(size, (chunk + 1) * OPTIM_CHUNK), (T)lr, (T)beta1,
+    int threads = fastnn_threads_for((double)size, OPTIM_GRAIN);
+    FASTNN_FOR(threads, part, threads,
+               FN(adam_range)(param, m, v, grad, FN(optim_part_start)(size, part, threads),
+                              FN(optim_part_start)(size, part + 1, threads), (T)lr, (T)beta1,
                               (T)beta2, (T)eps, (T)weight_decay, m_scale, v_scale););
 }
-#undef OPTIM_CHUNK
+#undef OPTIM_GRAIN

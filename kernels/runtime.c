@@ -36,6 +36,22 @@ int fastnn_threads_for(double work, double grain) {
     return wanted < (double)most ? (int)wanted : most;
 }
 
+int fastnn_team_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int fastnn_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 const char *fastnn_simd_name(void) { return FASTNN_SIMD_NAME; }
 
 typedef struct {
