@@ -36,11 +36,24 @@ def features(argument: str, x, dtype: np.dtype, input_dim: Optional[int]) -> np.
     if x.shape[1] == 0:
         raise ValueError(f"{argument}: empty: no features (shape {x.shape})")
     x = np.ascontiguousarray(x, dtype=dtype)
-    # min and max propagate NaN and reach any infinity, and unlike isfinite(x).all() they
-    # make no temporary the size of x (47 MB for MNIST) on every fit.
-    if not (np.isfinite(x.min()) and np.isfinite(x.max())):
+    if not all_finite(x):
         raise ValueError(f"{argument}: contains NaN or infinity")
     return x
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Whether a C-contiguous float array holds no NaN or infinity, in one pass over it.
+
+    The sum of squares (one BLAS dot, multithreaded, at memory speed: about 15 ms for
+    60000 x 784 float32) is NaN or infinite when an element is, and finite otherwise unless
+    it overflows (elements beyond about 1e19 in float32); only then do min and max decide.
+    Both make no temporary the size of x, unlike isfinite(x).all().
+    """
+    flat = x.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.dot(flat, flat)):
+            return True
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
 
 
 def same_length(argument: str, y: np.ndarray, samples: int) -> None:

@@ -158,6 +158,9 @@ static void FN(gemm_tile)(int64_t kc, const T *restrict a, int64_t a_row, int64_
                          epilogue, bias);
 }
 
+/* The longest K block of gemm_columns_thread. */
+#define GEMM_COLUMNS_KC (4 * GEMM_KC)
+
 /* The K block: at most GEMM_KC, and the blocks as equal as possible, so no block is a thin
  * remainder that pays a full pass over C for little work (784 = 4 x 196, not 3 x 256 + 16). */
 static inline int64_t FN(gemm_kc)(int64_t k) {
@@ -167,20 +170,24 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
 /* C[:, panels first_panel..end_panel-1] (panels of NR columns) for few rows (m <= 2 GEMM_MC, as
  * for the batch of an MLP): the work of one thread when the threads split the columns or K.
  * Nothing is shared, so no thread ever waits for another:
- *  - full row tiles read A in place (a few rows, reused from L1/L2 by every panel); the edge
- *    tile (m not a multiple of MR) is packed, by each thread;
+ *  - A not transposed is read in place by the full row tiles (each row contiguous: a few
+ *    rows, reused from L1/L2 by every panel); A transposed, whose rows p of a tile would be a
+ *    row stride apart (1 KB for 256 columns: all in the same few L1 sets), and the edge tile
+ *    (m not a multiple of MR) are packed, by each thread;
  *  - B is read in place when it is not transposed, else each thread packs its own panels;
- *    an edge panel (n not a multiple of NR) is always packed.
- * Packing would cost about as much as the arithmetic here: every B panel serves only m / MR
- * tiles. */
+ *    an edge panel (n not a multiple of NR) is always packed. Packing would cost about as
+ *    much as the arithmetic here: every B panel serves only m / MR tiles.
+ * With nothing packed per K block to keep in cache, the K blocks are long (up to
+ * GEMM_COLUMNS_KC): each pass over C's tiles costs a load and a store of all of them. */
 static void FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                                     int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
                                     int64_t ldc, const fastnn_epilogue *epilogue,
                                     int64_t first_panel, int64_t end_panel) {
-    int64_t kc_max = FN(gemm_kc)(k);
-    int64_t m_direct = m / GEMM_MR * GEMM_MR; /* rows read in place */
-    T *a_edge = m_direct < m ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)GEMM_MR * kc_max * sizeof(T))
-                             : NULL;
+    int64_t kc_max = fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_COLUMNS_KC));
+    int64_t m_direct = trans_a ? 0 : m / GEMM_MR * GEMM_MR; /* rows read in place */
+    int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
+    T *a_pack = m_packed ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)m_packed * kc_max * sizeof(T))
+                         : NULL;
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)kc_max * GEMM_NR * sizeof(T));
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
 
@@ -188,9 +195,10 @@ static void FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a,
         int64_t kc = fastnn_min(kc_max, k - pc);
         int accumulate = pc > 0;
         const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
-        if (a_edge) {
-            const T *src = trans_a ? a + pc * lda + m_direct : a + m_direct * lda + pc;
-            FN(pack_a_panel)(a_edge, src, lda, trans_a, m - m_direct, kc);
+        for (int64_t i = m_direct; i < m; i += GEMM_MR) {
+            const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
+            FN(pack_a_panel)(a_pack + (i - m_direct) * kc, src, lda, trans_a,
+                             fastnn_min(GEMM_MR, m - i), kc);
         }
         for (int64_t jp = first_panel; jp < end_panel; jp++) {
             int64_t j = jp * GEMM_NR, nr = fastnn_min(GEMM_NR, n - j);
@@ -204,17 +212,13 @@ static void FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a,
                 FN(pack_b_panel)(b_pack, src, ldb, trans_b, nr, kc);
             }
             const T *tile_bias = bias ? bias + j : NULL;
-            for (int64_t i = 0; i < m_direct; i += GEMM_MR) {
-                if (trans_a) /* op(A)[i][p] = a[p * lda + i] */
-                    FN(gemm_tile)(kc, a + pc * lda + i, 1, lda, bp, b_step, c + i * ldc + j,
-                                  ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
-                else /* op(A)[i][p] = a[i * lda + p] */
-                    FN(gemm_tile)(kc, a + i * lda + pc, lda, 1, bp, b_step, c + i * ldc + j,
-                                  ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
-            }
-            if (a_edge)
-                FN(gemm_tile)(kc, a_edge, 1, GEMM_MR, bp, b_step, c + m_direct * ldc + j, ldc,
-                              m - m_direct, nr, accumulate, tile_epilogue, tile_bias);
+            for (int64_t i = 0; i < m_direct; i += GEMM_MR) /* op(A)[i][p] = a[i * lda + p] */
+                FN(gemm_tile)(kc, a + i * lda + pc, lda, 1, bp, b_step, c + i * ldc + j, ldc,
+                              GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
+            for (int64_t i = m_direct; i < m; i += GEMM_MR)
+                FN(gemm_tile)(kc, a_pack + (i - m_direct) * kc, 1, GEMM_MR, bp, b_step,
+                              c + i * ldc + j, ldc, fastnn_min(GEMM_MR, m - i), nr, accumulate,
+                              tile_epilogue, tile_bias);
         }
     }
 }
@@ -381,3 +385,4 @@ void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, i
 #undef GEMM_NR
 #undef GEMM_FLOPS_PER_THREAD
 #undef GEMM_SPLIT_K_MIN
+#undef GEMM_COLUMNS_KC

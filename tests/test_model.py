@@ -180,6 +180,23 @@ def test_fit_checks_its_data_and_names_the_argument(x, y, message):
         classifier().fit(x, y, verbose=0)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_non_finite_feature_is_found(bad, dtype):
+    x = np.ones((50, 4))
+    x[37, 2] = bad
+    with pytest.raises(ValueError, match="x: contains NaN or infinity"):
+        Sequential([Dense(3, "softmax")], dtype=dtype).predict(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_huge_finite_features_are_accepted(dtype):
+    """Their sum of squares overflows: the quick check must defer to the exact one."""
+    x = np.ones((50, 4))
+    x[3, 1], x[4, 0] = np.finfo(dtype).max, -np.finfo(dtype).max
+    assert Sequential([Dense(3, "softmax")], dtype=dtype).predict(x).shape == (50, 3)
+
+
 def test_fit_checks_its_settings():
     x, y = blobs(10)
     model = classifier()
