@@ -42,18 +42,22 @@ def features(argument: str, x, dtype: np.dtype, input_dim: Optional[int]) -> np.
 
 
 def all_finite(x: np.ndarray) -> bool:
-    """Whether a C-contiguous float array holds no NaN or infinity, in one pass over it.
+    """Whether a C-contiguous array holds no NaN or infinity, in one pass over memory.
 
-    The sum of squares (one BLAS dot, multithreaded, at memory speed: about 15 ms for
-    60000 x 784 float32) is NaN or infinite when an element is, and finite otherwise unless
-    it overflows (elements beyond about 1e19 in float32); only then do min and max decide.
-    Both make no temporary the size of x, unlike isfinite(x).all().
+    min propagates NaN and max reaches +inf (min -inf), so the extremes decide. They are
+    taken a chunk of 1 MB at a time, so the second reduction reads the chunk from cache:
+    one pass over RAM (about 16 ms for 60000 x 784 float32, against 24 for x.min() and
+    x.max()), and no temporary the size of x, unlike isfinite(x).all(). (A BLAS dot would be
+    faster still, but OpenBLAS's threads keep spinning for up to 0.1 s after it, taking a
+    core from the training that follows.)
     """
     flat = x.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.dot(flat, flat)):
-            return True
-    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+    step = (1 << 20) // max(x.itemsize, 1)
+    for start in range(0, flat.size, step):
+        chunk = flat[start:start + step]
+        if not (np.isfinite(chunk.min()) and np.isfinite(chunk.max())):
+            return False
+    return True
 
 
 def same_length(argument: str, y: np.ndarray, samples: int) -> None:
