@@ -278,7 +278,12 @@ static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, in
                                  int64_t mc) {
     int64_t kc_max = FN(gemm_kc)(k);
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
-    int64_t m_blocks = fastnn_ceil_div(m, mc);
+    /* This thread's rows: an equal share of the micro-panels, the same in every K block, so
+     * each tile of C is accumulated by one thread only. */
+    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
+    int team = fastnn_team_size(), t = fastnn_team_index();
+    int64_t first_row = m_panels * t / team * GEMM_MR;
+    int64_t end_row = fastnn_min(m, m_panels * (t + 1) / team * GEMM_MR);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
     int64_t b_pack_size = kc_max * fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
     int64_t block_index = 0;
@@ -302,13 +307,10 @@ static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, in
                                  fastnn_min(GEMM_NR, n - j), kc);
             } /* implicit barrier: B is packed before anyone reads it */
 
-            /* nowait: the next block's packing barrier is the only synchronisation needed.
-             * schedule(static) with the same trip count gives each thread the same rows in
-             * every K block, so each tile of C is accumulated by one thread only. */
-#pragma omp for schedule(static) nowait
-            for (int64_t block = 0; block < m_blocks; block++) {
-                int64_t ic = block * mc;
-                int64_t mcur = fastnn_min(mc, m - ic);
+            /* No barrier after the tiles: the next block's packing barrier is the only
+             * synchronisation needed. */
+            for (int64_t ic = first_row; ic < end_row; ic += mc) {
+                int64_t mcur = fastnn_min(mc, end_row - ic);
                 for (int64_t ir = 0; ir < mcur; ir += GEMM_MR) {
                     int64_t i = ic + ir;
                     const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
@@ -364,11 +366,13 @@ void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, i
         }
     }
 
-    /* Rows go to threads in blocks of whole micro-panels: a multiple of `threads` blocks of
-     * at most GEMM_MC rows, as equal as the panels allow. */
+    /* Each thread gets an equal share of the micro-panels of rows (1024 rows over 2 threads:
+     * 37 + 37 panels, not 39 + 35 as in equal blocks dealt out in turn), in blocks of at most
+     * GEMM_MC rows, as equal as the panels allow. */
     if (threads > m_panels) threads = (int)m_panels;
-    int64_t blocks = threads * fastnn_ceil_div(m_panels, threads * (GEMM_MC / GEMM_MR));
-    int64_t mc = fastnn_ceil_div(m_panels, blocks) * GEMM_MR;
+    int64_t thread_panels = fastnn_ceil_div(m_panels, threads);
+    int64_t thread_blocks = fastnn_ceil_div(thread_panels, GEMM_MC / GEMM_MR);
+    int64_t mc = fastnn_ceil_div(thread_panels, thread_blocks) * GEMM_MR;
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
     T *b_packs = fastnn_scratch(SCRATCH_GEMM_B, 2 * (size_t)kc_max * nc_max * sizeof(T));
