@@ -9,6 +9,7 @@ row of the same group, measured in the same run.
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 
 import pytest
@@ -18,9 +19,21 @@ import fastnn
 THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
 IMPLEMENTATIONS = fastnn.available_backends() + ["torch"]
 
+#: Seconds every benchmark waits before it starts. After a call, OpenBLAS's threads spin for up
+#: to 0.1 s (2^28 cycles: OPENBLAS_THREAD_TIMEOUT) and OpenMP's (ours, Numba's, PyTorch's) for
+#: milliseconds; on a 2-core machine they take a core from whatever runs next, so without the
+#: pause a row's time depended on which library the row before it used.
+SETTLE_SECONDS = 0.3
+
 
 def pytest_configure(config):
     fastnn.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def settle(request):
+    if not request.config.getoption("benchmark_disable", False):
+        time.sleep(SETTLE_SECONDS)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -1,17 +1,25 @@
 /* gemm_impl.h - C = op(A) @ op(B) (+ bias, activation), for T (template: see instantiate.h).
  *
- * The BLIS/GotoBLAS layering, block sizes from instantiate.h (NR = GEMM_NV vectors):
+ * Three ways to share the work, chosen by fastnn_gemm from the shape:
+ *
+ * Many rows (m > 2 GEMM_MC): the BLIS/GotoBLAS layering, gemm_rows_thread; block sizes from
+ * instantiate.h (NR = GEMM_NV vectors):
  *   jc over n in GEMM_NC       a panel of columns of B and C
  *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels (shared
- *                              by all threads; lives in L3; two buffers, alternately, so
- *                              one barrier per block suffices: see gemm_thread)
- *     ic over m in mc          threads split this loop; pack op(A)[ic:+mc, pc:+KC] into
- *                              MR x KC micro-panels (private to the thread; lives in L2)
- *                              - or, when m is one small block (batch 128 of an MLP) and
- *                              rows cannot be split evenly in whole panels, the threads pack
- *                              all of A together and split the jr loop instead
+ *                              by all threads; two buffers, alternately, so one barrier per
+ *                              block suffices)
+ *     ic over m in mc          each thread its own equal share of the rows; pack
+ *                              op(A)[ic:+mc, pc:+KC] into MR x KC micro-panels (private to
+ *                              the thread; lives in L2)
  *      jr over NC in NR        one B micro-panel, reused from L1 by every ir
  *       ir over mc in MR       micro-kernel: an MR x NR tile of C, in registers
+ *
+ * Few rows (a batch of an MLP), gemm_columns_thread: A not transposed and B not transposed
+ * are read in place, the rest is packed per thread, and nothing is shared:
+ *   - split K (gemm_split_k) when B is not transposed and C is small: each thread multiplies
+ *     its share of K, then the partial products are added up with the epilogue;
+ *   - otherwise the threads split the columns.
+ *
  * Packing reads op(A) and op(B) through their strides, so a transposed operand is never
  * copied as a whole; it pads edge panels with zeros, so the micro-kernel always computes a
  * full tile and only its loads and stores of C are cut to the edge. The last K block
