@@ -25,6 +25,10 @@ GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
     # panels and several K blocks: columns split with rows between one and two row blocks;
     # rows split with B read in place (a narrow B); rows split with B packed (a wide B)
     (300, 800, 96), (600, 500, 100), (520, 300, 1100),
+    # at the C GEMM's switches between paths (float32 / float64 block sizes differ): m at
+    # 2 GEMM_MC (504 / 280) and just past it, an output of exactly 64 Ki numbers, the shortest
+    # K that is split, and too short a K to split
+    (504, 70, 130), (505, 130, 64), (280, 120, 130), (256, 64, 256), (64, 63, 1024),
 ]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
                  (1000, 129, 3), (64, 3, 1000)]
