@@ -263,9 +263,9 @@ class Sequential:
         optimizer_step = self.optimizer.step
         counting = bool(self.metrics)
         for step, (workspace, rows, _) in enumerate(schedule):
-            if rows is not None:
-                workspace.load_rows(rows)
             backend = get_backend()
+            if rows is not None:
+                workspace.load_rows(backend, rows)
             workspace.forward(backend, True)
             loss = workspace.loss_value(backend, True)
             if not math.isfinite(loss):
@@ -287,9 +287,9 @@ class Sequential:
     def _evaluate_schedule(self, schedule: Schedule) -> Dict[str, float]:
         totals = _Totals(self.metrics, self._metric(), self.output_units)
         for workspace, rows, _ in schedule:
-            if rows is not None:
-                workspace.load_rows(rows)
             backend = get_backend()
+            if rows is not None:
+                workspace.load_rows(backend, rows)
             workspace.forward(backend, False)
             totals.loss_sum += workspace.loss_value(backend, False) * workspace.batch
             totals.samples += workspace.batch
@@ -321,9 +321,9 @@ class Sequential:
         result = np.empty((len(x), self.output_units), self.dtype)
         schedule = self._schedule((x, None, None), batch, False, np.arange(len(x)), None)
         for workspace, rows, start in schedule:
-            if rows is not None:
-                workspace.load_rows(rows)
             backend = get_backend()
+            if rows is not None:
+                workspace.load_rows(backend, rows)
             result[start:start + workspace.batch] = workspace.forward(backend, False)
         output = self.layers[-1]
         if isinstance(output, Dense):

@@ -190,6 +190,32 @@ def accuracy(scores, target) -> float:
     return get_backend().count_correct(scores, labels) / scores.shape[0]
 
 
+def take_rows(source, index, out=None) -> np.ndarray:
+    """``source[index]``: the rows ``index`` (integers, (N,), each in [0, R)) of source (R, ...),
+    of any numeric dtype, into out (N, ...) of source's dtype."""
+    if not isinstance(source, np.ndarray):
+        source = np.asarray(source)
+    if source.ndim == 0 or source.dtype.kind not in "biuf":
+        raise TypeError(f"source: expected a numeric array of rows, got dtype {source.dtype} "
+                        f"and shape {source.shape}")
+    source = np.require(source, requirements=["C", "A"])
+    index = np.asarray(index)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"index: expected integer row numbers, got dtype {index.dtype}")
+    if index.ndim != 1:
+        raise ValueError(f"index: expected a 1-D array of row numbers, got shape {index.shape}")
+    non_empty_batch("index", index)
+    low, high = index.min(), index.max()
+    if low < 0 or high >= source.shape[0]:
+        bad = int(low) if low < 0 else int(high)
+        raise ValueError(f"index: row numbers must lie in [0, {source.shape[0]}), got {bad}")
+    index = np.ascontiguousarray(index, dtype=np.int64)
+    out = output_array("out", out, (len(index),) + source.shape[1:], source.dtype)
+    if out.size:
+        get_backend().take_rows(source, index, out)
+    return out
+
+
 def _parameter(param) -> np.ndarray:
     """A parameter updated in place: a writable, C-contiguous float array."""
     if not isinstance(param, np.ndarray) or param.dtype not in FLOAT_DTYPES:

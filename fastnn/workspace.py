@@ -60,11 +60,11 @@ class Workspace:
             self._backward = tuple(reversed(tuple(zip(layers, inputs, outputs, grads,
                                                       input_grads, scratch))))
 
-    def load_rows(self, index: np.ndarray) -> None:
-        """Copy rows ``index`` (int64, length ``batch``) of the data into the batch buffers."""
+    def load_rows(self, backend, index: np.ndarray) -> None:
+        """Copy rows ``index`` (int64, length ``batch``, each a row of the data) of the data
+        into the batch buffers."""
         for source, buffer in self._copies:
-            # mode="clip" writes straight into ``out``; "raise" would buffer a copy first.
-            source.take(index, axis=0, out=buffer, mode="clip")
+            backend.take_rows(source, index, buffer)
 
     def forward(self, backend, training: bool) -> np.ndarray:
         """Run every layer on the batch; returns the output layer's result (N, M)."""

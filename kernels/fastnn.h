@@ -80,6 +80,11 @@ int64_t fastnn_count_correct_f32(const float *scores, const int64_t *labels, int
 int64_t fastnn_count_correct_f64(const double *scores, const int64_t *labels, int64_t n,
                                  int64_t c);
 
+/* out[i] = source[index[i]] for i < n: rows of row_bytes bytes (any element type); every
+ * index in [0, rows of source). */
+void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64_t n,
+                      int64_t row_bytes);
+
 /* In-place optimizer steps over `size` elements (PyTorch semantics, see the contract).
  * velocity is NULL exactly when momentum == 0. */
 void fastnn_sgd_step_f32(float *param, float *velocity, const float *grad, int64_t size,

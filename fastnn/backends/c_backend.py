@@ -132,6 +132,12 @@ def count_correct(scores, labels):
                            *scores.shape)
 
 
+def take_rows(source, index, out):
+    lib.fastnn_take_rows(_from_buffer("char[]", out), _from_buffer("char[]", source),
+                         _from_buffer(_LABELS, index), out.shape[0],
+                         out.itemsize * (out.size // out.shape[0]))
+
+
 def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     k = _BY_DTYPE[param.dtype]
     t = k.array_type

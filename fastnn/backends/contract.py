@@ -139,6 +139,16 @@ class Backend(Protocol):
         maximum, as ``numpy.argmax``.
         """
 
+    # -- data ----------------------------------------------------------------
+
+    def take_rows(self, source: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+        """``out[i] = source[index[i]]``: gathers the rows of a batch.
+
+        source: (R, ...) of any dtype (features, labels, target rows); index:
+        int64 (N,), every entry in [0, R), repeats allowed; out: (N, ...) of
+        source's dtype and row shape.
+        """
+
     # -- optimizer steps (in place) -----------------------------------------
 
     def sgd_step(self, param: np.ndarray, grad: np.ndarray,
@@ -170,6 +180,6 @@ class Backend(Protocol):
 #: Names every backend module must define, checked when it is registered.
 KERNEL_NAMES = (
     "matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
-    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "sgd_step",
+    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "take_rows", "sgd_step",
     "adam_step", "set_num_threads", "get_num_threads",
 )

@@ -147,6 +147,18 @@ def count_correct(scores, labels):
     return int(pointwise.count_correct_rows(scores, labels, 0, scores.shape[0]))
 
 
+# -- data ------------------------------------------------------------------------------
+
+def take_rows(source, index, out):
+    # As 2-D arrays of rows, so that one compiled kernel per dtype serves any row shape.
+    source_rows = source.reshape(source.shape[0], -1)
+    out_rows = out.reshape(out.shape[0], -1)
+    if _parallel(out.size):
+        pointwise.take_rows_parallel(source_rows, index, out_rows, _threads)
+    else:
+        pointwise.take_rows_range(source_rows, index, out_rows, 0, out.shape[0])
+
+
 # -- optimizer steps (in place) ---------------------------------------------------------
 
 def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):

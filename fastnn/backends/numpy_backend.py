@@ -121,6 +121,12 @@ def count_correct(scores, labels):
     return int(np.count_nonzero(scores.argmax(axis=1) == labels))
 
 
+def take_rows(source, index, out):
+    # mode="clip" writes straight into out ("raise" would buffer a copy first); the
+    # indices were checked, so it clips nothing.
+    np.take(source, index, axis=0, out=out, mode="clip")
+
+
 def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     g = grad + weight_decay * param if weight_decay else grad
     if velocity is not None:

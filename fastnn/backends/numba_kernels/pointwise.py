@@ -1,5 +1,5 @@
 """Kernels that treat each row (or element) on its own: mean squared error,
-one-hot encoding, counting correct argmax predictions.
+one-hot encoding, counting correct argmax predictions, gathering rows.
 
 As in softmax_xent, ``*_rows`` run serially over rows start..stop and
 ``*_parallel`` split the rows among ``threads`` threads.
@@ -80,3 +80,18 @@ def count_correct_parallel(scores, labels, threads):
         start, stop = chunk_bounds(scores.shape[0], threads, task)
         partial[task] = count_correct_rows(scores, labels, start, stop)
     return partial.sum()
+
+
+@njit(cache=True, error_model="numpy")
+def take_rows_range(source, index, out, start, stop):
+    """``out[i] = source[index[i]]`` for rows start..stop; source (R, W), out (N, W) of one
+    dtype (rows flattened), index int64 (N,)."""
+    for i in range(start, stop):
+        out[i, :] = source[index[i], :]
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def take_rows_parallel(source, index, out, threads):
+    for task in prange(threads):
+        start, stop = chunk_bounds(out.shape[0], threads, task)
+        take_rows_range(source, index, out, start, stop)
