@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from .backends import get_backend
+
 
 def features(argument: str, x, dtype: np.dtype, input_dim: Optional[int]) -> np.ndarray:
     """``x`` as a C-contiguous (N, input_dim) array of ``dtype``; N >= 1, all finite.
@@ -36,28 +38,11 @@ def features(argument: str, x, dtype: np.dtype, input_dim: Optional[int]) -> np.
     if x.shape[1] == 0:
         raise ValueError(f"{argument}: empty: no features (shape {x.shape})")
     x = np.ascontiguousarray(x, dtype=dtype)
-    if not all_finite(x):
+    # The current backend's kernel: one pass over memory (C: both threads, about 10 ms for
+    # 60000 x 784 float32).
+    if not get_backend().all_finite(x):
         raise ValueError(f"{argument}: contains NaN or infinity")
     return x
-
-
-def all_finite(x: np.ndarray) -> bool:
-    """Whether a C-contiguous array holds no NaN or infinity, in one pass over memory.
-
-    min propagates NaN and max reaches +inf (min -inf), so the extremes decide. They are
-    taken a chunk of 1 MB at a time, so the second reduction reads the chunk from cache:
-    one pass over RAM (about 16 ms for 60000 x 784 float32, against 24 for x.min() and
-    x.max()), and no temporary the size of x, unlike isfinite(x).all(). (A BLAS dot would be
-    faster still, but OpenBLAS's threads keep spinning for up to 0.1 s after it, taking a
-    core from the training that follows.)
-    """
-    flat = x.reshape(-1)
-    step = (1 << 20) // max(x.itemsize, 1)
-    for start in range(0, flat.size, step):
-        chunk = flat[start:start + step]
-        if not (np.isfinite(chunk.min()) and np.isfinite(chunk.max())):
-            return False
-    return True
 
 
 def same_length(argument: str, y: np.ndarray, samples: int) -> None:

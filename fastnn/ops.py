@@ -190,6 +190,13 @@ def accuracy(scores, target) -> float:
     return get_backend().count_correct(scores, labels) / scores.shape[0]
 
 
+def all_finite(x) -> bool:
+    """Whether no element of the float array x (any shape, not empty) is NaN or infinite."""
+    x = float_array("x", x)
+    non_empty_batch("x", x)
+    return get_backend().all_finite(x)
+
+
 def take_rows(source, index, out=None) -> np.ndarray:
     """``source[index]``: the rows ``index`` (integers, (N,), each in [0, R)) of source (R, ...),
     of any numeric dtype, into out (N, ...) of source's dtype."""

@@ -80,6 +80,10 @@ int64_t fastnn_count_correct_f32(const float *scores, const int64_t *labels, int
 int64_t fastnn_count_correct_f64(const double *scores, const int64_t *labels, int64_t n,
                                  int64_t c);
 
+/* 1 when no element of x (size elements) is NaN or infinite, else 0. */
+int fastnn_all_finite_f32(const float *x, int64_t size);
+int fastnn_all_finite_f64(const double *x, int64_t size);
+
 /* out[i] = source[index[i]] for i < n: rows of row_bytes bytes (any element type); every
  * index in [0, rows of source). */
 void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64_t n,

@@ -1,4 +1,4 @@
-/* misc.c - mse, one_hot and count_correct (misc_impl.h) in float32 and float64. */
+/* misc.c - mse, one_hot, count_correct and all_finite (misc_impl.h) in float32 and float64. */
 #include <string.h>
 
 #include "internal.h"

@@ -1,4 +1,4 @@
-/* misc_impl.h - mse, one_hot, count_correct, for T (template: see instantiate.h). */
+/* misc_impl.h - mse, one_hot, count_correct, all_finite, for T (template: see instantiate.h). */
 
 /* Elements per chunk: the unit of threading, and of float64 accumulation of T partial sums. */
 #define MISC_CHUNK 4096
@@ -43,5 +43,23 @@ int64_t FN(fastnn_count_correct)(const T *scores, const int64_t *labels, int64_t
             if (row[j] > row[best]) best = j;
         correct += best == labels[i];);
     return correct;
+}
+/* The sum of x - x over the array is 0 when every element is finite and NaN otherwise (inf - inf
+ * is NaN): branch-free, so it runs at memory speed. (Built without -ffast-math, the compiler
+ * may not fold x - x to 0.) */
+int FN(fastnn_all_finite)(const T *x, int64_t size) {
+    int64_t chunks = fastnn_ceil_div(size, MISC_CHUNK);
+    int threads = fastnn_threads_for((double)size, 1 << 18);
+    int64_t bad_chunks = 0;
+    FASTNN_FOR_SUM(threads, chunk, chunks, bad_chunks,
+        int64_t end = fastnn_min(size, (chunk + 1) * MISC_CHUNK);
+        VEC acc = V(zero)();
+        for (int64_t j = chunk * MISC_CHUNK; j < end; j += VLEN) {
+            VEC v = end - j >= VLEN ? V(load)(x + j) : V(load_part)(x + j, end - j, 0);
+            acc = V(add)(acc, V(sub)(v, v));
+        }
+        T total = V(hsum)(acc);
+        bad_chunks += total != 0 || total != total;);
+    return bad_chunks == 0;
 }
 #undef MISC_CHUNK

@@ -41,6 +41,26 @@ def rng_for(*key) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+# -- all_finite ----------------------------------------------------------------
+
+NON_FINITE_CASES = [(None, None)] + [(bad, where) for bad in (np.nan, np.inf, -np.inf)
+                                      for where in ("first", "middle", "last")]
+
+
+@pytest.mark.parametrize("size", [1, 17, 4099, (1 << 20) + 3], ids=str)
+@pytest.mark.parametrize("bad,where", NON_FINITE_CASES, ids=str)
+def test_all_finite(backend, dtype, size, bad, where):
+    """Exactly np.isfinite(x).all(), for a single bad element anywhere (the largest size runs
+    on two threads); huge finite values are finite."""
+    rng = rng_for("all_finite", size)
+    x = (rng.standard_normal(size) * 1e3).astype(dtype)
+    if size > 1:
+        x[size // 3], x[-1] = np.finfo(dtype).max, -np.finfo(dtype).max
+    if bad is not None:
+        x[{"first": 0, "middle": size // 2, "last": size - 1}[where]] = bad
+    assert ops.all_finite(x.reshape(1, -1)) is bool(np.isfinite(x).all())
+
+
 # -- take_rows -----------------------------------------------------------------
 
 @pytest.mark.parametrize("row_shape", [(), (5,), (3, 4), (784,)], ids=str)

@@ -50,6 +50,8 @@ CASES = {
     "backward empty batch": (lambda: ops.linear_backward(ones(0, 3), ones(3, 5), ones(0, 5),
                                                          ones(0, 5)), ValueError, ["x:", "empty"]),
     "softmax rank": (lambda: ops.softmax(ones(2, 3, 4)), ValueError, ["x:", "3-D"]),
+    "all_finite int dtype": (lambda: ops.all_finite(np.ones(3, int)), TypeError, ["x:", "int64"]),
+    "all_finite empty": (lambda: ops.all_finite(ones(0, 3)), ValueError, ["x:", "empty"]),
     "take_rows index range": (lambda: ops.take_rows(ones(4, 2), np.array([0, 4])), ValueError,
                               ["index", "[0, 4)", "4"]),
     "take_rows negative index": (lambda: ops.take_rows(ones(4, 2), np.array([-1])), ValueError,

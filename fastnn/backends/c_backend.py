@@ -47,7 +47,7 @@ class _Kernels:
     def __init__(self, suffix: str, ctype: str):
         self.array_type = f"{ctype}[]"
         for name in ("matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
-                     "xent_labels", "xent_probs", "mse", "one_hot", "count_correct",
+                     "xent_labels", "xent_probs", "mse", "one_hot", "count_correct", "all_finite",
                      "sgd_step", "adam_step"):
             setattr(self, name, getattr(lib, f"fastnn_{name}_{suffix}"))
 
@@ -130,6 +130,11 @@ def count_correct(scores, labels):
     k = _BY_DTYPE[scores.dtype]
     return k.count_correct(_from_buffer(k.array_type, scores), _from_buffer(_LABELS, labels),
                            *scores.shape)
+
+
+def all_finite(x):
+    k = _BY_DTYPE[x.dtype]
+    return bool(k.all_finite(_from_buffer(k.array_type, x), x.size))
 
 
 def take_rows(source, index, out):

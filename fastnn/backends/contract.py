@@ -141,6 +141,10 @@ class Backend(Protocol):
 
     # -- data ----------------------------------------------------------------
 
+    def all_finite(self, x: np.ndarray) -> bool:
+        """Whether no element of x (float, any shape, treated as flat; not empty) is NaN or
+        infinite."""
+
     def take_rows(self, source: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
         """``out[i] = source[index[i]]``: gathers the rows of a batch.
 
@@ -180,6 +184,6 @@ class Backend(Protocol):
 #: Names every backend module must define, checked when it is registered.
 KERNEL_NAMES = (
     "matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
-    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "take_rows", "sgd_step",
+    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "all_finite", "take_rows", "sgd_step",
     "adam_step", "set_num_threads", "get_num_threads",
 )

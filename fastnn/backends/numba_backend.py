@@ -149,6 +149,16 @@ def count_correct(scores, labels):
 
 # -- data ------------------------------------------------------------------------------
 
+def all_finite(x):
+    flat = x.reshape(-1)
+    if _parallel(flat.size):
+        total = pointwise.non_finite_sum_parallel(flat, _threads)
+    else:
+        total = pointwise.non_finite_sum(flat, 0, flat.size)
+    return bool(total == 0)  # NaN compares unequal
+
+
+
 def take_rows(source, index, out):
     # As 2-D arrays of rows, so that one compiled kernel per dtype serves any row shape.
     source_rows = source.reshape(source.shape[0], -1)

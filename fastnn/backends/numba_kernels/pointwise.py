@@ -1,5 +1,5 @@
 """Kernels that treat each row (or element) on its own: mean squared error,
-one-hot encoding, counting correct argmax predictions, gathering rows.
+one-hot encoding, counting correct argmax predictions, finiteness, gathering rows.
 
 As in softmax_xent, ``*_rows`` run serially over rows start..stop and
 ``*_parallel`` split the rows among ``threads`` threads.
@@ -95,3 +95,24 @@ def take_rows_parallel(source, index, out, threads):
     for task in prange(threads):
         start, stop = chunk_bounds(out.shape[0], threads, task)
         take_rows_range(source, index, out, start, stop)
+
+
+# "reassoc" lets the sum vectorize: the order of a sum of zeros and NaNs does not matter. No
+# flag that assumes finite values (nnan, ninf, fast), which would fold x - x to 0.
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def non_finite_sum(x, start, stop):
+    """The sum of ``x[i] - x[i]`` over start..stop of a flat float array: 0 when every element
+    is finite, NaN otherwise (inf - inf is NaN). Branch-free, so it vectorizes."""
+    total = x.dtype.type(0)
+    for i in range(start, stop):
+        total += x[i] - x[i]
+    return total
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def non_finite_sum_parallel(x, threads):
+    partial = np.zeros(threads, dtype=x.dtype)
+    for task in prange(threads):
+        start, stop = chunk_bounds(x.shape[0], threads, task)
+        partial[task] = non_finite_sum(x, start, stop)
+    return partial.sum()
