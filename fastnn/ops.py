@@ -15,7 +15,7 @@ import numpy as np
 from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
 from .validation import (activation_name, finite_number, float_array, label_array,
-                         non_empty_batch, output_array, positive_number, same_shape,
+                         non_empty_batch, output_array, positive_number, same_shape, within,
                          writable_array)
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -212,10 +212,7 @@ def take_rows(source, index, out=None) -> np.ndarray:
     if index.ndim != 1:
         raise ValueError(f"index: expected a 1-D array of row numbers, got shape {index.shape}")
     non_empty_batch("index", index)
-    low, high = index.min(), index.max()
-    if low < 0 or high >= source.shape[0]:
-        bad = int(low) if low < 0 else int(high)
-        raise ValueError(f"index: row numbers must lie in [0, {source.shape[0]}), got {bad}")
+    within("index", index, source.shape[0], "row numbers")
     index = np.ascontiguousarray(index, dtype=np.int64)
     out = output_array("out", out, (len(index),) + source.shape[1:], source.dtype)
     if out.size:

@@ -54,11 +54,16 @@ def label_array(name: str, value, num_classes: int, length: int) -> np.ndarray:
         raise ValueError(f"{name}: expected shape ({length},) to match the batch, got "
                          f"{value.shape}")
     if length:
-        low, high = value.min(), value.max()
-        if low < 0 or high >= num_classes:
-            bad = int(low) if low < 0 else int(high)
-            raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got {bad}")
+        within(name, value, num_classes, "labels")
     return np.ascontiguousarray(value, dtype=LABEL_DTYPE)
+
+
+def within(name: str, value: np.ndarray, bound: int, what: str) -> None:
+    """Check that every integer of the non-empty ``value`` lies in [0, bound)."""
+    low, high = value.min(), value.max()
+    if low < 0 or high >= bound:
+        bad = int(low) if low < 0 else int(high)
+        raise ValueError(f"{name}: {what} must lie in [0, {bound}), got {bad}")
 
 
 def output_array(name: str, value, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -47,8 +47,8 @@ class _Kernels:
     def __init__(self, suffix: str, ctype: str):
         self.array_type = f"{ctype}[]"
         for name in ("matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
-                     "xent_labels", "xent_probs", "mse", "one_hot", "count_correct", "all_finite",
-                     "sgd_step", "adam_step"):
+                     "xent_labels", "xent_probs", "mse", "one_hot", "count_correct",
+                     "all_finite", "sgd_step", "adam_step"):
             setattr(self, name, getattr(lib, f"fastnn_{name}_{suffix}"))
 
 

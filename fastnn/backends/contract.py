@@ -184,6 +184,6 @@ class Backend(Protocol):
 #: Names every backend module must define, checked when it is registered.
 KERNEL_NAMES = (
     "matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
-    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "all_finite", "take_rows", "sgd_step",
-    "adam_step", "set_num_threads", "get_num_threads",
+    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "all_finite", "take_rows",
+    "sgd_step", "adam_step", "set_num_threads", "get_num_threads",
 )

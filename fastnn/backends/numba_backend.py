@@ -158,7 +158,6 @@ def all_finite(x):
     return bool(total == 0)  # NaN compares unequal
 
 
-
 def take_rows(source, index, out):
     # As 2-D arrays of rows, so that one compiled kernel per dtype serves any row shape.
     source_rows = source.reshape(source.shape[0], -1)
