@@ -44,6 +44,7 @@ int64_t FN(fastnn_count_correct)(const T *scores, const int64_t *labels, int64_t
         correct += best == labels[i];);
     return correct;
 }
+
 /* The sum of x - x over the array is 0 when every element is finite and NaN otherwise (inf - inf
  * is NaN): branch-free, so it runs at memory speed. (Built without -ffast-math, the compiler
  * may not fold x - x to 0.) */
@@ -58,8 +59,7 @@ int FN(fastnn_all_finite)(const T *x, int64_t size) {
             VEC v = end - j >= VLEN ? V(load)(x + j) : V(load_part)(x + j, end - j, 0);
             acc = V(add)(acc, V(sub)(v, v));
         }
-        T total = V(hsum)(acc);
-        bad_chunks += total != 0 || total != total;);
+        bad_chunks += V(hsum)(acc) != 0;); /* NaN != 0 holds */
     return bad_chunks == 0;
 }
 #undef MISC_CHUNK

@@ -22,8 +22,8 @@ GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
     (1, 1, 1), (1, 17, 3), (3, 1, 17), (17, 3, 64), (64, 129, 17), (129, 64, 3),
     (1000, 17, 129), (3, 1000, 64), (129, 129, 1000), (64, 1000, 1),
     # big enough for two threads, so each of the C GEMM's paths runs with edge tiles, edge
-    # panels and several K blocks: columns split with rows between one and two row blocks;
-    # rows split with B read in place (a narrow B); rows split with B packed (a wide B)
+    # panels and several K blocks: few rows (between one and two row blocks); many rows with
+    # a narrow B (one panel and an edge one) and with a wide B (several column panels)
     (300, 800, 96), (600, 500, 100), (520, 300, 1100),
     # at the C GEMM's switches between paths (float32 / float64 block sizes differ): m at
     # 2 GEMM_MC (504 / 280) and just past it, an output of exactly 64 Ki numbers, the shortest
