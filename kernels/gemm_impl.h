@@ -31,15 +31,28 @@
 #define GEMM_NR (GEMM_NV * VLEN)
 
 /* A panel of `width` columns and kc rows: dst[p * width + i] = M[p][i] for i < count, p < kc,
- * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` (one
- * strided gather per vector of dst) and src[p * ld + i] otherwise (contiguous runs). */
+ * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` and
+ * src[p * ld + i] otherwise (contiguous runs). A transposed source is read in square blocks
+ * of VLEN runs of VLEN numbers, transposed in registers. */
 static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src, int64_t ld,
                            int64_t count, int64_t kc, int transposed) {
-    for (int64_t p = 0; p < kc; p++)
-        for (int64_t i = 0; i < width; i += VLEN) {
-            VEC v = transposed ? V(gather)(src + i * ld + p, ld, count - i)
-                               : V(load_part)(src + p * ld + i, count - i, 0);
-            V(store_part)(dst + p * width + i, v, width - i);
+    if (!transposed) {
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t i = 0; i < width; i += VLEN)
+                V(store_part)(dst + p * width + i, V(load_part)(src + p * ld + i, count - i, 0),
+                              width - i);
+        return;
+    }
+    for (int64_t i = 0; i < width; i += VLEN)
+        for (int64_t p = 0; p < kc; p += VLEN) {
+            VEC block[VLEN];
+            for (int q = 0; q < VLEN; q++)
+                block[q] = i + q >= count ? V(zero)()
+                           : kc - p >= VLEN ? V(load)(src + (i + q) * ld + p)
+                                            : V(load_part)(src + (i + q) * ld + p, kc - p, 0);
+            V(transpose)(block);
+            for (int q = 0; q < VLEN && p + q < kc; q++)
+                V(store_part)(dst + (p + q) * width + i, block[q], width - i);
         }
 }
 
