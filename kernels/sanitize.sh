@@ -1,21 +1,16 @@
 #!/usr/bin/env bash
 # Run the test suite against an AddressSanitizer + UndefinedBehaviorSanitizer build of the C
-# kernels. The build happens in a temporary copy of the project, so the installed or in-tree
-# extension is left alone. Exits non-zero when a test fails or a sanitizer reports anything.
+# kernels. The build happens in a temporary copy of the project (temp_copy.sh), so the
+# installed or in-tree extension is left alone. Exits non-zero when a test fails or a
+# sanitizer reports anything.
 #
 #   bash kernels/sanitize.sh [extra pytest arguments, e.g. -k softmax]
 #
 # Needs gcc (with libasan and libubsan) and the test dependencies (pytest, hypothesis).
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/fastnn-sanitize.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-# The whole work tree (tests read examples/ and data files), without git and build products.
-tar -C "$repo" --exclude=./.git --exclude=./build --exclude='*.egg-info' \
-    --exclude=__pycache__ --exclude=.pytest_cache --exclude=.benchmarks -cf - . | tar -C "$work" -xf -
-rm -f "$work"/fastnn/_c/_kernels.* "$work"/fastnn/_c/BUILD_ERROR.txt
+source "$(dirname "${BASH_SOURCE[0]}")/temp_copy.sh"
+temp_copy work
 cd "$work"
 
 # -O1 -g: exact line numbers in reports; recover=none: the first UB report stops the test.

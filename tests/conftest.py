@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, settings
 import fastnn
 from fastnn import backends as registry
 
-BACKENDS = fastnn.available_backends()
+#: The backends under test: every one that loads here, or those named in FASTNN_TEST_BACKENDS
+#: (comma-separated; kernels/vector_paths.sh tests its builds of backend "c" alone).
+BACKENDS = [name for name in fastnn.available_backends()
+            if name in os.environ.get("FASTNN_TEST_BACKENDS", name).split(",")]
 DTYPES = [np.float32, np.float64]
 
 #: Per-dtype tolerances against the float64 oracle: (rtol, atol per unit of scale).

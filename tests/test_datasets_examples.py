@@ -17,8 +17,9 @@ import fastnn
 from fastnn import cli
 from fastnn.datasets import animals, load_digits, train_test_split, xor
 
+from conftest import BACKENDS
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-BACKENDS = fastnn.available_backends()
 
 
 def load_example(name):

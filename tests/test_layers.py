@@ -13,7 +13,8 @@ import pytest
 import fastnn
 from fastnn import SGD, Adam, Dense, Dropout, Sequential, initializers, losses, optimizers
 
-BACKENDS = fastnn.available_backends()
+from conftest import BACKENDS
+
 HIDDEN_ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
 STEP = 1e-6
 

@@ -15,7 +15,7 @@ from fastnn.backends import numpy_backend
 from fastnn import Adam, Callback, Dense, Dropout, Sequential, SGD
 from fastnn import model as model_module
 
-BACKENDS = fastnn.available_backends()
+from conftest import BACKENDS
 
 
 def classifier(dtype="float32", optimizer=None, seed=0, inputs=4, classes=3):

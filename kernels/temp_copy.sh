@@ -1,0 +1,19 @@
+# Sourced by the scripts that test other builds of the C kernels (sanitize.sh,
+# vector_paths.sh): copies the project into a fresh temporary directory, without git, build
+# products or the built extension, so the installed or in-tree extension is left alone.
+#
+#   temp_copy VARIABLE   sets VARIABLE to the copy's path; the copy is removed at exit.
+temp_copy() {
+    local repo copy
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    copy=$(mktemp -d "${TMPDIR:-/tmp}/fastnn-build.XXXXXX")
+    # The whole work tree: tests read examples/ and data files.
+    tar -C "$repo" --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+        --exclude=__pycache__ --exclude=.pytest_cache --exclude=.benchmarks -cf - . \
+        | tar -C "$copy" -xf -
+    rm -f "$copy"/fastnn/_c/_kernels.* "$copy"/fastnn/_c/BUILD_ERROR.txt "$copy"/kernels/*.o
+    TEMP_COPIES+=("$copy")
+    trap 'rm -rf "${TEMP_COPIES[@]}"' EXIT
+    printf -v "$1" '%s' "$copy"
+}
+TEMP_COPIES=()
