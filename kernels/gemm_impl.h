@@ -5,9 +5,8 @@
  * Many rows (m > 2 GEMM_MC): the BLIS/GotoBLAS layering, gemm_rows_thread; block sizes from
  * instantiate.h (NR = GEMM_NV vectors):
  *   jc over n in GEMM_NC       a panel of columns of B and C
- *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels (shared
- *                              by all threads; two buffers, alternately, so one barrier per
- *                              block suffices)
+ *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels (each
+ *                              thread its own copy, so the threads never wait for each other)
  *     ic over m in mc          each thread its own equal share of the rows; pack
  *                              op(A)[ic:+mc, pc:+KC] into MR x KC micro-panels (private to
  *                              the thread; lives in L2)
@@ -289,25 +288,28 @@ static void FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const
 }
 
 /* The work of one thread when the threads split the rows, in blocks of mc (the loop nest of
- * the header comment). B is packed by all threads together into b_packs (two buffers, used
- * alternately: see below); each thread packs its own A blocks. Every panel of B then serves
- * mc / MR tiles, which pays for its packing; reading B in place instead was as often slower
- * as faster, by the rows of B that share L1 sets (a row stride of 1 or 4 KB). */
+ * the header comment). Each thread packs its own A blocks and its own copy of each B block:
+ * every panel of B then serves mc / MR tiles, which pays for its packing (reading B in place
+ * instead was as often slower as faster, by the rows of B that share L1 sets: a row stride
+ * of 1 or 4 KB). Packing B once for all threads would save little (B is k x n, each
+ * thread's product m / threads x n x k) and cost more: a barrier after each block's packing,
+ * where a thread slowed by the machine's other load holds up the rest, and half of each
+ * packed block read from the other core's cache. Without it, the threads never wait for
+ * each other; 784x128x256 (A transposed) took 187 us instead of 212, 784x32x256 46 instead
+ * of 63. */
 static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                                  int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                                 int64_t ldc, const fastnn_epilogue *epilogue, T *b_packs,
-                                 int64_t mc) {
+                                 int64_t ldc, const fastnn_epilogue *epilogue, int64_t mc) {
     int64_t kc_max = FN(gemm_kc)(k);
+    int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
-    /* This thread's rows: an equal share of the micro-panels, the same in every K block, so
-     * each tile of C is accumulated by one thread only. */
+    T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
+    /* This thread's rows: an equal share of the micro-panels. */
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
     int team = fastnn_team_size(), t = fastnn_team_index();
     int64_t first_row = m_panels * t / team * GEMM_MR;
     int64_t end_row = fastnn_min(m, m_panels * (t + 1) / team * GEMM_MR);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
-    int64_t b_pack_size = kc_max * fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
-    int64_t block_index = 0;
 
     for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
         int64_t nc = fastnn_min(GEMM_NC, n - jc);
@@ -316,20 +318,12 @@ static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, in
             int64_t kc = fastnn_min(kc_max, k - pc);
             int accumulate = pc > 0;
             const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
-            /* Packing into the buffer not used by the previous block needs no barrier before
-             * it: everyone finished reading this buffer before the barrier that ended the
-             * packing of the previous block. */
-            T *b_pack = b_packs + (block_index++ % 2) * b_pack_size;
-#pragma omp for schedule(static)
             for (int64_t jp = 0; jp < n_panels; jp++) {
                 int64_t j = jc + jp * GEMM_NR;
                 const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
                 FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, src, ldb, trans_b,
                                  fastnn_min(GEMM_NR, n - j), kc);
-            } /* implicit barrier: B is packed before anyone reads it */
-
-            /* No barrier after the tiles: the next block's packing barrier is the only
-             * synchronisation needed. */
+            }
             for (int64_t ic = first_row; ic < end_row; ic += mc) {
                 int64_t mcur = fastnn_min(mc, end_row - ic);
                 for (int64_t ir = 0; ir < mcur; ir += GEMM_MR) {
@@ -394,17 +388,12 @@ void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, i
     int64_t thread_panels = fastnn_ceil_div(m_panels, threads);
     int64_t thread_blocks = fastnn_ceil_div(thread_panels, GEMM_MC / GEMM_MR);
     int64_t mc = fastnn_ceil_div(thread_panels, thread_blocks) * GEMM_MR;
-    int64_t kc_max = FN(gemm_kc)(k);
-    int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
-    T *b_packs = fastnn_scratch(SCRATCH_GEMM_B, 2 * (size_t)kc_max * nc_max * sizeof(T));
     if (threads == 1) {
-        FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
-                             b_packs, mc);
+        FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, mc);
         return;
     }
 #pragma omp parallel num_threads(threads)
-    FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, b_packs,
-                         mc);
+    FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, mc);
 }
 
 #undef GEMM_NR
