@@ -47,7 +47,8 @@ enum {
     SCRATCH_GEMM_B_PANEL = 2,
     SCRATCH_LINEAR_DZ = 3,
     SCRATCH_GEMM_PARTIAL = 4,
-    SCRATCH_SLOTS = 5
+    SCRATCH_LINEAR_DB = 5,
+    SCRATCH_SLOTS = 6
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

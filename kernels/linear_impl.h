@@ -7,16 +7,16 @@ void FN(fastnn_linear_forward)(T *out, const T *x, const T *w, const T *b, int64
     FN(fastnn_gemm)(n, m, k, x, k, 0, w, m, 0, out, m, &epilogue);
 }
 
-/* Columns [j0, j0 + width) (width <= DZ_BLOCK_VECTORS vectors) of dz = dy * act'(y) over all n
- * rows, with their sums in db: the block's db stays in registers across the rows. dz is
- * not written when it is NULL (identity: dz is dy itself). */
+/* Columns [j0, j0 + width) (width <= DZ_BLOCK_VECTORS vectors) of dz = dy * act'(y) over rows
+ * [i0, i1), their column sums stored in sum[j0:j0 + width]: the sums stay in registers across
+ * the rows. dz is not written when it is NULL (identity: dz is dy itself). */
 #define DZ_BLOCK_VECTORS 4
-static void FN(dz_and_db_block)(T *dz, T *db, const T *y, const T *dy, int64_t n, int64_t m,
-                                int64_t j0, int64_t width, int activation, T alpha) {
-    VEC sum[DZ_BLOCK_VECTORS];
+static void FN(dz_and_db_block)(T *dz, T *sum, const T *y, const T *dy, int64_t i0, int64_t i1,
+                                int64_t m, int64_t j0, int64_t width, int activation, T alpha) {
+    VEC acc[DZ_BLOCK_VECTORS];
 #pragma GCC unroll 4
-    for (int v = 0; v < DZ_BLOCK_VECTORS; v++) sum[v] = V(zero)();
-    for (int64_t i = 0; i < n; i++) {
+    for (int v = 0; v < DZ_BLOCK_VECTORS; v++) acc[v] = V(zero)();
+    for (int64_t i = i0; i < i1; i++) {
         int64_t row = i * m + j0;
 #pragma GCC unroll 4
         for (int v = 0; v < DZ_BLOCK_VECTORS; v++) {
@@ -32,15 +32,25 @@ static void FN(dz_and_db_block)(T *dz, T *db, const T *y, const T *dy, int64_t n
                 else
                     V(store_part)(dz + at, g, cols);
             }
-            sum[v] = V(add)(sum[v], g);
+            acc[v] = V(add)(acc[v], g);
         }
     }
 #pragma GCC unroll 4
     for (int v = 0; v < DZ_BLOCK_VECTORS; v++) {
         int64_t cols = width - v * VLEN;
         if (cols <= 0) break;
-        V(store_part)(db + j0 + v * VLEN, sum[v], cols);
+        V(store_part)(sum + j0 + v * VLEN, acc[v], cols);
     }
+}
+
+/* dz (n, m) = dy * act'(y) and db = its column sums, by rows [i0, i1) of a thread, sums into
+ * sum (m numbers). */
+static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i0, int64_t i1,
+                               int64_t m, int activation, T alpha) {
+    const int64_t block = DZ_BLOCK_VECTORS * VLEN;
+    for (int64_t j0 = 0; j0 < m; j0 += block)
+        FN(dz_and_db_block)(dz, sum, y, dy, i0, i1, m, j0, fastnn_min(block, m - j0),
+                            activation, alpha);
 }
 
 void FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
@@ -50,13 +60,29 @@ void FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, con
     T *dz = activation == ACT_IDENTITY
                 ? NULL
                 : fastnn_scratch(SCRATCH_LINEAR_DZ, (size_t)n * m * sizeof(T));
-    const int64_t block = DZ_BLOCK_VECTORS * VLEN;
-    int64_t blocks = fastnn_ceil_div(m, block);
     int threads = fastnn_threads_for((double)n * m, 32768.0);
-    if (threads > blocks) threads = (int)blocks;
-    FASTNN_FOR(threads, bj, blocks,
-               FN(dz_and_db_block)(dz, db, y, dy, n, m, bj * block,
-                                   fastnn_min(block, m - bj * block), activation, (T)alpha););
+    if (threads > n) threads = (int)n;
+    if (threads == 1) {
+        FN(dz_and_db_rows)(dz, db, y, dy, 0, n, m, activation, (T)alpha);
+    } else {
+        /* The threads split the rows, each streaming through whole rows of y, dy and dz, and
+         * each keeps the column sums of its rows; then each adds up a share of the columns.
+         * Splitting the columns instead, each thread reading pieces of rows a row apart, took
+         * 39 us more for 1024 x 256. */
+        T *sums = fastnn_scratch(SCRATCH_LINEAR_DB, (size_t)threads * m * sizeof(T));
+#pragma omp parallel num_threads(threads)
+        {
+            int t = fastnn_team_index(), team = fastnn_team_size();
+            FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,
+                               activation, (T)alpha);
+#pragma omp barrier
+            for (int64_t j = m * t / team; j < m * (t + 1) / team; j++) {
+                T total = 0;
+                for (int q = 0; q < team; q++) total += sums[q * m + j];
+                db[j] = total;
+            }
+        }
+    }
     const T *grad_z = dz ? dz : dy;
     /* dw (K, M) = x^T @ dz and dx (N, K) = dz @ w^T, the transposes read in place. */
     FN(fastnn_gemm)(k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
