@@ -265,12 +265,13 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
 }
 
 /* Few rows, B not transposed and a small C (fastnn_gemm takes it for a layer's forward pass
- * over a batch, where A is not transposed either): thread t computes the product over its share of K, rows k0..k1-1 of B,
- * into C (t = 0) or a partial buffer; after one barrier each thread adds up a share of the
- * rows and applies the epilogue. Splitting K rather than columns makes each thread read only
- * the rows of B that it wrote itself in the optimizer step before (which splits the weights
- * by rows too): splitting columns made each read half of its columns from the other core's
- * cache, which cost the batch-32 forward pass of a 784-256 layer 40% of its time. */
+ * over a batch, where A is not transposed either): thread t computes the product over its
+ * share of K, rows k0..k1-1 of B, into C (t = 0) or a partial buffer; after one barrier each
+ * thread adds up a share of the rows and applies the epilogue. Splitting K rather than
+ * columns makes each thread read only the rows of B that it wrote itself in the optimizer
+ * step before (which splits the weights by rows too): splitting columns made each read half
+ * of its columns from the other core's cache, which cost the batch-32 forward pass of a
+ * 784-256 layer 40% of its time. */
 static void FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
                              int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
                              int64_t ldc, const fastnn_epilogue *epilogue) {

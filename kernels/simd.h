@@ -7,7 +7,6 @@
  *   add, sub, mul, div, fma (a*b + c), max, min (both return b when a or b is NaN, as the
  *   x86 instructions do), abs, select_gt (a > b ? x : y; false for NaN),
  *   round (to nearest integer), pow2i (p * 2^n for integral n), hsum, hmax,
- *   gather (lanes i < n: p[i * stride], the others 0),
  *   transpose (rows[VLEN], a square block, transposed in place: lane j of rows[i] becomes
  *   lane i of rows[j]).
  * Three implementations:
@@ -68,29 +67,7 @@ static inline __mmask8 fastnn_mask8(int64_t n) {
     }                                                                                           \
     static inline V v##S##_pow2i(V p, V n) { return _mm512_scalef_##ps(p, n); }               \
     static inline T v##S##_hsum(V a) { return _mm512_reduce_add_##ps(a); }                     \
-    static inline T v##S##_hmax(V a) { return _mm512_reduce_max_##ps(a); }                     \
-    static inline V v##S##_gather(const T *p, int64_t stride, int64_t n) {                     \
-        if (stride > INT32_MAX / 16) {                                                          \
-            T lanes[sizeof(V) / sizeof(T)] = {0};                                               \
-            for (int64_t i = 0; i < n && i < (int64_t)(sizeof(V) / sizeof(T)); i++)             \
-                lanes[i] = p[i * stride];                                                       \
-            return _mm512_loadu_##ps(lanes);                                                    \
-        }                                                                                       \
-        return GATHER(MASK(n), p, (int32_t)stride);                                             \
-    }
-
-/* Lanes i < n of the mask: p[i * stride]; the others 0. */
-static inline __m512 fastnn_gather_f32(__mmask16 mask, const float *p, int32_t stride) {
-    __m512i index = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(stride));
-    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, p, 4);
-}
-static inline __m512d fastnn_gather_f64(__mmask8 mask, const double *p, int32_t stride) {
-    __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                       _mm256_set1_epi32(stride));
-    return _mm512_mask_i32gather_pd(_mm512_setzero_pd(), mask, index, p, 8);
-}
+    static inline T v##S##_hmax(V a) { return _mm512_reduce_max_##ps(a); }
 
 /* In-register transposes: pairs of rows interleaved, then pairs of pairs, then the 128-bit
  * lanes twice; 64 shuffles for 16 x 16 floats, where gathering the columns took about twice
@@ -136,12 +113,8 @@ static inline void vf64_transpose(__m512d r[8]) {
     for (int i = 0; i < 8; i++) r[i] = t[i];
 }
 
-#define GATHER fastnn_gather_f32
 FASTNN_AVX512_OPS(f32, float, vf32, fastnn_mask16, ps)
-#undef GATHER
-#define GATHER fastnn_gather_f64
 FASTNN_AVX512_OPS(f64, double, vf64, fastnn_mask8, pd)
-#undef GATHER
 
 #else /* GCC vector extensions */
 
@@ -200,11 +173,6 @@ typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
         T s = a[0];                                                                             \
         for (int i = 1; i < VL; i++) s = a[i] > s ? a[i] : s;                                   \
         return s;                                                                               \
-    }                                                                                           \
-    static inline V v##S##_gather(const T *p, int64_t stride, int64_t n) {                     \
-        V r = (V){0};                                                                           \
-        for (int64_t i = 0; i < n && i < VL; i++) r[i] = p[i * stride];                         \
-        return r;                                                                               \
     }                                                                                           \
     static inline void v##S##_transpose(V rows[VL]) {                                          \
         V t[VL];                                                                                \

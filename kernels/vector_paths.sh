@@ -17,7 +17,7 @@ test_path() {
     (
         cd "$work"
         env "$@" python kernels/build_ffi.py > build.log 2>&1 || { cat build.log; exit 1; }
-        built=$(python -c "import fastnn._c._kernels as k; print(k.ffi.string(k.lib.fastnn_simd_name()).decode())")
+        built=$(python -c "import fastnn.backends.c_backend as c; print(c.SIMD)")
         if [ "$built" != "$expected" ]; then
             echo "built the '$built' path, expected '$expected'"
             exit 1
