@@ -7,13 +7,18 @@
  *  - outputs come first among the arrays and are overwritten, never accumulated into;
  *  - activation is an index into contract.ACTIVATIONS:
  *    0 identity, 1 relu, 2 leaky_relu (slope alpha), 3 sigmoid, 4 tanh;
- *  - the caller (fastnn.ops) has validated shapes, dtypes and labels; no dimension is 0.
+ *  - the caller (fastnn.ops) has validated shapes, dtypes and labels; no dimension is 0;
+ *  - the kernels that need scratch memory (matmul, linear_forward, linear_backward) return
+ *    FASTNN_OK, or FASTNN_OUT_OF_MEMORY when it could not be allocated; their outputs are then
+ *    partly written, and nothing else is touched.
  * Only declarations and plain types below: cffi parses everything but the '#' lines.
  */
 #ifndef FASTNN_H
 #define FASTNN_H
 
 #include <stdint.h>
+
+enum { FASTNN_OK = 0, FASTNN_OUT_OF_MEMORY = 1 };
 
 /* Threads used by later kernel calls from any Python thread (n >= 1). Starts at
  * OMP_NUM_THREADS, else the number of CPUs. */
@@ -23,27 +28,27 @@ int fastnn_get_num_threads(void);
 const char *fastnn_simd_name(void);
 
 /* out (N, M) = op(a) @ op(b); a (N, K), or (K, N) if trans_a; b (K, M), or (M, K) if trans_b. */
-void fastnn_matmul_f32(float *out, const float *a, const float *b,
-                       int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
-void fastnn_matmul_f64(double *out, const double *a, const double *b,
-                       int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
+int fastnn_matmul_f32(float *out, const float *a, const float *b,
+                      int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
+int fastnn_matmul_f64(double *out, const double *a, const double *b,
+                      int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 
 /* out (N, M) = act(x (N, K) @ w (K, M) + b (M,)), bias and activation in the GEMM epilogue. */
-void fastnn_linear_forward_f32(float *out, const float *x, const float *w, const float *b,
-                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
-void fastnn_linear_forward_f64(double *out, const double *x, const double *w, const double *b,
-                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
+int fastnn_linear_forward_f32(float *out, const float *x, const float *w, const float *b,
+                              int64_t n, int64_t k, int64_t m, int activation, double alpha);
+int fastnn_linear_forward_f64(double *out, const double *x, const double *w, const double *b,
+                              int64_t n, int64_t k, int64_t m, int activation, double alpha);
 
 /* Gradients of y = act(x @ w + b): dz = dy * act'(y) (from y), db (M,) = sum_rows dz,
  * dw (K, M) = x^T @ dz, dx (N, K) = dz @ w^T (skipped when dx is NULL).
  * x (N, K), w (K, M), y and dy (N, M). */
-void fastnn_linear_backward_f32(float *dx, float *dw, float *db,
-                                const float *x, const float *w, const float *y, const float *dy,
-                                int64_t n, int64_t k, int64_t m, int activation, double alpha);
-void fastnn_linear_backward_f64(double *dx, double *dw, double *db,
-                                const double *x, const double *w, const double *y,
-                                const double *dy,
-                                int64_t n, int64_t k, int64_t m, int activation, double alpha);
+int fastnn_linear_backward_f32(float *dx, float *dw, float *db,
+                               const float *x, const float *w, const float *y, const float *dy,
+                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
+int fastnn_linear_backward_f64(double *dx, double *dw, double *db,
+                               const double *x, const double *w, const double *y,
+                               const double *dy,
+                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
 
 /* Row-wise softmax / log-softmax of x (N, C) into out (N, C); out may be x. */
 void fastnn_softmax_f32(float *out, const float *x, int64_t n, int64_t c);

@@ -4,14 +4,14 @@
 #define FASTNN_TEMPLATE "gemm_impl.h"
 #include "instantiate.h"
 
-void fastnn_matmul_f32(float *out, const float *a, const float *b, int64_t n, int64_t k,
-                       int64_t m, int trans_a, int trans_b) {
-    fastnn_gemm_f32(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b, out, m,
-                    NULL);
+int fastnn_matmul_f32(float *out, const float *a, const float *b, int64_t n, int64_t k,
+                      int64_t m, int trans_a, int trans_b) {
+    return fastnn_gemm_f32(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b,
+                           out, m, NULL);
 }
 
-void fastnn_matmul_f64(double *out, const double *a, const double *b, int64_t n, int64_t k,
-                       int64_t m, int trans_a, int trans_b) {
-    fastnn_gemm_f64(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b, out, m,
-                    NULL);
+int fastnn_matmul_f64(double *out, const double *a, const double *b, int64_t n, int64_t k,
+                      int64_t m, int trans_a, int trans_b) {
+    return fastnn_gemm_f64(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b,
+                           out, m, NULL);
 }

@@ -201,16 +201,17 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
  *    much as the arithmetic here: every B panel serves only m / MR tiles.
  * With nothing packed per K block to keep in cache, the K blocks are long (up to
  * GEMM_COLUMNS_KC): each pass over C's tiles costs a load and a store of all of them. */
-static void FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
-                                    int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                                    int64_t ldc, const fastnn_epilogue *epilogue,
-                                    int64_t first_panel, int64_t end_panel) {
+static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                                   int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
+                                   int64_t ldc, const fastnn_epilogue *epilogue,
+                                   int64_t first_panel, int64_t end_panel) {
     int64_t kc_max = fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_COLUMNS_KC));
     int64_t m_direct = trans_a ? 0 : m / GEMM_MR * GEMM_MR; /* rows read in place */
     int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
     T *a_pack = m_packed ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)m_packed * kc_max * sizeof(T))
                          : NULL;
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)kc_max * GEMM_NR * sizeof(T));
+    if ((m_packed && !a_pack) || !b_pack) return FASTNN_OUT_OF_MEMORY;
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
 
     for (int64_t pc = 0; pc < k; pc += kc_max) {
@@ -243,6 +244,7 @@ static void FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a,
                               tile_epilogue, tile_bias);
         }
     }
+    return FASTNN_OK;
 }
 
 /* Rows i0..i1-1 of C += the `count` partial products in `partials` (each m x n, row stride
@@ -272,22 +274,33 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
  * step before (which splits the weights by rows too): splitting columns made each read half
  * of its columns from the other core's cache, which cost the batch-32 forward pass of a
  * 784-256 layer 40% of its time. */
-static void FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
-                             int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
-                             int64_t ldc, const fastnn_epilogue *epilogue) {
+static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
+                            int64_t ldc, const fastnn_epilogue *epilogue) {
     T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
+    if (!partials) return FASTNN_OUT_OF_MEMORY;
     int64_t n_panels = fastnn_ceil_div(n, GEMM_NR);
+    int status = FASTNN_OK;
 #pragma omp parallel num_threads(threads)
     {
         int t = fastnn_team_index(), team = fastnn_team_size();
         int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
         T *dst = t == 0 ? c : partials + (t - 1) * m * n;
-        FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
-                                b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL, 0, n_panels);
+        if (FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda,
+                                    trans_a, b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL,
+                                    0, n_panels) != FASTNN_OK) {
+#pragma omp atomic write
+            status = FASTNN_OUT_OF_MEMORY;
+        }
 #pragma omp barrier
-        FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
-                              m * (t + 1) / team, epilogue);
+        int seen;
+#pragma omp atomic read
+        seen = status;
+        if (seen == FASTNN_OK)
+            FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
+                                  m * (t + 1) / team, epilogue);
     }
+    return status;
 }
 
 /* The work of one thread when the threads split the rows, in blocks of mc (the loop nest of
@@ -300,13 +313,14 @@ static void FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const
  * packed block read from the other core's cache. Without it, the threads never wait for
  * each other; 784x128x256 (A transposed) took 187 us instead of 212, 784x32x256 46 instead
  * of 63. */
-static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
-                                 int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                                 int64_t ldc, const fastnn_epilogue *epilogue, int64_t mc) {
+static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                                int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
+                                int64_t ldc, const fastnn_epilogue *epilogue, int64_t mc) {
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
+    if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     /* This thread's rows: an equal share of the micro-panels. */
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
     int team = fastnn_team_size(), t = fastnn_team_index();
@@ -347,6 +361,7 @@ static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, in
             }
         }
     }
+    return FASTNN_OK;
 }
 
 /* Smallest job (in flops) worth a thread of its own; below it team start-up and the
@@ -355,38 +370,36 @@ static void FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, in
 /* Shortest share of K that a thread of a split-K product gets. */
 #define GEMM_SPLIT_K_MIN 32
 
-void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
-                     const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
-                     const fastnn_epilogue *epilogue) {
+int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                    const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue) {
     int threads = fastnn_threads_for(2.0 * m * n * k, GEMM_FLOPS_PER_THREAD);
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
+    int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
 
     if (m <= 2 * GEMM_MC) { /* few rows (a batch) */
-        if (threads == 1) {
-            FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
-                                    0, n_panels);
-            return;
-        }
+        if (threads == 1)
+            return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                           epilogue, 0, n_panels);
         /* The partial products must stay small next to the work (at most 64 Ki numbers),
          * and each thread's share of K long. With A transposed (a weight gradient, x^T dz)
          * the K split was the slowest of the three. */
         if (!trans_a && !trans_b && (double)m * n <= 65536.0 &&
-            k >= GEMM_SPLIT_K_MIN * threads) {
-            FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
-            return;
-        }
+            k >= GEMM_SPLIT_K_MIN * threads)
+            return FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
         /* A transposed is packed, by every thread of a column split (all of it) and of a row
          * split (its rows, with all of B): the smaller copy wins. 256x128x128 took 32 us in
          * rows, 38-42 in columns. */
         int rows_pack_less = trans_a && n <= m;
         if (!rows_pack_less && n_panels >= 2 * threads) { /* enough columns to share */
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) reduction(| : status)
             {
                 int t = fastnn_team_index(), team = fastnn_team_size();
-                FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                        epilogue, n_panels * t / team, n_panels * (t + 1) / team);
+                status |= FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
+                                                  ldc, epilogue, n_panels * t / team,
+                                                  n_panels * (t + 1) / team);
             }
-            return;
+            return status;
         }
     }
 
@@ -397,12 +410,13 @@ void FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, i
     int64_t thread_panels = fastnn_ceil_div(m_panels, threads);
     int64_t thread_blocks = fastnn_ceil_div(thread_panels, GEMM_MC / GEMM_MR);
     int64_t mc = fastnn_ceil_div(thread_panels, thread_blocks) * GEMM_MR;
-    if (threads == 1) {
-        FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, mc);
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, mc);
+    if (threads == 1)
+        return FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                                    mc);
+#pragma omp parallel num_threads(threads) reduction(| : status)
+    status |= FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                                   mc);
+    return status;
 }
 
 #undef GEMM_NR

@@ -21,9 +21,10 @@ typedef struct {
 
 /* C (m, n; row stride ldc) = op(A) (m, k) @ op(B) (k, n), then the epilogue (or none: NULL).
  * op(A)[i][p] is a[i*lda + p], or a[p*lda + i] when trans_a; op(B)[p][j] is b[p*ldb + j],
- * or b[j*ldb + p] when trans_b. Runs on fastnn_threads_for(2mnk) threads. */
+ * or b[j*ldb + p] when trans_b. Runs on fastnn_threads_for(2mnk) threads. Returns 0, or
+ * FASTNN_OUT_OF_MEMORY (C is then left partly written). */
 #define FASTNN_DECLARE_GEMM(S, T)                                                               \
-    void fastnn_gemm_##S(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a, \
+    int fastnn_gemm_##S(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a, \
                          const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,              \
                          const fastnn_epilogue *epilogue);
 FASTNN_DECLARE_GEMM(f32, float)
@@ -40,7 +41,8 @@ int fastnn_team_size(void);
 
 /* Scratch memory of this OS thread, 64-byte aligned, at least `bytes` long, kept and reused
  * across calls (so a training step allocates nothing). Each slot is an independent buffer;
- * a pointer stays valid until the same thread asks the same slot for more bytes. */
+ * a pointer stays valid until the same thread asks the same slot for more bytes. NULL when
+ * the memory cannot be had: the kernel then returns FASTNN_OUT_OF_MEMORY. */
 enum {
     SCRATCH_GEMM_B = 0,
     SCRATCH_GEMM_A = 1,

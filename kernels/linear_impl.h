@@ -1,10 +1,10 @@
 /* linear_impl.h - fused dense layer forward and backward, for T (template: instantiate.h). */
 #include "vmath_impl.h"
 
-void FN(fastnn_linear_forward)(T *out, const T *x, const T *w, const T *b, int64_t n, int64_t k,
-                               int64_t m, int activation, double alpha) {
+int FN(fastnn_linear_forward)(T *out, const T *x, const T *w, const T *b, int64_t n, int64_t k,
+                              int64_t m, int activation, double alpha) {
     fastnn_epilogue epilogue = {b, activation, alpha};
-    FN(fastnn_gemm)(n, m, k, x, k, 0, w, m, 0, out, m, &epilogue);
+    return FN(fastnn_gemm)(n, m, k, x, k, 0, w, m, 0, out, m, &epilogue);
 }
 
 /* Columns [j0, j0 + width) (width <= DZ_BLOCK_VECTORS vectors) of dz = dy * act'(y) over rows
@@ -53,13 +53,15 @@ static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i
                             activation, alpha);
 }
 
-void FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
-                                const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                                double alpha) {
+int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
+                               const T *dy, int64_t n, int64_t k, int64_t m, int activation,
+                               double alpha) {
     /* dz (N, M) in one pass over y and dy, fused with db; identity needs no dz of its own. */
-    T *dz = activation == ACT_IDENTITY
-                ? NULL
-                : fastnn_scratch(SCRATCH_LINEAR_DZ, (size_t)n * m * sizeof(T));
+    T *dz = NULL;
+    if (activation != ACT_IDENTITY) {
+        dz = fastnn_scratch(SCRATCH_LINEAR_DZ, (size_t)n * m * sizeof(T));
+        if (!dz) return FASTNN_OUT_OF_MEMORY;
+    }
     int threads = fastnn_threads_for((double)n * m, 32768.0);
     if (threads > n) threads = (int)n;
     if (threads == 1) {
@@ -70,6 +72,7 @@ void FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, con
          * Splitting the columns instead, each thread reading pieces of rows a row apart, took
          * 39 us more for 1024 x 256. */
         T *sums = fastnn_scratch(SCRATCH_LINEAR_DB, (size_t)threads * m * sizeof(T));
+        if (!sums) return FASTNN_OUT_OF_MEMORY;
 #pragma omp parallel num_threads(threads)
         {
             int t = fastnn_team_index(), team = fastnn_team_size();
@@ -85,7 +88,9 @@ void FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, con
     }
     const T *grad_z = dz ? dz : dy;
     /* dw (K, M) = x^T @ dz and dx (N, K) = dz @ w^T, the transposes read in place. */
-    FN(fastnn_gemm)(k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
-    if (dx) FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+    int status = FN(fastnn_gemm)(k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
+    if (dx && status == FASTNN_OK)
+        status = FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+    return status;
 }
 #undef DZ_BLOCK_VECTORS

@@ -1,5 +1,6 @@
 /* runtime.c - thread count, per-thread scratch buffers, build description. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -78,22 +79,35 @@ static scratch_slot *this_thread_slots(void) {
     scratch_slot *slots = pthread_getspecific(scratch_key);
     if (!slots) {
         slots = calloc(SCRATCH_SLOTS, sizeof *slots);
-        if (!slots || pthread_setspecific(scratch_key, slots) != 0)
-            abort(); /* out of memory for 64 bytes: nothing sensible to return */
+        if (slots && pthread_setspecific(scratch_key, slots) != 0) {
+            free(slots);
+            slots = NULL;
+        }
     }
     return slots;
 }
 
+/* FASTNN_SCRATCH_LIMIT (bytes), read once: larger requests fail as if memory had run out,
+ * so the tests can check that the kernels report it instead of crashing. */
+static size_t g_scratch_limit = SIZE_MAX;
+static pthread_once_t scratch_limit_once = PTHREAD_ONCE_INIT;
+
+static void read_scratch_limit(void) {
+    const char *text = getenv("FASTNN_SCRATCH_LIMIT");
+    if (text && *text) g_scratch_limit = (size_t)strtoull(text, NULL, 10);
+}
+
 void *fastnn_scratch(int slot, size_t bytes) {
+    pthread_once(&scratch_limit_once, read_scratch_limit);
     scratch_slot *slots = this_thread_slots();
+    if (!slots || bytes > g_scratch_limit) return NULL;
     if (slots[slot].bytes < bytes) {
         free(slots[slot].data);
         /* Round up to whole cache lines (aligned_alloc wants a multiple of the alignment) and
          * grow by half again, so a slowly growing request does not reallocate every call. */
         size_t size = (bytes + bytes / 2 + 63) & ~(size_t)63;
-        slots[slot].data = aligned_alloc(64, size);
+        slots[slot].data = size >= bytes ? aligned_alloc(64, size) : NULL; /* NULL: overflow */
         slots[slot].bytes = slots[slot].data ? size : 0;
-        if (!slots[slot].data) abort(); /* out of memory: nothing sensible to return */
     }
     return slots[slot].data;
 }

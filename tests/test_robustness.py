@@ -1,8 +1,13 @@
 """Hostile input never crashes a backend: NaN/inf propagate as in the NumPy reference,
-read-only and empty arrays get documented results, and sizes past int32 are indexed right.
+read-only and empty arrays get documented results, sizes past int32 are indexed right, and
+the C kernels report memory they cannot get.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +15,8 @@ import pytest
 import fastnn
 from fastnn import ops
 from fastnn.backends.contract import ACTIVATIONS
+
+from conftest import BACKENDS
 
 F32 = np.float32
 
@@ -129,7 +136,9 @@ def test_bad_data_never_changes_a_model(backend):
     model = fastnn.Sequential([fastnn.Dense(6, "relu", input_dim=4), fastnn.Dense(3, "softmax")],
                               seed=0)
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.build()  # the weights exist before the first fit, so there is something to compare
     before = model.get_weights()
+    assert len(before) == 4
     good_x, good_y = np.ones((5, 4), F32), np.zeros(5, np.int64)
     bad_calls = [
         lambda: model.fit(np.ones((5, 3), F32), good_y, verbose=0),
@@ -160,3 +169,55 @@ def test_model_accepts_read_only_misaligned_and_transposed_inputs(backend):
     expected = model.predict(np.ascontiguousarray(x))
     for view in (x, misaligned):
         np.testing.assert_allclose(model.predict(view), expected, rtol=1e-6)
+
+
+OUT_OF_SCRATCH = """
+import numpy as np
+import fastnn
+from fastnn import Dense, Sequential, ops
+
+fastnn.set_backend("c")
+small = np.ones((4, 4), np.float32)
+big = np.ones((600, 600), np.float32)
+zeros = np.zeros(600, np.float32)
+calls = {
+    "matmul": lambda: ops.matmul(big, big),
+    "linear_forward": lambda: ops.linear_forward(big, big, zeros, "relu"),
+    "linear_backward": lambda: ops.linear_backward(big, big, big, big, "relu"),
+}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "returned")
+    except MemoryError as error:
+        print(name, "MemoryError:", error)
+model = Sequential([Dense(600, "relu", input_dim=600), Dense(3, "softmax")], seed=0)
+model.compile("sgd", "sparse_categorical_crossentropy")
+model.build()
+before = model.get_weights()
+assert len(before) == 4
+try:
+    model.fit(big, np.zeros(600, np.int64), batch_size=600, epochs=1, verbose=0)
+    print("fit returned")
+except MemoryError:
+    print("fit MemoryError")
+print("weights unchanged:", all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())))
+print("small matmul afterwards:", ops.matmul(small, small)[0, 0])
+"""
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="backend c is not built here")
+def test_c_kernels_report_scratch_memory_they_cannot_get():
+    """Out of scratch memory, the C kernels raise MemoryError, not abort the process, and the
+    model is left as it was. FASTNN_SCRATCH_LIMIT makes every request above 64 KB fail."""
+    result = subprocess.run([sys.executable, "-c", OUT_OF_SCRATCH], capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "FASTNN_SCRATCH_LIMIT": "65536"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name in ("matmul", "linear_forward", "linear_backward"):
+        assert f"{name} MemoryError: {name}: the C backend could not allocate" in "\n".join(
+            lines), result.stdout
+    assert "fit MemoryError" in lines, result.stdout
+    assert "weights unchanged: True" in lines, result.stdout
+    assert "small matmul afterwards: 4.0" in lines, result.stdout

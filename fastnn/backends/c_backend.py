@@ -41,6 +41,13 @@ _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
 
 
+def _check(status: int, kernel: str) -> None:
+    """Raise for the status of a kernel that allocates scratch memory (fastnn.h)."""
+    if status != lib.FASTNN_OK:
+        raise MemoryError(f"{kernel}: the C backend could not allocate its scratch memory "
+                          f"(status {status}); the outputs are not valid")
+
+
 class _Kernels:
     """The C functions of one float dtype, and how to pass an array of it."""
 
@@ -69,27 +76,27 @@ def matmul(a, b, trans_a, trans_b, out):
     k = _BY_DTYPE[a.dtype]
     t = k.array_type
     n, inner = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    k.matmul(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n, inner,
-             out.shape[1], trans_a, trans_b)
+    _check(k.matmul(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n, inner,
+                    out.shape[1], trans_a, trans_b), "matmul")
 
 
 def linear_forward(x, w, b, activation, alpha, out):
     k = _BY_DTYPE[x.dtype]
     t = k.array_type
     n, inner = x.shape
-    k.linear_forward(_from_buffer(t, out), _from_buffer(t, x), _from_buffer(t, w),
-                     _from_buffer(t, b), n, inner, w.shape[1], ACTIVATION_CODES[activation],
-                     alpha)
+    _check(k.linear_forward(_from_buffer(t, out), _from_buffer(t, x), _from_buffer(t, w),
+                            _from_buffer(t, b), n, inner, w.shape[1],
+                            ACTIVATION_CODES[activation], alpha), "linear_forward")
 
 
 def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
     k = _BY_DTYPE[x.dtype]
     t = k.array_type
     n, inner = x.shape
-    k.linear_backward(_NULL if dx is None else _from_buffer(t, dx), _from_buffer(t, dw),
-                      _from_buffer(t, db), _from_buffer(t, x), _from_buffer(t, w),
-                      _from_buffer(t, y), _from_buffer(t, dy), n, inner, w.shape[1],
-                      ACTIVATION_CODES[activation], alpha)
+    _check(k.linear_backward(_NULL if dx is None else _from_buffer(t, dx), _from_buffer(t, dw),
+                             _from_buffer(t, db), _from_buffer(t, x), _from_buffer(t, w),
+                             _from_buffer(t, y), _from_buffer(t, dy), n, inner, w.shape[1],
+                             ACTIVATION_CODES[activation], alpha), "linear_backward")
 
 
 def softmax(x, out):
