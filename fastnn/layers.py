@@ -58,6 +58,14 @@ class Layer:
         self.input_dim = input_units
         self.built = True
 
+    def output_units(self, input_units: int) -> int:
+        """The output size for inputs of ``input_units`` features (known before build)."""
+        raise NotImplementedError
+
+    def parameter_count(self, input_units: int) -> int:
+        """How many numbers the parameters hold for ``input_units`` inputs."""
+        return 0
+
     def make_scratch(self, batch: int, dtype: np.dtype, training: bool) -> Any:
         """Per-batch-size working memory of this layer (None when it needs none)."""
         return None
@@ -140,6 +148,12 @@ class Dense(Layer):
             decay = np.exp(-np.abs(outputs))
             np.divide(np.where(outputs >= 0, 1.0, decay), 1.0 + decay, out=outputs)
 
+    def output_units(self, input_units):
+        return self.units
+
+    def parameter_count(self, input_units):
+        return (input_units + 1) * self.units  # kernel and bias
+
     def get_config(self):
         return {"units": self.units, "activation": self.activation, "alpha": self.alpha,
                 **super().get_config()}
@@ -168,6 +182,9 @@ class Dropout(Layer):
     def build(self, input_units, dtype, rng):
         self.units = input_units
         super().build(input_units, dtype, rng)
+
+    def output_units(self, input_units):
+        return input_units
 
     def set_rng(self, rng):
         if self.seed is None:

@@ -364,22 +364,44 @@ class Sequential:
         for param, value in zip(params, checked):
             param[...] = value  # in place: the optimizer keeps its references
 
+    def _layer_sizes(self) -> Optional[List[Tuple[Layer, int, int]]]:
+        """(layer, input size, output size) of each layer; None while the input size is not
+        known. Known from the first layer's input_dim before the weights exist."""
+        units = self.input_dim
+        if units is None or not self.layers:
+            return None
+        sizes = []
+        for layer in self.layers:
+            output = layer.output_units(units)
+            sizes.append((layer, units, output))
+            units = output
+        return sizes
+
     def count_params(self) -> int:
-        return sum(param.size for layer in self.layers for param in layer.params)
+        """How many numbers the parameters hold; known once the input size is (as in Keras,
+        before the weights are created when the first layer has input_dim)."""
+        sizes = self._layer_sizes()
+        if sizes is None:
+            raise ValueError("model: the input size is not known yet; give input_dim= to the "
+                             "first layer, or call build, fit or predict")
+        return sum(layer.parameter_count(inputs) for layer, inputs, _ in sizes)
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         """Print each layer's output shape and parameter count, and the total."""
-        if not self.built:
+        sizes = self._layer_sizes()
+        if sizes is None:
             print_fn("Sequential (not built: the input size is not known yet)")
             return
-        rows = [(f"{position}: {layer.describe()}", f"(None, {layer.units})",
-                 sum(param.size for param in layer.params))
-                for position, layer in enumerate(self.layers)]
+        rows = [(f"{position}: {layer.describe()}", f"(None, {output})",
+                 layer.parameter_count(inputs))
+                for position, (layer, inputs, output) in enumerate(sizes)]
         width = max(len(row[0]) for row in rows) + 2
         lines = [f"Sequential ({self.dtype}, {self.input_dim} inputs)",
                  f"{'Layer':<{width}}{'Output shape':<16}{'Params':>10}"]
         lines += [f"{name:<{width}}{shape:<16}{count:>10,}" for name, shape, count in rows]
         lines.append(f"Total params: {self.count_params():,}")
+        if not self.built:
+            lines.append("(weights not created yet: build, fit or predict creates them)")
         print_fn("\n".join(lines))
 
     def save(self, path) -> None:

@@ -164,6 +164,30 @@ def test_summary_lists_layers_and_parameter_counts():
     assert "Total params: 1,210" in text  # 64*16 + 16 + 16*10 + 10
 
 
+def test_sizes_are_known_before_the_weights_when_the_first_layer_has_input_dim():
+    """As in Keras: summary and count_params work as soon as the input size is known."""
+    model = Sequential([Dense(16, "relu", input_dim=64), Dropout(0.2), Dense(10, "softmax")])
+    assert model.count_params() == 1210 and not model.built
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "Total params: 1,210" in lines[0] and "(None, 10)" in lines[0]
+    assert "weights not created yet" in lines[0]
+    model.build()
+    lines.clear()
+    model.summary(print_fn=lines.append)
+    assert "weights not created yet" not in lines[0]
+    assert model.count_params() == sum(w.size for w in model.get_weights())
+
+
+def test_sizes_unknown_without_input_dim():
+    model = Sequential([Dense(16, "relu"), Dense(10, "softmax")])
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert lines == ["Sequential (not built: the input size is not known yet)"]
+    with pytest.raises(ValueError, match="input size is not known"):
+        model.count_params()
+
+
 # -- validation at the boundary ---------------------------------------------------
 
 @pytest.mark.parametrize("x,y,message", [
