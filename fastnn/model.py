@@ -405,8 +405,8 @@ class Sequential:
         print_fn("\n".join(lines))
 
     def save(self, path) -> None:
-        """Architecture, compile settings and weights in one .npz file (no pickle),
-        written atomically (a temporary file, then renamed)."""
+        """Architecture, compile settings, weights and the optimizer's state in one .npz
+        file (no pickle), written atomically (a temporary file, then renamed)."""
         from .serialization import save_model
         save_model(self, path)
 

@@ -40,6 +40,31 @@ class Optimizer:
         """Update every bound parameter from its gradient, with the given backend."""
         raise NotImplementedError
 
+    def state(self) -> Dict[str, np.ndarray]:
+        """Copies of the state kept beside the parameters, by name (what a saved model
+        stores, so that training resumes where it stopped)."""
+        raise NotImplementedError
+
+    def load_state(self, state: Dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state` of an optimizer bound to parameters of the same shapes.
+        Everything is checked before anything changes; ValueError names what does not fit."""
+        current = self.state()
+        if set(state) != set(current):
+            raise ValueError(f"optimizer state: expected {sorted(current)}, got {sorted(state)}")
+        for name, value in state.items():
+            value = np.asarray(value)
+            if value.shape != current[name].shape or value.dtype.kind not in "iuf":
+                raise ValueError(f"optimizer state {name!r}: expected shape "
+                                 f"{current[name].shape} numbers, got {value.shape} "
+                                 f"{value.dtype}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"optimizer state {name!r}: expected finite numbers")
+        self._restore({name: np.asarray(value) for name, value in state.items()})
+
+    def _restore(self, state: Dict[str, np.ndarray]) -> None:
+        """Copy the checked ``state`` in."""
+        raise NotImplementedError
+
     def get_config(self) -> Dict[str, Any]:
         """Constructor arguments, JSON-safe (state is not included)."""
         raise NotImplementedError
@@ -71,6 +96,15 @@ class SGD(Optimizer):
         self._slots = [(param, grad, np.zeros_like(param) if self.momentum else None)
                        for param, grad in zip(params, grads)]
 
+    def state(self):
+        return {f"velocity_{index}": velocity.copy()
+                for index, (_, _, velocity) in enumerate(self._slots) if velocity is not None}
+
+    def _restore(self, state):
+        for index, (_, _, velocity) in enumerate(self._slots):
+            if velocity is not None:
+                velocity[...] = state[f"velocity_{index}"]
+
     def step(self, backend):
         sgd_step = backend.sgd_step
         lr, momentum, nesterov, decay = self.lr, self.momentum, self.nesterov, self.weight_decay
@@ -100,6 +134,20 @@ class Adam(Optimizer):
         self.steps = 0
         self._slots = [(param, grad, np.zeros_like(param), np.zeros_like(param))
                        for param, grad in zip(params, grads)]
+
+    def state(self):
+        state = {"steps": np.array(self.steps)}
+        for index, (_, _, m, v) in enumerate(self._slots):
+            state[f"m_{index}"], state[f"v_{index}"] = m.copy(), v.copy()
+        return state
+
+    def _restore(self, state):
+        steps = int(state["steps"])
+        if steps < 0:
+            raise ValueError(f"optimizer state 'steps': expected a count >= 0, got {steps}")
+        self.steps = steps
+        for index, (_, _, m, v) in enumerate(self._slots):
+            m[...], v[...] = state[f"m_{index}"], state[f"v_{index}"]
 
     def step(self, backend):
         self.steps += 1

@@ -1,7 +1,9 @@
 """Saving and loading a Sequential model as one ``.npz`` file, with no pickle.
 
 The file holds a marker, a format version, the architecture and compile
-settings as a JSON string, and each parameter array as ``param_<layer>_<i>``.
+settings as a JSON string, each parameter array as ``param_<layer>_<i>``, and
+the optimizer's state (momentum, Adam's moments and step count) as
+``optimizer_<name>``, so that training resumes where it stopped.
 It is written to a temporary file beside the target and renamed over it, so
 an interrupted save never leaves a half-written model. Reading uses
 ``allow_pickle=False`` and checks everything before building anything, so a
@@ -24,6 +26,7 @@ from . import optimizers as optimizers_module
 
 MARKER = "fastnn.Sequential"
 FORMAT_VERSION = 1
+OPTIMIZER_PREFIX = "optimizer_"
 
 
 class ModelFileError(ValueError):
@@ -50,6 +53,9 @@ def save_model(model, path) -> None:
     for position, layer in enumerate(model.layers):
         for index, param in enumerate(layer.params):
             arrays[f"param_{position}_{index}"] = param
+    if model.optimizer is not None:
+        for name, value in model.optimizer.state().items():
+            arrays[f"{OPTIMIZER_PREFIX}{name}"] = value
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=directory)
@@ -114,8 +120,8 @@ def _weights(path, config: Dict[str, Any], arrays: Dict[str, np.ndarray],
 
 
 def load_model(path):
-    """A Sequential model saved with :meth:`Sequential.save`: architecture, weights and
-    compile settings (the optimizer's state starts afresh)."""
+    """A Sequential model saved with :meth:`Sequential.save`: architecture, weights, compile
+    settings and the optimizer's state (fresh when the file has none)."""
     from .model import Sequential
 
     config, arrays = _read(path)
@@ -132,7 +138,17 @@ def load_model(path):
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: malformed model configuration: "
                              f"{type(exc).__name__}: {exc}") from exc
-    model.set_weights(_weights(path, config, arrays, model))
+    weights = _weights(path, config, arrays, model)
+    state = {name[len(OPTIMIZER_PREFIX):]: value for name, value in arrays.items()
+             if name.startswith(OPTIMIZER_PREFIX)}
+    if state and model.optimizer is not None:
+        try:
+            model.optimizer.load_state(state)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}") from exc
+    elif state:
+        raise ModelFileError(f"{path}: holds optimizer state but no compile settings")
+    model.set_weights(weights)
     return model
 
 
