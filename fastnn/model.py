@@ -399,7 +399,7 @@ class Sequential:
         lines = [f"Sequential ({self.dtype}, {self.input_dim} inputs)",
                  f"{'Layer':<{width}}{'Output shape':<16}{'Params':>10}"]
         lines += [f"{name:<{width}}{shape:<16}{count:>10,}" for name, shape, count in rows]
-        lines.append(f"Total params: {self.count_params():,}")
+        lines.append(f"Total params: {sum(row[2] for row in rows):,}")
         if not self.built:
             lines.append("(weights not created yet: build, fit or predict creates them)")
         print_fn("\n".join(lines))
