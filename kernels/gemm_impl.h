@@ -2,16 +2,16 @@
  *
  * Three ways to share the work, chosen by fastnn_gemm from the shape:
  *
- * Many rows (m > 2 GEMM_MC): the BLIS/GotoBLAS layering, gemm_rows_thread; block sizes from
+ * Many rows (m > GEMM_FEW_ROWS): the GotoBLAS layering, gemm_rows_thread; block sizes from
  * instantiate.h (NR = GEMM_NV vectors):
  *   jc over n in GEMM_NC       a panel of columns of B and C
- *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels (each
- *                              thread its own copy, so the threads never wait for each other)
- *     ic over m in mc          each thread its own equal share of the rows; pack
- *                              op(A)[ic:+mc, pc:+KC] into MR x KC micro-panels (private to
- *                              the thread; lives in L2)
- *      jr over NC in NR        one B micro-panel, reused from L1 by every ir
- *       ir over mc in MR       micro-kernel: an MR x NR tile of C, in registers
+ *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels, a block
+ *                              that lives in L2 (each thread its own copy, so the threads
+ *                              never wait for each other)
+ *     ir over m in MR          each thread its own equal share of the rows; pack
+ *                              op(A)[ir:+MR, pc:+KC] into one MR x KC micro-panel (L1)
+ *      jr over NC in NR        micro-kernel: an MR x NR tile of C, in registers, from the
+ *                              A micro-panel in L1 and a B micro-panel streamed from L2
  *
  * Few rows (a batch of an MLP), gemm_columns_thread: A not transposed and B not transposed
  * are read in place, the rest is packed per thread, and nothing is shared:
@@ -189,7 +189,7 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
     return fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_KC));
 }
 
-/* C[:, panels first_panel..end_panel-1] (panels of NR columns) for few rows (m <= 2 GEMM_MC, as
+/* C[:, panels first_panel..end_panel-1] (panels of NR columns) for few rows (m <= GEMM_FEW_ROWS, as
  * for the batch of an MLP): the work of one thread when the threads split the columns or K.
  * Nothing is shared, so no thread ever waits for another:
  *  - A not transposed is read in place by the full row tiles (each row contiguous: a few
@@ -303,25 +303,32 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
     return status;
 }
 
-/* The work of one thread when the threads split the rows, in blocks of mc (the loop nest of
- * the header comment). Each thread packs its own A blocks and its own copy of each B block:
- * every panel of B then serves mc / MR tiles, which pays for its packing (reading B in place
- * instead was as often slower as faster, by the rows of B that share L1 sets: a row stride
- * of 1 or 4 KB). Packing B once for all threads would save little (B is k x n, each
- * thread's product m / threads x n x k) and cost more: a barrier after each block's packing,
- * where a thread slowed by the machine's other load holds up the rest, and half of each
- * packed block read from the other core's cache. Without it, the threads never wait for
- * each other; 784x128x256 (A transposed) took 187 us instead of 212, 784x32x256 46 instead
- * of 63. */
+/* The work of one thread when the threads split the rows (the loop nest of the header
+ * comment). The packed B block (KC x NC) stays in L2 and each A micro-panel (MR x KC) in L1
+ * while all the B micro-panels of the block stream past it from L2: the A micro-panel is
+ * packed just before its tiles, so its transposes and its reads from L3 interleave with
+ * the arithmetic rather than stall it in a packing phase of their own. Against packing an
+ * L2 block of A and reusing each B micro-panel over it (as BLIS does), in alternating calls
+ * (median ratio of the two times): 1024x784x256 2.4% faster, 784x1024x256 (A transposed)
+ * 2.0%, 1024^3 4.8%, 2048^3 7.9%. Reading A's rows in place or copied untransposed, the
+ * micro-kernel's broadcasts from 14 rows made it 3-4% slower than the transposes cost.
+ * Each thread packs its own copy of each B block: every panel of B then serves all of the
+ * thread's rows, which pays for the copy. Packing B once for all threads would save little
+ * (B is k x n, each thread's product m / threads x n x k) and cost more: a barrier after
+ * each block's packing, where a thread slowed by the machine's other load holds up the rest,
+ * and half of each packed block read from the other core's cache. Without it, the threads
+ * never wait for each other; 784x128x256 (A transposed) took 187 us instead of 212,
+ * 784x32x256 46 instead of 63. */
 static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                                 int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                                int64_t ldc, const fastnn_epilogue *epilogue, int64_t mc) {
+                                int64_t ldc, const fastnn_epilogue *epilogue) {
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
-    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)mc * kc_max * sizeof(T));
+    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)GEMM_MR * kc_max * sizeof(T));
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
-    /* This thread's rows: an equal share of the micro-panels. */
+    /* This thread's rows: an equal share of the micro-panels (1024 rows over 2 threads:
+     * 37 + 37 panels of 14). */
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
     int team = fastnn_team_size(), t = fastnn_team_index();
     int64_t first_row = m_panels * t / team * GEMM_MR;
@@ -341,22 +348,15 @@ static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int
                 FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, src, ldb, trans_b,
                                  fastnn_min(GEMM_NR, n - j), kc);
             }
-            for (int64_t ic = first_row; ic < end_row; ic += mc) {
-                int64_t mcur = fastnn_min(mc, end_row - ic);
-                for (int64_t ir = 0; ir < mcur; ir += GEMM_MR) {
-                    int64_t i = ic + ir;
-                    const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
-                    FN(pack_a_panel)(a_pack + ir * kc, src, lda, trans_a,
-                                     fastnn_min(GEMM_MR, m - i), kc);
-                }
-                for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
-                    int64_t j = jc + jr, nr = fastnn_min(GEMM_NR, nc - jr);
-                    const T *bp = b_pack + jr * kc;
-                    for (int64_t ir = 0; ir < mcur; ir += GEMM_MR)
-                        FN(gemm_tile)(kc, a_pack + ir * kc, 1, GEMM_MR, bp, GEMM_NR,
-                                      c + (ic + ir) * ldc + j, ldc,
-                                      fastnn_min(GEMM_MR, mcur - ir), nr, accumulate,
-                                      tile_epilogue, bias ? bias + j : NULL);
+            for (int64_t i = first_row; i < end_row; i += GEMM_MR) {
+                int64_t mr = fastnn_min(GEMM_MR, end_row - i);
+                const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
+                FN(pack_a_panel)(a_pack, src, lda, trans_a, mr, kc);
+                for (int64_t jp = 0; jp < n_panels; jp++) {
+                    int64_t j = jc + jp * GEMM_NR;
+                    FN(gemm_tile)(kc, a_pack, 1, GEMM_MR, b_pack + jp * GEMM_NR * kc, GEMM_NR,
+                                  c + i * ldc + j, ldc, mr, fastnn_min(GEMM_NR, n - j),
+                                  accumulate, tile_epilogue, bias ? bias + j : NULL);
                 }
             }
         }
@@ -377,7 +377,7 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
 
-    if (m <= 2 * GEMM_MC) { /* few rows (a batch) */
+    if (m <= GEMM_FEW_ROWS) { /* few rows (a batch) */
         if (threads == 1)
             return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
                                            epilogue, 0, n_panels);
@@ -403,19 +403,11 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
         }
     }
 
-    /* Each thread gets an equal share of the micro-panels of rows (1024 rows over 2 threads:
-     * 37 + 37 panels, not 39 + 35 as in equal blocks dealt out in turn), in blocks of at most
-     * GEMM_MC rows, as equal as the panels allow. */
     if (threads > m_panels) threads = (int)m_panels;
-    int64_t thread_panels = fastnn_ceil_div(m_panels, threads);
-    int64_t thread_blocks = fastnn_ceil_div(thread_panels, GEMM_MC / GEMM_MR);
-    int64_t mc = fastnn_ceil_div(thread_panels, thread_blocks) * GEMM_MR;
     if (threads == 1)
-        return FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
-                                    mc);
+        return FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
 #pragma omp parallel num_threads(threads) reduction(| : status)
-    status |= FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
-                                   mc);
+    status |= FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
     return status;
 }
 

@@ -26,7 +26,7 @@ GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
     # a narrow B (one panel and an edge one) and with a wide B (several column panels)
     (300, 800, 96), (600, 500, 100), (520, 300, 1100),
     # at the C GEMM's switches between paths (float32 / float64 block sizes differ): m at
-    # 2 GEMM_MC (504 / 280) and just past it, an output of exactly 64 Ki numbers, the shortest
+    # GEMM_FEW_ROWS (504 / 280) and just past it, an output of exactly 64 Ki numbers, the shortest
     # K that is split, and too short a K to split
     (504, 70, 130), (505, 130, 64), (280, 120, 130), (256, 64, 256), (64, 63, 1024),
 ]
