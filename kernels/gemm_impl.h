@@ -4,10 +4,11 @@
  *
  * Many rows (m > GEMM_FEW_ROWS): the GotoBLAS layering, gemm_rows_thread; block sizes from
  * instantiate.h (NR = GEMM_NV vectors):
- *   jc over n in GEMM_NC       a panel of columns of B and C
+ *   jc over n in NC            a panel of columns of B and C
  *    pc over k in GEMM_KC      pack op(B)[pc:+KC, jc:+NC] into KC x NR micro-panels, a block
- *                              that lives in L2 (each thread its own copy, so the threads
- *                              never wait for each other)
+ *                              that lives in L2 (NC: as many columns as GEMM_B_BLOCK_BYTES
+ *                              holds; each thread its own copy, so the threads never wait for
+ *                              each other)
  *     ir over m in MR          each thread its own equal share of the rows; pack
  *                              op(A)[ir:+MR, pc:+KC] into one MR x KC micro-panel (L1)
  *      jr over NC in NR        micro-kernel: an MR x NR tile of C, in registers, from the
@@ -30,6 +31,15 @@
 #include "vmath_impl.h"
 
 #define GEMM_NR (GEMM_NV * VLEN)
+
+/* The bytes of a packed B block of the many-rows path: it stays in L2 (2 MB per core here)
+ * beside the rows of C and A streaming past: 2048^3 took 56-57 ms with blocks of 1.0-1.4 MB
+ * (342 x 768 or 1024 floats), 67 ms with blocks of 2.8 MB (all 2048 columns). Override it
+ * with -DFASTNN_GEMM_B_BLOCK_BYTES=... (FASTNN_EXTRA_CFLAGS) for an L2 of another size. */
+#ifndef FASTNN_GEMM_B_BLOCK_BYTES
+#define FASTNN_GEMM_B_BLOCK_BYTES (1200 * 1024)
+#endif
+#define GEMM_B_BLOCK_BYTES ((int64_t)FASTNN_GEMM_B_BLOCK_BYTES)
 
 /* A panel of `width` columns and kc rows: dst[p * width + i] = M[p][i] for i < count, p < kc,
  * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` and
@@ -180,6 +190,16 @@ static void FN(gemm_tile)(int64_t kc, const T *restrict a, int64_t a_row, int64_
                          epilogue, bias);
 }
 
+/* The columns of a packed B block of the many-rows path for K blocks of kc: at most what
+ * GEMM_B_BLOCK_BYTES holds, a whole number of panels, and the blocks as equal as possible
+ * (784 columns in one block of 784 for kc = 256, not 768 + 16, which would pack all of A
+ * again for 16 columns). */
+static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
+    int64_t most = fastnn_max(1, GEMM_B_BLOCK_BYTES / ((int64_t)sizeof(T) * kc * GEMM_NR));
+    int64_t panels = fastnn_ceil_div(n, GEMM_NR);
+    return fastnn_ceil_div(panels, fastnn_ceil_div(panels, most)) * GEMM_NR;
+}
+
 /* The longest K block of gemm_columns_thread. */
 #define GEMM_COLUMNS_KC (4 * GEMM_KC)
 
@@ -323,7 +343,7 @@ static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int
                                 int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
                                 int64_t ldc, const fastnn_epilogue *epilogue) {
     int64_t kc_max = FN(gemm_kc)(k);
-    int64_t nc_max = fastnn_ceil_div(fastnn_min(n, GEMM_NC), GEMM_NR) * GEMM_NR;
+    int64_t nc_max = FN(gemm_nc)(n, kc_max);
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)GEMM_MR * kc_max * sizeof(T));
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
@@ -335,8 +355,8 @@ static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int
     int64_t end_row = fastnn_min(m, m_panels * (t + 1) / team * GEMM_MR);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
 
-    for (int64_t jc = 0; jc < n; jc += GEMM_NC) {
-        int64_t nc = fastnn_min(GEMM_NC, n - jc);
+    for (int64_t jc = 0; jc < n; jc += nc_max) {
+        int64_t nc = fastnn_min(nc_max, n - jc);
         int64_t n_panels = fastnn_ceil_div(nc, GEMM_NR);
         for (int64_t pc = 0; pc < k; pc += kc_max) {
             int64_t kc = fastnn_min(kc_max, k - pc);
@@ -412,6 +432,7 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 }
 
 #undef GEMM_NR
+#undef GEMM_B_BLOCK_BYTES
 #undef GEMM_FLOPS_PER_THREAD
 #undef GEMM_SPLIT_K_MIN
 #undef GEMM_COLUMNS_KC

@@ -28,15 +28,10 @@
 #ifndef FASTNN_GEMM_FEW_ROWS_F32
 #define FASTNN_GEMM_FEW_ROWS_F32 504
 #endif
-/* KC x NC: the packed B block, which stays in L2 (1.2 MB of 2 MB here). */
-#ifndef FASTNN_GEMM_NC_F32
-#define FASTNN_GEMM_NC_F32 768
-#endif
 #define GEMM_MR FASTNN_GEMM_MR_F32
 #define GEMM_NV FASTNN_GEMM_NV_F32
 #define GEMM_KC FASTNN_GEMM_KC_F32
 #define GEMM_FEW_ROWS FASTNN_GEMM_FEW_ROWS_F32
-#define GEMM_NC FASTNN_GEMM_NC_F32
 #elif defined(FASTNN_INSTANCE_F64)
 /* ---- float64 ---- */
 #define TNAME f64
@@ -62,14 +57,10 @@
 #ifndef FASTNN_GEMM_FEW_ROWS_F64
 #define FASTNN_GEMM_FEW_ROWS_F64 280
 #endif
-#ifndef FASTNN_GEMM_NC_F64
-#define FASTNN_GEMM_NC_F64 384
-#endif
 #define GEMM_MR FASTNN_GEMM_MR_F64
 #define GEMM_NV FASTNN_GEMM_NV_F64
 #define GEMM_KC FASTNN_GEMM_KC_F64
 #define GEMM_FEW_ROWS FASTNN_GEMM_FEW_ROWS_F64
-#define GEMM_NC FASTNN_GEMM_NC_F64
 #else
 #error "include instantiate.h, not instance.h"
 #endif
@@ -87,5 +78,4 @@
 #undef GEMM_NV
 #undef GEMM_KC
 #undef GEMM_FEW_ROWS
-#undef GEMM_NC
 

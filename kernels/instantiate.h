@@ -11,7 +11,7 @@
  *   T_MAX        the largest finite T; EXP_LO / EXP_HI the range exp is evaluated on;
  *   EXP_DEGREE   the degree of the Taylor polynomial of exp on [-ln2/2, ln2/2], enough
  *                for the type's precision;
- *   GEMM_MR, GEMM_NV, GEMM_KC, GEMM_NC: the GEMM register and cache blocking, and
+ *   GEMM_MR, GEMM_NV, GEMM_KC: the GEMM register and K blocking, and
  *   GEMM_FEW_ROWS: the most rows of the few-rows paths (see gemm_impl.h).
  */
 #include "simd.h"

@@ -85,5 +85,6 @@ void *fastnn_scratch(int slot, size_t bytes);
 
 static inline int64_t fastnn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static inline int64_t fastnn_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t fastnn_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 #endif
