@@ -25,6 +25,7 @@
 #ifndef FASTNN_GEMM_KC_F32
 #define FASTNN_GEMM_KC_F32 384
 #endif
+/* The most rows of a product on the few-rows paths of gemm_impl.h. */
 #ifndef FASTNN_GEMM_FEW_ROWS_F32
 #define FASTNN_GEMM_FEW_ROWS_F32 504
 #endif
