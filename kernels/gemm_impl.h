@@ -334,13 +334,13 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
  * 2.0%, 1024^3 4.8%, 2048^3 7.9%. Reading A's rows in place or copied untransposed, the
  * micro-kernel's broadcasts from 14 rows made it 3-4% slower than the transposes cost.
  * Each thread packs its own copy of each B block: every panel of B then serves all of the
- * thread's rows, which pays for the copy (reading B in place instead, with its rows a row
- * stride apart, was 1% slower for 1024x784x256 and 18% for 1024x1000x1000). Packing B once for all threads would save little
- * (B is k x n, each thread's product m / threads x n x k) and cost more: a barrier after
- * each block's packing, where a thread slowed by the machine's other load holds up the rest,
- * and half of each packed block read from the other core's cache. Without it, the threads
- * never wait for each other; 784x128x256 (A transposed) took 187 us instead of 212,
- * 784x32x256 46 instead of 63. */
+ * thread's rows, which pays for the copy (reading B in place instead, its rows a row stride
+ * apart, was 1% slower for 1024x784x256 and 18% for 1024x1000x1000). Packing B once for all
+ * threads would save little (B is k x n, each thread's product m / threads x n x k) and cost
+ * more: a barrier after each block's packing, where a thread slowed by the machine's other
+ * load holds up the rest, and half of each packed block read from the other core's cache.
+ * Without it, the threads never wait for each other; 784x128x256 (A transposed) took 187 us
+ * instead of 212, 784x32x256 46 instead of 63. */
 static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                                 int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
                                 int64_t ldc, const fastnn_epilogue *epilogue) {
