@@ -58,6 +58,11 @@ class Layer:
         self.input_dim = input_units
         self.built = True
 
+    def adopt_storage(self, params: List[np.ndarray], grads: List[np.ndarray]) -> None:
+        """Use ``params`` and ``grads`` (same shapes, values already copied in) in place of
+        the arrays :meth:`build` made: the model moves them into one buffer each."""
+        self.params, self.grads = list(params), list(grads)
+
     def output_units(self, input_units: int) -> int:
         """The output size for inputs of ``input_units`` features (known before build)."""
         raise NotImplementedError
@@ -131,6 +136,10 @@ class Dense(Layer):
         self.dw, self.db = np.zeros_like(self.w), np.zeros_like(self.b)
         self.params, self.grads = [self.w, self.b], [self.dw, self.db]
         super().build(input_units, dtype, rng)
+
+    def adopt_storage(self, params, grads):
+        super().adopt_storage(params, grads)
+        (self.w, self.b), (self.dw, self.db) = self.params, self.grads
 
     def forward(self, backend, x, out, scratch, training):
         backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out)

@@ -102,8 +102,27 @@ class Sequential:
                                  f"but receives {units}")
             layer.build(units, self.dtype, rng)
             units = layer.units
+        self._share_parameter_storage()
         self.built = True
         self._bind_training()
+
+    def _share_parameter_storage(self) -> None:
+        """Move every layer's parameters into one buffer, and their gradients into another,
+        back to back in layer order, so that the optimizer updates them all in one kernel
+        call per step rather than one per array (each call costs about 0.8 us of Python and
+        cffi: a quarter of the step of a small network)."""
+        params = [param for layer in self.layers for param in layer.params]
+        total = sum(param.size for param in params)
+        param_storage, grad_storage = np.empty(total, self.dtype), np.zeros(total, self.dtype)
+        offset = 0
+        for layer in self.layers:
+            views = []
+            for param in layer.params:
+                views.append((param_storage[offset:offset + param.size].reshape(param.shape),
+                              grad_storage[offset:offset + param.size].reshape(param.shape)))
+                views[-1][0][...] = param
+                offset += param.size
+            layer.adopt_storage([view for view, _ in views], [grad for _, grad in views])
 
     def compile(self, optimizer: Union[str, optimizers_module.Optimizer] = "sgd",
                 loss: Union[str, losses_module.Loss, None] = None,

@@ -1,15 +1,17 @@
-"""Optimizers: SGD and Adam, each step one backend kernel per parameter array.
+"""Optimizers: SGD and Adam, each step one backend kernel call.
 
 An optimizer is bound to a model's parameters once (:meth:`Optimizer.bind`
 allocates its state beside each parameter); :meth:`Optimizer.step` then
-updates every parameter in place from its gradient buffer. Hyperparameters
-are plain attributes read at every step, so ``optimizer.lr = 0.001`` between
-epochs takes effect at once.
+updates every parameter in place from its gradient buffer. A model keeps its
+parameters back to back in one buffer and its gradients in another, and then
+a step is one kernel call over all of them; parameters stored apart take one
+call each. Hyperparameters are plain attributes read at every step, so
+``optimizer.lr = 0.001`` between epochs takes effect at once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import numpy as np
 
@@ -21,6 +23,40 @@ def _probability(name: str, value) -> float:
     if value >= 1:
         raise ValueError(f"{name}: expected a number in [0, 1), got {value}")
     return value
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def storage_span(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+    """One 1-D array over all of ``arrays`` when they are C-contiguous views lying back to
+    back, in order, in one 1-D buffer (as a built Model keeps them); else None."""
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start = position = _address(arrays[0]) - _address(base)
+    for array in arrays:
+        if (array.base is not base or array.dtype != base.dtype
+                or not array.flags.c_contiguous or _address(array) - _address(base) != position):
+            return None
+        position += array.nbytes
+    return base[start // base.itemsize:position // base.itemsize]
+
+
+def _zeros_beside(params: Sequence[np.ndarray], span: Optional[np.ndarray]):
+    """Zeroed state for ``params``: (one array per parameter, the 1-D array over all of them
+    when ``span`` is given, else None)."""
+    if span is None:
+        return [np.zeros_like(param) for param in params], None
+    storage = np.zeros_like(span)
+    views, offset = [], 0
+    for param in params:
+        views.append(storage[offset:offset + param.size].reshape(param.shape))
+        offset += param.size
+    return views, storage
 
 
 class Optimizer:
@@ -91,10 +127,17 @@ class SGD(Optimizer):
             raise ValueError("nesterov: Nesterov momentum requires momentum > 0")
         self.nesterov = bool(nesterov)
         self._slots: List[tuple] = []
+        self._steps: List[tuple] = []  # (param, grad, velocity) per kernel call
 
     def bind(self, params, grads):
-        self._slots = [(param, grad, np.zeros_like(param) if self.momentum else None)
-                       for param, grad in zip(params, grads)]
+        param_span, grad_span = storage_span(params), storage_span(grads)
+        together = param_span is not None and grad_span is not None
+        if self.momentum:
+            velocities, velocity_span = _zeros_beside(params, param_span if together else None)
+        else:
+            velocities, velocity_span = [None] * len(params), None
+        self._slots = list(zip(params, grads, velocities))
+        self._steps = [(param_span, grad_span, velocity_span)] if together else self._slots
 
     def state(self):
         return {f"velocity_{index}": velocity.copy()
@@ -108,7 +151,7 @@ class SGD(Optimizer):
     def step(self, backend):
         sgd_step = backend.sgd_step
         lr, momentum, nesterov, decay = self.lr, self.momentum, self.nesterov, self.weight_decay
-        for param, grad, velocity in self._slots:
+        for param, grad, velocity in self._steps:
             sgd_step(param, grad, velocity, lr, momentum, nesterov, decay)
 
     def get_config(self):
@@ -129,11 +172,16 @@ class Adam(Optimizer):
         self.eps = positive_number("eps", eps)
         self.steps = 0
         self._slots: List[tuple] = []
+        self._steps: List[tuple] = []  # (param, grad, m, v) per kernel call
 
     def bind(self, params, grads):
         self.steps = 0
-        self._slots = [(param, grad, np.zeros_like(param), np.zeros_like(param))
-                       for param, grad in zip(params, grads)]
+        param_span, grad_span = storage_span(params), storage_span(grads)
+        together = param_span is not None and grad_span is not None
+        first_moments, m_span = _zeros_beside(params, param_span if together else None)
+        second_moments, v_span = _zeros_beside(params, param_span if together else None)
+        self._slots = list(zip(params, grads, first_moments, second_moments))
+        self._steps = [(param_span, grad_span, m_span, v_span)] if together else self._slots
 
     def state(self):
         state = {"steps": np.array(self.steps)}
@@ -153,7 +201,7 @@ class Adam(Optimizer):
         self.steps += 1
         adam_step, step = backend.adam_step, self.steps
         lr, beta1, beta2, eps, decay = self.lr, self.beta1, self.beta2, self.eps, self.weight_decay
-        for param, grad, m, v in self._slots:
+        for param, grad, m, v in self._steps:
             adam_step(param, grad, m, v, lr, beta1, beta2, eps, decay, step)
 
     def get_config(self):

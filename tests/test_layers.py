@@ -245,6 +245,90 @@ def test_optimizer_steps_follow_the_reference_formulas(make):
     np.testing.assert_allclose(param, expected, rtol=1e-12)
 
 
+class CountingBackend:
+    """The current backend, counting the optimizer kernel calls made through it."""
+
+    def __init__(self):
+        self.backend, self.calls = fastnn.get_backend(), []
+
+    def sgd_step(self, param, *args):
+        self.calls.append(param.shape)
+        return self.backend.sgd_step(param, *args)
+
+    def adam_step(self, param, *args):
+        self.calls.append(param.shape)
+        return self.backend.adam_step(param, *args)
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1, momentum=0.9, nesterov=True,
+                                              weight_decay=0.01),
+                                  lambda: Adam(0.01, weight_decay=0.01)],
+                         ids=["sgd-nesterov", "adam"])
+def test_a_model_step_is_one_kernel_call_and_equals_one_call_per_parameter(make):
+    """A built model keeps its parameters back to back in one buffer and its gradients in
+    another, so the optimizer updates them all in one kernel call, to the same numbers as
+    one call per parameter (the same optimizer bound to copies stored apart)."""
+    model = Sequential([Dense(5, "tanh", input_dim=3), Dense(2, "softmax")], seed=0)
+    model.compile(make(), "sparse_categorical_crossentropy")
+    model.build()
+    params = [param for layer in model.layers for param in layer.params]
+    grads = [grad for layer in model.layers for grad in layer.grads]
+    assert optimizers.storage_span(params).shape == (3 * 5 + 5 + 5 * 2 + 2,)
+    assert optimizers.storage_span(grads) is not None
+    apart = [param.copy() for param in params]
+    rng = np.random.default_rng(0)
+    grads_apart = [rng.standard_normal(grad.shape).astype(grad.dtype) for grad in grads]
+    for grad, value in zip(grads, grads_apart):
+        grad[...] = value
+    separate = make()
+    separate.bind(apart, grads_apart)
+    assert optimizers.storage_span(apart) is None
+    for _ in range(3):
+        counting = CountingBackend()
+        model.optimizer.step(counting)
+        assert counting.calls == [(32,)]
+        counting = CountingBackend()
+        separate.step(counting)
+        assert counting.calls == [param.shape for param in apart]
+    for got, want in zip(params, apart):
+        np.testing.assert_array_equal(got, want)
+    for name, value in separate.state().items():
+        np.testing.assert_array_equal(model.optimizer.state()[name], value)
+
+
+def test_storage_span_only_joins_arrays_back_to_back_in_one_buffer():
+    storage = np.arange(10.0)
+    first, second = storage[0:4].reshape(2, 2), storage[4:10].reshape(3, 2)
+    np.testing.assert_array_equal(optimizers.storage_span([first, second]), storage)
+    np.testing.assert_array_equal(optimizers.storage_span([second]), storage[4:])
+    assert optimizers.storage_span([second, first]) is None          # out of order
+    assert optimizers.storage_span([first, storage[5:10]]) is None   # a gap
+    assert optimizers.storage_span([first, np.arange(6.0)]) is None  # another buffer
+    assert optimizers.storage_span([storage[0:8:2]]) is None          # not contiguous
+    assert optimizers.storage_span([np.arange(4.0)]) is None          # owns its data
+    assert optimizers.storage_span([]) is None
+
+
+def test_set_weights_and_load_keep_the_shared_storage(tmp_path):
+    """Weights are replaced in place, so the optimizer's one buffer stays the model's."""
+    model = Sequential([Dense(4, "relu", input_dim=3), Dense(2, "softmax")], seed=0)
+    model.compile(SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    model.build()
+    weights = [np.full_like(weight, 0.5) for weight in model.get_weights()]
+    model.set_weights(weights)
+    span = optimizers.storage_span([p for layer in model.layers for p in layer.params])
+    np.testing.assert_array_equal(span, np.full(3 * 4 + 4 + 4 * 2 + 2, 0.5))
+    model.save(tmp_path / "model.npz")
+    loaded = fastnn.load_model(tmp_path / "model.npz")
+    loaded_params = [p for layer in loaded.layers for p in layer.params]
+    assert optimizers.storage_span(loaded_params) is not None
+    x, y = np.random.default_rng(1).standard_normal((8, 3)), np.arange(8) % 2
+    model.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    loaded.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    for got, want in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_loss_and_output_activation_must_fit():
     model = Sequential([Dense(2, "relu", input_dim=2)])
     with pytest.raises(ValueError, match="needs a softmax output"):
