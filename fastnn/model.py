@@ -108,9 +108,8 @@ class Sequential:
 
     def _share_parameter_storage(self) -> None:
         """Move every layer's parameters into one buffer, and their gradients into another,
-        back to back in layer order, so that the optimizer updates them all in one kernel
-        call per step rather than one per array (each call costs about 0.8 us of Python and
-        cffi: a quarter of the step of a small network)."""
+        back to back in layer order, so that the optimizer updates small neighbouring
+        parameters in one kernel call (optimizers.kernel_calls)."""
         params = [param for layer in self.layers for param in layer.params]
         total = sum(param.size for param in params)
         param_storage, grad_storage = np.empty(total, self.dtype), np.zeros(total, self.dtype)

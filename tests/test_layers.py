@@ -296,6 +296,22 @@ def test_a_model_step_is_one_kernel_call_and_equals_one_call_per_parameter(make)
         np.testing.assert_array_equal(model.optimizer.state()[name], value)
 
 
+def test_kernel_calls_join_small_neighbours_and_leave_large_arrays_alone():
+    """Large arrays keep a call of their own, so each thread keeps its share of their rows."""
+    sizes = [40000, 10, 20, 40000, 5]
+    params_storage, grads_storage = np.zeros(sum(sizes)), np.zeros(sum(sizes))
+    offsets = np.cumsum([0] + sizes)
+    params = [params_storage[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    grads = [grads_storage[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    calls = optimizers.kernel_calls(params, grads)
+    assert [(first, end) for first, end, _, _ in calls] == [(0, 1), (1, 3), (3, 4), (4, 5)]
+    assert calls[0][2] is params[0] and calls[1][2].shape == (30,)
+    # gradients stored apart: every parameter its own call
+    apart = [grad.copy() for grad in grads]
+    assert [(f, e) for f, e, _, _ in optimizers.kernel_calls(params, apart)] == [
+        (index, index + 1) for index in range(5)]
+
+
 def test_storage_span_only_joins_arrays_back_to_back_in_one_buffer():
     storage = np.arange(10.0)
     first, second = storage[0:4].reshape(2, 2), storage[4:10].reshape(3, 2)
