@@ -115,13 +115,14 @@ class Sequential:
         param_storage, grad_storage = np.empty(total, self.dtype), np.zeros(total, self.dtype)
         offset = 0
         for layer in self.layers:
-            views = []
+            layer_params, layer_grads = [], []
             for param in layer.params:
-                views.append((param_storage[offset:offset + param.size].reshape(param.shape),
-                              grad_storage[offset:offset + param.size].reshape(param.shape)))
-                views[-1][0][...] = param
+                place = slice(offset, offset + param.size)
+                layer_params.append(param_storage[place].reshape(param.shape))
+                layer_params[-1][...] = param
+                layer_grads.append(grad_storage[place].reshape(param.shape))
                 offset += param.size
-            layer.adopt_storage([view for view, _ in views], [grad for _, grad in views])
+            layer.adopt_storage(layer_params, layer_grads)
 
     def compile(self, optimizer: Union[str, optimizers_module.Optimizer] = "sgd",
                 loss: Union[str, losses_module.Loss, None] = None,
