@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
     pytest orders the tests by the ``implementation`` fixture first, so every ``c`` row ran
     before every ``numpy`` row, tens of seconds apart; a slow spell of the shared machine then
     hit one backend's rows and not the reference's (``linear_backward`` at 1024 rows measured
-    0.58x to 1.14x by where the spell fell). Next to each other, a row and its reference
+    0.58x to 1.16x in three runs of one build). Next to each other, a row and its reference
     meet the same machine.
     """
     def function_of(item):
