@@ -46,25 +46,25 @@ def storage_span(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
     return base[start // base.itemsize:position // base.itemsize]
 
 
-#: The most numbers that arrays joined into one kernel call may hold together. Below it the
-#: kernels run on one thread, so a join changes no thread's share of a large array: each
-#: thread updates the rows of the weights that it reads in the next forward pass (the split
-#: of the C GEMM's K), and a share moved to the other core would be read from its cache.
+#: Arrays joined into one kernel call hold fewer numbers than this together. Below it the
+#: kernels run on one thread (they split from 32768 numbers on in numba, 65536 in C), so a
+#: join changes no thread's share of a large array: each thread updates the rows of the
+#: weights that it reads in the next forward pass (the split of the C GEMM's K), and a share
+#: moved to the other core would be read from its cache.
 JOIN_LIMIT = 1 << 15
 
 
 def kernel_calls(params: Sequence[np.ndarray], grads: Sequence[np.ndarray]):
     """The kernel calls of one step: runs of consecutive parameters that lie back to back,
-    with their gradients, and hold at most :data:`JOIN_LIMIT` numbers together share one call
-    over their span; every other parameter has a call of its own. Each call costs about
-    0.8 us of Python and cffi: the training step of a 2-8-2 network took 19.0 us with a
-    call per array and 16.4 us with one call. Returns
-    ``[(first, end, param, grad)]``: parameters ``first..end-1`` and the arrays the call
-    takes."""
+    with their gradients, and hold fewer than :data:`JOIN_LIMIT` numbers together share one
+    call over their span; every other parameter has a call of its own. Each call costs about
+    0.8 us of Python and cffi: the training step of a 2-8-2 network took 19.0 us with a call
+    per array and 16.4 us with one call. Returns ``[(first, end, param, grad)]``: parameters
+    ``first..end-1`` and the arrays the call takes."""
     calls, first = [], 0
     while first < len(params):
         end, size = first + 1, params[first].size
-        while (end < len(params) and size + params[end].size <= JOIN_LIMIT
+        while (end < len(params) and size + params[end].size < JOIN_LIMIT
                and storage_span(params[first:end + 1]) is not None
                and storage_span(grads[first:end + 1]) is not None):
             size += params[end].size
