@@ -111,18 +111,16 @@ class Sequential:
         back to back in layer order, so that the optimizer updates small neighbouring
         parameters in one kernel call (optimizers.kernel_calls)."""
         params = [param for layer in self.layers for param in layer.params]
-        total = sum(param.size for param in params)
-        param_storage, grad_storage = np.empty(total, self.dtype), np.zeros(total, self.dtype)
-        offset = 0
+        total, shapes = sum(param.size for param in params), [param.shape for param in params]
+        param_views = optimizers_module.views_into(np.empty(total, self.dtype), shapes)
+        grad_views = optimizers_module.views_into(np.zeros(total, self.dtype), shapes)
+        for view, param in zip(param_views, params):
+            view[...] = param
+        first = 0
         for layer in self.layers:
-            layer_params, layer_grads = [], []
-            for param in layer.params:
-                place = slice(offset, offset + param.size)
-                layer_params.append(param_storage[place].reshape(param.shape))
-                layer_params[-1][...] = param
-                layer_grads.append(grad_storage[place].reshape(param.shape))
-                offset += param.size
-            layer.adopt_storage(layer_params, layer_grads)
+            end = first + len(layer.params)
+            layer.adopt_storage(param_views[first:end], grad_views[first:end])
+            first = end
 
     def compile(self, optimizer: Union[str, optimizers_module.Optimizer] = "sgd",
                 loss: Union[str, losses_module.Loss, None] = None,

@@ -46,6 +46,17 @@ def storage_span(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
     return base[start // base.itemsize:position // base.itemsize]
 
 
+def views_into(storage: np.ndarray, shapes: Sequence[tuple]) -> List[np.ndarray]:
+    """Arrays of ``shapes`` lying back to back, in order, in the 1-D ``storage`` (views: what
+    :func:`storage_span` joins again)."""
+    views, offset = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape, dtype=np.int64))
+        views.append(storage[offset:offset + size].reshape(shape))
+        offset += size
+    return views
+
+
 #: Arrays joined into one kernel call hold fewer numbers than this together. Below it the
 #: kernels run on one thread (they split from 32768 numbers on in numba, 65536 in C), so a
 #: join changes no thread's share of a large array: each thread updates the rows of the
@@ -85,11 +96,8 @@ def _zeros_for(params: Sequence[np.ndarray], calls):
     per_call = []
     for first, end, param, _ in calls:
         storage = np.zeros_like(param)
-        flat, offset = storage.reshape(-1), 0
-        for index in range(first, end):
-            size = params[index].size
-            per_param[index] = flat[offset:offset + size].reshape(params[index].shape)
-            offset += size
+        per_param[first:end] = views_into(storage.reshape(-1),
+                                          [params[index].shape for index in range(first, end)])
         per_call.append(storage)
     return per_param, per_call
 
