@@ -10,6 +10,7 @@ at the same thread count; the results as JSON; optionally a bar chart.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import ops
 from .backends import available_backends, get_num_threads, set_num_threads, use_backend
+from .files import atomic_write, write_text
 
 F32 = np.float32
 
@@ -179,8 +181,7 @@ def write_json(results: List[Dict], path: str) -> None:
     document = {"fastnn": fastnn.__version__, "machine": platform.machine(),
                 "processor": platform.processor(), "date": time.strftime("%Y-%m-%d"),
                 "results": results}
-    with open(path, "w") as stream:
-        json.dump(document, stream, indent=1)
+    write_text(path, json.dumps(document, indent=1))
 
 
 def plot_speedups(results: List[Dict], path: str) -> None:
@@ -210,4 +211,5 @@ def plot_speedups(results: List[Dict], path: str) -> None:
     axes.set_title("fastnn kernels: speedup over the NumPy reference")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_write(path) as file:
+        figure.savefig(file, dpi=120, format=os.path.splitext(path)[1][1:] or "png")

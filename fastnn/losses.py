@@ -1,8 +1,12 @@
 """Losses: each one fused kernel that returns the mean loss and writes its gradient.
 
-A loss is called as ``loss(backend, outputs, targets, grad, scratch)`` with the
-output layer's result ``outputs`` (N, M) and returns the mean loss over the batch
-as a Python float; when ``grad`` (N, M) is given it is set to d(loss)/d(outputs).
+A loss is called as ``loss(backend, outputs, targets, grad, scratch, weights)`` with
+the output layer's result ``outputs`` (N, M) and returns the mean loss over the
+batch as a Python float; when ``grad`` (N, M) is given it is set to
+d(loss)/d(outputs). ``weights`` (N,), when given, weighs each row's loss as
+Keras' ``sample_weight`` does: the batch loss is ``sum_i w_i loss_i / N``
+(Keras' default reduction "sum_over_batch_size"), and each row of the gradient
+is scaled by its ``w_i`` with one vectorised multiply (no Python per row).
 For the cross-entropies, ``outputs`` are logits: the softmax (or sigmoid) of the
 output layer is fused into the loss, which is both faster and stable for any
 logit, and the layer's backward then uses the identity derivative.
@@ -18,6 +22,9 @@ from typing import Any, Dict, Optional, Type, Union
 import numpy as np
 
 from .metrics import BinaryAccuracy, CategoricalAccuracy
+
+#: Probability targets (categorical_crossentropy) must sum to 1 per row within this.
+PROBABILITY_TOLERANCE = 1e-3
 
 
 def _numeric_array(argument: str, y) -> np.ndarray:
@@ -48,8 +55,9 @@ class Loss:
     #: The output activation this loss fuses (applies itself), or None.
     fused_activation: Optional[str] = None
 
-    def check_output_activation(self, activation: str) -> None:
-        """Raise ValueError when the output layer's activation does not suit this loss."""
+    def check_output_activation(self, activation: str, units: Optional[int] = None) -> None:
+        """Raise ValueError when the output layer (its activation and number of ``units``)
+        does not suit this loss."""
         if activation == "softmax" and self.fused_activation != "softmax":
             raise ValueError(f"loss: {self.name!r} cannot follow a softmax output; use "
                              "'categorical_crossentropy' or 'sparse_categorical_crossentropy'")
@@ -67,7 +75,8 @@ class Loss:
         return None
 
     def __call__(self, backend, outputs: np.ndarray, targets: np.ndarray,
-                 grad: Optional[np.ndarray], scratch: Any) -> float:
+                 grad: Optional[np.ndarray], scratch: Any,
+                 weights: Optional[np.ndarray] = None) -> float:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -79,17 +88,24 @@ class _SoftmaxCrossEntropy(Loss):
 
     fused_activation = "softmax"
 
-    def check_output_activation(self, activation):
+    def check_output_activation(self, activation, units=None):
         if activation != "softmax":
             raise ValueError(f"loss: {self.name!r} needs a softmax output layer "
                              f"(Dense(..., activation='softmax')), got {activation!r}")
+        if units == 1:
+            raise ValueError(f"loss: a softmax over one output unit is 1.0 for every input, so "
+                             f"{self.name!r} would score a perfect loss of 0 and learn nothing; "
+                             "for two classes use Dense(1, activation='sigmoid') with "
+                             "'binary_crossentropy' (or Dense(2, activation='softmax'))")
 
     def make_scratch(self, batch, units, dtype):
         return np.empty(batch, dtype)  # the per-row losses
 
-    def __call__(self, backend, outputs, targets, grad, row_loss):
+    def __call__(self, backend, outputs, targets, grad, row_loss, weights=None):
         batch = outputs.shape[0]
         backend.softmax_cross_entropy(outputs, targets, 1.0 / batch, row_loss, grad)
+        if weights is not None:
+            return _weigh_rows(weights, row_loss, grad) / batch
         return float(np.add.reduce(row_loss)) / batch
 
 
@@ -105,8 +121,7 @@ class CategoricalCrossentropy(_SoftmaxCrossEntropy):
                              f"(N, {units}); for integer labels (N,) use "
                              "'sparse_categorical_crossentropy'")
         y = _float_targets(argument, y, units, dtype)
-        if (y < 0).any():
-            raise ValueError(f"{argument}: class probabilities must be >= 0")
+        _check_probability_rows(argument, y)
         return y
 
 
@@ -146,7 +161,7 @@ class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
     fused_activation = "sigmoid"
 
-    def check_output_activation(self, activation):
+    def check_output_activation(self, activation, units=None):
         if activation != "sigmoid":
             raise ValueError(f"loss: 'binary_crossentropy' needs a sigmoid output layer "
                              f"(Dense(..., activation='sigmoid')), got {activation!r}")
@@ -162,19 +177,28 @@ class BinaryCrossentropy(Loss):
 
     def make_scratch(self, batch, units, dtype):
         return (np.empty((batch, units), dtype), np.empty((batch, units), dtype),
-                np.empty((batch, units), bool))
+                np.empty((batch, units), bool), np.empty(batch, dtype))
 
-    def __call__(self, backend, logits, targets, grad, scratch):
-        decay, work, non_negative = scratch
+    def __call__(self, backend, logits, targets, grad, scratch, weights=None):
+        decay, work, non_negative, row_sums = scratch
         np.abs(logits, out=decay)
         np.negative(decay, out=decay)
         np.exp(decay, out=decay)  # exp(-|z|), in (0, 1]: never overflows
-        np.log1p(decay, out=work)
-        total = float(work.sum())
-        np.maximum(logits, 0, out=work)
-        total += float(work.sum())
-        np.multiply(logits, targets, out=work)
-        total -= float(work.sum())
+        if weights is None:
+            np.log1p(decay, out=work)
+            total = float(work.sum())
+            np.maximum(logits, 0, out=work)
+            total += float(work.sum())
+            np.multiply(logits, targets, out=work)
+            total -= float(work.sum())
+        else:
+            # max(z, 0) - z t = z ([z >= 0] - t); plus log(1 + exp(-|z|)), summed per row.
+            np.greater_equal(logits, 0, out=non_negative)
+            np.subtract(non_negative, targets, out=work)
+            work *= logits
+            total = float(np.add.reduce(work, axis=1, out=row_sums) @ weights)
+            np.log1p(decay, out=work)
+            total += float(np.add.reduce(work, axis=1, out=row_sums) @ weights)
         scale = 1.0 / logits.size
         if grad is not None:
             # sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, with e = exp(-|z|).
@@ -185,6 +209,8 @@ class BinaryCrossentropy(Loss):
             np.divide(grad, work, out=grad)
             grad -= targets
             grad *= scale
+            if weights is not None:
+                grad *= weights[:, None]
         return total * scale
 
 
@@ -200,9 +226,46 @@ class MeanSquaredError(Loss):
         # Keras' choice: one output is a binary decision at 0.5, several an argmax.
         return BinaryAccuracy(threshold=0.5) if units == 1 else CategoricalAccuracy()
 
-    def __call__(self, backend, outputs, targets, grad, scratch):
+    def make_scratch(self, batch, units, dtype):
+        return np.empty((batch, units), dtype), np.empty(batch, dtype)  # for weighted rows
+
+    def __call__(self, backend, outputs, targets, grad, scratch, weights=None):
         scale = 1.0 / outputs.size
-        return backend.mse(outputs, targets, scale, grad) * scale
+        if weights is None:
+            return backend.mse(outputs, targets, scale, grad) * scale
+        diff, row_sums = scratch
+        np.subtract(outputs, targets, out=diff)
+        np.einsum("ij,ij->i", diff, diff, out=row_sums)
+        if grad is not None:
+            np.multiply(diff, 2 * scale, out=grad)
+        return _weigh_rows(weights, row_sums, grad) * scale
+
+
+def _weigh_rows(weights: np.ndarray, row_values: np.ndarray,
+                grad: Optional[np.ndarray]) -> float:
+    """``sum_i weights[i] * row_values[i]``; scales row i of ``grad`` (if any) by
+    ``weights[i]`` in place. weights, row_values: (N,); grad: (N, M) or None."""
+    if grad is not None:
+        np.multiply(grad, weights[:, None], out=grad)
+    return float(np.dot(weights, row_values))
+
+
+def _check_probability_rows(argument: str, y: np.ndarray) -> None:
+    """Rows of ``y`` (N, C) must be probabilities: all >= 0, each summing to 1 within
+    :data:`PROBABILITY_TOLERANCE`; ValueError names ``argument`` and the first bad row.
+    (An all-zero row would otherwise score a loss of 0 whatever the model says.)"""
+    negative = (y < 0).any(axis=1)
+    sums = y.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1) > PROBABILITY_TOLERANCE
+    bad = np.flatnonzero(negative | off)
+    if bad.size:
+        row = int(bad[0])
+        problem = (f"has a negative probability {y[row][y[row] < 0][0]:g}" if negative[row]
+                   else f"sums to {sums[row]:g}")
+        raise ValueError(f"{argument}: row {row} {problem}; categorical_crossentropy expects "
+                         f"probability rows (one-hot or soft), each >= 0 and summing to 1 "
+                         f"(within {PROBABILITY_TOLERANCE:g}); for integer labels use "
+                         f"'sparse_categorical_crossentropy'")
 
 
 LOSSES: Dict[str, Type[Loss]] = {

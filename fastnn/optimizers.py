@@ -6,11 +6,18 @@ updates every parameter in place from its gradient buffer. A model keeps its
 parameters back to back in one buffer and its gradients in another, so small
 parameters next to each other share one kernel call (see :func:`kernel_calls`).
 Hyperparameters are plain attributes read at every step, so
-``optimizer.lr = 0.001`` between epochs takes effect at once.
+``optimizer.lr = 0.001`` (or Keras' name, ``optimizer.learning_rate``) between
+epochs takes effect at once.
+
+An optimizer belongs to one model (:meth:`Optimizer.attach`): its state lies
+beside that model's parameters, so compiling one optimizer object into a second
+model raises ValueError, as Keras does, instead of silently stepping the wrong
+model.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import numpy as np
@@ -110,6 +117,38 @@ class Optimizer:
     def __init__(self, lr: float, weight_decay: float):
         self.lr = positive_number("lr", lr)
         self.weight_decay = positive_number("weight_decay", weight_decay, allow_zero=True)
+        self._owner: Optional[weakref.ref] = None
+
+    @property
+    def learning_rate(self) -> float:
+        """Keras' name for :attr:`lr`; setting it checks the value (a finite number > 0)."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value) -> None:
+        self.lr = positive_number("learning_rate", value)
+
+    def attach(self, model) -> None:
+        """Make this optimizer ``model``'s (``compile`` calls this).
+
+        Raises ValueError when another live model owns it: the optimizer's state
+        (momentum, Adam's moments and step count) follows one model's parameters,
+        and sharing it would step whichever model was built last. Give each model
+        its own, e.g. ``type(opt)(**opt.get_config())`` or a name like ``"sgd"``.
+        """
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None and owner is not model:
+            raise ValueError(
+                f"optimizer: this {type(self).__name__} object is already compiled into "
+                f"another model; an optimizer belongs to one model (its state follows that "
+                f"model's parameters). Give this model its own: "
+                f"{type(self).__name__}(**optimizer.get_config()) or the name {self.name!r}")
+        self._owner = weakref.ref(model)
+
+    def detach(self, model) -> None:
+        """Release the optimizer from ``model`` (when it is recompiled with another one)."""
+        if self._owner is not None and self._owner() is model:
+            self._owner = None
 
     def bind(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
         """Track ``params`` (updated in place) and their gradient buffers; reset the state."""

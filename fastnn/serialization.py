@@ -4,8 +4,9 @@ The file holds a marker, a format version, the architecture and compile
 settings as a JSON string, each parameter array as ``param_<layer>_<i>``, and
 the optimizer's state (momentum, Adam's moments and step count) as
 ``optimizer_<name>``, so that training resumes where it stopped.
-It is written to a temporary file beside the target and renamed over it, so
-an interrupted save never leaves a half-written model. Reading uses
+It is written atomically by :func:`fastnn.files.atomic_write` (a temporary
+file beside the target, renamed over it, with the mode a plain ``open`` would
+give), so an interrupted save never leaves a half-written model. Reading uses
 ``allow_pickle=False`` and checks everything before building anything, so a
 malformed or foreign file raises :class:`ModelFileError` and changes nothing.
 """
@@ -13,14 +14,13 @@ malformed or foreign file raises :class:`ModelFileError` and changes nothing.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from . import layers as layers_module
+from .files import atomic_write
 from . import losses as losses_module
 from . import optimizers as optimizers_module
 
@@ -44,7 +44,10 @@ def _config_of(model) -> Dict[str, Any]:
             "compile": compiled}
 
 
-def save_model(model, path) -> None:
+def save_model(model, path, include_optimizer: bool = True) -> None:
+    """Write ``model`` to ``path``; without ``include_optimizer`` the file holds the
+    architecture and weights only (what ``save_weights`` writes; ``load_weights`` reads
+    either)."""
     if not model.built:
         raise ValueError("model: not built yet, so there are no weights to save; fit it or "
                          "call build() first")
@@ -53,21 +56,11 @@ def save_model(model, path) -> None:
     for position, layer in enumerate(model.layers):
         for index, param in enumerate(layer.params):
             arrays[f"param_{position}_{index}"] = param
-    if model.optimizer is not None:
+    if model.optimizer is not None and include_optimizer:
         for name, value in model.optimizer.state().items():
             arrays[f"{OPTIMIZER_PREFIX}{name}"] = value
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_write(path) as file:
+        np.savez_compressed(file, **arrays)
 
 
 def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
