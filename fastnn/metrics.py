@@ -115,7 +115,7 @@ class TopKAccuracy(Metric):
 class BinaryAccuracy(Metric):
     """Outputs above ``threshold`` against targets above 0.5, element by element.
 
-    outputs, targets: float (N, M). ``threshold`` is 0.5 on probabilities, or 0
+    outputs, targets: float (N, M) (integer labels (N,) count as one-hot rows). ``threshold`` is 0.5 on probabilities, or 0
     on the logits of a sigmoid the loss fuses (sigmoid(z) > 0.5 exactly when z > 0).
     """
 
@@ -127,10 +127,14 @@ class BinaryAccuracy(Metric):
         return units
 
     def make_scratch(self, batch, units, dtype):
-        return np.empty((batch, units), bool), np.empty((batch, units), bool)
+        return (np.empty((batch, units), bool), np.empty((batch, units), bool),
+                np.empty((batch, units), dtype))
 
     def count(self, backend, outputs, targets, labels, scratch):
-        agree, truth = scratch
+        agree, truth, one_hot = scratch
+        if targets.ndim == 1:  # integer labels: their one-hot rows
+            backend.one_hot(targets, one_hot)
+            targets = one_hot
         np.greater(targets, 0.5, out=truth)
         np.greater(outputs, self.threshold, out=agree)
         np.equal(agree, truth, out=agree)
@@ -176,10 +180,6 @@ def resolve(name: str, loss, units: Optional[int]) -> Metric:
     sparse = loss.name == "sparse_categorical_crossentropy"
     if name == "accuracy":
         return loss.accuracy(units)
-    if name == "binary_accuracy" and sparse:
-        raise ValueError("metrics: 'binary_accuracy' compares each output with a 0/1 target, "
-                         "but sparse_categorical_crossentropy takes integer labels; use "
-                         "'sparse_categorical_accuracy' (or 'accuracy')")
     if name == "binary_accuracy":
         if loss.fused_activation == "sigmoid":
             return BinaryAccuracy(threshold=0.0)
