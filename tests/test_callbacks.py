@@ -407,3 +407,29 @@ def test_csv_logger_append_keeps_the_rows_and_header(tmp_path):
     assert rows[0][0] == "epoch" and [row[0] for row in rows[1:]] == ["0", "1", "0", "1"]
     model.fit(x, y, epochs=1, verbose=0, validation_split=0.2, callbacks=[CSVLogger(path)])
     assert len(read_csv(path)) == 2  # not appending: replaced
+
+
+# -- History.plot -----------------------------------------------------------------
+
+def test_history_plot_draws_each_quantity_for_training_and_validation(tmp_path, monkeypatch):
+    x, y = blobs()
+    history = classifier(metrics=["accuracy", "mae"]).fit(x, y, epochs=4, verbose=0,
+                                                           validation_split=0.25)
+    figure = history.plot(tmp_path / "curve.png", title="blobs")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = figure.get_axes()
+    assert [axes.get_title() for axes in panels] == ["loss", "accuracy", "mae"]
+    for axes in panels:
+        name = axes.get_title()
+        lines = {line.get_label(): line for line in axes.get_lines()}
+        assert sorted(lines) == ["training", "validation"]
+        np.testing.assert_array_equal(lines["training"].get_xdata(), [1, 2, 3, 4])
+        np.testing.assert_array_equal(lines["training"].get_ydata(), history[name])
+        np.testing.assert_array_equal(lines["validation"].get_ydata(), history[f"val_{name}"])
+    history.plot(tmp_path / "curve.svg")
+    assert "<svg" in (tmp_path / "curve.svg").read_text()
+    with pytest.raises(ValueError, match="empty"):
+        fastnn.History().plot(tmp_path / "none.png")
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"fastnn\[plot\]"):
+        history.plot(tmp_path / "again.png")

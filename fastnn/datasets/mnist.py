@@ -21,17 +21,21 @@ from .loaders import load_idx
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
 
+
+def _files(*published: Tuple[int, str]) -> Tuple[RemoteFile, ...]:
+    """The four files in the order train images, train labels, test images, test labels,
+    from their published (size, SHA-256)."""
+    names = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+    return tuple(RemoteFile(name, size, sha256) for name, (size, sha256) in zip(names, published))
+
+
 MNIST = RemoteDataset(
     name="mnist",
-    files=(
-        RemoteFile(TRAIN_IMAGES, 9912422,
-                   "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-        RemoteFile(TRAIN_LABELS, 28881,
-                   "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-        RemoteFile(TEST_IMAGES, 1648877,
-                   "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-        RemoteFile(TEST_LABELS, 4542,
-                   "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    files=_files(
+        (9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        (28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        (1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        (4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
     ),
     mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
              "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -40,17 +44,14 @@ MNIST = RemoteDataset(
 
 FASHION_MNIST = RemoteDataset(
     name="fashion_mnist",
-    files=(
-        RemoteFile(TRAIN_IMAGES, 26421880,
-                   "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-        RemoteFile(TRAIN_LABELS, 29515,
-                   "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-        RemoteFile(TEST_IMAGES, 4422102,
-                   "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-        RemoteFile(TEST_LABELS, 5148,
-                   "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    files=_files(
+        (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        (29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        (5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
     ),
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+             "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
              "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/"
              "fashion/"),
 )
