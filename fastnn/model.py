@@ -235,8 +235,7 @@ class Sequential:
         """
         self._require_compiled()
         epochs = inputs.count("epochs", epochs, 1)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        _check_verbose(verbose)
         split = inputs.fraction("validation_split", validation_split)
         build_seed, train_seed = np.random.SeedSequence(seed).spawn(2)
         data = self._prepare(x, y, seed=None if seed is None else build_seed,
@@ -249,6 +248,8 @@ class Sequential:
             validation = self._validation_data(validation_data)
         elif split:
             data, validation = _split_off(data, split)
+            if class_weight is not None:  # as Keras: class_weight weighs the training rows only
+                validation = validation[:3] + (None,)
         samples = len(data[0])
         batch = inputs.batch_size(batch_size, samples)
         rng = np.random.default_rng(train_seed)
@@ -368,8 +369,10 @@ class Sequential:
         a dict when ``return_dict``. batch_size bounds memory only (None: all rows).
         sample_weight: (N,) weights >= 0 of each row's loss (the loss is then
         ``sum_i w_i loss_i / N``, as Keras). callbacks: their ``on_test_*`` hooks run.
+        verbose: accepted as Keras' (0, 1, 2); evaluate prints nothing.
         """
         self._require_compiled()
+        _check_verbose(verbose)
         data = self._prepare(x, y, sample_weight=sample_weight)
         batch = inputs.batch_size(batch_size, len(data[0]))
         schedule = self._schedule(data, batch, False, np.arange(len(data[0])), self.loss)
@@ -383,7 +386,9 @@ class Sequential:
                 callbacks: Optional[Sequence[Callback]] = None, verbose: int = 0) -> np.ndarray:
         """Outputs (N, units) of the model's dtype: probabilities for a softmax or sigmoid
         output. batch_size bounds memory only (None: all rows at once). callbacks: their
-        ``on_predict_*`` hooks run (``on_predict_batch_end`` gets the batch's outputs)."""
+        ``on_predict_*`` hooks run (``on_predict_batch_end`` gets the batch's outputs).
+        verbose: accepted as Keras' (0, 1, 2); predict prints nothing."""
+        _check_verbose(verbose)
         x = self._features("x", x)
         batch = inputs.batch_size(batch_size, len(x))
         result = np.empty((len(x), self.output_units), self.dtype)
@@ -499,6 +504,11 @@ class Sequential:
         on any error the model is left unchanged."""
         from .serialization import read_weights_for
         self.set_weights(read_weights_for(self, path))
+
+
+def _check_verbose(verbose) -> None:
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
 
 
 def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:

@@ -311,3 +311,11 @@ def test_validation_weights_from_a_triple_and_from_validation_split():
     assert history["val_loss"][0] == pytest.approx(
         model.evaluate(x[45:], y[45:], sample_weight=w[45:]), rel=1e-6)
     assert history["val_loss"][0] != pytest.approx(model.evaluate(x[45:], y[45:]), rel=1e-6)
+
+
+def test_class_weight_weighs_the_training_rows_only_as_keras():
+    x, y = data(samples=60, classes=3)
+    model = softmax_model(None, "sparse_categorical_crossentropy", 3)
+    history = model.fit(x, y, epochs=1, verbose=0, validation_split=0.25,
+                        class_weight={0: 5.0, 1: 0.1})
+    assert history["val_loss"][0] == pytest.approx(model.evaluate(x[45:], y[45:]), rel=1e-6)
