@@ -134,15 +134,18 @@ class Sequential:
         if loss is None:
             raise ValueError(f"loss: required; one of {sorted(losses_module.LOSSES)}")
         optimizer = optimizers_module.get(optimizer)
+        loss, metrics = losses_module.get(loss), metric_names(metrics)
+        output = self.layers[-1] if self.layers else None
+        if output is not None:  # check the output/loss/metrics before changing anything
+            loss.check_output_activation(getattr(output, "activation", "identity"),
+                                         output.units)
+            if metrics and output.units is not None:
+                MetricSet(metrics, loss, output)
         optimizer.attach(self)  # an optimizer belongs to one model
         if self.optimizer is not None and self.optimizer is not optimizer:
             self.optimizer.detach(self)
-        self.optimizer = optimizer
-        self.loss = losses_module.get(loss)
-        self.metrics = metric_names(metrics)
+        self.optimizer, self.loss, self.metrics = optimizer, loss, metrics
         self._bind_training()
-        if self.layers and self.layers[-1].units is not None:
-            self._metric_set()  # an unsuitable metric fails here rather than in fit
 
     def _bind_training(self) -> None:
         """Fit the output layer to the loss and give the optimizer the parameters."""

@@ -77,8 +77,12 @@ def test_the_reported_case_each_model_with_its_own_optimizer_learns():
 @pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy"])
 def test_a_softmax_over_one_unit_is_refused_pointing_to_sigmoid(loss):
     model = Sequential([Dense(4, "relu", input_dim=3), Dense(1, "softmax")])
+    optimizer = SGD(0.1)
     with pytest.raises(ValueError, match="sigmoid.*binary_crossentropy"):
-        model.compile("sgd", loss)
+        model.compile(optimizer, loss)
+    assert model.optimizer is None and model.loss is None  # nothing changed
+    fixed = Sequential([Dense(4, "relu", input_dim=3), Dense(1, "sigmoid")])
+    fixed.compile(optimizer, "binary_crossentropy")  # the optimizer was not taken
 
 
 @pytest.mark.parametrize("rows,row,message", [
