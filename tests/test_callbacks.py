@@ -433,3 +433,16 @@ def test_history_plot_draws_each_quantity_for_training_and_validation(tmp_path, 
     monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"fastnn\[plot\]"):
         history.plot(tmp_path / "again.png")
+
+
+def test_keras_older_batch_hook_names_are_called_for_training_batches():
+    seen = []
+
+    class Old(Callback):
+        def on_batch_end(self, batch, logs=None):
+            seen.append((batch, sorted(logs)))
+
+    x, y = blobs(30)
+    classifier().fit(x, y, epochs=1, batch_size=10, verbose=0, callbacks=[Old()])
+    assert seen == [(0, ["accuracy", "loss"]), (1, ["accuracy", "loss"]),
+                    (2, ["accuracy", "loss"])]
