@@ -115,8 +115,9 @@ class TopKAccuracy(Metric):
 class BinaryAccuracy(Metric):
     """Outputs above ``threshold`` against targets above 0.5, element by element.
 
-    outputs, targets: float (N, M) (integer labels (N,) count as one-hot rows). ``threshold`` is 0.5 on probabilities, or 0
-    on the logits of a sigmoid the loss fuses (sigmoid(z) > 0.5 exactly when z > 0).
+    outputs, targets: float (N, M) (integer labels (N,) count as one-hot rows).
+    ``threshold`` is 0.5 on probabilities, or 0 on the logits of a sigmoid the loss
+    fuses (sigmoid(z) > 0.5 exactly when z > 0).
     """
 
     def __init__(self, threshold: float, probabilities: bool = False):

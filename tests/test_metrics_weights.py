@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import Dense, Sequential, SGD
 
-from conftest import BACKENDS
 
 ALL_METRICS = ["binary_accuracy", "categorical_accuracy", "top_k_categorical_accuracy", "mae",
                "mse"]
