@@ -183,6 +183,7 @@ class History(Callback):
     Keys: ``loss``, each metric (``accuracy``, ``mae``, ...), and ``val_loss``,
     ``val_accuracy``, ... when there is validation data; ``learning_rate`` when a
     learning-rate callback adds it. ``epoch`` lists the epoch numbers (from 0).
+    ``fit`` returns it, and sets it as ``model.history`` (as Keras).
     """
 
     def __init__(self):
@@ -193,6 +194,8 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+        if self.model is not None:
+            self.model.history = self  # as Keras: model.history is the last fit's History
 
     def __getitem__(self, key: str) -> List[float]:
         return self.history[key]

@@ -63,6 +63,8 @@ class Sequential:
         #: Set True (e.g. by a callback) to end ``fit`` after the current batch; ``fit``
         #: sets it False as it starts (Keras' protocol).
         self.stop_training = False
+        #: The History of the last ``fit`` (None before any).
+        self.history: Optional[History] = None
         for layer in layers or ():
             self.add(layer)
 

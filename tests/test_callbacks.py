@@ -145,6 +145,7 @@ def test_stop_training_from_a_callback_ends_after_that_epoch():
     model = classifier()
     history = model.fit(x, y, epochs=10, verbose=0, callbacks=[StopAt()])
     assert history.epoch == [0, 1] and len(history["loss"]) == 2
+    assert model.history is history
     # reset at train begin: the next fit runs all its epochs
     assert len(model.fit(x, y, epochs=3, verbose=0).epoch) == 3
 
