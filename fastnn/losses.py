@@ -1,9 +1,9 @@
 """Losses: each one fused kernel that returns the mean loss and writes its gradient.
 
-A loss is called as ``loss(backend, outputs, targets, grad, scratch, weights)`` with
+A loss is called as ``loss(backend, outputs, targets, grad, scratch, sample_weight)`` with
 the output layer's result ``outputs`` (N, M) and returns the mean loss over the
 batch as a Python float; when ``grad`` (N, M) is given it is set to
-d(loss)/d(outputs). ``weights`` (N,), when given, weighs each row's loss as
+d(loss)/d(outputs). ``sample_weight`` (N,), when given, weighs each row's loss as
 Keras' ``sample_weight`` does: the batch loss is ``sum_i w_i loss_i / N``
 (Keras' default reduction "sum_over_batch_size"), and each row of the gradient
 is scaled by its ``w_i`` with one vectorised multiply (no Python per row).
@@ -76,7 +76,7 @@ class Loss:
 
     def __call__(self, backend, outputs: np.ndarray, targets: np.ndarray,
                  grad: Optional[np.ndarray], scratch: Any,
-                 weights: Optional[np.ndarray] = None) -> float:
+                 sample_weight: Optional[np.ndarray] = None) -> float:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -101,11 +101,11 @@ class _SoftmaxCrossEntropy(Loss):
     def make_scratch(self, batch, units, dtype):
         return np.empty(batch, dtype)  # the per-row losses
 
-    def __call__(self, backend, outputs, targets, grad, row_loss, weights=None):
+    def __call__(self, backend, outputs, targets, grad, row_loss, sample_weight=None):
         batch = outputs.shape[0]
         backend.softmax_cross_entropy(outputs, targets, 1.0 / batch, row_loss, grad)
-        if weights is not None:
-            return _weigh_rows(weights, row_loss, grad) / batch
+        if sample_weight is not None:
+            return _weigh_rows(sample_weight, row_loss, grad) / batch
         return float(np.add.reduce(row_loss)) / batch
 
 
@@ -179,12 +179,12 @@ class BinaryCrossentropy(Loss):
         return (np.empty((batch, units), dtype), np.empty((batch, units), dtype),
                 np.empty((batch, units), bool), np.empty(batch, dtype))
 
-    def __call__(self, backend, logits, targets, grad, scratch, weights=None):
+    def __call__(self, backend, logits, targets, grad, scratch, sample_weight=None):
         decay, work, non_negative, row_sums = scratch
         np.abs(logits, out=decay)
         np.negative(decay, out=decay)
         np.exp(decay, out=decay)  # exp(-|z|), in (0, 1]: never overflows
-        if weights is None:
+        if sample_weight is None:
             np.log1p(decay, out=work)
             total = float(work.sum())
             np.maximum(logits, 0, out=work)
@@ -196,9 +196,9 @@ class BinaryCrossentropy(Loss):
             np.greater_equal(logits, 0, out=non_negative)
             np.subtract(non_negative, targets, out=work)
             work *= logits
-            total = float(np.add.reduce(work, axis=1, out=row_sums) @ weights)
+            total = float(np.add.reduce(work, axis=1, out=row_sums) @ sample_weight)
             np.log1p(decay, out=work)
-            total += float(np.add.reduce(work, axis=1, out=row_sums) @ weights)
+            total += float(np.add.reduce(work, axis=1, out=row_sums) @ sample_weight)
         scale = 1.0 / logits.size
         if grad is not None:
             # sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, with e = exp(-|z|).
@@ -209,8 +209,8 @@ class BinaryCrossentropy(Loss):
             np.divide(grad, work, out=grad)
             grad -= targets
             grad *= scale
-            if weights is not None:
-                grad *= weights[:, None]
+            if sample_weight is not None:
+                grad *= sample_weight[:, None]
         return total * scale
 
 
@@ -229,16 +229,16 @@ class MeanSquaredError(Loss):
     def make_scratch(self, batch, units, dtype):
         return np.empty((batch, units), dtype), np.empty(batch, dtype)  # for weighted rows
 
-    def __call__(self, backend, outputs, targets, grad, scratch, weights=None):
+    def __call__(self, backend, outputs, targets, grad, scratch, sample_weight=None):
         scale = 1.0 / outputs.size
-        if weights is None:
+        if sample_weight is None:
             return backend.mse(outputs, targets, scale, grad) * scale
         diff, row_sums = scratch
         np.subtract(outputs, targets, out=diff)
         np.einsum("ij,ij->i", diff, diff, out=row_sums)
         if grad is not None:
             np.multiply(diff, 2 * scale, out=grad)
-        return _weigh_rows(weights, row_sums, grad) * scale
+        return _weigh_rows(sample_weight, row_sums, grad) * scale
 
 
 def _weigh_rows(weights: np.ndarray, row_values: np.ndarray,
