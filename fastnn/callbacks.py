@@ -131,7 +131,9 @@ _BATCH_HOOKS = {"train": ("on_train_batch_begin", "on_train_batch_end", "on_batc
 
 
 def _overrides(callback: Callback, names: Sequence[str]) -> bool:
-    return any(getattr(type(callback), name, None) is not getattr(Callback, name)
+    """Does ``callback`` define one of the hooks ``names`` (in its class or on itself)?"""
+    return any(name in vars(callback)
+               or getattr(type(callback), name, None) is not getattr(Callback, name)
                for name in names)
 
 

@@ -447,3 +447,12 @@ def test_keras_older_batch_hook_names_are_called_for_training_batches():
     classifier().fit(x, y, epochs=1, batch_size=10, verbose=0, callbacks=[Old()])
     assert seen == [(0, ["accuracy", "loss"]), (1, ["accuracy", "loss"]),
                     (2, ["accuracy", "loss"])]
+
+
+def test_a_hook_set_on_a_callback_object_is_called():
+    seen = []
+    callback = Callback()
+    callback.on_train_batch_end = lambda batch, logs=None: seen.append(batch)
+    x, y = blobs(20)
+    classifier().fit(x, y, epochs=1, batch_size=10, verbose=0, callbacks=[callback])
+    assert seen == [0, 1]
