@@ -135,6 +135,14 @@ def test_validation_split_holds_out_what_keras_does(samples, split, held_out):
         model.evaluate(x[samples - held_out - 1:], y[samples - held_out - 1:]), rel=1e-6)
 
 
+def test_validation_split_accepts_numpy_scalars_as_keras():
+    x, y = blobs(20)
+    model = net()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    history = model.fit(x, y, verbose=0, validation_split=np.float32(0.25))
+    assert history["val_loss"][0] == pytest.approx(model.evaluate(x[15:], y[15:]), rel=1e-6)
+
+
 @pytest.mark.parametrize("samples,split", [(1, 0.5), (10, 0.99), (10, 1e-17)])
 def test_validation_split_keras_refuses_is_refused(samples, split):
     x, y = np.zeros((samples, 4), np.float32), np.zeros(samples, np.int64)
