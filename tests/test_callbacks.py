@@ -456,3 +456,18 @@ def test_a_hook_set_on_a_callback_object_is_called():
     x, y = blobs(20)
     classifier().fit(x, y, epochs=1, batch_size=10, verbose=0, callbacks=[callback])
     assert seen == [0, 1]
+
+
+def test_the_callbacks_example_stops_early_and_keeps_the_best(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "examples" / "callbacks.py"
+    spec = importlib.util.spec_from_file_location("example_callbacks", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    history, accuracy = example.main(str(tmp_path), epochs=60, verbose=0)
+    assert len(history.epoch) < 60 and accuracy >= 0.95
+    assert min(history["learning_rate"]) < 0.05  # reduced on a plateau
+    assert len(read_csv(tmp_path / "training.csv")) == len(history.epoch) + 1
+    assert (tmp_path / "best.npz").exists() and (tmp_path / "curves.png").exists()
+    assert "best checkpoint" in capsys.readouterr().out
