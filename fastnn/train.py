@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend:
         fastnn.set_backend(args.backend)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (checked before training, not after)
+        except ImportError:
+            print("fastnn train: --plot needs matplotlib: pip install 'fastnn[plot]'",
+                  file=sys.stderr)
+            return 2
     try:
         data = for_training(args.dataset, args.target, seed=args.seed)
     except (OSError, ValueError) as exc:  # no such file, bad file, offline, bad --target

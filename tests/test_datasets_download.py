@@ -341,3 +341,10 @@ def test_fastnn_train_on_a_csv_with_a_named_target(tmp_path, capsys):
     assert cli.main(["train", "--dataset", str(tmp_path / "animals.csv"), "--target", "zebra",
                      "--quiet"]) == 2
     assert "no column named 'zebra'" in capsys.readouterr().err
+
+
+def test_fastnn_train_plot_without_matplotlib_says_so_before_training(monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    assert cli.main(["train", "--plot", "curve.png", "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert "fastnn[plot]" in captured.err and "test accuracy" not in captured.out
