@@ -78,12 +78,21 @@ def test_a_users_numba_cache_dir_is_kept(no_env, tmp_path):
     assert cache.numba_cache_dir().parent == tmp_path / "numba-cache" / "fastnn"
 
 
-def test_kernels_are_cached_in_the_keyed_folder_and_numba_setting_restored():
-    from fastnn.backends.numba_kernels import partition
+def test_every_cached_kernel_of_fastnn_is_cached_in_the_keyed_folder():
+    """Every ``cache=True`` jitted function in any fastnn module caches under numba_cache_dir,
+    never beside its source; and Numba's own setting is left as it was for other code."""
+    from numba.core.dispatcher import Dispatcher
 
-    path = Path(partition.chunk_bounds._cache.cache_path)  # Numba's cache of one kernel
-    assert path.parent == cache.numba_cache_dir()
-    assert PACKAGE not in path.parents
+    fastnn.backends.load_backend("numba")
+    cached = {f"{module.__name__}.{name}": Path(value._cache.cache_path)
+              for module in list(sys.modules.values())
+              if getattr(module, "__name__", "").startswith("fastnn.")
+              for name, value in list(vars(module).items())
+              if isinstance(value, Dispatcher) and hasattr(value._cache, "cache_path")}
+    assert len(cached) > 10, cached  # the scan found the kernels
+    elsewhere = {name: path for name, path in cached.items()
+                 if path.parent != cache.numba_cache_dir()}
+    assert not elsewhere, elsewhere
     assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")
 
 

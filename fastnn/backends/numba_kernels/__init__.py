@@ -5,7 +5,8 @@ Importing this package picks Numba's threading layer (see "The backends in detai
 so it must happen before any parallel kernel is compiled or loaded from cache.
 
 Compiled kernels are cached in :func:`fastnn.cache.numba_cache_dir`, never beside these
-sources (see :func:`_import_kernel_modules`).
+sources (see :func:`_import_kernel_modules`); so every ``cache=True`` kernel of fastnn belongs
+in this package (tests/test_cache.py fails for one elsewhere).
 
 Every kernel is compiled with ``error_model="numpy"``: a division by zero gives
 inf or nan as in NumPy, instead of Python's ZeroDivisionError check, whose
@@ -70,8 +71,8 @@ def _import_kernel_modules() -> None:
     saved = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = folder
     try:
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
+        for module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+            importlib.import_module(module.name)
     finally:
         numba.config.CACHE_DIR = saved
 
