@@ -191,7 +191,8 @@ def plot_speedups(results: List[Dict], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise SystemExit(f"--plot needs matplotlib: pip install 'fastnn[plot]' ({exc})")
+        raise SystemExit(f"--plot needs matplotlib (fastnn-cpu's plot extra): "
+                         f"pip install matplotlib ({exc})")
     labels = sorted({(r["kernel"], r["shape"]) for r in results},
                     key=[(r["kernel"], r["shape"]) for r in results].index)
     series = sorted({(r["backend"], r["threads"]) for r in results if r["backend"] != "numpy"})
