@@ -12,6 +12,7 @@ from typing import List
 
 import numpy as np
 
+from . import arguments
 from .callbacks import Callback
 
 #: Learning rate of each optimizer when --lr is not given.
@@ -25,7 +26,8 @@ def hidden_sizes(text: str) -> List[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes, got {text!r}")
     if any(size < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive layer sizes, "
+                                         f"got {text!r}")
     return sizes
 
 
@@ -33,17 +35,29 @@ def add_parser(commands) -> None:
     """Register the ``train`` subcommand on the ``fastnn`` parser's subparsers."""
     parser = commands.add_parser("train", help="train an MLP on the UCI digits",
                                  description=__doc__)
-    parser.add_argument("--backend", help="c, numba or numpy (default: the fastest available)")
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the data (20)")
-    parser.add_argument("--batch-size", type=int, default=32, help="rows per step (32)")
+    parser.add_argument("--backend", type=arguments.backend,
+                        help="c, numba or numpy (default: the fastest available)")
+    parser.add_argument("--epochs", type=arguments.positive_int, default=20,
+                        help="passes over the data (20)")
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=32,
+                        help="rows per step (32)")
     parser.add_argument("--hidden", type=hidden_sizes, default=[128],
                         help="hidden layer sizes, comma-separated (128)")
     parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="sgd",
                         help="sgd (with momentum 0.9) or adam (sgd)")
-    parser.add_argument("--lr", type=float, help="learning rate (sgd 0.1, adam 0.003)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds weights, order, split (0)")
+    parser.add_argument("--lr", type=arguments.positive_float,
+                        help="learning rate (sgd 0.1, adam 0.003)")
+    parser.add_argument("--seed", type=arguments.non_negative_int, default=0,
+                        help="seeds weights, order, split (0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=arguments.thread_count,
+                        help="threads of the kernels (default: every core, or "
+                             "OMP_NUM_THREADS / NUMBA_NUM_THREADS)")
+    parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                        help="0 silent, 1 a progress bar per epoch on a terminal (one line "
+                             "per epoch otherwise), 2 one line per epoch (1)")
+    parser.add_argument("--quiet", dest="verbose", action="store_const", const=0,
+                        help="no progress output: the same as --verbose 0")
     parser.set_defaults(run=run)
 
 
@@ -53,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend:
         fastnn.set_backend(args.backend)
+    if args.threads:
+        fastnn.set_num_threads(args.threads)
     x, y = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_fraction=0.2,
                                                         seed=args.seed)
@@ -65,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
     shape = "-".join(str(size) for size in [x.shape[1], *args.hidden, 10])
     print(f"fastnn train: {shape} MLP (relu) on the UCI digits, {len(x_train)} train / "
           f"{len(x_test)} test images; backend {fastnn.get_backend_name()}, {optimizer}, "
-          f"batch {args.batch_size}, {args.dtype}")
+          f"batch {args.batch_size}, {args.dtype}, "
+          f"{fastnn.get_num_threads()[fastnn.get_backend_name()]} threads")
     timer = EpochTimer()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              verbose=0 if args.quiet else 1, seed=args.seed, callbacks=[timer])
+              verbose=args.verbose, seed=args.seed, callbacks=[timer])
     loss, accuracy = model.evaluate(x_test, y_test)
     correct = int(round(accuracy * len(x_test)))
     print(f"test accuracy: {accuracy:.2%} ({correct}/{len(x_test)}), test loss {loss:.4f}; "
