@@ -22,7 +22,7 @@ from .backends.contract import FLOAT_DTYPES
 from .callbacks import Callback, History
 from .layers import Dense, Layer
 from .metrics import metric_names
-from .progress import EpochBar, format_logs
+from .progress import EpochBar
 from .workspace import Workspace
 
 #: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
@@ -209,8 +209,8 @@ class Sequential:
         descent), 1 plain stochastic gradient descent. shuffle: a new order of
         the rows every epoch, from ``seed``. validation_split: the last
         fraction of the rows (before shuffling) is held out for validation,
-        as in Keras. verbose: 0 silent, 1 a progress bar per epoch, 2 one line
-        per epoch.
+        as in Keras. verbose: 0 silent, 1 a progress bar per epoch on a terminal
+        (one line per epoch otherwise), 2 one line per epoch (see fastnn.progress).
         """
         self._require_compiled()
         epochs = inputs.count("epochs", epochs, 1)
@@ -250,7 +250,7 @@ class Sequential:
                 rng.shuffle(order)
             logs = None
             totals = _Totals(self.metrics, self._metric(), self.output_units)
-            bar = EpochBar(epoch, epochs, samples, totals.logs) if verbose == 1 else None
+            bar = EpochBar(epoch, epochs, samples, totals.logs, verbose) if verbose else None
             try:
                 self._train_epoch(schedule, totals, bar, epoch)
                 logs = totals.logs()
@@ -260,8 +260,6 @@ class Sequential:
             finally:
                 if bar is not None:
                     bar.close(totals.logs() if logs is None else logs)
-            if verbose == 2:
-                print(f"Epoch {epoch + 1}/{epochs}: {format_logs(logs)}")
             for hook in hooks:
                 hook.on_epoch_end(epoch, logs)
         for hook in hooks:

@@ -27,6 +27,8 @@ from . import optimizers as optimizers_module
 MARKER = "fastnn.Sequential"
 FORMAT_VERSION = 1
 OPTIMIZER_PREFIX = "optimizer_"
+#: The first bytes of every .npz file (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class ModelFileError(ValueError):
@@ -58,7 +60,17 @@ def save_model(model, path) -> None:
             arrays[f"{OPTIMIZER_PREFIX}{name}"] = value
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{path}: cannot save the model there: the folder "
+                                f"{directory} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: cannot save the model there: it is a folder")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp",
+                                             dir=directory)
+    except OSError as exc:  # its message would name the temporary file, not the user's
+        raise type(exc)(f"{path}: cannot save the model there: "
+                        f"{exc.strerror or exc}") from exc
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez_compressed(file, **arrays)
@@ -72,17 +84,24 @@ def save_model(model, path) -> None:
 
 def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """The config and every array of a model file, all checked for form."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: not a fastnn model file (it is a folder)")
+    with open(path, "rb") as file:
+        start = file.read(len(ZIP_MAGIC))
+    if start != ZIP_MAGIC:  # text, pickle, a bare .npy array...: NumPy's own errors would
+        # talk about pickles and allow_pickle, which is no advice for a model file
+        raise ModelFileError(f"{path}: not a fastnn model file (a fastnn model is an .npz "
+                             f"archive, as written by Sequential.save; this file is not one)")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not hasattr(archive, "files"):  # a bare .npy array, not an .npz archive
-            raise ModelFileError(f"{path}: not a fastnn model file (a single .npy array)")
-        with archive:
+        with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except ModelFileError:
-        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a readable fastnn model file: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        reason = ("it holds pickled Python objects, which a fastnn model never does"
+                  if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}")
+        raise ModelFileError(f"{path}: not a fastnn model file, or a damaged one "
+                             f"({reason})") from exc
     marker = arrays.get("fastnn_format")
     if marker is None or marker.shape != () or str(marker) != MARKER:
         raise ModelFileError(f"{path}: not a fastnn model file (no {MARKER!r} marker)")
