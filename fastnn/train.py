@@ -78,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     optimizer = fastnn.SGD(lr, momentum=0.9) if args.optimizer == "sgd" else fastnn.Adam(lr)
     model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    threads = fastnn.get_num_threads()[fastnn.get_backend_name()]
     shape = "-".join(str(size) for size in [x.shape[1], *args.hidden, 10])
     print(f"fastnn train: {shape} MLP (relu) on the UCI digits, {len(x_train)} train / "
           f"{len(x_test)} test images; backend {fastnn.get_backend_name()}, {optimizer}, "
-          f"batch {args.batch_size}, {args.dtype}, "
-          f"{fastnn.get_num_threads()[fastnn.get_backend_name()]} threads")
+          f"batch {args.batch_size}, {args.dtype}, {threads} thread{'s' * (threads != 1)}")
     timer = EpochTimer()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
               verbose=args.verbose, seed=args.seed, callbacks=[timer])
