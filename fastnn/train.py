@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     optimizer = fastnn.SGD(lr, momentum=0.9) if args.optimizer == "sgd" else fastnn.Adam(lr)
     model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
-    threads = fastnn.get_num_threads()[fastnn.get_backend_name()]
+    threads = fastnn.get_backend().get_num_threads()
     shape = "-".join(str(size) for size in [x.shape[1], *args.hidden, 10])
     print(f"fastnn train: {shape} MLP (relu) on the UCI digits, {len(x_train)} train / "
           f"{len(x_test)} test images; backend {fastnn.get_backend_name()}, {optimizer}, "
