@@ -136,5 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.exit(2, f"{prog}: error: {one_line(exc)}\n")
     except FloatingPointError as exc:  # NonFiniteLossError: the training diverged
         parser.exit(1, f"{prog}: error: {one_line(exc)}\n")
+    except MemoryError as exc:  # a model too large for this machine, say
+        parser.exit(1, f"{prog}: error: out of memory: {one_line(exc)}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"{prog}: interrupted\n")

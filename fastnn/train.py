@@ -84,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
           f"{len(x_test)} test images; backend {fastnn.get_backend_name()}, {optimizer}, "
           f"batch {args.batch_size}, {args.dtype}, {threads} thread{'s' * (threads != 1)}")
     timer = EpochTimer()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-              verbose=args.verbose, seed=args.seed, callbacks=[timer])
-    loss, accuracy = model.evaluate(x_test, y_test)
+    # A diverging run ends in NonFiniteLossError, which the command reports in one line;
+    # NumPy's overflow warnings on the way (numpy backend) would only repeat it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                  verbose=args.verbose, seed=args.seed, callbacks=[timer])
+        loss, accuracy = model.evaluate(x_test, y_test)
     correct = int(round(accuracy * len(x_test)))
     print(f"test accuracy: {accuracy:.2%} ({correct}/{len(x_test)}), test loss {loss:.4f}; "
           f"{np.median(timer.seconds) * 1e3:.1f} ms per epoch (median of {args.epochs})")

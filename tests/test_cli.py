@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,16 @@ def test_a_user_error_raised_while_a_command_runs_is_one_line(capsys, monkeypatc
     assert stop.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "fastnn info: error: model.npz",
                           "(second line)")
+
+
+def test_a_diverging_training_is_one_line_with_exit_1(capsys):
+    with pytest.raises(SystemExit) as stop, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy overflow warnings either
+        cli.main(["train", "--backend", "numpy", "--lr", "1e30", "--epochs", "2",
+                  "--verbose", "0"])
+    assert stop.value.code == 1
+    assert_one_line_error(capsys.readouterr().err, "fastnn train: error: loss is nan",
+                          "Lower the learning rate")
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
