@@ -61,8 +61,9 @@ def _backend(name: str, text: str) -> str:
     from .backends import BACKEND_MODULES, BackendUnavailableError, load_backend
 
     if name not in BACKEND_MODULES:
+        got = repr(name) if name == text.strip() else f"{name!r} in {text!r}"
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(BACKEND_MODULES)}, "
-                                         f"got {text!r}")
+                                         f"got {got}")
     try:
         load_backend(name)
     except BackendUnavailableError as exc:

@@ -94,15 +94,22 @@ def cache_clear(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="fastnn", description=__doc__,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="fastnn", description="Compiled CPU kernels for training MLPs fast: "
+                    "train on the bundled digits, time the kernels, show the set-up. A bad "
+                    "option value or FASTNN_* variable ends a command with one line and exit "
+                    "status 2.")
     parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info_parser = commands.add_parser("info", help="version, backends, dtypes, threads, cache")
     info_parser.set_defaults(run=info)
 
-    bench_parser = commands.add_parser("bench", help="time the kernels on every backend")
+    bench_parser = commands.add_parser(
+        "bench", help="time the kernels on every backend",
+        description="Time every kernel at a few shapes on every backend and thread count: a "
+                    "table of the median time, its interquartile range (marked ! past 20% of "
+                    "the median: the machine was busy), the rate and the speedup over numpy. "
+                    "No file is written unless --json or --plot asks.")
     bench_parser.add_argument("--backends", type=arguments.backends,
                               help="comma-separated names (default: all available)")
     bench_parser.add_argument("--threads", type=arguments.thread_counts, default=[1, 2],
@@ -116,8 +123,11 @@ def build_parser() -> Parser:
 
     train.add_parser(commands)
 
-    cache_parser = commands.add_parser("cache", help="where compiled kernels are cached; "
-                                       "clear them")
+    cache_parser = commands.add_parser(
+        "cache", help="where compiled kernels are cached; clear them",
+        description="fastnn caches compiled kernels (Numba's) in one folder: FASTNN_CACHE_DIR, "
+                    "or the per-user cache folder. Clearing it is always safe: kernels are "
+                    "compiled again on next use.")
     actions = cache_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("dir", help="print the cache folder").set_defaults(run=cache_dir)
     actions.add_parser("clear", help="delete the cached files (rebuilt on next use)"
