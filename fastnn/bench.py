@@ -141,14 +141,15 @@ def summary(times: List[float]) -> Dict[str, object]:
 
 
 def run(backends: Optional[List[str]] = None, threads=(1, 2), quick: bool = False,
-        progress: bool = True) -> List[Dict]:
-    """Time every case; one result dict per (case, backend, thread count)."""
+        progress: bool = True, selected: Optional[List[Case]] = None) -> List[Dict]:
+    """Time each case of ``selected`` (default: :func:`cases`) on every backend at each
+    thread count; one result dict per (case, backend, thread count)."""
     from tqdm import tqdm
 
     backends = backends or available_backends()
     if "numpy" not in backends:
         backends = ["numpy"] + list(backends)  # the reference of every speedup
-    all_cases = cases(quick)
+    all_cases = cases(quick) if selected is None else selected
     results: List[Dict] = []
     saved_threads = max(get_num_threads().values(), default=None)
     # disable=None: no bar when standard error is not a terminal (a log file gets no \r)
