@@ -9,7 +9,11 @@ same thread count; the results as JSON with ``--json PATH``; a chart with
 ``--plot FILE``.
 
 A row whose IQR exceeds ``BUSY_SPREAD`` of its median is marked: the machine
-was busy (other processes took the cores) and its figures are unsure.
+was busy (other processes took the cores) and its figures are unsure. So is a
+row with more threads that is over ``STALL_FACTOR`` times slower than the same
+backend's row with the fewest threads: every call waited for a busy core (on
+an oversubscribed machine a parallel region's barrier waits out the
+scheduler's time slice, some 30 ms, in every call, so the spread stays small).
 
 The run is a list of :class:`Case` from :func:`cases` measured by :func:`run`;
 another set of cases (a GEMM shape sweep, say) is another function returning
@@ -113,6 +117,8 @@ def cases(quick: bool = False) -> List[Case]:
 
 #: A row whose interquartile range exceeds this share of its median is marked busy.
 BUSY_SPREAD = 0.2
+#: A row with more threads this many times slower than with the fewest is marked busy.
+STALL_FACTOR = 3.0
 #: Fewest timed calls per row: quartiles of fewer say little.
 MIN_REPEATS = 5
 
@@ -176,6 +182,7 @@ def run(backends: Optional[List[str]] = None, threads=(1, 2), quick: bool = Fals
         if saved_threads:
             set_num_threads(saved_threads)
     _add_speedups(results)
+    _mark_stalls(results)
     return results
 
 
@@ -188,6 +195,20 @@ def _add_speedups(results: List[Dict]) -> None:
         base = reference[(r["kernel"], r["shape"], r["threads"])]
         r["speedup_vs_numpy"] = base / r["median_s"]
         r["speedup_range"] = [base / r["q3_s"], base / r["q1_s"]]
+
+
+def _mark_stalls(results: List[Dict]) -> None:
+    """Mark busy the rows over STALL_FACTOR times slower than the same kernel, shape and
+    backend at the fewest threads (``stalled``)."""
+    fewest: Dict[tuple, Dict] = {}
+    for r in results:
+        key = (r["kernel"], r["shape"], r["backend"])
+        if key not in fewest or r["threads"] < fewest[key]["threads"]:
+            fewest[key] = r
+    for r in results:
+        base = fewest[(r["kernel"], r["shape"], r["backend"])]
+        r["stalled"] = r["median_s"] > STALL_FACTOR * base["median_s"]
+        r["busy"] = r["busy"] or r["stalled"]
 
 
 def format_table(results: List[Dict]) -> str:
@@ -209,10 +230,13 @@ def format_table(results: List[Dict]) -> str:
                      f"{spread:>8}{rate:>16}{r['speedup_vs_numpy']:>9.2f}x")
     busy = sum(r["busy"] for r in results)
     if busy:
+        stalled = sum(r.get("stalled", False) for r in results)
         lines += ["", f"! {busy} of {len(results)} rows spread by more than "
-                      f"{BUSY_SPREAD:.0%} of their median (interquartile range): the machine "
-                      f"was busy while they ran; their figures are unsure, run again on a "
-                      f"quieter machine"]
+                      f"{BUSY_SPREAD:.0%} of their median (interquartile range)"
+                      + (f" or ran over {STALL_FACTOR:g}x slower with more threads "
+                         f"({stalled} rows)" if stalled else "")
+                      + ": the machine was busy while they ran; their figures are unsure, "
+                        "run again on a quieter machine"]
     return "\n".join(lines)
 
 
@@ -256,9 +280,11 @@ def plot_speedups(results: List[Dict], path: str) -> None:
     axes.set_yticklabels([f"{k} {s}" + (" !" if (k, s) in busy else "") for k, s in labels],
                          fontsize=8)
     axes.set_xscale("log")  # speedups span 0.5x to 20x; a linear axis flattens the small ones
-    # The axis spans the medians: a noisy row's error bar runs off the edge instead of
-    # stretching the axis (that row is marked busy).
-    medians = [r["speedup_vs_numpy"] for r in results]
+    # The axis spans the medians (robust to a few slow calls) of the rows that did not stall:
+    # a stalled row's bar, or a noisy row's error bar, runs off the edge instead of
+    # stretching the axis (its label says "!").
+    medians = ([r["speedup_vs_numpy"] for r in results if not r.get("stalled")]
+               or [r["speedup_vs_numpy"] for r in results])
     axes.set_xlim(min(min(medians), 1.0) / 1.5, max(max(medians), 1.0) * 1.5)
     axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
@@ -266,9 +292,9 @@ def plot_speedups(results: List[Dict], path: str) -> None:
     axes.set_xlabel("speedup over numpy (x, log scale; error bars: interquartile range)")
     title = "fastnn kernels: speedup over the NumPy reference"
     if busy:
-        title += f"\n! = a row spread by more than {BUSY_SPREAD:.0%}: the machine was busy"
+        title += "\n! = the machine was busy while a row of this kernel ran (see the table)"
     axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

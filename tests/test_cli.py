@@ -419,6 +419,19 @@ def test_bench_marks_rows_whose_spread_says_the_machine_was_busy():
     assert low < results[1]["speedup_vs_numpy"] < high
 
 
+def test_bench_marks_rows_much_slower_with_more_threads():
+    steady = [1.0, 1.01, 0.99, 1.0, 1.02]
+    results = [fake_row("sgd_step", backend, threads, [t * factor for t in steady])
+               for backend, threads, factor in (("numpy", 1, 1.0), ("numpy", 2, 1.1),
+                                                ("c", 1, 0.5), ("c", 2, 30.0))]
+    bench._add_speedups(results)
+    bench._mark_stalls(results)
+    assert [r["stalled"] for r in results] == [False, False, False, True]
+    assert [r["busy"] for r in results] == [False, False, False, True]
+    table = bench.format_table(results).splitlines()
+    assert "1 of 4 rows" in table[-1] and "3x slower with more threads (1 rows)" in table[-1]
+
+
 def test_bench_chart_is_written_with_error_bars(tmp_path):
     pytest.importorskip("matplotlib")
     results = [fake_row(kernel, backend, 1, times)
