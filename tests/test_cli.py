@@ -218,14 +218,18 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_train_threads_sets_the_thread_count(backend, capsys):
-    saved = fastnn.get_num_threads().get(backend)
+    fastnn.set_backend(backend)  # loaded, so that its count can be put back
+    saved, requested = fastnn.get_num_threads(), registry._requested_threads
     try:
         assert cli.main(["train", "--backend", backend, "--threads", "1", "--epochs", "1",
                          "--verbose", "0"]) == 0
         assert fastnn.get_num_threads()[backend] == 1
-        assert f"backend {backend}" in capsys.readouterr().out
+        header = capsys.readouterr().out.splitlines()[0]
+        assert f"backend {backend}" in header and header.endswith(", 1 thread")
     finally:
-        fastnn.set_num_threads(saved or os.cpu_count() or 1)
+        for name, count in saved.items():
+            registry.load_backend(name).set_num_threads(count)
+        registry._requested_threads = requested
 
 
 def test_info_prints_the_cache_folder_and_cache_commands_use_it(capsys, monkeypatch,
