@@ -212,15 +212,15 @@ class History(Callback):
 
         One panel per quantity (loss, then each metric), epochs (from 1) on the x axis,
         the training value and, when present, the validation value. Needs matplotlib
-        (``pip install 'fastnn[plot]'``; ImportError says so otherwise). The file is
-        written atomically with the mode a plain ``open`` would give.
+        (``pip install matplotlib``, or the ``plot`` extra of fastnn-cpu; ImportError says so
+        otherwise). The file is written atomically with the mode a plain ``open`` would give.
         """
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
         except ImportError as exc:
-            raise ImportError(f"History.plot needs matplotlib: pip install 'fastnn[plot]' "
-                              f"({exc})") from exc
+            raise ImportError(f"History.plot needs matplotlib: pip install matplotlib (the plot "
+                              f"extra of fastnn-cpu) ({exc})") from exc
         names = [key for key in self.history if not key.startswith("val_")]
         names += [key[4:] for key in self.history
                   if key.startswith("val_") and key[4:] not in self.history]

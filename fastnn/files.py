@@ -25,18 +25,24 @@ NEW_FILE_MODE = 0o666
 
 
 @contextlib.contextmanager
-def atomic_write(path, binary: bool = True, encoding: str = "utf-8") -> Iterator[IO]:
+def atomic_write(path, binary: bool = True, encoding: str = "utf-8",
+                 what: str = "the file") -> Iterator[IO]:
     """Open a file object whose content replaces ``path`` when the block ends without error.
 
     path: str or os.PathLike; its directory must exist. binary: bytes (True) or
-    text. On an exception in the block, or in writing, the temporary file is
-    removed, ``path`` is left as it was, and the exception propagates.
-    Raises OSError (e.g. PermissionError, IsADirectoryError) from the file system.
+    text. what: how error messages name the content ("the model"). On an
+    exception in the block, or in writing, the temporary file is removed,
+    ``path`` is left as it was, and the exception propagates.
+    Raises OSError (FileNotFoundError for a missing folder, IsADirectoryError,
+    PermissionError, ...) whose message names ``path``, never the temporary file.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a directory, not a file to write")
     directory = os.path.dirname(os.path.abspath(path))
+    cannot = f"{path}: cannot save {what} there"
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{cannot}: it is a directory, not a file to write")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{cannot}: the folder {directory} does not exist")
     base = os.path.basename(path)
     try:
         keep_mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -50,6 +56,8 @@ def atomic_write(path, binary: bool = True, encoding: str = "utf-8") -> Iterator
             break
         except FileExistsError:
             continue
+        except OSError as exc:  # its message would name the temporary file, not the user's
+            raise type(exc)(exc.errno, f"{cannot}: {exc.strerror or exc}") from exc
     else:
         raise FileExistsError(f"{path}: could not create a temporary file beside it")
     try:

@@ -49,34 +49,45 @@ def _float_targets(argument: str, y, units: int, dtype: np.dtype) -> np.ndarray:
 
 
 class Loss:
-    """Base class; subclasses implement :meth:`__call__` and :meth:`targets`."""
+    """The base class of losses.
+
+    Sequential.compile accepts a Loss object or one of the names (Keras' names):
+    "sparse_categorical_crossentropy" (integer labels), "categorical_crossentropy"
+    (probability rows, usually one-hot), "binary_crossentropy" (targets in [0, 1]),
+    "mse" (also "mean_squared_error"). A subclass implements __call__ and
+    targets; the methods are internal (called by Sequential).
+    """
 
     name = ""
     #: The output activation this loss fuses (applies itself), or None.
     fused_activation: Optional[str] = None
 
     def check_output_activation(self, activation: str, units: Optional[int] = None) -> None:
-        """Raise ValueError when the output layer (its activation and number of ``units``)
-        does not suit this loss."""
+        """Internal, called by Sequential.compile: raise ValueError when the output layer (its
+        activation and number of units) does not suit this loss."""
         if activation == "softmax" and self.fused_activation != "softmax":
             raise ValueError(f"loss: {self.name!r} cannot follow a softmax output; use "
                              "'categorical_crossentropy' or 'sparse_categorical_crossentropy'")
 
     def targets(self, y, units: int, dtype: np.dtype, argument: str = "y") -> np.ndarray:
-        """``y`` checked and converted to what :meth:`__call__` reads."""
+        """Internal, called by Sequential: y checked and converted to what __call__ reads."""
         raise NotImplementedError
 
     def accuracy(self, units: int):
-        """The accuracy metric that fits this loss's targets."""
+        """Internal, called by Sequential: the accuracy metric that fits this loss's
+        targets."""
         return CategoricalAccuracy()
 
     def make_scratch(self, batch: int, units: int, dtype: np.dtype) -> Any:
-        """Per-batch-size working memory of the loss."""
+        """Internal, called by Sequential: per-batch-size working memory of the loss."""
         return None
 
     def __call__(self, backend, outputs: np.ndarray, targets: np.ndarray,
                  grad: Optional[np.ndarray], scratch: Any,
                  sample_weight: Optional[np.ndarray] = None) -> float:
+        """Internal, called by Sequential: the mean loss of outputs (N, M) against targets
+        (rows weighted by sample_weight (N,) when given); when grad (N, M) is given, it
+        is set to d(loss)/d(outputs)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -110,7 +121,14 @@ class _SoftmaxCrossEntropy(Loss):
 
 
 class CategoricalCrossentropy(_SoftmaxCrossEntropy):
-    """Targets are probability rows (N, C), usually one-hot."""
+    """Cross-entropy of softmax(logits) with probability rows, as Keras'; the name
+    "categorical_crossentropy" in compile.
+
+    Targets y: (N, C) rows of class probabilities >= 0, usually one-hot. The output layer
+    is Dense(C, "softmax") (or with no activation: logits); softmax and cross-entropy run
+    as one fused kernel. Raises ValueError for targets of another shape or with negative
+    values (for integer labels use SparseCategoricalCrossentropy).
+    """
 
     name = "categorical_crossentropy"
 
@@ -126,7 +144,13 @@ class CategoricalCrossentropy(_SoftmaxCrossEntropy):
 
 
 class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
-    """Targets are integer class labels (N,) in [0, C)."""
+    """Cross-entropy of softmax(logits) with integer class labels, as Keras'; the name
+    "sparse_categorical_crossentropy" in compile.
+
+    Targets y: (N,) integer labels in [0, C). The output layer is Dense(C, "softmax") (or
+    with no activation: logits); softmax and cross-entropy run as one fused kernel.
+    Raises ValueError for a label out of range, TypeError for non-integral labels.
+    """
 
     name = "sparse_categorical_crossentropy"
 
@@ -150,12 +174,14 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
 
 
 class BinaryCrossentropy(Loss):
-    """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1].
+    """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1],
+    as Keras'; the name "binary_crossentropy" in compile.
 
-    The output layer's sigmoid is fused in: from logits z and targets t,
-    ``loss = max(z, 0) - z t + log(1 + exp(-|z|))``, finite for every z, and
-    ``d loss / dz = (sigmoid(z) - t) / (N M)``, which the output layer's
-    backward takes as is (identity derivative).
+    Targets y: (N, M) values in [0, 1] ((N,) when M is 1). The output layer's sigmoid is
+    fused in: from logits z and targets t,
+        loss = max(z, 0) - z t + log(1 + exp(-|z|)),   finite for every z,
+        d loss / dz = (sigmoid(z) - t) / (N M),
+    which the output layer's backward takes as is (identity derivative).
     """
 
     name = "binary_crossentropy"
@@ -215,7 +241,11 @@ class BinaryCrossentropy(Loss):
 
 
 class MeanSquaredError(Loss):
-    """Mean over all outputs of (outputs - targets)**2, one backend ``mse``."""
+    """Mean over all outputs of (outputs - targets)**2, one backend mse kernel; the names
+    "mse" and "mean_squared_error" in compile.
+
+    Targets y: (N, M) numbers ((N,) when M is 1), converted to the model's dtype.
+    """
 
     name = "mse"
 
@@ -276,7 +306,9 @@ _ALIASES = {"mean_squared_error": "mse"}
 
 
 def get(identifier: Union[str, Loss]) -> Loss:
-    """The loss named ``identifier``, or the Loss object itself."""
+    """The loss named identifier, or the Loss object itself. Names:
+    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "mse" (also "mean_squared_error"). Raises ValueError for another name."""
     if isinstance(identifier, Loss):
         return identifier
     name = _ALIASES.get(identifier, identifier) if isinstance(identifier, str) else None

@@ -23,7 +23,7 @@ from . import sample_weights
 from .callbacks import Callback, CallbackList, History, callback_list
 from .layers import Dense, Layer
 from .metrics import MetricSet, Totals, metric_names
-from .progress import EpochBar, format_logs
+from .progress import EpochBar
 from .workspace import Workspace
 
 #: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
@@ -232,8 +232,9 @@ class Sequential:
         (x_val, y_val, sample_weight_val). validation_split: the last
         ``N - floor(N * (1 - validation_split))`` rows (before shuffling) are held
         out for validation, Keras' arithmetic; ValueError when that leaves either
-        part empty. verbose: 0 silent, 1 a progress bar per epoch, 2 one line per
-        epoch. callbacks: :class:`fastnn.callbacks.Callback` objects (the Keras
+        part empty. verbose: 0 silent, 1 a progress bar per epoch on a terminal
+        (one line per epoch otherwise), 2 one line per epoch (see fastnn.progress).
+        callbacks: :class:`fastnn.callbacks.Callback` objects (the Keras
         protocol: ``model.stop_training = True`` ends training after the current
         batch). class_weight: {class: weight}; sample_weight: (N,) weights >= 0
         (not both; see :mod:`fastnn.sample_weights`).
@@ -278,7 +279,7 @@ class Sequential:
                 rng.shuffle(order)
             logs = None
             totals = Totals(self._metric_set())
-            bar = EpochBar(epoch, epochs, samples, totals.logs) if verbose == 1 else None
+            bar = EpochBar(epoch, epochs, samples, totals.logs, verbose) if verbose else None
             try:
                 self._train_epoch(schedule, totals, bar, epoch, hooks)
                 logs = totals.logs()
@@ -288,8 +289,6 @@ class Sequential:
             finally:
                 if bar is not None:
                     bar.close(totals.logs() if logs is None else logs)
-            if verbose == 2:
-                print(f"Epoch {epoch + 1}/{epochs}: {format_logs(logs)}")
             hooks.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break

@@ -110,7 +110,12 @@ def _zeros_for(params: Sequence[np.ndarray], calls):
 
 
 class Optimizer:
-    """Base class: subclasses allocate state in :meth:`bind` and update in :meth:`step`."""
+    """The base class of optimizers (SGD, Adam).
+
+    Sequential.compile accepts an Optimizer object or one of the names "sgd"
+    and "adam" (default settings). A subclass allocates its state in bind and
+    updates the parameters in step; both are internal (called by Sequential).
+    """
 
     name = ""
 
@@ -121,7 +126,7 @@ class Optimizer:
 
     @property
     def learning_rate(self) -> float:
-        """Keras' name for :attr:`lr`; setting it checks the value (a finite number > 0)."""
+        """Keras' name for lr; setting it checks the value (a finite number > 0)."""
         return self.lr
 
     @learning_rate.setter
@@ -129,12 +134,12 @@ class Optimizer:
         self.lr = positive_number("learning_rate", value)
 
     def attach(self, model) -> None:
-        """Make this optimizer ``model``'s (``compile`` calls this).
+        """Internal, called by Sequential.compile: make this optimizer the model's.
 
         Raises ValueError when another live model owns it: the optimizer's state
         (momentum, Adam's moments and step count) follows one model's parameters,
         and sharing it would step whichever model was built last. Give each model
-        its own, e.g. ``type(opt)(**opt.get_config())`` or a name like ``"sgd"``.
+        its own, e.g. type(opt)(**opt.get_config()) or a name like "sgd".
         """
         owner = self._owner() if self._owner is not None else None
         if owner is not None and owner is not model:
@@ -146,16 +151,19 @@ class Optimizer:
         self._owner = weakref.ref(model)
 
     def detach(self, model) -> None:
-        """Release the optimizer from ``model`` (when it is recompiled with another one)."""
+        """Internal, called by Sequential.compile: release the optimizer from the model
+        (when the model is recompiled with another one)."""
         if self._owner is not None and self._owner() is model:
             self._owner = None
 
     def bind(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-        """Track ``params`` (updated in place) and their gradient buffers; reset the state."""
+        """Internal, called by Sequential: track params (updated in place) and their
+        gradient buffers; reset the state."""
         raise NotImplementedError
 
     def step(self, backend) -> None:
-        """Update every bound parameter from its gradient, with the given backend."""
+        """Internal, called by Sequential.fit: update every bound parameter from its
+        gradient, with the given backend."""
         raise NotImplementedError
 
     def state(self) -> Dict[str, np.ndarray]:
@@ -164,7 +172,7 @@ class Optimizer:
         raise NotImplementedError
 
     def load_state(self, state: Dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state` of an optimizer bound to parameters of the same shapes.
+        """Restore the state() of an optimizer bound to parameters of the same shapes.
         Everything is checked before anything changes; ValueError names what does not fit."""
         current = self.state()
         if set(state) != set(current):
@@ -193,10 +201,19 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum, Nesterov and weight decay.
+    """Stochastic gradient descent with PyTorch's momentum, Nesterov and weight decay
+    (torch.optim.SGD); the name "sgd" in compile gives SGD() with these defaults.
 
-    ``g = grad + weight_decay * param``; with momentum ``v = momentum * v + g``
-    and ``g = v`` (or ``g + momentum * v`` with Nesterov); ``param -= lr * g``.
+    lr: the learning rate, a finite number > 0 (default 0.01).
+    momentum: in [0, 1) (default 0, plain SGD).
+    nesterov: Nesterov momentum (needs momentum > 0).
+    weight_decay: L2 penalty added to the gradient, >= 0 (default 0).
+
+    Each step, for each parameter p with gradient grad:
+        g = grad + weight_decay * p
+        with momentum: v = momentum * v + g, then g = v (Nesterov: g = g + momentum * v)
+        p = p - lr * g
+    Raises ValueError naming the argument for a value out of range.
     """
 
     name = "sgd"
@@ -242,7 +259,17 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's defaults and L2 ``weight_decay``."""
+    """Adam (Kingma & Ba, 2015) with PyTorch's defaults (torch.optim.Adam) and L2 weight
+    decay; the name "adam" in compile gives Adam() with these defaults.
+
+    lr: the learning rate, a finite number > 0 (default 0.001).
+    beta1, beta2: decay rates of the first and second moment estimates, in [0, 1)
+        (defaults 0.9 and 0.999).
+    eps: added to the square root of the second moment, > 0 (default 1e-8).
+    weight_decay: L2 penalty added to the gradient, >= 0 (default 0).
+
+    Raises ValueError naming the argument for a value out of range.
+    """
 
     name = "adam"
 
@@ -295,7 +322,8 @@ OPTIMIZERS: Dict[str, Type[Optimizer]] = {cls.name: cls for cls in (SGD, Adam)}
 
 
 def get(identifier: Union[str, Optimizer]) -> Optimizer:
-    """The optimizer named ``identifier`` (default settings), or the object itself."""
+    """The optimizer named identifier ("sgd" or "adam", default settings; any case), or the
+    Optimizer object itself. Raises ValueError for another name."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in OPTIMIZERS:
@@ -305,5 +333,5 @@ def get(identifier: Union[str, Optimizer]) -> Optimizer:
 
 
 def from_config(name: str, config: Dict[str, Any]) -> Optimizer:
-    """Rebuild an optimizer saved by :meth:`Optimizer.get_config`."""
+    """Rebuild an optimizer saved by Optimizer.get_config."""
     return OPTIMIZERS[get(name).name](**config)

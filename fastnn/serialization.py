@@ -14,6 +14,7 @@ malformed or foreign file raises :class:`ModelFileError` and changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from typing import Any, Dict, List, Tuple
 
@@ -27,6 +28,8 @@ from . import optimizers as optimizers_module
 MARKER = "fastnn.Sequential"
 FORMAT_VERSION = 1
 OPTIMIZER_PREFIX = "optimizer_"
+#: The first bytes of every .npz file (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class ModelFileError(ValueError):
@@ -59,23 +62,30 @@ def save_model(model, path, include_optimizer: bool = True) -> None:
     if model.optimizer is not None and include_optimizer:
         for name, value in model.optimizer.state().items():
             arrays[f"{OPTIMIZER_PREFIX}{name}"] = value
-    with atomic_write(path) as file:
+    with atomic_write(path, what="the model") as file:
         np.savez_compressed(file, **arrays)
 
 
 def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """The config and every array of a model file, all checked for form."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: not a fastnn model file (it is a folder)")
+    with open(path, "rb") as file:
+        start = file.read(len(ZIP_MAGIC))
+    if start != ZIP_MAGIC:  # text, pickle, a bare .npy array...: NumPy's own errors would
+        # talk about pickles and allow_pickle, which is no advice for a model file
+        raise ModelFileError(f"{path}: not a fastnn model file (a fastnn model is an .npz "
+                             f"archive, as written by Sequential.save; this file is not one)")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not hasattr(archive, "files"):  # a bare .npy array, not an .npz archive
-            raise ModelFileError(f"{path}: not a fastnn model file (a single .npy array)")
-        with archive:
+        with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except ModelFileError:
-        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a readable fastnn model file: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        reason = ("it holds pickled Python objects, which a fastnn model never does"
+                  if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}")
+        raise ModelFileError(f"{path}: not a fastnn model file, or a damaged one "
+                             f"({reason})") from exc
     marker = arrays.get("fastnn_format")
     if marker is None or marker.shape != () or str(marker) != MARKER:
         raise ModelFileError(f"{path}: not a fastnn model file (no {MARKER!r} marker)")

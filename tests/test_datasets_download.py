@@ -212,7 +212,9 @@ def test_fastnn_train_on_mnist_from_the_local_mirror_and_offline(dataset, server
     for file in os.listdir(folder):
         os.remove(folder / file)
     server.behaviour["a"] = server.behaviour["b"] = "fail"
-    assert cli.main(["train", "--dataset", name, "--quiet"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--dataset", name, "--quiet"])
+    assert stop.value.code == 2
     assert str(folder) in capsys.readouterr().err
 
 
@@ -338,13 +340,22 @@ def test_fastnn_train_on_a_csv_with_a_named_target(tmp_path, capsys):
     assert "4-128-3 MLP" in out and "animals.csv (96 train / 24 test rows)" in out
     accuracy = float(re.search(r"test accuracy: ([\d.]+)%", out).group(1))
     assert accuracy > 90
-    assert cli.main(["train", "--dataset", str(tmp_path / "animals.csv"), "--target", "zebra",
-                     "--quiet"]) == 2
-    assert "no column named 'zebra'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--dataset", str(tmp_path / "animals.csv"), "--target", "zebra",
+                  "--quiet"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "no column named 'zebra'" in error and "--target" in error
 
 
 def test_fastnn_train_plot_without_matplotlib_says_so_before_training(monkeypatch, capsys):
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
-    assert cli.main(["train", "--plot", "curve.png", "--quiet"]) == 2
+    modules = __import__("sys").modules
+    for name in [name for name in modules if name.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(modules, name, None)  # as if not installed, loaded or not
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--plot", "curve.png", "--quiet"])
+    assert stop.value.code == 2
     captured = capsys.readouterr()
-    assert "fastnn[plot]" in captured.err and "test accuracy" not in captured.out
+    # the hint installs this project's extra or matplotlib itself, never PyPI's other "fastnn"
+    assert "--plot" in captured.err and "pip install matplotlib" in captured.err
+    assert "fastnn[plot]" not in captured.err and "test accuracy" not in captured.out

@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-import os
 import threading
 import warnings
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional
 
+from .. import environment
 from .contract import KERNEL_NAMES
 
 #: Every known backend, fastest first; the first available one is the default.
@@ -101,13 +101,14 @@ def available_backends() -> List[str]:
 
 
 def _initial_default() -> str:
-    requested = os.environ.get("FASTNN_BACKEND", "").strip()
+    requested = environment.backend()  # ValueError naming FASTNN_BACKEND when unknown
     if requested:
         try:
-            _check_name(requested)
-        except ValueError as exc:
-            raise ValueError(f"FASTNN_BACKEND: {exc}") from None
-        load_backend(requested)
+            load_backend(requested)
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(
+                requested, f"{exc.reason} (environment variable FASTNN_BACKEND asks for it)"
+            ) from None
         return requested
     status = backend_status()
     default = next(name for name, reason in status.items() if reason is None)

@@ -16,6 +16,9 @@ import numba
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
 from .numba_kernels import gemm, linear, optim, pointwise, softmax_xent
+from .numba_notice import install as _install_compile_notice
+
+_install_compile_notice()  # one line on stderr when a first run compiles the kernels
 
 NAME = "numba"
 _IDENTITY = ACTIVATION_CODES["identity"]

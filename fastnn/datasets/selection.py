@@ -72,7 +72,8 @@ def for_training(name: str, target: Optional[str] = None, seed: int = 0,
     """
     if name in ("mnist", "fashion_mnist"):
         if target is not None:
-            raise ValueError(f"target: applies to CSV and .npy files, not to {name}")
+            raise ValueError(f"target: applies to CSV and .npy files, not to {name}; got "
+                             f"{target!r}")
         loader = load_mnist if name == "mnist" else load_fashion_mnist
         (x_train, y_train), (x_test, y_test) = loader()
         title = "MNIST" if name == "mnist" else "Fashion-MNIST"
@@ -80,7 +81,8 @@ def for_training(name: str, target: Optional[str] = None, seed: int = 0,
                             f"{title} ({len(x_train)} train / {len(x_test)} test images)")
     if name == "digits":
         if target is not None:
-            raise ValueError("target: applies to CSV and .npy files, not to digits")
+            raise ValueError(f"target: applies to CSV and .npy files, not to digits; got "
+                             f"{target!r}")
         x, y = load_digits()
         description = "the UCI digits"
     else:
