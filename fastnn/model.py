@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import inputs
+from . import distributed, inputs
 from . import losses as losses_module
 from . import optimizers as optimizers_module
 from .backends import get_backend
@@ -112,8 +112,10 @@ class Sequential:
         parameters in one kernel call (optimizers.kernel_calls)."""
         params = [param for layer in self.layers for param in layer.params]
         total, shapes = sum(param.size for param in params), [param.shape for param in params]
-        param_views = optimizers_module.views_into(np.empty(total, self.dtype), shapes)
-        grad_views = optimizers_module.views_into(np.zeros(total, self.dtype), shapes)
+        self._parameter_storage = np.empty(total, self.dtype)
+        self._gradient_storage = np.zeros(total, self.dtype)
+        param_views = optimizers_module.views_into(self._parameter_storage, shapes)
+        grad_views = optimizers_module.views_into(self._gradient_storage, shapes)
         for view, param in zip(param_views, params):
             view[...] = param
         first = 0
@@ -175,18 +177,19 @@ class Sequential:
                   loss: Optional[losses_module.Loss]) -> Schedule:
         """The steps of one pass over ``data``: (workspace, rows of data to load, first row).
 
-        Batches are rows ``order[start:start + batch]``; the views stay valid when
-        ``order`` is shuffled in place. A single full batch reads the data in place.
-        ``loss`` None (predict) makes workspaces without loss or metric buffers.
+        Batches are rows ``order[start:start + batch]`` of ``data``, over all of ``order``
+        (every row of the data, or a rank's shard under MPI); the views stay valid when
+        ``order`` is rewritten in place. A single full batch of every row reads the data in
+        place. ``loss`` None (predict) makes workspaces without loss or metric buffers.
         """
-        samples = len(data[0])
+        samples = len(order)
         metric = self._metric() if loss is not None else None
 
         def workspace(rows: int, bind_data: bool = False) -> Workspace:
             return Workspace(self.layers, loss, metric, rows, self.dtype, training, data,
                              bind_data)
 
-        if batch >= samples:
+        if batch >= samples and samples == len(data[0]):
             return [(workspace(samples, bind_data=True), None, 0)]
         full, remainder = workspace(batch), samples % batch
         last = workspace(remainder) if remainder else None
@@ -211,12 +214,20 @@ class Sequential:
         fraction of the rows (before shuffling) is held out for validation,
         as in Keras. verbose: 0 silent, 1 a progress bar per epoch, 2 one line
         per epoch.
+        Under MPI (``mpiexec``; see :mod:`fastnn.distributed`) every rank trains on its shard
+        of each epoch's rows at ``batch_size`` rows a step, with gradients averaged across
+        ranks, and History holds the global figures.
         """
         self._require_compiled()
         epochs = inputs.count("epochs", epochs, 1)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
         split = inputs.fraction("validation_split", validation_split)
+        comm = distributed.current()
+        parallel = distributed.DataParallel(comm) if comm is not None else None
+        if parallel is not None:  # one data order and one start on every rank
+            seed = parallel.shared_seed(seed)
+            verbose = verbose if comm.rank == 0 else 0
         build_seed, train_seed = np.random.SeedSequence(seed).spawn(2)
         data = self._prepare(x, y, seed=None if seed is None else build_seed)
         validation = None
@@ -227,17 +238,26 @@ class Sequential:
             validation = self._validation_data(validation_data)
         elif split:
             data, validation = _split_off(data, split)
-        samples = len(data[0])
-        batch = inputs.batch_size(batch_size, samples)
         rng = np.random.default_rng(train_seed)
         for layer in self.layers:
             layer.set_rng(rng)
-        order = np.arange(samples)
+        permutation = np.arange(len(data[0]))
+        if parallel is not None:
+            parallel.broadcast_model(self)
+            order = np.empty(parallel.local_rows(len(permutation)), np.int64)
+            parallel.shard(permutation, order)
+            if validation:
+                validation = _rows_of(validation, parallel.validation_rows(len(validation[0])))
+        else:
+            order = permutation
+        samples = len(order)
+        batch = inputs.batch_size(batch_size, samples)
         schedule = self._schedule(data, batch, True, order, self.loss)
-        shuffled = shuffle and len(schedule) > 1  # a full batch's mean ignores the order
+        # a full batch's mean ignores the order, unless it is a shard of a new permutation
+        shuffled = shuffle and (len(schedule) > 1 or parallel is not None)
         validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
                                               np.arange(len(validation[0])), self.loss)
-                               if validation else None)
+                               if validation and len(validation[0]) else None)
         history = History()
         hooks = [history] + list(callbacks or ())
         for hook in hooks:
@@ -247,15 +267,19 @@ class Sequential:
             for hook in hooks:
                 hook.on_epoch_begin(epoch)
             if shuffled:
-                rng.shuffle(order)
+                rng.shuffle(permutation)
+                if parallel is not None:
+                    parallel.shard(permutation, order)
             logs = None
             totals = _Totals(self.metrics, self._metric(), self.output_units)
             bar = EpochBar(epoch, epochs, samples, totals.logs) if verbose == 1 else None
             try:
-                self._train_epoch(schedule, totals, bar, epoch)
-                logs = totals.logs()
-                if validation_schedule:
-                    val_logs = self._evaluate_schedule(validation_schedule)
+                self._train_epoch(schedule, totals, bar, epoch, parallel)
+                logs = totals.reduced(parallel).logs()
+                if validation:
+                    val_totals = (self._evaluate_schedule(validation_schedule)
+                                  if validation_schedule else self._totals())
+                    val_logs = val_totals.reduced(parallel).logs()
                     logs.update({f"val_{key}": value for key, value in val_logs.items()})
             finally:
                 if bar is not None:
@@ -275,8 +299,12 @@ class Sequential:
                                                       "validation_data[1]"))
 
     def _train_epoch(self, schedule: Schedule, totals: "_Totals", bar: Optional[EpochBar],
-                     epoch: int) -> None:
-        """One pass of training steps, summing the loss and metrics into ``totals``."""
+                     epoch: int, parallel: Optional[distributed.DataParallel] = None) -> None:
+        """One pass of training steps, summing the loss and metrics into ``totals``.
+
+        parallel: under MPI, the gradients of each step are averaged across the ranks
+        before the update, and a non-finite loss on any rank stops every rank.
+        """
         optimizer_step = self.optimizer.step
         counting = bool(self.metrics)
         for step, (workspace, rows, _) in enumerate(schedule):
@@ -285,7 +313,7 @@ class Sequential:
                 workspace.load_rows(backend, rows)
             workspace.forward(backend, True)
             loss = workspace.loss_value(backend, True)
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) if parallel is None else parallel.loss_is_finite(loss)):
                 raise NonFiniteLossError(
                     f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {len(schedule)} "
                     f"(counting from 1); the weights are left as before this step. Lower the "
@@ -293,6 +321,8 @@ class Sequential:
             if counting:
                 totals.correct += workspace.count_correct(backend)
             workspace.backward(backend)
+            if parallel is not None:
+                parallel.average_gradients(self._gradient_storage)
             optimizer_step(backend)
             totals.loss_sum += loss * workspace.batch
             totals.samples += workspace.batch
@@ -301,8 +331,11 @@ class Sequential:
 
     # -- inference -----------------------------------------------------------
 
-    def _evaluate_schedule(self, schedule: Schedule) -> Dict[str, float]:
-        totals = _Totals(self.metrics, self._metric(), self.output_units)
+    def _totals(self) -> "_Totals":
+        return _Totals(self.metrics, self._metric(), self.output_units)
+
+    def _evaluate_schedule(self, schedule: Schedule) -> "_Totals":
+        totals = self._totals()
         for workspace, rows, _ in schedule:
             backend = get_backend()
             if rows is not None:
@@ -312,7 +345,7 @@ class Sequential:
             totals.samples += workspace.batch
             if totals.metric is not None:
                 totals.correct += workspace.count_correct(backend)
-        return totals.logs()
+        return totals
 
     def evaluate(self, x, y, batch_size: Optional[int] = INFERENCE_BATCH,
                  return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
@@ -325,7 +358,8 @@ class Sequential:
         data = self._prepare(x, y)
         batch = inputs.batch_size(batch_size, len(data[0]))
         logs = self._evaluate_schedule(self._schedule(data, batch, False,
-                                                      np.arange(len(data[0])), self.loss))
+                                                      np.arange(len(data[0])),
+                                                      self.loss)).logs()
         if return_dict:
             return logs
         return logs["loss"] if not self.metrics else list(logs.values())
@@ -423,8 +457,11 @@ class Sequential:
 
     def save(self, path) -> None:
         """Architecture, compile settings, weights and the optimizer's state in one .npz
-        file (no pickle), written atomically (a temporary file, then renamed)."""
+        file (no pickle), written atomically (a temporary file, then renamed). Under MPI
+        (:mod:`fastnn.distributed`) only rank 0 writes: every rank holds the same model."""
         from .serialization import save_model
+        if not distributed.is_main():  # under MPI, rank 0 alone writes (all hold the same)
+            return
         save_model(self, path)
 
     def load_weights(self, path) -> None:
@@ -442,12 +479,27 @@ class _Totals:
         self.decisions = metric.decisions_per_sample(units) if metric else 1
         self.loss_sum, self.samples, self.correct = 0.0, 0, 0
 
+    def reduced(self, parallel: Optional[distributed.DataParallel]) -> "_Totals":
+        """These totals summed over every rank (themselves in a single process)."""
+        if parallel is not None:
+            self.loss_sum, samples, correct = parallel.sum_totals(
+                [self.loss_sum, self.samples, self.correct])
+            self.samples, self.correct = int(samples), int(correct)
+        return self
+
     def logs(self) -> Dict[str, float]:
         samples = max(self.samples, 1)
         logs = {"loss": self.loss_sum / samples}
         for name in self.names:  # "accuracy" is the only metric
             logs[name] = self.correct / (samples * self.decisions)
         return logs
+
+
+def _rows_of(data: Data, rows: slice) -> Data:
+    """The given rows of model-ready data, contiguous; sparse labels stay shared."""
+    x, targets, labels = (None if array is None else np.ascontiguousarray(array[rows])
+                          for array in data)
+    return x, targets, (targets if data[2] is data[1] else labels)
 
 
 def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:
@@ -458,10 +510,4 @@ def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:
         raise ValueError(f"validation_split: {fraction} of {samples} samples leaves "
                          f"{held_out} for validation and {samples - held_out} for training")
     cut = samples - held_out
-
-    def part(rows: slice) -> Data:
-        x, targets, labels = (None if array is None else np.ascontiguousarray(array[rows])
-                              for array in data)
-        return x, targets, (targets if data[2] is data[1] else labels)
-
-    return part(slice(0, cut)), part(slice(cut, None))
+    return _rows_of(data, slice(0, cut)), _rows_of(data, slice(cut, None))
