@@ -52,8 +52,11 @@ def info(_args: argparse.Namespace) -> int:
     print(f"default backend: {get_backend_name()}"
           + (f" (FASTNN_BACKEND={requested})" if requested else ""))
     print(f"dtypes: {', '.join(str(d) for d in FLOAT_DTYPES)}")
+    from . import distributed
+    comm = distributed.current()  # under mpiexec: joins the job and sets threads per rank
     threads = ", ".join(f"{name}={count}" for name, count in get_num_threads().items())
-    print(f"threads: {threads}")
+    print(f"threads: {threads}" + (f" (MPI rank {comm.rank} of {comm.size}, "
+                                   f"{comm.local_size} on this host)" if comm else ""))
     print(f"cache: {cache.cache_dir()} (clear it with: fastnn cache clear)")
     return 0
 

@@ -252,6 +252,15 @@ class Totals:
         self.loss_sum, self.samples = 0.0, 0
         self.sums = [0.0] * (len(metric_set.metrics) if metric_set else 0)
 
+    def reduced(self, parallel) -> "Totals":
+        """These totals summed over every rank of ``parallel`` (a
+        :class:`fastnn.distributed.DataParallel`), or themselves when it is None."""
+        if parallel is not None:
+            summed = parallel.sum_totals([self.loss_sum, self.samples, *self.sums])
+            self.loss_sum, self.samples = float(summed[0]), int(summed[1])
+            self.sums = [float(value) for value in summed[2:]]
+        return self
+
     def logs(self) -> Dict[str, float]:
         samples = max(self.samples, 1)
         logs = {"loss": self.loss_sum / samples}

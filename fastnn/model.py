@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import inputs
+from . import distributed, inputs
 from . import losses as losses_module
 from . import optimizers as optimizers_module
 from .backends import get_backend
@@ -119,8 +119,10 @@ class Sequential:
         parameters in one kernel call (optimizers.kernel_calls)."""
         params = [param for layer in self.layers for param in layer.params]
         total, shapes = sum(param.size for param in params), [param.shape for param in params]
-        param_views = optimizers_module.views_into(np.empty(total, self.dtype), shapes)
-        grad_views = optimizers_module.views_into(np.zeros(total, self.dtype), shapes)
+        self._parameter_storage = np.empty(total, self.dtype)
+        self._gradient_storage = np.zeros(total, self.dtype)
+        param_views = optimizers_module.views_into(self._parameter_storage, shapes)
+        grad_views = optimizers_module.views_into(self._gradient_storage, shapes)
         for view, param in zip(param_views, params):
             view[...] = param
         first = 0
@@ -195,18 +197,19 @@ class Sequential:
                   loss: Optional[losses_module.Loss]) -> Schedule:
         """The steps of one pass over ``data``: (workspace, rows of data to load, first row).
 
-        Batches are rows ``order[start:start + batch]``; the views stay valid when
-        ``order`` is shuffled in place. A single full batch reads the data in place.
-        ``loss`` None (predict) makes workspaces without loss or metric buffers.
+        Batches are rows ``order[start:start + batch]`` of ``data``, over all of ``order``
+        (every row of the data, or a rank's shard under MPI); the views stay valid when
+        ``order`` is rewritten in place. A single full batch of every row reads the data in
+        place. ``loss`` None (predict) makes workspaces without loss or metric buffers.
         """
-        samples = len(data[0])
+        samples = len(order)
         metric_set = self._metric_set() if loss is not None else None
 
         def workspace(rows: int, bind_data: bool = False) -> Workspace:
             return Workspace(self.layers, loss, metric_set, rows, self.dtype, training, data,
                              bind_data)
 
-        if batch >= samples:
+        if batch >= samples and samples == len(data[0]):
             return [(workspace(samples, bind_data=True), None, 0)]
         full, remainder = workspace(batch), samples % batch
         last = workspace(remainder) if remainder else None
@@ -238,11 +241,19 @@ class Sequential:
         protocol: ``model.stop_training = True`` ends training after the current
         batch). class_weight: {class: weight}; sample_weight: (N,) weights >= 0
         (not both; see :mod:`fastnn.sample_weights`).
+        Under MPI (``mpiexec``; see :mod:`fastnn.distributed`) every rank trains on its shard
+        of each epoch's rows at ``batch_size`` rows a step, with gradients averaged across
+        ranks, and History holds the global figures.
         """
         self._require_compiled()
         epochs = inputs.count("epochs", epochs, 1)
         _check_verbose(verbose)
         split = inputs.fraction("validation_split", validation_split)
+        comm = distributed.current()
+        parallel = distributed.DataParallel(comm) if comm is not None else None
+        if parallel is not None:  # one data order and one start on every rank
+            seed = parallel.shared_seed(seed)
+            verbose = verbose if comm.rank == 0 else 0
         build_seed, train_seed = np.random.SeedSequence(seed).spawn(2)
         data = self._prepare(x, y, seed=None if seed is None else build_seed,
                              sample_weight=sample_weight, class_weight=class_weight)
@@ -256,14 +267,23 @@ class Sequential:
             data, validation = _split_off(data, split)
             if class_weight is not None:  # as Keras: class_weight weighs the training rows only
                 validation = validation[:3] + (None,)
-        samples = len(data[0])
-        batch = inputs.batch_size(batch_size, samples)
         rng = np.random.default_rng(train_seed)
         for layer in self.layers:
             layer.set_rng(rng)
-        order = np.arange(samples)
+        permutation = np.arange(len(data[0]))
+        if parallel is not None:
+            parallel.broadcast_model(self)
+            order = np.empty(parallel.local_rows(len(permutation)), np.int64)
+            parallel.shard(permutation, order)
+            if validation:
+                validation = _rows_of(validation, parallel.validation_rows(len(validation[0])))
+        else:
+            order = permutation
+        samples = len(order)
+        batch = inputs.batch_size(batch_size, samples)
         schedule = self._schedule(data, batch, True, order, self.loss)
-        shuffled = shuffle and len(schedule) > 1  # a full batch's mean ignores the order
+        # a full batch's mean ignores the order, unless it is a shard of a new permutation
+        shuffled = shuffle and (len(schedule) > 1 or parallel is not None)
         validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
                                               np.arange(len(validation[0])), self.loss)
                                if validation else None)
@@ -276,15 +296,17 @@ class Sequential:
         for epoch in range(epochs):
             hooks.on_epoch_begin(epoch)
             if shuffled:
-                rng.shuffle(order)
+                rng.shuffle(permutation)
+                if parallel is not None:
+                    parallel.shard(permutation, order)
             logs = None
             totals = Totals(self._metric_set())
             bar = EpochBar(epoch, epochs, samples, totals.logs, verbose) if verbose else None
             try:
-                self._train_epoch(schedule, totals, bar, epoch, hooks)
-                logs = totals.logs()
-                if validation_schedule:
-                    val_logs = self._evaluate_schedule(validation_schedule, hooks)
+                self._train_epoch(schedule, totals, bar, epoch, hooks, parallel)
+                logs = totals.reduced(parallel).logs()
+                if validation is not None:
+                    val_logs = self._evaluate_schedule(validation_schedule, hooks, parallel)
                     logs.update({f"val_{key}": value for key, value in val_logs.items()})
             finally:
                 if bar is not None:
@@ -305,9 +327,12 @@ class Sequential:
                                     "validation_data[2]"), sample_weight=weights)
 
     def _train_epoch(self, schedule: Schedule, totals: Totals, bar: Optional[EpochBar],
-                     epoch: int, hooks: CallbackList) -> None:
+                     epoch: int, hooks: CallbackList,
+                     parallel: Optional[distributed.DataParallel] = None) -> None:
         """One pass of training steps, summing the loss and metrics into ``totals``; ends
-        early when ``stop_training`` is set. Batch hooks run only when a callback has them."""
+        early when ``stop_training`` is set. Batch hooks run only when a callback has them.
+        parallel: under MPI, the gradients of each step are averaged across the ranks
+        before the update, and a non-finite loss on any rank stops every rank."""
         optimizer_step = self.optimizer.step
         metric_set = totals.metric_set
         batch_hooks = hooks.batch_hooks("train")
@@ -319,7 +344,7 @@ class Sequential:
                 workspace.load_rows(backend, rows)
             workspace.forward(backend, True)
             loss = workspace.loss_value(backend, True)
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) if parallel is None else parallel.loss_is_finite(loss)):
                 raise NonFiniteLossError(
                     f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {len(schedule)} "
                     f"(counting from 1); the weights are left as before this step. Lower the "
@@ -327,6 +352,8 @@ class Sequential:
             if metric_set is not None:
                 workspace.count_metrics(backend, totals.sums)
             workspace.backward(backend)
+            if parallel is not None:
+                parallel.average_gradients(self._gradient_storage)
             optimizer_step(backend)
             totals.loss_sum += loss * workspace.batch
             totals.samples += workspace.batch
@@ -339,13 +366,17 @@ class Sequential:
 
     # -- inference -----------------------------------------------------------
 
-    def _evaluate_schedule(self, schedule: Schedule,
-                           hooks: Optional[CallbackList] = None) -> Dict[str, float]:
+    def _evaluate_schedule(self, schedule: Optional[Schedule],
+                           hooks: Optional[CallbackList] = None,
+                           parallel: Optional[distributed.DataParallel] = None
+                           ) -> Dict[str, float]:
+        """The loss and metrics over ``schedule`` (None: no rows here), summed over the
+        ranks under MPI."""
         totals = Totals(self._metric_set())
         batch_hooks = hooks is not None and hooks.batch_hooks("test")
         if hooks is not None:
             hooks.on_test_begin()
-        for step, (workspace, rows, _) in enumerate(schedule):
+        for step, (workspace, rows, _) in enumerate(schedule or ()):
             if batch_hooks:
                 hooks.on_test_batch_begin(step, {})
             backend = get_backend()
@@ -358,7 +389,7 @@ class Sequential:
                 workspace.count_metrics(backend, totals.sums)
             if batch_hooks:
                 hooks.on_test_batch_end(step, totals.logs())
-        logs = totals.logs()
+        logs = totals.reduced(parallel).logs()
         if hooks is not None:
             hooks.on_test_end(logs)
         return logs
@@ -493,14 +524,19 @@ class Sequential:
     def save(self, path) -> None:
         """Architecture, compile settings, weights and the optimizer's state in one .npz
         file (no pickle), written atomically with the mode a plain ``open`` gives (and
-        an overwritten file's mode kept); see :mod:`fastnn.files`."""
+        an overwritten file's mode kept); see :mod:`fastnn.files`. Under MPI
+        (:mod:`fastnn.distributed`) only rank 0 writes: every rank holds the same model."""
         from .serialization import save_model
+        if not distributed.is_main():  # under MPI, rank 0 alone writes (all hold the same)
+            return
         save_model(self, path)
 
     def save_weights(self, path) -> None:
         """Like :meth:`save` without the optimizer's state: what ``load_weights`` (or
-        ``load_model``) reads back."""
+        ``load_model``) reads back. Under MPI only rank 0 writes."""
         from .serialization import save_model
+        if not distributed.is_main():
+            return
         save_model(self, path, include_optimizer=False)
 
     def load_weights(self, path) -> None:
@@ -525,10 +561,11 @@ def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:
                          f"{samples - cut} for validation and {cut} for training; give more "
                          f"data or another validation_split")
 
-    def part(rows: slice) -> Data:
-        x, targets, labels, weights = (None if array is None
-                                       else np.ascontiguousarray(array[rows])
-                                       for array in data)
-        return x, targets, (targets if data[2] is data[1] else labels), weights
+    return _rows_of(data, slice(0, cut)), _rows_of(data, slice(cut, None))
 
-    return part(slice(0, cut)), part(slice(cut, None))
+
+def _rows_of(data: Data, rows: slice) -> Data:
+    """The given rows of model-ready data, contiguous; sparse labels stay shared."""
+    x, targets, labels, weights = (None if array is None else np.ascontiguousarray(array[rows])
+                                   for array in data)
+    return x, targets, (targets if data[2] is data[1] else labels), weights

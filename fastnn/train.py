@@ -72,7 +72,11 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import fastnn
+    from fastnn import distributed
     from fastnn.datasets import for_training
+
+    # under mpiexec every rank trains its shard (fastnn.distributed); rank 0 alone reports
+    say = print if distributed.is_main() else (lambda *_, **__: None)
 
     if args.backend:
         fastnn.set_backend(args.backend)
@@ -96,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
     model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
     threads = fastnn.get_backend().get_num_threads()
     shape = "-".join(str(size) for size in [x_train.shape[1], *args.hidden, data.classes])
-    print(f"fastnn train: {shape} MLP (relu) on {data.description}; backend "
-          f"{fastnn.get_backend_name()}, {optimizer}, batch {args.batch_size}, {args.dtype}, "
-          f"{threads} thread{'s' * (threads != 1)}")
+    ranks = distributed.size()
+    say(f"fastnn train: {shape} MLP (relu) on {data.description}; backend "
+        f"{fastnn.get_backend_name()}, {optimizer}, batch {args.batch_size}, {args.dtype}, "
+        f"{threads} thread{'s' * (threads != 1)}"
+        + (f" per rank, {ranks} MPI ranks (data-parallel)" if ranks > 1 else ""))
     timer = EpochTimer()
     # A diverging run ends in NonFiniteLossError, which the command reports in one line;
     # NumPy's overflow warnings on the way (numpy backend) would only repeat it.
@@ -107,11 +113,11 @@ def run(args: argparse.Namespace) -> int:
                             verbose=args.verbose, seed=args.seed, callbacks=[timer])
         loss, accuracy = model.evaluate(x_test, y_test)
     correct = int(round(accuracy * len(x_test)))
-    print(f"test accuracy: {accuracy:.2%} ({correct}/{len(x_test)}), test loss {loss:.4f}; "
+    say(f"test accuracy: {accuracy:.2%} ({correct}/{len(x_test)}), test loss {loss:.4f}; "
           f"{np.median(timer.seconds) * 1e3:.1f} ms per epoch (median of {args.epochs})")
-    if args.plot:
+    if args.plot and distributed.is_main():
         history.plot(args.plot, title=f"fastnn train: {data.description}")
-        print(f"training curves written to {args.plot}")
+        say(f"training curves written to {args.plot}")
     return 0
 
 
