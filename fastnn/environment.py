@@ -66,10 +66,28 @@ def positive_int(variable: str) -> Optional[int]:
     return _integer(variable, 1)
 
 
+def num_threads() -> Optional[int]:
+    """FASTNN_NUM_THREADS: threads per process under MPI (fastnn.distributed)."""
+    return positive_int("FASTNN_NUM_THREADS")
+
+
+def _cache_dir() -> object:
+    from .cache import cache_dir  # raises ValueError naming FASTNN_CACHE_DIR
+    return cache_dir()
+
+
+def _data_dir() -> object:
+    from .datasets.download import data_dir  # raises ValueError naming FASTNN_DATA
+    return data_dir()
+
+
 #: What :func:`check` reads: every variable the library reads while it runs.
 RUN_TIME: Dict[str, Callable[[], object]] = {
     "FASTNN_BACKEND": backend,
     "FASTNN_SCRATCH_LIMIT": scratch_limit,
+    "FASTNN_NUM_THREADS": num_threads,
+    "FASTNN_CACHE_DIR": _cache_dir,
+    "FASTNN_DATA": _data_dir,
 }
 
 

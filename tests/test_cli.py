@@ -134,6 +134,8 @@ def test_a_missing_or_unknown_command_or_option_is_one_line(argv, capsys):
 @pytest.mark.parametrize("variable, value", [
     ("FASTNN_BACKEND", "gpu"), ("FASTNN_BACKEND", "numpy,c"),
     ("FASTNN_SCRATCH_LIMIT", "lots"), ("FASTNN_SCRATCH_LIMIT", "-5"),
+    ("FASTNN_NUM_THREADS", "zero"), ("FASTNN_NUM_THREADS", "0"),
+    ("FASTNN_CACHE_DIR", "relative/cache"), ("FASTNN_DATA", "/dev/null"),
 ])
 @pytest.mark.parametrize("command", [["info"], ["train", "--epochs", "1"], ["cache", "dir"]])
 def test_a_bad_environment_variable_is_one_line_naming_it_with_exit_2(variable, value,
