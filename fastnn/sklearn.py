@@ -538,7 +538,7 @@ class _BaseMLP(BaseEstimator):
     # -- pickle --------------------------------------------------------------------------------
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # Python 3.11's object.__getstate__ is __dict__
         if state.get("_model") is not None and getattr(self, "_optimizer", None) is not None:
             optimizer = self._optimizer
             state["_optimizer_state"] = (optimizer.name, {"lr": optimizer.lr},
