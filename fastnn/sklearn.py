@@ -99,7 +99,7 @@ from .layers import Dense, Dropout
 from .losses import (BinaryCrossentropy, Loss, MeanSquaredError,
                      SparseCategoricalCrossentropy)
 from .model import NonFiniteLossError, Sequential
-from .optimizers import SGD, Adam
+from .optimizers import SGD, Adam, kernel_calls
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -117,54 +117,129 @@ NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input d
 # -- scikit-learn's training semantics on fastnn's parts ------------------------------------
 
 class _Penalty:
-    """scikit-learn's L2 term, shared by the layers of one model: ``alpha``, and the sum of
-    ``||W||^2`` over the weight matrices and the steps of the current epoch (for ``loss_``)."""
+    """scikit-learn's L2 term, shared by the layers and the optimizer of one model:
+    ``alpha``, the rows of the current batch, and the sum of ``||W||^2`` over the weight
+    matrices and the steps of the current epoch (for ``loss_``)."""
 
     def __init__(self, alpha: float):
         self.alpha = float(alpha)
+        self.rows = 1
         self.squares = 0.0
+
+    def decay(self) -> float:
+        """The weight decay of this step: scikit-learn adds ``alpha * W / n`` to the
+        gradient of each weight matrix W, n the rows of the batch."""
+        return self.alpha / self.rows
 
 
 class _PenalizedDense(Dense):
-    """A Dense layer whose weight gradient includes scikit-learn's L2 term.
-
-    After the layer's own backward, ``dw += alpha * w / n`` with n the rows of the batch
-    (scikit-learn's ``coef_grads += alpha * coefs; /= n_samples`` for sgd and adam); the bias
-    is not penalized. ``||w||^2`` is added to the shared :class:`_Penalty` for the loss.
-    Weights start as the estimator sets them (:meth:`Sequential.set_weights`).
-    """
+    """A Dense layer that tells the shared :class:`_Penalty` the rows of each training
+    batch; the optimizer (:class:`_SklearnSteps`) applies the L2 term."""
 
     def __init__(self, units: int, activation: str, penalty: _Penalty):
-        super().__init__(units, activation, bias_initializer="zeros")
+        super().__init__(units, activation)
         self.penalty = penalty
-        self._scaled = None
-
-    def build(self, input_units, dtype, rng):
-        super().build(input_units, dtype, rng)
-        self._scaled = np.empty_like(self.w)
 
     def backward(self, backend, x, y, dy, dx, scratch):
         super().backward(backend, x, y, dy, dx, scratch)
-        alpha = self.penalty.alpha
-        if alpha:
-            flat = self.w.reshape(-1)
-            self.penalty.squares += float(np.dot(flat, flat))
-            np.multiply(self.w, alpha / x.shape[0], out=self._scaled)
-            np.add(self.dw, self._scaled, out=self.dw)
+        self.penalty.rows = x.shape[0]
 
 
-class _SklearnAdam(Adam):
-    """scikit-learn's Adam: ``lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)``, step
-    ``lr_t m / (sqrt(v) + eps)``. fastnn's Adam adds eps to ``sqrt(v_hat)`` instead; the two
-    agree when fastnn's eps is ``eps / sqrt(1 - beta2^t)``, which each step sets."""
+class _SklearnSteps:
+    """Optimizer steps with scikit-learn's L2 term on the weight matrices (not on the
+    intercepts, which scikit-learn does not penalize), with fastnn's kernel calls.
 
-    def __init__(self, lr, beta1, beta2, eps):
-        super().__init__(lr, beta1, beta2, eps)
-        self.sklearn_eps = float(eps)
+    fastnn's ``weight_decay`` (``g = grad + weight_decay * param`` inside the step kernel) is
+    one constant for every parameter, biases included, so it stays 0 and each step does:
+    a call over one weight matrix gets ``alpha / rows`` as its weight decay (no extra pass
+    over memory but ``||W||^2``, one dot); a call over small parameters joined together
+    (:func:`fastnn.optimizers.kernel_calls`) gets ``g += (alpha / rows) * mask * param`` first,
+    the mask 1 on weights and 0 on intercepts (three NumPy calls; one kernel call less per
+    parameter). ``||W||^2`` is added to the penalty's sum for ``loss_``.
+    """
+
+    penalty: _Penalty
+
+    def _plan(self, params, grads) -> None:
+        """Per kernel call (same order as the optimizer's): its flat param and grad, whether
+        it is one weight matrix, and for joined calls the weight mask."""
+        self._plan_calls = []
+        for (first, end, param, grad) in kernel_calls(params, grads):
+            members = params[first:end]
+            mask = None
+            if len(members) > 1:
+                mask = np.concatenate([np.full(member.size, float(member.ndim > 1),
+                                               member.dtype) for member in members])
+            self._plan_calls.append((param.reshape(-1), grad.reshape(-1),
+                                     len(members) == 1 and members[0].ndim > 1, mask,
+                                     None if mask is None else np.empty_like(mask), {}))
+
+    def _weight_decays(self) -> List[float]:
+        """Apply the L2 term of this step to the joined calls' gradients; return the weight
+        decay of each kernel call."""
+        penalty = self.penalty
+        if not penalty.alpha:
+            return [0.0] * len(self._plan_calls)
+        decay, squares, decays = penalty.decay(), 0.0, []
+        for param, grad, weights, mask, scaled, masks in self._plan_calls:
+            if mask is None:
+                if weights:
+                    squares += float(np.dot(param, param))
+                decays.append(decay if weights else 0.0)
+                continue
+            decay_mask = masks.get(decay)
+            if decay_mask is None:  # one per batch size of the fit
+                decay_mask = masks[decay] = mask * decay
+            np.multiply(param, decay_mask, out=scaled)
+            squares += float(np.dot(scaled, param)) / decay
+            np.add(grad, scaled, out=grad)
+            decays.append(0.0)
+        penalty.squares += squares
+        return decays
+
+
+class _SklearnSGD(_SklearnSteps, SGD):
+    """fastnn's SGD (PyTorch's momentum form) with scikit-learn's L2 term; the estimator
+    rescales the velocity when the learning rate changes (:func:`_apply_learning_rate`)."""
+
+    def __init__(self, lr, momentum, nesterov, penalty: _Penalty):
+        super().__init__(lr, momentum=momentum, nesterov=nesterov)
+        self.penalty = penalty
+
+    def bind(self, params, grads):
+        super().bind(params, grads)
+        self._plan(params, grads)
 
     def step(self, backend):
-        self.eps = self.sklearn_eps / math.sqrt(1.0 - self.beta2 ** (self.steps + 1))
-        super().step(backend)
+        sgd_step, decays = backend.sgd_step, self._weight_decays()
+        lr, momentum, nesterov = self.lr, self.momentum, self.nesterov
+        for (param, grad, velocity), decay in zip(self._steps, decays):
+            sgd_step(param, grad, velocity, lr, momentum, nesterov, decay)
+
+
+class _SklearnAdam(_SklearnSteps, Adam):
+    """scikit-learn's Adam: ``lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)``, step
+    ``lr_t m / (sqrt(v) + eps)``. fastnn's Adam adds eps to ``sqrt(v_hat)`` instead; the two
+    agree when fastnn's eps is ``eps / sqrt(1 - beta2^t)``, which each step passes. With
+    scikit-learn's L2 term (:class:`_SklearnSteps`)."""
+
+    def __init__(self, lr, beta1, beta2, eps, penalty: _Penalty):
+        super().__init__(lr, beta1, beta2, eps)
+        self.sklearn_eps = float(eps)
+        self.penalty = penalty
+
+    def bind(self, params, grads):
+        super().bind(params, grads)
+        self._plan(params, grads)
+
+    def step(self, backend):
+        decays = self._weight_decays()
+        self.steps += 1
+        adam_step, step = backend.adam_step, self.steps
+        lr, beta1, beta2 = self.lr, self.beta1, self.beta2
+        eps = self.sklearn_eps / math.sqrt(1.0 - beta2 ** step)
+        for (param, grad, m, v), decay in zip(self._steps, decays):
+            adam_step(param, grad, m, v, lr, beta1, beta2, eps, decay, step)
 
 
 class _HalfSquaredError(MeanSquaredError):
@@ -416,8 +491,10 @@ class _BaseMLP(BaseEstimator):
     def _make_optimizer(self, solver: str, lr: float):
         if solver == "sgd":
             momentum = float(self.momentum)
-            return SGD(lr, momentum=momentum, nesterov=bool(self.nesterovs_momentum and momentum))
-        return _SklearnAdam(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon))
+            return _SklearnSGD(lr, momentum, bool(self.nesterovs_momentum and momentum),
+                               self._penalty)
+        return _SklearnAdam(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon),
+                            self._penalty)
 
     def _fit_stochastic(self, X, y, incremental: bool) -> None:
         """scikit-learn's _fit_stochastic, with the epochs run by ``Sequential.fit``."""

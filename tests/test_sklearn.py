@@ -216,6 +216,19 @@ def test_l2_term_is_scaled_by_the_batch_so_loss_depends_on_batch_size():
     assert ours.fit(x, y).loss_ > without_l2.loss_ + 0.1
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_l2_term_of_a_weight_matrix_with_a_kernel_call_of_its_own(solver):
+    """W1 of 130 x 300 is too large to share the optimizer's kernel call with its
+    neighbours (fastnn.optimizers.JOIN_LIMIT): its L2 term goes through the call's weight
+    decay, the joined small parameters' through a mask."""
+    x, y = classification(n=120, features=130)
+    assert 130 * 300 >= fastnn.optimizers.JOIN_LIMIT
+    ours, theirs = both("classifier", hidden_layer_sizes=(300,), solver=solver, alpha=0.5,
+                        batch_size=50, max_iter=4, shuffle=False, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert_same_training(ours, theirs)
+
+
 def test_binary_string_labels_have_one_logistic_unit():
     x, y = classification(classes=2)
     labels = np.array(["no", "yes"])[y]
