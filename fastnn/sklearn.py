@@ -253,6 +253,32 @@ class _HalfSquaredError(MeanSquaredError):
         return backend.mse(outputs, targets, 0.5 / rows, grad) / (2.0 * outputs.size)
 
 
+class _LogisticLoss(BinaryCrossentropy):
+    """scikit-learn's log-loss of one logistic output unit (binary targets), through the
+    fused softmax cross-entropy kernel: ``sigmoid(z) = softmax([0, z])[1]``, so the loss of
+    logits ``[0, z]`` against the 0/1 label is ``log(1 + exp(z)) - y z`` and the gradient
+    of the second logit is ``sigmoid(z) - y``, the binary cross-entropy's. Four calls a step
+    instead of the NumPy binary_crossentropy's sixteen; the same values to rounding."""
+
+    name = "sklearn_logistic_log_loss"
+
+    def targets(self, y, units, dtype, argument="y"):
+        return super().targets(y, units, dtype, argument)[:, 0].astype(np.int64)
+
+    def make_scratch(self, batch, units, dtype):
+        return np.zeros((batch, 2), dtype), np.empty((batch, 2), dtype), np.empty(batch, dtype)
+
+    def __call__(self, backend, logits, labels, grad, scratch):
+        pair, pair_grad, row_loss = scratch
+        rows = logits.shape[0]
+        np.copyto(pair[:, 1:], logits)
+        backend.softmax_cross_entropy(pair, labels, 1.0 / rows, row_loss,
+                                      None if grad is None else pair_grad)
+        if grad is not None:
+            np.copyto(grad, pair_grad[:, 1:])
+        return float(np.add.reduce(row_loss)) / rows
+
+
 class _SummedBinaryCrossentropy(BinaryCrossentropy):
     """scikit-learn's log-loss of logistic outputs (multilabel): the mean over the rows of
     the sum over the labels, i.e. fastnn's binary_crossentropy times the labels."""
@@ -707,7 +733,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _loss(self) -> Loss:
         if self.out_activation_ == "softmax":
             return SparseCategoricalCrossentropy()
-        return _SummedBinaryCrossentropy() if self.n_outputs_ > 1 else BinaryCrossentropy()
+        return _SummedBinaryCrossentropy() if self.n_outputs_ > 1 else _LogisticLoss()
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         """The binarized labels as the loss reads them: class indices for a softmax,
