@@ -12,6 +12,7 @@ carries the build's reason (fastnn/_c/BUILD_ERROR.txt), which ``fastnn info`` sh
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,17 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     return lib.fastnn_get_num_threads()
+
+
+def _one_thread_after_fork() -> None:
+    """GNU OpenMP's thread pool does not survive fork(): a child process that enters a
+    parallel region the parent has used waits for threads that do not exist (measured: a
+    forked child's 512x512 matmul hung). A forked child therefore runs the kernels on one
+    thread; processes started by spawn or joblib's loky are fresh and keep every thread."""
+    lib.fastnn_set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
 def matmul(a, b, trans_a, trans_b, out):
