@@ -29,6 +29,9 @@ def info(_args: argparse.Namespace) -> int:
           + (f" (FASTNN_BACKEND={os.environ['FASTNN_BACKEND']})"
              if os.environ.get("FASTNN_BACKEND") else ""))
     print(f"dtypes: {', '.join(str(d) for d in FLOAT_DTYPES)}")
+    if status.get("c") is None:  # the C kernels' instruction set, and why not a higher one
+        from .backends import c_backend
+        print("c backend " + "\n".join(c_backend.isa_report()))
     threads = ", ".join(f"{name}={count}" for name, count in get_num_threads().items())
     print(f"threads: {threads}")
     return 0
