@@ -87,5 +87,5 @@ def resolve(precision, dtype, argument: str = "precision") -> str:
     name = precision_name(precision, argument)
     if name == "bfloat16" and np.dtype(dtype) != np.float32:
         raise ValueError(f"{argument}: bfloat16 matmul precision needs float32 arrays, got "
-                         f"{np.dtype(dtype)}; use float32 data or precision='float32'")
+                         f"{np.dtype(dtype)}; use float32 data or {argument}='float32'")
     return name

@@ -43,6 +43,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--lr", type=float, help="learning rate (sgd 0.1, adam 0.003)")
     parser.add_argument("--seed", type=int, default=0, help="seeds weights, order, split (0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--matmul-precision", choices=["float32", "bfloat16"],
+                        default="float32", help="precision of the layers' GEMMs (float32); "
+                        "bfloat16: operands rounded to bfloat16, float32 sums")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -58,14 +61,15 @@ def run(args: argparse.Namespace) -> int:
                                                         seed=args.seed)
     layers = [fastnn.Dense(size, "relu") for size in args.hidden]
     model = fastnn.Sequential(layers + [fastnn.Dense(10, "softmax")], dtype=args.dtype,
-                              seed=args.seed)
+                              seed=args.seed, matmul_precision=args.matmul_precision)
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     optimizer = fastnn.SGD(lr, momentum=0.9) if args.optimizer == "sgd" else fastnn.Adam(lr)
     model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
     shape = "-".join(str(size) for size in [x.shape[1], *args.hidden, 10])
     print(f"fastnn train: {shape} MLP (relu) on the UCI digits, {len(x_train)} train / "
           f"{len(x_test)} test images; backend {fastnn.get_backend_name()}, {optimizer}, "
-          f"batch {args.batch_size}, {args.dtype}")
+          f"batch {args.batch_size}, {args.dtype}"
+          + (f", {args.matmul_precision} matmuls" if args.matmul_precision != "float32" else ""))
     timer = EpochTimer()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
               verbose=0 if args.quiet else 1, seed=args.seed, callbacks=[timer])

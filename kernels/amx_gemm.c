@@ -26,6 +26,7 @@
 #pragma GCC target("avx,avx2,fma,bmi,bmi2,f16c,popcnt,avx512f,avx512dq,avx512bw,avx512vl," \
                    "amx-tile,amx-bf16")
 #include <immintrin.h>
+#include <string.h>
 
 #include "isa.h"
 
@@ -35,6 +36,51 @@
 #include "instantiate.h"
 
 typedef uint16_t bf16;
+
+#ifdef FASTNN_AMX_EMULATE
+/* A test build for CPUs without AMX (FASTNN_EXTRA_CFLAGS=-DFASTNN_AMX_EMULATE, which
+ * vector_paths.sh uses): the tile instructions become scalar code over 8 tiles of this
+ * thread, so the packing, padding, blocking and epilogue above them run and are tested.
+ * TDPBF16PS is emulated as float32 sums of the exact bfloat16 products. */
+static __thread float emulated_tiles[8][16][16];
+static void emulated_load(int t, const void *p, int64_t stride) {
+    for (int r = 0; r < 16; r++) memcpy(emulated_tiles[t][r], (const char *)p + r * stride, 64);
+}
+static void emulated_store(int t, void *p, int64_t stride) {
+    for (int r = 0; r < 16; r++) memcpy((char *)p + r * stride, emulated_tiles[t][r], 64);
+}
+static float emulated_bf16(const float *tile_row, int index) {
+    uint16_t half;
+    memcpy(&half, (const char *)tile_row + 2 * index, 2);
+    uint32_t bits = (uint32_t)half << 16;
+    float value;
+    memcpy(&value, &bits, 4);
+    return value;
+}
+static void emulated_dpbf16ps(int c, int a, int b) {
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            float sum = emulated_tiles[c][i][j];
+            for (int q = 0; q < 16; q++)
+                for (int e = 0; e < 2; e++)
+                    sum += emulated_bf16(emulated_tiles[a][i], 2 * q + e) *
+                           emulated_bf16(emulated_tiles[b][q], 2 * j + e);
+            emulated_tiles[c][i][j] = sum;
+        }
+}
+#undef _tile_loadconfig
+#undef _tile_release
+#undef _tile_zero
+#undef _tile_loadd
+#undef _tile_stored
+#undef _tile_dpbf16ps
+#define _tile_loadconfig(config) ((void)(config))
+#define _tile_release() ((void)0)
+#define _tile_zero(t) memset(emulated_tiles[t], 0, sizeof emulated_tiles[t])
+#define _tile_loadd(t, p, stride) emulated_load(t, p, stride)
+#define _tile_stored(t, p, stride) emulated_store(t, p, stride)
+#define _tile_dpbf16ps(c, a, b) emulated_dpbf16ps(c, a, b)
+#endif
 
 #define TILE_ROWS 16                       /* rows of every tile */
 #define TILE_K 32                          /* bfloat16 numbers in a row of an A tile */

@@ -67,6 +67,10 @@ static unsigned long long xcr0(void) {
 
 /* The reason AMX's tiles cannot be used here, or NULL: CPUID, XCR0, palette, permission. */
 static const char *amx_refusal(unsigned long long os_state, char *buffer, size_t size) {
+#ifdef FASTNN_AMX_EMULATE
+    (void)os_state, (void)buffer, (void)size;
+    return fastnn_amx_gemm ? NULL : "the AMX kernels were not compiled in"; /* test build */
+#endif
     cpuid_regs leaf7 = cpuid(7, 0);
     if (!BIT(leaf7.d, 24) || !BIT(leaf7.d, 22))
         return "the CPU has no AMX-TILE / AMX-BF16 (CPUID leaf 7 EDX bits 24, 22)";
