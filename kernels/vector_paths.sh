@@ -29,4 +29,18 @@ for isa in portable avx2 avx512 amx; do
     FASTNN_ISA=$isa FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
         python -m pytest tests -q -p no:cacheprovider "$@"
 done
+# Without AMX here, the AMX GEMM's packing, padding, blocking and epilogue still run: in a
+# build whose tile instructions are emulated in scalar code (-DFASTNN_AMX_EMULATE).
+if [ -n "$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('amx'))")" ]; then
+    source kernels/temp_copy.sh
+    temp_copy work
+    echo "== the AMX kernels, tile instructions emulated (no AMX here)"
+    (
+        cd "$work"
+        FASTNN_EXTRA_CFLAGS="-DFASTNN_AMX_EMULATE" python kernels/build_ffi.py > build.log 2>&1 \
+            || { cat build.log; exit 1; }
+        FASTNN_ISA=amx FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
+            python -m pytest tests/test_bf16.py -q -p no:cacheprovider "$@"
+    )
+fi
 echo "vector_paths.sh: the suite passed on every instruction set this machine runs"
