@@ -24,7 +24,7 @@
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC target("avx,avx2,fma,bmi,bmi2,f16c,popcnt,avx512f,avx512dq,avx512bw,avx512vl," \
-                   "amx-tile,amx-bf16")
+                   "avx512bf16,amx-tile,amx-bf16")
 #include <immintrin.h>
 #include <string.h>
 
@@ -249,14 +249,44 @@ static void store_block(float *c, int64_t ldc, const float *block, int64_t rows,
         }
 }
 
-/* One block of C at row block pair ip and column block pair jp. */
-static inline void amx_pair(const bf16 *a_pack, const bf16 *b_pack, int64_t k_blocks,
-                            int64_t m, int64_t n, int64_t ip, int64_t jp, float *c,
-                            int64_t ldc, const fastnn_epilogue *epilogue, float *block) {
+/* The 16 x 16 block of C from one packed row block (a) and one column block (b), with
+ * AVX512-BF16 dot products instead of tiles (VDPBF16PS: 16 lanes, each += the two products
+ * of a bfloat16 pair, flushing subnormals as TDPBF16PS does): row q of a B tile is one
+ * vector of 16 pairs, and pair q of an A tile's row r is broadcast to every lane. Into out
+ * (row stride 32). */
+static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, float *out) {
+    __m512 acc[16];
+    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t kb = 0; kb < k_blocks; kb++) {
+        const bf16 *a_tile = a + kb * TILE_ELEMS, *b_tile = b + kb * TILE_ELEMS;
+        for (int q = 0; q < 16; q++) {
+            __m512bh pairs = (__m512bh)_mm512_load_si512(b_tile + q * TILE_K);
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                int32_t pair;
+                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+                acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(pair), pairs);
+            }
+        }
+    }
+    for (int r = 0; r < 16; r++) _mm512_store_ps(out + r * 32, acc[r]);
+}
+
+/* One block of C at row block pair ip and column block pair jp, on tiles or (tiles 0) with
+ * dot products. */
+static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
+                            int64_t k_blocks, int64_t m, int64_t n, int64_t ip, int64_t jp,
+                            float *c, int64_t ldc, const fastnn_epilogue *epilogue,
+                            float *block) {
     int64_t i = ip * 32, j = jp * 32, rows = fastnn_min(32, m - i), cols = fastnn_min(32, n - j);
     const bf16 *a = a_pack + 2 * ip * k_blocks * TILE_ELEMS;
     const bf16 *b = b_pack + 2 * jp * k_blocks * TILE_ELEMS;
-    if (rows > 16 && cols > 16)
+    if (!tiles) {
+        for (int ia = 0; ia < 2 && 16 * ia < rows; ia++)
+            for (int jb = 0; jb < 2 && 16 * jb < cols; jb++)
+                dot_block16(a + ia * k_blocks * TILE_ELEMS, b + jb * k_blocks * TILE_ELEMS,
+                            k_blocks, block + ia * 16 * 32 + jb * 16);
+    } else if (rows > 16 && cols > 16)
         amx_block(2, 2, a, b, k_blocks, block);
     else if (rows > 16)
         amx_block(2, 1, a, b, k_blocks, block);
@@ -273,9 +303,10 @@ static inline void amx_pair(const bf16 *a_pack, const bf16 *b_pack, int64_t k_bl
 /* Bytes of packed B that one pass over a thread's rows reuses (kept in L2). */
 #define AMX_B_CHUNK_BYTES (512 * 1024)
 
-int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
-                    const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
-                    const fastnn_epilogue *epilogue) {
+/* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
+static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
+                       int64_t ldc, const fastnn_epilogue *epilogue) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
@@ -309,21 +340,34 @@ int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda
                           m_blocks * (t + 1) / team);
         }
 #pragma omp barrier
-        _tile_loadconfig(&TILE_CONFIG);
+        if (tiles) _tile_loadconfig(&TILE_CONFIG);
         if (by_rows) {
             for (int64_t jc = 0; jc < n_pairs; jc += chunk)
                 for (int64_t ip = first; ip < end; ip++)
                     for (int64_t jp = jc; jp < fastnn_min(n_pairs, jc + chunk); jp++)
-                        amx_pair(a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc, epilogue,
-                                 block);
+                        amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc,
+                                 epilogue, block);
         } else {
             for (int64_t jp = first; jp < end; jp++)
                 for (int64_t ip = 0; ip < m_pairs; ip++)
-                    amx_pair(a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc, epilogue, block);
+                    amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc, epilogue,
+                             block);
         }
-        _tile_release();
+        if (tiles) _tile_release();
     }
     return FASTNN_OK;
+}
+
+int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
+                    const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue) {
+    return packed_gemm(1, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+}
+
+int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue) {
+    return packed_gemm(0, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
 }
 #else
 typedef int fastnn_amx_absent; /* no AMX compiler support: cpu.c reports it */

@@ -7,22 +7,24 @@
  * NaN is kept a quiet NaN separately, since the addition could carry it into infinity.
  * Every backend rounds exactly so (fastnn/backends/numpy_backend.py is the reference).
  */
-#include <string.h>
-
 #include "isa.h"
 
+/* Branch-free, so the loop below vectorizes: the NaN test is a signed compare of the
+ * magnitude bits (at most 0x7FFFFFFF). */
 static inline uint32_t bf16_round_bits(uint32_t u) {
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u | 0x00400000u) & 0xFFFF0000u; /* NaN */
-    return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    uint32_t quiet_nan = (u | 0x00400000u) & 0xFFFF0000u;
+    return (int32_t)(u & 0x7FFFFFFFu) > 0x7F800000 ? quiet_nan : rounded;
 }
 
+/* The float32 bits, read and written in place (may_alias: a float's memory through an
+ * integer type, allowed). out may be x. */
+typedef uint32_t float_bits __attribute__((may_alias));
+
 void fastnn_round_bf16(float *out, const float *x, int64_t size) {
-    for (int64_t i = 0; i < size; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, sizeof u);
-        u = bf16_round_bits(u);
-        memcpy(out + i, &u, sizeof u);
-    }
+    const float_bits *in_bits = (const float_bits *)x;
+    float_bits *out_bits = (float_bits *)out;
+    for (int64_t i = 0; i < size; i++) out_bits[i] = bf16_round_bits(in_bits[i]);
 }
 
 /* rows x cols of src (row stride ld) rounded into dst (row stride cols). */
@@ -34,8 +36,12 @@ static void round_rows(float *dst, const float *src, int64_t rows, int64_t cols,
 int fastnn_gemm_bf16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
                      const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
                      const fastnn_epilogue *epilogue) {
-    if (fastnn_isa_current() == FASTNN_ISA_AMX)
+    int isa = fastnn_isa_current();
+    if (isa == FASTNN_ISA_AMX)
         return fastnn_amx_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+    if (isa == FASTNN_ISA_AVX512 && fastnn_cpu_has_dot_bf16())
+        return fastnn_dot_bf16_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                    epilogue);
     /* The float32 kernels on rounded copies: each product of two bfloat16 numbers is exact
      * in float32, so this is the same arithmetic, summed in another order. */
     int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
@@ -47,6 +53,13 @@ int fastnn_gemm_bf16(int64_t m, int64_t n, int64_t k, const float *a, int64_t ld
     round_rows(b16, b, b_rows, b_cols, ldb);
     return fastnn_gemm_f32(m, n, k, a16, a_cols, trans_a, b16, b_cols, trans_b, c, ldc,
                            epilogue);
+}
+
+const char *fastnn_bf16_gemm_name(void) {
+    int isa = fastnn_isa_current();
+    return isa == FASTNN_ISA_AMX                                   ? "amx"
+           : isa == FASTNN_ISA_AVX512 && fastnn_cpu_has_dot_bf16() ? "avx512_bf16"
+                                                                   : "float32";
 }
 
 int fastnn_matmul_bf16(float *out, const float *a, const float *b, int64_t n, int64_t k,

@@ -38,6 +38,7 @@ static const char *const ISA_NAMES[FASTNN_ISA_COUNT] = {"portable", "avx2", "avx
 /* "" when allowed, else why not; written once (detect). */
 static char g_reason[FASTNN_ISA_COUNT][200];
 static int g_best = FASTNN_ISA_PORTABLE;
+static int g_dot_bf16 = 0; /* AVX512-BF16 allowed and its GEMM built */
 static int g_current = FASTNN_ISA_PORTABLE;
 static const fastnn_isa_kernels *g_kernels = &fastnn_isa_portable;
 static pthread_once_t g_detect_once = PTHREAD_ONCE_INIT;
@@ -146,6 +147,7 @@ static void detect(void) {
 
     for (int isa = 0; isa < FASTNN_ISA_COUNT; isa++)
         if (!*g_reason[isa]) g_best = isa;
+    g_dot_bf16 = !*g_reason[FASTNN_ISA_AVX512] && BIT(cpuid(7, 1).a, 5) && fastnn_dot_bf16_gemm;
 }
 #else
 static void detect(void) {
@@ -156,6 +158,11 @@ static void detect(void) {
 #endif
 
 static void ensure_detected(void) { pthread_once(&g_detect_once, detect); }
+
+int fastnn_cpu_has_dot_bf16(void) {
+    ensure_detected();
+    return g_dot_bf16;
+}
 
 const char *fastnn_isa_name(int isa) {
     return isa >= 0 && isa < FASTNN_ISA_COUNT ? ISA_NAMES[isa] : NULL;

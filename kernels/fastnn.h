@@ -54,6 +54,10 @@ enum { FASTNN_PRECISION_FLOAT32 = 0, FASTNN_PRECISION_BFLOAT16 = 1 };
  * bfloat16 round to infinity, subnormals round like any number, NaN stays NaN (quiet,
  * sign and top payload bits kept). out may be x. */
 void fastnn_round_bf16(float *out, const float *x, int64_t size);
+/* How bfloat16 precision multiplies now: "amx" (tiles), "avx512_bf16" (AVX-512 without
+ * AMX but with VDPBF16PS dot products; the AMX kernel's packing) or "float32" (the float32
+ * kernels on rounded copies). */
+const char *fastnn_bf16_gemm_name(void);
 
 /* out (N, M) = op(a) @ op(b); a (N, K), or (K, N) if trans_a; b (K, M), or (M, K) if trans_b. */
 int fastnn_matmul_f32(float *out, const float *a, const float *b,

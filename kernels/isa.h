@@ -70,6 +70,14 @@ int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda
                     const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
                     const fastnn_epilogue *epilogue) __attribute__((weak));
 
+/* The same GEMM with AVX512-BF16 dot products (VDPBF16PS) in place of tiles, for AVX-512
+ * CPUs that have them but no AMX (amx_gemm.c; weak as above); cpu.c says when. */
+int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue) __attribute__((weak));
+/* Whether this CPU has AVX512-BF16 (CPUID leaf 7 subleaf 1 EAX bit 5) and the kernel is built. */
+int fastnn_cpu_has_dot_bf16(void);
+
 /* The tile palette the AMX kernels load in each thread before their first tile instruction
  * (8 tiles of 16 rows x 64 bytes), and the bytes of one tile. */
 #define FASTNN_AMX_TILE_BYTES 1024

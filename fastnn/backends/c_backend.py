@@ -69,6 +69,9 @@ def _apply_isa_setting() -> str:
 #: The instruction set the kernels run: FASTNN_ISA, else the best this CPU and OS allow.
 ISA = _apply_isa_setting()
 
+#: How bfloat16 matmul precision multiplies: "amx", "avx512_bf16" or "float32" (fastnn.h).
+BF16_GEMM = ffi.string(lib.fastnn_bf16_gemm_name()).decode()
+
 #: The vector code the float kernels run: "avx512" (also under "amx"), "avx2" or "portable".
 SIMD = ffi.string(lib.fastnn_simd_name()).decode()
 
@@ -81,9 +84,10 @@ def isa_report() -> List[str]:
     for isa in ISAS[ISAS.index(ISA) + 1:]:
         reason = isa_unavailable(isa) or "allowed here, but FASTNN_ISA asks for a lower one"
         lines.append(f"  not {isa}: {reason}")
-    if ISA != "amx":
-        lines.append("  bfloat16 matmul precision runs on the float32 kernels "
-                     "(operands rounded to bfloat16 first)")
+    how = {"amx": "AMX tiles",
+           "avx512_bf16": "AVX512-BF16 dot products (no AMX here)",
+           "float32": "the float32 kernels (operands rounded to bfloat16 first)"}
+    lines.append(f"  bfloat16 matmul precision runs on {how[BF16_GEMM]}")
     return lines
 
 _from_buffer = ffi.from_buffer
