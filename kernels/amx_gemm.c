@@ -238,7 +238,8 @@ static void store_block(float *c, int64_t ldc, const float *block, int64_t rows,
                         const fastnn_epilogue *epilogue, const float *bias) {
     __m512 bias_v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     if (epilogue)
-        for (int h = 0; h < 2; h++) bias_v[h] = _mm512_maskz_loadu_ps(fastnn_mask16(cols - 16 * h), bias + 16 * h);
+        for (int h = 0; h < 2; h++)
+            bias_v[h] = _mm512_maskz_loadu_ps(fastnn_mask16(cols - 16 * h), bias + 16 * h);
     for (int64_t r = 0; r < rows; r++)
         for (int h = 0; h < 2 && 16 * h < cols; h++) {
             __m512 v = _mm512_load_ps(block + r * 32 + 16 * h);
@@ -311,8 +312,9 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
     /* An odd last block is packed as a pair's first half; its second half is never read. */
-    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)m_blocks * k_blocks * FASTNN_AMX_TILE_BYTES);
-    bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, (size_t)n_blocks * k_blocks * FASTNN_AMX_TILE_BYTES);
+    size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
+    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
+    bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, (size_t)(n_blocks * k_blocks) * tile_bytes);
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
     if (threads > m_pairs * n_pairs) threads = (int)(m_pairs * n_pairs);
