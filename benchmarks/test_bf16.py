@@ -25,7 +25,7 @@ from fastnn import ops
 
 from conftest import THREADS
 from test_kernels import MLP_GEMMS, measure, random
-from test_training import EPOCH_ROUNDS, fastnn_epoch, mnist_shaped, run, torch_epoch  # noqa: F401
+from test_training import HIDDEN, LR, EPOCH_ROUNDS, fastnn_epoch, mnist_shaped, run  # noqa: F401
 
 SHAPES = [(f"{name} {n}x{k}x{m}", n, k, m, ta, tb) for name, n, k, m, ta, tb in MLP_GEMMS] \
     + [("square 1024", 1024, 1024, 1024, False, False)]
@@ -68,13 +68,39 @@ def test_mnist_shaped_epoch_bfloat16(benchmark, mnist_shaped, implementation, ba
     benchmark.group = f"bf16 train epoch MNIST-shaped batch {batch}"
     x, y = mnist_shaped
     if implementation.startswith("torch"):
-        torch = pytest.importorskip("torch")
-        plain = torch_epoch(x, y, batch)
-
-        def epoch():
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return plain()
-        run(benchmark, implementation, epoch, EPOCH_ROUNDS, len(x))
+        run(benchmark, implementation, torch_autocast_epoch(x, y, batch), EPOCH_ROUNDS, len(x))
         return
     with fastnn.matmul_precision(implementation.split()[1]):
         run(benchmark, implementation, fastnn_epoch("c", x, y, batch), EPOCH_ROUNDS, len(x))
+
+
+def torch_autocast_epoch(x, y, batch):
+    """test_training's PyTorch epoch with the forward pass and loss under
+    ``torch.autocast("cpu", dtype=torch.bfloat16)`` (PyTorch's recipe: the backward pass
+    outside it runs in the forward's dtypes; master weights and SGD in float32)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    widths = [x.shape[1], *HIDDEN, int(y.max()) + 1]
+    linears = [torch.nn.Linear(k, m) for k, m in zip(widths[:-1], widths[1:])]
+    parameters = [p for linear in linears for p in linear.parameters()]
+    optimizer = torch.optim.SGD(parameters, lr=LR)
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+
+    def forward(rows):
+        h = inputs[rows]
+        for linear in linears[:-1]:
+            h = torch.relu(linear(h))
+        return torch.nn.functional.cross_entropy(linears[-1](h), labels[rows])
+
+    def epoch():
+        total = 0.0
+        for rows in torch.randperm(len(x)).split(batch):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = forward(rows)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        return total / len(x)
+    return epoch
