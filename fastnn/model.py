@@ -10,13 +10,15 @@ so it may change between epochs (e.g. from a callback) or between ``fit`` and
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import inputs
+from . import counter_rng, inputs
 from . import losses as losses_module
 from . import optimizers as optimizers_module
+from . import plan as plan_module
 from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
 from .callbacks import Callback, History
@@ -28,6 +30,12 @@ from .workspace import Workspace
 #: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
 #: it bounds the memory of the activations.
 INFERENCE_BATCH = 1024
+#: Seconds of training per call of the compiled loop: the progress bar and callbacks see
+#: the epoch advance about ten times a second.
+CHUNK_SECONDS = 0.1
+#: The per-batch hooks of the Keras callback protocol; a callback that overrides one makes
+#: the compiled loop run one step per call, with the hooks called around each.
+BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,6 +66,13 @@ class Sequential:
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.metrics: List[str] = []
         self.built = False
+        #: Train with the backends' compiled loop (``train_steps``) where the plan supports
+        #: the model (fastnn.plan.unsupported); False runs the per-layer path, the reference.
+        self.compiled_loop = True
+        self._batch_plans: Dict[int, Any] = {}
+        self._batch_clock = counter_rng.StepClock()
+        self._batch_seed: Optional[int] = None
+        self._batches_trained = 0
         for layer in layers or ():
             self.add(layer)
 
@@ -142,6 +157,7 @@ class Sequential:
         self.loss.check_output_activation(activation)
         if isinstance(output, Dense):
             output.defer_activation(activation == self.loss.fused_activation)
+        self._batch_plans = {}  # train_on_batch's plans point at the optimizer's state
         if not self.built:
             return
         self.optimizer.bind([p for layer in self.layers for p in layer.params],
@@ -229,17 +245,26 @@ class Sequential:
             data, validation = _split_off(data, split)
         samples = len(data[0])
         batch = inputs.batch_size(batch_size, samples)
+        dropout_seed = int(train_seed.spawn(1)[0].generate_state(1, np.uint64)[0])
         rng = np.random.default_rng(train_seed)
-        for layer in self.layers:
-            layer.set_rng(rng)
+        clock = counter_rng.StepClock()
+        for position, layer in enumerate(self.layers):
+            layer.set_random(dropout_seed, position, clock)
         order = np.arange(samples)
-        schedule = self._schedule(data, batch, True, order, self.loss)
-        shuffled = shuffle and len(schedule) > 1  # a full batch's mean ignores the order
+        plan = None
+        if self.compiled_loop and plan_module.unsupported(self) is None:
+            plan = plan_module.build(self, data, batch, dropout_seed, clock)
+            steps = plan.steps
+        else:
+            schedule = self._schedule(data, batch, True, order, self.loss)
+            steps = len(schedule)
+        shuffled = shuffle and steps > 1  # a full batch's mean ignores the order
         validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
                                               np.arange(len(validation[0])), self.loss)
                                if validation else None)
         history = History()
         hooks = [history] + list(callbacks or ())
+        batch_hooks = [hook for hook in hooks if _overrides_batch_hooks(hook)]
         for hook in hooks:
             hook.set_model(self)
             hook.on_train_begin()
@@ -248,11 +273,15 @@ class Sequential:
                 hook.on_epoch_begin(epoch)
             if shuffled:
                 rng.shuffle(order)
+            clock.epoch = epoch
             logs = None
             totals = _Totals(self.metrics, self._metric(), self.output_units)
             bar = EpochBar(epoch, epochs, samples, totals.logs) if verbose == 1 else None
             try:
-                self._train_epoch(schedule, totals, bar, epoch)
+                if plan is not None:
+                    self._train_epoch_compiled(plan, order, totals, bar, epoch, batch_hooks)
+                else:
+                    self._train_epoch(schedule, totals, bar, epoch, clock, batch_hooks)
                 logs = totals.logs()
                 if validation_schedule:
                     val_logs = self._evaluate_schedule(validation_schedule)
@@ -275,21 +304,21 @@ class Sequential:
                                                       "validation_data[1]"))
 
     def _train_epoch(self, schedule: Schedule, totals: "_Totals", bar: Optional[EpochBar],
-                     epoch: int) -> None:
-        """One pass of training steps, summing the loss and metrics into ``totals``."""
+                     epoch: int, clock: counter_rng.StepClock, batch_hooks: List[Callback]) -> None:
+        """One pass of per-layer training steps, summing the loss and metrics into ``totals``
+        (the path of models the compiled loop does not support, and its reference)."""
         optimizer_step = self.optimizer.step
         counting = bool(self.metrics)
         for step, (workspace, rows, _) in enumerate(schedule):
+            _call_hooks(batch_hooks, "on_train_batch_begin", step)
             backend = get_backend()
+            clock.step = step
             if rows is not None:
                 workspace.load_rows(backend, rows)
             workspace.forward(backend, True)
             loss = workspace.loss_value(backend, True)
             if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {len(schedule)} "
-                    f"(counting from 1); the weights are left as before this step. Lower the "
-                    f"learning rate, or check the data for extreme values")
+                raise _non_finite(loss, epoch, step, len(schedule))
             if counting:
                 totals.correct += workspace.count_correct(backend)
             workspace.backward(backend)
@@ -298,6 +327,73 @@ class Sequential:
             totals.samples += workspace.batch
             if bar is not None:
                 bar.advance(workspace.batch)
+            _call_hooks(batch_hooks, "on_train_batch_end", step, totals.logs())
+
+    def _train_epoch_compiled(self, plan, order: np.ndarray, totals: "_Totals",
+                              bar: Optional[EpochBar], epoch: int,
+                              batch_hooks: List[Callback]) -> None:
+        """One pass of training steps through the backend's ``train_steps``, in chunks of
+        about CHUNK_SECONDS (one step per chunk when a callback has per-batch hooks)."""
+        step, chunk, stats = 0, 1, plan.stats
+        while step < plan.steps:
+            count = min(chunk, plan.steps - step)
+            _call_hooks(batch_hooks, "on_train_batch_begin", step)
+            backend = get_backend()
+            plan.refresh(epoch)
+            began = time.perf_counter()
+            try:
+                done = backend.train_steps(plan, order, step, count, stats[step:step + count])
+            finally:
+                plan.finish()
+            elapsed = time.perf_counter() - began
+            rows = plan.rows_in(step, step + done)
+            totals.loss_sum += plan.loss_sum(step, step + done)
+            totals.correct += int(stats[step:step + done, 1].sum())
+            totals.samples += rows
+            if bar is not None:
+                bar.advance(rows)
+            if done < count:
+                raise _non_finite(float(stats[step + done, 0]), epoch, step + done, plan.steps)
+            step += done
+            _call_hooks(batch_hooks, "on_train_batch_end", step - 1, totals.logs())
+            if not batch_hooks:
+                chunk = max(1, min(4 * count, int(count * CHUNK_SECONDS / max(elapsed, 1e-6))))
+
+    def train_on_batch(self, x, y, return_dict: bool = False
+                       ) -> Union[float, List[float], Dict[str, float]]:
+        """One gradient step on the batch (x, y) as given (no shuffling), as in Keras.
+
+        Returns the batch's loss before the step, or ``[loss, *metrics]`` when compiled
+        with metrics, or a dict when ``return_dict``. Dropout masks follow a count of the
+        calls. Raises NonFiniteLossError (weights unchanged) when the loss is not finite.
+        """
+        self._require_compiled()
+        data = self._prepare(x, y)
+        rows = len(data[0])
+        if self._batch_seed is None:
+            self._batch_seed = int(np.random.SeedSequence(self.seed).generate_state(
+                1, np.uint64)[0])
+        clock, step = self._batch_clock, self._batches_trained
+        for position, layer in enumerate(self.layers):
+            layer.set_random(self._batch_seed, position, clock)
+        totals = _Totals(self.metrics, self._metric(), self.output_units)
+        if self.compiled_loop and plan_module.unsupported(self) is None:
+            plan = self._batch_plans.get(rows)
+            if plan is None:
+                plan = plan_module.build(self, _owned(data), rows, self._batch_seed, clock)
+                self._batch_plans = {rows: plan}
+            plan.load(data)
+            clock.step = 0  # the plan's one step; the count goes in as the epoch
+            self._train_epoch_compiled(plan, np.arange(rows), totals, None, step, [])
+        else:
+            schedule = self._schedule(data, rows, True, np.arange(rows), self.loss)
+            clock.epoch = step
+            self._train_epoch(schedule, totals, None, step, clock, [])
+        self._batches_trained += 1
+        logs = totals.logs()
+        if return_dict:
+            return logs
+        return logs["loss"] if not self.metrics else list(logs.values())
 
     # -- inference -----------------------------------------------------------
 
@@ -432,6 +528,31 @@ class Sequential:
         on any error the model is left unchanged."""
         from .serialization import read_weights_for
         self.set_weights(read_weights_for(self, path))
+
+
+def _owned(data: Data) -> Data:
+    """Copies of the arrays of ``data`` (labels that are the targets stay one array)."""
+    x, targets, labels = (None if array is None else array.copy() for array in data)
+    return x, targets, (targets if data[2] is data[1] else labels)
+
+
+def _overrides_batch_hooks(hook: Callback) -> bool:
+    return any(getattr(type(hook), name, None) is not getattr(Callback, name, None)
+               for name in BATCH_HOOKS)
+
+
+def _call_hooks(hooks: List[Callback], name: str, step: int, logs=None) -> None:
+    for hook in hooks:
+        method = getattr(hook, name, None)
+        if method is not None:
+            method(step, logs)
+
+
+def _non_finite(loss: float, epoch: int, step: int, steps: int) -> "NonFiniteLossError":
+    return NonFiniteLossError(
+        f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {steps} (counting from 1); "
+        f"the weights are left as before this step. Lower the learning rate, or check the "
+        f"data for extreme values")
 
 
 class _Totals:

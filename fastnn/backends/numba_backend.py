@@ -186,3 +186,12 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     else:
         optim.adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, 0,
                          param.size)
+
+
+# -- the compiled training loop ----------------------------------------------------------
+
+def train_steps(plan, order, first_step, steps, stats):
+    import sys
+    from . import reference_loop
+    return reference_loop.train_steps(sys.modules[__name__], plan, order, first_step, steps,
+                                      stats)
