@@ -15,7 +15,9 @@ import numba
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
-from .numba_kernels import gemm, linear, optim, pointwise, softmax_xent
+import numpy as np
+
+from .numba_kernels import gemm, linear, optim, pointwise, softmax_xent, train
 
 NAME = "numba"
 _IDENTITY = ACTIVATION_CODES["identity"]
@@ -190,8 +192,34 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
 
 # -- the compiled training loop ----------------------------------------------------------
 
+#: The thresholds above, as numba_kernels.train reads them.
+_LIMITS = np.array([DIRECT_MAX_MULTIPLY_ADDS, PARALLEL_MIN_MULTIPLY_ADDS, PARALLEL_MIN_ELEMENTS],
+                   np.int64)
+
+
+def _train_scratch(plan, threads):
+    """The GEMMs' scratch, dz and the partial bias gradients of a plan's steps, made once per
+    plan and thread count."""
+    cached = plan.cache.get(NAME)
+    if cached is not None and cached[0] == threads:
+        return cached[1]
+    last = plan.samples - (plan.steps - 1) * plan.batch
+    a_size, tile_size, b_size, dz_size = train.scratch_sizes(
+        plan.layer_ints, plan.batch, last, threads, _LIMITS, plan.params)
+    widest = int(plan.layer_ints[:, 2].max())
+    scratch = (np.empty(a_size, plan.dtype), np.empty(tile_size, plan.dtype),
+               np.empty(b_size, plan.dtype), np.empty(dz_size, plan.dtype),
+               np.empty((threads, widest), plan.dtype), np.empty((1, 1), plan.dtype))
+    plan.cache[NAME] = (threads, scratch)
+    return scratch
+
+
 def train_steps(plan, order, first_step, steps, stats):
-    import sys
-    from . import reference_loop
-    return reference_loop.train_steps(sys.modules[__name__], plan, order, first_step, steps,
-                                      stats)
+    scratch = _train_scratch(plan, _threads)
+    _launch_with(_threads)
+    return int(train.train_steps(
+        plan.layer_ints, plan.layer_reals, plan.config, plan.hyper, plan.params, plan.grads,
+        plan.state1, plan.state2, plan.x, plan.labels, plan.targets, plan.classes, plan.flags,
+        plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
+        plan.flags_batch, plan.acts, plan.dacts, plan.masks, plan.row_loss, order, first_step,
+        steps, stats, _threads, _LIMITS, *scratch))
