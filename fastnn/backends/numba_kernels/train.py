@@ -16,8 +16,8 @@ import numpy as np
 from numba import njit, prange
 
 from .gemm import blocked_scratch_sizes, gemm_blocked_into, gemm_rows
-from .linear import (backward_scratch_sizes, linear_backward_blocked_into,
-                     linear_backward_direct_into)
+from .linear import (backward_scratch_sizes, dz_and_bias_grad_rows,
+                     linear_backward_blocked_into, linear_backward_direct_into)
 from .optim import adam_parallel, adam_range, sgd_parallel, sgd_range
 from .partition import chunk_bounds
 from .pointwise import (count_correct_parallel, count_correct_rows, mse_parallel, mse_rows,
@@ -42,6 +42,26 @@ DIRECT_MAX, PARALLEL_MIN_MULTIPLY_ADDS, PARALLEL_MIN_ELEMENTS = range(3)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+
+
+#: gemm_blocked_into compiled without parallel=True: the blocked product on the calling thread
+#: (the per-layer path runs it on a pool of one thread), never waking the pool, whose threads
+#: a busy machine may have descheduled. Its arithmetic is gemm_blocked_into's, bit for bit.
+gemm_blocked_serial = njit(cache=True, error_model="numpy")(gemm_blocked_into.py_func)
+
+
+@njit(cache=True, error_model="numpy")
+def linear_backward_serial(x, w, y, dy, code, alpha, dx, dw, db, dz, partial_db, a_scratch,
+                           tile_scratch, b_scratch):
+    """linear_backward_blocked_into on one thread, on the calling thread."""
+    sums = partial_db[0, :y.shape[1]]
+    dz_and_bias_grad_rows(y, dy, code, alpha, dz, sums, 0, y.shape[0])
+    db[:] = sums
+    gemm_blocked_serial(x, dz, True, False, dw, None, IDENTITY, 0.0, 1, a_scratch, tile_scratch,
+                        b_scratch)
+    if dx is not None:
+        gemm_blocked_serial(dz, w, False, True, dx, None, IDENTITY, 0.0, 1, a_scratch,
+                            tile_scratch, b_scratch)
 
 
 @njit(cache=True, error_model="numpy")
@@ -187,6 +207,9 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 gemm = gemm_threads(n, k, m, threads, limits)
                 if gemm == 0:
                     gemm_rows(inputs, w, False, False, out, b, code, alpha, 0, n)
+                elif gemm == 1:
+                    gemm_blocked_serial(inputs, w, False, False, out, b, code, alpha, 1,
+                                        a_scratch, tile_scratch, b_scratch)
                 else:
                     gemm_blocked_into(inputs, w, False, False, out, b, code, alpha, gemm,
                                       a_scratch, tile_scratch, b_scratch)
@@ -267,6 +290,12 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                     else:
                         linear_backward_direct_into(inputs, w, out, dout, code, alpha, None,
                                                     dw, db, dz)
+                elif gemm == 1 and layer > 0:
+                    linear_backward_serial(inputs, w, out, dout, code, alpha, dinputs, dw, db,
+                                           dz, partial_db, a_scratch, tile_scratch, b_scratch)
+                elif gemm == 1:
+                    linear_backward_serial(inputs, w, out, dout, code, alpha, None, dw, db, dz,
+                                           partial_db, a_scratch, tile_scratch, b_scratch)
                 elif layer > 0:
                     linear_backward_blocked_into(inputs, w, out, dout, code, alpha, dinputs, dw,
                                                  db, gemm, dz, partial_db[:gemm, :m],
