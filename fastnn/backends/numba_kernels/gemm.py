@@ -55,17 +55,31 @@ def _tile_width_constant(like):
 
 # -- direct product for tiny sizes ---------------------------------------------------
 
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def row_dot(a, i, b, j, inner):
+    """dot(a[i, :inner], b[j, :inner]). "reassoc" lets LLVM keep a vector of partial sums
+    (the dx = dz @ w.T of a small layer): a strict left-to-right sum was scalar code, 5-8
+    GFLOP/s at 32 x 64 x 64 against 26-34 for the other direct products."""
+    total = a.dtype.type(0)
+    for p in range(inner):
+        total += a[i, p] * b[j, p]
+    return total
+
+
 @njit(cache=True, error_model="numpy")
 def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
     """Rows start..stop of the product, straight from a and b (no packing)."""
     inner = b.shape[1] if trans_b else b.shape[0]
     cols = out.shape[1]
     for i in range(start, stop):
-        if trans_b:  # out[i, j] = dot(op(a)[i], b[j]): b's rows are contiguous
+        if trans_b and not trans_a:  # out[i, j] = dot(a[i], b[j]): contiguous rows
+            for j in range(cols):
+                out[i, j] = row_dot(a, i, b, j, inner)
+        elif trans_b:
             for j in range(cols):
                 total = out.dtype.type(0)
                 for p in range(inner):
-                    total += (a[p, i] if trans_a else a[i, p]) * b[j, p]
+                    total += a[p, i] * b[j, p]
                 out[i, j] = total
         else:  # out[i] = sum_p op(a)[i, p] * b[p]: vectorized over the row
             out[i, :] = 0
