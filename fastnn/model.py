@@ -259,8 +259,7 @@ class Sequential:
             schedule = self._schedule(data, batch, True, order, self.loss)
             steps = len(schedule)
         shuffled = shuffle and steps > 1  # a full batch's mean ignores the order
-        validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
-                                              np.arange(len(validation[0])), self.loss)
+        evaluate_validation = (self._evaluator(validation, INFERENCE_BATCH)
                                if validation else None)
         history = History()
         hooks = [history] + list(callbacks or ())
@@ -283,8 +282,8 @@ class Sequential:
                 else:
                     self._train_epoch(schedule, totals, bar, epoch, clock, batch_hooks)
                 logs = totals.logs()
-                if validation_schedule:
-                    val_logs = self._evaluate_schedule(validation_schedule)
+                if evaluate_validation:
+                    val_logs = evaluate_validation()
                     logs.update({f"val_{key}": value for key, value in val_logs.items()})
             finally:
                 if bar is not None:
@@ -334,7 +333,8 @@ class Sequential:
                               batch_hooks: List[Callback]) -> None:
         """One pass of training steps through the backend's ``train_steps``, in chunks of
         about CHUNK_SECONDS (one step per chunk when a callback has per-batch hooks)."""
-        step, chunk, stats = 0, 1, plan.stats
+        step, stats = 0, plan.stats
+        chunk = 1 if batch_hooks else plan.chunk
         while step < plan.steps:
             count = min(chunk, plan.steps - step)
             _call_hooks(batch_hooks, "on_train_batch_begin", step)
@@ -358,6 +358,7 @@ class Sequential:
             _call_hooks(batch_hooks, "on_train_batch_end", step - 1, totals.logs())
             if not batch_hooks:
                 chunk = max(1, min(4 * count, int(count * CHUNK_SECONDS / max(elapsed, 1e-6))))
+                plan.chunk = chunk  # the next epoch starts at the size reached
 
     def train_on_batch(self, x, y, return_dict: bool = False
                        ) -> Union[float, List[float], Dict[str, float]]:
@@ -397,6 +398,27 @@ class Sequential:
 
     # -- inference -----------------------------------------------------------
 
+    def _evaluator(self, data: Data, batch: int) -> Callable[[], Dict[str, float]]:
+        """A function giving the logs of ``data`` evaluated in batches of ``batch`` rows:
+        the backends' compiled loop in evaluation mode where the plan supports the model,
+        else the per-layer path."""
+        if not (self.compiled_loop and plan_module.unsupported(self) is None):
+            schedule = self._schedule(data, batch, False, np.arange(len(data[0])), self.loss)
+            return lambda: self._evaluate_schedule(schedule)
+        plan = plan_module.build(self, data, batch, 0, counter_rng.StepClock(),
+                                 plan_module.MODE_EVALUATE)
+        order = np.arange(len(data[0]))
+
+        def evaluate() -> Dict[str, float]:
+            plan.refresh(0)
+            get_backend().train_steps(plan, order, 0, plan.steps, plan.stats)
+            totals = _Totals(self.metrics, self._metric(), self.output_units)
+            totals.loss_sum = plan.loss_sum(0, plan.steps)
+            totals.correct = int(plan.stats[:, 1].sum())
+            totals.samples = plan.samples
+            return totals.logs()
+        return evaluate
+
     def _evaluate_schedule(self, schedule: Schedule) -> Dict[str, float]:
         totals = _Totals(self.metrics, self._metric(), self.output_units)
         for workspace, rows, _ in schedule:
@@ -420,8 +442,7 @@ class Sequential:
         self._require_compiled()
         data = self._prepare(x, y)
         batch = inputs.batch_size(batch_size, len(data[0]))
-        logs = self._evaluate_schedule(self._schedule(data, batch, False,
-                                                      np.arange(len(data[0])), self.loss))
+        logs = self._evaluator(data, batch)()
         if return_dict:
             return logs
         return logs["loss"] if not self.metrics else list(logs.values())

@@ -57,9 +57,13 @@ OPTIMIZER_SGD, OPTIMIZER_ADAM = range(2)
 #: Metric codes: none, argmax against int64 labels, outputs > threshold against 0/1 flags.
 METRIC_NONE, METRIC_CLASSES, METRIC_FLAGS = range(3)
 
+#: Modes (config[C_MODE]): training steps, or evaluation (forward and loss only, dropout off,
+#: nothing updated, a non-finite loss counted like any other).
+MODE_TRAIN, MODE_EVALUATE = range(2)
+
 #: Entries of config.
 (C_LAYERS, C_LOSS, C_OPTIMIZER, C_NESTEROV, C_METRIC, C_BATCH, C_SAMPLES, C_FEATURES,
- C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, CONFIG_SIZE) = range(13)
+ C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, C_MODE, CONFIG_SIZE) = range(14)
 #: Entries of hyper.
 (H_LR, H_MOMENTUM, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_THRESHOLD,
  HYPER_SIZE) = range(8)
@@ -101,7 +105,8 @@ class TrainingPlan:
     (the C backend's struct of pointers), keyed by backend name.
     """
 
-    def __init__(self, model, data, batch: int, seed: int, clock: counter_rng.StepClock):
+    def __init__(self, model, data, batch: int, seed: int, clock: counter_rng.StepClock,
+                 mode: int = MODE_TRAIN):
         x, targets, labels = data
         dtype, layers = model.dtype, model.layers
         samples, outputs = len(x), model.output_units
@@ -141,6 +146,7 @@ class TrainingPlan:
         config[C_BATCH], config[C_SAMPLES] = batch, samples
         config[C_FEATURES], config[C_OUTPUTS] = x.shape[1], outputs
         config[C_GATHER] = batch < samples  # a single full batch reads the data in place
+        config[C_MODE] = mode
         self.state1, self.state2 = model.optimizer.flat_state()
         # The data, and the batch buffers the rows are gathered into.
         self.x = x
@@ -166,6 +172,7 @@ class TrainingPlan:
         self.row_loss = np.empty(batch, dtype)
         self.steps = -(-samples // batch)
         self.stats = np.zeros((self.steps, 2), np.float64)
+        self.chunk = 1  # steps per train_steps call, grown by fit to about CHUNK_SECONDS
         self.cache = {}
 
     def rows_in(self, first: int, end: int) -> int:
@@ -220,8 +227,9 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
-def build(model, data, batch: int, seed: int, clock: counter_rng.StepClock) -> TrainingPlan:
-    """The plan of training ``model`` on the checked ``data`` (x, targets, metric labels)
-    in batches of ``batch`` rows, dropout keyed by ``seed``; check :func:`unsupported`
-    first."""
-    return TrainingPlan(model, data, batch, seed, clock)
+def build(model, data, batch: int, seed: int, clock: counter_rng.StepClock,
+          mode: int = MODE_TRAIN) -> TrainingPlan:
+    """The plan of training (or, with MODE_EVALUATE, evaluating) ``model`` on the checked
+    ``data`` (x, targets, metric labels) in batches of ``batch`` rows, dropout keyed by
+    ``seed``; check :func:`unsupported` first."""
+    return TrainingPlan(model, data, batch, seed, clock, mode)

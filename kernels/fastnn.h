@@ -127,7 +127,9 @@ enum {
     FASTNN_C_LAYERS = 0, FASTNN_C_LOSS = 1, FASTNN_C_OPTIMIZER = 2, FASTNN_C_NESTEROV = 3,
     FASTNN_C_METRIC = 4, FASTNN_C_BATCH = 5, FASTNN_C_SAMPLES = 6, FASTNN_C_FEATURES = 7,
     FASTNN_C_OUTPUTS = 8, FASTNN_C_GATHER = 9, FASTNN_C_EPOCH = 10, FASTNN_C_ADAM_STEP = 11,
-    FASTNN_CONFIG_SIZE = 12,
+    FASTNN_C_MODE = 12, FASTNN_CONFIG_SIZE = 13,
+    /* modes: training steps; evaluation (forward, loss and metric only, dropout off) */
+    FASTNN_MODE_TRAIN = 0, FASTNN_MODE_EVALUATE = 1,
     /* entries of hyper */
     FASTNN_H_LR = 0, FASTNN_H_MOMENTUM = 1, FASTNN_H_WEIGHT_DECAY = 2, FASTNN_H_BETA1 = 3,
     FASTNN_H_BETA2 = 4, FASTNN_H_EPS = 5, FASTNN_H_THRESHOLD = 6, FASTNN_HYPER_SIZE = 7
@@ -159,7 +161,8 @@ typedef struct {
  * trains on rows order[s * batch : (s + 1) * batch] (fewer for the last); stats (steps, 2)
  * gets each step's mean loss and correct count. Returns the steps done: fewer than `steps`
  * when a loss was not finite (that step's loss is in stats, its update not applied) or when
- * scratch memory ran out (*status = FASTNN_OUT_OF_MEMORY; the weights may be part-updated). */
+ * scratch memory ran out (*status = FASTNN_OUT_OF_MEMORY; the weights may be part-updated).
+ * In FASTNN_MODE_EVALUATE the steps only evaluate (nothing is updated, every step is done). */
 int64_t fastnn_train_steps_f32(const fastnn_train_plan *plan, const int64_t *order,
                                int64_t first_step, int64_t steps, double *stats, int *status);
 int64_t fastnn_train_steps_f64(const fastnn_train_plan *plan, const int64_t *order,

@@ -32,6 +32,7 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
     int64_t features = config[FASTNN_C_FEATURES], epoch = config[FASTNN_C_EPOCH];
     int loss_kind = (int)config[FASTNN_C_LOSS], metric = (int)config[FASTNN_C_METRIC];
+    int evaluating = config[FASTNN_C_MODE] == FASTNN_MODE_EVALUATE;
     T *params = p->params, *grads = p->grads, *acts = p->acts, *dacts = p->dacts;
     T *masks = p->masks;
     const T *x = p->x, *targets = p->targets;
@@ -74,7 +75,7 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
                                                (int)li[FASTNN_LI_ACTIVATION], lr[FASTNN_LR_ALPHA]);
             if (status != FASTNN_OK) return -1;
             params_size += k * m + m;
-        } else if (li[FASTNN_LI_THRESHOLD] == 0) {
+        } else if (li[FASTNN_LI_THRESHOLD] == 0 || evaluating) {
             memcpy(out, input, (size_t)(n * m) * sizeof(T));
         } else {
             T *mask = masks + li[FASTNN_LI_MASK];
@@ -109,11 +110,12 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     }
     stat[0] = loss;
     stat[1] = 0;
-    if (!isfinite(loss)) return 0;
+    if (!isfinite(loss) && !evaluating) return 0;
     if (metric == FASTNN_METRIC_CLASSES)
         stat[1] = (double)FN(fastnn_count_correct)(logits, classes, n, outputs);
     else if (metric == FASTNN_METRIC_FLAGS)
         stat[1] = (double)FN(count_flags)(logits, flags, n * outputs, (T)hyper[FASTNN_H_THRESHOLD]);
+    if (evaluating) return 1;
     /* backward */
     for (int64_t l = layers - 1; l >= 0; l--) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;

@@ -159,7 +159,7 @@ def test_the_plan_and_the_kernels_share_their_constants():
         assert getattr(numba_train, column) == getattr(plan_module, column)
     for column in ("ALPHA", "SCALE"):
         names[column] = f"LR_{column}"
-    for prefix in ("LOSS_", "OPTIMIZER_", "METRIC_", "C_", "H_"):
+    for prefix in ("LOSS_", "OPTIMIZER_", "METRIC_", "MODE_", "C_", "H_"):
         for name in dir(plan_module):
             if name.startswith(prefix):
                 names[name] = name
@@ -338,3 +338,44 @@ def test_what_the_plan_does_not_cover_trains_on_the_per_layer_path(monkeypatch):
     before = model.evaluate(x, y)
     model.fit(x, y, epochs=5, verbose=0, seed=0)
     assert model.evaluate(x, y) < before
+
+
+# -- evaluate ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy",
+                                  "binary_crossentropy", "mse"])
+def test_evaluate_runs_the_compiled_loop_without_changing_anything(backend, loss):
+    """evaluate and fit's validation: the compiled loop in evaluation mode (dropout off,
+    nothing updated) gives the per-layer path's loss and accuracy."""
+    model, _ = train(backend, True, loss=loss, optimizer="adam")
+    x, labels = data(rows=2100, seed=5)  # INFERENCE_BATCH 1024: three batches, one short
+    y = targets_for(loss, labels)
+    weights, steps = model.get_weights(), model.optimizer.steps
+    results = {}
+    with fastnn.use_backend(backend):
+        for compiled in (True, False):
+            model.compiled_loop = compiled
+            results[compiled] = model.evaluate(x, y, return_dict=True)
+    assert model.optimizer.steps == steps
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert results[True]["accuracy"] == results[False]["accuracy"]
+    assert results[True]["loss"] == pytest.approx(results[False]["loss"], rel=1e-5)
+    assert np.isfinite(results[True]["loss"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_validation_logs_match_the_per_layer_path(backend):
+    histories = []
+    for compiled in (True, False):
+        x, labels = data()
+        model = Sequential([Dense(7, "relu", input_dim=5), Dropout(0.3), Dense(3, "softmax")],
+                           seed=0)
+        model.compile(SGD(0.1), "sparse_categorical_crossentropy", ["accuracy"])
+        model.compiled_loop = compiled
+        with fastnn.use_backend(backend):
+            histories.append(model.fit(x, labels, epochs=2, batch_size=8, verbose=0, seed=1,
+                                       validation_split=0.3).history)
+    assert histories[0]["val_accuracy"] == histories[1]["val_accuracy"]
+    np.testing.assert_allclose(histories[0]["val_loss"], histories[1]["val_loss"], rtol=1e-5)

@@ -198,6 +198,8 @@ class Backend(Protocol):
 
         Returns the steps done. A step whose loss is not finite is counted out: its stats
         row holds the loss, and nothing is updated, so fewer than ``steps`` are done.
+        With ``config[C_MODE]`` MODE_EVALUATE the steps evaluate only: forward (dropout
+        off), loss and correct count, no update, every step done (``evaluate``'s path).
         The weights, gradients and optimizer state equal those of the same steps run with
         this backend's per-layer kernels (the numpy backend runs exactly those calls).
         Raises MemoryError when scratch memory cannot be had.

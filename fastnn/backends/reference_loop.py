@@ -46,6 +46,7 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
     batch, samples = plan.batch, plan.samples
     gather = bool(plan.config[plan_module.C_GATHER])
     epoch = int(plan.config[plan_module.C_EPOCH])
+    training = plan.config[plan_module.C_MODE] == plan_module.MODE_TRAIN
     sources = (plan.x, plan.labels, plan.targets, plan.classes, plan.flags)
     buffers = (plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
                plan.flags_batch)
@@ -64,18 +65,21 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
         inputs = [x]
         for position, layer in enumerate(layers):
             out = plan.layer_output(position, rows)
-            layer.forward(kernels, inputs[-1], out, _rows(scratch.layers[position], rows), True)
+            layer.forward(kernels, inputs[-1], out, _rows(scratch.layers[position], rows),
+                          training)
             inputs.append(out)
         outputs, grad = inputs[-1], plan.layer_output(len(layers) - 1, rows, gradient=True)
-        value = loss(kernels, outputs, labels if labels.size else targets, grad,
-                     _rows(scratch.loss, rows))
+        value = loss(kernels, outputs, labels if labels.size else targets,
+                     grad if training else None, _rows(scratch.loss, rows))
         stats[s, 0], stats[s, 1] = value, 0
-        if not math.isfinite(value):
+        if not math.isfinite(value) and training:
             return s
         if metric is not None:
             metric_labels = classes if classes.size else flags.view(bool)
             stats[s, 1] = metric.count(kernels, outputs, metric_labels,
                                        _rows(scratch.metric, rows))
+        if not training:
+            continue
         for position in range(len(layers) - 1, -1, -1):
             input_grad = plan.layer_output(position - 1, rows, gradient=True) if position \
                 else None

@@ -33,7 +33,8 @@ LOSS_XENT_LABELS, LOSS_XENT_PROBS, LOSS_BCE, LOSS_MSE = range(4)
 OPTIMIZER_SGD = 0
 METRIC_CLASSES, METRIC_FLAGS = 1, 2
 (C_LAYERS, C_LOSS, C_OPTIMIZER, C_NESTEROV, C_METRIC, C_BATCH, C_SAMPLES, C_FEATURES,
- C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP) = range(12)
+ C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, C_MODE) = range(13)
+MODE_EVALUATE = 1
 H_LR, H_MOMENTUM, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_THRESHOLD = range(7)
 
 #: Indices of the limits argument: numba_backend's thresholds.
@@ -167,6 +168,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
     layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
     outputs, loss_kind, metric = config[C_OUTPUTS], config[C_LOSS], config[C_METRIC]
     epoch = config[C_EPOCH]
+    evaluating = config[C_MODE] == MODE_EVALUATE
     params_size = params.size
     sparse = labels_data.shape[0] > 0
     for s in range(steps):
@@ -213,7 +215,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 else:
                     gemm_blocked_into(inputs, w, False, False, out, b, code, alpha, gemm,
                                       a_scratch, tile_scratch, b_scratch)
-            elif layer_ints[layer, THRESHOLD] == 0:
+            elif layer_ints[layer, THRESHOLD] == 0 or evaluating:
                 out[:, :] = inputs
             else:
                 key = mix64(mix64(np.uint64(layer_ints[layer, KEY]) + np.uint64(epoch))
@@ -252,7 +254,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             loss = bce(logits, targets, 1.0 / (n * outputs), grad)
         stats[s, 0] = loss
         stats[s, 1] = 0.0
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) and not evaluating:
             return s
         if metric == METRIC_CLASSES:
             if parallel:
@@ -266,6 +268,8 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 for j in range(outputs):
                     correct += (logits[i, j] > threshold) == (flags[i, j] != 0)
             stats[s, 1] = correct
+        if evaluating:
+            continue
         # backward
         for layer in range(layers - 1, -1, -1):
             k, m = layer_ints[layer, INPUTS], layer_ints[layer, UNITS]
