@@ -24,11 +24,15 @@ _IDENTITY = ACTIVATION_CODES["identity"]
 
 #: Below these sizes a kernel runs serially: work per element times size must
 #: outweigh the launch of a parallel region (a few microseconds).
-PARALLEL_MIN_MULTIPLY_ADDS = 1 << 17
+PARALLEL_MIN_MULTIPLY_ADDS = 1 << 21
 PARALLEL_MIN_ELEMENTS = 1 << 15
-#: Products with fewer multiply-adds skip packing and blocking altogether: a small layer's
-#: products (32 x 64 x 64, 64 x 32 x 64 transposed) ran at 26-40 GFLOP/s direct, 2-15 blocked.
-DIRECT_MAX_MULTIPLY_ADDS = 1 << 18
+#: Products with fewer multiply-adds skip packing and blocking altogether. Measured on one
+#: thread (CPU time, float32): 32x32x64 3.9 us direct, 5.3 blocked; 32x64x64 10 direct, 7
+#: blocked; 256x64x64 67 direct, 23 blocked; 128x784x256 1287 direct, 436 blocked.
+#: (PARALLEL_MIN_MULTIPLY_ADDS: 2^21, ~25 us of one thread's work: a launch costs microseconds
+#: on a quiet machine and far more when another process holds the other core, and the small
+#: layers of a tabular MLP, up to 256x64x64, were slower on two threads than on one.)
+DIRECT_MAX_MULTIPLY_ADDS = 1 << 17
 
 #: Threads for parallel kernels; NUMBA_NUM_THREADS (default: all cores) is
 #: both the initial value and the ceiling, the size of Numba's thread pool.
