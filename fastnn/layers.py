@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from .precision import resolve as resolve_precision
-from . import initializers
+from . import counter_rng, initializers
 from .backends.contract import ACTIVATIONS
 from .validation import positive_number
 
@@ -87,9 +87,10 @@ class Layer:
         (None when it needs none)."""
         return None
 
-    def set_rng(self, rng: np.random.Generator) -> None:
-        """Internal, called by Sequential: give the layer the generator of this fit (for
-        random layers)."""
+    def set_random(self, seed: int, position: int, clock: counter_rng.StepClock) -> None:
+        """Internal, called by Sequential: give the layer the random seed of this fit, its
+        position in the model and the clock the model advances each step (for random
+        layers: see fastnn.counter_rng)."""
 
     def forward(self, backend, x: np.ndarray, out: np.ndarray, scratch: Any,
                 training: bool) -> None:
@@ -222,9 +223,13 @@ class Dropout(Layer):
     (evaluate, predict), pass the inputs through.
 
     rate: the probability of dropping an input, a number in [0, 1).
-    seed: an int seeding the masks; None draws them from the generator of the
-        fit (seeded by fit(seed=...)).
+    seed: an int keying the masks; None keys them by the seed of the fit
+        (fit(seed=...)).
     input_dim: the input size, as for Dense.
+
+    The masks come from a counter-based generator (fastnn.counter_rng) keyed by the
+    seed, the layer's position, the epoch, the step and the element: every backend,
+    compiled training loop or not, draws the same masks.
 
     Shapes: x (N, K) -> y (N, K), the model's dtype. Raises ValueError naming
     rate for a value outside [0, 1). Methods other than get_config are internal
@@ -238,7 +243,12 @@ class Dropout(Layer):
             raise ValueError(f"rate: expected a drop probability in [0, 1), got {rate}")
         self.rate = rate
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self.threshold = counter_rng.keep_threshold(rate)
+        self.scale = 1.0 / (1.0 - rate)
+        own = seed if seed is not None else int(np.random.SeedSequence().generate_state(
+            1, np.uint64)[0])
+        self.key = counter_rng.layer_key(own, 0)
+        self.clock = counter_rng.StepClock()
 
     def build(self, input_units, dtype, rng):
         self.units = input_units
@@ -247,33 +257,34 @@ class Dropout(Layer):
     def output_units(self, input_units):
         return input_units
 
-    def set_rng(self, rng):
-        if self.seed is None:
-            self._rng = rng
+    def set_random(self, seed, position, clock):
+        self.key = counter_rng.layer_key(self.seed if self.seed is not None else seed, position)
+        self.clock = clock
 
     def make_scratch(self, batch, dtype, training):
-        # The mask, as a float factor: 0 or 1 / (1 - rate).
-        return np.empty((batch, self.units), dtype) if training else None
+        # The mask, as a float factor (0 or 1 / (1 - rate)), and the generator's buffers.
+        if not training:
+            return None
+        return np.empty((batch, self.units), dtype), counter_rng.MaskScratch(batch * self.units)
 
-    def forward(self, backend, x, out, mask, training):
+    def forward(self, backend, x, out, scratch, training):
         if not training or self.rate == 0.0:
             np.copyto(out, x)
             return
-        # u uniform in [0, 1) is kept when u >= rate, i.e. when floor(u + 1 - rate) == 1.
-        # Float arithmetic throughout: a bool mask would make NumPy buffer each cast.
-        self._rng.random(dtype=mask.dtype, out=mask)
-        mask += 1.0 - self.rate
-        np.floor(mask, out=mask)
-        mask *= 1.0 / (1.0 - self.rate)
+        mask, draws = scratch
+        key = counter_rng.step_key(self.key, self.clock.epoch, self.clock.step)
+        keep = counter_rng.draw_keep(key, self.threshold, draws, mask.size)
+        np.copyto(mask, keep.reshape(mask.shape))
+        mask *= mask.dtype.type(self.scale)
         np.multiply(x, mask, out=out)
 
-    def backward(self, backend, x, y, dy, dx, mask):
+    def backward(self, backend, x, y, dy, dx, scratch):
         if dx is None:
             return
         if self.rate == 0.0:
             np.copyto(dx, dy)
         else:
-            np.multiply(dy, mask, out=dx)
+            np.multiply(dy, scratch[0], out=dx)
 
     def get_config(self):
         return {"rate": self.rate, "seed": self.seed, **super().get_config()}

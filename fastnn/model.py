@@ -4,20 +4,24 @@ Data is checked once per call (:mod:`fastnn.inputs`, the loss's target
 checks); the steps then call backend kernels on preallocated buffers
 (:class:`fastnn.workspace.Workspace`). The backend is looked up once per step,
 so it may change between epochs (e.g. from a callback) or between ``fit`` and
-``predict``.
+``predict``. Where the plan supports the model (:func:`fastnn.plan.unsupported`),
+``fit``, ``evaluate`` and ``train_on_batch`` run chunks of steps in one backend
+call (the contract's ``train_steps``): the compiled training loop.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import precision as precision_module
-from . import distributed, inputs
+from . import counter_rng, distributed, inputs
 from . import losses as losses_module
 from . import optimizers as optimizers_module
+from . import plan as plan_module
 from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
 from . import sample_weights
@@ -30,6 +34,9 @@ from .workspace import Workspace
 #: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
 #: it bounds the memory of the activations.
 INFERENCE_BATCH = 1024
+#: Seconds of training per call of the compiled loop: the progress bar and callbacks see
+#: the epoch advance about ten times a second.
+CHUNK_SECONDS = 0.1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,6 +81,13 @@ class Sequential:
         self.stop_training = False
         #: The History of the last ``fit`` (None before any).
         self.history: Optional[History] = None
+        #: Train with the backends' compiled loop (``train_steps``) where the plan supports
+        #: the model (fastnn.plan.unsupported); False runs the per-layer path, the reference.
+        self.compiled_loop = True
+        self._batch_plans: Dict[int, Any] = {}
+        self._batch_clock = counter_rng.StepClock()
+        self._batch_seed: Optional[int] = None
+        self._batches_trained = 0
         for layer in layers or ():
             self.add(layer)
 
@@ -170,6 +184,7 @@ class Sequential:
         self.loss.check_output_activation(activation, getattr(output, "units", None))
         if isinstance(output, Dense):
             output.defer_activation(activation == self.loss.fused_activation)
+        self._batch_plans = {}  # train_on_batch's plans point at the optimizer's state
         if not self.built:
             return
         self.optimizer.bind([p for layer in self.layers for p in layer.params],
@@ -187,6 +202,13 @@ class Sequential:
         x = inputs.features(argument, x, self.dtype, self.input_dim)
         self.build(x.shape[1], seed)
         return x
+
+    def _compiled(self, data: Data, parallel=None) -> bool:
+        """Whether the compiled loop runs this model on ``data``: the plan supports the
+        model, no row weights, and a single process (under MPI each step's gradients are
+        averaged between the backward pass and the update, on the per-layer path)."""
+        return (self.compiled_loop and parallel is None and data[3] is None
+                and plan_module.unsupported(self) is None)
 
     def _metric_set(self) -> Optional[MetricSet]:
         return MetricSet(self.metrics, self.loss, self.layers[-1]) if self.metrics else None
@@ -277,9 +299,11 @@ class Sequential:
             data, validation = _split_off(data, split)
             if class_weight is not None:  # as Keras: class_weight weighs the training rows only
                 validation = validation[:3] + (None,)
+        dropout_seed = int(train_seed.spawn(1)[0].generate_state(1, np.uint64)[0])
         rng = np.random.default_rng(train_seed)
-        for layer in self.layers:
-            layer.set_rng(rng)
+        clock = counter_rng.StepClock()
+        for position, layer in enumerate(self.layers):
+            layer.set_random(dropout_seed, position, clock)
         permutation = np.arange(len(data[0]))
         if parallel is not None:
             parallel.broadcast_model(self)
@@ -291,15 +315,20 @@ class Sequential:
             order = permutation
         samples = len(order)
         batch = inputs.batch_size(batch_size, samples)
-        schedule = self._schedule(data, batch, True, order, self.loss)
+        plan = schedule = None
+        if self._compiled(data, parallel):
+            plan = plan_module.build(self, data, batch, dropout_seed, clock)
+            steps = plan.steps
+        else:
+            schedule = self._schedule(data, batch, True, order, self.loss)
+            steps = len(schedule)
         # a full batch's mean ignores the order, unless it is a shard of a new permutation
-        shuffled = shuffle and (len(schedule) > 1 or parallel is not None)
-        validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
-                                              np.arange(len(validation[0])), self.loss)
-                               if validation else None)
+        shuffled = shuffle and (steps > 1 or parallel is not None)
         history = History()
-        hooks = callback_list(callbacks, self, {"epochs": epochs, "steps": len(schedule),
+        hooks = callback_list(callbacks, self, {"epochs": epochs, "steps": steps,
                                                 "verbose": verbose}, history)
+        evaluate_validation = (self._evaluator(validation, INFERENCE_BATCH, hooks, parallel)
+                               if validation is not None else None)
         self.stop_training = False
         hooks.on_train_begin()
         logs = None
@@ -309,14 +338,18 @@ class Sequential:
                 rng.shuffle(permutation)
                 if parallel is not None:
                     parallel.shard(permutation, order)
+            clock.epoch = epoch
             logs = None
             totals = Totals(self._metric_set())
             bar = EpochBar(epoch, epochs, samples, totals.logs, verbose) if verbose else None
             try:
-                self._train_epoch(schedule, totals, bar, epoch, hooks, parallel)
+                if plan is not None:
+                    self._train_epoch_compiled(plan, order, totals, bar, epoch, hooks)
+                else:
+                    self._train_epoch(schedule, totals, bar, epoch, hooks, clock, parallel)
                 logs = totals.reduced(parallel).logs()
-                if validation is not None:
-                    val_logs = self._evaluate_schedule(validation_schedule, hooks, parallel)
+                if evaluate_validation is not None:
+                    val_logs = evaluate_validation()
                     logs.update({f"val_{key}": value for key, value in val_logs.items()})
             finally:
                 if bar is not None:
@@ -337,9 +370,10 @@ class Sequential:
                                     "validation_data[2]"), sample_weight=weights)
 
     def _train_epoch(self, schedule: Schedule, totals: Totals, bar: Optional[EpochBar],
-                     epoch: int, hooks: CallbackList,
+                     epoch: int, hooks: CallbackList, clock: counter_rng.StepClock,
                      parallel: Optional[distributed.DataParallel] = None) -> None:
-        """One pass of training steps, summing the loss and metrics into ``totals``; ends
+        """One pass of per-layer training steps, summing the loss and metrics into ``totals``
+        (the path of models the compiled loop does not support, and its reference); ends
         early when ``stop_training`` is set. Batch hooks run only when a callback has them.
         parallel: under MPI, the gradients of each step are averaged across the ranks
         before the update, and a non-finite loss on any rank stops every rank."""
@@ -350,15 +384,13 @@ class Sequential:
             if batch_hooks:
                 hooks.on_train_batch_begin(step, {})
             backend = get_backend()
+            clock.step = step
             if rows is not None:
                 workspace.load_rows(backend, rows)
             workspace.forward(backend, True)
             loss = workspace.loss_value(backend, True)
             if not (math.isfinite(loss) if parallel is None else parallel.loss_is_finite(loss)):
-                raise NonFiniteLossError(
-                    f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {len(schedule)} "
-                    f"(counting from 1); the weights are left as before this step. Lower the "
-                    f"learning rate, or check the data for extreme values")
+                raise _non_finite(loss, epoch, step, len(schedule))
             if metric_set is not None:
                 workspace.count_metrics(backend, totals.sums)
             workspace.backward(backend)
@@ -374,7 +406,117 @@ class Sequential:
             if self.stop_training:
                 break
 
+    def _train_epoch_compiled(self, plan, order: np.ndarray, totals: Totals,
+                              bar: Optional[EpochBar], epoch: int,
+                              hooks: Optional[CallbackList]) -> None:
+        """One pass of training steps through the backend's ``train_steps``, in chunks of
+        about CHUNK_SECONDS (one step per chunk, with the hooks around it, when a callback
+        has per-batch hooks); ends early when ``stop_training`` is set."""
+        step, stats = 0, plan.stats
+        batch_hooks = hooks is not None and hooks.batch_hooks("train")
+        chunk = 1 if batch_hooks else plan.chunk
+        while step < plan.steps:
+            count = min(chunk, plan.steps - step)
+            if batch_hooks:
+                hooks.on_train_batch_begin(step, {})
+            backend = get_backend()
+            plan.refresh(epoch)
+            began = time.perf_counter()
+            try:
+                done = backend.train_steps(plan, order, step, count, stats[step:step + count])
+            finally:
+                plan.finish()
+            elapsed = time.perf_counter() - began
+            rows = plan.rows_in(step, step + done)
+            totals.loss_sum += plan.loss_sum(step, step + done)
+            if totals.sums:  # the one metric the plan counts (plan.unsupported)
+                totals.sums[0] += float(stats[step:step + done, 1].sum())
+            totals.samples += rows
+            if bar is not None:
+                bar.advance(rows)
+            if done < count:
+                raise _non_finite(float(stats[step + done, 0]), epoch, step + done, plan.steps)
+            step += done
+            if batch_hooks:
+                hooks.on_train_batch_end(step - 1, totals.logs())
+            else:
+                chunk = max(1, min(4 * count, int(count * CHUNK_SECONDS / max(elapsed, 1e-6))))
+                plan.chunk = chunk  # the next epoch starts at the size reached
+            if self.stop_training:
+                break
+
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
+                       return_dict: bool = False
+                       ) -> Union[float, List[float], Dict[str, float]]:
+        """One gradient step on the batch (x, y) as given (no shuffling), as in Keras.
+
+        Returns the batch's loss before the step, or ``[loss, *metrics]`` when compiled
+        with metrics, or a dict when ``return_dict``. sample_weight, class_weight: as in
+        :meth:`fit`. Dropout masks follow a count of the calls. Raises NonFiniteLossError
+        (weights unchanged) when the loss is not finite.
+        """
+        self._require_compiled()
+        data = self._prepare(x, y, sample_weight=sample_weight, class_weight=class_weight)
+        rows = len(data[0])
+        if self._batch_seed is None:
+            self._batch_seed = int(np.random.SeedSequence(self.seed).generate_state(
+                1, np.uint64)[0])
+        clock, step = self._batch_clock, self._batches_trained
+        for position, layer in enumerate(self.layers):
+            layer.set_random(self._batch_seed, position, clock)
+        totals = Totals(self._metric_set())
+        if self._compiled(data):
+            plan = self._batch_plans.get(rows)
+            if plan is None:
+                plan = plan_module.build(self, _owned(data), rows, self._batch_seed, clock)
+                self._batch_plans = {rows: plan}
+            plan.load(data)
+            clock.step = 0  # the plan's one step; the count goes in as the epoch
+            self._train_epoch_compiled(plan, np.arange(rows), totals, None, step, None)
+        else:
+            schedule = self._schedule(data, rows, True, np.arange(rows), self.loss)
+            clock.epoch = step
+            self._train_epoch(schedule, totals, None, step, callback_list(None, self, {}),
+                              clock)
+        self._batches_trained += 1
+        logs = totals.logs()
+        if return_dict:
+            return logs
+        return logs["loss"] if not self.metrics else list(logs.values())
+
     # -- inference -----------------------------------------------------------
+
+    def _evaluator(self, data: Data, batch: int, hooks: Optional[CallbackList] = None,
+                   parallel: Optional[distributed.DataParallel] = None
+                   ) -> Callable[[], Dict[str, float]]:
+        """A function giving the logs of ``data`` evaluated in batches of ``batch`` rows:
+        the backends' compiled loop in evaluation mode where it runs the model and no
+        callback has per-batch test hooks, else the per-layer path (with the hooks, and
+        summed over the ranks under MPI)."""
+        if not self._compiled(data, parallel) or (hooks is not None
+                                                  and hooks.batch_hooks("test")):
+            schedule = (self._schedule(data, batch, False, np.arange(len(data[0])), self.loss)
+                        if len(data[0]) else None)
+            return lambda: self._evaluate_schedule(schedule, hooks, parallel)
+        plan = plan_module.build(self, data, batch, 0, counter_rng.StepClock(),
+                                 plan_module.MODE_EVALUATE)
+        order = np.arange(len(data[0]))
+
+        def evaluate() -> Dict[str, float]:
+            if hooks is not None:
+                hooks.on_test_begin()
+            plan.refresh(0)
+            get_backend().train_steps(plan, order, 0, plan.steps, plan.stats)
+            totals = Totals(self._metric_set())
+            totals.loss_sum = plan.loss_sum(0, plan.steps)
+            if totals.sums:
+                totals.sums[0] = float(plan.stats[:, 1].sum())
+            totals.samples = plan.samples
+            logs = totals.logs()
+            if hooks is not None:
+                hooks.on_test_end(logs)
+            return logs
+        return evaluate
 
     def _evaluate_schedule(self, schedule: Optional[Schedule],
                            hooks: Optional[CallbackList] = None,
@@ -420,9 +562,9 @@ class Sequential:
         _check_verbose(verbose)
         data = self._prepare(x, y, sample_weight=sample_weight)
         batch = inputs.batch_size(batch_size, len(data[0]))
-        schedule = self._schedule(data, batch, False, np.arange(len(data[0])), self.loss)
-        hooks = callback_list(callbacks, self, {"steps": len(schedule), "verbose": verbose})
-        logs = self._evaluate_schedule(schedule, hooks)
+        hooks = callback_list(callbacks, self, {"steps": -(-len(data[0]) // batch),
+                                                "verbose": verbose})
+        logs = self._evaluator(data, batch, hooks)()
         if return_dict:
             return logs
         return logs["loss"] if not self.metrics else list(logs.values())
@@ -572,6 +714,19 @@ def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:
                          f"data or another validation_split")
 
     return _rows_of(data, slice(0, cut)), _rows_of(data, slice(cut, None))
+
+
+def _owned(data: Data) -> Data:
+    """Copies of the arrays of ``data`` (labels that are the targets stay one array)."""
+    x, targets, labels, weights = (None if array is None else array.copy() for array in data)
+    return x, targets, (targets if data[2] is data[1] else labels), weights
+
+
+def _non_finite(loss: float, epoch: int, step: int, steps: int) -> "NonFiniteLossError":
+    return NonFiniteLossError(
+        f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {steps} (counting from 1); "
+        f"the weights are left as before this step. Lower the learning rate, or check the "
+        f"data for extreme values")
 
 
 def _rows_of(data: Data, rows: slice) -> Data:

@@ -97,16 +97,24 @@ def kernel_calls(params: Sequence[np.ndarray], grads: Sequence[np.ndarray]):
 
 
 def _zeros_for(params: Sequence[np.ndarray], calls):
-    """Zeroed state for ``params``: (one array per parameter, one per kernel call), the
-    former views into the latter."""
+    """Zeroed state for ``params``: (one array per parameter, one per kernel call, one flat
+    array over all or None), the former views into the latter. When the parameters lie back
+    to back in one buffer, so does their state, in one flat array (what a compiled training
+    loop updates in one pass: see fastnn.plan)."""
+    span = storage_span(params)
+    whole = None if span is None else np.zeros_like(span)
     per_param: List[Optional[np.ndarray]] = [None] * len(params)
     per_call = []
     for first, end, param, _ in calls:
-        storage = np.zeros_like(param)
+        if whole is None:
+            storage = np.zeros_like(param)
+        else:
+            offset = (_address(param) - _address(span)) // param.itemsize
+            storage = whole[offset:offset + param.size].reshape(param.shape)
         per_param[first:end] = views_into(storage.reshape(-1),
                                           [params[index].shape for index in range(first, end)])
         per_call.append(storage)
-    return per_param, per_call
+    return per_param, per_call, whole
 
 
 class Optimizer:
@@ -164,6 +172,12 @@ class Optimizer:
     def step(self, backend) -> None:
         """Internal, called by Sequential.fit: update every bound parameter from its
         gradient, with the given backend."""
+        raise NotImplementedError
+
+    def flat_state(self) -> Optional[tuple]:
+        """The state as two flat arrays parallel to the flat parameters (SGD: the velocity,
+        or an empty array without momentum, then an empty array; Adam: m and v), or None
+        when the parameters were not bound as one buffer."""
         raise NotImplementedError
 
     def state(self) -> Dict[str, np.ndarray]:
@@ -227,16 +241,23 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self._slots: List[tuple] = []
         self._steps: List[tuple] = []  # (param, grad, velocity) per kernel call
+        self._flat: Optional[tuple] = None
 
     def bind(self, params, grads):
         calls = kernel_calls(params, grads)
+        empty = np.zeros(0, params[0].dtype if params else np.float32)
         if self.momentum:
-            velocities, call_velocities = _zeros_for(params, calls)
+            velocities, call_velocities, whole = _zeros_for(params, calls)
+            self._flat = None if whole is None else (whole, empty)
         else:
             velocities, call_velocities = [None] * len(params), [None] * len(calls)
+            self._flat = (empty, empty) if storage_span(params) is not None else None
         self._slots = list(zip(params, grads, velocities))
         self._steps = [(param, grad, velocity)
                        for (_, _, param, grad), velocity in zip(calls, call_velocities)]
+
+    def flat_state(self):
+        return self._flat
 
     def state(self):
         return {f"velocity_{index}": velocity.copy()
@@ -282,15 +303,20 @@ class Adam(Optimizer):
         self.steps = 0
         self._slots: List[tuple] = []
         self._steps: List[tuple] = []  # (param, grad, m, v) per kernel call
+        self._flat: Optional[tuple] = None
 
     def bind(self, params, grads):
         self.steps = 0
         calls = kernel_calls(params, grads)
-        first_moments, call_first_moments = _zeros_for(params, calls)
-        second_moments, call_second_moments = _zeros_for(params, calls)
+        first_moments, call_first_moments, m_whole = _zeros_for(params, calls)
+        second_moments, call_second_moments, v_whole = _zeros_for(params, calls)
+        self._flat = None if m_whole is None else (m_whole, v_whole)
         self._slots = list(zip(params, grads, first_moments, second_moments))
         self._steps = [(param, grad, m, v) for (_, _, param, grad), m, v
                        in zip(calls, call_first_moments, call_second_moments)]
+
+    def flat_state(self):
+        return self._flat
 
     def state(self):
         state = {"steps": np.array(self.steps)}

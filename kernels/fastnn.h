@@ -151,4 +151,65 @@ void fastnn_adam_step_f64(double *param, double *m, double *v, const double *gra
                           int64_t size, double lr, double beta1, double beta2, double eps,
                           double weight_decay, int64_t step);
 
+/* ---- The compiled training loop (train.c): many training steps in one call ----
+ * The plan is fastnn/plan.py's TrainingPlan; the column and entry numbers below are its
+ * constants (checked when fastnn.backends.c_backend loads). Float arrays are of the call's
+ * type (_f32 / _f64). */
+enum {
+    FASTNN_LAYER_DENSE = 0, FASTNN_LAYER_DROPOUT = 1,
+    /* columns of layer_ints */
+    FASTNN_LI_KIND = 0, FASTNN_LI_INPUTS = 1, FASTNN_LI_UNITS = 2, FASTNN_LI_ACTIVATION = 3,
+    FASTNN_LI_WEIGHT = 4, FASTNN_LI_BIAS = 5, FASTNN_LI_OUTPUT = 6, FASTNN_LI_MASK = 7,
+    FASTNN_LI_KEY = 8, FASTNN_LI_THRESHOLD = 9, FASTNN_LAYER_INTS = 10,
+    /* columns of layer_reals */
+    FASTNN_LR_ALPHA = 0, FASTNN_LR_SCALE = 1, FASTNN_LAYER_REALS = 2,
+    /* codes */
+    FASTNN_LOSS_XENT_LABELS = 0, FASTNN_LOSS_XENT_PROBS = 1, FASTNN_LOSS_BCE = 2,
+    FASTNN_LOSS_MSE = 3, FASTNN_OPTIMIZER_SGD = 0, FASTNN_OPTIMIZER_ADAM = 1,
+    FASTNN_METRIC_NONE = 0, FASTNN_METRIC_CLASSES = 1, FASTNN_METRIC_FLAGS = 2,
+    /* entries of config */
+    FASTNN_C_LAYERS = 0, FASTNN_C_LOSS = 1, FASTNN_C_OPTIMIZER = 2, FASTNN_C_NESTEROV = 3,
+    FASTNN_C_METRIC = 4, FASTNN_C_BATCH = 5, FASTNN_C_SAMPLES = 6, FASTNN_C_FEATURES = 7,
+    FASTNN_C_OUTPUTS = 8, FASTNN_C_GATHER = 9, FASTNN_C_EPOCH = 10, FASTNN_C_ADAM_STEP = 11,
+    FASTNN_C_MODE = 12, FASTNN_CONFIG_SIZE = 13,
+    /* modes: training steps; evaluation (forward, loss and metric only, dropout off) */
+    FASTNN_MODE_TRAIN = 0, FASTNN_MODE_EVALUATE = 1,
+    /* entries of hyper */
+    FASTNN_H_LR = 0, FASTNN_H_MOMENTUM = 1, FASTNN_H_WEIGHT_DECAY = 2, FASTNN_H_BETA1 = 3,
+    FASTNN_H_BETA2 = 4, FASTNN_H_EPS = 5, FASTNN_H_THRESHOLD = 6, FASTNN_HYPER_SIZE = 7
+};
+
+/* Pointers to the plan's arrays (see plan.py for shapes); an absent array is NULL. */
+typedef struct {
+    const int64_t *layer_ints;   /* (layers, FASTNN_LAYER_INTS) */
+    const double *layer_reals;   /* (layers, FASTNN_LAYER_REALS) */
+    int64_t *config;             /* FASTNN_CONFIG_SIZE; C_ADAM_STEP is advanced */
+    const double *hyper;         /* FASTNN_HYPER_SIZE */
+    void *params, *grads;        /* flat parameters and gradients */
+    void *state1, *state2;       /* SGD: velocity (NULL without momentum); Adam: m, v */
+    const void *x;               /* (samples, features) */
+    const int64_t *labels;       /* (samples,) sparse labels, or NULL */
+    const void *targets;         /* (samples, outputs) target rows, or NULL */
+    const int64_t *classes;      /* (samples,) metric labels, or NULL */
+    const uint8_t *flags;        /* (samples, outputs) 0/1 metric labels, or NULL */
+    void *x_batch;               /* (batch, features) and the other batch buffers */
+    int64_t *labels_batch;
+    void *targets_batch;
+    int64_t *classes_batch;
+    uint8_t *flags_batch;
+    void *acts, *dacts, *masks;  /* layer outputs, their gradients, dropout masks */
+    void *row_loss;              /* (batch,) */
+} fastnn_train_plan;
+
+/* Training steps first_step .. first_step + steps - 1 of the epoch config[C_EPOCH]: step s
+ * trains on rows order[s * batch : (s + 1) * batch] (fewer for the last); stats (steps, 2)
+ * gets each step's mean loss and correct count. Returns the steps done: fewer than `steps`
+ * when a loss was not finite (that step's loss is in stats, its update not applied) or when
+ * scratch memory ran out (*status = FASTNN_OUT_OF_MEMORY; the weights may be part-updated).
+ * In FASTNN_MODE_EVALUATE the steps only evaluate (nothing is updated, every step is done). */
+int64_t fastnn_train_steps_f32(const fastnn_train_plan *plan, const int64_t *order,
+                               int64_t first_step, int64_t steps, double *stats, int *status);
+int64_t fastnn_train_steps_f64(const fastnn_train_plan *plan, const int64_t *order,
+                               int64_t first_step, int64_t steps, double *stats, int *status);
+
 #endif

@@ -125,7 +125,7 @@ class _Kernels:
         self.array_type = f"{ctype}[]"
         for name in ("matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
                      "xent_labels", "xent_probs", "mse", "one_hot", "count_correct",
-                     "all_finite", "sgd_step", "adam_step"):
+                     "all_finite", "sgd_step", "adam_step", "train_steps"):
             setattr(self, name, getattr(lib, f"fastnn_{name}_{suffix}"))
 
 
@@ -259,3 +259,48 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     t = k.array_type
     k.adam_step(_from_buffer(t, param), _from_buffer(t, m), _from_buffer(t, v),
                 _from_buffer(t, grad), param.size, lr, beta1, beta2, eps, weight_decay, step)
+
+
+# -- the compiled training loop ----------------------------------------------------------
+
+def _plan_struct(plan):
+    """The plan's fastnn_train_plan (fastnn.h), made once per plan and kept in its cache with
+    the buffers it points into."""
+    cached = plan.cache.get(NAME)
+    if cached is not None:
+        return cached
+    k = _BY_DTYPE[plan.dtype]
+    struct = ffi.new("fastnn_train_plan *")
+    keep = [struct]
+
+    def pointer(array, ctype):
+        if array is None or array.size == 0:
+            return _NULL
+        buffer = _from_buffer(ctype, array)
+        keep.append(buffer)
+        return buffer
+
+    t = k.array_type
+    struct.layer_ints = pointer(plan.layer_ints, _LABELS)
+    struct.layer_reals = pointer(plan.layer_reals, "double[]")
+    struct.config = pointer(plan.config, _LABELS)
+    struct.hyper = pointer(plan.hyper, "double[]")
+    for name in ("params", "grads", "state1", "state2", "x", "targets", "x_batch",
+                 "targets_batch", "acts", "dacts", "masks", "row_loss"):
+        setattr(struct, name, pointer(getattr(plan, name), t))
+    for name in ("labels", "classes", "labels_batch", "classes_batch"):
+        setattr(struct, name, pointer(getattr(plan, name), _LABELS))
+    struct.flags = pointer(plan.flags, "uint8_t[]")
+    struct.flags_batch = pointer(plan.flags_batch, "uint8_t[]")
+    if plan.classes is plan.labels:  # sparse labels serve as metric labels too
+        struct.classes = struct.labels
+    cached = plan.cache[NAME] = (k.train_steps, struct, keep, ffi.new("int *"))
+    return cached
+
+
+def train_steps(plan, order, first_step, steps, stats):
+    train, struct, _, status = _plan_struct(plan)
+    done = train(struct, _from_buffer(_LABELS, order), first_step, steps,
+                 _from_buffer("double[]", stats), status)
+    _check(status[0], "train_steps")
+    return done

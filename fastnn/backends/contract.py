@@ -196,9 +196,34 @@ class Backend(Protocol):
         """
 
 
+    # -- the compiled training loop -----------------------------------------------
+
+    def train_steps(self, plan, order: np.ndarray, first_step: int, steps: int,
+                    stats: np.ndarray) -> int:
+        """Run training steps ``first_step .. first_step + steps - 1`` of an epoch over
+        ``plan`` (a :class:`fastnn.plan.TrainingPlan`: the model's layers, loss, optimizer,
+        data and buffers, as arrays), with no Python between the steps.
+
+        Step s trains on the rows ``order[s * B:(s + 1) * B]`` of the data (fewer for the
+        last; the data in place when the plan's ``config[C_GATHER]`` is 0), B the plan's
+        batch: forward, loss and its gradient, backward and the optimizer's update, with
+        the dropout masks of :mod:`fastnn.counter_rng` for ``(config[C_EPOCH], s)``.
+        order: int64 (samples,), a permutation; stats: float64 (steps, 2), set to each
+        step's mean loss and correct count (0 without a metric).
+
+        Returns the steps done. A step whose loss is not finite is counted out: its stats
+        row holds the loss, and nothing is updated, so fewer than ``steps`` are done.
+        With ``config[C_MODE]`` MODE_EVALUATE the steps evaluate only: forward (dropout
+        off), loss and correct count, no update, every step done (``evaluate``'s path).
+        The weights, gradients and optimizer state equal those of the same steps run with
+        this backend's per-layer kernels (the numpy backend runs exactly those calls).
+        Raises MemoryError when scratch memory cannot be had.
+        """
+
+
 #: Names every backend module must define, checked when it is registered.
 KERNEL_NAMES = (
     "matmul", "linear_forward", "linear_backward", "round_bfloat16", "softmax", "log_softmax",
     "softmax_cross_entropy", "mse", "one_hot", "count_correct", "all_finite", "take_rows",
-    "sgd_step", "adam_step", "set_num_threads", "get_num_threads",
+    "sgd_step", "adam_step", "train_steps", "set_num_threads", "get_num_threads",
 )

@@ -16,7 +16,9 @@ import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
-from .numba_kernels import bf16, gemm, linear, optim, pointwise, softmax_xent
+import numpy as np
+
+from .numba_kernels import bf16, gemm, linear, optim, pointwise, softmax_xent, train
 from .numba_notice import install as _install_compile_notice
 
 _install_compile_notice()  # one line on stderr when a first run compiles the kernels
@@ -26,10 +28,15 @@ _IDENTITY = ACTIVATION_CODES["identity"]
 
 #: Below these sizes a kernel runs serially: work per element times size must
 #: outweigh the launch of a parallel region (a few microseconds).
-PARALLEL_MIN_MULTIPLY_ADDS = 1 << 17
+PARALLEL_MIN_MULTIPLY_ADDS = 1 << 21
 PARALLEL_MIN_ELEMENTS = 1 << 15
-#: Products with fewer multiply-adds skip packing and blocking altogether.
-DIRECT_MAX_MULTIPLY_ADDS = 1 << 14
+#: Products with fewer multiply-adds skip packing and blocking altogether. Measured on one
+#: thread (CPU time, float32): 32x32x64 3.9 us direct, 5.3 blocked; 32x64x64 10 direct, 7
+#: blocked; 256x64x64 67 direct, 23 blocked; 128x784x256 1287 direct, 436 blocked.
+#: (PARALLEL_MIN_MULTIPLY_ADDS: 2^21, ~25 us of one thread's work: a launch costs microseconds
+#: on a quiet machine and far more when another process holds the other core, and the small
+#: layers of a tabular MLP, up to 256x64x64, were slower on two threads than on one.)
+DIRECT_MAX_MULTIPLY_ADDS = 1 << 17
 
 #: Threads for parallel kernels; NUMBA_NUM_THREADS (default: all cores) is
 #: both the initial value and the ceiling, the size of Numba's thread pool.
@@ -125,7 +132,8 @@ def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision="float
         # dz and db from the float32 dz, then the two GEMMs on rounded operands.
         dz = np.empty_like(dy)
         if _parallel(dy.size):
-            linear.dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, _threads)
+            linear.dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, _threads,
+                                             np.empty((_threads, db.shape[0]), db.dtype))
         else:
             linear.dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, 0, dy.shape[0])
         x, w, dz = _in_precision(precision, x, w, dz)
@@ -222,3 +230,38 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     else:
         optim.adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, 0,
                          param.size)
+
+
+# -- the compiled training loop ----------------------------------------------------------
+
+#: The thresholds above, as numba_kernels.train reads them.
+_LIMITS = np.array([DIRECT_MAX_MULTIPLY_ADDS, PARALLEL_MIN_MULTIPLY_ADDS, PARALLEL_MIN_ELEMENTS],
+                   np.int64)
+
+
+def _train_scratch(plan, threads):
+    """The GEMMs' scratch, dz and the partial bias gradients of a plan's steps, made once per
+    plan and thread count."""
+    cached = plan.cache.get(NAME)
+    if cached is not None and cached[0] == threads:
+        return cached[1]
+    last = plan.samples - (plan.steps - 1) * plan.batch
+    a_size, tile_size, b_size, dz_size = train.scratch_sizes(
+        plan.layer_ints, plan.batch, last, threads, _LIMITS, plan.params)
+    widest = int(plan.layer_ints[:, 2].max())
+    scratch = (np.empty(a_size, plan.dtype), np.empty(tile_size, plan.dtype),
+               np.empty(b_size, plan.dtype), np.empty(dz_size, plan.dtype),
+               np.empty((threads, widest), plan.dtype), np.empty((1, 1), plan.dtype))
+    plan.cache[NAME] = (threads, scratch)
+    return scratch
+
+
+def train_steps(plan, order, first_step, steps, stats):
+    scratch = _train_scratch(plan, _threads)
+    _launch_with(_threads)
+    return int(train.train_steps(
+        plan.layer_ints, plan.layer_reals, plan.config, plan.hyper, plan.params, plan.grads,
+        plan.state1, plan.state2, plan.x, plan.labels, plan.targets, plan.classes, plan.flags,
+        plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
+        plan.flags_batch, plan.acts, plan.dacts, plan.masks, plan.row_loss, order, first_step,
+        steps, stats, _threads, _LIMITS, *scratch))

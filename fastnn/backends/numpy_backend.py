@@ -8,8 +8,12 @@ reads them in place) and outputs are written into the given arrays.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
+
+from . import reference_loop
 
 NAME = "numpy"
 
@@ -180,3 +184,9 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     m_hat = m / (1 - beta1 ** step)
     v_hat = v / (1 - beta2 ** step)
     param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype)
+
+
+def train_steps(plan, order, first_step, steps, stats):
+    # The per-layer calls of Sequential's step, with this module's kernels: the reference.
+    return reference_loop.train_steps(sys.modules[__name__], plan, order, first_step, steps,
+                                      stats)

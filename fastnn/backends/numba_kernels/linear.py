@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import gemm_blocked, gemm_rows
+from .gemm import blocked_scratch_sizes, gemm_blocked_into, gemm_rows
 from .partition import chunk_bounds
 from .scalar_math import IDENTITY, derivative_from_output
 
@@ -32,7 +32,12 @@ def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
 @njit(cache=True, error_model="numpy")
 def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
     """Backward of a tiny layer on the calling thread, without packing."""
-    dz = np.empty_like(dy)
+    linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, np.empty_like(dy))
+
+
+@njit(cache=True, error_model="numpy")
+def linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, dz):
+    """linear_backward_direct with dz (N, M) given."""
     dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, 0, dy.shape[0])
     gemm_rows(x, dz, True, False, dw, None, IDENTITY, 0.0, 0, dw.shape[0])
     if dx is not None:
@@ -40,9 +45,9 @@ def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads):
-    """dz_and_bias_grad_rows on ``threads`` chunks of rows, partial db sums added after."""
-    partial_db = np.empty((threads, db.shape[0]), dtype=db.dtype)
+def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads, partial_db):
+    """dz_and_bias_grad_rows on ``threads`` chunks of rows, partial db sums (partial_db:
+    (threads, M)) added after."""
     for task in prange(threads):
         start, stop = chunk_bounds(y.shape[0], threads, task)
         dz_and_bias_grad_rows(y, dy, code, alpha, dz, partial_db[task], start, stop)
@@ -52,10 +57,34 @@ def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads):
 
 
 @njit(cache=True, error_model="numpy")
+def backward_scratch_sizes(n, k, m, threads, like):
+    """Elements of the GEMM scratch arrays of linear_backward_blocked_into (the larger of its
+    two GEMMs, each of the three)."""
+    sizes_dw = blocked_scratch_sizes(k, m, n, threads, like)
+    sizes_dx = blocked_scratch_sizes(n, k, m, threads, like)
+    return (max(sizes_dw[0], sizes_dx[0]), max(sizes_dw[1], sizes_dx[1]),
+            max(sizes_dw[2], sizes_dx[2]))
+
+
+@njit(cache=True, error_model="numpy")
 def linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads):
     """Backward on ``threads`` threads with the blocked GEMM."""
-    dz = np.empty_like(dy)
-    dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads)
-    gemm_blocked(x, dz, True, False, dw, None, IDENTITY, 0.0, threads)
+    a_size, tile_size, b_size = backward_scratch_sizes(x.shape[0], x.shape[1], w.shape[1],
+                                                       threads, x)
+    linear_backward_blocked_into(x, w, y, dy, code, alpha, dx, dw, db, threads,
+                                 np.empty_like(dy), np.empty((threads, db.shape[0]), db.dtype),
+                                 np.empty(a_size, x.dtype), np.empty(tile_size, x.dtype),
+                                 np.empty(b_size, x.dtype))
+
+
+@njit(cache=True, error_model="numpy")
+def linear_backward_blocked_into(x, w, y, dy, code, alpha, dx, dw, db, threads, dz, partial_db,
+                                 a_scratch, tile_scratch, b_scratch):
+    """linear_backward_blocked with its memory given: dz (N, M), partial_db (threads, M) and
+    the GEMM's scratch (backward_scratch_sizes)."""
+    dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads, partial_db)
+    gemm_blocked_into(x, dz, True, False, dw, None, IDENTITY, 0.0, threads, a_scratch,
+                      tile_scratch, b_scratch)
     if dx is not None:
-        gemm_blocked(dz, w, False, True, dx, None, IDENTITY, 0.0, threads)
+        gemm_blocked_into(dz, w, False, True, dx, None, IDENTITY, 0.0, threads, a_scratch,
+                          tile_scratch, b_scratch)

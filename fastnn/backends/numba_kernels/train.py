@@ -1,0 +1,342 @@
+"""The compiled training loop of the Numba backend: many training steps in one jitted call.
+
+:func:`train_steps` walks the plan of :mod:`fastnn.plan` (its arrays are the arguments)
+and makes, for each step, the kernel calls the numba backend's per-layer path makes,
+picking serial or parallel variants by the same thresholds (numba_backend passes them
+in), so the weights come out bit for bit the same. Every buffer, the GEMMs' scratch
+included, is allocated once per plan (:func:`scratch_sizes`), so a step allocates
+nothing. Dropout masks: fastnn.counter_rng, the same bits as the other backends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .gemm import blocked_scratch_sizes, gemm_blocked_into, gemm_rows
+from .linear import (backward_scratch_sizes, dz_and_bias_grad_rows,
+                     linear_backward_blocked_into, linear_backward_direct_into)
+from .optim import adam_parallel, adam_range, sgd_parallel, sgd_range
+from .partition import chunk_bounds
+from .pointwise import (count_correct_parallel, count_correct_rows, mse_parallel, mse_rows,
+                        take_rows_parallel, take_rows_range)
+from .scalar_math import IDENTITY
+from .softmax_xent import softmax_xent_rows
+
+# The plan's constants (fastnn/plan.py; a test checks they agree).
+LAYER_DENSE = 0
+KIND, INPUTS, UNITS, ACTIVATION, WEIGHT, BIAS, OUTPUT, MASK, KEY, THRESHOLD = range(10)
+ALPHA, SCALE = 0, 1
+LOSS_XENT_LABELS, LOSS_XENT_PROBS, LOSS_BCE, LOSS_MSE = range(4)
+OPTIMIZER_SGD = 0
+METRIC_CLASSES, METRIC_FLAGS = 1, 2
+(C_LAYERS, C_LOSS, C_OPTIMIZER, C_NESTEROV, C_METRIC, C_BATCH, C_SAMPLES, C_FEATURES,
+ C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, C_MODE) = range(13)
+MODE_EVALUATE = 1
+H_LR, H_MOMENTUM, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_THRESHOLD = range(7)
+
+#: Indices of the limits argument: numba_backend's thresholds.
+DIRECT_MAX, PARALLEL_MIN_MULTIPLY_ADDS, PARALLEL_MIN_ELEMENTS = range(3)
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+
+
+#: gemm_blocked_into compiled without parallel=True: the blocked product on the calling thread
+#: (the per-layer path runs it on a pool of one thread), never waking the pool, whose threads
+#: a busy machine may have descheduled. Its arithmetic is gemm_blocked_into's, bit for bit.
+gemm_blocked_serial = njit(cache=True, error_model="numpy")(gemm_blocked_into.py_func)
+
+
+@njit(cache=True, error_model="numpy")
+def linear_backward_serial(x, w, y, dy, code, alpha, dx, dw, db, dz, partial_db, a_scratch,
+                           tile_scratch, b_scratch):
+    """linear_backward_blocked_into on one thread, on the calling thread."""
+    sums = partial_db[0, :y.shape[1]]
+    dz_and_bias_grad_rows(y, dy, code, alpha, dz, sums, 0, y.shape[0])
+    db[:] = sums
+    gemm_blocked_serial(x, dz, True, False, dw, None, IDENTITY, 0.0, 1, a_scratch, tile_scratch,
+                        b_scratch)
+    if dx is not None:
+        gemm_blocked_serial(dz, w, False, True, dx, None, IDENTITY, 0.0, 1, a_scratch,
+                            tile_scratch, b_scratch)
+
+
+@njit(cache=True, error_model="numpy")
+def mix64(z):
+    """SplitMix64's finalizer (counter_rng.mix); z: uint64."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@njit(cache=True, error_model="numpy")
+def dropout_forward(x, out, mask, key, threshold, scale):
+    """out = x * mask with the mask of counter_rng under step key ``key``; x, out, mask:
+    float (N, U); key, threshold: uint64."""
+    factor = out.dtype.type(scale)
+    zero = out.dtype.type(0)
+    units = x.shape[1]
+    for i in range(x.shape[0]):
+        for j in range(units):
+            e = np.uint64(i * units + j + 1)
+            kept = (mix64(key + e * _GOLDEN) >> _S40) >= threshold
+            value = factor if kept else zero
+            mask[i, j] = value
+            out[i, j] = x[i, j] * value
+
+
+@njit(cache=True, error_model="numpy")
+def bce(logits, targets, scale, grad):
+    """Mean binary cross-entropy on logits and its gradient (losses.BinaryCrossentropy)."""
+    total = 0.0
+    one = logits.dtype.type(1)
+    scale_t = logits.dtype.type(scale)
+    for i in range(logits.shape[0]):
+        for j in range(logits.shape[1]):
+            z, t = logits[i, j], targets[i, j]
+            e = np.exp(-abs(z))
+            total += float(np.log1p(e)) + float(max(z, 0)) - float(z * t)
+            grad[i, j] = ((one if z >= 0 else e) / (one + e) - t) * scale_t
+    return total * scale
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def xent_parallel(logits, target, grad_scale, row_loss, grad, threads, scratch):
+    """softmax_xent_parallel with its (unused: grad is given) scratch from the caller."""
+    for task in prange(threads):
+        start, stop = chunk_bounds(logits.shape[0], threads, task)
+        softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, scratch)
+
+
+@njit(cache=True, error_model="numpy")
+def gather(source, index, out, threads, limits):
+    """take_rows of the numba backend: source (R, W), out (n, W)."""
+    if threads > 1 and out.size >= limits[PARALLEL_MIN_ELEMENTS]:
+        take_rows_parallel(source, index, out, threads)
+    else:
+        take_rows_range(source, index, out, 0, out.shape[0])
+
+
+@njit(cache=True, error_model="numpy")
+def gemm_threads(n, k, m, threads, limits):
+    """0 for the direct product, else the threads of the blocked one (numba_backend)."""
+    work = n * k * m
+    if work < limits[DIRECT_MAX]:
+        return 0
+    return threads if work >= limits[PARALLEL_MIN_MULTIPLY_ADDS] else 1
+
+
+@njit(cache=True, error_model="numpy")
+def scratch_sizes(layer_ints, batch, last_batch, threads, limits, like):
+    """Elements of the GEMM scratch (packed a, tiles, packed b) and of dz that the steps of
+    a plan need, for its full and its last batch."""
+    a_size = tile_size = b_size = dz_size = 1
+    for rows in (batch, last_batch):
+        for layer in range(layer_ints.shape[0]):
+            if layer_ints[layer, KIND] != LAYER_DENSE:
+                continue
+            k, m = layer_ints[layer, INPUTS], layer_ints[layer, UNITS]
+            dz_size = max(dz_size, rows * m)
+            gemm = gemm_threads(rows, k, m, threads, limits)
+            if gemm == 0:
+                continue
+            forward = blocked_scratch_sizes(rows, m, k, gemm, like)
+            backward = backward_scratch_sizes(rows, k, m, gemm, like)
+            a_size = max(a_size, forward[0], backward[0])
+            tile_size = max(tile_size, forward[1], backward[1])
+            b_size = max(b_size, forward[2], backward[2])
+    return a_size, tile_size, b_size, dz_size
+
+
+@njit(cache=True, error_model="numpy")
+def rows_of(flat, offset, rows, units):
+    return flat[offset:offset + rows * units].reshape((rows, units))
+
+
+@njit(cache=True, error_model="numpy")
+def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, state2,
+                x_data, labels_data, targets_data, classes_data, flags_data, x_batch,
+                labels_batch, targets_batch, classes_batch, flags_batch, acts, dacts, masks,
+                row_loss, order, first_step, steps, stats, threads, limits, a_scratch,
+                tile_scratch, b_scratch, dz_scratch, partial_db, xent_scratch):
+    """The contract's train_steps over the plan's arrays (fastnn/plan.py); returns the steps
+    done. limits: int64 (3,), numba_backend's thresholds; the rest: scratch_sizes."""
+    layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
+    outputs, loss_kind, metric = config[C_OUTPUTS], config[C_LOSS], config[C_METRIC]
+    epoch = config[C_EPOCH]
+    evaluating = config[C_MODE] == MODE_EVALUATE
+    params_size = params.size
+    sparse = labels_data.shape[0] > 0
+    for s in range(steps):
+        step = first_step + s
+        start = step * batch
+        n = min(batch, samples - start)
+        # the batch's rows
+        if config[C_GATHER]:
+            index = order[start:start + n]
+            x = x_batch[:n]
+            gather(x_data, index, x, threads, limits)
+            labels = labels_batch[:n]
+            if sparse:
+                gather(labels_data.reshape((labels_data.shape[0], 1)), index,
+                       labels.reshape((n, 1)), threads, limits)
+            targets = targets_batch[:n]
+            if targets_data.shape[0]:
+                gather(targets_data, index, targets, threads, limits)
+            classes = classes_batch[:n]
+            if classes_data.shape[0]:
+                gather(classes_data.reshape((classes_data.shape[0], 1)), index,
+                       classes.reshape((n, 1)), threads, limits)
+            flags = flags_batch[:n]
+            if flags_data.shape[0]:
+                gather(flags_data, index, flags, threads, limits)
+        else:
+            x, labels, targets = x_data, labels_data, targets_data
+            classes, flags = classes_data, flags_data
+        # forward
+        inputs = x
+        for layer in range(layers):
+            k, m = layer_ints[layer, INPUTS], layer_ints[layer, UNITS]
+            out = rows_of(acts, layer_ints[layer, OUTPUT], n, m)
+            if layer_ints[layer, KIND] == LAYER_DENSE:
+                w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
+                b = params[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+                code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
+                gemm = gemm_threads(n, k, m, threads, limits)
+                if gemm == 0:
+                    gemm_rows(inputs, w, False, False, out, b, code, alpha, 0, n)
+                elif gemm == 1:
+                    gemm_blocked_serial(inputs, w, False, False, out, b, code, alpha, 1,
+                                        a_scratch, tile_scratch, b_scratch)
+                else:
+                    gemm_blocked_into(inputs, w, False, False, out, b, code, alpha, gemm,
+                                      a_scratch, tile_scratch, b_scratch)
+            elif layer_ints[layer, THRESHOLD] == 0 or evaluating:
+                out[:, :] = inputs
+            else:
+                key = mix64(mix64(np.uint64(layer_ints[layer, KEY]) + np.uint64(epoch))
+                            + np.uint64(step))
+                dropout_forward(inputs, out, rows_of(masks, layer_ints[layer, MASK], n, m),
+                                key, np.uint64(layer_ints[layer, THRESHOLD]),
+                                layer_reals[layer, SCALE])
+            inputs = out
+        # loss and its gradient
+        last = layers - 1
+        logits = rows_of(acts, layer_ints[last, OUTPUT], n, outputs)
+        grad = rows_of(dacts, layer_ints[last, OUTPUT], n, outputs)
+        parallel = threads > 1 and n * outputs >= limits[PARALLEL_MIN_ELEMENTS]
+        if loss_kind == LOSS_XENT_LABELS or loss_kind == LOSS_XENT_PROBS:
+            losses = row_loss[:n]
+            if loss_kind == LOSS_XENT_LABELS:
+                if parallel:
+                    xent_parallel(logits, labels, 1.0 / n, losses, grad, threads, xent_scratch)
+                else:
+                    softmax_xent_rows(logits, labels, 1.0 / n, losses, grad, 0, n, xent_scratch)
+            elif parallel:
+                xent_parallel(logits, targets, 1.0 / n, losses, grad, threads, xent_scratch)
+            else:
+                softmax_xent_rows(logits, targets, 1.0 / n, losses, grad, 0, n, xent_scratch)
+            loss = 0.0
+            for i in range(n):
+                loss += float(losses[i])
+            loss /= n
+        elif loss_kind == LOSS_MSE:
+            scale = 1.0 / (n * outputs)
+            if parallel:
+                loss = float(mse_parallel(logits, targets, scale, grad, threads)) * scale
+            else:
+                loss = float(mse_rows(logits, targets, scale, grad, 0, n)) * scale
+        else:
+            loss = bce(logits, targets, 1.0 / (n * outputs), grad)
+        stats[s, 0] = loss
+        stats[s, 1] = 0.0
+        if not math.isfinite(loss) and not evaluating:
+            return s
+        if metric == METRIC_CLASSES:
+            if parallel:
+                stats[s, 1] = count_correct_parallel(logits, classes, threads)
+            else:
+                stats[s, 1] = count_correct_rows(logits, classes, 0, n)
+        elif metric == METRIC_FLAGS:
+            threshold = logits.dtype.type(hyper[H_THRESHOLD])
+            correct = 0
+            for i in range(n):
+                for j in range(outputs):
+                    correct += (logits[i, j] > threshold) == (flags[i, j] != 0)
+            stats[s, 1] = correct
+        if evaluating:
+            continue
+        # backward
+        for layer in range(layers - 1, -1, -1):
+            k, m = layer_ints[layer, INPUTS], layer_ints[layer, UNITS]
+            out = rows_of(acts, layer_ints[layer, OUTPUT], n, m)
+            dout = rows_of(dacts, layer_ints[layer, OUTPUT], n, m)
+            if layer > 0:
+                below = layer_ints[layer - 1, OUTPUT]
+                inputs, dinputs = rows_of(acts, below, n, k), rows_of(dacts, below, n, k)
+            else:
+                inputs, dinputs = x, dacts[:0].reshape((0, k))
+            if layer_ints[layer, KIND] == LAYER_DENSE:
+                w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
+                dw = rows_of(grads, layer_ints[layer, WEIGHT], k, m)
+                db = grads[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+                code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
+                dz = rows_of(dz_scratch, 0, n, m)
+                gemm = gemm_threads(n, k, m, threads, limits)
+                if gemm == 0:
+                    if layer > 0:
+                        linear_backward_direct_into(inputs, w, out, dout, code, alpha, dinputs,
+                                                    dw, db, dz)
+                    else:
+                        linear_backward_direct_into(inputs, w, out, dout, code, alpha, None,
+                                                    dw, db, dz)
+                elif gemm == 1 and layer > 0:
+                    linear_backward_serial(inputs, w, out, dout, code, alpha, dinputs, dw, db,
+                                           dz, partial_db, a_scratch, tile_scratch, b_scratch)
+                elif gemm == 1:
+                    linear_backward_serial(inputs, w, out, dout, code, alpha, None, dw, db, dz,
+                                           partial_db, a_scratch, tile_scratch, b_scratch)
+                elif layer > 0:
+                    linear_backward_blocked_into(inputs, w, out, dout, code, alpha, dinputs, dw,
+                                                 db, gemm, dz, partial_db[:gemm, :m],
+                                                 a_scratch, tile_scratch, b_scratch)
+                else:
+                    linear_backward_blocked_into(inputs, w, out, dout, code, alpha, None, dw,
+                                                 db, gemm, dz, partial_db[:gemm, :m],
+                                                 a_scratch, tile_scratch, b_scratch)
+            elif layer > 0 and layer_ints[layer, THRESHOLD] == 0:
+                dinputs[:, :] = dout
+            elif layer > 0:
+                mask = rows_of(masks, layer_ints[layer, MASK], n, m)
+                for i in range(n):
+                    for j in range(m):
+                        dinputs[i, j] = dout[i, j] * mask[i, j]
+        # the optimizer, over all parameters at once (its steps are element-wise)
+        parallel = threads > 1 and params_size >= limits[PARALLEL_MIN_ELEMENTS]
+        lr, decay = hyper[H_LR], hyper[H_WEIGHT_DECAY]
+        if config[C_OPTIMIZER] == OPTIMIZER_SGD:
+            momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
+            if state1.size == 0:
+                if parallel:
+                    sgd_parallel(params, grads, None, lr, momentum, nesterov, decay, threads)
+                else:
+                    sgd_range(params, grads, None, lr, momentum, nesterov, decay, 0, params_size)
+            elif parallel:
+                sgd_parallel(params, grads, state1, lr, momentum, nesterov, decay, threads)
+            else:
+                sgd_range(params, grads, state1, lr, momentum, nesterov, decay, 0, params_size)
+        else:
+            config[C_ADAM_STEP] += 1
+            adam_step = config[C_ADAM_STEP]
+            beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
+            if parallel:
+                adam_parallel(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
+                              adam_step, threads)
+            else:
+                adam_range(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
+                           adam_step, 0, params_size)
+    return steps

@@ -1,0 +1,96 @@
+"""The readable reference of ``train_steps``: the per-layer calls of Sequential's step.
+
+The numpy backend's ``train_steps`` is :func:`train_steps` with its own kernels; the
+compiled loops (kernels/train_impl.h, numba_kernels/train.py) are tested against it and
+against the per-layer path. Each step calls the layers', the loss's, the metric's and the
+optimizer's own methods on the plan's buffers, exactly as ``Sequential`` does step by step
+(fastnn.workspace), so this loop adds no arithmetic of its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class _Scratch:
+    """The layers', loss's and metric's working memory for the plan's batch size."""
+
+    def __init__(self, plan):
+        model, batch = plan.model, plan.batch
+        self.layers = [layer.make_scratch(batch, plan.dtype, True) for layer in model.layers]
+        self.loss = model.loss.make_scratch(batch, model.output_units, plan.dtype)
+        from .. import plan as plan_module
+        metric = plan_module._metric(model)
+        self.metric = (metric.make_scratch(batch, model.output_units, plan.dtype) if metric
+                       else None)
+
+
+def _rows(scratch, rows: int):
+    """The first ``rows`` rows of a scratch array, or of each array of a tuple."""
+    if isinstance(scratch, np.ndarray):
+        return scratch[:rows]
+    if isinstance(scratch, tuple):
+        return tuple(_rows(item, rows) for item in scratch)
+    return scratch
+
+
+def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
+    """:meth:`fastnn.backends.contract.Backend.train_steps` with ``kernels`` (a backend module)."""
+    from .. import plan as plan_module  # the plan's constants; no import cycle at load time
+
+    model = plan.model
+    scratch = plan.cache.get("reference")
+    if scratch is None:
+        scratch = plan.cache["reference"] = _Scratch(plan)
+    layers, loss, optimizer = model.layers, model.loss, model.optimizer
+    metric = plan_module._metric(model)
+    batch, samples = plan.batch, plan.samples
+    gather = bool(plan.config[plan_module.C_GATHER])
+    epoch = int(plan.config[plan_module.C_EPOCH])
+    training = plan.config[plan_module.C_MODE] == plan_module.MODE_TRAIN
+    sources = (plan.x, plan.labels, plan.targets, plan.classes, plan.flags)
+    buffers = (plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
+               plan.flags_batch)
+    for s in range(steps):
+        step = first_step + s
+        start = step * batch
+        rows = min(batch, samples - start)
+        if gather:
+            for source, buffer in zip(sources, buffers):
+                if len(source):
+                    kernels.take_rows(source, order[start:start + rows], buffer[:rows])
+            x, labels, targets, classes, flags = (buffer[:rows] for buffer in buffers)
+        else:
+            x, labels, targets, classes, flags = sources
+        plan.clock.epoch, plan.clock.step = epoch, step
+        inputs = [x]
+        for position, layer in enumerate(layers):
+            out = plan.layer_output(position, rows)
+            layer.forward(kernels, inputs[-1], out, _rows(scratch.layers[position], rows),
+                          training)
+            inputs.append(out)
+        outputs, grad = inputs[-1], plan.layer_output(len(layers) - 1, rows, gradient=True)
+        value = loss(kernels, outputs, labels if labels.size else targets,
+                     grad if training else None, _rows(scratch.loss, rows))
+        stats[s, 0], stats[s, 1] = value, 0
+        if not math.isfinite(value) and training:
+            return s
+        if metric is not None:
+            # the metric's truth: class labels, or 0/1 flags (targets above 0.5)
+            stats[s, 1] = metric.count(kernels, outputs, flags if flags.size else targets,
+                                       classes if classes.size else None,
+                                       _rows(scratch.metric, rows))
+        if not training:
+            continue
+        for position in range(len(layers) - 1, -1, -1):
+            input_grad = plan.layer_output(position - 1, rows, gradient=True) if position \
+                else None
+            layers[position].backward(kernels, inputs[position], inputs[position + 1],
+                                      plan.layer_output(position, rows, gradient=True),
+                                      input_grad, _rows(scratch.layers[position], rows))
+        optimizer.step(kernels)
+        if hasattr(optimizer, "steps"):
+            plan.config[plan_module.C_ADAM_STEP] = optimizer.steps
+    return steps

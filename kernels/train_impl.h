@@ -1,0 +1,167 @@
+/* train_impl.h - training steps over a plan (fastnn.h, fastnn/plan.py), for T (template: see
+ * instantiate.h). Each step makes the kernel calls of the per-layer path (Sequential's
+ * Workspace) with the same arguments, as C calls: the weights come out bit for bit the same. */
+
+/* Mean binary cross-entropy of sigmoid(logits) against targets over `size` values, and its
+ * gradient (losses.BinaryCrossentropy: max(z, 0) - z t + log(1 + exp(-|z|)), gradient
+ * (sigmoid(z) - t) * scale). */
+static double FN(bce)(T *grad, const T *logits, const T *targets, int64_t size, double scale) {
+    double total = 0;
+    T scale_t = (T)scale;
+    for (int64_t i = 0; i < size; i++) {
+        T z = logits[i], t = targets[i];
+        T e = FASTNN_EXP(-(z < 0 ? -z : z));
+        total += (double)FASTNN_LOG1P(e) + (double)(z > 0 ? z : 0) - (double)(z * t);
+        grad[i] = ((z >= 0 ? (T)1 : e) / ((T)1 + e) - t) * scale_t;
+    }
+    return total * scale;
+}
+
+static int64_t FN(count_flags)(const T *outputs, const uint8_t *flags, int64_t size, T threshold) {
+    int64_t correct = 0;
+    for (int64_t i = 0; i < size; i++) correct += (outputs[i] > threshold) == (flags[i] != 0);
+    return correct;
+}
+
+/* One step on rows `rows` (n of them; NULL: the data in place). Returns 1 when done, 0 when
+ * the loss was not finite (nothing updated), -1 when memory ran out. */
+static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n,
+                          int64_t step, double *stat) {
+    const int64_t *config = p->config, *ints = p->layer_ints;
+    const double *reals = p->layer_reals, *hyper = p->hyper;
+    int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
+    int64_t features = config[FASTNN_C_FEATURES], epoch = config[FASTNN_C_EPOCH];
+    int loss_kind = (int)config[FASTNN_C_LOSS], metric = (int)config[FASTNN_C_METRIC];
+    int evaluating = config[FASTNN_C_MODE] == FASTNN_MODE_EVALUATE;
+    T *params = p->params, *grads = p->grads, *acts = p->acts, *dacts = p->dacts;
+    T *masks = p->masks;
+    const T *x = p->x, *targets = p->targets;
+    const int64_t *labels = p->labels, *classes = p->classes;
+    const uint8_t *flags = p->flags;
+    if (rows) {
+        fastnn_take_rows(p->x_batch, x, rows, n, features * (int64_t)sizeof(T));
+        x = p->x_batch;
+        if (labels) {
+            fastnn_take_rows(p->labels_batch, labels, rows, n, sizeof(int64_t));
+            labels = p->labels_batch;
+        }
+        if (targets) {
+            fastnn_take_rows(p->targets_batch, targets, rows, n, outputs * (int64_t)sizeof(T));
+            targets = p->targets_batch;
+        }
+        if (classes && classes != p->labels) {
+            fastnn_take_rows(p->classes_batch, classes, rows, n, sizeof(int64_t));
+            classes = p->classes_batch;
+        } else if (classes) {
+            classes = labels;
+        }
+        if (flags) {
+            fastnn_take_rows(p->flags_batch, flags, rows, n, outputs);
+            flags = p->flags_batch;
+        }
+    }
+    /* forward */
+    int status = FASTNN_OK;
+    const T *input = x;
+    int64_t params_size = 0;
+    for (int64_t l = 0; l < layers; l++) {
+        const int64_t *li = ints + l * FASTNN_LAYER_INTS;
+        const double *lr = reals + l * FASTNN_LAYER_REALS;
+        int64_t k = li[FASTNN_LI_INPUTS], m = li[FASTNN_LI_UNITS];
+        T *out = acts + li[FASTNN_LI_OUTPUT];
+        if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
+            status = FN(fastnn_linear_forward)(out, input, params + li[FASTNN_LI_WEIGHT],
+                                               params + li[FASTNN_LI_BIAS], n, k, m,
+                                               (int)li[FASTNN_LI_ACTIVATION], lr[FASTNN_LR_ALPHA]);
+            if (status != FASTNN_OK) return -1;
+            params_size += k * m + m;
+        } else if (li[FASTNN_LI_THRESHOLD] == 0 || evaluating) {
+            memcpy(out, input, (size_t)(n * m) * sizeof(T));
+        } else {
+            T *mask = masks + li[FASTNN_LI_MASK];
+            uint64_t key = dropout_step_key((uint64_t)li[FASTNN_LI_KEY], epoch, step);
+            uint64_t threshold = (uint64_t)li[FASTNN_LI_THRESHOLD];
+            T scale = (T)lr[FASTNN_LR_SCALE];
+            for (int64_t e = 0; e < n * m; e++) {
+                T factor = dropout_keep(key, e, threshold) ? scale : (T)0;
+                mask[e] = factor;
+                out[e] = input[e] * factor;
+            }
+        }
+        input = out;
+    }
+    /* loss and its gradient */
+    const int64_t *last = ints + (layers - 1) * FASTNN_LAYER_INTS;
+    T *logits = acts + last[FASTNN_LI_OUTPUT], *grad = dacts + last[FASTNN_LI_OUTPUT];
+    T *row_loss = p->row_loss;
+    double loss = 0;
+    if (loss_kind == FASTNN_LOSS_XENT_LABELS || loss_kind == FASTNN_LOSS_XENT_PROBS) {
+        if (loss_kind == FASTNN_LOSS_XENT_LABELS)
+            FN(fastnn_xent_labels)(row_loss, grad, logits, labels, n, outputs, 1.0 / (double)n);
+        else
+            FN(fastnn_xent_probs)(row_loss, grad, logits, targets, n, outputs, 1.0 / (double)n);
+        for (int64_t i = 0; i < n; i++) loss += row_loss[i];
+        loss /= (double)n;
+    } else if (loss_kind == FASTNN_LOSS_MSE) {
+        double scale = 1.0 / (double)(n * outputs);
+        loss = FN(fastnn_mse)(grad, logits, targets, n * outputs, scale) * scale;
+    } else {
+        loss = FN(bce)(grad, logits, targets, n * outputs, 1.0 / (double)(n * outputs));
+    }
+    stat[0] = loss;
+    stat[1] = 0;
+    if (!isfinite(loss) && !evaluating) return 0;
+    if (metric == FASTNN_METRIC_CLASSES)
+        stat[1] = (double)FN(fastnn_count_correct)(logits, classes, n, outputs);
+    else if (metric == FASTNN_METRIC_FLAGS)
+        stat[1] = (double)FN(count_flags)(logits, flags, n * outputs, (T)hyper[FASTNN_H_THRESHOLD]);
+    if (evaluating) return 1;
+    /* backward */
+    for (int64_t l = layers - 1; l >= 0; l--) {
+        const int64_t *li = ints + l * FASTNN_LAYER_INTS;
+        int64_t k = li[FASTNN_LI_INPUTS], m = li[FASTNN_LI_UNITS];
+        const T *in = l ? acts + li[FASTNN_LI_OUTPUT - FASTNN_LAYER_INTS] : x;
+        T *din = l ? dacts + li[FASTNN_LI_OUTPUT - FASTNN_LAYER_INTS] : NULL;
+        T *out = acts + li[FASTNN_LI_OUTPUT], *dout = dacts + li[FASTNN_LI_OUTPUT];
+        if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
+            status = FN(fastnn_linear_backward)(din, grads + li[FASTNN_LI_WEIGHT],
+                                                grads + li[FASTNN_LI_BIAS], in,
+                                                params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
+                                                (int)li[FASTNN_LI_ACTIVATION],
+                                                reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
+            if (status != FASTNN_OK) return -1;
+        } else if (din && li[FASTNN_LI_THRESHOLD] == 0) {
+            memcpy(din, dout, (size_t)(n * m) * sizeof(T));
+        } else if (din) {
+            const T *mask = masks + li[FASTNN_LI_MASK];
+            for (int64_t e = 0; e < n * m; e++) din[e] = dout[e] * mask[e];
+        }
+    }
+    /* the optimizer, over all parameters at once (its steps are element-wise) */
+    if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
+        FN(fastnn_sgd_step)(params, p->state1, grads, params_size, hyper[FASTNN_H_LR],
+                            hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV],
+                            hyper[FASTNN_H_WEIGHT_DECAY]);
+    } else {
+        int64_t adam_step = ++p->config[FASTNN_C_ADAM_STEP];
+        FN(fastnn_adam_step)(params, p->state1, p->state2, grads, params_size, hyper[FASTNN_H_LR],
+                             hyper[FASTNN_H_BETA1], hyper[FASTNN_H_BETA2], hyper[FASTNN_H_EPS],
+                             hyper[FASTNN_H_WEIGHT_DECAY], adam_step);
+    }
+    return 1;
+}
+
+int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *order,
+                               int64_t first_step, int64_t steps, double *stats, int *status) {
+    int64_t batch = plan->config[FASTNN_C_BATCH], samples = plan->config[FASTNN_C_SAMPLES];
+    int gather = plan->config[FASTNN_C_GATHER] != 0;
+    *status = FASTNN_OK;
+    for (int64_t s = 0; s < steps; s++) {
+        int64_t step = first_step + s, start = step * batch;
+        int64_t n = fastnn_min(batch, samples - start);
+        int done = FN(train_step)(plan, gather ? order + start : NULL, n, step, stats + 2 * s);
+        if (done < 0) *status = FASTNN_OUT_OF_MEMORY;
+        if (done <= 0) return s;
+    }
+    return steps;
+}
