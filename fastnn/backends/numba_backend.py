@@ -16,7 +16,6 @@ import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
-import numpy as np
 
 from .numba_kernels import bf16, gemm, linear, optim, pointwise, softmax_xent, train
 from .numba_notice import install as _install_compile_notice
