@@ -50,7 +50,8 @@ enum {
     SCRATCH_LINEAR_DZ = 3,
     SCRATCH_GEMM_PARTIAL = 4,
     SCRATCH_LINEAR_DB = 5,
-    SCRATCH_SLOTS = 6
+    SCRATCH_BATCHNORM = 6,
+    SCRATCH_SLOTS = 7
 };
 void *fastnn_scratch(int slot, size_t bytes);
 
