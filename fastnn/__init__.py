@@ -19,7 +19,8 @@ from .backends import (BackendUnavailableError, available_backends, backend_stat
                        set_num_threads, use_backend)
 from . import datasets, initializers, losses, optimizers
 from .callbacks import Callback, History
-from .layers import Dense, Dropout, Layer
+from .layers import Activation, Dense, Dropout, Layer
+from .normalization import BatchNormalization
 from .model import NonFiniteLossError, Sequential
 from .optimizers import SGD, Adam
 from .serialization import ModelFileError, load_model
@@ -31,7 +32,7 @@ __all__ = [
     "get_backend_name", "get_num_threads", "ops", "set_backend", "set_num_threads",
     "use_backend", "__version__",
     # the layer API and training loop
-    "Adam", "Callback", "Dense", "Dropout", "History", "Layer", "ModelFileError",
+    "Activation", "Adam", "BatchNormalization", "Callback", "Dense", "Dropout", "History", "Layer", "ModelFileError",
     "NonFiniteLossError", "SGD", "Sequential", "datasets", "initializers", "load_model",
     "losses", "optimizers",
 ]

@@ -1,4 +1,5 @@
-"""Layers: Dense (one fused backend kernel each way) and Dropout.
+"""Layers: Dense (one fused backend kernel each way), Activation and Dropout
+(BatchNormalization lives in :mod:`fastnn.normalization`).
 
 A layer owns its parameters and their gradient buffers; the activations it
 reads and writes belong to the model's per-batch-size workspace and are passed
@@ -51,7 +52,14 @@ class Layer:
         self.units: Optional[int] = None
         self.params: List[np.ndarray] = []  # updated in place by the optimizer
         self.grads: List[np.ndarray] = []   # grads[i] is d(loss)/d(params[i])
+        self.state: List[np.ndarray] = []   # non-trainable weights (a batch norm's statistics)
         self.built = False
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        """Every weight in Keras' order: the trainable ``params``, then the non-trainable
+        ``state``; what get_weights/set_weights and saved files hold."""
+        return self.params + self.state
 
     def build(self, input_units: int, dtype: np.dtype, rng: np.random.Generator) -> None:
         """Create parameters for inputs of ``input_units`` features."""
@@ -68,8 +76,16 @@ class Layer:
         raise NotImplementedError
 
     def parameter_count(self, input_units: int) -> int:
-        """How many numbers the parameters hold for ``input_units`` inputs."""
+        """How many numbers the weights hold for ``input_units`` inputs, trainable or not."""
         return 0
+
+    def non_trainable_count(self, input_units: int) -> int:
+        """How many of :meth:`parameter_count` are not trained (moving statistics)."""
+        return 0
+
+    #: The output's buffer is the input's (the layer's work was fused into the layer before
+    #: it): the workspace then gives both the same arrays, and forward/backward do nothing.
+    aliases_input = False
 
     def make_scratch(self, batch: int, dtype: np.dtype, training: bool) -> Any:
         """Per-batch-size working memory of this layer (None when it needs none)."""
@@ -96,27 +112,12 @@ class Layer:
         return type(self).__name__
 
 
-class Dense(Layer):
-    """``y = activation(x @ w + b)``; w: (K, units), b: (units,).
+class _OutputActivation:
+    """What a layer that may end the model does with a softmax or sigmoid: leave it to the
+    loss (fused with the cross-entropy) and to ``predict``. Sets ``activation``,
+    ``deferred_activation`` and ``kernel_activation`` (the activation its kernels apply)."""
 
-    Forward is one backend ``linear_forward``; backward one ``linear_backward``
-    (with no input gradient for the first layer). A softmax output runs the
-    kernel with the identity: the loss fuses softmax with cross-entropy and
-    ``predict`` applies it. A sigmoid output is fused the same way with
-    binary cross-entropy (see :meth:`defer_activation`).
-    """
-
-    def __init__(self, units: int, activation: Optional[str] = None,
-                 kernel_initializer: Union[str, initializers.Initializer] = "glorot_uniform",
-                 bias_initializer: Union[str, initializers.Initializer] = "zeros",
-                 alpha: float = 0.01, input_dim: Optional[int] = None):
-        super().__init__(input_dim)
-        self.units = _positive_int("units", units)
-        self.activation = activation_name(activation)
-        self.kernel_initializer = initializers.get(kernel_initializer, "kernel_initializer")
-        self.bias_initializer = initializers.get(bias_initializer, "bias_initializer")
-        self.alpha = positive_number("alpha", alpha, allow_zero=True)
-        self.defer_activation(self.activation == "softmax")
+    activation = "identity"
 
     def defer_activation(self, deferred: bool) -> None:
         """Leave the output activation to the loss and ``predict`` (or apply it here).
@@ -130,24 +131,6 @@ class Dense(Layer):
         self.deferred_activation = self.activation if deferred else None
         self.kernel_activation = "identity" if deferred else self.activation
 
-    def build(self, input_units, dtype, rng):
-        self.w = self.kernel_initializer((input_units, self.units), dtype, rng)
-        self.b = self.bias_initializer((self.units,), dtype, rng)
-        self.dw, self.db = np.zeros_like(self.w), np.zeros_like(self.b)
-        self.params, self.grads = [self.w, self.b], [self.dw, self.db]
-        super().build(input_units, dtype, rng)
-
-    def adopt_storage(self, params, grads):
-        super().adopt_storage(params, grads)
-        (self.w, self.b), (self.dw, self.db) = self.params, self.grads
-
-    def forward(self, backend, x, out, scratch, training):
-        backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out)
-
-    def backward(self, backend, x, y, dy, dx, scratch):
-        backend.linear_backward(x, self.w, y, dy, self.kernel_activation, self.alpha,
-                                dx, self.dw, self.db)
-
     def finish_outputs(self, backend, outputs: np.ndarray) -> None:
         """Apply the deferred activation to the logits (N, units) in place (for predict)."""
         if self.deferred_activation == "softmax":
@@ -157,18 +140,118 @@ class Dense(Layer):
             decay = np.exp(-np.abs(outputs))
             np.divide(np.where(outputs >= 0, 1.0, decay), 1.0 + decay, out=outputs)
 
+
+class Dense(_OutputActivation, Layer):
+    """``y = activation(x @ w + b)``; w: (K, units), b: (units,).
+
+    Forward is one backend ``linear_forward``; backward one ``linear_backward``
+    (with no input gradient for the first layer). A softmax output runs the
+    kernel with the identity: the loss fuses softmax with cross-entropy and
+    ``predict`` applies it. A sigmoid output is fused the same way with
+    binary cross-entropy (see :meth:`defer_activation`). ``use_bias=False`` (as
+    Keras; e.g. before a BatchNormalization, whose beta plays the bias) keeps no
+    bias: the kernels then add a constant zero vector.
+    """
+
+    def __init__(self, units: int, activation: Optional[str] = None,
+                 kernel_initializer: Union[str, initializers.Initializer] = "glorot_uniform",
+                 bias_initializer: Union[str, initializers.Initializer] = "zeros",
+                 alpha: float = 0.01, input_dim: Optional[int] = None, use_bias: bool = True):
+        super().__init__(input_dim)
+        self.units = _positive_int("units", units)
+        self.activation = activation_name(activation)
+        self.kernel_initializer = initializers.get(kernel_initializer, "kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, "bias_initializer")
+        self.alpha = positive_number("alpha", alpha, allow_zero=True)
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"use_bias: expected True or False, got {use_bias!r}")
+        self.use_bias = bool(use_bias)
+        self.defer_activation(self.activation == "softmax")
+
+    def build(self, input_units, dtype, rng):
+        self.w = self.kernel_initializer((input_units, self.units), dtype, rng)
+        self.dw = np.zeros_like(self.w)
+        if self.use_bias:
+            self.b = self.bias_initializer((self.units,), dtype, rng)
+            self.db = np.zeros_like(self.b)
+            self.params, self.grads = [self.w, self.b], [self.dw, self.db]
+        else:  # a zero bias for the kernels, and a gradient nobody reads
+            self.b, self.db = np.zeros(self.units, dtype), np.zeros(self.units, dtype)
+            self.params, self.grads = [self.w], [self.dw]
+        super().build(input_units, dtype, rng)
+
+    def adopt_storage(self, params, grads):
+        super().adopt_storage(params, grads)
+        if self.use_bias:
+            (self.w, self.b), (self.dw, self.db) = self.params, self.grads
+        else:
+            (self.w,), (self.dw,) = self.params, self.grads
+
+    def forward(self, backend, x, out, scratch, training):
+        backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out)
+
+    def backward(self, backend, x, y, dy, dx, scratch):
+        backend.linear_backward(x, self.w, y, dy, self.kernel_activation, self.alpha,
+                                dx, self.dw, self.db)
+
     def output_units(self, input_units):
         return self.units
 
     def parameter_count(self, input_units):
-        return (input_units + 1) * self.units  # kernel and bias
+        return (input_units + self.use_bias) * self.units  # kernel and bias
 
     def get_config(self):
-        return {"units": self.units, "activation": self.activation, "alpha": self.alpha,
-                **super().get_config()}
+        config = {"units": self.units, "activation": self.activation, "alpha": self.alpha,
+                  **super().get_config()}
+        if not self.use_bias:
+            config["use_bias"] = False
+        return config
 
     def describe(self):
-        return f"Dense({self.activation})"
+        return f"Dense({self.activation})" if self.use_bias else \
+            f"Dense({self.activation}, no bias)"
+
+
+class Activation(_OutputActivation, Layer):
+    """``y = act(x)`` elementwise, Keras' ``Activation(name)``: one backend
+    ``activation_forward`` / ``activation_backward`` each way.
+
+    activation: None/"linear", "relu", "leaky_relu" (slope ``alpha``), "sigmoid", "tanh",
+    or "softmax" on the output layer (fused into the cross-entropy as for Dense). After a
+    BatchNormalization the activation runs inside the batch norm's kernels instead
+    (:func:`fastnn.normalization.fuse_activations`), and this layer's buffers are the
+    batch norm's.
+    """
+
+    def __init__(self, activation: Optional[str], alpha: float = 0.01,
+                 input_dim: Optional[int] = None):
+        super().__init__(input_dim)
+        self.activation = activation_name(activation)
+        self.alpha = positive_number("alpha", alpha, allow_zero=True)
+        self.aliases_input = False
+        self.defer_activation(self.activation == "softmax")
+
+    def build(self, input_units, dtype, rng):
+        self.units = input_units
+        super().build(input_units, dtype, rng)
+
+    def output_units(self, input_units):
+        return input_units
+
+    def forward(self, backend, x, out, scratch, training):
+        if not self.aliases_input:
+            backend.activation_forward(x, self.kernel_activation, self.alpha, out)
+
+    def backward(self, backend, x, y, dy, dx, scratch):
+        if dx is not None and not self.aliases_input:
+            backend.activation_backward(y, dy, self.kernel_activation, self.alpha, dx)
+
+    def get_config(self):
+        return {"activation": self.activation, "alpha": self.alpha, **super().get_config()}
+
+    def describe(self):
+        fused = ", fused" if self.aliases_input else ""
+        return f"Activation({self.activation}{fused})"
 
 
 class Dropout(Layer):
@@ -230,7 +313,14 @@ class Dropout(Layer):
         return f"Dropout({self.rate:g})"
 
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Dropout)}
+LAYERS = {cls.__name__: cls for cls in (Dense, Activation, Dropout)}
+
+
+def register(cls):
+    """Make a Layer class known to :func:`from_config` (and so to saved files); a decorator
+    for layers defined in other modules (fastnn.normalization)."""
+    LAYERS[cls.__name__] = cls
+    return cls
 
 
 def from_config(class_name: str, config: Dict[str, Any]) -> Layer:

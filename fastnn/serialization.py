@@ -51,7 +51,7 @@ def save_model(model, path) -> None:
     arrays = {"fastnn_format": np.array(MARKER), "format_version": np.array(FORMAT_VERSION),
               "config": np.array(json.dumps(_config_of(model)))}
     for position, layer in enumerate(model.layers):
-        for index, param in enumerate(layer.params):
+        for index, param in enumerate(layer.weights):  # trainable, then moving statistics
             arrays[f"param_{position}_{index}"] = param
     if model.optimizer is not None:
         for name, value in model.optimizer.state().items():
@@ -107,7 +107,7 @@ def _weights(path, config: Dict[str, Any], arrays: Dict[str, np.ndarray],
     """The file's parameters in the order of ``model``'s, checked against its shapes."""
     weights = []
     for position, layer in enumerate(model.layers):
-        for index, param in enumerate(layer.params):
+        for index, param in enumerate(layer.weights):
             key = f"param_{position}_{index}"
             value = arrays.get(key)
             if value is None:
