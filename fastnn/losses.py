@@ -9,6 +9,12 @@ logit, and the layer's backward then uses the identity derivative.
 
 Each loss also checks and converts the targets ``y`` given to ``fit`` or
 ``evaluate`` (:meth:`Loss.targets`) and says which accuracy applies.
+
+The loss objects take Keras' arguments: ``from_logits`` (False: the output layer has the
+softmax or sigmoid, which the loss fuses in; True: the output layer is linear and its
+outputs are the logits; both train identically), ``label_smoothing`` and ``ignore_class``.
+Every loss also takes per-row weights: ``loss(..., sample_weight=w)`` with w float (N,),
+reduced as Keras' "sum_over_batch_size": ``sum(w * loss) / N``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Dict, Optional, Type, Union
 import numpy as np
 
 from .metrics import BinaryAccuracy, CategoricalAccuracy
+from .validation import positive_number
 
 
 def _numeric_array(argument: str, y) -> np.ndarray:
@@ -67,36 +74,93 @@ class Loss:
         return None
 
     def __call__(self, backend, outputs: np.ndarray, targets: np.ndarray,
-                 grad: Optional[np.ndarray], scratch: Any) -> float:
+                 grad: Optional[np.ndarray], scratch: Any,
+                 sample_weight: Optional[np.ndarray] = None) -> float:
+        """Mean loss of the batch; sets grad (unless None). sample_weight: float (N,) of the
+        outputs' dtype, checked by the caller (finite, >= 0), or None."""
         raise NotImplementedError
 
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments that rebuild this loss, JSON-safe (saved with a model)."""
+        return {}
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def _check_from_logits(loss: Loss, activation: str, fused: str) -> None:
+    """from_logits=True wants a linear output layer (its outputs are the logits)."""
+    if activation != "identity":
+        raise ValueError(f"loss: {type(loss).__name__}(from_logits=True) expects logits from "
+                         f"a linear output layer (activation None), got {activation!r}; "
+                         f"with a {fused} output use from_logits=False")
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def _smoothing(value) -> float:
+    value = positive_number("label_smoothing", value, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {value}")
+    return value
 
 
 class _SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(logits), one backend ``softmax_cross_entropy``."""
 
-    fused_activation = "softmax"
+    fused_activation: Optional[str] = "softmax"
+    label_smoothing = 0.0
+    ignore_class: Optional[int] = None
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = _flag("from_logits", from_logits)
+        self.fused_activation = None if self.from_logits else "softmax"
 
     def check_output_activation(self, activation):
-        if activation != "softmax":
+        if self.from_logits:
+            _check_from_logits(self, activation, "softmax")
+        elif activation != "softmax":
             raise ValueError(f"loss: {self.name!r} needs a softmax output layer "
-                             f"(Dense(..., activation='softmax')), got {activation!r}")
+                             f"(Dense(..., activation='softmax')), got {activation!r}; for "
+                             f"logits of a linear output layer use from_logits=True")
 
     def make_scratch(self, batch, units, dtype):
         return np.empty(batch, dtype)  # the per-row losses
 
-    def __call__(self, backend, outputs, targets, grad, row_loss):
-        batch = outputs.shape[0]
-        backend.softmax_cross_entropy(outputs, targets, 1.0 / batch, row_loss, grad)
-        return float(np.add.reduce(row_loss)) / batch
+    def __call__(self, backend, outputs, targets, grad, row_loss, sample_weight=None):
+        counted = outputs.shape[0]
+        if self.ignore_class is not None:
+            counted = int(np.count_nonzero(targets != self.ignore_class))
+        # Keras: the mean over the rows that count; a batch of ignored rows alone has loss 0.
+        scale = 1.0 / counted if counted else 0.0
+        backend.softmax_cross_entropy(outputs, targets, scale, row_loss, grad,
+                                      self.label_smoothing, self.ignore_class, sample_weight)
+        return float(np.add.reduce(row_loss)) * scale
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
 
 
 class CategoricalCrossentropy(_SoftmaxCrossEntropy):
-    """Targets are probability rows (N, C), usually one-hot."""
+    """Targets are probability rows (N, C), usually one-hot.
+
+    from_logits: see the module docstring. label_smoothing eps in [0, 1]: each target row
+    becomes ``(1 - eps) * y + eps / C`` (Keras, PyTorch).
+    """
 
     name = "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        super().__init__(from_logits)
+        self.label_smoothing = _smoothing(label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
     def targets(self, y, units, dtype, argument="y"):
         y = _numeric_array(argument, y)
@@ -111,9 +175,26 @@ class CategoricalCrossentropy(_SoftmaxCrossEntropy):
 
 
 class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
-    """Targets are integer class labels (N,) in [0, C)."""
+    """Targets are integer class labels (N,) in [0, C).
+
+    from_logits: see the module docstring. ignore_class: None or an int label (Keras'
+    ``ignore_class``, PyTorch's ``ignore_index``; it may lie outside [0, C), e.g. -1): its
+    rows add neither loss nor gradient, and the mean is over the other rows (0 when a batch
+    has none).
+    """
 
     name = "sparse_categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False, ignore_class: Optional[int] = None):
+        super().__init__(from_logits)
+        if ignore_class is not None and (isinstance(ignore_class, bool) or not isinstance(
+                ignore_class, (int, np.integer))):
+            raise TypeError(f"ignore_class: expected None or an int label, got "
+                            f"{ignore_class!r}")
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": self.ignore_class}
 
     def targets(self, y, units, dtype, argument="y"):
         y = _numeric_array(argument, y)
@@ -127,7 +208,9 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
             if not (np.isfinite(y).all() and (y == np.round(y)).all()):
                 raise TypeError(f"{argument}: expected integer class labels, got non-integral "
                                 f"values of dtype {y.dtype}")
-        if y.size and (y.min() < 0 or y.max() >= units):
+        counted = y if self.ignore_class is None else y[y != self.ignore_class]
+        if counted.size and (counted.min() < 0 or counted.max() >= units):
+            y = counted
             bad = y.min() if y.min() < 0 else y.max()
             raise ValueError(f"{argument}: labels must lie in [0, {units}) for the {units} "
                              f"outputs of the model, got {bad:g}")
@@ -135,21 +218,32 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
 
 
 class BinaryCrossentropy(Loss):
-    """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1].
+    """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1],
+    one backend ``sigmoid_cross_entropy``.
 
-    The output layer's sigmoid is fused in: from logits z and targets t,
+    The output layer's sigmoid is fused in (or, with ``from_logits=True``, the linear
+    output layer gives the logits): from logits z and targets t,
     ``loss = max(z, 0) - z t + log(1 + exp(-|z|))``, finite for every z, and
     ``d loss / dz = (sigmoid(z) - t) / (N M)``, which the output layer's
-    backward takes as is (identity derivative).
+    backward takes as is (identity derivative). label_smoothing eps in [0, 1]: targets
+    become ``(1 - eps) * t + eps / 2`` (Keras).
     """
 
     name = "binary_crossentropy"
-    fused_activation = "sigmoid"
+    fused_activation: Optional[str] = "sigmoid"
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        self.from_logits = _flag("from_logits", from_logits)
+        self.fused_activation = None if self.from_logits else "sigmoid"
+        self.label_smoothing = _smoothing(label_smoothing)
 
     def check_output_activation(self, activation):
-        if activation != "sigmoid":
+        if self.from_logits:
+            _check_from_logits(self, activation, "sigmoid")
+        elif activation != "sigmoid":
             raise ValueError(f"loss: 'binary_crossentropy' needs a sigmoid output layer "
-                             f"(Dense(..., activation='sigmoid')), got {activation!r}")
+                             f"(Dense(..., activation='sigmoid')), got {activation!r}; for "
+                             f"logits of a linear output layer use from_logits=True")
 
     def targets(self, y, units, dtype, argument="y"):
         y = _float_targets(argument, y, units, dtype)
@@ -161,31 +255,16 @@ class BinaryCrossentropy(Loss):
         return BinaryAccuracy(threshold=0.0)  # sigmoid(z) > 0.5 exactly when z > 0
 
     def make_scratch(self, batch, units, dtype):
-        return (np.empty((batch, units), dtype), np.empty((batch, units), dtype),
-                np.empty((batch, units), bool))
+        return np.empty(batch, dtype)  # the per-row losses
 
-    def __call__(self, backend, logits, targets, grad, scratch):
-        decay, work, non_negative = scratch
-        np.abs(logits, out=decay)
-        np.negative(decay, out=decay)
-        np.exp(decay, out=decay)  # exp(-|z|), in (0, 1]: never overflows
-        np.log1p(decay, out=work)
-        total = float(work.sum())
-        np.maximum(logits, 0, out=work)
-        total += float(work.sum())
-        np.multiply(logits, targets, out=work)
-        total -= float(work.sum())
+    def __call__(self, backend, logits, targets, grad, row_loss, sample_weight=None):
         scale = 1.0 / logits.size
-        if grad is not None:
-            # sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, with e = exp(-|z|).
-            np.greater_equal(logits, 0, out=non_negative)
-            np.copyto(grad, decay)
-            np.copyto(grad, 1, where=non_negative)
-            np.add(decay, 1, out=work)
-            np.divide(grad, work, out=grad)
-            grad -= targets
-            grad *= scale
-        return total * scale
+        backend.sigmoid_cross_entropy(logits, targets, scale, row_loss, grad,
+                                      self.label_smoothing, sample_weight)
+        return float(np.add.reduce(row_loss)) * scale
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 
 class MeanSquaredError(Loss):
@@ -200,9 +279,9 @@ class MeanSquaredError(Loss):
         # Keras' choice: one output is a binary decision at 0.5, several an argmax.
         return BinaryAccuracy(threshold=0.5) if units == 1 else CategoricalAccuracy()
 
-    def __call__(self, backend, outputs, targets, grad, scratch):
+    def __call__(self, backend, outputs, targets, grad, scratch, sample_weight=None):
         scale = 1.0 / outputs.size
-        return backend.mse(outputs, targets, scale, grad) * scale
+        return backend.mse(outputs, targets, scale, grad, sample_weight) * scale
 
 
 LOSSES: Dict[str, Type[Loss]] = {
@@ -210,6 +289,12 @@ LOSSES: Dict[str, Type[Loss]] = {
                               BinaryCrossentropy, MeanSquaredError)
 }
 _ALIASES = {"mean_squared_error": "mse"}
+
+
+def from_config(name: str, config: Optional[Dict[str, Any]] = None) -> Loss:
+    """The loss named ``name`` built with the arguments of its :meth:`Loss.get_config`."""
+    loss = get(name)
+    return type(loss)(**(config or {}))
 
 
 def get(identifier: Union[str, Loss]) -> Loss:

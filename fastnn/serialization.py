@@ -36,7 +36,8 @@ class ModelFileError(ValueError):
 def _config_of(model) -> Dict[str, Any]:
     compiled = None
     if model.loss is not None:
-        compiled = {"loss": model.loss.name, "optimizer": model.optimizer.name,
+        compiled = {"loss": model.loss.name, "loss_config": model.loss.get_config(),
+                    "optimizer": model.optimizer.name,
                     "optimizer_config": model.optimizer.get_config(), "metrics": model.metrics}
     return {"dtype": model.dtype.name, "seed": model.seed,
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
@@ -134,7 +135,9 @@ def load_model(path):
         if compiled:
             optimizer = optimizers_module.from_config(compiled["optimizer"],
                                                       compiled["optimizer_config"])
-            model.compile(optimizer, losses_module.get(compiled["loss"]), compiled["metrics"])
+            model.compile(optimizer, losses_module.from_config(compiled["loss"],
+                                                               compiled.get("loss_config")),
+                          compiled["metrics"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: malformed model configuration: "
                              f"{type(exc).__name__}: {exc}") from exc
