@@ -74,7 +74,8 @@ def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
 
 
 def _log_softmax(x):
-    shifted = x - x.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # a spread past the dtype's range gives -inf: intended
+        shifted = x - x.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
