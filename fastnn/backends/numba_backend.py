@@ -12,6 +12,7 @@ machine pays for compilation. Threading layer and thread count: see README.md, "
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
@@ -157,9 +158,10 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum, epsilon
                       activation, alpha, out, mean, inv_std):
     code = ACTIVATION_CODES[activation]
     if _parallel(x.size) and x.shape[0] > 1:
+        partial = np.zeros((min(_threads, x.shape[0]), 2, x.shape[1]), x.dtype)
         batchnorm.batchnorm_forward_parallel(x, gamma, beta, moving_mean, moving_var, momentum,
                                              epsilon, training, code, alpha, out, mean, inv_std,
-                                             min(_threads, x.shape[0]))
+                                             partial, np.empty(x.shape[1], x.dtype))
     else:
         batchnorm.batchnorm_forward_serial(x, gamma, beta, moving_mean, moving_var, momentum,
                                            epsilon, training, code, alpha, out, mean, inv_std)
@@ -169,9 +171,10 @@ def batchnorm_backward(x, y, dy, gamma, mean, inv_std, batch_statistics, activat
                        dx, dgamma, dbeta):
     code = ACTIVATION_CODES[activation]
     if _parallel(x.size) and x.shape[0] > 1:
+        partial = np.zeros((min(_threads, x.shape[0]), 2, x.shape[1]), x.dtype)
         batchnorm.batchnorm_backward_parallel(x, y, dy, gamma, mean, inv_std, batch_statistics,
-                                              code, alpha, dx, dgamma, dbeta,
-                                              min(_threads, x.shape[0]))
+                                              code, alpha, dx, dgamma, dbeta, partial,
+                                              np.empty((3, x.shape[1]), x.dtype))
     else:
         batchnorm.batchnorm_backward_serial(x, y, dy, gamma, mean, inv_std, batch_statistics,
                                             code, alpha, dx, dgamma, dbeta)

@@ -80,16 +80,19 @@ def batchnorm_forward_serial(x, gamma, beta, moving_mean, moving_var, momentum, 
     normalize_rows(x, mean, scale, beta, code, alpha, out, 0, x.shape[0])
 
 
+# The parallel drivers take their scratch (partial: zeros (threads, 2, M); scale or coef)
+# from the caller: an array allocated inside a parallel=True function becomes a parallel loop
+# of its own, one more team start and barrier per call (at 128 x 784 under load, a median of
+# 110 ms instead of 1.3 ms).
 @njit(cache=True, error_model="numpy", parallel=True)
 def batchnorm_forward_parallel(x, gamma, beta, moving_mean, moving_var, momentum, epsilon,
-                               training, code, alpha, out, mean, inv_std, threads):
+                               training, code, alpha, out, mean, inv_std, partial, scale):
     n = x.shape[0]
-    partial = np.zeros((threads, 2, x.shape[1]), x.dtype)
+    threads = partial.shape[0]
     if training:
         for task in prange(threads):
             start, stop = chunk_bounds(n, threads, task)
             moment_sums(x, start, stop, partial[task, 0], partial[task, 1])
-    scale = np.empty(x.shape[1], x.dtype)
     finish_statistics(x, partial, gamma, moving_mean, moving_var, momentum, epsilon, training,
                       mean, inv_std, scale)
     for task in prange(threads):
@@ -149,14 +152,13 @@ def batchnorm_backward_serial(x, y, dy, gamma, mean, inv_std, batch_statistics, 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def batchnorm_backward_parallel(x, y, dy, gamma, mean, inv_std, batch_statistics, code, alpha,
-                                dx, dgamma, dbeta, threads):
+                                dx, dgamma, dbeta, partial, coef):
     n = x.shape[0]
-    partial = np.zeros((threads, 2, x.shape[1]), x.dtype)
+    threads = partial.shape[0]
     for task in prange(threads):
         start, stop = chunk_bounds(n, threads, task)
         gradient_sums(x, y, dy, mean, inv_std, code, alpha, start, stop, partial[task, 0],
                       partial[task, 1])
-    coef = np.empty((3, x.shape[1]), x.dtype)
     finish_gradients(n, partial, gamma, inv_std, batch_statistics, dgamma, dbeta, coef)
     if dx is not None:
         for task in prange(threads):
