@@ -143,9 +143,8 @@ def sigmoid_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoo
 def mse(pred, target, grad_scale, grad, sample_weight=None):
     k = _BY_DTYPE[pred.dtype]
     t = k.array_type
-    rows = pred.shape[0] if pred.ndim else 1
     return k.mse(_optional(t, grad), _from_buffer(t, pred), _from_buffer(t, target),
-                 _optional(t, sample_weight), rows, pred.size // rows, grad_scale)
+                 _optional(t, sample_weight), *pred.shape, grad_scale)
 
 
 def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum, epsilon, training,
