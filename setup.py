@@ -2,15 +2,38 @@
 
 The extension is optional: when the compiler is missing or the build fails, the package
 still installs, and the reason is written to fastnn/_c/BUILD_ERROR.txt, which
-fastnn.backends.c_backend reports as why backend "c" is unavailable (see ``fastnn info``).
+fastnn.backends.c_backend reports as why backend "c" is unavailable (see ``fastnn info``,
+and the warning on first use in fastnn.backends).
+
+The failure is also printed as a framed warning on stderr. pip shows a build's output only
+with ``pip install -v`` or when the build fails (pypa/pip#6634), so the warning is written to
+the terminal (/dev/tty) as well when there is one: a user who runs ``pip install .`` at a
+prompt sees it.
 """
 
+import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 BUILD_ERROR_FILE = "BUILD_ERROR.txt"
+
+
+def warn_loudly(reason: str) -> None:
+    """Print the failure framed on stderr, and on the terminal when there is one."""
+    rule = "!" * 78
+    message = (f"\n{rule}\nWARNING: fastnn's C backend was not built; fastnn installs without it "
+               f"and uses\nthe slower numba backend.\nReason: {reason}\nInstall a C compiler "
+               f"with OpenMP (e.g. gcc) and reinstall to get it.\n{rule}\n")
+    print(message, file=sys.stderr, flush=True)
+    if sys.stderr.isatty():  # already on the terminal
+        return
+    try:
+        with open("/dev/tty", "w") as terminal:
+            terminal.write(message)
+    except OSError:  # no terminal (CI, a pipe, Windows): stderr is all there is
+        pass
 
 
 class OptionalBuildExt(build_ext):
@@ -53,7 +76,7 @@ class OptionalBuildExt(build_ext):
             compiler = " ".join(getattr(self.compiler, "compiler_so", None) or ["?"])
             reason = (f"the C extension failed to build: {type(exc).__name__}: {exc} "
                       f"(compiler: {compiler})")
-            self.warn(reason)
+            warn_loudly(reason)
             self._failed.add(ext.name)
             for directory in dirs:
                 directory.mkdir(parents=True, exist_ok=True)

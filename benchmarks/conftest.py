@@ -8,15 +8,15 @@ row of the same group, measured in the same run.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 
 import pytest
 
 import fastnn
+from fastnn import environment
 
-THREADS = int(os.environ.get("FASTNN_BENCH_THREADS", "2"))
+THREADS = environment.positive_int("FASTNN_BENCH_THREADS") or 2
 IMPLEMENTATIONS = fastnn.available_backends() + ["torch"]
 
 #: Seconds every benchmark waits before it starts. After a call, OpenBLAS's threads spin for up

@@ -13,7 +13,10 @@ On top of the kernels, a Keras-like layer API trains MLPs::
     history = model.fit(x, y, epochs=10, batch_size=32)
 """
 
-from . import ops
+#: The version, written here only (pyproject.toml reads it; ``fastnn --version`` prints it).
+__version__ = "0.1.0"
+
+from . import ops  # noqa: E402  (after __version__, which modules may read while importing)
 from .backends import (BackendUnavailableError, available_backends, backend_status,
                        get_backend, get_backend_name, get_num_threads, set_backend,
                        set_num_threads, use_backend)
@@ -24,8 +27,6 @@ from .normalization import BatchNormalization
 from .model import NonFiniteLossError, Sequential
 from .optimizers import SGD, Adam
 from .serialization import ModelFileError, load_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "available_backends", "backend_status", "get_backend",

@@ -3,13 +3,27 @@
 A short, self-contained run for users (the pytest-benchmark suites in
 ``benchmarks/`` are the thorough version): each kernel at a few shapes, every
 available backend, each thread count; a table per kernel with the median
-time, the rate (GFLOP/s or GB/s) and the speedup over the ``numpy`` backend
-at the same thread count; the results as JSON; optionally a bar chart.
+time, its spread (the interquartile range, IQR, as a share of the median),
+the rate (GFLOP/s or GB/s) and the speedup over the ``numpy`` backend at the
+same thread count; the results as JSON with ``--json PATH``; a chart with
+``--plot FILE``.
+
+A row whose IQR exceeds ``BUSY_SPREAD`` of its median is marked: the machine
+was busy (other processes took the cores) and its figures are unsure. So is a
+row with more threads that is over ``STALL_FACTOR`` times slower than the same
+backend's row with the fewest threads: every call waited for a busy core (on
+an oversubscribed machine a parallel region's barrier waits out the
+scheduler's time slice, some 30 ms, in every call, so the spread stays small).
+
+The run is a list of :class:`Case` from :func:`cases` measured by :func:`run`;
+another set of cases (a GEMM shape sweep, say) is another function returning
+cases, and per-call settings belong in a case's ``prepare``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -19,6 +33,7 @@ import numpy as np
 
 from . import ops
 from .backends import available_backends, get_num_threads, set_num_threads, use_backend
+from .files import atomic_write, write_text
 
 F32 = np.float32
 
@@ -102,32 +117,52 @@ def cases(quick: bool = False) -> List[Case]:
             + [_adam(s) for s in first(OPTIMIZER_SIZES)])
 
 
-def median_seconds(call: Callable[[], object], min_time: float, max_repeats: int = 200) -> float:
-    """Median wall time of ``call`` after one warm-up call (compiles, faults pages in)."""
+#: A row whose interquartile range exceeds this share of its median is marked busy.
+BUSY_SPREAD = 0.2
+#: A row with more threads this many times slower than with the fewest is marked busy.
+STALL_FACTOR = 3.0
+#: Fewest timed calls per row: quartiles of fewer say little.
+MIN_REPEATS = 5
+
+
+def timings(call: Callable[[], object], min_time: float,
+            max_repeats: int = 200) -> List[float]:
+    """Wall times of ``call`` (at least MIN_REPEATS, for ``min_time`` seconds) after one
+    warm-up call (compiles, faults pages in)."""
     call()
     times: List[float] = []
     started = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - started < min_time
-                             and len(times) < max_repeats):
+    while len(times) < MIN_REPEATS or (time.perf_counter() - started < min_time
+                                       and len(times) < max_repeats):
         begin = time.perf_counter()
         call()
         times.append(time.perf_counter() - begin)
-    return float(np.median(times))
+    return times
+
+
+def summary(times: List[float]) -> Dict[str, object]:
+    """Median, quartiles, spread (IQR / median) and the busy mark of some timings."""
+    q1, median, q3 = (float(q) for q in np.percentile(times, [25, 50, 75]))
+    spread = (q3 - q1) / median
+    return {"median_s": median, "q1_s": q1, "q3_s": q3, "repeats": len(times),
+            "spread": spread, "busy": spread > BUSY_SPREAD}
 
 
 def run(backends: Optional[List[str]] = None, threads=(1, 2), quick: bool = False,
-        progress: bool = True) -> List[Dict]:
-    """Time every case; one result dict per (case, backend, thread count)."""
+        progress: bool = True, selected: Optional[List[Case]] = None) -> List[Dict]:
+    """Time each case of ``selected`` (default: :func:`cases`) on every backend at each
+    thread count; one result dict per (case, backend, thread count)."""
     from tqdm import tqdm
 
     backends = backends or available_backends()
     if "numpy" not in backends:
         backends = ["numpy"] + list(backends)  # the reference of every speedup
-    all_cases = cases(quick)
+    all_cases = cases(quick) if selected is None else selected
     results: List[Dict] = []
     saved_threads = max(get_num_threads().values(), default=None)
-    bar = tqdm(total=len(all_cases) * len(backends) * len(threads), disable=not progress,
-               desc="fastnn bench", unit="run")
+    # disable=None: no bar when standard error is not a terminal (a log file gets no \r)
+    bar = tqdm(total=len(all_cases) * len(backends) * len(threads),
+               disable=None if progress else True, desc="fastnn bench", unit="run")
     try:
         for case in all_cases:
             for count in threads:
@@ -135,10 +170,11 @@ def run(backends: Optional[List[str]] = None, threads=(1, 2), quick: bool = Fals
                 for name in backends:
                     bar.set_postfix_str(f"{case.kernel} {case.shape} {name} x{count}")
                     with use_backend(name):
-                        seconds = median_seconds(case.prepare(), 0.1 if quick else 0.4)
+                        stats = summary(timings(case.prepare(), 0.1 if quick else 0.4))
+                    seconds = stats["median_s"]
                     results.append({
                         "kernel": case.kernel, "shape": case.shape, "backend": name,
-                        "threads": count, "median_s": seconds,
+                        "threads": count, **stats,
                         "GFLOP/s": case.flops / seconds / 1e9 if case.flops else None,
                         "GB/s": case.bytes_moved / seconds / 1e9 if case.bytes_moved else None,
                     })
@@ -148,29 +184,61 @@ def run(backends: Optional[List[str]] = None, threads=(1, 2), quick: bool = Fals
         if saved_threads:
             set_num_threads(saved_threads)
     _add_speedups(results)
+    _mark_stalls(results)
     return results
 
 
 def _add_speedups(results: List[Dict]) -> None:
+    """Each row's speedup over the numpy row of its kernel, shape and thread count, and the
+    range that the row's own quartiles give it (the reference's median held fixed)."""
     reference = {(r["kernel"], r["shape"], r["threads"]): r["median_s"]
                  for r in results if r["backend"] == "numpy"}
     for r in results:
-        r["speedup_vs_numpy"] = reference[(r["kernel"], r["shape"], r["threads"])] / r["median_s"]
+        base = reference[(r["kernel"], r["shape"], r["threads"])]
+        r["speedup_vs_numpy"] = base / r["median_s"]
+        r["speedup_range"] = [base / r["q3_s"], base / r["q1_s"]]
+
+
+def _mark_stalls(results: List[Dict]) -> None:
+    """Mark busy the rows over STALL_FACTOR times slower than the same kernel, shape and
+    backend at the fewest threads (``stalled``)."""
+    fewest: Dict[tuple, Dict] = {}
+    for r in results:
+        key = (r["kernel"], r["shape"], r["backend"])
+        if key not in fewest or r["threads"] < fewest[key]["threads"]:
+            fewest[key] = r
+    for r in results:
+        base = fewest[(r["kernel"], r["shape"], r["backend"])]
+        r["stalled"] = r["median_s"] > STALL_FACTOR * base["median_s"]
+        r["busy"] = r["busy"] or r["stalled"]
 
 
 def format_table(results: List[Dict]) -> str:
-    """A table per kernel and shape: backend, threads, time, rate, speedup over numpy."""
+    """A table per kernel and shape: backend, threads, median time, its spread (IQR as a
+    share of the median, "!" when over BUSY_SPREAD), rate, speedup over numpy; then a
+    note on the marked rows, if any."""
     lines: List[str] = []
     key = None
     for r in results:
         if (r["kernel"], r["shape"]) != key:
             key = (r["kernel"], r["shape"])
             lines += ["", f"{r['kernel']}  {r['shape']}",
-                      f"  {'backend':<8}{'threads':>8}{'median':>12}{'rate':>16}{'vs numpy':>10}"]
+                      f"  {'backend':<8}{'threads':>8}{'median':>12}{'IQR':>8}"
+                      f"{'rate':>16}{'vs numpy':>10}"]
         rate = (f"{r['GFLOP/s']:.1f} GFLOP/s" if r["GFLOP/s"] is not None
                 else f"{r['GB/s']:.1f} GB/s")
+        spread = f"{r['spread']:.0%}" + ("!" if r["busy"] else " ")
         lines.append(f"  {r['backend']:<8}{r['threads']:>8}{r['median_s'] * 1e3:>10.3f}ms"
-                     f"{rate:>16}{r['speedup_vs_numpy']:>9.2f}x")
+                     f"{spread:>8}{rate:>16}{r['speedup_vs_numpy']:>9.2f}x")
+    busy = sum(r["busy"] for r in results)
+    if busy:
+        stalled = sum(r.get("stalled", False) for r in results)
+        lines += ["", f"! {busy} of {len(results)} rows spread by more than "
+                      f"{BUSY_SPREAD:.0%} of their median (interquartile range)"
+                      + (f" or ran over {STALL_FACTOR:g}x slower with more threads "
+                         f"({stalled} rows)" if stalled else "")
+                      + ": the machine was busy while they ran; their figures are unsure, "
+                        "run again on a quieter machine"]
     return "\n".join(lines)
 
 
@@ -179,35 +247,56 @@ def write_json(results: List[Dict], path: str) -> None:
     document = {"fastnn": fastnn.__version__, "machine": platform.machine(),
                 "processor": platform.processor(), "date": time.strftime("%Y-%m-%d"),
                 "results": results}
-    with open(path, "w") as stream:
-        json.dump(document, stream, indent=1)
+    write_text(path, json.dumps(document, indent=1))
 
 
 def plot_speedups(results: List[Dict], path: str) -> None:
-    """A bar chart of every backend's speedup over numpy, per kernel and thread count."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise SystemExit(f"--plot needs matplotlib: pip install 'fastnn[plot]' ({exc})")
-    labels = sorted({(r["kernel"], r["shape"]) for r in results},
-                    key=[(r["kernel"], r["shape"]) for r in results].index)
+    """A horizontal bar chart of every backend's speedup over numpy, a group of bars per
+    kernel and shape, one bar per backend and thread count, each with the range its own
+    interquartile range gives (an error bar), on a log axis centred on 1x; a busy row's
+    label ends with "!"."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    labels = list(dict.fromkeys((r["kernel"], r["shape"]) for r in results))
     series = sorted({(r["backend"], r["threads"]) for r in results if r["backend"] != "numpy"})
-    speedup = {(r["kernel"], r["shape"], r["backend"], r["threads"]): r["speedup_vs_numpy"]
-               for r in results}
-    width = 0.8 / max(len(series), 1)
-    figure, axes = plt.subplots(figsize=(max(8, len(labels) * 1.2), 5))
-    positions = np.arange(len(labels))
+    rows = {(r["kernel"], r["shape"], r["backend"], r["threads"]): r for r in results}
+    height = 0.8 / max(len(series), 1)
+    figure, axes = plt.subplots(figsize=(9, 1.2 + 0.28 * len(labels) * max(len(series), 1)))
+    positions = np.arange(len(labels))[::-1].astype(float)  # the first kernel on top
     for i, (backend, count) in enumerate(series):
-        axes.bar(positions + i * width, [speedup[(k, s, backend, count)] for k, s in labels],
-                 width, label=f"{backend}, {count} thread{'s' * (count > 1)}")
-    axes.axhline(1.0, color="black", linewidth=0.8)
-    axes.set_xticks(positions + width * (len(series) - 1) / 2)
-    axes.set_xticklabels([f"{k}\n{s}" for k, s in labels], fontsize=7)
-    axes.set_yscale("log")  # speedups span 0.5x to 20x; a linear axis flattens the small ones
-    axes.set_ylabel("speedup over numpy (x, log scale)")
-    axes.set_title("fastnn kernels: speedup over the NumPy reference")
-    axes.legend()
+        chosen = [rows[(k, s, backend, count)] for k, s in labels]
+        speedups = np.array([r["speedup_vs_numpy"] for r in chosen])
+        low = speedups - np.array([r["speedup_range"][0] for r in chosen])
+        high = np.array([r["speedup_range"][1] for r in chosen]) - speedups
+        # bars start at 1x, so a slowdown extends left and a speedup right
+        axes.barh(positions - i * height, speedups - 1.0, height, left=1.0,
+                  xerr=[low, high], capsize=2, error_kw={"linewidth": 0.8},
+                  label=f"{backend}, {count} thread{'s' * (count > 1)}")
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    busy = {(r["kernel"], r["shape"]) for r in results if r["busy"]}
+    axes.set_yticks(positions - height * (len(series) - 1) / 2)
+    axes.set_yticklabels([f"{k} {s}" + (" !" if (k, s) in busy else "") for k, s in labels],
+                         fontsize=8)
+    axes.set_xscale("log")  # speedups span 0.5x to 20x; a linear axis flattens the small ones
+    # The axis spans the medians (robust to a few slow calls) of the rows that did not stall:
+    # a stalled row's bar, or a noisy row's error bar, runs off the edge instead of
+    # stretching the axis (its label says "!").
+    medians = ([r["speedup_vs_numpy"] for r in results if not r.get("stalled")]
+               or [r["speedup_vs_numpy"] for r in results])
+    axes.set_xlim(min(min(medians), 1.0) / 1.5, max(max(medians), 1.0) * 1.5)
+    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+    axes.set_xlabel("speedup over numpy (x, log scale; error bars: interquartile range)")
+    title = "fastnn kernels: speedup over the NumPy reference"
+    if busy:
+        title += "\n! = the machine was busy while a row of this kernel ran (see the table)"
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_write(path) as file:
+        figure.savefig(file, dpi=120, format=os.path.splitext(path)[1][1:] or "png")
+    plt.close(figure)

@@ -1,4 +1,9 @@
-"""The ``fastnn`` command line: ``fastnn info`` and the commands added beside it."""
+"""The ``fastnn`` command line: train, bench, info and cache.
+
+A bad option value or environment variable ends the command with one line,
+``fastnn <command>: error: <what> ...``, naming the option or variable, what
+it expects and what it got, and exit status 2, as argparse does.
+"""
 
 from __future__ import annotations
 
@@ -6,65 +11,145 @@ import argparse
 import os
 import platform
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
-from . import train
+from . import __version__, arguments, environment, train
+from .backends import BackendUnavailableError
 from .backends.contract import FLOAT_DTYPES
+
+#: The errors a command reports as one line: what fastnn raises for bad input (ValueError,
+#: ModelFileError is one), a backend that cannot load here, a file that cannot be read or
+#: written. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, BackendUnavailableError, OSError)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace, newlines included, as one space."""
+    return " ".join(str(text).split())
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with an error as one line instead of the usage text and the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def info(_args: argparse.Namespace) -> int:
-    """Print the version, every backend with why it is unavailable, dtypes and threads."""
+    """Print the version, every backend with why it is unavailable, dtypes, threads, cache."""
     import numpy as np
 
-    import fastnn
+    from . import cache
     from .backends import backend_status, get_backend_name, get_num_threads
 
-    print(f"fastnn {fastnn.__version__} (Python {platform.python_version()}, "
+    print(f"fastnn {__version__} (Python {platform.python_version()}, "
           f"NumPy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs)")
     status = backend_status()
     print("backends:")
     for name, reason in status.items():
         print(f"  {name:<6} {'available' if reason is None else 'unavailable: ' + reason}")
+    requested = environment.backend()
     print(f"default backend: {get_backend_name()}"
-          + (f" (FASTNN_BACKEND={os.environ['FASTNN_BACKEND']})"
-             if os.environ.get("FASTNN_BACKEND") else ""))
+          + (f" (FASTNN_BACKEND={requested})" if requested else ""))
     print(f"dtypes: {', '.join(str(d) for d in FLOAT_DTYPES)}")
+    from . import distributed
+    comm = distributed.current()  # under mpiexec: joins the job and sets threads per rank
     threads = ", ".join(f"{name}={count}" for name, count in get_num_threads().items())
-    print(f"threads: {threads}")
+    print(f"threads: {threads}" + (f" (MPI rank {comm.rank} of {comm.size}, "
+                                   f"{comm.local_size} on this host)" if comm else ""))
+    print(f"cache: {cache.cache_dir()} (clear it with: fastnn cache clear)")
     return 0
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Time every kernel on every backend at each thread count; table, JSON, plot."""
+    """Time every kernel on every backend at each thread count; table, and JSON or a chart
+    when asked."""
     from . import bench as benchmark
 
-    backends = args.backends.split(",") if args.backends else None
-    threads = tuple(int(t) for t in args.threads.split(","))
-    results = benchmark.run(backends, threads, quick=args.quick, progress=True)
+    results = benchmark.run(args.backends, tuple(args.threads), quick=args.quick,
+                            progress=True)
     print(benchmark.format_table(results))
-    benchmark.write_json(results, args.json)
-    print(f"\nresults written to {args.json}")
+    if args.json:
+        benchmark.write_json(results, args.json)
+        print(f"\nresults written to {args.json}")
     if args.plot:
         benchmark.plot_speedups(results, args.plot)
         print(f"chart written to {args.plot}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="version, backends, dtypes, threads").set_defaults(run=info)
-    bench_parser = commands.add_parser("bench", help="time the kernels on every backend")
-    bench_parser.add_argument("--backends", help="comma-separated names (default: all available)")
-    bench_parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+def cache_dir(_args: argparse.Namespace) -> int:
+    """Print the folder of fastnn's caches."""
+    from . import cache
+
+    print(cache.cache_dir())
+    return 0
+
+
+def cache_clear(_args: argparse.Namespace) -> int:
+    """Delete fastnn's caches (compiled kernels are rebuilt on next use)."""
+    from . import cache
+
+    folder = cache.cache_dir()
+    removed = cache.clear()
+    print(f"removed {removed} file{'s' * (removed != 1)} from {folder}")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="fastnn", description="Compiled CPU kernels for training MLPs fast: "
+                    "train on the bundled digits, time the kernels, show the set-up. A bad "
+                    "option value or FASTNN_* variable ends a command with one line and exit "
+                    "status 2.")
+    parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info_parser = commands.add_parser("info", help="version, backends, dtypes, threads, cache")
+    info_parser.set_defaults(run=info)
+
+    bench_parser = commands.add_parser(
+        "bench", help="time the kernels on every backend",
+        description="Time every kernel at a few shapes on every backend and thread count: a "
+                    "table of the median time, its interquartile range (marked ! past 20% of "
+                    "the median: the machine was busy), the rate and the speedup over numpy. "
+                    "No file is written unless --json or --plot asks.")
+    bench_parser.add_argument("--backends", type=arguments.backends,
+                              help="comma-separated names (default: all available)")
+    bench_parser.add_argument("--threads", type=arguments.thread_counts, default=[1, 2],
+                              help="comma-separated thread counts (default 1,2)")
     bench_parser.add_argument("--quick", action="store_true", help="one small shape per kernel")
-    bench_parser.add_argument("--json", default="fastnn-bench.json", help="results file")
-    bench_parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
+    bench_parser.add_argument("--json", metavar="PATH", type=arguments.output_file,
+                              help="write the results as JSON to PATH (default: no file)")
+    bench_parser.add_argument("--plot", metavar="FILE.png", type=arguments.chart_file,
+                              help="bar chart of the speedups (needs matplotlib)")
     bench_parser.set_defaults(run=bench)
+
     train.add_parser(commands)
+
+    cache_parser = commands.add_parser(
+        "cache", help="where compiled kernels are cached; clear them",
+        description="fastnn caches compiled kernels (Numba's) in one folder: FASTNN_CACHE_DIR, "
+                    "or the per-user cache folder. Clearing it is always safe: kernels are "
+                    "compiled again on next use.")
+    actions = cache_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("dir", help="print the cache folder").set_defaults(run=cache_dir)
+    actions.add_parser("clear", help="delete the cached files (rebuilt on next use)"
+                       ).set_defaults(run=cache_clear)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    prog = f"fastnn {args.command}"
+    try:
+        environment.check()
+        return args.run(args)
+    except USER_ERRORS as exc:
+        parser.exit(2, f"{prog}: error: {one_line(exc)}\n")
+    except FloatingPointError as exc:  # NonFiniteLossError: the training diverged
+        parser.exit(1, f"{prog}: error: {one_line(exc)}\n")
+    except MemoryError as exc:  # a model too large for this machine, say
+        parser.exit(1, f"{prog}: error: out of memory: {one_line(exc)}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{prog}: interrupted\n")

@@ -21,7 +21,16 @@ _TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 
 class Initializer:
-    """Base class: subclasses implement :meth:`sample` from a generator."""
+    """The base class of initializers; a subclass implements sample from a generator.
+
+    Dense's kernel_initializer and bias_initializer accept an Initializer or one
+    of the names (Keras' names and defaults): "zeros", "ones",
+    "random_uniform", "random_normal", "glorot_uniform", "glorot_normal",
+    "he_uniform", "he_normal". Called as init(shape, dtype, rng), an
+    initializer returns a new C-contiguous array of that shape and dtype.
+    seed: an int that makes the draws reproducible on their own; None draws
+    from rng (the model's generator).
+    """
 
     #: Name used by :func:`get` and in saved model files.
     name = ""
@@ -38,6 +47,7 @@ class Initializer:
         return np.ascontiguousarray(self.sample(tuple(shape), rng), dtype=dtype)
 
     def sample(self, shape: Shape, rng: np.random.Generator) -> np.ndarray:
+        """Internal, called by __call__: an array of the shape, drawn from rng (float64)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -45,6 +55,8 @@ class Initializer:
 
 
 class Zeros(Initializer):
+    """All zeros; the name "zeros" (the default bias_initializer)."""
+
     name = "zeros"
 
     def sample(self, shape, rng):
@@ -52,6 +64,8 @@ class Zeros(Initializer):
 
 
 class Ones(Initializer):
+    """All ones; the name "ones"."""
+
     name = "ones"
 
     def sample(self, shape, rng):
@@ -59,7 +73,7 @@ class Ones(Initializer):
 
 
 class RandomUniform(Initializer):
-    """Uniform on [minval, maxval); Keras' default range is ±0.05."""
+    """Uniform on [minval, maxval), Keras' default range ±0.05; the name "random_uniform"."""
 
     name = "random_uniform"
 
@@ -72,7 +86,8 @@ class RandomUniform(Initializer):
 
 
 class RandomNormal(Initializer):
-    """Normal with Keras' defaults mean 0, standard deviation 0.05."""
+    """Normal with Keras' defaults mean 0, standard deviation 0.05; the name
+    "random_normal"."""
 
     name = "random_normal"
 
@@ -119,27 +134,31 @@ class _VarianceScaling(Initializer):
 
 
 class GlorotUniform(_VarianceScaling):
-    """Uniform on ±sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
+    """Uniform on ±sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010); the name
+    "glorot_uniform" (the default kernel_initializer, as in Keras)."""
 
     name = "glorot_uniform"
 
 
 class GlorotNormal(_VarianceScaling):
-    """Truncated normal with variance 2 / (fan_in + fan_out)."""
+    """Normal truncated at two standard deviations with variance 2 / (fan_in + fan_out), as
+    Keras'; the name "glorot_normal"."""
 
     name = "glorot_normal"
     distribution = "normal"
 
 
 class HeUniform(_VarianceScaling):
-    """Uniform on ±sqrt(6 / fan_in) (He et al., 2015), for relu layers."""
+    """Uniform on ±sqrt(6 / fan_in) (He et al., 2015), for relu layers; the name
+    "he_uniform"."""
 
     name = "he_uniform"
     scale, fan_mode = 2.0, "in"
 
 
 class HeNormal(_VarianceScaling):
-    """Truncated normal with variance 2 / fan_in."""
+    """Normal truncated at two standard deviations with variance 2 / fan_in, as Keras'; the
+    name "he_normal"."""
 
     name = "he_normal"
     scale, fan_mode, distribution = 2.0, "in", "normal"
@@ -152,7 +171,10 @@ INITIALIZERS: Dict[str, Type[Initializer]] = {
 
 
 def get(identifier: Union[str, Initializer], argument: str = "initializer") -> Initializer:
-    """The initializer named ``identifier`` (with default settings), or the object itself."""
+    """The initializer named identifier (with default settings), or the Initializer object
+    itself. Names: "zeros", "ones", "random_uniform", "random_normal", "glorot_uniform",
+    "glorot_normal", "he_uniform", "he_normal". Raises ValueError naming argument for
+    another name."""
     if isinstance(identifier, Initializer):
         return identifier
     if isinstance(identifier, str) and identifier in INITIALIZERS:

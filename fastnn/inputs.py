@@ -67,6 +67,7 @@ def count(argument: str, value, minimum: int) -> int:
 
 
 def fraction(argument: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)) or not 0 <= value < 1):
         raise ValueError(f"{argument}: expected a fraction in [0, 1), got {value!r}")
     return float(value)

@@ -41,10 +41,13 @@ def _positive_int(name: str, value) -> int:
 
 
 class Layer:
-    """Base class. Subclasses set ``units`` (output size) in :meth:`build`.
+    """The base class of layers (Dense, Dropout).
 
-    The step methods receive the backend module chosen for this step and
-    call its kernels directly: arguments were validated at the model boundary.
+    A subclass sets units (its output size) in build. The methods below other
+    than get_config are the layer protocol: Sequential calls them, a user does
+    not. The step methods (forward, backward) receive the backend module
+    chosen for this step and call its kernels directly: the arguments were
+    validated at the model boundary.
     """
 
     def __init__(self, input_dim: Optional[int] = None):
@@ -62,21 +65,25 @@ class Layer:
         return self.params + self.state
 
     def build(self, input_units: int, dtype: np.dtype, rng: np.random.Generator) -> None:
-        """Create parameters for inputs of ``input_units`` features."""
+        """Internal, called by Sequential: create parameters for inputs of input_units
+        features, of the model's dtype, drawn from rng."""
         self.input_dim = input_units
         self.built = True
 
     def adopt_storage(self, params: List[np.ndarray], grads: List[np.ndarray]) -> None:
-        """Use ``params`` and ``grads`` (same shapes, values already copied in) in place of
-        the arrays :meth:`build` made: the model moves them into one buffer each."""
+        """Internal, called by Sequential: use params and grads (same shapes, values already
+        copied in) in place of the arrays build made; the model moves them into one buffer
+        each."""
         self.params, self.grads = list(params), list(grads)
 
     def output_units(self, input_units: int) -> int:
-        """The output size for inputs of ``input_units`` features (known before build)."""
+        """Internal, called by Sequential: the output size for inputs of input_units
+        features (known before build)."""
         raise NotImplementedError
 
     def parameter_count(self, input_units: int) -> int:
-        """How many numbers the weights hold for ``input_units`` inputs, trainable or not."""
+        """Internal, called by Sequential: how many numbers the weights hold for input_units
+        inputs, trainable or not."""
         return 0
 
     def non_trainable_count(self, input_units: int) -> int:
@@ -88,27 +95,33 @@ class Layer:
     aliases_input = False
 
     def make_scratch(self, batch: int, dtype: np.dtype, training: bool) -> Any:
-        """Per-batch-size working memory of this layer (None when it needs none)."""
+        """Internal, called by Sequential: per-batch-size working memory of this layer
+        (None when it needs none)."""
         return None
 
     def set_rng(self, rng: np.random.Generator) -> None:
-        """Give the layer the generator of this fit (for random layers)."""
+        """Internal, called by Sequential: give the layer the generator of this fit (for
+        random layers)."""
 
     def forward(self, backend, x: np.ndarray, out: np.ndarray, scratch: Any,
                 training: bool) -> None:
-        """Write the layer's output for x (N, K) into out (N, M)."""
+        """Internal, called by Sequential: write the layer's output for x (N, K) into
+        out (N, M)."""
         raise NotImplementedError
 
     def backward(self, backend, x: np.ndarray, y: np.ndarray, dy: np.ndarray,
                  dx: Optional[np.ndarray], scratch: Any) -> None:
-        """Given dy = dL/dy (N, M), set ``self.grads`` and dx = dL/dx (N, K) unless None."""
+        """Internal, called by Sequential: given dy = dL/dy (N, M), set self.grads and
+        dx = dL/dx (N, K) unless dx is None."""
         raise NotImplementedError
 
     def get_config(self) -> Dict[str, Any]:
-        """The constructor arguments that rebuild this layer (weights aside), JSON-safe."""
+        """The constructor arguments that rebuild this layer (weights aside), as a JSON-safe
+        dict (as Keras' get_config)."""
         return {"input_dim": self.input_dim}
 
     def describe(self) -> str:
+        """Internal, called by Sequential.summary: the layer's short description."""
         return type(self).__name__
 
 
@@ -120,7 +133,8 @@ class _OutputActivation:
     activation = "identity"
 
     def defer_activation(self, deferred: bool) -> None:
-        """Leave the output activation to the loss and ``predict`` (or apply it here).
+        """Internal, called by Sequential.compile: leave the output activation to the loss
+        and predict (or apply it here).
 
         Deferred, the kernels run with the identity and the layer's output is
         the logits; the loss's gradient is then taken with respect to the logits.
@@ -132,7 +146,8 @@ class _OutputActivation:
         self.kernel_activation = "identity" if deferred else self.activation
 
     def finish_outputs(self, backend, outputs: np.ndarray) -> None:
-        """Apply the deferred activation to the logits (N, units) in place (for predict)."""
+        """Internal, called by Sequential.predict: apply the deferred activation to the
+        logits (N, units) in place."""
         if self.deferred_activation == "softmax":
             backend.softmax(outputs, outputs)
         elif self.deferred_activation == "sigmoid":
@@ -142,15 +157,39 @@ class _OutputActivation:
 
 
 class Dense(_OutputActivation, Layer):
-    """``y = activation(x @ w + b)``; w: (K, units), b: (units,).
+    """A fully connected layer: y = activation(x @ w + b), as Keras' Dense.
 
-    Forward is one backend ``linear_forward``; backward one ``linear_backward``
-    (with no input gradient for the first layer). A softmax output runs the
-    kernel with the identity: the loss fuses softmax with cross-entropy and
-    ``predict`` applies it. A sigmoid output is fused the same way with
-    binary cross-entropy (see :meth:`defer_activation`). ``use_bias=False`` (as
-    Keras; e.g. before a BatchNormalization, whose beta plays the bias) keeps no
-    bias: the kernels then add a constant zero vector.
+    units: the output size M, a positive int.
+    activation: one of these names:
+        None or "linear"  the identity (also "identity"; the default)
+        "relu"            max(z, 0)
+        "leaky_relu"      z for z > 0, else alpha * z
+        "sigmoid"         1 / (1 + exp(-z))
+        "tanh"            tanh(z)
+        "softmax"         row-wise softmax; output layer only, with a
+                          cross-entropy loss
+    kernel_initializer, bias_initializer: an Initializer object, or one of
+        these names (Keras' names and defaults, see fastnn.initializers):
+        "zeros", "ones", "random_uniform", "random_normal",
+        "glorot_uniform", "glorot_normal", "he_uniform", "he_normal".
+    alpha: the slope of leaky_relu below zero, a number >= 0.
+    input_dim: the input size K; needed on the first layer only to build the
+        model before fit (fit reads it from the data).
+    use_bias: False keeps no bias, as Keras (e.g. before a BatchNormalization,
+        whose beta plays the bias): the kernels then add a constant zero vector.
+
+    Shapes: x (N, K) -> y (N, units); w (K, units); b (units,); float32 or
+    float64, the model's dtype. Raises ValueError naming the argument for an
+    unknown activation or initializer name, or a units or input_dim that is
+    not a positive int; TypeError for a use_bias that is not a bool.
+
+    Forward is one fused backend kernel (linear_forward: matrix product, bias
+    and activation in one pass); backward is one linear_backward (with no
+    input gradient for the first layer). A softmax output runs the kernel with
+    the identity: the loss fuses softmax with cross-entropy and predict
+    applies it; a sigmoid output is fused the same way with binary
+    cross-entropy. Methods other than get_config are internal (called by
+    Sequential).
     """
 
     def __init__(self, units: int, activation: Optional[str] = None,
@@ -255,11 +294,18 @@ class Activation(_OutputActivation, Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: in training, zero each input with probability ``rate`` and
-    scale the rest by 1 / (1 - rate); outside training, pass inputs through.
+    """Inverted dropout, as Keras' Dropout: in training, zero each input with
+    probability rate and scale the rest by 1 / (1 - rate); outside training
+    (evaluate, predict), pass the inputs through.
 
-    The mask comes from ``seed`` when given, else from the generator of the
-    fit (seeded by ``fit(seed=...)``).
+    rate: the probability of dropping an input, a number in [0, 1).
+    seed: an int seeding the masks; None draws them from the generator of the
+        fit (seeded by fit(seed=...)).
+    input_dim: the input size, as for Dense.
+
+    Shapes: x (N, K) -> y (N, K), the model's dtype. Raises ValueError naming
+    rate for a value outside [0, 1). Methods other than get_config are internal
+    (called by Sequential).
     """
 
     def __init__(self, rate: float, seed: Optional[int] = None, input_dim: Optional[int] = None):

@@ -1,8 +1,12 @@
 """Losses: each one fused kernel that returns the mean loss and writes its gradient.
 
-A loss is called as ``loss(backend, outputs, targets, grad, scratch)`` with the
-output layer's result ``outputs`` (N, M) and returns the mean loss over the batch
-as a Python float; when ``grad`` (N, M) is given it is set to d(loss)/d(outputs).
+A loss is called as ``loss(backend, outputs, targets, grad, scratch, sample_weight)`` with
+the output layer's result ``outputs`` (N, M) and returns the mean loss over the
+batch as a Python float; when ``grad`` (N, M) is given it is set to
+d(loss)/d(outputs). ``sample_weight`` (N,), when given, weighs each row's loss as
+Keras' ``sample_weight`` does: the batch loss is ``sum_i w_i loss_i / N``
+(Keras' default reduction "sum_over_batch_size"), and each row of the gradient
+is scaled by its ``w_i`` with one vectorised multiply (no Python per row).
 For the cross-entropies, ``outputs`` are logits: the softmax (or sigmoid) of the
 output layer is fused into the loss, which is both faster and stable for any
 logit, and the layer's backward then uses the identity derivative.
@@ -25,6 +29,9 @@ import numpy as np
 
 from .metrics import BinaryAccuracy, CategoricalAccuracy
 from .validation import positive_number
+
+#: Probability targets (categorical_crossentropy) must sum to 1 per row within this.
+PROBABILITY_TOLERANCE = 1e-3
 
 
 def _numeric_array(argument: str, y) -> np.ndarray:
@@ -49,35 +56,46 @@ def _float_targets(argument: str, y, units: int, dtype: np.dtype) -> np.ndarray:
 
 
 class Loss:
-    """Base class; subclasses implement :meth:`__call__` and :meth:`targets`."""
+    """The base class of losses.
+
+    Sequential.compile accepts a Loss object or one of the names (Keras' names):
+    "sparse_categorical_crossentropy" (integer labels), "categorical_crossentropy"
+    (probability rows, usually one-hot), "binary_crossentropy" (targets in [0, 1]),
+    "mse" (also "mean_squared_error"). A subclass implements __call__ and
+    targets; the methods are internal (called by Sequential).
+    """
 
     name = ""
     #: The output activation this loss fuses (applies itself), or None.
     fused_activation: Optional[str] = None
 
-    def check_output_activation(self, activation: str) -> None:
-        """Raise ValueError when the output layer's activation does not suit this loss."""
+    def check_output_activation(self, activation: str, units: Optional[int] = None) -> None:
+        """Internal, called by Sequential.compile: raise ValueError when the output layer (its
+        activation and number of units) does not suit this loss."""
         if activation == "softmax" and self.fused_activation != "softmax":
             raise ValueError(f"loss: {self.name!r} cannot follow a softmax output; use "
                              "'categorical_crossentropy' or 'sparse_categorical_crossentropy'")
 
     def targets(self, y, units: int, dtype: np.dtype, argument: str = "y") -> np.ndarray:
-        """``y`` checked and converted to what :meth:`__call__` reads."""
+        """Internal, called by Sequential: y checked and converted to what __call__ reads."""
         raise NotImplementedError
 
     def accuracy(self, units: int):
-        """The accuracy metric that fits this loss's targets."""
+        """Internal, called by Sequential: the accuracy metric that fits this loss's
+        targets."""
         return CategoricalAccuracy()
 
     def make_scratch(self, batch: int, units: int, dtype: np.dtype) -> Any:
-        """Per-batch-size working memory of the loss."""
+        """Internal, called by Sequential: per-batch-size working memory of the loss."""
         return None
 
     def __call__(self, backend, outputs: np.ndarray, targets: np.ndarray,
                  grad: Optional[np.ndarray], scratch: Any,
                  sample_weight: Optional[np.ndarray] = None) -> float:
-        """Mean loss of the batch; sets grad (unless None). sample_weight: float (N,) of the
-        outputs' dtype, checked by the caller (finite, >= 0), or None."""
+        """Internal, called by Sequential: the mean loss of outputs (N, M) against targets
+        (rows weighted by sample_weight (N,) when given: sum(w * loss) / N, Keras'
+        sum_over_batch_size, inside the fused kernel); when grad (N, M) is given, it is set
+        to d(loss)/d(outputs)."""
         raise NotImplementedError
 
     def get_config(self) -> Dict[str, Any]:
@@ -121,13 +139,18 @@ class _SoftmaxCrossEntropy(Loss):
         self.from_logits = _flag("from_logits", from_logits)
         self.fused_activation = None if self.from_logits else "softmax"
 
-    def check_output_activation(self, activation):
+    def check_output_activation(self, activation, units=None):
         if self.from_logits:
             _check_from_logits(self, activation, "softmax")
         elif activation != "softmax":
             raise ValueError(f"loss: {self.name!r} needs a softmax output layer "
                              f"(Dense(..., activation='softmax')), got {activation!r}; for "
                              f"logits of a linear output layer use from_logits=True")
+        if units == 1:
+            raise ValueError(f"loss: a softmax over one output unit is 1.0 for every input, so "
+                             f"{self.name!r} would score a perfect loss of 0 and learn nothing; "
+                             "for two classes use Dense(1, activation='sigmoid') with "
+                             "'binary_crossentropy' (or Dense(2, activation='softmax'))")
 
     def make_scratch(self, batch, units, dtype):
         return np.empty(batch, dtype)  # the per-row losses
@@ -147,10 +170,15 @@ class _SoftmaxCrossEntropy(Loss):
 
 
 class CategoricalCrossentropy(_SoftmaxCrossEntropy):
-    """Targets are probability rows (N, C), usually one-hot.
+    """Cross-entropy of softmax(logits) with probability rows, as Keras'; the name
+    "categorical_crossentropy" in compile.
 
-    from_logits: see the module docstring. label_smoothing eps in [0, 1]: each target row
-    becomes ``(1 - eps) * y + eps / C`` (Keras, PyTorch).
+    Targets y: (N, C) rows of class probabilities >= 0, usually one-hot. The output layer
+    is Dense(C, "softmax") (or, with from_logits=True, a linear layer: logits); softmax and
+    cross-entropy run as one fused kernel. label_smoothing eps in [0, 1]: each target row
+    becomes ``(1 - eps) * y + eps / C`` (Keras, PyTorch). Raises ValueError for targets of
+    another shape or with negative values (for integer labels use
+    SparseCategoricalCrossentropy).
     """
 
     name = "categorical_crossentropy"
@@ -169,18 +197,20 @@ class CategoricalCrossentropy(_SoftmaxCrossEntropy):
                              f"(N, {units}); for integer labels (N,) use "
                              "'sparse_categorical_crossentropy'")
         y = _float_targets(argument, y, units, dtype)
-        if (y < 0).any():
-            raise ValueError(f"{argument}: class probabilities must be >= 0")
+        _check_probability_rows(argument, y)
         return y
 
 
 class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
-    """Targets are integer class labels (N,) in [0, C).
+    """Cross-entropy of softmax(logits) with integer class labels, as Keras'; the name
+    "sparse_categorical_crossentropy" in compile.
 
-    from_logits: see the module docstring. ignore_class: None or an int label (Keras'
-    ``ignore_class``, PyTorch's ``ignore_index``; it may lie outside [0, C), e.g. -1): its
-    rows add neither loss nor gradient, and the mean is over the other rows (0 when a batch
-    has none).
+    Targets y: (N,) integer labels in [0, C). The output layer is Dense(C, "softmax") (or,
+    with from_logits=True, a linear layer: logits); softmax and cross-entropy run as one
+    fused kernel. ignore_class: None or an int label (Keras' ``ignore_class``, PyTorch's
+    ``ignore_index``; it may lie outside [0, C), e.g. -1): its rows add neither loss nor
+    gradient, and the mean is over the other rows (0 when a batch has none).
+    Raises ValueError for a label out of range, TypeError for non-integral labels.
     """
 
     name = "sparse_categorical_crossentropy"
@@ -219,14 +249,16 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
 
 class BinaryCrossentropy(Loss):
     """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1],
-    one backend ``sigmoid_cross_entropy``.
+    as Keras'; the name "binary_crossentropy" in compile, one backend
+    ``sigmoid_cross_entropy``.
 
-    The output layer's sigmoid is fused in (or, with ``from_logits=True``, the linear
-    output layer gives the logits): from logits z and targets t,
-    ``loss = max(z, 0) - z t + log(1 + exp(-|z|))``, finite for every z, and
-    ``d loss / dz = (sigmoid(z) - t) / (N M)``, which the output layer's
-    backward takes as is (identity derivative). label_smoothing eps in [0, 1]: targets
-    become ``(1 - eps) * t + eps / 2`` (Keras).
+    Targets y: (N, M) values in [0, 1] ((N,) when M is 1). The output layer's sigmoid is
+    fused in (or, with from_logits=True, the linear output layer gives the logits): from
+    logits z and targets t,
+        loss = max(z, 0) - z t + log(1 + exp(-|z|)),   finite for every z,
+        d loss / dz = (sigmoid(z) - t) / (N M),
+    which the output layer's backward takes as is (identity derivative).
+    label_smoothing eps in [0, 1]: targets become ``(1 - eps) * t + eps / 2`` (Keras).
     """
 
     name = "binary_crossentropy"
@@ -237,7 +269,7 @@ class BinaryCrossentropy(Loss):
         self.fused_activation = None if self.from_logits else "sigmoid"
         self.label_smoothing = _smoothing(label_smoothing)
 
-    def check_output_activation(self, activation):
+    def check_output_activation(self, activation, units=None):
         if self.from_logits:
             _check_from_logits(self, activation, "sigmoid")
         elif activation != "sigmoid":
@@ -268,7 +300,11 @@ class BinaryCrossentropy(Loss):
 
 
 class MeanSquaredError(Loss):
-    """Mean over all outputs of (outputs - targets)**2, one backend ``mse``."""
+    """Mean over all outputs of (outputs - targets)**2, one backend mse kernel; the names
+    "mse" and "mean_squared_error" in compile.
+
+    Targets y: (N, M) numbers ((N,) when M is 1), converted to the model's dtype.
+    """
 
     name = "mse"
 
@@ -282,6 +318,24 @@ class MeanSquaredError(Loss):
     def __call__(self, backend, outputs, targets, grad, scratch, sample_weight=None):
         scale = 1.0 / outputs.size
         return backend.mse(outputs, targets, scale, grad, sample_weight) * scale
+
+
+def _check_probability_rows(argument: str, y: np.ndarray) -> None:
+    """Rows of ``y`` (N, C) must be probabilities: all >= 0, each summing to 1 within
+    :data:`PROBABILITY_TOLERANCE`; ValueError names ``argument`` and the first bad row.
+    (An all-zero row would otherwise score a loss of 0 whatever the model says.)"""
+    negative = (y < 0).any(axis=1)
+    sums = y.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1) > PROBABILITY_TOLERANCE
+    bad = np.flatnonzero(negative | off)
+    if bad.size:
+        row = int(bad[0])
+        problem = (f"has a negative probability {y[row][y[row] < 0][0]:g}" if negative[row]
+                   else f"sums to {sums[row]:g}")
+        raise ValueError(f"{argument}: row {row} {problem}; categorical_crossentropy expects "
+                         f"probability rows (one-hot or soft), each >= 0 and summing to 1 "
+                         f"(within {PROBABILITY_TOLERANCE:g}); for integer labels use "
+                         f"'sparse_categorical_crossentropy'")
 
 
 LOSSES: Dict[str, Type[Loss]] = {
@@ -298,7 +352,9 @@ def from_config(name: str, config: Optional[Dict[str, Any]] = None) -> Loss:
 
 
 def get(identifier: Union[str, Loss]) -> Loss:
-    """The loss named ``identifier``, or the Loss object itself."""
+    """The loss named identifier, or the Loss object itself. Names:
+    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "mse" (also "mean_squared_error"). Raises ValueError for another name."""
     if isinstance(identifier, Loss):
         return identifier
     name = _ALIASES.get(identifier, identifier) if isinstance(identifier, str) else None

@@ -14,16 +14,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import inputs
+from . import distributed, inputs
 from . import losses as losses_module
 from . import optimizers as optimizers_module
 from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
-from .callbacks import Callback, History
+from . import sample_weights
+from .callbacks import Callback, CallbackList, History, callback_list
 from .layers import Layer
-from .metrics import metric_names
+from .metrics import MetricSet, Totals, metric_names
 from .normalization import fuse_activations
-from .progress import EpochBar, format_logs
+from .progress import EpochBar
 from .workspace import Workspace
 
 #: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
@@ -35,7 +36,8 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
 
 
-Data = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
+#: Model-ready (x, targets, metric labels or None, row weights or None).
+Data = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]
 Schedule = List[Tuple[Workspace, Optional[np.ndarray], int]]
 
 
@@ -59,6 +61,11 @@ class Sequential:
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.metrics: List[str] = []
         self.built = False
+        #: Set True (e.g. by a callback) to end ``fit`` after the current batch; ``fit``
+        #: sets it False as it starts (Keras' protocol).
+        self.stop_training = False
+        #: The History of the last ``fit`` (None before any).
+        self.history: Optional[History] = None
         for layer in layers or ():
             self.add(layer)
 
@@ -114,8 +121,10 @@ class Sequential:
         parameters in one kernel call (optimizers.kernel_calls)."""
         params = [param for layer in self.layers for param in layer.params]
         total, shapes = sum(param.size for param in params), [param.shape for param in params]
-        param_views = optimizers_module.views_into(np.empty(total, self.dtype), shapes)
-        grad_views = optimizers_module.views_into(np.zeros(total, self.dtype), shapes)
+        self._parameter_storage = np.empty(total, self.dtype)
+        self._gradient_storage = np.zeros(total, self.dtype)
+        param_views = optimizers_module.views_into(self._parameter_storage, shapes)
+        grad_views = optimizers_module.views_into(self._gradient_storage, shapes)
         for view, param in zip(param_views, params):
             view[...] = param
         first = 0
@@ -130,9 +139,18 @@ class Sequential:
         """Choose the optimizer ("sgd", "adam" or an object), the loss and metrics."""
         if loss is None:
             raise ValueError(f"loss: required; one of {sorted(losses_module.LOSSES)}")
-        self.optimizer = optimizers_module.get(optimizer)
-        self.loss = losses_module.get(loss)
-        self.metrics = metric_names(metrics)
+        optimizer = optimizers_module.get(optimizer)
+        loss, metrics = losses_module.get(loss), metric_names(metrics)
+        output = self.layers[-1] if self.layers else None
+        if output is not None:  # check the output/loss/metrics before changing anything
+            loss.check_output_activation(getattr(output, "activation", "identity"),
+                                         output.units)
+            if metrics and output.units is not None:
+                MetricSet(metrics, loss, output)
+        optimizer.attach(self)  # an optimizer belongs to one model
+        if self.optimizer is not None and self.optimizer is not optimizer:
+            self.optimizer.detach(self)
+        self.optimizer, self.loss, self.metrics = optimizer, loss, metrics
         self._bind_training()
 
     def _bind_training(self) -> None:
@@ -141,7 +159,7 @@ class Sequential:
             return
         output = self.layers[-1]
         activation = getattr(output, "activation", "identity")
-        self.loss.check_output_activation(activation)
+        self.loss.check_output_activation(activation, getattr(output, "units", None))
         if hasattr(output, "defer_activation"):  # Dense, Activation
             output.defer_activation(activation == self.loss.fused_activation)
         if not self.built:
@@ -162,33 +180,38 @@ class Sequential:
         self.build(x.shape[1], seed)
         return x
 
-    def _metric(self):
-        return self.loss.accuracy(self.output_units) if self.metrics else None
+    def _metric_set(self) -> Optional[MetricSet]:
+        return MetricSet(self.metrics, self.loss, self.layers[-1]) if self.metrics else None
 
-    def _prepare(self, x, y, names=("x", "y"), seed: Optional[int] = None) -> Data:
-        """Checked model-ready ``(x, targets, metric labels or None)``."""
+    def _prepare(self, x, y, names=("x", "y", "sample_weight"), seed: Optional[int] = None,
+                 sample_weight=None, class_weight=None) -> Data:
+        """Checked model-ready ``(x, targets, metric labels or None, weights or None)``."""
         x = self._features(names[0], x, seed)
         targets = self.loss.targets(y, self.output_units, self.dtype, names[1])
         inputs.same_length(names[1], targets, len(x))
-        metric = self._metric()
-        return x, targets, (metric.labels_from_targets(targets) if metric else None)
+        weights = sample_weights.row_weights(sample_weight, class_weight, targets,
+                                             self.output_units, self.dtype, names[2])
+        metric_set = self._metric_set()
+        labels = metric_set.labels_from_targets(targets) if metric_set else None
+        return x, targets, labels, weights
 
     def _schedule(self, data: Data, batch: int, training: bool, order: np.ndarray,
                   loss: Optional[losses_module.Loss]) -> Schedule:
         """The steps of one pass over ``data``: (workspace, rows of data to load, first row).
 
-        Batches are rows ``order[start:start + batch]``; the views stay valid when
-        ``order`` is shuffled in place. A single full batch reads the data in place.
-        ``loss`` None (predict) makes workspaces without loss or metric buffers.
+        Batches are rows ``order[start:start + batch]`` of ``data``, over all of ``order``
+        (every row of the data, or a rank's shard under MPI); the views stay valid when
+        ``order`` is rewritten in place. A single full batch of every row reads the data in
+        place. ``loss`` None (predict) makes workspaces without loss or metric buffers.
         """
-        samples = len(data[0])
-        metric = self._metric() if loss is not None else None
+        samples = len(order)
+        metric_set = self._metric_set() if loss is not None else None
 
         def workspace(rows: int, bind_data: bool = False) -> Workspace:
-            return Workspace(self.layers, loss, metric, rows, self.dtype, training, data,
+            return Workspace(self.layers, loss, metric_set, rows, self.dtype, training, data,
                              bind_data)
 
-        if batch >= samples:
+        if batch >= samples and samples == len(data[0]):
             return [(workspace(samples, bind_data=True), None, 0)]
         full, remainder = workspace(batch), samples % batch
         last = workspace(remainder) if remainder else None
@@ -198,29 +221,44 @@ class Sequential:
     # -- training ------------------------------------------------------------
 
     def fit(self, x, y, epochs: int = 1, batch_size: Optional[int] = 32, shuffle: bool = True,
-            validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
+            validation_data: Optional[Tuple[Any, ...]] = None, validation_split: float = 0.0,
             verbose: int = 1, seed: Optional[int] = None,
-            callbacks: Optional[Sequence[Callback]] = None) -> History:
+            callbacks: Optional[Sequence[Callback]] = None, class_weight=None,
+            sample_weight=None) -> History:
         """Train for ``epochs`` passes over (x, y); returns the per-epoch History.
 
         x: (N, features), converted to the model's dtype. y: what the loss
         expects: integer labels (N,) for sparse_categorical_crossentropy,
-        one-hot rows (N, C) for categorical_crossentropy, values (N, M) for
-        mse and binary_crossentropy.
+        probability (usually one-hot) rows (N, C) for categorical_crossentropy,
+        values (N, M) for mse and binary_crossentropy.
         batch_size: rows per step; None means all N (full-batch gradient
         descent), 1 plain stochastic gradient descent. shuffle: a new order of
-        the rows every epoch, from ``seed``. validation_split: the last
-        fraction of the rows (before shuffling) is held out for validation,
-        as in Keras. verbose: 0 silent, 1 a progress bar per epoch, 2 one line
-        per epoch.
+        the rows every epoch, from ``seed``. validation_data: (x_val, y_val) or
+        (x_val, y_val, sample_weight_val). validation_split: the last
+        ``N - floor(N * (1 - validation_split))`` rows (before shuffling) are held
+        out for validation, Keras' arithmetic; ValueError when that leaves either
+        part empty. verbose: 0 silent, 1 a progress bar per epoch on a terminal
+        (one line per epoch otherwise), 2 one line per epoch (see fastnn.progress).
+        callbacks: :class:`fastnn.callbacks.Callback` objects (the Keras
+        protocol: ``model.stop_training = True`` ends training after the current
+        batch). class_weight: {class: weight}; sample_weight: (N,) weights >= 0
+        (not both; see :mod:`fastnn.sample_weights`).
+        Under MPI (``mpiexec``; see :mod:`fastnn.distributed`) every rank trains on its shard
+        of each epoch's rows at ``batch_size`` rows a step, with gradients averaged across
+        ranks, and History holds the global figures.
         """
         self._require_compiled()
         epochs = inputs.count("epochs", epochs, 1)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        _check_verbose(verbose)
         split = inputs.fraction("validation_split", validation_split)
+        comm = distributed.current()
+        parallel = distributed.DataParallel(comm) if comm is not None else None
+        if parallel is not None:  # one data order and one start on every rank
+            seed = parallel.shared_seed(seed)
+            verbose = verbose if comm.rank == 0 else 0
         build_seed, train_seed = np.random.SeedSequence(seed).spawn(2)
-        data = self._prepare(x, y, seed=None if seed is None else build_seed)
+        data = self._prepare(x, y, seed=None if seed is None else build_seed,
+                             sample_weight=sample_weight, class_weight=class_weight)
         validation = None
         if validation_data is not None:
             if split:
@@ -229,124 +267,186 @@ class Sequential:
             validation = self._validation_data(validation_data)
         elif split:
             data, validation = _split_off(data, split)
-        samples = len(data[0])
-        batch = inputs.batch_size(batch_size, samples)
+            if class_weight is not None:  # as Keras: class_weight weighs the training rows only
+                validation = validation[:3] + (None,)
         rng = np.random.default_rng(train_seed)
         for layer in self.layers:
             layer.set_rng(rng)
-        order = np.arange(samples)
+        permutation = np.arange(len(data[0]))
+        if parallel is not None:
+            parallel.broadcast_model(self)
+            order = np.empty(parallel.local_rows(len(permutation)), np.int64)
+            parallel.shard(permutation, order)
+            if validation:
+                validation = _rows_of(validation, parallel.validation_rows(len(validation[0])))
+        else:
+            order = permutation
+        samples = len(order)
+        batch = inputs.batch_size(batch_size, samples)
         schedule = self._schedule(data, batch, True, order, self.loss)
-        shuffled = shuffle and len(schedule) > 1  # a full batch's mean ignores the order
+        # a full batch's mean ignores the order, unless it is a shard of a new permutation
+        shuffled = shuffle and (len(schedule) > 1 or parallel is not None)
         validation_schedule = (self._schedule(validation, INFERENCE_BATCH, False,
                                               np.arange(len(validation[0])), self.loss)
                                if validation else None)
         history = History()
-        hooks = [history] + list(callbacks or ())
-        for hook in hooks:
-            hook.set_model(self)
-            hook.on_train_begin()
+        hooks = callback_list(callbacks, self, {"epochs": epochs, "steps": len(schedule),
+                                                "verbose": verbose}, history)
+        self.stop_training = False
+        hooks.on_train_begin()
+        logs = None
         for epoch in range(epochs):
-            for hook in hooks:
-                hook.on_epoch_begin(epoch)
+            hooks.on_epoch_begin(epoch)
             if shuffled:
-                rng.shuffle(order)
+                rng.shuffle(permutation)
+                if parallel is not None:
+                    parallel.shard(permutation, order)
             logs = None
-            totals = _Totals(self.metrics, self._metric(), self.output_units)
-            bar = EpochBar(epoch, epochs, samples, totals.logs) if verbose == 1 else None
+            totals = Totals(self._metric_set())
+            bar = EpochBar(epoch, epochs, samples, totals.logs, verbose) if verbose else None
             try:
-                self._train_epoch(schedule, totals, bar, epoch)
-                logs = totals.logs()
-                if validation_schedule:
-                    val_logs = self._evaluate_schedule(validation_schedule)
+                self._train_epoch(schedule, totals, bar, epoch, hooks, parallel)
+                logs = totals.reduced(parallel).logs()
+                if validation is not None:
+                    val_logs = self._evaluate_schedule(validation_schedule, hooks, parallel)
                     logs.update({f"val_{key}": value for key, value in val_logs.items()})
             finally:
                 if bar is not None:
                     bar.close(totals.logs() if logs is None else logs)
-            if verbose == 2:
-                print(f"Epoch {epoch + 1}/{epochs}: {format_logs(logs)}")
-            for hook in hooks:
-                hook.on_epoch_end(epoch, logs)
-        for hook in hooks:
-            hook.on_train_end()
+            hooks.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        hooks.on_train_end(logs)
         return history
 
     def _validation_data(self, validation_data) -> Data:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-            raise ValueError("validation_data: expected a pair (x_val, y_val)")
-        return self._prepare(*validation_data, names=("validation_data[0]",
-                                                      "validation_data[1]"))
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3)):
+            raise ValueError("validation_data: expected a pair (x_val, y_val) or a triple "
+                             "(x_val, y_val, sample_weight_val)")
+        weights = validation_data[2] if len(validation_data) == 3 else None
+        return self._prepare(validation_data[0], validation_data[1],
+                             names=("validation_data[0]", "validation_data[1]",
+                                    "validation_data[2]"), sample_weight=weights)
 
-    def _train_epoch(self, schedule: Schedule, totals: "_Totals", bar: Optional[EpochBar],
-                     epoch: int) -> None:
-        """One pass of training steps, summing the loss and metrics into ``totals``."""
+    def _train_epoch(self, schedule: Schedule, totals: Totals, bar: Optional[EpochBar],
+                     epoch: int, hooks: CallbackList,
+                     parallel: Optional[distributed.DataParallel] = None) -> None:
+        """One pass of training steps, summing the loss and metrics into ``totals``; ends
+        early when ``stop_training`` is set. Batch hooks run only when a callback has them.
+        parallel: under MPI, the gradients of each step are averaged across the ranks
+        before the update, and a non-finite loss on any rank stops every rank."""
         optimizer_step = self.optimizer.step
-        counting = bool(self.metrics)
+        metric_set = totals.metric_set
+        batch_hooks = hooks.batch_hooks("train")
         for step, (workspace, rows, _) in enumerate(schedule):
+            if batch_hooks:
+                hooks.on_train_batch_begin(step, {})
             backend = get_backend()
             if rows is not None:
                 workspace.load_rows(backend, rows)
             workspace.forward(backend, True)
             loss = workspace.loss_value(backend, True)
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) if parallel is None else parallel.loss_is_finite(loss)):
                 raise NonFiniteLossError(
                     f"loss is {loss} at epoch {epoch + 1}, step {step + 1} of {len(schedule)} "
                     f"(counting from 1); the weights are left as before this step. Lower the "
                     f"learning rate, or check the data for extreme values")
-            if counting:
-                totals.correct += workspace.count_correct(backend)
+            if metric_set is not None:
+                workspace.count_metrics(backend, totals.sums)
             workspace.backward(backend)
+            if parallel is not None:
+                parallel.average_gradients(self._gradient_storage)
             optimizer_step(backend)
             totals.loss_sum += loss * workspace.batch
             totals.samples += workspace.batch
             if bar is not None:
                 bar.advance(workspace.batch)
+            if batch_hooks:
+                hooks.on_train_batch_end(step, totals.logs())
+            if self.stop_training:
+                break
 
     # -- inference -----------------------------------------------------------
 
-    def _evaluate_schedule(self, schedule: Schedule) -> Dict[str, float]:
-        totals = _Totals(self.metrics, self._metric(), self.output_units)
-        for workspace, rows, _ in schedule:
+    def _evaluate_schedule(self, schedule: Optional[Schedule],
+                           hooks: Optional[CallbackList] = None,
+                           parallel: Optional[distributed.DataParallel] = None
+                           ) -> Dict[str, float]:
+        """The loss and metrics over ``schedule`` (None: no rows here), summed over the
+        ranks under MPI."""
+        totals = Totals(self._metric_set())
+        batch_hooks = hooks is not None and hooks.batch_hooks("test")
+        if hooks is not None:
+            hooks.on_test_begin()
+        for step, (workspace, rows, _) in enumerate(schedule or ()):
+            if batch_hooks:
+                hooks.on_test_batch_begin(step, {})
             backend = get_backend()
             if rows is not None:
                 workspace.load_rows(backend, rows)
             workspace.forward(backend, False)
             totals.loss_sum += workspace.loss_value(backend, False) * workspace.batch
             totals.samples += workspace.batch
-            if totals.metric is not None:
-                totals.correct += workspace.count_correct(backend)
-        return totals.logs()
+            if totals.metric_set is not None:
+                workspace.count_metrics(backend, totals.sums)
+            if batch_hooks:
+                hooks.on_test_batch_end(step, totals.logs())
+        logs = totals.reduced(parallel).logs()
+        if hooks is not None:
+            hooks.on_test_end(logs)
+        return logs
 
     def evaluate(self, x, y, batch_size: Optional[int] = INFERENCE_BATCH,
-                 return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+                 return_dict: bool = False, sample_weight=None,
+                 callbacks: Optional[Sequence[Callback]] = None,
+                 verbose: int = 0) -> Union[float, List[float], Dict[str, float]]:
         """Mean loss (and metrics) on (x, y), without training.
 
         Returns the loss, or ``[loss, *metrics]`` when compiled with metrics, or
         a dict when ``return_dict``. batch_size bounds memory only (None: all rows).
+        sample_weight: (N,) weights >= 0 of each row's loss (the loss is then
+        ``sum_i w_i loss_i / N``, as Keras). callbacks: their ``on_test_*`` hooks run.
+        verbose: accepted as Keras' (0, 1, 2); evaluate prints nothing.
         """
         self._require_compiled()
-        data = self._prepare(x, y)
+        _check_verbose(verbose)
+        data = self._prepare(x, y, sample_weight=sample_weight)
         batch = inputs.batch_size(batch_size, len(data[0]))
-        logs = self._evaluate_schedule(self._schedule(data, batch, False,
-                                                      np.arange(len(data[0])), self.loss))
+        schedule = self._schedule(data, batch, False, np.arange(len(data[0])), self.loss)
+        hooks = callback_list(callbacks, self, {"steps": len(schedule), "verbose": verbose})
+        logs = self._evaluate_schedule(schedule, hooks)
         if return_dict:
             return logs
         return logs["loss"] if not self.metrics else list(logs.values())
 
-    def predict(self, x, batch_size: Optional[int] = INFERENCE_BATCH) -> np.ndarray:
+    def predict(self, x, batch_size: Optional[int] = INFERENCE_BATCH,
+                callbacks: Optional[Sequence[Callback]] = None, verbose: int = 0) -> np.ndarray:
         """Outputs (N, units) of the model's dtype: probabilities for a softmax or sigmoid
-        output. batch_size bounds memory only (None: all rows at once)."""
+        output. batch_size bounds memory only (None: all rows at once). callbacks: their
+        ``on_predict_*`` hooks run (``on_predict_batch_end`` gets the batch's outputs).
+        verbose: accepted as Keras' (0, 1, 2); predict prints nothing."""
+        _check_verbose(verbose)
         x = self._features("x", x)
         batch = inputs.batch_size(batch_size, len(x))
         result = np.empty((len(x), self.output_units), self.dtype)
-        schedule = self._schedule((x, None, None), batch, False, np.arange(len(x)), None)
-        for workspace, rows, start in schedule:
+        schedule = self._schedule((x, None, None, None), batch, False, np.arange(len(x)), None)
+        hooks = callback_list(callbacks, self, {"steps": len(schedule), "verbose": verbose})
+        batch_hooks = hooks.batch_hooks("predict")
+        output = self.layers[-1]
+        hooks.on_predict_begin()
+        for step, (workspace, rows, start) in enumerate(schedule):
+            if batch_hooks:
+                hooks.on_predict_batch_begin(step, {})
             backend = get_backend()
             if rows is not None:
                 workspace.load_rows(backend, rows)
-            result[start:start + workspace.batch] = workspace.forward(backend, False)
-        output = self.layers[-1]
-        if hasattr(output, "finish_outputs"):  # Dense, Activation
-            output.finish_outputs(backend, result)
+            outputs = result[start:start + workspace.batch]
+            outputs[...] = workspace.forward(backend, False)
+            if hasattr(output, "finish_outputs"):  # Dense, Activation
+                output.finish_outputs(backend, outputs)
+            if batch_hooks:
+                hooks.on_predict_batch_end(step, {"outputs": outputs})
+        hooks.on_predict_end()
         return result
 
     def predict_classes(self, x, batch_size: Optional[int] = INFERENCE_BATCH) -> np.ndarray:
@@ -431,9 +531,21 @@ class Sequential:
 
     def save(self, path) -> None:
         """Architecture, compile settings, weights and the optimizer's state in one .npz
-        file (no pickle), written atomically (a temporary file, then renamed)."""
+        file (no pickle), written atomically with the mode a plain ``open`` gives (and
+        an overwritten file's mode kept); see :mod:`fastnn.files`. Under MPI
+        (:mod:`fastnn.distributed`) only rank 0 writes: every rank holds the same model."""
         from .serialization import save_model
+        if not distributed.is_main():  # under MPI, rank 0 alone writes (all hold the same)
+            return
         save_model(self, path)
+
+    def save_weights(self, path) -> None:
+        """Like :meth:`save` without the optimizer's state: what ``load_weights`` (or
+        ``load_model``) reads back. Under MPI only rank 0 writes."""
+        from .serialization import save_model
+        if not distributed.is_main():
+            return
+        save_model(self, path, include_optimizer=False)
 
     def load_weights(self, path) -> None:
         """Set the weights from a file saved by :meth:`save` of the same architecture;
@@ -442,34 +554,26 @@ class Sequential:
         self.set_weights(read_weights_for(self, path))
 
 
-class _Totals:
-    """Running sums of an epoch (or evaluation): loss * rows, rows, correct decisions."""
-
-    def __init__(self, metric_names: List[str], metric, units: int):
-        self.names, self.metric = metric_names, metric
-        self.decisions = metric.decisions_per_sample(units) if metric else 1
-        self.loss_sum, self.samples, self.correct = 0.0, 0, 0
-
-    def logs(self) -> Dict[str, float]:
-        samples = max(self.samples, 1)
-        logs = {"loss": self.loss_sum / samples}
-        for name in self.names:  # "accuracy" is the only metric
-            logs[name] = self.correct / (samples * self.decisions)
-        return logs
+def _check_verbose(verbose) -> None:
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
 
 
 def _split_off(data: Data, fraction: float) -> Tuple[Data, Data]:
-    """The first rows for training and the last ``fraction`` for validation (as Keras)."""
+    """The first rows for training and the last for validation, Keras' arithmetic:
+    training keeps ``floor(N * (1 - fraction))`` rows (keras.utils' train_validation_split)."""
     samples = len(data[0])
-    held_out = int(samples * fraction)
-    if held_out == 0 or held_out == samples:
+    cut = int(math.floor(samples * (1.0 - fraction)))
+    if cut == 0 or cut == samples:
         raise ValueError(f"validation_split: {fraction} of {samples} samples leaves "
-                         f"{held_out} for validation and {samples - held_out} for training")
-    cut = samples - held_out
+                         f"{samples - cut} for validation and {cut} for training; give more "
+                         f"data or another validation_split")
 
-    def part(rows: slice) -> Data:
-        x, targets, labels = (None if array is None else np.ascontiguousarray(array[rows])
-                              for array in data)
-        return x, targets, (targets if data[2] is data[1] else labels)
+    return _rows_of(data, slice(0, cut)), _rows_of(data, slice(cut, None))
 
-    return part(slice(0, cut)), part(slice(cut, None))
+
+def _rows_of(data: Data, rows: slice) -> Data:
+    """The given rows of model-ready data, contiguous; sparse labels stay shared."""
+    x, targets, labels, weights = (None if array is None else np.ascontiguousarray(array[rows])
+                                   for array in data)
+    return x, targets, (targets if data[2] is data[1] else labels), weights

@@ -6,11 +6,18 @@ updates every parameter in place from its gradient buffer. A model keeps its
 parameters back to back in one buffer and its gradients in another, so small
 parameters next to each other share one kernel call (see :func:`kernel_calls`).
 Hyperparameters are plain attributes read at every step, so
-``optimizer.lr = 0.001`` between epochs takes effect at once.
+``optimizer.lr = 0.001`` (or Keras' name, ``optimizer.learning_rate``) between
+epochs takes effect at once.
+
+An optimizer belongs to one model (:meth:`Optimizer.attach`): its state lies
+beside that model's parameters, so compiling one optimizer object into a second
+model raises ValueError, as Keras does, instead of silently stepping the wrong
+model.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import numpy as np
@@ -103,20 +110,60 @@ def _zeros_for(params: Sequence[np.ndarray], calls):
 
 
 class Optimizer:
-    """Base class: subclasses allocate state in :meth:`bind` and update in :meth:`step`."""
+    """The base class of optimizers (SGD, Adam).
+
+    Sequential.compile accepts an Optimizer object or one of the names "sgd"
+    and "adam" (default settings). A subclass allocates its state in bind and
+    updates the parameters in step; both are internal (called by Sequential).
+    """
 
     name = ""
 
     def __init__(self, lr: float, weight_decay: float):
         self.lr = positive_number("lr", lr)
         self.weight_decay = positive_number("weight_decay", weight_decay, allow_zero=True)
+        self._owner: Optional[weakref.ref] = None
+
+    @property
+    def learning_rate(self) -> float:
+        """Keras' name for lr; setting it checks the value (a finite number > 0)."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value) -> None:
+        self.lr = positive_number("learning_rate", value)
+
+    def attach(self, model) -> None:
+        """Internal, called by Sequential.compile: make this optimizer the model's.
+
+        Raises ValueError when another live model owns it: the optimizer's state
+        (momentum, Adam's moments and step count) follows one model's parameters,
+        and sharing it would step whichever model was built last. Give each model
+        its own, e.g. type(opt)(**opt.get_config()) or a name like "sgd".
+        """
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None and owner is not model:
+            raise ValueError(
+                f"optimizer: this {type(self).__name__} object is already compiled into "
+                f"another model; an optimizer belongs to one model (its state follows that "
+                f"model's parameters). Give this model its own: "
+                f"{type(self).__name__}(**optimizer.get_config()) or the name {self.name!r}")
+        self._owner = weakref.ref(model)
+
+    def detach(self, model) -> None:
+        """Internal, called by Sequential.compile: release the optimizer from the model
+        (when the model is recompiled with another one)."""
+        if self._owner is not None and self._owner() is model:
+            self._owner = None
 
     def bind(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-        """Track ``params`` (updated in place) and their gradient buffers; reset the state."""
+        """Internal, called by Sequential: track params (updated in place) and their
+        gradient buffers; reset the state."""
         raise NotImplementedError
 
     def step(self, backend) -> None:
-        """Update every bound parameter from its gradient, with the given backend."""
+        """Internal, called by Sequential.fit: update every bound parameter from its
+        gradient, with the given backend."""
         raise NotImplementedError
 
     def state(self) -> Dict[str, np.ndarray]:
@@ -125,7 +172,7 @@ class Optimizer:
         raise NotImplementedError
 
     def load_state(self, state: Dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state` of an optimizer bound to parameters of the same shapes.
+        """Restore the state() of an optimizer bound to parameters of the same shapes.
         Everything is checked before anything changes; ValueError names what does not fit."""
         current = self.state()
         if set(state) != set(current):
@@ -154,10 +201,19 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum, Nesterov and weight decay.
+    """Stochastic gradient descent with PyTorch's momentum, Nesterov and weight decay
+    (torch.optim.SGD); the name "sgd" in compile gives SGD() with these defaults.
 
-    ``g = grad + weight_decay * param``; with momentum ``v = momentum * v + g``
-    and ``g = v`` (or ``g + momentum * v`` with Nesterov); ``param -= lr * g``.
+    lr: the learning rate, a finite number > 0 (default 0.01).
+    momentum: in [0, 1) (default 0, plain SGD).
+    nesterov: Nesterov momentum (needs momentum > 0).
+    weight_decay: L2 penalty added to the gradient, >= 0 (default 0).
+
+    Each step, for each parameter p with gradient grad:
+        g = grad + weight_decay * p
+        with momentum: v = momentum * v + g, then g = v (Nesterov: g = g + momentum * v)
+        p = p - lr * g
+    Raises ValueError naming the argument for a value out of range.
     """
 
     name = "sgd"
@@ -203,7 +259,17 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's defaults and L2 ``weight_decay``."""
+    """Adam (Kingma & Ba, 2015) with PyTorch's defaults (torch.optim.Adam) and L2 weight
+    decay; the name "adam" in compile gives Adam() with these defaults.
+
+    lr: the learning rate, a finite number > 0 (default 0.001).
+    beta1, beta2: decay rates of the first and second moment estimates, in [0, 1)
+        (defaults 0.9 and 0.999).
+    eps: added to the square root of the second moment, > 0 (default 1e-8).
+    weight_decay: L2 penalty added to the gradient, >= 0 (default 0).
+
+    Raises ValueError naming the argument for a value out of range.
+    """
 
     name = "adam"
 
@@ -256,7 +322,8 @@ OPTIMIZERS: Dict[str, Type[Optimizer]] = {cls.name: cls for cls in (SGD, Adam)}
 
 
 def get(identifier: Union[str, Optimizer]) -> Optimizer:
-    """The optimizer named ``identifier`` (default settings), or the object itself."""
+    """The optimizer named identifier ("sgd" or "adam", default settings; any case), or the
+    Optimizer object itself. Raises ValueError for another name."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in OPTIMIZERS:
@@ -266,5 +333,5 @@ def get(identifier: Union[str, Optimizer]) -> Optimizer:
 
 
 def from_config(name: str, config: Dict[str, Any]) -> Optimizer:
-    """Rebuild an optimizer saved by :meth:`Optimizer.get_config`."""
+    """Rebuild an optimizer saved by Optimizer.get_config."""
     return OPTIMIZERS[get(name).name](**config)

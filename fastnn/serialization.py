@@ -4,8 +4,9 @@ The file holds a marker, a format version, the architecture and compile
 settings as a JSON string, each parameter array as ``param_<layer>_<i>``, and
 the optimizer's state (momentum, Adam's moments and step count) as
 ``optimizer_<name>``, so that training resumes where it stopped.
-It is written to a temporary file beside the target and renamed over it, so
-an interrupted save never leaves a half-written model. Reading uses
+It is written atomically by :func:`fastnn.files.atomic_write` (a temporary
+file beside the target, renamed over it, with the mode a plain ``open`` would
+give), so an interrupted save never leaves a half-written model. Reading uses
 ``allow_pickle=False`` and checks everything before building anything, so a
 malformed or foreign file raises :class:`ModelFileError` and changes nothing.
 """
@@ -14,19 +15,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from . import layers as layers_module
+from .files import atomic_write
 from . import losses as losses_module
 from . import optimizers as optimizers_module
 
 MARKER = "fastnn.Sequential"
 FORMAT_VERSION = 1
 OPTIMIZER_PREFIX = "optimizer_"
+#: The first bytes of every .npz file (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class ModelFileError(ValueError):
@@ -45,7 +48,10 @@ def _config_of(model) -> Dict[str, Any]:
             "compile": compiled}
 
 
-def save_model(model, path) -> None:
+def save_model(model, path, include_optimizer: bool = True) -> None:
+    """Write ``model`` to ``path``; without ``include_optimizer`` the file holds the
+    architecture and weights only (what ``save_weights`` writes; ``load_weights`` reads
+    either)."""
     if not model.built:
         raise ValueError("model: not built yet, so there are no weights to save; fit it or "
                          "call build() first")
@@ -54,36 +60,33 @@ def save_model(model, path) -> None:
     for position, layer in enumerate(model.layers):
         for index, param in enumerate(layer.weights):  # trainable, then moving statistics
             arrays[f"param_{position}_{index}"] = param
-    if model.optimizer is not None:
+    if model.optimizer is not None and include_optimizer:
         for name, value in model.optimizer.state().items():
             arrays[f"{OPTIMIZER_PREFIX}{name}"] = value
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_write(path, what="the model") as file:
+        np.savez_compressed(file, **arrays)
 
 
 def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """The config and every array of a model file, all checked for form."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: not a fastnn model file (it is a folder)")
+    with open(path, "rb") as file:
+        start = file.read(len(ZIP_MAGIC))
+    if start != ZIP_MAGIC:  # text, pickle, a bare .npy array...: NumPy's own errors would
+        # talk about pickles and allow_pickle, which is no advice for a model file
+        raise ModelFileError(f"{path}: not a fastnn model file (a fastnn model is an .npz "
+                             f"archive, as written by Sequential.save; this file is not one)")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not hasattr(archive, "files"):  # a bare .npy array, not an .npz archive
-            raise ModelFileError(f"{path}: not a fastnn model file (a single .npy array)")
-        with archive:
+        with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except ModelFileError:
-        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a readable fastnn model file: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        reason = ("it holds pickled Python objects, which a fastnn model never does"
+                  if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}")
+        raise ModelFileError(f"{path}: not a fastnn model file, or a damaged one "
+                             f"({reason})") from exc
     marker = arrays.get("fastnn_format")
     if marker is None or marker.shape != () or str(marker) != MARKER:
         raise ModelFileError(f"{path}: not a fastnn model file (no {MARKER!r} marker)")

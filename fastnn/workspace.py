@@ -19,26 +19,26 @@ class Workspace:
     """Buffers for batches of ``batch`` rows.
 
     layers: the model's built layers; loss: a :class:`fastnn.losses.Loss` (or
-    None for predict); metric: an accuracy object or None.
-    data: the model-ready arrays ``(x, targets, labels)`` (targets and labels
+    None for predict); metrics: a :class:`fastnn.metrics.MetricSet` or None.
+    data: the model-ready arrays ``(x, targets, labels, weights)`` (all but x
     may be None) that batches are drawn from; with ``bind_data`` the workspace
     reads them directly (a full batch needs no copy).
     """
 
-    def __init__(self, layers: Sequence, loss, metric, batch: int, dtype: np.dtype,
+    def __init__(self, layers: Sequence, loss, metrics, batch: int, dtype: np.dtype,
                  training: bool, data: Sequence[Optional[np.ndarray]], bind_data: bool = False):
-        x, targets, labels = data
+        x, targets, labels, weights = data
         self.batch = batch
-        self.loss, self.metric = loss, metric
+        self.loss, self.metrics = loss, metrics
         if bind_data:
-            self.x, self.targets, self.labels = x, targets, labels
+            self.x, self.targets, self.labels, self.weights = x, targets, labels, weights
             self._copies = ()
         else:
-            self.x, self.targets, self.labels = (_rows_like(array, batch)
-                                                 for array in (x, targets, labels))
+            self.x, self.targets, self.labels, self.weights = (
+                _rows_like(array, batch) for array in (x, targets, labels, weights))
             if labels is targets:  # sparse labels serve as targets and metric labels alike
                 self.labels = self.targets
-            pairs = [(x, self.x), (targets, self.targets)]
+            pairs = [(x, self.x), (targets, self.targets), (weights, self.weights)]
             if labels is not targets:
                 pairs.append((labels, self.labels))
             self._copies = tuple((source, buffer) for source, buffer in pairs
@@ -53,7 +53,7 @@ class Workspace:
         self._forward = tuple(zip(layers, inputs, outputs, scratch))
         units = layers[-1].units
         self.loss_scratch = loss.make_scratch(batch, units, dtype) if loss else None
-        self.metric_scratch = metric.make_scratch(batch, units) if metric else None
+        self.metric_scratch = metrics.make_scratch(batch, dtype) if metrics else None
         self.output_grad = None
         self._backward = ()
         if training:
@@ -80,10 +80,13 @@ class Workspace:
     def loss_value(self, backend, with_gradient: bool) -> float:
         """Mean loss of the batch's outputs; with_gradient also sets ``output_grad``."""
         return self.loss(backend, self.outputs, self.targets,
-                         self.output_grad if with_gradient else None, self.loss_scratch)
+                         self.output_grad if with_gradient else None, self.loss_scratch,
+                         self.weights)
 
-    def count_correct(self, backend) -> int:
-        return self.metric.count(backend, self.outputs, self.labels, self.metric_scratch)
+    def count_metrics(self, backend, sums) -> None:
+        """Add each metric's sum over the batch to ``sums`` (a list, one per metric)."""
+        self.metrics.count(backend, self.outputs, self.targets, self.labels,
+                           self.metric_scratch, sums)
 
     def backward(self, backend) -> None:
         """Every layer's parameter gradients from ``output_grad`` (set by the loss)."""

@@ -17,3 +17,6 @@ temp_copy() {
     printf -v "$1" '%s' "$copy"
 }
 TEMP_COPIES=()
+# A copy tests another build of the C kernels; the install paths (tests/test_install.py, a few
+# minutes of venvs and builds) are tested once by the normal run, not again under each build.
+export FASTNN_SKIP_INSTALL_TESTS=1

@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, settings
 
 import fastnn
 from fastnn import backends as registry
+from fastnn import environment
 
 #: The backends under test: every one that loads here, or those named in FASTNN_TEST_BACKENDS
 #: (comma-separated; kernels/vector_paths.sh tests its builds of backend "c" alone).
-BACKENDS = [name for name in fastnn.available_backends()
-            if name in os.environ.get("FASTNN_TEST_BACKENDS", name).split(",")]
+#: A misspelt name is an error (fastnn.environment), not a silently empty list.
+_ASKED = environment.backend_list("FASTNN_TEST_BACKENDS")
+BACKENDS = [name for name in fastnn.available_backends() if _ASKED is None or name in _ASKED]
 DTYPES = [np.float32, np.float64]
 
 #: Per-dtype tolerances against the float64 oracle: (rtol, atol per unit of scale).

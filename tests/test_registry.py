@@ -11,6 +11,7 @@ import pytest
 
 import fastnn
 from fastnn import backends as registry
+from fastnn import environment
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -139,8 +140,7 @@ def test_info_command_lists_every_backend():
 def test_backends_required_here_are_available():
     """CI names the backends that must have built (FASTNN_REQUIRE_BACKENDS=c,numba,numpy),
     so that a failed C build or Numba import cannot pass silently as 'unavailable'."""
-    required = [name for name in os.environ.get("FASTNN_REQUIRE_BACKENDS", "numpy").split(",")
-                if name]
+    required = environment.backend_list("FASTNN_REQUIRE_BACKENDS") or ["numpy"]
     status = fastnn.backend_status()
     missing = {name: status.get(name, "unknown backend") for name in required
                if status.get(name, "unknown") is not None}

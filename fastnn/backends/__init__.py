@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-import os
 import threading
+import warnings
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional
 
+from .. import environment
 from .contract import KERNEL_NAMES
 
 #: Every known backend, fastest first; the first available one is the default.
@@ -34,6 +35,10 @@ class BackendUnavailableError(ImportError):
         super().__init__(f"fastnn backend {name!r} is unavailable: {reason}")
         self.name = name
         self.reason = reason
+
+
+class CBackendUnavailableWarning(RuntimeWarning):
+    """The fastest backend, "c", did not load, so the default is a slower one."""
 
 
 _loaded: Dict[str, ModuleType] = {}
@@ -96,15 +101,32 @@ def available_backends() -> List[str]:
 
 
 def _initial_default() -> str:
-    requested = os.environ.get("FASTNN_BACKEND", "").strip()
+    requested = environment.backend()  # ValueError naming FASTNN_BACKEND when unknown
     if requested:
         try:
-            _check_name(requested)
-        except ValueError as exc:
-            raise ValueError(f"FASTNN_BACKEND: {exc}") from None
-        load_backend(requested)
+            load_backend(requested)
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(
+                requested, f"{exc.reason} (environment variable FASTNN_BACKEND asks for it)"
+            ) from None
         return requested
-    return available_backends()[0]
+    status = backend_status()
+    default = next(name for name, reason in status.items() if reason is None)
+    if status["c"] is not None:
+        _warn_c_unavailable(status["c"], default)
+    return default
+
+
+def _warn_c_unavailable(reason: str, default: str) -> None:
+    """Say once, when the default backend is first chosen, why it is not "c".
+
+    Without this, an install whose C build failed (no compiler: the build only records why in
+    fastnn/_c/BUILD_ERROR.txt) silently trains on a slower backend. Choosing a backend
+    (FASTNN_BACKEND, set_backend) is the way to say that is intended, and silences it.
+    """
+    warnings.warn(f"fastnn: backend 'c' is unavailable ({reason}); using {default!r} instead. "
+                  f"`fastnn info` lists the backends; set FASTNN_BACKEND={default} to choose "
+                  f"it and silence this warning.", CBackendUnavailableWarning)
 
 
 def _default() -> str:

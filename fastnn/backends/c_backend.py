@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import environment
 from .contract import ACTIVATION_CODES
+
+# kernels/runtime.c reads FASTNN_SCRATCH_LIMIT with strtoull, which takes "abc" for 0:
+# a bad value makes this backend unavailable, with the variable named as the reason.
+environment.scratch_limit()
 
 
 def _unavailable_reason(import_error: ImportError) -> str:

@@ -17,6 +17,9 @@ import numpy as np
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
 from .numba_kernels import batchnorm, gemm, linear, optim, pointwise, softmax_xent
+from .numba_notice import install as _install_compile_notice
+
+_install_compile_notice()  # one line on stderr when a first run compiles the kernels
 
 NAME = "numba"
 _IDENTITY = ACTIVATION_CODES["identity"]

@@ -4,6 +4,10 @@ is the module the registry loads and the only caller.
 Importing this package picks Numba's threading layer (see "The backends in detail" in README.md),
 so it must happen before any parallel kernel is compiled or loaded from cache.
 
+Compiled kernels are cached in :func:`fastnn.cache.numba_cache_dir`, never beside these
+sources (see :func:`_import_kernel_modules`); so every ``cache=True`` kernel of fastnn belongs
+in this package (tests/test_cache.py fails for one elsewhere).
+
 Every kernel is compiled with ``error_model="numpy"``: a division by zero gives
 inf or nan as in NumPy, instead of Python's ZeroDivisionError check, whose
 branch would also keep every loop with a division from vectorizing.
@@ -11,12 +15,19 @@ branch would also keep every loop with a division from vectorizing.
 
 from __future__ import annotations
 
-import glob
-import hashlib
+import atexit
+import importlib
 import importlib.util
 import os
+import pkgutil
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
 
 import numba
+
+from ... import cache
 
 #: Threading layer used unless NUMBA_THREADING_LAYER says otherwise. OpenMP is
 #: safe when several Python threads launch kernels at once (the default
@@ -29,36 +40,41 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = PREFERRED_THREADING_LAYER if has_omp else "threadsafe"
 
 
-def _drop_stale_cache() -> None:
-    """Delete Numba's cached kernels beside these sources when any source changed.
+def _writable_cache_folder(folder: Path) -> Path:
+    """``folder``, created, when it can be written; else a temporary folder removed at exit.
 
-    Numba checks a cached function against its own file only, but the kernels
-    inline helpers from the sibling modules: after an edit of scalar_math.py,
-    say, the cached gemm.py kernels would keep running the old helper. A digest
-    of all the sources, kept beside the cache, catches that. (Only the default
-    cache location is checked; with NUMBA_CACHE_DIR, clear that by hand.)
+    A cache folder that cannot be written (a read-only home, a FASTNN_CACHE_DIR without
+    permission) is no error: the kernels are compiled as usual and kept for this process only.
     """
-    here = os.path.dirname(os.path.abspath(__file__))
-    digest = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(here, "*.py"))):
-        with open(path, "rb") as source:
-            digest.update(source.read())
-    cache = os.path.join(here, "__pycache__")
-    stamp = os.path.join(cache, "numba_kernels_sources.sha256")
     try:
-        with open(stamp) as file:
-            if file.read() == digest.hexdigest():
-                return
-    except OSError:
-        pass
-    try:
-        for cached in glob.glob(os.path.join(cache, "*.nb[ic]")):
-            os.remove(cached)
-        os.makedirs(cache, exist_ok=True)
-        with open(stamp, "w") as file:
-            file.write(digest.hexdigest())
-    except OSError:  # a read-only install: Numba caches elsewhere then
-        pass
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        return folder
+    except OSError as exc:
+        temporary = Path(tempfile.mkdtemp(prefix="fastnn-numba-"))
+        atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+        warnings.warn(f"fastnn: cannot write the cache folder {folder} ({exc}); compiled "
+                      f"Numba kernels are kept for this process only. Set {cache.ENV_VAR} "
+                      f"to a writable folder to keep them.", RuntimeWarning, stacklevel=2)
+        return temporary
 
 
-_drop_stale_cache()
+def _import_kernel_modules() -> None:
+    """Import every kernel module while Numba's cache folder is fastnn's.
+
+    Numba fixes where a ``cache=True`` kernel is cached when it is decorated (at import), from
+    ``numba.config.CACHE_DIR``; set just for these imports, it leaves the cache of other jitted
+    code in the process alone. Without it, Numba would write ``__pycache__`` beside these
+    sources, inside the installed package, where ``pip uninstall`` does not look.
+    """
+    folder = str(_writable_cache_folder(cache.numba_cache_dir()))
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = folder
+    try:
+        for module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+            importlib.import_module(module.name)
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+_import_kernel_modules()

@@ -1,4 +1,5 @@
-"""Small datasets that work offline: handwritten digits, XOR and the fur/wings animals.
+"""Small datasets shipped with fastnn, that work offline: handwritten digits, XOR and the
+fur/wings animals.
 
 Arrays come as float32 features and int64 labels (the animals' one-hot rows as
 float32), ready for ``Sequential.fit``.

@@ -1,0 +1,260 @@
+"""Data-parallel training over MPI: the same ``fit``, on as many processes as the user starts.
+
+Run a script under ``mpiexec -n 2 python -m mpi4py script.py`` (or ``mpiexec -n 2 fastnn
+train``) and every ``Sequential.fit`` in it trains synchronously data-parallel, with the
+semantics of PyTorch's DistributedDataParallel and Horovod:
+
+* rank 0's weights and optimizer state are broadcast to every rank when ``fit`` starts;
+* every epoch, all ranks draw one permutation of the rows from a shared seed (rank 0's seed is
+  broadcast when ``fit(seed=None)``), and rank ``r`` takes rows ``perm[r::size]``, cut to the
+  same length on every rank: the last ``N % size`` rows of the permutation are left out of
+  that epoch (as ``DistributedSampler(drop_last=True)``; another permutation leaves out other
+  rows next epoch), so every rank runs the same number of steps and none waits forever;
+* each step's gradients, a mean over the rank's batch, are summed by one in-place
+  ``Allreduce`` of the model's flat gradient buffer and divided by ``size``: with equal
+  batches on every rank that is the mean over the global batch, so ``size`` ranks at batch
+  ``B`` train like one process at batch ``size * B`` (tests/test_distributed.py checks it);
+* the loss and metrics of each epoch, and the validation data (split ``r::size`` across
+  ranks, no row twice), are summed across ranks exactly, so History, callbacks and the
+  progress line see the global figures on every rank; only rank 0 prints and only rank 0
+  writes model files (:meth:`Sequential.save` is a no-op on the other ranks).
+
+Failure: :func:`init` makes an exception that reaches the top of any rank print that rank's
+traceback and call ``MPI_Abort``, so the whole job ends with a non-zero exit within seconds
+instead of hanging in the next collective (as ``python -m mpi4py`` does).
+
+Threads: each rank uses ``max(1, cores // ranks on this host)`` threads by default, in
+fastnn's backends (C and Numba) and in OpenBLAS (through threadpoolctl). ``FASTNN_NUM_THREADS``
+overrides the count. 2 ranks of 2 threads on 2 cores run several times slower than 2 ranks of 1.
+
+Other collective libraries could be plugged in by implementing :class:`Communicator` and
+passing it to :func:`init`. mpi4py (and an MPI, e.g. the ``mpich`` wheel) come with the
+``mpi`` extra: ``pip install ".[mpi]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from typing import Optional
+
+import numpy as np
+
+#: Environment variables that MPI launchers set in every process they start, with the size.
+_LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+                            "PMIX_SIZE", "SLURM_NTASKS")
+
+INSTALL_HINT = ('fastnn.distributed needs mpi4py and an MPI library: pip install ".[mpi]" '
+                'from the fastnn source tree (or pip install mpi4py mpich)')
+
+
+class Communicator:
+    """What data-parallel training needs from a collective library.
+
+    Buffers are C-contiguous NumPy arrays, reduced or broadcast in place.
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_size: int = 1
+
+    def allreduce_sum(self, buffer: np.ndarray) -> None:
+        """Replace ``buffer`` by the element-wise sum of every rank's ``buffer``."""
+        raise NotImplementedError
+
+    def broadcast(self, buffer: np.ndarray, root: int = 0) -> None:
+        """Replace ``buffer`` on every rank by rank ``root``'s."""
+        raise NotImplementedError
+
+    def abort(self, code: int = 1) -> None:
+        """End every process of the job at once with exit status ``code``."""
+        raise NotImplementedError
+
+
+class MPICommunicator(Communicator):
+    """:class:`Communicator` over an mpi4py communicator (``MPI.COMM_WORLD`` by default)."""
+
+    def __init__(self, comm=None):
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise ImportError(f"{INSTALL_HINT} ({exc})") from None
+        self._mpi = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size = node.Get_size()
+        node.Free()
+
+    def allreduce_sum(self, buffer: np.ndarray) -> None:
+        self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+
+    def broadcast(self, buffer: np.ndarray, root: int = 0) -> None:
+        self.comm.Bcast(buffer, root=root)
+
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(code)
+
+
+_current: Optional[Communicator] = None
+
+
+def launched_by_mpi() -> bool:
+    """True when an MPI launcher (mpiexec, srun) started this process among several."""
+    for name in _LAUNCHER_SIZE_VARIABLES:
+        try:
+            if int(os.environ.get(name, "1")) > 1:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def init(communicator: Optional[Communicator] = None) -> Communicator:
+    """Join the job's data-parallel group (once; later calls return the same communicator).
+
+    communicator: None for MPI's COMM_WORLD through mpi4py, or any :class:`Communicator`.
+    Sets the thread counts per rank and makes an uncaught exception abort the whole job.
+    Raises ImportError naming the install command when mpi4py is missing.
+    """
+    global _current
+    if _current is not None:
+        return _current
+    _current = MPICommunicator() if communicator is None else communicator
+    if _current.size > 1:
+        _set_threads(_current)
+        _abort_on_uncaught_exception(_current)
+    return _current
+
+
+def current() -> Optional[Communicator]:
+    """The communicator ``fit`` reduces over, or None when this is a single process.
+
+    Under an MPI launcher with more than one process, the first call runs :func:`init`.
+    """
+    if _current is None and launched_by_mpi():
+        init()
+    return _current if _current is not None and _current.size > 1 else None
+
+
+def rank() -> int:
+    """This process's rank (0 in a single process)."""
+    comm = current()
+    return comm.rank if comm is not None else 0
+
+
+def size() -> int:
+    """How many processes train together (1 in a single process)."""
+    comm = current()
+    return comm.size if comm is not None else 1
+
+
+def is_main() -> bool:
+    """True on rank 0, the rank that prints and writes files."""
+    return rank() == 0
+
+
+def threads_per_rank(comm: Communicator) -> int:
+    """``FASTNN_NUM_THREADS`` if set, else this host's cores shared among its ranks."""
+    text = os.environ.get("FASTNN_NUM_THREADS")
+    if text is not None:
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f"FASTNN_NUM_THREADS: expected a positive integer, got {text!r}")
+        return count
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, comm.local_size))
+
+
+def _set_threads(comm: Communicator) -> None:
+    from .backends import set_num_threads
+    count = threads_per_rank(comm)
+    set_num_threads(count)
+    try:
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(count)
+    except ImportError:  # pragma: no cover - a dependency of fastnn
+        pass
+
+
+def _abort_on_uncaught_exception(comm: Communicator) -> None:
+    previous = sys.excepthook
+
+    def hook(kind, value, trace):
+        sys.stderr.write(f"fastnn: rank {comm.rank} of {comm.size} failed; ending the job\n")
+        sys.stderr.write("".join(traceback.format_exception(kind, value, trace)))
+        sys.stderr.flush()
+        try:
+            comm.abort(1)
+        finally:
+            previous(kind, value, trace)
+
+    sys.excepthook = hook
+
+
+class DataParallel:
+    """What one ``fit`` does differently under a communicator of ``size`` > 1 ranks."""
+
+    #: Seconds spent in :meth:`average_gradients` by this process (benchmarks read it).
+    allreduce_seconds = 0.0
+
+    def __init__(self, comm: Communicator):
+        self.comm = comm
+        self._scalar = np.zeros(1, np.float64)
+
+    def shared_seed(self, seed: Optional[int]) -> int:
+        """The same training seed on every rank: rank 0's draw when the user gave none."""
+        buffer = np.array([-1 if seed is None else seed], np.int64)
+        if self.comm.rank == 0 and seed is None:
+            buffer[0] = np.random.SeedSequence().entropy % (1 << 62)
+        self.comm.broadcast(buffer)
+        return int(buffer[0])
+
+    def broadcast_model(self, model) -> None:
+        """Rank 0's weights and optimizer state everywhere."""
+        self.comm.broadcast(model._parameter_storage)
+        if model.optimizer is not None:
+            state = model.optimizer.state()
+            for value in state.values():
+                self.comm.broadcast(value)
+            model.optimizer._restore(state)
+
+    def local_rows(self, samples: int) -> int:
+        """Rows each rank trains on per epoch: the same count everywhere."""
+        local = samples // self.comm.size
+        if local == 0:
+            raise ValueError(f"x: {samples} rows cannot give each of {self.comm.size} ranks "
+                             f"a row; give at least {self.comm.size}")
+        return local
+
+    def shard(self, permutation: np.ndarray, out: np.ndarray) -> None:
+        """This rank's rows of a permutation of all rows: ``permutation[rank::size]``, cut."""
+        out[...] = permutation[self.comm.rank::self.comm.size][:len(out)]
+
+    def loss_is_finite(self, loss: float) -> bool:
+        """True on every rank when every rank's loss is finite (one tiny allreduce)."""
+        self._scalar[0] = 0.0 if np.isfinite(loss) else 1.0
+        self.comm.allreduce_sum(self._scalar)
+        return self._scalar[0] == 0.0
+
+    def average_gradients(self, gradients: np.ndarray) -> None:
+        """Mean of every rank's gradient buffer, in place (one Allreduce)."""
+        started = time.perf_counter()
+        self.comm.allreduce_sum(gradients)
+        gradients *= gradients.dtype.type(1.0 / self.comm.size)
+        DataParallel.allreduce_seconds += time.perf_counter() - started
+
+    def sum_totals(self, values) -> np.ndarray:
+        """Exact sums across ranks of a few float64 totals (loss * rows, rows, correct)."""
+        buffer = np.array(values, np.float64)
+        self.comm.allreduce_sum(buffer)
+        return buffer
+
+    def validation_rows(self, count: int) -> slice:
+        """This rank's share of the validation rows: every ``size``-th, no row twice."""
+        return slice(self.comm.rank, count, self.comm.size)

@@ -1,0 +1,196 @@
+"""Installs as a new user makes them, in a temporary venv: every order leaves a working fastnn.
+
+Slow (about 3-5 minutes: four builds of the C extension), so one venv serves the whole file.
+It runs by default and in CI; ``FASTNN_SKIP_INSTALL_TESTS=1`` is the explicit opt-out for a
+quick local run. It needs pip to reach the package index (or its cache) for the dependencies.
+
+The sequence (issue 13): regular install, editable install with the README's test command run
+in the source tree, regular install over it (the README's commands in the opposite order),
+uninstall, regular install again. After each step, from another folder: ``fastnn info``,
+``import fastnn; fastnn.Sequential``, and a Numba kernel compiled and cached; then no file of
+fastnn's was written beside the installed or source package (the cause of issue 13: a Numba
+cache under site-packages/fastnn that pip's uninstall did not know). After the uninstall, no
+file of fastnn is left in site-packages.
+
+Builds use ``--no-build-isolation`` with setuptools and cffi installed once in the venv, which
+saves fetching them for every build; ``.ci/run`` also installs the sdist with build isolation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FASTNN_SKIP_INSTALL_TESTS", "").strip() not in ("", "0"),
+    reason="FASTNN_SKIP_INSTALL_TESTS is set (explicit opt-out of the slow install tests)")
+
+REPO = Path(__file__).resolve().parent.parent
+DISTRIBUTION = "fastnn-cpu"
+#: Build products and caches of the working tree that a fresh clone would not have.
+NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", "*.so",
+                                    "*.o", "BUILD_ERROR.txt", ".benchmarks", ".hypothesis",
+                                    ".pytest_cache", ".venv")
+#: Names in site-packages that belong to fastnn (package, metadata, editable hooks).
+OURS = ("fastnn", "fastnn_cpu*", "__editable__*fastnn*")
+#: Compiles and caches Numba kernels: what used to write into the installed package.
+USE_NUMBA = ("import numpy as np, fastnn\n"
+             "with fastnn.use_backend('numba'):\n"
+             "    out = fastnn.ops.softmax(np.ones((2, 3), np.float32))\n"
+             "assert abs(float(out.sum()) - 2.0) < 1e-5, out\n")
+
+
+class Venv:
+    """A throwaway venv, and the commands run in it with a clean environment."""
+
+    def __init__(self, root: Path, cache: Path):
+        self.root = root
+        self.bin = root / "bin"
+        self.python = self.bin / "python"
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        self.env.update(PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+                        FASTNN_CACHE_DIR=str(cache), PIP_DISABLE_PIP_VERSION_CHECK="1")
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
+        self.site = Path(self.run("python", "-c",
+                                  "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+                                  ).stdout.strip())
+
+    def run(self, *command, cwd=None, check=True, **env) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(self.bin / command[0]), *command[1:]], cwd=cwd,
+                                env={**self.env, **env}, capture_output=True, text=True,
+                                timeout=900)
+        if check:
+            assert result.returncode == 0, (f"{' '.join(command)} failed ({result.returncode}):"
+                                            f"\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def pip(self, *args, **kwargs) -> subprocess.CompletedProcess:
+        return self.run("python", "-m", "pip", *args, **kwargs)
+
+    def ours(self) -> list:
+        return sorted(str(p.relative_to(self.site)) for pattern in OURS
+                      for p in self.site.glob(pattern))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A copy of the source tree, a venv with the build requirements, and an unrelated folder."""
+    root = tmp_path_factory.mktemp("install")
+    source = root / "src"
+    shutil.copytree(REPO, source, ignore=NOT_SOURCE)
+    venv = Venv(root / "venv", root / "cache")
+    venv.pip("install", "--quiet", "setuptools>=77", "cffi>=1.16", "build>=1")
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    return source, venv, elsewhere
+
+
+def installed_files(venv: Venv) -> set:
+    """Files pip recorded for fastnn-cpu (RECORD), relative to site-packages."""
+    record = next(venv.site.glob("fastnn_cpu-*.dist-info")) / "RECORD"
+    return {line.split(",")[0] for line in record.read_text().splitlines() if line}
+
+
+def assert_usable(venv: Venv, elsewhere: Path, package_dir: Path) -> None:
+    """fastnn works from another folder, is imported from ``package_dir``, writes no files there."""
+    info = venv.run("fastnn", "info", cwd=elsewhere)
+    assert info.stdout.startswith("fastnn "), info.stdout
+    assert "backends:" in info.stdout, info.stdout
+    where = venv.run("python", "-c", "import fastnn; fastnn.Sequential; print(fastnn.__file__)",
+                     cwd=elsewhere)
+    assert Path(where.stdout.strip()).parent == package_dir, where.stdout
+    venv.run("python", "-c", USE_NUMBA, cwd=elsewhere)
+    assert list(venv.root.parent.glob("cache/numba/*/*/*.nbi")), "Numba cached nothing"
+    written = [p for p in package_dir.rglob("*")
+               if p.suffix in (".nbi", ".nbc") or p.name.endswith(".sha256")]
+    assert not written, f"fastnn wrote into its package folder: {written}"
+
+
+def assert_only_recorded_files(venv: Venv) -> None:
+    """Every file in site-packages/fastnn is pip's (RECORD) or Python's bytecode of one."""
+    recorded = installed_files(venv)
+    stray = [str(p.relative_to(venv.site)) for p in (venv.site / "fastnn").rglob("*")
+             if p.is_file() and str(p.relative_to(venv.site)) not in recorded
+             and p.parent.name != "__pycache__"]
+    stray += [str(p.relative_to(venv.site)) for p in (venv.site / "fastnn").rglob("__pycache__/*")
+              if p.suffix != ".pyc"]
+    assert not stray, f"files in site-packages/fastnn that pip does not know: {stray}"
+
+
+def test_install_editable_reinstall_uninstall_install(work):
+    source, venv, elsewhere = work
+    installed = venv.site / "fastnn"
+    build = ("--no-build-isolation",)
+
+    # 1. The README's first command: a regular install, then the main job from another folder.
+    venv.pip("install", *build, str(source))
+    venv.run("fastnn", "train", "--epochs", "1", cwd=elsewhere)
+    assert_usable(venv, elsewhere, installed)
+    assert_only_recorded_files(venv)
+
+    # 2. The README's second command: editable install with the dev extra, tests in the tree.
+    venv.pip("install", *build, "-e", f"{source}[dev]")
+    venv.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_registry.py",
+             cwd=source)
+    assert_usable(venv, elsewhere, source / "fastnn")
+    assert not installed.exists(), f"the regular install left {sorted(installed.rglob('*'))}"
+
+    # 3. The first command again, after the second: the opposite order.
+    venv.pip("install", *build, str(source))
+    assert_usable(venv, elsewhere, installed)
+    assert_only_recorded_files(venv)
+
+    # 4. Uninstall: nothing of fastnn is left in site-packages, nor its command.
+    venv.pip("uninstall", "--yes", DISTRIBUTION)
+    assert venv.ours() == [], f"left in site-packages after uninstall: {venv.ours()}"
+    assert not (venv.bin / "fastnn").exists()
+    gone = venv.run("python", "-c", "import fastnn", cwd=elsewhere, check=False)
+    assert gone.returncode != 0 and "No module named 'fastnn'" in gone.stderr, gone.stderr
+
+    # 5. A regular install again.
+    venv.pip("install", *build, str(source))
+    assert_usable(venv, elsewhere, installed)
+
+
+def test_sdist_holds_what_installing_and_testing_need(work, tmp_path):
+    source, venv, _ = work
+    venv.run("python", "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path),
+             str(source))
+    (sdist,) = tmp_path.glob("fastnn_cpu-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    required = {"LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
+                "kernels/build_ffi.py", "kernels/fastnn.h", "kernels/README.md",
+                "tests/conftest.py", "tests/test_install.py", "fastnn/cache.py",
+                "fastnn/data/digits.npz"}
+    required |= {str(p.relative_to(REPO)) for folder in ("kernels", "examples", "benchmarks")
+                 for p in (REPO / folder).glob("*") if p.suffix in (".c", ".h", ".py")}
+    assert required <= names, f"missing from the sdist: {sorted(required - names)}"
+    built = [n for n in names if n.endswith((".so", ".o", ".pyc")) or "__pycache__" in n]
+    assert not built, f"build products in the sdist: {built}"
+
+
+def test_failed_c_build_warns_at_install_and_still_installs(work, tmp_path):
+    """No working compiler (CC=false): a loud warning, BUILD_ERROR.txt in the wheel, no .so."""
+    source, venv, _ = work
+    copy = tmp_path / "src"
+    shutil.copytree(source, copy, ignore=NOT_SOURCE)
+    result = venv.pip("wheel", "--no-deps", "--no-build-isolation", "-v", "--wheel-dir",
+                      str(tmp_path), str(copy), CC="false")
+    output = result.stdout + result.stderr
+    assert "WARNING: fastnn's C backend was not built" in output, output[-3000:]
+    (wheel,) = tmp_path.glob("fastnn_cpu-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        reason = archive.read("fastnn/_c/BUILD_ERROR.txt").decode()
+    assert "failed to build" in reason and "false" in reason, reason
+    assert not [n for n in names if n.endswith(".so")], names
+    assert any(n.endswith("licenses/LICENSE") for n in names), names
