@@ -60,8 +60,9 @@ class Layer:
 
     @property
     def weights(self) -> List[np.ndarray]:
-        """Every weight in Keras' order: the trainable ``params``, then the non-trainable
-        ``state``; what get_weights/set_weights and saved files hold."""
+        """Every weight in Keras' order: the trainable params, then the non-trainable
+        state (a batch norm's moving statistics); what get_weights, set_weights and saved
+        files hold."""
         return self.params + self.state
 
     def build(self, input_units: int, dtype: np.dtype, rng: np.random.Generator) -> None:
@@ -87,7 +88,8 @@ class Layer:
         return 0
 
     def non_trainable_count(self, input_units: int) -> int:
-        """How many of :meth:`parameter_count` are not trained (moving statistics)."""
+        """Internal, called by Sequential.summary: how many of parameter_count's numbers are
+        not trained (moving statistics)."""
         return 0
 
     #: The output's buffer is the input's (the layer's work was fused into the layer before
@@ -127,8 +129,8 @@ class Layer:
 
 class _OutputActivation:
     """What a layer that may end the model does with a softmax or sigmoid: leave it to the
-    loss (fused with the cross-entropy) and to ``predict``. Sets ``activation``,
-    ``deferred_activation`` and ``kernel_activation`` (the activation its kernels apply)."""
+    loss (fused with the cross-entropy) and to predict. Sets activation,
+    deferred_activation and kernel_activation (the activation its kernels apply)."""
 
     activation = "identity"
 
@@ -252,14 +254,28 @@ class Dense(_OutputActivation, Layer):
 
 
 class Activation(_OutputActivation, Layer):
-    """``y = act(x)`` elementwise, Keras' ``Activation(name)``: one backend
-    ``activation_forward`` / ``activation_backward`` each way.
+    """An activation applied elementwise, y = act(x), as Keras' Activation(name).
 
-    activation: None/"linear", "relu", "leaky_relu" (slope ``alpha``), "sigmoid", "tanh",
-    or "softmax" on the output layer (fused into the cross-entropy as for Dense). After a
-    BatchNormalization the activation runs inside the batch norm's kernels instead
-    (:func:`fastnn.normalization.fuse_activations`), and this layer's buffers are the
-    batch norm's.
+    activation: one of these names:
+        None or "linear"  the identity (also "identity")
+        "relu"            max(x, 0)
+        "leaky_relu"      x for x > 0, else alpha * x
+        "sigmoid"         1 / (1 + exp(-x))
+        "tanh"            tanh(x)
+        "softmax"         row-wise softmax; output layer only, with a
+                          cross-entropy loss (fused into it, as for Dense)
+    alpha: the slope of leaky_relu below zero, a number >= 0.
+    input_dim: the input size, as for Dense.
+
+    Shapes: x (N, K) -> y (N, K), the model's dtype. Raises ValueError naming
+    the argument for an unknown activation or a negative alpha.
+
+    One backend kernel each way (activation_forward, activation_backward). After
+    a BatchNormalization the activation runs inside the batch norm's kernels
+    instead (fastnn.normalization.fuse_activations) and this layer shares the
+    batch norm's buffers: Dense(64, use_bias=False), BatchNormalization(),
+    Activation("relu") is two kernel calls each way. Methods other than
+    get_config are internal (called by Sequential).
     """
 
     def __init__(self, activation: Optional[str], alpha: float = 0.01,

@@ -6,7 +6,7 @@ batch as a Python float; when ``grad`` (N, M) is given it is set to
 d(loss)/d(outputs). ``sample_weight`` (N,), when given, weighs each row's loss as
 Keras' ``sample_weight`` does: the batch loss is ``sum_i w_i loss_i / N``
 (Keras' default reduction "sum_over_batch_size"), and each row of the gradient
-is scaled by its ``w_i`` with one vectorised multiply (no Python per row).
+is scaled by its ``w_i``, both inside the fused loss kernel (no Python per row).
 For the cross-entropies, ``outputs`` are logits: the softmax (or sigmoid) of the
 output layer is fused into the loss, which is both faster and stable for any
 logit, and the layer's backward then uses the identity derivative.
@@ -17,8 +17,6 @@ Each loss also checks and converts the targets ``y`` given to ``fit`` or
 The loss objects take Keras' arguments: ``from_logits`` (False: the output layer has the
 softmax or sigmoid, which the loss fuses in; True: the output layer is linear and its
 outputs are the logits; both train identically), ``label_smoothing`` and ``ignore_class``.
-Every loss also takes per-row weights: ``loss(..., sample_weight=w)`` with w float (N,),
-reduced as Keras' "sum_over_batch_size": ``sum(w * loss) / N``.
 """
 
 from __future__ import annotations
@@ -129,7 +127,7 @@ def _smoothing(value) -> float:
 
 
 class _SoftmaxCrossEntropy(Loss):
-    """Mean cross-entropy of softmax(logits), one backend ``softmax_cross_entropy``."""
+    """Mean cross-entropy of softmax(logits), one backend softmax_cross_entropy."""
 
     fused_activation: Optional[str] = "softmax"
     label_smoothing = 0.0
@@ -176,7 +174,7 @@ class CategoricalCrossentropy(_SoftmaxCrossEntropy):
     Targets y: (N, C) rows of class probabilities >= 0, usually one-hot. The output layer
     is Dense(C, "softmax") (or, with from_logits=True, a linear layer: logits); softmax and
     cross-entropy run as one fused kernel. label_smoothing eps in [0, 1]: each target row
-    becomes ``(1 - eps) * y + eps / C`` (Keras, PyTorch). Raises ValueError for targets of
+    becomes (1 - eps) * y + eps / C (Keras, PyTorch). Raises ValueError for targets of
     another shape or with negative values (for integer labels use
     SparseCategoricalCrossentropy).
     """
@@ -207,8 +205,8 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
 
     Targets y: (N,) integer labels in [0, C). The output layer is Dense(C, "softmax") (or,
     with from_logits=True, a linear layer: logits); softmax and cross-entropy run as one
-    fused kernel. ignore_class: None or an int label (Keras' ``ignore_class``, PyTorch's
-    ``ignore_index``; it may lie outside [0, C), e.g. -1): its rows add neither loss nor
+    fused kernel. ignore_class: None or an int label (Keras' ignore_class, PyTorch's
+    ignore_index; it may lie outside [0, C), e.g. -1): its rows add neither loss nor
     gradient, and the mean is over the other rows (0 when a batch has none).
     Raises ValueError for a label out of range, TypeError for non-integral labels.
     """
@@ -250,7 +248,7 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
 class BinaryCrossentropy(Loss):
     """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1],
     as Keras'; the name "binary_crossentropy" in compile, one backend
-    ``sigmoid_cross_entropy``.
+    sigmoid_cross_entropy.
 
     Targets y: (N, M) values in [0, 1] ((N,) when M is 1). The output layer's sigmoid is
     fused in (or, with from_logits=True, the linear output layer gives the logits): from
@@ -258,7 +256,7 @@ class BinaryCrossentropy(Loss):
         loss = max(z, 0) - z t + log(1 + exp(-|z|)),   finite for every z,
         d loss / dz = (sigmoid(z) - t) / (N M),
     which the output layer's backward takes as is (identity derivative).
-    label_smoothing eps in [0, 1]: targets become ``(1 - eps) * t + eps / 2`` (Keras).
+    label_smoothing eps in [0, 1]: targets become (1 - eps) * t + eps / 2 (Keras).
     """
 
     name = "binary_crossentropy"

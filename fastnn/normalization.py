@@ -33,14 +33,28 @@ from .validation import positive_number
 
 @register
 class BatchNormalization(Layer):
-    """Keras' ``BatchNormalization`` over the features of (N, M) inputs.
+    """Batch normalization of the features of (N, M) inputs, as Keras' BatchNormalization.
 
-    momentum: in [0, 1], the weight of the old moving statistics (Keras' convention;
-    PyTorch's momentum is 1 - momentum). epsilon > 0: added to the variance.
-    center / scale: whether the trainable ``beta`` (shift) / ``gamma`` (scale) exist;
-    without them the shift is 0 and the scale 1. The initializers: names or objects of
-    :mod:`fastnn.initializers`. Weights in Keras' order: gamma, beta (trainable, when
-    present), moving_mean, moving_variance (non-trainable), all (M,).
+    In training: y = gamma * (x - mean) / sqrt(var + epsilon) + beta with the batch's
+    mean and biased variance, and the moving statistics updated as
+    moving = momentum * moving + (1 - momentum) * batch; in evaluate and predict, the
+    moving statistics replace the batch's.
+
+    momentum: a number in [0, 1], the weight of the old moving statistics (Keras'
+        convention; PyTorch's momentum is 1 - momentum).
+    epsilon: a number > 0, added to the variance.
+    center, scale: whether the trainable beta (shift) and gamma (scale) exist;
+        without them the shift is 0 and the scale 1.
+    beta_initializer, gamma_initializer, moving_mean_initializer,
+    moving_variance_initializer: Initializer objects or names (see
+        fastnn.initializers), by default "zeros", "ones", "zeros", "ones".
+    input_dim: the input size, as for Dense.
+
+    Shapes: x (N, M) -> y (N, M), the model's dtype; weights in Keras' order: gamma,
+    beta (trainable, when present), moving_mean, moving_variance (not trained), each
+    (M,). Raises ValueError/TypeError naming the argument for a bad value. A training
+    batch of one row gives beta (variance 0), without NaN. Methods other than
+    get_config are internal (called by Sequential).
     """
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
