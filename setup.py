@@ -41,7 +41,7 @@ class OptionalBuildExt(build_ext):
 
     def finalize_options(self):
         super().finalize_options()
-        # Always compile: the flags (FASTNN_PORTABLE, CC, FASTNN_EXTRA_CFLAGS) may differ from
+        # Always compile: the flags (CC, FASTNN_EXTRA_CFLAGS) may differ from
         # the build left in build/, which distutils would otherwise reuse as up to date.
         self.force = True
 

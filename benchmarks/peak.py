@@ -1,6 +1,11 @@
-"""Measure this machine's peak float32 FMA throughput and memory bandwidth.
+"""Measure this machine's peak float32 FMA and bfloat16 throughput and memory bandwidth.
 
     python benchmarks/peak.py [--threads 2]
+
+The bfloat16 peaks are what bfloat16 matmul precision can approach: a loop of AMX
+``TDPBF16PS`` on four independent accumulator tiles (16 x 16 x 32 each, after the OS's
+permission, ``arch_prctl(ARCH_REQ_XCOMP_PERM)``; reported as unavailable without AMX) and a
+loop of AVX512-BF16 ``VDPBF16PS`` on 12 accumulators (when the CPU has it).
 
 The FMA loop keeps 12 independent accumulators per thread busy with
 fused multiply-adds at the widest vector the compiler targets
@@ -59,9 +64,76 @@ double triad_gbs(float *a, const float *b, const float *c, size_t n, int repeats
     }
     return 3.0 * sizeof(float) * (double)n / best / 1e9;
 }
+
+/* bfloat16 peaks: -1 when the CPU (or the OS, for AMX) does not allow the instructions. */
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int cpu_bit(unsigned leaf, unsigned sub, int reg, int bit) {
+    unsigned r[4] = {0, 0, 0, 0};
+    if (__get_cpuid_max(0, 0) < leaf) return 0;
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+    return (r[reg] >> bit) & 1;
+}
+
+typedef struct __attribute__((aligned(64))) {
+    unsigned char palette, start_row, reserved[14];
+    unsigned short colsb[16];
+    unsigned char rows[16];
+} tile_config;
+static const tile_config CONFIG = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64},
+                                   {16, 16, 16, 16, 16, 16, 16, 16}};
+static unsigned short TILE_DATA[512] __attribute__((aligned(64)));
+
+__attribute__((target("amx-tile,amx-bf16")))
+double amx_bf16_gflops(long iterations, int threads) {
+    if (!cpu_bit(7, 0, 3, 24) || !cpu_bit(7, 0, 3, 22)) return -1;  /* AMX-TILE, AMX-BF16 */
+    if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) return -1;         /* XTILEDATA permission */
+    double start = omp_get_wtime();
+    #pragma omp parallel num_threads(threads)
+    {
+        _tile_loadconfig(&CONFIG);
+        _tile_loadd(4, TILE_DATA, 64); _tile_loadd(5, TILE_DATA, 64);
+        _tile_loadd(6, TILE_DATA, 64); _tile_loadd(7, TILE_DATA, 64);
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (long it = 0; it < iterations; it++) {
+            _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_release();
+    }
+    double seconds = omp_get_wtime() - start;
+    return 4.0 * 2 * 16 * 16 * 32 * (double)iterations * threads / seconds / 1e9;
+}
+
+__attribute__((target("avx512f,avx512bf16")))
+double dot_bf16_gflops(long iterations, int threads) {
+    if (!cpu_bit(7, 1, 0, 5)) return -1;  /* AVX512-BF16 */
+    double start = omp_get_wtime();
+    float sink = 0;
+    #pragma omp parallel num_threads(threads) reduction(+:sink)
+    {
+        __m512 acc[12];
+        __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80);
+        for (int j = 0; j < 12; j++) acc[j] = _mm512_setzero_ps();
+        for (long it = 0; it < iterations; it++) {
+            #pragma GCC unroll 12
+            for (int j = 0; j < 12; j++) acc[j] = _mm512_dpbf16_ps(acc[j], x, x);
+            __asm__ volatile("" : "+v"(x));
+        }
+        for (int j = 0; j < 12; j++) sink += _mm512_reduce_add_ps(acc[j]);
+    }
+    double seconds = omp_get_wtime() - start;
+    volatile float keep = sink; (void)keep;
+    return 2.0 * 32 * 12 * (double)iterations * threads / seconds / 1e9;
+}
 """
 
 CDEF = """
+double amx_bf16_gflops(long iterations, int threads);
+double dot_bf16_gflops(long iterations, int threads);
 double fma_gflops(long iterations, int threads);
 double triad_gbs(float *a, const float *b, const float *c, size_t n, int repeats, int threads);
 """
@@ -91,7 +163,11 @@ def measure(threads: int) -> dict:
     a, b, c = np.zeros(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
     pointer = lambda array: ffi.cast("float *", array.ctypes.data)  # noqa: E731
     bandwidth = lib.triad_gbs(pointer(a), pointer(b), pointer(c), n, 5, threads)
+    amx = max(lib.amx_bf16_gflops(2_000_000, threads) for _ in range(3))
+    dot = max(lib.dot_bf16_gflops(20_000_000, threads) for _ in range(3))
     return {"threads": threads, "peak_fma_gflops_f32": flops, "triad_gb_per_s": bandwidth,
+            "peak_amx_bf16_gflops": amx if amx > 0 else None,
+            "peak_avx512_bf16_gflops": dot if dot > 0 else None,
             "date": time.strftime("%Y-%m-%d")}
 
 
@@ -103,6 +179,11 @@ def main(argv=None) -> int:
     result = measure(args.threads)
     print(f"peak float32 FMA: {result['peak_fma_gflops_f32']:.1f} GFLOP/s on {args.threads} "
           f"thread(s); memory bandwidth (triad): {result['triad_gb_per_s']:.1f} GB/s")
+    for key, name in (("peak_amx_bf16_gflops", "AMX TDPBF16PS"),
+                      ("peak_avx512_bf16_gflops", "AVX512-BF16 VDPBF16PS")):
+        value = result[key]
+        print(f"peak bfloat16 {name}: " + (f"{value:.1f} GFLOP/s" if value else
+                                          "not available on this CPU / OS"))
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(result, stream, indent=1)

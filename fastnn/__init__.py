@@ -26,12 +26,15 @@ from .layers import Activation, Dense, Dropout, Layer
 from .normalization import BatchNormalization
 from .model import NonFiniteLossError, Sequential
 from .optimizers import SGD, Adam
+from .precision import get_matmul_precision, matmul_precision, set_matmul_precision
 from .serialization import ModelFileError, load_model
 
 __all__ = [
     "BackendUnavailableError", "available_backends", "backend_status", "get_backend",
     "get_backend_name", "get_num_threads", "ops", "set_backend", "set_num_threads",
     "use_backend", "__version__",
+    # bfloat16 matmul precision
+    "get_matmul_precision", "matmul_precision", "set_matmul_precision",
     # the layer API and training loop
     "Activation", "Adam", "BatchNormalization", "Callback", "Dense", "Dropout", "History", "Layer", "ModelFileError",
     "NonFiniteLossError", "SGD", "Sequential", "datasets", "initializers", "load_model",

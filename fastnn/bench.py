@@ -59,28 +59,36 @@ def _random(shape, seed, scale=1.0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(F32)
 
 
-def _gemm(n, k, m):
+def _in(precision):
+    """The kernel name's suffix for a matmul precision (fastnn.precision)."""
+    return "" if precision == "float32" else f" {precision}"
+
+
+def _gemm(n, k, m, precision="float32"):
     def prepare():
         a, b, out = _random((n, k), 1), _random((k, m), 2), np.empty((n, m), F32)
-        return lambda: ops.matmul(a, b, out=out)
-    return Case("matmul", f"{n}x{k}x{m}", prepare, flops=2.0 * n * k * m)
+        return lambda: ops.matmul(a, b, out=out, precision=precision)
+    return Case("matmul" + _in(precision), f"{n}x{k}x{m}", prepare, flops=2.0 * n * k * m)
 
 
-def _linear_forward(n, k, m):
+def _linear_forward(n, k, m, precision="float32"):
     def prepare():
         x, w, b = _random((n, k), 3), _random((k, m), 4, k ** -0.5), _random(m, 5)
         out = np.empty((n, m), F32)
-        return lambda: ops.linear_forward(x, w, b, "relu", out=out)
-    return Case("linear_forward relu", f"{n}x{k}->{m}", prepare, flops=2.0 * n * k * m)
+        return lambda: ops.linear_forward(x, w, b, "relu", out=out, precision=precision)
+    return Case("linear_forward relu" + _in(precision), f"{n}x{k}->{m}", prepare,
+                flops=2.0 * n * k * m)
 
 
-def _linear_backward(n, k, m):
+def _linear_backward(n, k, m, precision="float32"):
     def prepare():
         x, w, b = _random((n, k), 3), _random((k, m), 4, k ** -0.5), _random(m, 5)
         y, dy = ops.linear_forward(x, w, b, "relu"), _random((n, m), 6)
         dx, dw, db = np.empty((n, k), F32), np.empty((k, m), F32), np.empty(m, F32)
-        return lambda: ops.linear_backward(x, w, y, dy, "relu", dx=dx, dw=dw, db=db)
-    return Case("linear_backward relu", f"{n}x{k}->{m}", prepare, flops=4.0 * n * k * m)
+        return lambda: ops.linear_backward(x, w, y, dy, "relu", dx=dx, dw=dw, db=db,
+                                           precision=precision)
+    return Case("linear_backward relu" + _in(precision), f"{n}x{k}->{m}", prepare,
+                flops=4.0 * n * k * m)
 
 
 def _softmax_cross_entropy(n, c):
@@ -112,6 +120,10 @@ def cases(quick: bool = False) -> List[Case]:
     return ([_gemm(s, s, s) for s in first(SQUARE_GEMMS)]
             + [_linear_forward(*s) for s in first(MLP_LINEAR_SHAPES)]
             + [_linear_backward(*s) for s in first(MLP_LINEAR_SHAPES)]
+            # bfloat16 matmul precision (fastnn.precision)
+            + [_gemm(s, s, s, "bfloat16") for s in first(SQUARE_GEMMS)]
+            + [_linear_forward(*s, "bfloat16") for s in first(MLP_LINEAR_SHAPES)]
+            + [_linear_backward(*s, "bfloat16") for s in first(MLP_LINEAR_SHAPES)]
             + [_softmax_cross_entropy(*s) for s in first(XENT_SHAPES)]
             + [_sgd(s) for s in first(OPTIMIZER_SIZES)]
             + [_adam(s) for s in first(OPTIMIZER_SIZES)])

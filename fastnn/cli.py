@@ -52,6 +52,9 @@ def info(_args: argparse.Namespace) -> int:
     print(f"default backend: {get_backend_name()}"
           + (f" (FASTNN_BACKEND={requested})" if requested else ""))
     print(f"dtypes: {', '.join(str(d) for d in FLOAT_DTYPES)}")
+    if status.get("c") is None:  # the C kernels' instruction set, and why not a higher one
+        from .backends import c_backend
+        print("c backend " + "\n".join(c_backend.isa_report()))
     from . import distributed
     comm = distributed.current()  # under mpiexec: joins the job and sets threads per rank
     threads = ", ".join(f"{name}={count}" for name, count in get_num_threads().items())

@@ -158,14 +158,9 @@ def is_main() -> bool:
 
 def threads_per_rank(comm: Communicator) -> int:
     """``FASTNN_NUM_THREADS`` if set, else this host's cores shared among its ranks."""
-    text = os.environ.get("FASTNN_NUM_THREADS")
-    if text is not None:
-        try:
-            count = int(text)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise ValueError(f"FASTNN_NUM_THREADS: expected a positive integer, got {text!r}")
+    from .environment import num_threads
+    count = num_threads()
+    if count is not None:
         return count
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // max(1, comm.local_size))

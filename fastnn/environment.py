@@ -3,9 +3,9 @@
 Each reader returns the variable's value, or None when it is unset or empty, and
 raises ValueError naming the variable, what it expects and what it got: the
 same kind of message as a bad argument, so the command line prints it as one
-line (see fastnn.cli). Build-time variables (FASTNN_PORTABLE,
-FASTNN_EXTRA_CFLAGS) are read by kernels/build_ffi.py; the cache folder's
-(FASTNN_CACHE_DIR) by fastnn.cache.
+line (see fastnn.cli). Build-time variables (CC, FASTNN_EXTRA_CFLAGS) are read
+by kernels/build_ffi.py; the cache folder's (FASTNN_CACHE_DIR) by fastnn.cache,
+and checked here through it; FASTNN_ISA by the C backend when it loads.
 """
 
 from __future__ import annotations
@@ -66,10 +66,39 @@ def positive_int(variable: str) -> Optional[int]:
     return _integer(variable, 1)
 
 
+def num_threads() -> Optional[int]:
+    """FASTNN_NUM_THREADS: threads per process under MPI (fastnn.distributed)."""
+    return positive_int("FASTNN_NUM_THREADS")
+
+
+def _cache_dir() -> object:
+    from .cache import cache_dir  # raises ValueError naming FASTNN_CACHE_DIR
+    return cache_dir()
+
+
+def _data_dir() -> object:
+    from .datasets.download import data_dir  # raises ValueError naming FASTNN_DATA
+    return data_dir()
+
+
+def _isa() -> object:
+    if _text("FASTNN_ISA") is None:
+        return None
+    try:
+        from .backends import c_backend
+    except ImportError:  # no C backend here: nothing reads the variable
+        return None
+    return c_backend.requested_isa()  # raises ValueError naming FASTNN_ISA
+
+
 #: What :func:`check` reads: every variable the library reads while it runs.
 RUN_TIME: Dict[str, Callable[[], object]] = {
     "FASTNN_BACKEND": backend,
     "FASTNN_SCRATCH_LIMIT": scratch_limit,
+    "FASTNN_NUM_THREADS": num_threads,
+    "FASTNN_CACHE_DIR": _cache_dir,
+    "FASTNN_DATA": _data_dir,
+    "FASTNN_ISA": _isa,
 }
 
 

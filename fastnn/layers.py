@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from .precision import resolve as resolve_precision
 from . import initializers
 from .backends.contract import ACTIVATIONS
 from .validation import positive_number
@@ -53,6 +54,9 @@ class Layer:
     def __init__(self, input_dim: Optional[int] = None):
         self.input_dim = None if input_dim is None else _positive_int("input_dim", input_dim)
         self.units: Optional[int] = None
+        #: Precision of the layer's GEMMs (fastnn.precision), set by the model; None follows
+        #: fastnn.get_matmul_precision().
+        self.matmul_precision: Optional[str] = None
         self.params: List[np.ndarray] = []  # updated in place by the optimizer
         self.grads: List[np.ndarray] = []   # grads[i] is d(loss)/d(params[i])
         self.state: List[np.ndarray] = []   # non-trainable weights (a batch norm's statistics)
@@ -229,11 +233,13 @@ class Dense(_OutputActivation, Layer):
             (self.w,), (self.dw,) = self.params, self.grads
 
     def forward(self, backend, x, out, scratch, training):
-        backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out)
+        backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out,
+                               resolve_precision(self.matmul_precision, x.dtype))
 
     def backward(self, backend, x, y, dy, dx, scratch):
         backend.linear_backward(x, self.w, y, dy, self.kernel_activation, self.alpha,
-                                dx, self.dw, self.db)
+                                dx, self.dw, self.db,
+                                resolve_precision(self.matmul_precision, x.dtype))
 
     def output_units(self, input_units):
         return self.units

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import precision as precision_module
 from . import distributed, inputs
 from . import losses as losses_module
 from . import optimizers as optimizers_module
@@ -45,16 +46,24 @@ class Sequential:
     """Layers applied in order: ``Sequential([Dense(8, "relu", input_dim=2), Dense(2, "softmax")])``.
 
     dtype: float32 (default) or float64, the dtype of every parameter and
-    activation; inputs are converted to it. seed: seeds the weights (when not
-    given, ``fit(seed=...)`` does, else they are random).
+    activation; inputs are converted to it; Keras' policy name "mixed_bfloat16" means
+    float32 with ``matmul_precision="bfloat16"``. seed: seeds the weights (when not
+    given, ``fit(seed=...)`` does, else they are random). matmul_precision: "float32",
+    "bfloat16" or None (default: follow :func:`fastnn.get_matmul_precision`), the
+    precision of the layers' GEMMs (:mod:`fastnn.precision`); kept in saved models.
+    A float64 model refuses "bfloat16" (ValueError).
     """
 
     def __init__(self, layers: Optional[Sequence[Layer]] = None, dtype="float32",
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, matmul_precision: Optional[str] = None):
+        if isinstance(dtype, str) and dtype in precision_module.ALIASES:
+            dtype, matmul_precision = "float32", precision_module.ALIASES[dtype]
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
         self.dtype = dtype
+        self.matmul_precision = None if matmul_precision is None else \
+            precision_module.resolve(matmul_precision, dtype, "matmul_precision")
         self.seed = seed
         self.layers: List[Layer] = []
         self.loss: Optional[losses_module.Loss] = None
@@ -108,6 +117,7 @@ class Sequential:
             if layer.input_dim is not None and layer.input_dim != units:
                 raise ValueError(f"input_dim: layer {position} expects {layer.input_dim} inputs "
                                  f"but receives {units}")
+            layer.matmul_precision = self.matmul_precision
             layer.build(units, self.dtype, rng)
             units = layer.units
         fuse_activations(self.layers)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES, LABEL_DTYPE
+from .precision import resolve as _precision
 from .validation import (activation_name, finite_number, float_array, label_array,
                          non_empty_batch, output_array, positive_number, same_shape, within,
                          writable_array)
@@ -27,10 +28,17 @@ def _reduction(reduction: str) -> str:
     return reduction
 
 
-def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None) -> np.ndarray:
-    """``op(a) @ op(b)``; a (N, K) or (K, N) if trans_a, b (K, M) or (M, K) if trans_b."""
+def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
+           precision: Optional[str] = None) -> np.ndarray:
+    """``op(a) @ op(b)``; a (N, K) or (K, N) if trans_a, b (K, M) or (M, K) if trans_b.
+
+    precision: "float32", "bfloat16" (alias "mixed_bfloat16": operands rounded to bfloat16,
+    float32 accumulation) or None for :func:`fastnn.get_matmul_precision`; see
+    :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64.
+    """
     a = float_array("a", a, ndim=2)
     b = float_array("b", b, ndim=2, dtype=a.dtype)
+    precision = _precision(precision, a.dtype)
     n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     k_b, m = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != k_b:
@@ -40,7 +48,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None) -> np.n
     if out.size and k == 0:
         out[...] = 0  # an empty sum; the kernels never see a zero dimension
     elif out.size:
-        get_backend().matmul(a, b, bool(trans_a), bool(trans_b), out)
+        get_backend().matmul(a, b, bool(trans_a), bool(trans_b), out, precision)
     return out
 
 
@@ -56,28 +64,35 @@ def _linear_operands(x, w):
 
 
 def linear_forward(x, w, b, activation: Optional[str] = "identity", alpha: float = 0.01,
-                   out=None) -> np.ndarray:
-    """``act(x @ w + b)``: x (N, K), w (K, M), b (M,) -> (N, M)."""
+                   out=None, precision: Optional[str] = None) -> np.ndarray:
+    """``act(x @ w + b)``: x (N, K), w (K, M), b (M,) -> (N, M).
+
+    precision: of the GEMM, as for :func:`matmul`; bias and activation stay in x's dtype.
+    """
     x, w = _linear_operands(x, w)
+    precision = _precision(precision, x.dtype)
     b = float_array("b", b, ndim=1, dtype=x.dtype)
     same_shape("b", b, (w.shape[1],))
     activation = activation_name(activation)
     alpha = finite_number("alpha", alpha)
     out = output_array("out", out, (x.shape[0], w.shape[1]), x.dtype)
     if x.shape[0]:
-        get_backend().linear_forward(x, w, b, activation, alpha, out)
+        get_backend().linear_forward(x, w, b, activation, alpha, out, precision)
     return out
 
 
 def linear_backward(x, w, y, dy, activation: Optional[str] = "identity", alpha: float = 0.01,
-                    need_dx: bool = True, dx=None, dw=None, db=None
+                    need_dx: bool = True, dx=None, dw=None, db=None,
+                    precision: Optional[str] = None
                     ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Gradients ``(dx, dw, db)`` of ``y = act(x @ w + b)`` given ``dy``.
 
     x (N, K), w (K, M), y and dy (N, M) -> dx (N, K) or None when not
-    ``need_dx``, dw (K, M), db (M,).
+    ``need_dx``, dw (K, M), db (M,). precision: of the two GEMMs (dw, dx), as for
+    :func:`matmul`; dz = dy * act'(y) and db stay in x's dtype.
     """
     x, w = _linear_operands(x, w)
+    precision = _precision(precision, x.dtype)
     y = float_array("y", y, ndim=2, dtype=x.dtype)
     dy = float_array("dy", dy, ndim=2, dtype=x.dtype)
     same_shape("y", y, (x.shape[0], w.shape[1]))
@@ -88,8 +103,23 @@ def linear_backward(x, w, y, dy, activation: Optional[str] = "identity", alpha: 
     dx = output_array("dx", dx, x.shape, x.dtype) if need_dx else None
     dw = output_array("dw", dw, w.shape, x.dtype)
     db = output_array("db", db, (w.shape[1],), x.dtype)
-    get_backend().linear_backward(x, w, y, dy, activation, alpha, dx, dw, db)
+    get_backend().linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision)
     return dx, dw, db
+
+
+def round_bfloat16(x, out=None) -> np.ndarray:
+    """x (float32, any shape) rounded to the nearest bfloat16, as float32 numbers.
+
+    Round to nearest, ties to even, on the bits (PyTorch's ``c10::BFloat16``, ml_dtypes'
+    ``bfloat16``): infinities stay infinite, finite values past the largest bfloat16 round
+    to infinity, subnormals round like any number, NaN stays a (quiet) NaN. The rounding of
+    bfloat16 matmul precision (:mod:`fastnn.precision`). ``out`` may be ``x``.
+    """
+    x = float_array("x", x, dtype=np.float32)
+    out = output_array("out", out, x.shape, np.float32)
+    if x.size:
+        get_backend().round_bfloat16(x, out)
+    return out
 
 
 def softmax(x, out=None) -> np.ndarray:

@@ -43,6 +43,7 @@ def _config_of(model) -> Dict[str, Any]:
                     "optimizer": model.optimizer.name,
                     "optimizer_config": model.optimizer.get_config(), "metrics": model.metrics}
     return {"dtype": model.dtype.name, "seed": model.seed,
+            "matmul_precision": model.matmul_precision,
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                        for layer in model.layers],
             "compile": compiled}
@@ -132,7 +133,8 @@ def load_model(path):
     try:
         model = Sequential([layers_module.from_config(spec["class"], spec["config"])
                             for spec in config["layers"]],
-                           dtype=config["dtype"], seed=config.get("seed"))
+                           dtype=config["dtype"], seed=config.get("seed"),
+                           matmul_precision=config.get("matmul_precision"))
         model.build()
         compiled = config.get("compile")
         if compiled:

@@ -67,6 +67,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--plot", metavar="FILE.png", type=arguments.chart_file,
                         help="draw the training curves into this image (needs matplotlib, "
                              "the plot extra)")
+    parser.add_argument("--matmul-precision", choices=["float32", "bfloat16"],
+                        default="float32", help="precision of the layers' GEMMs (float32); "
+                        "bfloat16: operands rounded to bfloat16, float32 sums")
     parser.set_defaults(run=run)
 
 
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     x_train, x_test, y_train, y_test = data.x_train, data.x_test, data.y_train, data.y_test
     layers = [fastnn.Dense(size, "relu") for size in args.hidden]
     model = fastnn.Sequential(layers + [fastnn.Dense(data.classes, "softmax")],
-                              dtype=args.dtype, seed=args.seed)
+                              dtype=args.dtype, seed=args.seed,
+                              matmul_precision=args.matmul_precision)
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     optimizer = fastnn.SGD(lr, momentum=0.9) if args.optimizer == "sgd" else fastnn.Adam(lr)
     model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -102,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     shape = "-".join(str(size) for size in [x_train.shape[1], *args.hidden, data.classes])
     ranks = distributed.size()
     say(f"fastnn train: {shape} MLP (relu) on {data.description}; backend "
-        f"{fastnn.get_backend_name()}, {optimizer}, batch {args.batch_size}, {args.dtype}, "
-        f"{threads} thread{'s' * (threads != 1)}"
+        f"{fastnn.get_backend_name()}, {optimizer}, batch {args.batch_size}, {args.dtype}"
+        + (f", {args.matmul_precision} matmuls" if args.matmul_precision != "float32" else "")
+        + f", {threads} thread{'s' * (threads != 1)}"
         + (f" per rank, {ranks} MPI ranks (data-parallel)" if ranks > 1 else ""))
     timer = EpochTimer()
     # A diverging run ends in NonFiniteLossError, which the command reports in one line;

@@ -3,10 +3,14 @@
 setup.py names ``kernels/build_ffi.py:ffibuilder`` in ``cffi_modules``, so ``pip install .``
 and ``pip install -e .`` compile the extension ``fastnn._c._kernels`` from kernels/*.c.
 
+The build targets the architecture's baseline (x86-64: SSE2), never ``-march=native``, so
+the extension runs on any CPU of the architecture: each hot kernel is compiled once more for
+AVX2+FMA, AVX-512 and AMX-BF16 inside the same extension (isa_*.c and amx_gemm.c, each under
+its own ``#pragma GCC target``), and the best copy this CPU and OS allow is chosen when the
+extension loads (kernels/cpu.c; ``FASTNN_ISA`` forces a lower one at run time).
+
 Environment variables read at build time:
 
-* ``FASTNN_PORTABLE=1``: no ``-march=native``; the code runs on any CPU of the
-  architecture (x86-64 baseline: SSE2 vector code) instead of only on CPUs like the builder's.
 * ``FASTNN_EXTRA_CFLAGS``: more compiler and linker flags, e.g. sanitizers (sanitize.sh).
 * ``CC``: the compiler, as for any setuptools extension.
 """
@@ -24,20 +28,14 @@ HEADER = KERNELS_DIR / "fastnn.h"
 MODULE_NAME = "fastnn._c._kernels"
 
 
-def portable_build() -> bool:
-    return os.environ.get("FASTNN_PORTABLE", "").strip() not in ("", "0")
-
-
 def compile_flags() -> list:
-    """-O3 and OpenMP always; vector code for this CPU unless FASTNN_PORTABLE is set.
+    """-O3 and OpenMP for the architecture's baseline; the ISA copies pick their own targets.
 
     ``-g0`` drops the debug info that Python's own CFLAGS (``-g``) would put in a release
-    build (13 MB instead of about 0.5 MB); FASTNN_EXTRA_CFLAGS comes last, so ``-g`` there wins.
+    build (13 MB instead of about 0.6 MB); FASTNN_EXTRA_CFLAGS comes last, so ``-g`` there wins.
     """
     flags = ["-O3", "-g0", "-std=gnu11", "-fopenmp", "-fno-math-errno", "-Wall",
              "-Wno-unused-function"]
-    if not portable_build():
-        flags.append("-march=native")
     return flags + shlex.split(os.environ.get("FASTNN_EXTRA_CFLAGS", ""))
 
 

@@ -25,8 +25,40 @@ enum { FASTNN_OK = 0, FASTNN_OUT_OF_MEMORY = 1 };
  * OMP_NUM_THREADS, else the number of CPUs. */
 void fastnn_set_num_threads(int n);
 int fastnn_get_num_threads(void);
-/* Which vector code was compiled in: "avx512", "avx2" or "portable". */
+/* The vector code the kernels run now: "avx512", "avx2" or "portable" (the AMX instruction
+ * set runs the AVX-512 float kernels). */
 const char *fastnn_simd_name(void);
+
+/* Instruction sets (cpu.c, isa.h): every hot kernel is compiled for each of them into this
+ * one library, and the best this CPU and OS allow is chosen when it loads. */
+enum { FASTNN_ISA_PORTABLE = 0, FASTNN_ISA_AVX2 = 1, FASTNN_ISA_AVX512 = 2, FASTNN_ISA_AMX = 3,
+       FASTNN_ISA_COUNT = 4 };
+/* "portable", "avx2", "avx512" or "amx"; NULL for another number. */
+const char *fastnn_isa_name(int isa);
+/* "" when this CPU, the OS and the build allow the set; else why not, in a sentence. */
+const char *fastnn_isa_unavailable(int isa);
+/* The highest set allowed here. */
+int fastnn_isa_best(void);
+/* The set the kernels run now. */
+int fastnn_isa_current(void);
+/* Run the kernels of `isa` from now on: 0, or -1 (nothing changed) when it is not allowed.
+ * Not to be called while kernels run. */
+int fastnn_isa_select(int isa);
+
+/* Precision of the GEMMs of matmul / linear_forward / linear_backward on float32 arrays:
+ * bfloat16 rounds both operands of each product to bfloat16 (as fastnn_round_bf16) and
+ * accumulates in float32; bias, activation, dz, db and every output stay float32. */
+enum { FASTNN_PRECISION_FLOAT32 = 0, FASTNN_PRECISION_BFLOAT16 = 1 };
+
+/* out[i] = x[i] rounded to the nearest bfloat16, ties to even, returned as a float32 (the
+ * bfloat16 bits followed by 16 zero bits): infinities stay, values past the largest
+ * bfloat16 round to infinity, subnormals round like any number, NaN stays NaN (quiet,
+ * sign and top payload bits kept). out may be x. */
+void fastnn_round_bf16(float *out, const float *x, int64_t size);
+/* How bfloat16 precision multiplies now: "amx" (tiles), "avx512_bf16" (AVX-512 without
+ * AMX but with VDPBF16PS dot products; the AMX kernel's packing) or "float32" (the float32
+ * kernels on rounded copies). */
+const char *fastnn_bf16_gemm_name(void);
 
 /* out (N, M) = op(a) @ op(b); a (N, K), or (K, N) if trans_a; b (K, M), or (M, K) if trans_b. */
 int fastnn_matmul_f32(float *out, const float *a, const float *b,
@@ -34,11 +66,18 @@ int fastnn_matmul_f32(float *out, const float *a, const float *b,
 int fastnn_matmul_f64(double *out, const double *a, const double *b,
                       int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 
+/* fastnn_matmul_f32 in bfloat16 precision (FASTNN_PRECISION_BFLOAT16). */
+int fastnn_matmul_bf16(float *out, const float *a, const float *b,
+                       int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
+
 /* out (N, M) = act(x (N, K) @ w (K, M) + b (M,)), bias and activation in the GEMM epilogue. */
 int fastnn_linear_forward_f32(float *out, const float *x, const float *w, const float *b,
                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
 int fastnn_linear_forward_f64(double *out, const double *x, const double *w, const double *b,
                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
+/* fastnn_linear_forward_f32 with its GEMM in bfloat16 precision. */
+int fastnn_linear_forward_bf16(float *out, const float *x, const float *w, const float *b,
+                               int64_t n, int64_t k, int64_t m, int activation, double alpha);
 
 /* Gradients of y = act(x @ w + b): dz = dy * act'(y) (from y), db (M,) = sum_rows dz,
  * dw (K, M) = x^T @ dz, dx (N, K) = dz @ w^T (skipped when dx is NULL).
@@ -50,6 +89,11 @@ int fastnn_linear_backward_f64(double *dx, double *dw, double *db,
                                const double *x, const double *w, const double *y,
                                const double *dy,
                                int64_t n, int64_t k, int64_t m, int activation, double alpha);
+/* fastnn_linear_backward_f32 with its two GEMMs (dw, dx) in bfloat16 precision; dz and db in
+ * float32. */
+int fastnn_linear_backward_bf16(float *dx, float *dw, float *db,
+                                const float *x, const float *w, const float *y, const float *dy,
+                                int64_t n, int64_t k, int64_t m, int activation, double alpha);
 
 /* Row-wise softmax / log-softmax of x (N, C) into out (N, C); out may be x. */
 void fastnn_softmax_f32(float *out, const float *x, int64_t n, int64_t c);

@@ -29,6 +29,8 @@
 #ifndef FASTNN_GEMM_FEW_ROWS_F32
 #define FASTNN_GEMM_FEW_ROWS_F32 504
 #endif
+/* bfloat16 precision: GEMMs of float32 operands only (linear_impl.h). */
+#define T_BFLOAT16_GEMM 1
 #define GEMM_MR FASTNN_GEMM_MR_F32
 #define GEMM_NV FASTNN_GEMM_NV_F32
 #define GEMM_KC FASTNN_GEMM_KC_F32
@@ -58,6 +60,7 @@
 #ifndef FASTNN_GEMM_FEW_ROWS_F64
 #define FASTNN_GEMM_FEW_ROWS_F64 280
 #endif
+#define T_BFLOAT16_GEMM 0
 #define GEMM_MR FASTNN_GEMM_MR_F64
 #define GEMM_NV FASTNN_GEMM_NV_F64
 #define GEMM_KC FASTNN_GEMM_KC_F64
@@ -79,4 +82,5 @@
 #undef GEMM_NV
 #undef GEMM_KC
 #undef GEMM_FEW_ROWS
+#undef T_BFLOAT16_GEMM
 

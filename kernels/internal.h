@@ -30,6 +30,11 @@ typedef struct {
 FASTNN_DECLARE_GEMM(f32, float)
 FASTNN_DECLARE_GEMM(f64, double)
 
+/* bfloat16 precision (bf16.c): fastnn_gemm_f32's product with both operands rounded to
+ * bfloat16 (fastnn_round_bf16), accumulated and finished (epilogue) in float32: on AMX tiles
+ * when the AMX instruction set is chosen, else by the float32 kernels on rounded copies. */
+FASTNN_DECLARE_GEMM(bf16, float)
+
 /* Threads for a job of `work` units when one thread should get at least `grain` of them:
  * between 1 and fastnn_get_num_threads(), so small jobs never start a thread team. */
 int fastnn_threads_for(double work, double grain);
@@ -50,8 +55,10 @@ enum {
     SCRATCH_LINEAR_DZ = 3,
     SCRATCH_GEMM_PARTIAL = 4,
     SCRATCH_LINEAR_DB = 5,
-    SCRATCH_BATCHNORM = 6,
-    SCRATCH_SLOTS = 7
+    SCRATCH_BF16_A = 6, /* bfloat16 precision: packed or rounded operands */
+    SCRATCH_BF16_B = 7,
+    SCRATCH_BATCHNORM = 8,
+    SCRATCH_SLOTS = 9
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

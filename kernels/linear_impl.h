@@ -1,10 +1,24 @@
-/* linear_impl.h - fused dense layer forward and backward, for T (template: instantiate.h). */
+/* linear_impl.h - fused dense layer forward and backward, for T (template: instantiate.h).
+ * `precision` (FASTNN_PRECISION_*) is the precision of the layer's GEMMs: bfloat16 rounds
+ * their operands (fastnn_gemm_bf16, float32 only); bias, activation, dz and db stay in T. */
 #include "vmath_impl.h"
 
+/* fastnn_gemm's arguments, in `precision`. */
+static int FN(linear_gemm)(int precision, int64_t m, int64_t n, int64_t k, const T *a,
+                           int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b,
+                           T *c, int64_t ldc, const fastnn_epilogue *epilogue) {
+#if T_BFLOAT16_GEMM
+    if (precision == FASTNN_PRECISION_BFLOAT16)
+        return fastnn_gemm_bf16(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+#endif
+    (void)precision;
+    return FN(fastnn_gemm)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+}
+
 int FN(fastnn_linear_forward)(T *out, const T *x, const T *w, const T *b, int64_t n, int64_t k,
-                              int64_t m, int activation, double alpha) {
+                              int64_t m, int activation, double alpha, int precision) {
     fastnn_epilogue epilogue = {b, activation, alpha};
-    return FN(fastnn_gemm)(n, m, k, x, k, 0, w, m, 0, out, m, &epilogue);
+    return FN(linear_gemm)(precision, n, m, k, x, k, 0, w, m, 0, out, m, &epilogue);
 }
 
 /* Columns [j0, j0 + width) (width <= DZ_BLOCK_VECTORS vectors) of dz = dy * act'(y) over rows
@@ -55,7 +69,7 @@ static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i
 
 int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
                                const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                               double alpha) {
+                               double alpha, int precision) {
     /* dz (N, M) in one pass over y and dy, fused with db; identity needs no dz of its own. */
     T *dz = NULL;
     if (activation != ACT_IDENTITY) {
@@ -88,9 +102,9 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
     }
     const T *grad_z = dz ? dz : dy;
     /* dw (K, M) = x^T @ dz and dx (N, K) = dz @ w^T, the transposes read in place. */
-    int status = FN(fastnn_gemm)(k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
+    int status = FN(linear_gemm)(precision, k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
     if (dx && status == FASTNN_OK)
-        status = FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+        status = FN(linear_gemm)(precision, n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
     return status;
 }
 #undef DZ_BLOCK_VECTORS

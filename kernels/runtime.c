@@ -1,10 +1,9 @@
-/* runtime.c - thread count, per-thread scratch buffers, build description. */
+/* runtime.c - thread count, per-thread scratch buffers. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "internal.h"
-#include "simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -52,8 +51,6 @@ int fastnn_team_size(void) {
     return 1;
 #endif
 }
-
-const char *fastnn_simd_name(void) { return FASTNN_SIMD_NAME; }
 
 typedef struct {
     void *data;

@@ -1,39 +1,46 @@
 #!/usr/bin/env bash
-# Test the vector code paths this CPU does not take by default: simd.h has three (AVX-512,
-# AVX2+FMA, portable) and a normal build compiles only the widest one the CPU has. Each path
-# is built in a temporary copy of the project (temp_copy.sh) and the suite runs on backend
-# "c" alone. A path this CPU cannot run (AVX2 on a CPU without it) is reported and skipped.
+# Test every instruction set's copy of the C kernels that this machine can run: the one
+# extension holds a copy per set (kernels/isa.h), the best one runs by default, and
+# FASTNN_ISA=<name> forces a lower one. The suite runs on backend "c" alone once per set
+# below the best (the default run of the suite covers the best). A set this CPU or OS does
+# not allow is reported with the reason and skipped.
 #
 #   bash kernels/vector_paths.sh [extra pytest arguments, e.g. -k gemm]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/temp_copy.sh"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Runs the suite against one build: $1 the path simd.h must report, then the build's
-# environment (VAR=value ...).
-test_path() {
-    local expected=$1 work
-    shift
+best=$(python -c "import fastnn.backends.c_backend as c; print(c.ISA)")
+for isa in portable avx2 avx512 amx; do
+    reason=$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('$isa'))")
+    if [ -n "$reason" ]; then
+        echo "== $isa: not tested here ($reason)"
+        continue
+    fi
+    if [ "$isa" = "$best" ]; then
+        echo "== $isa: the default, tested by the main run of the suite"
+        continue
+    fi
+    echo "== the $isa kernels (FASTNN_ISA=$isa)"
+    got=$(FASTNN_ISA=$isa python -c "import fastnn.backends.c_backend as c; print(c.ISA)")
+    if [ "$got" != "$isa" ]; then
+        echo "FASTNN_ISA=$isa ran '$got'"
+        exit 1
+    fi
+    FASTNN_ISA=$isa FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
+        python -m pytest tests -q -p no:cacheprovider "$@"
+done
+# Without AMX here, the AMX GEMM's packing, padding, blocking and epilogue still run: in a
+# build whose tile instructions are emulated in scalar code (-DFASTNN_AMX_EMULATE).
+if [ -n "$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('amx'))")" ]; then
+    source kernels/temp_copy.sh
     temp_copy work
+    echo "== the AMX kernels, tile instructions emulated (no AMX here)"
     (
         cd "$work"
-        env "$@" python kernels/build_ffi.py > build.log 2>&1 || { cat build.log; exit 1; }
-        built=$(python -c "import fastnn.backends.c_backend as c; print(c.SIMD)")
-        if [ "$built" != "$expected" ]; then
-            echo "built the '$built' path, expected '$expected'"
-            exit 1
-        fi
-        echo "== the $expected vector path"
-        FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
-            python -m pytest tests -q -p no:cacheprovider "${pytest_args[@]}"
+        FASTNN_EXTRA_CFLAGS="-DFASTNN_AMX_EMULATE" python kernels/build_ffi.py > build.log 2>&1 \
+            || { cat build.log; exit 1; }
+        FASTNN_ISA=amx FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
+            python -m pytest tests/test_bf16.py -q -p no:cacheprovider "$@"
     )
-}
-
-pytest_args=("$@")
-if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo; then
-    # -march=native with AVX-512 switched off: the AVX2+FMA path of this CPU.
-    test_path avx2 FASTNN_EXTRA_CFLAGS="-mno-avx512f"
-else
-    echo "this CPU has no AVX2+FMA: that path is not tested here"
 fi
-test_path portable FASTNN_PORTABLE=1
-echo "vector_paths.sh: the suite passed on every vector path"
+echo "vector_paths.sh: the suite passed on every instruction set this machine runs"

@@ -1,5 +1,14 @@
 /* vmath_impl.h - vector exp and the activations, for T (template: see instantiate.h).
- * Included by every template that needs them, once per type; everything is static inline. */
+ * Included by every template that needs them; one translation unit may instantiate several
+ * of those templates (isa_kernels.h), so the body is guarded per type. Everything is static
+ * inline. */
+#if (defined(FASTNN_INSTANCE_F32) && !defined(FASTNN_VMATH_F32)) ||                            \
+    (defined(FASTNN_INSTANCE_F64) && !defined(FASTNN_VMATH_F64))
+#ifdef FASTNN_INSTANCE_F32
+#define FASTNN_VMATH_F32
+#else
+#define FASTNN_VMATH_F64
+#endif
 
 /* Range reduction of exp: x = n ln2 + r with |r| <= ln2/2 (ln2 split in a high part exact
  * in T and a low correction, Cody-Waite); returns exp(r) - 1 by its Taylor polynomial of
@@ -83,3 +92,4 @@ static inline VEC FN(activation_grad)(VEC y, int activation, T alpha) {
         return one;
     }
 }
+#endif

@@ -69,6 +69,7 @@ BAD_VALUES = {
         "--dataset": ["/no/such/file.csv", "imagenet"],
         "--target": ["zebra"],
         "--plot": ["/no/such/folder/chart.png", "chart.notaformat", "."],
+        "--matmul-precision": ["float16", "bf16"],
     },
     "bench": {
         "--backends": ["cuda", "numpy,gpu", ","],
@@ -134,6 +135,9 @@ def test_a_missing_or_unknown_command_or_option_is_one_line(argv, capsys):
 @pytest.mark.parametrize("variable, value", [
     ("FASTNN_BACKEND", "gpu"), ("FASTNN_BACKEND", "numpy,c"),
     ("FASTNN_SCRATCH_LIMIT", "lots"), ("FASTNN_SCRATCH_LIMIT", "-5"),
+    ("FASTNN_NUM_THREADS", "zero"), ("FASTNN_NUM_THREADS", "0"),
+    ("FASTNN_CACHE_DIR", "relative/cache"), ("FASTNN_DATA", "/dev/null"),
+    ("FASTNN_ISA", "sse9"),
 ])
 @pytest.mark.parametrize("command", [["info"], ["train", "--epochs", "1"], ["cache", "dir"]])
 def test_a_bad_environment_variable_is_one_line_naming_it_with_exit_2(variable, value,

@@ -74,6 +74,10 @@ def load_backend(name: str) -> ModuleType:
             missing = [k for k in KERNEL_NAMES if not hasattr(module, k)]
             if missing:
                 raise ImportError(f"{module.__name__} lacks kernels {missing}")
+        except ValueError:
+            # A bad setting (an environment variable such as FASTNN_ISA) is the user's
+            # error, reported as such each time, not a backend that cannot load here.
+            raise
         except Exception as exc:  # any failure to load makes it unavailable
             _failures[name] = f"{type(exc).__name__}: {exc}"
             raise BackendUnavailableError(name, _failures[name]) from exc

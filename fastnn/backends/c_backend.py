@@ -8,11 +8,18 @@ matters for small networks. The GIL is released while a C function runs (cffi AP
 
 Importing this module raises ImportError when the extension was not built; the message
 carries the build's reason (fastnn/_c/BUILD_ERROR.txt), which ``fastnn info`` shows.
+
+The extension holds a copy of each hot kernel per instruction set (kernels/isa.h); the best
+one this CPU and OS allow runs, or the one named by ``FASTNN_ISA`` (``portable``, ``avx2``,
+``avx512`` or ``amx``), which may only be one allowed here: a bad or unavailable name raises
+ValueError at import. :func:`isa_report` says which runs and why the higher ones do not.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import List
 
 import numpy as np
 
@@ -39,8 +46,66 @@ except ImportError as _exc:
 
 NAME = "c"
 
-#: The vector code compiled in: "avx512", "avx2" or "portable".
+#: The instruction sets the kernels are compiled for, lowest first (kernels/fastnn.h).
+ISAS = tuple(ffi.string(lib.fastnn_isa_name(i)).decode() for i in range(lib.FASTNN_ISA_COUNT))
+
+
+def isa_unavailable(isa: str) -> str:
+    """Why instruction set ``isa`` (one of :data:`ISAS`) cannot run here; "" when it can."""
+    return ffi.string(lib.fastnn_isa_unavailable(ISAS.index(isa))).decode()
+
+
+def requested_isa() -> str:
+    """The instruction set FASTNN_ISA names ("" when unset). ValueError, naming the variable,
+    for a name that is not an instruction set or one this CPU and OS cannot run."""
+    requested = os.environ.get("FASTNN_ISA", "").strip().lower()
+    if requested and requested not in ISAS:
+        raise ValueError(f"FASTNN_ISA: expected one of {list(ISAS)}, got "
+                         f"{os.environ['FASTNN_ISA']!r}")
+    reason = isa_unavailable(requested) if requested else ""
+    if reason:
+        best = ISAS[lib.fastnn_isa_best()]
+        raise ValueError(f"FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
+                         f"allowed here is {best!r}")
+    return requested
+
+
+def _apply_isa_setting() -> str:
+    """Select the instruction set named by FASTNN_ISA (default: the best allowed here)."""
+    requested = requested_isa()
+    if not requested:
+        return ISAS[lib.fastnn_isa_current()]
+    if lib.fastnn_isa_select(ISAS.index(requested)) != 0:
+        reason = isa_unavailable(requested)
+        best = ISAS[lib.fastnn_isa_best()]
+        raise ValueError(f"FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
+                         f"allowed here is {best!r}")
+    return requested
+
+
+#: The instruction set the kernels run: FASTNN_ISA, else the best this CPU and OS allow.
+ISA = _apply_isa_setting()
+
+#: How bfloat16 matmul precision multiplies: "amx", "avx512_bf16" or "float32" (fastnn.h).
+BF16_GEMM = ffi.string(lib.fastnn_bf16_gemm_name()).decode()
+
+#: The vector code the float kernels run: "avx512" (also under "amx"), "avx2" or "portable".
 SIMD = ffi.string(lib.fastnn_simd_name()).decode()
+
+
+def isa_report() -> List[str]:
+    """Lines for ``fastnn info``: the instruction set in use and why each higher one is not."""
+    best = lib.fastnn_isa_best()
+    forced = " (forced by FASTNN_ISA)" if ISAS.index(ISA) < best else ""
+    lines = [f"instruction set: {ISA}{forced}; built for {', '.join(ISAS)}"]
+    for isa in ISAS[ISAS.index(ISA) + 1:]:
+        reason = isa_unavailable(isa) or "allowed here, but FASTNN_ISA asks for a lower one"
+        lines.append(f"  not {isa}: {reason}")
+    how = {"amx": "AMX tiles",
+           "avx512_bf16": "AVX512-BF16 dot products (no AMX here)",
+           "float32": "the float32 kernels (operands rounded to bfloat16 first)"}
+    lines.append(f"  bfloat16 matmul precision runs on {how[BF16_GEMM]}")
+    return lines
 
 _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
@@ -79,31 +144,58 @@ def get_num_threads() -> int:
     return lib.fastnn_get_num_threads()
 
 
-def matmul(a, b, trans_a, trans_b, out):
+def _one_thread_after_fork() -> None:
+    """GNU OpenMP's thread pool does not survive fork(): a child process that enters a
+    parallel region the parent has used waits for threads that do not exist (measured: a
+    forked child's 512x512 matmul hung). A forked child therefore runs the kernels on one
+    thread; processes started by spawn or joblib's loky are fresh and keep every thread."""
+    lib.fastnn_set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_thread_after_fork)
+
+
+#: The float32 kernels in bfloat16 matmul precision (kernels/bf16.c).
+_BF16 = {"matmul": lib.fastnn_matmul_bf16, "linear_forward": lib.fastnn_linear_forward_bf16,
+         "linear_backward": lib.fastnn_linear_backward_bf16}
+
+
+def _gemm_kernel(kernels: "_Kernels", name: str, precision: str):
+    return _BF16[name] if precision == "bfloat16" else getattr(kernels, name)
+
+
+def round_bfloat16(x, out):
+    lib.fastnn_round_bf16(_from_buffer("float[]", out), _from_buffer("float[]", x), x.size)
+
+
+def matmul(a, b, trans_a, trans_b, out, precision="float32"):
     k = _BY_DTYPE[a.dtype]
     t = k.array_type
     n, inner = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    _check(k.matmul(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n, inner,
-                    out.shape[1], trans_a, trans_b), "matmul")
+    kernel = _gemm_kernel(k, "matmul", precision)
+    _check(kernel(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n, inner,
+                  out.shape[1], trans_a, trans_b), "matmul")
 
 
-def linear_forward(x, w, b, activation, alpha, out):
+def linear_forward(x, w, b, activation, alpha, out, precision="float32"):
     k = _BY_DTYPE[x.dtype]
     t = k.array_type
     n, inner = x.shape
-    _check(k.linear_forward(_from_buffer(t, out), _from_buffer(t, x), _from_buffer(t, w),
-                            _from_buffer(t, b), n, inner, w.shape[1],
-                            ACTIVATION_CODES[activation], alpha), "linear_forward")
+    kernel = _gemm_kernel(k, "linear_forward", precision)
+    _check(kernel(_from_buffer(t, out), _from_buffer(t, x), _from_buffer(t, w),
+                  _from_buffer(t, b), n, inner, w.shape[1], ACTIVATION_CODES[activation],
+                  alpha), "linear_forward")
 
 
-def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
+def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision="float32"):
     k = _BY_DTYPE[x.dtype]
     t = k.array_type
     n, inner = x.shape
-    _check(k.linear_backward(_NULL if dx is None else _from_buffer(t, dx), _from_buffer(t, dw),
-                             _from_buffer(t, db), _from_buffer(t, x), _from_buffer(t, w),
-                             _from_buffer(t, y), _from_buffer(t, dy), n, inner, w.shape[1],
-                             ACTIVATION_CODES[activation], alpha), "linear_backward")
+    kernel = _gemm_kernel(k, "linear_backward", precision)
+    _check(kernel(_NULL if dx is None else _from_buffer(t, dx), _from_buffer(t, dw),
+                  _from_buffer(t, db), _from_buffer(t, x), _from_buffer(t, w),
+                  _from_buffer(t, y), _from_buffer(t, dy), n, inner, w.shape[1],
+                  ACTIVATION_CODES[activation], alpha), "linear_backward")
 
 
 def softmax(x, out):

@@ -56,17 +56,23 @@ class Backend(Protocol):
     # -- dense algebra -------------------------------------------------------
 
     def matmul(self, a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool,
-               out: np.ndarray) -> None:
+               out: np.ndarray, precision: str = "float32") -> None:
         """``out = op(a) @ op(b)`` where ``op(t)`` is ``t.T`` when its flag is set.
 
         a: float (N, K), or (K, N) when ``trans_a``.
         b: float (K, M), or (M, K) when ``trans_b``.
         out: float (N, M), overwritten.
         The transposes are read in place; no transposed copy is required.
+        precision: "float32", or "bfloat16" (float32 arrays only): the product of
+        ``round_bfloat16(op(a))`` and ``round_bfloat16(op(b))``, accumulated in float32
+        (the products of two bfloat16 numbers are exact in float32). The same holds for
+        ``precision`` in ``linear_forward`` (its GEMM) and ``linear_backward`` (the GEMMs of
+        ``dw`` and ``dx``; ``dz`` and ``db`` from the unrounded float32 ``dz``).
         """
 
     def linear_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
-                       activation: str, alpha: float, out: np.ndarray) -> None:
+                       activation: str, alpha: float, out: np.ndarray,
+                       precision: str = "float32") -> None:
         """``out = act(x @ w + b)`` in one pass over the output.
 
         x: float (N, K); w: float (K, M); b: float (M,); out: float (N, M).
@@ -76,7 +82,7 @@ class Backend(Protocol):
     def linear_backward(self, x: np.ndarray, w: np.ndarray, y: np.ndarray,
                         dy: np.ndarray, activation: str, alpha: float,
                         dx: Optional[np.ndarray], dw: np.ndarray,
-                        db: np.ndarray) -> None:
+                        db: np.ndarray, precision: str = "float32") -> None:
         """Gradients of ``y = act(x @ w + b)`` given ``dy = dL/dy``.
 
         With ``dz = dy * act'(y)`` (derivative from the output y):
@@ -86,6 +92,15 @@ class Backend(Protocol):
         dx: float (N, K) or None (the first layer needs no input gradient,
         so the GEMM is skipped); dw: float (K, M); db: float (M,). All three
         are overwritten, never accumulated into.
+        """
+
+    def round_bfloat16(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``out = x`` rounded to bfloat16, as float32 numbers, bit for bit as the reference.
+
+        x, out: float32, one shape (treated as flat); ``out`` may be ``x``. The reference
+        (numpy backend): round to nearest, ties to even, on the float32 bits
+        ``(u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000``; a NaN becomes
+        ``(u | 0x00400000) & 0xFFFF0000`` (quiet, sign kept).
         """
 
     # -- softmax and losses --------------------------------------------------
@@ -255,7 +270,7 @@ class Backend(Protocol):
 
 #: Names every backend module must define, checked when it is registered.
 KERNEL_NAMES = (
-    "matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
+    "matmul", "linear_forward", "linear_backward", "round_bfloat16", "softmax", "log_softmax",
     "softmax_cross_entropy", "sigmoid_cross_entropy", "mse", "batchnorm_forward",
     "batchnorm_backward", "activation_forward", "activation_backward", "one_hot",
     "count_correct", "all_finite", "take_rows",

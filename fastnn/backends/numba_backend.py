@@ -16,7 +16,7 @@ import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
-from .numba_kernels import batchnorm, gemm, linear, optim, pointwise, softmax_xent
+from .numba_kernels import batchnorm, bf16, gemm, linear, optim, pointwise, softmax_xent
 from .numba_notice import install as _install_compile_notice
 
 _install_compile_notice()  # one line on stderr when a first run compiles the kernels
@@ -91,16 +91,48 @@ def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
         gemm.gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, n)
 
 
-def matmul(a, b, trans_a, trans_b, out):
+def round_bfloat16(x, out):
+    bits, out_bits = x.reshape(-1).view(np.uint32), out.reshape(-1).view(np.uint32)
+    if _parallel(x.size):
+        bf16.round_parallel(bits, out_bits, _threads)
+    else:
+        bf16.round_range(bits, out_bits, 0, x.size)
+
+
+def _in_precision(precision, *arrays):
+    """The GEMM operands as the precision reads them: rounded copies for bfloat16."""
+    if precision != "bfloat16":
+        return arrays
+    rounded = tuple(np.empty_like(array) for array in arrays)
+    for array, copy in zip(arrays, rounded):
+        round_bfloat16(array, copy)
+    return rounded
+
+
+def matmul(a, b, trans_a, trans_b, out, precision="float32"):
+    a, b = _in_precision(precision, a, b)
     _gemm(a, b, trans_a, trans_b, out, None, _IDENTITY, 0.0)
 
 
-def linear_forward(x, w, b, activation, alpha, out):
+def linear_forward(x, w, b, activation, alpha, out, precision="float32"):
+    x, w = _in_precision(precision, x, w)
     _gemm(x, w, False, False, out, b, ACTIVATION_CODES[activation], alpha)
 
 
-def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
+def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision="float32"):
     code = ACTIVATION_CODES[activation]
+    if precision == "bfloat16":
+        # dz and db from the float32 dz, then the two GEMMs on rounded operands.
+        dz = np.empty_like(dy)
+        if _parallel(dy.size):
+            linear.dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, _threads)
+        else:
+            linear.dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, 0, dy.shape[0])
+        x, w, dz = _in_precision(precision, x, w, dz)
+        matmul(x, dz, True, False, dw)
+        if dx is not None:
+            matmul(dz, w, False, True, dx)
+        return
     threads = _gemm_threads(*x.shape, w.shape[1])
     if threads:
         linear.linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads)

@@ -24,7 +24,28 @@ def get_num_threads() -> int:
     return max(counts, default=1)
 
 
-def matmul(a, b, trans_a, trans_b, out):
+def round_bfloat16(x, out):
+    """The reference bfloat16 rounding (contract): round to nearest even on the bits."""
+    u = x.view(np.uint32)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) \
+        & np.uint32(0xFFFF0000)
+    quiet_nan = (u | np.uint32(0x00400000)) & np.uint32(0xFFFF0000)
+    out.view(np.uint32)[...] = np.where(nan, quiet_nan, rounded)
+
+
+def _in_precision(precision, *arrays):
+    """The GEMM operands as the precision reads them: rounded copies for bfloat16."""
+    if precision != "bfloat16":
+        return arrays
+    rounded = tuple(np.empty_like(array) for array in arrays)
+    for array, copy in zip(arrays, rounded):
+        round_bfloat16(array, copy)
+    return rounded
+
+
+def matmul(a, b, trans_a, trans_b, out, precision="float32"):
+    a, b = _in_precision(precision, a, b)
     np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
 
@@ -59,15 +80,16 @@ def _derivative_from_output(y, activation, alpha):
     return np.ones_like(y)
 
 
-def linear_forward(x, w, b, activation, alpha, out):
-    np.matmul(x, w, out=out)
+def linear_forward(x, w, b, activation, alpha, out, precision="float32"):
+    np.matmul(*_in_precision(precision, x, w), out=out)
     out += b
     _activate(out, activation, alpha)
 
 
-def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
+def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision="float32"):
     dz = dy * _derivative_from_output(y, activation, alpha)
     np.sum(dz, axis=0, out=db)
+    x, w, dz = _in_precision(precision, x, w, dz)
     np.matmul(x.T, dz, out=dw)
     if dx is not None:
         np.matmul(dz, w.T, out=dx)

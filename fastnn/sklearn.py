@@ -1,0 +1,892 @@
+"""Drop-ins for scikit-learn's ``MLPClassifier`` and ``MLPRegressor``, trained by fastnn.
+
+Change one import and keep the rest of the code::
+
+    from fastnn.sklearn import MLPClassifier   # was: from sklearn.neural_network import ...
+
+The estimators take scikit-learn's parameters with its names, defaults and meanings
+(scikit-learn 1.9, ``sklearn.neural_network``), set the same fitted attributes, and pass
+``sklearn.utils.estimator_checks.parametrize_with_checks``. They need scikit-learn
+(``pip install fastnn[sklearn]``); ``import fastnn`` never imports it, this module does.
+
+What is kept from scikit-learn (each point has a test against scikit-learn itself):
+
+- labels of any type (strings too) go through a ``LabelBinarizer``; a binary problem has one
+  logistic output unit and ``predict_proba`` of shape (n, 2); multilabel indicator targets
+  have one logistic unit per label; several classes a softmax;
+- weights *and* biases start Glorot-uniform, bound ``sqrt(6 / (fan_in + fan_out))`` (2
+  instead of 6 for ``activation="logistic"``), drawn from ``random_state`` in scikit-learn's
+  order, so the initial ``coefs_`` and ``intercepts_`` equal scikit-learn's bit for bit
+  (float64);
+- ``alpha``'s L2 term is scaled by the samples of the current mini-batch, as scikit-learn
+  scales it for sgd/adam: each step adds ``alpha * W / n`` to the gradient of every weight
+  matrix W (never to the intercepts) and ``0.5 * alpha * sum ||W||^2 / n`` to the batch's
+  loss, n the rows of that batch. So ``loss_`` depends on ``batch_size``;
+- the losses are scikit-learn's: log-loss (for logistic outputs summed over the labels),
+  and half the mean squared error whose gradient is ``(prediction - y) / n``;
+- sgd with momentum and Nesterov's momentum, with the learning rate ``constant``,
+  ``invscaling`` (``learning_rate_init / (t_ + 1) ** power_t`` after each epoch) or
+  ``adaptive`` (divided by 5 after ``n_iter_no_change`` epochs without a ``tol`` gain; stop
+  once it is <= 1e-6); momentum is carried over a change of the learning rate as
+  scikit-learn carries it;
+- adam as scikit-learn's: bias corrections folded into the step size and ``epsilon`` added
+  to ``sqrt(v)`` (not to ``sqrt(v_hat)``, as fastnn's and PyTorch's Adam do);
+- stopping after ``n_iter_no_change`` epochs without a ``tol`` gain of the training loss
+  or, with ``early_stopping``, of the validation score (the same split as scikit-learn's:
+  ``train_test_split`` with ``random_state``, stratified for binary targets), restoring the
+  best weights; ``ConvergenceWarning`` at ``max_iter``; ``warm_start``; ``partial_fit``
+  (one epoch; ``classes=`` on the first call of the classifier); a ``ValueError`` when the
+  training produced non-finite weights.
+
+With ``dtype="float64"`` and ``shuffle=False`` the weights follow scikit-learn's to
+rounding (the tests compare them after several epochs of each solver and schedule).
+
+Differences that remain (also listed in the README):
+
+1. ``dtype`` (keyword-only, float32 by default) is the precision of training and of the
+   fitted attributes and predictions, whatever the input's dtype; scikit-learn computes in
+   the input's dtype (float64 unless X is float32). ``dtype="float64"`` matches it.
+2. With ``shuffle=True`` the mini-batch order comes from fastnn's generator seeded by
+   ``random_state``: the same kind of order, not the same sequence as scikit-learn's, so
+   results agree statistically, not bit for bit.
+3. ``solver="lbfgs"`` raises NotImplementedError (use "adam" or "sgd"); ``max_fun``, an
+   lbfgs setting, is accepted and unused. ``MLPRegressor(loss="poisson")`` raises
+   NotImplementedError.
+4. ``fit`` and ``partial_fit`` take no ``sample_weight``.
+5. Sparse X is accepted and made dense (memory n_samples x n_features of ``dtype``).
+6. ``loss_`` of the classifier is the exact log-loss; scikit-learn clips probabilities at
+   the dtype's eps first (the two differ only for probabilities below about 1e-7 in float32,
+   2e-16 in float64; the gradients are the same).
+7. A loss that becomes NaN or infinite stops training at once (scikit-learn trains on with
+   NaN weights to ``max_iter``); both raise the same ValueError.
+8. ``momentum=1`` (allowed by scikit-learn, where the velocity never decays) is refused.
+
+fastnn's own keyword-only parameters: ``backend`` (None: fastnn's current backend, else
+"c", "numba" or "numpy"), ``dtype`` ("float32" or "float64"), ``dropout`` (a drop rate in
+[0, 1) after each hidden layer; 0 keeps scikit-learn's model), ``matmul_precision``
+("float32", the only precision the GEMMs have in this version).
+
+Pickling stores the weights (and the optimizer's state, so that ``partial_fit`` resumes
+exactly) as plain arrays; fastnn's :class:`~fastnn.Sequential` behind the estimator is
+rebuilt on first use after unpickling. Pickle is scikit-learn's convention for estimators;
+fastnn's own ``Sequential.save`` stays pickle-free.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Dict, List
+
+import numpy as np
+import scipy.sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier as _SklearnMLPClassifier
+from sklearn.neural_network import MLPRegressor as _SklearnMLPRegressor
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
+                                      unique_labels)
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .backends import available_backends, use_backend
+from .callbacks import Callback
+from .layers import Dense, Dropout
+from .losses import (BinaryCrossentropy, Loss, MeanSquaredError,
+                     SparseCategoricalCrossentropy)
+from .model import NonFiniteLossError, Sequential
+from .optimizers import SGD, Adam, kernel_calls
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+#: scikit-learn's hidden activation names -> fastnn's.
+HIDDEN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh",
+                      "relu": "relu"}
+#: scikit-learn's output activation names (``out_activation_``) -> fastnn's.
+OUTPUT_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
+MATMUL_PRECISIONS = ("float32",)
+#: The message scikit-learn raises when training ends with non-finite weights.
+NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input data may "
+                      "contain large values and need to be preprocessed.")
+
+
+# -- scikit-learn's training semantics on fastnn's parts ------------------------------------
+
+class _Penalty:
+    """scikit-learn's L2 term, shared by the layers and the optimizer of one model:
+    ``alpha``, the rows of the current batch, and the sum of ``||W||^2`` over the weight
+    matrices and the steps of the current epoch (for ``loss_``)."""
+
+    def __init__(self, alpha: float):
+        self.alpha = float(alpha)
+        self.rows = 1
+        self.squares = 0.0
+
+    def decay(self) -> float:
+        """The weight decay of this step: scikit-learn adds ``alpha * W / n`` to the
+        gradient of each weight matrix W, n the rows of the batch."""
+        return self.alpha / self.rows
+
+
+class _PenalizedDense(Dense):
+    """A Dense layer that tells the shared :class:`_Penalty` the rows of each training
+    batch; the optimizer (:class:`_SklearnSteps`) applies the L2 term."""
+
+    def __init__(self, units: int, activation: str, penalty: _Penalty):
+        super().__init__(units, activation)
+        self.penalty = penalty
+
+    def backward(self, backend, x, y, dy, dx, scratch):
+        super().backward(backend, x, y, dy, dx, scratch)
+        self.penalty.rows = x.shape[0]
+
+
+class _SklearnSteps:
+    """Optimizer steps with scikit-learn's L2 term on the weight matrices (not on the
+    intercepts, which scikit-learn does not penalize), with fastnn's kernel calls.
+
+    fastnn's ``weight_decay`` (``g = grad + weight_decay * param`` inside the step kernel) is
+    one constant for every parameter, biases included, so it stays 0 and each step does:
+    a call over one weight matrix gets ``alpha / rows`` as its weight decay (no extra pass
+    over memory but ``||W||^2``, one dot); a call over small parameters joined together
+    (:func:`fastnn.optimizers.kernel_calls`) gets ``g += (alpha / rows) * mask * param`` first,
+    the mask 1 on weights and 0 on intercepts (three NumPy calls; one kernel call less per
+    parameter). ``||W||^2`` is added to the penalty's sum for ``loss_``.
+    """
+
+    penalty: _Penalty
+
+    def _plan(self, params, grads) -> None:
+        """Per kernel call (same order as the optimizer's): its flat param and grad, whether
+        it is one weight matrix, and for joined calls the weight mask."""
+        self._plan_calls = []
+        for (first, end, param, grad) in kernel_calls(params, grads):
+            members = params[first:end]
+            mask = None
+            if len(members) > 1:
+                mask = np.concatenate([np.full(member.size, float(member.ndim > 1),
+                                               member.dtype) for member in members])
+            self._plan_calls.append((param.reshape(-1), grad.reshape(-1),
+                                     len(members) == 1 and members[0].ndim > 1, mask,
+                                     None if mask is None else np.empty_like(mask), {}))
+
+    def _weight_decays(self) -> List[float]:
+        """Apply the L2 term of this step to the joined calls' gradients; return the weight
+        decay of each kernel call."""
+        penalty = self.penalty
+        if not penalty.alpha:
+            return [0.0] * len(self._plan_calls)
+        decay, squares, decays = penalty.decay(), 0.0, []
+        for param, grad, weights, mask, scaled, masks in self._plan_calls:
+            if mask is None:
+                if weights:
+                    squares += float(np.dot(param, param))
+                decays.append(decay if weights else 0.0)
+                continue
+            decay_mask = masks.get(decay)
+            if decay_mask is None:  # one per batch size of the fit
+                decay_mask = masks[decay] = mask * decay
+            np.multiply(param, decay_mask, out=scaled)
+            squares += float(np.dot(scaled, param)) / decay
+            np.add(grad, scaled, out=grad)
+            decays.append(0.0)
+        penalty.squares += squares
+        return decays
+
+
+class _SklearnSGD(_SklearnSteps, SGD):
+    """fastnn's SGD (PyTorch's momentum form) with scikit-learn's L2 term; the estimator
+    rescales the velocity when the learning rate changes (:func:`_apply_learning_rate`)."""
+
+    def __init__(self, lr, momentum, nesterov, penalty: _Penalty):
+        super().__init__(lr, momentum=momentum, nesterov=nesterov)
+        self.penalty = penalty
+
+    def bind(self, params, grads):
+        super().bind(params, grads)
+        self._plan(params, grads)
+
+    def step(self, backend):
+        sgd_step, decays = backend.sgd_step, self._weight_decays()
+        lr, momentum, nesterov = self.lr, self.momentum, self.nesterov
+        for (param, grad, velocity), decay in zip(self._steps, decays):
+            sgd_step(param, grad, velocity, lr, momentum, nesterov, decay)
+
+
+class _SklearnAdam(_SklearnSteps, Adam):
+    """scikit-learn's Adam: ``lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)``, step
+    ``lr_t m / (sqrt(v) + eps)``. fastnn's Adam adds eps to ``sqrt(v_hat)`` instead; the two
+    agree when fastnn's eps is ``eps / sqrt(1 - beta2^t)``, which each step passes. With
+    scikit-learn's L2 term (:class:`_SklearnSteps`)."""
+
+    def __init__(self, lr, beta1, beta2, eps, penalty: _Penalty):
+        super().__init__(lr, beta1, beta2, eps)
+        self.sklearn_eps = float(eps)
+        self.penalty = penalty
+
+    def bind(self, params, grads):
+        super().bind(params, grads)
+        self._plan(params, grads)
+
+    def step(self, backend):
+        decays = self._weight_decays()
+        self.steps += 1
+        adam_step, step = backend.adam_step, self.steps
+        lr, beta1, beta2 = self.lr, self.beta1, self.beta2
+        eps = self.sklearn_eps / math.sqrt(1.0 - beta2 ** step)
+        for (param, grad, m, v), decay in zip(self._steps, decays):
+            adam_step(param, grad, m, v, lr, beta1, beta2, eps, decay, step)
+
+
+class _HalfSquaredError(MeanSquaredError):
+    """scikit-learn's squared_error: loss ``mean((y_hat - y)^2) / 2`` over all outputs,
+    gradient ``(y_hat - y) / n`` (n rows; per row, not per output, as scikit-learn's)."""
+
+    name = "sklearn_squared_error"
+
+    def __call__(self, backend, outputs, targets, grad, scratch, sample_weight=None):
+        # the estimators take no sample_weight (a listed difference): it is always None here
+        rows = outputs.shape[0]
+        return backend.mse(outputs, targets, 0.5 / rows, grad) / (2.0 * outputs.size)
+
+
+class _LogisticLoss(BinaryCrossentropy):
+    """scikit-learn's log-loss of one logistic output unit (binary targets), through the
+    fused softmax cross-entropy kernel: ``sigmoid(z) = softmax([0, z])[1]``, so the loss of
+    logits ``[0, z]`` against the 0/1 label is ``log(1 + exp(z)) - y z`` and the gradient
+    of the second logit is ``sigmoid(z) - y``, the binary cross-entropy's. Four calls a step
+    instead of the NumPy binary_crossentropy's sixteen; the same values to rounding."""
+
+    name = "sklearn_logistic_log_loss"
+
+    def targets(self, y, units, dtype, argument="y"):
+        return super().targets(y, units, dtype, argument)[:, 0].astype(np.int64)
+
+    def make_scratch(self, batch, units, dtype):
+        return np.zeros((batch, 2), dtype), np.empty((batch, 2), dtype), np.empty(batch, dtype)
+
+    def __call__(self, backend, logits, labels, grad, scratch, sample_weight=None):
+        pair, pair_grad, row_loss = scratch
+        rows = logits.shape[0]
+        np.copyto(pair[:, 1:], logits)
+        backend.softmax_cross_entropy(pair, labels, 1.0 / rows, row_loss,
+                                      None if grad is None else pair_grad)
+        if grad is not None:
+            np.copyto(grad, pair_grad[:, 1:])
+        return float(np.add.reduce(row_loss)) / rows
+
+
+class _SummedBinaryCrossentropy(BinaryCrossentropy):
+    """scikit-learn's log-loss of logistic outputs (multilabel): the mean over the rows of
+    the sum over the labels, i.e. fastnn's binary_crossentropy times the labels."""
+
+    name = "sklearn_binary_log_loss"
+
+    def __call__(self, backend, logits, targets, grad, scratch, sample_weight=None):
+        units = logits.shape[1]
+        loss = super().__call__(backend, logits, targets, grad, scratch, sample_weight)
+        if grad is not None and units > 1:
+            grad *= units
+        return loss * units
+
+
+class _StopTraining(Exception):
+    """Raised by the epoch hook to end ``Sequential.fit`` early (scikit-learn's break)."""
+
+
+class _EpochHook(Callback):
+    """Runs the estimator's end-of-epoch bookkeeping after each of fastnn's epochs."""
+
+    def __init__(self, estimator: "_BaseMLP", run: Dict[str, Any]):
+        self.estimator, self.run = estimator, run
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.estimator._penalty.squares = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.estimator._end_epoch(logs["loss"], self.run):
+            raise _StopTraining
+
+
+class _LearningRate:
+    """scikit-learn's learning-rate schedules (its SGDOptimizer; adam keeps its rate)."""
+
+    def __init__(self, estimator: "_BaseMLP"):
+        self.initial = float(estimator.learning_rate_init)
+        self.rate = self.initial
+        self.schedule = estimator.learning_rate if estimator.solver == "sgd" else "constant"
+        self.power_t = float(estimator.power_t)
+        self.adaptive = estimator.solver == "sgd" and self.schedule == "adaptive"
+
+    def epoch_ended(self, samples_seen: int) -> None:
+        if self.schedule == "invscaling":
+            self.rate = self.initial / (samples_seen + 1) ** self.power_t
+
+    def stop(self, message: str, verbose) -> bool:
+        """scikit-learn's trigger_stopping: True to stop; adaptive first divides the rate."""
+        if not self.adaptive:
+            if verbose:
+                print(message + " Stopping.")
+            return True
+        if self.rate <= 1e-6:
+            if verbose:
+                print(message + " Learning rate too small. Stopping.")
+            return True
+        self.rate /= 5.0
+        if verbose:
+            print(message + " Setting learning rate to %f" % self.rate)
+        return False
+
+
+def _apply_learning_rate(optimizer, rate: float) -> None:
+    """Give ``optimizer`` the learning rate ``rate``. scikit-learn keeps its velocity
+    scaled by the learning rate (``v = momentum v - lr g``), fastnn as PyTorch without it
+    (``v = momentum v + g``, step ``lr v``): the velocity is rescaled by old / new rate so that
+    the next steps are scikit-learn's."""
+    old = optimizer.lr
+    if rate == old:
+        return
+    if isinstance(optimizer, SGD) and optimizer.momentum:
+        optimizer.load_state({name: value * (old / rate)
+                              for name, value in optimizer.state().items()})
+    optimizer.lr = rate
+
+
+def _dense_x(X, dtype: np.dtype) -> np.ndarray:
+    if scipy.sparse.issparse(X):
+        X = X.toarray()
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+# -- the estimators ----------------------------------------------------------------------------
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, fit, the epoch loop."""
+
+    _fitted_state = ("_model", "_penalty", "_optimizer", "_schedule")
+
+    def _check_extras(self) -> np.dtype:
+        """Validate fastnn's own parameters (scikit-learn validates its own in fit)."""
+        if self.backend is not None and self.backend not in available_backends():
+            raise ValueError(f"backend: expected None or one of {available_backends()}, got "
+                             f"{self.backend!r}")
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        dropout = self.dropout
+        if (isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating))
+                or not 0 <= dropout < 1):
+            raise ValueError(f"dropout: expected a drop rate in [0, 1), got {dropout!r}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision: expected one of {list(MATMUL_PRECISIONS)}, "
+                             f"got {self.matmul_precision!r}")
+        if self.solver == "lbfgs":
+            raise NotImplementedError("solver: fastnn has no 'lbfgs'; use solver='adam' or "
+                                      "solver='sgd'")
+        if self.solver == "sgd" and self.momentum >= 1:
+            raise ValueError(f"momentum: fastnn expects a momentum in [0, 1), got "
+                             f"{self.momentum!r}")
+        return dtype
+
+    def _backend(self):
+        """A context running the body on the chosen backend (nothing for None)."""
+        if self.backend is None:
+            import contextlib
+            return contextlib.nullcontext()
+        return use_backend(self.backend)
+
+    # -- fit -----------------------------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Fit the model to X (n_samples, n_features) and targets y.
+
+        y: class labels (n_samples,) of any type, or a multilabel indicator matrix, for the
+        classifier; numbers (n_samples,) or (n_samples, n_outputs) for the regressor.
+        Returns self. Raises ValueError for bad parameters or data, NotImplementedError for
+        solver="lbfgs"; warns ConvergenceWarning when max_iter ends the training.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def _fit(self, X, y, incremental: bool):
+        self._validate_params()
+        dtype = self._check_extras()
+        hidden = self.hidden_layer_sizes
+        hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        X = _dense_x(X, dtype)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [X.shape[1]] + [int(units) for units in hidden] + [self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+        with self._backend():
+            if first_pass:
+                self._initialize(y, layer_units, dtype)
+            else:
+                self._restore_model()
+            self._fit_stochastic(X, y, incremental)
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(NON_FINITE_MESSAGE)
+        return self
+
+    def _initialize(self, y, layer_units: List[int], dtype: np.dtype) -> None:
+        """scikit-learn's _initialize: attributes, and weights drawn in its order."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._output_activation()
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        weights = []
+        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coef = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = self._random_state.uniform(-bound, bound, fan_out)
+            weights += [coef.astype(dtype), intercept.astype(dtype)]
+        self._build_model(layer_units, dtype, weights)
+        self._best_weights = self._model.get_weights()
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _build_model(self, layer_units: List[int], dtype: np.dtype,
+                     weights: List[np.ndarray]) -> None:
+        """The fastnn Sequential for ``layer_units`` with ``weights`` ([W1, b1, W2, ...]);
+        ``coefs_`` and ``intercepts_`` become views of its parameters."""
+        self._penalty = _Penalty(self.alpha)
+        hidden = HIDDEN_ACTIVATIONS[self.activation]
+        layers = []
+        for units in layer_units[1:-1]:
+            layers.append(_PenalizedDense(units, hidden, self._penalty))
+            if self.dropout:
+                layers.append(Dropout(float(self.dropout)))
+        layers.append(_PenalizedDense(layer_units[-1],
+                                      OUTPUT_ACTIVATIONS[self.out_activation_], self._penalty))
+        model = Sequential(layers, dtype=dtype)
+        model.build(layer_units[0])
+        model.set_weights(weights)
+        self._model, self._optimizer = model, None
+        self._link_weights()
+
+    def _link_weights(self) -> None:
+        dense = [layer for layer in self._model.layers if isinstance(layer, Dense)]
+        self.coefs_ = [layer.w for layer in dense]
+        self.intercepts_ = [layer.b for layer in dense]
+
+    def _restore_model(self) -> None:
+        """Make the fastnn model hold ``coefs_`` and ``intercepts_``: after unpickling (no
+        model yet), or when they were replaced by new arrays since the last fit."""
+        model = getattr(self, "_model", None)
+        if model is not None:
+            dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+            if (len(dense) == len(self.coefs_)
+                    and all(layer.w is coef for layer, coef in zip(dense, self.coefs_))
+                    and all(layer.b is b for layer, b in zip(dense, self.intercepts_))):
+                self._penalty.alpha = float(self.alpha)
+                return
+        units = [self.coefs_[0].shape[0]] + [coef.shape[1] for coef in self.coefs_]
+        weights = [array for pair in zip(self.coefs_, self.intercepts_) for array in pair]
+        dtype = np.dtype(self.coefs_[0].dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            dtype = np.dtype(np.float64)
+        optimizer_state = getattr(self, "_optimizer_state", None)
+        self._build_model(units, dtype, [np.asarray(w, dtype) for w in weights])
+        if optimizer_state is not None:
+            kind, config, state = optimizer_state
+            self._optimizer = self._make_optimizer(kind, config["lr"])
+            self._model.compile(self._optimizer, self._loss())
+            self._optimizer.load_state(state)
+            self._optimizer_state = None
+
+    def _make_optimizer(self, solver: str, lr: float):
+        if solver == "sgd":
+            momentum = float(self.momentum)
+            return _SklearnSGD(lr, momentum, bool(self.nesterovs_momentum and momentum),
+                               self._penalty)
+        return _SklearnAdam(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon),
+                            self._penalty)
+
+    def _fit_stochastic(self, X, y, incremental: bool) -> None:
+        """scikit-learn's _fit_stochastic, with the epochs run by ``Sequential.fit``."""
+        model = self._model
+        if not incremental or self._optimizer is None:
+            self._schedule = _LearningRate(self)
+            self._optimizer = self._make_optimizer(self.solver, self._schedule.rate)
+            model.compile(self._optimizer, self._loss())
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        X_val = y_val = None
+        if early_stopping:
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+            X, X_val, y, y_val = train_test_split(X, y, random_state=self._random_state,
+                                                  test_size=self.validation_fraction,
+                                                  stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+        samples = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, samples)
+        else:
+            if self.batch_size > samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                              "going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, samples))
+        seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+        run = {"samples": samples, "X_val": X_val, "y_val": y_val,
+               "early_stopping": early_stopping, "incremental": incremental}
+        self.n_iter_ = 0
+        try:
+            model.fit(X, self._targets(y), epochs=1 if incremental else self.max_iter,
+                      batch_size=batch_size, shuffle=bool(self.shuffle), verbose=0, seed=seed,
+                      callbacks=[_EpochHook(self, run)])
+        except _StopTraining:
+            pass
+        except NonFiniteLossError as exc:
+            raise ValueError(NON_FINITE_MESSAGE) from exc
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if early_stopping:
+            model.set_weights(self._best_weights)
+
+    def _end_epoch(self, data_loss: float, run: Dict[str, Any]) -> bool:
+        """scikit-learn's bookkeeping at the end of an epoch; True to stop training."""
+        samples = run["samples"]
+        self.n_iter_ += 1
+        self.loss_ = data_loss + 0.5 * self._penalty.alpha * self._penalty.squares / samples
+        self.t_ += samples
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+        self._update_no_improvement_count(run["early_stopping"], run["X_val"], run["y_val"])
+        self._schedule.epoch_ended(self.t_)
+        _apply_learning_rate(self._optimizer, self._schedule.rate)
+        stop = False
+        if self._no_improvement_count > self.n_iter_no_change:
+            if run["early_stopping"]:
+                message = ("Validation score did not improve more than tol=%f for %d "
+                           "consecutive epochs." % (self.tol, self.n_iter_no_change))
+            else:
+                message = ("Training loss did not improve more than tol=%f for %d "
+                           "consecutive epochs." % (self.tol, self.n_iter_no_change))
+            stop = self._schedule.stop(message, self.verbose)
+            _apply_learning_rate(self._optimizer, self._schedule.rate)
+            if not stop:
+                self._no_improvement_count = 0
+        if not stop and not run["incremental"] and self.n_iter_ == self.max_iter:
+            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                          "optimization hasn't converged yet." % self.max_iter,
+                          ConvergenceWarning)
+        return stop
+
+    def _update_no_improvement_count(self, early_stopping: bool, X_val, y_val) -> None:
+        if early_stopping:
+            score = self._score(X_val, y_val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_weights = self._model.get_weights()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _score(self, X, y) -> float:
+        """The validation score of early stopping, on checked data (NaN for non-finite
+        predictions, as scikit-learn)."""
+        outputs = self._model.predict(X)
+        if not np.isfinite(outputs).all():
+            return np.nan
+        return self._score_function(y, self._decode(outputs))
+
+    # -- predict -------------------------------------------------------------------------------
+
+    def _forward(self, X) -> np.ndarray:
+        """Checked X through the network: outputs (n_samples, n_outputs_) of the model's
+        dtype, after the output activation."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        with self._backend():
+            self._restore_model()
+            return self._model.predict(_dense_x(X, self._model.dtype))
+
+    # -- pickle --------------------------------------------------------------------------------
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # Python 3.11's object.__getstate__ is __dict__
+        if state.get("_model") is not None and getattr(self, "_optimizer", None) is not None:
+            optimizer = self._optimizer
+            state["_optimizer_state"] = (optimizer.name, {"lr": optimizer.lr},
+                                         optimizer.state())
+        for name in self._fitted_state:
+            state.pop(name, None)
+        for name in ("coefs_", "intercepts_"):
+            if name in state:
+                state[name] = [np.array(array) for array in state[name]]
+        if "_best_weights" in state:
+            state["_best_weights"] = [np.array(array) for array in state["_best_weights"]]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._model = self._penalty = self._optimizer = None
+        if "_optimizer_state" in state and state["_optimizer_state"] is not None:
+            self._schedule = _LearningRate(self)
+            self._schedule.rate = state["_optimizer_state"][1]["lr"]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _stochastic_solver(estimator) -> bool:
+    if estimator.solver not in ("sgd", "adam"):
+        raise AttributeError("partial_fit is only available for stochastic optimizers. %s is "
+                             "not stochastic." % estimator.solver)
+    return True
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """scikit-learn's ``MLPClassifier``, trained by fastnn's kernels.
+
+    Parameters as :class:`sklearn.neural_network.MLPClassifier` (same names, defaults and
+    meanings; ``solver="lbfgs"`` raises NotImplementedError), plus fastnn's keyword-only
+    ``backend``, ``dtype``, ``dropout`` and ``matmul_precision`` (see :mod:`fastnn.sklearn`,
+    which also lists every remaining difference).
+
+    Fitted attributes as scikit-learn's: ``classes_, loss_, best_loss_, loss_curve_,
+    validation_scores_, best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
+    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_``; ``coefs_[i]`` is
+    (fan_in, fan_out) and ``intercepts_[i]`` (fan_out,), of ``dtype``.
+    """
+
+    _parameter_constraints = dict(_SklearnMLPClassifier._parameter_constraints)
+    _score_function = staticmethod(accuracy_score)
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend=None, dtype="float32", dropout=0.0, matmul_precision="float32"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+        self.dropout = dropout
+        self.matmul_precision = matmul_precision
+
+    def _output_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _loss(self) -> Loss:
+        if self.out_activation_ == "softmax":
+            return SparseCategoricalCrossentropy()
+        return _SummedBinaryCrossentropy() if self.n_outputs_ > 1 else _LogisticLoss()
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """The binarized labels as the loss reads them: class indices for a softmax,
+        0/1 rows for logistic outputs."""
+        if self.out_activation_ == "softmax":
+            return y.argmax(axis=1)
+        return y.astype(self._model.dtype)
+
+    def _decode(self, outputs: np.ndarray):
+        if self.n_outputs_ == 1:
+            outputs = outputs.ravel()
+        return self._label_binarizer.inverse_transform(outputs)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` "
+                                 f"has {self.classes_}. 'y' has {classes}.")
+        return X, self._label_binarizer.transform(y).astype(bool)
+
+    def predict(self, X):
+        """Class labels (n_samples,) of ``classes_``'s type, or a multilabel indicator
+        matrix (n_samples, n_labels)."""
+        return self._decode(self._forward(X))
+
+    @available_if(_stochastic_solver)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y). ``classes`` (every class of all calls) is required on the
+        first call. Returns self."""
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, incremental=True)
+
+    def predict_proba(self, X):
+        """Probabilities (n_samples, n_classes) in the order of ``classes_``; (n_samples, 2)
+        for a binary problem; (n_samples, n_labels) for multilabel targets."""
+        outputs = self._forward(X)
+        if self.n_outputs_ == 1:
+            outputs = outputs.ravel()
+        if outputs.ndim == 1:
+            return np.vstack([1 - outputs, outputs]).T
+        return outputs
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``."""
+        probabilities = self.predict_proba(X)
+        return np.log(probabilities, out=probabilities)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """scikit-learn's ``MLPRegressor``, trained by fastnn's kernels.
+
+    Parameters as :class:`sklearn.neural_network.MLPRegressor` (``loss="squared_error"``;
+    "poisson" and ``solver="lbfgs"`` raise NotImplementedError), plus fastnn's keyword-only
+    ``backend``, ``dtype``, ``dropout`` and ``matmul_precision`` (see :mod:`fastnn.sklearn`,
+    which also lists every remaining difference). Fitted attributes as the classifier's,
+    without ``classes_``.
+    """
+
+    _parameter_constraints = dict(_SklearnMLPRegressor._parameter_constraints)
+    _score_function = staticmethod(r2_score)
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend=None, dtype="float32", dropout=0.0, matmul_precision="float32"):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+        self.dropout = dropout
+        self.matmul_precision = matmul_precision
+
+    def _check_extras(self):
+        if self.loss != "squared_error":
+            raise NotImplementedError(f"loss: fastnn has only 'squared_error', got "
+                                      f"{self.loss!r}")
+        return super()._check_extras()
+
+    def _output_activation(self) -> str:
+        return "identity"
+
+    def _loss(self) -> Loss:
+        return _HalfSquaredError()
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(y, dtype=self._model.dtype)
+
+    def _decode(self, outputs: np.ndarray):
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def predict(self, X):
+        """Predictions (n_samples,), or (n_samples, n_outputs) for several targets."""
+        return self._decode(self._forward(X))
+
+    @available_if(_stochastic_solver)
+    def partial_fit(self, X, y):
+        """One epoch over (X, y). Returns self."""
+        return self._fit(X, y, incremental=True)

@@ -1,0 +1,410 @@
+/* amx_gemm.c - C = op(A) @ op(B) (+ bias, activation) with bfloat16 operands on AMX tiles,
+ * float32 accumulation and a float32 epilogue (fastnn_amx_gemm, isa.h).
+ *
+ * The instruction (Intel SDM, TDPBF16PS): C (16 x 16 float32) += A (16 rows x 32 bfloat16)
+ * . B (16 rows of 16 pairs), B in the "VNNI" order where element (k, n) sits at
+ * [k / 2][n][k % 2]. Here:
+ *  - packing converts float32 to bfloat16 while it copies (round to nearest even, as
+ *    fastnn_round_bf16) into whole 1 KB tiles: A as [16-row block][32-k block][16][32],
+ *    B as [16-column block][32-k block][16][16][2]. K is padded with zeros to a multiple of
+ *    32 in both operands, and the rows of A and columns of B past the edge with zeros, so a
+ *    NaN of one row never reaches another row (oneDNN #5717: its bf16 matmul let one leak
+ *    when K % 32 != 0). A transposed operand is transposed in registers, 16 x 16 pairs at
+ *    a time;
+ *  - the micro-kernel computes a 32 x 32 block of C in four tiles (2 A tiles x 2 B tiles:
+ *    4 loads per 4 products, the blocking of oneDNN's brgemm and llama.cpp), over all of K;
+ *    an edge block of 16 rows or columns runs with fewer tiles;
+ *  - the block goes through a 4 KB float32 buffer, where bias and activation are applied
+ *    with AVX-512 before the store to C (masked at the edges);
+ *  - the threads pack A and B together (each its share), wait for each other once, and
+ *    split the blocks of C by rows (or, with too few rows, by columns). Each thread loads
+ *    the tile configuration before its first tile instruction and releases the tiles after
+ *    its last one: the configuration is per thread, and a shared mutable one is what
+ *    corrupted oneDNN's and PyTorch's state (oneDNN #5393).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#pragma GCC target("avx,avx2,fma,bmi,bmi2,f16c,popcnt,avx512f,avx512dq,avx512bw,avx512vl," \
+                   "avx512bf16,amx-tile,amx-bf16")
+#include <immintrin.h>
+#include <string.h>
+
+#include "isa.h"
+
+/* The activations (vmath_impl.h), for AVX-512 float32 vectors: activate_f32_amx. */
+#define FASTNN_ISA_SUFFIX _amx
+#define FASTNN_TEMPLATE "vmath_impl.h"
+#include "instantiate.h"
+
+typedef uint16_t bf16;
+
+#ifdef FASTNN_AMX_EMULATE
+/* A test build for CPUs without AMX (FASTNN_EXTRA_CFLAGS=-DFASTNN_AMX_EMULATE, which
+ * vector_paths.sh uses): the tile instructions become scalar code over 8 tiles of this
+ * thread, so the packing, padding, blocking and epilogue above them run and are tested.
+ * TDPBF16PS is emulated as float32 sums of the exact bfloat16 products. */
+static __thread float emulated_tiles[8][16][16];
+static void emulated_load(int t, const void *p, int64_t stride) {
+    for (int r = 0; r < 16; r++) memcpy(emulated_tiles[t][r], (const char *)p + r * stride, 64);
+}
+static void emulated_store(int t, void *p, int64_t stride) {
+    for (int r = 0; r < 16; r++) memcpy((char *)p + r * stride, emulated_tiles[t][r], 64);
+}
+static float emulated_bf16(const float *tile_row, int index) {
+    uint16_t half;
+    memcpy(&half, (const char *)tile_row + 2 * index, 2);
+    uint32_t bits = (uint32_t)half << 16;
+    float value;
+    memcpy(&value, &bits, 4);
+    return value;
+}
+static void emulated_dpbf16ps(int c, int a, int b) {
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            float sum = emulated_tiles[c][i][j];
+            for (int q = 0; q < 16; q++)
+                for (int e = 0; e < 2; e++)
+                    sum += emulated_bf16(emulated_tiles[a][i], 2 * q + e) *
+                           emulated_bf16(emulated_tiles[b][q], 2 * j + e);
+            emulated_tiles[c][i][j] = sum;
+        }
+}
+#undef _tile_loadconfig
+#undef _tile_release
+#undef _tile_zero
+#undef _tile_loadd
+#undef _tile_stored
+#undef _tile_dpbf16ps
+#define _tile_loadconfig(config) ((void)(config))
+#define _tile_release() ((void)0)
+#define _tile_zero(t) memset(emulated_tiles[t], 0, sizeof emulated_tiles[t])
+#define _tile_loadd(t, p, stride) emulated_load(t, p, stride)
+#define _tile_stored(t, p, stride) emulated_store(t, p, stride)
+#define _tile_dpbf16ps(c, a, b) emulated_dpbf16ps(c, a, b)
+#endif
+
+#define TILE_ROWS 16                       /* rows of every tile */
+#define TILE_K 32                          /* bfloat16 numbers in a row of an A tile */
+#define TILE_ELEMS (FASTNN_AMX_TILE_BYTES / 2) /* bfloat16 numbers in a tile */
+#define TILE_STRIDE 64                     /* bytes from one row of a packed tile to the next */
+
+/* Palette 1, 8 tiles of 16 rows x 64 bytes: LDTILECFG's 64-byte block (palette, start row,
+ * 14 reserved zero bytes, 16 column widths in bytes, 16 row counts). In static storage: a
+ * stack copy that the compiler dropped gave an invalid configuration in llama.cpp. */
+typedef struct __attribute__((aligned(64))) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+static const tile_config TILE_CONFIG = {
+    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+/* Each lane's float rounded to bfloat16, its 16 bits in the lane's low half (bf16.c's
+ * rounding, 16 lanes at a time). */
+static inline __m512i round_bf16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_mov_epi32(
+        r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+}
+
+/* Two rows of bfloat16 (lanes' low halves) as pairs: lane n = lo[n] | hi[n] << 16. */
+static inline __m512i pair_rows(__m512i lo, __m512i hi) {
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* The first `count` (may be <= 0) of 32 floats at p as 32 bfloat16 in order, zeros after;
+ * memory past them is not read. */
+static inline __m512i bf16_run32(const float *p, int64_t count) {
+    static const uint16_t even[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
+                                      22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+                                      44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+    __m512i lo = round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count), p));
+    __m512i hi = round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count - 16), p + 16));
+    return _mm512_permutex2var_epi16(lo, _mm512_loadu_si512(even), hi);
+}
+
+/* 16 floats at p (the first `count`) rounded, or zeros when `present` is 0. */
+static inline __m512i bf16_run16(const float *p, int64_t count, int present) {
+    return present ? round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count), p))
+                   : _mm512_setzero_si512();
+}
+
+/* The A tile of op(A)[i0 : i0+16][p0 : p0+32] into dst (16 rows of 32 bfloat16); `a`
+ * points at op(A)[i0][p0]; rows >= `rows` and columns >= `ks` are zeros. op(A)[i][p] is
+ * a[i * lda + p], or a[p * lda + i] when trans. */
+static void pack_a_tile(bf16 *dst, const float *a, int64_t lda, int trans, int64_t rows,
+                        int64_t ks) {
+    if (!trans) {
+        for (int r = 0; r < TILE_ROWS; r++)
+            _mm512_storeu_si512(dst + r * TILE_K,
+                                r < rows ? bf16_run32(a + r * lda, ks) : _mm512_setzero_si512());
+        return;
+    }
+    /* pairs of rows p, p + 1 of the stored matrix give lane i = (A[i][p], A[i][p+1]): a
+     * 16 x 16 matrix of pairs indexed [p / 2][i], transposed into the tile's rows i. */
+    __m512 pairs[16];
+    for (int q = 0; q < 16; q++)
+        pairs[q] = _mm512_castsi512_ps(
+            pair_rows(bf16_run16(a + 2 * q * lda, rows, 2 * q < ks),
+                      bf16_run16(a + (2 * q + 1) * lda, rows, 2 * q + 1 < ks)));
+    vf32_transpose(pairs);
+    for (int r = 0; r < TILE_ROWS; r++) _mm512_storeu_ps((float *)(dst + r * TILE_K), pairs[r]);
+}
+
+/* The B tile of op(B)[p0 : p0+32][j0 : j0+16] into dst in VNNI order (row q: the 16 pairs
+ * (B[2q][n], B[2q+1][n])); `b` points at op(B)[p0][j0]; rows >= `ks` and columns >= `cols`
+ * are zeros. op(B)[p][j] is b[p * ldb + j], or b[j * ldb + p] when trans. */
+static void pack_b_tile(bf16 *dst, const float *b, int64_t ldb, int trans, int64_t cols,
+                        int64_t ks) {
+    if (!trans) {
+        for (int q = 0; q < 16; q++)
+            _mm512_storeu_si512(dst + q * TILE_K,
+                                pair_rows(bf16_run16(b + 2 * q * ldb, cols, 2 * q < ks),
+                                          bf16_run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
+        return;
+    }
+    /* row n of the stored matrix holds column n's run along k: 16 pairs indexed [n][q],
+     * transposed into the tile's rows q. */
+    __m512 pairs[16];
+    for (int n = 0; n < 16; n++)
+        pairs[n] = _mm512_castsi512_ps(n < cols ? bf16_run32(b + n * ldb, ks)
+                                                : _mm512_setzero_si512());
+    vf32_transpose(pairs);
+    for (int q = 0; q < 16; q++) _mm512_storeu_ps((float *)(dst + q * TILE_K), pairs[q]);
+}
+
+/* Row blocks [first, end) of op(A) (m x k), each all of K, into packed (see the header). */
+static void pack_a_blocks(bf16 *packed, const float *a, int64_t lda, int trans, int64_t m,
+                          int64_t k, int64_t first, int64_t end) {
+    int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
+    for (int64_t ib = first; ib < end; ib++)
+        for (int64_t kb = 0; kb < k_blocks; kb++) {
+            int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
+            pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS,
+                        trans ? a + p * lda + i : a + i * lda + p, lda, trans,
+                        fastnn_min(TILE_ROWS, m - i), k - p);
+        }
+}
+
+/* Column blocks [first, end) of op(B) (k x n), each all of K, into packed. */
+static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, int64_t n,
+                          int64_t k, int64_t first, int64_t end) {
+    int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
+    for (int64_t jb = first; jb < end; jb++)
+        for (int64_t kb = 0; kb < k_blocks; kb++) {
+            int64_t j = jb * 16, p = kb * TILE_K;
+            pack_b_tile(packed + (jb * k_blocks + kb) * TILE_ELEMS,
+                        trans ? b + j * ldb + p : b + p * ldb + j, ldb, trans,
+                        fastnn_min(16, n - j), k - p);
+        }
+}
+
+/* The (16 mt) x (16 nt) block of C (mt, nt in {1, 2}, constants where inlined) from the
+ * packed row blocks at a (mt of them, k_blocks tiles each) and column blocks at b, into
+ * out (32 x 32 floats, row stride 32). Tiles 0-3 accumulate C, 4-5 hold A, 6-7 B. */
+static inline __attribute__((always_inline)) void amx_block(const int mt, const int nt,
+                                                            const bf16 *a, const bf16 *b,
+                                                            int64_t k_blocks, float *out) {
+    const bf16 *a1 = a + k_blocks * TILE_ELEMS, *b1 = b + k_blocks * TILE_ELEMS;
+    _tile_zero(0);
+    if (nt == 2) _tile_zero(1);
+    if (mt == 2) _tile_zero(2);
+    if (mt == 2 && nt == 2) _tile_zero(3);
+    for (int64_t kb = 0; kb < k_blocks; kb++) {
+        int64_t at = kb * TILE_ELEMS;
+        _tile_loadd(4, a + at, TILE_STRIDE);
+        _tile_loadd(6, b + at, TILE_STRIDE);
+        if (nt == 2) _tile_loadd(7, b1 + at, TILE_STRIDE);
+        _tile_dpbf16ps(0, 4, 6);
+        if (nt == 2) _tile_dpbf16ps(1, 4, 7);
+        if (mt == 2) {
+            _tile_loadd(5, a1 + at, TILE_STRIDE);
+            _tile_dpbf16ps(2, 5, 6);
+            if (nt == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, out, 128);
+    if (nt == 2) _tile_stored(1, out + 16, 128);
+    if (mt == 2) _tile_stored(2, out + 16 * 32, 128);
+    if (mt == 2 && nt == 2) _tile_stored(3, out + 16 * 32 + 16, 128);
+}
+
+/* rows x cols (<= 32 each) of the block in `block` (row stride 32) to c, with the epilogue
+ * (bias: the block's first column's). */
+static void store_block(float *c, int64_t ldc, const float *block, int64_t rows, int64_t cols,
+                        const fastnn_epilogue *epilogue, const float *bias) {
+    __m512 bias_v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    if (epilogue)
+        for (int h = 0; h < 2; h++)
+            bias_v[h] = _mm512_maskz_loadu_ps(fastnn_mask16(cols - 16 * h), bias + 16 * h);
+    for (int64_t r = 0; r < rows; r++)
+        for (int h = 0; h < 2 && 16 * h < cols; h++) {
+            __m512 v = _mm512_load_ps(block + r * 32 + 16 * h);
+            if (epilogue)
+                v = activate_f32_amx(_mm512_add_ps(v, bias_v[h]), epilogue->activation,
+                                     (float)epilogue->alpha);
+            _mm512_mask_storeu_ps(c + r * ldc + 16 * h, fastnn_mask16(cols - 16 * h), v);
+        }
+}
+
+/* The 16 x 16 block of C from one packed row block (a) and one column block (b), with
+ * AVX512-BF16 dot products instead of tiles (VDPBF16PS: 16 lanes, each += the two products
+ * of a bfloat16 pair, flushing subnormals as TDPBF16PS does): row q of a B tile is one
+ * vector of 16 pairs, and pair q of an A tile's row r is broadcast to every lane. Into out
+ * (row stride 32). */
+static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, float *out) {
+    __m512 acc[16];
+    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t kb = 0; kb < k_blocks; kb++) {
+        const bf16 *a_tile = a + kb * TILE_ELEMS, *b_tile = b + kb * TILE_ELEMS;
+        for (int q = 0; q < 16; q++) {
+            __m512bh pairs = (__m512bh)_mm512_load_si512(b_tile + q * TILE_K);
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                int32_t pair;
+                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+                acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(pair), pairs);
+            }
+        }
+    }
+    for (int r = 0; r < 16; r++) _mm512_store_ps(out + r * 32, acc[r]);
+}
+
+/* 8 rows of a packed row block (a: its first row) by two column blocks (b0, b1): 16 x 2
+ * accumulators, each broadcast pair of A serving two dot products, so a step of q takes 10
+ * loads for 16 products where dot_block16 takes 17 for 16. Into out (row stride 32). */
+static inline void dot_block8x2(const bf16 *a, const bf16 *b0, const bf16 *b1,
+                                int64_t k_blocks, float *out) {
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t kb = 0; kb < k_blocks; kb++) {
+        const bf16 *a_tile = a + kb * TILE_ELEMS;
+        const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
+        for (int q = 0; q < 16; q++) {
+            __m512bh p0 = (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K);
+            __m512bh p1 = (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K);
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) {
+                int32_t pair;
+                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+                __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
+            }
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        _mm512_store_ps(out + r * 32, acc[r][0]);
+        _mm512_store_ps(out + r * 32 + 16, acc[r][1]);
+    }
+}
+
+/* One block of C at row block pair ip and column block pair jp, on tiles or (tiles 0) with
+ * dot products. */
+static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
+                            int64_t k_blocks, int64_t m, int64_t n, int64_t ip, int64_t jp,
+                            float *c, int64_t ldc, const fastnn_epilogue *epilogue,
+                            float *block) {
+    int64_t i = ip * 32, j = jp * 32, rows = fastnn_min(32, m - i), cols = fastnn_min(32, n - j);
+    const bf16 *a = a_pack + 2 * ip * k_blocks * TILE_ELEMS;
+    const bf16 *b = b_pack + 2 * jp * k_blocks * TILE_ELEMS;
+    if (!tiles) {
+        for (int ia = 0; ia < 2 && 16 * ia < rows; ia++) {
+            const bf16 *a_block = a + ia * k_blocks * TILE_ELEMS;
+            if (cols > 16)
+                for (int half = 0; half < 2 && 16 * ia + 8 * half < rows; half++)
+                    dot_block8x2(a_block + 8 * half * TILE_K, b, b + k_blocks * TILE_ELEMS,
+                                 k_blocks, block + (16 * ia + 8 * half) * 32);
+            else
+                dot_block16(a_block, b, k_blocks, block + ia * 16 * 32);
+        }
+    } else if (rows > 16 && cols > 16)
+        amx_block(2, 2, a, b, k_blocks, block);
+    else if (rows > 16)
+        amx_block(2, 1, a, b, k_blocks, block);
+    else if (cols > 16)
+        amx_block(1, 2, a, b, k_blocks, block);
+    else
+        amx_block(1, 1, a, b, k_blocks, block);
+    store_block(c + i * ldc + j, ldc, block, rows, cols, epilogue,
+                epilogue ? (const float *)epilogue->bias + j : NULL);
+}
+
+/* Smallest product (flops) worth a thread of its own on tiles. */
+#define AMX_FLOPS_PER_THREAD 8.0e6
+/* Bytes of packed B that one pass over a thread's rows reuses (kept in L2). */
+#define AMX_B_CHUNK_BYTES (512 * 1024)
+
+/* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
+static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
+                       int64_t ldc, const fastnn_epilogue *epilogue) {
+    int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
+    int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
+    int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
+    /* An odd last block is packed as a pair's first half; its second half is never read. */
+    size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
+    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
+    bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, (size_t)(n_blocks * k_blocks) * tile_bytes);
+    if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
+    int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
+    if (threads > m_pairs * n_pairs) threads = (int)(m_pairs * n_pairs);
+    int by_rows = m_pairs >= threads;
+    /* Column pairs per chunk of B reused over a thread's rows. */
+    int64_t chunk = fastnn_max(1, AMX_B_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = fastnn_team_index(), team = fastnn_team_size();
+        float block[32 * 32] __attribute__((aligned(64)));
+        /* This thread's row pairs (by rows) or column pairs (by columns); it packs those of
+         * its own operand, and an equal share of the other. */
+        int64_t first = (by_rows ? m_pairs : n_pairs) * t / team;
+        int64_t end = (by_rows ? m_pairs : n_pairs) * (t + 1) / team;
+        if (by_rows) {
+            pack_a_blocks(a_pack, a, lda, trans_a, m, k, 2 * first,
+                          fastnn_min(m_blocks, 2 * end));
+            pack_b_blocks(b_pack, b, ldb, trans_b, n, k, n_blocks * t / team,
+                          n_blocks * (t + 1) / team);
+        } else {
+            pack_b_blocks(b_pack, b, ldb, trans_b, n, k, 2 * first,
+                          fastnn_min(n_blocks, 2 * end));
+            pack_a_blocks(a_pack, a, lda, trans_a, m, k, m_blocks * t / team,
+                          m_blocks * (t + 1) / team);
+        }
+#pragma omp barrier
+        if (tiles) _tile_loadconfig(&TILE_CONFIG);
+        if (by_rows) {
+            for (int64_t jc = 0; jc < n_pairs; jc += chunk)
+                for (int64_t ip = first; ip < end; ip++)
+                    for (int64_t jp = jc; jp < fastnn_min(n_pairs, jc + chunk); jp++)
+                        amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc,
+                                 epilogue, block);
+        } else {
+            for (int64_t jp = first; jp < end; jp++)
+                for (int64_t ip = 0; ip < m_pairs; ip++)
+                    amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc, epilogue,
+                             block);
+        }
+        if (tiles) _tile_release();
+    }
+    return FASTNN_OK;
+}
+
+int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
+                    const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue) {
+    return packed_gemm(1, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+}
+
+int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue) {
+    return packed_gemm(0, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+}
+#else
+typedef int fastnn_amx_absent; /* no AMX compiler support: cpu.c reports it */
+#endif

@@ -1,9 +1,0 @@
-/* optim.c - SGD and Adam steps (optim_impl.h) in float32 and float64. */
-#include <math.h>
-
-#include "internal.h"
-
-#define FASTNN_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
-
-#define FASTNN_TEMPLATE "optim_impl.h"
-#include "instantiate.h"

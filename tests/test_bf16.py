@@ -1,0 +1,370 @@
+"""bfloat16 matmul precision (fastnn.precision) and the C extension's instruction sets.
+
+The rounding is checked bit for bit against an independent definition (the nearest of the
+two bfloat16 neighbours, in float64) and every backend against the reference; the GEMMs
+against a float64 GEMM of the rounded operands, element by element within
+2e-5 * sum_k |a_ik| |b_kj| (the float32 accumulation; never a relative tolerance alone).
+Under FASTNN_ISA=amx (or the emulated AMX build of kernels/vector_paths.sh) the C GEMMs
+here run on AMX tiles.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from fastnn.backends import numpy_backend
+
+from conftest import BACKENDS
+
+BOUND = 2e-5
+
+
+def _bits(x):
+    return np.asarray(x, np.float32).view(np.uint32)
+
+
+def _independent_rounding(x):
+    """Nearest bfloat16 of each float32 by comparing the two neighbours in float64; ties to
+    the even one; NaN stays NaN (checked apart)."""
+    u = _bits(x).astype(np.uint64)
+    low = (u & 0xFFFF0000).astype(np.uint32)
+    high = (low.astype(np.uint64) + 0x10000).astype(np.uint32)  # next bfloat16 away from 0
+    value = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_low = np.abs(value - low.view(np.float32).astype(np.float64))
+        d_high = np.abs(high.view(np.float32).astype(np.float64) - value)
+        # past the largest bfloat16 the upper neighbour is infinity: compare with 2^128
+        top = (high & 0x7FFFFFFF) == 0x7F800000
+        d_high = np.where(top, 2.0 ** 128 - np.abs(value), d_high)
+    even_low = ((low >> 16) & 1) == 0
+    pick_high = (d_high < d_low) | ((d_high == d_low) & ~even_low)
+    return np.where(pick_high, high, low)
+
+
+SPECIAL = np.array([
+    0.0, -0.0, 1.0, -1.0, np.inf, -np.inf,
+    1 + 2 ** -8,                # tie, even below: 1
+    1 + 3 * 2 ** -8,            # tie, odd below: up
+    -(1 + 2 ** -8), 1 + 2 ** -8 + 2 ** -23,  # just above a tie: up
+    3.4028235e38, -3.4028235e38, 3.3961776e38,  # round up to infinity; the largest bfloat16
+    1e-40, -1e-40, 2 ** -149, 2 ** -133, 3 * 2 ** -134, 1.1754942e-38,  # subnormals
+    65504.0, 1e-8, 3.14159265,
+], np.float32)
+
+
+def test_rounding_reference_matches_an_independent_definition():
+    rng = np.random.default_rng(0)
+    finite = rng.integers(0, 2 ** 32, 200_000, dtype=np.uint64).astype(np.uint32)
+    finite = finite[(finite & 0x7F800000) != 0x7F800000].view(np.float32)
+    x = np.concatenate([SPECIAL, finite])
+    got = ops.round_bfloat16(x) if fastnn.get_backend_name() == "numpy" else None
+    out = np.empty_like(x)
+    numpy_backend.round_bfloat16(x, out)
+    np.testing.assert_array_equal(_bits(out), _independent_rounding(x))
+    if got is not None:
+        np.testing.assert_array_equal(_bits(got), _bits(out))
+    # the named cases, spelled out
+    named = {1 + 2 ** -8: 1.0, 1 + 3 * 2 ** -8: 1 + 2 ** -6, 3.4028235e38: np.inf,
+             -3.4028235e38: -np.inf, 2 ** -149: 0.0, 3 * 2 ** -134: 2 ** -132}
+    for value, expected in named.items():
+        assert ops.round_bfloat16(np.array([value], np.float32))[0] == np.float32(expected)
+    assert _bits(ops.round_bfloat16(np.array([-0.0], np.float32)))[0] == 0x80000000
+
+
+def test_rounding_keeps_nan_a_nan():
+    nans = np.array([0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0x7F80FFFF,
+                     0xFFFFFFFF], np.uint32).view(np.float32)
+    out = ops.round_bfloat16(nans)
+    assert np.isnan(out).all()
+    np.testing.assert_array_equal(_bits(out) >> 31, _bits(nans) >> 31)  # sign kept
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_every_backend_rounds_bit_for_bit_as_the_reference(backend_name):
+    rng = np.random.default_rng(1)
+    x = np.concatenate([SPECIAL, rng.integers(0, 2 ** 32, 300_000, dtype=np.uint64)
+                        .astype(np.uint32).view(np.float32)])
+    x = x[:x.size // 7 * 7].reshape(-1, 7)[:, :5].copy()  # rows of a strided view, copied
+    expected = np.empty_like(x)
+    numpy_backend.round_bfloat16(x, expected)
+    with fastnn.use_backend(backend_name):
+        got = ops.round_bfloat16(x)
+        in_place = x.copy()
+        ops.round_bfloat16(in_place, out=in_place)
+    np.testing.assert_array_equal(_bits(got), _bits(expected))
+    np.testing.assert_array_equal(_bits(in_place), _bits(expected))
+
+
+def _rounded64(x):
+    return ops.round_bfloat16(np.ascontiguousarray(x, np.float32)).astype(np.float64)
+
+
+def _check_within_bound(got, a, b):
+    """got vs the float64 product of the rounded operands a (N, K), b (K, M)."""
+    a64, b64 = _rounded64(a), _rounded64(b)
+    expected = a64 @ b64
+    bound = BOUND * (np.abs(a64) @ np.abs(b64)) + 1e-30
+    excess = np.abs(got.astype(np.float64) - expected) - bound
+    assert excess.max() <= 0, f"error exceeds the bound by {excess.max()}"
+
+
+SHAPES = [(n, k, m) for k in (1, 3, 17, 31, 32, 33, 784) for n, m in ((1, 1), (16, 33), (31, 16))] \
+    + [(17, 64, 47), (32, 32, 32), (33, 100, 15), (128, 784, 256), (47, 256, 10)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_bfloat16_matmul_within_the_bound(backend_name, trans_a, trans_b):
+    rng = np.random.default_rng(2)
+    with fastnn.use_backend(backend_name):
+        for n, k, m in SHAPES:
+            a = rng.standard_normal((n, k)).astype(np.float32)
+            b = rng.standard_normal((k, m)).astype(np.float32) * 3
+            got = ops.matmul(a.T.copy() if trans_a else a, b.T.copy() if trans_b else b,
+                             trans_a=trans_a, trans_b=trans_b, precision="bfloat16")
+            _check_within_bound(got, a, b)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_bfloat16_is_not_float32(backend_name):
+    """The bound is tight enough to tell the precisions apart: float32 products of the
+    unrounded operands miss it."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 32)).astype(np.float32)
+    with fastnn.use_backend(backend_name):
+        full = ops.matmul(a, b, precision="float32")
+    with pytest.raises(AssertionError):
+        _check_within_bound(full, a, b)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+def test_bfloat16_linear_forward_and_backward(backend_name, activation):
+    rng = np.random.default_rng(4)
+    for n, k, m in ((33, 784, 47), (128, 256, 128), (5, 31, 10)):
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        w = (rng.standard_normal((k, m)) * 0.1).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        dy = rng.standard_normal((n, m)).astype(np.float32)
+        with fastnn.use_backend(backend_name):
+            y = ops.linear_forward(x, w, b, activation, precision="bfloat16")
+            dx, dw, db = ops.linear_backward(x, w, y, dy, activation, precision="bfloat16")
+        z = _rounded64(x) @ _rounded64(w)
+        bound = BOUND * (np.abs(_rounded64(x)) @ np.abs(_rounded64(w)))
+        pre = z + b
+        act = {"identity": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}
+        # the activation's slope is at most 1: the bound carries through it
+        assert (np.abs(y - act[activation](pre)) <= bound + 1e-6 * np.abs(pre) + 1e-6).all()
+        dz = dy * {"identity": np.ones_like(y), "relu": (y > 0).astype(np.float32),
+                   "tanh": 1 - y * y}[activation]
+        np.testing.assert_allclose(db, dz.astype(np.float64).sum(0), rtol=1e-5, atol=1e-4)
+        _check_within_bound(dw, x.T, dz)
+        _check_within_bound(dx, dz, w.T)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_nan_in_one_row_changes_only_that_row(backend_name):
+    rng = np.random.default_rng(5)
+    for k in (784, 33, 32):
+        x = rng.standard_normal((64, k)).astype(np.float32)
+        w = rng.standard_normal((k, 40)).astype(np.float32)
+        b = np.zeros(40, np.float32)
+        with fastnn.use_backend(backend_name):
+            clean = ops.linear_forward(x, w, b, precision="bfloat16")
+            x[17, k // 2] = np.nan
+            dirty = ops.linear_forward(x, w, b, precision="bfloat16")
+            dirty_t = ops.matmul(w, x, trans_a=True, trans_b=True, precision="bfloat16")
+        assert np.isnan(dirty[17]).all()
+        others = np.arange(64) != 17
+        np.testing.assert_array_equal(dirty[others], clean[others])
+        assert np.isnan(dirty_t[:, 17]).all() and not np.isnan(dirty_t[:, others]).any()
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_eight_python_threads_give_the_serial_results(backend_name):
+    rng = np.random.default_rng(6)
+    cases = [(rng.standard_normal((n, 784)).astype(np.float32),
+              rng.standard_normal((784, 256)).astype(np.float32)) for n in (8, 64, 128, 200)]
+    with fastnn.use_backend(backend_name):
+        serial = [ops.matmul(a, b, precision="bfloat16") for a, b in cases]
+    results, errors = {}, []
+
+    def run(t):
+        try:
+            with fastnn.use_backend(backend_name):
+                for repeat in range(3):
+                    for i, (a, b) in enumerate(cases):
+                        results[t, repeat, i] = ops.matmul(a, b, precision="bfloat16")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(results) == 8 * 3 * len(cases)
+    for (_, _, i), got in results.items():
+        np.testing.assert_array_equal(got, serial[i])
+
+
+# -- the API ---------------------------------------------------------------------------
+
+def test_precision_setting_and_context():
+    assert fastnn.get_matmul_precision() == "float32"
+    with fastnn.matmul_precision("mixed_bfloat16"):
+        assert fastnn.get_matmul_precision() == "bfloat16"
+        with pytest.raises(RuntimeError):
+            with fastnn.matmul_precision("float32"):
+                assert fastnn.get_matmul_precision() == "float32"
+                raise RuntimeError("restored on the way out")
+        assert fastnn.get_matmul_precision() == "bfloat16"
+    assert fastnn.get_matmul_precision() == "float32"
+    fastnn.set_matmul_precision("bfloat16")
+    try:
+        assert fastnn.get_matmul_precision() == "bfloat16"
+    finally:
+        fastnn.set_matmul_precision("float32")
+    for bad in ("half", "", None, 16):
+        with pytest.raises(ValueError, match="precision"):
+            fastnn.set_matmul_precision(bad)
+
+
+def test_the_setting_reaches_ops_for_float32_only():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((20, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 9)).astype(np.float32)
+    explicit = ops.matmul(a, b, precision="bfloat16")
+    with fastnn.matmul_precision("bfloat16"):
+        np.testing.assert_array_equal(ops.matmul(a, b), explicit)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        np.testing.assert_array_equal(ops.matmul(a64, b64), ops.matmul(a64, b64,
+                                                                       precision="float32"))
+    with pytest.raises(ValueError, match="precision: bfloat16 .* float64"):
+        ops.matmul(a.astype(np.float64), b.astype(np.float64), precision="bfloat16")
+    with pytest.raises(ValueError, match="precision"):
+        ops.linear_forward(a, b, np.zeros(9, np.float32), precision="bf15")
+
+
+def _digits_model(**kwargs):
+    return fastnn.Sequential([fastnn.Dense(128, "relu", input_dim=64),
+                              fastnn.Dense(10, "softmax")], seed=0, **kwargs)
+
+
+def test_model_precision_saved_and_loaded(tmp_path):
+    model = _digits_model(matmul_precision="bfloat16")
+    model.compile(fastnn.SGD(0.1), "sparse_categorical_crossentropy")
+    model.build()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = fastnn.load_model(path)
+    assert loaded.matmul_precision == "bfloat16"
+    x = np.random.default_rng(8).random((50, 64)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    keras = _digits_model(dtype="mixed_bfloat16")
+    assert keras.dtype == np.float32 and keras.matmul_precision == "bfloat16"
+    with pytest.raises(ValueError, match="matmul_precision: bfloat16 .* float64"):
+        _digits_model(dtype="float64", matmul_precision="bfloat16")
+    with pytest.raises(ValueError, match="matmul_precision"):
+        _digits_model(matmul_precision="fp8")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_training_in_bfloat16_learns_the_digits(backend_name):
+    x, y = fastnn.datasets.load_digits()
+    x_train, x_test, y_train, y_test = fastnn.datasets.train_test_split(x, y, seed=0)
+    with fastnn.use_backend(backend_name):
+        model = _digits_model(matmul_precision="bfloat16")
+        model.compile(fastnn.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+        model.fit(x_train, y_train, epochs=20, batch_size=32, seed=0, verbose=0)
+        accuracy = float(np.mean(model.predict_classes(x_test) == y_test))
+    assert accuracy >= 0.97
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_bfloat16_weight_gradients_point_where_float32_ones_do(backend_name):
+    """One batch of the MNIST-shaped 784-256-128-10 net at its initial (Glorot) weights, on
+    128 of the digits scaled up to 28 x 28 pixels: each weight gradient's cosine similarity
+    with float32's. (Measured 0.99963-0.99999 over four seeds.)"""
+    rng = np.random.default_rng(9)
+    images, classes = fastnn.datasets.load_digits(flatten=False)
+    pick = rng.choice(len(images), 128, replace=False)
+    scale = np.arange(28) * 8 // 28  # nearest pixel of the 8 x 8 image
+    x = np.ascontiguousarray(images[pick][:, scale][:, :, scale].reshape(128, 784))
+    labels = classes[pick].astype(np.int64)
+    sizes = [784, 256, 128, 10]
+    weights = [(rng.uniform(-1, 1, (k, m)) * np.sqrt(6 / (k + m))).astype(np.float32)
+               for k, m in zip(sizes[:-1], sizes[1:])]
+    biases = [np.zeros(m, np.float32) for m in sizes[1:]]
+
+    def gradients(precision):
+        activations = [x]
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            act = "relu" if i < 2 else "identity"
+            activations.append(ops.linear_forward(activations[-1], w, b, act,
+                                                  precision=precision))
+        _, dy = ops.softmax_cross_entropy(activations[-1], labels)
+        grads = []
+        for i in reversed(range(3)):
+            act = "relu" if i < 2 else "identity"
+            dx, dw, _ = ops.linear_backward(activations[i], weights[i], activations[i + 1], dy,
+                                            act, need_dx=i > 0, precision=precision)
+            grads.append(dw)
+            dy = dx
+        return grads
+
+    with fastnn.use_backend(backend_name):
+        full, half = gradients("float32"), gradients("bfloat16")
+    for g32, g16 in zip(full, half):
+        g32, g16 = g32.ravel().astype(np.float64), g16.ravel().astype(np.float64)
+        assert g32 @ g16 / np.linalg.norm(g32) / np.linalg.norm(g16) > 0.999
+        assert not np.array_equal(g32, g16)
+
+
+# -- the instruction sets of the C extension -------------------------------------------
+
+needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="backend c is not under test here")
+
+
+def _c_isa(env_value):
+    env = dict(os.environ, FASTNN_ISA=env_value)
+    return subprocess.run([sys.executable, "-c", "import fastnn.backends.c_backend as c; "
+                           "print(c.ISA, c.SIMD); print(*c.isa_report(), sep='\\n')"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@needs_c
+def test_fastnn_isa_forces_a_lower_set_and_rejects_a_bad_one():
+    from fastnn.backends import c_backend
+    assert c_backend.ISAS == ("portable", "avx2", "avx512", "amx")
+    run = _c_isa("portable")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "portable portable"
+    assert "forced by FASTNN_ISA" in run.stdout
+    bad = _c_isa("avx1024")
+    assert bad.returncode != 0 and "FASTNN_ISA" in bad.stderr and "avx1024" in bad.stderr
+    unavailable = [isa for isa in c_backend.ISAS if c_backend.isa_unavailable(isa)]
+    for isa in unavailable:
+        run = _c_isa(isa)
+        assert run.returncode != 0 and "FASTNN_ISA" in run.stderr
+
+
+@needs_c
+def test_isa_report_says_why_each_higher_set_is_off():
+    from fastnn.backends import c_backend
+    report = c_backend.isa_report()
+    assert report[0].startswith(f"instruction set: {c_backend.ISA}")
+    higher = c_backend.ISAS[c_backend.ISAS.index(c_backend.ISA) + 1:]
+    for isa in higher:
+        assert any(line.strip().startswith(f"not {isa}: ") for line in report)
+    assert c_backend.isa_unavailable("portable") == ""

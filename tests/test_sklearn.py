@@ -1,0 +1,431 @@
+"""fastnn.sklearn against scikit-learn itself: its estimator checks, and each semantic of
+its MLPClassifier / MLPRegressor compared with the real one.
+
+With dtype="float64" and shuffle=False, fastnn's estimators follow scikit-learn's
+trajectory to rounding (same initial weights, batches, L2 term, losses, optimizer steps,
+schedules and stopping), so most tests compare weights and loss curves directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import neural_network
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_classification, make_multilabel_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastnn
+from fastnn.sklearn import MLPClassifier, MLPRegressor
+
+EXTRAS = {"backend", "dtype", "dropout", "matmul_precision"}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_convergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+@parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# -- data ----------------------------------------------------------------------------------
+
+def classification(n=150, classes=3, features=6, seed=0):
+    x, y = make_classification(n_samples=n, n_features=features, n_informative=4,
+                               n_classes=classes, random_state=seed)
+    return x, y
+
+
+def regression(n=300, seed=0, outputs=1):
+    """A smooth function of three features, plus noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (n, 3))
+    y = np.sin(x[:, 0]) + 0.5 * x[:, 1] ** 2 - x[:, 0] * x[:, 2] + 0.1 * rng.normal(size=n)
+    if outputs > 1:
+        y = np.column_stack([y, np.cos(x[:, 1]) + x[:, 2]])
+    return x, y
+
+
+def both(kind, **params):
+    """(fastnn's float64 estimator, scikit-learn's) with the same parameters."""
+    ours = {"classifier": MLPClassifier, "regressor": MLPRegressor}[kind]
+    theirs = {"classifier": neural_network.MLPClassifier,
+              "regressor": neural_network.MLPRegressor}[kind]
+    return ours(dtype="float64", **params), theirs(**params)
+
+
+def assert_same_training(ours, theirs, rtol=1e-7):
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=rtol)
+    for mine, real in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        assert mine.shape == real.shape
+        np.testing.assert_allclose(mine, real, rtol=rtol, atol=1e-9)
+
+
+# -- parameters and attributes -------------------------------------------------------------
+
+@pytest.mark.parametrize("ours, theirs", [(MLPClassifier, neural_network.MLPClassifier),
+                                          (MLPRegressor, neural_network.MLPRegressor)])
+def test_parameters_are_scikit_learns_plus_fastnns_keyword_only_extras(ours, theirs):
+    mine, real = ours().get_params(), theirs().get_params()
+    assert {key: mine[key] for key in real} == real
+    assert set(mine) - set(real) == EXTRAS
+    assert mine["dtype"] == "float32" and mine["backend"] is None
+    kinds = {name: parameter.kind for name, parameter
+             in inspect.signature(ours).parameters.items()}
+    real_kinds = {name: parameter.kind for name, parameter
+                  in inspect.signature(theirs).parameters.items()}
+    assert {name: kinds[name] for name in real_kinds} == real_kinds  # e.g. solver keyword-only
+    assert {kinds[name] for name in EXTRAS} == {inspect.Parameter.KEYWORD_ONLY}
+
+
+def test_fitted_attributes_match_scikit_learns():
+    x, y = classification()
+    ours, theirs = both("classifier", hidden_layer_sizes=(7, 5), max_iter=3, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    for name in ("classes_", "n_features_in_", "n_layers_", "n_outputs_", "out_activation_",
+                 "validation_scores_", "best_validation_score_"):
+        assert np.all(getattr(ours, name) == getattr(theirs, name)), name
+    assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-9)
+    assert [c.shape for c in ours.coefs_] == [(6, 7), (7, 5), (5, 3)]
+    assert [b.shape for b in ours.intercepts_] == [(7,), (5,), (3,)]
+    assert ours.out_activation_ == "softmax"
+    assert ours.coefs_[0].dtype == np.float64
+    assert MLPClassifier(max_iter=2).fit(x, y).coefs_[0].dtype == np.float32  # the default
+
+
+def test_feature_names_in():
+    pandas = pytest.importorskip("pandas")  # an optional check of an optional input type
+    x, y = classification()
+    frame = pandas.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    model = MLPClassifier(max_iter=2).fit(frame, y)
+    assert list(model.feature_names_in_) == list(frame.columns)
+
+
+@pytest.mark.parametrize("params, error, match", [
+    ({"solver": "lbfgs"}, NotImplementedError, "solver.*'adam'.*'sgd'"),
+    ({"backend": "gpu"}, ValueError, "backend"),
+    ({"dtype": "float16"}, ValueError, "dtype"),
+    ({"dropout": 1.0}, ValueError, "dropout"),
+    ({"matmul_precision": "bfloat16"}, ValueError, "matmul_precision"),
+    ({"solver": "sgd", "momentum": 1.0}, ValueError, "momentum"),
+    ({"hidden_layer_sizes": (4, 0)}, ValueError, "hidden_layer_sizes"),
+    ({"activation": "softplus"}, ValueError, "activation"),
+])
+def test_bad_parameters_raise_naming_them(params, error, match):
+    x, y = classification()
+    with pytest.raises(error, match=match):
+        MLPClassifier(**params).fit(x, y)
+
+
+def test_poisson_loss_is_refused():
+    x, y = regression()
+    with pytest.raises(NotImplementedError, match="loss"):
+        MLPRegressor(loss="poisson").fit(x, np.abs(y))
+
+
+def test_importing_fastnn_does_not_import_scikit_learn():
+    code = "import sys, fastnn; print('sklearn' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+
+# -- training semantics, against scikit-learn ----------------------------------------------
+
+def test_initial_weights_are_scikit_learns_glorot_uniform():
+    """One sgd epoch at a negligible learning rate leaves the initial weights: they equal
+    scikit-learn's (weights and biases, bound sqrt(6 / (fan_in + fan_out)))."""
+    x, y = classification()
+    for activation, factor in (("relu", 6.0), ("logistic", 2.0)):
+        ours, theirs = both("classifier", hidden_layer_sizes=(40,), activation=activation,
+                            solver="sgd", momentum=0.0, learning_rate_init=1e-300,
+                            max_iter=1, random_state=3)
+        ours.fit(x, y), theirs.fit(x, y)
+        for mine, real in zip(ours.coefs_ + ours.intercepts_,
+                              theirs.coefs_ + theirs.intercepts_):
+            np.testing.assert_array_equal(mine, real)
+        bound = np.sqrt(factor / (6 + 40))
+        assert np.abs(ours.intercepts_[0]).max() <= bound
+        assert np.abs(ours.intercepts_[0]).max() > 0.8 * bound  # biases are drawn too
+
+
+@pytest.mark.parametrize("params", [
+    {"solver": "adam"},
+    {"solver": "adam", "beta_1": 0.5, "beta_2": 0.9, "epsilon": 1e-4},
+    {"solver": "sgd", "momentum": 0.0},
+    {"solver": "sgd", "momentum": 0.9, "nesterovs_momentum": False},
+    {"solver": "sgd", "momentum": 0.9, "nesterovs_momentum": True},
+    {"solver": "sgd", "learning_rate": "invscaling", "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "adaptive", "tol": 10.0, "n_iter_no_change": 1},
+], ids=["adam", "adam-settings", "sgd", "sgd-momentum", "sgd-nesterov", "invscaling",
+        "adaptive"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+def test_training_follows_scikit_learn(params, activation):
+    x, y = classification(n=130)
+    ours, theirs = both("classifier", hidden_layer_sizes=(9, 6), activation=activation,
+                        alpha=0.01, batch_size=20, max_iter=12, shuffle=False, random_state=1,
+                        **params)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert_same_training(ours, theirs)
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-7,
+                               atol=1e-10)
+
+
+def test_adaptive_learning_rate_divides_by_five_and_stops_as_scikit_learn():
+    x, y = classification()
+    ours, theirs = both("classifier", solver="sgd", learning_rate="adaptive", tol=100.0,
+                        n_iter_no_change=1, max_iter=200, shuffle=False, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert 10 < ours.n_iter_ < 200  # divided by 5 until <= 1e-6, then stopped
+    assert_same_training(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(theirs._optimizer.learning_rate)
+
+
+def test_l2_term_is_scaled_by_the_batch_so_loss_depends_on_batch_size():
+    x, y = classification(n=130)
+    losses = []
+    for batch_size in (50, 130):  # 50 leaves a last batch of 30
+        ours, theirs = both("classifier", alpha=1.0, batch_size=batch_size, max_iter=3,
+                            shuffle=False, random_state=0)
+        ours.fit(x, y), theirs.fit(x, y)
+        assert_same_training(ours, theirs)
+        losses.append(ours.loss_curve_[0])
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+    ours, theirs = both("classifier", alpha=1.0, batch_size=50, max_iter=1, shuffle=False,
+                        random_state=0)
+    without_l2 = both("classifier", alpha=0.0, batch_size=50, max_iter=1, shuffle=False,
+                      random_state=0)[0].fit(x, y)
+    assert ours.fit(x, y).loss_ > without_l2.loss_ + 0.1
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_l2_term_of_a_weight_matrix_with_a_kernel_call_of_its_own(solver):
+    """W1 of 130 x 300 is too large to share the optimizer's kernel call with its
+    neighbours (fastnn.optimizers.JOIN_LIMIT): its L2 term goes through the call's weight
+    decay, the joined small parameters' through a mask."""
+    x, y = classification(n=120, features=130)
+    assert 130 * 300 >= fastnn.optimizers.JOIN_LIMIT
+    ours, theirs = both("classifier", hidden_layer_sizes=(300,), solver=solver, alpha=0.5,
+                        batch_size=50, max_iter=4, shuffle=False, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert_same_training(ours, theirs)
+
+
+def test_binary_string_labels_have_one_logistic_unit():
+    x, y = classification(classes=2)
+    labels = np.array(["no", "yes"])[y]
+    ours, theirs = both("classifier", hidden_layer_sizes=(8,), max_iter=20, shuffle=False,
+                        random_state=0)
+    ours.fit(x, labels), theirs.fit(x, labels)
+    assert ours.out_activation_ == "logistic" and ours.n_outputs_ == 1
+    assert ours.coefs_[-1].shape == (8, 1)
+    assert ours.predict_proba(x).shape == (len(x), 2)
+    assert_same_training(ours, theirs)
+    np.testing.assert_array_equal(ours.predict(x), theirs.predict(x))
+    assert ours.predict(x).dtype == labels.dtype
+    np.testing.assert_allclose(ours.predict_log_proba(x), theirs.predict_log_proba(x),
+                               rtol=1e-6)
+
+
+def test_multilabel_indicator_targets():
+    x, y = make_multilabel_classification(n_samples=120, n_features=8, n_classes=4,
+                                          random_state=0)
+    ours, theirs = both("classifier", hidden_layer_sizes=(10,), alpha=0.1, batch_size=32,
+                        max_iter=15, shuffle=False, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert ours.out_activation_ == "logistic" and ours.n_outputs_ == 4
+    assert_same_training(ours, theirs)
+    np.testing.assert_array_equal(ours.predict(x), theirs.predict(x))
+    assert ours.predict_proba(x).shape == (120, 4)
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_regressor_follows_scikit_learn(outputs):
+    x, y = regression(outputs=outputs)
+    ours, theirs = both("regressor", hidden_layer_sizes=(12,), alpha=0.01, batch_size=64,
+                        max_iter=10, shuffle=False, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert_same_training(ours, theirs)
+    assert ours.out_activation_ == "identity"
+    assert ours.predict(x).shape == y.shape
+    np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-7, atol=1e-10)
+
+
+def test_stops_after_n_iter_no_change_epochs_without_tol_gain():
+    x, y = classification()
+    ours, theirs = both("classifier", tol=0.05, n_iter_no_change=3, max_iter=500,
+                        shuffle=False, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # stopped early: no warning
+        ours.fit(x, y)
+    theirs.fit(x, y)
+    assert ours.n_iter_ < 500
+    assert_same_training(ours, theirs)
+    assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_early_stopping_on_the_validation_score_restores_the_best_weights(kind):
+    x, y = classification(n=300, classes=2) if kind == "classifier" else regression()
+    ours, theirs = both(kind, early_stopping=True, validation_fraction=0.2, tol=1e-3,
+                        n_iter_no_change=4, learning_rate_init=0.05, max_iter=300,
+                        shuffle=False, random_state=0)
+    ours.fit(x, y), theirs.fit(x, y)
+    assert ours.n_iter_ < 300
+    assert ours.best_loss_ is None
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-7)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_)
+    assert ours.best_validation_score_ == max(ours.validation_scores_)
+    assert_same_training(ours, theirs)  # the restored best weights, not the last ones
+
+
+def test_convergence_warning_at_max_iter():
+    x, y = classification()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(3\\) reached"):
+        MLPClassifier(max_iter=3, tol=0.0).fit(x, y)
+
+
+def test_warm_start_continues_as_scikit_learn():
+    x, y = classification()
+    ours, theirs = both("classifier", warm_start=True, solver="sgd", max_iter=4,
+                        shuffle=False, random_state=0)
+    for _ in range(3):
+        ours.fit(x, y), theirs.fit(x, y)
+    assert len(ours.loss_curve_) == 12
+    assert_same_training(ours, theirs)
+    with pytest.raises(ValueError, match="warm_start can only be used"):
+        ours.fit(x, (y + 1) % 5)
+
+
+def test_partial_fit_as_scikit_learn():
+    x, y = classification()
+    ours, theirs = both("classifier", solver="sgd", learning_rate="invscaling",
+                        shuffle=False, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clone(ours).partial_fit(x, y)
+    for start in (0, 50, 100):
+        rows = slice(start, start + 50)
+        ours.partial_fit(x[rows], y[rows], classes=[0, 1, 2])
+        theirs.partial_fit(x[rows], y[rows], classes=[0, 1, 2])
+    assert_same_training(ours, theirs)
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(x, y, classes=[0, 1, 2])
+    regressor = MLPRegressor(max_iter=5).partial_fit(*regression())
+    assert regressor.n_iter_ == 1
+
+
+def test_non_finite_weights_raise_as_scikit_learn():
+    x, y = regression(n=64)
+    x = x * 1e10
+    for model in both("regressor", solver="sgd", learning_rate_init=10.0, max_iter=5):
+        with pytest.raises(ValueError, match="non-finite parameter weights"), \
+                np.errstate(all="ignore"):
+            model.fit(x, y)
+
+
+def test_digits_accuracy_within_a_point_of_scikit_learn():
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x / 16.0, y, test_size=0.2,
+                                                        random_state=0)
+    params = dict(hidden_layer_sizes=(128,), solver="adam", batch_size=32, max_iter=20,
+                  random_state=0)
+    ours = MLPClassifier(**params).fit(x_train, y_train).score(x_test, y_test)
+    theirs = neural_network.MLPClassifier(**params).fit(x_train, y_train).score(x_test, y_test)
+    assert ours > 0.95
+    assert abs(ours - theirs) <= 0.01
+
+
+def test_regression_r2_within_a_hundredth_of_scikit_learn():
+    x, y = regression(n=1000, seed=1)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0)
+    params = dict(hidden_layer_sizes=(32, 32), max_iter=200, random_state=0)
+    ours = MLPRegressor(**params).fit(x_train, y_train).score(x_test, y_test)
+    theirs = neural_network.MLPRegressor(**params).fit(x_train, y_train).score(x_test, y_test)
+    assert ours > 0.9
+    assert abs(ours - theirs) <= 0.01
+
+
+# -- fastnn's extras -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_every_backend_trains_the_same_model(backend):
+    x, y = classification()
+    reference = MLPClassifier(dtype="float64", max_iter=5, random_state=0, backend="numpy")
+    model = MLPClassifier(dtype="float64", max_iter=5, random_state=0, backend=backend)
+    reference.fit(x, y), model.fit(x, y)
+    for mine, real in zip(model.coefs_, reference.coefs_):
+        np.testing.assert_allclose(mine, real, rtol=1e-9, atol=1e-12)
+    assert fastnn.get_backend_name() == fastnn.backends._default()  # restored
+
+
+def test_dropout_is_seeded_and_changes_training():
+    x, y = classification()
+    runs = [MLPClassifier(dropout=rate, max_iter=5, random_state=0).fit(x, y)
+            for rate in (0.5, 0.5, 0.0)]
+    np.testing.assert_array_equal(runs[0].coefs_[0], runs[1].coefs_[0])
+    assert not np.allclose(runs[0].coefs_[0], runs[2].coefs_[0])
+    assert runs[0].n_layers_ == 3 and len(runs[0].coefs_) == 2
+
+
+def test_verbose_prints_scikit_learns_lines(capsys):
+    x, y = classification()
+    MLPClassifier(max_iter=2, verbose=True).fit(x, y)
+    assert capsys.readouterr().out.startswith("Iteration 1, loss = ")
+
+
+# -- scikit-learn's tools --------------------------------------------------------------------
+
+def test_pipeline_cross_val_score_and_grid_search_in_two_processes():
+    x, y = classification(n=200)
+    pipeline = make_pipeline(StandardScaler(), MLPClassifier(max_iter=50, random_state=0))
+    scores = cross_val_score(pipeline, x, y, cv=3)
+    assert scores.mean() > 0.6
+    grid = {"mlpclassifier__alpha": [1e-4, 1e-1], "mlpclassifier__hidden_layer_sizes":
+            [(8,), (16,)]}
+    searches = [GridSearchCV(pipeline, grid, cv=3, n_jobs=jobs).fit(x, y) for jobs in (1, 2)]
+    np.testing.assert_allclose(searches[0].cv_results_["mean_test_score"],
+                               searches[1].cv_results_["mean_test_score"])
+    assert searches[1].best_estimator_.score(x, y) > 0.6
+
+
+def test_clone_and_pickle():
+    x, y = classification()
+    model = MLPClassifier(solver="sgd", max_iter=5, random_state=0).fit(x, y)
+    fresh = clone(model)
+    assert not hasattr(fresh, "coefs_") and fresh.get_params() == model.get_params()
+    blob = pickle.dumps(model)
+    assert model._model is not None  # pickling left the model as it was
+    assert b"Sequential" not in blob  # weights are stored as arrays, not fastnn objects
+    restored = pickle.loads(blob)
+    np.testing.assert_array_equal(restored.predict_proba(x), model.predict_proba(x))
+    # partial_fit resumes with the optimizer's state (momentum) as if never pickled
+    model.partial_fit(x, y), restored.partial_fit(x, y)
+    for mine, real in zip(restored.coefs_, model.coefs_):
+        np.testing.assert_array_equal(mine, real)
+
+
+def test_replaced_coefs_are_used_by_predict():
+    x, y = classification()
+    model = MLPClassifier(max_iter=3, random_state=0).fit(x, y)
+    before = model.predict_proba(x)
+    model.coefs_ = [np.zeros_like(c) for c in model.coefs_]
+    model.intercepts_ = [np.zeros_like(b) for b in model.intercepts_]
+    np.testing.assert_allclose(model.predict_proba(x), np.full_like(before, 1 / 3))
