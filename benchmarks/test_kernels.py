@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import ops
 from fastnn.backends import numpy_backend
 from fastnn.bench import MLP_LINEAR_SHAPES as LINEAR_SHAPES
@@ -226,3 +227,105 @@ def test_adam_step(benchmark, implementation, size):
     np.testing.assert_allclose(param, expected, rtol=1e-4, atol=1e-5)
     # Reads param, grad, m and v; writes param, m and v.
     measure(benchmark, implementation, call, bytes_moved=7.0 * param.nbytes)
+
+
+# -- batch normalization ------------------------------------------------------------------
+
+BATCHNORM_SHAPES = [(1024, 256), (128, 784)]
+
+
+@pytest.mark.parametrize("shape", BATCHNORM_SHAPES, ids=lambda s: "{}x{}".format(*s))
+def test_batchnorm_forward_backward(benchmark, implementation, shape):
+    """A training step of a batch norm followed by relu: forward (statistics, normalize,
+    scale, shift, relu, moving statistics) and backward (dgamma, dbeta, dx). The numpy row is
+    the plain NumPy version (the reference backend); torch is eager BatchNorm1d + relu with
+    autograd, momentum converted."""
+    n, m = shape
+    benchmark.group = f"batchnorm forward+backward {n}x{m}"
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(F32)
+    gamma, beta = (rng.standard_normal(m).astype(F32) for _ in range(2))
+    dy = rng.standard_normal(shape).astype(F32)
+    expected = [np.empty(shape), np.empty(m), np.empty(m), np.empty(shape), np.empty(m),
+                np.empty(m)]
+    x64, gamma64 = x.astype(np.float64), gamma.astype(np.float64)
+    numpy_backend.batchnorm_forward(x64, gamma64, beta.astype(np.float64), np.zeros(m),
+                                    np.ones(m), 0.99, 1e-3, True, "relu", 0.0, expected[0],
+                                    expected[1], expected[2])
+    numpy_backend.batchnorm_backward(x64, expected[0], dy.astype(np.float64), gamma64,
+                                     expected[1], expected[2], True, "relu", 0.0, expected[3],
+                                     expected[4], expected[5])
+    if implementation == "torch":
+        import torch
+        layer = torch.nn.BatchNorm1d(m, eps=1e-3, momentum=0.01)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(gamma))
+            layer.bias.copy_(torch.from_numpy(beta))
+        tx, tdy = torch_tensors(x, dy)
+
+        def call():
+            leaf = tx.detach().requires_grad_()
+            layer.weight.grad = layer.bias.grad = None
+            out = torch.relu(layer(leaf))
+            out.backward(tdy)
+            return (out.detach().numpy(), leaf.grad.numpy(), layer.weight.grad.numpy(),
+                    layer.bias.grad.numpy())
+    else:
+        out, mean, inv_std, dx = (np.empty(shape, F32), np.empty(m, F32), np.empty(m, F32),
+                                  np.empty(shape, F32))
+        dgamma, dbeta = np.empty(m, F32), np.empty(m, F32)
+        moving_mean, moving_var = np.zeros(m, F32), np.ones(m, F32)
+
+        def call():
+            ops.batchnorm_forward(x, gamma, beta, moving_mean, moving_var, 0.99, 1e-3, True,
+                                  "relu", out=out, mean=mean, inv_std=inv_std)
+            ops.batchnorm_backward(x, out, dy, gamma, mean, inv_std, True, "relu", dx=dx,
+                                   dgamma=dgamma, dbeta=dbeta)
+            return out, dx, dgamma, dbeta
+    got = call()
+    for value, want in zip(got, (expected[0], expected[3], expected[4], expected[5])):
+        np.testing.assert_allclose(value, want, rtol=1e-3, atol=1e-3 * np.sqrt(n))
+    # Reads x twice and dy, writes out and dx (the second reads of x come from cache).
+    measure(benchmark, implementation, call, bytes_moved=4.0 * x.nbytes)
+
+
+# -- softmax-cross-entropy with its options ---------------------------------------------------
+
+@pytest.mark.parametrize("shape", XENT_SHAPES[:2], ids=lambda s: "{}x{}".format(*s))
+@pytest.mark.parametrize("options", ["plain", "smoothing+ignore"])
+def test_softmax_cross_entropy_options(benchmark, implementation, shape, options):
+    """The fused kernel with label_smoothing=0.1 and ignore_index against itself without them,
+    in one group: rows "<backend>" and "<backend> smoothing+ignore" (torch's F.cross_entropy
+    alike)."""
+    n, c = shape
+    benchmark.group = f"softmax_cross_entropy options {n}x{c}"
+    logits = random(shape, 7, scale=3.0)
+    labels = np.random.default_rng(8).integers(0, c, n)
+    settings = {}
+    if options != "plain":
+        labels[::10] = -100  # a tenth of the rows ignored
+        settings = dict(label_smoothing=0.1, ignore_index=-100)
+    grad = np.empty(shape, F32)
+    expected_loss, expected_grad = numpy_reference_cross_entropy(logits, labels, settings)
+    if implementation == "torch":
+        import torch
+        tlogits, tlabels = torch_tensors(logits, labels)
+
+        def call():
+            leaf = tlogits.detach().requires_grad_()
+            loss = torch.nn.functional.cross_entropy(leaf, tlabels, **settings)
+            loss.backward()
+            return loss.item(), leaf.grad.numpy()
+    else:
+        call = lambda: ops.softmax_cross_entropy(logits, labels, grad=grad,  # noqa: E731
+                                                 **settings)
+    loss, got_grad = call()
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-4)
+    np.testing.assert_allclose(got_grad, expected_grad, rtol=1e-3, atol=1e-6)
+    measure(benchmark, implementation if options == "plain" else f"{implementation} {options}",
+            call, bytes_moved=2.0 * logits.nbytes)
+
+
+def numpy_reference_cross_entropy(logits, labels, settings):
+    with fastnn.use_backend("numpy"):
+        return ops.softmax_cross_entropy(logits.astype(np.float64), labels, **settings)

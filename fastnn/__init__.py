@@ -22,7 +22,8 @@ from .backends import (BackendUnavailableError, available_backends, backend_stat
                        set_num_threads, use_backend)
 from . import datasets, initializers, losses, optimizers
 from .callbacks import Callback, History
-from .layers import Dense, Dropout, Layer
+from .layers import Activation, Dense, Dropout, Layer
+from .normalization import BatchNormalization
 from .model import NonFiniteLossError, Sequential
 from .optimizers import SGD, Adam
 from .precision import get_matmul_precision, matmul_precision, set_matmul_precision
@@ -35,7 +36,7 @@ __all__ = [
     # bfloat16 matmul precision
     "get_matmul_precision", "matmul_precision", "set_matmul_precision",
     # the layer API and training loop
-    "Adam", "Callback", "Dense", "Dropout", "History", "Layer", "ModelFileError",
+    "Activation", "Adam", "BatchNormalization", "Callback", "Dense", "Dropout", "History", "Layer", "ModelFileError",
     "NonFiniteLossError", "SGD", "Sequential", "datasets", "initializers", "load_model",
     "losses", "optimizers",
 ]

@@ -1,4 +1,5 @@
-"""Layers: Dense (one fused backend kernel each way) and Dropout.
+"""Layers: Dense (one fused backend kernel each way), Activation and Dropout
+(BatchNormalization lives in :mod:`fastnn.normalization`).
 
 A layer owns its parameters and their gradient buffers; the activations it
 reads and writes belong to the model's per-batch-size workspace and are passed
@@ -58,7 +59,15 @@ class Layer:
         self.matmul_precision: Optional[str] = None
         self.params: List[np.ndarray] = []  # updated in place by the optimizer
         self.grads: List[np.ndarray] = []   # grads[i] is d(loss)/d(params[i])
+        self.state: List[np.ndarray] = []   # non-trainable weights (a batch norm's statistics)
         self.built = False
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        """Every weight in Keras' order: the trainable params, then the non-trainable
+        state (a batch norm's moving statistics); what get_weights, set_weights and saved
+        files hold."""
+        return self.params + self.state
 
     def build(self, input_units: int, dtype: np.dtype, rng: np.random.Generator) -> None:
         """Internal, called by Sequential: create parameters for inputs of input_units
@@ -78,9 +87,18 @@ class Layer:
         raise NotImplementedError
 
     def parameter_count(self, input_units: int) -> int:
-        """Internal, called by Sequential: how many numbers the parameters hold for
-        input_units inputs."""
+        """Internal, called by Sequential: how many numbers the weights hold for input_units
+        inputs, trainable or not."""
         return 0
+
+    def non_trainable_count(self, input_units: int) -> int:
+        """Internal, called by Sequential.summary: how many of parameter_count's numbers are
+        not trained (moving statistics)."""
+        return 0
+
+    #: The output's buffer is the input's (the layer's work was fused into the layer before
+    #: it): the workspace then gives both the same arrays, and forward/backward do nothing.
+    aliases_input = False
 
     def make_scratch(self, batch: int, dtype: np.dtype, training: bool) -> Any:
         """Internal, called by Sequential: per-batch-size working memory of this layer
@@ -114,7 +132,38 @@ class Layer:
         return type(self).__name__
 
 
-class Dense(Layer):
+class _OutputActivation:
+    """What a layer that may end the model does with a softmax or sigmoid: leave it to the
+    loss (fused with the cross-entropy) and to predict. Sets activation,
+    deferred_activation and kernel_activation (the activation its kernels apply)."""
+
+    activation = "identity"
+
+    def defer_activation(self, deferred: bool) -> None:
+        """Internal, called by Sequential.compile: leave the output activation to the loss
+        and predict (or apply it here).
+
+        Deferred, the kernels run with the identity and the layer's output is
+        the logits; the loss's gradient is then taken with respect to the logits.
+        """
+        if self.activation == "softmax" and not deferred:
+            raise ValueError("activation: softmax is only supported on the output layer with "
+                             "a cross-entropy loss")
+        self.deferred_activation = self.activation if deferred else None
+        self.kernel_activation = "identity" if deferred else self.activation
+
+    def finish_outputs(self, backend, outputs: np.ndarray) -> None:
+        """Internal, called by Sequential.predict: apply the deferred activation to the
+        logits (N, units) in place."""
+        if self.deferred_activation == "softmax":
+            backend.softmax(outputs, outputs)
+        elif self.deferred_activation == "sigmoid":
+            # exp(-|z|) never overflows: 1 / (1 + e) for z >= 0, e / (1 + e) below.
+            decay = np.exp(-np.abs(outputs))
+            np.divide(np.where(outputs >= 0, 1.0, decay), 1.0 + decay, out=outputs)
+
+
+class Dense(_OutputActivation, Layer):
     """A fully connected layer: y = activation(x @ w + b), as Keras' Dense.
 
     units: the output size M, a positive int.
@@ -133,11 +182,13 @@ class Dense(Layer):
     alpha: the slope of leaky_relu below zero, a number >= 0.
     input_dim: the input size K; needed on the first layer only to build the
         model before fit (fit reads it from the data).
+    use_bias: False keeps no bias, as Keras (e.g. before a BatchNormalization,
+        whose beta plays the bias): the kernels then add a constant zero vector.
 
     Shapes: x (N, K) -> y (N, units); w (K, units); b (units,); float32 or
     float64, the model's dtype. Raises ValueError naming the argument for an
     unknown activation or initializer name, or a units or input_dim that is
-    not a positive int.
+    not a positive int; TypeError for a use_bias that is not a bool.
 
     Forward is one fused backend kernel (linear_forward: matrix product, bias
     and activation in one pass); backward is one linear_backward (with no
@@ -151,38 +202,36 @@ class Dense(Layer):
     def __init__(self, units: int, activation: Optional[str] = None,
                  kernel_initializer: Union[str, initializers.Initializer] = "glorot_uniform",
                  bias_initializer: Union[str, initializers.Initializer] = "zeros",
-                 alpha: float = 0.01, input_dim: Optional[int] = None):
+                 alpha: float = 0.01, input_dim: Optional[int] = None, use_bias: bool = True):
         super().__init__(input_dim)
         self.units = _positive_int("units", units)
         self.activation = activation_name(activation)
         self.kernel_initializer = initializers.get(kernel_initializer, "kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer, "bias_initializer")
         self.alpha = positive_number("alpha", alpha, allow_zero=True)
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"use_bias: expected True or False, got {use_bias!r}")
+        self.use_bias = bool(use_bias)
         self.defer_activation(self.activation == "softmax")
-
-    def defer_activation(self, deferred: bool) -> None:
-        """Internal, called by Sequential.compile: leave the output activation to the loss
-        and predict (or apply it here).
-
-        Deferred, the kernels run with the identity and the layer's output is
-        the logits; the loss's gradient is then taken with respect to the logits.
-        """
-        if self.activation == "softmax" and not deferred:
-            raise ValueError("activation: softmax is only supported on the output layer with "
-                             "a cross-entropy loss")
-        self.deferred_activation = self.activation if deferred else None
-        self.kernel_activation = "identity" if deferred else self.activation
 
     def build(self, input_units, dtype, rng):
         self.w = self.kernel_initializer((input_units, self.units), dtype, rng)
-        self.b = self.bias_initializer((self.units,), dtype, rng)
-        self.dw, self.db = np.zeros_like(self.w), np.zeros_like(self.b)
-        self.params, self.grads = [self.w, self.b], [self.dw, self.db]
+        self.dw = np.zeros_like(self.w)
+        if self.use_bias:
+            self.b = self.bias_initializer((self.units,), dtype, rng)
+            self.db = np.zeros_like(self.b)
+            self.params, self.grads = [self.w, self.b], [self.dw, self.db]
+        else:  # a zero bias for the kernels, and a gradient nobody reads
+            self.b, self.db = np.zeros(self.units, dtype), np.zeros(self.units, dtype)
+            self.params, self.grads = [self.w], [self.dw]
         super().build(input_units, dtype, rng)
 
     def adopt_storage(self, params, grads):
         super().adopt_storage(params, grads)
-        (self.w, self.b), (self.dw, self.db) = self.params, self.grads
+        if self.use_bias:
+            (self.w, self.b), (self.dw, self.db) = self.params, self.grads
+        else:
+            (self.w,), (self.dw,) = self.params, self.grads
 
     def forward(self, backend, x, out, scratch, training):
         backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out,
@@ -193,28 +242,78 @@ class Dense(Layer):
                                 dx, self.dw, self.db,
                                 resolve_precision(self.matmul_precision, x.dtype))
 
-    def finish_outputs(self, backend, outputs: np.ndarray) -> None:
-        """Internal, called by Sequential.predict: apply the deferred activation to the
-        logits (N, units) in place."""
-        if self.deferred_activation == "softmax":
-            backend.softmax(outputs, outputs)
-        elif self.deferred_activation == "sigmoid":
-            # exp(-|z|) never overflows: 1 / (1 + e) for z >= 0, e / (1 + e) below.
-            decay = np.exp(-np.abs(outputs))
-            np.divide(np.where(outputs >= 0, 1.0, decay), 1.0 + decay, out=outputs)
-
     def output_units(self, input_units):
         return self.units
 
     def parameter_count(self, input_units):
-        return (input_units + 1) * self.units  # kernel and bias
+        return (input_units + self.use_bias) * self.units  # kernel and bias
 
     def get_config(self):
-        return {"units": self.units, "activation": self.activation, "alpha": self.alpha,
-                **super().get_config()}
+        config = {"units": self.units, "activation": self.activation, "alpha": self.alpha,
+                  **super().get_config()}
+        if not self.use_bias:
+            config["use_bias"] = False
+        return config
 
     def describe(self):
-        return f"Dense({self.activation})"
+        return f"Dense({self.activation})" if self.use_bias else \
+            f"Dense({self.activation}, no bias)"
+
+
+class Activation(_OutputActivation, Layer):
+    """An activation applied elementwise, y = act(x), as Keras' Activation(name).
+
+    activation: one of these names:
+        None or "linear"  the identity (also "identity")
+        "relu"            max(x, 0)
+        "leaky_relu"      x for x > 0, else alpha * x
+        "sigmoid"         1 / (1 + exp(-x))
+        "tanh"            tanh(x)
+        "softmax"         row-wise softmax; output layer only, with a
+                          cross-entropy loss (fused into it, as for Dense)
+    alpha: the slope of leaky_relu below zero, a number >= 0.
+    input_dim: the input size, as for Dense.
+
+    Shapes: x (N, K) -> y (N, K), the model's dtype. Raises ValueError naming
+    the argument for an unknown activation or a negative alpha.
+
+    One backend kernel each way (activation_forward, activation_backward). After
+    a BatchNormalization the activation runs inside the batch norm's kernels
+    instead (fastnn.normalization.fuse_activations) and this layer shares the
+    batch norm's buffers: Dense(64, use_bias=False), BatchNormalization(),
+    Activation("relu") is two kernel calls each way. Methods other than
+    get_config are internal (called by Sequential).
+    """
+
+    def __init__(self, activation: Optional[str], alpha: float = 0.01,
+                 input_dim: Optional[int] = None):
+        super().__init__(input_dim)
+        self.activation = activation_name(activation)
+        self.alpha = positive_number("alpha", alpha, allow_zero=True)
+        self.aliases_input = False
+        self.defer_activation(self.activation == "softmax")
+
+    def build(self, input_units, dtype, rng):
+        self.units = input_units
+        super().build(input_units, dtype, rng)
+
+    def output_units(self, input_units):
+        return input_units
+
+    def forward(self, backend, x, out, scratch, training):
+        if not self.aliases_input:
+            backend.activation_forward(x, self.kernel_activation, self.alpha, out)
+
+    def backward(self, backend, x, y, dy, dx, scratch):
+        if dx is not None and not self.aliases_input:
+            backend.activation_backward(y, dy, self.kernel_activation, self.alpha, dx)
+
+    def get_config(self):
+        return {"activation": self.activation, "alpha": self.alpha, **super().get_config()}
+
+    def describe(self):
+        fused = ", fused" if self.aliases_input else ""
+        return f"Activation({self.activation}{fused})"
 
 
 class Dropout(Layer):
@@ -293,7 +392,14 @@ class Dropout(Layer):
         return f"Dropout({self.rate:g})"
 
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Dropout)}
+LAYERS = {cls.__name__: cls for cls in (Dense, Activation, Dropout)}
+
+
+def register(cls):
+    """Make a Layer class known to :func:`from_config` (and so to saved files); a decorator
+    for layers defined in other modules (fastnn.normalization)."""
+    LAYERS[cls.__name__] = cls
+    return cls
 
 
 def from_config(class_name: str, config: Dict[str, Any]) -> Layer:

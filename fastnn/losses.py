@@ -6,13 +6,17 @@ batch as a Python float; when ``grad`` (N, M) is given it is set to
 d(loss)/d(outputs). ``sample_weight`` (N,), when given, weighs each row's loss as
 Keras' ``sample_weight`` does: the batch loss is ``sum_i w_i loss_i / N``
 (Keras' default reduction "sum_over_batch_size"), and each row of the gradient
-is scaled by its ``w_i`` with one vectorised multiply (no Python per row).
+is scaled by its ``w_i``, both inside the fused loss kernel (no Python per row).
 For the cross-entropies, ``outputs`` are logits: the softmax (or sigmoid) of the
 output layer is fused into the loss, which is both faster and stable for any
 logit, and the layer's backward then uses the identity derivative.
 
 Each loss also checks and converts the targets ``y`` given to ``fit`` or
 ``evaluate`` (:meth:`Loss.targets`) and says which accuracy applies.
+
+The loss objects take Keras' arguments: ``from_logits`` (False: the output layer has the
+softmax or sigmoid, which the loss fuses in; True: the output layer is linear and its
+outputs are the logits; both train identically), ``label_smoothing`` and ``ignore_class``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Dict, Optional, Type, Union
 import numpy as np
 
 from .metrics import BinaryAccuracy, CategoricalAccuracy
+from .validation import positive_number
 
 #: Probability targets (categorical_crossentropy) must sum to 1 per row within this.
 PROBABILITY_TOLERANCE = 1e-3
@@ -86,23 +91,59 @@ class Loss:
                  grad: Optional[np.ndarray], scratch: Any,
                  sample_weight: Optional[np.ndarray] = None) -> float:
         """Internal, called by Sequential: the mean loss of outputs (N, M) against targets
-        (rows weighted by sample_weight (N,) when given); when grad (N, M) is given, it
-        is set to d(loss)/d(outputs)."""
+        (rows weighted by sample_weight (N,) when given: sum(w * loss) / N, Keras'
+        sum_over_batch_size, inside the fused kernel); when grad (N, M) is given, it is set
+        to d(loss)/d(outputs)."""
         raise NotImplementedError
 
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments that rebuild this loss, JSON-safe (saved with a model)."""
+        return {}
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def _check_from_logits(loss: Loss, activation: str, fused: str) -> None:
+    """from_logits=True wants a linear output layer (its outputs are the logits)."""
+    if activation != "identity":
+        raise ValueError(f"loss: {type(loss).__name__}(from_logits=True) expects logits from "
+                         f"a linear output layer (activation None), got {activation!r}; "
+                         f"with a {fused} output use from_logits=False")
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def _smoothing(value) -> float:
+    value = positive_number("label_smoothing", value, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {value}")
+    return value
 
 
 class _SoftmaxCrossEntropy(Loss):
-    """Mean cross-entropy of softmax(logits), one backend ``softmax_cross_entropy``."""
+    """Mean cross-entropy of softmax(logits), one backend softmax_cross_entropy."""
 
-    fused_activation = "softmax"
+    fused_activation: Optional[str] = "softmax"
+    label_smoothing = 0.0
+    ignore_class: Optional[int] = None
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = _flag("from_logits", from_logits)
+        self.fused_activation = None if self.from_logits else "softmax"
 
     def check_output_activation(self, activation, units=None):
-        if activation != "softmax":
+        if self.from_logits:
+            _check_from_logits(self, activation, "softmax")
+        elif activation != "softmax":
             raise ValueError(f"loss: {self.name!r} needs a softmax output layer "
-                             f"(Dense(..., activation='softmax')), got {activation!r}")
+                             f"(Dense(..., activation='softmax')), got {activation!r}; for "
+                             f"logits of a linear output layer use from_logits=True")
         if units == 1:
             raise ValueError(f"loss: a softmax over one output unit is 1.0 for every input, so "
                              f"{self.name!r} would score a perfect loss of 0 and learn nothing; "
@@ -113,11 +154,17 @@ class _SoftmaxCrossEntropy(Loss):
         return np.empty(batch, dtype)  # the per-row losses
 
     def __call__(self, backend, outputs, targets, grad, row_loss, sample_weight=None):
-        batch = outputs.shape[0]
-        backend.softmax_cross_entropy(outputs, targets, 1.0 / batch, row_loss, grad)
-        if sample_weight is not None:
-            return _weigh_rows(sample_weight, row_loss, grad) / batch
-        return float(np.add.reduce(row_loss)) / batch
+        counted = outputs.shape[0]
+        if self.ignore_class is not None:
+            counted = int(np.count_nonzero(targets != self.ignore_class))
+        # Keras: the mean over the rows that count; a batch of ignored rows alone has loss 0.
+        scale = 1.0 / counted if counted else 0.0
+        backend.softmax_cross_entropy(outputs, targets, scale, row_loss, grad,
+                                      self.label_smoothing, self.ignore_class, sample_weight)
+        return float(np.add.reduce(row_loss)) * scale
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
 
 
 class CategoricalCrossentropy(_SoftmaxCrossEntropy):
@@ -125,12 +172,21 @@ class CategoricalCrossentropy(_SoftmaxCrossEntropy):
     "categorical_crossentropy" in compile.
 
     Targets y: (N, C) rows of class probabilities >= 0, usually one-hot. The output layer
-    is Dense(C, "softmax") (or with no activation: logits); softmax and cross-entropy run
-    as one fused kernel. Raises ValueError for targets of another shape or with negative
-    values (for integer labels use SparseCategoricalCrossentropy).
+    is Dense(C, "softmax") (or, with from_logits=True, a linear layer: logits); softmax and
+    cross-entropy run as one fused kernel. label_smoothing eps in [0, 1]: each target row
+    becomes (1 - eps) * y + eps / C (Keras, PyTorch). Raises ValueError for targets of
+    another shape or with negative values (for integer labels use
+    SparseCategoricalCrossentropy).
     """
 
     name = "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        super().__init__(from_logits)
+        self.label_smoothing = _smoothing(label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
     def targets(self, y, units, dtype, argument="y"):
         y = _numeric_array(argument, y)
@@ -147,12 +203,26 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
     """Cross-entropy of softmax(logits) with integer class labels, as Keras'; the name
     "sparse_categorical_crossentropy" in compile.
 
-    Targets y: (N,) integer labels in [0, C). The output layer is Dense(C, "softmax") (or
-    with no activation: logits); softmax and cross-entropy run as one fused kernel.
+    Targets y: (N,) integer labels in [0, C). The output layer is Dense(C, "softmax") (or,
+    with from_logits=True, a linear layer: logits); softmax and cross-entropy run as one
+    fused kernel. ignore_class: None or an int label (Keras' ignore_class, PyTorch's
+    ignore_index; it may lie outside [0, C), e.g. -1): its rows add neither loss nor
+    gradient, and the mean is over the other rows (0 when a batch has none).
     Raises ValueError for a label out of range, TypeError for non-integral labels.
     """
 
     name = "sparse_categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False, ignore_class: Optional[int] = None):
+        super().__init__(from_logits)
+        if ignore_class is not None and (isinstance(ignore_class, bool) or not isinstance(
+                ignore_class, (int, np.integer))):
+            raise TypeError(f"ignore_class: expected None or an int label, got "
+                            f"{ignore_class!r}")
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": self.ignore_class}
 
     def targets(self, y, units, dtype, argument="y"):
         y = _numeric_array(argument, y)
@@ -166,7 +236,9 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
             if not (np.isfinite(y).all() and (y == np.round(y)).all()):
                 raise TypeError(f"{argument}: expected integer class labels, got non-integral "
                                 f"values of dtype {y.dtype}")
-        if y.size and (y.min() < 0 or y.max() >= units):
+        counted = y if self.ignore_class is None else y[y != self.ignore_class]
+        if counted.size and (counted.min() < 0 or counted.max() >= units):
+            y = counted
             bad = y.min() if y.min() < 0 else y.max()
             raise ValueError(f"{argument}: labels must lie in [0, {units}) for the {units} "
                              f"outputs of the model, got {bad:g}")
@@ -175,22 +247,33 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
 
 class BinaryCrossentropy(Loss):
     """Mean over all outputs of the cross-entropy of sigmoid(logits) with targets in [0, 1],
-    as Keras'; the name "binary_crossentropy" in compile.
+    as Keras'; the name "binary_crossentropy" in compile, one backend
+    sigmoid_cross_entropy.
 
     Targets y: (N, M) values in [0, 1] ((N,) when M is 1). The output layer's sigmoid is
-    fused in: from logits z and targets t,
+    fused in (or, with from_logits=True, the linear output layer gives the logits): from
+    logits z and targets t,
         loss = max(z, 0) - z t + log(1 + exp(-|z|)),   finite for every z,
         d loss / dz = (sigmoid(z) - t) / (N M),
     which the output layer's backward takes as is (identity derivative).
+    label_smoothing eps in [0, 1]: targets become (1 - eps) * t + eps / 2 (Keras).
     """
 
     name = "binary_crossentropy"
-    fused_activation = "sigmoid"
+    fused_activation: Optional[str] = "sigmoid"
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
+        self.from_logits = _flag("from_logits", from_logits)
+        self.fused_activation = None if self.from_logits else "sigmoid"
+        self.label_smoothing = _smoothing(label_smoothing)
 
     def check_output_activation(self, activation, units=None):
-        if activation != "sigmoid":
+        if self.from_logits:
+            _check_from_logits(self, activation, "sigmoid")
+        elif activation != "sigmoid":
             raise ValueError(f"loss: 'binary_crossentropy' needs a sigmoid output layer "
-                             f"(Dense(..., activation='sigmoid')), got {activation!r}")
+                             f"(Dense(..., activation='sigmoid')), got {activation!r}; for "
+                             f"logits of a linear output layer use from_logits=True")
 
     def targets(self, y, units, dtype, argument="y"):
         y = _float_targets(argument, y, units, dtype)
@@ -202,42 +285,16 @@ class BinaryCrossentropy(Loss):
         return BinaryAccuracy(threshold=0.0)  # sigmoid(z) > 0.5 exactly when z > 0
 
     def make_scratch(self, batch, units, dtype):
-        return (np.empty((batch, units), dtype), np.empty((batch, units), dtype),
-                np.empty((batch, units), bool), np.empty(batch, dtype))
+        return np.empty(batch, dtype)  # the per-row losses
 
-    def __call__(self, backend, logits, targets, grad, scratch, sample_weight=None):
-        decay, work, non_negative, row_sums = scratch
-        np.abs(logits, out=decay)
-        np.negative(decay, out=decay)
-        np.exp(decay, out=decay)  # exp(-|z|), in (0, 1]: never overflows
-        if sample_weight is None:
-            np.log1p(decay, out=work)
-            total = float(work.sum())
-            np.maximum(logits, 0, out=work)
-            total += float(work.sum())
-            np.multiply(logits, targets, out=work)
-            total -= float(work.sum())
-        else:
-            # max(z, 0) - z t = z ([z >= 0] - t); plus log(1 + exp(-|z|)), summed per row.
-            np.greater_equal(logits, 0, out=non_negative)
-            np.subtract(non_negative, targets, out=work)
-            work *= logits
-            total = float(np.add.reduce(work, axis=1, out=row_sums) @ sample_weight)
-            np.log1p(decay, out=work)
-            total += float(np.add.reduce(work, axis=1, out=row_sums) @ sample_weight)
+    def __call__(self, backend, logits, targets, grad, row_loss, sample_weight=None):
         scale = 1.0 / logits.size
-        if grad is not None:
-            # sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, with e = exp(-|z|).
-            np.greater_equal(logits, 0, out=non_negative)
-            np.copyto(grad, decay)
-            np.copyto(grad, 1, where=non_negative)
-            np.add(decay, 1, out=work)
-            np.divide(grad, work, out=grad)
-            grad -= targets
-            grad *= scale
-            if sample_weight is not None:
-                grad *= sample_weight[:, None]
-        return total * scale
+        backend.sigmoid_cross_entropy(logits, targets, scale, row_loss, grad,
+                                      self.label_smoothing, sample_weight)
+        return float(np.add.reduce(row_loss)) * scale
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 
 class MeanSquaredError(Loss):
@@ -256,28 +313,9 @@ class MeanSquaredError(Loss):
         # Keras' choice: one output is a binary decision at 0.5, several an argmax.
         return BinaryAccuracy(threshold=0.5) if units == 1 else CategoricalAccuracy()
 
-    def make_scratch(self, batch, units, dtype):
-        return np.empty((batch, units), dtype), np.empty(batch, dtype)  # for weighted rows
-
     def __call__(self, backend, outputs, targets, grad, scratch, sample_weight=None):
         scale = 1.0 / outputs.size
-        if sample_weight is None:
-            return backend.mse(outputs, targets, scale, grad) * scale
-        diff, row_sums = scratch
-        np.subtract(outputs, targets, out=diff)
-        np.einsum("ij,ij->i", diff, diff, out=row_sums)
-        if grad is not None:
-            np.multiply(diff, 2 * scale, out=grad)
-        return _weigh_rows(sample_weight, row_sums, grad) * scale
-
-
-def _weigh_rows(weights: np.ndarray, row_values: np.ndarray,
-                grad: Optional[np.ndarray]) -> float:
-    """``sum_i weights[i] * row_values[i]``; scales row i of ``grad`` (if any) by
-    ``weights[i]`` in place. weights, row_values: (N,); grad: (N, M) or None."""
-    if grad is not None:
-        np.multiply(grad, weights[:, None], out=grad)
-    return float(np.dot(weights, row_values))
+        return backend.mse(outputs, targets, scale, grad, sample_weight) * scale
 
 
 def _check_probability_rows(argument: str, y: np.ndarray) -> None:
@@ -303,6 +341,12 @@ LOSSES: Dict[str, Type[Loss]] = {
                               BinaryCrossentropy, MeanSquaredError)
 }
 _ALIASES = {"mean_squared_error": "mse"}
+
+
+def from_config(name: str, config: Optional[Dict[str, Any]] = None) -> Loss:
+    """The loss named ``name`` built with the arguments of its :meth:`Loss.get_config`."""
+    loss = get(name)
+    return type(loss)(**(config or {}))
 
 
 def get(identifier: Union[str, Loss]) -> Loss:

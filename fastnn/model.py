@@ -26,8 +26,9 @@ from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
 from . import sample_weights
 from .callbacks import Callback, CallbackList, History, callback_list
-from .layers import Dense, Layer
+from .layers import Layer
 from .metrics import MetricSet, Totals, metric_names
+from .normalization import fuse_activations
 from .progress import EpochBar
 from .workspace import Workspace
 
@@ -95,8 +96,8 @@ class Sequential:
 
     def add(self, layer: Layer) -> None:
         if not isinstance(layer, Layer):
-            raise TypeError(f"layer: expected a fastnn layer (Dense, Dropout), got "
-                            f"{type(layer).__name__}")
+            raise TypeError(f"layer: expected a fastnn layer (Dense, Activation, "
+                            f"BatchNormalization, Dropout), got {type(layer).__name__}")
         if self.built:
             raise ValueError("layer: the model is already built; add layers before using it")
         self.layers.append(layer)
@@ -133,6 +134,7 @@ class Sequential:
             layer.matmul_precision = self.matmul_precision
             layer.build(units, self.dtype, rng)
             units = layer.units
+        fuse_activations(self.layers)
         self._share_parameter_storage()
         self.built = True
         self._bind_training()
@@ -182,7 +184,7 @@ class Sequential:
         output = self.layers[-1]
         activation = getattr(output, "activation", "identity")
         self.loss.check_output_activation(activation, getattr(output, "units", None))
-        if isinstance(output, Dense):
+        if hasattr(output, "defer_activation"):  # Dense, Activation
             output.defer_activation(activation == self.loss.fused_activation)
         self._batch_plans = {}  # train_on_batch's plans point at the optimizer's state
         if not self.built:
@@ -592,7 +594,7 @@ class Sequential:
                 workspace.load_rows(backend, rows)
             outputs = result[start:start + workspace.batch]
             outputs[...] = workspace.forward(backend, False)
-            if isinstance(output, Dense):
+            if hasattr(output, "finish_outputs"):  # Dense, Activation
                 output.finish_outputs(backend, outputs)
             if batch_hooks:
                 hooks.on_predict_batch_end(step, {"outputs": outputs})
@@ -610,12 +612,14 @@ class Sequential:
     # -- weights -------------------------------------------------------------
 
     def get_weights(self) -> List[np.ndarray]:
-        """Copies of every parameter, layer by layer (Dense: kernel (K, M), bias (M,))."""
-        return [param.copy() for layer in self.layers for param in layer.params]
+        """Copies of every weight, layer by layer (Dense: kernel (K, M), bias (M,);
+        BatchNormalization: gamma, beta, moving mean, moving variance (M,) each)."""
+        return [param.copy() for layer in self.layers for param in layer.weights]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Replace every parameter; all are checked before any is changed."""
-        params = [param for layer in self.layers for param in layer.params]
+        """Replace every weight (as :meth:`get_weights` lists them); all are checked before
+        any is changed."""
+        params = [param for layer in self.layers for param in layer.weights]
         if not self.built:
             raise ValueError("weights: the model is not built yet; build it or fit it first")
         weights = list(weights)
@@ -647,8 +651,9 @@ class Sequential:
         return sizes
 
     def count_params(self) -> int:
-        """How many numbers the parameters hold; known once the input size is (as in Keras,
-        before the weights are created when the first layer has input_dim)."""
+        """How many numbers the weights hold, trainable or not (Keras' count_params); known
+        once the input size is (as in Keras, before the weights are created when the first
+        layer has input_dim)."""
         sizes = self._layer_sizes()
         if sizes is None:
             raise ValueError("model: the input size is not known yet; give input_dim= to the "
@@ -668,7 +673,10 @@ class Sequential:
         lines = [f"Sequential ({self.dtype}, {self.input_dim} inputs)",
                  f"{'Layer':<{width}}{'Output shape':<16}{'Params':>10}"]
         lines += [f"{name:<{width}}{shape:<16}{count:>10,}" for name, shape, count in rows]
-        lines.append(f"Total params: {sum(row[2] for row in rows):,}")
+        total = sum(row[2] for row in rows)
+        frozen = sum(layer.non_trainable_count(inputs) for layer, inputs, _ in sizes)
+        lines += [f"Total params: {total:,}", f"Trainable params: {total - frozen:,}",
+                  f"Non-trainable params: {frozen:,}"]
         if not self.built:
             lines.append("(weights not created yet: build, fit or predict creates them)")
         print_fn("\n".join(lines))

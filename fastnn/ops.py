@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from .backends import get_backend
-from .backends.contract import FLOAT_DTYPES
+from .backends.contract import FLOAT_DTYPES, LABEL_DTYPE
 from .precision import resolve as _precision
 from .validation import (activation_name, finite_number, float_array, label_array,
                          non_empty_batch, output_array, positive_number, same_shape, within,
@@ -144,11 +144,65 @@ def _reduce(row_loss: np.ndarray, reduction: str, count: int) -> Union[float, np
     if reduction == "none":
         return row_loss
     total = float(np.sum(row_loss, dtype=np.float64))
-    return total / count if reduction == "mean" else total
+    if reduction == "sum":
+        return total
+    return total / count if count else 0.0
+
+
+def _label_smoothing(value) -> float:
+    value = positive_number("label_smoothing", value, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {value}")
+    return value
+
+
+def _sample_weight(sample_weight, n: int, dtype: np.dtype) -> Optional[np.ndarray]:
+    """Per-row weights (N,) of the call's dtype: finite and >= 0; None stays None."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight: expected numbers, got dtype {weights.dtype}")
+    if weights.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},), one weight per row, got "
+                         f"{weights.shape}")
+    weights = np.ascontiguousarray(weights, dtype=dtype)
+    if not np.isfinite(weights).all():
+        raise ValueError("sample_weight: contains NaN or infinity")
+    if (weights < 0).any():
+        raise ValueError(f"sample_weight: weights must be >= 0, got {weights.min():g}")
+    return weights
+
+
+def _ignore_index(ignore_index) -> Optional[int]:
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) \
+            or not -2 ** 63 <= ignore_index < 2 ** 63:
+        raise TypeError(f"ignore_index: expected None or an int64 class index, got "
+                        f"{ignore_index!r}")
+    return int(ignore_index)
+
+
+def _cross_entropy_labels(target: np.ndarray, c: int, n: int,
+                          ignore_index: Optional[int]) -> np.ndarray:
+    """int64 labels (N,), each in [0, C) or equal to ignore_index."""
+    if ignore_index is None:
+        return label_array("target", target, c, n)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target: expected integer class labels, got dtype {target.dtype}")
+    if target.shape != (n,):
+        raise ValueError(f"target: expected shape ({n},) to match the batch, got {target.shape}")
+    counted = target[target != ignore_index]
+    if counted.size:
+        within("target", counted, c, f"labels other than ignore_index={ignore_index}")
+    return np.ascontiguousarray(target, dtype=LABEL_DTYPE)
 
 
 def softmax_cross_entropy(logits, target, reduction: str = "mean", compute_grad: bool = True,
-                          grad=None) -> Tuple[Union[float, np.ndarray], Optional[np.ndarray]]:
+                          grad=None, label_smoothing: float = 0.0,
+                          ignore_index: Optional[int] = None, sample_weight=None
+                          ) -> Tuple[Union[float, np.ndarray], Optional[np.ndarray]]:
     """Cross-entropy of softmax(logits) and its gradient with respect to logits.
 
     logits: float (N, C). target: integer labels (N,) in [0, C), or float
@@ -157,37 +211,209 @@ def softmax_cross_entropy(logits, target, reduction: str = "mean", compute_grad:
     ``reduction="none"``; grad (N, C) is d(loss)/d(logits), or None when
     ``compute_grad`` is False. ``grad`` may be passed as a buffer to fill,
     including ``logits`` itself.
+
+    The options have PyTorch's meanings (``torch.nn.functional.cross_entropy``):
+
+    * ``label_smoothing`` eps in [0, 1] mixes each target row with the uniform
+      distribution: ``(1 - eps) * t + eps / C``.
+    * ``ignore_index`` (integer labels only): rows with this label add neither loss
+      nor gradient, and "mean" divides by the number of rows that count. When every
+      row is ignored, the loss is 0 and the gradient 0 (PyTorch gives NaN; a batch of
+      padding alone should not stop training). Labels other than it must lie in [0, C).
+    * ``sample_weight``: float (N,) per-row weights >= 0 (Keras' convention): each row's
+      loss and gradient are multiplied by its weight, and "mean" is
+      ``sum(w * loss) / N`` over the N counted rows, Keras' "sum_over_batch_size" (not
+      PyTorch's division by the sum of the weights).
+
+    Targets of weight 0 add nothing, also against a logit of -inf (0 * log 0 = 0), so a
+    masked class or logits whose spread overflows float32 give the finite loss.
+    Raises TypeError/ValueError naming the argument for a bad shape, dtype, label,
+    weight, option or reduction.
     """
     logits = float_array("logits", logits, ndim=2)
     reduction = _reduction(reduction)
     non_empty_batch("logits", logits)
+    label_smoothing = _label_smoothing(label_smoothing)
+    ignore_index = _ignore_index(ignore_index)
     n, c = logits.shape
     target_array = np.asarray(target)
     if target_array.ndim == 1:
-        target = label_array("target", target_array, c, n)
+        target = _cross_entropy_labels(target_array, c, n, ignore_index)
+        counted = n if ignore_index is None else int(np.count_nonzero(target != ignore_index))
     else:
+        if ignore_index is not None:
+            raise ValueError("ignore_index: applies to integer class labels only, and target "
+                             f"holds probability rows of shape {target_array.shape}")
         target = float_array("target", target_array, ndim=2, dtype=logits.dtype)
         same_shape("target", target, logits.shape)
+        counted = n
+    sample_weight = _sample_weight(sample_weight, n, logits.dtype)
     grad = output_array("grad", grad, logits.shape, logits.dtype) if compute_grad else None
     row_loss = np.empty(n, dtype=logits.dtype)
-    grad_scale = 1.0 / n if reduction == "mean" else 1.0
-    get_backend().softmax_cross_entropy(logits, target, grad_scale, row_loss, grad)
-    return _reduce(row_loss, reduction, n), grad
+    grad_scale = (1.0 / counted if counted else 0.0) if reduction == "mean" else 1.0
+    get_backend().softmax_cross_entropy(logits, target, grad_scale, row_loss, grad,
+                                        label_smoothing, ignore_index, sample_weight)
+    return _reduce(row_loss, reduction, counted), grad
 
 
-def mse(pred, target, reduction: str = "mean", compute_grad: bool = True, grad=None
-        ) -> Tuple[float, Optional[np.ndarray]]:
-    """Mean (or summed) squared error of pred and target (N, M), and its gradient."""
+def sigmoid_cross_entropy(logits, target, reduction: str = "mean", compute_grad: bool = True,
+                          grad=None, label_smoothing: float = 0.0, sample_weight=None
+                          ) -> Tuple[Union[float, np.ndarray], Optional[np.ndarray]]:
+    """Binary cross-entropy of sigmoid(logits) against targets in [0, 1], and its gradient.
+
+    logits, target: float (N, M) of one dtype. Elementwise
+    ``max(z, 0) - z t + log(1 + exp(-|z|))``, PyTorch's
+    ``binary_cross_entropy_with_logits``, finite for every finite logit.
+    label_smoothing eps in [0, 1]: targets become ``(1 - eps) t + eps / 2`` (Keras).
+    sample_weight: float (N,) per-row weights >= 0, or None.
+    Returns ``(loss, grad)``: "mean" is ``sum_ij w_i l_ij / (N M)`` (Keras'
+    sum_over_batch_size of the per-sample means; PyTorch's mean with weight
+    ``w[:, None]``), "sum" the weighted sum, "none" the (N,) per-row
+    ``w_i * mean_j l_ij``; grad (N, M) is d(loss)/d(logits) (of the sum for "none").
+    """
+    logits = float_array("logits", logits, ndim=2)
+    target = float_array("target", target, ndim=2, dtype=logits.dtype)
+    same_shape("target", target, logits.shape)
+    reduction = _reduction(reduction)
+    non_empty_batch("logits", logits)
+    label_smoothing = _label_smoothing(label_smoothing)
+    n, m = logits.shape
+    sample_weight = _sample_weight(sample_weight, n, logits.dtype)
+    grad = output_array("grad", grad, logits.shape, logits.dtype) if compute_grad else None
+    row_loss = np.empty(n, dtype=logits.dtype)
+    grad_scale = 1.0 / logits.size if reduction == "mean" else 1.0
+    get_backend().sigmoid_cross_entropy(logits, target, grad_scale, row_loss, grad,
+                                        label_smoothing, sample_weight)
+    if reduction == "none":
+        return row_loss / row_loss.dtype.type(m), grad
+    total = float(np.sum(row_loss, dtype=np.float64))
+    return (total / logits.size if reduction == "mean" else total), grad
+
+
+def mse(pred, target, reduction: str = "mean", compute_grad: bool = True, grad=None,
+        sample_weight=None) -> Tuple[float, Optional[np.ndarray]]:
+    """Mean (or summed) squared error of pred and target (N, M), and its gradient.
+
+    sample_weight: float (N,) per-row weights >= 0, or None; "mean" is then
+    ``sum_ij w_i (pred - target)**2 / (N M)`` (Keras' sum_over_batch_size of the
+    per-sample means).
+    """
     pred = float_array("pred", pred, ndim=2)
     target = float_array("target", target, ndim=2, dtype=pred.dtype)
     same_shape("target", target, pred.shape)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum' for mse, got {reduction!r}")
     non_empty_batch("pred", pred)
+    sample_weight = _sample_weight(sample_weight, pred.shape[0], pred.dtype)
     grad = output_array("grad", grad, pred.shape, pred.dtype) if compute_grad else None
     grad_scale = 1.0 / pred.size if reduction == "mean" else 1.0
-    total = get_backend().mse(pred, target, grad_scale, grad)
+    total = get_backend().mse(pred, target, grad_scale, grad, sample_weight)
     return total * grad_scale, grad
+
+
+def _batchnorm_vector(name: str, value, x: np.ndarray) -> np.ndarray:
+    value = float_array(name, value, ndim=1, dtype=x.dtype)
+    same_shape(name, value, (x.shape[1],))
+    return value
+
+
+def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum: float = 0.99,
+                      epsilon: float = 1e-3, training: bool = True,
+                      activation: Optional[str] = "identity", alpha: float = 0.01, out=None,
+                      mean=None, inv_std=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalization of x (N, M) over its rows, then an activation; Keras' semantics.
+
+    gamma, beta, moving_mean, moving_var: float (M,) of x's dtype. In training, each
+    column is normalized with the batch's mean and biased variance (divided by N) and
+    the moving statistics are updated in place: ``moving = momentum * moving +
+    (1 - momentum) * batch`` (so they must be writable; PyTorch's ``momentum`` is
+    ``1 - momentum`` here, and its running variance uses the unbiased batch variance).
+    Outside training the moving statistics are used and nothing is updated.
+    ``out = act(gamma * (x - mean) / sqrt(var + epsilon) + beta)``.
+    Returns ``(out (N, M), mean (M,), inv_std (M,))``: the statistics used, which
+    :func:`batchnorm_backward` takes. A batch of one row (or a constant column) has
+    variance 0 and gives ``act(beta)`` in training, without NaN.
+    momentum in [0, 1]; epsilon > 0.
+    """
+    x = float_array("x", x, ndim=2)
+    non_empty_batch("x", x)
+    gamma = _batchnorm_vector("gamma", gamma, x)
+    beta = _batchnorm_vector("beta", beta, x)
+    if training:  # updated in place
+        writable_array("moving_mean", moving_mean, (x.shape[1],), x.dtype)
+        writable_array("moving_var", moving_var, (x.shape[1],), x.dtype)
+    else:
+        moving_mean = _batchnorm_vector("moving_mean", moving_mean, x)
+        moving_var = _batchnorm_vector("moving_var", moving_var, x)
+    momentum = positive_number("momentum", momentum, allow_zero=True)
+    if momentum > 1:
+        raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
+    epsilon = positive_number("epsilon", epsilon)
+    activation = activation_name(activation)
+    alpha = finite_number("alpha", alpha)
+    out = output_array("out", out, x.shape, x.dtype)
+    mean = output_array("mean", mean, (x.shape[1],), x.dtype)
+    inv_std = output_array("inv_std", inv_std, (x.shape[1],), x.dtype)
+    get_backend().batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum,
+                                    epsilon, bool(training), activation, alpha, out, mean,
+                                    inv_std)
+    return out, mean, inv_std
+
+
+def batchnorm_backward(x, y, dy, gamma, mean, inv_std, batch_statistics: bool = True,
+                       activation: Optional[str] = "identity", alpha: float = 0.01,
+                       need_dx: bool = True, dx=None, dgamma=None, dbeta=None
+                       ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Gradients ``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward` given ``dy``.
+
+    x, y (the forward's output), dy: float (N, M); gamma, mean, inv_std: float (M,)
+    (mean and inv_std as the forward returned them). batch_statistics: the forward ran
+    in training (the statistics depend on x); else they are constants. dx is None when
+    not ``need_dx``.
+    """
+    x = float_array("x", x, ndim=2)
+    non_empty_batch("x", x)
+    y = float_array("y", y, ndim=2, dtype=x.dtype)
+    dy = float_array("dy", dy, ndim=2, dtype=x.dtype)
+    same_shape("y", y, x.shape)
+    same_shape("dy", dy, x.shape)
+    gamma = _batchnorm_vector("gamma", gamma, x)
+    mean = _batchnorm_vector("mean", mean, x)
+    inv_std = _batchnorm_vector("inv_std", inv_std, x)
+    activation = activation_name(activation)
+    alpha = finite_number("alpha", alpha)
+    dx = output_array("dx", dx, x.shape, x.dtype) if need_dx else None
+    dgamma = output_array("dgamma", dgamma, (x.shape[1],), x.dtype)
+    dbeta = output_array("dbeta", dbeta, (x.shape[1],), x.dtype)
+    get_backend().batchnorm_backward(x, y, dy, gamma, mean, inv_std, bool(batch_statistics),
+                                     activation, alpha, dx, dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+def activation_forward(x, activation: Optional[str], alpha: float = 0.01,
+                       out=None) -> np.ndarray:
+    """``act(x)`` elementwise, x float of any shape (the activations of the linear kernels)."""
+    x = float_array("x", x)
+    activation = activation_name(activation)
+    alpha = finite_number("alpha", alpha)
+    out = output_array("out", out, x.shape, x.dtype)
+    if x.size:
+        get_backend().activation_forward(x, activation, alpha, out)
+    return out
+
+
+def activation_backward(y, dy, activation: Optional[str], alpha: float = 0.01,
+                        dx=None) -> np.ndarray:
+    """``dy * act'(x)``, written with the output ``y = act(x)``; y, dy float, one shape."""
+    y = float_array("y", y)
+    dy = float_array("dy", dy, dtype=y.dtype)
+    same_shape("dy", dy, y.shape)
+    activation = activation_name(activation)
+    alpha = finite_number("alpha", alpha)
+    dx = output_array("dx", dx, y.shape, y.dtype)
+    if y.size:
+        get_backend().activation_backward(y, dy, activation, alpha, dx)
+    return dx
 
 
 def one_hot(labels, num_classes: int, dtype=np.float32, out=None) -> np.ndarray:

@@ -175,7 +175,8 @@ class Optimizer:
         raise NotImplementedError
 
     def flat_state(self) -> Optional[tuple]:
-        """The state as two flat arrays parallel to the flat parameters (SGD: the velocity,
+        """Internal, called by fastnn.plan: the state as two flat arrays parallel to the flat
+        parameters (SGD: the velocity,
         or an empty array without momentum, then an empty array; Adam: m and v), or None
         when the parameters were not bound as one buffer."""
         raise NotImplementedError

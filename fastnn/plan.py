@@ -95,9 +95,10 @@ def _metric(model):
 def unsupported(model) -> Optional[str]:
     """Why the compiled loop cannot train ``model`` (built, compiled), or None if it can.
 
-    It runs Dense and Dropout layers in float32 matmul precision, the four losses and two
-    optimizers of exactly fastnn's classes (a subclass may change what they compute), and
-    no metric or one accuracy; anything else trains on the per-layer path.
+    It runs Dense (with bias) and Dropout layers in float32 matmul precision, the four
+    losses without options and two optimizers of exactly fastnn's classes (a subclass may
+    change what they compute), and no metric or one accuracy; anything else (batch
+    normalization, Activation layers, label smoothing, ...) trains on the per-layer path.
     """
     for position, layer in enumerate(model.layers):
         if type(layer) not in LAYER_KINDS:
@@ -105,6 +106,12 @@ def unsupported(model) -> Optional[str]:
         if isinstance(layer, Dense) and \
                 resolve_precision(layer.matmul_precision, model.dtype) != "float32":
             return f"layer {position} multiplies in bfloat16 precision"
+        if isinstance(layer, Dense) and not layer.use_bias:
+            return f"layer {position} is a Dense without bias"
+    loss = model.loss
+    if getattr(loss, "label_smoothing", 0.0) or getattr(loss, "ignore_class", None) is not None \
+            or getattr(loss, "from_logits", False):
+        return "the loss has options (label_smoothing, ignore_class or from_logits)"
     try:
         _metric(model)
     except ValueError as exc:

@@ -39,7 +39,8 @@ class ModelFileError(ValueError):
 def _config_of(model) -> Dict[str, Any]:
     compiled = None
     if model.loss is not None:
-        compiled = {"loss": model.loss.name, "optimizer": model.optimizer.name,
+        compiled = {"loss": model.loss.name, "loss_config": model.loss.get_config(),
+                    "optimizer": model.optimizer.name,
                     "optimizer_config": model.optimizer.get_config(), "metrics": model.metrics}
     return {"dtype": model.dtype.name, "seed": model.seed,
             "matmul_precision": model.matmul_precision,
@@ -58,7 +59,7 @@ def save_model(model, path, include_optimizer: bool = True) -> None:
     arrays = {"fastnn_format": np.array(MARKER), "format_version": np.array(FORMAT_VERSION),
               "config": np.array(json.dumps(_config_of(model)))}
     for position, layer in enumerate(model.layers):
-        for index, param in enumerate(layer.params):
+        for index, param in enumerate(layer.weights):  # trainable, then moving statistics
             arrays[f"param_{position}_{index}"] = param
     if model.optimizer is not None and include_optimizer:
         for name, value in model.optimizer.state().items():
@@ -111,7 +112,7 @@ def _weights(path, config: Dict[str, Any], arrays: Dict[str, np.ndarray],
     """The file's parameters in the order of ``model``'s, checked against its shapes."""
     weights = []
     for position, layer in enumerate(model.layers):
-        for index, param in enumerate(layer.params):
+        for index, param in enumerate(layer.weights):
             key = f"param_{position}_{index}"
             value = arrays.get(key)
             if value is None:
@@ -139,7 +140,9 @@ def load_model(path):
         if compiled:
             optimizer = optimizers_module.from_config(compiled["optimizer"],
                                                       compiled["optimizer_config"])
-            model.compile(optimizer, losses_module.get(compiled["loss"]), compiled["metrics"])
+            model.compile(optimizer, losses_module.from_config(compiled["loss"],
+                                                               compiled.get("loss_config")),
+                          compiled["metrics"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: malformed model configuration: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -162,7 +165,9 @@ def read_weights_for(model, path) -> List[np.ndarray]:
     config, arrays = _read(path)
     saved = [(spec.get("class"), spec.get("config", {}).get("units"))
              for spec in config["layers"]]
-    expected = [(type(layer).__name__, layer.units) for layer in model.layers]
+    # units as the configs say (None for the layers whose size follows their input: their
+    # built units would never match), the shapes are checked weight by weight below
+    expected = [(type(layer).__name__, layer.get_config().get("units")) for layer in model.layers]
     if saved != expected:
         raise ModelFileError(f"{path}: holds layers {saved}, but the model has {expected}")
     if not model.built:

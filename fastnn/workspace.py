@@ -43,7 +43,10 @@ class Workspace:
                 pairs.append((labels, self.labels))
             self._copies = tuple((source, buffer) for source, buffer in pairs
                                  if source is not None)
-        outputs = [np.empty((batch, layer.units), dtype) for layer in layers]
+        outputs = []
+        for layer in layers:  # a layer fused into the one before shares its output buffer
+            outputs.append(outputs[-1] if layer.aliases_input and outputs
+                           else np.empty((batch, layer.units), dtype))
         inputs = [self.x] + outputs[:-1]
         scratch = [layer.make_scratch(batch, dtype, training) for layer in layers]
         self.outputs = outputs[-1]
@@ -54,7 +57,9 @@ class Workspace:
         self.output_grad = None
         self._backward = ()
         if training:
-            grads = [np.empty_like(out) for out in outputs]
+            grads = []
+            for layer, out in zip(layers, outputs):
+                grads.append(grads[-1] if layer.aliases_input and grads else np.empty_like(out))
             input_grads = [None] + grads[:-1]  # the first layer needs no input gradient
             self.output_grad = grads[-1]
             self._backward = tuple(reversed(tuple(zip(layers, inputs, outputs, grads,

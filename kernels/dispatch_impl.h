@@ -38,17 +38,56 @@ void FN(fastnn_log_softmax)(T *out, const T *x, int64_t n, int64_t c) {
 }
 
 void FN(fastnn_xent_labels)(T *row_loss, T *grad, const T *logits, const int64_t *labels,
-                            int64_t n, int64_t c, double grad_scale) {
-    KERNELS->xent_labels(row_loss, grad, logits, labels, n, c, grad_scale);
+                            const T *weight, int64_t n, int64_t c, double grad_scale,
+                            double label_smoothing, int64_t ignore_index) {
+    KERNELS->xent_labels(row_loss, grad, logits, labels, weight, n, c, grad_scale,
+                         label_smoothing, ignore_index);
 }
 
-void FN(fastnn_xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs, int64_t n,
-                           int64_t c, double grad_scale) {
-    KERNELS->xent_probs(row_loss, grad, logits, probs, n, c, grad_scale);
+void FN(fastnn_xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs,
+                           const T *weight, int64_t n, int64_t c, double grad_scale,
+                           double label_smoothing) {
+    KERNELS->xent_probs(row_loss, grad, logits, probs, weight, n, c, grad_scale,
+                        label_smoothing);
 }
 
-double FN(fastnn_mse)(T *grad, const T *pred, const T *target, int64_t size, double grad_scale) {
-    return KERNELS->mse(grad, pred, target, size, grad_scale);
+void FN(fastnn_sigmoid_xent)(T *row_loss, T *grad, const T *logits, const T *target,
+                             const T *weight, int64_t n, int64_t m, double grad_scale,
+                             double label_smoothing) {
+    KERNELS->sigmoid_xent(row_loss, grad, logits, target, weight, n, m, grad_scale,
+                          label_smoothing);
+}
+
+double FN(fastnn_mse)(T *grad, const T *pred, const T *target, const T *weight, int64_t n,
+                      int64_t m, double grad_scale) {
+    return KERNELS->mse(grad, pred, target, weight, n, m, grad_scale);
+}
+
+int FN(fastnn_batchnorm_forward)(T *out, T *mean, T *inv_std, T *moving_mean, T *moving_var,
+                                 const T *x, const T *gamma, const T *beta, int64_t n,
+                                 int64_t m, double momentum, double epsilon, int training,
+                                 int activation, double alpha) {
+    return KERNELS->batchnorm_forward(out, mean, inv_std, moving_mean, moving_var, x, gamma,
+                                      beta, n, m, momentum, epsilon, training, activation,
+                                      alpha);
+}
+
+int FN(fastnn_batchnorm_backward)(T *dx, T *dgamma, T *dbeta, const T *x, const T *y,
+                                  const T *dy, const T *gamma, const T *mean,
+                                  const T *inv_std, int64_t n, int64_t m, int batch_statistics,
+                                  int activation, double alpha) {
+    return KERNELS->batchnorm_backward(dx, dgamma, dbeta, x, y, dy, gamma, mean, inv_std, n, m,
+                                       batch_statistics, activation, alpha);
+}
+
+void FN(fastnn_activation_forward)(T *out, const T *x, int64_t size, int activation,
+                                   double alpha) {
+    KERNELS->activation_forward(out, x, size, activation, alpha);
+}
+
+void FN(fastnn_activation_backward)(T *dx, const T *y, const T *dy, int64_t size,
+                                    int activation, double alpha) {
+    KERNELS->activation_backward(dx, y, dy, size, activation, alpha);
 }
 
 void FN(fastnn_one_hot)(T *out, const int64_t *labels, int64_t n, int64_t c) {

@@ -8,7 +8,8 @@
  *  - activation is an index into contract.ACTIVATIONS:
  *    0 identity, 1 relu, 2 leaky_relu (slope alpha), 3 sigmoid, 4 tanh;
  *  - the caller (fastnn.ops) has validated shapes, dtypes and labels; no dimension is 0;
- *  - the kernels that need scratch memory (matmul, linear_forward, linear_backward) return
+ *  - the kernels that need scratch memory (matmul, linear_forward, linear_backward,
+ *    batchnorm_forward, batchnorm_backward) return
  *    FASTNN_OK, or FASTNN_OUT_OF_MEMORY when it could not be allocated; their outputs are then
  *    partly written, and nothing else is touched.
  * Only declarations and plain types below: cffi parses everything but the '#' lines.
@@ -100,24 +101,82 @@ void fastnn_softmax_f64(double *out, const double *x, int64_t n, int64_t c);
 void fastnn_log_softmax_f32(float *out, const float *x, int64_t n, int64_t c);
 void fastnn_log_softmax_f64(double *out, const double *x, int64_t n, int64_t c);
 
-/* Softmax cross-entropy of logits (N, C): row_loss (N,) = -sum_c target_c log_softmax_c;
- * grad (N, C) = grad_scale * (softmax - target), or NULL for the loss only; grad may be
- * logits. labels: int64 (N,) class indices; probs: float (N, C) target rows. */
+/* Softmax cross-entropy of logits (N, C): row_loss (N,) = w_i * -sum_c t'_c log_softmax_c, with
+ * the smoothed target t' = (1 - label_smoothing) t + label_smoothing / C and 0 log 0 = 0;
+ * grad (N, C) = grad_scale * w_i * (softmax - t'), or NULL for the loss only; grad may be
+ * logits. weight: float (N,) per-row weights w, or NULL (all 1). labels: int64 (N,) class
+ * indices in [0, C), or equal to ignore_index: such rows get loss 0 and gradient 0 (pass a
+ * negative ignore_index for none: no label is negative then); probs: float (N, C) rows. */
 void fastnn_xent_labels_f32(float *row_loss, float *grad, const float *logits,
-                            const int64_t *labels, int64_t n, int64_t c, double grad_scale);
+                            const int64_t *labels, const float *weight, int64_t n, int64_t c,
+                            double grad_scale, double label_smoothing, int64_t ignore_index);
 void fastnn_xent_labels_f64(double *row_loss, double *grad, const double *logits,
-                            const int64_t *labels, int64_t n, int64_t c, double grad_scale);
+                            const int64_t *labels, const double *weight, int64_t n, int64_t c,
+                            double grad_scale, double label_smoothing, int64_t ignore_index);
 void fastnn_xent_probs_f32(float *row_loss, float *grad, const float *logits,
-                           const float *probs, int64_t n, int64_t c, double grad_scale);
+                           const float *probs, const float *weight, int64_t n, int64_t c,
+                           double grad_scale, double label_smoothing);
 void fastnn_xent_probs_f64(double *row_loss, double *grad, const double *logits,
-                           const double *probs, int64_t n, int64_t c, double grad_scale);
+                           const double *probs, const double *weight, int64_t n, int64_t c,
+                           double grad_scale, double label_smoothing);
 
-/* Returns sum((pred - target)^2) over `size` elements; grad (size,) = 2 * grad_scale *
- * (pred - target), or NULL. */
-double fastnn_mse_f32(float *grad, const float *pred, const float *target, int64_t size,
-                      double grad_scale);
-double fastnn_mse_f64(double *grad, const double *pred, const double *target, int64_t size,
-                      double grad_scale);
+/* Binary cross-entropy of sigmoid(logits) (N, M) against target (N, M): row_loss (N,) =
+ * w_i * sum_j (max(z, 0) - z t' + log(1 + exp(-|z|))), t' = (1 - label_smoothing) t +
+ * label_smoothing / 2; grad (N, M) = grad_scale * w_i * (sigmoid(z) - t'), or NULL. weight:
+ * float (N,) or NULL. */
+void fastnn_sigmoid_xent_f32(float *row_loss, float *grad, const float *logits,
+                             const float *target, const float *weight, int64_t n, int64_t m,
+                             double grad_scale, double label_smoothing);
+void fastnn_sigmoid_xent_f64(double *row_loss, double *grad, const double *logits,
+                             const double *target, const double *weight, int64_t n, int64_t m,
+                             double grad_scale, double label_smoothing);
+
+/* Returns sum_i w_i sum_j (pred - target)^2 over pred, target (N, M); grad (N, M) = 2 *
+ * grad_scale * w_i * (pred - target), or NULL. weight: float (N,) or NULL (all 1). */
+double fastnn_mse_f32(float *grad, const float *pred, const float *target, const float *weight,
+                      int64_t n, int64_t m, double grad_scale);
+double fastnn_mse_f64(double *grad, const double *pred, const double *target,
+                      const double *weight, int64_t n, int64_t m, double grad_scale);
+
+/* Batch normalization of x (N, M) then an activation: out (N, M) = act(gamma * (x - mean) *
+ * inv_std + beta), per column. training: mean and inv_std = 1 / sqrt(var + epsilon) from the
+ * batch (biased variance), moving_mean and moving_var updated in place to momentum * moving +
+ * (1 - momentum) * batch; else from the moving statistics (not written). mean, inv_std (M,)
+ * are written in both modes. gamma, beta (M,). Returns FASTNN_OK or FASTNN_OUT_OF_MEMORY. */
+int fastnn_batchnorm_forward_f32(float *out, float *mean, float *inv_std, float *moving_mean,
+                                 float *moving_var, const float *x, const float *gamma,
+                                 const float *beta, int64_t n, int64_t m, double momentum,
+                                 double epsilon, int training, int activation, double alpha);
+int fastnn_batchnorm_forward_f64(double *out, double *mean, double *inv_std,
+                                 double *moving_mean, double *moving_var, const double *x,
+                                 const double *gamma, const double *beta, int64_t n, int64_t m,
+                                 double momentum, double epsilon, int training, int activation,
+                                 double alpha);
+
+/* Gradients of batchnorm_forward: dz = dy * act'(y), xhat = (x - mean) * inv_std; dbeta (M,)
+ * = sum_rows dz, dgamma (M,) = sum_rows dz * xhat; dx (N, M) = gamma * inv_std * (dz -
+ * dbeta/N - xhat * dgamma/N) when batch_statistics, else gamma * inv_std * dz; dx may be
+ * NULL. x, y, dy (N, M); gamma, mean, inv_std (M,). Returns FASTNN_OK or
+ * FASTNN_OUT_OF_MEMORY. */
+int fastnn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *x,
+                                  const float *y, const float *dy, const float *gamma,
+                                  const float *mean, const float *inv_std, int64_t n, int64_t m,
+                                  int batch_statistics, int activation, double alpha);
+int fastnn_batchnorm_backward_f64(double *dx, double *dgamma, double *dbeta, const double *x,
+                                  const double *y, const double *dy, const double *gamma,
+                                  const double *mean, const double *inv_std, int64_t n,
+                                  int64_t m, int batch_statistics, int activation,
+                                  double alpha);
+
+/* out = act(x) and dx = dy * act'(y) elementwise over `size` numbers. */
+void fastnn_activation_forward_f32(float *out, const float *x, int64_t size, int activation,
+                                   double alpha);
+void fastnn_activation_forward_f64(double *out, const double *x, int64_t size, int activation,
+                                   double alpha);
+void fastnn_activation_backward_f32(float *dx, const float *y, const float *dy, int64_t size,
+                                    int activation, double alpha);
+void fastnn_activation_backward_f64(double *dx, const double *y, const double *dy,
+                                    int64_t size, int activation, double alpha);
 
 /* out (N, C) = one-hot rows of labels (N,) in [0, C). */
 void fastnn_one_hot_f32(float *out, const int64_t *labels, int64_t n, int64_t c);

@@ -57,7 +57,8 @@ enum {
     SCRATCH_LINEAR_DB = 5,
     SCRATCH_BF16_A = 6, /* bfloat16 precision: packed or rounded operands */
     SCRATCH_BF16_B = 7,
-    SCRATCH_SLOTS = 8
+    SCRATCH_BATCHNORM = 8,
+    SCRATCH_SLOTS = 9
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

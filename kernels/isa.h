@@ -30,11 +30,28 @@
         void (*softmax)(T *out, const T *x, int64_t n, int64_t c);                              \
         void (*log_softmax)(T *out, const T *x, int64_t n, int64_t c);                          \
         void (*xent_labels)(T *row_loss, T *grad, const T *logits, const int64_t *labels,      \
-                            int64_t n, int64_t c, double grad_scale);                           \
-        void (*xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs, int64_t n,   \
-                           int64_t c, double grad_scale);                                       \
-        double (*mse)(T *grad, const T *pred, const T *target, int64_t size,                   \
-                      double grad_scale);                                                       \
+                            const T *weight, int64_t n, int64_t c, double grad_scale,           \
+                            double label_smoothing, int64_t ignore_index);                      \
+        void (*xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs,              \
+                           const T *weight, int64_t n, int64_t c, double grad_scale,            \
+                           double label_smoothing);                                             \
+        void (*sigmoid_xent)(T *row_loss, T *grad, const T *logits, const T *target,           \
+                             const T *weight, int64_t n, int64_t m, double grad_scale,          \
+                             double label_smoothing);                                           \
+        double (*mse)(T *grad, const T *pred, const T *target, const T *weight, int64_t n,     \
+                      int64_t m, double grad_scale);                                            \
+        int (*batchnorm_forward)(T *out, T *mean, T *inv_std, T *moving_mean, T *moving_var,   \
+                                 const T *x, const T *gamma, const T *beta, int64_t n,          \
+                                 int64_t m, double momentum, double epsilon, int training,      \
+                                 int activation, double alpha);                                 \
+        int (*batchnorm_backward)(T *dx, T *dgamma, T *dbeta, const T *x, const T *y,          \
+                                  const T *dy, const T *gamma, const T *mean,                   \
+                                  const T *inv_std, int64_t n, int64_t m,                       \
+                                  int batch_statistics, int activation, double alpha);          \
+        void (*activation_forward)(T *out, const T *x, int64_t size, int activation,           \
+                                   double alpha);                                               \
+        void (*activation_backward)(T *dx, const T *y, const T *dy, int64_t size,              \
+                                    int activation, double alpha);                              \
         void (*one_hot)(T *out, const int64_t *labels, int64_t n, int64_t c);                  \
         int64_t (*count_correct)(const T *scores, const int64_t *labels, int64_t n,            \
                                  int64_t c);                                                    \

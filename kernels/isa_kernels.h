@@ -14,6 +14,10 @@
  * (optim_impl.h): libm in the type's own precision. */
 #define FASTNN_LOG(s) _Generic((s), float: logf, double: log)(s)
 #define FASTNN_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
+/* the binary cross-entropy's scalar libm calls (softmax_xent_impl.h) */
+#define FASTNN_LOG1P(s) _Generic((s), float: log1pf, double: log1p)(s)
+#define FASTNN_EXP(s) _Generic((s), float: expf, double: exp)(s)
+#define FASTNN_ABS(s) _Generic((s), float: fabsf, double: fabs)(s)
 
 #define FASTNN_TEMPLATE "gemm_impl.h"
 #include "instantiate.h"
@@ -27,6 +31,9 @@
 #define FASTNN_TEMPLATE "misc_impl.h"
 #include "instantiate.h"
 #undef FASTNN_TEMPLATE
+#define FASTNN_TEMPLATE "batchnorm_impl.h"
+#include "instantiate.h"
+#undef FASTNN_TEMPLATE
 #define FASTNN_TEMPLATE "optim_impl.h"
 #include "instantiate.h"
 #undef FASTNN_TEMPLATE
@@ -38,7 +45,10 @@
         FASTNN_ISA_KERNEL(gemm, S), FASTNN_ISA_KERNEL(linear_forward, S),                      \
         FASTNN_ISA_KERNEL(linear_backward, S), FASTNN_ISA_KERNEL(softmax, S),                  \
         FASTNN_ISA_KERNEL(log_softmax, S), FASTNN_ISA_KERNEL(xent_labels, S),                  \
-        FASTNN_ISA_KERNEL(xent_probs, S), FASTNN_ISA_KERNEL(mse, S),                           \
+        FASTNN_ISA_KERNEL(xent_probs, S), FASTNN_ISA_KERNEL(sigmoid_xent, S),                  \
+        FASTNN_ISA_KERNEL(mse, S), FASTNN_ISA_KERNEL(batchnorm_forward, S),                    \
+        FASTNN_ISA_KERNEL(batchnorm_backward, S), FASTNN_ISA_KERNEL(activation_forward, S),    \
+        FASTNN_ISA_KERNEL(activation_backward, S),                                              \
         FASTNN_ISA_KERNEL(one_hot, S), FASTNN_ISA_KERNEL(count_correct, S),                    \
         FASTNN_ISA_KERNEL(all_finite, S), FASTNN_ISA_KERNEL(sgd_step, S),                      \
         FASTNN_ISA_KERNEL(adam_step, S),                                                        \

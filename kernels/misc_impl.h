@@ -3,7 +3,43 @@
 /* Elements per chunk: the unit of threading, and of float64 accumulation of T partial sums. */
 #define MISC_CHUNK 4096
 
-double FN(fastnn_mse)(T *grad, const T *pred, const T *target, int64_t size, double grad_scale) {
+/* Rows of weighted squared errors: sum_i weight[i] sum_j d^2 over rows [i0, i1), grad = 2
+ * scale weight[i] d. */
+static double FN(weighted_mse_rows)(T *grad, const T *pred, const T *target, const T *weight,
+                                    int64_t i0, int64_t i1, int64_t m, double grad_scale) {
+    double total = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        VEC acc = V(zero)(), two_scale = V(set1)((T)(2 * grad_scale) * weight[i]);
+        for (int64_t j = i * m; j < (i + 1) * m; j += VLEN) {
+            int64_t cols = (i + 1) * m - j;
+            VEC d = cols >= VLEN ? V(sub)(V(load)(pred + j), V(load)(target + j))
+                                 : V(sub)(V(load_part)(pred + j, cols, 0),
+                                          V(load_part)(target + j, cols, 0));
+            acc = V(fma)(d, d, acc);
+            if (grad) {
+                if (cols >= VLEN)
+                    V(store)(grad + j, V(mul)(d, two_scale));
+                else
+                    V(store_part)(grad + j, V(mul)(d, two_scale), cols);
+            }
+        }
+        total += (double)weight[i] * (double)V(hsum)(acc);
+    }
+    return total;
+}
+
+double FN(fastnn_mse)(T *grad, const T *pred, const T *target, const T *weight, int64_t n,
+                      int64_t m, double grad_scale) {
+    int64_t size = n * m;
+    if (weight) {
+        int64_t rows = fastnn_max(1, MISC_CHUNK / m), chunks = fastnn_ceil_div(n, rows);
+        int threads = fastnn_threads_for((double)size, 65536.0);
+        double total = 0;
+        FASTNN_FOR_SUM(threads, chunk, chunks, total,
+            total += FN(weighted_mse_rows)(grad, pred, target, weight, chunk * rows,
+                                           fastnn_min(n, (chunk + 1) * rows), m, grad_scale););
+        return total;
+    }
     int64_t chunks = fastnn_ceil_div(size, MISC_CHUNK);
     int threads = fastnn_threads_for((double)size, 65536.0);
     VEC two_scale = V(set1)((T)(2 * grad_scale));

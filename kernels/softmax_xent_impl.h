@@ -1,4 +1,4 @@
-/* softmax_xent_impl.h - row-wise softmax, log-softmax and softmax cross-entropy, for T
+/* softmax_xent_impl.h - row-wise softmax, log-softmax, softmax and sigmoid cross-entropy, for T
  * (template: see instantiate.h). Every kernel reads a row of x at most twice: once for
  * its max and sum of exponentials (row_max_sumexp), once to write the result. */
 #include "vmath_impl.h"
@@ -11,9 +11,11 @@
 
 /* The max of row x (c values) and the sum of exp(x - max), in one read. Each lane keeps
  * its own running max and rescales its sum when that max grows (online softmax), once per
- * SUMEXP_UNROLL vectors; the lanes are combined at the end. */
-static inline void FN(row_max_sumexp)(const T *x, int64_t c, T *max_out, T *sum_out) {
-    VEC lane_max = V(set1)(-T_MAX), lane_sum = V(zero)();
+ * SUMEXP_UNROLL vectors; the lanes are combined at the end. When x_sum_out is not NULL, the
+ * plain sum of the row is taken in the same read (label smoothing needs it). */
+static inline void FN(row_max_sumexp)(const T *x, int64_t c, T *max_out, T *sum_out,
+                                      T *x_sum_out) {
+    VEC lane_max = V(set1)(-T_MAX), lane_sum = V(zero)(), lane_x_sum = V(zero)();
     int64_t j = 0;
     for (; j + SUMEXP_UNROLL * VLEN <= c; j += SUMEXP_UNROLL * VLEN) {
         VEC v[SUMEXP_UNROLL], step_max = lane_max;
@@ -21,6 +23,7 @@ static inline void FN(row_max_sumexp)(const T *x, int64_t c, T *max_out, T *sum_
         for (int u = 0; u < SUMEXP_UNROLL; u++) {
             v[u] = V(load)(x + j + u * VLEN);
             step_max = V(max)(step_max, v[u]);
+            if (x_sum_out) lane_x_sum = V(add)(lane_x_sum, v[u]);
         }
         VEC sum = V(mul)(lane_sum, FN(vexp)(V(sub)(lane_max, step_max)));
 #pragma GCC unroll 4
@@ -31,6 +34,8 @@ static inline void FN(row_max_sumexp)(const T *x, int64_t c, T *max_out, T *sum_
     }
     for (; j < c; j += VLEN) {
         VEC v = c - j >= VLEN ? V(load)(x + j) : V(load_part)(x + j, c - j, -T_MAX);
+        if (x_sum_out)
+            lane_x_sum = V(add)(lane_x_sum, c - j >= VLEN ? v : V(load_part)(x + j, c - j, 0));
         VEC new_max = V(max)(lane_max, v);
         lane_sum = V(fma)(lane_sum, FN(vexp)(V(sub)(lane_max, new_max)),
                           FN(vexp)(V(sub)(v, new_max)));
@@ -39,6 +44,7 @@ static inline void FN(row_max_sumexp)(const T *x, int64_t c, T *max_out, T *sum_
     T row_max = V(hmax)(lane_max);
     *max_out = row_max;
     *sum_out = V(hsum)(V(mul)(lane_sum, FN(vexp)(V(sub)(lane_max, V(set1)(row_max)))));
+    if (x_sum_out) *x_sum_out = V(hsum)(lane_x_sum);
 }
 
 /* A row of c <= VLEN values is one vector: its max, exponentials and sum need one exp. The
@@ -52,15 +58,16 @@ static inline VEC FN(short_row_exp)(const T *x, int64_t c, T *max_out, T *sum_ou
     return e;
 }
 
-/* out[j] = scale * exp(x[j] - max) for the c values of a row; out may be x. */
-static inline void FN(scaled_exp_row)(T *out, const T *x, int64_t c, T max, T scale) {
-    VEC max_v = V(set1)(max), scale_v = V(set1)(scale);
+/* out[j] = scale * exp(x[j] - max) + offset for the c values of a row; out may be x. */
+static inline void FN(scaled_exp_row)(T *out, const T *x, int64_t c, T max, T scale,
+                                      T offset) {
+    VEC max_v = V(set1)(max), scale_v = V(set1)(scale), offset_v = V(set1)(offset);
     for (int64_t j = 0; j < c; j += VLEN) {
         if (c - j >= VLEN) {
-            V(store)(out + j, V(mul)(FN(vexp)(V(sub)(V(load)(x + j), max_v)), scale_v));
+            V(store)(out + j, V(fma)(FN(vexp)(V(sub)(V(load)(x + j), max_v)), scale_v, offset_v));
         } else {
             VEC v = V(load_part)(x + j, c - j, 0);
-            V(store_part)(out + j, V(mul)(FN(vexp)(V(sub)(v, max_v)), scale_v), c - j);
+            V(store_part)(out + j, V(fma)(FN(vexp)(V(sub)(v, max_v)), scale_v, offset_v), c - j);
         }
     }
 }
@@ -72,13 +79,13 @@ static void FN(softmax_row)(T *out, const T *x, int64_t c) {
         V(store_part)(out, V(mul)(e, V(set1)((T)1 / sum)), c);
         return;
     }
-    FN(row_max_sumexp)(x, c, &max, &sum);
-    FN(scaled_exp_row)(out, x, c, max, (T)1 / sum);
+    FN(row_max_sumexp)(x, c, &max, &sum, NULL);
+    FN(scaled_exp_row)(out, x, c, max, (T)1 / sum, 0);
 }
 
 static void FN(log_softmax_row)(T *out, const T *x, int64_t c) {
     T max, sum;
-    FN(row_max_sumexp)(x, c, &max, &sum);
+    FN(row_max_sumexp)(x, c, &max, &sum, NULL);
     VEC max_v = V(set1)(max), log_sum = V(set1)(FASTNN_LOG(sum));
     for (int64_t j = 0; j < c; j += VLEN) { /* (x - max) first: exact near the max */
         int64_t cols = c - j;
@@ -87,34 +94,52 @@ static void FN(log_softmax_row)(T *out, const T *x, int64_t c) {
     }
 }
 
-/* Loss -log_softmax(x)[label] = log(sum) - (x[label] - max), and when grad is given,
- * grad = scale * (softmax(x) - onehot(label)); grad may be x. */
-static void FN(xent_label_row)(T *loss, T *grad, const T *x, int64_t label, int64_t c, T scale) {
-    T max, sum;
+/* Loss weight * -sum_j t'[j] log_softmax(x)[j] with the smoothed one-hot target
+ * t' = (1 - eps) onehot(label) + eps / c, i.e. weight * (log(sum) - (1 - eps) (x[label] - max)
+ * - eps/c sum_j (x[j] - max)); when grad is given, grad = scale * (softmax(x) - t') (scale
+ * includes the weight); grad may be x. The row sum of label smoothing comes from the same
+ * read as the max and the sum of exponentials. */
+static void FN(xent_label_row)(T *loss, T *grad, const T *x, int64_t label, int64_t c, T scale,
+                               T smoothing, T weight) {
+    T max, sum, x_sum = 0;
     T picked = x[label]; /* before grad overwrites it */
+    T offset = -scale * smoothing / (T)c;
     if (c <= VLEN) {
         VEC e = FN(short_row_exp)(x, c, &max, &sum);
-        if (grad) V(store_part)(grad, V(mul)(e, V(set1)(scale / sum)), c);
+        if (smoothing != 0) x_sum = V(hsum)(V(load_part)(x, c, 0));
+        if (grad) V(store_part)(grad, V(fma)(e, V(set1)(scale / sum), V(set1)(offset)), c);
     } else {
-        FN(row_max_sumexp)(x, c, &max, &sum);
-        if (grad) FN(scaled_exp_row)(grad, x, c, max, scale / sum);
+        FN(row_max_sumexp)(x, c, &max, &sum, smoothing != 0 ? &x_sum : NULL);
+        if (grad) FN(scaled_exp_row)(grad, x, c, max, scale / sum, offset);
     }
-    if (grad) grad[label] -= scale;
-    *loss = FASTNN_LOG(sum) - (picked - max);
+    if (grad) grad[label] -= scale * (1 - smoothing);
+    T loss_value = FASTNN_LOG(sum) - (1 - smoothing) * (picked - max);
+    if (smoothing != 0) loss_value -= smoothing / (T)c * (x_sum - (T)c * max);
+    *loss = weight * loss_value;
 }
 
-/* Loss -sum_j p[j] * log_softmax(x)[j] and grad = scale * (softmax(x) - p); grad may be x. */
-static void FN(xent_probs_row)(T *loss, T *grad, const T *x, const T *p, int64_t c, T scale) {
+/* Ones to mask the lanes past a row's end (VLEN is at most 16). */
+static const T FN(xent_ones)[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+/* Loss weight * -sum_j t'[j] * log_softmax(x)[j], t' = (1 - eps) p + eps / c, with 0 log 0 = 0
+ * (a class of target 0 adds nothing even where its logit is -inf or its shifted logit
+ * overflows), and grad = scale * (softmax(x) - t'); grad may be x. */
+static void FN(xent_probs_row)(T *loss, T *grad, const T *x, const T *p, int64_t c, T scale,
+                               T smoothing, T weight) {
     T max, sum;
-    FN(row_max_sumexp)(x, c, &max, &sum);
+    FN(row_max_sumexp)(x, c, &max, &sum, NULL);
     VEC max_v = V(set1)(max), log_sum = V(set1)(FASTNN_LOG(sum));
     VEC prob_scale = V(set1)(scale / sum), scale_v = V(set1)(scale);
+    VEC keep = V(set1)(1 - smoothing), uniform = V(set1)(smoothing / (T)c), zero = V(zero)();
     VEC total = V(zero)();
     for (int64_t j = 0; j < c; j += VLEN) {
         int64_t cols = c - j;
         VEC shifted = V(sub)(cols >= VLEN ? V(load)(x + j) : V(load_part)(x + j, cols, 0), max_v);
-        VEC target = cols >= VLEN ? V(load)(p + j) : V(load_part)(p + j, cols, 0);
-        total = V(fma)(target, V(sub)(shifted, log_sum), total);
+        VEC target = V(fma)(cols >= VLEN ? V(load)(p + j) : V(load_part)(p + j, cols, 0), keep,
+                            uniform);
+        if (cols < VLEN) target = V(mul)(target, V(load_part)(FN(xent_ones), cols, 0));
+        VEC term = V(mul)(target, V(sub)(shifted, log_sum));
+        total = V(add)(total, V(select_gt)(target, zero, term, zero));
         if (grad) {
             VEC g = V(sub)(V(mul)(FN(vexp)(shifted), prob_scale), V(mul)(target, scale_v));
             if (cols >= VLEN)
@@ -123,7 +148,7 @@ static void FN(xent_probs_row)(T *loss, T *grad, const T *x, const T *p, int64_t
                 V(store_part)(grad + j, g, cols);
         }
     }
-    *loss = -V(hsum)(total);
+    *loss = -weight * V(hsum)(total);
 }
 
 void FN(fastnn_softmax)(T *out, const T *x, int64_t n, int64_t c) {
@@ -137,17 +162,49 @@ void FN(fastnn_log_softmax)(T *out, const T *x, int64_t n, int64_t c) {
 }
 
 void FN(fastnn_xent_labels)(T *row_loss, T *grad, const T *logits, const int64_t *labels,
-                            int64_t n, int64_t c, double grad_scale) {
+                            const T *weight, int64_t n, int64_t c, double grad_scale,
+                            double label_smoothing, int64_t ignore_index) {
     int threads = fastnn_threads_for((double)n * c, SOFTMAX_GRAIN);
-    FASTNN_FOR(threads, i, n, FN(xent_label_row)(row_loss + i, grad ? grad + i * c : NULL, logits + i * c, labels[i],
-                           c, (T)grad_scale););
+    FASTNN_FOR(threads, i, n,
+        T *row_grad = grad ? grad + i * c : NULL;
+        if (labels[i] == ignore_index) {
+            row_loss[i] = 0;
+            if (row_grad) memset(row_grad, 0, (size_t)c * sizeof(T));
+        } else {
+            T w = weight ? weight[i] : (T)1;
+            FN(xent_label_row)(row_loss + i, row_grad, logits + i * c, labels[i], c,
+                               (T)grad_scale * w, (T)label_smoothing, w);
+        });
 }
 
-void FN(fastnn_xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs, int64_t n,
-                           int64_t c, double grad_scale) {
+void FN(fastnn_xent_probs)(T *row_loss, T *grad, const T *logits, const T *probs,
+                           const T *weight, int64_t n, int64_t c, double grad_scale,
+                           double label_smoothing) {
     int threads = fastnn_threads_for((double)n * c, SOFTMAX_GRAIN);
-    FASTNN_FOR(threads, i, n, FN(xent_probs_row)(row_loss + i, grad ? grad + i * c : NULL, logits + i * c,
-                           probs + i * c, c, (T)grad_scale););
+    FASTNN_FOR(threads, i, n,
+        T w = weight ? weight[i] : (T)1;
+        FN(xent_probs_row)(row_loss + i, grad ? grad + i * c : NULL, logits + i * c,
+                           probs + i * c, c, (T)grad_scale * w, (T)label_smoothing, w););
 }
+
+/* Binary cross-entropy of sigmoid(z) per row: row_loss[i] = w_i sum_j (max(z, 0) - z t' +
+ * log1p(exp(-|z|))), t' = (1 - eps) t + eps / 2; grad = scale w_i (sigmoid(z) - t'). Scalar
+ * libm code: binary outputs are few per row. */
+void FN(fastnn_sigmoid_xent)(T *row_loss, T *grad, const T *logits, const T *target,
+                             const T *weight, int64_t n, int64_t m, double grad_scale,
+                             double label_smoothing) {
+    int threads = fastnn_threads_for((double)n * m, SOFTMAX_GRAIN / 4);
+    T keep = (T)(1 - label_smoothing), half_eps = (T)(label_smoothing / 2);
+    FASTNN_FOR(threads, i, n,
+        T w = weight ? weight[i] : (T)1, scale = (T)grad_scale * w, total = 0;
+        for (int64_t j = 0; j < m; j++) {
+            T z = logits[i * m + j], t = target[i * m + j] * keep + half_eps;
+            T e = FASTNN_EXP(-FASTNN_ABS(z)); /* in (0, 1]: never overflows */
+            total += (z > 0 ? z : 0) - z * t + FASTNN_LOG1P(e);
+            if (grad) grad[i * m + j] = scale * ((z >= 0 ? 1 : e) / (1 + e) - t);
+        }
+        row_loss[i] = w * total;);
+}
+
 #undef SOFTMAX_GRAIN
 #undef SUMEXP_UNROLL

@@ -97,14 +97,16 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     double loss = 0;
     if (loss_kind == FASTNN_LOSS_XENT_LABELS || loss_kind == FASTNN_LOSS_XENT_PROBS) {
         if (loss_kind == FASTNN_LOSS_XENT_LABELS)
-            FN(fastnn_xent_labels)(row_loss, grad, logits, labels, n, outputs, 1.0 / (double)n);
+            FN(fastnn_xent_labels)(row_loss, grad, logits, labels, NULL, n, outputs,
+                                   1.0 / (double)n, 0.0, -1);
         else
-            FN(fastnn_xent_probs)(row_loss, grad, logits, targets, n, outputs, 1.0 / (double)n);
+            FN(fastnn_xent_probs)(row_loss, grad, logits, targets, NULL, n, outputs,
+                                  1.0 / (double)n, 0.0);
         for (int64_t i = 0; i < n; i++) loss += row_loss[i];
         loss /= (double)n;
     } else if (loss_kind == FASTNN_LOSS_MSE) {
         double scale = 1.0 / (double)(n * outputs);
-        loss = FN(fastnn_mse)(grad, logits, targets, n * outputs, scale) * scale;
+        loss = FN(fastnn_mse)(grad, logits, targets, NULL, n, outputs, scale) * scale;
     } else {
         loss = FN(bce)(grad, logits, targets, n * outputs, 1.0 / (double)(n * outputs));
     }

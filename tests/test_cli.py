@@ -494,7 +494,8 @@ def test_saving_into_a_missing_folder_names_the_target_not_a_temporary_file(tmp_
 
 # -- help texts -----------------------------------------------------------------------------
 
-PUBLIC_CLASSES = [fastnn.Dense, fastnn.Dropout, fastnn.Layer, fastnn.SGD, fastnn.Adam,
+PUBLIC_CLASSES = [fastnn.Dense, fastnn.Activation, fastnn.BatchNormalization, fastnn.Dropout,
+                  fastnn.Layer, fastnn.SGD, fastnn.Adam,
                   fastnn.optimizers.Optimizer, fastnn.initializers.Initializer,
                   *fastnn.initializers.INITIALIZERS.values(), fastnn.losses.Loss,
                   *fastnn.losses.LOSSES.values()]

@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import ops
 from fastnn.backends.contract import ACTIVATIONS
 
@@ -364,3 +365,141 @@ def test_adam_step(backend, dtype, size, weight_decay):
     assert_close(param, reference, dtype, scale=10)
     assert_close(m, rm, dtype)
     assert_close(v, rv, dtype)
+
+
+# -- batch normalization, activations, and the loss options --------------------------
+
+BATCHNORM_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10),
+                    (1024, 256)]
+
+
+def batchnorm_operands(shape, dtype, key):
+    rng = rng_for("batchnorm", shape, key)
+    n, m = shape
+    x = (rng.standard_normal(shape) * 3 + rng.standard_normal(m) * 10).astype(dtype)
+    gamma, beta = (rng.standard_normal(m).astype(dtype) for _ in range(2))
+    moving_mean = rng.standard_normal(m).astype(dtype)
+    moving_var = (rng.random(m) + 0.5).astype(dtype)
+    return x, gamma, beta, moving_mean, moving_var
+
+
+@pytest.mark.parametrize("shape", BATCHNORM_SHAPES, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_batchnorm_forward_and_backward(backend, dtype, shape, activation, training):
+    """Outputs, statistics, moving statistics and gradients against the float64 oracle."""
+    x, gamma, beta, moving_mean, moving_var = batchnorm_operands(shape, dtype, activation)
+    ref_mean, ref_var = moving_mean.astype(np.float64), moving_var.astype(np.float64)
+    out, mean, inv_std = ops.batchnorm_forward(x, gamma, beta, moving_mean, moving_var, 0.9,
+                                               1e-3, training, activation, alpha=0.1)
+    with fastnn.use_backend("numpy"):  # not oracle(): it would update copies of ref_*
+        expected = ops.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
+                                         beta.astype(np.float64), ref_mean, ref_var, 0.9, 1e-3,
+                                         training, activation, alpha=0.1)
+    scale = 1 + np.abs(x).max()
+    assert_close(out, expected[0], dtype, scale=scale * 4)
+    assert_close(mean, expected[1], dtype, scale=scale)
+    assert_close(inv_std, expected[2], dtype, scale=scale * 40)
+    assert_close(moving_mean, ref_mean, dtype, scale=scale)
+    assert_close(moving_var, ref_var, dtype, scale=scale * scale)
+    dy = rng_for("batchnorm-dy", shape).standard_normal(shape).astype(dtype)
+    y = expected[0].astype(dtype)
+    got = ops.batchnorm_backward(x, y, dy, gamma, mean, inv_std, training, activation, 0.1)
+    want = oracle(ops.batchnorm_backward, x, y, dy, gamma, mean, inv_std, training,
+                  activation, 0.1)
+    n = shape[0]
+    for name, g, w in zip(("dx", "dgamma", "dbeta"), got, want):
+        assert_close(g, w, dtype, scale=40 * np.sqrt(n) * (1 + np.abs(w).max()))
+    dx, dgamma, dbeta = ops.batchnorm_backward(x, y, dy, gamma, mean, inv_std, training,
+                                               activation, 0.1, need_dx=False)
+    assert dx is None
+    assert_close(dgamma, want[1], dtype, scale=40 * np.sqrt(n) * (1 + np.abs(want[1]).max()))
+
+
+def test_batchnorm_oracle_matches_formula():
+    """The oracle itself against Keras' formulas, written out once more."""
+    x, gamma, beta, moving_mean, moving_var = batchnorm_operands((9, 4), np.float64, "formula")
+    mean, var = x.mean(axis=0), x.var(axis=0)  # numpy's var is the biased one
+    new_mean, new_var = 0.9 * moving_mean + 0.1 * mean, 0.9 * moving_var + 0.1 * var
+    with fastnn.use_backend("numpy"):
+        out, _, inv_std = ops.batchnorm_forward(x, gamma, beta, moving_mean, moving_var, 0.9,
+                                                1e-3, True, "relu")
+    np.testing.assert_allclose(out, np.maximum(gamma * (x - mean) / np.sqrt(var + 1e-3) + beta,
+                                               0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(moving_mean, new_mean, rtol=1e-12)
+    np.testing.assert_allclose(moving_var, new_var, rtol=1e-12)
+    np.testing.assert_allclose(inv_std, 1 / np.sqrt(var + 1e-3), rtol=1e-12)
+
+
+@pytest.mark.parametrize("size", FLAT_SIZES + [1 << 17])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_forward_and_backward(backend, dtype, size, activation):
+    rng = rng_for("activation", size, activation)
+    x = (rng.standard_normal(size) * 4).astype(dtype).reshape(1, -1)
+    y = ops.activation_forward(x, activation, alpha=0.1)
+    assert_close(y, oracle(ops.activation_forward, x, activation, alpha=0.1), dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    y64 = y.astype(np.float64)
+    assert_close(ops.activation_backward(y, dy, activation, alpha=0.1),
+                 oracle(ops.activation_backward, y64, dy, activation, alpha=0.1), dtype)
+
+
+XENT_OPTIONS = [dict(), dict(label_smoothing=0.1), dict(ignore_index=2),
+                dict(label_smoothing=0.3, ignore_index=-100), dict(sample_weight=True),
+                dict(label_smoothing=1.0, sample_weight=True, ignore_index=0)]
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES + [(65, 32000)], ids=str)
+@pytest.mark.parametrize("target_kind", ["labels", "probabilities"])
+@pytest.mark.parametrize("options", XENT_OPTIONS, ids=str)
+def test_softmax_cross_entropy_options(backend, dtype, shape, target_kind, options):
+    """Every option against the oracle (which tests/test_losses_options.py checks against
+    PyTorch); "mean" also checks the count of the rows that are not ignored."""
+    reduction = "mean"
+    logits, target = cross_entropy_operands(shape, dtype, target_kind)
+    options = dict(options)
+    rng = rng_for("xent-options", shape)
+    if options.get("sample_weight"):
+        options["sample_weight"] = rng.random(shape[0]) * 2
+    if "ignore_index" in options:
+        if target_kind == "probabilities":
+            return  # integer labels only: tests/test_losses_options.py checks the error
+        target = target.copy()
+        target[rng.random(shape[0]) < 0.3] = options["ignore_index"]
+    loss, grad = ops.softmax_cross_entropy(logits, target, reduction, **options)
+    expected_loss, expected_grad = oracle(ops.softmax_cross_entropy, logits, target, reduction,
+                                          **options)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, expected_loss, rtol=rtol, atol=rtol)
+    assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("options", [dict(), dict(label_smoothing=0.2),
+                                     dict(sample_weight=True)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_sigmoid_cross_entropy(backend, dtype, shape, options, reduction):
+    rng = rng_for("sigmoid-xent", shape)
+    logits = (rng.standard_normal(shape) * 5).astype(dtype)
+    target = rng.random(shape).astype(dtype)
+    options = dict(options)
+    if options.get("sample_weight"):
+        options["sample_weight"] = rng.random(shape[0]) * 2
+    loss, grad = ops.sigmoid_cross_entropy(logits, target, reduction, **options)
+    expected_loss, expected_grad = oracle(ops.sigmoid_cross_entropy, logits, target, reduction,
+                                          **options)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, expected_loss, rtol=rtol, atol=rtol)
+    assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+def test_mse_with_sample_weight(backend, dtype, shape):
+    rng = rng_for("mse-weight", shape)
+    pred, target = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    weights = rng.random(shape[0]) * 3
+    loss, grad = ops.mse(pred, target, "mean", sample_weight=weights)
+    diff = pred.astype(np.float64) - target
+    np.testing.assert_allclose(loss, (weights[:, None] * diff ** 2).sum() / diff.size,
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert_close(grad, 2 * weights[:, None] * diff / diff.size, dtype)

@@ -147,3 +147,12 @@ def test_train_command_rejects_bad_hidden_sizes(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--hidden", "32,x"])
     assert "comma-separated" in capsys.readouterr().err
+
+
+def test_batch_norm_rescues_the_deep_sigmoid_network(capsys):
+    """examples/batchnorm_sigmoid.py: the deep sigmoid network stalls near chance without
+    batch normalization (vanishing gradients) and trains with it."""
+    without, with_batch_norm = load_example("batchnorm_sigmoid").main()
+    assert without < 0.3 and with_batch_norm >= 0.9
+    shown = capsys.readouterr().out
+    assert "without batch norm" in shown and "with batch norm" in shown

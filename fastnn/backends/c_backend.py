@@ -124,8 +124,10 @@ class _Kernels:
     def __init__(self, suffix: str, ctype: str):
         self.array_type = f"{ctype}[]"
         for name in ("matmul", "linear_forward", "linear_backward", "softmax", "log_softmax",
-                     "xent_labels", "xent_probs", "mse", "one_hot", "count_correct",
-                     "all_finite", "sgd_step", "adam_step", "train_steps"):
+                     "xent_labels", "xent_probs", "sigmoid_xent", "mse", "one_hot",
+                     "count_correct", "all_finite", "sgd_step", "adam_step",
+                     "batchnorm_forward", "batchnorm_backward", "activation_forward",
+                     "activation_backward", "train_steps"):
             setattr(self, name, getattr(lib, f"fastnn_{name}_{suffix}"))
 
 
@@ -206,23 +208,78 @@ def log_softmax(x, out):
     k.log_softmax(_from_buffer(k.array_type, out), _from_buffer(k.array_type, x), *x.shape)
 
 
-def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad):
+def _optional(t, array):
+    return _NULL if array is None else _from_buffer(t, array)
+
+
+def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoothing=0.0,
+                          ignore_index=None, sample_weight=None):
     k = _BY_DTYPE[logits.dtype]
     t = k.array_type
-    grad_ptr = _NULL if grad is None else _from_buffer(t, grad)
     if target.ndim == 1:
-        k.xent_labels(_from_buffer(t, row_loss), grad_ptr, _from_buffer(t, logits),
-                      _from_buffer(_LABELS, target), *logits.shape, grad_scale)
+        # Without ignore_index every label is in [0, C), so -1 matches none.
+        k.xent_labels(_from_buffer(t, row_loss), _optional(t, grad), _from_buffer(t, logits),
+                      _from_buffer(_LABELS, target), _optional(t, sample_weight),
+                      *logits.shape, grad_scale, label_smoothing,
+                      -1 if ignore_index is None else ignore_index)
     else:
-        k.xent_probs(_from_buffer(t, row_loss), grad_ptr, _from_buffer(t, logits),
-                     _from_buffer(t, target), *logits.shape, grad_scale)
+        k.xent_probs(_from_buffer(t, row_loss), _optional(t, grad), _from_buffer(t, logits),
+                     _from_buffer(t, target), _optional(t, sample_weight), *logits.shape,
+                     grad_scale, label_smoothing)
 
 
-def mse(pred, target, grad_scale, grad):
+def sigmoid_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoothing=0.0,
+                          sample_weight=None):
+    k = _BY_DTYPE[logits.dtype]
+    t = k.array_type
+    k.sigmoid_xent(_from_buffer(t, row_loss), _optional(t, grad), _from_buffer(t, logits),
+                   _from_buffer(t, target), _optional(t, sample_weight), *logits.shape,
+                   grad_scale, label_smoothing)
+
+
+def mse(pred, target, grad_scale, grad, sample_weight=None):
     k = _BY_DTYPE[pred.dtype]
     t = k.array_type
-    return k.mse(_NULL if grad is None else _from_buffer(t, grad), _from_buffer(t, pred),
-                 _from_buffer(t, target), pred.size, grad_scale)
+    return k.mse(_optional(t, grad), _from_buffer(t, pred), _from_buffer(t, target),
+                 _optional(t, sample_weight), *pred.shape, grad_scale)
+
+
+def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum, epsilon, training,
+                      activation, alpha, out, mean, inv_std):
+    k = _BY_DTYPE[x.dtype]
+    t = k.array_type
+    _check(k.batchnorm_forward(_from_buffer(t, out), _from_buffer(t, mean),
+                               _from_buffer(t, inv_std), _from_buffer(t, moving_mean),
+                               _from_buffer(t, moving_var), _from_buffer(t, x),
+                               _from_buffer(t, gamma), _from_buffer(t, beta), *x.shape,
+                               momentum, epsilon, training, ACTIVATION_CODES[activation],
+                               alpha), "batchnorm_forward")
+
+
+def batchnorm_backward(x, y, dy, gamma, mean, inv_std, batch_statistics, activation, alpha,
+                       dx, dgamma, dbeta):
+    k = _BY_DTYPE[x.dtype]
+    t = k.array_type
+    _check(k.batchnorm_backward(_optional(t, dx), _from_buffer(t, dgamma),
+                                _from_buffer(t, dbeta), _from_buffer(t, x), _from_buffer(t, y),
+                                _from_buffer(t, dy), _from_buffer(t, gamma),
+                                _from_buffer(t, mean), _from_buffer(t, inv_std), *x.shape,
+                                batch_statistics, ACTIVATION_CODES[activation], alpha),
+           "batchnorm_backward")
+
+
+def activation_forward(x, activation, alpha, out):
+    k = _BY_DTYPE[x.dtype]
+    t = k.array_type
+    k.activation_forward(_from_buffer(t, out), _from_buffer(t, x), x.size,
+                         ACTIVATION_CODES[activation], alpha)
+
+
+def activation_backward(y, dy, activation, alpha, dx):
+    k = _BY_DTYPE[y.dtype]
+    t = k.array_type
+    k.activation_backward(_from_buffer(t, dx), _from_buffer(t, y), _from_buffer(t, dy), y.size,
+                          ACTIVATION_CODES[activation], alpha)
 
 
 def one_hot(labels, out):

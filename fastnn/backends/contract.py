@@ -119,26 +119,51 @@ class Backend(Protocol):
 
     def softmax_cross_entropy(self, logits: np.ndarray, target: np.ndarray,
                               grad_scale: float, row_loss: np.ndarray,
-                              grad: Optional[np.ndarray]) -> None:
+                              grad: Optional[np.ndarray], label_smoothing: float = 0.0,
+                              ignore_index: Optional[int] = None,
+                              sample_weight: Optional[np.ndarray] = None) -> None:
         """Cross-entropy of ``softmax(logits)`` against ``target``, and its gradient.
 
         logits: float (N, C).
-        target: int64 (N,) class labels in [0, C), or float (N, C) rows of
-        probabilities (one-hot or soft; each row is expected to sum to 1).
-        row_loss: float (N,), set to ``-sum_c target[c] * log_softmax(logits)[c]``.
+        target: int64 (N,) class labels, each in [0, C) or equal to ``ignore_index``,
+        or float (N, C) rows of probabilities (one-hot or soft; each row is expected
+        to sum to 1; ``ignore_index`` is then None).
+        label_smoothing: eps in [0, 1]; the target row t becomes
+        ``t' = (1 - eps) * t + eps / C`` (PyTorch's and Keras' smoothing).
+        sample_weight: float (N,) per-row weights w, or None (all 1).
+        row_loss: float (N,), set to ``w * -sum_c t'[c] * log_softmax(logits)[c]``, with
+        0 * log 0 taken as 0 (a class of target weight 0 adds nothing, also when its
+        logit is -inf or far below the row's maximum); 0 for a row whose label is
+        ``ignore_index``.
         grad: float (N, C) or None (loss only); when given, set to
-        ``grad_scale * (softmax(logits) - target)`` (the gradient of the loss
-        reduced by a sum times ``grad_scale``; 1/N for a mean). ``grad`` may be
-        ``logits`` itself, to save memory.
-        Stable for |logits| up to at least 1e4 (max-subtracted).
+        ``grad_scale * w * (softmax(logits) - t')`` (the gradient of the loss
+        reduced by a sum times ``grad_scale``; 1/N for a mean), and 0 on ignored rows.
+        ``grad`` may be ``logits`` itself, to save memory.
+        Stable for |logits| up to at least 1e4 (max-subtracted). One read of the
+        logits for the loss, one more to write the gradient: the options add no pass.
+        """
+
+    def sigmoid_cross_entropy(self, logits: np.ndarray, target: np.ndarray,
+                              grad_scale: float, row_loss: np.ndarray,
+                              grad: Optional[np.ndarray], label_smoothing: float = 0.0,
+                              sample_weight: Optional[np.ndarray] = None) -> None:
+        """Binary cross-entropy of ``sigmoid(logits)`` against ``target``, and its gradient.
+
+        logits, target: float (N, M), targets in [0, 1]; label_smoothing eps makes
+        them ``t' = (1 - eps) * t + eps / 2`` (Keras' smoothing); sample_weight: float
+        (N,) or None. row_loss: float (N,), set to
+        ``w * sum_j [max(z, 0) - z t' + log(1 + exp(-|z|))]`` (finite for any finite z).
+        grad: float (N, M) or None; set to ``grad_scale * w * (sigmoid(z) - t')``.
         """
 
     def mse(self, pred: np.ndarray, target: np.ndarray, grad_scale: float,
-            grad: Optional[np.ndarray]) -> float:
-        """Sum of squared errors ``sum((pred - target)**2)``, returned.
+            grad: Optional[np.ndarray],
+            sample_weight: Optional[np.ndarray] = None) -> float:
+        """Sum of squared errors ``sum_i w_i sum_j (pred - target)**2``, returned.
 
-        pred, target: float (N, M). grad: float (N, M) or None; when given,
-        set to ``2 * grad_scale * (pred - target)``.
+        pred, target: float (N, M); sample_weight: float (N,) per-row weights w,
+        or None (all 1). grad: float (N, M) or None; when given, set to
+        ``2 * grad_scale * w * (pred - target)``.
         """
 
     def one_hot(self, labels: np.ndarray, out: np.ndarray) -> None:
@@ -153,6 +178,53 @@ class Backend(Protocol):
         scores: float (N, C); labels: int64 (N,). Ties go to the first
         maximum, as ``numpy.argmax``.
         """
+
+    # -- batch normalization and activations ---------------------------------
+
+    def batchnorm_forward(self, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                          moving_mean: np.ndarray, moving_var: np.ndarray, momentum: float,
+                          epsilon: float, training: bool, activation: str, alpha: float,
+                          out: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> None:
+        """``out = act(gamma * (x - mean) * inv_std + beta)``, column by column.
+
+        x, out: float (N, M); gamma, beta, moving_mean, moving_var, mean, inv_std:
+        float (M,). In training, ``mean`` and ``var`` are the batch's column mean
+        and biased variance (divided by N, as Keras), ``inv_std = 1 / sqrt(var +
+        epsilon)``, and the moving statistics are updated in place (Keras):
+        ``moving = momentum * moving + (1 - momentum) * batch``, both with the
+        biased variance. Outside training, ``mean = moving_mean`` and
+        ``inv_std = 1 / sqrt(moving_var + epsilon)``, and nothing else is written.
+        ``mean`` and ``inv_std`` are written in both modes, for the backward.
+        A column of equal values (or N = 1) has variance 0: its output is
+        ``act(beta)``. The statistics and the normalization read each column
+        block of x twice while it is in cache: one pass over memory.
+        """
+
+    def batchnorm_backward(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray,
+                           gamma: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+                           batch_statistics: bool, activation: str, alpha: float,
+                           dx: Optional[np.ndarray], dgamma: np.ndarray,
+                           dbeta: np.ndarray) -> None:
+        """Gradients of :meth:`batchnorm_forward` given ``dy = dL/dy``.
+
+        x, y, dy: float (N, M) (y the forward's output, for act'(y)); gamma, mean,
+        inv_std: float (M,) as the forward wrote them. With ``dz = dy * act'(y)`` and
+        ``xhat = (x - mean) * inv_std``: ``dbeta = sum_rows dz``, ``dgamma =
+        sum_rows dz * xhat``; with ``batch_statistics`` (a training forward)
+        ``dx = gamma * inv_std * (dz - dbeta / N - xhat * dgamma / N)``, else
+        (fixed statistics) ``dx = gamma * inv_std * dz``. dx: float (N, M) or None
+        (not wanted); dgamma, dbeta: float (M,). All overwritten. At most two
+        passes over the rows: the sums, then dx.
+        """
+
+    def activation_forward(self, x: np.ndarray, activation: str, alpha: float,
+                           out: np.ndarray) -> None:
+        """``out = act(x)`` elementwise; x, out: float, one shape (treated as flat)."""
+
+    def activation_backward(self, y: np.ndarray, dy: np.ndarray, activation: str,
+                            alpha: float, dx: np.ndarray) -> None:
+        """``dx = dy * act'(y)`` from the output ``y = act(x)``; y, dy, dx: float, one
+        shape (treated as flat)."""
 
     # -- data ----------------------------------------------------------------
 
@@ -224,6 +296,8 @@ class Backend(Protocol):
 #: Names every backend module must define, checked when it is registered.
 KERNEL_NAMES = (
     "matmul", "linear_forward", "linear_backward", "round_bfloat16", "softmax", "log_softmax",
-    "softmax_cross_entropy", "mse", "one_hot", "count_correct", "all_finite", "take_rows",
+    "softmax_cross_entropy", "sigmoid_cross_entropy", "mse", "batchnorm_forward",
+    "batchnorm_backward", "activation_forward", "activation_backward", "one_hot",
+    "count_correct", "all_finite", "take_rows",
     "sgd_step", "adam_step", "train_steps", "set_num_threads", "get_num_threads",
 )

@@ -17,7 +17,8 @@ import numpy as np
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from .contract import ACTIVATION_CODES
 
-from .numba_kernels import bf16, gemm, linear, optim, pointwise, softmax_xent, train
+from .numba_kernels import (batchnorm, bf16, gemm, linear, optim, pointwise, softmax_xent,
+                            train)
 from .numba_notice import install as _install_compile_notice
 
 _install_compile_notice()  # one line on stderr when a first run compiles the kernels
@@ -163,18 +164,81 @@ def log_softmax(x, out):
         softmax_xent.log_softmax_rows(x, out, 0, x.shape[0], softmax_xent.scratch_for(x))
 
 
-def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad):
+def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoothing=0.0,
+                          ignore_index=None, sample_weight=None):
+    # Without ignore_index every label is in [0, C), so -1 matches none.
+    ignore = -1 if ignore_index is None else ignore_index
     if _parallel(logits.size):
-        softmax_xent.softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, _threads)
+        softmax_xent.softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, _threads,
+                                           label_smoothing, ignore, sample_weight)
     else:
         softmax_xent.softmax_xent_rows(logits, target, grad_scale, row_loss, grad, 0,
-                                       logits.shape[0], softmax_xent.scratch_for(logits))
+                                       logits.shape[0], softmax_xent.scratch_for(logits),
+                                       label_smoothing, ignore, sample_weight)
 
 
-def mse(pred, target, grad_scale, grad):
+def sigmoid_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoothing=0.0,
+                          sample_weight=None):
+    if _parallel(logits.size * 4):  # an exp and a log1p per element
+        softmax_xent.sigmoid_xent_parallel(logits, target, grad_scale, row_loss, grad,
+                                           label_smoothing, sample_weight, _threads)
+    else:
+        softmax_xent.sigmoid_xent_rows(logits, target, grad_scale, row_loss, grad,
+                                       label_smoothing, sample_weight, 0, logits.shape[0])
+
+
+def mse(pred, target, grad_scale, grad, sample_weight=None):
     if _parallel(pred.size):
-        return float(pointwise.mse_parallel(pred, target, grad_scale, grad, _threads))
-    return float(pointwise.mse_rows(pred, target, grad_scale, grad, 0, pred.shape[0]))
+        return float(pointwise.mse_parallel(pred, target, grad_scale, grad, _threads,
+                                            sample_weight))
+    return float(pointwise.mse_rows(pred, target, grad_scale, grad, 0, pred.shape[0],
+                                    sample_weight))
+
+
+# -- batch normalization and activations -------------------------------------------------
+
+def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum, epsilon, training,
+                      activation, alpha, out, mean, inv_std):
+    code = ACTIVATION_CODES[activation]
+    if _parallel(x.size) and x.shape[0] > 1:
+        partial = np.zeros((min(_threads, x.shape[0]), 2, x.shape[1]), x.dtype)
+        batchnorm.batchnorm_forward_parallel(x, gamma, beta, moving_mean, moving_var, momentum,
+                                             epsilon, training, code, alpha, out, mean, inv_std,
+                                             partial, np.empty(x.shape[1], x.dtype))
+    else:
+        batchnorm.batchnorm_forward_serial(x, gamma, beta, moving_mean, moving_var, momentum,
+                                           epsilon, training, code, alpha, out, mean, inv_std)
+
+
+def batchnorm_backward(x, y, dy, gamma, mean, inv_std, batch_statistics, activation, alpha,
+                       dx, dgamma, dbeta):
+    code = ACTIVATION_CODES[activation]
+    if _parallel(x.size) and x.shape[0] > 1:
+        partial = np.zeros((min(_threads, x.shape[0]), 2, x.shape[1]), x.dtype)
+        batchnorm.batchnorm_backward_parallel(x, y, dy, gamma, mean, inv_std, batch_statistics,
+                                              code, alpha, dx, dgamma, dbeta, partial,
+                                              np.empty((3, x.shape[1]), x.dtype))
+    else:
+        batchnorm.batchnorm_backward_serial(x, y, dy, gamma, mean, inv_std, batch_statistics,
+                                            code, alpha, dx, dgamma, dbeta)
+
+
+def activation_forward(x, activation, alpha, out):
+    code, flat, flat_out = ACTIVATION_CODES[activation], x.reshape(-1), out.reshape(-1)
+    if _parallel(flat.size):
+        batchnorm.activation_forward_parallel(flat, code, alpha, flat_out, _threads)
+    else:
+        batchnorm.activation_forward_range(flat, code, alpha, flat_out, 0, flat.size)
+
+
+def activation_backward(y, dy, activation, alpha, dx):
+    code, flat_y, flat_dy, flat_dx = (ACTIVATION_CODES[activation], y.reshape(-1),
+                                      dy.reshape(-1), dx.reshape(-1))
+    if _parallel(flat_y.size):
+        batchnorm.activation_backward_parallel(flat_y, flat_dy, code, alpha, flat_dx, _threads)
+    else:
+        batchnorm.activation_backward_range(flat_y, flat_dy, code, alpha, flat_dx, 0,
+                                            flat_y.size)
 
 
 def one_hot(labels, out):

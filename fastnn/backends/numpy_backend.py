@@ -100,7 +100,8 @@ def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision="float
 
 
 def _log_softmax(x):
-    shifted = x - x.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # a spread past the dtype's range gives -inf: intended
+        shifted = x - x.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
@@ -114,28 +115,106 @@ def log_softmax(x, out):
     out[...] = _log_softmax(x)
 
 
-def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad):
-    log_probs = _log_softmax(logits)
+def _smoothed_targets(logits, target, label_smoothing, counted):
+    """The target rows t' = (1 - eps) t + eps / C as floats (ignored rows: any finite row)."""
     if target.ndim == 1:
-        rows = np.arange(len(target))
-        row_loss[...] = -log_probs[rows, target]
+        probs = np.zeros_like(logits)
+        probs[np.arange(len(target)), np.where(counted, target, 0)] = 1
     else:
-        row_loss[...] = -(target * log_probs).sum(axis=1)
+        probs = target.astype(logits.dtype)
+    if label_smoothing:
+        probs = (1 - label_smoothing) * probs + label_smoothing / logits.shape[1]
+    return probs
+
+
+def _row_weights(n, dtype, counted, sample_weight):
+    weights = np.ones(n, dtype) if sample_weight is None else sample_weight.astype(dtype)
+    return np.where(counted, weights, 0).astype(dtype)
+
+
+def softmax_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoothing=0.0,
+                          ignore_index=None, sample_weight=None):
+    n = logits.shape[0]
+    counted = np.ones(n, bool)
+    if target.ndim == 1 and ignore_index is not None:
+        counted = target != ignore_index
+    log_probs = _log_softmax(logits)
+    probs = _smoothed_targets(logits, target, label_smoothing, counted)
+    # 0 * log 0 = 0: a class of target weight 0 adds nothing, even at a logit of -inf.
+    terms = np.zeros_like(log_probs)
+    np.multiply(probs, log_probs, out=terms, where=probs > 0)
+    weights = _row_weights(n, logits.dtype, counted, sample_weight)
+    row_loss[...] = 0
+    np.multiply(-terms.sum(axis=1), weights, out=row_loss, where=counted)
     if grad is None:
         return
     np.exp(log_probs, out=grad)
-    if target.ndim == 1:
-        grad[rows, target] -= 1
-    else:
-        grad -= target
-    grad *= grad_scale
+    grad -= probs
+    grad *= (grad_scale * weights)[:, None]
 
 
-def mse(pred, target, grad_scale, grad):
-    diff = pred - target
+def sigmoid_cross_entropy(logits, target, grad_scale, row_loss, grad, label_smoothing=0.0,
+                          sample_weight=None):
+    probs = target
+    if label_smoothing:
+        probs = (1 - label_smoothing) * target + label_smoothing / 2
+    decay = np.exp(-np.abs(logits))  # in (0, 1]: never overflows
+    terms = np.maximum(logits, 0) - logits * probs + np.log1p(decay)
+    weights = _row_weights(len(logits), logits.dtype, True, sample_weight)
+    row_loss[...] = terms.sum(axis=1) * weights
     if grad is not None:
-        np.multiply(diff, 2 * grad_scale, out=grad)
-    return float(np.sum(diff * diff, dtype=np.float64))
+        _sigmoid(logits, grad)
+        grad -= probs
+        grad *= (grad_scale * weights)[:, None]
+
+
+def mse(pred, target, grad_scale, grad, sample_weight=None):
+    diff = pred - target
+    weights = 1.0 if sample_weight is None else sample_weight[:, None]
+    if grad is not None:
+        np.multiply(diff * weights, 2 * grad_scale, out=grad)
+    return float(np.sum(diff * diff * weights, dtype=np.float64))
+
+
+def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, momentum, epsilon, training,
+                      activation, alpha, out, mean, inv_std):
+    if training:
+        mean[...] = x.mean(axis=0)
+        var = np.square(x - mean).mean(axis=0)  # biased (divided by N), as Keras
+        moving_mean *= momentum
+        moving_mean += (1 - momentum) * mean
+        moving_var *= momentum
+        moving_var += (1 - momentum) * var
+    else:
+        mean[...] = moving_mean
+        var = moving_var
+    inv_std[...] = 1 / np.sqrt(var + epsilon)
+    np.multiply(x - mean, gamma * inv_std, out=out)
+    out += beta
+    _activate(out, activation, alpha)
+
+
+def batchnorm_backward(x, y, dy, gamma, mean, inv_std, batch_statistics, activation, alpha,
+                       dx, dgamma, dbeta):
+    dz = dy * _derivative_from_output(y, activation, alpha)
+    xhat = (x - mean) * inv_std
+    np.sum(dz, axis=0, out=dbeta)
+    np.sum(dz * xhat, axis=0, out=dgamma)
+    if dx is None:
+        return
+    if batch_statistics:
+        n = x.shape[0]
+        dz = dz - dbeta / n - xhat * (dgamma / n)
+    np.multiply(dz, gamma * inv_std, out=dx)
+
+
+def activation_forward(x, activation, alpha, out):
+    np.copyto(out, x)
+    _activate(out, activation, alpha)
+
+
+def activation_backward(y, dy, activation, alpha, dx):
+    np.multiply(dy, _derivative_from_output(y, activation, alpha), out=dx)
 
 
 def one_hot(labels, out):

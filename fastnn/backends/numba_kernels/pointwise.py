@@ -16,18 +16,24 @@ from .partition import chunk_bounds
 # fastmath "reassoc" only lets the float64 sum of squares vectorize; its rounding
 # changes in the last bits of a float64 sum, far inside every tolerance.
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def mse_rows(pred, target, grad_scale, grad, start, stop):
-    """float64 ``sum((pred - target)**2)`` over rows start..stop, and
-    ``grad = 2 * grad_scale * (pred - target)`` there unless grad is None.
-    pred, target, grad: float (N, M)."""
+def mse_rows(pred, target, grad_scale, grad, start, stop, sample_weight=None):
+    """float64 ``sum_i w_i sum_j (pred - target)**2`` over rows start..stop, and
+    ``grad = 2 * grad_scale * w_i * (pred - target)`` there unless grad is None.
+    pred, target, grad: float (N, M); sample_weight: float (N,) weights w, or None (all 1)."""
     factor = pred.dtype.type(2 * grad_scale)
     total = 0.0
     for i in range(start, stop):
+        w = pred.dtype.type(1)
+        if sample_weight is not None:
+            w = sample_weight[i]
+        row_factor = factor * w
+        row = 0.0
         for j in range(pred.shape[1]):
             diff = pred[i, j] - target[i, j]
-            total += diff * diff
+            row += diff * diff
             if grad is not None:
-                grad[i, j] = factor * diff
+                grad[i, j] = row_factor * diff
+        total += row * w
     return total
 
 
@@ -58,11 +64,11 @@ def count_correct_rows(scores, labels, start, stop):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def mse_parallel(pred, target, grad_scale, grad, threads):
+def mse_parallel(pred, target, grad_scale, grad, threads, sample_weight=None):
     partial = np.zeros(threads)
     for task in prange(threads):
         start, stop = chunk_bounds(pred.shape[0], threads, task)
-        partial[task] = mse_rows(pred, target, grad_scale, grad, start, stop)
+        partial[task] = mse_rows(pred, target, grad_scale, grad, start, stop, sample_weight)
     return partial.sum()
 
 

@@ -1,4 +1,4 @@
-"""Row-wise softmax, log-softmax and softmax cross-entropy (loss and gradient).
+"""Row-wise softmax, log-softmax, and softmax and sigmoid cross-entropy (loss and gradient).
 
 Every row is max-subtracted, so logits of magnitude 1e4 neither overflow nor
 underflow to a wrong answer. Row reductions (max, sums) run on LANES
@@ -68,9 +68,19 @@ def row_max(x, i):
     return best
 
 
+# Compiled on its own (LLVM inlines it): inlined by Numba, its select tripped an internal
+# check of Numba's SSA pass (NumbaIRAssumptionWarning).
+@njit(cache=True, error_model="numpy")
+def _positive_part(weight, value):
+    """``weight * value`` where weight > 0, else 0 (0 * log 0 = 0, also for value -inf)."""
+    product = weight * value
+    return product if weight > 0 else weight - weight
+
+
 def weighted_term(x, i, j, shift, weights):
-    """``weights[i, j] * (x[i, j] - shift)``; a None shift or weights drops its part
-    (chosen at compile time, so a plain row sum costs nothing extra)."""
+    """``weights[i, j] * (x[i, j] - shift)``, 0 where the weight is not positive (0 * log 0
+    = 0: a target of 0 adds nothing against a logit of -inf); a None shift or weights drops
+    its part (chosen at compile time, so a plain row sum costs nothing extra)."""
     value = x[i, j] if shift is None else x[i, j] - shift
     return value if weights is None else weights[i, j] * value
 
@@ -83,8 +93,8 @@ def _weighted_term_overload(x, i, j, shift, weights):
     if no_weights:
         return lambda x, i, j, shift, weights: x[i, j] - shift
     if no_shift:
-        return lambda x, i, j, shift, weights: weights[i, j] * x[i, j]
-    return lambda x, i, j, shift, weights: weights[i, j] * (x[i, j] - shift)
+        return lambda x, i, j, shift, weights: _positive_part(weights[i, j], x[i, j])
+    return lambda x, i, j, shift, weights: _positive_part(weights[i, j], x[i, j] - shift)
 
 
 # inline="always": inlined by Numba itself; left to LLVM, a call per row stayed,
@@ -114,6 +124,18 @@ def weighted_shifted_sum(x, i, shift, weights):
 def row_sum(x, i):
     """Sum of x[i], over LANES partial sums."""
     return weighted_shifted_sum(x, i, None, None)
+
+
+# "reassoc" lets LLVM split the sum into independent partial sums of its choice: for the
+# short rows of a 10-class problem, row_sum's lanes do not apply and a chain of dependent adds
+# made label smoothing cost 1.25x the plain kernel. (Only the last bits of the sum change.)
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def shifted_row_sum(values, i):
+    """Sum of values[i] (a shifted row of logits, for label smoothing's uniform part)."""
+    total = values.dtype.type(0)
+    for j in range(values.shape[1]):
+        total += values[i, j]
+    return total
 
 
 @njit(cache=True, error_model="numpy")
@@ -169,15 +191,24 @@ def log_softmax_rows(x, out, start, stop, scratch):
 # -- softmax cross-entropy ------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, scratch):
+def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, scratch,
+                      label_smoothing=0.0, ignore_index=-1, weight=None):
     """Loss (and gradient, unless grad is None) of rows start..stop.
 
-    logits: float (N, C); target: int64 (N,) labels or float (N, C) probabilities;
-    row_loss: float (N,); grad: float (N, C) or None, may be logits itself.
+    logits: float (N, C); target: int64 (N,) labels (rows labelled ignore_index get loss
+    and gradient 0; -1 when there is none, as labels are then in [0, C)) or float (N, C)
+    probabilities; row_loss: float (N,); grad: float (N, C) or None, may be logits itself;
+    weight: float (N,) per-row weights or None. The target is smoothed to
+    ``(1 - eps) t + eps / C`` (eps = label_smoothing).
     By chunks of rows: max, the target's part of the loss and the shifted row
-    (written to grad, or scratch); exp of the chunk; sums, log and scaling.
+    (written to grad, or scratch; with smoothing, its sum is taken there while it is in L1);
+    exp of the chunk; sums, log and scaling.
     """
-    scale = logits.dtype.type(grad_scale)
+    dtype = logits.dtype.type
+    scale = dtype(grad_scale)
+    eps = dtype(label_smoothing)
+    keep = dtype(1) - eps
+    uniform = eps / logits.shape[1]
     chunk = rows_per_chunk(logits)
     for first in range(start, stop, chunk):
         last = min(first + chunk, stop)
@@ -189,26 +220,67 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
             shift = row_max(logits, i)
             # Read what the loss needs from the row before exps (maybe the row) is written.
             if target.ndim == 1:
-                row_loss[i] = shift - logits[i, target[i]]
+                row_loss[i] = 0
+                if target[i] != ignore_index:
+                    row_loss[i] = keep * (shift - logits[i, target[i]])
             else:
-                row_loss[i] = -weighted_shifted_sum(logits, i, shift, target)
+                row_loss[i] = -keep * weighted_shifted_sum(logits, i, shift, target)
             write_shifted(logits, i, shift, exps, i - offset)
+            if eps != 0:
+                row_loss[i] -= uniform * shifted_row_sum(exps, i - offset)
         exp_rows_in_place(exps, first - offset, last - offset)
         for i in range(first, last):
+            if target.ndim == 1 and target[i] == ignore_index:
+                row_loss[i] = 0
+                if grad is not None:
+                    grad[i, :] = 0
+                continue
+            w = dtype(1)
+            if weight is not None:
+                w = weight[i]
             total = row_sum(exps, i - offset)
-            # loss = weight * log(total) - sum(target * (row - shift)), weight = sum(target)
-            weight = logits.dtype.type(1) if target.ndim == 1 else row_sum(target, i)
-            row_loss[i] += weight * math.log(total)
+            # loss = mass * log(total) - sum(t' * (row - shift)), mass = sum(t')
+            mass = dtype(1) if target.ndim == 1 else keep * row_sum(target, i) + eps
+            row_loss[i] = w * (row_loss[i] + mass * math.log(total))
             if grad is None:
                 continue
-            factor = scale / total
+            row_scale = scale * w
+            factor = row_scale / total
+            smooth = row_scale * uniform
             if target.ndim == 1:
                 for j in range(logits.shape[1]):
-                    grad[i, j] *= factor
-                grad[i, target[i]] -= scale
+                    grad[i, j] = grad[i, j] * factor - smooth
+                grad[i, target[i]] -= row_scale * keep
             else:
                 for j in range(logits.shape[1]):
-                    grad[i, j] = grad[i, j] * factor - scale * target[i, j]
+                    grad[i, j] = grad[i, j] * factor - (row_scale * keep * target[i, j] + smooth)
+
+
+@njit(cache=True, error_model="numpy")
+def sigmoid_xent_rows(logits, target, grad_scale, row_loss, grad, label_smoothing, weight,
+                      start, stop):
+    """Binary cross-entropy of sigmoid(logits) over rows start..stop: row_loss[i] =
+    w_i sum_j (max(z, 0) - z t' + log1p(exp(-|z|))), t' = (1 - eps) t + eps / 2, and
+    grad = grad_scale w_i (sigmoid(z) - t') unless grad is None. logits, target, grad:
+    float (N, M); weight: float (N,) or None."""
+    dtype = logits.dtype.type
+    keep = dtype(1 - label_smoothing)
+    half = dtype(label_smoothing / 2)
+    one = dtype(1)
+    for i in range(start, stop):
+        w = one
+        if weight is not None:
+            w = weight[i]
+        row_scale = dtype(grad_scale) * w
+        total = dtype(0)
+        for j in range(logits.shape[1]):
+            z = logits[i, j]
+            t = target[i, j] * keep + half
+            e = exp_nonpositive(-abs(z))  # in (0, 1]: never overflows
+            total += (z if z > 0 else dtype(0)) - z * t + math.log1p(e)
+            if grad is not None:
+                grad[i, j] = row_scale * ((one if z >= 0 else e) / (one + e) - t)
+        row_loss[i] = w * total
 
 
 # -- parallel drivers: chunks of rows on threads ------------------------------------
@@ -228,8 +300,18 @@ def log_softmax_parallel(x, out, threads):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, threads):
+def softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, threads,
+                          label_smoothing=0.0, ignore_index=-1, weight=None):
     for task in prange(threads):
         start, stop = chunk_bounds(logits.shape[0], threads, task)
         softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop,
-                          scratch_for(logits))
+                          scratch_for(logits), label_smoothing, ignore_index, weight)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def sigmoid_xent_parallel(logits, target, grad_scale, row_loss, grad, label_smoothing, weight,
+                          threads):
+    for task in prange(threads):
+        start, stop = chunk_bounds(logits.shape[0], threads, task)
+        sigmoid_xent_rows(logits, target, grad_scale, row_loss, grad, label_smoothing, weight,
+                          start, stop)
