@@ -79,7 +79,10 @@ def backend(text: str) -> str:
 
 def backends(text: str) -> List[str]:
     """Comma-separated backends that load here."""
-    names = [name.strip() for name in text.split(",") if name.strip()] or [""]
+    names = [name.strip() for name in text.split(",")]
+    if any(not name for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated backend names, each once, "
+                                         f"got {text!r}")
     return [_backend(name, text) for name in names]
 
 

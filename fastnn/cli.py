@@ -148,6 +148,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         environment.check()
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (fastnn info | head -1): end quietly,
+        # as other command-line tools do; the rest of the output has no reader
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as exc:
         parser.exit(2, f"{prog}: error: {one_line(exc)}\n")
     except FloatingPointError as exc:  # NonFiniteLossError: the training diverged

@@ -1,4 +1,4 @@
-"""``fastnn train``: train an MLP on the UCI handwritten digits (or ``--dataset``) and report
+"""fastnn train: train an MLP on the UCI handwritten digits (or --dataset) and report
 test accuracy.
 
 The default run (64-128-10 relu MLP, SGD with momentum, 20 epochs of batch 32)
@@ -23,7 +23,7 @@ DEFAULT_LR = {"sgd": 0.1, "adam": 0.003}
 def hidden_sizes(text: str) -> List[int]:
     """``"128,64"`` -> [128, 64] (argparse type of --hidden)."""
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        sizes = [int(part) for part in text.split(",")]  # an empty entry is an error too
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes, got {text!r}")
     if any(size < 1 for size in sizes):

@@ -58,7 +58,7 @@ BAD_VALUES = {
         "--backend": ["cuda", ""],
         "--epochs": ["0", "-3", "x", "1.5"],
         "--batch-size": ["0", "-1", "many"],
-        "--hidden": ["0", "32,x", "-4"],
+        "--hidden": ["0", "32,x", "-4", ",,", "128,"],
         "--optimizer": ["rmsprop"],
         "--lr": ["-1", "0", "nan", "inf", "fast"],
         "--seed": ["-1", "x"],
@@ -72,7 +72,7 @@ BAD_VALUES = {
         "--matmul-precision": ["float16", "bf16"],
     },
     "bench": {
-        "--backends": ["cuda", "numpy,gpu", ","],
+        "--backends": ["cuda", "numpy,gpu", ",", "c,c", "c,,numpy"],
         "--threads": ["0", "1,x", "", "1,,2"],
         "--quick": ["=yes"],
         "--json": ["/no/such/folder/out.json", ".", ""],
@@ -261,6 +261,20 @@ def test_info_prints_the_cache_folder_and_cache_commands_use_it(capsys, monkeypa
 
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/3: loss: \d+\.\d{4} - accuracy: \d\.\d{4} - "
                         r"\d+(ms|\.\ds) \([\d.]+k? samples/s\)$")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch, capsys):
+    # stdout a pipe whose reader has gone (as in fastnn info | head -1): writes fail with EPIPE
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    gone = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", gone)
+    try:
+        assert cli.main(["info"]) == 0
+    finally:
+        monkeypatch.undo()
+        gone.close()
+    assert capsys.readouterr().err == ""
 
 
 def test_train_piped_prints_one_plain_line_per_epoch():
