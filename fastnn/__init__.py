@@ -17,6 +17,7 @@ from . import ops
 from .backends import (BackendUnavailableError, available_backends, backend_status,
                        get_backend, get_backend_name, get_num_threads, set_backend,
                        set_num_threads, use_backend)
+from .backends.runtime import set_flush_denormal
 from . import datasets, initializers, losses, optimizers
 from .callbacks import Callback, History
 from .layers import Dense, Dropout, Layer
@@ -28,8 +29,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "available_backends", "backend_status", "get_backend",
-    "get_backend_name", "get_num_threads", "ops", "set_backend", "set_num_threads",
-    "use_backend", "__version__",
+    "get_backend_name", "get_num_threads", "ops", "set_backend", "set_flush_denormal",
+    "set_num_threads", "use_backend", "__version__",
     # the layer API and training loop
     "Adam", "Callback", "Dense", "Dropout", "History", "Layer", "ModelFileError",
     "NonFiniteLossError", "SGD", "Sequential", "datasets", "initializers", "load_model",

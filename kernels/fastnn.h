@@ -24,6 +24,13 @@ enum { FASTNN_OK = 0, FASTNN_OUT_OF_MEMORY = 1 };
  * OMP_NUM_THREADS, else the number of CPUs. */
 void fastnn_set_num_threads(int n);
 int fastnn_get_num_threads(void);
+/* 1 (the default): every kernel runs with flush-to-zero and denormals-are-zero on each of its
+ * threads, restored afterwards; 0: the caller's mode (IEEE subnormals). See contract.py. */
+void fastnn_set_flush_denormal(int on);
+int fastnn_get_flush_denormal(void);
+/* 1 in a process made by fork() after this library was loaded: kernels then run on one thread
+ * (GNU OpenMP's thread pool does not survive a fork). */
+int fastnn_forked_child(void);
 /* Which vector code was compiled in: "avx512", "avx2" or "portable". */
 const char *fastnn_simd_name(void);
 

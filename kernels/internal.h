@@ -56,17 +56,65 @@ void *fastnn_scratch(int slot, size_t bytes);
 
 #define FASTNN_PRAGMA(text) _Pragma(#text)
 
-/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule). One
- * thread runs the loop inline: even an if(0) parallel region costs a team set-up, which
- * would dominate the kernels of a tiny network. */
+/* The floating-point mode of a thread running a kernel: flush-to-zero and denormals-are-zero
+ * (MXCSR's FTZ and DAZ bits on x86-64, FPCR's FZ on arm64) while fastnn_set_flush_denormal(1),
+ * the default; nothing changes with fastnn_set_flush_denormal(0), so the kernels then keep the
+ * IEEE subnormals of the caller's mode. Every kernel, on every thread that runs it, brackets
+ * its work with fastnn_fp_enter() and fastnn_fp_leave(saved), which puts back the thread's own
+ * mode: the Python thread that called, and the OpenMP threads that other libraries share. */
+extern int fastnn_flush_denormal_flag;
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define FASTNN_FTZ_DAZ 0x8040u /* MXCSR: FTZ (bit 15) | DAZ (bit 6) */
+static inline unsigned fastnn_fp_enter(void) {
+    unsigned saved = _mm_getcsr();
+    if (__atomic_load_n(&fastnn_flush_denormal_flag, __ATOMIC_RELAXED) &&
+        (saved & FASTNN_FTZ_DAZ) != FASTNN_FTZ_DAZ)
+        _mm_setcsr(saved | FASTNN_FTZ_DAZ);
+    return saved;
+}
+static inline void fastnn_fp_leave(unsigned saved) {
+    if (_mm_getcsr() != saved) _mm_setcsr(saved);
+}
+#elif defined(__aarch64__)
+#define FASTNN_FPCR_FZ ((uint64_t)1 << 24)
+static inline unsigned fastnn_fp_enter(void) {
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    if (__atomic_load_n(&fastnn_flush_denormal_flag, __ATOMIC_RELAXED) && !(fpcr & FASTNN_FPCR_FZ))
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | FASTNN_FPCR_FZ));
+    return (unsigned)(fpcr & FASTNN_FPCR_FZ ? 1 : 0);
+}
+static inline void fastnn_fp_leave(unsigned saved) {
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    uint64_t want = saved ? fpcr | FASTNN_FPCR_FZ : fpcr & ~FASTNN_FPCR_FZ;
+    if (want != fpcr) __asm__ __volatile__("msr fpcr, %0" : : "r"(want));
+}
+#else
+static inline unsigned fastnn_fp_enter(void) { return 0; }
+static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
+#endif
+
+/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule), each
+ * thread in the kernels' floating-point mode (fastnn_fp_enter). One thread runs the loop
+ * inline: even an if(0) parallel region costs a team set-up, which would dominate the kernels
+ * of a tiny network. */
 #define FASTNN_FOR(threads, i, count, ...)                                                     \
     do {                                                                                        \
         int64_t fastnn_count_ = (count);                                                       \
         if ((threads) > 1) {                                                                    \
-            FASTNN_PRAGMA(omp parallel for num_threads(threads) schedule(static))              \
-            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            FASTNN_PRAGMA(omp parallel num_threads(threads))                                    \
+            {                                                                                   \
+                unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
+                FASTNN_PRAGMA(omp for schedule(static))                                         \
+                for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \
+                fastnn_fp_leave(fastnn_fp_);                                                    \
+            }                                                                                   \
         } else {                                                                                \
+            unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
             for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            fastnn_fp_leave(fastnn_fp_);                                                        \
         }                                                                                       \
     } while (0)
 
@@ -75,11 +123,17 @@ void *fastnn_scratch(int slot, size_t bytes);
     do {                                                                                        \
         int64_t fastnn_count_ = (count);                                                       \
         if ((threads) > 1) {                                                                    \
-            FASTNN_PRAGMA(omp parallel for num_threads(threads) schedule(static)                \
-                          reduction(+ : sum))                                                   \
-            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            FASTNN_PRAGMA(omp parallel num_threads(threads) reduction(+ : sum))                 \
+            {                                                                                   \
+                unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
+                FASTNN_PRAGMA(omp for schedule(static))                                         \
+                for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \
+                fastnn_fp_leave(fastnn_fp_);                                                    \
+            }                                                                                   \
         } else {                                                                                \
+            unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
             for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            fastnn_fp_leave(fastnn_fp_);                                                        \
         }                                                                                       \
     } while (0)
 

@@ -53,9 +53,9 @@ static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i
                             activation, alpha);
 }
 
-int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
-                               const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                               double alpha) {
+static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
+                              const T *dy, int64_t n, int64_t k, int64_t m, int activation,
+                              double alpha) {
     /* dz (N, M) in one pass over y and dy, fused with db; identity needs no dz of its own. */
     T *dz = NULL;
     if (activation != ACT_IDENTITY) {
@@ -75,6 +75,7 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
         if (!sums) return FASTNN_OUT_OF_MEMORY;
 #pragma omp parallel num_threads(threads)
         {
+            unsigned fp = fastnn_fp_enter();
             int t = fastnn_team_index(), team = fastnn_team_size();
             FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,
                                activation, (T)alpha);
@@ -84,6 +85,7 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
                 for (int q = 0; q < team; q++) total += sums[q * m + j];
                 db[j] = total;
             }
+            fastnn_fp_leave(fp);
         }
     }
     const T *grad_z = dz ? dz : dy;
@@ -91,6 +93,15 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
     int status = FN(fastnn_gemm)(k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
     if (dx && status == FASTNN_OK)
         status = FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+    return status;
+}
+
+int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
+                               const T *dy, int64_t n, int64_t k, int64_t m, int activation,
+                               double alpha) {
+    unsigned fp = fastnn_fp_enter(); /* the dz pass on this thread; fastnn_gemm enters too */
+    int status = FN(linear_backward)(dx, dw, db, x, w, y, dy, n, k, m, activation, alpha);
+    fastnn_fp_leave(fp);
     return status;
 }
 #undef DZ_BLOCK_VECTORS

@@ -1,4 +1,5 @@
-/* runtime.c - thread count, per-thread scratch buffers, build description. */
+/* runtime.c - thread count (and fork), floating-point mode switch, per-thread scratch buffers,
+ * build description. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,7 +16,38 @@
  * 0 means "not read from the environment yet". */
 static int g_num_threads = 0;
 
-void fastnn_set_num_threads(int n) { __atomic_store_n(&g_num_threads, n < 1 ? 1 : n, __ATOMIC_RELAXED); }
+/* 1 in a child made by fork() (multiprocessing's "fork" start method). GNU OpenMP's thread pool
+ * does not survive a fork: the child's copy believes the parent's threads exist, and its first
+ * parallel region waits for them forever. So a forked child runs every kernel on its calling
+ * thread, without an OpenMP team: it works, on one thread (the "spawn" and "forkserver" start
+ * methods give a child its own pool). */
+static int g_forked_child = 0;
+
+static void mark_forked_child(void) {
+    g_forked_child = 1;
+    g_num_threads = 1;
+}
+
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, mark_forked_child);
+}
+
+int fastnn_forked_child(void) { return g_forked_child; }
+
+void fastnn_set_num_threads(int n) {
+    if (n < 1 || g_forked_child) n = 1;
+    __atomic_store_n(&g_num_threads, n, __ATOMIC_RELAXED);
+}
+
+int fastnn_flush_denormal_flag = 1;
+
+void fastnn_set_flush_denormal(int on) {
+    __atomic_store_n(&fastnn_flush_denormal_flag, on ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+int fastnn_get_flush_denormal(void) {
+    return __atomic_load_n(&fastnn_flush_denormal_flag, __ATOMIC_RELAXED);
+}
 
 int fastnn_get_num_threads(void) {
     int n = __atomic_load_n(&g_num_threads, __ATOMIC_RELAXED);

@@ -17,6 +17,7 @@ import threading
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional
 
+from . import runtime  # noqa: F401  (first: the OpenMP wait policy, before libgomp loads)
 from .contract import KERNEL_NAMES
 
 #: Every known backend, fastest first; the first available one is the default.

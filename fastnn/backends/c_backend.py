@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import runtime
 from .contract import ACTIVATION_CODES
 
 
@@ -36,6 +37,8 @@ NAME = "c"
 
 #: The vector code compiled in: "avx512", "avx2" or "portable".
 SIMD = ffi.string(lib.fastnn_simd_name()).decode()
+
+runtime.on_flush_denormal(lambda mode: lib.fastnn_set_flush_denormal(int(mode)))
 
 _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL

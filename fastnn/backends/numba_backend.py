@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
+from . import runtime
 from .contract import ACTIVATION_CODES
 from .numba_kernels import gemm, linear, optim, pointwise, softmax_xent
 
@@ -57,7 +58,7 @@ def _launch_with(threads: int) -> None:
 
 def _parallel(work: int) -> bool:
     """Whether a kernel over ``work`` elements runs in parallel (if so, set up for it)."""
-    if _threads > 1 and work >= PARALLEL_MIN_ELEMENTS:
+    if _threads > 1 and work >= PARALLEL_MIN_ELEMENTS and not runtime.in_forked_child():
         _launch_with(_threads)
         return True
     return False
@@ -70,7 +71,7 @@ def _gemm_threads(n: int, k: int, m: int) -> int:
     threads of a blocked one, set for this Python thread as in :func:`_parallel`
     (the blocked kernels are parallel=True, also when they run on one thread)."""
     work = n * k * m
-    if work < DIRECT_MAX_MULTIPLY_ADDS:
+    if work < DIRECT_MAX_MULTIPLY_ADDS or runtime.in_forked_child():  # no pool after fork
         return 0
     threads = _threads if work >= PARALLEL_MIN_MULTIPLY_ADDS else 1
     _launch_with(threads)
@@ -82,9 +83,11 @@ def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
     k = a.shape[0] if trans_a else a.shape[1]
     threads = _gemm_threads(n, k, m)
     if threads:
-        gemm.gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads)
+        gemm.gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads,
+                          runtime.flush_denormal())
     else:
-        gemm.gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, n)
+        gemm.gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, n,
+                       runtime.flush_denormal())
 
 
 def matmul(a, b, trans_a, trans_b, out):
@@ -99,9 +102,11 @@ def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db):
     code = ACTIVATION_CODES[activation]
     threads = _gemm_threads(*x.shape, w.shape[1])
     if threads:
-        linear.linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads)
+        linear.linear_backward_blocked(x, w, y, dy, code, alpha, dx, dw, db, threads,
+                                       runtime.flush_denormal())
     else:
-        linear.linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db)
+        linear.linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db,
+                                      runtime.flush_denormal())
 
 
 # -- softmax and losses ----------------------------------------------------------------

@@ -28,6 +28,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from .epilogue import bias_activate
+from .fpmode import fp_enter, fp_leave
 from .simd import MR, TILE_BYTES, tile_product
 
 #: The micro-tile is MR rows by NR = TILE_BYTES // itemsize columns (see simd.py).
@@ -56,8 +57,10 @@ def _tile_width_constant(like):
 # -- direct product for tiny sizes ---------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
-    """Rows start..stop of the product, straight from a and b (no packing)."""
+def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop, flush=True):
+    """Rows start..stop of the product, straight from a and b (no packing); flush: the
+    floating-point mode (fpmode.py)."""
+    saved = fp_enter(flush)
     inner = b.shape[1] if trans_b else b.shape[0]
     cols = out.shape[1]
     for i in range(start, stop):
@@ -74,6 +77,7 @@ def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
                 for j in range(cols):
                     out[i, j] += scale * b[p, j]
         bias_activate(out, i, 0, cols, bias, code, alpha)
+    fp_leave(saved)
 
 
 # -- packing ------------------------------------------------------------------------
@@ -155,8 +159,9 @@ def macro_kernel(packed_a, rows, packed_b, depth, panel_first, panel_stop, cols,
 # -- driver ------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
-    """The product on ``threads`` threads (1 is fine: one launch of ~1 us).
+def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads, flush=True):
+    """The product on ``threads`` threads (1 is fine: one launch of ~1 us); flush: the
+    floating-point mode of every task (fpmode.py).
 
     Two parallel regions per panel of columns, however deep the product: one packs
     every KC slice of the panel of op(b), the other runs the tasks, each looping over
@@ -191,6 +196,7 @@ def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
             depth = (s + 1) * inner // slices - inner0
             pack_b_panel(b, trans_b, inner0, depth, col0, panel_cols, packed_b[s], panel)
         for task in prange(tasks):
+            saved = fp_enter(flush)
             block, group = task // col_groups, task % col_groups
             row0 = block * block_rows
             block_height = min(block_rows, rows - row0)
@@ -203,3 +209,4 @@ def gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads):
                              (group + 1) * micro_panels // col_groups, panel_cols, out,
                              row0, col0, s > 0, s == slices - 1, bias, code, alpha,
                              tiles[task])
+            fp_leave(saved)
