@@ -12,7 +12,9 @@ per dtype and transpose.
 Timing: for each shape, blocks of calls of one library alternate with blocks of the other
 (three each, every block at least ``block_seconds`` long); a short pause before each block
 lets the other library's idle threads stop spinning (OpenBLAS's spin up to 0.1 s), so each
-row runs alone. A shape's time is the median over its blocks of the time per call.
+row runs alone. A shape's time is the median over its blocks of the time per call; the
+ratio of the fastest blocks (``best``) is printed beside it, as a shared machine's load
+slows some blocks and not others.
 
 The full grid is 1600 products, the largest 137 GFLOP each: ``quick`` measures a subset,
 and ``budget_seconds`` stops the sweep (with what it has measured) when time runs out.
@@ -70,8 +72,9 @@ def _block_time(call, count: int) -> float:
     return (time.perf_counter() - begin) / count
 
 
-def time_pair(ours, theirs, block_seconds: float = 0.02, rounds: int = 3) -> Tuple[float, float]:
-    """Median seconds per call of ``ours`` and ``theirs``, timed in alternating blocks."""
+def time_pair(ours, theirs, block_seconds: float = 0.02,
+              rounds: int = 3) -> Tuple[List[float], List[float]]:
+    """Seconds per call of ``ours`` and ``theirs`` in each of their alternating blocks."""
     ours()
     theirs()  # warm-up: scratch buffers, page faults, thread pools
     single = max(1e-7, min(_block_time(ours, 1), _block_time(theirs, 1)))
@@ -82,7 +85,7 @@ def time_pair(ours, theirs, block_seconds: float = 0.02, rounds: int = 3) -> Tup
         theirs_times.append(_block_time(theirs, count))
         time.sleep(SETTLE_SECONDS)
         ours_times.append(_block_time(ours, count))
-    return float(np.median(ours_times)), float(np.median(theirs_times))
+    return ours_times, theirs_times
 
 
 def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = "c",
@@ -95,12 +98,14 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     with use_backend(backend):
         ours = lambda: ops.matmul(a, b, trans_a, trans_b, out=out)  # noqa: E731
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
-        fastnn_s, numpy_s = time_pair(ours, theirs, block_seconds)
+        ours_times, theirs_times = time_pair(ours, theirs, block_seconds)
+    fastnn_s, numpy_s = float(np.median(ours_times)), float(np.median(theirs_times))
     scale = math.sqrt(k) * (1e-4 if dtype == "float32" else 1e-12)
     if not np.allclose(out, expected, rtol=scale, atol=scale):
         raise AssertionError(f"matmul {m}x{k}x{n} {transposes} {dtype}: wrong result")
     return {"m": m, "k": k, "n": n, "transposes": transposes, "dtype": dtype,
             "fastnn_s": fastnn_s, "numpy_s": numpy_s, "ratio": numpy_s / fastnn_s,
+            "ratio_best": min(theirs_times) / min(ours_times),
             "GFLOP/s": 2.0 * m * k * n / fastnn_s / 1e9}
 
 
@@ -138,7 +143,8 @@ def run_quick(**kwargs) -> List[Dict]:
 def format_row(row: Dict) -> str:
     return (f"{row['dtype']:<8} {row['transposes']:<3} {row['m']:>5} x{row['k']:>5} x{row['n']:>5}"
             f"  fastnn {row['fastnn_s'] * 1e3:10.4f} ms  numpy {row['numpy_s'] * 1e3:10.4f} ms"
-            f"  x{row['ratio']:5.2f}  {row['GFLOP/s']:7.1f} GFLOP/s")
+            f"  x{row['ratio']:5.2f} (best x{row['ratio_best']:5.2f})"
+            f"  {row['GFLOP/s']:7.1f} GFLOP/s")
 
 
 def summary(rows: Sequence[Dict]) -> Dict:
@@ -150,7 +156,9 @@ def summary(rows: Sequence[Dict]) -> Dict:
             "worst_shape": f"{worst['dtype']} {worst['transposes']} "
                            f"{worst['m']}x{worst['k']}x{worst['n']}",
             "geomean": math.exp(sum(math.log(r["ratio"]) for r in rows) / len(rows)),
-            "below_0.9": sum(r["ratio"] < 0.9 for r in rows)}
+            "below_0.9": sum(r["ratio"] < 0.9 for r in rows),
+            "worst_best": min(r["ratio_best"] for r in rows),
+            "geomean_best": math.exp(sum(math.log(r["ratio_best"]) for r in rows) / len(rows))}
 
 
 def format_summary(rows: Sequence[Dict]) -> str:
@@ -159,7 +167,8 @@ def format_summary(rows: Sequence[Dict]) -> str:
         return "no shape measured"
     return (f"{s['shapes']} shapes: worst x{s['worst']:.2f} ({s['worst_shape']}), "
             f"geometric mean x{s['geomean']:.2f}, {s['below_0.9']} below x0.90 "
-            f"(NumPy time / fastnn time)")
+            f"(NumPy time / fastnn time, medians of the blocks); fastest blocks: worst "
+            f"x{s['worst_best']:.2f}, geometric mean x{s['geomean_best']:.2f}")
 
 
 def plot_heatmap(rows: Sequence[Dict], path: str) -> None:

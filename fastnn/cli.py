@@ -38,6 +38,10 @@ def bench(args: argparse.Namespace) -> int:
     """Time every kernel on every backend at each thread count; table, JSON, plot."""
     from . import bench as benchmark
 
+    if args.sweep:  # --- the GEMM sweep (engineer gemm; fastnn/bench_sweep.py) ---
+        from . import bench_sweep
+        bench_sweep.run_from_args(args)
+        return 0
     backends = args.backends.split(",") if args.backends else None
     threads = tuple(int(t) for t in args.threads.split(","))
     results = benchmark.run(backends, threads, quick=args.quick, progress=True)
@@ -60,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--quick", action="store_true", help="one small shape per kernel")
     bench_parser.add_argument("--json", default="fastnn-bench.json", help="results file")
     bench_parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
+    # --- the GEMM sweep (engineer gemm): --sweep, its options, and --plot as its heat map ---
+    from . import bench_sweep
+    bench_parser.add_argument("--sweep", action="store_true",
+                              help="the GEMM sweep against NumPy (with --quick: a subset; "
+                                   "with --plot: a heat map)")
+    bench_sweep.add_arguments(bench_parser)
+    # --- end of the GEMM sweep's options ---
     bench_parser.set_defaults(run=bench)
     train.add_parser(commands)
     return parser

@@ -35,14 +35,12 @@
 
 #define GEMM_NR (GEMM_NV * VLEN)
 
-/* The bytes of a packed B block of the many-rows path: it stays in L2 (2 MB per core here)
- * beside the rows of C and A streaming past: 2048^3 took 56-57 ms with blocks of 1.0-1.4 MB
- * (342 x 768 or 1024 floats), 67 ms with blocks of 2.8 MB (all 2048 columns). Override it
- * with -DFASTNN_GEMM_B_BLOCK_BYTES=... (FASTNN_EXTRA_CFLAGS) for an L2 of another size. */
-#ifndef FASTNN_GEMM_B_BLOCK_BYTES
-#define FASTNN_GEMM_B_BLOCK_BYTES (1200 * 1024)
-#endif
-#define GEMM_B_BLOCK_BYTES ((int64_t)FASTNN_GEMM_B_BLOCK_BYTES)
+/* The bytes of a packed B block of the PACKED path: it stays in L2 beside the rows of C and A
+ * streaming past. On a Sapphire Rapids core (2 MB of L2), 2048^3 took 56-57 ms with blocks of
+ * 1.0-1.4 MB (342 x 768 or 1024 floats), 67 ms with blocks of 2.8 MB (all 2048 columns): 60% of
+ * L2 (fastnn_gemm_b_block_bytes in gemm_plan.c). Override it with
+ * -DFASTNN_GEMM_B_BLOCK_BYTES=... (FASTNN_EXTRA_CFLAGS). */
+#define GEMM_B_BLOCK_BYTES fastnn_gemm_b_block_bytes()
 
 /* A panel of `width` columns and kc rows: dst[p * width + i] = M[p][i] for i < count, p < kc,
  * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` and
@@ -571,15 +569,15 @@ static int FN(gemm_small)(int64_t m, int64_t n, int64_t k, const T *a, int64_t l
     return status;
 }
 
-/* The micro-kernel as gemm_plan.h sees it. */
-static const fastnn_gemm_kernel FN(gemm_kernel) = {
-    (int64_t)sizeof(T), GEMM_MR, GEMM_NR, GEMM_KC, GEMM_FEW_ROWS, GEMM_B_BLOCK_BYTES};
 
 /* fastnn_gemm in the kernels' floating-point mode (the caller's thread has entered it). */
 static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
                             const fastnn_epilogue *epilogue) {
-    fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &FN(gemm_kernel));
+    /* The micro-kernel as gemm_plan.h sees it. */
+    fastnn_gemm_kernel kernel = {(int64_t)sizeof(T), GEMM_MR, GEMM_NR, GEMM_KC, GEMM_FEW_ROWS,
+                                 GEMM_B_BLOCK_BYTES};
+    fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
     int threads = plan.threads;
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */

@@ -20,6 +20,14 @@ int64_t fastnn_l2_bytes(void) {
 #endif
 }
 
+int64_t fastnn_gemm_b_block_bytes(void) {
+#if defined(FASTNN_GEMM_B_BLOCK_BYTES)
+    return FASTNN_GEMM_B_BLOCK_BYTES;
+#else
+    return fastnn_l2_bytes() / 10 * 6;
+#endif
+}
+
 /* A copied element costs about as much as this many multiply-adds (a load, a store and a
  * share of a transpose against two FMA vectors per cycle). */
 #define PACK_COST 4.0

@@ -82,4 +82,8 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
  * C library reports (sysconf), else 1 MB. */
 int64_t fastnn_l2_bytes(void);
 
+/* Bytes of a packed B block of the PACKED path: FASTNN_GEMM_B_BLOCK_BYTES if set at build
+ * time, else 60% of fastnn_l2_bytes(). */
+int64_t fastnn_gemm_b_block_bytes(void);
+
 #endif
