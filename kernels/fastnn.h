@@ -40,6 +40,14 @@ int fastnn_matmul_f32(float *out, const float *a, const float *b,
 int fastnn_matmul_f64(double *out, const double *a, const double *b,
                       int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 
+/* The path that matmul (and the linear kernels) would take for out (N, M) = op(a) @ op(b)
+ * now, as gemm_plan.h chooses it: 0 SMALL, 1 IN_PLACE, 2 SPLIT_K, 3 PACKED; its threads, and
+ * for PACKED the grid of row_threads x col_threads. For tests and tuning. */
+int fastnn_gemm_plan_f32(int64_t n, int64_t m, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads);
+int fastnn_gemm_plan_f64(int64_t n, int64_t m, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads);
+
 /* out (N, M) = act(x (N, K) @ w (K, M) + b (M,)), bias and activation in the GEMM epilogue. */
 int fastnn_linear_forward_f32(float *out, const float *x, const float *w, const float *b,
                               int64_t n, int64_t k, int64_t m, int activation, double alpha);

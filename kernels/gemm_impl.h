@@ -570,13 +570,28 @@ static int FN(gemm_small)(int64_t m, int64_t n, int64_t k, const T *a, int64_t l
 }
 
 
+/* The micro-kernel as gemm_plan.h sees it. */
+static fastnn_gemm_kernel FN(gemm_kernel)(void) {
+    fastnn_gemm_kernel kernel = {(int64_t)sizeof(T), GEMM_MR, GEMM_NR, GEMM_KC, GEMM_FEW_ROWS,
+                                 GEMM_B_BLOCK_BYTES};
+    return kernel;
+}
+
+int FN(fastnn_gemm_plan)(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads) {
+    fastnn_gemm_kernel kernel = FN(gemm_kernel)();
+    fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
+    *threads = plan.threads;
+    *row_threads = plan.row_threads;
+    *col_threads = plan.col_threads;
+    return (int)plan.path;
+}
+
 /* fastnn_gemm in the kernels' floating-point mode (the caller's thread has entered it). */
 static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
                             const fastnn_epilogue *epilogue) {
-    /* The micro-kernel as gemm_plan.h sees it. */
-    fastnn_gemm_kernel kernel = {(int64_t)sizeof(T), GEMM_MR, GEMM_NR, GEMM_KC, GEMM_FEW_ROWS,
-                                 GEMM_B_BLOCK_BYTES};
+    fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
     int threads = plan.threads;
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
