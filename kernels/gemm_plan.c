@@ -55,10 +55,13 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         plan.path = FASTNN_GEMM_PATH_SMALL;
         plan.transposed = n < m;
         int64_t long_side = plan.transposed ? m : n;
-        /* Memory-bound: threads by the bytes of the big operand; each thread a few panels. */
+        /* Memory-bound: a second thread only when both the flops and the bytes of the big
+         * operand are worth one (waking a thread cost 250 us under load here, 25 times a
+         * 1 x 784 x 256 product), and each thread gets a few panels. */
         int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
                                           FASTNN_GEMM_BYTES_PER_THREAD);
-        plan.threads = (int)fastnn_max(1, fastnn_min(by_bytes, long_side / (2 * kernel->nr)));
+        plan.threads = (int)fastnn_max(
+            1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
         return plan;
     }
 

@@ -13,7 +13,7 @@
  *          computed): a GEMV-like kernel that reads the big operand once, in long contiguous
  *          runs (its rows, with the few rows of C kept in L1, or dot products along its
  *          rows), and splits the long side of C between the threads. It is bound by memory
- *          bandwidth, so its thread count follows the bytes read, not the flops.
+ *          bandwidth, so a second thread also needs enough bytes to read.
  *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
  *          C's columns (or rows, for a weight gradient x^T dz with A transposed).
  *  SPLIT_K (few rows, neither transposed, a small C, a long K: a layer's forward pass over a
@@ -25,8 +25,8 @@
  *          that each thread needs at least one register tile of each.
  *
  * Cost rule (in that order):
- *  1. threads: the flops over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: the bytes of the
- *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
+ *  1. threads: the flops over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of
+ *     the big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL;
  *  3. IN_PLACE or SPLIT_K when M <= the kernel's few_rows and each thread's share of B fits in
  *     half of L2: reading a B panel in place then costs what reading a packed one does, and
@@ -45,7 +45,7 @@
 /* Smallest job worth a thread of its own: below it the team start-up and the barriers cost
  * more than the thread saves. In flops, and for the SMALL path in bytes of the big operand. */
 #define FASTNN_GEMM_FLOPS_PER_THREAD 4.0e6
-#define FASTNN_GEMM_BYTES_PER_THREAD 262144.0
+#define FASTNN_GEMM_BYTES_PER_THREAD 1048576.0
 
 typedef enum {
     FASTNN_GEMM_PATH_SMALL = 0,
