@@ -296,22 +296,39 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
  * step before (which splits the weights by rows too): splitting columns made each read half
  * of its columns from the other core's cache, which cost the batch-32 forward pass of a
  * 784-256 layer 40% of its time. */
+/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1. */
+static int FN(split_k_part)(int t, int team, int64_t m, int64_t n, int64_t k, const T *a,
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
+                            int64_t ldc, T *partials) {
+    int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
+    T *dst = t == 0 ? c : partials + (t - 1) * m * n;
+    return FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
+                                   b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL, 0,
+                                   fastnn_ceil_div(n, GEMM_NR));
+}
+
 static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
                             int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
                             int64_t ldc, const fastnn_epilogue *epilogue) {
     T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
     if (!partials) return FASTNN_OUT_OF_MEMORY;
-    int64_t n_panels = fastnn_ceil_div(n, GEMM_NR);
     int status = FASTNN_OK;
+    if (fastnn_contended()) { /* a busy machine: the same parts and sums on this thread */
+        for (int t = 0; t < threads && status == FASTNN_OK; t++)
+            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
+                                      partials);
+        for (int t = 0; t < threads && status == FASTNN_OK; t++)
+            FN(gemm_add_partials)(c, ldc, partials, threads - 1, m, n, m * t / threads,
+                                  m * (t + 1) / threads, epilogue);
+        return status;
+    }
+    int64_t start = fastnn_now_ns(), done = 0;
 #pragma omp parallel num_threads(threads)
     {
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
-        int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
-        T *dst = t == 0 ? c : partials + (t - 1) * m * n;
-        if (FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda,
-                                    trans_a, b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL,
-                                    0, n_panels) != FASTNN_OK) {
+        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, c, ldc, partials) !=
+            FASTNN_OK) {
 #pragma omp atomic write
             status = FASTNN_OUT_OF_MEMORY;
         }
@@ -323,7 +340,9 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
             FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
                                   m * (t + 1) / team, epilogue);
         fastnn_fp_leave(fp);
+        if (t == 0) done = fastnn_now_ns();
     }
+    fastnn_team_report(start, done, fastnn_now_ns());
     return status;
 }
 
@@ -593,9 +612,13 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                             const fastnn_epilogue *epilogue) {
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
+    /* On a busy machine, one thread (a K split runs its parts in turn: internal.h). */
+    if (plan.threads > 1 && plan.path != FASTNN_GEMM_PATH_SPLIT_K && fastnn_contended())
+        plan.threads = plan.row_threads = plan.col_threads = 1;
     int threads = plan.threads;
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
+    int64_t start = fastnn_now_ns(), done = 0; /* for fastnn_team_report */
 
     switch (plan.path) {
         case FASTNN_GEMM_PATH_SMALL:
@@ -609,7 +632,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                                          epilogue, plan.transposed, fastnn_team_index(),
                                          fastnn_team_size());
                 fastnn_fp_leave(fp);
+                if (fastnn_team_index() == 0) done = fastnn_now_ns();
             }
+            fastnn_team_report(start, done, fastnn_now_ns());
             return status;
         case FASTNN_GEMM_PATH_SPLIT_K:
             return FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
@@ -625,7 +650,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                                                   ldc, epilogue, n_panels * t / team,
                                                   n_panels * (t + 1) / team);
                 fastnn_fp_leave(fp);
+                if (t == 0) done = fastnn_now_ns();
             }
+            fastnn_team_report(start, done, fastnn_now_ns());
             return status;
         default: /* FASTNN_GEMM_PATH_PACKED */
             break;
@@ -655,7 +682,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                                              epilogue, i0, i1, 0, n);
         }
         fastnn_fp_leave(fp);
+        if (t == 0) done = fastnn_now_ns();
     }
+    fastnn_team_report(start, done, fastnn_now_ns());
     return status;
 }
 

@@ -73,19 +73,33 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
          * 39 us more for 1024 x 256. */
         T *sums = fastnn_scratch(SCRATCH_LINEAR_DB, (size_t)threads * m * sizeof(T));
         if (!sums) return FASTNN_OUT_OF_MEMORY;
-#pragma omp parallel num_threads(threads)
-        {
-            unsigned fp = fastnn_fp_enter();
-            int t = fastnn_team_index(), team = fastnn_team_size();
-            FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,
-                               activation, (T)alpha);
-#pragma omp barrier
-            for (int64_t j = m * t / team; j < m * (t + 1) / team; j++) {
+        if (fastnn_contended()) { /* a busy machine: the same shares and sums on this thread */
+            for (int t = 0; t < threads; t++)
+                FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / threads,
+                                   n * (t + 1) / threads, m, activation, (T)alpha);
+            for (int64_t j = 0; j < m; j++) {
                 T total = 0;
-                for (int q = 0; q < team; q++) total += sums[q * m + j];
+                for (int q = 0; q < threads; q++) total += sums[q * m + j];
                 db[j] = total;
             }
-            fastnn_fp_leave(fp);
+        } else {
+            int64_t start = fastnn_now_ns(), done = 0;
+#pragma omp parallel num_threads(threads)
+            {
+                unsigned fp = fastnn_fp_enter();
+                int t = fastnn_team_index(), team = fastnn_team_size();
+                FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,
+                                   activation, (T)alpha);
+#pragma omp barrier
+                for (int64_t j = m * t / team; j < m * (t + 1) / team; j++) {
+                    T total = 0;
+                    for (int q = 0; q < team; q++) total += sums[q * m + j];
+                    db[j] = total;
+                }
+                fastnn_fp_leave(fp);
+                if (t == 0) done = fastnn_now_ns();
+            }
+            fastnn_team_report(start, done, fastnn_now_ns());
         }
     }
     const T *grad_z = dz ? dz : dy;

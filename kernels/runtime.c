@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "internal.h"
 #include "simd.h"
@@ -60,6 +61,38 @@ int fastnn_get_num_threads(void) {
         __atomic_store_n(&g_num_threads, n, __ATOMIC_RELAXED);
     }
     return n;
+}
+
+int64_t fastnn_now_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Until when (fastnn_now_ns) the kernels run on one thread, because the last parallel region
+ * found the other threads' cores taken (see fastnn_team_report). */
+static int64_t g_contended_until = 0;
+
+void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
+    int64_t waited = end - master_done, worked = master_done - start;
+    if (waited > FASTNN_CONTENDED_WAIT_NS && 2 * waited > worked)
+        __atomic_store_n(&g_contended_until, end + FASTNN_CONTENDED_PAUSE_NS, __ATOMIC_RELAXED);
+}
+
+/* FASTNN_ASSUME_CONTENDED=1: always contended (the tests check that the one-thread fallback
+ * gives the same numbers). */
+static int g_assume_contended = 0;
+static pthread_once_t assume_contended_once = PTHREAD_ONCE_INIT;
+
+static void read_assume_contended(void) {
+    const char *text = getenv("FASTNN_ASSUME_CONTENDED");
+    g_assume_contended = text && *text == '1';
+}
+
+int fastnn_contended(void) {
+    pthread_once(&assume_contended_once, read_assume_contended);
+    return g_assume_contended ||
+           fastnn_now_ns() < __atomic_load_n(&g_contended_until, __ATOMIC_RELAXED);
 }
 
 int fastnn_threads_for(double work, double grain) {

@@ -160,3 +160,32 @@ def test_wait_policy_is_short_unless_the_user_set_one():
     assert active.stdout.split()[1] == "False", active.stderr
     spins = run_python(code, GOMP_SPINCOUNT="123")
     assert spins.stdout.split() == ["123", "False"], spins.stderr
+
+
+CONTENDED_CHECK = """
+    import hashlib, numpy as np, fastnn
+    from fastnn import ops
+    fastnn.set_backend("c")
+    fastnn.set_num_threads(2)
+    rng = np.random.default_rng(3)
+    digest = hashlib.sha256()
+    for n, k, m in [(128, 784, 256), (300, 500, 100), (1024, 300, 600), (1, 2048, 1000)]:
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        w = rng.standard_normal((k, m)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        y = ops.linear_forward(x, w, b, "tanh")
+        for array in (ops.matmul(x, w), y, *ops.linear_backward(x, w, y, y, "tanh"),
+                      ops.softmax(y)):
+            digest.update(array.tobytes())
+    print(digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif("c" not in fastnn.available_backends(), reason="needs the C backend")
+def test_one_thread_fallback_of_a_busy_machine_gives_the_same_bits():
+    """When the C kernels find the other cores taken, they run on one thread; sums that the
+    threads split (the GEMM's K split, db) keep their split, so results stay bit for bit."""
+    normal = run_python(CONTENDED_CHECK, FASTNN_ASSUME_CONTENDED="0")
+    busy = run_python(CONTENDED_CHECK, FASTNN_ASSUME_CONTENDED="1")
+    assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
+    assert normal.stdout == busy.stdout
