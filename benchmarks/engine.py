@@ -62,25 +62,31 @@ def kernels(dtype=np.float32):
     }
 
 
-def busy_neighbour(backend):
+def busy_neighbour(backend, rounds=5):
+    """Blocks of 2-thread calls beside a busy process alternate with blocks of 1-thread calls
+    without it, so the machine's other load meets both sides alike."""
     rows = []
     with fastnn.use_backend(backend):
         for name, call in kernels().items():
             call()
             count = max(3, int(0.05 / max(block_seconds(call, 3), 1e-6)))
-            fastnn.set_num_threads(1)
-            alone = float(np.median([block_seconds(call, count) for _ in range(7)]))
-            fastnn.set_num_threads(2)
-            neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            try:
-                time.sleep(0.5)
-                busy = float(np.median([block_seconds(call, count) for _ in range(7)]))
-            finally:
-                neighbour.kill()
-                neighbour.wait()
-            rows.append((f"busy neighbour, {backend}, {name}", busy / alone,
-                         f"2 threads + neighbour {busy * 1e3:.3f} ms / 1 thread alone "
-                         f"{alone * 1e3:.3f} ms"))
+            alone, busy = [], []
+            for _ in range(rounds):
+                fastnn.set_num_threads(1)
+                time.sleep(0.1)
+                alone.append(block_seconds(call, count))
+                fastnn.set_num_threads(2)
+                neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                try:
+                    time.sleep(0.3)
+                    busy.append(block_seconds(call, count))
+                finally:
+                    neighbour.kill()
+                    neighbour.wait()
+            alone_s, busy_s = float(np.median(alone)), float(np.median(busy))
+            rows.append((f"busy neighbour, {backend}, {name}", busy_s / alone_s,
+                         f"2 threads + neighbour {busy_s * 1e3:.3f} ms / 1 thread alone "
+                         f"{alone_s * 1e3:.3f} ms"))
     return rows
 
 
