@@ -20,6 +20,7 @@ from . import ops  # noqa: E402  (after __version__, which modules may read whil
 from .backends import (BackendUnavailableError, available_backends, backend_status,
                        get_backend, get_backend_name, get_num_threads, set_backend,
                        set_num_threads, use_backend)
+from .backends.runtime import set_flush_denormal
 from . import datasets, initializers, losses, optimizers
 from .callbacks import Callback, History
 from .layers import Activation, Dense, Dropout, Layer
@@ -31,8 +32,8 @@ from .serialization import ModelFileError, load_model
 
 __all__ = [
     "BackendUnavailableError", "available_backends", "backend_status", "get_backend",
-    "get_backend_name", "get_num_threads", "ops", "set_backend", "set_num_threads",
-    "use_backend", "__version__",
+    "get_backend_name", "get_num_threads", "ops", "set_backend", "set_flush_denormal",
+    "set_num_threads", "use_backend", "__version__",
     # bfloat16 matmul precision
     "get_matmul_precision", "matmul_precision", "set_matmul_precision",
     # the layer API and training loop

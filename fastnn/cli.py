@@ -69,6 +69,10 @@ def bench(args: argparse.Namespace) -> int:
     when asked."""
     from . import bench as benchmark
 
+    if args.sweep:  # the GEMM sweep (fastnn/bench_sweep.py)
+        from . import bench_sweep
+        bench_sweep.run_from_args(args)
+        return 0
     results = benchmark.run(args.backends, tuple(args.threads), quick=args.quick,
                             progress=True)
     print(benchmark.format_table(results))
@@ -125,6 +129,12 @@ def build_parser() -> Parser:
                               help="write the results as JSON to PATH (default: no file)")
     bench_parser.add_argument("--plot", metavar="FILE.png", type=arguments.chart_file,
                               help="bar chart of the speedups (needs matplotlib)")
+    # the GEMM sweep: --sweep, its options, and --plot as its heat map
+    from . import bench_sweep
+    bench_parser.add_argument("--sweep", action="store_true",
+                              help="the GEMM sweep against NumPy (with --quick: a subset; "
+                                   "with --plot: a heat map)")
+    bench_sweep.add_arguments(bench_parser)
     bench_parser.set_defaults(run=bench)
 
     train.add_parser(commands)

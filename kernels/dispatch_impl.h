@@ -10,6 +10,11 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
     return KERNELS->gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
 }
 
+int FN(fastnn_gemm_plan)(int64_t n, int64_t m, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads) {
+    return KERNELS->gemm_plan(n, m, k, trans_a, trans_b, threads, row_threads, col_threads);
+}
+
 int FN(fastnn_matmul)(T *out, const T *a, const T *b, int64_t n, int64_t k, int64_t m,
                       int trans_a, int trans_b) {
     return KERNELS->gemm(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b, out,

@@ -25,6 +25,13 @@ enum { FASTNN_OK = 0, FASTNN_OUT_OF_MEMORY = 1 };
  * OMP_NUM_THREADS, else the number of CPUs. */
 void fastnn_set_num_threads(int n);
 int fastnn_get_num_threads(void);
+/* 1 (the default): every kernel runs with flush-to-zero and denormals-are-zero on each of its
+ * threads, restored afterwards; 0: the caller's mode (IEEE subnormals). See contract.py. */
+void fastnn_set_flush_denormal(int on);
+int fastnn_get_flush_denormal(void);
+/* 1 in a process made by fork() after this library was loaded: kernels then run on one thread
+ * (GNU OpenMP's thread pool does not survive a fork). */
+int fastnn_forked_child(void);
 /* The vector code the kernels run now: "avx512", "avx2" or "portable" (the AMX instruction
  * set runs the AVX-512 float kernels). */
 const char *fastnn_simd_name(void);
@@ -69,6 +76,13 @@ int fastnn_matmul_f64(double *out, const double *a, const double *b,
 /* fastnn_matmul_f32 in bfloat16 precision (FASTNN_PRECISION_BFLOAT16). */
 int fastnn_matmul_bf16(float *out, const float *a, const float *b,
                        int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
+/* The path that matmul (and the linear kernels) would take for out (N, M) = op(a) @ op(b)
+ * now, as gemm_plan.h chooses it: 0 SMALL, 1 IN_PLACE, 2 SPLIT_K, 3 PACKED; its threads, and
+ * for PACKED the grid of row_threads x col_threads. For tests and tuning. */
+int fastnn_gemm_plan_f32(int64_t n, int64_t m, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads);
+int fastnn_gemm_plan_f64(int64_t n, int64_t m, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads);
 
 /* out (N, M) = act(x (N, K) @ w (K, M) + b (M,)), bias and activation in the GEMM epilogue. */
 int fastnn_linear_forward_f32(float *out, const float *x, const float *w, const float *b,

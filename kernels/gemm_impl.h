@@ -28,18 +28,19 @@
  * applies the epilogue (bias, activation) to the tile while it is still in registers.
  */
 
+#include <string.h>
+
+#include "gemm_plan.h"
 #include "vmath_impl.h"
 
 #define GEMM_NR (GEMM_NV * VLEN)
 
-/* The bytes of a packed B block of the many-rows path: it stays in L2 (2 MB per core here)
- * beside the rows of C and A streaming past: 2048^3 took 56-57 ms with blocks of 1.0-1.4 MB
- * (342 x 768 or 1024 floats), 67 ms with blocks of 2.8 MB (all 2048 columns). Override it
- * with -DFASTNN_GEMM_B_BLOCK_BYTES=... (FASTNN_EXTRA_CFLAGS) for an L2 of another size. */
-#ifndef FASTNN_GEMM_B_BLOCK_BYTES
-#define FASTNN_GEMM_B_BLOCK_BYTES (1200 * 1024)
-#endif
-#define GEMM_B_BLOCK_BYTES ((int64_t)FASTNN_GEMM_B_BLOCK_BYTES)
+/* The bytes of a packed B block of the PACKED path: it stays in L2 beside the rows of C and A
+ * streaming past. On a Sapphire Rapids core (2 MB of L2), 2048^3 took 56-57 ms with blocks of
+ * 1.0-1.4 MB (342 x 768 or 1024 floats), 67 ms with blocks of 2.8 MB (all 2048 columns): 60% of
+ * L2 (fastnn_gemm_b_block_bytes in gemm_plan.c). Override it with
+ * -DFASTNN_GEMM_B_BLOCK_BYTES=... (FASTNN_EXTRA_CFLAGS). */
+#define GEMM_B_BLOCK_BYTES fastnn_gemm_b_block_bytes()
 
 /* A panel of `width` columns and kc rows: dst[p * width + i] = M[p][i] for i < count, p < kc,
  * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` and
@@ -295,21 +296,39 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
  * step before (which splits the weights by rows too): splitting columns made each read half
  * of its columns from the other core's cache, which cost the batch-32 forward pass of a
  * 784-256 layer 40% of its time. */
+/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1. */
+static int FN(split_k_part)(int t, int team, int64_t m, int64_t n, int64_t k, const T *a,
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
+                            int64_t ldc, T *partials) {
+    int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
+    T *dst = t == 0 ? c : partials + (t - 1) * m * n;
+    return FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
+                                   b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL, 0,
+                                   fastnn_ceil_div(n, GEMM_NR));
+}
+
 static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
                             int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
                             int64_t ldc, const fastnn_epilogue *epilogue) {
     T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
     if (!partials) return FASTNN_OUT_OF_MEMORY;
-    int64_t n_panels = fastnn_ceil_div(n, GEMM_NR);
     int status = FASTNN_OK;
+    if (fastnn_contended()) { /* a busy machine: the same parts and sums on this thread */
+        for (int t = 0; t < threads && status == FASTNN_OK; t++)
+            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
+                                      partials);
+        for (int t = 0; t < threads && status == FASTNN_OK; t++)
+            FN(gemm_add_partials)(c, ldc, partials, threads - 1, m, n, m * t / threads,
+                                  m * (t + 1) / threads, epilogue);
+        return status;
+    }
+    int64_t start = fastnn_now_ns(), done = 0;
 #pragma omp parallel num_threads(threads)
     {
+        unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
-        int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
-        T *dst = t == 0 ? c : partials + (t - 1) * m * n;
-        if (FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda,
-                                    trans_a, b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL,
-                                    0, n_panels) != FASTNN_OK) {
+        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, c, ldc, partials) !=
+            FASTNN_OK) {
 #pragma omp atomic write
             status = FASTNN_OUT_OF_MEMORY;
         }
@@ -320,45 +339,46 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
         if (seen == FASTNN_OK)
             FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
                                   m * (t + 1) / team, epilogue);
+        fastnn_fp_leave(fp);
+        if (t == 0) done = fastnn_now_ns();
     }
+    fastnn_team_report(start, done, fastnn_now_ns());
     return status;
 }
 
-/* The work of one thread when the threads split the rows (the loop nest of the header
- * comment). The packed B block (KC x NC) stays in L2 and each A micro-panel (MR x KC) in L1
- * while all the B micro-panels of the block stream past it from L2: the A micro-panel is
- * packed just before its tiles, so its transposes and its reads from L3 interleave with
- * the arithmetic rather than stall it in a packing phase of their own. Against packing an
- * L2 block of A and reusing each B micro-panel over it (as BLIS does), in alternating calls
- * (median ratio of the two times): 1024x784x256 2.4% faster, 784x1024x256 (A transposed)
- * 2.0%, 1024^3 4.8%, 2048^3 7.9%. Reading A's rows in place or copied untransposed, the
- * micro-kernel's broadcasts from 14 rows made it 3-4% slower than the transposes cost.
- * Each thread packs its own copy of each B block: every panel of B then serves all of the
- * thread's rows, which pays for the copy (reading B in place instead, its rows a row stride
- * apart, was 1% slower for 1024x784x256 and 18% for 1024x1000x1000). Packing B once for all
- * threads would save little (B is k x n, each thread's product m / threads x n x k) and cost
- * more: a barrier after each block's packing, where a thread slowed by the machine's other
- * load holds up the rest, and half of each packed block read from the other core's cache.
- * Without it, the threads never wait for each other; 784x128x256 (A transposed) took 187 us
- * instead of 212, 784x32x256 46 instead of 63. */
-static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
-                                int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                                int64_t ldc, const fastnn_epilogue *epilogue) {
+/* The work of one thread of the PACKED path: rows i0..i1-1 and columns j0..j1-1 of C (the
+ * loop nest of the header comment; the threads form the grid of gemm_plan.h). The packed B
+ * block (KC x NC) stays in L2 and each A micro-panel (MR x KC) in L1 while all the B
+ * micro-panels of the block stream past it from L2: the A micro-panel is packed just before
+ * its tiles, so its transposes and its reads from L3 interleave with the arithmetic rather
+ * than stall it in a packing phase of their own. Against packing an L2 block of A and reusing
+ * each B micro-panel over it (as BLIS does), in alternating calls (median ratio of the two
+ * times): 1024x784x256 2.4% faster, 784x1024x256 (A transposed) 2.0%, 1024^3 4.8%, 2048^3
+ * 7.9%. Reading A's rows in place or copied untransposed, the micro-kernel's broadcasts from
+ * 14 rows made it 3-4% slower than the transposes cost.
+ * Each thread packs its own copy of its columns of each B block: every panel of B then serves
+ * all of the thread's rows, which pays for the copy (reading B in place instead, its rows a
+ * row stride apart, was 1% slower for 1024x784x256 and 18% for 1024x1000x1000). Packing B
+ * once for all threads would cost a barrier after each block's packing, where a thread slowed
+ * by the machine's other load holds up the rest, and half of each packed block read from the
+ * other core's cache. Without it, the threads never wait for each other; 784x128x256
+ * (A transposed) took 187 us instead of 212, 784x32x256 46 instead of 63. When the threads
+ * split the columns (a wide B and few rows), no part of B is packed twice. */
+static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                                  const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                                  const fastnn_epilogue *epilogue, int64_t i0, int64_t i1,
+                                  int64_t j0, int64_t j1) {
+    if (i0 >= i1 || j0 >= j1) return FASTNN_OK;
     int64_t kc_max = FN(gemm_kc)(k);
-    int64_t nc_max = FN(gemm_nc)(n, kc_max);
+    int64_t nc_max = FN(gemm_nc)(j1 - j0, kc_max);
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)GEMM_MR * kc_max * sizeof(T));
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
-    /* This thread's rows: an equal share of the micro-panels (1024 rows over 2 threads:
-     * 37 + 37 panels of 14). */
-    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR);
-    int team = fastnn_team_size(), t = fastnn_team_index();
-    int64_t first_row = m_panels * t / team * GEMM_MR;
-    int64_t end_row = fastnn_min(m, m_panels * (t + 1) / team * GEMM_MR);
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+    (void)n;
 
-    for (int64_t jc = 0; jc < n; jc += nc_max) {
-        int64_t nc = fastnn_min(nc_max, n - jc);
+    for (int64_t jc = j0; jc < j1; jc += nc_max) {
+        int64_t nc = fastnn_min(nc_max, j1 - jc);
         int64_t n_panels = fastnn_ceil_div(nc, GEMM_NR);
         for (int64_t pc = 0; pc < k; pc += kc_max) {
             int64_t kc = fastnn_min(kc_max, k - pc);
@@ -368,16 +388,16 @@ static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int
                 int64_t j = jc + jp * GEMM_NR;
                 const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
                 FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, src, ldb, trans_b,
-                                 fastnn_min(GEMM_NR, n - j), kc);
+                                 fastnn_min(GEMM_NR, j1 - j), kc);
             }
-            for (int64_t i = first_row; i < end_row; i += GEMM_MR) {
-                int64_t mr = fastnn_min(GEMM_MR, end_row - i);
+            for (int64_t i = i0; i < i1; i += GEMM_MR) {
+                int64_t mr = fastnn_min(GEMM_MR, i1 - i);
                 const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
                 FN(pack_a_panel)(a_pack, src, lda, trans_a, mr, kc);
                 for (int64_t jp = 0; jp < n_panels; jp++) {
                     int64_t j = jc + jp * GEMM_NR;
                     FN(gemm_tile)(kc, a_pack, 1, GEMM_MR, b_pack + jp * GEMM_NR * kc, GEMM_NR,
-                                  c + i * ldc + j, ldc, mr, fastnn_min(GEMM_NR, n - j),
+                                  c + i * ldc + j, ldc, mr, fastnn_min(GEMM_NR, j1 - j),
                                   accumulate, tile_epilogue, bias ? bias + j : NULL);
                 }
             }
@@ -386,55 +406,298 @@ static int FN(gemm_rows_thread)(int64_t m, int64_t n, int64_t k, const T *a, int
     return FASTNN_OK;
 }
 
-/* Smallest job (in flops) worth a thread of its own; below it team start-up and the
- * barriers cost more than the thread saves. */
-#define GEMM_FLOPS_PER_THREAD 4.0e6
-/* Shortest share of K that a thread of a split-K product gets. */
-#define GEMM_SPLIT_K_MIN 32
+/* ---- The SMALL path: at most FASTNN_GEMM_SMALL rows of C' ----
+ * C' (m' x n') = A' (m' x k) @ B' (k x n'), each read through a row and a column stride:
+ * A'[r][p] = a[r * a_rs + p * a_cs], B'[p][j] = b[p * b_rs + j * b_cs], C'[r][j] =
+ * c[r * c_rs + j * c_cs]. C' is C, or C^T when C has few columns (then A' = op(B)^T and
+ * B' = op(A)^T), so one kernel serves a single sample (M = 1) and a single output (N = 1).
+ * The rows of A' are first copied into a contiguous block (m' x k, zero-padded to whole
+ * vectors); then B', the big operand, is read once:
+ *  - by its rows when they are contiguous (b_cs = 1): for a chunk of columns, the m' rows of
+ *    C' are accumulated in an L1 buffer while the rows of B' stream past, four at a time, each
+ *    a long contiguous run;
+ *  - by dot products when its columns are contiguous (b_rs = 1): four columns of B' at a
+ *    time against up to four rows of A', in registers, summed across lanes at the end. */
 
-int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
-                    const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
-                    const fastnn_epilogue *epilogue) {
-    int threads = fastnn_threads_for(2.0 * m * n * k, GEMM_FLOPS_PER_THREAD);
+/* Bytes of the accumulators of one chunk of columns (they stay in L1 with the rows of B'). */
+#define GEMM_SMALL_ACC_BYTES (16 * 1024)
+
+/* acc[r][0..w) += sum_p arows[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
+ * is inlined); B'[p] starts at b + p * b_rs and is contiguous. */
+static inline __attribute__((always_inline)) void FN(small_axpy)(
+    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+        const T *b0 = b + p * b_rs;
+        for (int64_t j = 0; j < w; j += VLEN) {
+            int64_t cols = w - j;
+            VEC bv[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++)
+                bv[q] = cols >= VLEN ? V(load)(b0 + q * b_rs + j)
+                                     : V(load_part)(b0 + q * b_rs + j, cols, 0);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++) {
+                const T *ar = arows + r * kp + p;
+                VEC s = V(fma)(V(set1)(ar[1]), bv[1], V(mul)(V(set1)(ar[0]), bv[0]));
+                VEC t = V(fma)(V(set1)(ar[3]), bv[3], V(mul)(V(set1)(ar[2]), bv[2]));
+                T *dst = acc + r * acc_ld + j;
+                V(store)(dst, V(add)(V(load)(dst), V(add)(s, t)));
+            }
+        }
+    }
+    for (; p < k; p++) {
+        const T *b0 = b + p * b_rs;
+        for (int64_t j = 0; j < w; j += VLEN) {
+            int64_t cols = w - j;
+            VEC bv = cols >= VLEN ? V(load)(b0 + j) : V(load_part)(b0 + j, cols, 0);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++) {
+                T *dst = acc + r * acc_ld + j;
+                V(store)(dst, V(fma)(V(set1)(arows[r * kp + p]), bv, V(load)(dst)));
+            }
+        }
+    }
+}
+
+/* sums[r][q] = sum_p arows[r][p] * B'[p][q] for r < rows (a constant <= 4 where this is
+ * inlined), q < 4, where column q of B' is contiguous at cols[q]; arows is zero-padded to kp. */
+static inline __attribute__((always_inline)) void FN(small_dot)(
+    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *const cols[4],
+    T sums[4][4]) {
+    VEC acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) acc[r][q] = V(zero)();
+    for (int64_t p = 0; p < k; p += VLEN) {
+        int64_t left = k - p;
+        VEC bv[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            bv[q] = left >= VLEN ? V(load)(cols[q] + p) : V(load_part)(cols[q] + p, left, 0);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+            VEC av = V(load)(arows + r * kp + p);
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) acc[r][q] = V(fma)(av, bv[q], acc[r][q]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) sums[r][q] = V(hsum)(acc[r][q]);
+}
+
+/* Columns j0..j1-1 of C' (see above), without the epilogue. */
+static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
+                                 const T *b, int64_t b_rs, int64_t b_cs, T *c, int64_t c_rs,
+                                 int64_t c_cs, int64_t j0, int64_t j1) {
+    if (j0 >= j1) return FASTNN_OK;
+    int64_t kp = fastnn_ceil_div(k, VLEN) * VLEN;
+    T *arows = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * kp * sizeof(T));
+    if (!arows) return FASTNN_OUT_OF_MEMORY;
+    for (int64_t r = 0; r < m; r++) {
+        T *dst = arows + r * kp;
+        if (a_cs == 1)
+            memcpy(dst, a + r * a_rs, (size_t)k * sizeof(T));
+        else
+            for (int64_t p = 0; p < k; p++) dst[p] = a[r * a_rs + p * a_cs];
+        for (int64_t p = k; p < kp; p++) dst[p] = 0;
+    }
+    if (b_cs == 1) {
+        int64_t chunk = fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES / ((int64_t)sizeof(T) * m) / VLEN * VLEN);
+        T *acc = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)m * chunk * sizeof(T));
+        if (!acc) return FASTNN_OUT_OF_MEMORY;
+        for (int64_t jc = j0; jc < j1; jc += chunk) {
+            int64_t w = fastnn_min(chunk, j1 - jc);
+            memset(acc, 0, (size_t)m * chunk * sizeof(T));
+            const T *bc = b + jc;
+            switch (m) {
+#define SMALL_AXPY_CASE(R) \
+    case R: FN(small_axpy)(R, k, arows, kp, bc, b_rs, acc, chunk, w); break;
+                SMALL_AXPY_CASE(1) SMALL_AXPY_CASE(2) SMALL_AXPY_CASE(3) SMALL_AXPY_CASE(4)
+                SMALL_AXPY_CASE(5) SMALL_AXPY_CASE(6) SMALL_AXPY_CASE(7)
+                default: FN(small_axpy)(8, k, arows, kp, bc, b_rs, acc, chunk, w); break;
+#undef SMALL_AXPY_CASE
+            }
+            for (int64_t r = 0; r < m; r++) {
+                if (c_cs == 1)
+                    memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
+                else
+                    for (int64_t j = 0; j < w; j++) c[r * c_rs + (jc + j) * c_cs] = acc[r * chunk + j];
+            }
+        }
+        return FASTNN_OK;
+    }
+    /* b_rs == 1: dot products along the columns of B' */
+    for (int64_t j = j0; j < j1; j += 4) {
+        int64_t count = fastnn_min(4, j1 - j);
+        const T *cols[4];
+        for (int q = 0; q < 4; q++) cols[q] = b + (j + (q < count ? q : 0)) * b_cs;
+        for (int64_t r0 = 0; r0 < m; r0 += 4) {
+            T sums[4][4];
+            const T *ar = arows + r0 * kp;
+            switch (fastnn_min(4, m - r0)) {
+                case 1: FN(small_dot)(1, k, ar, kp, cols, sums); break;
+                case 2: FN(small_dot)(2, k, ar, kp, cols, sums); break;
+                case 3: FN(small_dot)(3, k, ar, kp, cols, sums); break;
+                default: FN(small_dot)(4, k, ar, kp, cols, sums); break;
+            }
+            for (int64_t r = r0; r < fastnn_min(m, r0 + 4); r++)
+                for (int64_t q = 0; q < count; q++) c[r * c_rs + (j + q) * c_cs] = sums[r - r0][q];
+        }
+    }
+    return FASTNN_OK;
+}
+
+/* Rows i0..i1-1, columns j0..j1-1 of C = act(C + bias), the epilogue of the SMALL path. */
+static void FN(gemm_epilogue_block)(T *c, int64_t ldc, int64_t i0, int64_t i1, int64_t j0,
+                                    int64_t j1, const fastnn_epilogue *epilogue) {
+    const T *bias = (const T *)epilogue->bias;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j += VLEN) {
+            int64_t cols = j1 - j;
+            VEC r = V(add)(V(load_part)(c + i * ldc + j, cols, 0), V(load_part)(bias + j, cols, 0));
+            V(store_part)(c + i * ldc + j, FN(activate)(r, epilogue->activation, (T)epilogue->alpha),
+                          cols);
+        }
+}
+
+/* The SMALL path on one thread of `team`, share t: C' columns in whole vectors. */
+static int FN(gemm_small)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                          const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                          const fastnn_epilogue *epilogue, int transposed, int t, int team) {
+    /* op(A)[i][p] = a[i * a_rs + p * a_cs], op(B)[p][j] = b[p * b_rs + j * b_cs] */
+    int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+    int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
+    int64_t long_side = transposed ? m : n;
+    int64_t share = fastnn_ceil_div(fastnn_ceil_div(long_side, VLEN), team) * VLEN;
+    int64_t j0 = fastnn_min(long_side, share * t), j1 = fastnn_min(long_side, share * (t + 1));
+    int status;
+    if (!transposed) {
+        status = FN(gemm_small_thread)(m, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, 1, j0, j1);
+        if (status == FASTNN_OK && epilogue && j0 < j1)
+            FN(gemm_epilogue_block)(c, ldc, 0, m, j0, j1, epilogue);
+    } else { /* C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m) */
+        status = FN(gemm_small_thread)(n, k, b, b_cs, b_rs, a, a_cs, a_rs, c, 1, ldc, j0, j1);
+        if (status == FASTNN_OK && epilogue && j0 < j1)
+            FN(gemm_epilogue_block)(c, ldc, j0, j1, 0, n, epilogue);
+    }
+    return status;
+}
+
+
+/* The micro-kernel as gemm_plan.h sees it. */
+static fastnn_gemm_kernel FN(gemm_kernel)(void) {
+    fastnn_gemm_kernel kernel = {(int64_t)sizeof(T), GEMM_MR, GEMM_NR, GEMM_KC, GEMM_FEW_ROWS,
+                                 GEMM_B_BLOCK_BYTES};
+    return kernel;
+}
+
+int FN(fastnn_gemm_plan)(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
+                         int *threads, int *row_threads, int *col_threads) {
+    fastnn_gemm_kernel kernel = FN(gemm_kernel)();
+    fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
+    *threads = plan.threads;
+    *row_threads = plan.row_threads;
+    *col_threads = plan.col_threads;
+    return (int)plan.path;
+}
+
+/* fastnn_gemm in the kernels' floating-point mode (the caller's thread has entered it). */
+static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                            int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                            const fastnn_epilogue *epilogue) {
+    fastnn_gemm_kernel kernel = FN(gemm_kernel)();
+    fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
+    /* On a busy machine, one thread (a K split runs its parts in turn: internal.h). */
+    if (plan.threads > 1 && plan.path != FASTNN_GEMM_PATH_SPLIT_K && fastnn_contended())
+        plan.threads = plan.row_threads = plan.col_threads = 1;
+    int threads = plan.threads;
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
+    int64_t start = fastnn_now_ns(), done = 0; /* for fastnn_team_report */
 
-    if (m <= GEMM_FEW_ROWS) { /* few rows (a batch) */
-        if (threads == 1)
-            return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                           epilogue, 0, n_panels);
-        /* The partial products must stay small next to the work (at most 64 Ki numbers),
-         * and each thread's share of K long. With A transposed (a weight gradient, x^T dz)
-         * the K split was the slowest of the three. */
-        if (!trans_a && !trans_b && (double)m * n <= 65536.0 &&
-            k >= GEMM_SPLIT_K_MIN * threads)
-            return FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
-        /* A transposed is packed, by every thread of a column split (all of it) and of a row
-         * split (its rows, with all of B): the smaller copy wins. 256x128x128 took 32 us in
-         * rows, 38-42 in columns. */
-        int rows_pack_less = trans_a && n <= m;
-        if (!rows_pack_less && n_panels >= 2 * threads) { /* enough columns to share */
+    switch (plan.path) {
+        case FASTNN_GEMM_PATH_SMALL:
+            if (threads == 1)
+                return FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                      epilogue, plan.transposed, 0, 1);
 #pragma omp parallel num_threads(threads) reduction(| : status)
             {
+                unsigned fp = fastnn_fp_enter();
+                status |= FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                         epilogue, plan.transposed, fastnn_team_index(),
+                                         fastnn_team_size());
+                fastnn_fp_leave(fp);
+                if (fastnn_team_index() == 0) done = fastnn_now_ns();
+            }
+            fastnn_team_report(start, done, fastnn_now_ns());
+            return status;
+        case FASTNN_GEMM_PATH_SPLIT_K:
+            return FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
+        case FASTNN_GEMM_PATH_IN_PLACE:
+            if (threads == 1)
+                return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                               epilogue, 0, n_panels);
+#pragma omp parallel num_threads(threads) reduction(| : status)
+            {
+                unsigned fp = fastnn_fp_enter();
                 int t = fastnn_team_index(), team = fastnn_team_size();
                 status |= FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
                                                   ldc, epilogue, n_panels * t / team,
                                                   n_panels * (t + 1) / team);
+                fastnn_fp_leave(fp);
+                if (t == 0) done = fastnn_now_ns();
             }
+            fastnn_team_report(start, done, fastnn_now_ns());
             return status;
-        }
+        default: /* FASTNN_GEMM_PATH_PACKED */
+            break;
     }
-
-    if (threads > m_panels) threads = (int)m_panels;
+    int rows = plan.row_threads, cols = plan.col_threads;
     if (threads == 1)
-        return FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+        return FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                                      0, m, 0, n);
 #pragma omp parallel num_threads(threads) reduction(| : status)
-    status |= FN(gemm_rows_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+    {
+        /* This thread's cell of the grid: an equal share of the row micro-panels (1024 rows
+         * over 2 threads: 37 + 37 panels of 14) and of the column panels. */
+        unsigned fp = fastnn_fp_enter();
+        int t = fastnn_team_index(), team = fastnn_team_size();
+        if (team == rows * cols) {
+            int tr = t / cols, tc = t % cols;
+            int64_t i0 = m_panels * tr / rows * GEMM_MR;
+            int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
+            int64_t j0 = n_panels * tc / cols * GEMM_NR;
+            int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
+            status |= FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                             epilogue, i0, i1, j0, j1);
+        } else { /* a smaller team than asked for (nested or limited OpenMP): rows */
+            int64_t i0 = m_panels * t / team * GEMM_MR;
+            int64_t i1 = fastnn_min(m, m_panels * (t + 1) / team * GEMM_MR);
+            status |= FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                             epilogue, i0, i1, 0, n);
+        }
+        fastnn_fp_leave(fp);
+        if (t == 0) done = fastnn_now_ns();
+    }
+    fastnn_team_report(start, done, fastnn_now_ns());
+    return status;
+}
+
+int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                    const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue) {
+    unsigned fp = fastnn_fp_enter();
+    int status = FN(gemm_planned)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+    fastnn_fp_leave(fp);
     return status;
 }
 
 #undef GEMM_NR
 #undef GEMM_B_BLOCK_BYTES
-#undef GEMM_FLOPS_PER_THREAD
-#undef GEMM_SPLIT_K_MIN
+#undef GEMM_SMALL_ACC_BYTES
 #undef GEMM_COLUMNS_KC

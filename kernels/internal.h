@@ -39,6 +39,22 @@ FASTNN_DECLARE_GEMM(bf16, float)
  * between 1 and fastnn_get_num_threads(), so small jobs never start a thread team. */
 int fastnn_threads_for(double work, double grain);
 
+/* A busy machine. When the calling thread of a parallel region has finished its share and then
+ * waits at the region's end for more than FASTNN_CONTENDED_WAIT_NS and longer than half of its
+ * own work, another thread's core was taken (a busy neighbour process, a spinning thread pool of
+ * another library, the OS): for the next FASTNN_CONTENDED_PAUSE_NS, fastnn_contended() is 1, and
+ * the kernels whose results do not depend on the thread count (FASTNN_FOR's loops, the GEMM but
+ * for its K split) run on the calling thread alone; the first region after that probes again.
+ * Sums split between threads (a K split, db, FASTNN_FOR_SUM) keep their split, so the same seed
+ * still trains bit for bit the same. A quiet machine never waits that long, so nothing changes
+ * there. Each parallel region reports with fastnn_team_report(its start, when the calling thread
+ * finished its share, its end). */
+#define FASTNN_CONTENDED_WAIT_NS 200000
+#define FASTNN_CONTENDED_PAUSE_NS 100000000
+int64_t fastnn_now_ns(void);
+int fastnn_contended(void);
+void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);
+
 /* This thread's number in the innermost OpenMP team, and the team's size (0 and 1 outside
  * a parallel region). */
 int fastnn_team_index(void);
@@ -64,17 +80,68 @@ void *fastnn_scratch(int slot, size_t bytes);
 
 #define FASTNN_PRAGMA(text) _Pragma(#text)
 
-/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule). One
- * thread runs the loop inline: even an if(0) parallel region costs a team set-up, which
- * would dominate the kernels of a tiny network. */
+/* The floating-point mode of a thread running a kernel: flush-to-zero and denormals-are-zero
+ * (MXCSR's FTZ and DAZ bits on x86-64, FPCR's FZ on arm64) while fastnn_set_flush_denormal(1),
+ * the default; nothing changes with fastnn_set_flush_denormal(0), so the kernels then keep the
+ * IEEE subnormals of the caller's mode. Every kernel, on every thread that runs it, brackets
+ * its work with fastnn_fp_enter() and fastnn_fp_leave(saved), which puts back the thread's own
+ * mode: the Python thread that called, and the OpenMP threads that other libraries share. */
+extern int fastnn_flush_denormal_flag;
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define FASTNN_FTZ_DAZ 0x8040u /* MXCSR: FTZ (bit 15) | DAZ (bit 6) */
+static inline unsigned fastnn_fp_enter(void) {
+    unsigned saved = _mm_getcsr();
+    if (__atomic_load_n(&fastnn_flush_denormal_flag, __ATOMIC_RELAXED) &&
+        (saved & FASTNN_FTZ_DAZ) != FASTNN_FTZ_DAZ)
+        _mm_setcsr(saved | FASTNN_FTZ_DAZ);
+    return saved;
+}
+static inline void fastnn_fp_leave(unsigned saved) {
+    if (_mm_getcsr() != saved) _mm_setcsr(saved);
+}
+#elif defined(__aarch64__)
+#define FASTNN_FPCR_FZ ((uint64_t)1 << 24)
+static inline unsigned fastnn_fp_enter(void) {
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    if (__atomic_load_n(&fastnn_flush_denormal_flag, __ATOMIC_RELAXED) && !(fpcr & FASTNN_FPCR_FZ))
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr | FASTNN_FPCR_FZ));
+    return (unsigned)(fpcr & FASTNN_FPCR_FZ ? 1 : 0);
+}
+static inline void fastnn_fp_leave(unsigned saved) {
+    uint64_t fpcr;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+    uint64_t want = saved ? fpcr | FASTNN_FPCR_FZ : fpcr & ~FASTNN_FPCR_FZ;
+    if (want != fpcr) __asm__ __volatile__("msr fpcr, %0" : : "r"(want));
+}
+#else
+static inline unsigned fastnn_fp_enter(void) { return 0; }
+static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
+#endif
+
+/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule), each
+ * thread in the kernels' floating-point mode (fastnn_fp_enter). One thread runs the loop
+ * inline: even an if(0) parallel region costs a team set-up, which would dominate the kernels
+ * of a tiny network. */
 #define FASTNN_FOR(threads, i, count, ...)                                                     \
     do {                                                                                        \
         int64_t fastnn_count_ = (count);                                                       \
-        if ((threads) > 1) {                                                                    \
-            FASTNN_PRAGMA(omp parallel for num_threads(threads) schedule(static))              \
-            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+        if ((threads) > 1 && !fastnn_contended()) {                                             \
+            int64_t fastnn_start_ = fastnn_now_ns(), fastnn_done_ = 0;                          \
+            FASTNN_PRAGMA(omp parallel num_threads(threads))                                    \
+            {                                                                                   \
+                unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
+                FASTNN_PRAGMA(omp for schedule(static) nowait)                                  \
+                for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \
+                fastnn_fp_leave(fastnn_fp_);                                                    \
+                if (fastnn_team_index() == 0) fastnn_done_ = fastnn_now_ns();                   \
+            }                                                                                   \
+            fastnn_team_report(fastnn_start_, fastnn_done_, fastnn_now_ns());                   \
         } else {                                                                                \
+            unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
             for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            fastnn_fp_leave(fastnn_fp_);                                                        \
         }                                                                                       \
     } while (0)
 
@@ -83,11 +150,20 @@ void *fastnn_scratch(int slot, size_t bytes);
     do {                                                                                        \
         int64_t fastnn_count_ = (count);                                                       \
         if ((threads) > 1) {                                                                    \
-            FASTNN_PRAGMA(omp parallel for num_threads(threads) schedule(static)                \
-                          reduction(+ : sum))                                                   \
-            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            int64_t fastnn_start_ = fastnn_now_ns(), fastnn_done_ = 0;                          \
+            FASTNN_PRAGMA(omp parallel num_threads(threads) reduction(+ : sum))                 \
+            {                                                                                   \
+                unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
+                FASTNN_PRAGMA(omp for schedule(static) nowait)                                  \
+                for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \
+                fastnn_fp_leave(fastnn_fp_);                                                    \
+                if (fastnn_team_index() == 0) fastnn_done_ = fastnn_now_ns();                   \
+            }                                                                                   \
+            fastnn_team_report(fastnn_start_, fastnn_done_, fastnn_now_ns());                   \
         } else {                                                                                \
+            unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
             for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
+            fastnn_fp_leave(fastnn_fp_);                                                        \
         }                                                                                       \
     } while (0)
 

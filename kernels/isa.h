@@ -61,6 +61,8 @@
         void (*adam_step)(T *param, T *m, T *v, const T *grad, int64_t size, double lr,        \
                           double beta1, double beta2, double eps, double weight_decay,         \
                           int64_t step);                                                        \
+        int (*gemm_plan)(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,            \
+                         int *threads, int *row_threads, int *col_threads);                     \
     } fastnn_kernels_##S;
 FASTNN_DECLARE_KERNELS(f32, float)
 FASTNN_DECLARE_KERNELS(f64, double)

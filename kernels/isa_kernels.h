@@ -51,7 +51,7 @@
         FASTNN_ISA_KERNEL(activation_backward, S),                                              \
         FASTNN_ISA_KERNEL(one_hot, S), FASTNN_ISA_KERNEL(count_correct, S),                    \
         FASTNN_ISA_KERNEL(all_finite, S), FASTNN_ISA_KERNEL(sgd_step, S),                      \
-        FASTNN_ISA_KERNEL(adam_step, S),                                                        \
+        FASTNN_ISA_KERNEL(adam_step, S), FASTNN_ISA_KERNEL(gemm_plan, S),                      \
     }
 
 static const fastnn_kernels_f32 isa_kernels_f32 = FASTNN_ISA_KERNELS(f32);

@@ -67,9 +67,9 @@ static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i
                             activation, alpha);
 }
 
-int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
-                               const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                               double alpha, int precision) {
+static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
+                              const T *dy, int64_t n, int64_t k, int64_t m, int activation,
+                              double alpha, int precision) {
     /* dz (N, M) in one pass over y and dy, fused with db; identity needs no dz of its own. */
     T *dz = NULL;
     if (activation != ACT_IDENTITY) {
@@ -87,17 +87,33 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
          * 39 us more for 1024 x 256. */
         T *sums = fastnn_scratch(SCRATCH_LINEAR_DB, (size_t)threads * m * sizeof(T));
         if (!sums) return FASTNN_OUT_OF_MEMORY;
-#pragma omp parallel num_threads(threads)
-        {
-            int t = fastnn_team_index(), team = fastnn_team_size();
-            FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,
-                               activation, (T)alpha);
-#pragma omp barrier
-            for (int64_t j = m * t / team; j < m * (t + 1) / team; j++) {
+        if (fastnn_contended()) { /* a busy machine: the same shares and sums on this thread */
+            for (int t = 0; t < threads; t++)
+                FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / threads,
+                                   n * (t + 1) / threads, m, activation, (T)alpha);
+            for (int64_t j = 0; j < m; j++) {
                 T total = 0;
-                for (int q = 0; q < team; q++) total += sums[q * m + j];
+                for (int q = 0; q < threads; q++) total += sums[q * m + j];
                 db[j] = total;
             }
+        } else {
+            int64_t start = fastnn_now_ns(), done = 0;
+#pragma omp parallel num_threads(threads)
+            {
+                unsigned fp = fastnn_fp_enter();
+                int t = fastnn_team_index(), team = fastnn_team_size();
+                FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,
+                                   activation, (T)alpha);
+#pragma omp barrier
+                for (int64_t j = m * t / team; j < m * (t + 1) / team; j++) {
+                    T total = 0;
+                    for (int q = 0; q < team; q++) total += sums[q * m + j];
+                    db[j] = total;
+                }
+                fastnn_fp_leave(fp);
+                if (t == 0) done = fastnn_now_ns();
+            }
+            fastnn_team_report(start, done, fastnn_now_ns());
         }
     }
     const T *grad_z = dz ? dz : dy;
@@ -105,6 +121,16 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
     int status = FN(linear_gemm)(precision, k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
     if (dx && status == FASTNN_OK)
         status = FN(linear_gemm)(precision, n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+    return status;
+}
+
+int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
+                               const T *dy, int64_t n, int64_t k, int64_t m, int activation,
+                               double alpha, int precision) {
+    unsigned fp = fastnn_fp_enter(); /* the dz pass on this thread; fastnn_gemm enters too */
+    int status = FN(linear_backward)(dx, dw, db, x, w, y, dy, n, k, m, activation, alpha,
+                                     precision);
+    fastnn_fp_leave(fp);
     return status;
 }
 #undef DZ_BLOCK_VECTORS

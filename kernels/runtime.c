@@ -1,7 +1,8 @@
-/* runtime.c - thread count, per-thread scratch buffers. */
+/* runtime.c - thread count (and fork), floating-point mode switch, per-thread scratch buffers. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -14,7 +15,38 @@
  * 0 means "not read from the environment yet". */
 static int g_num_threads = 0;
 
-void fastnn_set_num_threads(int n) { __atomic_store_n(&g_num_threads, n < 1 ? 1 : n, __ATOMIC_RELAXED); }
+/* 1 in a child made by fork() (multiprocessing's "fork" start method). GNU OpenMP's thread pool
+ * does not survive a fork: the child's copy believes the parent's threads exist, and its first
+ * parallel region waits for them forever. So a forked child runs every kernel on its calling
+ * thread, without an OpenMP team: it works, on one thread (the "spawn" and "forkserver" start
+ * methods give a child its own pool). */
+static int g_forked_child = 0;
+
+static void mark_forked_child(void) {
+    g_forked_child = 1;
+    g_num_threads = 1;
+}
+
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, mark_forked_child);
+}
+
+int fastnn_forked_child(void) { return g_forked_child; }
+
+void fastnn_set_num_threads(int n) {
+    if (n < 1 || g_forked_child) n = 1;
+    __atomic_store_n(&g_num_threads, n, __ATOMIC_RELAXED);
+}
+
+int fastnn_flush_denormal_flag = 1;
+
+void fastnn_set_flush_denormal(int on) {
+    __atomic_store_n(&fastnn_flush_denormal_flag, on ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+int fastnn_get_flush_denormal(void) {
+    return __atomic_load_n(&fastnn_flush_denormal_flag, __ATOMIC_RELAXED);
+}
 
 int fastnn_get_num_threads(void) {
     int n = __atomic_load_n(&g_num_threads, __ATOMIC_RELAXED);
@@ -27,6 +59,38 @@ int fastnn_get_num_threads(void) {
         __atomic_store_n(&g_num_threads, n, __ATOMIC_RELAXED);
     }
     return n;
+}
+
+int64_t fastnn_now_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Until when (fastnn_now_ns) the kernels run on one thread, because the last parallel region
+ * found the other threads' cores taken (see fastnn_team_report). */
+static int64_t g_contended_until = 0;
+
+void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
+    int64_t waited = end - master_done, worked = master_done - start;
+    if (waited > FASTNN_CONTENDED_WAIT_NS && 2 * waited > worked)
+        __atomic_store_n(&g_contended_until, end + FASTNN_CONTENDED_PAUSE_NS, __ATOMIC_RELAXED);
+}
+
+/* FASTNN_ASSUME_CONTENDED=1: always contended (the tests check that the one-thread fallback
+ * gives the same numbers). */
+static int g_assume_contended = 0;
+static pthread_once_t assume_contended_once = PTHREAD_ONCE_INIT;
+
+static void read_assume_contended(void) {
+    const char *text = getenv("FASTNN_ASSUME_CONTENDED");
+    g_assume_contended = text && *text == '1';
+}
+
+int fastnn_contended(void) {
+    pthread_once(&assume_contended_once, read_assume_contended);
+    return g_assume_contended ||
+           fastnn_now_ns() < __atomic_load_n(&g_contended_until, __ATOMIC_RELAXED);
 }
 
 int fastnn_threads_for(double work, double grain) {

@@ -19,13 +19,17 @@ export FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=u
 python kernels/build_ffi.py > build.log 2>&1 || { cat build.log; exit 1; }
 
 libasan=$(gcc -print-file-name=libasan.so)
+# libstdc++ right after it: ASan intercepts C++'s __cxa_throw, and finds the real one only if
+# libstdc++ is loaded when ASan starts (else the first C++ exception of an extension module,
+# e.g. matplotlib's ft2font, stops the process with "CHECK failed: real___cxa_throw")
+libstdcxx=$(gcc -print-file-name=libstdc++.so)
 log="$work/sanitize.log"
 status=0
 # ASan must be the first library loaded, before the Python binary's own allocator calls.
 # --capture=sys: pytest captures Python's output only, so a sanitizer report written to
 # file descriptor 2 just before the process exits is not swallowed with the capture.
 # Leak checking is off: the interpreter itself keeps memory alive at exit by design.
-LD_PRELOAD="$libasan" \
+LD_PRELOAD="$libasan $libstdcxx" \
 ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
 FASTNN_BACKEND=c \

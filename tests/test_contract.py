@@ -31,8 +31,20 @@ GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
     # K that is split, and too short a K to split
     (504, 70, 130), (505, 130, 64), (280, 120, 130), (256, 64, 256), (64, 63, 1024),
 ]
+# The shapes of the GEMM sweep (fastnn.bench_sweep, issue 20) at sizes a test can afford: every
+# path of gemm_plan.h (SMALL by rows and by columns, both of its loops; IN_PLACE; SPLIT_K; PACKED
+# with the threads on rows and on columns, B rows 4 KB apart) with edge tiles and K tails.
+SWEEP_GEMM_SHAPES = [(m, k, n) for m in (1, 8, 32, 128, 512) for k in (16, 256, 1024)
+                     for n in (16, 256, 1024)]
+SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of vectors
+    (2, 17, 3), (3, 100, 70), (4, 1000, 33), (5, 33, 1000), (6, 2049, 40), (7, 1000, 600),
+    (9, 300, 8), (600, 257, 1), (1000, 33, 5), (300, 1025, 7), (2000, 40, 2), (33, 3, 6),
+]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
-                 (1000, 129, 3), (64, 3, 1000)]
+                 (1000, 129, 3), (64, 3, 1000),
+                 # the GEMM paths of the sweep with the epilogue: SMALL (8 rows), PACKED with
+                 # the threads on columns, PACKED on rows with a wide B
+                 (8, 256, 1024), (32, 1024, 1024), (600, 300, 2000)]
 ROW_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10)]
 FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
 
@@ -81,7 +93,7 @@ def test_take_rows(backend, source_dtype, row_shape, rows, batch):
 
 # -- matmul ------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES, ids=str)
 @pytest.mark.parametrize("trans_a", [False, True], ids=["a", "aT"])
 @pytest.mark.parametrize("trans_b", [False, True], ids=["b", "bT"])
 def test_matmul(backend, dtype, shape, trans_a, trans_b):

@@ -17,6 +17,7 @@ import warnings
 from types import ModuleType
 from typing import Dict, Iterator, List, Optional
 
+from . import runtime  # noqa: F401  (first: the OpenMP wait policy, before libgomp loads)
 from .. import environment
 from .contract import KERNEL_NAMES
 

@@ -24,6 +24,7 @@ from typing import List
 import numpy as np
 
 from .. import environment
+from . import runtime
 from .contract import ACTIVATION_CODES
 
 # kernels/runtime.c reads FASTNN_SCRATCH_LIMIT with strtoull, which takes "abc" for 0:
@@ -106,6 +107,9 @@ def isa_report() -> List[str]:
            "float32": "the float32 kernels (operands rounded to bfloat16 first)"}
     lines.append(f"  bfloat16 matmul precision runs on {how[BF16_GEMM]}")
     return lines
+
+
+runtime.on_flush_denormal(lambda mode: lib.fastnn_set_flush_denormal(int(mode)))
 
 _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
+from . import runtime
 from .contract import ACTIVATION_CODES
 
 from .numba_kernels import (batchnorm, bf16, gemm, linear, optim, pointwise, softmax_xent,
@@ -68,7 +69,7 @@ def _launch_with(threads: int) -> None:
 
 def _parallel(work: int) -> bool:
     """Whether a kernel over ``work`` elements runs in parallel (if so, set up for it)."""
-    if _threads > 1 and work >= PARALLEL_MIN_ELEMENTS:
+    if _threads > 1 and work >= PARALLEL_MIN_ELEMENTS and not runtime.in_forked_child():
         _launch_with(_threads)
         return True
     return False
@@ -81,7 +82,7 @@ def _gemm_threads(n: int, k: int, m: int) -> int:
     threads of a blocked one, set for this Python thread as in :func:`_parallel`
     (the blocked kernels are parallel=True, also when they run on one thread)."""
     work = n * k * m
-    if work < DIRECT_MAX_MULTIPLY_ADDS:
+    if work < DIRECT_MAX_MULTIPLY_ADDS or runtime.in_forked_child():  # no pool after fork
         return 0
     threads = _threads if work >= PARALLEL_MIN_MULTIPLY_ADDS else 1
     _launch_with(threads)

@@ -1,0 +1,266 @@
+"""The GEMM sweep: ``fastnn.ops.matmul`` against NumPy's ``@`` over a grid of shapes.
+
+Issue 20's sweep (``fastnn bench --sweep``, or ``python -m fastnn.bench_sweep``): M (rows of
+the output) in {1, 8, 32, 128, 256, 512, 1024, 4096}, K (inner) and N (columns of the output)
+in {16, 256, 1024, 2048, 4096}, the transposes that training uses (``nn``: ``x @ w``, the
+forward pass; ``tn``: ``x.T @ dz``, the weight gradient; ``nt``: ``dz @ w.T``, the input
+gradient; and ``tt``), float32 and float64, each against NumPy (OpenBLAS here) in the same
+run. It prints one row per shape with both times and the ratio NumPy time / fastnn time (above
+1: fastnn is faster), then the worst ratio and the geometric mean; ``--plot`` draws a heat map
+per dtype and transpose.
+
+Timing: for each shape, blocks of calls of one library alternate with blocks of the other
+(three each, every block at least ``block_seconds`` long); a short pause before each block
+lets the other library's idle threads stop spinning (OpenBLAS's spin up to 0.1 s), so each
+row runs alone. A shape's time is the median over its blocks of the time per call; the
+ratio of the fastest blocks (``best``) is printed beside it, as a shared machine's load
+slows some blocks and not others.
+
+The full grid is 1600 products, the largest 137 GFLOP each: ``quick`` measures a subset,
+and ``budget_seconds`` stops the sweep (with what it has measured) when time runs out.
+Benchmark with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``: those variables (set on some
+CI machines) slow OpenBLAS down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import ops
+from .backends import get_num_threads, set_num_threads, use_backend
+
+M_VALUES = (1, 8, 32, 128, 256, 512, 1024, 4096)
+KN_VALUES = (16, 256, 1024, 2048, 4096)
+TRANSPOSES = ("nn", "tn", "nt", "tt")
+DTYPES = ("float32", "float64")
+
+#: The quick subset: every path of the C GEMM and the cliffs of issue 20, in about a minute.
+QUICK_M = (1, 8, 32, 128, 256, 1024)
+QUICK_KN = (16, 256, 2048)
+QUICK_TRANSPOSES = ("nn", "tn", "nt")
+QUICK_DTYPES = ("float32",)
+
+#: Pause before a block of OpenBLAS calls' rival and after it (seconds).
+SETTLE_SECONDS = 0.1
+
+
+def shapes(ms: Iterable[int], ks: Iterable[int], ns: Iterable[int],
+           transposes: Iterable[str]) -> List[Tuple[int, int, int, str]]:
+    """Every (M, K, N, transposes) of the grid, smallest products first."""
+    grid = [(m, k, n, t) for t in transposes for m in ms for k in ks for n in ns]
+    return sorted(grid, key=lambda s: (s[0] * s[1] * s[2], s))
+
+
+def operands(m: int, k: int, n: int, transposes: str, dtype, seed: int = 0):
+    """a, b stored as ``matmul`` reads them: a (M, K), or (K, M) when transposed; b alike."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if transposes[0] == "t" else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if transposes[1] == "t" else (k, n)).astype(dtype)
+    return a, b
+
+
+def _block_time(call, count: int) -> float:
+    begin = time.perf_counter()
+    for _ in range(count):
+        call()
+    return (time.perf_counter() - begin) / count
+
+
+def time_pair(ours, theirs, block_seconds: float = 0.02,
+              rounds: int = 3) -> Tuple[List[float], List[float]]:
+    """Seconds per call of ``ours`` and ``theirs`` in each of their alternating blocks."""
+    ours()
+    theirs()  # warm-up: scratch buffers, page faults, thread pools
+    single = max(1e-7, min(_block_time(ours, 1), _block_time(theirs, 1)))
+    count = max(1, min(1000, int(block_seconds / single)))
+    ours_times, theirs_times = [], []
+    for _ in range(rounds):
+        time.sleep(SETTLE_SECONDS)
+        theirs_times.append(_block_time(theirs, count))
+        time.sleep(SETTLE_SECONDS)
+        ours_times.append(_block_time(ours, count))
+    return ours_times, theirs_times
+
+
+def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = "c",
+            block_seconds: float = 0.02) -> Dict:
+    """One row of the sweep: both times, the ratio and fastnn's GFLOP/s; checks the result."""
+    a, b = operands(m, k, n, transposes, dtype)
+    trans_a, trans_b = transposes[0] == "t", transposes[1] == "t"
+    a_op, b_op = (a.T if trans_a else a), (b.T if trans_b else b)
+    out, expected = np.empty((m, n), dtype), np.empty((m, n), dtype)
+    with use_backend(backend):
+        ours = lambda: ops.matmul(a, b, trans_a, trans_b, out=out)  # noqa: E731
+        theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
+        ours_times, theirs_times = time_pair(ours, theirs, block_seconds)
+    fastnn_s, numpy_s = float(np.median(ours_times)), float(np.median(theirs_times))
+    scale = math.sqrt(k) * (1e-4 if dtype == "float32" else 1e-12)
+    if not np.allclose(out, expected, rtol=scale, atol=scale):
+        raise AssertionError(f"matmul {m}x{k}x{n} {transposes} {dtype}: wrong result")
+    return {"m": m, "k": k, "n": n, "transposes": transposes, "dtype": dtype,
+            "fastnn_s": fastnn_s, "numpy_s": numpy_s, "ratio": numpy_s / fastnn_s,
+            "ratio_best": min(theirs_times) / min(ours_times),
+            "GFLOP/s": 2.0 * m * k * n / fastnn_s / 1e9}
+
+
+def run(ms: Sequence[int] = M_VALUES, ks: Sequence[int] = KN_VALUES,
+        ns: Sequence[int] = KN_VALUES, transposes: Sequence[str] = TRANSPOSES,
+        dtypes: Sequence[str] = DTYPES, backend: str = "c", threads: int = 2,
+        budget_seconds: Optional[float] = None, progress=print) -> List[Dict]:
+    """Measure the grid (smallest products first) until done or out of budget."""
+    saved = get_num_threads().get(backend)
+    set_num_threads(threads)
+    started = time.perf_counter()
+    rows: List[Dict] = []
+    try:
+        for dtype in dtypes:
+            for m, k, n, t in shapes(ms, ks, ns, transposes):
+                if budget_seconds is not None and time.perf_counter() - started > budget_seconds:
+                    if progress:
+                        progress(f"time budget of {budget_seconds:.0f} s spent: stopping")
+                    return rows
+                row = measure(m, k, n, t, dtype, backend)
+                rows.append(row)
+                if progress:
+                    progress(format_row(row))
+    finally:
+        if saved:
+            set_num_threads(saved)
+    return rows
+
+
+def run_quick(**kwargs) -> List[Dict]:
+    """The quick subset (QUICK_*)."""
+    return run(QUICK_M, QUICK_KN, QUICK_KN, QUICK_TRANSPOSES, QUICK_DTYPES, **kwargs)
+
+
+def format_row(row: Dict) -> str:
+    return (f"{row['dtype']:<8} {row['transposes']:<3} {row['m']:>5} x{row['k']:>5} x{row['n']:>5}"
+            f"  fastnn {row['fastnn_s'] * 1e3:10.4f} ms  numpy {row['numpy_s'] * 1e3:10.4f} ms"
+            f"  x{row['ratio']:5.2f} (best x{row['ratio_best']:5.2f})"
+            f"  {row['GFLOP/s']:7.1f} GFLOP/s")
+
+
+def summary(rows: Sequence[Dict]) -> Dict:
+    """Worst ratio (and its shape), geometric mean, and the count below 0.9x."""
+    if not rows:
+        return {"shapes": 0}
+    worst = min(rows, key=lambda r: r["ratio"])
+    return {"shapes": len(rows), "worst": worst["ratio"],
+            "worst_shape": f"{worst['dtype']} {worst['transposes']} "
+                           f"{worst['m']}x{worst['k']}x{worst['n']}",
+            "geomean": math.exp(sum(math.log(r["ratio"]) for r in rows) / len(rows)),
+            "below_0.9": sum(r["ratio"] < 0.9 for r in rows),
+            "worst_best": min(r["ratio_best"] for r in rows),
+            "geomean_best": math.exp(sum(math.log(r["ratio_best"]) for r in rows) / len(rows))}
+
+
+def format_summary(rows: Sequence[Dict]) -> str:
+    s = summary(rows)
+    if not s["shapes"]:
+        return "no shape measured"
+    return (f"{s['shapes']} shapes: worst x{s['worst']:.2f} ({s['worst_shape']}), "
+            f"geometric mean x{s['geomean']:.2f}, {s['below_0.9']} below x0.90 "
+            f"(NumPy time / fastnn time, medians of the blocks); fastest blocks: worst "
+            f"x{s['worst_best']:.2f}, geometric mean x{s['geomean_best']:.2f}")
+
+
+def plot_heatmap(rows: Sequence[Dict], path: str) -> None:
+    """One heat map per (dtype, transposes): rows M, columns (K, N), colour the ratio."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise SystemExit(f"--plot needs matplotlib: pip install 'fastnn[plot]' ({exc})")
+    panels = sorted({(r["dtype"], r["transposes"]) for r in rows})
+    figure, axes = plt.subplots(len(panels), 1, figsize=(14, 3 + 2.5 * len(panels)),
+                                squeeze=False)
+    for axis, (dtype, t) in zip(axes[:, 0], panels):
+        mine = [r for r in rows if (r["dtype"], r["transposes"]) == (dtype, t)]
+        ms = sorted({r["m"] for r in mine})
+        kns = sorted({(r["k"], r["n"]) for r in mine})
+        grid = np.full((len(ms), len(kns)), np.nan)
+        for r in mine:
+            grid[ms.index(r["m"]), kns.index((r["k"], r["n"]))] = r["ratio"]
+        image = axis.imshow(np.log2(grid), cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+        axis.set_yticks(range(len(ms)), [str(m) for m in ms])
+        axis.set_xticks(range(len(kns)), [f"{k}x{n}" for k, n in kns], rotation=90)
+        axis.set_ylabel("M")
+        axis.set_title(f"{dtype} {t}: NumPy time / fastnn time (K x N)")
+        for i in range(len(ms)):
+            for j in range(len(kns)):
+                if not np.isnan(grid[i, j]):
+                    axis.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
+        figure.colorbar(image, ax=axis, label="log2 ratio")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def _names_of(allowed):
+    """argparse type: comma-separated names from ``allowed``, each once -> a tuple."""
+    def parse(text: str):
+        names = [name.strip() for name in text.split(",")]
+        if not names or any(name not in allowed for name in names) \
+                or len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"expected comma-separated names from "
+                                             f"{','.join(allowed)}, each once, got {text!r}")
+        return tuple(names)
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's options (shared by ``fastnn bench --sweep`` and ``python -m``), each
+    checked by argparse before the sweep starts."""
+    from . import arguments
+    parser.add_argument("--sweep-backend", default="c", type=arguments.backend,
+                        help="fastnn backend to sweep (c)")
+    parser.add_argument("--sweep-threads", type=arguments.thread_count, default=2,
+                        help="threads (2)")
+    parser.add_argument("--budget", type=arguments.positive_float, default=None,
+                        help="stop the sweep after this many seconds")
+    parser.add_argument("--dtypes", type=_names_of(DTYPES), default=None,
+                        help="comma-separated, e.g. float32")
+    parser.add_argument("--transposes", type=_names_of(TRANSPOSES), default=None,
+                        help="comma-separated of nn,tn,nt,tt")
+
+
+def run_from_args(args: argparse.Namespace) -> List[Dict]:
+    """Run the sweep as the parsed options say, print the summary, plot if asked."""
+    kwargs = dict(backend=args.sweep_backend, threads=args.sweep_threads,
+                  budget_seconds=args.budget)
+    quick = getattr(args, "quick", False)
+    grid = dict(ms=QUICK_M if quick else M_VALUES, ks=QUICK_KN if quick else KN_VALUES,
+                ns=QUICK_KN if quick else KN_VALUES,
+                transposes=QUICK_TRANSPOSES if quick else TRANSPOSES,
+                dtypes=QUICK_DTYPES if quick else DTYPES)
+    if args.dtypes:
+        grid["dtypes"] = args.dtypes
+    if args.transposes:
+        grid["transposes"] = args.transposes
+    rows = run(**grid, **kwargs)
+    print(format_summary(rows))
+    if getattr(args, "plot", None):
+        plot_heatmap(rows, args.plot)
+        print(f"heat map written to {args.plot}")
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastnn.bench_sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the quick subset")
+    parser.add_argument("--plot", metavar="FILE.png", help="heat map of the ratios")
+    add_arguments(parser)
+    run_from_args(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+/* gemm_plan.c - the GEMM's choice of path and thread split (see gemm_plan.h). */
+#include <unistd.h>
+
+#include "gemm_plan.h"
+#include "internal.h"
+
+int64_t fastnn_l2_bytes(void) {
+#if defined(FASTNN_L2_BYTES)
+    return FASTNN_L2_BYTES;
+#else
+    static int64_t bytes = 0; /* a race only writes the same value twice */
+    if (bytes == 0) {
+        long reported = -1;
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+        reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        bytes = reported >= 65536 ? (int64_t)reported : (int64_t)1 << 20;
+    }
+    return bytes;
+#endif
+}
+
+int64_t fastnn_gemm_b_block_bytes(void) {
+#if defined(FASTNN_GEMM_B_BLOCK_BYTES)
+    return FASTNN_GEMM_B_BLOCK_BYTES;
+#else
+    return fastnn_l2_bytes() / 10 * 6;
+#endif
+}
+
+/* A copied element costs about as much as this many multiply-adds (a load, a store and a
+ * share of a transpose against two FMA vectors per cycle). */
+#define PACK_COST 4.0
+
+/* Cost, in multiply-adds of the slowest thread, of the PACKED path on a grid of rows x cols. */
+static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
+                          const fastnn_gemm_kernel *kernel) {
+    int64_t m_panels = fastnn_ceil_div(m, kernel->mr), n_panels = fastnn_ceil_div(n, kernel->nr);
+    int64_t my_rows = fastnn_ceil_div(m_panels, rows) * kernel->mr;
+    int64_t my_cols = fastnn_ceil_div(n_panels, cols) * kernel->nr;
+    int64_t kc = fastnn_ceil_div(k, fastnn_ceil_div(k, kernel->kc));
+    int64_t nc = fastnn_max(1, kernel->b_block_bytes / (kernel->elem_bytes * kc * kernel->nr)) *
+                 kernel->nr;
+    double packed = (double)k * my_cols                                   /* my B */
+                    + (double)my_rows * k * (double)fastnn_ceil_div(my_cols, nc); /* my A */
+    return packed * PACK_COST + (double)my_rows * my_cols * k;
+}
+
+fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
+                                      const fastnn_gemm_kernel *kernel) {
+    fastnn_gemm_plan plan = {FASTNN_GEMM_PATH_PACKED, 1, 0, 0, 1, 1};
+    int threads = fastnn_threads_for(2.0 * m * n * k, FASTNN_GEMM_FLOPS_PER_THREAD);
+
+    if (m <= FASTNN_GEMM_SMALL || n <= FASTNN_GEMM_SMALL) {
+        plan.path = FASTNN_GEMM_PATH_SMALL;
+        plan.transposed = n < m;
+        int64_t long_side = plan.transposed ? m : n;
+        /* Memory-bound: a second thread only when both the flops and the bytes of the big
+         * operand are worth one (waking a thread cost 250 us under load here, 25 times a
+         * 1 x 784 x 256 product), and each thread gets a few panels. */
+        int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
+                                          FASTNN_GEMM_BYTES_PER_THREAD);
+        plan.threads = (int)fastnn_max(
+            1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
+        return plan;
+    }
+
+    int64_t m_panels = fastnn_ceil_div(m, kernel->mr), n_panels = fastnn_ceil_div(n, kernel->nr);
+    if (threads > m_panels * n_panels) threads = (int)(m_panels * n_panels);
+    plan.threads = threads;
+
+    /* B read in place: each thread's share of it must stay in L2, and its rows (a stride of n
+     * elements apart when it is not transposed) must not all fall into the same few cache
+     * sets, which a stride of a multiple of 4 KB does. */
+    double b_share = (double)k * n * kernel->elem_bytes / threads;
+    int b_fits = b_share <= 0.5 * (double)fastnn_l2_bytes() &&
+                 (trans_b || (n * kernel->elem_bytes) % 4096 != 0);
+    if (m <= kernel->few_rows && b_fits) {
+        if (threads == 1) {
+            plan.path = FASTNN_GEMM_PATH_IN_PLACE;
+            return plan;
+        }
+        /* The partial products must stay small next to the work (at most 64 Ki numbers), and
+         * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
+         * split was the slowest of the three. */
+        if (!trans_a && !trans_b && (double)m * n <= 65536.0 && k >= 32 * threads) {
+            plan.path = FASTNN_GEMM_PATH_SPLIT_K;
+            return plan;
+        }
+        /* A transposed is packed, by every thread of a column split (all of it) and of a row
+         * split (its rows, with all of B): the smaller copy wins. 256x128x128 took 32 us in
+         * rows, 38-42 in columns. */
+        int rows_pack_less = trans_a && n <= m;
+        if (!rows_pack_less && n_panels >= 2 * threads) {
+            plan.path = FASTNN_GEMM_PATH_IN_PLACE;
+            return plan;
+        }
+    }
+
+    /* PACKED: the grid of least cost among the factorizations of the thread count. */
+    double best = -1.0;
+    for (int rows = 1; rows <= threads; rows++) {
+        if (threads % rows) continue;
+        int cols = threads / rows;
+        if (rows > m_panels || cols > n_panels) continue;
+        double cost = packed_cost(m, n, k, rows, cols, kernel);
+        if (best < 0 || cost < best) {
+            best = cost;
+            plan.row_threads = rows;
+            plan.col_threads = cols;
+        }
+    }
+    if (best < 0) { /* no grid of exactly `threads` fits: rows alone, as many as there are */
+        plan.row_threads = (int)fastnn_min(threads, m_panels);
+        plan.col_threads = 1;
+    }
+    plan.threads = plan.row_threads * plan.col_threads;
+    return plan;
+}

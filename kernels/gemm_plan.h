@@ -1,0 +1,89 @@
+/* gemm_plan.h - which path a GEMM takes, and how its threads share the work: one cost rule
+ * over M, K, N, the transposes, the element size, the register tile and the cache sizes.
+ *
+ * Every GEMM of the C backend (matmul, the forward pass of linear_forward, the two products
+ * of linear_backward) asks fastnn_gemm_plan() and follows its answer, so the rule is written
+ * once. It knows nothing of the float type: the caller describes its micro-kernel in a
+ * fastnn_gemm_kernel (element bytes, MR x NR register tile, K block), so a GEMM of another
+ * type (bfloat16 with its own tile) can ask the same question.
+ *
+ * The paths (gemm_impl.h implements them for float32 and float64):
+ *
+ *  SMALL   at most FASTNN_GEMM_SMALL rows of C (or columns: C^T = op(B)^T op(A)^T is then
+ *          computed): a GEMV-like kernel that reads the big operand once, in long contiguous
+ *          runs (its rows, with the few rows of C kept in L1, or dot products along its
+ *          rows), and splits the long side of C between the threads. It is bound by memory
+ *          bandwidth, so a second thread also needs enough bytes to read.
+ *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
+ *          C's columns (or rows, for a weight gradient x^T dz with A transposed).
+ *  SPLIT_K (few rows, neither transposed, a small C, a long K: a layer's forward pass over a
+ *          batch): IN_PLACE where the threads split K and add up their partial products.
+ *  PACKED  the GotoBLAS / BLIS blocking: B packed into L2-sized blocks, A into L1 micro-panels;
+ *          the threads form a grid of row_threads x col_threads over C. Splitting the rows
+ *          makes every thread pack all of B; splitting the columns makes every thread pack
+ *          all of A (once per B block); the plan picks the grid that packs the least, given
+ *          that each thread needs at least one register tile of each.
+ *
+ * Cost rule (in that order):
+ *  1. threads: the flops over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of
+ *     the big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
+ *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL;
+ *  3. IN_PLACE or SPLIT_K when M <= the kernel's few_rows and each thread's share of B fits in
+ *     half of L2: reading a B panel in place then costs what reading a packed one does, and
+ *     the copy is saved. A B larger than that, read in place with its long row stride, maps its
+ *     panel's rows to a few cache sets and is read from memory again and again (issue 20: a
+ *     128 x 2048 x 4096 product ran at 0.32x OpenBLAS that way);
+ *  4. PACKED otherwise, with the grid of least packing.
+ */
+#ifndef FASTNN_GEMM_PLAN_H
+#define FASTNN_GEMM_PLAN_H
+
+#include <stdint.h>
+
+/* Most rows (or columns) of C of the SMALL path. */
+#define FASTNN_GEMM_SMALL 8
+/* Smallest job worth a thread of its own: below it the team start-up and the barriers cost
+ * more than the thread saves. In flops, and for the SMALL path in bytes of the big operand. */
+#define FASTNN_GEMM_FLOPS_PER_THREAD 4.0e6
+#define FASTNN_GEMM_BYTES_PER_THREAD 1048576.0
+
+typedef enum {
+    FASTNN_GEMM_PATH_SMALL = 0,
+    FASTNN_GEMM_PATH_IN_PLACE = 1,
+    FASTNN_GEMM_PATH_SPLIT_K = 2,
+    FASTNN_GEMM_PATH_PACKED = 3
+} fastnn_gemm_path;
+
+/* What the plan needs to know of a micro-kernel. */
+typedef struct {
+    int64_t elem_bytes; /* bytes of one element of A, B and C */
+    int64_t mr, nr;     /* register tile: MR rows x NR columns of C */
+    int64_t kc;         /* longest K block of the PACKED path */
+    int64_t few_rows;   /* most rows of C of the IN_PLACE and SPLIT_K paths */
+    int64_t b_block_bytes; /* bytes of a packed B block of the PACKED path (L2) */
+} fastnn_gemm_kernel;
+
+typedef struct {
+    fastnn_gemm_path path;
+    int threads;      /* 1: no OpenMP team */
+    /* SMALL: C^T is computed (N, not M, is the small side). */
+    int transposed;
+    /* IN_PLACE: the threads split C's rows (1) or columns (0). */
+    int split_rows;
+    /* PACKED: threads = row_threads * col_threads. */
+    int row_threads, col_threads;
+} fastnn_gemm_plan;
+
+/* The plan of C (m x n) = op(A) (m x k) @ op(B) (k x n), every dimension >= 1. */
+fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
+                                      const fastnn_gemm_kernel *kernel);
+
+/* Bytes of L2 per core the plan assumes: FASTNN_L2_BYTES if set at build time, else what the
+ * C library reports (sysconf), else 1 MB. */
+int64_t fastnn_l2_bytes(void);
+
+/* Bytes of a packed B block of the PACKED path: FASTNN_GEMM_B_BLOCK_BYTES if set at build
+ * time, else 60% of fastnn_l2_bytes(). */
+int64_t fastnn_gemm_b_block_bytes(void);
+
+#endif

@@ -1,0 +1,48 @@
+"""The GEMM sweep's plumbing (fastnn.bench_sweep and ``fastnn bench --sweep``): rows, summary,
+options. Its figures are benchmarks, not tests."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import fastnn
+from fastnn import bench_sweep, cli
+
+
+def test_grid_holds_the_issue_shapes():
+    grid = bench_sweep.shapes(bench_sweep.M_VALUES, bench_sweep.KN_VALUES,
+                              bench_sweep.KN_VALUES, bench_sweep.TRANSPOSES)
+    assert len(grid) == 8 * 5 * 5 * 4
+    assert (128, 4096, 4096, "nn") in grid and (1, 16, 16, "tt") in grid
+    sizes = [m * k * n for m, k, n, _ in grid]
+    assert sizes == sorted(sizes)  # smallest first, so a time budget keeps the small ones
+
+
+@pytest.mark.skipif("c" not in fastnn.available_backends(), reason="needs the C backend")
+def test_run_measures_checks_and_summarises(capsys):
+    rows = bench_sweep.run(ms=(1, 9), ks=(16,), ns=(33,), transposes=("nt",),
+                           dtypes=("float64",), threads=1, progress=None)
+    assert [(r["m"], r["k"], r["n"], r["transposes"], r["dtype"]) for r in rows] == [
+        (1, 16, 33, "nt", "float64"), (9, 16, 33, "nt", "float64")]
+    for row in rows:
+        assert row["fastnn_s"] > 0 and row["numpy_s"] > 0
+        assert math.isclose(row["ratio"], row["numpy_s"] / row["fastnn_s"])
+    summary = bench_sweep.summary(rows)
+    assert summary["shapes"] == 2 and summary["worst"] == min(r["ratio"] for r in rows)
+    assert "geometric mean" in bench_sweep.format_summary(rows)
+
+
+def test_a_spent_budget_stops_the_sweep():
+    assert bench_sweep.run(ms=(1,), ks=(16,), ns=(16,), transposes=("nn",),
+                           dtypes=("float32",), budget_seconds=-1.0, progress=None) == []
+
+
+@pytest.mark.parametrize("option,value", [("--transposes", "nx"), ("--dtypes", "float16")])
+def test_cli_rejects_unknown_sweep_options(option, value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["bench", "--sweep", "--quick", option, value])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert option in error and repr(value) in error and error.count("\n") == 1

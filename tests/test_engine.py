@@ -1,0 +1,193 @@
+"""The engine on a real machine (issue 14): subnormals, fork, the OpenMP wait policy.
+
+Speed (the busy neighbour, NumPy interleaved, subnormal data) is measured by
+``benchmarks/engine.py``, not here: these tests check behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from fastnn.backends import runtime
+
+COMPILED = [name for name in ("c", "numba") if name in fastnn.available_backends()]
+#: The backends whose kernels flush subnormals (Numba's keep IEEE subnormals for now).
+FLUSHING = [name for name in ("c",) if name in fastnn.available_backends()]
+TINY = {np.dtype(np.float32): np.float32(1e-39), np.dtype(np.float64): 1e-310}
+
+
+@pytest.fixture
+def ieee_subnormals():
+    """Keep IEEE subnormals for the test, then put the default (flush) back."""
+    fastnn.set_flush_denormal(False)
+    yield
+    fastnn.set_flush_denormal(True)
+
+
+def subnormal_operands(dtype, n=48):
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1.0, 2.0, (n, n)).astype(dtype)
+    return (a * TINY[np.dtype(dtype)]).astype(dtype), a
+
+
+@pytest.mark.parametrize("name", FLUSHING)
+def test_subnormal_inputs_count_as_zero_by_default(name, dtype):
+    """Denormals-are-zero: a product of subnormal inputs is exactly zero on the compiled
+    backends, while the numpy backend (the IEEE reference) keeps them."""
+    tiny, a = subnormal_operands(dtype)
+    assert np.all(tiny != 0) and np.all(np.abs(tiny) < np.finfo(dtype).tiny)
+    with fastnn.use_backend(name):
+        assert not ops.matmul(tiny, a).any()
+        x, w = tiny, a
+        assert not ops.linear_forward(x, w, np.zeros(len(a), dtype), "relu").any()
+    with fastnn.use_backend("numpy"):
+        assert ops.matmul(tiny, a).all()
+
+
+@pytest.mark.parametrize("name", FLUSHING)
+def test_subnormal_results_flush_to_zero_by_default(name, dtype):
+    """Flush-to-zero: normal inputs whose products are subnormal give zeros."""
+    small = np.full((20, 20), np.sqrt(np.finfo(dtype).tiny) * 0.5, dtype)
+    with fastnn.use_backend(name):
+        assert not ops.matmul(small, small / 40).any()
+    assert (small @ (small / 40)).all()  # NumPy's own result is subnormal
+
+
+@pytest.mark.parametrize("name", FLUSHING)
+def test_set_flush_denormal_false_keeps_ieee_subnormals(name, dtype, ieee_subnormals):
+    tiny, a = subnormal_operands(dtype)
+    expected = tiny.astype(np.float64) @ a.astype(np.float64)
+    with fastnn.use_backend(name):
+        got = ops.matmul(tiny, a)
+        dx, dw, db = ops.linear_backward(a, a, a, tiny, "identity")
+    np.testing.assert_allclose(got, expected, rtol=1e-4 if dtype == np.float32 else 1e-10)
+    assert db.all() and dx.all()
+
+
+@pytest.mark.parametrize("name", FLUSHING)
+def test_the_callers_floating_point_mode_is_restored(name):
+    """After a kernel (on two threads, big enough for every thread to run), NumPy on the
+    calling thread still makes subnormals: the kernel put the thread's mode back."""
+    a = np.random.default_rng(1).standard_normal((300, 300)).astype(np.float32)
+    with fastnn.use_backend(name):
+        ops.matmul(a, a)
+        ops.linear_backward(a, a, a, a, "relu")
+        ops.softmax(a)
+    half_tiny = np.float32(np.finfo(np.float32).tiny) * np.float32(0.25)
+    assert half_tiny != 0
+    assert (np.full(4, np.finfo(np.float32).tiny, np.float32) * np.float32(0.25)).all()
+
+
+def test_set_flush_denormal_checks_its_argument():
+    with pytest.raises(TypeError, match="mode"):
+        fastnn.set_flush_denormal(1)
+    assert runtime.flush_denormal() is True
+    assert fastnn.set_flush_denormal(True) is True
+
+
+def run_python(code: str, timeout: float = 240, **env) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (a hang fails the test when the timeout expires)."""
+    environment = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+FORK_CHECK = """
+    import multiprocessing as mp, numpy as np, fastnn
+    from fastnn import ops
+    fastnn.set_backend({name!r})
+    fastnn.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 300)).astype(np.float32)
+    w = rng.standard_normal((300, 200)).astype(np.float32)
+    b = np.zeros(200, np.float32)
+
+    def work():
+        y = ops.linear_forward(a, w, b, "relu")
+        _, dw, _ = ops.linear_backward(a, w, y, y, "relu")
+        p = ops.softmax(ops.matmul(a, w))
+        return float(ops.matmul(a, w).sum()), float(dw.sum()), float(p.sum())
+
+    def child(queue):
+        try:
+            queue.put(("ok", work()))
+        except Exception as exc:  # must name the spawn start method
+            queue.put(("error", f"{{type(exc).__name__}}: {{exc}}"))
+
+    expected = work()  # the parent ran parallel kernels before the fork
+    context = mp.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    status, value = queue.get(timeout=120)
+    process.join(30)
+    assert process.exitcode == 0, process.exitcode
+    if status == "ok":
+        np.testing.assert_allclose(value, expected, rtol=1e-4)
+        print("child worked")
+    else:
+        assert "spawn" in value, value
+        print("child raised", value)
+"""
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_forked_child_works_after_parallel_kernels(name):
+    """multiprocessing's fork start method after the parent ran parallel kernels: the child
+    works (on one thread) or raises naming spawn; it never hangs or dies."""
+    result = run_python(FORK_CHECK.format(name=name))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "child worked" in result.stdout or "child raised" in result.stdout
+
+
+def test_wait_policy_is_short_unless_the_user_set_one():
+    code = """
+        import os, fastnn
+        from fastnn.backends import runtime
+        print(os.environ.get("GOMP_SPINCOUNT"), runtime.WAIT_POLICY_SET_BY_FASTNN)
+    """
+    clean = {k: v for k, v in os.environ.items() if k not in runtime.WAIT_POLICY_VARIABLES}
+    fresh = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=clean,
+                           capture_output=True, text=True, timeout=120)
+    assert fresh.stdout.split() == [str(runtime.SPIN_COUNT), "True"], fresh.stderr
+    active = run_python(code, OMP_WAIT_POLICY="active")
+    assert active.stdout.split()[1] == "False", active.stderr
+    spins = run_python(code, GOMP_SPINCOUNT="123")
+    assert spins.stdout.split() == ["123", "False"], spins.stderr
+
+
+CONTENDED_CHECK = """
+    import hashlib, numpy as np, fastnn
+    from fastnn import ops
+    fastnn.set_backend("c")
+    fastnn.set_num_threads(2)
+    rng = np.random.default_rng(3)
+    digest = hashlib.sha256()
+    for n, k, m in [(128, 784, 256), (300, 500, 100), (1024, 300, 600), (1, 2048, 1000)]:
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        w = rng.standard_normal((k, m)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        y = ops.linear_forward(x, w, b, "tanh")
+        for array in (ops.matmul(x, w), y, *ops.linear_backward(x, w, y, y, "tanh"),
+                      ops.softmax(y)):
+            digest.update(array.tobytes())
+    print(digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif("c" not in fastnn.available_backends(), reason="needs the C backend")
+def test_one_thread_fallback_of_a_busy_machine_gives_the_same_bits():
+    """When the C kernels find the other cores taken, they run on one thread; sums that the
+    threads split (the GEMM's K split, db) keep their split, so results stay bit for bit."""
+    normal = run_python(CONTENDED_CHECK, FASTNN_ASSUME_CONTENDED="0")
+    busy = run_python(CONTENDED_CHECK, FASTNN_ASSUME_CONTENDED="1")
+    assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
+    assert normal.stdout == busy.stdout

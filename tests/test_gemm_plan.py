@@ -1,0 +1,68 @@
+"""The C GEMM's plan (kernels/gemm_plan.h): the contract's GEMM shapes reach every path, on one
+thread and on several, and the shapes of issue 20 take the path meant for them."""
+
+from __future__ import annotations
+
+import pytest
+
+import fastnn
+
+c_backend = pytest.importorskip("fastnn.backends.c_backend")
+from test_contract import GEMM_SHAPES, SMALL_GEMM_SHAPES, SWEEP_GEMM_SHAPES  # noqa: E402
+
+PATHS = {0: "SMALL", 1: "IN_PLACE", 2: "SPLIT_K", 3: "PACKED"}
+
+
+def plan(n, k, m, trans_a=False, trans_b=False, dtype="float32"):
+    """(path, threads, row_threads, col_threads) of op(a) (n x k) @ op(b) (k x m)."""
+    ffi, lib = c_backend.ffi, c_backend.lib
+    out = [ffi.new("int *") for _ in range(3)]
+    path = getattr(lib, f"fastnn_gemm_plan_{'f32' if dtype == 'float32' else 'f64'}")(
+        n, m, k, trans_a, trans_b, *out)
+    return PATHS[path], out[0][0], out[1][0], out[2][0]
+
+
+@pytest.fixture
+def two_threads():
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(2)
+    yield
+    c_backend.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
+    seen = set()
+    for n, k, m in GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES:
+        for trans_a in (False, True):
+            for trans_b in (False, True):
+                path, threads, rows, cols = plan(n, k, m, trans_a, trans_b, dtype)
+                seen.add((path, threads > 1))
+                if path == "PACKED" and threads > 1:
+                    seen.add(("PACKED on rows" if rows > 1 else "PACKED on columns", True))
+    wanted = {(path, many) for path in PATHS.values() for many in (False, True)
+              if path != "SPLIT_K" or many}  # a K split needs two threads
+    wanted |= {("PACKED on rows", True), ("PACKED on columns", True)}
+    assert wanted <= seen, sorted(wanted - seen)
+
+
+def test_issue_20_shapes_take_their_paths(two_threads):
+    assert plan(1, 784, 256)[0] == "SMALL"              # one sample
+    assert plan(1, 2048, 2048)[:2] == ("SMALL", 2)      # memory-bound: both threads stream
+    assert plan(1000, 129, 3)[0] == "SMALL"             # few columns: C^T
+    assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
+    assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
+    assert plan(2048, 256, 16)[:3] == ("PACKED", 2, 2)  # many rows, one panel: split rows
+    assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
+    assert plan(256, 128, 512, trans_b=True)[:2] == ("IN_PLACE", 2)  # an input gradient
+
+
+def test_one_thread_plans_have_one_thread():
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(1)
+    try:
+        for shape in [(1, 2048, 2048), (128, 2048, 4096), (1024, 784, 256)]:
+            assert plan(*shape)[1] == 1
+    finally:
+        c_backend.set_num_threads(saved)
+    assert fastnn.get_num_threads()  # the registry still answers
