@@ -89,3 +89,15 @@ def resolve(precision, dtype, argument: str = "precision") -> str:
         raise ValueError(f"{argument}: bfloat16 matmul precision needs float32 arrays, got "
                          f"{np.dtype(dtype)}; use float32 data or {argument}='float32'")
     return name
+
+
+def rounded_operands(round_bfloat16, precision: str, *arrays):
+    """The GEMM operands as ``precision`` reads them: the arrays themselves for "float32",
+    copies rounded by the backend's ``round_bfloat16(x, out)`` kernel for "bfloat16" (the
+    numpy and numba backends round first, then multiply in float32)."""
+    if precision != "bfloat16":
+        return arrays
+    rounded = tuple(np.empty_like(array) for array in arrays)
+    for array, copy in zip(arrays, rounded):
+        round_bfloat16(array, copy)
+    return rounded

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from . import runtime
+from ..precision import rounded_operands
 from .contract import ACTIVATION_CODES
 
 from .numba_kernels import (batchnorm, bf16, gemm, linear, optim, pointwise, softmax_xent,
@@ -108,13 +109,8 @@ def round_bfloat16(x, out):
 
 
 def _in_precision(precision, *arrays):
-    """The GEMM operands as the precision reads them: rounded copies for bfloat16."""
-    if precision != "bfloat16":
-        return arrays
-    rounded = tuple(np.empty_like(array) for array in arrays)
-    for array, copy in zip(arrays, rounded):
-        round_bfloat16(array, copy)
-    return rounded
+    """The GEMM operands as the precision reads them (fastnn.precision.rounded_operands)."""
+    return rounded_operands(round_bfloat16, precision, *arrays)
 
 
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from ..precision import rounded_operands
 from . import reference_loop
 
 NAME = "numpy"
@@ -39,13 +40,8 @@ def round_bfloat16(x, out):
 
 
 def _in_precision(precision, *arrays):
-    """The GEMM operands as the precision reads them: rounded copies for bfloat16."""
-    if precision != "bfloat16":
-        return arrays
-    rounded = tuple(np.empty_like(array) for array in arrays)
-    for array, copy in zip(arrays, rounded):
-        round_bfloat16(array, copy)
-    return rounded
+    """The GEMM operands as the precision reads them (fastnn.precision.rounded_operands)."""
+    return rounded_operands(round_bfloat16, precision, *arrays)
 
 
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):
