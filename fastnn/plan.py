@@ -59,15 +59,22 @@ OPTIMIZER_SGD, OPTIMIZER_ADAM = range(2)
 METRIC_NONE, METRIC_CLASSES, METRIC_FLAGS = range(3)
 
 #: Modes (config[C_MODE]): training steps, or evaluation (forward and loss only, dropout off,
-#: nothing updated, a non-finite loss counted like any other).
-MODE_TRAIN, MODE_EVALUATE = range(2)
+#: nothing updated, a non-finite loss counted like any other). Reserved, not yet run by every
+#: backend: MODE_GRADIENTS (forward, loss and backward of one step, the gradients left in
+#: ``grads``, nothing updated: data-parallel training reduces them between the two calls),
+#: MODE_APPLY (the optimizer's update alone, from ``grads``) and MODE_PREDICT (forward only).
+MODE_TRAIN, MODE_EVALUATE, MODE_GRADIENTS, MODE_APPLY, MODE_PREDICT = range(5)
 
-#: Entries of config.
+#: Entries of config. C_EPS_UNCORRECTED (reserved): 1 when Adam adds eps to the uncorrected
+#: sqrt(v) (scikit-learn's form) instead of sqrt(v_hat).
 (C_LAYERS, C_LOSS, C_OPTIMIZER, C_NESTEROV, C_METRIC, C_BATCH, C_SAMPLES, C_FEATURES,
- C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, C_MODE, CONFIG_SIZE) = range(14)
-#: Entries of hyper.
-(H_LR, H_MOMENTUM, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_THRESHOLD,
- HYPER_SIZE) = range(8)
+ C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, C_MODE, C_EPS_UNCORRECTED,
+ CONFIG_SIZE) = range(15)
+#: Entries of hyper. Reserved: H_L2 (scikit-learn's alpha: ``alpha / rows * W`` added to each
+#: weight matrix's gradient, ``alpha / (2 rows) * ||W||^2`` to the loss), H_LOSS_SCALE and
+#: H_GRAD_SCALE (factors on the loss value and on its gradient, 1 by default).
+(H_LR, H_MOMENTUM, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_THRESHOLD, H_L2, H_LOSS_SCALE,
+ H_GRAD_SCALE, HYPER_SIZE) = range(11)
 
 _LOSS_CODES = {
     losses_module.SparseCategoricalCrossentropy: LOSS_XENT_LABELS,
@@ -173,6 +180,7 @@ class TrainingPlan:
             units = layer.units
         self.config = np.zeros(CONFIG_SIZE, np.int64)
         self.hyper = np.zeros(HYPER_SIZE, np.float64)
+        self.hyper[H_LOSS_SCALE] = self.hyper[H_GRAD_SCALE] = 1.0
         loss, metric = model.loss, _metric(model)
         config = self.config
         config[C_LAYERS], config[C_LOSS] = len(layers), _LOSS_CODES[type(loss)]

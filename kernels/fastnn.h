@@ -244,12 +244,15 @@ enum {
     FASTNN_C_LAYERS = 0, FASTNN_C_LOSS = 1, FASTNN_C_OPTIMIZER = 2, FASTNN_C_NESTEROV = 3,
     FASTNN_C_METRIC = 4, FASTNN_C_BATCH = 5, FASTNN_C_SAMPLES = 6, FASTNN_C_FEATURES = 7,
     FASTNN_C_OUTPUTS = 8, FASTNN_C_GATHER = 9, FASTNN_C_EPOCH = 10, FASTNN_C_ADAM_STEP = 11,
-    FASTNN_C_MODE = 12, FASTNN_CONFIG_SIZE = 13,
-    /* modes: training steps; evaluation (forward, loss and metric only, dropout off) */
-    FASTNN_MODE_TRAIN = 0, FASTNN_MODE_EVALUATE = 1,
+    FASTNN_C_MODE = 12, FASTNN_C_EPS_UNCORRECTED = 13, FASTNN_CONFIG_SIZE = 14,
+    /* modes: training steps; evaluation (forward, loss and metric only, dropout off);
+     * reserved (plan.py): gradients only, the update only, forward only */
+    FASTNN_MODE_TRAIN = 0, FASTNN_MODE_EVALUATE = 1, FASTNN_MODE_GRADIENTS = 2,
+    FASTNN_MODE_APPLY = 3, FASTNN_MODE_PREDICT = 4,
     /* entries of hyper */
     FASTNN_H_LR = 0, FASTNN_H_MOMENTUM = 1, FASTNN_H_WEIGHT_DECAY = 2, FASTNN_H_BETA1 = 3,
-    FASTNN_H_BETA2 = 4, FASTNN_H_EPS = 5, FASTNN_H_THRESHOLD = 6, FASTNN_HYPER_SIZE = 7
+    FASTNN_H_BETA2 = 4, FASTNN_H_EPS = 5, FASTNN_H_THRESHOLD = 6, FASTNN_H_L2 = 7,
+    FASTNN_H_LOSS_SCALE = 8, FASTNN_H_GRAD_SCALE = 9, FASTNN_HYPER_SIZE = 10
 };
 
 /* Pointers to the plan's arrays (see plan.py for shapes); an absent array is NULL. */
