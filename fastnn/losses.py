@@ -21,7 +21,7 @@ outputs are the logits; both train identically), ``label_smoothing`` and ``ignor
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 import numpy as np
 
@@ -66,6 +66,17 @@ class Loss:
     name = ""
     #: The output activation this loss fuses (applies itself), or None.
     fused_activation: Optional[str] = None
+    #: The compiled training loop's description of a subclass that computes a fastnn loss
+    #: times constant factors (fastnn.plan reads it): the fastnn loss class whose kernel runs,
+    #: with :meth:`compiled_scales`. Read from the class's own body only, never inherited, so
+    #: that a further subclass (which may compute anything) trains on the per-layer path.
+    compiled_as: Optional[type] = None
+
+    def compiled_scales(self, units: int) -> Tuple[float, float]:
+        """Internal, read by fastnn.plan with ``compiled_as``: the factors on the loss value
+        and on its gradient that turn ``compiled_as``'s loss into this one, for ``units``
+        outputs; (1, 1) for fastnn's own losses."""
+        return 1.0, 1.0
 
     def check_output_activation(self, activation: str, units: Optional[int] = None) -> None:
         """Internal, called by Sequential.compile: raise ValueError when the output layer (its

@@ -18,7 +18,7 @@ model.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -173,6 +173,19 @@ class Optimizer:
         """Internal, called by Sequential.fit: update every bound parameter from its
         gradient, with the given backend."""
         raise NotImplementedError
+
+    #: The compiled training loop's description of a subclass that computes a fastnn
+    #: optimizer's step with the terms of :meth:`compiled_terms` (fastnn.plan reads it): the
+    #: fastnn class whose step runs. Read from the class's own body only, never inherited.
+    compiled_as: Optional[type] = None
+
+    def compiled_terms(self) -> Tuple[float, bool]:
+        """Internal, read by fastnn.plan with ``compiled_as``: ``(l2, eps_uncorrected)``.
+        l2: scikit-learn's ``alpha``, ``l2 / rows * W`` added to each weight matrix's
+        gradient (not the biases') and ``l2 / (2 rows) * ||W||^2`` to the step's loss;
+        eps_uncorrected: Adam adds eps to ``sqrt(v)`` (scikit-learn's form) instead of to
+        ``sqrt(v_hat)``. fastnn's own optimizers: (0, False)."""
+        return 0.0, False
 
     def flat_state(self) -> Optional[tuple]:
         """Internal, called by fastnn.plan: the state as two flat arrays parallel to the flat

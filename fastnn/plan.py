@@ -65,12 +65,12 @@ METRIC_NONE, METRIC_CLASSES, METRIC_FLAGS = range(3)
 #: MODE_APPLY (the optimizer's update alone, from ``grads``) and MODE_PREDICT (forward only).
 MODE_TRAIN, MODE_EVALUATE, MODE_GRADIENTS, MODE_APPLY, MODE_PREDICT = range(5)
 
-#: Entries of config. C_EPS_UNCORRECTED (reserved): 1 when Adam adds eps to the uncorrected
+#: Entries of config. C_EPS_UNCORRECTED: 1 when Adam adds eps to the uncorrected
 #: sqrt(v) (scikit-learn's form) instead of sqrt(v_hat).
 (C_LAYERS, C_LOSS, C_OPTIMIZER, C_NESTEROV, C_METRIC, C_BATCH, C_SAMPLES, C_FEATURES,
  C_OUTPUTS, C_GATHER, C_EPOCH, C_ADAM_STEP, C_MODE, C_EPS_UNCORRECTED,
  CONFIG_SIZE) = range(15)
-#: Entries of hyper. Reserved: H_L2 (scikit-learn's alpha: ``alpha / rows * W`` added to each
+#: Entries of hyper. H_L2 (scikit-learn's alpha: ``alpha / rows * W`` added to each
 #: weight matrix's gradient, ``alpha / (2 rows) * ||W||^2`` to the loss), H_LOSS_SCALE and
 #: H_GRAD_SCALE (factors on the loss value and on its gradient, 1 by default).
 (H_LR, H_MOMENTUM, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_THRESHOLD, H_L2, H_LOSS_SCALE,
@@ -83,6 +83,14 @@ _LOSS_CODES = {
     losses_module.MeanSquaredError: LOSS_MSE,
 }
 _OPTIMIZER_CODES = {optimizers_module.SGD: OPTIMIZER_SGD, optimizers_module.Adam: OPTIMIZER_ADAM}
+
+
+def _code(thing, codes) -> Optional[int]:
+    """The code of a layer, loss or optimizer: its class's, or that of the class its own class
+    body names as ``compiled_as`` (a subclass computing the same, with the plan's scales and
+    terms: Loss.compiled_scales, Optimizer.compiled_terms); None when the plan cannot run it."""
+    kind = type(thing)
+    return codes.get(kind, codes.get(vars(kind).get("compiled_as")))
 
 
 def _metric(model):
@@ -104,11 +112,12 @@ def unsupported(model) -> Optional[str]:
 
     It runs Dense (with bias) and Dropout layers in float32 matmul precision, the four
     losses without options and two optimizers of exactly fastnn's classes (a subclass may
-    change what they compute), and no metric or one accuracy; anything else (batch
+    change what they compute) or of a subclass whose own body names the class it computes
+    as ``compiled_as`` (scikit-learn's forms, fastnn.sklearn), and no metric or one accuracy; anything else (batch
     normalization, Activation layers, label smoothing, ...) trains on the per-layer path.
     """
     for position, layer in enumerate(model.layers):
-        if type(layer) not in LAYER_KINDS:
+        if _code(layer, LAYER_KINDS) is None:
             return f"layer {position} is a {type(layer).__name__}"
         if isinstance(layer, Dense) and \
                 resolve_precision(layer.matmul_precision, model.dtype) != "float32":
@@ -123,9 +132,9 @@ def unsupported(model) -> Optional[str]:
         _metric(model)
     except ValueError as exc:
         return str(exc)
-    if type(model.loss) not in _LOSS_CODES:
+    if _code(model.loss, _LOSS_CODES) is None:
         return f"the loss is a {type(model.loss).__name__}"
-    if type(model.optimizer) not in _OPTIMIZER_CODES:
+    if _code(model.optimizer, _OPTIMIZER_CODES) is None:
         return f"the optimizer is a {type(model.optimizer).__name__}"
     params = [p for layer in model.layers for p in layer.params]
     grads = [g for layer in model.layers for g in layer.grads]
@@ -163,7 +172,7 @@ class TrainingPlan:
         units = x.shape[1]
         for position, layer in enumerate(layers):
             row, reals = self.layer_ints[position], self.layer_reals[position]
-            row[KIND], row[INPUTS], row[UNITS] = LAYER_KINDS[type(layer)], units, layer.units
+            row[KIND], row[INPUTS], row[UNITS] = _code(layer, LAYER_KINDS), units, layer.units
             row[OUTPUT] = act_offset
             if isinstance(layer, Dense):
                 row[ACTIVATION] = ACTIVATION_CODES[layer.kernel_activation]
@@ -180,11 +189,11 @@ class TrainingPlan:
             units = layer.units
         self.config = np.zeros(CONFIG_SIZE, np.int64)
         self.hyper = np.zeros(HYPER_SIZE, np.float64)
-        self.hyper[H_LOSS_SCALE] = self.hyper[H_GRAD_SCALE] = 1.0
         loss, metric = model.loss, _metric(model)
+        self.hyper[H_LOSS_SCALE], self.hyper[H_GRAD_SCALE] = loss.compiled_scales(outputs)
         config = self.config
-        config[C_LAYERS], config[C_LOSS] = len(layers), _LOSS_CODES[type(loss)]
-        config[C_OPTIMIZER] = _OPTIMIZER_CODES[type(model.optimizer)]
+        config[C_LAYERS], config[C_LOSS] = len(layers), _code(loss, _LOSS_CODES)
+        config[C_OPTIMIZER] = _code(model.optimizer, _OPTIMIZER_CODES)
         config[C_BATCH], config[C_SAMPLES] = batch, samples
         config[C_FEATURES], config[C_OUTPUTS] = x.shape[1], outputs
         config[C_GATHER] = batch < samples  # a single full batch reads the data in place
@@ -242,6 +251,7 @@ class TrainingPlan:
         """Copy the optimizer's hyper-parameters and step count in, before a call."""
         optimizer, hyper = self.model.optimizer, self.hyper
         hyper[H_LR], hyper[H_WEIGHT_DECAY] = optimizer.lr, optimizer.weight_decay
+        hyper[H_L2], self.config[C_EPS_UNCORRECTED] = optimizer.compiled_terms()
         if isinstance(optimizer, optimizers_module.SGD):
             hyper[H_MOMENTUM] = optimizer.momentum
             self.config[C_NESTEROV] = optimizer.nesterov

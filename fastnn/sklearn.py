@@ -93,6 +93,8 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_tar
                                       unique_labels)
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import distributed
+from . import plan as plan_module
 from .backends import available_backends, use_backend
 from .callbacks import Callback
 from .layers import Dense, Dropout
@@ -134,7 +136,10 @@ class _Penalty:
 
 class _PenalizedDense(Dense):
     """A Dense layer that tells the shared :class:`_Penalty` the rows of each training
-    batch; the optimizer (:class:`_SklearnSteps`) applies the L2 term."""
+    batch; the optimizer (:class:`_SklearnSteps`) applies the L2 term. The compiled loop
+    runs it as a Dense (its backward is Dense's) and takes the rows from the batch."""
+
+    compiled_as = Dense
 
     def __init__(self, units: int, activation: str, penalty: _Penalty):
         super().__init__(units, activation)
@@ -159,6 +164,10 @@ class _SklearnSteps:
     """
 
     penalty: _Penalty
+
+    def compiled_terms(self):
+        """scikit-learn's L2 term for the compiled loop (fastnn.plan): ``(alpha, False)``."""
+        return self.penalty.alpha, False
 
     def _plan(self, params, grads) -> None:
         """Per kernel call (same order as the optimizer's): its flat param and grad, whether
@@ -202,6 +211,8 @@ class _SklearnSGD(_SklearnSteps, SGD):
     """fastnn's SGD (PyTorch's momentum form) with scikit-learn's L2 term; the estimator
     rescales the velocity when the learning rate changes (:func:`_apply_learning_rate`)."""
 
+    compiled_as = SGD  # the compiled loop runs SGD's step with compiled_terms' L2 term
+
     def __init__(self, lr, momentum, nesterov, penalty: _Penalty):
         super().__init__(lr, momentum=momentum, nesterov=nesterov)
         self.penalty = penalty
@@ -222,6 +233,12 @@ class _SklearnAdam(_SklearnSteps, Adam):
     ``lr_t m / (sqrt(v) + eps)``. fastnn's Adam adds eps to ``sqrt(v_hat)`` instead; the two
     agree when fastnn's eps is ``eps / sqrt(1 - beta2^t)``, which each step passes. With
     scikit-learn's L2 term (:class:`_SklearnSteps`)."""
+
+    compiled_as = Adam  # the compiled loop runs Adam's step with eps on sqrt(v) and L2
+
+    def compiled_terms(self):
+        """``(alpha, True)``: the compiled loop adds eps to the uncorrected sqrt(v)."""
+        return self.penalty.alpha, True
 
     def __init__(self, lr, beta1, beta2, eps, penalty: _Penalty):
         super().__init__(lr, beta1, beta2, eps)
@@ -247,6 +264,11 @@ class _HalfSquaredError(MeanSquaredError):
     gradient ``(y_hat - y) / n`` (n rows; per row, not per output, as scikit-learn's)."""
 
     name = "sklearn_squared_error"
+    compiled_as = MeanSquaredError
+
+    def compiled_scales(self, units):
+        """Half MeanSquaredError's loss, its gradient times units / 2 (per row)."""
+        return 0.5, units / 2.0
 
     def __call__(self, backend, outputs, targets, grad, scratch, sample_weight=None):
         # the estimators take no sample_weight (a listed difference): it is always None here
@@ -254,37 +276,16 @@ class _HalfSquaredError(MeanSquaredError):
         return backend.mse(outputs, targets, 0.5 / rows, grad) / (2.0 * outputs.size)
 
 
-class _LogisticLoss(BinaryCrossentropy):
-    """scikit-learn's log-loss of one logistic output unit (binary targets), through the
-    fused softmax cross-entropy kernel: ``sigmoid(z) = softmax([0, z])[1]``, so the loss of
-    logits ``[0, z]`` against the 0/1 label is ``log(1 + exp(z)) - y z`` and the gradient
-    of the second logit is ``sigmoid(z) - y``, the binary cross-entropy's. Four calls a step
-    instead of the NumPy binary_crossentropy's sixteen; the same values to rounding."""
-
-    name = "sklearn_logistic_log_loss"
-
-    def targets(self, y, units, dtype, argument="y"):
-        return super().targets(y, units, dtype, argument)[:, 0].astype(np.int64)
-
-    def make_scratch(self, batch, units, dtype):
-        return np.zeros((batch, 2), dtype), np.empty((batch, 2), dtype), np.empty(batch, dtype)
-
-    def __call__(self, backend, logits, labels, grad, scratch, sample_weight=None):
-        pair, pair_grad, row_loss = scratch
-        rows = logits.shape[0]
-        np.copyto(pair[:, 1:], logits)
-        backend.softmax_cross_entropy(pair, labels, 1.0 / rows, row_loss,
-                                      None if grad is None else pair_grad)
-        if grad is not None:
-            np.copyto(grad, pair_grad[:, 1:])
-        return float(np.add.reduce(row_loss)) / rows
-
-
 class _SummedBinaryCrossentropy(BinaryCrossentropy):
-    """scikit-learn's log-loss of logistic outputs (multilabel): the mean over the rows of
-    the sum over the labels, i.e. fastnn's binary_crossentropy times the labels."""
+    """scikit-learn's log-loss of logistic outputs (one for a binary problem, one per label
+    for multilabel targets): the mean over the rows of the sum over the labels, i.e.
+    fastnn's binary_crossentropy times the labels, value and gradient."""
 
     name = "sklearn_binary_log_loss"
+    compiled_as = BinaryCrossentropy
+
+    def compiled_scales(self, units):
+        return float(units), float(units)
 
     def __call__(self, backend, logits, targets, grad, scratch, sample_weight=None):
         units = logits.shape[1]
@@ -553,8 +554,13 @@ class _BaseMLP(BaseEstimator):
                               "going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, samples))
         seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+        # The compiled loop (fastnn.plan: not under MPI, not with compiled_loop off) adds the
+        # L2 term to the loss it reports; the per-layer path's loss is the data's alone.
+        l2_in_loss = (model.compiled_loop and distributed.current() is None
+                      and plan_module.unsupported(model) is None)
         run = {"samples": samples, "X_val": X_val, "y_val": y_val,
-               "early_stopping": early_stopping, "incremental": incremental}
+               "early_stopping": early_stopping, "incremental": incremental,
+               "l2_in_loss": l2_in_loss}
         self.n_iter_ = 0
         try:
             model.fit(X, self._targets(y), epochs=1 if incremental else self.max_iter,
@@ -573,7 +579,9 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's bookkeeping at the end of an epoch; True to stop training."""
         samples = run["samples"]
         self.n_iter_ += 1
-        self.loss_ = data_loss + 0.5 * self._penalty.alpha * self._penalty.squares / samples
+        self.loss_ = data_loss
+        if not run["l2_in_loss"]:
+            self.loss_ += 0.5 * self._penalty.alpha * self._penalty.squares / samples
         self.t_ += samples
         self.loss_curve_.append(self.loss_)
         if self.verbose:
@@ -734,7 +742,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _loss(self) -> Loss:
         if self.out_activation_ == "softmax":
             return SparseCategoricalCrossentropy()
-        return _SummedBinaryCrossentropy() if self.n_outputs_ > 1 else _LogisticLoss()
+        return _SummedBinaryCrossentropy()
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         """The binarized labels as the loss reads them: class indices for a softmax,

@@ -17,6 +17,41 @@ static double FN(bce)(T *grad, const T *logits, const T *targets, int64_t size, 
     return total * scale;
 }
 
+/* Sum of ||W||^2 over the weight matrices of the plan's Dense layers (not the biases), in
+ * double: scikit-learn's L2 term (hyper[H_L2]). */
+static double FN(weight_squares)(const T *params, const int64_t *ints, int64_t layers) {
+    double total = 0;
+    for (int64_t l = 0; l < layers; l++) {
+        const int64_t *li = ints + l * FASTNN_LAYER_INTS;
+        if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
+        const T *w = params + li[FASTNN_LI_WEIGHT];
+        for (int64_t i = 0; i < li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS]; i++)
+            total += (double)w[i] * (double)w[i];
+    }
+    return total;
+}
+
+/* The optimizer's step over params[begin..end) (parallel to its state) with weight decay
+ * `decay`; adam_step: Adam's step count (already advanced). */
+static void FN(optimizer_range)(const fastnn_train_plan *p, int64_t begin, int64_t end,
+                                double decay, int64_t adam_step) {
+    const int64_t *config = p->config;
+    const double *hyper = p->hyper;
+    T *params = (T *)p->params + begin, *grads = (T *)p->grads + begin;
+    T *state1 = p->state1 ? (T *)p->state1 + begin : NULL;
+    if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
+        FN(fastnn_sgd_step)(params, state1, grads, end - begin, hyper[FASTNN_H_LR],
+                            hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV], decay);
+    } else {
+        /* scikit-learn's eps on sqrt(v) is eps / sqrt(1 - beta2^t) on sqrt(v_hat) */
+        double eps = hyper[FASTNN_H_EPS];
+        if (config[FASTNN_C_EPS_UNCORRECTED])
+            eps /= sqrt(1.0 - pow(hyper[FASTNN_H_BETA2], (double)adam_step));
+        FN(fastnn_adam_step)(params, state1, (T *)p->state2 + begin, grads, end - begin, hyper[FASTNN_H_LR], hyper[FASTNN_H_BETA1],
+                             hyper[FASTNN_H_BETA2], eps, decay, adam_step);
+    }
+}
+
 static int64_t FN(count_flags)(const T *outputs, const uint8_t *flags, int64_t size, T threshold) {
     int64_t correct = 0;
     for (int64_t i = 0; i < size; i++) correct += (outputs[i] > threshold) == (flags[i] != 0);
@@ -95,21 +130,28 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     T *logits = acts + last[FASTNN_LI_OUTPUT], *grad = dacts + last[FASTNN_LI_OUTPUT];
     T *row_loss = p->row_loss;
     double loss = 0;
+    /* the loss's own factors on its value and its gradient (1, 1 but for fastnn.sklearn's) */
+    double loss_scale = hyper[FASTNN_H_LOSS_SCALE], grad_scale = hyper[FASTNN_H_GRAD_SCALE];
     if (loss_kind == FASTNN_LOSS_XENT_LABELS || loss_kind == FASTNN_LOSS_XENT_PROBS) {
         if (loss_kind == FASTNN_LOSS_XENT_LABELS)
             FN(fastnn_xent_labels)(row_loss, grad, logits, labels, NULL, n, outputs,
-                                   1.0 / (double)n, 0.0, -1);
+                                   grad_scale / (double)n, 0.0, -1);
         else
             FN(fastnn_xent_probs)(row_loss, grad, logits, targets, NULL, n, outputs,
-                                  1.0 / (double)n, 0.0);
+                                  grad_scale / (double)n, 0.0);
         for (int64_t i = 0; i < n; i++) loss += row_loss[i];
         loss /= (double)n;
     } else if (loss_kind == FASTNN_LOSS_MSE) {
         double scale = 1.0 / (double)(n * outputs);
-        loss = FN(fastnn_mse)(grad, logits, targets, NULL, n, outputs, scale) * scale;
+        loss = FN(fastnn_mse)(grad, logits, targets, NULL, n, outputs,
+                              grad_scale / (double)(n * outputs)) * scale;
     } else {
-        loss = FN(bce)(grad, logits, targets, n * outputs, 1.0 / (double)(n * outputs));
+        loss = FN(bce)(grad, logits, targets, n * outputs, grad_scale / (double)(n * outputs))
+               / grad_scale;
     }
+    loss *= loss_scale;
+    if (hyper[FASTNN_H_L2] != 0 && !evaluating)  /* scikit-learn's L2 term (see the update) */
+        loss += hyper[FASTNN_H_L2] / (2.0 * (double)n) * FN(weight_squares)(params, ints, layers);
     stat[0] = loss;
     stat[1] = 0;
     if (!isfinite(loss) && !evaluating) return 0;
@@ -140,7 +182,21 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         }
     }
     /* the optimizer, over all parameters at once (its steps are element-wise) */
-    if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
+    if (hyper[FASTNN_H_L2] != 0 || config[FASTNN_C_EPS_UNCORRECTED]) {
+        /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
+         * eps on sqrt(v) (optimizer_range); one call per weight matrix and per bias */
+        int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
+                                ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
+        double decay = hyper[FASTNN_H_WEIGHT_DECAY], l2 = hyper[FASTNN_H_L2] / (double)n;
+        for (int64_t l = 0; l < layers; l++) {
+            const int64_t *li = ints + l * FASTNN_LAYER_INTS;
+            int64_t weight = li[FASTNN_LI_WEIGHT], bias = li[FASTNN_LI_BIAS];
+            if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
+            FN(optimizer_range)(p, weight, weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS],
+                                decay + l2, adam_step);
+            FN(optimizer_range)(p, bias, bias + li[FASTNN_LI_UNITS], decay, adam_step);
+        }
+    } else if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
         FN(fastnn_sgd_step)(params, p->state1, grads, params_size, hyper[FASTNN_H_LR],
                             hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV],
                             hyper[FASTNN_H_WEIGHT_DECAY]);

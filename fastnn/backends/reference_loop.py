@@ -36,6 +36,19 @@ def _rows(scratch, rows: int):
     return scratch
 
 
+def _weight_squares(plan) -> float:
+    """Sum of ``||W||^2`` over the plan's weight matrices (not the biases), float64."""
+    from .. import plan as plan_module
+
+    total = 0.0
+    for row in plan.layer_ints:
+        if row[plan_module.KIND] == plan_module.LAYER_DENSE:
+            start = int(row[plan_module.WEIGHT])
+            w = plan.params[start:start + int(row[plan_module.INPUTS] * row[plan_module.UNITS])]
+            total += float(np.dot(w, w))
+    return total
+
+
 def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
     """:meth:`fastnn.backends.contract.Backend.train_steps` with ``kernels`` (a backend module)."""
     from .. import plan as plan_module  # the plan's constants; no import cycle at load time
@@ -74,6 +87,9 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
         outputs, grad = inputs[-1], plan.layer_output(len(layers) - 1, rows, gradient=True)
         value = loss(kernels, outputs, labels if labels.size else targets,
                      grad if training else None, _rows(scratch.loss, rows))
+        if training and plan.hyper[plan_module.H_L2]:
+            # the L2 term's loss (its gradient is the optimizer's step: Optimizer.compiled_terms)
+            value += plan.hyper[plan_module.H_L2] / (2 * rows) * _weight_squares(plan)
         stats[s, 0], stats[s, 1] = value, 0
         if not math.isfinite(value) and training:
             return s

@@ -105,6 +105,52 @@ def bce(logits, targets, scale, grad):
     return total * scale
 
 
+@njit(cache=True, error_model="numpy")
+def weight_squares(params, layer_ints):
+    """Sum of ||W||^2 over the plan's Dense weight matrices (not the biases), float64:
+    scikit-learn's L2 term (hyper[H_L2])."""
+    total = 0.0
+    for layer in range(layer_ints.shape[0]):
+        if layer_ints[layer, KIND] != LAYER_DENSE:
+            continue
+        start = layer_ints[layer, WEIGHT]
+        for i in range(start, start + layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]):
+            total += float(params[i]) * float(params[i])
+    return total
+
+
+@njit(cache=True, error_model="numpy")
+def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, decay, adam_step,
+                    threads, limits):
+    """The optimizer's step over params[begin:end] (and its state there) with weight decay
+    ``decay``, Adam's eps on sqrt(v) when config[C_EPS_UNCORRECTED] (scikit-learn's form)."""
+    param, grad = params[begin:end], grads[begin:end]
+    parallel = threads > 1 and end - begin >= limits[PARALLEL_MIN_ELEMENTS]
+    lr = hyper[H_LR]
+    if config[C_OPTIMIZER] == OPTIMIZER_SGD:
+        momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
+        if state1.size == 0:
+            if parallel:
+                sgd_parallel(param, grad, None, lr, momentum, nesterov, decay, threads)
+            else:
+                sgd_range(param, grad, None, lr, momentum, nesterov, decay, 0, end - begin)
+        elif parallel:
+            sgd_parallel(param, grad, state1[begin:end], lr, momentum, nesterov, decay, threads)
+        else:
+            sgd_range(param, grad, state1[begin:end], lr, momentum, nesterov, decay, 0,
+                      end - begin)
+    else:
+        beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
+        if config[C_EPS_UNCORRECTED]:
+            eps /= math.sqrt(1.0 - beta2 ** float(adam_step))  # eps on sqrt(v): on sqrt(v_hat)
+        m, v = state1[begin:end], state2[begin:end]
+        if parallel:
+            adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, decay, adam_step, threads)
+        else:
+            adam_range(param, grad, m, v, lr, beta1, beta2, eps, decay, adam_step, 0,
+                       end - begin)
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def xent_parallel(logits, target, grad_scale, row_loss, grad, threads, scratch):
     """softmax_xent_parallel with its (unused: grad is given) scratch from the caller."""
@@ -230,17 +276,23 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         logits = rows_of(acts, layer_ints[last, OUTPUT], n, outputs)
         grad = rows_of(dacts, layer_ints[last, OUTPUT], n, outputs)
         parallel = threads > 1 and n * outputs >= limits[PARALLEL_MIN_ELEMENTS]
+        # the loss's own factors on its value and gradient (1, 1 but for fastnn.sklearn's)
+        loss_scale, grad_scale = hyper[H_LOSS_SCALE], hyper[H_GRAD_SCALE]
         if loss_kind == LOSS_XENT_LABELS or loss_kind == LOSS_XENT_PROBS:
             losses = row_loss[:n]
             if loss_kind == LOSS_XENT_LABELS:
                 if parallel:
-                    xent_parallel(logits, labels, 1.0 / n, losses, grad, threads, xent_scratch)
+                    xent_parallel(logits, labels, grad_scale / n, losses, grad, threads,
+                                  xent_scratch)
                 else:
-                    softmax_xent_rows(logits, labels, 1.0 / n, losses, grad, 0, n, xent_scratch)
+                    softmax_xent_rows(logits, labels, grad_scale / n, losses, grad, 0, n,
+                                      xent_scratch)
             elif parallel:
-                xent_parallel(logits, targets, 1.0 / n, losses, grad, threads, xent_scratch)
+                xent_parallel(logits, targets, grad_scale / n, losses, grad, threads,
+                              xent_scratch)
             else:
-                softmax_xent_rows(logits, targets, 1.0 / n, losses, grad, 0, n, xent_scratch)
+                softmax_xent_rows(logits, targets, grad_scale / n, losses, grad, 0, n,
+                                  xent_scratch)
             loss = 0.0
             for i in range(n):
                 loss += float(losses[i])
@@ -248,11 +300,16 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         elif loss_kind == LOSS_MSE:
             scale = 1.0 / (n * outputs)
             if parallel:
-                loss = float(mse_parallel(logits, targets, scale, grad, threads)) * scale
+                loss = float(mse_parallel(logits, targets, grad_scale / (n * outputs), grad,
+                                          threads)) * scale
             else:
-                loss = float(mse_rows(logits, targets, scale, grad, 0, n)) * scale
+                loss = float(mse_rows(logits, targets, grad_scale / (n * outputs), grad, 0,
+                                      n)) * scale
         else:
-            loss = bce(logits, targets, 1.0 / (n * outputs), grad)
+            loss = bce(logits, targets, grad_scale / (n * outputs), grad) / grad_scale
+        loss *= loss_scale
+        if hyper[H_L2] != 0.0 and not evaluating:  # scikit-learn's L2 term (see the update)
+            loss += hyper[H_L2] / (2.0 * n) * weight_squares(params, layer_ints)
         stats[s, 0] = loss
         stats[s, 1] = 0.0
         if not math.isfinite(loss) and not evaluating:
@@ -319,7 +376,25 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         # the optimizer, over all parameters at once (its steps are element-wise)
         parallel = threads > 1 and params_size >= limits[PARALLEL_MIN_ELEMENTS]
         lr, decay = hyper[H_LR], hyper[H_WEIGHT_DECAY]
-        if config[C_OPTIMIZER] == OPTIMIZER_SGD:
+        if hyper[H_L2] != 0.0 or config[C_EPS_UNCORRECTED]:
+            # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone,
+            # Adam's eps on sqrt(v) (optimizer_range); one call per weight matrix, per bias
+            adam_step = 0
+            if config[C_OPTIMIZER] != OPTIMIZER_SGD:
+                config[C_ADAM_STEP] += 1
+                adam_step = config[C_ADAM_STEP]
+            l2 = hyper[H_L2] / n
+            for layer in range(layers):
+                if layer_ints[layer, KIND] != LAYER_DENSE:
+                    continue
+                weight, bias = layer_ints[layer, WEIGHT], layer_ints[layer, BIAS]
+                size = layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
+                optimizer_range(config, hyper, params, grads, state1, state2, weight,
+                                weight + size, decay + l2, adam_step, threads, limits)
+                optimizer_range(config, hyper, params, grads, state1, state2, bias,
+                                bias + layer_ints[layer, UNITS], decay, adam_step, threads,
+                                limits)
+        elif config[C_OPTIMIZER] == OPTIMIZER_SGD:
             momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
             if state1.size == 0:
                 if parallel:
