@@ -26,6 +26,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastnn
+from fastnn import counter_rng
+from fastnn import plan as plan_module
 from fastnn.sklearn import MLPClassifier, MLPRegressor
 
 EXTRAS = {"backend", "dtype", "dropout", "matmul_precision"}
@@ -429,3 +431,148 @@ def test_replaced_coefs_are_used_by_predict():
     model.coefs_ = [np.zeros_like(c) for c in model.coefs_]
     model.intercepts_ = [np.zeros_like(b) for b in model.intercepts_]
     np.testing.assert_allclose(model.predict_proba(x), np.full_like(before, 1 / 3))
+
+
+# -- the compiled training loop --------------------------------------------------------------
+# The estimators train through the backends' train_steps (fastnn.plan reads the compiled_as
+# descriptions of their layers, losses and optimizers). Each configuration below is trained
+# twice on every backend, through the compiled loop and through the per-layer path (the plan
+# refused by the test), and the two must give the same weights and loss curves: float64 to
+# rtol 1e-10 (measured: bit for bit), float32 (shuffled, with dropout) to rtol 1e-5.
+
+COMPILED_CASES = {
+    "multiclass-adam-l2": ("classifier", "multiclass", dict(solver="adam", alpha=0.01)),
+    "binary-sgd-nesterov": ("classifier", "binary", dict(solver="sgd", alpha=0.05,
+                                                         learning_rate_init=0.05)),
+    "multilabel-sgd-momentum": ("classifier", "multilabel", dict(
+        solver="sgd", nesterovs_momentum=False, alpha=0.1, learning_rate_init=0.05)),
+    "multiclass-sgd-no-momentum": ("classifier", "multiclass", dict(solver="sgd", momentum=0.0,
+                                                                    alpha=0.0)),
+    "invscaling": ("classifier", "multiclass", dict(solver="sgd", learning_rate="invscaling",
+                                                    learning_rate_init=0.2)),
+    "adaptive": ("classifier", "multiclass", dict(solver="sgd", learning_rate="adaptive",
+                                                  tol=10.0, n_iter_no_change=1)),
+    "regressor-adam": ("regressor", "one", dict(solver="adam", alpha=0.01,
+                                                learning_rate_init=0.01)),
+    "regressor-2-outputs-sgd": ("regressor", "two", dict(solver="sgd", alpha=0.01,
+                                                         learning_rate_init=0.01)),
+    "early-stopping": ("classifier", "binary", dict(early_stopping=True, tol=1e-3,
+                                                    n_iter_no_change=2,
+                                                    learning_rate_init=0.05)),
+}
+
+
+def compiled_case_data(targets):
+    if targets == "multilabel":
+        return make_multilabel_classification(n_samples=120, n_features=8, n_classes=4,
+                                              random_state=0)
+    if targets in ("one", "two"):
+        return regression(n=200, outputs=1 if targets == "one" else 2)
+    return classification(n=140, classes=2 if targets == "binary" else 3)
+
+
+def fit_on_both_paths(monkeypatch, backend, make, fit):
+    """(estimator trained through the compiled loop, through the per-layer path); asserts
+    that the first did call the backend's train_steps and the second did not."""
+    module = fastnn.backends.load_backend(backend)
+    real, calls = module.train_steps, []
+
+    def counted(*args):
+        calls.append(args[2:4])
+        return real(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "train_steps", counted)
+        compiled = fit(make())
+        assert calls, "the compiled loop did not train"
+        del calls[:]
+        patch.setattr(plan_module, "unsupported", lambda model: "the per-layer path (test)")
+        per_layer = fit(make())
+        assert not calls
+    return compiled, per_layer
+
+
+def assert_same_model(compiled, per_layer, rtol, atol):
+    assert compiled.n_iter_ == per_layer.n_iter_ and compiled.t_ == per_layer.t_
+    np.testing.assert_allclose(compiled.loss_curve_, per_layer.loss_curve_, rtol=rtol)
+    for a, b in zip(compiled.coefs_ + compiled.intercepts_,
+                    per_layer.coefs_ + per_layer.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case", list(COMPILED_CASES))
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_the_compiled_loop_trains_as_the_per_layer_path(monkeypatch, backend, case):
+    kind, targets, params = COMPILED_CASES[case]
+    x, y = compiled_case_data(targets)
+    estimator = {"classifier": MLPClassifier, "regressor": MLPRegressor}[kind]
+
+    def make():
+        return estimator(hidden_layer_sizes=(9, 6), batch_size=32, max_iter=8, shuffle=False,
+                         random_state=1, dtype="float64", backend=backend, **params)
+
+    compiled, per_layer = fit_on_both_paths(monkeypatch, backend, make,
+                                            lambda model: model.fit(x, y))
+    assert_same_model(compiled, per_layer, rtol=1e-10, atol=1e-12)
+    if params.get("early_stopping"):
+        np.testing.assert_allclose(compiled.validation_scores_, per_layer.validation_scores_)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_the_compiled_loop_trains_float32_shuffled_dropout_and_partial_fit(monkeypatch, backend,
+                                                                           solver):
+    x, y = classification(n=150)
+
+    def make():
+        return MLPClassifier(hidden_layer_sizes=(16,), solver=solver, alpha=0.01, batch_size=16,
+                             max_iter=3, random_state=0, dropout=0.2, backend=backend)
+
+    compiled, per_layer = fit_on_both_paths(monkeypatch, backend, make,
+                                            lambda model: model.fit(x, y))
+    assert compiled.coefs_[0].dtype == np.float32
+    assert_same_model(compiled, per_layer, rtol=1e-5, atol=1e-6)
+
+    def partial_fits(model):
+        for start in (0, 50, 100):
+            model.partial_fit(x[start:start + 50], y[start:start + 50], classes=[0, 1, 2])
+        return model
+
+    compiled, per_layer = fit_on_both_paths(monkeypatch, backend, make, partial_fits)
+    assert compiled.t_ == 150
+    assert_same_model(compiled, per_layer, rtol=1e-5, atol=1e-6)
+
+
+def test_the_plan_reads_compiled_as_from_the_class_body_only():
+    """A subclass of a described loss, optimizer or layer may compute anything: the plan
+    refuses it (per-layer path) instead of inheriting the description."""
+    from fastnn.sklearn import _HalfSquaredError, _Penalty, _PenalizedDense, _SklearnAdam
+
+    class MyLoss(_HalfSquaredError):
+        pass
+
+    class MyAdam(_SklearnAdam):
+        pass
+
+    class MyDense(_PenalizedDense):
+        pass
+
+    penalty = _Penalty(0.1)
+
+    def model(layer=_PenalizedDense, loss=_HalfSquaredError, optimizer=_SklearnAdam):
+        network = fastnn.Sequential([layer(2, "identity", penalty)], dtype="float64")
+        network.build(3)
+        network.compile(optimizer(0.01, 0.9, 0.999, 1e-8, penalty), loss())
+        return network
+
+    assert plan_module.unsupported(model()) is None
+    assert "MyLoss" in plan_module.unsupported(model(loss=MyLoss))
+    assert "MyAdam" in plan_module.unsupported(model(optimizer=MyAdam))
+    assert "MyDense" in plan_module.unsupported(model(layer=MyDense))
+    plan = plan_module.build(model(), (np.zeros((4, 3)), np.zeros((4, 2)), None), 4, 0,
+                             counter_rng.StepClock())
+    plan.refresh(0)
+    assert plan.hyper[plan_module.H_L2] == 0.1
+    assert plan.config[plan_module.C_EPS_UNCORRECTED] == 1
+    assert plan.hyper[plan_module.H_LOSS_SCALE] == 0.5
+    assert plan.hyper[plan_module.H_GRAD_SCALE] == 1.0  # 2 outputs / 2
