@@ -13,7 +13,11 @@ semantics of PyTorch's DistributedDataParallel and Horovod:
 * each step's gradients, a mean over the rank's batch, are summed by one in-place
   ``Allreduce`` of the model's flat gradient buffer and divided by ``size``: with equal
   batches on every rank that is the mean over the global batch, so ``size`` ranks at batch
-  ``B`` train like one process at batch ``size * B`` (tests/test_distributed.py checks it);
+  ``B`` train like one process at batch ``size * B`` (tests/test_distributed.py checks it).
+  With the compiled training loop (fastnn.plan) a step is one backend call for forward and
+  backward (MODE_GRADIENTS), the Allreduce, and one call for the update (MODE_APPLY): the
+  weights are those of the per-layer path bit for bit. A non-finite loss on any rank travels
+  in that same Allreduce (as a NaN gradient) and stops every rank at the same step;
 * the loss and metrics of each epoch, and the validation data (split ``r::size`` across
   ranks, no row twice), are summed across ranks exactly, so History, callbacks and the
   progress line see the global figures on every rank; only rank 0 prints and only rank 0
@@ -237,12 +241,49 @@ class DataParallel:
         self.comm.allreduce_sum(self._scalar)
         return self._scalar[0] == 0.0
 
-    def average_gradients(self, gradients: np.ndarray) -> None:
-        """Mean of every rank's gradient buffer, in place (one Allreduce)."""
+    def average_gradients(self, gradients: np.ndarray, finite: bool = True) -> bool:
+        """Mean of every rank's gradient buffer, in place (one Allreduce).
+
+        finite: False on a rank whose loss was not finite: it sends NaN as its first
+        gradient, which the sum carries to every rank. Returns whether the first reduced
+        gradient is finite: False on every rank when any rank's loss (or first gradient) was
+        not, so that all ranks stop at the same step without a second collective.
+        """
         started = time.perf_counter()
+        if not finite:
+            gradients.flat[0] = np.nan
         self.comm.allreduce_sum(gradients)
         gradients *= gradients.dtype.type(1.0 / self.comm.size)
         DataParallel.allreduce_seconds += time.perf_counter() - started
+        return bool(np.isfinite(gradients.flat[0]))
+
+    def train_steps(self, backend, plan, order: np.ndarray, first_step: int, steps: int,
+                    stats: np.ndarray) -> int:
+        """``backend.train_steps`` (the compiled loop; see the contract) with each step split
+        around the gradients' mean across the ranks: a MODE_GRADIENTS call (forward, loss and
+        backward of the step, gradients left in ``plan.grads``), :meth:`average_gradients`
+        (one in-place Allreduce), then a MODE_APPLY call (the optimizer's update alone).
+
+        Returns the steps done, the same on every rank: a step whose loss is not finite on
+        any rank is done by none (its stats row holds this rank's loss). The plan's mode is
+        restored on return.
+        """
+        from .plan import C_MODE, MODE_APPLY, MODE_GRADIENTS
+        config = plan.config
+        mode = int(config[C_MODE])
+        unused_stats = np.zeros((1, 2), np.float64)  # MODE_APPLY writes none
+        try:
+            for s in range(steps):
+                step = first_step + s
+                config[C_MODE] = MODE_GRADIENTS
+                done = backend.train_steps(plan, order, step, 1, stats[s:s + 1])
+                if not self.average_gradients(plan.grads, finite=done == 1):
+                    return s
+                config[C_MODE] = MODE_APPLY
+                backend.train_steps(plan, order, step, 1, unused_stats)
+        finally:
+            config[C_MODE] = mode
+        return steps
 
     def sum_totals(self, values) -> np.ndarray:
         """Exact sums across ranks of a few float64 totals (loss * rows, rows, correct)."""

@@ -207,8 +207,8 @@ class Sequential:
 
     def _compiled(self, data: Data, parallel=None) -> bool:
         """Whether the compiled loop runs this model on ``data``: the plan supports the
-        model, no row weights, and a single process (under MPI each step's gradients are
-        averaged between the backward pass and the update, on the per-layer path)."""
+        model, no row weights, and, given ``parallel`` (evaluation under MPI, whose sums
+        are reduced across the ranks on the per-layer path), a single process."""
         return (self.compiled_loop and parallel is None and data[3] is None
                 and plan_module.unsupported(self) is None)
 
@@ -318,8 +318,8 @@ class Sequential:
         samples = len(order)
         batch = inputs.batch_size(batch_size, samples)
         plan = schedule = None
-        if self._compiled(data, parallel):
-            plan = plan_module.build(self, data, batch, dropout_seed, clock)
+        if self._compiled(data):  # under MPI: gradients, their Allreduce, the update
+            plan = plan_module.build(self, data, batch, dropout_seed, clock, rows=samples)
             steps = plan.steps
         else:
             schedule = self._schedule(data, batch, True, order, self.loss)
@@ -346,7 +346,8 @@ class Sequential:
             bar = EpochBar(epoch, epochs, samples, totals.logs, verbose) if verbose else None
             try:
                 if plan is not None:
-                    self._train_epoch_compiled(plan, order, totals, bar, epoch, hooks)
+                    self._train_epoch_compiled(plan, order, totals, bar, epoch, hooks,
+                                               parallel)
                 else:
                     self._train_epoch(schedule, totals, bar, epoch, hooks, clock, parallel)
                 logs = totals.reduced(parallel).logs()
@@ -410,10 +411,12 @@ class Sequential:
 
     def _train_epoch_compiled(self, plan, order: np.ndarray, totals: Totals,
                               bar: Optional[EpochBar], epoch: int,
-                              hooks: Optional[CallbackList]) -> None:
+                              hooks: Optional[CallbackList],
+                              parallel: Optional[distributed.DataParallel] = None) -> None:
         """One pass of training steps through the backend's ``train_steps``, in chunks of
         about CHUNK_SECONDS (one step per chunk, with the hooks around it, when a callback
-        has per-batch hooks); ends early when ``stop_training`` is set."""
+        has per-batch hooks); ends early when ``stop_training`` is set. Under MPI
+        (``parallel``) each step's gradients are averaged across the ranks before its update."""
         step, stats = 0, plan.stats
         batch_hooks = hooks is not None and hooks.batch_hooks("train")
         chunk = 1 if batch_hooks else plan.chunk
@@ -425,7 +428,11 @@ class Sequential:
             plan.refresh(epoch)
             began = time.perf_counter()
             try:
-                done = backend.train_steps(plan, order, step, count, stats[step:step + count])
+                if parallel is None:
+                    done = backend.train_steps(plan, order, step, count, stats[step:step + count])
+                else:
+                    done = parallel.train_steps(backend, plan, order, step, count,
+                                                stats[step:step + count])
             finally:
                 plan.finish()
             elapsed = time.perf_counter() - began

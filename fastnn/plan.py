@@ -59,10 +59,11 @@ OPTIMIZER_SGD, OPTIMIZER_ADAM = range(2)
 METRIC_NONE, METRIC_CLASSES, METRIC_FLAGS = range(3)
 
 #: Modes (config[C_MODE]): training steps, or evaluation (forward and loss only, dropout off,
-#: nothing updated, a non-finite loss counted like any other). Reserved, not yet run by every
-#: backend: MODE_GRADIENTS (forward, loss and backward of one step, the gradients left in
-#: ``grads``, nothing updated: data-parallel training reduces them between the two calls),
-#: MODE_APPLY (the optimizer's update alone, from ``grads``) and MODE_PREDICT (forward only).
+#: nothing updated, a non-finite loss counted like any other); MODE_GRADIENTS (forward, loss
+#: and backward of one step, the gradients left in ``grads``, nothing updated: data-parallel
+#: training reduces them between the two calls) and MODE_APPLY (the optimizer's update alone,
+#: from ``grads``, Adam's step counted). Reserved, not yet run by every backend: MODE_PREDICT
+#: (forward only).
 MODE_TRAIN, MODE_EVALUATE, MODE_GRADIENTS, MODE_APPLY, MODE_PREDICT = range(5)
 
 #: Entries of config. C_EPS_UNCORRECTED: 1 when Adam adds eps to the uncorrected
@@ -156,10 +157,10 @@ class TrainingPlan:
     """
 
     def __init__(self, model, data, batch: int, seed: int, clock: counter_rng.StepClock,
-                 mode: int = MODE_TRAIN):
+                 mode: int = MODE_TRAIN, rows: Optional[int] = None):
         x, targets, labels = data[:3]
         dtype, layers = model.dtype, model.layers
-        samples, outputs = len(x), model.output_units
+        samples, outputs = len(x) if rows is None else rows, model.output_units
         self.model, self.dtype, self.batch, self.samples = model, dtype, batch, samples
         self.clock = clock  # the layers' clock, which the reference loop advances
         self.layer_ints = np.zeros((len(layers), LAYER_INTS), np.int64)
@@ -196,7 +197,8 @@ class TrainingPlan:
         config[C_OPTIMIZER] = _code(model.optimizer, _OPTIMIZER_CODES)
         config[C_BATCH], config[C_SAMPLES] = batch, samples
         config[C_FEATURES], config[C_OUTPUTS] = x.shape[1], outputs
-        config[C_GATHER] = batch < samples  # a single full batch reads the data in place
+        # a single full batch of all the data reads it in place
+        config[C_GATHER] = batch < samples or samples < len(x)
         config[C_MODE] = mode
         self.state1, self.state2 = model.optimizer.flat_state()
         # The data, and the batch buffers the rows are gathered into.
@@ -290,8 +292,9 @@ def _flags(targets: np.ndarray, outputs: int) -> np.ndarray:
 
 
 def build(model, data, batch: int, seed: int, clock: counter_rng.StepClock,
-          mode: int = MODE_TRAIN) -> TrainingPlan:
+          mode: int = MODE_TRAIN, rows: Optional[int] = None) -> TrainingPlan:
     """The plan of training (or, with MODE_EVALUATE, evaluating) ``model`` on the checked
     ``data`` (x, targets, metric labels) in batches of ``batch`` rows, dropout keyed by
-    ``seed``; check :func:`unsupported` first."""
-    return TrainingPlan(model, data, batch, seed, clock, mode)
+    ``seed``; check :func:`unsupported` first. rows: the rows of ``order`` an epoch runs
+    over (a rank's shard under MPI), all of the data's by default."""
+    return TrainingPlan(model, data, batch, seed, clock, mode, rows)

@@ -246,7 +246,7 @@ enum {
     FASTNN_C_OUTPUTS = 8, FASTNN_C_GATHER = 9, FASTNN_C_EPOCH = 10, FASTNN_C_ADAM_STEP = 11,
     FASTNN_C_MODE = 12, FASTNN_C_EPS_UNCORRECTED = 13, FASTNN_CONFIG_SIZE = 14,
     /* modes: training steps; evaluation (forward, loss and metric only, dropout off);
-     * reserved (plan.py): gradients only, the update only, forward only */
+     * gradients only, the update only (see fastnn_train_steps); reserved: forward only */
     FASTNN_MODE_TRAIN = 0, FASTNN_MODE_EVALUATE = 1, FASTNN_MODE_GRADIENTS = 2,
     FASTNN_MODE_APPLY = 3, FASTNN_MODE_PREDICT = 4,
     /* entries of hyper */
@@ -275,6 +275,7 @@ typedef struct {
     uint8_t *flags_batch;
     void *acts, *dacts, *masks;  /* layer outputs, their gradients, dropout masks */
     void *row_loss;              /* (batch,) */
+    int64_t params_size;         /* elements of params, grads (and the optimizer's state) */
 } fastnn_train_plan;
 
 /* Training steps first_step .. first_step + steps - 1 of the epoch config[C_EPOCH]: step s
@@ -282,7 +283,11 @@ typedef struct {
  * gets each step's mean loss and correct count. Returns the steps done: fewer than `steps`
  * when a loss was not finite (that step's loss is in stats, its update not applied) or when
  * scratch memory ran out (*status = FASTNN_OUT_OF_MEMORY; the weights may be part-updated).
- * In FASTNN_MODE_EVALUATE the steps only evaluate (nothing is updated, every step is done). */
+ * In FASTNN_MODE_EVALUATE the steps only evaluate (nothing is updated, every step is done).
+ * Data-parallel training splits a step in two calls of one step each: FASTNN_MODE_GRADIENTS
+ * (forward, loss and backward: gradients in grads, nothing updated; 0 when the loss was not
+ * finite), then FASTNN_MODE_APPLY (the optimizer's update alone from grads, Adam's step
+ * counted; no data read, stats not written). */
 int64_t fastnn_train_steps_f32(const fastnn_train_plan *plan, const int64_t *order,
                                int64_t first_step, int64_t steps, double *stats, int *status);
 int64_t fastnn_train_steps_f64(const fastnn_train_plan *plan, const int64_t *order,

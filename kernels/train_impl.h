@@ -99,6 +99,10 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     int status = FASTNN_OK;
     const T *input = x;
     int64_t params_size = 0;
+    if (config[FASTNN_C_MODE] == FASTNN_MODE_APPLY) {  /* the update alone, from grads */
+        params_size = p->params_size;
+        goto update;
+    }
     for (int64_t l = 0; l < layers; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         const double *lr = reals + l * FASTNN_LAYER_REALS;
@@ -181,7 +185,8 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
             for (int64_t e = 0; e < n * m; e++) din[e] = dout[e] * mask[e];
         }
     }
-    /* the optimizer, over all parameters at once (its steps are element-wise) */
+    if (config[FASTNN_C_MODE] == FASTNN_MODE_GRADIENTS) return 1;  /* grads left for the caller */
+update:  /* the optimizer, over all parameters at once (its steps are element-wise) */
     if (hyper[FASTNN_H_L2] != 0 || config[FASTNN_C_EPS_UNCORRECTED]) {
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
          * eps on sqrt(v) (optimizer_range); one call per weight matrix and per bias */
@@ -213,11 +218,13 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
                                int64_t first_step, int64_t steps, double *stats, int *status) {
     int64_t batch = plan->config[FASTNN_C_BATCH], samples = plan->config[FASTNN_C_SAMPLES];
     int gather = plan->config[FASTNN_C_GATHER] != 0;
+    int64_t mode = plan->config[FASTNN_C_MODE];
     *status = FASTNN_OK;
     for (int64_t s = 0; s < steps; s++) {
         int64_t step = first_step + s, start = step * batch;
         int64_t n = fastnn_min(batch, samples - start);
-        int done = FN(train_step)(plan, gather ? order + start : NULL, n, step, stats + 2 * s);
+        int done = FN(train_step)(plan, gather && mode != FASTNN_MODE_APPLY ? order + start : NULL,
+                                  n, step, stats + 2 * s);
         if (done < 0) *status = FASTNN_OUT_OF_MEMORY;
         if (done <= 0) return s;
     }

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import distributed
+from fastnn import SGD, Adam, Dense, Dropout, Sequential, counter_rng, distributed
+from fastnn import plan as plan_module
+
+from conftest import BACKENDS, DTYPES
 
 sys.path.insert(0, str(Path(__file__).parent / "mpi"))
 from job import make_data, make_model  # noqa: E402
@@ -52,6 +55,8 @@ def test_two_ranks_at_batch_b_train_like_one_process_at_2b(tmp_path, backend, op
     assert done.returncode == 0, done.stderr
     result = np.load(out)
     assert int(result["size"]) == 2
+    # the compiled loop trained: every step as gradients, Allreduce, update
+    assert int(result["split_steps"]) == epochs * -(-rows // 2 // batch)
     x, y, x_val, y_val = make_data(rows)
     with fastnn.use_backend(backend):
         model = make_model(optimizer)
@@ -68,6 +73,33 @@ def test_two_ranks_at_batch_b_train_like_one_process_at_2b(tmp_path, backend, op
     saved = fastnn.load_model(str(out) + ".model.npz")
     for index, weight in enumerate(saved.get_weights()):
         np.testing.assert_array_equal(weight, result[f"weight_{index}"])
+
+
+@pytest.mark.parametrize("backend", ["c", "numba"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_two_ranks_train_the_same_with_the_compiled_loop_and_the_per_layer_path(
+        tmp_path, backend, optimizer):
+    """Both paths make the same kernel calls and one Allreduce of the same gradient buffer
+    a step, so the weights and the accuracies agree bit for bit; the training loss to 1e-6
+    (the compiled loop sums each batch's float32 row losses in float64, the per-layer path
+    in float32; test_compiled_loop.py states the same)."""
+    if backend not in fastnn.available_backends():
+        pytest.fail(f"backend {backend} is not available here")
+    rows, batch, epochs = 200, 16, 3  # 100 rows a rank: a short last batch
+    done, out, _ = run_job(tmp_path, backend, optimizer, rows, batch, epochs, "compare")
+    assert done.returncode == 0, done.stderr
+    result = np.load(out)
+    assert int(result["split_steps"]) == epochs * 7
+    assert int(result["per_layer_split_steps"]) == 0
+    names = [name for name in result.files if name.startswith(("history_", "weight_"))]
+    assert len(names) == 4 + 4  # loss, accuracy, val_loss, val_accuracy; 2 Dense layers
+    for name in names:
+        if name == "history_loss":
+            np.testing.assert_allclose(result[name], result[f"per_layer_{name}"], rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(result[name], result[f"per_layer_{name}"],
+                                          err_msg=name)
+    assert result["history_loss"][-1] < result["history_loss"][0]  # it trained
 
 
 def test_rows_that_do_not_split_evenly_never_hang_and_metrics_count_exactly(tmp_path):
@@ -131,3 +163,165 @@ def test_bad_thread_count_variable_names_it(monkeypatch):
     monkeypatch.setenv("FASTNN_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="FASTNN_NUM_THREADS.*'zero'"):
         distributed.threads_per_rank(distributed.Communicator())
+
+
+# -- the compiled loop's split step (MODE_GRADIENTS, then MODE_APPLY), in one process --------
+
+SPLIT_OPTIMIZERS = {
+    "sgd": lambda: SGD(0.05),
+    "sgd-nesterov-decay": lambda: SGD(0.05, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "adam": lambda: Adam(0.01, weight_decay=0.001),
+}
+
+
+def split_plan(optimizer, dtype, rows=53, batch=16):
+    """A plan of a small dropout model on random data (53 rows: a short last batch)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, 5))
+    labels = (x[:, :3] + 0.3 * rng.standard_normal((rows, 3))).argmax(axis=1)
+    model = Sequential([Dense(7, "tanh", input_dim=5), Dropout(0.25), Dense(6, "relu"),
+                        Dense(3, "softmax")], dtype=dtype, seed=1)
+    model.compile(SPLIT_OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    clock = counter_rng.StepClock()
+    for position, layer in enumerate(model.layers):
+        layer.set_random(99, position, clock)
+    model.build(5)
+    plan = plan_module.build(model, model._prepare(x, labels), batch, 99, clock)
+    return model, plan, rng.permutation(rows)
+
+
+def run_steps(backend, plan, model, order, epochs, split):
+    """Train ``epochs`` epochs a step per call, as one MODE_TRAIN call per step or as a
+    MODE_GRADIENTS and a MODE_APPLY call per step (checking what each leaves alone); returns
+    the stats and each step's gradients."""
+    stats, grads = np.zeros((epochs, plan.steps, 2)), []
+    with fastnn.use_backend(backend) as module:
+        for epoch in range(epochs):
+            for step in range(plan.steps):
+                plan.refresh(epoch)
+                row = stats[epoch, step:step + 1]
+                if not split:
+                    assert module.train_steps(plan, order, step, 1, row) == 1
+                else:
+                    before = [plan.params.copy(), plan.state1.copy(), plan.state2.copy(),
+                              int(plan.config[plan_module.C_ADAM_STEP])]
+                    plan.config[plan_module.C_MODE] = plan_module.MODE_GRADIENTS
+                    assert module.train_steps(plan, order, step, 1, row) == 1
+                    after = [plan.params, plan.state1, plan.state2,
+                             int(plan.config[plan_module.C_ADAM_STEP])]
+                    for old, new in zip(before, after):  # nothing updated
+                        np.testing.assert_array_equal(old, new)
+                    computed = plan.grads.copy()
+                    plan.config[plan_module.C_MODE] = plan_module.MODE_APPLY
+                    untouched = np.full((1, 2), -7.0)
+                    assert module.train_steps(plan, order, step, 1, untouched) == 1
+                    np.testing.assert_array_equal(untouched, -7.0)  # no stats written
+                    np.testing.assert_array_equal(plan.grads, computed)  # grads only read
+                    plan.config[plan_module.C_MODE] = plan_module.MODE_TRAIN
+                plan.finish()
+                grads.append(plan.grads.copy())
+    return stats, grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("optimizer", sorted(SPLIT_OPTIMIZERS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_then_apply_equal_train_steps_bit_for_bit(backend, optimizer, dtype):
+    results = {}
+    for split in (False, True):
+        model, plan, order = split_plan(optimizer, dtype)
+        stats, grads = run_steps(backend, plan, model, order, 2, split)
+        results[split] = (stats, grads, model.get_weights(), plan.state1.copy(),
+                          plan.state2.copy(), getattr(model.optimizer, "steps", None))
+    (stats, grads, weights, m, v, count), split = results[False], results[True]
+    np.testing.assert_array_equal(split[0], stats)
+    for expected, got in zip(grads, split[1]):
+        np.testing.assert_array_equal(got, expected)
+    for expected, got in zip(weights, split[2]):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(split[3], m)
+    np.testing.assert_array_equal(split[4], v)
+    assert split[5] == count  # Adam's step count advanced by MODE_APPLY alone
+    assert count in (None, 2 * 4)
+    assert not np.array_equal(weights[0], split_plan(optimizer, dtype)[0].get_weights()[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_of_a_non_finite_loss_are_not_done_and_update_nothing(backend):
+    model, plan, order = split_plan("adam", np.float32)
+    plan.x[order[16:32]] = np.nan  # the second step's rows
+    before = model.get_weights()
+    stats = np.zeros((1, 2))
+    plan.config[plan_module.C_MODE] = plan_module.MODE_GRADIENTS
+    with fastnn.use_backend(backend) as module:
+        assert module.train_steps(plan, order, 0, 1, stats) == 1
+        assert np.isfinite(stats[0, 0])
+        assert module.train_steps(plan, order, 1, 1, stats) == 0
+    assert np.isnan(stats[0, 0])
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+class LoopbackCommunicator(distributed.Communicator):
+    """Two ranks seen from rank 0: the other rank's buffers are given by ``peer``."""
+
+    rank, size, local_size = 0, 2, 2
+
+    def __init__(self, peer):
+        self.peer, self.calls = peer, 0
+
+    def allreduce_sum(self, buffer):
+        self.calls += 1
+        buffer += self.peer(buffer)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_data_parallel_steps_are_gradients_allreduce_apply(backend):
+    """With a peer rank that sends the same gradients, the mean is those gradients exactly
+    (2g / 2), so DataParallel.train_steps gives the weights of train_steps bit for bit, with
+    one Allreduce a step."""
+    weights, stats = [], []
+    comm = LoopbackCommunicator(lambda buffer: buffer.copy())
+    for parallel in (None, distributed.DataParallel(comm)):
+        model, plan, order = split_plan("adam", np.float32)
+        plan.refresh(0)
+        with fastnn.use_backend(backend) as module:
+            if parallel is None:
+                assert module.train_steps(plan, order, 0, plan.steps, plan.stats) == plan.steps
+            else:
+                assert parallel.train_steps(module, plan, order, 0, plan.steps,
+                                            plan.stats) == plan.steps
+                assert plan.config[plan_module.C_MODE] == plan_module.MODE_TRAIN
+        plan.finish()
+        weights.append(model.get_weights())
+        stats.append(plan.stats.copy())
+    assert comm.calls == 4 and weights[1][0].size
+    np.testing.assert_array_equal(stats[1], stats[0])
+    for expected, got in zip(*weights):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_non_finite_loss_on_another_rank_stops_this_one_at_the_same_step(backend):
+    """The peer's loss is not finite at the third step: it sends NaN gradients, and this
+    rank does two steps, its weights left as after them."""
+    def peer(buffer):
+        sent = buffer.copy()
+        if comm.calls == 3:
+            sent.flat[0] = np.nan
+        return sent
+
+    comm = LoopbackCommunicator(peer)
+    model, plan, order = split_plan("sgd-nesterov-decay", np.float32)
+    reference, reference_plan, _ = split_plan("sgd-nesterov-decay", np.float32)
+    plan.refresh(0)
+    reference_plan.refresh(0)
+    with fastnn.use_backend(backend) as module:
+        done = distributed.DataParallel(comm).train_steps(module, plan, order, 0, 4,
+                                                          plan.stats)
+        assert module.train_steps(reference_plan, order, 0, 2, reference_plan.stats) == 2
+    assert done == 2
+    assert np.isfinite(plan.stats[2, 0])  # this rank's own loss was finite
+    for expected, got in zip(reference.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, expected)

@@ -353,6 +353,7 @@ def _plan_struct(plan):
         setattr(struct, name, pointer(getattr(plan, name), _LABELS))
     struct.flags = pointer(plan.flags, "uint8_t[]")
     struct.flags_batch = pointer(plan.flags_batch, "uint8_t[]")
+    struct.params_size = plan.params.size
     if plan.classes is plan.labels:  # sparse labels serve as metric labels too
         struct.classes = struct.labels
     cached = plan.cache[NAME] = (k.train_steps, struct, keep, ffi.new("int *"))

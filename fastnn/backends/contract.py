@@ -300,6 +300,12 @@ class Backend(Protocol):
         row holds the loss, and nothing is updated, so fewer than ``steps`` are done.
         With ``config[C_MODE]`` MODE_EVALUATE the steps evaluate only: forward (dropout
         off), loss and correct count, no update, every step done (``evaluate``'s path).
+        Data-parallel training (:mod:`fastnn.distributed`) splits each step in two calls of
+        ``steps=1``: MODE_GRADIENTS runs forward, loss and backward (stats written; 0 steps
+        done when the loss is not finite) and leaves the gradients in ``plan.grads``, nothing
+        updated; MODE_APPLY runs the optimizer's update alone from ``plan.grads`` (Adam's
+        step count advanced), reading no data and writing no stats. The two in turn give
+        the weights of MODE_TRAIN bit for bit.
         The weights, gradients and optimizer state equal those of the same steps run with
         this backend's per-layer kernels (the numpy backend runs exactly those calls).
         Raises MemoryError when scratch memory cannot be had.

@@ -62,7 +62,14 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
     batch, samples = plan.batch, plan.samples
     gather = bool(plan.config[plan_module.C_GATHER])
     epoch = int(plan.config[plan_module.C_EPOCH])
-    training = plan.config[plan_module.C_MODE] == plan_module.MODE_TRAIN
+    mode = plan.config[plan_module.C_MODE]
+    training = mode in (plan_module.MODE_TRAIN, plan_module.MODE_GRADIENTS)
+    if mode == plan_module.MODE_APPLY:  # the update alone, from grads
+        for _ in range(steps):
+            optimizer.step(kernels)
+            if hasattr(optimizer, "steps"):
+                plan.config[plan_module.C_ADAM_STEP] = optimizer.steps
+        return steps
     sources = (plan.x, plan.labels, plan.targets, plan.classes, plan.flags)
     buffers = (plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
                plan.flags_batch)
@@ -106,6 +113,8 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
             layers[position].backward(kernels, inputs[position], inputs[position + 1],
                                       plan.layer_output(position, rows, gradient=True),
                                       input_grad, _rows(scratch.layers[position], rows))
+        if mode == plan_module.MODE_GRADIENTS:
+            continue  # the gradients stay in grads (data-parallel training reduces them)
         optimizer.step(kernels)
         if hasattr(optimizer, "steps"):
             plan.config[plan_module.C_ADAM_STEP] = optimizer.steps

@@ -1,9 +1,12 @@
 """Run by tests/test_distributed.py under ``mpiexec -n 2``: one data-parallel job per call.
 
-usage: worker.py OUT.npz BACKEND OPTIMIZER ROWS BATCH EPOCHS [raise]
-Trains the model of tests/mpi/job.py on its data and rank 0 saves the History and the final
-weights to OUT.npz (through Sequential.save's rank-0 rule for the model file OUT.model.npz).
-With "raise", rank 1's callback raises at its first epoch end.
+usage: worker.py OUT.npz BACKEND OPTIMIZER ROWS BATCH EPOCHS [raise | per-layer | compare]
+Trains the model of tests/mpi/job.py on its data and rank 0 saves the History, the final
+weights and the steps the compiled loop ran split around the Allreduce to OUT.npz (through
+Sequential.save's rank-0 rule for the model file OUT.model.npz). With "raise", rank 1's
+callback raises at its first epoch end; with "per-layer" the per-layer path trains
+(compiled_loop False); with "compare" both train, the per-layer run's figures saved under
+names prefixed "per_layer_".
 """
 
 import sys
@@ -17,10 +20,22 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from job import make_data, make_model  # noqa: E402
 
 out, backend, optimizer, rows, batch, epochs = sys.argv[1:7]
-raise_on_rank_1 = len(sys.argv) > 7 and sys.argv[7] == "raise"
+option = sys.argv[7] if len(sys.argv) > 7 else ""
 fastnn.set_backend(backend)
 x, y, x_val, y_val = make_data(int(rows))
-model = make_model(optimizer)
+
+# count the steps that ran as gradients call, Allreduce, apply call
+split_steps = [0]
+train_steps = distributed.DataParallel.train_steps
+
+
+def counted(self, *args):
+    done = train_steps(self, *args)
+    split_steps[0] += done
+    return done
+
+
+distributed.DataParallel.train_steps = counted
 
 
 class Fail(fastnn.Callback):
@@ -29,12 +44,24 @@ class Fail(fastnn.Callback):
             raise RuntimeError("a callback failed on rank 1")
 
 
-history = model.fit(x, y, epochs=int(epochs), batch_size=int(batch), seed=3, verbose=0,
-                    validation_data=(x_val, y_val),
-                    callbacks=[Fail()] if raise_on_rank_1 else None)
-model.save(out + ".model.npz")
+def train(compiled: bool, prefix: str = "") -> dict:
+    model = make_model(optimizer)
+    model.compiled_loop = compiled
+    split_steps[0] = 0
+    history = model.fit(x, y, epochs=int(epochs), batch_size=int(batch), seed=3, verbose=0,
+                        validation_data=(x_val, y_val),
+                        callbacks=[Fail()] if option == "raise" else None)
+    if not prefix:
+        model.save(out + ".model.npz")
+    return {f"{prefix}split_steps": split_steps[0],
+            **{f"{prefix}history_{key}": np.array(value)
+               for key, value in history.history.items()},
+            **{f"{prefix}weight_{i}": w for i, w in enumerate(model.get_weights())}}
+
+
+results = train(option != "per-layer")
+if option == "compare":
+    results.update(train(False, "per_layer_"))
 if distributed.is_main():
     np.savez(out, size=distributed.size(), threads=fastnn.get_num_threads()[backend]
-             if backend != "numpy" else 1,
-             **{f"history_{key}": np.array(value) for key, value in history.history.items()},
-             **{f"weight_{i}": w for i, w in enumerate(model.get_weights())})
+             if backend != "numpy" else 1, **results)

@@ -205,6 +205,54 @@ def rows_of(flat, offset, rows, units):
 
 
 @njit(cache=True, error_model="numpy")
+def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits):
+    """The optimizer's step over all parameters at once (its steps are element-wise), from
+    grads, for a batch of n rows; advances Adam's step count in config."""
+    params_size = params.size
+    parallel = threads > 1 and params_size >= limits[PARALLEL_MIN_ELEMENTS]
+    lr, decay = hyper[H_LR], hyper[H_WEIGHT_DECAY]
+    if hyper[H_L2] != 0.0 or config[C_EPS_UNCORRECTED]:
+        # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone,
+        # Adam's eps on sqrt(v) (optimizer_range); one call per weight matrix, per bias
+        adam_step = 0
+        if config[C_OPTIMIZER] != OPTIMIZER_SGD:
+            config[C_ADAM_STEP] += 1
+            adam_step = config[C_ADAM_STEP]
+        l2 = hyper[H_L2] / n
+        for layer in range(config[C_LAYERS]):
+            if layer_ints[layer, KIND] != LAYER_DENSE:
+                continue
+            weight, bias = layer_ints[layer, WEIGHT], layer_ints[layer, BIAS]
+            size = layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
+            optimizer_range(config, hyper, params, grads, state1, state2, weight,
+                            weight + size, decay + l2, adam_step, threads, limits)
+            optimizer_range(config, hyper, params, grads, state1, state2, bias,
+                            bias + layer_ints[layer, UNITS], decay, adam_step, threads,
+                            limits)
+    elif config[C_OPTIMIZER] == OPTIMIZER_SGD:
+        momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
+        if state1.size == 0:
+            if parallel:
+                sgd_parallel(params, grads, None, lr, momentum, nesterov, decay, threads)
+            else:
+                sgd_range(params, grads, None, lr, momentum, nesterov, decay, 0, params_size)
+        elif parallel:
+            sgd_parallel(params, grads, state1, lr, momentum, nesterov, decay, threads)
+        else:
+            sgd_range(params, grads, state1, lr, momentum, nesterov, decay, 0, params_size)
+    else:
+        config[C_ADAM_STEP] += 1
+        adam_step = config[C_ADAM_STEP]
+        beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
+        if parallel:
+            adam_parallel(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
+                          adam_step, threads)
+        else:
+            adam_range(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
+                       adam_step, 0, params_size)
+
+
+@njit(cache=True, error_model="numpy")
 def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, state2,
                 x_data, labels_data, targets_data, classes_data, flags_data, x_batch,
                 labels_batch, targets_batch, classes_batch, flags_batch, acts, dacts, masks,
@@ -216,12 +264,14 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
     outputs, loss_kind, metric = config[C_OUTPUTS], config[C_LOSS], config[C_METRIC]
     epoch = config[C_EPOCH]
     evaluating = config[C_MODE] == MODE_EVALUATE
-    params_size = params.size
     sparse = labels_data.shape[0] > 0
     for s in range(steps):
         step = first_step + s
         start = step * batch
         n = min(batch, samples - start)
+        if config[C_MODE] == MODE_APPLY:  # the update alone, from grads
+            update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits)
+            continue
         # the batch's rows
         if config[C_GATHER]:
             index = order[start:start + n]
@@ -373,46 +423,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 for i in range(n):
                     for j in range(m):
                         dinputs[i, j] = dout[i, j] * mask[i, j]
-        # the optimizer, over all parameters at once (its steps are element-wise)
-        parallel = threads > 1 and params_size >= limits[PARALLEL_MIN_ELEMENTS]
-        lr, decay = hyper[H_LR], hyper[H_WEIGHT_DECAY]
-        if hyper[H_L2] != 0.0 or config[C_EPS_UNCORRECTED]:
-            # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone,
-            # Adam's eps on sqrt(v) (optimizer_range); one call per weight matrix, per bias
-            adam_step = 0
-            if config[C_OPTIMIZER] != OPTIMIZER_SGD:
-                config[C_ADAM_STEP] += 1
-                adam_step = config[C_ADAM_STEP]
-            l2 = hyper[H_L2] / n
-            for layer in range(layers):
-                if layer_ints[layer, KIND] != LAYER_DENSE:
-                    continue
-                weight, bias = layer_ints[layer, WEIGHT], layer_ints[layer, BIAS]
-                size = layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
-                optimizer_range(config, hyper, params, grads, state1, state2, weight,
-                                weight + size, decay + l2, adam_step, threads, limits)
-                optimizer_range(config, hyper, params, grads, state1, state2, bias,
-                                bias + layer_ints[layer, UNITS], decay, adam_step, threads,
-                                limits)
-        elif config[C_OPTIMIZER] == OPTIMIZER_SGD:
-            momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
-            if state1.size == 0:
-                if parallel:
-                    sgd_parallel(params, grads, None, lr, momentum, nesterov, decay, threads)
-                else:
-                    sgd_range(params, grads, None, lr, momentum, nesterov, decay, 0, params_size)
-            elif parallel:
-                sgd_parallel(params, grads, state1, lr, momentum, nesterov, decay, threads)
-            else:
-                sgd_range(params, grads, state1, lr, momentum, nesterov, decay, 0, params_size)
-        else:
-            config[C_ADAM_STEP] += 1
-            adam_step = config[C_ADAM_STEP]
-            beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
-            if parallel:
-                adam_parallel(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
-                              adam_step, threads)
-            else:
-                adam_range(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
-                           adam_step, 0, params_size)
+        if config[C_MODE] == MODE_GRADIENTS:
+            continue  # the gradients stay in grads (data-parallel training reduces them)
+        update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits)
     return steps
