@@ -191,7 +191,7 @@ def split_plan(optimizer, dtype, rows=53, batch=16):
     return model, plan, rng.permutation(rows)
 
 
-def run_steps(backend, plan, model, order, epochs, split):
+def run_steps(backend, plan, order, epochs, split):
     """Train ``epochs`` epochs a step per call, as one MODE_TRAIN call per step or as a
     MODE_GRADIENTS and a MODE_APPLY call per step (checking what each leaves alone); returns
     the stats and each step's gradients."""
@@ -231,7 +231,7 @@ def test_gradients_then_apply_equal_train_steps_bit_for_bit(backend, optimizer, 
     results = {}
     for split in (False, True):
         model, plan, order = split_plan(optimizer, dtype)
-        stats, grads = run_steps(backend, plan, model, order, 2, split)
+        stats, grads = run_steps(backend, plan, order, 2, split)
         results[split] = (stats, grads, model.get_weights(), plan.state1.copy(),
                           plan.state2.copy(), getattr(model.optimizer, "steps", None))
     (stats, grads, weights, m, v, count), split = results[False], results[True]
