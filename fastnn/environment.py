@@ -98,6 +98,20 @@ def omp_num_threads() -> Optional[List[int]]:
     return [int(part) for part in parts]
 
 
+#: The values of NUMBA_THREADING_LAYER that Numba knows (its documentation, "Selecting a
+#: threading layer"): a type of layer, or a layer by name.
+NUMBA_THREADING_LAYERS = ("default", "safe", "forksafe", "threadsafe", "tbb", "omp", "workqueue")
+
+
+def numba_threading_layer() -> Optional[str]:
+    """NUMBA_THREADING_LAYER: the threading layer Numba uses (fastnn picks ``omp`` when it is
+    unset); Numba reports a bad one only at the first parallel kernel, without naming it."""
+    text = _text("NUMBA_THREADING_LAYER")
+    if text is not None and text not in NUMBA_THREADING_LAYERS:
+        raise _bad("NUMBA_THREADING_LAYER", f"one of {', '.join(NUMBA_THREADING_LAYERS)}", text)
+    return text
+
+
 def folder(variable: str) -> Optional[Path]:
     """A folder named by ``variable`` (FASTNN_CACHE_DIR, FASTNN_DATA): None when unset or
     empty; ``~`` is expanded. The path must be absolute (a relative one would name another
@@ -171,6 +185,7 @@ RUN_TIME: Dict[str, Callable[[], object]] = {
     "FASTNN_DATA": _data_dir,
     "FASTNN_ISA": _isa,
     "NUMBA_NUM_THREADS": numba_num_threads,
+    "NUMBA_THREADING_LAYER": numba_threading_layer,
     "OMP_NUM_THREADS": omp_num_threads,
 }
 

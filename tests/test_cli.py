@@ -146,6 +146,7 @@ def test_a_missing_or_unknown_command_or_option_is_one_line(argv, capsys):
     ("FASTNN_ISA", "sse9"), ("FASTNN_DATA", "relative/data"),
     ("NUMBA_NUM_THREADS", "abc"), ("NUMBA_NUM_THREADS", "0"), ("NUMBA_NUM_THREADS", "99999"),
     ("OMP_NUM_THREADS", "x"), ("OMP_NUM_THREADS", "0"), ("OMP_NUM_THREADS", "2,,1"),
+    ("NUMBA_THREADING_LAYER", "fast"),
 ])
 @pytest.mark.parametrize("command", [["info"], ["train", "--epochs", "1"], ["cache", "dir"]])
 def test_a_bad_environment_variable_is_one_line_naming_it_with_exit_2(variable, value,

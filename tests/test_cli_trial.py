@@ -74,9 +74,24 @@ def test_the_library_names_a_bad_numba_num_threads_when_the_backend_loads():
 def test_good_thread_variables_are_accepted(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", str(CPUS))
     monkeypatch.setenv("OMP_NUM_THREADS", "2,1")
+    monkeypatch.setenv("NUMBA_THREADING_LAYER", "workqueue")
     assert environment.numba_num_threads() == CPUS
     assert environment.omp_num_threads() == [2, 1]
+    assert environment.numba_threading_layer() == "workqueue"
     environment.check()
+
+
+def test_a_download_interrupted_by_the_user_leaves_no_folder(monkeypatch, tmp_path):
+    from fastnn.datasets import download
+
+    def interrupted(url, remote, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("FASTNN_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(download, "_download", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fastnn.datasets.load_mnist()
+    assert os.listdir(tmp_path) == []
 
 
 # -- warnings: one line under the command ------------------------------------------------

@@ -89,7 +89,11 @@ def _make_folders(folder: Path) -> List[Path]:
     """Create ``folder`` and its missing parents; the ones created, deepest first."""
     missing = [folder, *folder.parents]
     missing = missing[:next(i for i, path in enumerate(missing) if path.exists())]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # e.g. no permission half-way: remove what was made
+        _remove_if_empty(missing)
+        raise
     return missing
 
 
@@ -158,29 +162,32 @@ def fetch(dataset: RemoteDataset, mirrors: Sequence[str] = None) -> Dict[str, Pa
     mirrors = tuple(dataset.mirrors if mirrors is None else mirrors)
     folder = data_dir() / dataset.name
     paths, made = {}, []
-    for remote in dataset.files:
-        path = folder / remote.name
-        if path.exists():
-            found = _sha256(path)
-            if found != remote.sha256:
-                raise ChecksumError(f"{path}: SHA-256 {found} is not the published "
-                                    f"{remote.sha256} of {dataset.name}'s {remote.name}; delete "
-                                    "the file to download it again")
-        else:
-            made += _make_folders(folder)
-            failures = []
-            for mirror in mirrors:
-                url = mirror + remote.name
-                try:
-                    _download(url, remote, path)
-                    break
-                except (OSError, ChecksumError, http.client.HTTPException) as exc:
-                    failures.append((url, _reason(exc)))
+    try:
+        for remote in dataset.files:
+            path = folder / remote.name
+            if path.exists():
+                found = _sha256(path)
+                if found != remote.sha256:
+                    raise ChecksumError(f"{path}: SHA-256 {found} is not the published "
+                                        f"{remote.sha256} of {dataset.name}'s {remote.name}; "
+                                        "delete the file to download it again")
             else:
-                _remove_if_empty(made)
-                raise DatasetUnavailableError(_unavailable(dataset, remote, failures, folder),
-                                              failures)
-        paths[remote.name] = path
+                made += _make_folders(folder)
+                failures = []
+                for mirror in mirrors:
+                    url = mirror + remote.name
+                    try:
+                        _download(url, remote, path)
+                        break
+                    except (OSError, ChecksumError, http.client.HTTPException) as exc:
+                        failures.append((url, _reason(exc)))
+                else:
+                    raise DatasetUnavailableError(
+                        _unavailable(dataset, remote, failures, folder), failures)
+            paths[remote.name] = path
+    except BaseException:  # offline, a bad file, Ctrl-C: no empty folder is left behind
+        _remove_if_empty(made)
+        raise
     return paths
 
 
