@@ -6,9 +6,9 @@ same kind of message as a bad argument, so the command line prints it as one
 line (see fastnn.cli). Build-time variables (CC, FASTNN_EXTRA_CFLAGS) are read
 by kernels/build_ffi.py; the folders' (FASTNN_CACHE_DIR, FASTNN_DATA) by
 fastnn.cache and fastnn.datasets through :func:`folder`; FASTNN_ISA by the C
-backend when it loads. The thread counts our dependencies read (NUMBA_NUM_THREADS,
-OMP_NUM_THREADS) are checked here too: Numba and OpenMP would ignore a malformed
-one, or fail later with a message that does not name it.
+backend when it loads. The variables our dependencies read (NUMBA_NUM_THREADS,
+NUMBA_THREADING_LAYER, OMP_NUM_THREADS) are checked here too: Numba and OpenMP
+would ignore a malformed one, or fail later with a message that does not name it.
 """
 
 from __future__ import annotations
