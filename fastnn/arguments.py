@@ -9,8 +9,9 @@ import math
 import os
 from typing import Callable, List
 
-#: The most threads an option accepts (the C kernels take a C int; Numba caps the count at
-#: its pool size, NUMBA_NUM_THREADS, which `fastnn info` and `fastnn train` show).
+#: The most threads a benchmark option accepts (fastnn bench may measure more threads than
+#: CPUs on purpose); ``fastnn train --threads`` accepts at most the CPUs of this process
+#: (:func:`threads_for_training`).
 MAX_THREADS = 1024
 
 
@@ -34,6 +35,20 @@ def int_at_least(minimum: int, maximum: int = None) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 thread_count = int_at_least(1, MAX_THREADS)
+
+
+def threads_for_training(text: str) -> int:
+    """A thread count from 1 to the CPUs this process may use (``os.sched_getaffinity``):
+    the kernels are compute-bound, so more threads than CPUs only wait for each other."""
+    from .environment import thread_count_bound, usable_cpus
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= usable_cpus():
+        raise argparse.ArgumentTypeError(f"expected {thread_count_bound()}, got {text!r}")
+    return value
 
 
 def positive_float(text: str) -> float:

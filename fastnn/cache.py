@@ -11,19 +11,24 @@ per kind of cache (the names in :data:`PARTS`), each keyed so that stale code is
   kernel sources, CPU, Numba and Python version.
 * :func:`clear`: delete fastnn's caches (``python -c "import fastnn.cache as c; c.clear()"``).
 
-Nothing here creates a folder: the code that writes a cache does, and copes with a folder it
-cannot write (see :mod:`fastnn.backends.numba_kernels`).
+Nothing here creates a folder but :func:`writable_folder`, which the code that writes a cache
+calls: it copes with a folder it cannot write (a temporary one for this process, and one
+warning line).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
 import platform
 import shutil
 import sys
+import tempfile
+import warnings
 from pathlib import Path
+from typing import List
 
 ENV_VAR = "FASTNN_CACHE_DIR"
 
@@ -31,6 +36,9 @@ ENV_VAR = "FASTNN_CACHE_DIR"
 #: A new kind of cache gets its own subfolder and its name here: ``clear`` deletes nothing else,
 #: so a ``FASTNN_CACHE_DIR`` pointing at a folder that holds other files is safe.
 PARTS = ("numba",)
+
+#: The temporary folders :func:`writable_folder` handed out in this process (removed at exit).
+_temporary: List[Path] = []
 
 _KERNEL_SOURCES = Path(__file__).resolve().parent / "backends" / "numba_kernels"
 
@@ -48,17 +56,14 @@ def cache_dir() -> Path:
             folder. (A folder that cannot be written is not an error: fastnn then keeps no
             cache, and says so once.)
     """
-    value = os.environ.get(ENV_VAR, "").strip()
-    if not value:
+    from .environment import folder
+
+    chosen = folder(ENV_VAR)
+    if chosen is None:
         from platformdirs import user_cache_dir
 
         return Path(user_cache_dir("fastnn", appauthor=False))
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"{ENV_VAR}: expected an absolute path to a folder, got {value!r}")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{ENV_VAR}: expected a folder, got {value!r}, which is not a folder")
-    return path
+    return chosen
 
 
 def numba_cache_dir() -> Path:
@@ -116,6 +121,36 @@ def clear() -> int:
         freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         shutil.rmtree(folder)
     return freed
+
+
+def writable_folder(folder: Path, what: str = "compiled Numba kernels") -> Path:
+    """``folder``, created, when it can be written; else a new temporary folder, removed when
+    the process exits, after one warning line (a RuntimeWarning) naming the folder, the reason
+    and FASTNN_CACHE_DIR.
+
+    A cache folder that cannot be written (a read-only home, a FASTNN_CACHE_DIR without
+    permission) is no error: ``what`` is made as usual and kept for this process only.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        return folder
+    except OSError as exc:
+        temporary = Path(tempfile.mkdtemp(prefix="fastnn-cache-"))
+        atexit.register(shutil.rmtree, temporary, ignore_errors=True)
+        _temporary.append(temporary)
+        reason = exc.strerror or type(exc).__name__
+        warnings.warn(f"fastnn: cannot write the cache folder {folder} ({reason}): {what} "
+                      f"are kept for this process only; set {ENV_VAR} to a writable folder to "
+                      f"keep them", RuntimeWarning, stacklevel=2)
+        return temporary
+
+
+def is_temporary(path) -> bool:
+    """Whether ``path`` is in a temporary folder of :func:`writable_folder` (so what is cached
+    there is lost at exit)."""
+    path = Path(path)
+    return any(path == folder or folder in path.parents for folder in _temporary)
 
 
 @functools.lru_cache(maxsize=None)

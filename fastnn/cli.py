@@ -11,6 +11,7 @@ import argparse
 import os
 import platform
 import sys
+import warnings
 from typing import List, NoReturn, Optional
 
 from . import __version__, arguments, environment, train
@@ -151,12 +152,50 @@ def build_parser() -> Parser:
     return parser
 
 
+def one_line_warning(prog: str):
+    """A ``warnings.showwarning`` that prints a warning as one line, ``fastnn train: warning:
+    <message>``, without the file, line and source Python shows (a command's user did not
+    write that code)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = one_line(message)
+        if text.startswith("fastnn: "):  # fastnn's own: the prog already says fastnn
+            text = text[len("fastnn: "):]
+        elif category is not UserWarning:
+            text = f"{category.__name__}: {text}"
+        stream = sys.stderr if file is None else file
+        try:
+            stream.write(f"{prog}: warning: {text}\n")
+        except (OSError, ValueError):  # no stderr to write to: the warning is lost, as Python's
+            pass
+    return show
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    prog = f"fastnn {args.command}"
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    prog = f"fastnn {command}" if command in _subparsers(parser) else "fastnn"
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line_warning(prog)
+        # A bad environment variable fails before the options are read: reading them loads
+        # backends (--backend), which read the variables, and would blame the option.
+        if not {"-h", "--help", "--version"} & set(argv):
+            try:
+                environment.check()
+            except ValueError as exc:
+                parser.exit(2, f"{prog}: error: {one_line(exc)}\n")
+        args = parser.parse_args(argv)
+        return _run(parser, f"fastnn {args.command}", args)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict:
+    return next((action.choices for action in parser._actions
+                 if isinstance(action, argparse._SubParsersAction)), {})
+
+
+def _run(parser: Parser, prog: str, args: argparse.Namespace) -> int:
+    """Run the command; a user's error ends it with one line (see :data:`USER_ERRORS`)."""
     try:
-        environment.check()
         return args.run(args)
     except BrokenPipeError:  # the reader went away (fastnn info | head -1): end quietly,
         # as other command-line tools do; the rest of the output has no reader
@@ -167,6 +206,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except FloatingPointError as exc:  # NonFiniteLossError: the training diverged
         parser.exit(1, f"{prog}: error: {one_line(exc)}\n")
     except MemoryError as exc:  # a model too large for this machine, say
-        parser.exit(1, f"{prog}: error: out of memory: {one_line(exc)}\n")
+        limit = environment.scratch_limit()
+        note = (f" (environment variable FASTNN_SCRATCH_LIMIT={limit} bytes limits the C "
+                f"kernels' scratch memory)" if limit is not None else "")
+        parser.exit(1, f"{prog}: error: out of memory: {one_line(exc)}{note}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"{prog}: interrupted\n")

@@ -119,13 +119,17 @@ class EpochBar:
 
     def close(self, logs: Dict[str, float]) -> None:
         """End the bar and show the epoch's line: its loss, metrics and validation results
-        (when the epoch was cut short by an exception, how far it got)."""
+        (when the epoch was cut short by an exception, how far it got; nothing when it was
+        cut short before its first step: the exception alone says what happened)."""
         seconds = time.perf_counter() - self._started
         line = epoch_line(self._epoch, self._epochs, logs, seconds, self._samples)
-        if sys.exc_info()[0] is not None:
+        failed = sys.exc_info()[0] is not None
+        if failed:
             line += f" - stopped after {self._samples} of {self._total} samples"
         if self._bar is not None:
             self._bar.close()
             line = wrap(line, self._columns)
+        if failed and self._samples == 0:  # nothing trained: its zeros would only mislead,
+            return  # and the error that follows says what happened
         self._stream.write(line + "\n")
         self._stream.flush()

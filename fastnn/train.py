@@ -51,9 +51,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--seed", type=arguments.non_negative_int, default=0,
                         help="seeds weights, order, split (0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--threads", type=arguments.thread_count,
-                        help="threads of the kernels (default: every core, or "
-                             "OMP_NUM_THREADS / NUMBA_NUM_THREADS)")
+    parser.add_argument("--threads", type=arguments.threads_for_training,
+                        help="threads of the kernels, at most the CPUs this process may use "
+                             "(default: every one, or OMP_NUM_THREADS / NUMBA_NUM_THREADS)")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="0 silent, 1 a progress bar per epoch on a terminal (one line "
                              "per epoch otherwise), 2 one line per epoch (1)")

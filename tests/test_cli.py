@@ -63,7 +63,7 @@ BAD_VALUES = {
         "--lr": ["-1", "0", "nan", "inf", "fast"],
         "--seed": ["-1", "x"],
         "--dtype": ["float16", "int8"],
-        "--threads": ["0", "-2", "x", str(arguments.MAX_THREADS + 1)],
+        "--threads": ["0", "-2", "x", str(environment.usable_cpus() + 1), "1000"],
         "--verbose": ["3", "-1", "loud"],
         "--quiet": ["=yes"],
         "--dataset": ["/no/such/file.csv", "imagenet"],
@@ -73,7 +73,7 @@ BAD_VALUES = {
     },
     "bench": {
         "--backends": ["cuda", "numpy,gpu", ",", "c,c", "c,,numpy"],
-        "--threads": ["0", "1,x", "", "1,,2"],
+        "--threads": ["0", "1,x", "", "1,,2", str(arguments.MAX_THREADS + 1)],
         "--quick": ["=yes"],
         "--json": ["/no/such/folder/out.json", ".", ""],
         "--plot": ["/no/such/folder/chart.png", "chart.notaformat", "."],
@@ -143,7 +143,10 @@ def test_a_missing_or_unknown_command_or_option_is_one_line(argv, capsys):
     ("FASTNN_SCRATCH_LIMIT", "lots"), ("FASTNN_SCRATCH_LIMIT", "-5"),
     ("FASTNN_NUM_THREADS", "zero"), ("FASTNN_NUM_THREADS", "0"),
     ("FASTNN_CACHE_DIR", "relative/cache"), ("FASTNN_DATA", "/dev/null"),
-    ("FASTNN_ISA", "sse9"),
+    ("FASTNN_ISA", "sse9"), ("FASTNN_DATA", "relative/data"),
+    ("NUMBA_NUM_THREADS", "abc"), ("NUMBA_NUM_THREADS", "0"), ("NUMBA_NUM_THREADS", "99999"),
+    ("OMP_NUM_THREADS", "x"), ("OMP_NUM_THREADS", "0"), ("OMP_NUM_THREADS", "2,,1"),
+    ("NUMBA_THREADING_LAYER", "fast"),
 ])
 @pytest.mark.parametrize("command", [["info"], ["train", "--epochs", "1"], ["cache", "dir"]])
 def test_a_bad_environment_variable_is_one_line_naming_it_with_exit_2(variable, value,

@@ -11,7 +11,11 @@ machine pays for compilation. Threading layer and thread count: see README.md, "
 
 from __future__ import annotations
 
-import numba
+from ..environment import numba_num_threads
+
+numba_num_threads()  # a bad NUMBA_NUM_THREADS: ValueError naming it, before Numba reads it
+
+import numba  # noqa: E402
 import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)

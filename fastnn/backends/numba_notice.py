@@ -43,9 +43,13 @@ class CompileNotice(event.Listener):
         if self.told or not module.startswith("fastnn."):
             return
         self.told = True
+        folder = _cache_folder(dispatcher)
+        from ..cache import is_temporary
+        kept = ("kept for this process only: the cache folder cannot be written"
+                if is_temporary(folder)
+                else f"once: later runs load them from the cache in {folder}")
         message = (f"fastnn: compiling the numba backend's kernels for this machine; this "
-                   f"takes a minute or so, once (later runs load them from the cache in "
-                   f"{_cache_folder(dispatcher)})")
+                   f"takes a minute or so ({kept})")
         from tqdm import tqdm
         with tqdm.external_write_mode(file=sys.stderr):  # clears a progress bar, then redraws
             logger.warning(message)

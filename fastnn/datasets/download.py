@@ -7,11 +7,13 @@ its SHA-256 and used; a missing one is downloaded from the first mirror that
 serves it correctly, checked (size, then SHA-256) while it streams into a
 temporary file, and only then renamed into place (:func:`fastnn.files.atomic_write`),
 so the folder never holds a partial or unverified file. When no mirror works
-(offline, a proxy, a mirror gone), :class:`DatasetUnavailableError` names every
-URL tried, why each failed, and the folder where the files may be put by hand.
+(offline, a proxy, a mirror gone), :class:`DatasetUnavailableError` says in one line
+which hosts were tried and why they failed, and the folder where the files may be put
+by hand (its ``failures`` holds every URL and reason); the folders made for the download
+are removed again.
 
 The folder: ``FASTNN_DATA/<dataset>`` when the environment variable
-``FASTNN_DATA`` is set, else ``cache_dir()/datasets/<dataset>``
+``FASTNN_DATA`` is set (an absolute path; ``~`` is expanded), else ``cache_dir()/datasets/<dataset>``
 (:func:`fastnn.cache.cache_dir`: the per-user cache, ``~/.cache/fastnn`` on Linux,
 or ``FASTNN_CACHE_DIR``).
 
@@ -23,12 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ..files import atomic_write
 
@@ -39,8 +41,13 @@ _CHUNK = 1 << 20
 
 
 class DatasetUnavailableError(OSError):
-    """A dataset file could not be found locally nor downloaded; the message says where to
-    put it by hand."""
+    """A dataset file could not be found locally nor downloaded; the message (one line) says
+    which hosts failed and where to put the files by hand. ``failures``: every (URL, reason)
+    tried."""
+
+    def __init__(self, message: str, failures: Sequence[Tuple[str, str]] = ()):
+        super().__init__(message)
+        self.failures = tuple(failures)
 
 
 class ChecksumError(ValueError):
@@ -67,16 +74,47 @@ class RemoteDataset:
 
 def data_dir() -> Path:
     """The folder datasets live in: ``FASTNN_DATA``, else ``cache_dir()/"datasets"``.
-    ValueError when ``FASTNN_DATA`` names something that is not a folder."""
-    value = os.environ.get(DATA_ENV_VAR, "").strip()
-    if value:
-        path = Path(value).expanduser()
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{DATA_ENV_VAR}: expected a folder, got {value!r}, which is not "
-                             "a folder")
-        return path
+    ValueError naming ``FASTNN_DATA`` when it is a relative path (it would name another folder
+    from each working folder) or names something that is not a folder."""
+    from ..environment import folder
+
+    chosen = folder(DATA_ENV_VAR)
+    if chosen is not None:
+        return chosen
     from ..cache import cache_dir
     return cache_dir() / "datasets"
+
+
+def _make_folders(folder: Path) -> List[Path]:
+    """Create ``folder`` and its missing parents; the ones created, deepest first."""
+    missing = [folder, *folder.parents]
+    missing = missing[:next(i for i, path in enumerate(missing) if path.exists())]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # e.g. no permission half-way: remove what was made
+        _remove_if_empty(missing)
+        raise
+    return missing
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: a failed download leaves
+    no folder behind that it made."""
+    for path in folders:
+        try:
+            path.rmdir()
+        except OSError:  # not empty (a file put there meanwhile), or gone: leave it
+            return
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a download failed, briefly: ``HTTP 404 Not Found``, ``Name or service not known``."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+        return getattr(exc, "strerror", None) or str(getattr(exc, "reason", exc))
+    return getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
 
 
 def _sha256(path: Path) -> str:
@@ -123,38 +161,55 @@ def fetch(dataset: RemoteDataset, mirrors: Sequence[str] = None) -> Dict[str, Pa
     """
     mirrors = tuple(dataset.mirrors if mirrors is None else mirrors)
     folder = data_dir() / dataset.name
-    paths = {}
-    for remote in dataset.files:
-        path = folder / remote.name
-        if path.exists():
-            found = _sha256(path)
-            if found != remote.sha256:
-                raise ChecksumError(f"{path}: SHA-256 {found} is not the published "
-                                    f"{remote.sha256} of {dataset.name}'s {remote.name}; delete "
-                                    "the file to download it again")
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            failures = []
-            for mirror in mirrors:
-                url = mirror + remote.name
-                try:
-                    _download(url, remote, path)
-                    break
-                except (OSError, ChecksumError, http.client.HTTPException) as exc:
-                    if isinstance(exc, urllib.error.HTTPError):
-                        reason = f"HTTP {exc.code} {exc.reason}"
-                    elif isinstance(exc, urllib.error.URLError):
-                        reason = f"{type(exc.reason).__name__}: {exc.reason}"
-                    else:
-                        reason = f"{type(exc).__name__}: {exc}"
-                    failures.append(f"  {url}: {reason}")
+    paths, made = {}, []
+    try:
+        for remote in dataset.files:
+            path = folder / remote.name
+            if path.exists():
+                found = _sha256(path)
+                if found != remote.sha256:
+                    raise ChecksumError(f"{path}: SHA-256 {found} is not the published "
+                                        f"{remote.sha256} of {dataset.name}'s {remote.name}; "
+                                        "delete the file to download it again")
             else:
-                raise DatasetUnavailableError(
-                    f"{dataset.name}: could not download {remote.name}; tried\n"
-                    + "\n".join(failures or ["  (no mirrors)"])
-                    + f"\nDownload the files by hand from one of the mirrors "
-                      f"({', '.join(mirrors)}): {', '.join(f.name for f in dataset.files)}, and "
-                      f"put them, named so, in the folder {folder} (or set {DATA_ENV_VAR} to a "
-                      f"folder that holds a {dataset.name}/ folder with them).")
-        paths[remote.name] = path
+                made += _make_folders(folder)
+                failures = []
+                for mirror in mirrors:
+                    url = mirror + remote.name
+                    try:
+                        _download(url, remote, path)
+                        break
+                    except (OSError, ChecksumError, http.client.HTTPException) as exc:
+                        failures.append((url, _reason(exc)))
+                else:
+                    raise DatasetUnavailableError(
+                        _unavailable(dataset, remote, failures, folder), failures)
+            paths[remote.name] = path
+    except BaseException:  # offline, a bad file, Ctrl-C: no empty folder is left behind
+        _remove_if_empty(made)
+        raise
     return paths
+
+
+def _unavailable(dataset: RemoteDataset, remote: RemoteFile,
+                 failures: Sequence[Tuple[str, str]], folder: Path) -> str:
+    """One short line: the file that failed, the first host tried and why, and how to get the
+    files by hand: ``mnist: could not download train-images-idx3-ubyte.gz from a.org and 2
+    other mirrors (Name or service not known); download its 4 files by hand from
+    https://a.org/mnist/ into FOLDER, or set FASTNN_DATA to a folder holding mnist/``.
+    Every URL and its reason is in the error's ``failures``."""
+    if failures:
+        host = urllib.parse.urlsplit(failures[0][0]).netloc
+        others = len(failures) - 1
+        reasons = list(dict.fromkeys(reason for _, reason in failures))
+        tried = (f" from {host}" + (f" and {others} other mirror{'s' * (others > 1)}"
+                                    if others else "")
+                 + f" ({reasons[0]}" + ("; others failed otherwise)" if len(reasons) > 1
+                                        else ")"))
+    else:
+        tried = " (no mirrors)"
+    source = f" from {dataset.mirrors[0]}" if dataset.mirrors else ""
+    count = len(dataset.files)
+    return (f"{dataset.name}: could not download {remote.name}{tried}; download its {count} "
+            f"file{'s' * (count > 1)} by hand{source} into {folder}, or set {DATA_ENV_VAR} to "
+            f"a folder holding {dataset.name}/")

@@ -77,7 +77,8 @@ def load_csv(path, target: Union[int, str] = -1, header: Union[bool, str] = "aut
     target: the target column, by number (from 0; negative counts from the end,
     -1 the last) or by name (needs a header). header: True, False, or "auto" (the
     first line is a header when a field of it is not a number while the line after
-    has a number there, or when no field of it is a number). Every other column is
+    has a number there, or when no field of it is a number, or when ``target`` is a
+    name and a field of it is not a number; a first line of numbers only is data). Every other column is
     a feature: x float32 (N, columns - 1). y: int64 (N,) when the targets are integers
     or strings (class labels: strings are mapped to 0..K-1 in sorted order, and
     ``classes`` lists them, ``classes[i]`` being the label of class i), else float32
@@ -92,10 +93,14 @@ def load_csv(path, target: Union[int, str] = -1, header: Union[bool, str] = "aut
                 if row and any(field.strip() for field in row)]
     if not rows:
         raise ValueError(f"{name}: empty: no rows")
-    if header == "auto":
+    detected = header == "auto"
+    if detected:
         first = rows[0][1]
         second = rows[1][1] if len(rows) > 1 else None
-        header = (isinstance(target, str) or not any(_is_number(f) for f in first)
+        # a line of numbers only is data, also when the target is a name: the file then
+        # has no header, which the target's error below says
+        header = (not all(_is_number(f) for f in first)) and (
+                  isinstance(target, str) or not any(_is_number(f) for f in first)
                   or (second is not None and len(second) == len(first) and any(
                       not _is_number(a) and _is_number(b) for a, b in zip(first, second))))
     elif not isinstance(header, bool):
@@ -112,14 +117,19 @@ def load_csv(path, target: Union[int, str] = -1, header: Union[bool, str] = "aut
         raise ValueError(f"{name}: needs a target column and at least one feature column, "
                          f"found {width} column")
     if isinstance(target, str):
-        if names is None or target not in names:
-            raise ValueError(f"target: no column named {target!r} in {name}"
-                             + (f"; its columns are {names}" if names else " (it has no header)"))
+        if names is None:
+            why = " (its first line holds only numbers)" if detected else ""
+            raise ValueError(f"target: expected a column number, got the name {target!r}: "
+                             f"{name} has no header{why}; its {width} columns are numbered "
+                             f"0 to {width - 1} (-1 the last)")
+        if target not in names:
+            raise ValueError(f"target: expected one of the columns of {name} "
+                             f"({', '.join(names)}), got {target!r}")
         column = names.index(target)
     elif isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         if not -width <= target < width:
-            raise ValueError(f"target: column {target} does not exist in {name}, which has "
-                             f"{width} columns")
+            raise ValueError(f"target: expected a column number from {-width} to {width - 1} "
+                             f"({name} has {width} columns), got {target}")
         column = int(target) % width
     else:
         raise TypeError(f"target: expected a column number or name, got {target!r}")

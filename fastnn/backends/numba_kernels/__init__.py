@@ -15,15 +15,10 @@ branch would also keep every loop with a division from vectorizing.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import importlib.util
 import os
 import pkgutil
-import shutil
-import tempfile
-import warnings
-from pathlib import Path
 
 import numba
 
@@ -40,25 +35,6 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = PREFERRED_THREADING_LAYER if has_omp else "threadsafe"
 
 
-def _writable_cache_folder(folder: Path) -> Path:
-    """``folder``, created, when it can be written; else a temporary folder removed at exit.
-
-    A cache folder that cannot be written (a read-only home, a FASTNN_CACHE_DIR without
-    permission) is no error: the kernels are compiled as usual and kept for this process only.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-        return folder
-    except OSError as exc:
-        temporary = Path(tempfile.mkdtemp(prefix="fastnn-numba-"))
-        atexit.register(shutil.rmtree, temporary, ignore_errors=True)
-        warnings.warn(f"fastnn: cannot write the cache folder {folder} ({exc}); compiled "
-                      f"Numba kernels are kept for this process only. Set {cache.ENV_VAR} "
-                      f"to a writable folder to keep them.", RuntimeWarning, stacklevel=2)
-        return temporary
-
-
 def _import_kernel_modules() -> None:
     """Import every kernel module while Numba's cache folder is fastnn's.
 
@@ -67,7 +43,7 @@ def _import_kernel_modules() -> None:
     code in the process alone. Without it, Numba would write ``__pycache__`` beside these
     sources, inside the installed package, where ``pip uninstall`` does not look.
     """
-    folder = str(_writable_cache_folder(cache.numba_cache_dir()))
+    folder = str(cache.writable_folder(cache.numba_cache_dir()))  # or a temporary one
     saved = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = folder
     try:
