@@ -76,6 +76,7 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
                      grad if training else None, _rows(scratch.loss, rows))
         stats[s, 0], stats[s, 1] = value, 0
         if not math.isfinite(value) and training:
+            plan.moving_in()
             return s
         if metric is not None:
             # the metric's truth: class labels, or 0/1 flags (targets above 0.5)
@@ -93,4 +94,5 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
         optimizer.step(kernels)
         if hasattr(optimizer, "steps"):
             plan.config[plan_module.C_ADAM_STEP] = optimizer.steps
+    plan.moving_in()  # the batch norms updated their own moving statistics: the plan's copy
     return steps
