@@ -178,7 +178,9 @@ def bias_of(flat, state, layer_ints, layer, gradient):
 def batchnorm_layer_forward(layer_ints, layer_reals, layer, params, masks, inputs, out,
                             training, threads, limits):
     """A batch norm layer's forward as numba_backend.batchnorm_forward runs it; its state
-    in masks: moving mean, moving variance (updated when training), batch mean, 1 / std."""
+    in masks: moving mean, moving variance (updated when training), batch mean, 1 / std.
+    Unlike the GEMMs' scratch, its partial sums (threads, 2, M) are made per call, as on the
+    per-layer path: a few KB, small beside the step's work."""
     n, m = inputs.shape
     gamma = params[layer_ints[layer, GAMMA]:layer_ints[layer, GAMMA] + m]
     beta = params[layer_ints[layer, BETA]:layer_ints[layer, BETA] + m]
