@@ -152,7 +152,8 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
             T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
                                               : grads + li[FASTNN_LI_BIAS];
-            status = FN(fastnn_linear_backward)(din, grads + li[FASTNN_LI_WEIGHT], dbias, in,
+            status = FN(fastnn_linear_backward)(din, grads + li[FASTNN_LI_WEIGHT],
+                                                dbias, in,
                                                 params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
                                                 (int)li[FASTNN_LI_ACTIVATION],
                                                 reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
