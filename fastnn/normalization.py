@@ -120,17 +120,16 @@ class BatchNormalization(Layer):
         return 2 * input_units
 
     def make_scratch(self, batch, dtype, training):
-        # The statistics of the last forward (mean, inv_std), which the backward reads.
-        return np.empty(self.units, dtype), np.empty(self.units, dtype)
+        return _Statistics(np.empty(self.units, dtype), np.empty(self.units, dtype))
 
     def forward(self, backend, x, out, scratch, training):
-        mean, inv_std = scratch
+        mean, inv_std = scratch.mean, scratch.inv_std
         backend.batchnorm_forward(x, self.gamma, self.beta, self.moving_mean,
                                   self.moving_variance, self.momentum, self.epsilon, training,
                                   self.activation, self.alpha, out, mean, inv_std)
 
     def backward(self, backend, x, y, dy, dx, scratch):
-        mean, inv_std = scratch
+        mean, inv_std = scratch.mean, scratch.inv_std
         backend.batchnorm_backward(x, y, dy, self.gamma, mean, inv_std, True, self.activation,
                                    self.alpha, dx, self.dgamma, self.dbeta)
 
@@ -141,6 +140,17 @@ class BatchNormalization(Layer):
     def describe(self):
         fused = "" if self.activation == "identity" else f", {self.activation}"
         return f"BatchNormalization({fused[2:]})" if fused else "BatchNormalization"
+
+
+class _Statistics:
+    """The statistics of a batch norm's last forward, which its backward reads: mean and
+    inv_std, (M,) each. Per column, not per row: not a tuple of arrays, which the reference
+    loop (fastnn.backends.reference_loop) would cut to a short batch's rows."""
+
+    __slots__ = ("mean", "inv_std")
+
+    def __init__(self, mean: np.ndarray, inv_std: np.ndarray):
+        self.mean, self.inv_std = mean, inv_std
 
 
 def fuse_activations(layers: List[Layer]) -> None:

@@ -9,13 +9,20 @@ calls. Its layout:
 * ``layer_ints`` int64 (L, LAYER_INTS) and ``layer_reals`` float64 (L, LAYER_REALS):
   one row per layer, its kind first (a code of :data:`LAYER_KINDS`), then its sizes,
   activation, the offsets of its parameters in ``params``/``grads`` and of its output
-  in ``acts``/``dacts``, dropout's key and threshold; more kinds add codes and columns;
+  in ``acts``/``dacts``, dropout's key and threshold; more kinds add codes and columns
+  (batch normalization: the offsets of gamma and beta in ``params``/``grads`` and of its
+  state in ``masks``, its momentum and epsilon; an Activation fused into the batch norm
+  before it has that layer's output offset and does nothing);
 * ``config`` int64 (CONFIG_SIZE,): loss, optimizer, metric, sizes, the epoch (set per
   call) and Adam's step count (read and written by the backend);
 * ``hyper`` float64 (HYPER_SIZE,): the optimizer's hyper-parameters, refreshed from the
   optimizer before every call (so a callback's change of ``lr`` applies at once);
 * the model's flat ``params`` and ``grads``, the optimizer's flat state ``state1``,
-  ``state2`` (SGD's velocity; Adam's m and v), the data and the batch buffers.
+  ``state2`` (SGD's velocity; Adam's m and v), the data and the batch buffers;
+* ``masks``: dropout's masks, and the layers' state at their STATE offset: a batch norm's
+  moving mean, moving variance, batch mean and 1 / std (M each; the moving statistics are
+  copied in from the layer by :meth:`TrainingPlan.refresh` and back by ``finish``), a
+  Dense without bias its zero bias and the bias gradient nobody reads (M each).
 
 A short last batch uses the first rows of the batch buffers. The loss and correct
 count of each step go to ``stats`` float64 (steps, 2).
@@ -36,19 +43,24 @@ from . import counter_rng
 from . import losses as losses_module
 from . import optimizers as optimizers_module
 from .backends.contract import ACTIVATION_CODES
-from .layers import Dense, Dropout
+from .layers import Activation, Dense, Dropout
 from .metrics import BinaryAccuracy, CategoricalAccuracy
+from .normalization import BatchNormalization
 from .precision import resolve as resolve_precision
 
 #: Layer kind codes (column KIND of layer_ints).
-LAYER_DENSE, LAYER_DROPOUT = 0, 1
-LAYER_KINDS = {Dense: LAYER_DENSE, Dropout: LAYER_DROPOUT}
+LAYER_DENSE, LAYER_DROPOUT, LAYER_BATCHNORM, LAYER_ACTIVATION = 0, 1, 2, 3
+LAYER_KINDS = {Dense: LAYER_DENSE, Dropout: LAYER_DROPOUT, BatchNormalization: LAYER_BATCHNORM,
+               Activation: LAYER_ACTIVATION}
 
 #: Columns of layer_ints.
+#: A Dense without bias has BIAS -1 and its zero bias at STATE; a batch norm has its gamma and
+#: beta at GAMMA and BETA, its state at STATE and its (fused) activation at ACTIVATION.
 (KIND, INPUTS, UNITS, ACTIVATION, WEIGHT, BIAS, OUTPUT, MASK, KEY, THRESHOLD,
- LAYER_INTS) = range(11)
-#: Columns of layer_reals: leaky_relu's slope; dropout's 1 / (1 - rate).
-ALPHA, SCALE, LAYER_REALS = range(3)
+ GAMMA, BETA, STATE, LAYER_INTS) = range(14)
+#: Columns of layer_reals: leaky_relu's slope; dropout's 1 / (1 - rate); a batch norm's
+#: momentum and epsilon.
+ALPHA, SCALE, MOMENTUM, EPSILON, LAYER_REALS = range(5)
 
 #: Loss codes. Softmax cross-entropy with integer labels or probability rows, binary
 #: cross-entropy on logits (the sigmoid fused in), mean squared error.
@@ -111,11 +123,12 @@ def _metric(model):
 def unsupported(model) -> Optional[str]:
     """Why the compiled loop cannot train ``model`` (built, compiled), or None if it can.
 
-    It runs Dense (with bias) and Dropout layers in float32 matmul precision, the four
-    losses without options and two optimizers of exactly fastnn's classes (a subclass may
-    change what they compute) or of a subclass whose own body names the class it computes
-    as ``compiled_as`` (scikit-learn's forms, fastnn.sklearn), and no metric or one accuracy; anything else (batch
-    normalization, Activation layers, label smoothing, ...) trains on the per-layer path.
+    It runs Dense layers in float32 matmul precision, Dropout, Activation and
+    BatchNormalization (with center and scale) layers, the four losses without options and
+    two optimizers of exactly fastnn's classes (a subclass may change what they compute) or
+    of a subclass whose own body names the class it computes as ``compiled_as``
+    (scikit-learn's forms, fastnn.sklearn), and no metric or one accuracy; anything else
+    (label smoothing, ...) trains on the per-layer path.
     """
     for position, layer in enumerate(model.layers):
         if _code(layer, LAYER_KINDS) is None:
@@ -123,8 +136,8 @@ def unsupported(model) -> Optional[str]:
         if isinstance(layer, Dense) and \
                 resolve_precision(layer.matmul_precision, model.dtype) != "float32":
             return f"layer {position} multiplies in bfloat16 precision"
-        if isinstance(layer, Dense) and not layer.use_bias:
-            return f"layer {position} is a Dense without bias"
+        if isinstance(layer, BatchNormalization) and not (layer.center and layer.scale):
+            return f"layer {position} is a BatchNormalization without center or scale"
     loss = model.loss
     if getattr(loss, "label_smoothing", 0.0) or getattr(loss, "ignore_class", None) is not None \
             or getattr(loss, "from_logits", False):
@@ -146,6 +159,11 @@ def unsupported(model) -> Optional[str]:
         return "the parameters are not kept back to back in one buffer"
     if model.optimizer.flat_state() is None:
         return "the optimizer's state is not kept in one buffer"
+    if any(model.optimizer.compiled_terms()) and any(
+            not (type(layer) is Dropout or (isinstance(layer, Dense) and layer.use_bias))
+            for layer in model.layers):
+        # the loops apply scikit-learn's terms per Dense weight matrix and bias only
+        return "the optimizer's scikit-learn terms with layers other than Dense and Dropout"
     return None
 
 
@@ -171,14 +189,35 @@ class TrainingPlan:
         base = _address(self.params)
         act_offset = mask_offset = 0
         units = x.shape[1]
+        self._moving = []  # (BatchNormalization, offset of its moving statistics in masks)
         for position, layer in enumerate(layers):
             row, reals = self.layer_ints[position], self.layer_reals[position]
             row[KIND], row[INPUTS], row[UNITS] = _code(layer, LAYER_KINDS), units, layer.units
             row[OUTPUT] = act_offset
+            if layer.aliases_input:  # fused into the batch norm before: its output, no work
+                row[OUTPUT] = self.layer_ints[position - 1, OUTPUT]
+                units = layer.units
+                continue
             if isinstance(layer, Dense):
                 row[ACTIVATION] = ACTIVATION_CODES[layer.kernel_activation]
                 row[WEIGHT] = (_address(layer.w) - base) // dtype.itemsize
-                row[BIAS] = (_address(layer.b) - base) // dtype.itemsize
+                if layer.use_bias:
+                    row[BIAS] = (_address(layer.b) - base) // dtype.itemsize
+                else:
+                    row[BIAS], row[STATE] = -1, mask_offset
+                    mask_offset += 2 * layer.units
+                reals[ALPHA] = layer.alpha
+            elif isinstance(layer, BatchNormalization):
+                row[ACTIVATION] = ACTIVATION_CODES[layer.activation]
+                row[GAMMA] = (_address(layer.gamma) - base) // dtype.itemsize
+                row[BETA] = (_address(layer.beta) - base) // dtype.itemsize
+                row[STATE] = mask_offset
+                self._moving.append((layer, mask_offset))
+                mask_offset += 4 * layer.units
+                reals[ALPHA], reals[MOMENTUM], reals[EPSILON] = (layer.alpha, layer.momentum,
+                                                                 layer.epsilon)
+            elif isinstance(layer, Activation):
+                row[ACTIVATION] = ACTIVATION_CODES[layer.kernel_activation]
                 reals[ALPHA] = layer.alpha
             else:
                 row[MASK], row[THRESHOLD] = mask_offset, layer.threshold
@@ -221,7 +260,8 @@ class TrainingPlan:
                                              self.flags))
         self.acts = np.empty(act_offset, dtype)
         self.dacts = np.empty(act_offset, dtype)
-        self.masks = np.empty(max(mask_offset, 1), dtype)
+        self.masks = np.zeros(max(mask_offset, 1), dtype)  # a missing bias reads zeros
+        self.moving_in()
         self.row_loss = np.empty(batch, dtype)
         self.steps = -(-samples // batch)
         self.stats = np.zeros((self.steps, 2), np.float64)
@@ -249,8 +289,23 @@ class TrainingPlan:
         if self.flags.size:
             self.flags[...] = _flags(targets, self.flags.shape[1])
 
+    def moving_in(self) -> None:
+        """Copy the batch norms' moving statistics from the layers into ``masks``."""
+        for layer, offset in self._moving:
+            self.masks[offset:offset + 2 * layer.units] = np.concatenate(
+                (layer.moving_mean, layer.moving_variance))
+
+    def moving_out(self) -> None:
+        """Copy the batch norms' moving statistics from ``masks`` back into the layers."""
+        for layer, offset in self._moving:
+            layer.moving_mean[...] = self.masks[offset:offset + layer.units]
+            layer.moving_variance[...] = self.masks[offset + layer.units:
+                                                    offset + 2 * layer.units]
+
     def refresh(self, epoch: int) -> None:
-        """Copy the optimizer's hyper-parameters and step count in, before a call."""
+        """Copy the optimizer's hyper-parameters and step count and the batch norms' moving
+        statistics in, before a call."""
+        self.moving_in()
         optimizer, hyper = self.model.optimizer, self.hyper
         hyper[H_LR], hyper[H_WEIGHT_DECAY] = optimizer.lr, optimizer.weight_decay
         hyper[H_L2], self.config[C_EPS_UNCORRECTED] = optimizer.compiled_terms()
@@ -264,7 +319,9 @@ class TrainingPlan:
         self.config[C_EPOCH] = epoch
 
     def finish(self) -> None:
-        """Copy what the backend advanced back into the optimizer, after a call."""
+        """Copy what the backend advanced back into the optimizer and the batch norms, after
+        a call."""
+        self.moving_out()
         optimizer = self.model.optimizer
         if isinstance(optimizer, optimizers_module.Adam):
             optimizer.steps = int(self.config[C_ADAM_STEP])

@@ -229,13 +229,16 @@ void fastnn_adam_step_f64(double *param, double *m, double *v, const double *gra
  * constants (checked when fastnn.backends.c_backend loads). Float arrays are of the call's
  * type (_f32 / _f64). */
 enum {
-    FASTNN_LAYER_DENSE = 0, FASTNN_LAYER_DROPOUT = 1,
+    FASTNN_LAYER_DENSE = 0, FASTNN_LAYER_DROPOUT = 1, FASTNN_LAYER_BATCHNORM = 2,
+    FASTNN_LAYER_ACTIVATION = 3,
     /* columns of layer_ints */
     FASTNN_LI_KIND = 0, FASTNN_LI_INPUTS = 1, FASTNN_LI_UNITS = 2, FASTNN_LI_ACTIVATION = 3,
     FASTNN_LI_WEIGHT = 4, FASTNN_LI_BIAS = 5, FASTNN_LI_OUTPUT = 6, FASTNN_LI_MASK = 7,
-    FASTNN_LI_KEY = 8, FASTNN_LI_THRESHOLD = 9, FASTNN_LAYER_INTS = 10,
+    FASTNN_LI_KEY = 8, FASTNN_LI_THRESHOLD = 9, FASTNN_LI_GAMMA = 10, FASTNN_LI_BETA = 11,
+    FASTNN_LI_STATE = 12, FASTNN_LAYER_INTS = 13,
     /* columns of layer_reals */
-    FASTNN_LR_ALPHA = 0, FASTNN_LR_SCALE = 1, FASTNN_LAYER_REALS = 2,
+    FASTNN_LR_ALPHA = 0, FASTNN_LR_SCALE = 1, FASTNN_LR_MOMENTUM = 2, FASTNN_LR_EPSILON = 3,
+    FASTNN_LAYER_REALS = 4,
     /* codes */
     FASTNN_LOSS_XENT_LABELS = 0, FASTNN_LOSS_XENT_PROBS = 1, FASTNN_LOSS_BCE = 2,
     FASTNN_LOSS_MSE = 3, FASTNN_OPTIMIZER_SGD = 0, FASTNN_OPTIMIZER_ADAM = 1,
@@ -273,7 +276,8 @@ typedef struct {
     void *targets_batch;
     int64_t *classes_batch;
     uint8_t *flags_batch;
-    void *acts, *dacts, *masks;  /* layer outputs, their gradients, dropout masks */
+    void *acts, *dacts, *masks;  /* layer outputs, their gradients, dropout masks and the
+                                  * layers' state (batch norm statistics, a missing bias) */
     void *row_loss;              /* (batch,) */
     int64_t params_size;         /* elements of params, grads (and the optimizer's state) */
 } fastnn_train_plan;

@@ -58,6 +58,20 @@ static int64_t FN(count_flags)(const T *outputs, const uint8_t *flags, int64_t s
     return correct;
 }
 
+/* A batch norm layer's forward (fastnn_batchnorm_forward): its state in masks at LI_STATE is
+ * moving mean, moving variance (updated when training), batch mean, 1 / std (M each). */
+static int FN(batchnorm_layer_forward)(T *out, const T *input, const T *params, T *masks,
+                                       const int64_t *li, const double *lr, int64_t n,
+                                       int training) {
+    int64_t m = li[FASTNN_LI_UNITS];
+    T *state = masks + li[FASTNN_LI_STATE];
+    return FN(fastnn_batchnorm_forward)(out, state + 2 * m, state + 3 * m, state, state + m,
+                                        input, params + li[FASTNN_LI_GAMMA],
+                                        params + li[FASTNN_LI_BETA], n, m,
+                                        lr[FASTNN_LR_MOMENTUM], lr[FASTNN_LR_EPSILON], training,
+                                        (int)li[FASTNN_LI_ACTIVATION], lr[FASTNN_LR_ALPHA]);
+}
+
 /* One step on rows `rows` (n of them; NULL: the data in place). Returns 1 when done, 0 when
  * the loss was not finite (nothing updated), -1 when memory ran out. */
 static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n,
@@ -98,22 +112,27 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     /* forward */
     int status = FASTNN_OK;
     const T *input = x;
-    int64_t params_size = 0;
-    if (config[FASTNN_C_MODE] == FASTNN_MODE_APPLY) {  /* the update alone, from grads */
-        params_size = p->params_size;
-        goto update;
-    }
+    int64_t params_size = p->params_size;
+    if (config[FASTNN_C_MODE] == FASTNN_MODE_APPLY) goto update;  /* the update alone, from grads */
     for (int64_t l = 0; l < layers; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         const double *lr = reals + l * FASTNN_LAYER_REALS;
         int64_t k = li[FASTNN_LI_INPUTS], m = li[FASTNN_LI_UNITS];
         T *out = acts + li[FASTNN_LI_OUTPUT];
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
+            const T *bias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE]  /* zeros */
+                                                   : params + li[FASTNN_LI_BIAS];
             status = FN(fastnn_linear_forward)(out, input, params + li[FASTNN_LI_WEIGHT],
-                                               params + li[FASTNN_LI_BIAS], n, k, m,
+                                               bias, n, k, m,
                                                (int)li[FASTNN_LI_ACTIVATION], lr[FASTNN_LR_ALPHA]);
             if (status != FASTNN_OK) return -1;
-            params_size += k * m + m;
+        } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_BATCHNORM) {
+            status = FN(batchnorm_layer_forward)(out, input, params, masks, li, lr, n, !evaluating);
+            if (status != FASTNN_OK) return -1;
+        } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_ACTIVATION) {
+            if (out != input)  /* else fused into the batch norm before (same buffer) */
+                FN(fastnn_activation_forward)(out, input, n * m, (int)li[FASTNN_LI_ACTIVATION],
+                                              lr[FASTNN_LR_ALPHA]);
         } else if (li[FASTNN_LI_THRESHOLD] == 0 || evaluating) {
             memcpy(out, input, (size_t)(n * m) * sizeof(T));
         } else {
@@ -172,12 +191,28 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         T *din = l ? dacts + li[FASTNN_LI_OUTPUT - FASTNN_LAYER_INTS] : NULL;
         T *out = acts + li[FASTNN_LI_OUTPUT], *dout = dacts + li[FASTNN_LI_OUTPUT];
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
+            T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
+                                              : grads + li[FASTNN_LI_BIAS];
             status = FN(fastnn_linear_backward)(din, grads + li[FASTNN_LI_WEIGHT],
-                                                grads + li[FASTNN_LI_BIAS], in,
+                                                dbias, in,
                                                 params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
                                                 (int)li[FASTNN_LI_ACTIVATION],
                                                 reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
             if (status != FASTNN_OK) return -1;
+        } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_BATCHNORM) {
+            const T *state = masks + li[FASTNN_LI_STATE];
+            status = FN(fastnn_batchnorm_backward)(din, grads + li[FASTNN_LI_GAMMA],
+                                                   grads + li[FASTNN_LI_BETA], in, out, dout,
+                                                   params + li[FASTNN_LI_GAMMA], state + 2 * m,
+                                                   state + 3 * m, n, m, 1,
+                                                   (int)li[FASTNN_LI_ACTIVATION],
+                                                   reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
+            if (status != FASTNN_OK) return -1;
+        } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_ACTIVATION) {
+            if (din && din != dout)  /* else fused into the batch norm before */
+                FN(fastnn_activation_backward)(din, out, dout, n * m,
+                                               (int)li[FASTNN_LI_ACTIVATION],
+                                               reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
         } else if (din && li[FASTNN_LI_THRESHOLD] == 0) {
             memcpy(din, dout, (size_t)(n * m) * sizeof(T));
         } else if (din) {

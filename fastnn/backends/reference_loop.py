@@ -99,6 +99,7 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
             value += plan.hyper[plan_module.H_L2] / (2 * rows) * _weight_squares(plan)
         stats[s, 0], stats[s, 1] = value, 0
         if not math.isfinite(value) and training:
+            plan.moving_in()
             return s
         if metric is not None:
             # the metric's truth: class labels, or 0/1 flags (targets above 0.5)
@@ -118,4 +119,5 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
         optimizer.step(kernels)
         if hasattr(optimizer, "steps"):
             plan.config[plan_module.C_ADAM_STEP] = optimizer.steps
+    plan.moving_in()  # the batch norms updated their own moving statistics: the plan's copy
     return steps

@@ -15,6 +15,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .batchnorm import (activation_backward_parallel, activation_backward_range,
+                        activation_forward_parallel, activation_forward_range,
+                        batchnorm_backward_parallel, batchnorm_backward_serial,
+                        batchnorm_forward_parallel, batchnorm_forward_serial)
 from .gemm import blocked_scratch_sizes, gemm_blocked_into, gemm_rows
 from .linear import (backward_scratch_sizes, dz_and_bias_grad_rows,
                      linear_backward_blocked_into, linear_backward_direct_into)
@@ -26,9 +30,10 @@ from .scalar_math import IDENTITY
 from .softmax_xent import softmax_xent_rows
 
 # The plan's constants (fastnn/plan.py; a test checks they agree).
-LAYER_DENSE = 0
-KIND, INPUTS, UNITS, ACTIVATION, WEIGHT, BIAS, OUTPUT, MASK, KEY, THRESHOLD = range(10)
-ALPHA, SCALE = 0, 1
+LAYER_DENSE, LAYER_DROPOUT, LAYER_BATCHNORM, LAYER_ACTIVATION = range(4)
+(KIND, INPUTS, UNITS, ACTIVATION, WEIGHT, BIAS, OUTPUT, MASK, KEY, THRESHOLD, GAMMA, BETA,
+ STATE) = range(13)
+ALPHA, SCALE, MOMENTUM, EPSILON = range(4)
 LOSS_XENT_LABELS, LOSS_XENT_PROBS, LOSS_BCE, LOSS_MSE = range(4)
 OPTIMIZER_SGD = 0
 METRIC_CLASSES, METRIC_FLAGS = 1, 2
@@ -253,6 +258,88 @@ def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads,
 
 
 @njit(cache=True, error_model="numpy")
+def bias_of(flat, state, layer_ints, layer, gradient):
+    """A Dense layer's bias (gradient) in flat params (grads), or for a Dense without bias its
+    zeros (the gradient nobody reads) in state, the plan's masks."""
+    m = layer_ints[layer, UNITS]
+    if layer_ints[layer, BIAS] < 0:
+        start = layer_ints[layer, STATE] + (m if gradient else 0)
+        return state[start:start + m]
+    return flat[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+
+
+@njit(cache=True, error_model="numpy")
+def batchnorm_layer_forward(layer_ints, layer_reals, layer, params, masks, inputs, out,
+                            training, threads, limits):
+    """A batch norm layer's forward as numba_backend.batchnorm_forward runs it; its state
+    in masks: moving mean, moving variance (updated when training), batch mean, 1 / std.
+    Unlike the GEMMs' scratch, its partial sums (threads, 2, M) are made per call, as on the
+    per-layer path: a few KB, small beside the step's work."""
+    n, m = inputs.shape
+    gamma = params[layer_ints[layer, GAMMA]:layer_ints[layer, GAMMA] + m]
+    beta = params[layer_ints[layer, BETA]:layer_ints[layer, BETA] + m]
+    state = rows_of(masks, layer_ints[layer, STATE], 4, m)
+    code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
+    momentum, epsilon = layer_reals[layer, MOMENTUM], layer_reals[layer, EPSILON]
+    if threads > 1 and n * m >= limits[PARALLEL_MIN_ELEMENTS] and n > 1:
+        partial = np.zeros((min(threads, n), 2, m), inputs.dtype)
+        batchnorm_forward_parallel(inputs, gamma, beta, state[0], state[1], momentum, epsilon,
+                                   training, code, alpha, out, state[2], state[3], partial,
+                                   np.empty(m, inputs.dtype))
+    else:
+        batchnorm_forward_serial(inputs, gamma, beta, state[0], state[1], momentum, epsilon,
+                                 training, code, alpha, out, state[2], state[3])
+
+
+@njit(cache=True, error_model="numpy")
+def batchnorm_layer_backward(layer_ints, layer_reals, layer, params, grads, masks, inputs, out,
+                             dout, dinputs, threads, limits):
+    """A batch norm layer's backward as numba_backend.batchnorm_backward runs it (no input
+    gradient when dinputs has no rows)."""
+    n, m = out.shape
+    gamma = params[layer_ints[layer, GAMMA]:layer_ints[layer, GAMMA] + m]
+    dgamma = grads[layer_ints[layer, GAMMA]:layer_ints[layer, GAMMA] + m]
+    dbeta = grads[layer_ints[layer, BETA]:layer_ints[layer, BETA] + m]
+    state = rows_of(masks, layer_ints[layer, STATE], 4, m)
+    code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
+    if threads > 1 and n * m >= limits[PARALLEL_MIN_ELEMENTS] and n > 1:
+        partial = np.zeros((min(threads, n), 2, m), out.dtype)
+        coef = np.empty((3, m), out.dtype)
+        if dinputs.shape[0]:
+            batchnorm_backward_parallel(inputs, out, dout, gamma, state[2], state[3], True, code,
+                                        alpha, dinputs, dgamma, dbeta, partial, coef)
+        else:
+            batchnorm_backward_parallel(inputs, out, dout, gamma, state[2], state[3], True, code,
+                                        alpha, None, dgamma, dbeta, partial, coef)
+    elif dinputs.shape[0]:
+        batchnorm_backward_serial(inputs, out, dout, gamma, state[2], state[3], True, code,
+                                  alpha, dinputs, dgamma, dbeta)
+    else:
+        batchnorm_backward_serial(inputs, out, dout, gamma, state[2], state[3], True, code,
+                                  alpha, None, dgamma, dbeta)
+
+
+@njit(cache=True, error_model="numpy")
+def activation_layer_forward(code, alpha, inputs, out, threads, limits):
+    """An Activation layer's forward as numba_backend.activation_forward runs it."""
+    flat, flat_out = inputs.reshape(-1), out.reshape(-1)
+    if threads > 1 and flat.size >= limits[PARALLEL_MIN_ELEMENTS]:
+        activation_forward_parallel(flat, code, alpha, flat_out, threads)
+    else:
+        activation_forward_range(flat, code, alpha, flat_out, 0, flat.size)
+
+
+@njit(cache=True, error_model="numpy")
+def activation_layer_backward(code, alpha, out, dout, dinputs, threads, limits):
+    """An Activation layer's backward as numba_backend.activation_backward runs it."""
+    flat_y, flat_dy, flat_dx = out.reshape(-1), dout.reshape(-1), dinputs.reshape(-1)
+    if threads > 1 and flat_y.size >= limits[PARALLEL_MIN_ELEMENTS]:
+        activation_backward_parallel(flat_y, flat_dy, code, alpha, flat_dx, threads)
+    else:
+        activation_backward_range(flat_y, flat_dy, code, alpha, flat_dx, 0, flat_y.size)
+
+
+@njit(cache=True, error_model="numpy")
 def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, state2,
                 x_data, labels_data, targets_data, classes_data, flags_data, x_batch,
                 labels_batch, targets_batch, classes_batch, flags_batch, acts, dacts, masks,
@@ -301,7 +388,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             out = rows_of(acts, layer_ints[layer, OUTPUT], n, m)
             if layer_ints[layer, KIND] == LAYER_DENSE:
                 w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
-                b = params[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+                b = bias_of(params, masks, layer_ints, layer, False)
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
                 gemm = gemm_threads(n, k, m, threads, limits)
                 if gemm == 0:
@@ -312,6 +399,14 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 else:
                     gemm_blocked_into(inputs, w, False, False, out, b, code, alpha, gemm,
                                       a_scratch, tile_scratch, b_scratch)
+            elif layer_ints[layer, KIND] == LAYER_BATCHNORM:
+                batchnorm_layer_forward(layer_ints, layer_reals, layer, params, masks, inputs,
+                                        out, not evaluating, threads, limits)
+            elif layer_ints[layer, KIND] == LAYER_ACTIVATION:
+                if layer == 0 or layer_ints[layer, OUTPUT] != layer_ints[layer - 1, OUTPUT]:
+                    activation_layer_forward(layer_ints[layer, ACTIVATION],
+                                             layer_reals[layer, ALPHA], inputs, out, threads,
+                                             limits)  # else fused into the batch norm before
             elif layer_ints[layer, THRESHOLD] == 0 or evaluating:
                 out[:, :] = inputs
             else:
@@ -391,7 +486,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             if layer_ints[layer, KIND] == LAYER_DENSE:
                 w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
                 dw = rows_of(grads, layer_ints[layer, WEIGHT], k, m)
-                db = grads[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+                db = bias_of(grads, masks, layer_ints, layer, True)
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
                 dz = rows_of(dz_scratch, 0, n, m)
                 gemm = gemm_threads(n, k, m, threads, limits)
@@ -416,6 +511,14 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                     linear_backward_blocked_into(inputs, w, out, dout, code, alpha, None, dw,
                                                  db, gemm, dz, partial_db[:gemm, :m],
                                                  a_scratch, tile_scratch, b_scratch)
+            elif layer_ints[layer, KIND] == LAYER_BATCHNORM:
+                batchnorm_layer_backward(layer_ints, layer_reals, layer, params, grads, masks,
+                                         inputs, out, dout, dinputs, threads, limits)
+            elif layer_ints[layer, KIND] == LAYER_ACTIVATION:
+                if layer > 0 and layer_ints[layer, OUTPUT] != layer_ints[layer - 1, OUTPUT]:
+                    activation_layer_backward(layer_ints[layer, ACTIVATION],
+                                              layer_reals[layer, ALPHA], out, dout, dinputs,
+                                              threads, limits)  # else fused, or the first
             elif layer > 0 and layer_ints[layer, THRESHOLD] == 0:
                 dinputs[:, :] = dout
             elif layer > 0:
