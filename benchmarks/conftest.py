@@ -97,5 +97,5 @@ def pytest_terminal_summary(terminalreporter, config):
     write(f"speedup over the numpy backend, same run, {THREADS} threads (median times)")
     for group, name, median, speedup, extra in speedup_rows(session.benchmarks):
         rate = ", ".join(f"{value:.1f} {unit}" for unit, value in extra.items()
-                         if unit in ("GFLOP/s", "GB/s"))
+                         if unit in ("GFLOP/s", "GB/s", "speedup vs scikit-learn"))
         write(f"  {group:<44} {name:<6} {median * 1e3:10.3f} ms  x{speedup:6.2f}  {rate}")

@@ -73,9 +73,9 @@ class Loss:
     compiled_as: Optional[type] = None
 
     def compiled_scales(self, units: int) -> Tuple[float, float]:
-        """Internal, read by fastnn.plan with ``compiled_as``: the factors on the loss value
-        and on its gradient that turn ``compiled_as``'s loss into this one, for ``units``
-        outputs; (1, 1) for fastnn's own losses."""
+        """Internal, read by fastnn.plan with compiled_as: the factors on the loss value and
+        on its gradient that turn compiled_as's loss into this one, for `units` outputs;
+        (1, 1) for fastnn's own losses."""
         return 1.0, 1.0
 
     def check_output_activation(self, activation: str, units: Optional[int] = None) -> None:

@@ -180,11 +180,11 @@ class Optimizer:
     compiled_as: Optional[type] = None
 
     def compiled_terms(self) -> Tuple[float, bool]:
-        """Internal, read by fastnn.plan with ``compiled_as``: ``(l2, eps_uncorrected)``.
-        l2: scikit-learn's ``alpha``, ``l2 / rows * W`` added to each weight matrix's
-        gradient (not the biases') and ``l2 / (2 rows) * ||W||^2`` to the step's loss;
-        eps_uncorrected: Adam adds eps to ``sqrt(v)`` (scikit-learn's form) instead of to
-        ``sqrt(v_hat)``. fastnn's own optimizers: (0, False)."""
+        """Internal, read by fastnn.plan with compiled_as: (l2, eps_uncorrected).
+        l2: scikit-learn's alpha, l2 / rows * W added to each weight matrix's gradient (not
+        the biases') and l2 / (2 rows) * ||W||^2 to the step's loss; eps_uncorrected: Adam
+        adds eps to sqrt(v) (scikit-learn's form) instead of to sqrt(v_hat). fastnn's own
+        optimizers: (0, False)."""
         return 0.0, False
 
     def flat_state(self) -> Optional[tuple]:

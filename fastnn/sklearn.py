@@ -41,6 +41,13 @@ What is kept from scikit-learn (each point has a test against scikit-learn itsel
 With ``dtype="float64"`` and ``shuffle=False`` the weights follow scikit-learn's to
 rounding (the tests compare them after several epochs of each solver and schedule).
 
+Training runs in the backends' compiled loop (``train_steps``, :mod:`fastnn.plan`): the
+layers, losses and optimizers below are fastnn's with scikit-learn's factors, and each says
+so in its class body (``compiled_as``, with ``Loss.compiled_scales`` and
+``Optimizer.compiled_terms``: the L2 term, Adam's eps on ``sqrt(v)``, the losses' factors),
+which the plan reads. Their own methods are the per-layer path (``Sequential``'s, and the
+numpy backend's reference loop); the tests check that both paths give the same weights.
+
 Differences that remain (also listed in the README):
 
 1. ``dtype`` (keyword-only, float32 by default) is the precision of training and of the

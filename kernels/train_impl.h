@@ -25,8 +25,13 @@ static double FN(weight_squares)(const T *params, const int64_t *ints, int64_t l
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
         const T *w = params + li[FASTNN_LI_WEIGHT];
-        for (int64_t i = 0; i < li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS]; i++)
-            total += (double)w[i] * (double)w[i];
+        int64_t size = li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
+        double sum = 0;
+        /* reassociated: vectorized, not bound by the latency of one chain of adds (measured:
+         * 11 us a step for the digits' 9.6k weights without it) */
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < size; i++) sum += (double)w[i] * (double)w[i];
+        total += sum;
     }
     return total;
 }
