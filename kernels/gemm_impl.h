@@ -507,7 +507,11 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         for (int64_t p = k; p < kp; p++) dst[p] = 0;
     }
     if (b_cs == 1) {
-        int64_t chunk = fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES / ((int64_t)sizeof(T) * m) / VLEN * VLEN);
+        /* A chunk no wider than the columns there are: a 1 x 16 x 16 product clears 16
+         * accumulators, not the 16 KB a wide one would. */
+        int64_t chunk = fastnn_min(
+            fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES / ((int64_t)sizeof(T) * m) / VLEN * VLEN),
+            fastnn_ceil_div(j1 - j0, VLEN) * VLEN);
         T *acc = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)m * chunk * sizeof(T));
         if (!acc) return FASTNN_OUT_OF_MEMORY;
         for (int64_t jc = j0; jc < j1; jc += chunk) {
