@@ -13,13 +13,39 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from .backends import get_backend
-from .backends.contract import FLOAT_DTYPES, LABEL_DTYPE
+from .backends.contract import ACTIVATION_CODES, FLOAT_DTYPES, LABEL_DTYPE
+from .precision import get_matmul_precision
 from .precision import resolve as _precision
 from .validation import (activation_name, finite_number, float_array, label_array,
                          non_empty_batch, output_array, positive_number, same_shape, within,
                          writable_array)
 
 REDUCTIONS = ("mean", "sum", "none")
+
+# -- the fast path of the GEMM kernels ----------------------------------------------------
+# matmul, linear_forward and linear_backward are called on tiny arrays too (one sample, a
+# small layer), where Python's time is most of the call. Arrays that the checks below would
+# pass unchanged (numpy arrays of one float dtype, C-contiguous, aligned, of the stated ranks
+# and matching shapes, no zero dimension) are recognised with a few attribute reads
+# (``flags.carray``: C-contiguous, aligned and writable; a read-only input just takes the
+# general path) and go straight to the backend. Anything else takes the general path, which
+# raises the error that names the argument. The fast path changes no result.
+_ndarray = np.ndarray
+_F32, _F64 = FLOAT_DTYPES
+_INF = float("inf")
+
+
+def _gemm_precision(precision, dtype) -> str:
+    """:func:`fastnn.precision.resolve` for valid arrays, without its checks when None."""
+    if precision is None:
+        return get_matmul_precision() if dtype is _F32 else "float32"
+    return _precision(precision, dtype)
+
+
+def _ready(out, shape: Tuple[int, ...], dtype) -> bool:
+    """Whether the caller's output buffer ``out`` can be written by the kernel as it is."""
+    return (type(out) is _ndarray and out.dtype is dtype and out.shape == shape
+            and out.flags.carray)
 
 
 def _reduction(reduction: str) -> str:
@@ -36,6 +62,18 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     float32 accumulation) or None for :func:`fastnn.get_matmul_precision`; see
     :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64.
     """
+    if type(a) is _ndarray and type(b) is _ndarray:
+        dtype = a.dtype
+        if ((dtype is _F32 or dtype is _F64) and b.dtype is dtype and a.ndim == 2
+                and b.ndim == 2 and a.flags.carray and b.flags.carray):
+            n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+            k_b, m = (b.shape[1], b.shape[0]) if trans_b else b.shape
+            if k == k_b and n and k and m and (out is None or _ready(out, (n, m), dtype)):
+                precision = _gemm_precision(precision, dtype)
+                if out is None:
+                    out = np.empty((n, m), dtype)
+                get_backend().matmul(a, b, bool(trans_a), bool(trans_b), out, precision)
+                return out
     a = float_array("a", a, ndim=2)
     b = float_array("b", b, ndim=2, dtype=a.dtype)
     precision = _precision(precision, a.dtype)
@@ -69,6 +107,22 @@ def linear_forward(x, w, b, activation: Optional[str] = "identity", alpha: float
 
     precision: of the GEMM, as for :func:`matmul`; bias and activation stay in x's dtype.
     """
+    if type(x) is _ndarray and type(w) is _ndarray and type(b) is _ndarray:
+        dtype = x.dtype
+        if ((dtype is _F32 or dtype is _F64) and w.dtype is dtype and b.dtype is dtype
+                and x.ndim == 2 and w.ndim == 2 and b.ndim == 1 and x.flags.carray
+                and w.flags.carray and b.flags.carray):
+            n, k = x.shape
+            k_w, m = w.shape
+            if (k == k_w and n and k and m and b.shape[0] == m and type(activation) is str
+                    and activation in ACTIVATION_CODES and type(alpha) is float
+                    and -_INF < alpha < _INF
+                    and (out is None or _ready(out, (n, m), dtype))):
+                precision = _gemm_precision(precision, dtype)
+                if out is None:
+                    out = np.empty((n, m), dtype)
+                get_backend().linear_forward(x, w, b, activation, alpha, out, precision)
+                return out
     x, w = _linear_operands(x, w)
     precision = _precision(precision, x.dtype)
     b = float_array("b", b, ndim=1, dtype=x.dtype)
@@ -91,6 +145,29 @@ def linear_backward(x, w, y, dy, activation: Optional[str] = "identity", alpha: 
     ``need_dx``, dw (K, M), db (M,). precision: of the two GEMMs (dw, dx), as for
     :func:`matmul`; dz = dy * act'(y) and db stay in x's dtype.
     """
+    if type(x) is _ndarray and type(w) is _ndarray and type(y) is _ndarray \
+            and type(dy) is _ndarray:
+        dtype = x.dtype
+        if ((dtype is _F32 or dtype is _F64) and w.dtype is dtype and y.dtype is dtype
+                and dy.dtype is dtype and x.ndim == 2 and w.ndim == 2 and x.flags.carray
+                and w.flags.carray and y.flags.carray and dy.flags.carray):
+            n, k = x.shape
+            k_w, m = w.shape
+            if (k == k_w and n and k and m and y.shape == (n, m) and dy.shape == (n, m)
+                    and type(activation) is str and activation in ACTIVATION_CODES
+                    and type(alpha) is float and -_INF < alpha < _INF
+                    and (dx is None or not need_dx or _ready(dx, (n, k), dtype))
+                    and (dw is None or _ready(dw, (k, m), dtype))
+                    and (db is None or _ready(db, (m,), dtype))):
+                precision = _gemm_precision(precision, dtype)
+                dx = (np.empty((n, k), dtype) if dx is None else dx) if need_dx else None
+                if dw is None:
+                    dw = np.empty((k, m), dtype)
+                if db is None:
+                    db = np.empty(m, dtype)
+                get_backend().linear_backward(x, w, y, dy, activation, alpha, dx, dw, db,
+                                              precision)
+                return dx, dw, db
     x, w = _linear_operands(x, w)
     precision = _precision(precision, x.dtype)
     y = float_array("y", y, ndim=2, dtype=x.dtype)

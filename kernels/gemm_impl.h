@@ -419,8 +419,13 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
  *  - by dot products when its columns are contiguous (b_rs = 1): four columns of B' at a
  *    time against up to four rows of A', in registers, summed across lanes at the end. */
 
-/* Bytes of the accumulators of one chunk of columns (they stay in L1 with the rows of B'). */
+/* Bytes of the accumulators of one chunk of columns (they stay in L1 with the rows of B'),
+ * and of a packed chunk of B' (below). */
 #define GEMM_SMALL_ACC_BYTES (16 * 1024)
+/* Longest K, and fewest rows of C', for which a B' with contiguous columns is packed into rows
+ * rather than read by dot products (below). */
+#define GEMM_SMALL_PACK_K VLEN
+#define GEMM_SMALL_PACK_ROWS 4
 
 /* acc[r][0..w) += sum_p arows[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
  * is inlined); B'[p] starts at b + p * b_rs and is contiguous. */
@@ -458,6 +463,49 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
                 V(store)(dst, V(fma)(V(set1)(arows[r * kp + p]), bv, V(load)(dst)));
             }
         }
+    }
+}
+
+/* small_axpy for a chunk of at most GEMM_SMALL_NARROW vectors of columns (C' of a few
+ * columns): the sums stay in registers over all of K, eight rows of B' per step, instead of
+ * passing through the L1 buffer every four rows, a chain of stores and reloads. Measured (one
+ * thread, fastest of many calls, ops.matmul): 1 x 4096 x 16 5.0 -> 3.2 us (NumPy 3.4 on one
+ * thread), 8 x 4096 x 16 10.0 -> 8.7 us; with two vectors (1 x 2048 x 32, A transposed) the
+ * second pass over B' made it slower (3.8 -> 5.8 us), so one vector only. */
+#define GEMM_SMALL_NARROW 1
+static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
+    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    for (int64_t j = 0; j < w; j += VLEN) {
+        int64_t cols = w - j;
+        VEC sum[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; r++) sum[r] = V(zero)();
+        int64_t p = 0;
+        for (; p + 8 <= k; p += 8) {
+            const T *b0 = b + p * b_rs + j;
+            VEC bv[8];
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++)
+                bv[q] = cols >= VLEN ? V(load)(b0 + q * b_rs) : V(load_part)(b0 + q * b_rs, cols, 0);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++) {
+                const T *ar = arows + r * kp + p;
+                VEC s0 = V(fma)(V(set1)(ar[1]), bv[1], V(mul)(V(set1)(ar[0]), bv[0]));
+                VEC s1 = V(fma)(V(set1)(ar[3]), bv[3], V(mul)(V(set1)(ar[2]), bv[2]));
+                VEC s2 = V(fma)(V(set1)(ar[5]), bv[5], V(mul)(V(set1)(ar[4]), bv[4]));
+                VEC s3 = V(fma)(V(set1)(ar[7]), bv[7], V(mul)(V(set1)(ar[6]), bv[6]));
+                sum[r] = V(add)(sum[r], V(add)(V(add)(s0, s1), V(add)(s2, s3)));
+            }
+        }
+        for (; p < k; p++) {
+            const T *b0 = b + p * b_rs + j;
+            VEC bv = cols >= VLEN ? V(load)(b0) : V(load_part)(b0, cols, 0);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++) sum[r] = V(fma)(V(set1)(arows[r * kp + p]), bv, sum[r]);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; r++) V(store)(acc + r * acc_ld + j, sum[r]);
     }
 }
 
@@ -506,21 +554,55 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
             for (int64_t p = 0; p < k; p++) dst[p] = a[r * a_rs + p * a_cs];
         for (int64_t p = k; p < kp; p++) dst[p] = 0;
     }
-    if (b_cs == 1) {
-        int64_t chunk = fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES / ((int64_t)sizeof(T) * m) / VLEN * VLEN);
+    /* Columns of B' contiguous (b_rs == 1), K one vector or less and a few rows: dot products
+     * would spend more on summing each of the m x n' dots across lanes than on the products,
+     * so each chunk of B' is packed into rows (VLEN x VLEN blocks transposed in registers, into
+     * L1) and takes the row kernel below. The transposes cost what n' sums across lanes do, so
+     * it pays from a few rows on. Measured (one thread, fastest of many calls): 8 x 16 x 4096
+     * with B transposed 31.5 -> 16.4 us (NumPy 16.4), 8 x 16 x 256 3.5 -> 2.7 us; with one row
+     * (1 x 16 x 2048) 5.0 -> 5.4 us, and with K of 32 or 64, 15-25% slower: not taken there. */
+    int pack = b_cs != 1 && k <= GEMM_SMALL_PACK_K && m >= GEMM_SMALL_PACK_ROWS;
+    if (b_cs == 1 || pack) {
+        /* A chunk no wider than the columns there are: a 1 x 16 x 16 product clears 16
+         * accumulators, not the 16 KB a wide one would. */
+        int64_t chunk = fastnn_min(
+            fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES / ((int64_t)sizeof(T) * m) / VLEN * VLEN),
+            fastnn_ceil_div(j1 - j0, VLEN) * VLEN);
+        if (pack)
+            chunk = fastnn_min(chunk, fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES /
+                                                           ((int64_t)sizeof(T) * k) / VLEN * VLEN));
         T *acc = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)m * chunk * sizeof(T));
-        if (!acc) return FASTNN_OUT_OF_MEMORY;
+        T *panel = pack ? fastnn_scratch(SCRATCH_GEMM_B, (size_t)k * chunk * sizeof(T)) : NULL;
+        if (!acc || (pack && !panel)) return FASTNN_OUT_OF_MEMORY;
         for (int64_t jc = j0; jc < j1; jc += chunk) {
             int64_t w = fastnn_min(chunk, j1 - jc);
-            memset(acc, 0, (size_t)m * chunk * sizeof(T));
             const T *bc = b + jc;
-            switch (m) {
+            int64_t bc_rs = b_rs;
+            if (pack) { /* panel[p][j] = B'[p][jc + j], rows of whole vectors */
+                bc_rs = fastnn_ceil_div(w, VLEN) * VLEN;
+                FN(pack_panel)(panel, bc_rs, b + jc * b_cs, b_cs, w, k, 1);
+                bc = panel;
+            }
+            if (w <= GEMM_SMALL_NARROW * VLEN) {
+                switch (m) {
+#define SMALL_NARROW_CASE(R) \
+    case R: FN(small_axpy_narrow)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
+                    SMALL_NARROW_CASE(1) SMALL_NARROW_CASE(2) SMALL_NARROW_CASE(3)
+                    SMALL_NARROW_CASE(4) SMALL_NARROW_CASE(5) SMALL_NARROW_CASE(6)
+                    SMALL_NARROW_CASE(7)
+                    default: FN(small_axpy_narrow)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
+#undef SMALL_NARROW_CASE
+                }
+            } else {
+                memset(acc, 0, (size_t)m * chunk * sizeof(T));
+                switch (m) {
 #define SMALL_AXPY_CASE(R) \
-    case R: FN(small_axpy)(R, k, arows, kp, bc, b_rs, acc, chunk, w); break;
-                SMALL_AXPY_CASE(1) SMALL_AXPY_CASE(2) SMALL_AXPY_CASE(3) SMALL_AXPY_CASE(4)
-                SMALL_AXPY_CASE(5) SMALL_AXPY_CASE(6) SMALL_AXPY_CASE(7)
-                default: FN(small_axpy)(8, k, arows, kp, bc, b_rs, acc, chunk, w); break;
+    case R: FN(small_axpy)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
+                    SMALL_AXPY_CASE(1) SMALL_AXPY_CASE(2) SMALL_AXPY_CASE(3) SMALL_AXPY_CASE(4)
+                    SMALL_AXPY_CASE(5) SMALL_AXPY_CASE(6) SMALL_AXPY_CASE(7)
+                    default: FN(small_axpy)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
 #undef SMALL_AXPY_CASE
+                }
             }
             for (int64_t r = 0; r < m; r++) {
                 if (c_cs == 1)
@@ -700,4 +782,7 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 #undef GEMM_NR
 #undef GEMM_B_BLOCK_BYTES
 #undef GEMM_SMALL_ACC_BYTES
+#undef GEMM_SMALL_PACK_K
+#undef GEMM_SMALL_PACK_ROWS
+#undef GEMM_SMALL_NARROW
 #undef GEMM_COLUMNS_KC

@@ -39,6 +39,9 @@ SWEEP_GEMM_SHAPES = [(m, k, n) for m in (1, 8, 32, 128, 512) for k in (16, 256, 
 SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of vectors
     (2, 17, 3), (3, 100, 70), (4, 1000, 33), (5, 33, 1000), (6, 2049, 40), (7, 1000, 600),
     (9, 300, 8), (600, 257, 1), (1000, 33, 5), (300, 1025, 7), (2000, 40, 2), (33, 3, 6),
+    # B' packed into rows (K of one vector or less, 4+ rows, B transposed) and the
+    # one-vector-wide chunks with the sums in registers, with ragged edges
+    (5, 9, 37), (8, 16, 300), (4, 7, 1000), (6, 500, 13), (13, 500, 6), (1, 1000, 16),
 ]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
                  (1000, 129, 3), (64, 3, 1000),

@@ -148,7 +148,11 @@ def get_backend_name() -> str:
 
 def get_backend() -> ModuleType:
     """The backend module that kernels run on in this thread/context now."""
-    return load_backend(get_backend_name())
+    name = _override.get() or _default()
+    # A loaded backend without the lock: every public kernel call asks, and a dict read is
+    # atomic (the lock costs a third of a small matmul's Python time).
+    module = _loaded.get(name)
+    return module if module is not None else load_backend(name)
 
 
 def set_backend(name: str) -> None:

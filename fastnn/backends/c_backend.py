@@ -164,42 +164,48 @@ _BF16 = {"matmul": lib.fastnn_matmul_bf16, "linear_forward": lib.fastnn_linear_f
          "linear_backward": lib.fastnn_linear_backward_bf16}
 
 
-def _gemm_kernel(kernels: "_Kernels", name: str, precision: str):
-    return _BF16[name] if precision == "bfloat16" else getattr(kernels, name)
-
-
 def round_bfloat16(x, out):
     lib.fastnn_round_bf16(_from_buffer("float[]", out), _from_buffer("float[]", x), x.size)
 
+
+# The three GEMM wrappers are called on tiny arrays too (one sample, a small layer), where
+# Python's time is most of the call: each reads its kernel without a helper call and checks
+# the status inline.
 
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):
     k = _BY_DTYPE[a.dtype]
     t = k.array_type
     n, inner = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kernel = _gemm_kernel(k, "matmul", precision)
-    _check(kernel(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n, inner,
-                  out.shape[1], trans_a, trans_b), "matmul")
+    kernel = _BF16["matmul"] if precision == "bfloat16" else k.matmul
+    status = kernel(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n, inner,
+                    out.shape[1], trans_a, trans_b)
+    if status:  # FASTNN_OK is 0
+        _check(status, "matmul")
 
 
 def linear_forward(x, w, b, activation, alpha, out, precision="float32"):
     k = _BY_DTYPE[x.dtype]
     t = k.array_type
     n, inner = x.shape
-    kernel = _gemm_kernel(k, "linear_forward", precision)
-    _check(kernel(_from_buffer(t, out), _from_buffer(t, x), _from_buffer(t, w),
-                  _from_buffer(t, b), n, inner, w.shape[1], ACTIVATION_CODES[activation],
-                  alpha), "linear_forward")
+    kernel = _BF16["linear_forward"] if precision == "bfloat16" else k.linear_forward
+    status = kernel(_from_buffer(t, out), _from_buffer(t, x), _from_buffer(t, w),
+                    _from_buffer(t, b), n, inner, w.shape[1], ACTIVATION_CODES[activation],
+                    alpha)
+    if status:
+        _check(status, "linear_forward")
 
 
 def linear_backward(x, w, y, dy, activation, alpha, dx, dw, db, precision="float32"):
     k = _BY_DTYPE[x.dtype]
     t = k.array_type
     n, inner = x.shape
-    kernel = _gemm_kernel(k, "linear_backward", precision)
-    _check(kernel(_NULL if dx is None else _from_buffer(t, dx), _from_buffer(t, dw),
-                  _from_buffer(t, db), _from_buffer(t, x), _from_buffer(t, w),
-                  _from_buffer(t, y), _from_buffer(t, dy), n, inner, w.shape[1],
-                  ACTIVATION_CODES[activation], alpha), "linear_backward")
+    kernel = _BF16["linear_backward"] if precision == "bfloat16" else k.linear_backward
+    status = kernel(_NULL if dx is None else _from_buffer(t, dx), _from_buffer(t, dw),
+                    _from_buffer(t, db), _from_buffer(t, x), _from_buffer(t, w),
+                    _from_buffer(t, y), _from_buffer(t, dy), n, inner, w.shape[1],
+                    ACTIVATION_CODES[activation], alpha)
+    if status:
+        _check(status, "linear_backward")
 
 
 def softmax(x, out):
