@@ -26,15 +26,14 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import SGD, Dense, Sequential
+from fastnn import bench_training
 
 from conftest import THREADS
 
 SAMPLES, FEATURES, CLASSES = 60000, 784, 10
 HIDDEN = (256, 128)
-TABULAR_SAMPLES, TABULAR_FEATURES, TABULAR_HIDDEN = 50000, 32, (64, 64)
-LR = 0.01
-XOR_STEPS = 1024
+TABULAR_HIDDEN = bench_training.TABULAR_HIDDEN
+XOR_STEPS = bench_training.XOR_STEPS
 #: Timed epochs per row, after one warm-up epoch: single epochs vary by about 10% on a shared
 #: 2-core machine, so the median is taken over 5.
 EPOCH_ROUNDS = 5
@@ -54,103 +53,18 @@ def mnist_shaped():
 @pytest.fixture(scope="module")
 def tabular():
     """Synthetic tabular data: 32 standard normal features, 2 classes from a noisy rule."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((TABULAR_SAMPLES, TABULAR_FEATURES), dtype=np.float32)
-    y = (x[:, :4].sum(axis=1) + 0.5 * rng.standard_normal(TABULAR_SAMPLES) > 0)
-    return x, y.astype(np.int64)
+    return bench_training.tabular()
 
 
-def xor_tiled():
-    x, y = fastnn.datasets.xor()
-    return np.tile(x, (XOR_STEPS, 1)), np.tile(y, XOR_STEPS)
+# -- the three implementations of one epoch (fastnn/bench_training.py) ---------------
 
-
-# -- the three implementations of one epoch ---------------------------------------
-
-def fastnn_epoch(backend, x, y, batch, hidden=HIDDEN, activation="relu"):
-    model = Sequential([Dense(units, activation) for units in hidden]
-                       + [Dense(int(y.max()) + 1, "softmax")], seed=0)
-    model.compile(SGD(LR), "sparse_categorical_crossentropy")
-
-    def epoch():
-        with fastnn.use_backend(backend):
-            return model.fit(x, y, epochs=1, batch_size=batch, verbose=0, seed=0)["loss"][0]
-    return epoch
-
-
-def plain_numpy_epoch(x, y, batch, hidden=HIDDEN, activation="relu"):
-    """The same MLP, loss and SGD written plainly in NumPy (float32 throughout)."""
-    rng = np.random.default_rng(0)
-    sizes = [x.shape[1], *hidden, int(y.max()) + 1]
-    weights = [(rng.uniform(-1, 1, (k, m)) * np.sqrt(6 / (k + m))).astype(np.float32)
-               for k, m in zip(sizes[:-1], sizes[1:])]
-    biases = [np.zeros(m, np.float32) for m in sizes[1:]]
-    act, act_grad = {
-        "relu": (lambda z: np.maximum(z, 0), lambda h: h > 0),
-        "tanh": (np.tanh, lambda h: 1 - h * h),
-    }[activation]
-
-    def epoch():
-        order = rng.permutation(len(x))
-        total = 0.0
-        for start in range(0, len(x), batch):
-            rows = order[start:start + batch]
-            inputs, labels = x[rows], y[rows]
-            activations = [inputs]
-            for w, b in zip(weights[:-1], biases[:-1]):
-                activations.append(act(activations[-1] @ w + b))
-            logits = activations[-1] @ weights[-1] + biases[-1]
-            logits -= logits.max(axis=1, keepdims=True)
-            probabilities = np.exp(logits)
-            probabilities /= probabilities.sum(axis=1, keepdims=True)
-            picked = np.arange(len(labels))
-            total += -np.log(probabilities[picked, labels]).sum()
-            grad = probabilities
-            grad[picked, labels] -= 1
-            grad /= len(labels)
-            for layer in range(len(weights) - 1, -1, -1):
-                grad_w, grad_b = activations[layer].T @ grad, grad.sum(axis=0)
-                if layer:
-                    grad = (grad @ weights[layer].T) * act_grad(activations[layer])
-                weights[layer] -= LR * grad_w
-                biases[layer] -= LR * grad_b
-        return total / len(x)
-    return epoch
-
-
-def torch_epoch(x, y, batch, hidden=HIDDEN, activation="relu"):
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(0)
-    sizes = [x.shape[1], *hidden]
-    layers = []
-    for k, m in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(k, m), torch.nn.ReLU() if activation == "relu"
-                   else torch.nn.Tanh()]
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], int(y.max()) + 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
-
-    def epoch():
-        order = torch.randperm(len(x))
-        total = 0.0
-        for start in range(0, len(x), batch):
-            rows = order[start:start + batch]
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(inputs[rows]), labels[rows])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(rows)
-        return total / len(x)
-    return epoch
-
-
-def make_epoch(implementation, x, y, batch, **model):
+def make_epoch(implementation, x, y, batch, hidden=HIDDEN, activation="relu"):
     if implementation == "plain-numpy":
-        return plain_numpy_epoch(x, y, batch, **model)
+        return bench_training.plain_numpy_epoch(x, y, batch, hidden, activation)
     if implementation == "torch":
-        return torch_epoch(x, y, batch, **model)
-    return fastnn_epoch(implementation, x, y, batch, **model)
+        pytest.importorskip("torch")
+        return bench_training.torch_epoch(x, y, batch, hidden, activation, THREADS)
+    return bench_training.fastnn_epoch(implementation, x, y, batch, hidden, activation)
 
 
 def run(benchmark, implementation, epoch, rounds, samples):
@@ -184,7 +98,7 @@ def test_tabular_epoch(benchmark, tabular, implementation, batch):
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_xor_steps(benchmark, implementation):
     benchmark.group = f"train steps XOR 2-8-2 batch 4 (x{XOR_STEPS})"
-    x, y = xor_tiled()
+    x, y = bench_training.xor_tiled()
     epoch = make_epoch(implementation, x, y, 4, hidden=(8,), activation="tanh")
     run(benchmark, implementation, epoch, 10, len(x))
     stats = getattr(benchmark, "stats", None)

@@ -6,7 +6,9 @@ available backend, each thread count; a table per kernel with the median
 time, its spread (the interquartile range, IQR, as a share of the median),
 the rate (GFLOP/s or GB/s) and the speedup over the ``numpy`` backend at the
 same thread count; the results as JSON with ``--json PATH``; a chart with
-``--plot FILE``.
+``--plot FILE``. The training rows (``train epoch``, fastnn/bench_training.py) time
+whole epochs through ``Sequential.fit`` and, in the same run, the same training in
+plain NumPy (``plain-numpy``) and PyTorch eager (``torch``, when installed).
 
 A row whose IQR exceeds ``BUSY_SPREAD`` of its median is marked: the machine
 was busy (other processes took the cores) and its figures are unsure. So is a
@@ -26,12 +28,12 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import ops
+from . import bench_training, ops
 from .backends import available_backends, get_num_threads, set_num_threads, use_backend
 from .files import atomic_write, write_text
 
@@ -46,13 +48,16 @@ OPTIMIZER_SIZES = (784 * 256, 4 * 1024 * 1024)
 
 @dataclass
 class Case:
-    """One kernel at one shape: ``prepare()`` builds the operands and returns the call."""
+    """One kernel at one shape: ``prepare()`` builds the operands and returns the call.
+    ``others``: rows besides the backends' (plain NumPy, PyTorch), by name: a function of the
+    thread count that returns the call."""
 
     kernel: str
     shape: str
     prepare: Callable[[], Callable[[], object]]
     flops: float = 0.0
     bytes_moved: float = 0.0
+    others: Dict[str, Callable[[int], Callable[[], object]]] = field(default_factory=dict)
 
 
 def _random(shape, seed, scale=1.0):
@@ -126,7 +131,9 @@ def cases(quick: bool = False) -> List[Case]:
             + [_linear_backward(*s, "bfloat16") for s in first(MLP_LINEAR_SHAPES)]
             + [_softmax_cross_entropy(*s) for s in first(XENT_SHAPES)]
             + [_sgd(s) for s in first(OPTIMIZER_SIZES)]
-            + [_adam(s) for s in first(OPTIMIZER_SIZES)])
+            + [_adam(s) for s in first(OPTIMIZER_SIZES)]
+            # whole training epochs, against plain NumPy and PyTorch (fastnn/bench_training.py)
+            + bench_training.cases(quick))
 
 
 #: A row whose interquartile range exceeds this share of its median is marked busy.
@@ -173,16 +180,20 @@ def run(backends: Optional[List[str]] = None, threads=(1, 2), quick: bool = Fals
     results: List[Dict] = []
     saved_threads = max(get_num_threads().values(), default=None)
     # disable=None: no bar when standard error is not a terminal (a log file gets no \r)
-    bar = tqdm(total=len(all_cases) * len(backends) * len(threads),
+    bar = tqdm(total=sum((len(backends) + len(case.others)) * len(threads)
+                         for case in all_cases),
                disable=None if progress else True, desc="fastnn bench", unit="run")
     try:
         for case in all_cases:
             for count in threads:
                 set_num_threads(count)
-                for name in backends:
+                for name in backends + list(case.others):
                     bar.set_postfix_str(f"{case.kernel} {case.shape} {name} x{count}")
-                    with use_backend(name):
-                        stats = summary(timings(case.prepare(), 0.1 if quick else 0.4))
+                    if name in case.others:
+                        stats = summary(timings(case.others[name](count), 0.1 if quick else 0.4))
+                    else:
+                        with use_backend(name):
+                            stats = summary(timings(case.prepare(), 0.1 if quick else 0.4))
                     seconds = stats["median_s"]
                     results.append({
                         "kernel": case.kernel, "shape": case.shape, "backend": name,
@@ -279,12 +290,13 @@ def plot_speedups(results: List[Dict], path: str) -> None:
     figure, axes = plt.subplots(figsize=(9, 1.2 + 0.28 * len(labels) * max(len(series), 1)))
     positions = np.arange(len(labels))[::-1].astype(float)  # the first kernel on top
     for i, (backend, count) in enumerate(series):
-        chosen = [rows[(k, s, backend, count)] for k, s in labels]
+        present = [j for j, (k, s) in enumerate(labels) if (k, s, backend, count) in rows]
+        chosen = [rows[(*labels[j], backend, count)] for j in present]  # plain-numpy: some
         speedups = np.array([r["speedup_vs_numpy"] for r in chosen])
         low = speedups - np.array([r["speedup_range"][0] for r in chosen])
         high = np.array([r["speedup_range"][1] for r in chosen]) - speedups
         # bars start at 1x, so a slowdown extends left and a speedup right
-        axes.barh(positions - i * height, speedups - 1.0, height, left=1.0,
+        axes.barh(positions[present] - i * height, speedups - 1.0, height, left=1.0,
                   xerr=[low, high], capsize=2, error_kw={"linewidth": 0.8},
                   label=f"{backend}, {count} thread{'s' * (count > 1)}")
     axes.axvline(1.0, color="black", linewidth=0.8)

@@ -36,13 +36,16 @@ _IDENTITY = ACTIVATION_CODES["identity"]
 #: outweigh the launch of a parallel region (a few microseconds).
 PARALLEL_MIN_MULTIPLY_ADDS = 1 << 21
 PARALLEL_MIN_ELEMENTS = 1 << 15
-#: Products with fewer multiply-adds skip packing and blocking altogether. Measured on one
-#: thread (CPU time, float32): 32x32x64 3.9 us direct, 5.3 blocked; 32x64x64 10 direct, 7
-#: blocked; 256x64x64 67 direct, 23 blocked; 128x784x256 1287 direct, 436 blocked.
+#: Products with fewer multiply-adds skip packing and blocking altogether (gemm.gemm_direct:
+#: the micro-kernel reads the operands in place), on the calling thread. Measured on one
+#: thread (float32, us, direct / blocked): NN x @ w 32x64x64 2.1 / 7.6, 256x64x64 9.9 / 23,
+#: 128x256x128 39 / 74, 128x784x256 256 / 415; TN x.T @ dz 2.2 / 6.7, 12.7 / 33, 50 / 70,
+#: 216 / 312; NT dz @ w.T 4.9 / 7.5, 12.6 / 23, 64 / 65, 384 / 353 (copying w.T dominates).
+#: So every product below the parallel threshold is direct.
 #: (PARALLEL_MIN_MULTIPLY_ADDS: 2^21, ~25 us of one thread's work: a launch costs microseconds
 #: on a quiet machine and far more when another process holds the other core, and the small
 #: layers of a tabular MLP, up to 256x64x64, were slower on two threads than on one.)
-DIRECT_MAX_MULTIPLY_ADDS = 1 << 17
+DIRECT_MAX_MULTIPLY_ADDS = PARALLEL_MIN_MULTIPLY_ADDS
 
 #: Threads for parallel kernels; NUMBA_NUM_THREADS (default: all cores) is
 #: both the initial value and the ceiling, the size of Numba's thread pool.
@@ -101,7 +104,8 @@ def _gemm(a, b, trans_a, trans_b, out, bias, code, alpha):
     if threads:
         gemm.gemm_blocked(a, b, trans_a, trans_b, out, bias, code, alpha, threads)
     else:
-        gemm.gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, n)
+        gemm.gemm_direct(a, b, trans_a, trans_b, out, bias, code, alpha,
+                         np.empty(gemm.direct_scratch_size(n, m, k, out), out.dtype))
 
 
 def round_bfloat16(x, out):

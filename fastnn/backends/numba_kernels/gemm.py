@@ -18,7 +18,8 @@ Layered as in BLIS / GotoBLAS:
 * after the last KC slice the tile is added to ``out`` and the epilogue
   (bias, activation) runs while it is in L1.
 
-Tiny products skip all that: :func:`gemm_rows` reads a and b directly.
+Small products skip all that: :func:`gemm_direct` runs the micro-kernel on a and b in
+place (only op(b) = b.T and the edges are copied), :func:`gemm_rows` the tiniest as loops.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from .epilogue import bias_activate
-from .simd import MR, TILE_BYTES, tile_product
+from .simd import MR, TILE_BYTES, tile_product, tile_product_strided
 
 #: The micro-tile is MR rows by NR = TILE_BYTES // itemsize columns (see simd.py).
 #: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB with AVX-512), rows
@@ -88,6 +89,147 @@ def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
                 for j in range(cols):
                     out[i, j] += scale * b[p, j]
         bias_activate(out, i, 0, cols, bias, code, alpha)
+
+
+#: Multiply-adds below which gemm_direct runs the plain loops of gemm_rows (XOR's 4 x 2 x 8:
+#: the micro-kernel's zero-padded edges would be most of the work).
+TILED_MIN_MULTIPLY_ADDS = 2048
+#: Side of the square blocks in which transpose_into copies (constant: LLVM unrolls them).
+TRANSPOSE_BLOCK = 8
+
+
+@njit(cache=True, error_model="numpy")
+def transpose_into(b, out):
+    """out[p * R + j] = b[j, p] for b: float (R, C), out: 1-D of at least R * C elements.
+    Whole TRANSPOSE_BLOCK squares first (256 x 128 float32: 6.4 us against 23 for the plain
+    loop), then the edges; unsigned flat indices spare LLVM the negative-index checks."""
+    rows, cols = b.shape
+    flat = b.reshape(-1)
+    block = TRANSPOSE_BLOCK
+    full_rows, full_cols = rows - rows % block, cols - cols % block
+    for j0 in range(0, full_rows, block):
+        for p0 in range(0, full_cols, block):
+            for jj in range(block):
+                for pp in range(block):
+                    out[np.uintp((p0 + pp) * rows + j0 + jj)] = \
+                        flat[np.uintp((j0 + jj) * cols + p0 + pp)]
+    for j in range(full_rows, rows):
+        for p in range(cols):
+            out[p * rows + j] = flat[j * cols + p]
+    for j in range(full_rows):
+        for p in range(full_cols, cols):
+            out[p * rows + j] = flat[j * cols + p]
+
+
+@njit(cache=True, error_model="numpy")
+def direct_scratch_size(rows, cols, inner, like):
+    """Elements of gemm_direct's scratch: op(b) copied (trans_b), the padded edge panels of
+    op(b) and op(a), one tile."""
+    width = tile_width(like)
+    return inner * (cols + width + MR) + MR * width
+
+
+@njit(cache=True, error_model="numpy")
+def pad_edge(source, depth_major, first, stop, inner, width, padded):
+    """padded[p * width + c] = element (first + c, p) of source for first + c < stop, else 0;
+    element (i, p) is source[p, i] when depth_major, else source[i, p]."""
+    for p in range(inner):
+        for c in range(width):
+            i = first + c
+            value = padded.dtype.type(0)
+            if i < stop:
+                value = source[p, i] if depth_major else source[i, p]
+            padded[p * width + c] = value
+
+
+@njit(cache=True, error_model="numpy")
+def direct_tile(a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_stride, depth,
+                out, i0, j0, tile_rows, tile_cols, tile):
+    """out[i0:i0+tile_rows, j0:j0+tile_cols] = one micro-tile of the product (gemm_direct)."""
+    width = tile_width(out)
+    if tile_rows == MR and tile_cols == width:
+        tile_product_strided(a, a_start, a_row_stride, a_depth_stride, b, b_start,
+                             b_depth_stride, depth, out, i0 * out.shape[1] + j0, out.shape[1],
+                             False)
+    else:
+        tile_product_strided(a, a_start, a_row_stride, a_depth_stride, b, b_start,
+                             b_depth_stride, depth, tile, 0, width, False)
+        for r in range(tile_rows):
+            for c in range(tile_cols):
+                out[i0 + r, j0 + c] = tile[r * width + c]
+
+
+@njit(cache=True, error_model="numpy")
+def direct_panel(a, trans_a, pad_a, b, b_start, b_depth_stride, out, j0, tile_cols, bias, code,
+                 alpha, tile):
+    """Columns j0..j0+tile_cols of gemm_direct, all rows: op(b)'s micro-panel read from
+    b.flat[b_start + p * b_depth_stride + c]."""
+    rows = out.shape[0]
+    inner = a.shape[0] if trans_a else a.shape[1]
+    full_rows = rows - rows % MR
+    for i0 in range(0, full_rows, MR):
+        if trans_a:  # op(a)[r, p] = a[p, i0 + r]
+            direct_tile(a, i0, 1, rows, b, b_start, b_depth_stride, inner, out, i0, j0, MR,
+                        tile_cols, tile)
+        else:
+            direct_tile(a, i0 * inner, inner, 1, b, b_start, b_depth_stride, inner, out, i0,
+                        j0, MR, tile_cols, tile)
+    if full_rows < rows:
+        direct_tile(pad_a, 0, 1, MR, b, b_start, b_depth_stride, inner, out, full_rows, j0,
+                    rows - full_rows, tile_cols, tile)
+    for i in range(rows):
+        bias_activate(out, i, j0, j0 + tile_cols, bias, code, alpha)
+
+
+@njit(cache=True, error_model="numpy")
+def gemm_direct(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
+    """The product of small operands on the calling thread, without packing blocks: the
+    micro-kernel reads op(a) and op(b) where they are (op(b) = b.T is copied row-major
+    first, and the last partial row and column panels are copied zero-padded).
+    scratch: 1-D, out's dtype, at least direct_scratch_size elements."""
+    rows, cols = out.shape
+    inner = a.shape[0] if trans_a else a.shape[1]
+    if tiled(rows, cols, inner):
+        gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch)
+    else:
+        gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, rows)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def tiled(rows, cols, inner):
+    """Whether gemm_direct runs the micro-kernel (else gemm_rows' loops). Callers on a hot
+    path (a training step of XOR) test it themselves and call gemm_tiles or gemm_rows: each
+    extra call layer with array arguments cost ~60 ns there."""
+    return rows * cols * inner >= TILED_MIN_MULTIPLY_ADDS and inner > 0
+
+
+@njit(cache=True, error_model="numpy")
+def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
+    """gemm_direct's micro-tiles (inner > 0)."""
+    rows, cols = out.shape
+    inner = a.shape[0] if trans_a else a.shape[1]
+    width = tile_width(out)
+    copied_b = scratch[:inner * cols]
+    pad_b = scratch[inner * cols:inner * (cols + width)]
+    pad_a = scratch[inner * (cols + width):inner * (cols + width + MR)]
+    tile = scratch[inner * (cols + width + MR):inner * (cols + width + MR) + MR * width]
+    full_rows = rows - rows % MR
+    if full_rows < rows:  # the last rows of op(a), zero-padded to MR: pad_a[p * MR + r]
+        pad_edge(a, trans_a, full_rows, rows, inner, MR, pad_a)
+    if trans_b:  # op(b) = b.T, row-major (inner, cols)
+        transpose_into(b, copied_b)
+    full_cols = cols - cols % width
+    for j0 in range(0, full_cols, width):
+        if trans_b:
+            direct_panel(a, trans_a, pad_a, copied_b, j0, cols, out, j0, width, bias, code,
+                         alpha, tile)
+        else:
+            direct_panel(a, trans_a, pad_a, b, j0, cols, out, j0, width, bias, code, alpha,
+                         tile)
+    if full_cols < cols:  # the last columns, zero-padded to NR: pad_b[p * NR + c]
+        pad_edge(b, not trans_b, full_cols, cols, inner, width, pad_b)
+        direct_panel(a, trans_a, pad_a, pad_b, 0, width, out, full_cols, cols - full_cols,
+                     bias, code, alpha, tile)
 
 
 # -- packing ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import blocked_scratch_sizes, gemm_blocked_into, gemm_rows
+from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
+                   gemm_tiles, tiled)
 from .partition import chunk_bounds
 from .scalar_math import IDENTITY, derivative_from_output
 
@@ -32,16 +33,31 @@ def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
 @njit(cache=True, error_model="numpy")
 def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
     """Backward of a tiny layer on the calling thread, without packing."""
-    linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, np.empty_like(dy))
+    linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, np.empty_like(dy),
+                                np.empty(direct_backward_scratch_size(*x.shape, w.shape[1], x),
+                                         x.dtype))
 
 
 @njit(cache=True, error_model="numpy")
-def linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, dz):
-    """linear_backward_direct with dz (N, M) given."""
+def direct_backward_scratch_size(n, k, m, like):
+    """Elements of linear_backward_direct_into's GEMM scratch (the larger of its two GEMMs)."""
+    return max(direct_scratch_size(k, m, n, like), direct_scratch_size(n, k, m, like))
+
+
+@njit(cache=True, error_model="numpy")
+def linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, dz, scratch):
+    """linear_backward_direct with dz (N, M) and the GEMMs' scratch
+    (direct_backward_scratch_size) given."""
     dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, 0, dy.shape[0])
-    gemm_rows(x, dz, True, False, dw, None, IDENTITY, 0.0, 0, dw.shape[0])
-    if dx is not None:
-        gemm_rows(dz, w, False, True, dx, None, IDENTITY, 0.0, 0, dx.shape[0])
+    n, k, m = x.shape[0], x.shape[1], dy.shape[1]
+    if tiled(k, m, n):  # gemm_direct, one call layer less (see tiled)
+        gemm_tiles(x, dz, True, False, dw, None, IDENTITY, 0.0, scratch)
+    else:
+        gemm_rows(x, dz, True, False, dw, None, IDENTITY, 0.0, 0, k)
+    if dx is not None and tiled(n, k, m):
+        gemm_tiles(dz, w, False, True, dx, None, IDENTITY, 0.0, scratch)
+    elif dx is not None:
+        gemm_rows(dz, w, False, True, dx, None, IDENTITY, 0.0, 0, n)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)

@@ -44,59 +44,100 @@ def tile_product(typingctx, packed_a, a_start, packed_b, b_start, depth, dest, d
     if not all(isinstance(t, types.Array) and t.dtype == dest.dtype
                for t in (packed_a, packed_b, dest)):
         return None
-    dtype = dest.dtype
     signature_args = (packed_a, a_start, packed_b, b_start, depth, dest, dest_start,
                       dest_stride, accumulate)
 
     def codegen(context, builder, signature, args):
-        scalar = context.get_value_type(dtype)
-        lanes = VECTOR_BITS // dtype.bitwidth
-        width = lanes * VECTORS_PER_ROW
-        vector = ir.VectorType(scalar, lanes)
-        vector_pointer = vector.as_pointer()
-        align = dtype.bitwidth // 8
         index = ir.IntType(64)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector, [vector] * 3),
-            f"llvm.fma.v{lanes}f{dtype.bitwidth}")
-        a_data, b_data, dest_data = (
-            context.make_array(signature.args[k])(context, builder, args[k]).data
-            for k in (0, 2, 5))
-        a_start, b_start, depth, dest_start, dest_stride = (
-            context.cast(builder, args[k], signature.args[k], types.int64)
-            for k in (1, 3, 4, 6, 7))
-        zero = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * lanes)
-        # Allocas in the entry block: mem2reg turns them into registers.
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS_PER_ROW)]
-               for _ in range(MR)]
-        undefined = ir.Constant(vector, ir.Undefined)
-        broadcast_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        with cgutils.for_range(builder, depth) as loop:
-            b_row = builder.add(b_start, builder.mul(loop.index, ir.Constant(index, width)))
-            b_vectors = [builder.load(builder.bitcast(
-                builder.gep(b_data, [builder.add(b_row, ir.Constant(index, v * lanes))]),
-                vector_pointer), align=align) for v in range(VECTORS_PER_ROW)]
-            a_row = builder.add(a_start, builder.mul(loop.index, ir.Constant(index, MR)))
-            for r in range(MR):
-                a = builder.load(builder.gep(a_data, [builder.add(a_row, ir.Constant(index, r))]))
-                a_vector = builder.shuffle_vector(
-                    builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
-                    undefined, broadcast_mask)
-                for v in range(VECTORS_PER_ROW):
-                    total = builder.call(fma, [a_vector, b_vectors[v], builder.load(acc[r][v])])
-                    builder.store(total, acc[r][v])
-        add = context.cast(builder, args[8], signature.args[8], types.boolean)
-        for r in range(MR):
-            row = builder.add(dest_start, builder.mul(ir.Constant(index, r), dest_stride))
-            for v in range(VECTORS_PER_ROW):
-                target = builder.bitcast(
-                    builder.gep(dest_data, [builder.add(row, ir.Constant(index, v * lanes))]),
-                    vector_pointer)
-                value = builder.load(acc[r][v])
-                with builder.if_then(add):
-                    builder.store(builder.fadd(builder.load(target, align=align), value),
-                                  acc[r][v])
-                builder.store(builder.load(acc[r][v]), target, align=align)
+        strides = (ir.Constant(index, 1), ir.Constant(index, MR),
+                   ir.Constant(index, VECTOR_BITS // dest.dtype.bitwidth * VECTORS_PER_ROW))
+        _tile_codegen(context, builder, signature, args, dest.dtype, (0, 1, 2, 3, 4, 5, 6, 7, 8),
+                      strides)
         return context.get_dummy_value()
 
     return types.void(*signature_args), codegen
+
+
+@intrinsic
+def tile_product_strided(typingctx, a, a_start, a_row_stride, a_depth_stride, b, b_start,
+                         b_depth_stride, depth, dest, dest_start, dest_stride, accumulate):
+    """tile_product on operands read in place, without packing:
+
+    dest.flat[dest_start + r * dest_stride + c] (+)= sum over p < depth of
+    a.flat[a_start + r * a_row_stride + p * a_depth_stride]
+    * b.flat[b_start + p * b_depth_stride + c]
+
+    for r < MR, c < NR. a, b, dest: C-contiguous float arrays (any rank) of one dtype;
+    every index in bounds (not checked). With strides (1, MR, NR) it is tile_product;
+    (K, 1, M) reads a row-major (N, K) a and (K, M) b; (1, N, M) reads a.T of an (K, N) a.
+    """
+    if not all(isinstance(t, types.Array) and t.dtype == dest.dtype for t in (a, b, dest)):
+        return None
+    signature_args = (a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_stride,
+                      depth, dest, dest_start, dest_stride, accumulate)
+
+    def codegen(context, builder, signature, args):
+        strides = tuple(context.cast(builder, args[k], signature.args[k], types.int64)
+                        for k in (2, 3, 6))
+        _tile_codegen(context, builder, signature, args, dest.dtype, (0, 1, 4, 5, 7, 8, 9, 10, 11),
+                      strides)
+        return context.get_dummy_value()
+
+    return types.void(*signature_args), codegen
+
+
+def _tile_codegen(context, builder, signature, args, dtype, where, strides):
+    """The tile's IR. where: the argument positions of (a, a_start, b, b_start, depth, dest,
+    dest_start, dest_stride, accumulate); strides: i64 values (a's row, a's depth, b's depth)."""
+    a_arg, a_start_arg, b_arg, b_start_arg, depth_arg, dest_arg, dest_start_arg, \
+        dest_stride_arg, accumulate_arg = where
+    a_row_stride, a_depth_stride, b_depth_stride = strides
+    scalar = context.get_value_type(dtype)
+    lanes = VECTOR_BITS // dtype.bitwidth
+    vector = ir.VectorType(scalar, lanes)
+    vector_pointer = vector.as_pointer()
+    align = dtype.bitwidth // 8
+    index = ir.IntType(64)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector] * 3),
+        f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+    a_data, b_data, dest_data = (
+        context.make_array(signature.args[k])(context, builder, args[k]).data
+        for k in (a_arg, b_arg, dest_arg))
+    a_start, b_start, depth, dest_start, dest_stride = (
+        context.cast(builder, args[k], signature.args[k], types.int64)
+        for k in (a_start_arg, b_start_arg, depth_arg, dest_start_arg, dest_stride_arg))
+    zero = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * lanes)
+    # Allocas in the entry block: mem2reg turns them into registers.
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(VECTORS_PER_ROW)]
+           for _ in range(MR)]
+    undefined = ir.Constant(vector, ir.Undefined)
+    broadcast_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    with cgutils.for_range(builder, depth) as loop:
+        b_row = builder.add(b_start, builder.mul(loop.index, b_depth_stride))
+        b_vectors = [builder.load(builder.bitcast(
+            builder.gep(b_data, [builder.add(b_row, ir.Constant(index, v * lanes))]),
+            vector_pointer), align=align) for v in range(VECTORS_PER_ROW)]
+        a_row = builder.add(a_start, builder.mul(loop.index, a_depth_stride))
+        for r in range(MR):
+            a = builder.load(builder.gep(a_data, [
+                builder.add(a_row, builder.mul(ir.Constant(index, r), a_row_stride))]))
+            a_vector = builder.shuffle_vector(
+                builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
+                undefined, broadcast_mask)
+            for v in range(VECTORS_PER_ROW):
+                total = builder.call(fma, [a_vector, b_vectors[v], builder.load(acc[r][v])])
+                builder.store(total, acc[r][v])
+    add = context.cast(builder, args[accumulate_arg], signature.args[accumulate_arg],
+                       types.boolean)
+    for r in range(MR):
+        row = builder.add(dest_start, builder.mul(ir.Constant(index, r), dest_stride))
+        for v in range(VECTORS_PER_ROW):
+            target = builder.bitcast(
+                builder.gep(dest_data, [builder.add(row, ir.Constant(index, v * lanes))]),
+                vector_pointer)
+            value = builder.load(acc[r][v])
+            with builder.if_then(add):
+                builder.store(builder.fadd(builder.load(target, align=align), value),
+                              acc[r][v])
+            builder.store(builder.load(acc[r][v]), target, align=align)

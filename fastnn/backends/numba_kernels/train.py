@@ -19,8 +19,9 @@ from .batchnorm import (activation_backward_parallel, activation_backward_range,
                         activation_forward_parallel, activation_forward_range,
                         batchnorm_backward_parallel, batchnorm_backward_serial,
                         batchnorm_forward_parallel, batchnorm_forward_serial)
-from .gemm import blocked_scratch_sizes, gemm_blocked_into, gemm_rows
-from .linear import (backward_scratch_sizes, dz_and_bias_grad_rows,
+from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
+                   gemm_tiles, tiled)
+from .linear import (backward_scratch_sizes, direct_backward_scratch_size, dz_and_bias_grad_rows,
                      linear_backward_blocked_into, linear_backward_direct_into)
 from .optim import adam_parallel, adam_range, sgd_parallel, sgd_range
 from .partition import chunk_bounds
@@ -194,7 +195,9 @@ def scratch_sizes(layer_ints, batch, last_batch, threads, limits, like):
             k, m = layer_ints[layer, INPUTS], layer_ints[layer, UNITS]
             dz_size = max(dz_size, rows * m)
             gemm = gemm_threads(rows, k, m, threads, limits)
-            if gemm == 0:
+            if gemm == 0:  # gemm_direct's scratch: b_scratch
+                b_size = max(b_size, direct_scratch_size(rows, m, k, like),
+                             direct_backward_scratch_size(rows, k, m, like))
                 continue
             forward = blocked_scratch_sizes(rows, m, k, gemm, like)
             backward = backward_scratch_sizes(rows, k, m, gemm, like)
@@ -392,7 +395,10 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
                 gemm = gemm_threads(n, k, m, threads, limits)
                 if gemm == 0:
-                    gemm_rows(inputs, w, False, False, out, b, code, alpha, 0, n)
+                    if tiled(n, m, k):  # gemm_direct, one call layer less (gemm.tiled)
+                        gemm_tiles(inputs, w, False, False, out, b, code, alpha, b_scratch)
+                    else:
+                        gemm_rows(inputs, w, False, False, out, b, code, alpha, 0, n)
                 elif gemm == 1:
                     gemm_blocked_serial(inputs, w, False, False, out, b, code, alpha, 1,
                                         a_scratch, tile_scratch, b_scratch)
@@ -493,10 +499,10 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 if gemm == 0:
                     if layer > 0:
                         linear_backward_direct_into(inputs, w, out, dout, code, alpha, dinputs,
-                                                    dw, db, dz)
+                                                    dw, db, dz, b_scratch)
                     else:
                         linear_backward_direct_into(inputs, w, out, dout, code, alpha, None,
-                                                    dw, db, dz)
+                                                    dw, db, dz, b_scratch)
                 elif gemm == 1 and layer > 0:
                     linear_backward_serial(inputs, w, out, dout, code, alpha, dinputs, dw, db,
                                            dz, partial_db, a_scratch, tile_scratch, b_scratch)
