@@ -189,18 +189,21 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     /* the optimizer, over all parameters at once (its steps are element-wise) */
     if (hyper[FASTNN_H_L2] != 0 || config[FASTNN_C_EPS_UNCORRECTED]) {
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
-         * eps on sqrt(v) (optimizer_range); one call per weight matrix and per bias */
+         * eps on sqrt(v) (optimizer_range); one call per weight matrix and one per run of
+         * other parameters (biases, and those of any other layer kind) */
         int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
                                 ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
         double decay = hyper[FASTNN_H_WEIGHT_DECAY], l2 = hyper[FASTNN_H_L2] / (double)n;
+        int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
         for (int64_t l = 0; l < layers; l++) {
             const int64_t *li = ints + l * FASTNN_LAYER_INTS;
-            int64_t weight = li[FASTNN_LI_WEIGHT], bias = li[FASTNN_LI_BIAS];
+            int64_t weight = li[FASTNN_LI_WEIGHT];
             if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
-            FN(optimizer_range)(p, weight, weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS],
-                                decay + l2, adam_step);
-            FN(optimizer_range)(p, bias, bias + li[FASTNN_LI_UNITS], decay, adam_step);
+            if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
+            done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
+            FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
         }
+        if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
     } else if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
         FN(fastnn_sgd_step)(params, p->state1, grads, params_size, hyper[FASTNN_H_LR],
                             hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV],
