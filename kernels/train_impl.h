@@ -25,13 +25,20 @@ static double FN(weight_squares)(const T *params, const int64_t *ints, int64_t l
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
         const T *w = params + li[FASTNN_LI_WEIGHT];
-        int64_t size = li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
-        double sum = 0;
-        /* reassociated: vectorized, not bound by the latency of one chain of adds (measured:
-         * 11 us a step for the digits' 9.6k weights without it) */
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < size; i++) sum += (double)w[i] * (double)w[i];
-        total += sum;
+        int64_t size = li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS], quarter = size / 4;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        /* reassociated: vectorized, in four independent chains of adds, so not bound by the
+         * latency of one (measured: 11 us a step for the digits' 9.6k weights in one scalar
+         * chain; 40 us for the 235k of 784-256-128-10 in one vector chain) */
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int64_t i = 0; i < quarter; i++) {
+            s0 += (double)w[i] * (double)w[i];
+            s1 += (double)w[i + quarter] * (double)w[i + quarter];
+            s2 += (double)w[i + 2 * quarter] * (double)w[i + 2 * quarter];
+            s3 += (double)w[i + 3 * quarter] * (double)w[i + 3 * quarter];
+        }
+        for (int64_t i = 4 * quarter; i < size; i++) s0 += (double)w[i] * (double)w[i];
+        total += (s0 + s1) + (s2 + s3);
     }
     return total;
 }
