@@ -159,11 +159,6 @@ def unsupported(model) -> Optional[str]:
         return "the parameters are not kept back to back in one buffer"
     if model.optimizer.flat_state() is None:
         return "the optimizer's state is not kept in one buffer"
-    if any(model.optimizer.compiled_terms()) and any(
-            not (type(layer) is Dropout or (isinstance(layer, Dense) and layer.use_bias))
-            for layer in model.layers):
-        # the loops apply scikit-learn's terms per Dense weight matrix and bias only
-        return "the optimizer's scikit-learn terms with layers other than Dense and Dropout"
     return None
 
 

@@ -25,13 +25,20 @@ static double FN(weight_squares)(const T *params, const int64_t *ints, int64_t l
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
         const T *w = params + li[FASTNN_LI_WEIGHT];
-        int64_t size = li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
-        double sum = 0;
-        /* reassociated: vectorized, not bound by the latency of one chain of adds (measured:
-         * 11 us a step for the digits' 9.6k weights without it) */
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < size; i++) sum += (double)w[i] * (double)w[i];
-        total += sum;
+        int64_t size = li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS], quarter = size / 4;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        /* reassociated: vectorized, in four independent chains of adds, so not bound by the
+         * latency of one (measured: 11 us a step for the digits' 9.6k weights in one scalar
+         * chain; 40 us for the 235k of 784-256-128-10 in one vector chain) */
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int64_t i = 0; i < quarter; i++) {
+            s0 += (double)w[i] * (double)w[i];
+            s1 += (double)w[i + quarter] * (double)w[i + quarter];
+            s2 += (double)w[i + 2 * quarter] * (double)w[i + 2 * quarter];
+            s3 += (double)w[i + 3 * quarter] * (double)w[i + 3 * quarter];
+        }
+        for (int64_t i = 4 * quarter; i < size; i++) s0 += (double)w[i] * (double)w[i];
+        total += (s0 + s1) + (s2 + s3);
     }
     return total;
 }
@@ -229,18 +236,21 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
 update:  /* the optimizer, over all parameters at once (its steps are element-wise) */
     if (hyper[FASTNN_H_L2] != 0 || config[FASTNN_C_EPS_UNCORRECTED]) {
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
-         * eps on sqrt(v) (optimizer_range); one call per weight matrix and per bias */
+         * eps on sqrt(v) (optimizer_range); one call per weight matrix and one per run of
+         * other parameters (biases, and those of any other layer kind) */
         int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
                                 ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
         double decay = hyper[FASTNN_H_WEIGHT_DECAY], l2 = hyper[FASTNN_H_L2] / (double)n;
+        int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
         for (int64_t l = 0; l < layers; l++) {
             const int64_t *li = ints + l * FASTNN_LAYER_INTS;
-            int64_t weight = li[FASTNN_LI_WEIGHT], bias = li[FASTNN_LI_BIAS];
+            int64_t weight = li[FASTNN_LI_WEIGHT];
             if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
-            FN(optimizer_range)(p, weight, weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS],
-                                decay + l2, adam_step);
-            FN(optimizer_range)(p, bias, bias + li[FASTNN_LI_UNITS], decay, adam_step);
+            if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
+            done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
+            FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
         }
+        if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
     } else if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
         FN(fastnn_sgd_step)(params, p->state1, grads, params_size, hyper[FASTNN_H_LR],
                             hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV],

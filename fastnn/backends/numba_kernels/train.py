@@ -221,22 +221,27 @@ def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads,
     lr, decay = hyper[H_LR], hyper[H_WEIGHT_DECAY]
     if hyper[H_L2] != 0.0 or config[C_EPS_UNCORRECTED]:
         # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone,
-        # Adam's eps on sqrt(v) (optimizer_range); one call per weight matrix, per bias
+        # Adam's eps on sqrt(v) (optimizer_range); one call per weight matrix and one per
+        # run of other parameters (biases, and those of any other layer kind)
         adam_step = 0
         if config[C_OPTIMIZER] != OPTIMIZER_SGD:
             config[C_ADAM_STEP] += 1
             adam_step = config[C_ADAM_STEP]
         l2 = hyper[H_L2] / n
+        done = 0  # the parameters before it are updated (the weights come in order)
         for layer in range(config[C_LAYERS]):
             if layer_ints[layer, KIND] != LAYER_DENSE:
                 continue
-            weight, bias = layer_ints[layer, WEIGHT], layer_ints[layer, BIAS]
-            size = layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
-            optimizer_range(config, hyper, params, grads, state1, state2, weight,
-                            weight + size, decay + l2, adam_step, threads, limits)
-            optimizer_range(config, hyper, params, grads, state1, state2, bias,
-                            bias + layer_ints[layer, UNITS], decay, adam_step, threads,
-                            limits)
+            weight = layer_ints[layer, WEIGHT]
+            if weight > done:
+                optimizer_range(config, hyper, params, grads, state1, state2, done, weight,
+                                decay, adam_step, threads, limits)
+            done = weight + layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
+            optimizer_range(config, hyper, params, grads, state1, state2, weight, done,
+                            decay + l2, adam_step, threads, limits)
+        if params_size > done:
+            optimizer_range(config, hyper, params, grads, state1, state2, done, params_size,
+                            decay, adam_step, threads, limits)
     elif config[C_OPTIMIZER] == OPTIMIZER_SGD:
         momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
         if state1.size == 0:
