@@ -178,7 +178,8 @@ def plot_heatmap(rows: Sequence[Dict], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise SystemExit(f"--plot needs matplotlib: pip install 'fastnn[plot]' ({exc})")
+        raise SystemExit(f"--plot needs matplotlib: pip install matplotlib, or '.[plot]' "
+                         f"from the fastnn source tree ({exc})")
     panels = sorted({(r["dtype"], r["transposes"]) for r in rows})
     figure, axes = plt.subplots(len(panels), 1, figsize=(14, 3 + 2.5 * len(panels)),
                                 squeeze=False)

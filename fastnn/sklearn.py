@@ -7,7 +7,8 @@ Change one import and keep the rest of the code::
 The estimators take scikit-learn's parameters with its names, defaults and meanings
 (scikit-learn 1.9, ``sklearn.neural_network``), set the same fitted attributes, and pass
 ``sklearn.utils.estimator_checks.parametrize_with_checks``. They need scikit-learn
-(``pip install fastnn[sklearn]``); ``import fastnn`` never imports it, this module does.
+(``pip install ".[sklearn]"`` from the fastnn source tree, or ``pip install scikit-learn``);
+``import fastnn`` never imports it, this module does.
 
 What is kept from scikit-learn (each point has a test against scikit-learn itself):
 
