@@ -25,7 +25,8 @@ from fastnn import ops
 
 from conftest import THREADS
 from test_kernels import MLP_GEMMS, measure, random
-from test_training import HIDDEN, LR, EPOCH_ROUNDS, fastnn_epoch, mnist_shaped, run  # noqa: F401
+from fastnn.bench_training import LR, fastnn_epoch
+from test_training import HIDDEN, EPOCH_ROUNDS, mnist_shaped, run  # noqa: F401
 
 SHAPES = [(f"{name} {n}x{k}x{m}", n, k, m, ta, tb) for name, n, k, m, ta, tb in MLP_GEMMS] \
     + [("square 1024", 1024, 1024, 1024, False, False)]
@@ -71,7 +72,7 @@ def test_mnist_shaped_epoch_bfloat16(benchmark, mnist_shaped, implementation, ba
         run(benchmark, implementation, torch_autocast_epoch(x, y, batch), EPOCH_ROUNDS, len(x))
         return
     with fastnn.matmul_precision(implementation.split()[1]):
-        run(benchmark, implementation, fastnn_epoch("c", x, y, batch), EPOCH_ROUNDS, len(x))
+        run(benchmark, implementation, fastnn_epoch("c", x, y, batch, HIDDEN), EPOCH_ROUNDS, len(x))
 
 
 def torch_autocast_epoch(x, y, batch):
