@@ -247,6 +247,25 @@ def test_binary_string_labels_have_one_logistic_unit():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("fitted, labels", [
+    (np.arange(10), [3, 0, 9, 3]),                              # multiclass
+    ([0, 1], [1, 0, 0]),                                        # binary: one column
+    (np.array(["b", "a", "c"], dtype=object), ["c", "a"]),      # strings, a subset
+    ([0.0, 1.0, 2.0, 3.0], [2.0, 2.0]),                         # floats, one class seen
+    ([True, False], [True, True]),
+    ([0, 1, 2], [0, 5]),                                        # unseen: transform's path
+    ([4, 4], [4, 4]),                                           # one class: transform's path
+])
+def test_binarized_labels_are_label_binarizers(fitted, labels):
+    from sklearn.preprocessing import LabelBinarizer
+    from fastnn.sklearn import _binarize
+    binarizer = LabelBinarizer().fit(np.asarray(fitted))
+    labels = np.asarray(labels, dtype=np.asarray(fitted).dtype)
+    ours, theirs = _binarize(binarizer, labels), binarizer.transform(labels).astype(bool)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_multilabel_indicator_targets():
     x, y = make_multilabel_classification(n_samples=120, n_features=8, n_classes=4,
                                           random_state=0)
