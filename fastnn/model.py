@@ -453,6 +453,9 @@ class Sequential:
                 plan.chunk = chunk  # the next epoch starts at the size reached
             if self.stop_training:
                 break
+        # the epoch's loss summed over its steps at once: chunks follow the clock, and a sum
+        # per chunk made loss_ differ in the last bits from run to run
+        totals.loss_sum = plan.loss_sum(0, step)
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
                        return_dict: bool = False

@@ -150,7 +150,9 @@ class _PenalizedDense(Dense):
     compiled_as = Dense
 
     def __init__(self, units: int, activation: str, penalty: _Penalty):
-        super().__init__(units, activation)
+        # the estimator sets the weights it draws (scikit-learn's order): zeros, not a
+        # Glorot draw thrown away (0.13 ms of a digits fit)
+        super().__init__(units, activation, kernel_initializer="zeros")
         self.penalty = penalty
 
     def backward(self, backend, x, y, dy, dx, scratch):
@@ -178,8 +180,16 @@ class _SklearnSteps:
         return self.penalty.alpha, False
 
     def _plan(self, params, grads) -> None:
+        """Keep the bound parameters for :meth:`_calls`, made on the first per-layer step
+        (the compiled loop never takes one)."""
+        self._bound, self._plan_calls = (params, grads), None
+
+    def _calls(self) -> list:
         """Per kernel call (same order as the optimizer's): its flat param and grad, whether
         it is one weight matrix, and for joined calls the weight mask."""
+        if self._plan_calls is not None:
+            return self._plan_calls
+        params, grads = self._bound
         self._plan_calls = []
         for (first, end, param, grad) in kernel_calls(params, grads):
             members = params[first:end]
@@ -190,15 +200,16 @@ class _SklearnSteps:
             self._plan_calls.append((param.reshape(-1), grad.reshape(-1),
                                      len(members) == 1 and members[0].ndim > 1, mask,
                                      None if mask is None else np.empty_like(mask), {}))
+        return self._plan_calls
 
     def _weight_decays(self) -> List[float]:
         """Apply the L2 term of this step to the joined calls' gradients; return the weight
         decay of each kernel call."""
-        penalty = self.penalty
+        penalty, calls = self.penalty, self._calls()
         if not penalty.alpha:
-            return [0.0] * len(self._plan_calls)
+            return [0.0] * len(calls)
         decay, squares, decays = penalty.decay(), 0.0, []
-        for param, grad, weights, mask, scaled, masks in self._plan_calls:
+        for param, grad, weights, mask, scaled, masks in calls:
             if mask is None:
                 if weights:
                     squares += float(np.dot(param, param))
@@ -363,6 +374,26 @@ def _apply_learning_rate(optimizer, rate: float) -> None:
         optimizer.load_state({name: value * (old / rate)
                               for name, value in optimizer.state().items()})
     optimizer.lr = rate
+
+
+def _binarize(binarizer: LabelBinarizer, y: np.ndarray) -> np.ndarray:
+    """``binarizer.transform(y).astype(bool)``: (n_samples, n_classes) one-hot rows, or one
+    column for two classes. Labels (n_samples,) all among two or more ``classes_`` (the fit's
+    case) take a direct path, 0.4 ms less on the digits than ``transform``'s checks."""
+    classes = binarizer.classes_
+    if y.ndim == 1 and binarizer.y_type_ in ("binary", "multiclass") and len(classes) >= 2:
+        try:
+            indices = np.searchsorted(classes, y)
+            known = (indices < len(classes)).all() and (classes[indices] == y).all()
+        except TypeError:  # labels not comparable with the classes: transform says why
+            known = False
+        if known:
+            if len(classes) == 2:
+                return (indices == 1).reshape(-1, 1)
+            onehot = np.zeros((len(y), len(classes)), bool)
+            onehot[np.arange(len(y)), indices] = True
+            return onehot
+    return binarizer.transform(y).astype(bool)
 
 
 def _dense_x(X, dtype: np.dtype) -> np.ndarray:
@@ -784,7 +815,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` "
                                  f"has {self.classes_}. 'y' has {classes}.")
-        return X, self._label_binarizer.transform(y).astype(bool)
+        return X, _binarize(self._label_binarizer, y)
 
     def predict(self, X):
         """Class labels (n_samples,) of ``classes_``'s type, or a multilabel indicator

@@ -247,6 +247,25 @@ def test_binary_string_labels_have_one_logistic_unit():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("fitted, labels", [
+    (np.arange(10), [3, 0, 9, 3]),                              # multiclass
+    ([0, 1], [1, 0, 0]),                                        # binary: one column
+    (np.array(["b", "a", "c"], dtype=object), ["c", "a"]),      # strings, a subset
+    ([0.0, 1.0, 2.0, 3.0], [2.0, 2.0]),                         # floats, one class seen
+    ([True, False], [True, True]),
+    ([0, 1, 2], [0, 5]),                                        # unseen: transform's path
+    ([4, 4], [4, 4]),                                           # one class: transform's path
+])
+def test_binarized_labels_are_label_binarizers(fitted, labels):
+    from sklearn.preprocessing import LabelBinarizer
+    from fastnn.sklearn import _binarize
+    binarizer = LabelBinarizer().fit(np.asarray(fitted))
+    labels = np.asarray(labels, dtype=np.asarray(fitted).dtype)
+    ours, theirs = _binarize(binarizer, labels), binarizer.transform(labels).astype(bool)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_multilabel_indicator_targets():
     x, y = make_multilabel_classification(n_samples=120, n_features=8, n_classes=4,
                                           random_state=0)
@@ -576,3 +595,19 @@ def test_the_plan_reads_compiled_as_from_the_class_body_only():
     assert plan.config[plan_module.C_EPS_UNCORRECTED] == 1
     assert plan.hyper[plan_module.H_LOSS_SCALE] == 0.5
     assert plan.hyper[plan_module.H_GRAD_SCALE] == 1.0  # 2 outputs / 2
+
+
+def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch):
+    """The compiled loop's calls cover as many steps as fit in CHUNK_SECONDS, which follows
+    the clock; loss_ must come out the same whatever the chunks were."""
+    from fastnn import model as model_module
+    x, y = classification(classes=3)
+    curves = []
+    for seconds in (1e-12, 1e12):  # one step a call; calls growing 4x each time
+        monkeypatch.setattr(model_module, "CHUNK_SECONDS", seconds)
+        estimator = MLPClassifier(hidden_layer_sizes=(8,), batch_size=3, max_iter=3,
+                                  random_state=0, backend="numpy")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            curves.append(estimator.fit(x, y).loss_curve_)
+    assert curves[0] == curves[1]
