@@ -156,3 +156,14 @@ def test_predict_on_bad_input_raises_the_per_layer_paths_errors(backend, bad, er
         with pytest.raises(ValueError, match="batch_size"):
             model.predict(np.zeros((4, 5)), batch_size=0)
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_predict_before_any_fit(backend, monkeypatch):
+    """A model compiled but never trained (built by predict itself) predicts compiled."""
+    model = Sequential([Dense(8, "relu", input_dim=2), Dense(2, "softmax")], seed=0)
+    model.compile(Adam(0.01), "sparse_categorical_crossentropy", ["accuracy"])
+    x = np.random.default_rng(6).standard_normal((10, 2))
+    with fastnn.use_backend(backend):
+        compiled, per_layer = both_predictions(model, x, 3, monkeypatch)
+    np.testing.assert_array_equal(compiled, per_layer)
