@@ -530,6 +530,27 @@ class Sequential:
             return logs
         return evaluate
 
+    def _predicts_compiled(self) -> bool:
+        """Whether ``predict`` runs on the compiled loop: a compiled model the plan supports,
+        in a single process (under MPI every rank predicts on the per-layer path)."""
+        return (self.compiled_loop and self.loss is not None and distributed.current() is None
+                and plan_module.unsupported(self) is None)
+
+    def _predict_compiled(self, x: np.ndarray, batch: int, hooks: CallbackList) -> np.ndarray:
+        """``predict``'s outputs of the checked ``x`` in batches of ``batch`` rows from the
+        backend's compiled loop (plan.MODE_PREDICT): the last layer's outputs, then its
+        deferred softmax or sigmoid as on the per-layer path (Dense.finish_outputs)."""
+        plan = plan_module.build_predict(self, x, batch)
+        hooks.on_predict_begin()
+        plan.refresh(0)
+        backend = get_backend()
+        backend.train_steps(plan, np.arange(len(x)), 0, plan.steps, plan.stats)
+        output = self.layers[-1]
+        if hasattr(output, "finish_outputs"):  # Dense, Activation
+            output.finish_outputs(backend, plan.outputs)
+        hooks.on_predict_end()
+        return plan.outputs
+
     def _evaluate_schedule(self, schedule: Optional[Schedule],
                            hooks: Optional[CallbackList] = None,
                            parallel: Optional[distributed.DataParallel] = None
@@ -590,10 +611,13 @@ class Sequential:
         _check_verbose(verbose)
         x = self._features("x", x)
         batch = inputs.batch_size(batch_size, len(x))
+        hooks = callback_list(callbacks, self, {"steps": -(-len(x) // batch),
+                                                "verbose": verbose})
+        batch_hooks = hooks.batch_hooks("predict")
+        if not batch_hooks and self._predicts_compiled():
+            return self._predict_compiled(x, batch, hooks)
         result = np.empty((len(x), self.output_units), self.dtype)
         schedule = self._schedule((x, None, None, None), batch, False, np.arange(len(x)), None)
-        hooks = callback_list(callbacks, self, {"steps": len(schedule), "verbose": verbose})
-        batch_hooks = hooks.batch_hooks("predict")
         output = self.layers[-1]
         hooks.on_predict_begin()
         for step, (workspace, rows, start) in enumerate(schedule):

@@ -74,8 +74,9 @@ METRIC_NONE, METRIC_CLASSES, METRIC_FLAGS = range(3)
 #: nothing updated, a non-finite loss counted like any other); MODE_GRADIENTS (forward, loss
 #: and backward of one step, the gradients left in ``grads``, nothing updated: data-parallel
 #: training reduces them between the two calls) and MODE_APPLY (the optimizer's update alone,
-#: from ``grads``, Adam's step counted). Reserved, not yet run by every backend: MODE_PREDICT
-#: (forward only).
+#: from ``grads``, Adam's step counted) and MODE_PREDICT (forward only, as evaluation: no
+#: loss, no metric, nothing updated, each step's last-layer outputs copied to ``outputs``
+#: at the step's rows, before the softmax or sigmoid a loss fuses in: Dense.finish_outputs).
 MODE_TRAIN, MODE_EVALUATE, MODE_GRADIENTS, MODE_APPLY, MODE_PREDICT = range(5)
 
 #: Entries of config. C_EPS_UNCORRECTED: 1 when Adam adds eps to the uncorrected
@@ -224,7 +225,7 @@ class TrainingPlan:
             units = layer.units
         self.config = np.zeros(CONFIG_SIZE, np.int64)
         self.hyper = np.zeros(HYPER_SIZE, np.float64)
-        loss, metric = model.loss, _metric(model)
+        loss, metric = model.loss, _metric(model) if mode != MODE_PREDICT else None
         self.hyper[H_LOSS_SCALE], self.hyper[H_GRAD_SCALE] = loss.compiled_scales(outputs)
         config = self.config
         config[C_LAYERS], config[C_LOSS] = len(layers), _code(loss, _LOSS_CODES)
@@ -258,6 +259,8 @@ class TrainingPlan:
         self.masks = np.zeros(max(mask_offset, 1), dtype)  # a missing bias reads zeros
         self.moving_in()
         self.row_loss = np.empty(batch, dtype)
+        # MODE_PREDICT's output rows (order's position s * batch + i: step s's row i)
+        self.outputs = np.empty((samples if mode == MODE_PREDICT else 0, outputs), dtype)
         self.steps = -(-samples // batch)
         self.stats = np.zeros((self.steps, 2), np.float64)
         self.chunk = 1  # steps per train_steps call, grown by fit to about CHUNK_SECONDS
@@ -341,6 +344,15 @@ def _flags(targets: np.ndarray, outputs: int) -> np.ndarray:
         flags[np.arange(len(targets)), targets] = 1
         return flags
     return np.ascontiguousarray(targets > 0.5, dtype=np.uint8)
+
+
+def build_predict(model, x: np.ndarray, batch: int) -> TrainingPlan:
+    """The plan of predicting on the checked features ``x`` (N >= 1 rows) in batches of
+    ``batch`` rows: no targets, no metric; ``plan.outputs`` gets the outputs of order's
+    rows."""
+    empty_targets = np.zeros((0, model.output_units), model.dtype)
+    return TrainingPlan(model, (x, empty_targets, None), batch, 0, counter_rng.StepClock(),
+                        MODE_PREDICT)
 
 
 def build(model, data, batch: int, seed: int, clock: counter_rng.StepClock,

@@ -249,7 +249,7 @@ enum {
     FASTNN_C_OUTPUTS = 8, FASTNN_C_GATHER = 9, FASTNN_C_EPOCH = 10, FASTNN_C_ADAM_STEP = 11,
     FASTNN_C_MODE = 12, FASTNN_C_EPS_UNCORRECTED = 13, FASTNN_CONFIG_SIZE = 14,
     /* modes: training steps; evaluation (forward, loss and metric only, dropout off);
-     * gradients only, the update only (see fastnn_train_steps); reserved: forward only */
+     * gradients only, the update only (see fastnn_train_steps); forward only (predict) */
     FASTNN_MODE_TRAIN = 0, FASTNN_MODE_EVALUATE = 1, FASTNN_MODE_GRADIENTS = 2,
     FASTNN_MODE_APPLY = 3, FASTNN_MODE_PREDICT = 4,
     /* entries of hyper */
@@ -280,6 +280,8 @@ typedef struct {
                                   * layers' state (batch norm statistics, a missing bias) */
     void *row_loss;              /* (batch,) */
     int64_t params_size;         /* elements of params, grads (and the optimizer's state) */
+    void *outputs;               /* (samples, outputs) the last layer's outputs in
+                                  * FASTNN_MODE_PREDICT, else NULL */
 } fastnn_train_plan;
 
 /* Training steps first_step .. first_step + steps - 1 of the epoch config[C_EPOCH]: step s
@@ -291,7 +293,10 @@ typedef struct {
  * Data-parallel training splits a step in two calls of one step each: FASTNN_MODE_GRADIENTS
  * (forward, loss and backward: gradients in grads, nothing updated; 0 when the loss was not
  * finite), then FASTNN_MODE_APPLY (the optimizer's update alone from grads, Adam's step
- * counted; no data read, stats not written). */
+ * counted; no data read, stats not written). FASTNN_MODE_PREDICT runs the forward pass
+ * alone as evaluation does (dropout off, batch norms on their moving statistics), no loss,
+ * nothing updated, stats not written: step s's last-layer outputs (before a softmax or
+ * sigmoid the loss fuses in) go to outputs rows s * batch .. (fewer for the last). */
 int64_t fastnn_train_steps_f32(const fastnn_train_plan *plan, const int64_t *order,
                                int64_t first_step, int64_t steps, double *stats, int *status);
 int64_t fastnn_train_steps_f64(const fastnn_train_plan *plan, const int64_t *order,

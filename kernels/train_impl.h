@@ -93,7 +93,8 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
     int64_t features = config[FASTNN_C_FEATURES], epoch = config[FASTNN_C_EPOCH];
     int loss_kind = (int)config[FASTNN_C_LOSS], metric = (int)config[FASTNN_C_METRIC];
-    int evaluating = config[FASTNN_C_MODE] == FASTNN_MODE_EVALUATE;
+    int predicting = config[FASTNN_C_MODE] == FASTNN_MODE_PREDICT;
+    int evaluating = config[FASTNN_C_MODE] == FASTNN_MODE_EVALUATE || predicting;
     T *params = p->params, *grads = p->grads, *acts = p->acts, *dacts = p->dacts;
     T *masks = p->masks;
     const T *x = p->x, *targets = p->targets;
@@ -160,9 +161,14 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         }
         input = out;
     }
-    /* loss and its gradient */
     const int64_t *last = ints + (layers - 1) * FASTNN_LAYER_INTS;
     T *logits = acts + last[FASTNN_LI_OUTPUT], *grad = dacts + last[FASTNN_LI_OUTPUT];
+    if (predicting) {  /* the step's outputs, in its place in the output rows */
+        memcpy((T *)p->outputs + step * config[FASTNN_C_BATCH] * outputs, logits,
+               (size_t)(n * outputs) * sizeof(T));
+        return 1;
+    }
+    /* loss and its gradient */
     T *row_loss = p->row_loss;
     double loss = 0;
     /* the loss's own factors on its value and its gradient (1, 1 but for fastnn.sklearn's) */

@@ -353,7 +353,7 @@ def _plan_struct(plan):
     struct.config = pointer(plan.config, _LABELS)
     struct.hyper = pointer(plan.hyper, "double[]")
     for name in ("params", "grads", "state1", "state2", "x", "targets", "x_batch",
-                 "targets_batch", "acts", "dacts", "masks", "row_loss"):
+                 "targets_batch", "acts", "dacts", "masks", "row_loss", "outputs"):
         setattr(struct, name, pointer(getattr(plan, name), t))
     for name in ("labels", "classes", "labels_batch", "classes_batch"):
         setattr(struct, name, pointer(getattr(plan, name), _LABELS))

@@ -305,7 +305,10 @@ class Backend(Protocol):
         done when the loss is not finite) and leaves the gradients in ``plan.grads``, nothing
         updated; MODE_APPLY runs the optimizer's update alone from ``plan.grads`` (Adam's
         step count advanced), reading no data and writing no stats. The two in turn give
-        the weights of MODE_TRAIN bit for bit.
+        the weights of MODE_TRAIN bit for bit. MODE_PREDICT runs the forward pass alone as
+        MODE_EVALUATE does, no loss, nothing updated, stats not written: step s's last-layer
+        outputs (before the softmax or sigmoid a loss fuses in) go to ``plan.outputs`` rows
+        ``s * B:(s + 1) * B`` (``predict``'s path).
         The weights, gradients and optimizer state equal those of the same steps run with
         this backend's per-layer kernels (the numpy backend runs exactly those calls).
         Raises MemoryError when scratch memory cannot be had.

@@ -331,5 +331,6 @@ def train_steps(plan, order, first_step, steps, stats):
         plan.layer_ints, plan.layer_reals, plan.config, plan.hyper, plan.params, plan.grads,
         plan.state1, plan.state2, plan.x, plan.labels, plan.targets, plan.classes, plan.flags,
         plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
-        plan.flags_batch, plan.acts, plan.dacts, plan.masks, plan.row_loss, order, first_step,
+        plan.flags_batch, plan.acts, plan.dacts, plan.masks, plan.row_loss, plan.outputs, order,
+        first_step,
         steps, stats, _threads, _LIMITS, *scratch))

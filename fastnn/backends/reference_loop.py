@@ -91,6 +91,9 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
             layer.forward(kernels, inputs[-1], out, _rows(scratch.layers[position], rows),
                           training)
             inputs.append(out)
+        if mode == plan_module.MODE_PREDICT:  # the step's outputs, in its place in outputs
+            plan.outputs[start:start + rows] = inputs[-1]
+            continue
         outputs, grad = inputs[-1], plan.layer_output(len(layers) - 1, rows, gradient=True)
         value = loss(kernels, outputs, labels if labels.size else targets,
                      grad if training else None, _rows(scratch.loss, rows))

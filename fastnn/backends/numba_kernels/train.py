@@ -351,14 +351,17 @@ def activation_layer_backward(code, alpha, out, dout, dinputs, threads, limits):
 def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, state2,
                 x_data, labels_data, targets_data, classes_data, flags_data, x_batch,
                 labels_batch, targets_batch, classes_batch, flags_batch, acts, dacts, masks,
-                row_loss, order, first_step, steps, stats, threads, limits, a_scratch,
-                tile_scratch, b_scratch, dz_scratch, partial_db, xent_scratch):
+                row_loss, outputs_data, order, first_step, steps, stats, threads, limits,
+                a_scratch, tile_scratch, b_scratch, dz_scratch, partial_db, xent_scratch):
     """The contract's train_steps over the plan's arrays (fastnn/plan.py); returns the steps
-    done. limits: int64 (3,), numba_backend's thresholds; the rest: scratch_sizes."""
+    done. outputs_data: (samples, outputs), step s's last-layer outputs at rows s * batch..
+    in MODE_PREDICT. limits: int64 (3,), numba_backend's thresholds; the rest:
+    scratch_sizes."""
     layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
     outputs, loss_kind, metric = config[C_OUTPUTS], config[C_LOSS], config[C_METRIC]
     epoch = config[C_EPOCH]
-    evaluating = config[C_MODE] == MODE_EVALUATE
+    predicting = config[C_MODE] == MODE_PREDICT
+    evaluating = config[C_MODE] == MODE_EVALUATE or predicting
     sparse = labels_data.shape[0] > 0
     for s in range(steps):
         step = first_step + s
@@ -427,9 +430,12 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                                 key, np.uint64(layer_ints[layer, THRESHOLD]),
                                 layer_reals[layer, SCALE])
             inputs = out
-        # loss and its gradient
         last = layers - 1
         logits = rows_of(acts, layer_ints[last, OUTPUT], n, outputs)
+        if predicting:  # the step's outputs, in its place in the output rows
+            outputs_data[start:start + n, :] = logits
+            continue
+        # loss and its gradient
         grad = rows_of(dacts, layer_ints[last, OUTPUT], n, outputs)
         parallel = threads > 1 and n * outputs >= limits[PARALLEL_MIN_ELEMENTS]
         # the loss's own factors on its value and gradient (1, 1 but for fastnn.sklearn's)
