@@ -437,7 +437,10 @@ class Sequential:
                 plan.finish()
             elapsed = time.perf_counter() - began
             rows = plan.rows_in(step, step + done)
-            totals.loss_sum += plan.loss_sum(step, step + done)
+            # the loss of all the epoch's steps so far, summed at once: the chunks follow the
+            # clock, and a sum per chunk made loss_ and the batch logs differ in the last bits
+            # from run to run (and from the epoch's figure)
+            totals.loss_sum = plan.loss_sum(0, step + done)
             if totals.sums:  # the one metric the plan counts (plan.unsupported)
                 totals.sums[0] += float(stats[step:step + done, 1].sum())
             totals.samples += rows
@@ -453,9 +456,6 @@ class Sequential:
                 plan.chunk = chunk  # the next epoch starts at the size reached
             if self.stop_training:
                 break
-        # the epoch's loss summed over its steps at once: chunks follow the clock, and a sum
-        # per chunk made loss_ differ in the last bits from run to run
-        totals.loss_sum = plan.loss_sum(0, step)
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
                        return_dict: bool = False
