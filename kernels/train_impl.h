@@ -240,13 +240,18 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     }
     if (config[FASTNN_C_MODE] == FASTNN_MODE_GRADIENTS) return 1;  /* grads left for the caller */
 update:  /* the optimizer, over all parameters at once (its steps are element-wise) */
-    if (hyper[FASTNN_H_L2] != 0 || config[FASTNN_C_EPS_UNCORRECTED]) {
+    {
+        int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
+                                ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
+        double decay = hyper[FASTNN_H_WEIGHT_DECAY];
+        if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED]) {
+            FN(optimizer_range)(p, 0, params_size, decay, adam_step);
+            return 1;
+        }
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
          * eps on sqrt(v) (optimizer_range); one call per weight matrix and one per run of
          * other parameters (biases, and those of any other layer kind) */
-        int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
-                                ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
-        double decay = hyper[FASTNN_H_WEIGHT_DECAY], l2 = hyper[FASTNN_H_L2] / (double)n;
+        double l2 = hyper[FASTNN_H_L2] / (double)n;
         int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
         for (int64_t l = 0; l < layers; l++) {
             const int64_t *li = ints + l * FASTNN_LAYER_INTS;
@@ -257,15 +262,6 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
             FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
         }
         if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
-    } else if (config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD) {
-        FN(fastnn_sgd_step)(params, p->state1, grads, params_size, hyper[FASTNN_H_LR],
-                            hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV],
-                            hyper[FASTNN_H_WEIGHT_DECAY]);
-    } else {
-        int64_t adam_step = ++p->config[FASTNN_C_ADAM_STEP];
-        FN(fastnn_adam_step)(params, p->state1, p->state2, grads, params_size, hyper[FASTNN_H_LR],
-                             hyper[FASTNN_H_BETA1], hyper[FASTNN_H_BETA2], hyper[FASTNN_H_EPS],
-                             hyper[FASTNN_H_WEIGHT_DECAY], adam_step);
     }
     return 1;
 }

@@ -217,53 +217,32 @@ def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads,
     """The optimizer's step over all parameters at once (its steps are element-wise), from
     grads, for a batch of n rows; advances Adam's step count in config."""
     params_size = params.size
-    parallel = threads > 1 and params_size >= limits[PARALLEL_MIN_ELEMENTS]
-    lr, decay = hyper[H_LR], hyper[H_WEIGHT_DECAY]
-    if hyper[H_L2] != 0.0 or config[C_EPS_UNCORRECTED]:
-        # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone,
-        # Adam's eps on sqrt(v) (optimizer_range); one call per weight matrix and one per
-        # run of other parameters (biases, and those of any other layer kind)
-        adam_step = 0
-        if config[C_OPTIMIZER] != OPTIMIZER_SGD:
-            config[C_ADAM_STEP] += 1
-            adam_step = config[C_ADAM_STEP]
-        l2 = hyper[H_L2] / n
-        done = 0  # the parameters before it are updated (the weights come in order)
-        for layer in range(config[C_LAYERS]):
-            if layer_ints[layer, KIND] != LAYER_DENSE:
-                continue
-            weight = layer_ints[layer, WEIGHT]
-            if weight > done:
-                optimizer_range(config, hyper, params, grads, state1, state2, done, weight,
-                                decay, adam_step, threads, limits)
-            done = weight + layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
-            optimizer_range(config, hyper, params, grads, state1, state2, weight, done,
-                            decay + l2, adam_step, threads, limits)
-        if params_size > done:
-            optimizer_range(config, hyper, params, grads, state1, state2, done, params_size,
-                            decay, adam_step, threads, limits)
-    elif config[C_OPTIMIZER] == OPTIMIZER_SGD:
-        momentum, nesterov = hyper[H_MOMENTUM], config[C_NESTEROV] != 0
-        if state1.size == 0:
-            if parallel:
-                sgd_parallel(params, grads, None, lr, momentum, nesterov, decay, threads)
-            else:
-                sgd_range(params, grads, None, lr, momentum, nesterov, decay, 0, params_size)
-        elif parallel:
-            sgd_parallel(params, grads, state1, lr, momentum, nesterov, decay, threads)
-        else:
-            sgd_range(params, grads, state1, lr, momentum, nesterov, decay, 0, params_size)
-    else:
+    decay, adam_step = hyper[H_WEIGHT_DECAY], 0
+    if config[C_OPTIMIZER] != OPTIMIZER_SGD:
         config[C_ADAM_STEP] += 1
         adam_step = config[C_ADAM_STEP]
-        beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
-        if parallel:
-            adam_parallel(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
-                          adam_step, threads)
-        else:
-            adam_range(params, grads, state1, state2, lr, beta1, beta2, eps, decay,
-                       adam_step, 0, params_size)
-
+    if hyper[H_L2] == 0.0 and not config[C_EPS_UNCORRECTED]:
+        optimizer_range(config, hyper, params, grads, state1, state2, 0, params_size, decay,
+                        adam_step, threads, limits)
+        return
+    # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's eps
+    # on sqrt(v) (optimizer_range); one call per weight matrix and one per run of other
+    # parameters (biases, and those of any other layer kind)
+    l2 = hyper[H_L2] / n
+    done = 0  # the parameters before it are updated (the weights come in order)
+    for layer in range(config[C_LAYERS]):
+        if layer_ints[layer, KIND] != LAYER_DENSE:
+            continue
+        weight = layer_ints[layer, WEIGHT]
+        if weight > done:
+            optimizer_range(config, hyper, params, grads, state1, state2, done, weight, decay,
+                            adam_step, threads, limits)
+        done = weight + layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
+        optimizer_range(config, hyper, params, grads, state1, state2, weight, done,
+                        decay + l2, adam_step, threads, limits)
+    if params_size > done:
+        optimizer_range(config, hyper, params, grads, state1, state2, done, params_size, decay,
+                        adam_step, threads, limits)
 
 @njit(cache=True, error_model="numpy")
 def bias_of(flat, state, layer_ints, layer, gradient):
