@@ -29,10 +29,12 @@ status=0
 # --capture=sys: pytest captures Python's output only, so a sanitizer report written to
 # file descriptor 2 just before the process exits is not swallowed with the capture.
 # Leak checking is off: the interpreter itself keeps memory alive at exit by design.
+# Backend "c" alone (FASTNN_TEST_BACKENDS): only the C kernels are instrumented, so the tests
+# of the numba and numpy backends would run slower here and check nothing more.
 LD_PRELOAD="$libasan $libstdcxx" \
 ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-FASTNN_BACKEND=c \
+FASTNN_BACKEND=c FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
     python -m pytest tests -q -x --capture=sys -p no:cacheprovider -p no:warnings "$@" 2>&1 | tee "$log" \
     || status=$?
 
