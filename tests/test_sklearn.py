@@ -597,16 +597,19 @@ def test_the_plan_reads_compiled_as_from_the_class_body_only():
     assert plan.hyper[plan_module.H_GRAD_SCALE] == 1.0  # 2 outputs / 2
 
 
-def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch):
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend):
     """The compiled loop's calls cover as many steps as fit in CHUNK_SECONDS, which follows
-    the clock; loss_ must come out the same whatever the chunks were."""
+    the clock; loss_ must come out the same whatever the chunks were. The L2 term's ||W||^2
+    is summed by the first step of a call and by each update for the next step (the fold):
+    both must give the same bits."""
     from fastnn import model as model_module
     x, y = classification(classes=3)
     curves = []
     for seconds in (1e-12, 1e12):  # one step a call; calls growing 4x each time
         monkeypatch.setattr(model_module, "CHUNK_SECONDS", seconds)
-        estimator = MLPClassifier(hidden_layer_sizes=(8,), batch_size=3, max_iter=3,
-                                  random_state=0, backend="numpy")
+        estimator = MLPClassifier(hidden_layer_sizes=(8, 5), batch_size=3, max_iter=3,
+                                  alpha=0.5, random_state=0, backend=backend)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             curves.append(estimator.fit(x, y).loss_curve_)
