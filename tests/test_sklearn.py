@@ -632,3 +632,35 @@ def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend)
             warnings.simplefilter("ignore", ConvergenceWarning)
             curves.append(estimator.fit(x, y).loss_curve_)
     assert curves[0] == curves[1]
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("layout", ["float64", "float32", "sparse"])
+def test_non_finite_x_raises_scikit_learns_error(kind, bad, layout):
+    """fit checks X's finiteness with fastnn's kernel and, when it fails, raises the
+    ValueError scikit-learn's own MLP raises for that X (same message), before any fitted
+    attribute is set."""
+    import scipy.sparse
+    x, y = classification() if kind == "classifier" else regression()
+    x = x.astype(np.float32 if layout == "float32" else np.float64)
+    x[7, 1] = bad
+    if layout == "sparse":
+        x = scipy.sparse.csr_matrix(x)
+    ours, theirs = both(kind, max_iter=2)
+    with pytest.raises(ValueError) as their_error:
+        theirs.fit(x, y)
+    with pytest.raises(ValueError) as our_error:
+        ours.fit(x, y)
+    assert str(our_error.value) == str(their_error.value)
+    assert not hasattr(ours, "coefs_")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_x_beyond_float32_is_refused_in_float32():
+    """Finite float64 X that overflows float32 (fastnn's default dtype) is refused with a
+    ValueError naming x (scikit-learn computes in float64 and has no such case)."""
+    x, y = classification()
+    x[3, 2] = 1e300
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        MLPClassifier(max_iter=2).fit(x, y)
