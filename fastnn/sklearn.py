@@ -109,6 +109,7 @@ from .layers import Dense, Dropout
 from .losses import (BinaryCrossentropy, Loss, MeanSquaredError,
                      SparseCategoricalCrossentropy)
 from .model import NonFiniteLossError, Sequential
+from .ops import all_finite
 from .optimizers import SGD, Adam, kernel_calls
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -396,6 +397,39 @@ def _binarize(binarizer: LabelBinarizer, y: np.ndarray) -> np.ndarray:
     return binarizer.transform(y).astype(bool)
 
 
+def _fit_binarizer(y: np.ndarray) -> LabelBinarizer:
+    """``LabelBinarizer().fit(y)`` for checked targets y. Integer labels (n_samples,) take a
+    direct path to the same fitted attributes (``type_of_target`` is "binary" for at most two
+    distinct integers, else "multiclass"; ``classes_`` is ``unique_labels``' sorted distinct
+    values of y's dtype): 0.4 ms less on the digits (0.45 ms for ``fit``'s checks, 0.04 for
+    ``np.unique``). Other targets (strings, floats, multilabel) go through ``fit``."""
+    binarizer = LabelBinarizer()
+    if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
+        return binarizer.fit(y)
+    binarizer.classes_ = np.unique(y)
+    binarizer.y_type_ = "multiclass" if len(binarizer.classes_) > 2 else "binary"
+    binarizer.sparse_input_ = False
+    return binarizer
+
+
+def _validate_data(estimator, X, y, dtype: np.dtype, **params):
+    """scikit-learn's ``validate_data(estimator, X, y, **params)`` for training (sparse X
+    accepted, multi-output y, X of float64 or float32), with X returned dense, C-contiguous,
+    of ``dtype``. X's finiteness is checked once by fastnn's ``all_finite`` kernel on that
+    array (60000 x 784 float32, C backend: 6.6 ms against 10.5 ms for scikit-learn's check,
+    which Sequential.fit's own check came after); when it fails, ``validate_data`` runs again
+    with scikit-learn's check, which raises scikit-learn's own ValueError for NaN or infinity
+    in X. (X finite as given but beyond float32's range passes that and is refused by
+    Sequential.fit, as before.)"""
+    params.update(accept_sparse=["csr", "csc"], multi_output=True,
+                  dtype=(np.float64, np.float32))
+    checked, checked_y = validate_data(estimator, X, y, ensure_all_finite=False, **params)
+    dense = _dense_x(checked, dtype)
+    if not all_finite(dense):
+        validate_data(estimator, X, y, **params)
+    return dense, checked_y
+
+
 def _dense_x(X, dtype: np.dtype) -> np.ndarray:
     if scipy.sparse.issparse(X):
         X = X.toarray()
@@ -462,8 +496,7 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        X = _dense_x(X, dtype)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         self.n_outputs_ = y.shape[1]
@@ -795,14 +828,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             outputs = outputs.ravel()
         return self._label_binarizer.inverse_transform(outputs)
 
-    def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        X, y = _validate_data(self, X, y, dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer = _fit_binarizer(y)
             self.classes_ = self._label_binarizer.classes_
         else:
             classes = unique_labels(y)
@@ -922,9 +953,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _decode(self, outputs: np.ndarray):
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
-    def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        X, y = _validate_data(self, X, y, dtype, y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y

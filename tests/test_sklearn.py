@@ -266,6 +266,24 @@ def test_binarized_labels_are_label_binarizers(fitted, labels):
     np.testing.assert_array_equal(ours, theirs)
 
 
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
+@pytest.mark.parametrize("labels", [[7], [7, 7, 2], [0, 1, 1, 0], [5, 0, 9, 5, 3], [-4, 2, -4]])
+def test_fitted_binarizers_are_label_binarizers(dtype, labels):
+    """fit's direct path for integer labels fits what LabelBinarizer().fit fits: the same
+    attributes, classes_ of the same dtype and values, the same type of target."""
+    from sklearn.preprocessing import LabelBinarizer
+    from fastnn.sklearn import _fit_binarizer
+    if np.dtype(dtype).kind == "u" and min(labels) < 0:
+        labels = [abs(label) for label in labels]
+    y = np.asarray(labels, dtype=dtype)
+    ours, theirs = _fit_binarizer(y), LabelBinarizer().fit(y)
+    assert vars(ours).keys() == vars(theirs).keys()
+    assert ours.y_type_ == theirs.y_type_ and ours.sparse_input_ == theirs.sparse_input_
+    assert ours.classes_.dtype == theirs.classes_.dtype
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    np.testing.assert_array_equal(ours.transform(y), theirs.transform(y))
+
 def test_multilabel_indicator_targets():
     x, y = make_multilabel_classification(n_samples=120, n_features=8, n_classes=4,
                                           random_state=0)
@@ -597,17 +615,52 @@ def test_the_plan_reads_compiled_as_from_the_class_body_only():
     assert plan.hyper[plan_module.H_GRAD_SCALE] == 1.0  # 2 outputs / 2
 
 
-def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch):
+@pytest.mark.parametrize("backend", fastnn.available_backends())
+def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend):
     """The compiled loop's calls cover as many steps as fit in CHUNK_SECONDS, which follows
-    the clock; loss_ must come out the same whatever the chunks were."""
+    the clock; loss_ must come out the same whatever the chunks were. The L2 term's ||W||^2
+    is summed by the first step of a call and by each update for the next step (the fold):
+    both must give the same bits."""
     from fastnn import model as model_module
     x, y = classification(classes=3)
     curves = []
     for seconds in (1e-12, 1e12):  # one step a call; calls growing 4x each time
         monkeypatch.setattr(model_module, "CHUNK_SECONDS", seconds)
-        estimator = MLPClassifier(hidden_layer_sizes=(8,), batch_size=3, max_iter=3,
-                                  random_state=0, backend="numpy")
+        estimator = MLPClassifier(hidden_layer_sizes=(8, 5), batch_size=3, max_iter=3,
+                                  alpha=0.5, random_state=0, backend=backend)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             curves.append(estimator.fit(x, y).loss_curve_)
     assert curves[0] == curves[1]
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("layout", ["float64", "float32", "sparse"])
+def test_non_finite_x_raises_scikit_learns_error(kind, bad, layout):
+    """fit checks X's finiteness with fastnn's kernel and, when it fails, raises the
+    ValueError scikit-learn's own MLP raises for that X (same message), before any fitted
+    attribute is set."""
+    import scipy.sparse
+    x, y = classification() if kind == "classifier" else regression()
+    x = x.astype(np.float32 if layout == "float32" else np.float64)
+    x[7, 1] = bad
+    if layout == "sparse":
+        x = scipy.sparse.csr_matrix(x)
+    ours, theirs = both(kind, max_iter=2)
+    with pytest.raises(ValueError) as their_error:
+        theirs.fit(x, y)
+    with pytest.raises(ValueError) as our_error:
+        ours.fit(x, y)
+    assert str(our_error.value) == str(their_error.value)
+    assert not hasattr(ours, "coefs_")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_x_beyond_float32_is_refused_in_float32():
+    """Finite float64 X that overflows float32 (fastnn's default dtype) is refused with a
+    ValueError naming x (scikit-learn computes in float64 and has no such case)."""
+    x, y = classification()
+    x[3, 2] = 1e300
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        MLPClassifier(max_iter=2).fit(x, y)

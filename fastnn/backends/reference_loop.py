@@ -73,6 +73,7 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
     sources = (plan.x, plan.labels, plan.targets, plan.classes, plan.flags)
     buffers = (plan.x_batch, plan.labels_batch, plan.targets_batch, plan.classes_batch,
                plan.flags_batch)
+    squares = None  # the L2 term's ||W||^2, folded into the update of the step before
     for s in range(steps):
         step = first_step + s
         start = step * batch
@@ -99,7 +100,9 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
                      grad if training else None, _rows(scratch.loss, rows))
         if training and plan.hyper[plan_module.H_L2]:
             # the L2 term's loss (its gradient is the optimizer's step: Optimizer.compiled_terms)
-            value += plan.hyper[plan_module.H_L2] / (2 * rows) * _weight_squares(plan)
+            value += plan.hyper[plan_module.H_L2] / (2 * rows) * (
+                _weight_squares(plan) if squares is None else squares)
+        squares = None
         stats[s, 0], stats[s, 1] = value, 0
         if not math.isfinite(value) and training:
             plan.moving_in()
@@ -122,5 +125,7 @@ def train_steps(kernels, plan, order, first_step, steps, stats) -> int:
         optimizer.step(kernels)
         if hasattr(optimizer, "steps"):
             plan.config[plan_module.C_ADAM_STEP] = optimizer.steps
+        if plan.hyper[plan_module.H_L2] and s + 1 < steps:
+            squares = _weight_squares(plan)  # the compiled loops sum it here, in cache
     plan.moving_in()  # the batch norms updated their own moving statistics: the plan's copy
     return steps

@@ -112,16 +112,26 @@ def bce(logits, targets, scale, grad):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def squares(w):
+    """||w||^2 of a flat weight matrix, float64: scikit-learn's L2 term (hyper[H_L2]);
+    reassociated so that the sum vectorizes."""
+    total = 0.0
+    for i in range(w.size):
+        total += float(w[i]) * float(w[i])
+    return total
+
+
+@njit(cache=True, error_model="numpy")
 def weight_squares(params, layer_ints):
-    """Sum of ||W||^2 over the plan's Dense weight matrices (not the biases), float64:
-    scikit-learn's L2 term (hyper[H_L2]); reassociated so that the sum vectorizes."""
+    """Sum of ||W||^2 over the plan's Dense weight matrices (not the biases), layer by layer
+    in order (update's fold sums the same terms in the same order: the same bits)."""
     total = 0.0
     for layer in range(layer_ints.shape[0]):
         if layer_ints[layer, KIND] != LAYER_DENSE:
             continue
         start = layer_ints[layer, WEIGHT]
-        for i in range(start, start + layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]):
-            total += float(params[i]) * float(params[i])
+        total += squares(params[start:start + layer_ints[layer, INPUTS]
+                                * layer_ints[layer, UNITS]])
     return total
 
 
@@ -213,9 +223,11 @@ def rows_of(flat, offset, rows, units):
 
 
 @njit(cache=True, error_model="numpy")
-def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits):
+def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits, fold):
     """The optimizer's step over all parameters at once (its steps are element-wise), from
-    grads, for a batch of n rows; advances Adam's step count in config."""
+    grads, for a batch of n rows; advances Adam's step count in config. Returns, when
+    ``fold`` and there is an L2 term, the ||W||^2 of the new weights that the next step's
+    loss needs (weight_squares', each matrix summed just after its update, in cache), else -1."""
     params_size = params.size
     decay, adam_step = hyper[H_WEIGHT_DECAY], 0
     if config[C_OPTIMIZER] != OPTIMIZER_SGD:
@@ -224,11 +236,13 @@ def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads,
     if hyper[H_L2] == 0.0 and not config[C_EPS_UNCORRECTED]:
         optimizer_range(config, hyper, params, grads, state1, state2, 0, params_size, decay,
                         adam_step, threads, limits)
-        return
+        return -1.0
     # scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's eps
     # on sqrt(v) (optimizer_range); one call per weight matrix and one per run of other
     # parameters (biases, and those of any other layer kind)
     l2 = hyper[H_L2] / n
+    fold = fold and hyper[H_L2] != 0.0
+    next_squares = 0.0
     done = 0  # the parameters before it are updated (the weights come in order)
     for layer in range(config[C_LAYERS]):
         if layer_ints[layer, KIND] != LAYER_DENSE:
@@ -240,9 +254,13 @@ def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads,
         done = weight + layer_ints[layer, INPUTS] * layer_ints[layer, UNITS]
         optimizer_range(config, hyper, params, grads, state1, state2, weight, done,
                         decay + l2, adam_step, threads, limits)
+        if fold:
+            next_squares += squares(params[weight:done])
     if params_size > done:
         optimizer_range(config, hyper, params, grads, state1, state2, done, params_size, decay,
                         adam_step, threads, limits)
+    return next_squares if fold else -1.0
+
 
 @njit(cache=True, error_model="numpy")
 def bias_of(flat, state, layer_ints, layer, gradient):
@@ -342,12 +360,14 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
     predicting = config[C_MODE] == MODE_PREDICT
     evaluating = config[C_MODE] == MODE_EVALUATE or predicting
     sparse = labels_data.shape[0] > 0
+    known_squares = -1.0  # the L2 term's ||W||^2, folded into the update of the step before
     for s in range(steps):
         step = first_step + s
         start = step * batch
         n = min(batch, samples - start)
         if config[C_MODE] == MODE_APPLY:  # the update alone, from grads
-            update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits)
+            update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits,
+                   False)
             continue
         # the batch's rows
         if config[C_GATHER]:
@@ -450,7 +470,8 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             loss = bce(logits, targets, grad_scale / (n * outputs), grad) / grad_scale
         loss *= loss_scale
         if hyper[H_L2] != 0.0 and not evaluating:  # scikit-learn's L2 term (see the update)
-            loss += hyper[H_L2] / (2.0 * n) * weight_squares(params, layer_ints)
+            loss += hyper[H_L2] / (2.0 * n) * (known_squares if known_squares >= 0.0
+                                               else weight_squares(params, layer_ints))
         stats[s, 0] = loss
         stats[s, 1] = 0.0
         if not math.isfinite(loss) and not evaluating:
@@ -524,5 +545,6 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                         dinputs[i, j] = dout[i, j] * mask[i, j]
         if config[C_MODE] == MODE_GRADIENTS:
             continue  # the gradients stay in grads (data-parallel training reduces them)
-        update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits)
+        known_squares = update(layer_ints, config, hyper, params, grads, state1, state2, n,
+                               threads, limits, s + 1 < steps)
     return steps
