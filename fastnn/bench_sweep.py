@@ -216,6 +216,18 @@ def _names_of(allowed):
     return parse
 
 
+def _sizes(text: str):
+    """argparse type: comma-separated positive ints, each once -> a tuple (a slice of the grid)."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, each once, "
+                                         f"got {text!r}")
+    return tuple(sizes)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The sweep's options (shared by ``fastnn bench --sweep`` and ``python -m``), each
     checked by argparse before the sweep starts."""
@@ -230,6 +242,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated, e.g. float32")
     parser.add_argument("--transposes", type=_names_of(TRANSPOSES), default=None,
                         help="comma-separated of nn,tn,nt,tt")
+    for name, what in (("ms", "M (rows of the output)"), ("ks", "K (inner)"),
+                       ("ns", "N (columns of the output)")):
+        parser.add_argument(f"--{name}", type=_sizes, default=None,
+                            help=f"a slice of the grid: the values of {what}, e.g. 1,8,32")
 
 
 def run_from_args(args: argparse.Namespace) -> List[Dict]:
@@ -241,10 +257,9 @@ def run_from_args(args: argparse.Namespace) -> List[Dict]:
                 ns=QUICK_KN if quick else KN_VALUES,
                 transposes=QUICK_TRANSPOSES if quick else TRANSPOSES,
                 dtypes=QUICK_DTYPES if quick else DTYPES)
-    if args.dtypes:
-        grid["dtypes"] = args.dtypes
-    if args.transposes:
-        grid["transposes"] = args.transposes
+    for name in ("dtypes", "transposes", "ms", "ks", "ns"):
+        if getattr(args, name, None):
+            grid[name] = getattr(args, name)
     rows = run(**grid, **kwargs)
     print(format_summary(rows))
     if getattr(args, "plot", None):

@@ -66,13 +66,20 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
         dtype = a.dtype
         if ((dtype is _F32 or dtype is _F64) and b.dtype is dtype and a.ndim == 2
                 and b.ndim == 2 and a.flags.carray and b.flags.carray):
-            n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-            k_b, m = (b.shape[1], b.shape[0]) if trans_b else b.shape
+            if trans_a:
+                k, n = a.shape
+            else:
+                n, k = a.shape
+            if trans_b:
+                m, k_b = b.shape
+            else:
+                k_b, m = b.shape
             if k == k_b and n and k and m and (out is None or _ready(out, (n, m), dtype)):
                 precision = _gemm_precision(precision, dtype)
                 if out is None:
                     out = np.empty((n, m), dtype)
-                get_backend().matmul(a, b, bool(trans_a), bool(trans_b), out, precision)
+                get_backend().matmul(a, b, True if trans_a else False,
+                                     True if trans_b else False, out, precision)
                 return out
     a = float_array("a", a, ndim=2)
     b = float_array("b", b, ndim=2, dtype=a.dtype)

@@ -49,7 +49,11 @@ static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
 fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
                                       const fastnn_gemm_kernel *kernel) {
     fastnn_gemm_plan plan = {FASTNN_GEMM_PATH_PACKED, 1, 0, 0, 1, 1};
-    int threads = fastnn_threads_for(2.0 * m * n * k, FASTNN_GEMM_FLOPS_PER_THREAD);
+    /* The work in float32 flops: a vector holds 64 / elem_bytes lanes, so a float64 product
+     * takes twice the time of a float32 one of the same flops, and is worth a thread at half
+     * of them. */
+    int threads = fastnn_threads_for(2.0 * m * n * k * (double)kernel->elem_bytes / 4.0,
+                                     FASTNN_GEMM_FLOPS_PER_THREAD);
 
     if (m <= FASTNN_GEMM_SMALL || n <= FASTNN_GEMM_SMALL) {
         plan.path = FASTNN_GEMM_PATH_SMALL;

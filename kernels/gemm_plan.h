@@ -25,8 +25,9 @@
  *          that each thread needs at least one register tile of each.
  *
  * Cost rule (in that order):
- *  1. threads: the flops over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of
- *     the big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
+ *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
+ *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of the
+ *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL;
  *  3. IN_PLACE or SPLIT_K when M <= the kernel's few_rows and each thread's share of B fits in
  *     half of L2: reading a B panel in place then costs what reading a packed one does, and
@@ -41,11 +42,18 @@
 #include <stdint.h>
 
 /* Most rows (or columns) of C of the SMALL path. */
+#ifndef FASTNN_GEMM_SMALL
 #define FASTNN_GEMM_SMALL 8
+#endif
 /* Smallest job worth a thread of its own: below it the team start-up and the barriers cost
- * more than the thread saves. In flops, and for the SMALL path in bytes of the big operand. */
+ * more than the thread saves. In float32 flops (float64 ones count twice), and for the SMALL
+ * path in bytes of the big operand. Set at build time to tune (FASTNN_EXTRA_CFLAGS). */
+#ifndef FASTNN_GEMM_FLOPS_PER_THREAD
 #define FASTNN_GEMM_FLOPS_PER_THREAD 4.0e6
+#endif
+#ifndef FASTNN_GEMM_BYTES_PER_THREAD
 #define FASTNN_GEMM_BYTES_PER_THREAD 1048576.0
+#endif
 
 typedef enum {
     FASTNN_GEMM_PATH_SMALL = 0,

@@ -39,10 +39,22 @@ def test_a_spent_budget_stops_the_sweep():
                            dtypes=("float32",), budget_seconds=-1.0, progress=None) == []
 
 
-@pytest.mark.parametrize("option,value", [("--transposes", "nx"), ("--dtypes", "float16")])
+@pytest.mark.parametrize("option,value", [("--transposes", "nx"), ("--dtypes", "float16"),
+                                          ("--ms", "0"), ("--ks", "8,x"), ("--ns", "16,16")])
 def test_cli_rejects_unknown_sweep_options(option, value, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["bench", "--sweep", "--quick", option, value])
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert option in error and repr(value) in error and error.count("\n") == 1
+
+
+def test_slices_of_the_grid_are_measured_alone(capsys):
+    """--ms, --ks and --ns pick the values of M, K and N to sweep."""
+    args = cli.build_parser().parse_args(
+        ["bench", "--sweep", "--ms", "2,3", "--ks", "5", "--ns", "7", "--transposes", "tn",
+         "--dtypes", "float64", "--sweep-threads", "1", "--sweep-backend", "numpy"])
+    rows = bench_sweep.run_from_args(args)
+    assert [(r["m"], r["k"], r["n"], r["transposes"], r["dtype"]) for r in rows] == [
+        (2, 5, 7, "tn", "float64"), (3, 5, 7, "tn", "float64")]
+    assert "2 shapes" in capsys.readouterr().out

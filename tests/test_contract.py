@@ -42,6 +42,9 @@ SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of
     # B' packed into rows (K of one vector or less, 4+ rows, B transposed) and the
     # one-vector-wide chunks with the sums in registers, with ragged edges
     (5, 9, 37), (8, 16, 300), (4, 7, 1000), (6, 500, 13), (13, 500, 6), (1, 1000, 16),
+    # 4-8 rows with B' in L2: the register tiles of two vectors, a last tile of one
+    # vector and a part (21 float32 columns) or of whole vectors (48), and 8 x 256 x 256
+    (4, 300, 21), (6, 257, 48), (8, 256, 256), (300, 77, 5),
 ]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
                  (1000, 129, 3), (64, 3, 1000),
