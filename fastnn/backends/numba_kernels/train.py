@@ -23,12 +23,14 @@ from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into
                    gemm_tiles, tiled)
 from .linear import (backward_scratch_sizes, direct_backward_scratch_size, dz_and_bias_grad_rows,
                      linear_backward_blocked_into, linear_backward_direct_into)
+from .fp_mode import fp_enter, fp_leave
 from .optim import adam_parallel, adam_range, sgd_parallel, sgd_range
 from .partition import chunk_bounds
 from .pointwise import (count_correct_parallel, count_correct_rows, mse_parallel, mse_rows,
                         take_rows_parallel, take_rows_range)
 from .scalar_math import IDENTITY
 from .softmax_xent import softmax_xent_rows
+from .team import region_enter, region_leave, task_enter, task_leave
 
 # The plan's constants (fastnn/plan.py; a test checks they agree).
 LAYER_DENSE, LAYER_DROPOUT, LAYER_BATCHNORM, LAYER_ACTIVATION = range(4)
@@ -160,9 +162,13 @@ def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, de
 @njit(cache=True, error_model="numpy", parallel=True)
 def xent_parallel(logits, target, grad_scale, row_loss, grad, threads, scratch):
     """softmax_xent_parallel with its (unused: grad is given) scratch from the caller."""
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(logits.shape[0], threads, task)
         softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, scratch)
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy")
@@ -335,7 +341,9 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
     """The contract's train_steps over the plan's arrays (fastnn/plan.py); returns the steps
     done. outputs_data: (samples, outputs), step s's last-layer outputs at rows s * batch..
     in MODE_PREDICT. limits: int64 (3,), numba_backend's thresholds; the rest:
-    scratch_sizes."""
+    scratch_sizes. Runs in fastnn's floating-point mode (fp_mode)."""
+    mode = fp_enter()
+    done = steps
     layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
     outputs, loss_kind, metric = config[C_OUTPUTS], config[C_LOSS], config[C_METRIC]
     epoch = config[C_EPOCH]
@@ -454,7 +462,8 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         stats[s, 0] = loss
         stats[s, 1] = 0.0
         if not math.isfinite(loss) and not evaluating:
-            return s
+            done = s
+            break
         if metric == METRIC_CLASSES:
             if parallel:
                 stats[s, 1] = count_correct_parallel(logits, classes, threads)
@@ -525,4 +534,5 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         if config[C_MODE] == MODE_GRADIENTS:
             continue  # the gradients stay in grads (data-parallel training reduces them)
         update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits)
-    return steps
+    fp_leave(mode)
+    return done
