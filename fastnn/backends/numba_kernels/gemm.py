@@ -32,6 +32,7 @@ from .epilogue import bias_activate
 from .fp_mode import fp_enter, fp_leave
 from .simd import MR, TILE_BYTES, tile_product, tile_product_strided
 from .team import region_enter, region_leave, task_enter, task_leave
+from .views import span_of
 
 #: The micro-tile is MR rows by NR = TILE_BYTES // itemsize columns (see simd.py).
 #: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB with AVX-512), rows
@@ -213,10 +214,11 @@ def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     width = tile_width(out)
-    copied_b = scratch[:inner * cols]
-    pad_b = scratch[inner * cols:inner * (cols + width)]
-    pad_a = scratch[inner * (cols + width):inner * (cols + width + MR)]
-    tile = scratch[inner * (cols + width + MR):inner * (cols + width + MR) + MR * width]
+    # views without a reference (views.span_of): no atomic count updates per call
+    copied_b = span_of(scratch, 0, inner * cols)
+    pad_b = span_of(scratch, inner * cols, inner * width)
+    pad_a = span_of(scratch, inner * (cols + width), inner * MR)
+    tile = span_of(scratch, inner * (cols + width + MR), MR * width)
     full_rows = rows - rows % MR
     if full_rows < rows:  # the last rows of op(a), zero-padded to MR: pad_a[p * MR + r]
         pad_edge(a, trans_a, full_rows, rows, inner, MR, pad_a)

@@ -31,6 +31,7 @@ from .pointwise import (count_correct_parallel, count_correct_rows, mse_parallel
 from .scalar_math import IDENTITY
 from .softmax_xent import softmax_xent_rows
 from .team import region_enter, region_leave, task_enter, task_leave
+from .views import first_items, first_rows, rows_of, span_of
 
 # The plan's constants (fastnn/plan.py; a test checks they agree).
 LAYER_DENSE, LAYER_DROPOUT, LAYER_BATCHNORM, LAYER_ACTIVATION = range(4)
@@ -132,7 +133,7 @@ def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, de
                     threads, limits):
     """The optimizer's step over params[begin:end] (and its state there) with weight decay
     ``decay``, Adam's eps on sqrt(v) when config[C_EPS_UNCORRECTED] (scikit-learn's form)."""
-    param, grad = params[begin:end], grads[begin:end]
+    param, grad = span_of(params, begin, end - begin), span_of(grads, begin, end - begin)
     parallel = threads > 1 and end - begin >= limits[PARALLEL_MIN_ELEMENTS]
     lr = hyper[H_LR]
     if config[C_OPTIMIZER] == OPTIMIZER_SGD:
@@ -143,15 +144,17 @@ def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, de
             else:
                 sgd_range(param, grad, None, lr, momentum, nesterov, decay, 0, end - begin)
         elif parallel:
-            sgd_parallel(param, grad, state1[begin:end], lr, momentum, nesterov, decay, threads)
+            sgd_parallel(param, grad, span_of(state1, begin, end - begin), lr, momentum,
+                         nesterov, decay, threads)
         else:
-            sgd_range(param, grad, state1[begin:end], lr, momentum, nesterov, decay, 0,
+            sgd_range(param, grad, span_of(state1, begin, end - begin), lr, momentum, nesterov,
+                      decay, 0,
                       end - begin)
     else:
         beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
         if config[C_EPS_UNCORRECTED]:
             eps /= math.sqrt(1.0 - beta2 ** float(adam_step))  # eps on sqrt(v): on sqrt(v_hat)
-        m, v = state1[begin:end], state2[begin:end]
+        m, v = span_of(state1, begin, end - begin), span_of(state2, begin, end - begin)
         if parallel:
             adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, decay, adam_step, threads)
         else:
@@ -214,11 +217,6 @@ def scratch_sizes(layer_ints, batch, last_batch, threads, limits, like):
 
 
 @njit(cache=True, error_model="numpy")
-def rows_of(flat, offset, rows, units):
-    return flat[offset:offset + rows * units].reshape((rows, units))
-
-
-@njit(cache=True, error_model="numpy")
 def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits):
     """The optimizer's step over all parameters at once (its steps are element-wise), from
     grads, for a batch of n rows; advances Adam's step count in config."""
@@ -256,9 +254,8 @@ def bias_of(flat, state, layer_ints, layer, gradient):
     zeros (the gradient nobody reads) in state, the plan's masks."""
     m = layer_ints[layer, UNITS]
     if layer_ints[layer, BIAS] < 0:
-        start = layer_ints[layer, STATE] + (m if gradient else 0)
-        return state[start:start + m]
-    return flat[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+        return span_of(state, layer_ints[layer, STATE] + (m if gradient else 0), m)
+    return span_of(flat, layer_ints[layer, BIAS], m)
 
 
 @njit(cache=True, error_model="numpy")
@@ -359,21 +356,21 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             continue
         # the batch's rows
         if config[C_GATHER]:
-            index = order[start:start + n]
-            x = x_batch[:n]
+            index = span_of(order, start, n)
+            x = first_rows(x_batch, n)
             gather(x_data, index, x, threads, limits)
-            labels = labels_batch[:n]
+            labels = first_items(labels_batch, n)
             if sparse:
-                gather(labels_data.reshape((labels_data.shape[0], 1)), index,
-                       labels.reshape((n, 1)), threads, limits)
-            targets = targets_batch[:n]
+                gather(rows_of(labels_data, 0, labels_data.shape[0], 1), index,
+                       rows_of(labels_batch, 0, n, 1), threads, limits)
+            targets = first_rows(targets_batch, n)
             if targets_data.shape[0]:
                 gather(targets_data, index, targets, threads, limits)
-            classes = classes_batch[:n]
+            classes = first_items(classes_batch, n)
             if classes_data.shape[0]:
-                gather(classes_data.reshape((classes_data.shape[0], 1)), index,
-                       classes.reshape((n, 1)), threads, limits)
-            flags = flags_batch[:n]
+                gather(rows_of(classes_data, 0, classes_data.shape[0], 1), index,
+                       rows_of(classes_batch, 0, n, 1), threads, limits)
+            flags = first_rows(flags_batch, n)
             if flags_data.shape[0]:
                 gather(flags_data, index, flags, threads, limits)
         else:
@@ -428,7 +425,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         # the loss's own factors on its value and gradient (1, 1 but for fastnn.sklearn's)
         loss_scale, grad_scale = hyper[H_LOSS_SCALE], hyper[H_GRAD_SCALE]
         if loss_kind == LOSS_XENT_LABELS or loss_kind == LOSS_XENT_PROBS:
-            losses = row_loss[:n]
+            losses = first_items(row_loss, n)
             if loss_kind == LOSS_XENT_LABELS:
                 if parallel:
                     xent_parallel(logits, labels, grad_scale / n, losses, grad, threads,
@@ -487,7 +484,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 below = layer_ints[layer - 1, OUTPUT]
                 inputs, dinputs = rows_of(acts, below, n, k), rows_of(dacts, below, n, k)
             else:
-                inputs, dinputs = x, dacts[:0].reshape((0, k))
+                inputs, dinputs = x, rows_of(dacts, 0, 0, k)
             if layer_ints[layer, KIND] == LAYER_DENSE:
                 w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
                 dw = rows_of(grads, layer_ints[layer, WEIGHT], k, m)
