@@ -15,7 +15,7 @@ from numba import njit, prange
 from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
                    gemm_tiles, tiled)
 from .fp_mode import fp_enter, fp_leave
-from .partition import chunk_bounds
+from .partition import add_rows_in_order, chunk_bounds
 from .scalar_math import IDENTITY, derivative_from_output
 from .team import region_enter, region_leave, task_enter, task_leave
 
@@ -78,9 +78,7 @@ def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads, partial_db):
         task_leave(mode)
     region_leave(region)
     serial = fp_enter()
-    db[:] = partial_db[0]
-    for task in range(1, threads):
-        db += partial_db[task]
+    add_rows_in_order(partial_db, threads, db)
     fp_leave(serial)
 
 

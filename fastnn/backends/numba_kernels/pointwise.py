@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fp_mode import fp_enter, fp_leave
-from .partition import chunk_bounds, sum_in_order, task_zeros
+from .partition import chunk_bounds, sum_in_order, task_sums, task_zeros
 from .team import region_enter, region_leave, task_enter, task_leave
 
 
@@ -73,7 +73,7 @@ def count_correct_rows(scores, labels, start, stop):
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def mse_parallel(pred, target, grad_scale, grad, threads, sample_weight=None):
-    partial = np.zeros(threads)
+    partial = task_sums(threads)
     region = region_enter()
     for task in prange(threads):
         mode = task_enter()
@@ -81,7 +81,7 @@ def mse_parallel(pred, target, grad_scale, grad, threads, sample_weight=None):
         partial[task] = mse_rows(pred, target, grad_scale, grad, start, stop, sample_weight)
         task_leave(mode)
     region_leave(region)
-    return partial.sum()
+    return sum_in_order(partial)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
