@@ -19,16 +19,19 @@ arithmetic; losses are returned as Python floats.
 
 Subnormal numbers (magnitudes below ``np.finfo(dtype).tiny``: 1.2e-38 in
 float32, 2.2e-308 in float64). By default (``fastnn.set_flush_denormal(True)``,
-see :mod:`fastnn.backends.runtime`) the ``c`` backend's kernels run with
-flush-to-zero and denormals-are-zero: a subnormal input element counts as a zero
-of its sign, and an arithmetic result that would be subnormal is written as zero.
+see :mod:`fastnn.backends.runtime`) the ``c`` and ``numba`` backends' kernels run
+with flush-to-zero and denormals-are-zero (``numba``: on x86-64): a subnormal input
+element counts as a zero of its sign, and an arithmetic result that would be subnormal
+is written as zero.
 So results differ from the IEEE reference (the ``numpy`` backend) only where an
 input, an intermediate or a result is subnormal, by at most ``tiny`` in absolute
 value per element and operation: a product of subnormal inputs is 0; a softmax
 probability, an ``exp`` or a sigmoid below ``tiny`` is 0; an optimizer's moment
 that decays below ``tiny`` becomes 0. Normal results keep their accuracy. With
 ``fastnn.set_flush_denormal(False)`` every kernel keeps IEEE subnormals (and
-runs tens of times slower on them); the ``numba`` and ``numpy`` backends always do.
+runs tens of times slower on them); the ``numpy`` backend always does. Kernels that
+only move data or compute on integers (``take_rows``, ``one_hot``, ``round_bfloat16``,
+``all_finite``) give the same results either way.
 """
 
 from __future__ import annotations

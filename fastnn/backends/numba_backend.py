@@ -7,6 +7,9 @@ on the calling thread (a parallel launch costs microseconds, more than a tiny
 kernel), large ones the ``prange`` version on :func:`get_num_threads` threads.
 Compiled code is cached on disk (``cache=True``), so only the first run on a
 machine pays for compilation. Threading layer and thread count: see README.md, "numba".
+Every kernel runs in the floating-point mode of :func:`fastnn.set_flush_denormal`
+(numba_kernels.fp_mode), and every parallel loop falls back to one thread for a while when
+the other cores are taken (numba_kernels.team).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from . import runtime
 from ..precision import rounded_operands
 from .contract import ACTIVATION_CODES
 
-from .numba_kernels import (batchnorm, bf16, gemm, linear, optim, pointwise, softmax_xent,
-                            train)
+from .numba_kernels import (batchnorm, bf16, fp_mode, gemm, linear, optim, pointwise,
+                            softmax_xent, train)
 from .numba_notice import install as _install_compile_notice
 
 _install_compile_notice()  # one line on stderr when a first run compiles the kernels
+# fastnn.set_flush_denormal: the flag every kernel reads when it starts (numba_kernels.fp_mode).
+runtime.on_flush_denormal(fp_mode.set_flush)
 
 NAME = "numba"
 _IDENTITY = ACTIVATION_CODES["identity"]

@@ -12,9 +12,9 @@ GNU OpenMP (libgomp, which the C backend and Numba's ``omp`` threading layer sha
   long enough that the back-to-back kernels of one training step find their threads awake.
   An explicit setting of either variable is left alone (``OMP_WAIT_POLICY=active`` for a
   machine of one's own). A library that loaded libgomp before fastnn was imported (torch
-  brings its own copy; scikit-learn shares it) keeps the policy it started with. The C
-  kernels also fall back to one thread for a while when a parallel region finds the other
-  cores taken (kernels/internal.h, ``fastnn_contended``).
+  brings its own copy; scikit-learn shares it) keeps the policy it started with. The C and
+  Numba kernels also fall back to one thread for a while when a parallel region finds the
+  other cores taken (kernels/internal.h, ``fastnn_contended``; numba_kernels/team.py).
 * **Subnormal numbers** (magnitudes below 1.2e-38 in float32, 2.2e-308 in float64) make
   every arithmetic instruction that meets one tens of times slower on x86 CPUs. By default,
   fastnn's C and Numba kernels run with flush-to-zero and denormals-are-zero on every thread

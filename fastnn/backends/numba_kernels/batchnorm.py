@@ -20,6 +20,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .fp_mode import fp_enter, fp_leave
+from .team import region_enter, region_leave, task_enter, task_leave
+
 from .partition import chunk_bounds
 from .scalar_math import LEAKY_RELU, RELU, SIGMOID, TANH, activate, derivative_from_output
 
@@ -99,6 +102,7 @@ def normalize_rows(x, mean, scale, beta, code, alpha, out, start, stop):
 @njit(cache=True, error_model="numpy")
 def batchnorm_forward_serial(x, gamma, beta, moving_mean, moving_var, momentum, epsilon,
                              training, code, alpha, out, mean, inv_std):
+    mode = fp_enter()
     partial = np.zeros((1, 2, x.shape[1]), x.dtype)
     if training:
         moment_sums(x, 0, x.shape[0], partial[0, 0], partial[0, 1])
@@ -106,6 +110,7 @@ def batchnorm_forward_serial(x, gamma, beta, moving_mean, moving_var, momentum, 
     finish_statistics(x, partial, gamma, moving_mean, moving_var, momentum, epsilon, training,
                       mean, inv_std, scale)
     normalize_rows(x, mean, scale, beta, code, alpha, out, 0, x.shape[0])
+    fp_leave(mode)
 
 
 # The parallel drivers take their scratch (partial: zeros (threads, 2, M); scale or coef)
@@ -118,14 +123,24 @@ def batchnorm_forward_parallel(x, gamma, beta, moving_mean, moving_var, momentum
     n = x.shape[0]
     threads = partial.shape[0]
     if training:
+        region = region_enter()
         for task in prange(threads):
+            mode = task_enter()
             start, stop = chunk_bounds(n, threads, task)
             moment_sums(x, start, stop, partial[task, 0], partial[task, 1])
+            task_leave(mode)
+        region_leave(region)
+    serial = fp_enter()  # the serial part between the loops, on the calling thread
     finish_statistics(x, partial, gamma, moving_mean, moving_var, momentum, epsilon, training,
                       mean, inv_std, scale)
+    fp_leave(serial)
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(n, threads, task)
         normalize_rows(x, mean, scale, beta, code, alpha, out, start, stop)
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy")
@@ -169,6 +184,7 @@ def dx_rows(x, y, dy, mean, coef, code, alpha, dx, start, stop):
 @njit(cache=True, error_model="numpy")
 def batchnorm_backward_serial(x, y, dy, gamma, mean, inv_std, batch_statistics, code, alpha,
                               dx, dgamma, dbeta):
+    mode = fp_enter()
     partial = np.zeros((1, 2, x.shape[1]), x.dtype)
     gradient_sums(x, y, dy, mean, inv_std, code, alpha, 0, x.shape[0], partial[0, 0],
                   partial[0, 1])
@@ -176,6 +192,7 @@ def batchnorm_backward_serial(x, y, dy, gamma, mean, inv_std, batch_statistics, 
     finish_gradients(x.shape[0], partial, gamma, inv_std, batch_statistics, dgamma, dbeta, coef)
     if dx is not None:
         dx_rows(x, y, dy, mean, coef, code, alpha, dx, 0, x.shape[0])
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -183,41 +200,63 @@ def batchnorm_backward_parallel(x, y, dy, gamma, mean, inv_std, batch_statistics
                                 dx, dgamma, dbeta, partial, coef):
     n = x.shape[0]
     threads = partial.shape[0]
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(n, threads, task)
         gradient_sums(x, y, dy, mean, inv_std, code, alpha, start, stop, partial[task, 0],
                       partial[task, 1])
+        task_leave(mode)
+    region_leave(region)
+    serial = fp_enter()
     finish_gradients(n, partial, gamma, inv_std, batch_statistics, dgamma, dbeta, coef)
+    fp_leave(serial)
     if dx is not None:
+        region = region_enter()
         for task in prange(threads):
+            mode = task_enter()
             start, stop = chunk_bounds(n, threads, task)
             dx_rows(x, y, dy, mean, coef, code, alpha, dx, start, stop)
+            task_leave(mode)
+        region_leave(region)
 
 
 # -- elementwise activations (flat arrays) -------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
 def activation_forward_range(x, code, alpha, out, start, stop):
+    mode = fp_enter()
     slope = x.dtype.type(alpha)
     activate_span(x, out, start, stop, code, slope)
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy")
 def activation_backward_range(y, dy, code, alpha, dx, start, stop):
+    mode = fp_enter()
     slope = y.dtype.type(alpha)
     for k in range(start, stop):
         dx[k] = dy[k] * derivative_from_output(y[k], code, slope)
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def activation_forward_parallel(x, code, alpha, out, threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(x.shape[0], threads, task)
         activation_forward_range(x, code, alpha, out, start, stop)
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def activation_backward_parallel(y, dy, code, alpha, dx, threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(y.shape[0], threads, task)
         activation_backward_range(y, dy, code, alpha, dx, start, stop)
+        task_leave(mode)
+    region_leave(region)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from .team import region_enter, region_leave, task_enter, task_leave
+
 
 @njit(cache=True, inline="always")
 def _round_bits(u):
@@ -28,5 +30,9 @@ def round_range(bits, out_bits, start, stop):
 def round_parallel(bits, out_bits, threads):
     """round_range over all of the arrays, in ``threads`` equal parts."""
     size = bits.size
+    region = region_enter()  # (integer arithmetic: the floating-point mode does not matter)
     for t in prange(threads):
+        mode = task_enter()
         round_range(bits, out_bits, size * t // threads, size * (t + 1) // threads)
+        task_leave(mode)
+    region_leave(region)

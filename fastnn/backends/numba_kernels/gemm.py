@@ -29,7 +29,10 @@ from numba import njit, prange
 from numba.extending import overload
 
 from .epilogue import bias_activate
+from .fp_mode import fp_enter, fp_leave
 from .simd import MR, TILE_BYTES, tile_product, tile_product_strided
+from .team import region_enter, region_leave, task_enter, task_leave
+from .views import span_of
 
 #: The micro-tile is MR rows by NR = TILE_BYTES // itemsize columns (see simd.py).
 #: Inner block (a KC x NR micro-panel of b stays in L1: 32 KiB with AVX-512), rows
@@ -187,12 +190,14 @@ def gemm_direct(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
     micro-kernel reads op(a) and op(b) where they are (op(b) = b.T is copied row-major
     first, and the last partial row and column panels are copied zero-padded).
     scratch: 1-D, out's dtype, at least direct_scratch_size elements."""
+    mode = fp_enter()
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     if tiled(rows, cols, inner):
         gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch)
     else:
         gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, rows)
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -209,10 +214,11 @@ def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     width = tile_width(out)
-    copied_b = scratch[:inner * cols]
-    pad_b = scratch[inner * cols:inner * (cols + width)]
-    pad_a = scratch[inner * (cols + width):inner * (cols + width + MR)]
-    tile = scratch[inner * (cols + width + MR):inner * (cols + width + MR) + MR * width]
+    # views without a reference (views.span_of): no atomic count updates per call
+    copied_b = span_of(scratch, 0, inner * cols)
+    pad_b = span_of(scratch, inner * cols, inner * width)
+    pad_a = span_of(scratch, inner * (cols + width), inner * MR)
+    tile = span_of(scratch, inner * (cols + width + MR), MR * width)
     full_rows = rows - rows % MR
     if full_rows < rows:  # the last rows of op(a), zero-padded to MR: pad_a[p * MR + r]
         pad_edge(a, trans_a, full_rows, rows, inner, MR, pad_a)
@@ -374,12 +380,18 @@ def gemm_blocked_into(a, b, trans_a, trans_b, out, bias, code, alpha, threads, a
     for col0 in range(0, cols, panel_cols_max):
         panel_cols = min(panel_cols_max, cols - col0)
         micro_panels = (panel_cols + width - 1) // width
+        region = region_enter()
         for job in prange(slices * micro_panels):
+            mode = task_enter()
             s, panel = job // micro_panels, job % micro_panels
             inner0 = s * inner // slices
             depth = (s + 1) * inner // slices - inner0
             pack_b_panel(b, trans_b, inner0, depth, col0, panel_cols, packed_b[s], panel)
+            task_leave(mode)
+        region_leave(region)
+        region = region_enter()
         for task in prange(tasks):
+            mode = task_enter()
             block, group = task // col_groups, task % col_groups
             row0 = block * block_rows
             block_height = min(block_rows, rows - row0)
@@ -392,3 +404,5 @@ def gemm_blocked_into(a, b, trans_a, trans_b, out, bias, code, alpha, threads, a
                              (group + 1) * micro_panels // col_groups, panel_cols, out,
                              row0, col0, s > 0, s == slices - 1, bias, code, alpha,
                              tiles[task])
+            task_leave(mode)
+        region_leave(region)

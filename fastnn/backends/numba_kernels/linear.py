@@ -14,13 +14,16 @@ from numba import njit, prange
 
 from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
                    gemm_tiles, tiled)
-from .partition import chunk_bounds
+from .fp_mode import fp_enter, fp_leave
+from .partition import add_rows_in_order, chunk_bounds
 from .scalar_math import IDENTITY, derivative_from_output
+from .team import region_enter, region_leave, task_enter, task_leave
 
 
 @njit(cache=True, error_model="numpy")
 def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
     """``dz = dy * act'(y)`` for rows start..stop, and ``db = the sum of those dz rows``."""
+    mode = fp_enter()
     slope = y.dtype.type(alpha)
     db[:] = 0
     for i in range(start, stop):
@@ -28,14 +31,17 @@ def dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, start, stop):
             value = dy[i, j] * derivative_from_output(y[i, j], code, slope)
             dz[i, j] = value
             db[j] += value
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy")
 def linear_backward_direct(x, w, y, dy, code, alpha, dx, dw, db):
     """Backward of a tiny layer on the calling thread, without packing."""
+    mode = fp_enter()
     linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, np.empty_like(dy),
                                 np.empty(direct_backward_scratch_size(*x.shape, w.shape[1], x),
                                          x.dtype))
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy")
@@ -64,12 +70,16 @@ def linear_backward_direct_into(x, w, y, dy, code, alpha, dx, dw, db, dz, scratc
 def dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads, partial_db):
     """dz_and_bias_grad_rows on ``threads`` chunks of rows, partial db sums (partial_db:
     (threads, M)) added after."""
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(y.shape[0], threads, task)
         dz_and_bias_grad_rows(y, dy, code, alpha, dz, partial_db[task], start, stop)
-    db[:] = partial_db[0]
-    for task in range(1, threads):
-        db += partial_db[task]
+        task_leave(mode)
+    region_leave(region)
+    serial = fp_enter()
+    add_rows_in_order(partial_db, threads, db)
+    fp_leave(serial)
 
 
 @njit(cache=True, error_model="numpy")

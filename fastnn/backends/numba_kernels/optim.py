@@ -13,7 +13,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from .fp_mode import fp_enter, fp_leave
 from .partition import chunk_bounds
+from .team import region_enter, region_leave, task_enter, task_leave
 
 
 def flat(array):
@@ -35,6 +37,7 @@ def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start
     g = g + momentum*v (Nesterov) or v; param -= lr * g."""
     # A new name for the flat velocity: Numba prunes `velocity is not None` only
     # while the argument itself is never reassigned.
+    mode = fp_enter()
     param, grad, flat_velocity = flat(param), flat(grad), flat(velocity)
     cast = param.dtype.type
     lr, momentum, weight_decay = cast(lr), cast(momentum), cast(weight_decay)
@@ -45,11 +48,13 @@ def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start
             flat_velocity[i] = v
             g = g + momentum * v if nesterov else v
         param[i] -= lr * g
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy")
 def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop):
     """Adam on flat elements start..stop; param, grad, m, v: float, one shape; step >= 1."""
+    mode = fp_enter()
     param, grad, m, v = flat(param), flat(grad), flat(m), flat(v)
     cast = param.dtype.type
     # Bias corrections in float64 once, then everything in the parameter's dtype.
@@ -64,18 +69,27 @@ def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, sta
         v_i = beta2 * v[i] + (one - beta2) * g * g
         m[i], v[i] = m_i, v_i
         param[i] -= lr * (m_i * inv_correction1) / (np.sqrt(v_i * inv_correction2) + eps)
+    fp_leave(mode)
 
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def sgd_parallel(param, grad, velocity, lr, momentum, nesterov, weight_decay, threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(param.size, threads, task)
         sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start, stop)
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(param.size, threads, task)
         adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, start, stop)
+        task_leave(mode)
+    region_leave(region)

@@ -11,7 +11,8 @@ whole vectors.
 
 Each kernel comes as ``*_rows(..., start, stop, scratch)``, serial over a range
 of rows (called directly for small inputs), and ``*_parallel(..., threads)``,
-which runs it over ``threads`` chunks of rows.
+which runs it over ``threads`` chunks of rows. Each runs in fastnn's floating-point mode
+(fp_mode; team for the parallel loops).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from .fp_mode import fp_enter, fp_leave
 from .partition import chunk_bounds
 from .scalar_math import exp_nonpositive
 from .stack import stack_array
+from .team import region_enter, region_leave, task_enter, task_leave
 
 #: Partial results per row reduction: two AVX registers of float32.
 LANES = 16
@@ -166,6 +169,7 @@ def exp_rows_in_place(values, first, stop):
 @njit(cache=True, error_model="numpy")
 def softmax_rows(x, out, start, stop, scratch):
     """``out[i] = softmax(x[i])`` for rows start..stop of x, out: float (N, C); out may be x."""
+    mode = fp_enter()
     for first in range(start, stop, rows_per_chunk(x)):
         last = min(first + rows_per_chunk(x), stop)
         for i in range(first, last):
@@ -175,17 +179,20 @@ def softmax_rows(x, out, start, stop, scratch):
             inverse = x.dtype.type(1) / row_sum(out, i)
             for j in range(x.shape[1]):
                 out[i, j] *= inverse
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy")
 def log_softmax_rows(x, out, start, stop, scratch):
     """``out[i] = x[i] - max - log(sum(exp(x[i] - max)))``; out may be x."""
+    mode = fp_enter()
     for i in range(start, stop):
         shift = row_max(x, i)
         exp_shifted(x, i, shift, scratch, 0)
         shift += math.log(row_sum(scratch, 0))
         for j in range(x.shape[1]):
             out[i, j] = x[i, j] - shift
+    fp_leave(mode)
 
 
 # -- softmax cross-entropy ------------------------------------------------------------
@@ -204,6 +211,7 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
     (written to grad, or scratch; with smoothing, its sum is taken there while it is in L1);
     exp of the chunk; sums, log and scaling.
     """
+    mode = fp_enter()
     dtype = logits.dtype.type
     scale = dtype(grad_scale)
     eps = dtype(label_smoothing)
@@ -254,6 +262,7 @@ def softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, s
             else:
                 for j in range(logits.shape[1]):
                     grad[i, j] = grad[i, j] * factor - (row_scale * keep * target[i, j] + smooth)
+    fp_leave(mode)
 
 
 @njit(cache=True, error_model="numpy")
@@ -263,6 +272,7 @@ def sigmoid_xent_rows(logits, target, grad_scale, row_loss, grad, label_smoothin
     w_i sum_j (max(z, 0) - z t' + log1p(exp(-|z|))), t' = (1 - eps) t + eps / 2, and
     grad = grad_scale w_i (sigmoid(z) - t') unless grad is None. logits, target, grad:
     float (N, M); weight: float (N,) or None."""
+    mode = fp_enter()
     dtype = logits.dtype.type
     keep = dtype(1 - label_smoothing)
     half = dtype(label_smoothing / 2)
@@ -281,37 +291,54 @@ def sigmoid_xent_rows(logits, target, grad_scale, row_loss, grad, label_smoothin
             if grad is not None:
                 grad[i, j] = row_scale * ((one if z >= 0 else e) / (one + e) - t)
         row_loss[i] = w * total
+    fp_leave(mode)
 
 
 # -- parallel drivers: chunks of rows on threads ------------------------------------
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def softmax_parallel(x, out, threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(x.shape[0], threads, task)
         softmax_rows(x, out, start, stop, scratch_for(x))
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def log_softmax_parallel(x, out, threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(x.shape[0], threads, task)
         log_softmax_rows(x, out, start, stop, scratch_for(x))
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def softmax_xent_parallel(logits, target, grad_scale, row_loss, grad, threads,
                           label_smoothing=0.0, ignore_index=-1, weight=None):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(logits.shape[0], threads, task)
         softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop,
                           scratch_for(logits), label_smoothing, ignore_index, weight)
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def sigmoid_xent_parallel(logits, target, grad_scale, row_loss, grad, label_smoothing, weight,
                           threads):
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(logits.shape[0], threads, task)
         sigmoid_xent_rows(logits, target, grad_scale, row_loss, grad, label_smoothing, weight,
                           start, stop)
+        task_leave(mode)
+    region_leave(region)

@@ -23,12 +23,15 @@ from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into
                    gemm_tiles, tiled)
 from .linear import (backward_scratch_sizes, direct_backward_scratch_size, dz_and_bias_grad_rows,
                      linear_backward_blocked_into, linear_backward_direct_into)
+from .fp_mode import fp_enter, fp_leave
 from .optim import adam_parallel, adam_range, sgd_parallel, sgd_range
 from .partition import chunk_bounds
 from .pointwise import (count_correct_parallel, count_correct_rows, mse_parallel, mse_rows,
                         take_rows_parallel, take_rows_range)
 from .scalar_math import IDENTITY
 from .softmax_xent import softmax_xent_rows
+from .team import region_enter, region_leave, task_enter, task_leave
+from .views import first_items, first_rows, rows_of, span_of
 
 # The plan's constants (fastnn/plan.py; a test checks they agree).
 LAYER_DENSE, LAYER_DROPOUT, LAYER_BATCHNORM, LAYER_ACTIVATION = range(4)
@@ -140,7 +143,7 @@ def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, de
                     threads, limits):
     """The optimizer's step over params[begin:end] (and its state there) with weight decay
     ``decay``, Adam's eps on sqrt(v) when config[C_EPS_UNCORRECTED] (scikit-learn's form)."""
-    param, grad = params[begin:end], grads[begin:end]
+    param, grad = span_of(params, begin, end - begin), span_of(grads, begin, end - begin)
     parallel = threads > 1 and end - begin >= limits[PARALLEL_MIN_ELEMENTS]
     lr = hyper[H_LR]
     if config[C_OPTIMIZER] == OPTIMIZER_SGD:
@@ -151,15 +154,17 @@ def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, de
             else:
                 sgd_range(param, grad, None, lr, momentum, nesterov, decay, 0, end - begin)
         elif parallel:
-            sgd_parallel(param, grad, state1[begin:end], lr, momentum, nesterov, decay, threads)
+            sgd_parallel(param, grad, span_of(state1, begin, end - begin), lr, momentum,
+                         nesterov, decay, threads)
         else:
-            sgd_range(param, grad, state1[begin:end], lr, momentum, nesterov, decay, 0,
+            sgd_range(param, grad, span_of(state1, begin, end - begin), lr, momentum, nesterov,
+                      decay, 0,
                       end - begin)
     else:
         beta1, beta2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
         if config[C_EPS_UNCORRECTED]:
             eps /= math.sqrt(1.0 - beta2 ** float(adam_step))  # eps on sqrt(v): on sqrt(v_hat)
-        m, v = state1[begin:end], state2[begin:end]
+        m, v = span_of(state1, begin, end - begin), span_of(state2, begin, end - begin)
         if parallel:
             adam_parallel(param, grad, m, v, lr, beta1, beta2, eps, decay, adam_step, threads)
         else:
@@ -170,9 +175,13 @@ def optimizer_range(config, hyper, params, grads, state1, state2, begin, end, de
 @njit(cache=True, error_model="numpy", parallel=True)
 def xent_parallel(logits, target, grad_scale, row_loss, grad, threads, scratch):
     """softmax_xent_parallel with its (unused: grad is given) scratch from the caller."""
+    region = region_enter()
     for task in prange(threads):
+        mode = task_enter()
         start, stop = chunk_bounds(logits.shape[0], threads, task)
         softmax_xent_rows(logits, target, grad_scale, row_loss, grad, start, stop, scratch)
+        task_leave(mode)
+    region_leave(region)
 
 
 @njit(cache=True, error_model="numpy")
@@ -218,11 +227,6 @@ def scratch_sizes(layer_ints, batch, last_batch, threads, limits, like):
 
 
 @njit(cache=True, error_model="numpy")
-def rows_of(flat, offset, rows, units):
-    return flat[offset:offset + rows * units].reshape((rows, units))
-
-
-@njit(cache=True, error_model="numpy")
 def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits, fold):
     """The optimizer's step over all parameters at once (its steps are element-wise), from
     grads, for a batch of n rows; advances Adam's step count in config. Returns, when
@@ -255,7 +259,7 @@ def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads,
         optimizer_range(config, hyper, params, grads, state1, state2, weight, done,
                         decay + l2, adam_step, threads, limits)
         if fold:
-            next_squares += squares(params[weight:done])
+            next_squares += squares(span_of(params, weight, done - weight))
     if params_size > done:
         optimizer_range(config, hyper, params, grads, state1, state2, done, params_size, decay,
                         adam_step, threads, limits)
@@ -268,9 +272,8 @@ def bias_of(flat, state, layer_ints, layer, gradient):
     zeros (the gradient nobody reads) in state, the plan's masks."""
     m = layer_ints[layer, UNITS]
     if layer_ints[layer, BIAS] < 0:
-        start = layer_ints[layer, STATE] + (m if gradient else 0)
-        return state[start:start + m]
-    return flat[layer_ints[layer, BIAS]:layer_ints[layer, BIAS] + m]
+        return span_of(state, layer_ints[layer, STATE] + (m if gradient else 0), m)
+    return span_of(flat, layer_ints[layer, BIAS], m)
 
 
 @njit(cache=True, error_model="numpy")
@@ -353,7 +356,9 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
     """The contract's train_steps over the plan's arrays (fastnn/plan.py); returns the steps
     done. outputs_data: (samples, outputs), step s's last-layer outputs at rows s * batch..
     in MODE_PREDICT. limits: int64 (3,), numba_backend's thresholds; the rest:
-    scratch_sizes."""
+    scratch_sizes. Runs in fastnn's floating-point mode (fp_mode)."""
+    mode = fp_enter()
+    done = steps
     layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
     outputs, loss_kind, metric = config[C_OUTPUTS], config[C_LOSS], config[C_METRIC]
     epoch = config[C_EPOCH]
@@ -371,21 +376,21 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             continue
         # the batch's rows
         if config[C_GATHER]:
-            index = order[start:start + n]
-            x = x_batch[:n]
+            index = span_of(order, start, n)
+            x = first_rows(x_batch, n)
             gather(x_data, index, x, threads, limits)
-            labels = labels_batch[:n]
+            labels = first_items(labels_batch, n)
             if sparse:
-                gather(labels_data.reshape((labels_data.shape[0], 1)), index,
-                       labels.reshape((n, 1)), threads, limits)
-            targets = targets_batch[:n]
+                gather(rows_of(labels_data, 0, labels_data.shape[0], 1), index,
+                       rows_of(labels_batch, 0, n, 1), threads, limits)
+            targets = first_rows(targets_batch, n)
             if targets_data.shape[0]:
                 gather(targets_data, index, targets, threads, limits)
-            classes = classes_batch[:n]
+            classes = first_items(classes_batch, n)
             if classes_data.shape[0]:
-                gather(classes_data.reshape((classes_data.shape[0], 1)), index,
-                       classes.reshape((n, 1)), threads, limits)
-            flags = flags_batch[:n]
+                gather(rows_of(classes_data, 0, classes_data.shape[0], 1), index,
+                       rows_of(classes_batch, 0, n, 1), threads, limits)
+            flags = first_rows(flags_batch, n)
             if flags_data.shape[0]:
                 gather(flags_data, index, flags, threads, limits)
         else:
@@ -440,7 +445,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         # the loss's own factors on its value and gradient (1, 1 but for fastnn.sklearn's)
         loss_scale, grad_scale = hyper[H_LOSS_SCALE], hyper[H_GRAD_SCALE]
         if loss_kind == LOSS_XENT_LABELS or loss_kind == LOSS_XENT_PROBS:
-            losses = row_loss[:n]
+            losses = first_items(row_loss, n)
             if loss_kind == LOSS_XENT_LABELS:
                 if parallel:
                     xent_parallel(logits, labels, grad_scale / n, losses, grad, threads,
@@ -475,7 +480,8 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
         stats[s, 0] = loss
         stats[s, 1] = 0.0
         if not math.isfinite(loss) and not evaluating:
-            return s
+            done = s
+            break
         if metric == METRIC_CLASSES:
             if parallel:
                 stats[s, 1] = count_correct_parallel(logits, classes, threads)
@@ -499,7 +505,7 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 below = layer_ints[layer - 1, OUTPUT]
                 inputs, dinputs = rows_of(acts, below, n, k), rows_of(dacts, below, n, k)
             else:
-                inputs, dinputs = x, dacts[:0].reshape((0, k))
+                inputs, dinputs = x, rows_of(dacts, 0, 0, k)
             if layer_ints[layer, KIND] == LAYER_DENSE:
                 w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
                 dw = rows_of(grads, layer_ints[layer, WEIGHT], k, m)
@@ -547,4 +553,5 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
             continue  # the gradients stay in grads (data-parallel training reduces them)
         known_squares = update(layer_ints, config, hyper, params, grads, state1, state2, n,
                                threads, limits, s + 1 < steps)
-    return steps
+    fp_leave(mode)
+    return done
