@@ -133,8 +133,8 @@ def weight_squares(params, layer_ints):
         if layer_ints[layer, KIND] != LAYER_DENSE:
             continue
         start = layer_ints[layer, WEIGHT]
-        total += squares(params[start:start + layer_ints[layer, INPUTS]
-                                * layer_ints[layer, UNITS]])
+        total += squares(span_of(params, start, layer_ints[layer, INPUTS]
+                                 * layer_ints[layer, UNITS]))
     return total
 
 
