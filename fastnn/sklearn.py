@@ -101,7 +101,7 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_tar
                                       unique_labels)
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import distributed
+from . import distributed, inputs
 from . import plan as plan_module
 from .backends import available_backends, use_backend
 from .callbacks import Callback
@@ -420,14 +420,16 @@ def _validate_data(estimator, X, y, dtype: np.dtype, **params):
     which Sequential.fit's own check came after); when it fails, ``validate_data`` runs again
     with scikit-learn's check, which raises scikit-learn's own ValueError for NaN or infinity
     in X. (X finite as given but beyond float32's range passes that and is refused by
-    Sequential.fit, as before.)"""
+    Sequential.fit, as before.) Returns (X, y, whether that X is finite: Sequential.fit then
+    takes it as checked, inputs.checked_finite)."""
     params.update(accept_sparse=["csr", "csc"], multi_output=True,
                   dtype=(np.float64, np.float32))
     checked, checked_y = validate_data(estimator, X, y, ensure_all_finite=False, **params)
     dense = _dense_x(checked, dtype)
-    if not all_finite(dense):
+    finite = all_finite(dense)
+    if not finite:
         validate_data(estimator, X, y, **params)
-    return dense, checked_y
+    return dense, checked_y, finite
 
 
 def _dense_x(X, dtype: np.dtype) -> np.ndarray:
@@ -496,7 +498,7 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        X, y, finite = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         self.n_outputs_ = y.shape[1]
@@ -507,7 +509,8 @@ class _BaseMLP(BaseEstimator):
                 self._initialize(y, layer_units, dtype)
             else:
                 self._restore_model()
-            self._fit_stochastic(X, y, incremental)
+            with inputs.checked_finite(X if finite else None):
+                self._fit_stochastic(X, y, incremental)
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(NON_FINITE_MESSAGE)
         return self
@@ -829,7 +832,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_binarizer.inverse_transform(outputs)
 
     def _validate_input(self, X, y, incremental, reset, dtype):
-        X, y = _validate_data(self, X, y, dtype, reset=reset)
+        X, y, finite = _validate_data(self, X, y, dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
@@ -846,7 +849,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` "
                                  f"has {self.classes_}. 'y' has {classes}.")
-        return X, _binarize(self._label_binarizer, y)
+        return X, _binarize(self._label_binarizer, y), finite
 
     def predict(self, X):
         """Class labels (n_samples,) of ``classes_``'s type, or a multilabel indicator
@@ -954,10 +957,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
     def _validate_input(self, X, y, incremental, reset, dtype):
-        X, y = _validate_data(self, X, y, dtype, y_numeric=True, reset=reset)
+        X, y, finite = _validate_data(self, X, y, dtype, y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        return X, y
+        return X, y, finite
 
     def predict(self, X):
         """Predictions (n_samples,), or (n_samples, n_outputs) for several targets."""

@@ -214,6 +214,26 @@ def test_one_non_finite_feature_is_found(bad, dtype):
         Sequential([Dense(3, "softmax")], dtype=dtype).predict(x)
 
 
+def test_checked_finite_trusts_that_one_array_in_its_block_only():
+    """inputs.checked_finite(x) (fastnn.sklearn's fit, after its own check) spares x alone the
+    second pass, inside the block: any other array, and x itself after the block, is checked."""
+    from fastnn import inputs
+    model = Sequential([Dense(3, "softmax")], dtype="float32")
+    trusted = np.ones((50, 4), np.float32)
+    other = trusted.copy()
+    other[5, 1] = np.nan
+    with inputs.checked_finite(trusted):
+        assert inputs.features("x", trusted, np.dtype(np.float32), 4) is trusted
+        with pytest.raises(ValueError, match="x: contains NaN or infinity"):
+            model.predict(other)
+    trusted[7, 0] = np.inf
+    with pytest.raises(ValueError, match="x: contains NaN or infinity"):
+        model.predict(trusted)
+    with inputs.checked_finite(None):
+        with pytest.raises(ValueError, match="x: contains NaN or infinity"):
+            model.predict(trusted)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_huge_finite_features_are_accepted(dtype):
     """Their sum of squares overflows: the quick check must defer to the exact one."""

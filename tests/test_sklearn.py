@@ -657,6 +657,34 @@ def test_non_finite_x_raises_scikit_learns_error(kind, bad, layout):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_fit_checks_x_for_nan_and_infinity_once(monkeypatch):
+    """fit passes over X once for NaN and infinity (its own all_finite check); the model's
+    fit takes that array as checked (inputs.checked_finite) instead of a second pass."""
+    from fastnn import inputs
+    x, y = classification()
+    x = np.ascontiguousarray(x, np.float32)
+    seen = []
+    real = inputs.get_backend
+
+    class Counting:
+        def __init__(self, backend):
+            self.backend = backend
+
+        def __getattr__(self, name):
+            return getattr(self.backend, name)
+
+        def all_finite(self, array):
+            seen.append(array.shape)
+            return self.backend.all_finite(array)
+
+    monkeypatch.setattr(inputs, "get_backend", lambda: Counting(real()))
+    MLPClassifier(max_iter=2).fit(x, y)
+    assert x.shape not in seen  # Sequential.fit did not check X again
+    with pytest.raises(ValueError, match="x: contains NaN or infinity"):
+        fastnn.Sequential([fastnn.Dense(3, "softmax")]).predict(np.full((2, 6), np.nan))
+    assert seen  # the counting check is the one features() runs outside fit
+
+
 def test_x_beyond_float32_is_refused_in_float32():
     """Finite float64 X that overflows float32 (fastnn's default dtype) is refused with a
     ValueError naming x (scikit-learn computes in float64 and has no such case)."""
