@@ -17,6 +17,7 @@ times depend on the machine.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -90,6 +91,14 @@ def busy_neighbour(backend, rounds=5):
     return rows
 
 
+def openblas_wait():
+    """How long OpenBLAS's idle workers spin, as this process started it: this script imports
+    NumPy before fastnn, so fastnn's short default (fastnn.backends.runtime) applies only when
+    the variable is set in the environment."""
+    value = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    return f"OPENBLAS_THREAD_TIMEOUT={value}" if value else "OpenBLAS's default wait"
+
+
 def interleaved(backend, size=1024):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((size, size)).astype(np.float32)
@@ -115,7 +124,7 @@ def interleaved(backend, size=1024):
             ours_mixed.append(end - middle)
         del both
     ours_mixed, theirs_mixed = float(np.median(ours_mixed)), float(np.median(theirs_mixed))
-    return [(f"interleaved, {backend} matmul {size}^3", ours_mixed / ours_alone,
+    return [(f"interleaved, {backend} matmul {size}^3, {openblas_wait()}", ours_mixed / ours_alone,
              f"{ours_mixed * 1e3:.2f} ms / alone {ours_alone * 1e3:.2f} ms"),
             (f"interleaved, NumPy @ {size}^3 (beside {backend})", theirs_mixed / theirs_alone,
              f"{theirs_mixed * 1e3:.2f} ms / alone {theirs_alone * 1e3:.2f} ms")]

@@ -16,6 +16,9 @@ On top of the kernels, a Keras-like layer API trains MLPs::
 #: The version, written here only (pyproject.toml reads it; ``fastnn --version`` prints it).
 __version__ = "0.1.0"
 
+# First, before NumPy loads OpenBLAS and before libgomp loads: the waits of idle threads
+# (fastnn.backends.runtime).
+from .backends import runtime as _runtime  # noqa: E402,F401
 from . import ops  # noqa: E402  (after __version__, which modules may read while importing)
 from .backends import (BackendUnavailableError, available_backends, backend_status,
                        get_backend, get_backend_name, get_num_threads, set_backend,

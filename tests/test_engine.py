@@ -172,6 +172,29 @@ def test_wait_policy_is_short_unless_the_user_set_one():
     assert spins.stdout.split() == ["123", "False"], spins.stderr
 
 
+def test_openblas_wait_is_short_when_fastnn_comes_before_numpy():
+    """import fastnn before NumPy: OPENBLAS_THREAD_TIMEOUT is set to fastnn's short wait; after
+    NumPy (OpenBLAS has read its environment) or with the user's own value, it is left alone."""
+    code = """
+        import os, sys
+        {first}
+        import fastnn
+        from fastnn.backends import runtime
+        print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), runtime.OPENBLAS_TIMEOUT_SET_BY_FASTNN)
+    """
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def run(first, env):
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code.format(first=first))],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert run("", clean) == [str(runtime.OPENBLAS_TIMEOUT), "True"]
+    assert run("import numpy", clean) == ["None", "False"]
+    assert run("", dict(clean, OPENBLAS_THREAD_TIMEOUT="20")) == ["20", "False"]
+
+
 CONTENDED_CHECK = """
     import hashlib, numpy as np, fastnn
     from fastnn import ops

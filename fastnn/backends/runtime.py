@@ -15,6 +15,16 @@ GNU OpenMP (libgomp, which the C backend and Numba's ``omp`` threading layer sha
   brings its own copy; scikit-learn shares it) keeps the policy it started with. The C and
   Numba kernels also fall back to one thread for a while when a parallel region finds the
   other cores taken (kernels/internal.h, ``fastnn_contended``; numba_kernels/team.py).
+* **NumPy's waiting threads.** OpenBLAS (NumPy's and SciPy's BLAS) keeps its idle workers
+  spinning for about 2**28 cycles (a tenth of a second) after each call; a fastnn kernel right
+  after NumPy's ``@`` found the other core taken and ran at the speed of one thread (1.86x its
+  time alone at 1024^3, c; 1.69x, numba). When the user has not set
+  ``OPENBLAS_THREAD_TIMEOUT`` and NumPy is not loaded yet (``import fastnn`` first, or the
+  ``fastnn`` command), fastnn sets it to :data:`OPENBLAS_TIMEOUT`, OpenBLAS's shortest wait
+  (2**4 cycles): NumPy's own calls kept their times (0.98-1.03x, 1024^3 down to 64x512x512
+  back to back) and fastnn's call after NumPy's took 0.98x (c) and 1.06x (numba) its time
+  alone. Once NumPy is loaded its OpenBLAS keeps the timeout it started with; set the variable
+  in the shell then.
 * **Subnormal numbers** (magnitudes below 1.2e-38 in float32, 2.2e-308 in float64) make
   every arithmetic instruction that meets one tens of times slower on x86 CPUs. By default,
   fastnn's C and Numba kernels run with flush-to-zero and denormals-are-zero on every thread
@@ -32,6 +42,7 @@ GNU OpenMP (libgomp, which the C backend and Numba's ``omp`` threading layer sha
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, List
 
 #: GOMP_SPINCOUNT fastnn sets when the user set no wait policy: about 10-50 microseconds of
@@ -52,6 +63,24 @@ def _set_default_wait_policy() -> bool:
 
 #: Whether fastnn chose the wait policy (False: the user's own setting is in force).
 WAIT_POLICY_SET_BY_FASTNN = _set_default_wait_policy()
+
+#: OPENBLAS_THREAD_TIMEOUT fastnn sets when the user set none and NumPy is not loaded yet:
+#: OpenBLAS's idle workers wait 2**4 cycles, its least, before they sleep (OpenBLAS's
+#: default is 28: 2**28 cycles).
+OPENBLAS_TIMEOUT = 4
+
+
+def _set_default_openblas_timeout() -> bool:
+    """Set OPENBLAS_THREAD_TIMEOUT unless the user set it or OpenBLAS may already be loaded
+    (NumPy or SciPy imported: it read its environment then); True when it was set here."""
+    if "OPENBLAS_THREAD_TIMEOUT" in os.environ or "numpy" in sys.modules or "scipy" in sys.modules:
+        return False
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(OPENBLAS_TIMEOUT)
+    return True
+
+
+#: Whether fastnn chose OpenBLAS's wait (False: the user's setting, or NumPy came first).
+OPENBLAS_TIMEOUT_SET_BY_FASTNN = _set_default_openblas_timeout()
 
 # -- subnormals -----------------------------------------------------------------------
 
