@@ -20,6 +20,9 @@ Layered as in BLIS / GotoBLAS:
 
 Small products skip all that: :func:`gemm_direct` runs the micro-kernel on a and b in
 place (only op(b) = b.T and the edges are copied), :func:`gemm_rows` the tiniest as loops.
+Products too large for one thread whose op(a) fits in L2 (:func:`direct_fits`: an MLP's
+layers at batch 32 to 512) run gemm_direct's micro-panels on all threads
+(:func:`gemm_blocked_into`), each thread a contiguous run of them.
 """
 
 from __future__ import annotations
@@ -97,6 +100,13 @@ def gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, start, stop):
 #: Multiply-adds below which gemm_direct runs the plain loops of gemm_rows (XOR's 4 x 2 x 8:
 #: the micro-kernel's zero-padded edges would be most of the work).
 TILED_MIN_MULTIPLY_ADDS = 2048
+#: op(a) of at most these bytes (half of a 1 MiB L2): a product too large for the calling thread
+#: alone (gemm_blocked_into) still runs the direct micro-kernel, the threads taking shares of
+#: its column micro-panels (gemm_blocked_into): each thread sweeps all of op(a) from its L2 for
+#: each of its micro-panels of op(b), instead of packing. Measured on one thread (float32, us,
+#: direct / blocked, busy machine): 128x256x128 40 / 73, 32x784x256 74 / 232, 128x784x256
+#: 215 / 423 (an MNIST MLP's products at batch 32 and 128).
+DIRECT_A_BYTES = 1 << 19
 #: Side of the square blocks in which transpose_into copies (constant: LLVM unrolls them).
 TRANSPOSE_BLOCK = 8
 
@@ -211,31 +221,70 @@ def tiled(rows, cols, inner):
 @njit(cache=True, error_model="numpy")
 def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
     """gemm_direct's micro-tiles (inner > 0)."""
+    inner = a.shape[0] if trans_a else a.shape[1]
+    copied_b, pad_b, pad_a, full_cols, panels = prepare_direct(a, b, trans_a, trans_b, out,
+                                                               scratch)
+    tile = span_of(scratch, inner * (out.shape[1] + tile_width(out) + MR), MR * tile_width(out))
+    direct_panel_run(a, b, trans_a, trans_b, out, bias, code, alpha, copied_b, pad_b, pad_a,
+                     full_cols, 0, panels, tile)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def prepare_direct(a, b, trans_a, trans_b, out, scratch):
+    """The copies of a direct product, in scratch (direct_scratch_size's first part): op(b)
+    row-major when it is b.T, op(b)'s last partial micro-panel and op(a)'s last partial
+    micro-panel zero-padded. Returns (views of those three: copied_b, pad_b, pad_a; the
+    columns in full micro-panels; the micro-panels). Views without a reference
+    (views.span_of): no atomic count updates per call."""
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     width = tile_width(out)
-    # views without a reference (views.span_of): no atomic count updates per call
     copied_b = span_of(scratch, 0, inner * cols)
     pad_b = span_of(scratch, inner * cols, inner * width)
     pad_a = span_of(scratch, inner * (cols + width), inner * MR)
-    tile = span_of(scratch, inner * (cols + width + MR), MR * width)
     full_rows = rows - rows % MR
     if full_rows < rows:  # the last rows of op(a), zero-padded to MR: pad_a[p * MR + r]
         pad_edge(a, trans_a, full_rows, rows, inner, MR, pad_a)
     if trans_b:  # op(b) = b.T, row-major (inner, cols)
         transpose_into(b, copied_b)
     full_cols = cols - cols % width
-    for j0 in range(0, full_cols, width):
-        if trans_b:
+    if full_cols < cols:  # the last columns, zero-padded to NR: pad_b[p * NR + c]
+        pad_edge(b, not trans_b, full_cols, cols, inner, width, pad_b)
+    return copied_b, pad_b, pad_a, full_cols, (cols + width - 1) // width
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def direct_panel_run(a, b, trans_a, trans_b, out, bias, code, alpha, copied_b, pad_b, pad_a,
+                     full_cols, first, stop, tile):
+    """Micro-panels first..stop of a direct product prepared by prepare_direct, in order."""
+    cols = out.shape[1]
+    width = tile_width(out)
+    for panel in range(first, stop):
+        j0 = panel * width
+        if j0 >= full_cols:  # the last columns, zero-padded to NR
+            direct_panel(a, trans_a, pad_a, pad_b, 0, width, out, full_cols, cols - full_cols,
+                         bias, code, alpha, tile)
+        elif trans_b:
             direct_panel(a, trans_a, pad_a, copied_b, j0, cols, out, j0, width, bias, code,
                          alpha, tile)
         else:
             direct_panel(a, trans_a, pad_a, b, j0, cols, out, j0, width, bias, code, alpha,
                          tile)
-    if full_cols < cols:  # the last columns, zero-padded to NR: pad_b[p * NR + c]
-        pad_edge(b, not trans_b, full_cols, cols, inner, width, pad_b)
-        direct_panel(a, trans_a, pad_a, pad_b, 0, width, out, full_cols, cols - full_cols,
-                     bias, code, alpha, tile)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def direct_fits(rows, inner, like):
+    """Whether gemm_blocked_into runs an (rows, cols, inner) product as direct micro-panels
+    shared by the threads (op(a) within DIRECT_A_BYTES) rather than packed blocks."""
+    return rows * inner * like.itemsize <= DIRECT_A_BYTES and inner > 0
+
+
+@njit(cache=True, error_model="numpy")
+def direct_panels_scratch_sizes(rows, cols, inner, threads, like):
+    """(tiles, copies) elements of gemm_blocked_into's scratch for a product that direct_fits:
+    a tile per thread, and prepare_direct's copies."""
+    width = tile_width(like)
+    return threads * MR * width, inner * (cols + width + MR)
 
 
 # -- packing ------------------------------------------------------------------------
@@ -340,6 +389,9 @@ def blocked_layout(rows, cols, inner, threads, width):
 @njit(cache=True, error_model="numpy")
 def blocked_scratch_sizes(rows, cols, inner, threads, like):
     """Elements of the three scratch arrays of gemm_blocked_into: packed a, tiles, packed b."""
+    if direct_fits(rows, inner, like):
+        tiles, rest = direct_panels_scratch_sizes(rows, cols, inner, threads, like)
+        return 1, tiles, rest
     width = tile_width(like)
     slices, depth_max, block_rows, _, tasks, _, panel_size = blocked_layout(
         rows, cols, inner, threads, width)
@@ -364,7 +416,11 @@ def gemm_blocked_into(a, b, trans_a, trans_b, out, bias, code, alpha, threads, a
     """gemm_blocked with its scratch memory given: 1-D arrays of out's dtype of at least
     blocked_scratch_sizes elements.
 
-    Two parallel regions per panel of columns, however deep the product: one packs
+    A product whose op(a) fits in L2 (direct_fits) runs gemm_tiles' micro-panels instead, a
+    contiguous run of them per thread (tile_scratch holds a tile per thread, b_scratch
+    prepare_direct's copies): the bits of gemm_direct.
+
+    Otherwise two parallel regions per panel of columns, however deep the product: one packs
     every KC slice of the panel of op(b), the other runs the tasks, each looping over
     the slices itself. Every region ends in a barrier, and on a busy machine each
     barrier may wait for a descheduled thread, so fewer is better.
@@ -372,6 +428,22 @@ def gemm_blocked_into(a, b, trans_a, trans_b, out, bias, code, alpha, threads, a
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     width = tile_width(out)
+    if direct_fits(rows, inner, out):
+        mode = fp_enter()
+        copied_b, pad_b, pad_a, full_cols, panels = prepare_direct(a, b, trans_a, trans_b, out,
+                                                                   b_scratch)
+        fp_leave(mode)
+        tasks = min(threads, panels)
+        region = region_enter()
+        for task in prange(tasks):
+            mode = task_enter()
+            direct_panel_run(a, b, trans_a, trans_b, out, bias, code, alpha, copied_b, pad_b,
+                             pad_a, full_cols, panels * task // tasks,
+                             panels * (task + 1) // tasks,
+                             span_of(tile_scratch, task * MR * width, MR * width))
+            task_leave(mode)
+        region_leave(region)
+        return
     slices, depth_max, block_rows, col_groups, tasks, panel_cols_max, panel_size = \
         blocked_layout(rows, cols, inner, threads, width)
     packed_a = a_scratch[:tasks * block_rows * depth_max].reshape((tasks, block_rows * depth_max))
