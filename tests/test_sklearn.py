@@ -30,6 +30,8 @@ from fastnn import counter_rng
 from fastnn import plan as plan_module
 from fastnn.sklearn import MLPClassifier, MLPRegressor
 
+from conftest import BACKENDS
+
 EXTRAS = {"backend", "dtype", "dropout", "matmul_precision"}
 
 
@@ -404,7 +406,7 @@ def test_regression_r2_within_a_hundredth_of_scikit_learn():
 
 # -- fastnn's extras -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", fastnn.available_backends())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_trains_the_same_model(backend):
     x, y = classification()
     reference = MLPClassifier(dtype="float64", max_iter=5, random_state=0, backend="numpy")
@@ -538,7 +540,7 @@ def assert_same_model(compiled, per_layer, rtol, atol):
 
 
 @pytest.mark.parametrize("case", list(COMPILED_CASES))
-@pytest.mark.parametrize("backend", fastnn.available_backends())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_compiled_loop_trains_as_the_per_layer_path(monkeypatch, backend, case):
     kind, targets, params = COMPILED_CASES[case]
     x, y = compiled_case_data(targets)
@@ -556,7 +558,7 @@ def test_the_compiled_loop_trains_as_the_per_layer_path(monkeypatch, backend, ca
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
-@pytest.mark.parametrize("backend", fastnn.available_backends())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_compiled_loop_trains_float32_shuffled_dropout_and_partial_fit(monkeypatch, backend,
                                                                            solver):
     x, y = classification(n=150)
@@ -615,7 +617,7 @@ def test_the_plan_reads_compiled_as_from_the_class_body_only():
     assert plan.hyper[plan_module.H_GRAD_SCALE] == 1.0  # 2 outputs / 2
 
 
-@pytest.mark.parametrize("backend", fastnn.available_backends())
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend):
     """The compiled loop's calls cover as many steps as fit in CHUNK_SECONDS, which follows
     the clock; loss_ must come out the same whatever the chunks were. The L2 term's ||W||^2
