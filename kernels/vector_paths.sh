@@ -8,6 +8,9 @@
 #   bash kernels/vector_paths.sh [extra pytest arguments, e.g. -k gemm]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The install paths (tests/test_install.py: minutes of venvs and builds) do not depend on the
+# instruction set; the default run of the suite tests them once.
+export FASTNN_SKIP_INSTALL_TESTS=1
 
 best=$(python -c "import fastnn.backends.c_backend as c; print(c.ISA)")
 for isa in portable avx2 avx512 amx; do
