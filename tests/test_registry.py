@@ -116,8 +116,12 @@ def test_use_backend_in_one_thread_does_not_change_another():
 
 
 def test_set_num_threads_validates_and_applies():
-    with pytest.raises(ValueError, match="n:"):
-        fastnn.set_num_threads(0)
+    before = fastnn.get_num_threads()
+    for bad in (0, -1, 2.0, True, "2", 10**10, 1025):
+        with pytest.raises(ValueError, match="n: expected an int number of threads from 1 "
+                                             "to 1024"):
+            fastnn.set_num_threads(bad)
+    assert fastnn.get_num_threads() == before  # a refused count changes nothing
     fastnn.set_num_threads(1)
     try:
         counts = fastnn.get_num_threads()

@@ -179,9 +179,20 @@ def use_backend(name: str) -> Iterator[ModuleType]:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the kernels of every backend loaded now or later."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int number of threads, got {n!r}")
+    """Use ``n`` threads in the kernels of every backend loaded now or later (as
+    ``torch.set_num_threads``).
+
+    n: an int from 1 to :data:`fastnn.arguments.MAX_THREADS` (1024). More threads than CPUs
+    are allowed (they only oversubscribe the cores); the numba backend uses at most
+    ``NUMBA_NUM_THREADS`` (the size of Numba's pool, fixed when Numba starts) and NumPy's
+    OpenBLAS at most the count it was built for. ValueError naming ``n`` otherwise, before
+    any backend changes: a count the C runtime cannot hold never reaches it.
+    """
+    from ..arguments import MAX_THREADS
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n: expected an int number of threads from 1 to {MAX_THREADS}, "
+                         f"got {n!r}")
     global _requested_threads
     _requested_threads = n
     for module in list(_loaded.values()):
