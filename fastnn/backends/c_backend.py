@@ -61,12 +61,12 @@ def requested_isa() -> str:
     for a name that is not an instruction set or one this CPU and OS cannot run."""
     requested = os.environ.get("FASTNN_ISA", "").strip().lower()
     if requested and requested not in ISAS:
-        raise ValueError(f"FASTNN_ISA: expected one of {list(ISAS)}, got "
-                         f"{os.environ['FASTNN_ISA']!r}")
+        raise ValueError(f"environment variable FASTNN_ISA: expected one of "
+                         f"{', '.join(ISAS)} (or unset), got {os.environ['FASTNN_ISA']!r}")
     reason = isa_unavailable(requested) if requested else ""
     if reason:
         best = ISAS[lib.fastnn_isa_best()]
-        raise ValueError(f"FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
+        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
                          f"allowed here is {best!r}")
     return requested
 
@@ -79,7 +79,7 @@ def _apply_isa_setting() -> str:
     if lib.fastnn_isa_select(ISAS.index(requested)) != 0:
         reason = isa_unavailable(requested)
         best = ISAS[lib.fastnn_isa_best()]
-        raise ValueError(f"FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
+        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
                          f"allowed here is {best!r}")
     return requested
 
