@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "fastnn-cpu"
 #: Build products and caches of the working tree that a fresh clone would not have.
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", "*.so",
-                                    "*.o", "BUILD_ERROR.txt", ".benchmarks", ".hypothesis",
+                                    "*.o", "*BUILD_ERROR.txt", ".benchmarks", ".hypothesis",
                                     ".pytest_cache", ".venv")
 #: Names in site-packages that belong to fastnn (package, metadata, editable hooks).
 OURS = ("fastnn", "fastnn_cpu*", "__editable__*fastnn*")
