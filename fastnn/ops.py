@@ -33,6 +33,7 @@ REDUCTIONS = ("mean", "sum", "none")
 _ndarray = np.ndarray
 _F32, _F64 = FLOAT_DTYPES
 _INF = float("inf")
+_may_share_memory = np.may_share_memory
 
 
 def _gemm_precision(precision, dtype) -> str:
@@ -110,9 +111,9 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     return out
 
 
-def _overlaps(out: np.ndarray, *inputs: np.ndarray) -> bool:
-    """Whether the memory of ``out`` may overlap that of an input (bounds only: cheap)."""
-    return any(np.may_share_memory(out, x) for x in inputs)
+def _overlaps(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the memory of ``out`` may overlap that of a or b (bounds only: 0.2 us each)."""
+    return _may_share_memory(out, a) or _may_share_memory(out, b)
 
 
 def _linear_operands(x, w):
