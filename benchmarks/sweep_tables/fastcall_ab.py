@@ -58,7 +58,10 @@ for m, k, n, t in bench_sweep.shapes(ms, ks, ns, transposes):
     for name, f in calls.items():
         c_backend.matmul_entry = entries[name]
         f()
-    assert np.array_equal(o1, o2) and np.allclose(o2, ref, rtol=tol, atol=tol), (m, k, n, t)
+    # not bit for bit here: a first call may run on another thread count (a busy machine's
+    # fallback, kernels/internal.h), which changes a K split's sums (tests/test_matmul_entry.py
+    # checks the bits)
+    assert all(np.allclose(o, ref, rtol=tol, atol=tol) for o in (o1, o2)), (m, k, n, t)
     count = max(1, min(2000, int(BLOCK / max(1e-7, min(block(f, 1) for f in calls.values())))))
     res = {name: [] for name in calls}
     for _ in range(ROUNDS):
