@@ -33,6 +33,7 @@ REDUCTIONS = ("mean", "sum", "none")
 _ndarray = np.ndarray
 _F32, _F64 = FLOAT_DTYPES
 _INF = float("inf")
+_may_share_memory = np.may_share_memory
 
 
 def _gemm_precision(precision, dtype) -> str:
@@ -61,7 +62,16 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     precision: "float32", "bfloat16" (alias "mixed_bfloat16": operands rounded to bfloat16,
     float32 accumulation) or None for :func:`fastnn.get_matmul_precision`; see
     :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64.
+    ``out`` may overlap ``a`` or ``b`` (the product is then computed aside and copied in).
     """
+    backend = get_backend()
+    entry = backend.matmul_entry
+    if entry is not None and (get_matmul_precision() == "float32" if precision is None
+                              else type(precision) is str and precision == "float32"):
+        # the backend's compiled entry: the plain case checked and run in C, else None
+        product = entry(a, b, trans_a, trans_b, out)
+        if product is not None:
+            return product
     if type(a) is _ndarray and type(b) is _ndarray:
         dtype = a.dtype
         if ((dtype is _F32 or dtype is _F64) and b.dtype is dtype and a.ndim == 2
@@ -74,12 +84,13 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
                 m, k_b = b.shape
             else:
                 k_b, m = b.shape
-            if k == k_b and n and k and m and (out is None or _ready(out, (n, m), dtype)):
+            if k == k_b and n and k and m and (out is None or (_ready(out, (n, m), dtype)
+                                                               and not _overlaps(out, a, b))):
                 precision = _gemm_precision(precision, dtype)
                 if out is None:
                     out = np.empty((n, m), dtype)
-                get_backend().matmul(a, b, True if trans_a else False,
-                                     True if trans_b else False, out, precision)
+                backend.matmul(a, b, True if trans_a else False, True if trans_b else False,
+                               out, precision)
                 return out
     a = float_array("a", a, ndim=2)
     b = float_array("b", b, ndim=2, dtype=a.dtype)
@@ -92,9 +103,17 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     out = output_array("out", out, (n, m), a.dtype)
     if out.size and k == 0:
         out[...] = 0  # an empty sum; the kernels never see a zero dimension
+    elif out.size and _overlaps(out, a, b):
+        # the kernels' outputs never alias their inputs (contract.py): compute aside
+        out[...] = matmul(a, b, trans_a, trans_b, None, precision)
     elif out.size:
-        get_backend().matmul(a, b, bool(trans_a), bool(trans_b), out, precision)
+        backend.matmul(a, b, bool(trans_a), bool(trans_b), out, precision)
     return out
+
+
+def _overlaps(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the memory of ``out`` may overlap that of a or b (bounds only: 0.2 us each)."""
+    return _may_share_memory(out, a) or _may_share_memory(out, b)
 
 
 def _linear_operands(x, w):

@@ -17,6 +17,9 @@ cd "$work"
 export FASTNN_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined \
 -fno-omit-frame-pointer -O1 -g"
 python kernels/build_ffi.py > build.log 2>&1 || { cat build.log; exit 1; }
+# the C call entry of matmul (kernels/fastcall) too, so that the tests run it instrumented
+# (with FASTNN_REQUIRE_BACKENDS=c, tests/test_matmul_entry.py fails if it did not load)
+python kernels/build_fastcall.py >> build.log 2>&1 || { cat build.log; exit 1; }
 
 libasan=$(gcc -print-file-name=libasan.so)
 # libstdc++ right after it: ASan intercepts C++'s __cxa_throw, and finds the real one only if

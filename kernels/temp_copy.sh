@@ -11,7 +11,8 @@ temp_copy() {
     tar -C "$repo" --exclude=./.git --exclude=./build --exclude='*.egg-info' \
         --exclude=__pycache__ --exclude=.pytest_cache --exclude=.benchmarks -cf - . \
         | tar -C "$copy" -xf -
-    rm -f "$copy"/fastnn/_c/_kernels.* "$copy"/fastnn/_c/BUILD_ERROR.txt "$copy"/kernels/*.o
+    rm -f "$copy"/fastnn/_c/_kernels.* "$copy"/fastnn/_c/_fastcall.* "$copy"/fastnn/_c/*BUILD_ERROR.txt \
+        "$copy"/kernels/*.o
     TEMP_COPIES+=("$copy")
     trap 'rm -rf "${TEMP_COPIES[@]}"' EXIT
     printf -v "$1" '%s' "$copy"

@@ -123,6 +123,35 @@ def test_matmul_writes_into_out_and_reuses_it(backend, dtype):
     assert_close(out, a.astype(np.float64) @ b.astype(np.float64), dtype, scale=40)
 
 
+@pytest.mark.parametrize("size", [4, 64, 300])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_into_an_out_that_overlaps_an_input(backend, dtype, size, trans_b):
+    """The kernels never see an out that aliases an input (ops computes aside): out is a,
+    b, or a view over part of b. Was silently wrong on c and numba from size 64."""
+    rng = rng_for("matmul-overlap", size, trans_b)
+    square = rng.standard_normal((size, size)).astype(dtype)
+    wide = rng.standard_normal((size, 2 * size)).astype(dtype)
+
+    def inside(w):  # a (size, size) C-contiguous view over the middle of w's memory
+        start = size * size // 2
+        return w.reshape(-1)[start:start + size * size].reshape(size, size)
+
+    cases = {"out is a": lambda s, w: (s, s[::-1].copy(), s),
+             "out is b": lambda s, w: (s[::-1].copy(), s, s),
+             "out inside b": lambda s, w: (w.copy(), w.reshape(2 * size, size), inside(w))}
+    for name, make in cases.items():
+        a, b, out = make(square.copy(), wide.copy())
+        if trans_b and b.shape[0] == b.shape[1]:
+            expected = a.astype(np.float64) @ b.astype(np.float64).T
+        elif trans_b:
+            continue  # (2size, size) b transposed does not fit a (size, size)
+        else:
+            expected = a.astype(np.float64) @ b.astype(np.float64)
+        result = ops.matmul(a, b, trans_b=trans_b, out=out)
+        assert result is out, name
+        assert_close(out, expected, dtype, scale=4 * np.sqrt(size))
+
+
 def test_matmul_of_empty_inner_dimension_is_zero(backend, dtype):
     got = ops.matmul(np.ones((3, 0), dtype), np.ones((0, 4), dtype))
     assert got.shape == (3, 4) and not got.any()

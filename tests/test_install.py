@@ -12,7 +12,8 @@ fastnn's was written beside the installed or source package (the cause of issue 
 cache under site-packages/fastnn that pip's uninstall did not know). After the uninstall, no
 file of fastnn is left in site-packages.
 
-Builds use ``--no-build-isolation`` with setuptools and cffi installed once in the venv, which
+Builds use ``--no-build-isolation`` with setuptools, cffi and NumPy (the headers of the matmul
+call entry, kernels/fastcall) installed once in the venv, which
 saves fetching them for every build; ``.ci/run`` also installs the sdist with build isolation.
 """
 
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "fastnn-cpu"
 #: Build products and caches of the working tree that a fresh clone would not have.
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", "*.so",
-                                    "*.o", "BUILD_ERROR.txt", ".benchmarks", ".hypothesis",
+                                    "*.o", "*BUILD_ERROR.txt", ".benchmarks", ".hypothesis",
                                     ".pytest_cache", ".venv")
 #: Names in site-packages that belong to fastnn (package, metadata, editable hooks).
 OURS = ("fastnn", "fastnn_cpu*", "__editable__*fastnn*")
@@ -87,7 +88,7 @@ def work(tmp_path_factory):
     source = root / "src"
     shutil.copytree(REPO, source, ignore=NOT_SOURCE)
     venv = Venv(root / "venv", root / "cache")
-    venv.pip("install", "--quiet", "setuptools>=77", "cffi>=1.16", "build>=1")
+    venv.pip("install", "--quiet", "setuptools>=77", "cffi>=1.16", "numpy>=1.24", "build>=1")
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     return source, venv, elsewhere
@@ -104,6 +105,8 @@ def assert_usable(venv: Venv, elsewhere: Path, package_dir: Path) -> None:
     info = venv.run("fastnn", "info", cwd=elsewhere)
     assert info.stdout.startswith("fastnn "), info.stdout
     assert "backends:" in info.stdout, info.stdout
+    # both extensions built: the cffi kernels and the matmul call entry
+    assert "matmul call entry: C (kernels/fastcall)" in info.stdout, info.stdout
     where = venv.run("python", "-c", "import fastnn; fastnn.Sequential; print(fastnn.__file__)",
                      cwd=elsewhere)
     assert Path(where.stdout.strip()).parent == package_dir, where.stdout
@@ -169,6 +172,7 @@ def test_sdist_holds_what_installing_and_testing_need(work, tmp_path):
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     required = {"LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
                 "kernels/build_ffi.py", "kernels/fastnn.h", "kernels/README.md",
+                "kernels/build_fastcall.py", "kernels/fastcall/fastcall.c",
                 "tests/conftest.py", "tests/test_install.py", "fastnn/cache.py",
                 "fastnn/data/digits.npz"}
     required |= {str(p.relative_to(REPO)) for folder in ("kernels", "examples", "benchmarks")
@@ -179,7 +183,8 @@ def test_sdist_holds_what_installing_and_testing_need(work, tmp_path):
 
 
 def test_failed_c_build_warns_at_install_and_still_installs(work, tmp_path):
-    """No working compiler (CC=false): a loud warning, BUILD_ERROR.txt in the wheel, no .so."""
+    """No working compiler (CC=false): a loud warning per extension, their BUILD_ERROR.txt
+    and FASTCALL_BUILD_ERROR.txt in the wheel, no .so."""
     source, venv, _ = work
     copy = tmp_path / "src"
     shutil.copytree(source, copy, ignore=NOT_SOURCE)
@@ -187,10 +192,14 @@ def test_failed_c_build_warns_at_install_and_still_installs(work, tmp_path):
                       str(tmp_path), str(copy), CC="false")
     output = result.stdout + result.stderr
     assert "WARNING: fastnn's C backend was not built" in output, output[-3000:]
+    assert "WARNING: fastnn's C call entry (kernels/fastcall) was not built" in output, \
+        output[-3000:]
     (wheel,) = tmp_path.glob("fastnn_cpu-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         reason = archive.read("fastnn/_c/BUILD_ERROR.txt").decode()
+        fastcall_reason = archive.read("fastnn/_c/FASTCALL_BUILD_ERROR.txt").decode()
     assert "failed to build" in reason and "false" in reason, reason
+    assert "fastnn._c._fastcall failed to build" in fastcall_reason, fastcall_reason
     assert not [n for n in names if n.endswith(".so")], names
     assert any(n.endswith("licenses/LICENSE") for n in names), names

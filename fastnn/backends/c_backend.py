@@ -106,6 +106,8 @@ def isa_report() -> List[str]:
            "avx512_bf16": "AVX512-BF16 dot products (no AMX here)",
            "float32": "the float32 kernels (operands rounded to bfloat16 first)"}
     lines.append(f"  bfloat16 matmul precision runs on {how[BF16_GEMM]}")
+    lines.append("  matmul call entry: " + ("C (kernels/fastcall)" if matmul_entry is not None
+                                             else f"cffi only ({FASTCALL_UNAVAILABLE})"))
     return lines
 
 
@@ -168,6 +170,30 @@ _BF16 = {"matmul": lib.fastnn_matmul_bf16, "linear_forward": lib.fastnn_linear_f
 
 def round_bfloat16(x, out):
     lib.fastnn_round_bf16(_from_buffer("float[]", out), _from_buffer("float[]", x), x.size)
+
+
+# -- the C call entry of a plain matmul (kernels/fastcall/fastcall.c) ---------------------
+# fastnn.ops.matmul calls ``matmul_entry(a, b, trans_a, trans_b, out)`` first when the current
+# backend has one (see the contract): it checks the call and runs fastnn_matmul_f32/_f64 all
+# in C, or returns None, and the Python path below runs. It calls the cffi extension's own
+# GEMMs through their addresses, bound here.
+
+def _fastcall_entry():
+    """The extension's matmul, bound to this extension's GEMMs; None and why not when it
+    was not built."""
+    try:
+        from .._c import _fastcall
+    except ImportError as exc:
+        build_error = Path(__file__).resolve().parent.parent / "_c" / "FASTCALL_BUILD_ERROR.txt"
+        reason = build_error.read_text().strip() if build_error.exists() else str(exc)
+        return None, reason
+    _fastcall.bind(*(int(ffi.cast("uintptr_t", ffi.addressof(lib, f"fastnn_matmul_{s}")))
+                     for s in ("f32", "f64")))
+    return _fastcall.matmul, ""
+
+
+#: The C call entry of ops.matmul's plain case, or None (FASTCALL_UNAVAILABLE says why).
+matmul_entry, FASTCALL_UNAVAILABLE = _fastcall_entry()
 
 
 # The three GEMM wrappers are called on tiny arrays too (one sample, a small layer), where

@@ -36,7 +36,7 @@ only move data or compute on integers (``take_rows``, ``one_hot``, ``round_bfloa
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
@@ -62,6 +62,17 @@ class Backend(Protocol):
 
     #: Registry name of the backend ("numpy", "numba", "c").
     NAME: str
+
+    #: None, or a compiled entry that does all of :func:`fastnn.ops.matmul` for its plain
+    #: case: ``matmul_entry(a, b, trans_a, trans_b, out)`` returns the product (``out``, or a
+    #: new array when ``out`` is None) when a and b are exact ``numpy.ndarray`` of one float
+    #: dtype, 2-D, C-contiguous and aligned, with matching inner dimensions and no zero
+    #: dimension, the flags are bools or ints, and ``out`` is None or an exact, writable,
+    #: C-contiguous ndarray of the result's shape and dtype that overlaps neither input;
+    #: otherwise it returns None having done nothing, and ops.matmul takes its Python path
+    #: (its checks and their errors). ops.matmul calls it only in float32 precision. Its
+    #: result must equal :meth:`matmul`'s bit for bit.
+    matmul_entry: Optional[Callable[..., Optional[np.ndarray]]]
 
     def set_num_threads(self, n: int) -> None:
         """Use ``n >= 1`` threads in later kernel calls of this backend."""
@@ -325,4 +336,5 @@ KERNEL_NAMES = (
     "batchnorm_backward", "activation_forward", "activation_backward", "one_hot",
     "count_correct", "all_finite", "take_rows",
     "sgd_step", "adam_step", "train_steps", "set_num_threads", "get_num_threads",
+    "matmul_entry",
 )

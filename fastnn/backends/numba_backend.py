@@ -35,6 +35,9 @@ _install_compile_notice()  # one line on stderr when a first run compiles the ke
 runtime.on_flush_denormal(fp_mode.set_flush)
 
 NAME = "numba"
+
+#: No compiled entry for ops.matmul's plain case: it calls matmul below (contract.py).
+matmul_entry = None
 _IDENTITY = ACTIVATION_CODES["identity"]
 
 #: Below these sizes a kernel runs serially: work per element times size must

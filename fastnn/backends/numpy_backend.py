@@ -18,6 +18,9 @@ from . import reference_loop
 
 NAME = "numpy"
 
+#: No compiled entry for ops.matmul's plain case: it calls matmul below (contract.py).
+matmul_entry = None
+
 
 def set_num_threads(n: int) -> None:
     """NumPy's BLAS keeps its own thread pool; threadpoolctl sizes it."""

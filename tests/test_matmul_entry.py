@@ -1,0 +1,341 @@
+"""The C call entry of ops.matmul (kernels/fastcall/fastcall.c, ``c_backend.matmul_entry``).
+
+It takes the plain case alone and returns None for anything else, so: its products are the
+cffi path's bit for bit; every input next to the plain case (a view, another dtype, a
+subclass, a bad ``out``...) makes the entry itself return None, and ops.matmul then gives the
+answer or the error it gives with no entry at all; ops.matmul calls it only on backend "c"
+in float32 precision; and fastnn works when the extension is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import environment, ops
+
+from conftest import BACKENDS
+
+pytestmark = pytest.mark.skipif("c" not in BACKENDS, reason="backend c is not under test")
+
+if "c" in BACKENDS:
+    from fastnn.backends import c_backend
+    ENTRY = c_backend.matmul_entry
+else:  # pragma: no cover - skipped above
+    c_backend = ENTRY = None
+
+needs_entry = pytest.mark.skipif(ENTRY is None, reason="the C call entry is not built here")
+
+
+def _random(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _operands(n, k, m, trans_a, trans_b, dtype, seed=0):
+    a = _random((k, n) if trans_a else (n, k), dtype, seed)
+    b = _random((m, k) if trans_b else (k, m), dtype, seed + 1)
+    return a, b
+
+
+def _cffi_product(a, b, trans_a, trans_b):
+    """The same kernel through the cffi wrapper (the backend's matmul)."""
+    n = a.shape[1] if trans_a else a.shape[0]
+    m = b.shape[0] if trans_b else b.shape[1]
+    out = np.full((n, m), np.nan, a.dtype)
+    c_backend.matmul(a, b, trans_a, trans_b, out)
+    return out
+
+
+class Spy:
+    """Stands in for matmul_entry: records each call and what the real entry returned."""
+
+    def __init__(self):
+        self.results = []
+
+    def __call__(self, *args):
+        result = ENTRY(*args)
+        self.results.append(result)
+        return result
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    spy = Spy()
+    monkeypatch.setattr(c_backend, "matmul_entry", spy)
+    return spy
+
+
+@pytest.fixture
+def no_entry(monkeypatch):
+    """ops.matmul as it is when the extension is missing."""
+    monkeypatch.setattr(c_backend, "matmul_entry", None)
+
+
+# The sweep's small shapes, GEMV-like ones, one big enough for the threaded paths, and odd
+# sizes at the kernels' edges.
+SHAPES = [(1, 1, 1), (1, 16, 16), (8, 256, 16), (32, 256, 256), (1, 784, 256), (3, 17, 129),
+          (129, 64, 3), (256, 300, 200), (5, 1, 7)]
+
+
+@needs_entry
+@pytest.mark.parametrize("n,k,m", SHAPES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_entry_products_are_the_cffi_paths_bit_for_bit(dtype, n, k, m, trans_a, trans_b):
+    a, b = _operands(n, k, m, trans_a, trans_b, dtype)
+    expected = _cffi_product(a, b, trans_a, trans_b)
+    got = ENTRY(a, b, trans_a, trans_b, None)
+    assert type(got) is np.ndarray and got.dtype == dtype and got.shape == (n, m)
+    assert got.flags.c_contiguous and got.flags.writeable
+    np.testing.assert_array_equal(got, expected)
+    out = np.full((n, m), np.nan, dtype)
+    assert ENTRY(a, b, int(trans_a), int(trans_b), out) is out  # flags as ints too
+    np.testing.assert_array_equal(out, expected)
+    reference = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+@needs_entry
+def test_ops_matmul_takes_the_entry_for_the_plain_case(spy):
+    a, b = _operands(4, 6, 5, False, False, np.float32)
+    with fastnn.use_backend("c"):
+        got = ops.matmul(a, b)
+        assert ops.matmul(a, b, precision="float32", out=np.empty((4, 5), np.float32)) \
+            is not None
+        read_only = a.copy()
+        read_only.flags.writeable = False  # inputs need not be writable
+        ops.matmul(read_only, b)
+    assert len(spy.results) == 3 and all(r is not None for r in spy.results)
+    np.testing.assert_array_equal(got, _cffi_product(a, b, False, False))
+
+
+def _subclass(array):
+    class Sub(np.ndarray):
+        pass
+    return array.view(Sub)
+
+
+def _read_only(array):
+    array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+A, B = _random((3, 4), np.float32, 1), _random((4, 5), np.float32, 2)
+
+#: Calls next to the plain case: (a, b, trans_a, trans_b, out) for the entry and ops.matmul.
+NEAR_MISSES = {
+    "a non-contiguous": (np.asfortranarray(A), B, False, False, None),
+    "b a strided view": (A, np.repeat(B, 2, axis=1)[:, ::2], False, False, None),
+    "a float16": (A.astype(np.float16), B, False, False, None),
+    "a int64": (A.astype(np.int64), B.astype(np.int64), False, False, None),
+    "mixed dtypes": (A, B.astype(np.float64), False, False, None),
+    "a subclass": (_subclass(A), B, False, False, None),
+    "b subclass": (A, _subclass(B), False, False, None),
+    "a list": (A.tolist(), B, False, False, None),
+    "a 1-D": (A[0].copy(), B, False, False, None),
+    "b 3-D": (A, B[None], False, False, None),
+    "zero rows": (A[:0], B, False, False, None),
+    "zero inner": (A[:, :0], B[:0], False, False, None),
+    "zero columns": (A, B[:, :0], False, False, None),
+    "mismatched inner": (A, B, False, True, None),
+    "byte-swapped": (A.astype(A.dtype.newbyteorder()), B, False, False, None),
+    "trans_a numpy bool": (A.T.copy(), B, np.True_, False, None),
+    "trans_b None": (A, B, False, None, None),
+    "out wrong shape": (A, B, False, False, np.empty((5, 3), np.float32)),
+    "out wrong dtype": (A, B, False, False, np.empty((3, 5), np.float64)),
+    "out strided": (A, B, False, False, np.empty((3, 10), np.float32)[:, ::2]),
+    "out read-only": (A, B, False, False, _read_only(np.empty((3, 5), np.float32))),
+    "out subclass": (A, B, False, False, _subclass(np.empty((3, 5), np.float32))),
+    "out list": (A, B, False, False, [[0.0] * 5] * 3),
+}
+
+
+@needs_entry
+@pytest.mark.parametrize("case", list(NEAR_MISSES))
+def test_near_misses_leave_the_entry_and_get_the_python_paths_answer(case, monkeypatch):
+    a, b, trans_a, trans_b, out = NEAR_MISSES[case]
+    copies = [x.copy() if isinstance(x, np.ndarray) else x for x in (a, b, out)]
+    assert ENTRY(a, b, trans_a, trans_b, out) is None
+    for before, after in zip(copies, (a, b, out)):  # nothing was written
+        if isinstance(before, np.ndarray):
+            np.testing.assert_array_equal(before, after)
+
+    def run(entry):
+        monkeypatch.setattr(c_backend, "matmul_entry", entry)
+        target = out.copy() if isinstance(out, np.ndarray) and out.base is None else out
+        try:
+            with fastnn.use_backend("c"):
+                return np.array(ops.matmul(a, b, trans_a, trans_b, out=target))
+        except Exception as error:  # noqa: BLE001 - compared below
+            return type(error), str(error)
+
+    with_entry, without_entry = run(ENTRY), run(None)
+    if isinstance(without_entry, tuple):
+        assert with_entry == without_entry  # the same error, word for word
+        assert without_entry[1].split(":")[0] in ("a", "b", "out")
+    else:
+        np.testing.assert_array_equal(with_entry, without_entry)
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        expected = (a64.T if trans_a else a64) @ (b64.T if trans_b else b64)
+        np.testing.assert_allclose(with_entry, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_entry
+def test_an_out_that_overlaps_an_input_leaves_the_entry():
+    """ops.matmul then computes aside (tests/test_contract.py checks its result)."""
+    square = _random((8, 8), np.float32, 3)
+    before = square.copy()
+    assert ENTRY(square, square.T.copy(), False, False, square) is None
+    assert ENTRY(square[:4], square, False, False, square[4:]) is None
+    assert ENTRY(square[:, :4].copy(), square[4:, :].copy(), False, False, square) is not None
+    assert not np.array_equal(square, before)  # a disjoint out is written: the check can fail
+
+
+@needs_entry
+@pytest.mark.parametrize("precision,context", [("bfloat16", None), ("mixed_bfloat16", None),
+                                               (None, "bfloat16")])
+def test_bfloat16_precision_never_takes_the_entry(spy, precision, context):
+    a, b = _operands(5, 40, 3, False, False, np.float32)
+    with fastnn.use_backend("c"):
+        if context:
+            with fastnn.matmul_precision(context):
+                got = ops.matmul(a, b)
+        else:
+            got = ops.matmul(a, b, precision=precision)
+        expected = np.empty_like(got)
+        c_backend.matmul(a, b, False, False, expected, "bfloat16")
+    assert spy.results == []
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, _cffi_product(a, b, False, False))
+
+
+@needs_entry
+@pytest.mark.parametrize("backend_name", [name for name in BACKENDS if name != "c"])
+def test_other_backends_never_reach_the_entry(spy, backend_name):
+    a, b = _operands(3, 4, 5, False, False, np.float64)
+    with fastnn.use_backend(backend_name):
+        got = ops.matmul(a, b)
+    assert spy.results == []
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12)
+
+
+@needs_entry
+def test_a_backend_switch_in_a_thread_is_honoured(spy):
+    """use_backend is per thread: a thread on "numpy" skips the entry, this one takes it."""
+    a, b = _operands(3, 4, 5, False, False, np.float32)
+    seen = []
+
+    def other():
+        with fastnn.use_backend("numpy"):
+            seen.append(len(spy.results))
+            ops.matmul(a, b)
+            seen.append(len(spy.results))
+
+    with fastnn.use_backend("c"):
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+        ops.matmul(a, b)
+    assert seen == [0, 0] and len(spy.results) == 1
+
+
+@needs_entry
+def test_entry_from_many_threads_gives_the_same_products():
+    a, b = _operands(64, 200, 96, False, True, np.float32)
+    expected = _cffi_product(a, b, False, True)
+    failures = []
+
+    def work():
+        for _ in range(20):
+            if not np.array_equal(ENTRY(a, b, False, True, None), expected):
+                failures.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+@needs_entry
+def test_entry_arguments_are_checked():
+    with pytest.raises(TypeError, match="5 arguments"):
+        ENTRY(A, B)
+    from fastnn._c import _fastcall
+    with pytest.raises(ValueError, match="address is 0"):
+        _fastcall.bind(0, 0)
+    with pytest.raises(TypeError):
+        _fastcall.bind("a", 1)
+
+
+def test_the_entry_is_built_where_backend_c_is_required():
+    """CI and sanitize.sh require backend "c" (FASTNN_REQUIRE_BACKENDS): its call entry must
+    have built and loaded too, or the tests above would silently skip."""
+    if "c" not in (environment.backend_list("FASTNN_REQUIRE_BACKENDS") or []):
+        pytest.skip("FASTNN_REQUIRE_BACKENDS does not require backend c here")
+    assert ENTRY is not None, c_backend.FASTCALL_UNAVAILABLE
+
+
+def test_ops_matmul_without_the_entry_gives_the_same_bits(no_entry):
+    a, b = _operands(7, 33, 9, True, False, np.float32)
+    with fastnn.use_backend("c"):
+        got = ops.matmul(a, b, True, False)
+    np.testing.assert_array_equal(got, _cffi_product(a, b, True, False))
+
+
+MISSING = """
+import sys
+sys.modules["fastnn._c._fastcall"] = None  # the extension is missing: import fails
+import numpy as np
+import fastnn
+from fastnn import ops
+from fastnn.backends import c_backend
+assert c_backend.matmul_entry is None
+assert c_backend.FASTCALL_UNAVAILABLE, "no reason given"
+print([line for line in c_backend.isa_report() if "call entry" in line][0])
+a = np.arange(12, dtype=np.float32).reshape(3, 4)
+with fastnn.use_backend("c"):
+    got = ops.matmul(a, a.T.copy())
+    try:
+        ops.matmul(a, a)
+    except ValueError as error:
+        print("error:", error)
+print(np.array_equal(got, a.astype(np.float64) @ a.T))
+"""
+
+
+def test_fastnn_works_when_the_extension_is_missing():
+    result = subprocess.run([sys.executable, "-c", MISSING], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "FASTNN_BACKEND": "c"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("  matmul call entry: cffi only ("), lines
+    assert lines[1].startswith("error: b: inner dimension 3"), lines
+    assert lines[2] == "True", lines
+
+
+SCRATCH = """
+import numpy as np
+from fastnn.backends import c_backend
+big, small = np.ones((600, 600), np.float32), np.ones((4, 4), np.float32)
+print(c_backend.matmul_entry(big, big, False, False, None))
+print(c_backend.matmul_entry(small, small, False, False, None)[0, 0])
+"""
+
+
+@needs_entry
+def test_entry_returns_none_when_the_kernel_cannot_get_scratch_memory():
+    """The Python path then runs the kernel again and raises its MemoryError
+    (tests/test_robustness.py checks that message through ops.matmul)."""
+    result = subprocess.run([sys.executable, "-c", SCRATCH], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "FASTNN_SCRATCH_LIMIT": "65536"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["None", "4.0"], result.stdout
