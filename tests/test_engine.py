@@ -224,3 +224,64 @@ def test_one_thread_fallback_of_a_busy_machine_gives_the_same_bits(name):
     busy = run_python(CONTENDED_CHECK.format(name=name), FASTNN_ASSUME_CONTENDED="1")
     assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
     assert normal.stdout == busy.stdout
+
+
+# -- the C kernels' busy-machine rule (kernels/runtime.c; Numba's twin: test_numba_team.py) --
+
+MS = 1_000_000
+
+
+@pytest.fixture
+def c_rule():
+    """The C library's report and pause, forgotten before and after."""
+    if "c" not in BACKENDS:
+        pytest.skip("the C backend is not under test (FASTNN_TEST_BACKENDS)")
+    lib = fastnn.backends.load_backend("c").lib
+    lib.fastnn_contended_reset()
+    yield lib
+    lib.fastnn_contended_reset()
+
+
+def c_held_up(lib, end):
+    """A region ending at `end` whose calling thread worked 0.1 ms, then waited 5 ms for the
+    other thread (a thread taken off its core)."""
+    lib.fastnn_team_report(end - 5 * MS - MS // 10, end - 5 * MS, end)
+
+
+def test_c_pauses_after_three_held_up_regions_in_a_row_not_fewer(c_rule):
+    end = 10_000 * MS
+    c_held_up(c_rule, end)
+    c_held_up(c_rule, end + MS)
+    assert c_rule.fastnn_contended_until() == 0  # one spell of a descheduled thread
+    c_held_up(c_rule, end + 2 * MS)
+    assert c_rule.fastnn_contended_until() == end + 2 * MS + 100 * MS
+
+
+def test_c_held_up_regions_further_apart_than_the_window_are_not_busy(c_rule):
+    for i in range(6):
+        c_held_up(c_rule, 10_000 * MS + 20 * MS * i)
+    assert c_rule.fastnn_contended_until() == 0
+
+
+def test_c_quiet_regions_or_short_waits_do_not_break_or_make_a_run(c_rule):
+    end = 10_000 * MS
+    c_held_up(c_rule, end)
+    c_rule.fastnn_team_report(end + MS - MS // 5, end + MS - MS // 100, end + MS)  # quiet
+    c_rule.fastnn_team_report(end + 2 * MS - MS // 5, end + 2 * MS - MS // 10,
+                              end + 2 * MS)  # waited 0.1 ms: not held up
+    c_rule.fastnn_team_report(end + 3 * MS - 10 * MS, end + 3 * MS - MS // 2,
+                              end + 3 * MS)  # waited 0.5 ms after 9.5 ms of work
+    c_held_up(c_rule, end + 4 * MS)
+    assert c_rule.fastnn_contended_until() == 0
+    c_held_up(c_rule, end + 5 * MS)
+    assert c_rule.fastnn_contended_until() == end + 105 * MS
+
+
+def test_c_a_held_up_probe_after_a_pause_pauses_again_at_once(c_rule):
+    end = 10_000 * MS
+    for i in range(3):
+        c_held_up(c_rule, end + i * MS)
+    paused_until = end + 102 * MS
+    assert c_rule.fastnn_contended_until() == paused_until
+    c_held_up(c_rule, paused_until + MS)  # the first region after the pause
+    assert c_rule.fastnn_contended_until() == paused_until + 101 * MS
