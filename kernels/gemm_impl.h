@@ -209,6 +209,10 @@ static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
  * alternating epochs in one process, 14.2 -> 14.0 ms). The bits are the same either way: each
  * element of C sums its K products in the same order. */
 #define GEMM_A_T_IN_PLACE_BYTES 512
+/* ... and whose K rows span at most 16 KB: a tile's K rows then fall at most 4 to a set of
+ * the L1 (4 KB a way), so they stay there while the tile serves every column panel; a longer
+ * span at a stride of 512 bytes would alias 8 sets and be read from L2 again per panel. */
+#define GEMM_A_T_IN_PLACE_SPAN 16384
 
 /* The longest K block of gemm_columns_thread. */
 #define GEMM_COLUMNS_KC (4 * GEMM_KC)
@@ -225,7 +229,7 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
  * Nothing is shared, so no thread ever waits for another:
  *  - A not transposed is read in place by the full row tiles (each row contiguous: a few
  *    rows, reused from L1/L2 by every panel), and so is A transposed with a short row stride
- *    (GEMM_A_T_IN_PLACE_BYTES); A transposed with a longer one, whose rows p of a tile would
+ *    and span (GEMM_A_T_IN_PLACE_BYTES, _SPAN); A transposed otherwise, whose rows p of a tile would
  *    be a row stride apart (1 KB for 256 columns: all in the same few L1 sets), and the edge
  *    tile (m not a multiple of MR) are packed, by each thread;
  *  - B is read in place when it is not transposed, else each thread packs its own panels;
@@ -238,8 +242,10 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                                    int64_t ldc, const fastnn_epilogue *epilogue,
                                    int64_t first_panel, int64_t end_panel) {
     int64_t kc_max = fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_COLUMNS_KC));
-    /* rows read in place: all full row tiles, unless A is transposed with a long row stride */
-    int a_in_place = !trans_a || lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_BYTES;
+    /* rows read in place: all full row tiles, unless A is transposed with a long row stride
+     * or spans more than GEMM_A_T_IN_PLACE_SPAN bytes */
+    int a_in_place = !trans_a || (lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_BYTES &&
+                                  k * lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_SPAN);
     int64_t m_direct = a_in_place ? m / GEMM_MR * GEMM_MR : 0;
     int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
     T *a_pack = m_packed ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)m_packed * kc_max * sizeof(T))
@@ -873,3 +879,4 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 #undef GEMM_SMALL_NARROW
 #undef GEMM_COLUMNS_KC
 #undef GEMM_A_T_IN_PLACE_BYTES
+#undef GEMM_A_T_IN_PLACE_SPAN
