@@ -47,9 +47,15 @@
 #endif
 /* Smallest job worth a thread of its own: below it the team start-up and the barriers cost
  * more than the thread saves. In float32 flops (float64 ones count twice), and for the SMALL
- * path in bytes of the big operand. Set at build time to tune (FASTNN_EXTRA_CFLAGS). */
+ * path in bytes of the big operand. Set at build time to tune (FASTNN_EXTRA_CFLAGS).
+ * 1 MFLOP: a 2 MFLOP product (the 256-128 layer of a 784-256-128-10 MLP at batch 32, ~8 us on
+ * one thread) runs on two. With libgomp's threads awake between the kernels of a training
+ * step (fastnn/backends/runtime.py's short spin), the fork and join cost ~1-2 us; the
+ * MNIST-shaped epoch at batch 32 (c, 2 threads, alternating epochs in one process) took
+ * 209 ms instead of 255 with 4 MFLOP, which ran that layer's three products on one thread. A
+ * busy machine falls back to one thread anyway (fastnn_contended). */
 #ifndef FASTNN_GEMM_FLOPS_PER_THREAD
-#define FASTNN_GEMM_FLOPS_PER_THREAD 4.0e6
+#define FASTNN_GEMM_FLOPS_PER_THREAD 1.0e6
 #endif
 #ifndef FASTNN_GEMM_BYTES_PER_THREAD
 #define FASTNN_GEMM_BYTES_PER_THREAD 1048576.0

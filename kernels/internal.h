@@ -174,6 +174,11 @@ static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
         }                                                                                       \
     } while (0)
 
+/* Prefetch rows index[0..n) of source (row_bytes bytes each) for a coming fastnn_take_rows
+ * (take.c). */
+void fastnn_prefetch_rows(const void *source, const int64_t *index, int64_t n,
+                          int64_t row_bytes);
+
 static inline int64_t fastnn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static inline int64_t fastnn_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t fastnn_max(int64_t a, int64_t b) { return a > b ? a : b; }

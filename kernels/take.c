@@ -15,3 +15,22 @@ void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64
     FASTNN_FOR(threads, i, n,
                memcpy(dst + i * row_bytes, src + index[i] * row_bytes, (size_t)row_bytes););
 }
+
+/* Ask the memory system for rows index[0..n) of source (row_bytes each) ahead of their
+ * fastnn_take_rows: the compiled training loop names the next step's rows while this step
+ * computes, so that the next gather waits less for the misses of a shuffled batch's rows
+ * (MNIST-shaped, 32 rows of 3136 bytes: the gather took ~8-10 us of a ~130-170 us step; the
+ * prefetch took 1-2% off the epoch, one thread, CPU time, alternating epochs in one process).
+ * Into L2 (prefetcht1): the rows are read once, by the next gather. */
+void fastnn_prefetch_rows(const void *source, const int64_t *index, int64_t n,
+                          int64_t row_bytes) {
+    const char *src = source;
+    for (int64_t i = 0; i < n; i++) {
+        const char *row = src + index[i] * row_bytes;
+        /* the lines the row touches, its last byte's line included */
+        const char *end = row + row_bytes;
+        for (const char *line = (const char *)((uintptr_t)row & ~(uintptr_t)63); line < end;
+             line += 64)
+            __builtin_prefetch(line, 0, 2);
+    }
+}

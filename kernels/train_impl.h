@@ -91,14 +91,27 @@ static int FN(batchnorm_layer_forward)(T *out, const T *input, const T *params, 
                                         (int)li[FASTNN_LI_ACTIVATION], lr[FASTNN_LR_ALPHA]);
 }
 
-/* One step on rows `rows` (n of them; NULL: the data in place). Returns 1 when done, 0 when
+/* The rows of the next step (n of them) asked for ahead of its gather (fastnn_prefetch_rows):
+ * the features, and the labels or targets, each row a miss of its own in a shuffled order. */
+static void FN(prefetch_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n) {
+    const int64_t *config = p->config;
+    fastnn_prefetch_rows(p->x, rows, n, config[FASTNN_C_FEATURES] * (int64_t)sizeof(T));
+    if (p->labels) fastnn_prefetch_rows(p->labels, rows, n, sizeof(int64_t));
+    if (p->targets)
+        fastnn_prefetch_rows(p->targets, rows, n, config[FASTNN_C_OUTPUTS] * (int64_t)sizeof(T));
+}
+
+/* One step on rows `rows` (n of them; NULL: the data in place), the next step's rows
+ * `next_rows` (next_n of them; NULL: none) prefetched once this step's are gathered. Returns
+ * 1 when done, 0 when
  * the loss was not finite (nothing updated), -1 when memory ran out.
  * squares: the L2 term's ||W||^2 folded into the update of the step before. In: that of the
  * weights as they are, or -1 when unknown (the first step of a call: computed here). Out,
  * when `fold`: that of the weights after this step's update, summed over each weight matrix
  * just after its update (in cache) in the order of weight_squares, so the same bits. */
 static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n,
-                          int64_t step, double *stat, double *squares, int fold) {
+                          const int64_t *next_rows, int64_t next_n, int64_t step, double *stat,
+                          double *squares, int fold) {
     const int64_t *config = p->config, *ints = p->layer_ints;
     const double *reals = p->layer_reals, *hyper = p->hyper;
     int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
@@ -132,6 +145,7 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
             fastnn_take_rows(p->flags_batch, flags, rows, n, outputs);
             flags = p->flags_batch;
         }
+        if (next_rows) FN(prefetch_step)(p, next_rows, next_n);
     }
     /* forward */
     int status = FASTNN_OK;
@@ -295,8 +309,11 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
     for (int64_t s = 0; s < steps; s++) {
         int64_t step = first_step + s, start = step * batch;
         int64_t n = fastnn_min(batch, samples - start);
-        int done = FN(train_step)(plan, gather && mode != FASTNN_MODE_APPLY ? order + start : NULL,
-                                  n, step, stats + 2 * s, &squares,
+        int64_t next_n = s + 1 < steps ? fastnn_min(batch, samples - start - batch) : 0;
+        int gathers = gather && mode != FASTNN_MODE_APPLY;
+        int done = FN(train_step)(plan, gathers ? order + start : NULL, n,
+                                  gathers && next_n > 0 ? order + start + batch : NULL, next_n,
+                                  step, stats + 2 * s, &squares,
                                   mode == FASTNN_MODE_TRAIN && s + 1 < steps);
         if (done < 0) *status = FASTNN_OUT_OF_MEMORY;
         if (done <= 0) {

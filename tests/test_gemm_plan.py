@@ -3,6 +3,7 @@ thread and on several, and the shapes of issue 20 take the path meant for them."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import fastnn
@@ -66,3 +67,32 @@ def test_one_thread_plans_have_one_thread():
     finally:
         c_backend.set_num_threads(saved)
     assert fastnn.get_num_threads()  # the registry still answers
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows,inner,cols", [(32, 32, 64), (64, 32, 64), (28, 5, 33),
+                                             (64, 129, 40), (128, 32, 100), (129, 32, 64),
+                                             (64, 64, 512), (32, 128, 300), (128, 256, 512),
+                                             (96, 300, 256)])
+def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads, rows, inner,
+                                                                  cols):
+    """op(a) = a.T (a weight gradient x^T dz) on the few-rows path, where A's rows are short
+    enough to be read in place (GEMM_A_T_IN_PLACE_BYTES, 512 bytes: 128 float32 or 64
+    float64, over at most 16 KB) or just too long (129 float32, 128 and 129 float64, or a
+    longer span), on one thread and, for the larger products (64x64x512, 32x128x300 in place
+    in float32), with the threads splitting the columns; against float64 NumPy."""
+    rng = np.random.default_rng(rows * 1000 + cols)
+    a = rng.standard_normal((inner, rows)).astype(dtype)  # op(a) is rows x inner
+    b = rng.standard_normal((inner, cols)).astype(dtype)
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    try:
+        assert plan(rows, inner, cols, trans_a=True, dtype=dtype)[0] in ("IN_PLACE", "PACKED")
+        with fastnn.use_backend("c"):
+            got = fastnn.ops.matmul(a, b, trans_a=True)
+    finally:
+        c_backend.set_num_threads(saved)
+    want = a.astype(np.float64).T @ b.astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(inner))
