@@ -783,11 +783,26 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                             const fastnn_epilogue *epilogue) {
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
-    /* On a busy machine, one thread (a K split runs its parts in turn: internal.h). */
-    if (plan.threads > 1 && plan.path != FASTNN_GEMM_PATH_SPLIT_K && fastnn_contended())
-        plan.threads = plan.row_threads = plan.col_threads = 1;
-    int threads = plan.threads;
     int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
+    /* On a busy machine (internal.h), this thread alone: a K split runs its parts in turn
+     * (gemm_split_k); SMALL and IN_PLACE run each thread's share in turn, as a share's width
+     * picks SMALL's kernel (its B' in L2 or not) and so its sums' order; PACKED's cells sum
+     * each element's K products in the same blocks whatever the grid, so it runs as one cell. */
+    if (plan.threads > 1 && plan.path != FASTNN_GEMM_PATH_SPLIT_K && fastnn_contended()) {
+        int status = FASTNN_OK, team = plan.threads;
+        for (int t = 0; t < team && status == FASTNN_OK; t++) {
+            if (plan.path == FASTNN_GEMM_PATH_SMALL)
+                status = FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                        epilogue, plan.transposed, t, team);
+            else if (plan.path == FASTNN_GEMM_PATH_IN_PLACE)
+                status = FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
+                                                 ldc, epilogue, n_panels * t / team,
+                                                 n_panels * (t + 1) / team);
+        }
+        if (plan.path != FASTNN_GEMM_PATH_PACKED) return status;
+        plan.threads = plan.row_threads = plan.col_threads = 1;
+    }
+    int threads = plan.threads;
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */

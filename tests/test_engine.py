@@ -212,6 +212,15 @@ CONTENDED_CHECK = """
         for array in (ops.matmul(x, w), y, *ops.linear_backward(x, w, y, y, "tanh"),
                       ops.softmax(y)):
             digest.update(array.tobytes())
+    # few rows and a B' about an L2 wide: on the C GEMM's SMALL path each thread's share of
+    # B' fits in L2 where the whole does not, which picks another kernel and order of sums
+    for dtype in (np.float32, np.float64):
+        for n, k, m in [(8, 256, 1024), (8, 512, 1024), (4, 1024, 512), (32, 64, 4096)]:
+            for trans_a in (False, True):
+                for trans_b in (False, True):
+                    a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(dtype)
+                    b = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
+                    digest.update(ops.matmul(a, b, trans_a, trans_b).tobytes())
     print(digest.hexdigest())
 """
 
