@@ -32,12 +32,6 @@ int fastnn_get_flush_denormal(void);
 /* 1 in a process made by fork() after this library was loaded: kernels then run on one thread
  * (GNU OpenMP's thread pool does not survive a fork). */
 int fastnn_forked_child(void);
-/* The busy-machine rule of internal.h, for tests: a parallel region's report (its start, when
- * its calling thread finished its share, its end; CLOCK_MONOTONIC ns), until when the kernels
- * run on one thread (0: no pause yet), and forgetting every report and pause. */
-void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);
-int64_t fastnn_contended_until(void);
-void fastnn_contended_reset(void);
 /* The vector code the kernels run now: "avx512", "avx2" or "portable" (the AMX instruction
  * set runs the AVX-512 float kernels). */
 const char *fastnn_simd_name(void);

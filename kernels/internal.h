@@ -39,28 +39,21 @@ FASTNN_DECLARE_GEMM(bf16, float)
  * between 1 and fastnn_get_num_threads(), so small jobs never start a thread team. */
 int fastnn_threads_for(double work, double grain);
 
-/* A busy machine. A parallel region is *held up* when its calling thread has finished its share
- * and then waits at the region's end for more than FASTNN_CONTENDED_WAIT_NS and longer than half
- * of its own work. FASTNN_CONTENDED_LOOPS held-up regions in a row, each within
- * FASTNN_CONTENDED_WINDOW_NS of the one before, mean another thread's core is taken (a busy
- * neighbour process, a spinning thread pool of another library): for the next
- * FASTNN_CONTENDED_PAUSE_NS, fastnn_contended() is 1, and the kernels run each thread's share in
- * turn on the calling thread; after the pause, one held-up region within the window of its end
- * starts the next pause at once. One or two held-up regions are not enough: on an otherwise
- * idle 2-vCPU KVM guest a thread is now and then taken off its core for 3-4 ms (a kernel
- * thread, the host), about once in half a second of MNIST-shaped training, and such a spell can
- * hold up the next region too (measured by the Numba kernels' twin of this rule,
- * fastnn/backends/numba_kernels/team.py, which uses the same values); where another process
- * takes the other core, nearly every region is held up (one every 0.5-1 ms). Sums split
- * between threads (a K split, db, FASTNN_FOR_SUM) keep their split and every share keeps its
- * bounds, so the same seed still trains bit for bit the same. Each parallel region reports with
- * fastnn_team_report(its start, when the calling thread finished its share, its end). */
+/* A busy machine. When the calling thread of a parallel region has finished its share and then
+ * waits at the region's end for more than FASTNN_CONTENDED_WAIT_NS and longer than half of its
+ * own work, another thread's core was taken (a busy neighbour process, a spinning thread pool of
+ * another library, the OS): for the next FASTNN_CONTENDED_PAUSE_NS, fastnn_contended() is 1, and
+ * the kernels whose results do not depend on the thread count (FASTNN_FOR's loops, the GEMM but
+ * for its K split) run on the calling thread alone; the first region after that probes again.
+ * Sums split between threads (a K split, db, FASTNN_FOR_SUM) keep their split, so the same seed
+ * still trains bit for bit the same. A quiet machine never waits that long, so nothing changes
+ * there. Each parallel region reports with fastnn_team_report(its start, when the calling thread
+ * finished its share, its end). */
 #define FASTNN_CONTENDED_WAIT_NS 200000
-#define FASTNN_CONTENDED_LOOPS 3
-#define FASTNN_CONTENDED_WINDOW_NS 10000000
 #define FASTNN_CONTENDED_PAUSE_NS 100000000
 int64_t fastnn_now_ns(void);
-int fastnn_contended(void); /* fastnn_team_report: fastnn.h */
+int fastnn_contended(void);
+void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);
 
 /* This thread's number in the innermost OpenMP team, and the team's size (0 and 1 outside
  * a parallel region). */

@@ -67,40 +67,14 @@ int64_t fastnn_now_ns(void) {
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
-/* Until when (fastnn_now_ns) the kernels run on one thread (see fastnn_team_report); when the
- * last held-up region ended, or the end of the last pause (0: none yet); how many held-up
- * regions in a row so far. Regions are started by one Python thread at a time in practice; a
- * race between two callers can only miscount a run, never make a result wrong. */
+/* Until when (fastnn_now_ns) the kernels run on one thread, because the last parallel region
+ * found the other threads' cores taken (see fastnn_team_report). */
 static int64_t g_contended_until = 0;
-static int64_t g_held_up = 0;
-static int64_t g_held_up_run = 0;
 
 void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
     int64_t waited = end - master_done, worked = master_done - start;
-    if (!(waited > FASTNN_CONTENDED_WAIT_NS && 2 * waited > worked)) return;
-    int64_t last = __atomic_load_n(&g_held_up, __ATOMIC_RELAXED);
-    int64_t run = 1;
-    if (last > 0 && end - last < FASTNN_CONTENDED_WINDOW_NS)
-        run = __atomic_load_n(&g_held_up_run, __ATOMIC_RELAXED) + 1;
-    if (run >= FASTNN_CONTENDED_LOOPS) {
+    if (waited > FASTNN_CONTENDED_WAIT_NS && 2 * waited > worked)
         __atomic_store_n(&g_contended_until, end + FASTNN_CONTENDED_PAUSE_NS, __ATOMIC_RELAXED);
-        /* the run goes on at the pause's end: a held-up probe starts the next pause */
-        __atomic_store_n(&g_held_up, end + FASTNN_CONTENDED_PAUSE_NS, __ATOMIC_RELAXED);
-        __atomic_store_n(&g_held_up_run, FASTNN_CONTENDED_LOOPS - 1, __ATOMIC_RELAXED);
-    } else {
-        __atomic_store_n(&g_held_up, end, __ATOMIC_RELAXED);
-        __atomic_store_n(&g_held_up_run, run, __ATOMIC_RELAXED);
-    }
-}
-
-int64_t fastnn_contended_until(void) {
-    return __atomic_load_n(&g_contended_until, __ATOMIC_RELAXED);
-}
-
-void fastnn_contended_reset(void) {
-    __atomic_store_n(&g_contended_until, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&g_held_up, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&g_held_up_run, 0, __ATOMIC_RELAXED);
 }
 
 /* FASTNN_ASSUME_CONTENDED=1: always contended (the tests check that the one-thread fallback
