@@ -14,28 +14,26 @@ Every parallel loop of the Numba kernels reads::
   (the calling thread included), task_leave puts the thread's mode back.
 * **A busy machine.** A loop is *held up* when the calling thread has finished its tasks
   and then waits at the loop's end for more than :data:`CONTENDED_WAIT_NS` and longer than
-  half of its own work. :data:`CONTENDED_LOOPS` held-up loops in a row, each within
-  :data:`CONTENDED_WINDOW_NS` of the one before, mean another thread's core is taken (a busy
-  neighbour process, another library's spinning threads): for the next
-  :data:`CONTENDED_PAUSE_NS`, region_enter sets Numba's thread count of the calling thread
-  to 1 for the loop (put back by region_leave); the loops after that probe again, and one
-  held-up loop within CONTENDED_WINDOW_NS of the pause's end starts the next pause. One or
-  two held-up loops are not enough: on an otherwise idle 2-vCPU KVM guest a worker is now
-  and then taken off its core for 3-4 ms (a kernel thread, the host), about once in half a
-  second of MNIST-shaped training, and a 100 ms pause after each of those made that
-  training's epochs bimodal; such a spell can hold up the next loop too. Where another
-  process takes the other core, nearly every loop is held up (one every 0.5-1 ms). The
-  loops keep their tasks: a sum split between tasks (db's partial sums, a loss's per-chunk
-  sums) keeps its split, so results stay bit for bit those of the threads.
-  ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as by the C library) makes every loop run
-  on one thread, for the test that checks the bits.
+  half of its own work. Two held-up loops within :data:`CONTENDED_WINDOW_NS` mean another
+  thread's core is taken (a busy neighbour process, another library's spinning threads):
+  for the next :data:`CONTENDED_PAUSE_NS`, region_enter sets Numba's thread count of the
+  calling thread to 1 for the loop (put back by region_leave); the loops after that probe
+  again, and one held-up loop within CONTENDED_WINDOW_NS of the pause's end starts the next
+  pause. One held-up loop alone is not enough: on an otherwise idle 2-vCPU KVM guest a
+  worker is now and then taken off its core for 3-4 ms (a kernel thread, the host), about
+  once in half a second of MNIST-shaped training, and a 100 ms pause after each of those
+  made that training's epochs bimodal; where another process takes the other core, nearly
+  every loop is held up (one every 0.5-1 ms). The loops keep their tasks: a sum split
+  between tasks (db's partial sums, a loss's per-chunk sums) keeps its split, so results
+  stay bit for bit those of the threads. ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as
+  by the C library) makes every loop run on one thread, for the test that checks the bits.
 
 The state (until when the machine counts as busy, when the calling thread last finished a
-task, when the last held-up loop ended and how many in a row) is process-wide memory
-reached through a symbol, as fp_mode's flag; the clock is ``clock_gettime(CLOCK_MONOTONIC)``,
-the one of ``time.monotonic_ns``. Numba's thread count and thread number are its threading
-layer's own functions (the symbols Numba's ``set_num_threads`` and ``get_thread_id`` call),
-so nothing here defeats the disk cache.
+task, when the last held-up loop ended) is process-wide memory reached through a symbol, as
+fp_mode's flag; the clock is ``clock_gettime(CLOCK_MONOTONIC)``, the one of
+``time.monotonic_ns``. Numba's thread count and thread number are its threading layer's own
+functions (the symbols Numba's ``set_num_threads`` and ``get_thread_id`` call), so nothing
+here defeats the disk cache.
 """
 
 from __future__ import annotations
@@ -53,21 +51,18 @@ from numba.extending import intrinsic
 from .fp_mode import UNCHANGED, external_global, fp_enter, fp_inherited, fp_leave
 
 #: A wait at a loop's end longer than this (and than half the calling thread's work) holds
-#: the loop up; CONTENDED_LOOPS held-up loops in a row, each within CONTENDED_WINDOW_NS of
-#: the last, mean another thread's core is taken, and the loops then run on one thread for
-#: CONTENDED_PAUSE_NS. WAIT and PAUSE are the C kernels' values (FASTNN_CONTENDED_WAIT_NS,
-#: _PAUSE_NS).
+#: the loop up; two held-up loops within CONTENDED_WINDOW_NS mean another thread's core is
+#: taken, and the loops then run on one thread for CONTENDED_PAUSE_NS. WAIT and PAUSE are
+#: the C kernels' values (FASTNN_CONTENDED_WAIT_NS, _PAUSE_NS).
 CONTENDED_WAIT_NS = 200_000
-CONTENDED_LOOPS = 3
 CONTENDED_WINDOW_NS = 10_000_000
 CONTENDED_PAUSE_NS = 100_000_000
 
 #: The state's fields: until when (CLOCK_MONOTONIC ns) loops run on one thread; when the
 #: calling thread last finished a task; 1 when FASTNN_ASSUME_CONTENDED=1; when the last
-#: held-up loop ended, or the end of the last pause (0: none yet); how many held-up loops
-#: in a row so far.
-UNTIL, MASTER_DONE, ASSUMED, HELD_UP, HELD_UP_RUN = range(5)
-STATE_SLOTS = 5
+#: held-up loop ended, or the end of the last pause (0: none yet).
+UNTIL, MASTER_DONE, ASSUMED, HELD_UP = range(4)
+STATE_SLOTS = 4
 STATE_SYMBOL = "fastnn_numba_team_state"
 _state = (ctypes.c_int64 * STATE_SLOTS)()
 _state[ASSUMED] = os.environ.get("FASTNN_ASSUME_CONTENDED", "") == "1"
@@ -92,7 +87,6 @@ def assume_contended(mode: bool) -> None:
     _state[ASSUMED] = 1 if mode else 0
     _state[UNTIL] = 0
     _state[HELD_UP] = 0
-    _state[HELD_UP_RUN] = 0
 
 
 def _state_slot(builder, index):
@@ -223,9 +217,9 @@ def task_leave(mode):
 
 @njit(cache=True, error_model="numpy")
 def region_leave(region):
-    """After the prange loop: the thread count back; the CONTENDED_LOOPS-th long wait of the
-    calling thread for the others (a held-up loop) in a row, each within CONTENDED_WINDOW_NS
-    of the last, makes the next CONTENDED_PAUSE_NS of loops run on one thread."""
+    """After the prange loop: the thread count back; a long wait of the calling thread for
+    the others (a held-up loop) within CONTENDED_WINDOW_NS of the last one makes the next
+    CONTENDED_PAUSE_NS of loops run on one thread."""
     team, start = region
     if start < 0:
         set_team_size(team)
@@ -235,14 +229,8 @@ def region_leave(region):
         waited, worked = end - done, done - start
         if waited > CONTENDED_WAIT_NS and 2 * waited > worked:
             last = state_load(HELD_UP)
-            run = 1
             if last > 0 and end - last < CONTENDED_WINDOW_NS:
-                run = state_load(HELD_UP_RUN) + 1
-            if run >= CONTENDED_LOOPS:
                 state_store(UNTIL, end + CONTENDED_PAUSE_NS)
-                # the run goes on at the pause's end: a held-up probe starts the next pause
-                state_store(HELD_UP, end + CONTENDED_PAUSE_NS)
-                state_store(HELD_UP_RUN, CONTENDED_LOOPS - 1)
+                state_store(HELD_UP, end + CONTENDED_PAUSE_NS)  # a held-up probe: at once
             else:
                 state_store(HELD_UP, end)
-                state_store(HELD_UP_RUN, run)
