@@ -12,28 +12,22 @@ Every parallel loop of the Numba kernels reads::
 
 * **Floating-point mode.** task_enter runs fp_mode.fp_enter on each thread running a task
   (the calling thread included), task_leave puts the thread's mode back.
-* **A busy machine.** A loop is *held up* when the calling thread has finished its tasks
-  and then waits at the loop's end for more than :data:`CONTENDED_WAIT_NS` and longer than
-  half of its own work. Two held-up loops within :data:`CONTENDED_WINDOW_NS` mean another
-  thread's core is taken (a busy neighbour process, another library's spinning threads):
-  for the next :data:`CONTENDED_PAUSE_NS`, region_enter sets Numba's thread count of the
-  calling thread to 1 for the loop (put back by region_leave); the loops after that probe
-  again, and one held-up loop within CONTENDED_WINDOW_NS of the pause's end starts the next
-  pause. One held-up loop alone is not enough: on an otherwise idle 2-vCPU KVM guest a
-  worker is now and then taken off its core for 3-4 ms (a kernel thread, the host), about
-  once in half a second of MNIST-shaped training, and a 100 ms pause after each of those
-  made that training's epochs bimodal; where another process takes the other core, nearly
-  every loop is held up (one every 0.5-1 ms). The loops keep their tasks: a sum split
-  between tasks (db's partial sums, a loss's per-chunk sums) keeps its split, so results
-  stay bit for bit those of the threads. ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as
-  by the C library) makes every loop run on one thread, for the test that checks the bits.
+* **A busy machine.** When the calling thread has finished its tasks and then waits at the
+  loop's end for more than :data:`CONTENDED_WAIT_NS` and longer than half of its own work,
+  another thread's core was taken (a busy neighbour process, another library's spinning
+  threads): for the next :data:`CONTENDED_PAUSE_NS`, region_enter sets Numba's thread count
+  of the calling thread to 1 for the loop (put back by region_leave), and the first loop
+  after that probes again. The loops keep their tasks: a sum split between tasks (db's
+  partial sums, a loss's per-chunk sums) keeps its split, so results stay bit for bit those
+  of the threads. A quiet machine never waits that long, so nothing changes there.
+  ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as by the C library) makes every loop run
+  on one thread, for the test that checks the bits.
 
 The state (until when the machine counts as busy, when the calling thread last finished a
-task, when the last held-up loop ended) is process-wide memory reached through a symbol, as
-fp_mode's flag; the clock is ``clock_gettime(CLOCK_MONOTONIC)``, the one of
-``time.monotonic_ns``. Numba's thread count and thread number are its threading layer's own
-functions (the symbols Numba's ``set_num_threads`` and ``get_thread_id`` call), so nothing
-here defeats the disk cache.
+task) is process-wide memory reached through a symbol, as fp_mode's flag; the clock is
+``clock_gettime(CLOCK_MONOTONIC)``, the one of ``time.monotonic_ns``. Numba's thread count
+and thread number are its threading layer's own functions (the symbols Numba's
+``set_num_threads`` and ``get_thread_id`` call), so nothing here defeats the disk cache.
 """
 
 from __future__ import annotations
@@ -50,21 +44,17 @@ from numba.extending import intrinsic
 
 from .fp_mode import UNCHANGED, external_global, fp_enter, fp_inherited, fp_leave
 
-#: A wait at a loop's end longer than this (and than half the calling thread's work) holds
-#: the loop up; two held-up loops within CONTENDED_WINDOW_NS mean another thread's core is
-#: taken, and the loops then run on one thread for CONTENDED_PAUSE_NS. WAIT and PAUSE are
-#: the C kernels' values (FASTNN_CONTENDED_WAIT_NS, _PAUSE_NS).
+#: A wait at a loop's end longer than this (and than half the calling thread's work)
+#: means another thread's core was taken; the loops then run on one thread for
+#: CONTENDED_PAUSE_NS. The C kernels' values (FASTNN_CONTENDED_WAIT_NS, _PAUSE_NS).
 CONTENDED_WAIT_NS = 200_000
-CONTENDED_WINDOW_NS = 10_000_000
 CONTENDED_PAUSE_NS = 100_000_000
 
 #: The state's fields: until when (CLOCK_MONOTONIC ns) loops run on one thread; when the
-#: calling thread last finished a task; 1 when FASTNN_ASSUME_CONTENDED=1; when the last
-#: held-up loop ended, or the end of the last pause (0: none yet).
-UNTIL, MASTER_DONE, ASSUMED, HELD_UP = range(4)
-STATE_SLOTS = 4
+#: calling thread last finished a task; 1 when FASTNN_ASSUME_CONTENDED=1.
+UNTIL, MASTER_DONE, ASSUMED = range(3)
 STATE_SYMBOL = "fastnn_numba_team_state"
-_state = (ctypes.c_int64 * STATE_SLOTS)()
+_state = (ctypes.c_int64 * 3)()
 _state[ASSUMED] = os.environ.get("FASTNN_ASSUME_CONTENDED", "") == "1"
 binding.add_symbol(STATE_SYMBOL, ctypes.addressof(_state))
 
@@ -83,15 +73,13 @@ def contended() -> bool:
 
 def assume_contended(mode: bool) -> None:
     """Run every parallel loop on one thread (True), as FASTNN_ASSUME_CONTENDED=1, or measure
-    again (False; also forgets a busy spell and a held-up loop found so far). For tests."""
+    again (False; also forgets a busy spell found so far). For tests."""
     _state[ASSUMED] = 1 if mode else 0
     _state[UNTIL] = 0
-    _state[HELD_UP] = 0
 
 
 def _state_slot(builder, index):
-    state = external_global(builder.module, ir.ArrayType(ir.IntType(64), STATE_SLOTS),
-                            STATE_SYMBOL)
+    state = external_global(builder.module, ir.ArrayType(ir.IntType(64), 3), STATE_SYMBOL)
     i32 = ir.IntType(32)
     return builder.gep(state, [ir.Constant(i32, 0), ir.Constant(i32, index)])
 
@@ -218,8 +206,7 @@ def task_leave(mode):
 @njit(cache=True, error_model="numpy")
 def region_leave(region):
     """After the prange loop: the thread count back; a long wait of the calling thread for
-    the others (a held-up loop) within CONTENDED_WINDOW_NS of the last one makes the next
-    CONTENDED_PAUSE_NS of loops run on one thread."""
+    the others makes the next CONTENDED_PAUSE_NS of loops run on one thread."""
     team, start = region
     if start < 0:
         set_team_size(team)
@@ -228,9 +215,4 @@ def region_leave(region):
         done = state_load(MASTER_DONE)
         waited, worked = end - done, done - start
         if waited > CONTENDED_WAIT_NS and 2 * waited > worked:
-            last = state_load(HELD_UP)
-            if last > 0 and end - last < CONTENDED_WINDOW_NS:
-                state_store(UNTIL, end + CONTENDED_PAUSE_NS)
-                state_store(HELD_UP, end + CONTENDED_PAUSE_NS)  # a held-up probe: at once
-            else:
-                state_store(HELD_UP, end)
+            state_store(UNTIL, end + CONTENDED_PAUSE_NS)
