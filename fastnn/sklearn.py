@@ -419,8 +419,8 @@ def _validate_data(estimator, X, y, dtype: np.dtype, **params):
     array (60000 x 784 float32, C backend: 6.6 ms against 10.5 ms for scikit-learn's check,
     which Sequential.fit's own check came after); when it fails, ``validate_data`` runs again
     with scikit-learn's check, which raises scikit-learn's own ValueError for NaN or infinity
-    in X. (X finite as given but beyond float32's range passes that and is refused by
-    Sequential.fit, as before.) Returns (X, y, whether that X is finite: Sequential.fit then
+    in X; X finite as given but beyond ``dtype``'s range (1e300 in float32) then raises a
+    ValueError naming X, the largest magnitude and ``dtype=numpy.float64``. Returns (X, y, whether that X is finite: Sequential.fit then
     takes it as checked, inputs.checked_finite)."""
     params.update(accept_sparse=["csr", "csc"], multi_output=True,
                   dtype=(np.float64, np.float32))
@@ -429,13 +429,20 @@ def _validate_data(estimator, X, y, dtype: np.dtype, **params):
     finite = all_finite(dense)
     if not finite:
         validate_data(estimator, X, y, **params)
+        largest = float(np.max(np.abs(_dense_x(checked, np.float64))))
+        raise ValueError(f"X: values up to {largest:.3g} in magnitude are beyond the range of "
+                         f"dtype {np.dtype(dtype).name} (at most {np.finfo(dtype).max:.3g}); "
+                         f"pass dtype=numpy.float64 or scale X")
     return dense, checked_y, finite
 
 
 def _dense_x(X, dtype: np.dtype) -> np.ndarray:
     if scipy.sparse.issparse(X):
         X = X.toarray()
-    return np.ascontiguousarray(X, dtype=dtype)
+    # A value past float32's range becomes inf here, which _validate_data refuses with its
+    # own message; NumPy's overflow warning would only come first.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(X, dtype=dtype)
 
 
 # -- the estimators ----------------------------------------------------------------------------
