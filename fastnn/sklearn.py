@@ -420,7 +420,7 @@ def _validate_data(estimator, X, y, dtype: np.dtype, **params):
     which Sequential.fit's own check came after); when it fails, ``validate_data`` runs again
     with scikit-learn's check, which raises scikit-learn's own ValueError for NaN or infinity
     in X; X finite as given but beyond ``dtype``'s range (1e300 in float32) then raises a
-    ValueError naming X, the largest magnitude and ``dtype=numpy.float64``. Returns (X, y, whether that X is finite: Sequential.fit then
+    ValueError naming X, its largest magnitude and float64 (the ``dtype`` parameter). Returns (X, y, whether that X is finite: Sequential.fit then
     takes it as checked, inputs.checked_finite)."""
     params.update(accept_sparse=["csr", "csc"], multi_output=True,
                   dtype=(np.float64, np.float32))
@@ -429,10 +429,7 @@ def _validate_data(estimator, X, y, dtype: np.dtype, **params):
     finite = all_finite(dense)
     if not finite:
         validate_data(estimator, X, y, **params)
-        largest = float(np.max(np.abs(_dense_x(checked, np.float64))))
-        raise ValueError(f"X: values up to {largest:.3g} in magnitude are beyond the range of "
-                         f"dtype {np.dtype(dtype).name} (at most {np.finfo(dtype).max:.3g}); "
-                         f"pass dtype=numpy.float64 or scale X")
+        raise inputs.beyond_range("X", _dense_x(checked, np.float64), dtype)
     return dense, checked_y, finite
 
 

@@ -7,6 +7,8 @@ import os
 import tracemalloc
 import types
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -212,6 +214,21 @@ def test_one_non_finite_feature_is_found(bad, dtype):
     x[37, 2] = bad
     with pytest.raises(ValueError, match="x: contains NaN or infinity"):
         Sequential([Dense(3, "softmax")], dtype=dtype).predict(x)
+
+
+def test_finite_features_beyond_float32_are_named_as_such():
+    """float64 x with 1e300 for a float32 model: neither NaN nor infinity as given, so the
+    error says it overflows float32, and NumPy's overflow warning does not come first."""
+    x = np.ones((50, 4))
+    x[12, 3] = -1e300
+    model = Sequential([Dense(3, "softmax")], dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"x: values up to 1e\+300 in magnitude are beyond "
+                                             r"the range of dtype float32 \(at most 3.4e\+38\); "
+                                             r"use float64 or scale x"):
+            model.predict(x)
+    assert Sequential([Dense(3, "softmax")], dtype="float64").predict(x).shape == (50, 3)
 
 
 def test_checked_finite_trusts_that_one_array_in_its_block_only():
