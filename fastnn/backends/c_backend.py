@@ -66,8 +66,8 @@ def requested_isa() -> str:
     reason = isa_unavailable(requested) if requested else ""
     if reason:
         best = ISAS[lib.fastnn_isa_best()]
-        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
-                         f"allowed here is {best!r}")
+        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here "
+                         f"({reason}); the best allowed here is {best!r}")
     return requested
 
 
@@ -79,8 +79,8 @@ def _apply_isa_setting() -> str:
     if lib.fastnn_isa_select(ISAS.index(requested)) != 0:
         reason = isa_unavailable(requested)
         best = ISAS[lib.fastnn_isa_best()]
-        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here ({reason}); the best "
-                         f"allowed here is {best!r}")
+        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here "
+                         f"({reason}); the best allowed here is {best!r}")
     return requested
 
 
