@@ -420,8 +420,9 @@ def _validate_data(estimator, X, y, dtype: np.dtype, **params):
     which Sequential.fit's own check came after); when it fails, ``validate_data`` runs again
     with scikit-learn's check, which raises scikit-learn's own ValueError for NaN or infinity
     in X; X finite as given but beyond ``dtype``'s range (1e300 in float32) then raises a
-    ValueError naming X, its largest magnitude and float64 (the ``dtype`` parameter). Returns (X, y, whether that X is finite: Sequential.fit then
-    takes it as checked, inputs.checked_finite)."""
+    ValueError naming X, its largest magnitude and float64 (the ``dtype`` parameter).
+    Returns (X, y, whether that X is finite: Sequential.fit then takes it as checked,
+    inputs.checked_finite)."""
     params.update(accept_sparse=["csr", "csc"], multi_output=True,
                   dtype=(np.float64, np.float32))
     checked, checked_y = validate_data(estimator, X, y, ensure_all_finite=False, **params)
