@@ -777,98 +777,71 @@ int FN(fastnn_gemm_plan)(int64_t m, int64_t n, int64_t k, int trans_a, int trans
     return (int)plan.path;
 }
 
+/* Share t of a team of `team` threads of the plan's SMALL, IN_PLACE or PACKED path (t = 0 of
+ * 1: the whole product). */
+static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t m, int64_t n,
+                          int64_t k, const T *a, int64_t lda, int trans_a, const T *b,
+                          int64_t ldb, int trans_b, T *c, int64_t ldc,
+                          const fastnn_epilogue *epilogue) {
+    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
+    if (plan->path == FASTNN_GEMM_PATH_SMALL)
+        return FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                              plan->transposed, t, team);
+    if (plan->path == FASTNN_GEMM_PATH_IN_PLACE)
+        return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                       epilogue, n_panels * t / team, n_panels * (t + 1) / team);
+    /* PACKED: this thread's cell of the grid, an equal share of the row micro-panels (1024
+     * rows over 2 threads: 37 + 37 panels of 14) and of the column panels */
+    int rows = plan->row_threads, cols = plan->col_threads;
+    if (team != rows * cols) { /* a smaller team than asked for (nested or limited OpenMP) */
+        rows = team;
+        cols = 1;
+    }
+    int tr = t / cols, tc = t % cols;
+    int64_t i0 = m_panels * tr / rows * GEMM_MR;
+    int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
+    int64_t j0 = n_panels * tc / cols * GEMM_NR;
+    int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
+    return FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, i0,
+                                  i1, j0, j1);
+}
+
 /* fastnn_gemm in the kernels' floating-point mode (the caller's thread has entered it). */
 static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
                             const fastnn_epilogue *epilogue) {
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
-    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
-    /* On a busy machine (internal.h), this thread alone: a K split runs its parts in turn
-     * (gemm_split_k); SMALL and IN_PLACE run each thread's share in turn, as a share's width
-     * picks SMALL's kernel (its B' in L2 or not) and so its sums' order; PACKED's cells sum
-     * each element's K products in the same blocks whatever the grid, so it runs as one cell. */
-    if (plan.threads > 1 && plan.path != FASTNN_GEMM_PATH_SPLIT_K && fastnn_contended()) {
-        int status = FASTNN_OK, team = plan.threads;
-        for (int t = 0; t < team && status == FASTNN_OK; t++) {
-            if (plan.path == FASTNN_GEMM_PATH_SMALL)
-                status = FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                        epilogue, plan.transposed, t, team);
-            else if (plan.path == FASTNN_GEMM_PATH_IN_PLACE)
-                status = FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
-                                                 ldc, epilogue, n_panels * t / team,
-                                                 n_panels * (t + 1) / team);
-        }
-        if (plan.path != FASTNN_GEMM_PATH_PACKED) return status;
-        plan.threads = plan.row_threads = plan.col_threads = 1;
-    }
-    int threads = plan.threads;
+    if (plan.path == FASTNN_GEMM_PATH_SPLIT_K) /* on a busy machine, its parts in turn */
+        return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
+                                epilogue);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
+    /* On a busy machine (internal.h), this thread alone: SMALL and IN_PLACE run each thread's
+     * share in turn, as a share's width picks SMALL's kernel (its B' in L2 or not) and so its
+     * sums' order; PACKED's cells sum each element's K products in the same blocks whatever
+     * the grid, so it runs as one cell. */
+    if (plan.threads > 1 && fastnn_contended()) {
+        if (plan.path == FASTNN_GEMM_PATH_PACKED)
+            plan.threads = plan.row_threads = plan.col_threads = 1;
+        else {
+            for (int t = 0; t < plan.threads && status == FASTNN_OK; t++)
+                status = FN(gemm_share)(&plan, t, plan.threads, m, n, k, a, lda, trans_a, b, ldb,
+                                        trans_b, c, ldc, epilogue);
+            return status;
+        }
+    }
+    if (plan.threads == 1)
+        return FN(gemm_share)(&plan, 0, 1, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                              epilogue);
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
-    int64_t start = threads > 1 ? fastnn_now_ns() : 0, done = 0;
-
-    switch (plan.path) {
-        case FASTNN_GEMM_PATH_SMALL:
-            if (threads == 1)
-                return FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                      epilogue, plan.transposed, 0, 1);
-#pragma omp parallel num_threads(threads) reduction(| : status)
-            {
-                unsigned fp = fastnn_fp_enter();
-                status |= FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                         epilogue, plan.transposed, fastnn_team_index(),
-                                         fastnn_team_size());
-                fastnn_fp_leave(fp);
-                if (fastnn_team_index() == 0) done = fastnn_now_ns();
-            }
-            fastnn_team_report(start, done, fastnn_now_ns());
-            return status;
-        case FASTNN_GEMM_PATH_SPLIT_K:
-            return FN(gemm_split_k)(threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc, epilogue);
-        case FASTNN_GEMM_PATH_IN_PLACE:
-            if (threads == 1)
-                return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                               epilogue, 0, n_panels);
-#pragma omp parallel num_threads(threads) reduction(| : status)
-            {
-                unsigned fp = fastnn_fp_enter();
-                int t = fastnn_team_index(), team = fastnn_team_size();
-                status |= FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
-                                                  ldc, epilogue, n_panels * t / team,
-                                                  n_panels * (t + 1) / team);
-                fastnn_fp_leave(fp);
-                if (t == 0) done = fastnn_now_ns();
-            }
-            fastnn_team_report(start, done, fastnn_now_ns());
-            return status;
-        default: /* FASTNN_GEMM_PATH_PACKED */
-            break;
-    }
-    int rows = plan.row_threads, cols = plan.col_threads;
-    if (threads == 1)
-        return FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
-                                      0, m, 0, n);
-#pragma omp parallel num_threads(threads) reduction(| : status)
+    int64_t start = fastnn_now_ns(), done = 0;
+#pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {
-        /* This thread's cell of the grid: an equal share of the row micro-panels (1024 rows
-         * over 2 threads: 37 + 37 panels of 14) and of the column panels. */
         unsigned fp = fastnn_fp_enter();
-        int t = fastnn_team_index(), team = fastnn_team_size();
-        if (team == rows * cols) {
-            int tr = t / cols, tc = t % cols;
-            int64_t i0 = m_panels * tr / rows * GEMM_MR;
-            int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
-            int64_t j0 = n_panels * tc / cols * GEMM_NR;
-            int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
-            status |= FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                             epilogue, i0, i1, j0, j1);
-        } else { /* a smaller team than asked for (nested or limited OpenMP): rows */
-            int64_t i0 = m_panels * t / team * GEMM_MR;
-            int64_t i1 = fastnn_min(m, m_panels * (t + 1) / team * GEMM_MR);
-            status |= FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                             epilogue, i0, i1, 0, n);
-        }
+        int t = fastnn_team_index();
+        status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b, ldb,
+                                 trans_b, c, ldc, epilogue);
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }
