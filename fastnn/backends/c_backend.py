@@ -63,12 +63,16 @@ def requested_isa() -> str:
     if requested and requested not in ISAS:
         raise ValueError(f"environment variable FASTNN_ISA: expected one of "
                          f"{', '.join(ISAS)} (or unset), got {os.environ['FASTNN_ISA']!r}")
-    reason = isa_unavailable(requested) if requested else ""
-    if reason:
-        best = ISAS[lib.fastnn_isa_best()]
-        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here "
-                         f"({reason}); the best allowed here is {best!r}")
+    if requested and isa_unavailable(requested):
+        raise _cannot_run(requested)
     return requested
+
+
+def _cannot_run(isa: str) -> ValueError:
+    """The error of a FASTNN_ISA this CPU and OS cannot run, with why and the best here."""
+    best = ISAS[lib.fastnn_isa_best()]
+    return ValueError(f"environment variable FASTNN_ISA: {isa!r} cannot run here "
+                      f"({isa_unavailable(isa)}); the best allowed here is {best!r}")
 
 
 def _apply_isa_setting() -> str:
@@ -77,10 +81,7 @@ def _apply_isa_setting() -> str:
     if not requested:
         return ISAS[lib.fastnn_isa_current()]
     if lib.fastnn_isa_select(ISAS.index(requested)) != 0:
-        reason = isa_unavailable(requested)
-        best = ISAS[lib.fastnn_isa_best()]
-        raise ValueError(f"environment variable FASTNN_ISA: {requested!r} cannot run here "
-                         f"({reason}); the best allowed here is {best!r}")
+        raise _cannot_run(requested)
     return requested
 
 
