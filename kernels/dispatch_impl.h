@@ -105,6 +105,8 @@ int64_t FN(fastnn_count_correct)(const T *scores, const int64_t *labels, int64_t
 
 int FN(fastnn_all_finite)(const T *x, int64_t size) { return KERNELS->all_finite(x, size); }
 
+double FN(fastnn_sum_squares)(const T *x, int64_t size) { return KERNELS->sum_squares(x, size); }
+
 void FN(fastnn_sgd_step)(T *param, T *velocity, const T *grad, int64_t size, double lr,
                          double momentum, int nesterov, double weight_decay) {
     KERNELS->sgd_step(param, velocity, grad, size, lr, momentum, nesterov, weight_decay);

@@ -35,6 +35,10 @@ FASTNN_DECLARE_GEMM(f64, double)
  * when the AMX instruction set is chosen, else by the float32 kernels on rounded copies. */
 FASTNN_DECLARE_GEMM(bf16, float)
 
+/* ||x||^2 of `size` values, in double (misc_impl.h): the L2 term of scikit-learn's loss. */
+double fastnn_sum_squares_f32(const float *x, int64_t size);
+double fastnn_sum_squares_f64(const double *x, int64_t size);
+
 /* Threads for a job of `work` units when one thread should get at least `grain` of them:
  * between 1 and fastnn_get_num_threads(), so small jobs never start a thread team. */
 int fastnn_threads_for(double work, double grain);

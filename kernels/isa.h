@@ -56,6 +56,7 @@
         int64_t (*count_correct)(const T *scores, const int64_t *labels, int64_t n,            \
                                  int64_t c);                                                    \
         int (*all_finite)(const T *x, int64_t size);                                            \
+        double (*sum_squares)(const T *x, int64_t size);                                        \
         void (*sgd_step)(T *param, T *velocity, const T *grad, int64_t size, double lr,        \
                          double momentum, int nesterov, double weight_decay);                   \
         void (*adam_step)(T *param, T *m, T *v, const T *grad, int64_t size, double lr,        \

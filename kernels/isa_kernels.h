@@ -50,7 +50,8 @@
         FASTNN_ISA_KERNEL(batchnorm_backward, S), FASTNN_ISA_KERNEL(activation_forward, S),    \
         FASTNN_ISA_KERNEL(activation_backward, S),                                              \
         FASTNN_ISA_KERNEL(one_hot, S), FASTNN_ISA_KERNEL(count_correct, S),                    \
-        FASTNN_ISA_KERNEL(all_finite, S), FASTNN_ISA_KERNEL(sgd_step, S),                      \
+        FASTNN_ISA_KERNEL(all_finite, S), FASTNN_ISA_KERNEL(sum_squares, S),                   \
+        FASTNN_ISA_KERNEL(sgd_step, S),                                                         \
         FASTNN_ISA_KERNEL(adam_step, S), FASTNN_ISA_KERNEL(gemm_plan, S),                      \
     }
 
