@@ -79,5 +79,5 @@ int fastnn_linear_backward_bf16(float *dx, float *dw, float *db, const float *x,
                                 int64_t m, int activation, double alpha) {
     return fastnn_active_kernels()->f32->linear_backward(dx, dw, db, x, w, y, dy, n, k, m,
                                                          activation, alpha,
-                                                         FASTNN_PRECISION_BFLOAT16, NULL);
+                                                         FASTNN_PRECISION_BFLOAT16);
 }

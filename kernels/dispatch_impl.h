@@ -31,14 +31,7 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
                                const T *dy, int64_t n, int64_t k, int64_t m, int activation,
                                double alpha) {
     return KERNELS->linear_backward(dx, dw, db, x, w, y, dy, n, k, m, activation, alpha,
-                                    FASTNN_PRECISION_FLOAT32, NULL);
-}
-
-int FN(fastnn_linear_backward_sgd)(T *dx, T *dw, T *db, const T *x, T *w, const T *y,
-                                   const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                                   double alpha, const fastnn_sgd_update *update) {
-    return KERNELS->linear_backward(dx, dw, db, x, w, y, dy, n, k, m, activation, alpha,
-                                    FASTNN_PRECISION_FLOAT32, update);
+                                    FASTNN_PRECISION_FLOAT32);
 }
 
 void FN(fastnn_softmax)(T *out, const T *x, int64_t n, int64_t c) {

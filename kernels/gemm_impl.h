@@ -25,15 +25,12 @@
  * Packing reads op(A) and op(B) through their strides, so a transposed operand is never
  * copied as a whole; it pads edge panels with zeros, so the micro-kernel always computes a
  * full tile and only its loads and stores of C are cut to the edge. The last K block
- * applies the epilogue (bias, activation) to the tile while it is still in registers, or, for
- * the compiled training loop's weight gradient, the SGD step (fastnn_sgd_update) to the
- * weights, the gradient tile never written.
+ * applies the epilogue (bias, activation) to the tile while it is still in registers.
  */
 
 #include <string.h>
 
 #include "gemm_plan.h"
-#include "sgd_update_impl.h"
 #include "vmath_impl.h"
 
 #define GEMM_NR (GEMM_NV * VLEN)
@@ -71,15 +68,6 @@ static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src
         }
 }
 
-/* The update epilogue (fastnn_sgd_update) of the `cols` gradients g of C at dst. */
-static inline __attribute__((always_inline)) void FN(sgd_epilogue)(const T *dst, VEC g,
-                                                                   int64_t cols,
-                                                                   const fastnn_sgd_update *u,
-                                                                   const FN(sgd_factors) *f) {
-    int64_t at = dst - (const T *)u->grad;
-    FN(sgd_vector)((T *)u->param + at, u->velocity ? (T *)u->velocity + at : NULL, g, cols, f);
-}
-
 /* Pack the mr (<= MR) rows x kc columns of op(A) starting at `a` into an MR x kc micro-panel:
  * dst[p * MR + i] = op(A)[i][p], zeros for rows mr..MR-1. */
 static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, int trans,
@@ -110,22 +98,12 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
     /* rows <= GEMM_MR and nv <= GEMM_NV (constants where this is inlined): the rows and
      * vectors of columns computed. */
     VEC acc[GEMM_MR][GEMM_NV];
-    /* C's lines are needed after the loop, or with an update epilogue the parameters' (and
-     * velocities') in C's place; fetch them while it runs. */
-    const fastnn_sgd_update *update = epilogue ? epilogue->update : NULL;
-    T *fetch = c, *fetch_too = NULL;
-    if (update) {
-        fetch = (T *)update->param + (c - (const T *)update->grad);
-        if (update->velocity) fetch_too = (T *)update->velocity + (c - (const T *)update->grad);
-    }
+    /* C's lines are needed after the loop; fetch them while it runs. */
 #pragma GCC unroll 16
     for (int i = 0; i < rows; i++)
         if (i < mr)
 #pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) {
-                __builtin_prefetch(fetch + i * ldc + v * VLEN, 1, 3);
-                if (fetch_too) __builtin_prefetch(fetch_too + i * ldc + v * VLEN, 1, 3);
-            }
+            for (int v = 0; v < nv; v++) __builtin_prefetch(c + i * ldc + v * VLEN, 1, 3);
 #pragma GCC unroll 16
     for (int i = 0; i < rows; i++)
 #pragma GCC unroll 4
@@ -145,12 +123,8 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
         b += b_step;
     }
 
-    FN(sgd_factors) factors;
-    if (update)
-        factors = FN(sgd_factors_of)(update->lr, update->momentum, update->nesterov,
-                                     update->weight_decay);
     VEC bias_v[GEMM_NV] = {0};
-    if (epilogue && !update) {
+    if (epilogue) {
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             bias_v[v] = V(load_part)(bias + v * VLEN, nr - v * VLEN, 0);
@@ -166,20 +140,12 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
             VEC r = acc[i][v];
             if (cols >= VLEN) {
                 if (accumulate) r = V(add)(r, V(load)(row + v * VLEN));
-                if (update) {
-                    FN(sgd_epilogue)(row + v * VLEN, r, VLEN, update, &factors);
-                    continue;
-                }
                 if (epilogue)
                     r = FN(activate)(V(add)(r, bias_v[v]), epilogue->activation,
                                      (T)epilogue->alpha);
                 V(store)(row + v * VLEN, r);
             } else {
                 if (accumulate) r = V(add)(r, V(load_part)(row + v * VLEN, cols, 0));
-                if (update) {
-                    FN(sgd_epilogue)(row + v * VLEN, r, cols, update, &factors);
-                    continue;
-                }
                 if (epilogue)
                     r = FN(activate)(V(add)(r, bias_v[v]), epilogue->activation,
                                      (T)epilogue->alpha);
@@ -332,21 +298,12 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
                                   int64_t n, int64_t i0, int64_t i1,
                                   const fastnn_epilogue *epilogue) {
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
-    const fastnn_sgd_update *update = epilogue ? epilogue->update : NULL;
-    FN(sgd_factors) factors;
-    if (update)
-        factors = FN(sgd_factors_of)(update->lr, update->momentum, update->nesterov,
-                                     update->weight_decay);
     for (int64_t i = i0; i < i1; i++)
         for (int64_t j = 0; j < n; j += VLEN) {
             int64_t cols = n - j;
             VEC r = V(load_part)(c + i * ldc + j, cols, 0);
             for (int q = 0; q < count; q++)
                 r = V(add)(r, V(load_part)(partials + q * m * n + i * n + j, cols, 0));
-            if (update) {
-                FN(sgd_epilogue)(c + i * ldc + j, r, fastnn_min(cols, VLEN), update, &factors);
-                continue;
-            }
             if (epilogue)
                 r = FN(activate)(V(add)(r, V(load_part)(bias + j, cols, 0)),
                                  epilogue->activation, (T)epilogue->alpha);
@@ -766,23 +723,10 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
     return FASTNN_OK;
 }
 
-/* Rows i0..i1-1, columns j0..j1-1 of C = act(C + bias), or the update (C read), the epilogue
- * of the SMALL path. */
+/* Rows i0..i1-1, columns j0..j1-1 of C = act(C + bias), the epilogue of the SMALL path. */
 static void FN(gemm_epilogue_block)(T *c, int64_t ldc, int64_t i0, int64_t i1, int64_t j0,
                                     int64_t j1, const fastnn_epilogue *epilogue) {
     const T *bias = (const T *)epilogue->bias;
-    const fastnn_sgd_update *update = epilogue->update;
-    if (update) {
-        FN(sgd_factors) factors = FN(sgd_factors_of)(update->lr, update->momentum,
-                                                     update->nesterov, update->weight_decay);
-        for (int64_t i = i0; i < i1; i++)
-            for (int64_t j = j0; j < j1; j += VLEN) {
-                int64_t cols = fastnn_min(j1 - j, VLEN);
-                FN(sgd_epilogue)(c + i * ldc + j, V(load_part)(c + i * ldc + j, cols, 0), cols,
-                                 update, &factors);
-            }
-        return;
-    }
     for (int64_t i = i0; i < i1; i++)
         for (int64_t j = j0; j < j1; j += VLEN) {
             int64_t cols = j1 - j;

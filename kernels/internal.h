@@ -10,27 +10,13 @@
 /* Activation codes: the order of contract.ACTIVATIONS. */
 enum { ACT_IDENTITY = 0, ACT_RELU = 1, ACT_LEAKY_RELU = 2, ACT_SIGMOID = 3, ACT_TANH = 4 };
 
-/* An SGD step (fastnn_sgd_step's, the same bits: sgd_update_impl.h) that a weight gradient's
- * GEMM applies to the weights in its epilogue instead of writing the gradient: the element of C
- * at offset o from `grad` (C's first element; C's other K blocks accumulate there, the last
- * writes nothing) is the gradient of param[o], whose velocity is velocity[o] (NULL without
- * momentum). The compiled training loop's fused update (train_impl.h). */
-typedef struct {
-    const void *grad;
-    void *param, *velocity;
-    double lr, momentum, weight_decay;
-    int nesterov;
-} fastnn_sgd_update;
-
 /* What the GEMM does to each output tile after its last K block, while the tile is in
  * registers: add bias (a vector of the output's columns, of the GEMM's float type) and
- * apply the activation; or, when `update` is set, the SGD step instead (bias and activation
- * unused, C not written). */
+ * apply the activation. */
 typedef struct {
     const void *bias;
     int activation;
     double alpha; /* leaky_relu slope */
-    const fastnn_sgd_update *update;
 } fastnn_epilogue;
 
 /* C (m, n; row stride ldc) = op(A) (m, k) @ op(B) (k, n), then the epilogue (or none: NULL).
@@ -43,17 +29,6 @@ typedef struct {
                          const fastnn_epilogue *epilogue);
 FASTNN_DECLARE_GEMM(f32, float)
 FASTNN_DECLARE_GEMM(f64, double)
-
-/* fastnn_linear_backward (fastnn.h) whose dw GEMM applies `update` (fastnn_sgd_update, its
- * grad = dw) to w in its epilogue instead of writing dw: dx is computed first, from the w of
- * before the step. */
-#define FASTNN_DECLARE_LINEAR_BACKWARD_SGD(S, T)                                                \
-    int fastnn_linear_backward_sgd_##S(T *dx, T *dw, T *db, const T *x, T *w, const T *y,       \
-                                       const T *dy, int64_t n, int64_t k, int64_t m,            \
-                                       int activation, double alpha,                            \
-                                       const fastnn_sgd_update *update);
-FASTNN_DECLARE_LINEAR_BACKWARD_SGD(f32, float)
-FASTNN_DECLARE_LINEAR_BACKWARD_SGD(f64, double)
 
 /* bfloat16 precision (bf16.c): fastnn_gemm_f32's product with both operands rounded to
  * bfloat16 (fastnn_round_bf16), accumulated and finished (epilogue) in float32: on AMX tiles

@@ -14,9 +14,8 @@
 #include "internal.h"
 
 /* The hot kernels of one float type, as one instruction set's copy implements them
- * (fastnn.h gives the semantics; the linear kernels take the GEMM precision,
- * FASTNN_PRECISION_*, which only the float32 ones read; linear_backward then an SGD update
- * for its dw GEMM's epilogue or NULL, internal.h's fastnn_linear_backward_sgd). */
+ * (fastnn.h gives the semantics; the linear kernels take the GEMM precision last,
+ * FASTNN_PRECISION_*, which only the float32 ones read). */
 #define FASTNN_DECLARE_KERNELS(S, T)                                                           \
     typedef struct {                                                                            \
         int (*gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,     \
@@ -27,8 +26,7 @@
                               int precision);                                                   \
         int (*linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,        \
                                const T *dy, int64_t n, int64_t k, int64_t m, int activation,   \
-                               double alpha, int precision,                                     \
-                               const fastnn_sgd_update *update);                                \
+                               double alpha, int precision);                                    \
         void (*softmax)(T *out, const T *x, int64_t n, int64_t c);                              \
         void (*log_softmax)(T *out, const T *x, int64_t n, int64_t c);                          \
         void (*xent_labels)(T *row_loss, T *grad, const T *logits, const int64_t *labels,      \

@@ -69,7 +69,7 @@ static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i
 
 static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
                               const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                              double alpha, int precision, const fastnn_sgd_update *update) {
+                              double alpha, int precision) {
     /* dz (N, M) in one pass over y and dy, fused with db; identity needs no dz of its own. */
     T *dz = NULL;
     if (activation != ACT_IDENTITY) {
@@ -117,30 +117,19 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
         }
     }
     const T *grad_z = dz ? dz : dy;
-    /* dw (K, M) = x^T @ dz and dx (N, K) = dz @ w^T, the transposes read in place; with an
-     * update, dx first (from w as it was), then dw's epilogue updates w. */
-    if (update) {
-        int status = dx ? FN(linear_gemm)(precision, n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL)
-                        : FASTNN_OK;
-        fastnn_epilogue epilogue = {NULL, ACT_IDENTITY, 0.0, update};
-        if (status == FASTNN_OK)
-            status = FN(linear_gemm)(precision, k, m, n, x, k, 1, grad_z, m, 0, dw, m, &epilogue);
-        return status;
-    }
+    /* dw (K, M) = x^T @ dz and dx (N, K) = dz @ w^T, the transposes read in place. */
     int status = FN(linear_gemm)(precision, k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
     if (dx && status == FASTNN_OK)
         status = FN(linear_gemm)(precision, n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
     return status;
 }
 
-/* update: NULL, or the SGD step that dw's GEMM applies to w instead of writing dw (float32
- * precision only: fastnn_linear_backward_sgd). */
 int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
                                const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                               double alpha, int precision, const fastnn_sgd_update *update) {
+                               double alpha, int precision) {
     unsigned fp = fastnn_fp_enter(); /* the dz pass on this thread; fastnn_gemm enters too */
     int status = FN(linear_backward)(dx, dw, db, x, w, y, dy, n, k, m, activation, alpha,
-                                     precision, update);
+                                     precision);
     fastnn_fp_leave(fp);
     return status;
 }

@@ -1,7 +1,5 @@
 /* optim_impl.h - SGD and Adam steps in place, one pass over the arrays, for T
- * (template: see instantiate.h). SGD in sgd_update_impl.h's vectors; Adam a plain loop over
- * a range, which the compiler vectorizes. */
-#include "sgd_update_impl.h"
+ * (template: see instantiate.h). Plain loops over a range: the compiler vectorizes them. */
 
 /* Fewest elements worth a thread of their own. */
 #define OPTIM_GRAIN 32768
@@ -14,25 +12,33 @@ static inline int64_t FN(optim_part_start)(int64_t size, int64_t part, int64_t p
     return part == parts ? size : fastnn_min(size, size * part / parts / 16 * 16);
 }
 
-/* The SGD step over [begin, end) a vector at a time (sgd_update_impl.h: the arithmetic the
- * weight-gradient GEMM's update epilogue does too, so the compiled loop's fused update gives
- * the bits of this one). */
 static void FN(sgd_range)(T *restrict param, T *restrict velocity, const T *restrict grad,
-                          int64_t begin, int64_t end, const FN(sgd_factors) *factors) {
-    for (int64_t i = begin; i < end; i += VLEN) {
-        int64_t cols = end - i;
-        VEC g = cols >= VLEN ? V(load)(grad + i) : V(load_part)(grad + i, cols, 0);
-        FN(sgd_vector)(param + i, velocity ? velocity + i : NULL, g, cols, factors);
+                          int64_t begin, int64_t end, T lr, T momentum, int nesterov, T decay) {
+    if (!velocity) {
+        for (int64_t i = begin; i < end; i++) param[i] -= lr * (grad[i] + decay * param[i]);
+    } else if (nesterov) {
+        for (int64_t i = begin; i < end; i++) {
+            T g = grad[i] + decay * param[i];
+            T vel = momentum * velocity[i] + g;
+            velocity[i] = vel;
+            param[i] -= lr * (g + momentum * vel);
+        }
+    } else {
+        for (int64_t i = begin; i < end; i++) {
+            T vel = momentum * velocity[i] + (grad[i] + decay * param[i]);
+            velocity[i] = vel;
+            param[i] -= lr * vel;
+        }
     }
 }
 
 void FN(fastnn_sgd_step)(T *param, T *velocity, const T *grad, int64_t size, double lr,
                          double momentum, int nesterov, double weight_decay) {
-    FN(sgd_factors) factors = FN(sgd_factors_of)(lr, momentum, nesterov, weight_decay);
     int threads = fastnn_threads_for((double)size, OPTIM_GRAIN);
     FASTNN_FOR(threads, part, threads,
                FN(sgd_range)(param, velocity, grad, FN(optim_part_start)(size, part, threads),
-                             FN(optim_part_start)(size, part + 1, threads), &factors););
+                             FN(optim_part_start)(size, part + 1, threads), (T)lr, (T)momentum,
+                             nesterov, (T)weight_decay););
 }
 
 /* m_scale and v_scale are the bias corrections 1 / (1 - beta^step). */

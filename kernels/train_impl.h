@@ -101,41 +101,17 @@ static void FN(prefetch_step)(const fastnn_train_plan *p, const int64_t *rows, i
         fastnn_prefetch_rows(p->targets, rows, n, config[FASTNN_C_OUTPUTS] * (int64_t)sizeof(T));
 }
 
-/* Whether a training step updates each weight matrix in the epilogue of its gradient's GEMM
- * (fastnn_linear_backward_sgd) rather than in the update pass after the backward pass: SGD
- * (with or without momentum, Nesterov, weight decay) without scikit-learn's L2 term, whose
- * squares of the new weights the update pass sums in its own order. The fused step has the
- * update pass's bits (sgd_update_impl.h); it saves reading the gradients back and writing
- * them at all (MNIST-shaped epoch at batch 32: see the README's compiled-loop section). */
-static int FN(fuses_update)(const fastnn_train_plan *p) {
-    return p->config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD && p->hyper[FASTNN_H_L2] == 0;
-}
-
-/* Fewest elements of a weight matrix whose update a fused step (fuses_update) fuses into its
- * gradient's GEMM: a smaller one's gradient
- * is still in L1 for the update pass, and the pass over the runs of parameters between fused
- * matrices then costs more calls than the fusion saves (tabular 32-64-64-2 at batch 32, all
- * fused: 2% slower per epoch, alternating epochs in one process). */
-#define FUSED_UPDATE_ELEMENTS 8192
-static int FN(fuses_layer)(const int64_t *li) {
-    return li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS] >= FUSED_UPDATE_ELEMENTS;
-}
-
 /* One step on rows `rows` (n of them; NULL: the data in place), the next step's rows
  * `next_rows` (next_n of them; NULL: none) prefetched once this step's are gathered. Returns
  * 1 when done, 0 when
  * the loss was not finite (nothing updated), -1 when memory ran out.
  * squares: the L2 term's ||W||^2 folded into the update of the step before. In: that of the
- * weights as they are, or -1 when unknown (the first step of a call: computed here).
- * more: another training step of this call follows. Then the L2 term's squares are folded
- * (out in *squares: that of the weights after this step's update, summed over each weight
- * matrix just after its update (in cache) in the order of weight_squares, so the same bits),
- * and the update of the weight matrices is fused into their gradients' GEMMs when
- * fuses_update (their gradients then not written). The last step of a call does neither, so
- * the call leaves every gradient in grads, as the per-layer path does. */
+ * weights as they are, or -1 when unknown (the first step of a call: computed here). Out,
+ * when `fold`: that of the weights after this step's update, summed over each weight matrix
+ * just after its update (in cache) in the order of weight_squares, so the same bits. */
 static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n,
                           const int64_t *next_rows, int64_t next_n, int64_t step, double *stat,
-                          double *squares, int more) {
+                          double *squares, int fold) {
     const int64_t *config = p->config, *ints = p->layer_ints;
     const double *reals = p->layer_reals, *hyper = p->hyper;
     int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
@@ -175,7 +151,6 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     int status = FASTNN_OK;
     const T *input = x;
     int64_t params_size = p->params_size;
-    int fused = more && FN(fuses_update)(p);  /* the weights updated in the backward pass */
     if (config[FASTNN_C_MODE] == FASTNN_MODE_APPLY) goto update;  /* the update alone, from grads */
     for (int64_t l = 0; l < layers; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
@@ -254,8 +229,6 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         stat[1] = (double)FN(count_flags)(logits, flags, n * outputs, (T)hyper[FASTNN_H_THRESHOLD]);
     if (evaluating) return 1;
     /* backward */
-    fastnn_sgd_update update = {NULL, NULL, NULL, hyper[FASTNN_H_LR], hyper[FASTNN_H_MOMENTUM],
-                                hyper[FASTNN_H_WEIGHT_DECAY], (int)config[FASTNN_C_NESTEROV]};
     for (int64_t l = layers - 1; l >= 0; l--) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         int64_t k = li[FASTNN_LI_INPUTS], m = li[FASTNN_LI_UNITS];
@@ -265,19 +238,11 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
             T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
                                               : grads + li[FASTNN_LI_BIAS];
-            T *dw = grads + li[FASTNN_LI_WEIGHT], *w = params + li[FASTNN_LI_WEIGHT];
-            int activation = (int)li[FASTNN_LI_ACTIVATION];
-            double alpha = reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA];
-            if (fused && FN(fuses_layer)(li)) {
-                update.grad = dw;
-                update.param = w;
-                update.velocity = p->state1 ? (T *)p->state1 + li[FASTNN_LI_WEIGHT] : NULL;
-                status = FN(fastnn_linear_backward_sgd)(din, dw, dbias, in, w, out, dout, n, k,
-                                                        m, activation, alpha, &update);
-            } else {
-                status = FN(fastnn_linear_backward)(din, dw, dbias, in, w, out, dout, n, k, m,
-                                                    activation, alpha);
-            }
+            status = FN(fastnn_linear_backward)(din, grads + li[FASTNN_LI_WEIGHT],
+                                                dbias, in,
+                                                params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
+                                                (int)li[FASTNN_LI_ACTIVATION],
+                                                reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
             if (status != FASTNN_OK) return -1;
         } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_BATCHNORM) {
             const T *state = masks + li[FASTNN_LI_STATE];
@@ -306,26 +271,23 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
         int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
                                 ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
         double decay = hyper[FASTNN_H_WEIGHT_DECAY];
-        if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED] && !fused) {
+        if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED]) {
             FN(optimizer_range)(p, 0, params_size, decay, adam_step);
             return 1;
         }
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
          * eps on sqrt(v) (optimizer_range); one call per weight matrix and one per run of
-         * other parameters (biases, and those of any other layer kind). Or the weight matrices
-         * that the backward pass updated (fused, no L2 term), skipped: one call per run of the
-         * others. */
+         * other parameters (biases, and those of any other layer kind) */
         double l2 = hyper[FASTNN_H_L2] / (double)n, next_squares = 0;
-        int fold = more && hyper[FASTNN_H_L2] != 0;
+        fold = fold && hyper[FASTNN_H_L2] != 0;
         int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
         for (int64_t l = 0; l < layers; l++) {
             const int64_t *li = ints + l * FASTNN_LAYER_INTS;
             int64_t weight = li[FASTNN_LI_WEIGHT];
-            if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE || (fused && !FN(fuses_layer)(li)))
-                continue;
+            if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
             if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
             done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
-            if (!fused) FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
+            FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
             if (fold) next_squares += FN(squares)(params + weight, done - weight);
         }
         if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
@@ -362,4 +324,3 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
     fastnn_fp_leave(fp_saved);
     return steps;
 }
-#undef FUSED_UPDATE_ELEMENTS
