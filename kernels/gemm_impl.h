@@ -434,8 +434,9 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
  * A'[r][p] = a[r * a_rs + p * a_cs], B'[p][j] = b[p * b_rs + j * b_cs], C'[r][j] =
  * c[r * c_rs + j * c_cs]. C' is C, or C^T when C has few columns (then A' = op(B)^T and
  * B' = op(A)^T), so one kernel serves a single sample (M = 1) and a single output (N = 1).
- * The rows of A' are first copied into a contiguous block (m' x k, zero-padded to whole
- * vectors); then B', the big operand, is read once:
+ * A' is read in place by the row kernels (its elements are broadcast one at a time, so a
+ * transposed A' costs nothing: small_a), and copied into a contiguous block (m' x k,
+ * zero-padded to whole vectors) for the dot products only; B', the big operand, is read once:
  *  - by its rows when they are contiguous (b_cs = 1): for a chunk of columns, the m' rows of
  *    C' are accumulated in an L1 buffer while the rows of B' stream past, four at a time, each
  *    a long contiguous run (small_axpy); or, from four rows of C' on and with B' in L2, in
@@ -453,10 +454,20 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
 
-/* acc[r][0..w) += sum_p arows[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
- * is inlined); B'[p] starts at b + p * b_rs and is contiguous. */
+/* A'[r][p] of the row kernels below, read in place: a[r * ld + p] (its rows contiguous,
+ * cm = 0) or a[p * ld + r] (its columns contiguous, cm = 1: A transposed, or op(B)^T of C^T);
+ * cm is a constant where this is inlined. Copying a transposed A' into rows first, one element
+ * at a time a stride apart, took longer than the product: 8 x 1024 x 16 with A transposed,
+ * 3.8 us against NumPy's 2.0 (issue 20). The sums are the same, in the same order. */
+static inline __attribute__((always_inline)) T FN(small_a)(const int cm, const T *restrict a,
+                                                            int64_t ld, int64_t r, int64_t p) {
+    return cm ? a[p * ld + r] : a[r * ld + p];
+}
+
+/* acc[r][0..w) += sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
+ * is inlined; A' as small_a reads it); B'[p] starts at b + p * b_rs and is contiguous. */
 static inline __attribute__((always_inline)) void FN(small_axpy)(
-    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
@@ -470,9 +481,9 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
                                      : V(load_part)(b0 + q * b_rs + j, cols, 0);
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
-                const T *ar = arows + r * kp + p;
-                VEC s = V(fma)(V(set1)(ar[1]), bv[1], V(mul)(V(set1)(ar[0]), bv[0]));
-                VEC t = V(fma)(V(set1)(ar[3]), bv[3], V(mul)(V(set1)(ar[2]), bv[2]));
+#define AR(q) V(set1)(FN(small_a)(cm, arows, kp, r, p + (q)))
+                VEC s = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
+                VEC t = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
                 T *dst = acc + r * acc_ld + j;
                 V(store)(dst, V(add)(V(load)(dst), V(add)(s, t)));
             }
@@ -486,21 +497,21 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
                 T *dst = acc + r * acc_ld + j;
-                V(store)(dst, V(fma)(V(set1)(arows[r * kp + p]), bv, V(load)(dst)));
+                V(store)(dst, V(fma)(AR(0), bv, V(load)(dst)));
             }
         }
     }
 }
 
-/* acc[r][0..w) = sum_p arows[r][p] * B'[p][0..w) for r < rows (a constant, 4 to 8, where
- * this is inlined), for four or more rows of C': each block of two vectors of columns keeps
+/* acc[r][0..w) = sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant, 4 to 8, where
+ * this is inlined; A' as small_a reads it), for four or more rows of C': each block of two vectors of columns keeps
  * its rows x 2 sums in registers over all of K, reading the block's rows of B' in place (a
  * stride apart, each line once). small_axpy passes its sums through the L1 buffer every four
  * rows of B', a load and a store per four products, which bounds it by the loads once a B'
  * element serves several rows of C'; here each B' vector feeds `rows` FMAs and each
  * broadcast of A' two. */
 static inline __attribute__((always_inline)) void FN(small_tile)(
-    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     for (int64_t j = 0; j < w; j += 2 * VLEN) {
         int64_t cols = w - j;
@@ -513,7 +524,7 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
                 VEC b0 = V(load)(bj + p * b_rs), b1 = V(load)(bj + p * b_rs + VLEN);
 #pragma GCC unroll 8
                 for (int r = 0; r < rows; r++) {
-                    VEC av = V(set1)(arows[r * kp + p]);
+                    VEC av = AR(0);
                     sum[r][0] = V(fma)(av, b0, sum[r][0]);
                     sum[r][1] = V(fma)(av, b1, sum[r][1]);
                 }
@@ -524,7 +535,7 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
                 VEC b1 = V(load_part)(bj + p * b_rs + VLEN, cols - VLEN, 0);
 #pragma GCC unroll 8
                 for (int r = 0; r < rows; r++) {
-                    VEC av = V(set1)(arows[r * kp + p]);
+                    VEC av = AR(0);
                     sum[r][0] = V(fma)(av, b0, sum[r][0]);
                     sum[r][1] = V(fma)(av, b1, sum[r][1]);
                 }
@@ -547,7 +558,7 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * second pass over B' made it slower (3.8 -> 5.8 us), so one vector only. */
 #define GEMM_SMALL_NARROW 1
 static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
-    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     for (int64_t j = 0; j < w; j += VLEN) {
         int64_t cols = w - j;
@@ -563,11 +574,10 @@ static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
                 bv[q] = cols >= VLEN ? V(load)(b0 + q * b_rs) : V(load_part)(b0 + q * b_rs, cols, 0);
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
-                const T *ar = arows + r * kp + p;
-                VEC s0 = V(fma)(V(set1)(ar[1]), bv[1], V(mul)(V(set1)(ar[0]), bv[0]));
-                VEC s1 = V(fma)(V(set1)(ar[3]), bv[3], V(mul)(V(set1)(ar[2]), bv[2]));
-                VEC s2 = V(fma)(V(set1)(ar[5]), bv[5], V(mul)(V(set1)(ar[4]), bv[4]));
-                VEC s3 = V(fma)(V(set1)(ar[7]), bv[7], V(mul)(V(set1)(ar[6]), bv[6]));
+                VEC s0 = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
+                VEC s1 = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
+                VEC s2 = V(fma)(AR(5), bv[5], V(mul)(AR(4), bv[4]));
+                VEC s3 = V(fma)(AR(7), bv[7], V(mul)(AR(6), bv[6]));
                 sum[r] = V(add)(sum[r], V(add)(V(add)(s0, s1), V(add)(s2, s3)));
             }
         }
@@ -575,12 +585,13 @@ static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
             const T *b0 = b + p * b_rs + j;
             VEC bv = cols >= VLEN ? V(load)(b0) : V(load_part)(b0, cols, 0);
 #pragma GCC unroll 8
-            for (int r = 0; r < rows; r++) sum[r] = V(fma)(V(set1)(arows[r * kp + p]), bv, sum[r]);
+            for (int r = 0; r < rows; r++) sum[r] = V(fma)(AR(0), bv, sum[r]);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < rows; r++) V(store)(acc + r * acc_ld + j, sum[r]);
     }
 }
+#undef AR
 
 /* sums[r][q] = sum_p arows[r][p] * B'[p][q] for r < rows (a constant <= 4 where this is
  * inlined), q < 4, where column q of B' is contiguous at cols[q]; arows is zero-padded to kp. */
@@ -616,17 +627,6 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                                  const T *b, int64_t b_rs, int64_t b_cs, T *c, int64_t c_rs,
                                  int64_t c_cs, int64_t j0, int64_t j1) {
     if (j0 >= j1) return FASTNN_OK;
-    int64_t kp = fastnn_ceil_div(k, VLEN) * VLEN;
-    T *arows = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * kp * sizeof(T));
-    if (!arows) return FASTNN_OUT_OF_MEMORY;
-    for (int64_t r = 0; r < m; r++) {
-        T *dst = arows + r * kp;
-        if (a_cs == 1)
-            memcpy(dst, a + r * a_rs, (size_t)k * sizeof(T));
-        else
-            for (int64_t p = 0; p < k; p++) dst[p] = a[r * a_rs + p * a_cs];
-        for (int64_t p = k; p < kp; p++) dst[p] = 0;
-    }
     /* Columns of B' contiguous (b_rs == 1), K one vector or less and a few rows: dot products
      * would spend more on summing each of the m x n' dots across lanes than on the products,
      * so each chunk of B' is packed into rows (VLEN x VLEN blocks transposed in registers, into
@@ -636,6 +636,9 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
      * (1 x 16 x 2048) 5.0 -> 5.4 us, and with K of 32 or 64, 15-25% slower: not taken there. */
     int pack = b_cs != 1 && k <= GEMM_SMALL_PACK_K && m >= GEMM_SMALL_PACK_ROWS;
     if (b_cs == 1 || pack) {
+        /* A' in place (small_a): by rows when they are contiguous, else by columns */
+        int a_cm = a_cs != 1;
+        int64_t a_ld = a_cm ? a_cs : a_rs;
         /* A chunk no wider than the columns there are: a 1 x 16 x 16 product clears 16
          * accumulators, not the 16 KB a wide one would. */
         int64_t chunk = fastnn_min(
@@ -664,35 +667,35 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                 FN(pack_panel)(panel, bc_rs, b + jc * b_cs, b_cs, w, k, 1);
                 bc = panel;
             }
+            /* kernel(R rows, A' layout CM, ...) for R = m, a constant in each case */
+#define SMALL_ROWS(KERNEL, CM, FIRST)                                                        \
+    switch (m) {                                                                             \
+        SMALL_ROWS_##FIRST(KERNEL, CM)                                                       \
+        case 5: KERNEL(5, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
+        case 6: KERNEL(6, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
+        case 7: KERNEL(7, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
+        default: KERNEL(8, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                 \
+    }
+#define SMALL_ROWS_1(KERNEL, CM)                                                             \
+    case 1: KERNEL(1, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    case 2: KERNEL(2, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    case 3: KERNEL(3, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    SMALL_ROWS_4(KERNEL, CM)
+#define SMALL_ROWS_4(KERNEL, CM) case 4: KERNEL(4, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;
+#define SMALL_LAYOUTS(KERNEL, FIRST)                                                         \
+    if (a_cm) { SMALL_ROWS(KERNEL, 1, FIRST) } else { SMALL_ROWS(KERNEL, 0, FIRST) }
             if (w <= GEMM_SMALL_NARROW * VLEN) {
-                switch (m) {
-#define SMALL_NARROW_CASE(R) \
-    case R: FN(small_axpy_narrow)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-                    SMALL_NARROW_CASE(1) SMALL_NARROW_CASE(2) SMALL_NARROW_CASE(3)
-                    SMALL_NARROW_CASE(4) SMALL_NARROW_CASE(5) SMALL_NARROW_CASE(6)
-                    SMALL_NARROW_CASE(7)
-                    default: FN(small_axpy_narrow)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-#undef SMALL_NARROW_CASE
-                }
+                SMALL_LAYOUTS(FN(small_axpy_narrow), 1)
             } else if (tile) {
-                switch (m) {
-#define SMALL_TILE_CASE(R) \
-    case R: FN(small_tile)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-                    SMALL_TILE_CASE(4) SMALL_TILE_CASE(5) SMALL_TILE_CASE(6) SMALL_TILE_CASE(7)
-                    default: FN(small_tile)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-#undef SMALL_TILE_CASE
-                }
+                SMALL_LAYOUTS(FN(small_tile), 4)
             } else {
                 memset(acc, 0, (size_t)m * chunk * sizeof(T));
-                switch (m) {
-#define SMALL_AXPY_CASE(R) \
-    case R: FN(small_axpy)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-                    SMALL_AXPY_CASE(1) SMALL_AXPY_CASE(2) SMALL_AXPY_CASE(3) SMALL_AXPY_CASE(4)
-                    SMALL_AXPY_CASE(5) SMALL_AXPY_CASE(6) SMALL_AXPY_CASE(7)
-                    default: FN(small_axpy)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-#undef SMALL_AXPY_CASE
-                }
+                SMALL_LAYOUTS(FN(small_axpy), 1)
             }
+#undef SMALL_LAYOUTS
+#undef SMALL_ROWS_4
+#undef SMALL_ROWS_1
+#undef SMALL_ROWS
             for (int64_t r = 0; r < m; r++) {
                 if (c_cs == 1)
                     memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
@@ -702,7 +705,19 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         }
         return FASTNN_OK;
     }
-    /* b_rs == 1: dot products along the columns of B' */
+    /* b_rs == 1: dot products along the columns of B', against the rows of A' copied into a
+     * contiguous block, zero-padded to whole vectors */
+    int64_t kp = fastnn_ceil_div(k, VLEN) * VLEN;
+    T *arows = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * kp * sizeof(T));
+    if (!arows) return FASTNN_OUT_OF_MEMORY;
+    for (int64_t r = 0; r < m; r++) {
+        T *dst = arows + r * kp;
+        if (a_cs == 1)
+            memcpy(dst, a + r * a_rs, (size_t)k * sizeof(T));
+        else
+            for (int64_t p = 0; p < k; p++) dst[p] = a[r * a_rs + p * a_cs];
+        for (int64_t p = k; p < kp; p++) dst[p] = 0;
+    }
     for (int64_t j = j0; j < j1; j += 4) {
         int64_t count = fastnn_min(4, j1 - j);
         const T *cols[4];
