@@ -57,6 +57,11 @@ static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src
     }
     for (int64_t i = 0; i < width; i += VLEN)
         for (int64_t p = 0; p < kc; p += VLEN) {
+            if (i >= count) { /* padding only (16 columns in a panel of 32): no transpose */
+                for (int q = 0; q < VLEN && p + q < kc; q++)
+                    V(store_part)(dst + (p + q) * width + i, V(zero)(), width - i);
+                continue;
+            }
             VEC block[VLEN];
             for (int q = 0; q < VLEN; q++)
                 block[q] = i + q >= count ? V(zero)()
@@ -82,6 +87,25 @@ static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, 
                              int64_t nr, int64_t kc) {
     /* op(B)[p][j] is b[j*ldb + p] when trans, else b[p*ldb + j] */
     FN(pack_panel)(dst, GEMM_NR, b, ldb, nr, kc, trans);
+}
+
+/* The kc rows x `cols` columns of B (not transposed) starting at `b` into kc x NR micro-panels
+ * side by side, as pack_b_panel packs each: dst[jp * NR * kc + p * NR + j] = b[p * ldb + jp * NR
+ * + j], zeros past `cols`. Row by row, each row of B read once from left to right: packed panel
+ * by panel, each panel's kc rows are read a row stride apart, a few cache lines each, which
+ * the hardware prefetch does not follow (32 x 1024 x 1024 float64 on one thread, 1024 columns
+ * 8 KB apart: 32% of its time went to packing B; after: XXX). */
+static void FN(pack_b_block)(T *restrict dst, const T *restrict b, int64_t ldb, int64_t cols,
+                             int64_t kc) {
+    for (int64_t p = 0; p < kc; p++) {
+        const T *row = b + p * ldb;
+        for (int64_t j = 0; j < cols; j += GEMM_NR) {
+            T *panel = dst + j * kc + p * GEMM_NR;
+#pragma GCC unroll 4
+            for (int64_t i = 0; i < GEMM_NR; i += VLEN)
+                V(store)(panel + i, V(load_part)(row + j + i, cols - j - i, 0));
+        }
+    }
 }
 
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
@@ -233,7 +257,8 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
  *    be a row stride apart (1 KB for 256 columns: all in the same few L1 sets), and the edge
  *    tile (m not a multiple of MR) are packed, by each thread;
  *  - B is read in place when it is not transposed, else each thread packs its own panels;
- *    an edge panel (n not a multiple of NR) is always packed. Packing would cost about as
+ *    an edge panel (n not a multiple of NR) is packed unless it is one whole vector (16
+ *    float32 columns: 32 x 1024 x 16 took 15% of its time packing it). Packing would cost about as
  *    much as the arithmetic here: every B panel serves only m / MR tiles.
  * With nothing packed per K block to keep in cache, the K blocks are long (up to
  * GEMM_COLUMNS_KC): each pass over C's tiles costs a load and a store of all of them. */
@@ -267,7 +292,7 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
             int64_t j = jp * GEMM_NR, nr = fastnn_min(GEMM_NR, n - j);
             const T *bp = b_pack;
             int64_t b_step = GEMM_NR;
-            if (!trans_b && nr == GEMM_NR) {
+            if (!trans_b && (nr == GEMM_NR || nr == VLEN)) { /* whole vectors (gemm_tile) */
                 bp = b + pc * ldb + j;
                 b_step = ldb;
             } else {
@@ -311,9 +336,10 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
         }
 }
 
-/* Few rows, B not transposed and a small C (fastnn_gemm takes it for a layer's forward pass
- * over a batch, where A is not transposed either): thread t computes the product over its
- * share of K, rows k0..k1-1 of B, into C (t = 0) or a partial buffer; after one barrier each
+/* Few rows and a small C (the plan's SPLIT_K: a layer's forward pass over a batch, neither
+ * operand transposed, or a C of one panel of columns with a long K, either transposed):
+ * thread t computes the product over its share of K, k0..k1-1, into C (t = 0) or a partial
+ * buffer; after one barrier each
  * thread adds up a share of the rows and applies the epilogue. Splitting K rather than
  * columns makes each thread read only the rows of B that it wrote itself in the optimizer
  * step before (which splits the weights by rows too): splitting columns made each read half
@@ -321,25 +347,25 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
  * 784-256 layer 40% of its time. */
 /* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1. */
 static int FN(split_k_part)(int t, int team, int64_t m, int64_t n, int64_t k, const T *a,
-                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
                             int64_t ldc, T *partials) {
     int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
     T *dst = t == 0 ? c : partials + (t - 1) * m * n;
     return FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
-                                   b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL, 0,
-                                   fastnn_ceil_div(n, GEMM_NR));
+                                   trans_b ? b + k0 : b + k0 * ldb, ldb, trans_b, dst,
+                                   t == 0 ? ldc : n, NULL, 0, fastnn_ceil_div(n, GEMM_NR));
 }
 
 static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
-                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
                             int64_t ldc, const fastnn_epilogue *epilogue) {
     T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
     if (!partials) return FASTNN_OUT_OF_MEMORY;
     int status = FASTNN_OK;
     if (fastnn_contended()) { /* a busy machine: the same parts and sums on this thread */
         for (int t = 0; t < threads && status == FASTNN_OK; t++)
-            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
-                                      partials);
+            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
+                                      ldc, partials);
         for (int t = 0; t < threads && status == FASTNN_OK; t++)
             FN(gemm_add_partials)(c, ldc, partials, threads - 1, m, n, m * t / threads,
                                   m * (t + 1) / threads, epilogue);
@@ -350,8 +376,8 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
     {
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
-        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, c, ldc, partials) !=
-            FASTNN_OK) {
+        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                             partials) != FASTNN_OK) {
 #pragma omp atomic write
             status = FASTNN_OUT_OF_MEMORY;
         }
@@ -407,12 +433,14 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
             int64_t kc = fastnn_min(kc_max, k - pc);
             int accumulate = pc > 0;
             const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
-            for (int64_t jp = 0; jp < n_panels; jp++) {
-                int64_t j = jc + jp * GEMM_NR;
-                const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
-                FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, src, ldb, trans_b,
-                                 fastnn_min(GEMM_NR, j1 - j), kc);
-            }
+            if (trans_b)
+                for (int64_t jp = 0; jp < n_panels; jp++) {
+                    int64_t j = jc + jp * GEMM_NR;
+                    FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, b + j * ldb + pc, ldb, trans_b,
+                                     fastnn_min(GEMM_NR, j1 - j), kc);
+                }
+            else
+                FN(pack_b_block)(b_pack, b + pc * ldb + jc, ldb, fastnn_min(nc, j1 - jc), kc);
             for (int64_t i = i0; i < i1; i += GEMM_MR) {
                 int64_t mr = fastnn_min(GEMM_MR, i1 - i);
                 const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
@@ -828,7 +856,7 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
     if (plan.path == FASTNN_GEMM_PATH_SPLIT_K) /* on a busy machine, its parts in turn */
-        return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
+        return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
                                 epilogue);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
     /* On a busy machine (internal.h), this thread alone: SMALL and IN_PLACE run each thread's
