@@ -94,7 +94,8 @@ static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, 
  * + j], zeros past `cols`. Row by row, each row of B read once from left to right: packed panel
  * by panel, each panel's kc rows are read a row stride apart, a few cache lines each, which
  * the hardware prefetch does not follow (32 x 1024 x 1024 float64 on one thread, 1024 columns
- * 8 KB apart: 32% of its time went to packing B; after: XXX). */
+ * 8 KB apart: 32% of its time went to packing B; row by row 25%, and the product took 892 us
+ * instead of 1088, fastest calls). */
 static void FN(pack_b_block)(T *restrict dst, const T *restrict b, int64_t ldb, int64_t cols,
                              int64_t kc) {
     for (int64_t p = 0; p < kc; p++) {
@@ -336,39 +337,92 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
         }
 }
 
+/* Rows i0..i1-1 of C (m x n) = the sum of the `count` products C^T (n x m, row stride m) in
+ * `parts`, then the epilogue: the last step of a product computed as C^T (the plan's
+ * `transposed` IN_PLACE and SPLIT_K, for a C of few columns). */
+static void FN(gemm_gather_transposed)(T *c, int64_t ldc, const T *parts, int count, int64_t m,
+                                       int64_t n, int64_t i0, int64_t i1,
+                                       const fastnn_epilogue *epilogue) {
+    const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+    for (int64_t i = i0; i < i1; i++) {
+        T *ci = c + i * ldc;
+        for (int64_t j = 0; j < n; j++) {
+            T s = parts[j * m + i];
+            for (int q = 1; q < count; q++) s += parts[(int64_t)q * m * n + j * m + i];
+            ci[j] = s;
+        }
+        if (epilogue)
+            for (int64_t j = 0; j < n; j += VLEN) {
+                int64_t cols = n - j;
+                VEC r = V(add)(V(load_part)(ci + j, cols, 0), V(load_part)(bias + j, cols, 0));
+                V(store_part)(ci + j, FN(activate)(r, epilogue->activation, (T)epilogue->alpha),
+                              cols);
+            }
+    }
+}
+
+/* The panels first_panel..end_panel-1 (of NR rows of C) of C^T = op(B)^T op(A)^T (n x m) into
+ * ct (row stride m), by gemm_columns_thread with the operands' roles and transposes swapped:
+ * for a C of at most half a panel of columns, whose tiles would be one vector wide, the
+ * tiles of C^T are a whole panel wide. A tile one vector wide loads a broadcast of A for each
+ * multiply-add, and ran at about 65% of the speed of one two vectors wide (float32, one
+ * thread: 32 x 1024 x 16 with 32 columns instead of 16 took 1.3 times as long, not 2);
+ * gemm_plan.c has the figures of the plan's choice. */
+static int FN(gemm_columns_transposed)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                                       int trans_a, const T *b, int64_t ldb, int trans_b, T *ct,
+                                       int64_t first_panel, int64_t end_panel) {
+    return FN(gemm_columns_thread)(n, m, k, b, ldb, !trans_b, a, lda, !trans_a, ct, m, NULL,
+                                   first_panel, end_panel);
+}
+
 /* Few rows and a small C (the plan's SPLIT_K: a layer's forward pass over a batch, neither
  * operand transposed, or a C of one panel of columns with a long K, either transposed):
  * thread t computes the product over its share of K, k0..k1-1, into C (t = 0) or a partial
- * buffer; after one barrier each
+ * buffer (or, for a C of few columns, its C^T into a partial buffer); after one barrier each
  * thread adds up a share of the rows and applies the epilogue. Splitting K rather than
  * columns makes each thread read only the rows of B that it wrote itself in the optimizer
  * step before (which splits the weights by rows too): splitting columns made each read half
  * of its columns from the other core's cache, which cost the batch-32 forward pass of a
  * 784-256 layer 40% of its time. */
-/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1. */
+/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1; or,
+ * `transposed`, its C^T into partial t. */
 static int FN(split_k_part)(int t, int team, int64_t m, int64_t n, int64_t k, const T *a,
                             int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                            int64_t ldc, T *partials) {
+                            int64_t ldc, T *partials, int transposed) {
     int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
+    const T *a0 = trans_a ? a + k0 * lda : a + k0, *b0 = trans_b ? b + k0 : b + k0 * ldb;
+    if (transposed)
+        return FN(gemm_columns_transposed)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b,
+                                           partials + t * m * n, 0, fastnn_ceil_div(m, GEMM_NR));
     T *dst = t == 0 ? c : partials + (t - 1) * m * n;
-    return FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
-                                   trans_b ? b + k0 : b + k0 * ldb, ldb, trans_b, dst,
+    return FN(gemm_columns_thread)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b, dst,
                                    t == 0 ? ldc : n, NULL, 0, fastnn_ceil_div(n, GEMM_NR));
+}
+
+/* Rows i0..i1-1 of C from the `team` shares of a split-K product (split_k_part). */
+static void FN(split_k_sum)(T *c, int64_t ldc, const T *partials, int team, int64_t m, int64_t n,
+                            int64_t i0, int64_t i1, const fastnn_epilogue *epilogue,
+                            int transposed) {
+    if (transposed)
+        FN(gemm_gather_transposed)(c, ldc, partials, team, m, n, i0, i1, epilogue);
+    else
+        FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, i0, i1, epilogue);
 }
 
 static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
                             int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                            int64_t ldc, const fastnn_epilogue *epilogue) {
-    T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
+                            int64_t ldc, const fastnn_epilogue *epilogue, int transposed) {
+    T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL,
+                                 (size_t)(threads - !transposed) * m * n * sizeof(T));
     if (!partials) return FASTNN_OUT_OF_MEMORY;
     int status = FASTNN_OK;
     if (fastnn_contended()) { /* a busy machine: the same parts and sums on this thread */
         for (int t = 0; t < threads && status == FASTNN_OK; t++)
             status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
-                                      ldc, partials);
+                                      ldc, partials, transposed);
         for (int t = 0; t < threads && status == FASTNN_OK; t++)
-            FN(gemm_add_partials)(c, ldc, partials, threads - 1, m, n, m * t / threads,
-                                  m * (t + 1) / threads, epilogue);
+            FN(split_k_sum)(c, ldc, partials, threads, m, n, m * t / threads,
+                            m * (t + 1) / threads, epilogue, transposed);
         return status;
     }
     int64_t start = fastnn_now_ns(), done = 0;
@@ -377,7 +431,7 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
         if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                             partials) != FASTNN_OK) {
+                             partials, transposed) != FASTNN_OK) {
 #pragma omp atomic write
             status = FASTNN_OUT_OF_MEMORY;
         }
@@ -386,8 +440,8 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
 #pragma omp atomic read
         seen = status;
         if (seen == FASTNN_OK)
-            FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
-                                  m * (t + 1) / team, epilogue);
+            FN(split_k_sum)(c, ldc, partials, team, m, n, m * t / team, m * (t + 1) / team,
+                            epilogue, transposed);
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }
@@ -830,6 +884,19 @@ static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t
     if (plan->path == FASTNN_GEMM_PATH_SMALL)
         return FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
                               plan->transposed, t, team);
+    if (plan->path == FASTNN_GEMM_PATH_IN_PLACE && plan->transposed) {
+        /* this share's rows of C, as columns of C^T: panels of NR */
+        int64_t panels = fastnn_ceil_div(m, GEMM_NR);
+        int64_t p0 = panels * t / team, p1 = panels * (t + 1) / team;
+        T *ct = fastnn_scratch(SCRATCH_GEMM_T, (size_t)m * n * sizeof(T));
+        if (!ct) return FASTNN_OUT_OF_MEMORY;
+        int status = FN(gemm_columns_transposed)(m, n, k, a, lda, trans_a, b, ldb, trans_b, ct,
+                                                 p0, p1);
+        if (status == FASTNN_OK)
+            FN(gemm_gather_transposed)(c, ldc, ct, 1, m, n, p0 * GEMM_NR,
+                                       fastnn_min(m, p1 * GEMM_NR), epilogue);
+        return status;
+    }
     if (plan->path == FASTNN_GEMM_PATH_IN_PLACE)
         return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
                                        epilogue, n_panels * t / team, n_panels * (t + 1) / team);
@@ -857,7 +924,7 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
     if (plan.path == FASTNN_GEMM_PATH_SPLIT_K) /* on a busy machine, its parts in turn */
         return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                epilogue);
+                                epilogue, plan.transposed);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
     /* On a busy machine (internal.h), this thread alone: SMALL and IN_PLACE run each thread's
      * share in turn, as a share's width picks SMALL's kernel (its B' in L2 or not) and so its

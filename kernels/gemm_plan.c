@@ -80,6 +80,18 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     double b_share = (double)k * n * kernel->elem_bytes / threads;
     int b_fits = b_share <= 0.5 * (double)fastnn_l2_bytes() &&
                  (trans_b || (n * kernel->elem_bytes) % 4096 != 0);
+    /* A C of at most half a panel of columns (16 float32) and at least a panel of rows, with A
+     * transposed, is computed as C^T by IN_PLACE and SPLIT_K (gemm_impl.h's
+     * gemm_columns_transposed): its tiles are then a whole panel wide, not one vector, and
+     * op(A)^T, not transposed, is read in place. With A not transposed, C^T's packing would
+     * transpose all of A, which cost more than the wide tiles saved. Float32, one thread,
+     * medians of 9 alternating blocks in one process (loaded machine), before -> after:
+     * 32 x 1024 x 16 12.1 -> 8.1 us, 64 x 1024 x 16 22.9 -> 14.3, 128 x 512 x 16 24.1 -> 12.4,
+     * 32 x 1000 x 13 7.8 -> 4.6; A not transposed 32 x 1024 x 16 9.4 -> 10.1, 128 x 512 x 16
+     * 14.1 -> 17.5; with a K of 32 (a weight gradient at batch 32), the tiles of C^T, a few
+     * multiply-adds each, lost to the gather of C: 128 x 32 x 16 1.2 -> 1.8 us, so only
+     * from a K of 4 panels' width (128 float32) on. */
+    int narrow = trans_a && 2 * n <= kernel->nr && m >= kernel->nr && k >= 4 * kernel->nr;
     if (m <= kernel->few_rows && b_fits) {
         /* The partial products must stay small next to the work (at most 64 Ki numbers), and
          * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
@@ -95,11 +107,13 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
             if (split > 1 && k >= 32 * split) {
                 plan.threads = split;
                 plan.path = FASTNN_GEMM_PATH_SPLIT_K;
+                plan.transposed = narrow;
                 return plan;
             }
         }
         if (threads == 1) {
             plan.path = FASTNN_GEMM_PATH_IN_PLACE;
+            plan.transposed = narrow;
             return plan;
         }
         /* A transposed is packed, by every thread of a column split (all of it) and of a row

@@ -83,7 +83,8 @@ typedef struct {
 typedef struct {
     fastnn_gemm_path path;
     int threads;      /* 1: no OpenMP team */
-    /* SMALL: C^T is computed (N, not M, is the small side). */
+    /* SMALL: C^T is computed (N, not M, is the small side); IN_PLACE on one thread and
+     * SPLIT_K: C^T is computed (C has at most half a panel of columns, and a panel of rows). */
     int transposed;
     /* IN_PLACE: the threads split C's rows (1) or columns (0). */
     int split_rows;
