@@ -52,21 +52,22 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     /* The work in float32 flops: a vector holds 64 / elem_bytes lanes, so a float64 product
      * takes twice the time of a float32 one of the same flops, and is worth a thread at half
      * of them. */
-    double flops = 2.0 * m * n * k * (double)kernel->elem_bytes / 4.0;
-    int threads = fastnn_threads_for(flops, FASTNN_GEMM_FLOPS_PER_THREAD);
+    int threads = fastnn_threads_for(2.0 * m * n * k * (double)kernel->elem_bytes / 4.0,
+                                     FASTNN_GEMM_FLOPS_PER_THREAD);
 
     if (m <= FASTNN_GEMM_SMALL || n <= FASTNN_GEMM_SMALL) {
         plan.path = FASTNN_GEMM_PATH_SMALL;
         plan.transposed = n < m;
         int64_t long_side = plan.transposed ? m : n;
-        /* Memory-bound: a second thread when the bytes of the big operand are worth one
-         * (waking a thread cost 250 us under load here, 25 times a 1 x 784 x 256 product: at
-         * least 1 MB each), and each thread gets a few panels. Its flops are not asked: a
-         * float64 1 x 1024 x 256 (2 MB, 0.5 MFLOP) streams at a core's bandwidth, ~20 us, on
-         * one thread (0.89x NumPy's two in the sweep, issue 20), XXX on two. */
+        /* Memory-bound: a second thread only when both the flops and the bytes of the big
+         * operand are worth one (waking a thread cost 250 us under load here, 25 times a
+         * 1 x 784 x 256 product), and each thread gets a few panels. (The bytes alone, which
+         * gave float64 1 x 1024 x 256 and 1 x 256 x 1024 two threads, lost on the shared
+         * machine: 0.89 -> 0.75-0.86x NumPy, alternating blocks, issue 20.) */
         int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
                                           FASTNN_GEMM_BYTES_PER_THREAD);
-        plan.threads = (int)fastnn_max(1, fastnn_min(by_bytes, long_side / (2 * kernel->nr)));
+        plan.threads = (int)fastnn_max(
+            1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
         return plan;
     }
 
@@ -97,19 +98,16 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
          * split was the slowest of the three; but a C of one panel of columns cannot be split
          * by columns, and split by rows (PACKED) each thread packs all of B: there the K split
-         * wins whatever the transposes (32 x 1024 x 16 float64, A or B transposed: XXX).
-         * Its threads share no packed block and sum only a small C, so a second one pays from
-         * half the flops of the other paths' (OpenBLAS takes two threads from 0.5 MFLOP):
-         * 32 x 1024 x 16 float32 (1 MFLOP) XXX. */
-        if ((n_panels == 1 || (!trans_a && !trans_b)) && (double)m * n <= 65536.0) {
-            int split = (int)fastnn_max(
-                threads, fastnn_threads_for(flops, FASTNN_GEMM_FLOPS_PER_THREAD / 2.0));
-            if (split > 1 && k >= 32 * split) {
-                plan.threads = split;
-                plan.path = FASTNN_GEMM_PATH_SPLIT_K;
-                plan.transposed = narrow;
-                return plan;
-            }
+         * wins whatever the transposes (32 x 1024 x 16 float64, alternating blocks on the
+         * shared machine: B transposed 0.66 -> 0.83x NumPy, A transposed 0.58 -> 0.63x).
+         * (Two threads from half the flops, 1 MFLOP, as a K split shares nothing but a small
+         * C: 32 x 1024 x 16 float32 took 5.2 us instead of 8.2 with the other core idle, but
+         * 0.79 -> 0.61x NumPy with it busy, so not taken.) */
+        if (threads > 1 && (n_panels == 1 || (!trans_a && !trans_b)) &&
+            (double)m * n <= 65536.0 && k >= 32 * threads) {
+            plan.path = FASTNN_GEMM_PATH_SPLIT_K;
+            plan.transposed = narrow;
+            return plan;
         }
         if (threads == 1) {
             plan.path = FASTNN_GEMM_PATH_IN_PLACE;

@@ -27,9 +27,8 @@
  *
  * Cost rule (in that order):
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
- *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (SPLIT_K: over half of it; the SMALL
- *     path: the bytes of the big operand over FASTNN_GEMM_BYTES_PER_THREAD instead), at most
- *     fastnn_get_num_threads();
+ *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of the
+ *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL;
  *  3. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
  *     columns) when M <= the kernel's few_rows and each thread's share of B fits in
