@@ -511,7 +511,8 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
     return FASTNN_OK;
 }
 
-/* ---- The SMALL path: at most FASTNN_GEMM_SMALL rows of C' ----
+/* ---- The SMALL path: at most FASTNN_GEMM_SMALL rows of C' (any rows for the dot products:
+ * gemm_plan.c gives it a C of few columns with B transposed) ----
  * C' (m' x n') = A' (m' x k) @ B' (k x n'), each read through a row and a column stride:
  * A'[r][p] = a[r * a_rs + p * a_cs], B'[p][j] = b[p * b_rs + j * b_cs], C'[r][j] =
  * c[r * c_rs + j * c_cs]. C' is C, or C^T when C has few columns (then A' = op(B)^T and
@@ -676,7 +677,8 @@ static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
 #undef AR
 
 /* sums[r][q] = sum_p arows[r][p] * B'[p][q] for r < rows (a constant <= 4 where this is
- * inlined), q < 4, where column q of B' is contiguous at cols[q]; arows is zero-padded to kp. */
+ * inlined), q < 4, where column q of B' is contiguous at cols[q]; row r of A' is contiguous at
+ * arows + r * kp. */
 static inline __attribute__((always_inline)) void FN(small_dot)(
     const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *const cols[4],
     T sums[4][4]) {
@@ -693,7 +695,8 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
             bv[q] = left >= VLEN ? V(load)(cols[q] + p) : V(load_part)(cols[q] + p, left, 0);
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
-            VEC av = V(load)(arows + r * kp + p);
+            VEC av = left >= VLEN ? V(load)(arows + r * kp + p)
+                                  : V(load_part)(arows + r * kp + p, left, 0);
 #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) acc[r][q] = V(fma)(av, bv[q], acc[r][q]);
         }
@@ -787,18 +790,17 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         }
         return FASTNN_OK;
     }
-    /* b_rs == 1: dot products along the columns of B', against the rows of A' copied into a
-     * contiguous block, zero-padded to whole vectors */
-    int64_t kp = fastnn_ceil_div(k, VLEN) * VLEN;
-    T *arows = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * kp * sizeof(T));
-    if (!arows) return FASTNN_OUT_OF_MEMORY;
-    for (int64_t r = 0; r < m; r++) {
-        T *dst = arows + r * kp;
-        if (a_cs == 1)
-            memcpy(dst, a + r * a_rs, (size_t)k * sizeof(T));
-        else
-            for (int64_t p = 0; p < k; p++) dst[p] = a[r * a_rs + p * a_cs];
-        for (int64_t p = k; p < kp; p++) dst[p] = 0;
+    /* b_rs == 1: dot products along the columns of B', against the rows of A', read in place
+     * when they are contiguous, else copied into a contiguous block */
+    const T *arows = a;
+    int64_t kp = a_rs;
+    if (a_cs != 1) {
+        T *copy = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * k * sizeof(T));
+        if (!copy) return FASTNN_OUT_OF_MEMORY;
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t p = 0; p < k; p++) copy[r * k + p] = a[r * a_rs + p * a_cs];
+        arows = copy;
+        kp = k;
     }
     for (int64_t j = j0; j < j1; j += 4) {
         int64_t count = fastnn_min(4, j1 - j);

@@ -10,7 +10,7 @@
  * The paths (gemm_impl.h implements them for float32 and float64):
  *
  *  SMALL   at most FASTNN_GEMM_SMALL rows of C (or columns: C^T = op(B)^T op(A)^T is then
- *          computed): a GEMV-like kernel that reads the big operand once, in long contiguous
+ *          computed; or, its dot products only, a few columns of any rows): a GEMV-like kernel that reads the big operand once, in long contiguous
  *          runs (its rows, with the few rows of C kept in L1, or dot products along its
  *          rows), and splits the long side of C between the threads. It is bound by memory
  *          bandwidth, so a second thread also needs enough bytes to read.
@@ -29,7 +29,8 @@
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
  *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of the
  *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
- *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL;
+ *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
+ *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
  *  3. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
  *     columns) when M <= the kernel's few_rows and each thread's share of B fits in
  *     half of L2: reading a B panel in place then costs what reading a packed one does, and

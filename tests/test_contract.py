@@ -48,8 +48,9 @@ SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of
 ]
 # A C of at most 16 columns and 32 rows or more, K of 128 or more: with A transposed, float32
 # computes C^T (gemm_plan.c's `narrow`), on one thread and split along K (from 2 MFLOP); with
-# B transposed, float64 splits K (a C of one column panel); odd N below the 16 of a vector,
-# K not a whole number of blocks or vectors, M not a whole number of panels.
+# only B transposed, float32 takes the SMALL path's dot products over any rows (one thread) and
+# float64 splits K (a C of one column panel); odd N below the 16 of a vector, K not a whole
+# number of blocks or vectors, M not a whole number of panels.
 NARROW_GEMM_SHAPES = [(32, 128, 16), (45, 300, 9), (64, 1000, 13), (100, 129, 16),
                       (33, 2049, 15), (504, 200, 16), (40, 4000, 10)]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),

@@ -62,8 +62,11 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
         assert plan(32, 1024, 16, trans_a, trans_b, "float64")[:2] == ("SPLIT_K", 2)
         assert plan(33, 2049, 15, trans_a, trans_b)[:2] == ("SPLIT_K", 2)
-    # ... and below 2 MFLOP (float32) on one thread
+    # ... and below 2 MFLOP (float32) on one thread; with only B transposed, dot products
     assert plan(32, 1024, 16, trans_a=True)[:2] == ("IN_PLACE", 1)
+    assert plan(32, 1024, 16, trans_b=True)[:2] == ("SMALL", 1)
+    assert plan(100, 129, 16, trans_b=True)[:2] == ("SMALL", 1)
+    assert plan(32, 64, 16, trans_b=True)[0] == "IN_PLACE"  # a short K keeps the tiles
 
 
 def test_one_thread_plans_have_one_thread():
