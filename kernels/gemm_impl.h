@@ -57,6 +57,11 @@ static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src
     }
     for (int64_t i = 0; i < width; i += VLEN)
         for (int64_t p = 0; p < kc; p += VLEN) {
+            if (i >= count) { /* padding only (16 columns in a panel of 32): no transpose */
+                for (int q = 0; q < VLEN && p + q < kc; q++)
+                    V(store_part)(dst + (p + q) * width + i, V(zero)(), width - i);
+                continue;
+            }
             VEC block[VLEN];
             for (int q = 0; q < VLEN; q++)
                 block[q] = i + q >= count ? V(zero)()
@@ -82,6 +87,26 @@ static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, 
                              int64_t nr, int64_t kc) {
     /* op(B)[p][j] is b[j*ldb + p] when trans, else b[p*ldb + j] */
     FN(pack_panel)(dst, GEMM_NR, b, ldb, nr, kc, trans);
+}
+
+/* The kc rows x `cols` columns of B (not transposed) starting at `b` into kc x NR micro-panels
+ * side by side, as pack_b_panel packs each: dst[jp * NR * kc + p * NR + j] = b[p * ldb + jp * NR
+ * + j], zeros past `cols`. Row by row, each row of B read once from left to right: packed panel
+ * by panel, each panel's kc rows are read a row stride apart, a few cache lines each, which
+ * the hardware prefetch does not follow (32 x 1024 x 1024 float64 on one thread, 1024 columns
+ * 8 KB apart: 32% of its time went to packing B; row by row 25%, and the product took 892 us
+ * instead of 1088, fastest calls). */
+static void FN(pack_b_block)(T *restrict dst, const T *restrict b, int64_t ldb, int64_t cols,
+                             int64_t kc) {
+    for (int64_t p = 0; p < kc; p++) {
+        const T *row = b + p * ldb;
+        for (int64_t j = 0; j < cols; j += GEMM_NR) {
+            T *panel = dst + j * kc + p * GEMM_NR;
+#pragma GCC unroll 4
+            for (int64_t i = 0; i < GEMM_NR; i += VLEN)
+                V(store)(panel + i, V(load_part)(row + j + i, cols - j - i, 0));
+        }
+    }
 }
 
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
@@ -233,7 +258,8 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
  *    be a row stride apart (1 KB for 256 columns: all in the same few L1 sets), and the edge
  *    tile (m not a multiple of MR) are packed, by each thread;
  *  - B is read in place when it is not transposed, else each thread packs its own panels;
- *    an edge panel (n not a multiple of NR) is always packed. Packing would cost about as
+ *    an edge panel (n not a multiple of NR) is packed unless it is one whole vector (16
+ *    float32 columns: 32 x 1024 x 16 took 15% of its time packing it). Packing would cost about as
  *    much as the arithmetic here: every B panel serves only m / MR tiles.
  * With nothing packed per K block to keep in cache, the K blocks are long (up to
  * GEMM_COLUMNS_KC): each pass over C's tiles costs a load and a store of all of them. */
@@ -267,7 +293,7 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
             int64_t j = jp * GEMM_NR, nr = fastnn_min(GEMM_NR, n - j);
             const T *bp = b_pack;
             int64_t b_step = GEMM_NR;
-            if (!trans_b && nr == GEMM_NR) {
+            if (!trans_b && (nr == GEMM_NR || nr == VLEN)) { /* whole vectors (gemm_tile) */
                 bp = b + pc * ldb + j;
                 b_step = ldb;
             } else {
@@ -311,38 +337,92 @@ static void FN(gemm_add_partials)(T *c, int64_t ldc, const T *partials, int coun
         }
 }
 
-/* Few rows, B not transposed and a small C (fastnn_gemm takes it for a layer's forward pass
- * over a batch, where A is not transposed either): thread t computes the product over its
- * share of K, rows k0..k1-1 of B, into C (t = 0) or a partial buffer; after one barrier each
+/* Rows i0..i1-1 of C (m x n) = the sum of the `count` products C^T (n x m, row stride m) in
+ * `parts`, then the epilogue: the last step of a product computed as C^T (the plan's
+ * `transposed` IN_PLACE and SPLIT_K, for a C of few columns). */
+static void FN(gemm_gather_transposed)(T *c, int64_t ldc, const T *parts, int count, int64_t m,
+                                       int64_t n, int64_t i0, int64_t i1,
+                                       const fastnn_epilogue *epilogue) {
+    const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
+    for (int64_t i = i0; i < i1; i++) {
+        T *ci = c + i * ldc;
+        for (int64_t j = 0; j < n; j++) {
+            T s = parts[j * m + i];
+            for (int q = 1; q < count; q++) s += parts[(int64_t)q * m * n + j * m + i];
+            ci[j] = s;
+        }
+        if (epilogue)
+            for (int64_t j = 0; j < n; j += VLEN) {
+                int64_t cols = n - j;
+                VEC r = V(add)(V(load_part)(ci + j, cols, 0), V(load_part)(bias + j, cols, 0));
+                V(store_part)(ci + j, FN(activate)(r, epilogue->activation, (T)epilogue->alpha),
+                              cols);
+            }
+    }
+}
+
+/* The panels first_panel..end_panel-1 (of NR rows of C) of C^T = op(B)^T op(A)^T (n x m) into
+ * ct (row stride m), by gemm_columns_thread with the operands' roles and transposes swapped:
+ * for a C of at most half a panel of columns, whose tiles would be one vector wide, the
+ * tiles of C^T are a whole panel wide. A tile one vector wide loads a broadcast of A for each
+ * multiply-add, and ran at about 65% of the speed of one two vectors wide (float32, one
+ * thread: 32 x 1024 x 16 with 32 columns instead of 16 took 1.3 times as long, not 2);
+ * gemm_plan.c has the figures of the plan's choice. */
+static int FN(gemm_columns_transposed)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
+                                       int trans_a, const T *b, int64_t ldb, int trans_b, T *ct,
+                                       int64_t first_panel, int64_t end_panel) {
+    return FN(gemm_columns_thread)(n, m, k, b, ldb, !trans_b, a, lda, !trans_a, ct, m, NULL,
+                                   first_panel, end_panel);
+}
+
+/* Few rows and a small C (the plan's SPLIT_K: a layer's forward pass over a batch, neither
+ * operand transposed, or a C of one panel of columns with a long K, either transposed):
+ * thread t computes the product over its share of K, k0..k1-1, into C (t = 0) or a partial
+ * buffer (or, for a C of few columns, its C^T into a partial buffer); after one barrier each
  * thread adds up a share of the rows and applies the epilogue. Splitting K rather than
  * columns makes each thread read only the rows of B that it wrote itself in the optimizer
  * step before (which splits the weights by rows too): splitting columns made each read half
  * of its columns from the other core's cache, which cost the batch-32 forward pass of a
  * 784-256 layer 40% of its time. */
-/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1. */
+/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1; or,
+ * `transposed`, its C^T into partial t. */
 static int FN(split_k_part)(int t, int team, int64_t m, int64_t n, int64_t k, const T *a,
-                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
-                            int64_t ldc, T *partials) {
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
+                            int64_t ldc, T *partials, int transposed) {
     int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
+    const T *a0 = trans_a ? a + k0 * lda : a + k0, *b0 = trans_b ? b + k0 : b + k0 * ldb;
+    if (transposed)
+        return FN(gemm_columns_transposed)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b,
+                                           partials + t * m * n, 0, fastnn_ceil_div(m, GEMM_NR));
     T *dst = t == 0 ? c : partials + (t - 1) * m * n;
-    return FN(gemm_columns_thread)(m, n, k1 - k0, trans_a ? a + k0 * lda : a + k0, lda, trans_a,
-                                   b + k0 * ldb, ldb, 0, dst, t == 0 ? ldc : n, NULL, 0,
-                                   fastnn_ceil_div(n, GEMM_NR));
+    return FN(gemm_columns_thread)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b, dst,
+                                   t == 0 ? ldc : n, NULL, 0, fastnn_ceil_div(n, GEMM_NR));
+}
+
+/* Rows i0..i1-1 of C from the `team` shares of a split-K product (split_k_part). */
+static void FN(split_k_sum)(T *c, int64_t ldc, const T *partials, int team, int64_t m, int64_t n,
+                            int64_t i0, int64_t i1, const fastnn_epilogue *epilogue,
+                            int transposed) {
+    if (transposed)
+        FN(gemm_gather_transposed)(c, ldc, partials, team, m, n, i0, i1, epilogue);
+    else
+        FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, i0, i1, epilogue);
 }
 
 static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
-                            int64_t lda, int trans_a, const T *b, int64_t ldb, T *c,
-                            int64_t ldc, const fastnn_epilogue *epilogue) {
-    T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(threads - 1) * m * n * sizeof(T));
+                            int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
+                            int64_t ldc, const fastnn_epilogue *epilogue, int transposed) {
+    T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL,
+                                 (size_t)(threads - !transposed) * m * n * sizeof(T));
     if (!partials) return FASTNN_OUT_OF_MEMORY;
     int status = FASTNN_OK;
     if (fastnn_contended()) { /* a busy machine: the same parts and sums on this thread */
         for (int t = 0; t < threads && status == FASTNN_OK; t++)
-            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
-                                      partials);
+            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
+                                      ldc, partials, transposed);
         for (int t = 0; t < threads && status == FASTNN_OK; t++)
-            FN(gemm_add_partials)(c, ldc, partials, threads - 1, m, n, m * t / threads,
-                                  m * (t + 1) / threads, epilogue);
+            FN(split_k_sum)(c, ldc, partials, threads, m, n, m * t / threads,
+                            m * (t + 1) / threads, epilogue, transposed);
         return status;
     }
     int64_t start = fastnn_now_ns(), done = 0;
@@ -350,8 +430,8 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
     {
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
-        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, c, ldc, partials) !=
-            FASTNN_OK) {
+        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                             partials, transposed) != FASTNN_OK) {
 #pragma omp atomic write
             status = FASTNN_OUT_OF_MEMORY;
         }
@@ -360,8 +440,8 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
 #pragma omp atomic read
         seen = status;
         if (seen == FASTNN_OK)
-            FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, m * t / team,
-                                  m * (t + 1) / team, epilogue);
+            FN(split_k_sum)(c, ldc, partials, team, m, n, m * t / team, m * (t + 1) / team,
+                            epilogue, transposed);
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }
@@ -407,12 +487,14 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
             int64_t kc = fastnn_min(kc_max, k - pc);
             int accumulate = pc > 0;
             const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
-            for (int64_t jp = 0; jp < n_panels; jp++) {
-                int64_t j = jc + jp * GEMM_NR;
-                const T *src = trans_b ? b + j * ldb + pc : b + pc * ldb + j;
-                FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, src, ldb, trans_b,
-                                 fastnn_min(GEMM_NR, j1 - j), kc);
-            }
+            if (trans_b)
+                for (int64_t jp = 0; jp < n_panels; jp++) {
+                    int64_t j = jc + jp * GEMM_NR;
+                    FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, b + j * ldb + pc, ldb, trans_b,
+                                     fastnn_min(GEMM_NR, j1 - j), kc);
+                }
+            else
+                FN(pack_b_block)(b_pack, b + pc * ldb + jc, ldb, fastnn_min(nc, j1 - jc), kc);
             for (int64_t i = i0; i < i1; i += GEMM_MR) {
                 int64_t mr = fastnn_min(GEMM_MR, i1 - i);
                 const T *src = trans_a ? a + pc * lda + i : a + i * lda + pc;
@@ -429,13 +511,15 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
     return FASTNN_OK;
 }
 
-/* ---- The SMALL path: at most FASTNN_GEMM_SMALL rows of C' ----
+/* ---- The SMALL path: at most FASTNN_GEMM_SMALL rows of C' (any rows for the dot products:
+ * gemm_plan.c gives it a C of few columns with B transposed) ----
  * C' (m' x n') = A' (m' x k) @ B' (k x n'), each read through a row and a column stride:
  * A'[r][p] = a[r * a_rs + p * a_cs], B'[p][j] = b[p * b_rs + j * b_cs], C'[r][j] =
  * c[r * c_rs + j * c_cs]. C' is C, or C^T when C has few columns (then A' = op(B)^T and
  * B' = op(A)^T), so one kernel serves a single sample (M = 1) and a single output (N = 1).
- * The rows of A' are first copied into a contiguous block (m' x k, zero-padded to whole
- * vectors); then B', the big operand, is read once:
+ * A' is read in place by the row kernels (its elements are broadcast one at a time, so a
+ * transposed A' costs nothing: small_a), and copied into a contiguous block (m' x k,
+ * zero-padded to whole vectors) for the dot products only; B', the big operand, is read once:
  *  - by its rows when they are contiguous (b_cs = 1): for a chunk of columns, the m' rows of
  *    C' are accumulated in an L1 buffer while the rows of B' stream past, four at a time, each
  *    a long contiguous run (small_axpy); or, from four rows of C' on and with B' in L2, in
@@ -453,10 +537,20 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
 
-/* acc[r][0..w) += sum_p arows[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
- * is inlined); B'[p] starts at b + p * b_rs and is contiguous. */
+/* A'[r][p] of the row kernels below, read in place: a[r * ld + p] (its rows contiguous,
+ * cm = 0) or a[p * ld + r] (its columns contiguous, cm = 1: A transposed, or op(B)^T of C^T);
+ * cm is a constant where this is inlined. Copying a transposed A' into rows first, one element
+ * at a time a stride apart, took longer than the product: 8 x 1024 x 16 with A transposed,
+ * 3.8 us against NumPy's 2.0 (issue 20). The sums are the same, in the same order. */
+static inline __attribute__((always_inline)) T FN(small_a)(const int cm, const T *restrict a,
+                                                            int64_t ld, int64_t r, int64_t p) {
+    return cm ? a[p * ld + r] : a[r * ld + p];
+}
+
+/* acc[r][0..w) += sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
+ * is inlined; A' as small_a reads it); B'[p] starts at b + p * b_rs and is contiguous. */
 static inline __attribute__((always_inline)) void FN(small_axpy)(
-    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
@@ -470,9 +564,9 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
                                      : V(load_part)(b0 + q * b_rs + j, cols, 0);
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
-                const T *ar = arows + r * kp + p;
-                VEC s = V(fma)(V(set1)(ar[1]), bv[1], V(mul)(V(set1)(ar[0]), bv[0]));
-                VEC t = V(fma)(V(set1)(ar[3]), bv[3], V(mul)(V(set1)(ar[2]), bv[2]));
+#define AR(q) V(set1)(FN(small_a)(cm, arows, kp, r, p + (q)))
+                VEC s = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
+                VEC t = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
                 T *dst = acc + r * acc_ld + j;
                 V(store)(dst, V(add)(V(load)(dst), V(add)(s, t)));
             }
@@ -486,21 +580,21 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
                 T *dst = acc + r * acc_ld + j;
-                V(store)(dst, V(fma)(V(set1)(arows[r * kp + p]), bv, V(load)(dst)));
+                V(store)(dst, V(fma)(AR(0), bv, V(load)(dst)));
             }
         }
     }
 }
 
-/* acc[r][0..w) = sum_p arows[r][p] * B'[p][0..w) for r < rows (a constant, 4 to 8, where
- * this is inlined), for four or more rows of C': each block of two vectors of columns keeps
+/* acc[r][0..w) = sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant, 4 to 8, where
+ * this is inlined; A' as small_a reads it), for four or more rows of C': each block of two vectors of columns keeps
  * its rows x 2 sums in registers over all of K, reading the block's rows of B' in place (a
  * stride apart, each line once). small_axpy passes its sums through the L1 buffer every four
  * rows of B', a load and a store per four products, which bounds it by the loads once a B'
  * element serves several rows of C'; here each B' vector feeds `rows` FMAs and each
  * broadcast of A' two. */
 static inline __attribute__((always_inline)) void FN(small_tile)(
-    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     for (int64_t j = 0; j < w; j += 2 * VLEN) {
         int64_t cols = w - j;
@@ -513,7 +607,7 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
                 VEC b0 = V(load)(bj + p * b_rs), b1 = V(load)(bj + p * b_rs + VLEN);
 #pragma GCC unroll 8
                 for (int r = 0; r < rows; r++) {
-                    VEC av = V(set1)(arows[r * kp + p]);
+                    VEC av = AR(0);
                     sum[r][0] = V(fma)(av, b0, sum[r][0]);
                     sum[r][1] = V(fma)(av, b1, sum[r][1]);
                 }
@@ -524,7 +618,7 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
                 VEC b1 = V(load_part)(bj + p * b_rs + VLEN, cols - VLEN, 0);
 #pragma GCC unroll 8
                 for (int r = 0; r < rows; r++) {
-                    VEC av = V(set1)(arows[r * kp + p]);
+                    VEC av = AR(0);
                     sum[r][0] = V(fma)(av, b0, sum[r][0]);
                     sum[r][1] = V(fma)(av, b1, sum[r][1]);
                 }
@@ -547,7 +641,7 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * second pass over B' made it slower (3.8 -> 5.8 us), so one vector only. */
 #define GEMM_SMALL_NARROW 1
 static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
-    const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     for (int64_t j = 0; j < w; j += VLEN) {
         int64_t cols = w - j;
@@ -563,11 +657,10 @@ static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
                 bv[q] = cols >= VLEN ? V(load)(b0 + q * b_rs) : V(load_part)(b0 + q * b_rs, cols, 0);
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
-                const T *ar = arows + r * kp + p;
-                VEC s0 = V(fma)(V(set1)(ar[1]), bv[1], V(mul)(V(set1)(ar[0]), bv[0]));
-                VEC s1 = V(fma)(V(set1)(ar[3]), bv[3], V(mul)(V(set1)(ar[2]), bv[2]));
-                VEC s2 = V(fma)(V(set1)(ar[5]), bv[5], V(mul)(V(set1)(ar[4]), bv[4]));
-                VEC s3 = V(fma)(V(set1)(ar[7]), bv[7], V(mul)(V(set1)(ar[6]), bv[6]));
+                VEC s0 = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
+                VEC s1 = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
+                VEC s2 = V(fma)(AR(5), bv[5], V(mul)(AR(4), bv[4]));
+                VEC s3 = V(fma)(AR(7), bv[7], V(mul)(AR(6), bv[6]));
                 sum[r] = V(add)(sum[r], V(add)(V(add)(s0, s1), V(add)(s2, s3)));
             }
         }
@@ -575,15 +668,17 @@ static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
             const T *b0 = b + p * b_rs + j;
             VEC bv = cols >= VLEN ? V(load)(b0) : V(load_part)(b0, cols, 0);
 #pragma GCC unroll 8
-            for (int r = 0; r < rows; r++) sum[r] = V(fma)(V(set1)(arows[r * kp + p]), bv, sum[r]);
+            for (int r = 0; r < rows; r++) sum[r] = V(fma)(AR(0), bv, sum[r]);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < rows; r++) V(store)(acc + r * acc_ld + j, sum[r]);
     }
 }
+#undef AR
 
 /* sums[r][q] = sum_p arows[r][p] * B'[p][q] for r < rows (a constant <= 4 where this is
- * inlined), q < 4, where column q of B' is contiguous at cols[q]; arows is zero-padded to kp. */
+ * inlined), q < 4, where column q of B' is contiguous at cols[q]; row r of A' is contiguous at
+ * arows + r * kp. */
 static inline __attribute__((always_inline)) void FN(small_dot)(
     const int rows, int64_t k, const T *restrict arows, int64_t kp, const T *const cols[4],
     T sums[4][4]) {
@@ -600,7 +695,8 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
             bv[q] = left >= VLEN ? V(load)(cols[q] + p) : V(load_part)(cols[q] + p, left, 0);
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
-            VEC av = V(load)(arows + r * kp + p);
+            VEC av = left >= VLEN ? V(load)(arows + r * kp + p)
+                                  : V(load_part)(arows + r * kp + p, left, 0);
 #pragma GCC unroll 4
             for (int q = 0; q < 4; q++) acc[r][q] = V(fma)(av, bv[q], acc[r][q]);
         }
@@ -616,17 +712,6 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                                  const T *b, int64_t b_rs, int64_t b_cs, T *c, int64_t c_rs,
                                  int64_t c_cs, int64_t j0, int64_t j1) {
     if (j0 >= j1) return FASTNN_OK;
-    int64_t kp = fastnn_ceil_div(k, VLEN) * VLEN;
-    T *arows = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * kp * sizeof(T));
-    if (!arows) return FASTNN_OUT_OF_MEMORY;
-    for (int64_t r = 0; r < m; r++) {
-        T *dst = arows + r * kp;
-        if (a_cs == 1)
-            memcpy(dst, a + r * a_rs, (size_t)k * sizeof(T));
-        else
-            for (int64_t p = 0; p < k; p++) dst[p] = a[r * a_rs + p * a_cs];
-        for (int64_t p = k; p < kp; p++) dst[p] = 0;
-    }
     /* Columns of B' contiguous (b_rs == 1), K one vector or less and a few rows: dot products
      * would spend more on summing each of the m x n' dots across lanes than on the products,
      * so each chunk of B' is packed into rows (VLEN x VLEN blocks transposed in registers, into
@@ -636,6 +721,9 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
      * (1 x 16 x 2048) 5.0 -> 5.4 us, and with K of 32 or 64, 15-25% slower: not taken there. */
     int pack = b_cs != 1 && k <= GEMM_SMALL_PACK_K && m >= GEMM_SMALL_PACK_ROWS;
     if (b_cs == 1 || pack) {
+        /* A' in place (small_a): by rows when they are contiguous, else by columns */
+        int a_cm = a_cs != 1;
+        int64_t a_ld = a_cm ? a_cs : a_rs;
         /* A chunk no wider than the columns there are: a 1 x 16 x 16 product clears 16
          * accumulators, not the 16 KB a wide one would. */
         int64_t chunk = fastnn_min(
@@ -664,35 +752,35 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                 FN(pack_panel)(panel, bc_rs, b + jc * b_cs, b_cs, w, k, 1);
                 bc = panel;
             }
+            /* kernel(R rows, A' layout CM, ...) for R = m, a constant in each case */
+#define SMALL_ROWS(KERNEL, CM, FIRST)                                                        \
+    switch (m) {                                                                             \
+        SMALL_ROWS_##FIRST(KERNEL, CM)                                                       \
+        case 5: KERNEL(5, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
+        case 6: KERNEL(6, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
+        case 7: KERNEL(7, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
+        default: KERNEL(8, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                 \
+    }
+#define SMALL_ROWS_1(KERNEL, CM)                                                             \
+    case 1: KERNEL(1, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    case 2: KERNEL(2, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    case 3: KERNEL(3, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    SMALL_ROWS_4(KERNEL, CM)
+#define SMALL_ROWS_4(KERNEL, CM) case 4: KERNEL(4, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;
+#define SMALL_LAYOUTS(KERNEL, FIRST)                                                         \
+    if (a_cm) { SMALL_ROWS(KERNEL, 1, FIRST) } else { SMALL_ROWS(KERNEL, 0, FIRST) }
             if (w <= GEMM_SMALL_NARROW * VLEN) {
-                switch (m) {
-#define SMALL_NARROW_CASE(R) \
-    case R: FN(small_axpy_narrow)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-                    SMALL_NARROW_CASE(1) SMALL_NARROW_CASE(2) SMALL_NARROW_CASE(3)
-                    SMALL_NARROW_CASE(4) SMALL_NARROW_CASE(5) SMALL_NARROW_CASE(6)
-                    SMALL_NARROW_CASE(7)
-                    default: FN(small_axpy_narrow)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-#undef SMALL_NARROW_CASE
-                }
+                SMALL_LAYOUTS(FN(small_axpy_narrow), 1)
             } else if (tile) {
-                switch (m) {
-#define SMALL_TILE_CASE(R) \
-    case R: FN(small_tile)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-                    SMALL_TILE_CASE(4) SMALL_TILE_CASE(5) SMALL_TILE_CASE(6) SMALL_TILE_CASE(7)
-                    default: FN(small_tile)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-#undef SMALL_TILE_CASE
-                }
+                SMALL_LAYOUTS(FN(small_tile), 4)
             } else {
                 memset(acc, 0, (size_t)m * chunk * sizeof(T));
-                switch (m) {
-#define SMALL_AXPY_CASE(R) \
-    case R: FN(small_axpy)(R, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-                    SMALL_AXPY_CASE(1) SMALL_AXPY_CASE(2) SMALL_AXPY_CASE(3) SMALL_AXPY_CASE(4)
-                    SMALL_AXPY_CASE(5) SMALL_AXPY_CASE(6) SMALL_AXPY_CASE(7)
-                    default: FN(small_axpy)(8, k, arows, kp, bc, bc_rs, acc, chunk, w); break;
-#undef SMALL_AXPY_CASE
-                }
+                SMALL_LAYOUTS(FN(small_axpy), 1)
             }
+#undef SMALL_LAYOUTS
+#undef SMALL_ROWS_4
+#undef SMALL_ROWS_1
+#undef SMALL_ROWS
             for (int64_t r = 0; r < m; r++) {
                 if (c_cs == 1)
                     memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
@@ -702,7 +790,18 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         }
         return FASTNN_OK;
     }
-    /* b_rs == 1: dot products along the columns of B' */
+    /* b_rs == 1: dot products along the columns of B', against the rows of A', read in place
+     * when they are contiguous, else copied into a contiguous block */
+    const T *arows = a;
+    int64_t kp = a_rs;
+    if (a_cs != 1) {
+        T *copy = fastnn_scratch(SCRATCH_GEMM_A, (size_t)m * k * sizeof(T));
+        if (!copy) return FASTNN_OUT_OF_MEMORY;
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t p = 0; p < k; p++) copy[r * k + p] = a[r * a_rs + p * a_cs];
+        arows = copy;
+        kp = k;
+    }
     for (int64_t j = j0; j < j1; j += 4) {
         int64_t count = fastnn_min(4, j1 - j);
         const T *cols[4];
@@ -787,6 +886,19 @@ static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t
     if (plan->path == FASTNN_GEMM_PATH_SMALL)
         return FN(gemm_small)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
                               plan->transposed, t, team);
+    if (plan->path == FASTNN_GEMM_PATH_IN_PLACE && plan->transposed) {
+        /* this share's rows of C, as columns of C^T: panels of NR */
+        int64_t panels = fastnn_ceil_div(m, GEMM_NR);
+        int64_t p0 = panels * t / team, p1 = panels * (t + 1) / team;
+        T *ct = fastnn_scratch(SCRATCH_GEMM_T, (size_t)m * n * sizeof(T));
+        if (!ct) return FASTNN_OUT_OF_MEMORY;
+        int status = FN(gemm_columns_transposed)(m, n, k, a, lda, trans_a, b, ldb, trans_b, ct,
+                                                 p0, p1);
+        if (status == FASTNN_OK)
+            FN(gemm_gather_transposed)(c, ldc, ct, 1, m, n, p0 * GEMM_NR,
+                                       fastnn_min(m, p1 * GEMM_NR), epilogue);
+        return status;
+    }
     if (plan->path == FASTNN_GEMM_PATH_IN_PLACE)
         return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
                                        epilogue, n_panels * t / team, n_panels * (t + 1) / team);
@@ -813,8 +925,8 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
     if (plan.path == FASTNN_GEMM_PATH_SPLIT_K) /* on a busy machine, its parts in turn */
-        return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, c, ldc,
-                                epilogue);
+        return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                epilogue, plan.transposed);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
     /* On a busy machine (internal.h), this thread alone: SMALL and IN_PLACE run each thread's
      * share in turn, as a share's width picks SMALL's kernel (its B' in L2 or not) and so its

@@ -61,7 +61,9 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         int64_t long_side = plan.transposed ? m : n;
         /* Memory-bound: a second thread only when both the flops and the bytes of the big
          * operand are worth one (waking a thread cost 250 us under load here, 25 times a
-         * 1 x 784 x 256 product), and each thread gets a few panels. */
+         * 1 x 784 x 256 product), and each thread gets a few panels. (The bytes alone, which
+         * gave float64 1 x 1024 x 256 and 1 x 256 x 1024 two threads, lost on the shared
+         * machine: 0.89 -> 0.75-0.86x NumPy, alternating blocks, issue 20.) */
         int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
                                           FASTNN_GEMM_BYTES_PER_THREAD);
         plan.threads = (int)fastnn_max(
@@ -69,6 +71,18 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         return plan;
     }
 
+    /* A C of at most half a panel of columns (16 float32) on one thread, A not transposed and B
+     * transposed: both read along K, the SMALL path's dot products (four rows by four columns,
+     * summed across lanes once) beat tiles one vector wide over a transposed copy of B. Float32,
+     * alternating blocks in one process, x NumPy: 32 x 1024 x 16 0.68 -> 1.03, 32 x 1024 x 10
+     * 0.48 -> 0.99, 64 x 256 x 10 0.65 -> 0.99, 128 x 256 x 10 1.62 -> 2.26. A short K
+     * (below 4 panels' width) keeps the tiles: the dot products' sums across lanes would
+     * weigh more, and the SMALL path's row kernels (K of one vector) take at most 8 rows. */
+    if (threads == 1 && trans_b && !trans_a && 2 * n <= kernel->nr && m <= kernel->few_rows &&
+        k >= 4 * kernel->nr) {
+        plan.path = FASTNN_GEMM_PATH_SMALL;
+        return plan;
+    }
     int64_t m_panels = fastnn_ceil_div(m, kernel->mr), n_panels = fastnn_ceil_div(n, kernel->nr);
     if (threads > m_panels * n_panels) threads = (int)(m_panels * n_panels);
     plan.threads = threads;
@@ -79,16 +93,37 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     double b_share = (double)k * n * kernel->elem_bytes / threads;
     int b_fits = b_share <= 0.5 * (double)fastnn_l2_bytes() &&
                  (trans_b || (n * kernel->elem_bytes) % 4096 != 0);
+    /* A C of at most half a panel of columns (16 float32) and at least a panel of rows, with A
+     * transposed, is computed as C^T by IN_PLACE and SPLIT_K (gemm_impl.h's
+     * gemm_columns_transposed): its tiles are then a whole panel wide, not one vector, and
+     * op(A)^T, not transposed, is read in place. With A not transposed, C^T's packing would
+     * transpose all of A, which cost more than the wide tiles saved. Float32, one thread,
+     * medians of 9 alternating blocks in one process (loaded machine), before -> after:
+     * 32 x 1024 x 16 12.1 -> 8.1 us, 64 x 1024 x 16 22.9 -> 14.3, 128 x 512 x 16 24.1 -> 12.4,
+     * 32 x 1000 x 13 7.8 -> 4.6; A not transposed 32 x 1024 x 16 9.4 -> 10.1, 128 x 512 x 16
+     * 14.1 -> 17.5; with a K of 32 (a weight gradient at batch 32), the tiles of C^T, a few
+     * multiply-adds each, lost to the gather of C: 128 x 32 x 16 1.2 -> 1.8 us, so only
+     * from a K of 4 panels' width (128 float32) on. */
+    int narrow = trans_a && 2 * n <= kernel->nr && m >= kernel->nr && k >= 4 * kernel->nr;
     if (m <= kernel->few_rows && b_fits) {
-        if (threads == 1) {
-            plan.path = FASTNN_GEMM_PATH_IN_PLACE;
-            return plan;
-        }
         /* The partial products must stay small next to the work (at most 64 Ki numbers), and
          * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
-         * split was the slowest of the three. */
-        if (!trans_a && !trans_b && (double)m * n <= 65536.0 && k >= 32 * threads) {
+         * split was the slowest of the three; but a C of one panel of columns cannot be split
+         * by columns, and split by rows (PACKED) each thread packs all of B: there the K split
+         * wins whatever the transposes (32 x 1024 x 16 float64, alternating blocks on the
+         * shared machine: B transposed 0.66 -> 0.83x NumPy, A transposed 0.58 -> 0.63x).
+         * (Two threads from half the flops, 1 MFLOP, as a K split shares nothing but a small
+         * C: 32 x 1024 x 16 float32 took 5.2 us instead of 8.2 with the other core idle, but
+         * 0.79 -> 0.61x NumPy with it busy, so not taken.) */
+        if (threads > 1 && (n_panels == 1 || (!trans_a && !trans_b)) &&
+            (double)m * n <= 65536.0 && k >= 32 * threads) {
             plan.path = FASTNN_GEMM_PATH_SPLIT_K;
+            plan.transposed = narrow;
+            return plan;
+        }
+        if (threads == 1) {
+            plan.path = FASTNN_GEMM_PATH_IN_PLACE;
+            plan.transposed = narrow;
             return plan;
         }
         /* A transposed is packed, by every thread of a column split (all of it) and of a row

@@ -10,14 +10,15 @@
  * The paths (gemm_impl.h implements them for float32 and float64):
  *
  *  SMALL   at most FASTNN_GEMM_SMALL rows of C (or columns: C^T = op(B)^T op(A)^T is then
- *          computed): a GEMV-like kernel that reads the big operand once, in long contiguous
+ *          computed; or, its dot products only, a few columns of any rows): a GEMV-like kernel that reads the big operand once, in long contiguous
  *          runs (its rows, with the few rows of C kept in L1, or dot products along its
  *          rows), and splits the long side of C between the threads. It is bound by memory
  *          bandwidth, so a second thread also needs enough bytes to read.
  *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
  *          C's columns (or rows, for a weight gradient x^T dz with A transposed).
- *  SPLIT_K (few rows, neither transposed, a small C, a long K: a layer's forward pass over a
- *          batch): IN_PLACE where the threads split K and add up their partial products.
+ *  SPLIT_K (few rows, a small C, a long K, neither operand transposed: a layer's forward pass
+ *          over a batch; or either transposed when C is one panel of columns, e.g. 16):
+ *          IN_PLACE where the threads split K and add up their partial products.
  *  PACKED  the GotoBLAS / BLIS blocking: B packed into L2-sized blocks, A into L1 micro-panels;
  *          the threads form a grid of row_threads x col_threads over C. Splitting the rows
  *          makes every thread pack all of B; splitting the columns makes every thread pack
@@ -28,8 +29,10 @@
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
  *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of the
  *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
- *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL;
- *  3. IN_PLACE or SPLIT_K when M <= the kernel's few_rows and each thread's share of B fits in
+ *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
+ *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
+ *  3. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
+ *     columns) when M <= the kernel's few_rows and each thread's share of B fits in
  *     half of L2: reading a B panel in place then costs what reading a packed one does, and
  *     the copy is saved. A B larger than that, read in place with its long row stride, maps its
  *     panel's rows to a few cache sets and is read from memory again and again (issue 20: a
@@ -80,7 +83,8 @@ typedef struct {
 typedef struct {
     fastnn_gemm_path path;
     int threads;      /* 1: no OpenMP team */
-    /* SMALL: C^T is computed (N, not M, is the small side). */
+    /* SMALL: C^T is computed (N, not M, is the small side); IN_PLACE on one thread and
+     * SPLIT_K: C^T is computed (C has at most half a panel of columns, and a panel of rows). */
     int transposed;
     /* IN_PLACE: the threads split C's rows (1) or columns (0). */
     int split_rows;

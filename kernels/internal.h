@@ -85,7 +85,8 @@ enum {
     SCRATCH_BF16_A = 6, /* bfloat16 precision: packed or rounded operands */
     SCRATCH_BF16_B = 7,
     SCRATCH_BATCHNORM = 8,
-    SCRATCH_SLOTS = 9
+    SCRATCH_GEMM_T = 9, /* the GEMM's C^T of a C of few columns (gemm_impl.h) */
+    SCRATCH_SLOTS = 10
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

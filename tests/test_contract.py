@@ -46,11 +46,21 @@ SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of
     # vector and a part (21 float32 columns) or of whole vectors (48), and 8 x 256 x 256
     (4, 300, 21), (6, 257, 48), (8, 256, 256), (300, 77, 5),
 ]
+# A C of at most 16 columns and 32 rows or more, K of 128 or more: with A transposed, float32
+# computes C^T (gemm_plan.c's `narrow`), on one thread and split along K (from 2 MFLOP); with
+# only B transposed, float32 takes the SMALL path's dot products over any rows (one thread) and
+# float64 splits K (a C of one column panel); odd N below the 16 of a vector, K not a whole
+# number of blocks or vectors, M not a whole number of panels.
+NARROW_GEMM_SHAPES = [(32, 128, 16), (45, 300, 9), (64, 1000, 13), (100, 129, 16),
+                      (33, 2049, 15), (504, 200, 16), (40, 4000, 10)]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
                  (1000, 129, 3), (64, 3, 1000),
                  # the GEMM paths of the sweep with the epilogue: SMALL (8 rows), PACKED with
                  # the threads on columns, PACKED on rows with a wide B
-                 (8, 256, 1024), (32, 1024, 1024), (600, 300, 2000)]
+                 (8, 256, 1024), (32, 1024, 1024), (600, 300, 2000),
+                 # the weight gradient x^T dz of 10 and 16 outputs as C^T (NARROW_GEMM_SHAPES),
+                 # on one thread and split along K
+                 (300, 40, 10), (2000, 64, 16)]
 ROW_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10)]
 FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
 
@@ -99,7 +109,8 @@ def test_take_rows(backend, source_dtype, row_shape, rows, batch):
 
 # -- matmul ------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES +
+                         NARROW_GEMM_SHAPES, ids=str)
 @pytest.mark.parametrize("trans_a", [False, True], ids=["a", "aT"])
 @pytest.mark.parametrize("trans_b", [False, True], ids=["b", "bT"])
 def test_matmul(backend, dtype, shape, trans_a, trans_b):

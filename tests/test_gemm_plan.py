@@ -9,7 +9,8 @@ import pytest
 import fastnn
 
 c_backend = pytest.importorskip("fastnn.backends.c_backend")
-from test_contract import GEMM_SHAPES, SMALL_GEMM_SHAPES, SWEEP_GEMM_SHAPES  # noqa: E402
+from test_contract import (GEMM_SHAPES, NARROW_GEMM_SHAPES, SMALL_GEMM_SHAPES,  # noqa: E402
+                           SWEEP_GEMM_SHAPES)
 
 PATHS = {0: "SMALL", 1: "IN_PLACE", 2: "SPLIT_K", 3: "PACKED"}
 
@@ -34,7 +35,7 @@ def two_threads():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
     seen = set()
-    for n, k, m in GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES:
+    for n, k, m in GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES + NARROW_GEMM_SHAPES:
         for trans_a in (False, True):
             for trans_b in (False, True):
                 path, threads, rows, cols = plan(n, k, m, trans_a, trans_b, dtype)
@@ -56,6 +57,16 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(2048, 256, 16)[:3] == ("PACKED", 2, 2)  # many rows, one panel: split rows
     assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
     assert plan(256, 128, 512, trans_b=True)[:2] == ("IN_PLACE", 2)  # an input gradient
+    # 16 output columns and a long K: split along K whatever the transposes (a C of one column
+    # panel can be split neither by columns nor, without each thread packing all of B, by rows)
+    for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
+        assert plan(32, 1024, 16, trans_a, trans_b, "float64")[:2] == ("SPLIT_K", 2)
+        assert plan(33, 2049, 15, trans_a, trans_b)[:2] == ("SPLIT_K", 2)
+    # ... and below 2 MFLOP (float32) on one thread; with only B transposed, dot products
+    assert plan(32, 1024, 16, trans_a=True)[:2] == ("IN_PLACE", 1)
+    assert plan(32, 1024, 16, trans_b=True)[:2] == ("SMALL", 1)
+    assert plan(100, 129, 16, trans_b=True)[:2] == ("SMALL", 1)
+    assert plan(32, 64, 16, trans_b=True)[0] == "IN_PLACE"  # a short K keeps the tiles
 
 
 def test_one_thread_plans_have_one_thread():

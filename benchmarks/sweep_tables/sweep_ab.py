@@ -5,12 +5,16 @@ blocks, both checked against a float64 product.
 
     mkdir before && git show REV:fastnn/ops.py > before/ops.py \
         && git show REV:fastnn/backends/c_backend.py > before/c_backend.py \
-        && cp <REV's build>/fastnn/_c/_kernels.abi3.so before/
+        && cp <REV's build>/fastnn/_c/_kernels.abi3.so <REV's build>/fastnn/_c/_fastcall.*.so before/
     BEFORE_DIR=before python benchmarks/sweep_tables/sweep_ab.py float32 1,8,32 16,256,1024 \
         16,256,1024 nn,tn,nt
 
 The earlier wrappers run the earlier extension (its own thread count, set to 2 like the current
 one's); the earlier ops module is handed the earlier wrappers after the same registry lookup.
+The C call entry (``_fastcall``) keeps the kernel addresses it is bound to in the module, so the
+earlier side loads its own copy of it from BEFORE_DIR (a file of another path is another module
+instance); with the installed one alone, binding it to the earlier kernels would make both
+sides run them.
 """
 import importlib.util
 import os
@@ -38,10 +42,16 @@ def _load(name, path):
 
 kern_old = _load("before._kernels", os.path.join(BEFORE, "_kernels.abi3.so"))
 kern_old.lib.fastnn_set_num_threads(2)
+fastcall_old = [f for f in os.listdir(BEFORE) if f.startswith("_fastcall.")]
+if fastcall_old:
+    _load("before._fastcall", os.path.join(BEFORE, fastcall_old[0]))
 src = open(os.path.join(BEFORE, "c_backend.py")).read().replace(
     "from .._c._kernels import ffi, lib",
     "import sys as _s; ffi, lib = _s.modules['before._kernels'].ffi, "
-    "_s.modules['before._kernels'].lib")
+    "_s.modules['before._kernels'].lib").replace(
+    "from .._c import _fastcall",
+    "import sys as _s; _fastcall = _s.modules['before._fastcall']" if fastcall_old else
+    "raise ImportError('no _fastcall in BEFORE_DIR')")
 open(os.path.join(BEFORE, "c_backend_old_so.py"), "w").write(src)
 cb_old = _load("fastnn.backends._c_before_oldso", os.path.join(BEFORE, "c_backend_old_so.py"))
 ops_old = _load("fastnn._ops_before", os.path.join(BEFORE, "ops.py"))
