@@ -32,12 +32,6 @@ int fastnn_get_flush_denormal(void);
 /* 1 in a process made by fork() after this library was loaded: kernels then run on one thread
  * (GNU OpenMP's thread pool does not survive a fork). */
 int fastnn_forked_child(void);
-/* The busy-machine rule (internal.h): nanoseconds the kernels run on one thread after a
- * parallel region of `team` threads was held up, when `runnable` tasks were runnable on the
- * machine (-1: unknown) and the spell of held-up regions began `spell_ns` before. */
-int64_t fastnn_held_up_pause_ns(int team, int runnable, int64_t spell_ns);
-/* 1 while the kernels run on one thread for a busy machine (or FASTNN_ASSUME_CONTENDED=1). */
-int fastnn_contended(void);
 /* The vector code the kernels run now: "avx512", "avx2" or "portable" (the AMX instruction
  * set runs the AVX-512 float kernels). */
 const char *fastnn_simd_name(void);

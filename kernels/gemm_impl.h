@@ -445,7 +445,7 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }
-    fastnn_team_report(threads, start, done, fastnn_now_ns());
+    fastnn_team_report(start, done, fastnn_now_ns());
     return status;
 }
 
@@ -957,7 +957,7 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }
-    fastnn_team_report(plan.threads, start, done, fastnn_now_ns());
+    fastnn_team_report(start, done, fastnn_now_ns());
     return status;
 }
 

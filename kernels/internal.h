@@ -45,26 +45,19 @@ int fastnn_threads_for(double work, double grain);
 
 /* A busy machine. When the calling thread of a parallel region has finished its share and then
  * waits at the region's end for more than FASTNN_CONTENDED_WAIT_NS and longer than half of its
- * own work, another thread was held up. If another task was runnable when it arrived (a busy
- * neighbour process, a spinning thread pool of another library), its core was taken: for the
- * next FASTNN_CONTENDED_PAUSE_NS, fastnn_contended() is 1, and the kernels whose results do not
- * depend on the thread count (FASTNN_FOR's loops, the GEMM but for its K split) run on the
- * calling thread alone; the first region after that probes again. If no other task was
- * runnable, the hypervisor paused the thread's virtual CPU (a spell of a few ms, about once per
- * 500 ms on a quiet VM here): the wait already sat it out, and the next region runs on all
- * threads again, unless the held-up regions go on for more than FASTNN_SPELL_MOST_NS (regions
- * held up less than FASTNN_SPELL_GAP_NS apart belong to one spell). Sums split between threads
- * (a K split, db, FASTNN_FOR_SUM) keep their split, so the same seed still trains bit for bit
- * the same. A quiet machine never waits that long, so nothing changes there. Each parallel
- * region reports with fastnn_team_report(its thread count, its start, when the calling thread
+ * own work, another thread's core was taken (a busy neighbour process, a spinning thread pool of
+ * another library, the OS): for the next FASTNN_CONTENDED_PAUSE_NS, fastnn_contended() is 1, and
+ * the kernels whose results do not depend on the thread count (FASTNN_FOR's loops, the GEMM but
+ * for its K split) run on the calling thread alone; the first region after that probes again.
+ * Sums split between threads (a K split, db, FASTNN_FOR_SUM) keep their split, so the same seed
+ * still trains bit for bit the same. A quiet machine never waits that long, so nothing changes
+ * there. Each parallel region reports with fastnn_team_report(its start, when the calling thread
  * finished its share, its end). */
 #define FASTNN_CONTENDED_WAIT_NS 200000
 #define FASTNN_CONTENDED_PAUSE_NS 100000000
-#define FASTNN_SPELL_GAP_NS 50000000
-#define FASTNN_SPELL_MOST_NS 10000000
 int64_t fastnn_now_ns(void);
 int fastnn_contended(void);
-void fastnn_team_report(int team, int64_t start, int64_t master_done, int64_t end);
+void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);
 
 /* This thread's number in the innermost OpenMP team, and the team's size (0 and 1 outside
  * a parallel region). */
@@ -149,7 +142,7 @@ static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
                 fastnn_fp_leave(fastnn_fp_);                                                    \
                 if (fastnn_team_index() == 0) fastnn_done_ = fastnn_now_ns();                   \
             }                                                                                   \
-            fastnn_team_report((threads), fastnn_start_, fastnn_done_, fastnn_now_ns());        \
+            fastnn_team_report(fastnn_start_, fastnn_done_, fastnn_now_ns());                   \
         } else {                                                                                \
             unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
             for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
@@ -171,7 +164,7 @@ static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
                 fastnn_fp_leave(fastnn_fp_);                                                    \
                 if (fastnn_team_index() == 0) fastnn_done_ = fastnn_now_ns();                   \
             }                                                                                   \
-            fastnn_team_report((threads), fastnn_start_, fastnn_done_, fastnn_now_ns());        \
+            fastnn_team_report(fastnn_start_, fastnn_done_, fastnn_now_ns());                   \
         } else {                                                                                \
             unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
             for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \

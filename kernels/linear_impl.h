@@ -113,7 +113,7 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
                 fastnn_fp_leave(fp);
                 if (t == 0) done = fastnn_now_ns();
             }
-            fastnn_team_report(threads, start, done, fastnn_now_ns());
+            fastnn_team_report(start, done, fastnn_now_ns());
         }
     }
     const T *grad_z = dz ? dz : dy;

@@ -1,11 +1,8 @@
 /* runtime.c - thread count (and fork), floating-point mode switch, per-thread scratch buffers. */
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -71,53 +68,13 @@ int64_t fastnn_now_ns(void) {
 }
 
 /* Until when (fastnn_now_ns) the kernels run on one thread, because the last parallel region
- * found the other threads' cores taken (see fastnn_team_report); when the last region was held
- * up, and when the spell it belongs to began. */
+ * found the other threads' cores taken (see fastnn_team_report). */
 static int64_t g_contended_until = 0;
-static int64_t g_last_held_up = 0;
-static int64_t g_spell_began = 0;
 
-/* The tasks runnable on the machine now, as Linux counts them (the 4th field of /proc/loadavg,
- * "running/total": the scheduler's nr_running at the read); -1 when it cannot be read. Only
- * read after a held-up region (about 5 us: open, read, close), never on a quiet run. */
-static int runnable_tasks(void) {
-    char text[128];
-    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t got = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (got <= 0) return -1;
-    text[got] = 0;
-    const char *at = text;
-    for (int field = 0; field < 3; field++) { /* past the three load averages */
-        at = strchr(at, ' ');
-        if (!at) return -1;
-        at++;
-    }
-    if (*at < '0' || *at > '9') return -1;
-    return (int)strtol(at, NULL, 10);
-}
-
-int64_t fastnn_held_up_pause_ns(int team, int runnable, int64_t spell_ns) {
-    /* No other task runnable when the held-up thread arrives: nobody took its core, the
-     * hypervisor stopped its virtual CPU a while (a spell of a few ms, about once per 500 ms on
-     * a quiet VM here), and the next region runs on all threads again. But a spell that goes
-     * on past FASTNN_SPELL_MOST_NS, or a task runnable besides the team's (a busy neighbour,
-     * another library's spinning threads), means a taken core. An unknown count counts as a
-     * taken core. */
-    if (runnable >= 0 && runnable <= team && spell_ns <= FASTNN_SPELL_MOST_NS) return 0;
-    return FASTNN_CONTENDED_PAUSE_NS;
-}
-
-void fastnn_team_report(int team, int64_t start, int64_t master_done, int64_t end) {
+void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
     int64_t waited = end - master_done, worked = master_done - start;
-    if (waited <= FASTNN_CONTENDED_WAIT_NS || 2 * waited <= worked) return;
-    int64_t last = __atomic_exchange_n(&g_last_held_up, end, __ATOMIC_RELAXED);
-    if (end - last > FASTNN_SPELL_GAP_NS)
-        __atomic_store_n(&g_spell_began, end, __ATOMIC_RELAXED);
-    int64_t pause = fastnn_held_up_pause_ns(
-        team, runnable_tasks(), end - __atomic_load_n(&g_spell_began, __ATOMIC_RELAXED));
-    if (pause) __atomic_store_n(&g_contended_until, end + pause, __ATOMIC_RELAXED);
+    if (waited > FASTNN_CONTENDED_WAIT_NS && 2 * waited > worked)
+        __atomic_store_n(&g_contended_until, end + FASTNN_CONTENDED_PAUSE_NS, __ATOMIC_RELAXED);
 }
 
 /* FASTNN_ASSUME_CONTENDED=1: always contended (the tests check that the one-thread fallback

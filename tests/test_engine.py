@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -234,101 +233,3 @@ def test_one_thread_fallback_of_a_busy_machine_gives_the_same_bits(name):
     busy = run_python(CONTENDED_CHECK.format(name=name), FASTNN_ASSUME_CONTENDED="1")
     assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
     assert normal.stdout == busy.stdout
-
-
-#: The busy-machine rule's values (kernels/internal.h, numba_kernels/team.py).
-PAUSE_NS, SPELL_MOST_NS, SPELL_GAP_NS = 100_000_000, 10_000_000, 50_000_000
-
-
-def _pause_rules():
-    """name -> the backend's held_up_pause_ns(team, runnable, spell_ns)."""
-    rules = {}
-    if "c" in COMPILED:
-        from fastnn.backends import c_backend
-        rules["c"] = c_backend.lib.fastnn_held_up_pause_ns
-    if "numba" in COMPILED:
-        from fastnn.backends.numba_kernels import team
-        assert (team.CONTENDED_PAUSE_NS, team.SPELL_MOST_NS, team.SPELL_GAP_NS) == (
-            PAUSE_NS, SPELL_MOST_NS, SPELL_GAP_NS)
-        rules["numba"] = team.held_up_pause_ns
-    return rules
-
-
-@pytest.mark.parametrize("name", COMPILED)
-def test_a_held_up_region_pauses_the_threads_only_for_a_taken_core(name):
-    """A held-up region with no task runnable besides the team's is a spell of the VM: no
-    pause, until the spell lasts SPELL_MOST_NS; another runnable task, or a count that could
-    not be read (-1), means a taken core: PAUSE_NS on one thread."""
-    rule = _pause_rules()[name]
-    for team in (2, 4):
-        assert rule(team, team, 0) == 0
-        assert rule(team, 1, SPELL_MOST_NS) == 0
-        assert rule(team, team, SPELL_MOST_NS + 1) == PAUSE_NS
-        assert rule(team, team + 1, 0) == PAUSE_NS
-        assert rule(team, -1, 0) == PAUSE_NS
-
-
-@pytest.mark.skipif("numba" not in COMPILED, reason="the numba backend is not under test")
-def test_held_up_loops_of_one_spell_pause_the_numba_threads_after_spell_most():
-    from fastnn.backends.numba_kernels import team
-    team.assume_contended(False)
-    try:
-        start = time.monotonic_ns()
-        team.held_up(2, start, 2)  # a spell begins: no pause
-        assert not team.contended()
-        team.held_up(2, start + SPELL_MOST_NS // 2, 2)  # the same spell
-        assert not team.contended()
-        team.held_up(2, start + SPELL_MOST_NS + 1, 2)  # the spell went on too long
-        assert team.contended()
-        team.assume_contended(False)
-        team.held_up(2, start, 2)
-        team.held_up(2, start + SPELL_GAP_NS + 1, 2)  # a new spell, after a gap
-        assert not team.contended()
-        team.held_up(2, start + SPELL_GAP_NS + 2, 3)  # another task runnable
-        assert team.contended()
-    finally:
-        team.assume_contended(False)
-
-
-@pytest.mark.skipif("numba" not in COMPILED or not os.path.exists("/proc/loadavg"),
-                    reason="the numba backend under test, on Linux")
-def test_numba_reads_the_runnable_tasks_of_the_machine():
-    from fastnn.backends.numba_kernels import team
-    runnable = team.runnable_tasks()
-    total = int(open("/proc/loadavg").read().split()[3].split("/")[1])
-    assert 1 <= runnable <= total + 64  # this thread runs; tasks may start in between
-
-
-BUSY_CHECK = """
-    import os, subprocess, sys, time, numpy as np, fastnn
-    from fastnn import ops
-    fastnn.set_backend({name!r})
-    fastnn.set_num_threads(2)
-    if {name!r} == "c":
-        from fastnn.backends.c_backend import lib
-        contended = lambda: bool(lib.fastnn_contended())
-    else:
-        from fastnn.backends.numba_kernels import team
-        contended = team.contended
-    a = np.ones((256, 256), np.float32)
-    ops.matmul(a, a)
-    neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                  for _ in range(os.cpu_count() or 2)]
-    try:
-        time.sleep(0.2)
-        deadline = time.monotonic() + 60
-        while not contended() and time.monotonic() < deadline:
-            ops.matmul(a, a)
-        print("contended" if contended() else "never contended")
-    finally:
-        for neighbour in neighbours:
-            neighbour.kill()
-            neighbour.wait()
-"""
-
-
-@pytest.mark.parametrize("name", COMPILED)
-def test_busy_neighbours_on_every_core_make_the_kernels_fall_back_to_one_thread(name):
-    result = run_python(BUSY_CHECK.format(name=name))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["contended"]

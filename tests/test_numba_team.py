@@ -69,9 +69,7 @@ def test_a_long_wait_for_the_other_thread_makes_the_machine_contended(two_numba_
     numbers = np.full(2, -1, np.int64)
     record_threads(numbers, 0)  # compiled; a quiet loop leaves the machine quiet
     assert not team.contended()
-    # held-up loops: with nothing else runnable they are a spell of the VM until they go on
-    # for SPELL_MOST_NS; a shared machine may also hold up the calling thread: try again
-    for _ in range(10):
+    for _ in range(10):  # a shared machine may also hold up the calling thread: try again
         record_threads(numbers, 20 * team.CONTENDED_WAIT_NS)
         if team.contended():
             break
