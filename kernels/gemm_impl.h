@@ -550,8 +550,8 @@ static inline __attribute__((always_inline)) T FN(small_a)(const int cm, const T
 /* acc[r][0..w) += sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
  * is inlined; A' as small_a reads it); B'[p] starts at b + p * b_rs and is contiguous. */
 static inline __attribute__((always_inline)) void FN(small_axpy)(
-    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
-    int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
+    const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         const T *b0 = b + p * b_rs;
@@ -587,15 +587,15 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
 }
 
 /* acc[r][0..w) = sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant, 4 to 8, where
- * this is inlined; A' as small_a reads it), for four or more rows of C': each block of two vectors of columns keeps
- * its rows x 2 sums in registers over all of K, reading the block's rows of B' in place (a
- * stride apart, each line once). small_axpy passes its sums through the L1 buffer every four
- * rows of B', a load and a store per four products, which bounds it by the loads once a B'
- * element serves several rows of C'; here each B' vector feeds `rows` FMAs and each
- * broadcast of A' two. */
+ * this is inlined; A' as small_a reads it), for four or more rows of C': each block of two
+ * vectors of columns keeps its rows x 2 sums in registers over all of K, reading the block's
+ * rows of B' in place (a stride apart, each line once). small_axpy passes its sums through
+ * the L1 buffer every four rows of B', a load and a store per four products, which bounds it
+ * by the loads once a B' element serves several rows of C'; here each B' vector feeds `rows`
+ * FMAs and each broadcast of A' two. */
 static inline __attribute__((always_inline)) void FN(small_tile)(
-    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
-    int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
+    const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     for (int64_t j = 0; j < w; j += 2 * VLEN) {
         int64_t cols = w - j;
         VEC sum[8][2];
@@ -641,8 +641,8 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * second pass over B' made it slower (3.8 -> 5.8 us), so one vector only. */
 #define GEMM_SMALL_NARROW 1
 static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
-    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
-    int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
+    const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     for (int64_t j = 0; j < w; j += VLEN) {
         int64_t cols = w - j;
         VEC sum[8];

@@ -10,9 +10,10 @@
  * The paths (gemm_impl.h implements them for float32 and float64):
  *
  *  SMALL   at most FASTNN_GEMM_SMALL rows of C (or columns: C^T = op(B)^T op(A)^T is then
- *          computed; or, its dot products only, a few columns of any rows): a GEMV-like kernel that reads the big operand once, in long contiguous
- *          runs (its rows, with the few rows of C kept in L1, or dot products along its
- *          rows), and splits the long side of C between the threads. It is bound by memory
+ *          computed; or, its dot products only, a few columns of any rows): a GEMV-like
+ *          kernel that reads the big operand once, in long contiguous runs (its rows, with
+ *          the few rows of C kept in L1, or dot products along its rows), and splits the
+ *          long side of C between the threads. It is bound by memory
  *          bandwidth, so a second thread also needs enough bytes to read.
  *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
  *          C's columns (or rows, for a weight gradient x^T dz with A transposed).
