@@ -24,6 +24,13 @@ def plan(n, k, m, trans_a=False, trans_b=False, dtype="float32"):
     return PATHS[path], out[0][0], out[1][0], out[2][0]
 
 
+def panel_columns(dtype):
+    """Columns of a panel of the C GEMM's micro-kernel (two vectors) in the kernels running now
+    (AMX runs the AVX-512 float kernels)."""
+    vector_bytes = {"avx512": 64, "amx": 64, "avx2": 32, "portable": 16}[c_backend.ISA]
+    return 2 * vector_bytes // np.dtype(dtype).itemsize
+
+
 @pytest.fixture
 def two_threads():
     saved = c_backend.get_num_threads()
@@ -57,16 +64,28 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(2048, 256, 16)[:3] == ("PACKED", 2, 2)  # many rows, one panel: split rows
     assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
     assert plan(256, 128, 512, trans_b=True)[:2] == ("IN_PLACE", 2)  # an input gradient
-    # 16 output columns and a long K: split along K whatever the transposes (a C of one column
-    # panel can be split neither by columns nor, without each thread packing all of B, by rows)
+    # A C of one panel of columns and a long K: split along K whatever the transposes (it can
+    # be split neither by columns nor, without each thread packing all of B, by rows). A
+    # panel is two vectors: 32 float32 / 16 float64 columns with AVX-512, 16 / 8 with AVX2,
+    # 8 / 4 with the portable kernels; K grows as the panel narrows, to keep the flops. A C of
+    # at most FASTNN_GEMM_SMALL (8) columns takes the SMALL path (C^T) first.
+    def expected(columns, path):
+        return "SMALL" if columns <= 8 else path
+
+    nr32, nr64 = panel_columns("float32"), panel_columns("float64")
     for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
-        assert plan(32, 1024, 16, trans_a, trans_b, "float64")[:2] == ("SPLIT_K", 2)
-        assert plan(33, 2049, 15, trans_a, trans_b)[:2] == ("SPLIT_K", 2)
-    # ... and below 2 MFLOP (float32) on one thread; with only B transposed, dot products
-    assert plan(32, 1024, 16, trans_a=True)[:2] == ("IN_PLACE", 1)
-    assert plan(32, 1024, 16, trans_b=True)[:2] == ("SMALL", 1)
-    assert plan(100, 129, 16, trans_b=True)[:2] == ("SMALL", 1)
-    assert plan(32, 64, 16, trans_b=True)[0] == "IN_PLACE"  # a short K keeps the tiles
+        for got, columns in [(plan(32, 1024 * 16 // nr64, nr64, trans_a, trans_b, "float64"), nr64),
+                             (plan(33, 2049 * 32 // nr32, nr32 - 1, trans_a, trans_b), nr32 - 1)]:
+            assert got[0] == expected(columns, "SPLIT_K")
+            assert got[0] == "SMALL" or got[1] == 2
+    # ... and below 2 MFLOP (float32) on one thread a C of half a panel; with only B
+    # transposed, dot products from a K of 4 panels' width
+    half = nr32 // 2
+    assert plan(32, 1024, half, trans_a=True)[:2] == (expected(half, "IN_PLACE"), 1)
+    assert plan(32, 1024, half, trans_b=True)[:2] == ("SMALL", 1)
+    assert plan(100, 4 * nr32 + 1, half, trans_b=True)[:2] == ("SMALL", 1)
+    # a short K keeps the tiles
+    assert plan(32, 2 * nr32, half, trans_b=True)[0] == expected(half, "IN_PLACE")
 
 
 def test_one_thread_plans_have_one_thread():
