@@ -17,20 +17,18 @@ static double FN(bce)(T *grad, const T *logits, const T *targets, int64_t size, 
     return total * scale;
 }
 
-/* ||w||^2 of `size` values, in double: scikit-learn's L2 term (hyper[H_L2]); the vector
- * kernel of the instruction set in use (misc_impl.h). On the MNIST-shaped batch-128 step
- * (235k weights) it took ~14 us in the baseline build's SSE code. */
-static double FN(squares)(const T *w, int64_t size) { return FN(fastnn_sum_squares)(w, size); }
-
 /* Sum of ||W||^2 over the weight matrices of the plan's Dense layers (not the biases), layer by
- * layer in order (the update sums the same terms in the same order: the same bits). */
+ * layer in order (the update sums the same terms in the same order: the same bits):
+ * scikit-learn's L2 term (hyper[H_L2]). Each matrix's by fastnn_sum_squares, the vector kernel
+ * of the instruction set in use (misc_impl.h; ~14 us a step for the 235k weights of
+ * 784-256-128-10 in the baseline build's SSE loop it replaced). */
 static double FN(weight_squares)(const T *params, const int64_t *ints, int64_t layers) {
     double total = 0;
     for (int64_t l = 0; l < layers; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
-        total += FN(squares)(params + li[FASTNN_LI_WEIGHT],
-                             li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS]);
+        total += FN(fastnn_sum_squares)(params + li[FASTNN_LI_WEIGHT],
+                                        li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS]);
     }
     return total;
 }
@@ -273,7 +271,7 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
             if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
             done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
             FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
-            if (fold) next_squares += FN(squares)(params + weight, done - weight);
+            if (fold) next_squares += FN(fastnn_sum_squares)(params + weight, done - weight);
         }
         if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
         if (fold) *squares = next_squares;
