@@ -18,6 +18,8 @@ semantics of PyTorch's DistributedDataParallel and Horovod:
   backward (MODE_GRADIENTS), the Allreduce, and one call for the update (MODE_APPLY): the
   weights are those of the per-layer path bit for bit. A non-finite loss on any rank travels
   in that same Allreduce (as a NaN gradient) and stops every rank at the same step;
+* dropout: each rank draws its own masks (the shared seed with its rank mixed in,
+  :meth:`DataParallel.dropout_seed`), as each GPU of DistributedDataParallel does;
 * the loss and metrics of each epoch, and the validation data (split ``r::size`` across
   ranks, no row twice), are summed across ranks exactly, so History, callbacks and the
   progress line see the global figures on every rank; only rank 0 prints and only rank 0
@@ -45,6 +47,8 @@ import traceback
 from typing import Optional
 
 import numpy as np
+
+from fastnn import counter_rng
 
 #: Environment variables that MPI launchers set in every process they start, with the size.
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
@@ -213,6 +217,17 @@ class DataParallel:
             buffer[0] = np.random.SeedSequence().entropy % (1 << 62)
         self.comm.broadcast(buffer)
         return int(buffer[0])
+
+    def dropout_seed(self, seed: int) -> int:
+        """This rank's own dropout stream from the shared training seed.
+
+        The masks of the counter-based generator are keyed by seed, layer, epoch, step and
+        element (fastnn.counter_rng); with the shared seed alone, row ``i`` of every rank's
+        batch would get the same mask at every step. Mixing in the rank (SplitMix64's
+        finalizer) gives each rank masks independent of every other rank's, the same on every
+        backend and path, and reproducible for a given seed and rank count.
+        """
+        return counter_rng.mix(counter_rng.mix(seed) ^ (self.comm.rank + 1))
 
     def broadcast_model(self, model) -> None:
         """Rank 0's weights and optimizer state everywhere."""

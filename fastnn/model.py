@@ -302,6 +302,8 @@ class Sequential:
             if class_weight is not None:  # as Keras: class_weight weighs the training rows only
                 validation = validation[:3] + (None,)
         dropout_seed = int(train_seed.spawn(1)[0].generate_state(1, np.uint64)[0])
+        if parallel is not None:  # each rank its own masks
+            dropout_seed = parallel.dropout_seed(dropout_seed)
         rng = np.random.default_rng(train_seed)
         clock = counter_rng.StepClock()
         for position, layer in enumerate(self.layers):

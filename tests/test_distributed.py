@@ -324,3 +324,46 @@ def test_a_non_finite_loss_on_another_rank_stops_this_one_at_the_same_step(backe
     assert np.isfinite(plan.stats[2, 0])  # this rank's own loss was finite
     for expected, got in zip(reference.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(got, expected)
+
+
+class MirrorCommunicator(distributed.Communicator):
+    """Rank ``rank`` of 2 whose peer holds the same data and sends back this rank's own
+    gradients: the mean is this rank's gradient, so what a rank trains depends on its own
+    dropout masks alone."""
+
+    size, local_size = 2, 2
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def allreduce_sum(self, buffer):
+        buffer += buffer.copy()
+
+    def broadcast(self, buffer, root=0):
+        pass
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "per-layer"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_rank_draws_its_own_dropout_masks(monkeypatch, backend, compiled):
+    """With the shared seed alone, row i of every rank's batch got the same mask; each rank
+    now mixes its rank into the dropout stream, on both paths, the same on every backend."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    weights, keys = {}, {}
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "current", lambda rank=rank: MirrorCommunicator(rank))
+        model = Sequential([Dense(16, "relu", input_dim=6), Dropout(0.5), Dense(2, "softmax")],
+                           seed=4)
+        model.compile(SGD(0.1), "sparse_categorical_crossentropy")
+        model.compiled_loop = compiled
+        with fastnn.use_backend(backend):
+            model.fit(x, y, epochs=1, batch_size=16, seed=9, verbose=0)
+        weights[rank], keys[rank] = model.get_weights(), model.layers[1].key
+    assert keys[0] != keys[1]
+    assert not np.array_equal(weights[0][0], weights[1][0])  # other masks, other gradients
+    # a rank's own stream: the single-process stream with the rank mixed into its seed
+    parallel = distributed.DataParallel(MirrorCommunicator(1))
+    assert parallel.dropout_seed(123) != distributed.DataParallel(
+        MirrorCommunicator(0)).dropout_seed(123) != 123
