@@ -9,6 +9,13 @@ run. It prints one row per shape with both times and the ratio NumPy time / fast
 1: fastnn is faster), then the worst ratio and the geometric mean; ``--plot`` draws a heat map
 per dtype and transpose.
 
+``--dtypes bfloat16`` sweeps fastnn's bfloat16 matmul precision (``ops.matmul(...,
+precision="bfloat16")``: float32 operands rounded to bfloat16, float32 accumulation; see
+fastnn.precision) against PyTorch's ``torch.mm`` on bfloat16 tensors in the same run (issue
+20: at least 1.0x at every shape with M >= 32); it needs PyTorch. Each bfloat16 result is
+checked against the float64 product of the rounded operands within 2e-5 * sum_k |a||b| (as
+benchmarks/test_bf16.py).
+
 Timing: for each shape, blocks of calls of one library alternate with blocks of the other
 (three each, every block at least ``block_seconds`` long); a short pause before each block
 lets the other library's idle threads stop spinning (OpenBLAS's spin up to 0.1 s), so each
@@ -39,6 +46,8 @@ M_VALUES = (1, 8, 32, 128, 256, 512, 1024, 4096)
 KN_VALUES = (16, 256, 1024, 2048, 4096)
 TRANSPOSES = ("nn", "tn", "nt", "tt")
 DTYPES = ("float32", "float64")
+#: The precisions ``--dtypes`` accepts: DTYPES against NumPy, bfloat16 against PyTorch.
+SWEEP_DTYPES = DTYPES + ("bfloat16",)
 
 #: The quick subset: every path of the C GEMM and the cliffs of issue 20, in about a minute.
 QUICK_M = (1, 8, 32, 128, 256, 1024)
@@ -88,23 +97,62 @@ def time_pair(ours, theirs, block_seconds: float = 0.02,
     return ours_times, theirs_times
 
 
+def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int):
+    """PyTorch's bfloat16 product of the same operands (converted once, outside the timing),
+    on ``threads`` threads; ImportError with the install hint when PyTorch is missing."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("the bfloat16 sweep compares against PyTorch's bfloat16 matmul: "
+                          "pip install torch") from exc
+    torch.set_num_threads(threads)
+    ta = torch.from_numpy(np.ascontiguousarray(a_op)).to(torch.bfloat16)
+    tb = torch.from_numpy(np.ascontiguousarray(b_op)).to(torch.bfloat16)
+    return lambda: torch.mm(ta, tb)
+
+
+def _check(out: np.ndarray, expected: Optional[np.ndarray], a_op: np.ndarray,
+           b_op: np.ndarray, dtype: str, label: str):
+    """The float dtypes against NumPy's product ``expected``; bfloat16 against the float64
+    product of the operands rounded to bfloat16, within 2e-5 * sum_k |a_ik| |b_kj| (float32
+    accumulation)."""
+    if dtype == "bfloat16":
+        ra = ops.round_bfloat16(np.ascontiguousarray(a_op)).astype(np.float64)
+        rb = ops.round_bfloat16(np.ascontiguousarray(b_op)).astype(np.float64)
+        bound = 2e-5 * (np.abs(ra) @ np.abs(rb)) + 1e-30
+        ok = bool(np.all(np.abs(out - ra @ rb) <= bound))
+    else:
+        scale = math.sqrt(a_op.shape[1]) * (1e-4 if dtype == "float32" else 1e-12)
+        ok = np.allclose(out, expected, rtol=scale, atol=scale)
+    if not ok:
+        raise AssertionError(f"matmul {label} {dtype}: wrong result")
+
+
 def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = "c",
-            block_seconds: float = 0.02) -> Dict:
-    """One row of the sweep: both times, the ratio and fastnn's GFLOP/s; checks the result."""
-    a, b = operands(m, k, n, transposes, dtype)
+            block_seconds: float = 0.02, threads: Optional[int] = None) -> Dict:
+    """One row of the sweep: both times, the ratio (rival's time / fastnn's) and fastnn's
+    GFLOP/s; checks the result. The rival is NumPy's ``@`` for float32 and float64, PyTorch's
+    bfloat16 ``torch.mm`` (on ``threads`` threads) for bfloat16."""
+    bf16 = dtype == "bfloat16"
+    a, b = operands(m, k, n, transposes, "float32" if bf16 else dtype)
     trans_a, trans_b = transposes[0] == "t", transposes[1] == "t"
     a_op, b_op = (a.T if trans_a else a), (b.T if trans_b else b)
-    out, expected = np.empty((m, n), dtype), np.empty((m, n), dtype)
-    with use_backend(backend):
-        ours = lambda: ops.matmul(a, b, trans_a, trans_b, out=out)  # noqa: E731
+    out, expected = np.empty((m, n), a.dtype), None
+    if bf16:
+        theirs = _torch_bfloat16(a_op, b_op, threads or get_num_threads().get(backend, 1))
+    else:
+        expected = np.empty((m, n), a.dtype)
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
+    with use_backend(backend):
+        precision = "bfloat16" if bf16 else None
+        ours = lambda: ops.matmul(a, b, trans_a, trans_b, out=out,  # noqa: E731
+                                  precision=precision)
         ours_times, theirs_times = time_pair(ours, theirs, block_seconds)
-    fastnn_s, numpy_s = float(np.median(ours_times)), float(np.median(theirs_times))
-    scale = math.sqrt(k) * (1e-4 if dtype == "float32" else 1e-12)
-    if not np.allclose(out, expected, rtol=scale, atol=scale):
-        raise AssertionError(f"matmul {m}x{k}x{n} {transposes} {dtype}: wrong result")
+    fastnn_s, rival_s = float(np.median(ours_times)), float(np.median(theirs_times))
+    _check(out, expected, a_op, b_op, dtype, f"{m}x{k}x{n} {transposes}")
     return {"m": m, "k": k, "n": n, "transposes": transposes, "dtype": dtype,
-            "fastnn_s": fastnn_s, "numpy_s": numpy_s, "ratio": numpy_s / fastnn_s,
+            "rival": "torch" if bf16 else "numpy",
+            "fastnn_s": fastnn_s, "rival_s": rival_s, "ratio": rival_s / fastnn_s,
             "ratio_best": min(theirs_times) / min(ours_times),
             "GFLOP/s": 2.0 * m * k * n / fastnn_s / 1e9}
 
@@ -125,7 +173,7 @@ def run(ms: Sequence[int] = M_VALUES, ks: Sequence[int] = KN_VALUES,
                     if progress:
                         progress(f"time budget of {budget_seconds:.0f} s spent: stopping")
                     return rows
-                row = measure(m, k, n, t, dtype, backend)
+                row = measure(m, k, n, t, dtype, backend, threads=threads)
                 rows.append(row)
                 if progress:
                     progress(format_row(row))
@@ -142,7 +190,8 @@ def run_quick(**kwargs) -> List[Dict]:
 
 def format_row(row: Dict) -> str:
     return (f"{row['dtype']:<8} {row['transposes']:<3} {row['m']:>5} x{row['k']:>5} x{row['n']:>5}"
-            f"  fastnn {row['fastnn_s'] * 1e3:10.4f} ms  numpy {row['numpy_s'] * 1e3:10.4f} ms"
+            f"  fastnn {row['fastnn_s'] * 1e3:10.4f} ms  {row['rival']:<5} "
+            f"{row['rival_s'] * 1e3:10.4f} ms"
             f"  x{row['ratio']:5.2f} (best x{row['ratio_best']:5.2f})"
             f"  {row['GFLOP/s']:7.1f} GFLOP/s")
 
@@ -165,9 +214,11 @@ def format_summary(rows: Sequence[Dict]) -> str:
     s = summary(rows)
     if not s["shapes"]:
         return "no shape measured"
+    rival = " or ".join(sorted({"NumPy" if r["rival"] == "numpy" else "PyTorch bfloat16"
+                                for r in rows}))
     return (f"{s['shapes']} shapes: worst x{s['worst']:.2f} ({s['worst_shape']}), "
             f"geometric mean x{s['geomean']:.2f}, {s['below_0.9']} below x0.90 "
-            f"(NumPy time / fastnn time, medians of the blocks); fastest blocks: worst "
+            f"({rival} time / fastnn time, medians of the blocks); fastest blocks: worst "
             f"x{s['worst_best']:.2f}, geometric mean x{s['geomean_best']:.2f}")
 
 
@@ -194,7 +245,8 @@ def plot_heatmap(rows: Sequence[Dict], path: str) -> None:
         axis.set_yticks(range(len(ms)), [str(m) for m in ms])
         axis.set_xticks(range(len(kns)), [f"{k}x{n}" for k, n in kns], rotation=90)
         axis.set_ylabel("M")
-        axis.set_title(f"{dtype} {t}: NumPy time / fastnn time (K x N)")
+        rival = "PyTorch" if dtype == "bfloat16" else "NumPy"
+        axis.set_title(f"{dtype} {t}: {rival} time / fastnn time (K x N)")
         for i in range(len(ms)):
             for j in range(len(kns)):
                 if not np.isnan(grid[i, j]):
@@ -238,8 +290,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threads (2)")
     parser.add_argument("--budget", type=arguments.positive_float, default=None,
                         help="stop the sweep after this many seconds")
-    parser.add_argument("--dtypes", type=_names_of(DTYPES), default=None,
-                        help="comma-separated, e.g. float32")
+    parser.add_argument("--dtypes", type=_names_of(SWEEP_DTYPES), default=None,
+                        help="comma-separated of float32,float64 (against NumPy) and "
+                             "bfloat16 (against PyTorch's bfloat16 matmul)")
     parser.add_argument("--transposes", type=_names_of(TRANSPOSES), default=None,
                         help="comma-separated of nn,tn,nt,tt")
     for name, what in (("ms", "M (rows of the output)"), ("ks", "K (inner)"),

@@ -4,11 +4,13 @@ options. Its figures are benchmarks, not tests."""
 from __future__ import annotations
 
 import math
+import sys
 
+import numpy as np
 import pytest
 
 import fastnn
-from fastnn import bench_sweep, cli
+from fastnn import bench_sweep, cli, ops
 
 
 def test_grid_holds_the_issue_shapes():
@@ -27,8 +29,8 @@ def test_run_measures_checks_and_summarises(capsys):
     assert [(r["m"], r["k"], r["n"], r["transposes"], r["dtype"]) for r in rows] == [
         (1, 16, 33, "nt", "float64"), (9, 16, 33, "nt", "float64")]
     for row in rows:
-        assert row["fastnn_s"] > 0 and row["numpy_s"] > 0
-        assert math.isclose(row["ratio"], row["numpy_s"] / row["fastnn_s"])
+        assert row["fastnn_s"] > 0 and row["rival_s"] > 0
+        assert math.isclose(row["ratio"], row["rival_s"] / row["fastnn_s"])
     summary = bench_sweep.summary(rows)
     assert summary["shapes"] == 2 and summary["worst"] == min(r["ratio"] for r in rows)
     assert "geometric mean" in bench_sweep.format_summary(rows)
@@ -58,3 +60,37 @@ def test_slices_of_the_grid_are_measured_alone(capsys):
     assert [(r["m"], r["k"], r["n"], r["transposes"], r["dtype"]) for r in rows] == [
         (2, 5, 7, "tn", "float64"), (3, 5, 7, "tn", "float64")]
     assert "2 shapes" in capsys.readouterr().out
+
+
+@pytest.mark.skipif("c" not in fastnn.available_backends(), reason="needs the C backend")
+def test_the_bfloat16_sweep_measures_against_torch_and_checks_each_product(capsys):
+    """--dtypes bfloat16: fastnn's bfloat16 matmul against torch.mm on bfloat16 tensors, each
+    product checked against the float64 product of the rounded operands."""
+    pytest.importorskip("torch")  # CI installs it (.ci/run)
+    args = cli.build_parser().parse_args(
+        ["bench", "--sweep", "--ms", "3,40", "--ks", "24", "--ns", "17", "--transposes", "nt",
+         "--dtypes", "bfloat16", "--sweep-threads", "1"])
+    rows = bench_sweep.run_from_args(args)
+    assert [(r["m"], r["dtype"], r["rival"]) for r in rows] == [(3, "bfloat16", "torch"),
+                                                                (40, "bfloat16", "torch")]
+    for row in rows:
+        assert math.isclose(row["ratio"], row["rival_s"] / row["fastnn_s"])
+    assert "PyTorch bfloat16 time / fastnn time" in capsys.readouterr().out
+
+
+def test_the_bfloat16_check_catches_a_wrong_product():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 9)).astype(np.float32), rng.standard_normal((9, 4))
+    b = b.astype(np.float32)
+    good = ops.round_bfloat16(a).astype(np.float64) @ ops.round_bfloat16(b).astype(np.float64)
+    bench_sweep._check(good.astype(np.float32), None, a, b, "bfloat16", "5x9x4")
+    bad = good.astype(np.float32)
+    bad[2, 3] += 1e-2 * abs(bad[2, 3]) + 1e-3
+    with pytest.raises(AssertionError, match="5x9x4 bfloat16: wrong result"):
+        bench_sweep._check(bad, None, a, b, "bfloat16", "5x9x4")
+
+
+def test_the_bfloat16_sweep_without_torch_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="pip install torch"):
+        bench_sweep.measure(2, 8, 3, "nn", "bfloat16", threads=1)
