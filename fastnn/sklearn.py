@@ -72,7 +72,8 @@ Differences that remain (also listed in the README):
 fastnn's own keyword-only parameters: ``backend`` (None: fastnn's current backend, else
 "c", "numba" or "numpy"), ``dtype`` ("float32" or "float64"), ``dropout`` (a drop rate in
 [0, 1) after each hidden layer; 0 keeps scikit-learn's model), ``matmul_precision``
-("float32", the only precision the GEMMs have in this version).
+("float32" by default; "bfloat16", alias "mixed_bfloat16", rounds the GEMMs' operands to
+bfloat16 with float32 accumulation, :mod:`fastnn.precision`; with ``dtype="float32"`` only).
 
 Pickling stores the weights (and the optimizer's state, so that ``partial_fit`` resumes
 exactly) as plain arrays; fastnn's :class:`~fastnn.Sequential` behind the estimator is
@@ -119,7 +120,8 @@ HIDDEN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "ta
                       "relu": "relu"}
 #: scikit-learn's output activation names (``out_activation_``) -> fastnn's.
 OUTPUT_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
-MATMUL_PRECISIONS = ("float32",)
+#: matmul_precision's accepted names (fastnn.precision's, with Keras' alias).
+MATMUL_PRECISIONS = ("float32", "bfloat16", "mixed_bfloat16")
 #: The message scikit-learn raises when training ends with non-finite weights.
 NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input data may "
                       "contain large values and need to be preprocessed.")
@@ -468,6 +470,9 @@ class _BaseMLP(BaseEstimator):
         if self.matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision: expected one of {list(MATMUL_PRECISIONS)}, "
                              f"got {self.matmul_precision!r}")
+        if self.matmul_precision != "float32" and dtype != np.float32:
+            raise ValueError(f"matmul_precision: {self.matmul_precision!r} needs "
+                             f"dtype='float32', got dtype={self.dtype!r}")
         if self.solver == "lbfgs":
             raise NotImplementedError("solver: fastnn has no 'lbfgs'; use solver='adam' or "
                                       "solver='sgd'")
@@ -560,7 +565,7 @@ class _BaseMLP(BaseEstimator):
                 layers.append(Dropout(float(self.dropout)))
         layers.append(_PenalizedDense(layer_units[-1],
                                       OUTPUT_ACTIVATIONS[self.out_activation_], self._penalty))
-        model = Sequential(layers, dtype=dtype)
+        model = Sequential(layers, dtype=dtype, matmul_precision=self.matmul_precision)
         model.build(layer_units[0])
         model.set_weights(weights)
         self._model, self._optimizer = model, None

@@ -128,7 +128,9 @@ def test_feature_names_in():
     ({"backend": "gpu"}, ValueError, "backend"),
     ({"dtype": "float16"}, ValueError, "dtype"),
     ({"dropout": 1.0}, ValueError, "dropout"),
-    ({"matmul_precision": "bfloat16"}, ValueError, "matmul_precision"),
+    ({"matmul_precision": "float16"}, ValueError, "matmul_precision"),
+    ({"matmul_precision": "bfloat16", "dtype": "float64"}, ValueError,
+     "matmul_precision: 'bfloat16' needs dtype='float32'"),
     ({"solver": "sgd", "momentum": 1.0}, ValueError, "momentum"),
     ({"hidden_layer_sizes": (4, 0)}, ValueError, "hidden_layer_sizes"),
     ({"activation": "softplus"}, ValueError, "activation"),
@@ -424,6 +426,25 @@ def test_dropout_is_seeded_and_changes_training():
     np.testing.assert_array_equal(runs[0].coefs_[0], runs[1].coefs_[0])
     assert not np.allclose(runs[0].coefs_[0], runs[2].coefs_[0])
     assert runs[0].n_layers_ == 3 and len(runs[0].coefs_) == 2
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "mixed_bfloat16"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_matmuls_train_as_the_model_of_that_precision(backend, precision):
+    """matmul_precision="bfloat16" trains a Sequential of bfloat16 GEMMs (fastnn.precision):
+    other weights than float32's, and the digits learned as well, within 2 points."""
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x / 16.0, y, test_size=0.2,
+                                                        random_state=0)
+    params = dict(hidden_layer_sizes=(64,), solver="adam", batch_size=32, max_iter=5,
+                  random_state=0, backend=backend)
+    half = MLPClassifier(matmul_precision=precision, **params).fit(x_train, y_train)
+    full = MLPClassifier(**params).fit(x_train, y_train)
+    assert half._model.matmul_precision == "bfloat16"
+    assert all(layer.matmul_precision == "bfloat16" for layer in half._model.layers)
+    assert not np.allclose(half.coefs_[0], full.coefs_[0], rtol=1e-4, atol=1e-5)
+    assert half.score(x_test, y_test) > 0.93
+    assert abs(half.score(x_test, y_test) - full.score(x_test, y_test)) <= 0.02
 
 
 def test_verbose_prints_scikit_learns_lines(capsys):
