@@ -56,11 +56,16 @@ LAYER_KINDS = {Dense: LAYER_DENSE, Dropout: LAYER_DROPOUT, BatchNormalization: L
 #: Columns of layer_ints.
 #: A Dense without bias has BIAS -1 and its zero bias at STATE; a batch norm has its gamma and
 #: beta at GAMMA and BETA, its state at STATE and its (fused) activation at ACTIVATION.
+#: A Dense's PRECISION is its GEMMs' matmul precision (PRECISION_* below; set by refresh).
 (KIND, INPUTS, UNITS, ACTIVATION, WEIGHT, BIAS, OUTPUT, MASK, KEY, THRESHOLD,
- GAMMA, BETA, STATE, LAYER_INTS) = range(14)
+ GAMMA, BETA, STATE, PRECISION, LAYER_INTS) = range(15)
 #: Columns of layer_reals: leaky_relu's slope; dropout's 1 / (1 - rate); a batch norm's
 #: momentum and epsilon.
 ALPHA, SCALE, MOMENTUM, EPSILON, LAYER_REALS = range(5)
+
+#: Matmul precision codes (fastnn.precision; the C kernels' FASTNN_PRECISION_*).
+PRECISION_FLOAT32, PRECISION_BFLOAT16 = range(2)
+_PRECISION_CODES = {"float32": PRECISION_FLOAT32, "bfloat16": PRECISION_BFLOAT16}
 
 #: Loss codes. Softmax cross-entropy with integer labels or probability rows, binary
 #: cross-entropy on logits (the sigmoid fused in), mean squared error.
@@ -124,7 +129,7 @@ def _metric(model):
 def unsupported(model) -> Optional[str]:
     """Why the compiled loop cannot train ``model`` (built, compiled), or None if it can.
 
-    It runs Dense layers in float32 matmul precision, Dropout, Activation and
+    It runs Dense layers (in float32 or bfloat16 matmul precision), Dropout, Activation and
     BatchNormalization (with center and scale) layers, the four losses without options and
     two optimizers of exactly fastnn's classes (a subclass may change what they compute) or
     of a subclass whose own body names the class it computes as ``compiled_as``
@@ -134,9 +139,6 @@ def unsupported(model) -> Optional[str]:
     for position, layer in enumerate(model.layers):
         if _code(layer, LAYER_KINDS) is None:
             return f"layer {position} is a {type(layer).__name__}"
-        if isinstance(layer, Dense) and \
-                resolve_precision(layer.matmul_precision, model.dtype) != "float32":
-            return f"layer {position} multiplies in bfloat16 precision"
         if isinstance(layer, BatchNormalization) and not (layer.center and layer.scale):
             return f"layer {position} is a BatchNormalization without center or scale"
     loss = model.loss
@@ -304,6 +306,10 @@ class TrainingPlan:
         """Copy the optimizer's hyper-parameters and step count and the batch norms' moving
         statistics in, before a call."""
         self.moving_in()
+        for position, layer in enumerate(self.model.layers):  # the precision in force now
+            if isinstance(layer, Dense):
+                self.layer_ints[position, PRECISION] = _PRECISION_CODES[
+                    resolve_precision(layer.matmul_precision, self.dtype)]
         optimizer, hyper = self.model.optimizer, self.hyper
         hyper[H_LR], hyper[H_WEIGHT_DECAY] = optimizer.lr, optimizer.weight_decay
         hyper[H_L2], self.config[C_EPS_UNCORRECTED] = optimizer.compiled_terms()

@@ -352,12 +352,18 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
     if (threads > m_pairs * n_pairs) threads = (int)(m_pairs * n_pairs);
+    /* On a busy machine (internal.h), this thread alone: every block of C sums all of K on
+     * one thread whatever the split, so the bits do not change. */
+    if (threads > 1 && fastnn_contended()) threads = 1;
     int by_rows = m_pairs >= threads;
     /* Column pairs per chunk of B reused over a thread's rows. */
     int64_t chunk = fastnn_max(1, AMX_B_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    int64_t start = fastnn_now_ns(), done = 0;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
+        /* the kernels' floating-point mode on every thread (the epilogue's activation) */
+        unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
         float block[32 * 32] __attribute__((aligned(64)));
         /* This thread's row pairs (by rows) or column pairs (by columns); it packs those of
@@ -390,7 +396,10 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
                              block);
         }
         if (tiles) _tile_release();
+        fastnn_fp_leave(fp);
+        if (t == 0) done = fastnn_now_ns();
     }
+    if (threads > 1) fastnn_team_report(start, done, fastnn_now_ns());
     return FASTNN_OK;
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "isa.h"
 
 #define FASTNN_LOG1P(x) _Generic((x), float: log1pf, double: log1p)(x)
 #define FASTNN_EXP(x) _Generic((x), float: expf, double: exp)(x)

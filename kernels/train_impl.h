@@ -2,6 +2,12 @@
  * instantiate.h). Each step makes the kernel calls of the per-layer path (Sequential's
  * Workspace) with the same arguments, as C calls: the weights come out bit for bit the same. */
 
+/* A Dense layer's kernels, with its matmul precision (LI_PRECISION, FASTNN_PRECISION_*): the
+ * one table entry that fastnn_linear_forward_f32/_f64 and fastnn_linear_forward_bf16 (bf16.c)
+ * call, as the per-layer path does; so each layer's bits are that path's. The plan gives
+ * float64 layers float32 precision only (fastnn.precision). */
+#define DENSE_KERNELS (fastnn_active_kernels()->TNAME)
+
 /* Mean binary cross-entropy of sigmoid(logits) against targets over `size` values, and its
  * gradient (losses.BinaryCrossentropy: max(z, 0) - z t + log(1 + exp(-|z|)), gradient
  * (sigmoid(z) - t) * scale). */
@@ -143,9 +149,10 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
             const T *bias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE]  /* zeros */
                                                    : params + li[FASTNN_LI_BIAS];
-            status = FN(fastnn_linear_forward)(out, input, params + li[FASTNN_LI_WEIGHT],
-                                               bias, n, k, m,
-                                               (int)li[FASTNN_LI_ACTIVATION], lr[FASTNN_LR_ALPHA]);
+            status = DENSE_KERNELS->linear_forward(out, input, params + li[FASTNN_LI_WEIGHT],
+                                                  bias, n, k, m, (int)li[FASTNN_LI_ACTIVATION],
+                                                  lr[FASTNN_LR_ALPHA],
+                                                  (int)li[FASTNN_LI_PRECISION]);
             if (status != FASTNN_OK) return -1;
         } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_BATCHNORM) {
             status = FN(batchnorm_layer_forward)(out, input, params, masks, li, lr, n, !evaluating);
@@ -221,11 +228,12 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
             T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
                                               : grads + li[FASTNN_LI_BIAS];
-            status = FN(fastnn_linear_backward)(din, grads + li[FASTNN_LI_WEIGHT],
-                                                dbias, in,
-                                                params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
-                                                (int)li[FASTNN_LI_ACTIVATION],
-                                                reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA]);
+            status = DENSE_KERNELS->linear_backward(din, grads + li[FASTNN_LI_WEIGHT],
+                                                   dbias, in, params + li[FASTNN_LI_WEIGHT],
+                                                   out, dout, n, k, m,
+                                                   (int)li[FASTNN_LI_ACTIVATION],
+                                                   reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA],
+                                                   (int)li[FASTNN_LI_PRECISION]);
             if (status != FASTNN_OK) return -1;
         } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_BATCHNORM) {
             const T *state = masks + li[FASTNN_LI_STATE];
@@ -307,3 +315,4 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
     fastnn_fp_leave(fp_saved);
     return steps;
 }
+#undef DENSE_KERNELS

@@ -218,6 +218,32 @@ def test_eight_python_threads_give_the_serial_results(backend_name):
         np.testing.assert_array_equal(got, serial[i])
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_subnormal_epilogues_flush_alike_on_every_thread(backend_name):
+    """The bias and activation after a bfloat16 GEMM run in the kernels' floating-point mode
+    on every thread of its team (flush-to-zero by default, fastnn.set_flush_denormal): a
+    subnormal bias gives the same output on 2 threads as on 1, row by row."""
+    rng = np.random.default_rng(8)
+    x = np.zeros((256, 512), np.float32)
+    x[:, 0] = rng.standard_normal(256).astype(np.float32)
+    w = np.zeros((512, 256), np.float32)
+    bias = np.full(256, 3e-39, np.float32)  # subnormal in float32
+    outputs = []
+    with fastnn.use_backend(backend_name):
+        saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
+        try:
+            for threads in (1, 2):
+                fastnn.set_num_threads(threads)
+                outputs.append(ops.linear_forward(x, w, bias, "identity",
+                                                  precision="bfloat16"))
+        finally:
+            if saved:
+                fastnn.set_num_threads(saved)
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    if backend_name != "numpy":  # NumPy keeps IEEE subnormals; the compiled kernels flush
+        assert not outputs[0].any()
+
+
 # -- the API ---------------------------------------------------------------------------
 
 def test_precision_setting_and_context():

@@ -52,14 +52,14 @@ def output_activation(loss):
 
 def train(backend, compiled, dtype=np.float32, activation="tanh",
           loss="sparse_categorical_crossentropy", optimizer="sgd-nesterov", batch_size=8,
-          dropout=0.25, epochs=2, callbacks=(), shuffle=True):
+          dropout=0.25, epochs=2, callbacks=(), shuffle=True, matmul_precision=None):
     x, labels = data()
     y = targets_for(loss, labels)
     layers = [Dense(7, activation, input_dim=5)]
     if dropout:
         layers.append(Dropout(dropout))
     layers += [Dense(6, activation), Dense(3, output_activation(loss))]
-    model = Sequential(layers, dtype=dtype, seed=1)
+    model = Sequential(layers, dtype=dtype, seed=1, matmul_precision=matmul_precision)
     model.compile(OPTIMIZERS[optimizer](), loss, ["accuracy"])
     model.compiled_loop = compiled
     with fastnn.use_backend(backend):
@@ -154,12 +154,12 @@ def test_the_plan_and_the_kernels_share_their_constants():
              "LAYER_INTS": "LAYER_INTS", "LAYER_REALS": "LAYER_REALS",
              "CONFIG_SIZE": "CONFIG_SIZE", "HYPER_SIZE": "HYPER_SIZE"}
     for column in ("KIND", "INPUTS", "UNITS", "ACTIVATION", "WEIGHT", "BIAS", "OUTPUT", "MASK",
-                   "KEY", "THRESHOLD"):
+                   "KEY", "THRESHOLD", "PRECISION"):
         names[column] = f"LI_{column}"
         assert getattr(numba_train, column) == getattr(plan_module, column)
     for column in ("ALPHA", "SCALE"):
         names[column] = f"LR_{column}"
-    for prefix in ("LOSS_", "OPTIMIZER_", "METRIC_", "MODE_", "C_", "H_"):
+    for prefix in ("LOSS_", "OPTIMIZER_", "METRIC_", "MODE_", "C_", "H_", "PRECISION_"):
         for name in dir(plan_module):
             if name.startswith(prefix):
                 names[name] = name
@@ -351,6 +351,48 @@ def test_what_the_plan_does_not_cover_trains_on_the_per_layer_path(monkeypatch):
     before = model.evaluate(x, y)
     model.fit(x, y, epochs=5, verbose=0, seed=0)
     assert model.evaluate(x, y) < before
+
+
+# -- bfloat16 matmul precision ------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("batch_size", [1, 8, None], ids=lambda b: f"batch-{b}")
+def test_bfloat16_matmuls_train_bit_for_bit_as_the_per_layer_path(backend, optimizer,
+                                                                  batch_size):
+    """Dense layers in bfloat16 matmul precision (each layer's GEMMs on rounded operands, as
+    the per-layer kernels) in the compiled loop: the weights of the per-layer path bit for
+    bit, a short last batch included (53 rows at batch 8)."""
+    assert_same_training(backend, matmul_precision="bfloat16", optimizer=optimizer,
+                         batch_size=batch_size)
+    float32, _ = train(backend, True, optimizer=optimizer, batch_size=batch_size)
+    bfloat16, _ = train(backend, True, optimizer=optimizer, batch_size=batch_size,
+                        matmul_precision="bfloat16")
+    assert not np.array_equal(float32.get_weights()[0], bfloat16.get_weights()[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_wide_bfloat16_model_takes_the_blocked_and_parallel_kernels_bit_for_bit(backend):
+    """The precision in force at each call (a context's, for layers that follow it), in
+    layers large enough for the packed and parallel GEMMs; evaluate and predict too."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 160)).astype(np.float32)
+    y = x[:, :10].argmax(axis=1)
+    results = []
+    for compiled in (False, True):
+        model = Sequential([Dense(256, "relu"), Dropout(0.1), Dense(192, "tanh"),
+                            Dense(10, "softmax")], seed=0)
+        model.compile(SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
+        model.compiled_loop = compiled
+        with fastnn.use_backend(backend), fastnn.matmul_precision("bfloat16"):
+            model.fit(x, y, epochs=2, batch_size=128, verbose=0, seed=2)
+            results.append((model.get_weights(), model.evaluate(x, y, verbose=0),
+                            model.predict(x)))
+    (weights, loss, outputs), (weights_c, loss_c, outputs_c) = results
+    for a, b in zip(weights, weights_c):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
+    np.testing.assert_array_equal(outputs_c, outputs)
 
 
 # -- evaluate ---------------------------------------------------------------------

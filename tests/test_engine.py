@@ -210,7 +210,8 @@ CONTENDED_CHECK = """
         b = rng.standard_normal(m).astype(np.float32)
         y = ops.linear_forward(x, w, b, "tanh")
         for array in (ops.matmul(x, w), y, *ops.linear_backward(x, w, y, y, "tanh"),
-                      ops.softmax(y)):
+                      ops.softmax(y), ops.matmul(x, w, precision="bfloat16"),
+                      *ops.linear_backward(x, w, y, y, "tanh", precision="bfloat16")):
             digest.update(array.tobytes())
     # few rows and a B' about an L2 wide: on the C GEMM's SMALL path each thread's share of
     # B' fits in L2 where the whole does not, which picks another kernel and order of sums

@@ -316,10 +316,11 @@ _LIMITS = np.array([DIRECT_MAX_MULTIPLY_ADDS, PARALLEL_MIN_MULTIPLY_ADDS, PARALL
 
 
 def _train_scratch(plan, threads):
-    """The GEMMs' scratch, dz and the partial bias gradients of a plan's steps, made once per
-    plan and thread count."""
+    """The GEMMs' scratch, dz, the partial bias gradients and the bfloat16 copies of a plan's
+    steps, made once per plan, thread count and set of bfloat16 layers."""
+    rounded = train.rounded_sizes(plan.layer_ints, plan.batch)  # the precisions in force
     cached = plan.cache.get(NAME)
-    if cached is not None and cached[0] == threads:
+    if cached is not None and cached[0] == (threads, rounded):
         return cached[1]
     last = plan.samples - (plan.steps - 1) * plan.batch
     a_size, tile_size, b_size, dz_size = train.scratch_sizes(
@@ -327,8 +328,9 @@ def _train_scratch(plan, threads):
     widest = int(plan.layer_ints[:, 2].max())
     scratch = (np.empty(a_size, plan.dtype), np.empty(tile_size, plan.dtype),
                np.empty(b_size, plan.dtype), np.empty(dz_size, plan.dtype),
-               np.empty((threads, widest), plan.dtype), np.empty((1, 1), plan.dtype))
-    plan.cache[NAME] = (threads, scratch)
+               np.empty((threads, widest), plan.dtype), np.empty((1, 1), plan.dtype),
+               *(np.empty(size, plan.dtype) for size in rounded))
+    plan.cache[NAME] = ((threads, rounded), scratch)
     return scratch
 
 

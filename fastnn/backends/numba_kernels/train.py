@@ -19,9 +19,11 @@ from .batchnorm import (activation_backward_parallel, activation_backward_range,
                         activation_forward_parallel, activation_forward_range,
                         batchnorm_backward_parallel, batchnorm_backward_serial,
                         batchnorm_forward_parallel, batchnorm_forward_serial)
+from .bf16 import round_parallel, round_range
 from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
                    gemm_tiles, tiled)
-from .linear import (backward_scratch_sizes, direct_backward_scratch_size, dz_and_bias_grad_rows,
+from .linear import (backward_scratch_sizes, direct_backward_scratch_size,
+                     dz_and_bias_grad_parallel, dz_and_bias_grad_rows,
                      linear_backward_blocked_into, linear_backward_direct_into)
 from .fp_mode import fp_enter, fp_leave
 from .optim import adam_parallel, adam_range, sgd_parallel, sgd_range
@@ -36,8 +38,9 @@ from .views import first_items, first_rows, rows_of, span_of
 # The plan's constants (fastnn/plan.py; a test checks they agree).
 LAYER_DENSE, LAYER_DROPOUT, LAYER_BATCHNORM, LAYER_ACTIVATION = range(4)
 (KIND, INPUTS, UNITS, ACTIVATION, WEIGHT, BIAS, OUTPUT, MASK, KEY, THRESHOLD, GAMMA, BETA,
- STATE) = range(13)
+ STATE, PRECISION) = range(14)
 ALPHA, SCALE, MOMENTUM, EPSILON = range(4)
+PRECISION_FLOAT32, PRECISION_BFLOAT16 = range(2)
 LOSS_XENT_LABELS, LOSS_XENT_PROBS, LOSS_BCE, LOSS_MSE = range(4)
 OPTIMIZER_SGD = 0
 METRIC_CLASSES, METRIC_FLAGS = 1, 2
@@ -73,6 +76,65 @@ def linear_backward_serial(x, w, y, dy, code, alpha, dx, dw, db, dz, partial_db,
     if dx is not None:
         gemm_blocked_serial(dz, w, False, True, dx, None, IDENTITY, 0.0, 1, a_scratch,
                             tile_scratch, b_scratch)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def product(a, b, trans_a, trans_b, out, bias, code, alpha, threads, limits, a_scratch,
+            tile_scratch, b_scratch):
+    """numba_backend's product of op(a) and op(b) into out (with bias and activation): the
+    direct kernels below DIRECT_MAX multiply-adds, else the blocked ones on gemm_threads
+    threads, with the plan's scratch; the bits of the per-layer path's GEMM."""
+    rows, cols = out.shape
+    inner = a.shape[0] if trans_a else a.shape[1]
+    gemm = gemm_threads(rows, inner, cols, threads, limits)
+    if gemm == 0:
+        if tiled(rows, cols, inner):  # gemm_direct, one call layer less (gemm.tiled)
+            gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, b_scratch)
+        else:
+            gemm_rows(a, b, trans_a, trans_b, out, bias, code, alpha, 0, rows)
+    elif gemm == 1:
+        gemm_blocked_serial(a, b, trans_a, trans_b, out, bias, code, alpha, 1, a_scratch,
+                            tile_scratch, b_scratch)
+    else:
+        gemm_blocked_into(a, b, trans_a, trans_b, out, bias, code, alpha, gemm, a_scratch,
+                          tile_scratch, b_scratch)
+
+
+@njit(cache=True, error_model="numpy")
+def rounded(source, buffer, threads, limits):
+    """source (R, C) rounded to bfloat16 (float32 in, float32 out: bf16.round_range's bits)
+    into the first R * C elements of buffer; returns that (R, C) view."""
+    rows, cols = source.shape
+    out = rows_of(buffer, 0, rows, cols)
+    bits, out_bits = source.reshape(-1).view(np.uint32), out.reshape(-1).view(np.uint32)
+    if threads > 1 and bits.size >= limits[PARALLEL_MIN_ELEMENTS]:
+        round_parallel(bits, out_bits, threads)
+    else:
+        round_range(bits, out_bits, 0, bits.size)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def linear_backward_bfloat16(x, w, y, dy, code, alpha, dx, dw, db, dz, partial_db, threads,
+                             limits, a_scratch, tile_scratch, b_scratch, round_a, round_w,
+                             round_dz):
+    """numba_backend.linear_backward in bfloat16 matmul precision: dz and db from the float32
+    dz, then dw = op(x)^T dz and dx = dz w^T on the operands rounded to bfloat16 (dx None:
+    the first layer's)."""
+    n, m = dy.shape
+    if threads > 1 and n * m >= limits[PARALLEL_MIN_ELEMENTS]:
+        dz_and_bias_grad_parallel(y, dy, code, alpha, dz, db, threads,
+                                  partial_db[:threads, :m])
+    else:
+        dz_and_bias_grad_rows(y, dy, code, alpha, dz, db, 0, n)
+    x16 = rounded(x, round_a, threads, limits)
+    dz16 = rounded(dz, round_dz, threads, limits)
+    product(x16, dz16, True, False, dw, None, IDENTITY, 0.0, threads, limits, a_scratch,
+            tile_scratch, b_scratch)
+    if dx is not None:
+        w16 = rounded(w, round_w, threads, limits)
+        product(dz16, w16, False, True, dx, None, IDENTITY, 0.0, threads, limits, a_scratch,
+                tile_scratch, b_scratch)
 
 
 @njit(cache=True, error_model="numpy")
@@ -227,6 +289,21 @@ def scratch_sizes(layer_ints, batch, last_batch, threads, limits, like):
 
 
 @njit(cache=True, error_model="numpy")
+def rounded_sizes(layer_ints, batch):
+    """Elements of the bfloat16 copies (round_a, round_w, round_dz) that the plan's Dense
+    layers in bfloat16 matmul precision need at ``batch`` rows (1 each when none is)."""
+    a_size = w_size = dz_size = 1
+    for layer in range(layer_ints.shape[0]):
+        if layer_ints[layer, KIND] != LAYER_DENSE \
+                or layer_ints[layer, PRECISION] != PRECISION_BFLOAT16:
+            continue
+        k, m = layer_ints[layer, INPUTS], layer_ints[layer, UNITS]
+        a_size, w_size = max(a_size, batch * k), max(w_size, k * m)
+        dz_size = max(dz_size, batch * m)
+    return a_size, w_size, dz_size
+
+
+@njit(cache=True, error_model="numpy")
 def update(layer_ints, config, hyper, params, grads, state1, state2, n, threads, limits, fold):
     """The optimizer's step over all parameters at once (its steps are element-wise), from
     grads, for a batch of n rows; advances Adam's step count in config. Returns, when
@@ -352,11 +429,13 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 x_data, labels_data, targets_data, classes_data, flags_data, x_batch,
                 labels_batch, targets_batch, classes_batch, flags_batch, acts, dacts, masks,
                 row_loss, outputs_data, order, first_step, steps, stats, threads, limits,
-                a_scratch, tile_scratch, b_scratch, dz_scratch, partial_db, xent_scratch):
+                a_scratch, tile_scratch, b_scratch, dz_scratch, partial_db, xent_scratch,
+                round_a, round_w, round_dz):
     """The contract's train_steps over the plan's arrays (fastnn/plan.py); returns the steps
     done. outputs_data: (samples, outputs), step s's last-layer outputs at rows s * batch..
-    in MODE_PREDICT. limits: int64 (3,), numba_backend's thresholds; the rest:
-    scratch_sizes. Runs in fastnn's floating-point mode (fp_mode)."""
+    in MODE_PREDICT. limits: int64 (3,), numba_backend's thresholds; the GEMM scratch and
+    dz: scratch_sizes; round_a, round_w, round_dz: 1-D, the bfloat16 copies of a layer's
+    input, weights and dz (rounded_sizes). Runs in fastnn's floating-point mode (fp_mode)."""
     mode = fp_enter()
     done = steps
     layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
@@ -405,18 +484,13 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
                 b = bias_of(params, masks, layer_ints, layer, False)
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
-                gemm = gemm_threads(n, k, m, threads, limits)
-                if gemm == 0:
-                    if tiled(n, m, k):  # gemm_direct, one call layer less (gemm.tiled)
-                        gemm_tiles(inputs, w, False, False, out, b, code, alpha, b_scratch)
-                    else:
-                        gemm_rows(inputs, w, False, False, out, b, code, alpha, 0, n)
-                elif gemm == 1:
-                    gemm_blocked_serial(inputs, w, False, False, out, b, code, alpha, 1,
-                                        a_scratch, tile_scratch, b_scratch)
+                if layer_ints[layer, PRECISION] == PRECISION_BFLOAT16:
+                    product(rounded(inputs, round_a, threads, limits),
+                            rounded(w, round_w, threads, limits), False, False, out, b, code,
+                            alpha, threads, limits, a_scratch, tile_scratch, b_scratch)
                 else:
-                    gemm_blocked_into(inputs, w, False, False, out, b, code, alpha, gemm,
-                                      a_scratch, tile_scratch, b_scratch)
+                    product(inputs, w, False, False, out, b, code, alpha, threads, limits,
+                            a_scratch, tile_scratch, b_scratch)
             elif layer_ints[layer, KIND] == LAYER_BATCHNORM:
                 batchnorm_layer_forward(layer_ints, layer_reals, layer, params, masks, inputs,
                                         out, not evaluating, threads, limits)
@@ -513,7 +587,17 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
                 dz = rows_of(dz_scratch, 0, n, m)
                 gemm = gemm_threads(n, k, m, threads, limits)
-                if gemm == 0:
+                if layer_ints[layer, PRECISION] == PRECISION_BFLOAT16 and layer > 0:
+                    linear_backward_bfloat16(inputs, w, out, dout, code, alpha, dinputs, dw, db,
+                                             dz, partial_db, threads, limits, a_scratch,
+                                             tile_scratch, b_scratch, round_a, round_w,
+                                             round_dz)
+                elif layer_ints[layer, PRECISION] == PRECISION_BFLOAT16:
+                    linear_backward_bfloat16(inputs, w, out, dout, code, alpha, None, dw, db,
+                                             dz, partial_db, threads, limits, a_scratch,
+                                             tile_scratch, b_scratch, round_a, round_w,
+                                             round_dz)
+                elif gemm == 0:
                     if layer > 0:
                         linear_backward_direct_into(inputs, w, out, dout, code, alpha, dinputs,
                                                     dw, db, dz, b_scratch)
