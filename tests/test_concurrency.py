@@ -11,6 +11,8 @@ import pytest
 import fastnn
 from fastnn import ops
 
+from conftest import BACKENDS
+
 THREADS = 8
 ROUNDS = 5
 
@@ -30,7 +32,7 @@ def workload(seed):
             ops.matmul(x, x, trans_a=True)]
 
 
-@pytest.mark.parametrize("name", fastnn.available_backends())
+@pytest.mark.parametrize("name", BACKENDS)
 def test_threads_match_serial_results(name):
     with fastnn.use_backend(name):
         serial = [workload(seed) for seed in range(THREADS)]
