@@ -364,6 +364,7 @@ def kernel_cases():
         marks = ([pytest.mark.xfail(reason=ALLOCATING_KERNELS[name], strict=False)]
                  if name in ALLOCATING_KERNELS else [])
         cases.append(pytest.param(name, marks=marks))
+        cases.append(pytest.param(f"{name}-bfloat16", marks=marks))  # its rounded copies too
     return cases
 
 
@@ -380,12 +381,13 @@ def test_a_training_step_allocates_no_array_buffers(kernels, monkeypatch):
     if kernels.startswith("none"):
         monkeypatch.setattr(model_module, "get_backend", null_kernels)
     else:
-        fastnn.set_backend(kernels)
+        fastnn.set_backend(kernels.replace("-bfloat16", ""))
     rng = np.random.default_rng(0)
     samples = 64 * 20 + 17  # a last, smaller batch too
     x, y = rng.random((samples, 32), dtype=np.float32), rng.integers(0, 10, samples)
     model = Sequential([Dense(256, "relu", input_dim=32), Dropout(0.1), Dense(256, "tanh"),
-                        Dense(10, "softmax")], seed=0)
+                        Dense(10, "softmax")], seed=0,
+                       matmul_precision="bfloat16" if kernels.endswith("-bfloat16") else None)
     model.compile(SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy", ["accuracy"])
     model.compiled_loop = kernels != "none-per-layer"
     probe = PeakPerStep()
