@@ -119,22 +119,29 @@ def test_every_batch_size_trains_bit_for_bit_as_the_per_layer_path(backend, dtyp
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_wide_model_takes_the_blocked_and_parallel_kernels_bit_for_bit(backend):
-    """Layers large enough for the packed GEMMs and the backends' parallel kernels."""
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_wide_model_takes_the_blocked_and_parallel_kernels_bit_for_bit(backend, precision):
+    """Layers large enough for the packed GEMMs and the backends' parallel kernels, in each
+    matmul precision (a context's, which the plan reads at every call); evaluate and predict
+    too."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 160)).astype(np.float32)
     y = x[:, :10].argmax(axis=1)
-    weights = []
+    results = []
     for compiled in (False, True):
         model = Sequential([Dense(256, "relu"), Dropout(0.1), Dense(192, "tanh"),
                             Dense(10, "softmax")], seed=0)
         model.compile(SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
         model.compiled_loop = compiled
-        with fastnn.use_backend(backend):
+        with fastnn.use_backend(backend), fastnn.matmul_precision(precision):
             model.fit(x, y, epochs=2, batch_size=128, verbose=0, seed=2)
-        weights.append(model.get_weights())
-    for a, b in zip(*weights):
+            results.append((model.get_weights(), model.evaluate(x, y, verbose=0),
+                            model.predict(x)))
+    (weights, loss, outputs), (weights_c, loss_c, outputs_c) = results
+    for a, b in zip(weights, weights_c):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
+    np.testing.assert_array_equal(outputs_c, outputs)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -369,30 +376,6 @@ def test_bfloat16_matmuls_train_bit_for_bit_as_the_per_layer_path(backend, optim
     bfloat16, _ = train(backend, True, optimizer=optimizer, batch_size=batch_size,
                         matmul_precision="bfloat16")
     assert not np.array_equal(float32.get_weights()[0], bfloat16.get_weights()[0])
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_wide_bfloat16_model_takes_the_blocked_and_parallel_kernels_bit_for_bit(backend):
-    """The precision in force at each call (a context's, for layers that follow it), in
-    layers large enough for the packed and parallel GEMMs; evaluate and predict too."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((300, 160)).astype(np.float32)
-    y = x[:, :10].argmax(axis=1)
-    results = []
-    for compiled in (False, True):
-        model = Sequential([Dense(256, "relu"), Dropout(0.1), Dense(192, "tanh"),
-                            Dense(10, "softmax")], seed=0)
-        model.compile(SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
-        model.compiled_loop = compiled
-        with fastnn.use_backend(backend), fastnn.matmul_precision("bfloat16"):
-            model.fit(x, y, epochs=2, batch_size=128, verbose=0, seed=2)
-            results.append((model.get_weights(), model.evaluate(x, y, verbose=0),
-                            model.predict(x)))
-    (weights, loss, outputs), (weights_c, loss_c, outputs_c) = results
-    for a, b in zip(weights, weights_c):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
-    np.testing.assert_array_equal(outputs_c, outputs)
 
 
 # -- evaluate ---------------------------------------------------------------------
