@@ -627,17 +627,20 @@ def test_the_plan_reads_compiled_as_from_the_class_body_only():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend):
+@pytest.mark.parametrize("features, hidden", [(6, (8, 5)), (300, (256,))])
+def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend, features,
+                                                           hidden):
     """The compiled loop's calls cover as many steps as fit in CHUNK_SECONDS, which follows
     the clock; loss_ must come out the same whatever the chunks were. The L2 term's ||W||^2
     is summed by the first step of a call and by each update for the next step (the fold):
-    both must give the same bits."""
+    both must give the same bits. A 300 x 256 matrix has enough chunks for C's sum of squares
+    to share them between two threads."""
     from fastnn import model as model_module
-    x, y = classification(classes=3)
+    x, y = classification(classes=3, features=features)
     curves = []
     for seconds in (1e-12, 1e12):  # one step a call; calls growing 4x each time
         monkeypatch.setattr(model_module, "CHUNK_SECONDS", seconds)
-        estimator = MLPClassifier(hidden_layer_sizes=(8, 5), batch_size=3, max_iter=3,
+        estimator = MLPClassifier(hidden_layer_sizes=hidden, batch_size=3, max_iter=3,
                                   alpha=0.5, random_state=0, backend=backend)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
