@@ -81,53 +81,32 @@ int64_t FN(fastnn_count_correct)(const T *scores, const int64_t *labels, int64_t
     return correct;
 }
 
-/* The squares of x[begin..end) (at most MISC_CHUNK elements) summed in T by four vector
- * accumulators (so the FMAs overlap). */
-static T FN(chunk_squares)(const T *x, int64_t begin, int64_t end) {
-    int64_t j = begin;
-    VEC acc0 = V(zero)(), acc1 = V(zero)(), acc2 = V(zero)(), acc3 = V(zero)();
-    for (; j + 4 * VLEN <= end; j += 4 * VLEN) {
-        VEC v0 = V(load)(x + j), v1 = V(load)(x + j + VLEN);
-        VEC v2 = V(load)(x + j + 2 * VLEN), v3 = V(load)(x + j + 3 * VLEN);
-        acc0 = V(fma)(v0, v0, acc0);
-        acc1 = V(fma)(v1, v1, acc1);
-        acc2 = V(fma)(v2, v2, acc2);
-        acc3 = V(fma)(v3, v3, acc3);
-    }
-    for (; j < end; j += VLEN) {
-        VEC v = end - j >= VLEN ? V(load)(x + j) : V(load_part)(x + j, end - j, 0);
-        acc0 = V(fma)(v, v, acc0);
-    }
-    return V(hsum)(V(add)(V(add)(acc0, acc1), V(add)(acc2, acc3)));
-}
-
-/* Chunks whose sums one parallel pass of fastnn_sum_squares keeps (on the stack). */
-#define SQUARES_CHUNKS 256
-
-/* ||x||^2 in double: each MISC_CHUNK's squares summed in T (chunk_squares), the chunks' sums
- * added in double, in order, on the calling thread. The threads share the chunks (their
- * sums kept apart, SQUARES_CHUNKS at a time), so the result has the same bits on any number
- * of threads and on every call for the same array (the compiled loop sums a step's weights
- * after their update and before the next step's loss: they must agree). On one thread, the
- * other idle, the sklearn-style update of 784-256-128-10 (Nesterov, L2, these sums) took ~33
- * us a step at batch 128, ~28 with the sums shared (loaded machine). In float32 that is the
- * rounding of np.dot(w, w) on the per-layer path (BLAS sdot sums in float32 too): ~1e-6
- * relative. */
+/* ||x||^2 in double, on the calling thread: each MISC_CHUNK's squares summed in T by four
+ * vector accumulators (so the FMAs overlap), the chunks' sums in double, in order. The same
+ * bits for the same array on every call (the compiled loop sums a step's weights after their
+ * update and before the next step's loss: they must agree). In float32 that is the rounding of
+ * np.dot(w, w) on the per-layer path (BLAS sdot sums in float32 too): ~1e-6 relative. */
 double FN(fastnn_sum_squares)(const T *x, int64_t size) {
     double total = 0;
-    T sums[SQUARES_CHUNKS];
-    int64_t chunks = fastnn_ceil_div(size, MISC_CHUNK);
-    for (int64_t first = 0; first < chunks; first += SQUARES_CHUNKS) {
-        int64_t count = fastnn_min(SQUARES_CHUNKS, chunks - first);
-        int threads = fastnn_threads_for((double)count * MISC_CHUNK, 32768.0);
-        FASTNN_FOR(threads, c, count,
-                   int64_t begin = (first + c) * MISC_CHUNK;
-                   sums[c] = FN(chunk_squares)(x, begin, fastnn_min(size, begin + MISC_CHUNK)););
-        for (int64_t c = 0; c < count; c++) total += (double)sums[c];
+    for (int64_t begin = 0; begin < size; begin += MISC_CHUNK) {
+        int64_t end = fastnn_min(size, begin + MISC_CHUNK), j = begin;
+        VEC acc0 = V(zero)(), acc1 = V(zero)(), acc2 = V(zero)(), acc3 = V(zero)();
+        for (; j + 4 * VLEN <= end; j += 4 * VLEN) {
+            VEC v0 = V(load)(x + j), v1 = V(load)(x + j + VLEN);
+            VEC v2 = V(load)(x + j + 2 * VLEN), v3 = V(load)(x + j + 3 * VLEN);
+            acc0 = V(fma)(v0, v0, acc0);
+            acc1 = V(fma)(v1, v1, acc1);
+            acc2 = V(fma)(v2, v2, acc2);
+            acc3 = V(fma)(v3, v3, acc3);
+        }
+        for (; j < end; j += VLEN) {
+            VEC v = end - j >= VLEN ? V(load)(x + j) : V(load_part)(x + j, end - j, 0);
+            acc0 = V(fma)(v, v, acc0);
+        }
+        total += (double)V(hsum)(V(add)(V(add)(acc0, acc1), V(add)(acc2, acc3)));
     }
     return total;
 }
-#undef SQUARES_CHUNKS
 
 /* The sum of x - x over the array is 0 when every element is finite and NaN otherwise (inf - inf
  * is NaN): branch-free, so it runs at memory speed. (Built without -ffast-math, the compiler
