@@ -379,24 +379,40 @@ def _apply_learning_rate(optimizer, rate: float) -> None:
     optimizer.lr = rate
 
 
-def _binarize(binarizer: LabelBinarizer, y: np.ndarray) -> np.ndarray:
+def _binarize(binarizer: LabelBinarizer, y: np.ndarray):
     """``binarizer.transform(y).astype(bool)``: (n_samples, n_classes) one-hot rows, or one
-    column for two classes. Labels (n_samples,) all among two or more ``classes_`` (the fit's
-    case) take a direct path, 0.4 ms less on the digits than ``transform``'s checks."""
+    column for two classes; and the class indices (n_samples,) of the labels, or None. Labels
+    (n_samples,) all among two or more ``classes_`` (the fit's case) take a direct path, 0.4
+    ms less on the digits than ``transform``'s checks; the indices are a softmax's targets
+    (no argmax of the one-hot rows: 0.7 ms for 60000 rows of 10)."""
     classes = binarizer.classes_
     if y.ndim == 1 and binarizer.y_type_ in ("binary", "multiclass") and len(classes) >= 2:
-        try:
-            indices = np.searchsorted(classes, y)
-            known = (indices < len(classes)).all() and (classes[indices] == y).all()
-        except TypeError:  # labels not comparable with the classes: transform says why
-            known = False
-        if known:
+        indices = _class_indices(classes, y)
+        if indices is not None:
             if len(classes) == 2:
-                return (indices == 1).reshape(-1, 1)
+                return (indices == 1).reshape(-1, 1), indices
             onehot = np.zeros((len(y), len(classes)), bool)
             onehot[np.arange(len(y)), indices] = True
-            return onehot
-    return binarizer.transform(y).astype(bool)
+            return onehot, indices
+    return binarizer.transform(y).astype(bool), None
+
+
+def _class_indices(classes: np.ndarray, y: np.ndarray):
+    """The index (intp) of each label of y (n_samples,) in the sorted distinct ``classes``, or
+    None when a label is not among them. Integer classes 0..k-1 (distinct and sorted: that is
+    classes[0] == 0 and classes[-1] == k - 1) are their own indices, checked by y's range
+    (0.8 ms less than searchsorted for 60000 labels)."""
+    if (y.dtype.kind in "iu" and classes.dtype.kind in "iu" and classes[0] == 0
+            and classes[-1] == len(classes) - 1):
+        if y.min() < 0 or y.max() >= len(classes):
+            return None
+        return y.astype(np.intp, copy=False)
+    try:
+        indices = np.searchsorted(classes, y)
+        known = (indices < len(classes)).all() and (classes[indices] == y).all()
+    except TypeError:  # labels not comparable with the classes: transform says why
+        known = False
+    return indices if known else None
 
 
 def _fit_binarizer(y: np.ndarray) -> LabelBinarizer:
@@ -404,11 +420,17 @@ def _fit_binarizer(y: np.ndarray) -> LabelBinarizer:
     direct path to the same fitted attributes (``type_of_target`` is "binary" for at most two
     distinct integers, else "multiclass"; ``classes_`` is ``unique_labels``' sorted distinct
     values of y's dtype): 0.4 ms less on the digits (0.45 ms for ``fit``'s checks, 0.04 for
-    ``np.unique``). Other targets (strings, floats, multilabel) go through ``fit``."""
+    ``np.unique``). Small non-negative labels are counted (np.bincount: 0.1 ms against
+    np.unique's 0.6 for 60000 labels). Other targets (strings, floats, multilabel) go through
+    ``fit``."""
     binarizer = LabelBinarizer()
     if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
         return binarizer.fit(y)
-    binarizer.classes_ = np.unique(y)
+    countable = len(y) and (y.dtype.kind == "i" or y.dtype.itemsize < 8)
+    if countable and 0 <= y.min() and y.max() < 4 * len(y) + 1024:
+        binarizer.classes_ = np.flatnonzero(np.bincount(y)).astype(y.dtype)
+    else:
+        binarizer.classes_ = np.unique(y)
     binarizer.y_type_ = "multiclass" if len(binarizer.classes_) > 2 else "binary"
     binarizer.sparse_input_ = False
     return binarizer
@@ -508,7 +530,8 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y, finite = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        X, y, labels, finite = self._validate_input(X, y, incremental, reset=first_pass,
+                                                    dtype=dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         self.n_outputs_ = y.shape[1]
@@ -520,7 +543,7 @@ class _BaseMLP(BaseEstimator):
             else:
                 self._restore_model()
             with inputs.checked_finite(X if finite else None):
-                self._fit_stochastic(X, y, incremental)
+                self._fit_stochastic(X, y, incremental, labels)
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(NON_FINITE_MESSAGE)
         return self
@@ -609,8 +632,9 @@ class _BaseMLP(BaseEstimator):
         return _SklearnAdam(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon),
                             self._penalty)
 
-    def _fit_stochastic(self, X, y, incremental: bool) -> None:
-        """scikit-learn's _fit_stochastic, with the epochs run by ``Sequential.fit``."""
+    def _fit_stochastic(self, X, y, incremental: bool, labels=None) -> None:
+        """scikit-learn's _fit_stochastic, with the epochs run by ``Sequential.fit``. labels:
+        y's class indices (n_samples,) or None (_validate_input)."""
         model = self._model
         if not incremental or self._optimizer is None:
             self._schedule = _LearningRate(self)
@@ -630,6 +654,7 @@ class _BaseMLP(BaseEstimator):
                                  "'validation_fraction' or the size of your dataset.")
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
+            labels = None  # those of the training part: from its y
         samples = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, samples)
@@ -648,7 +673,7 @@ class _BaseMLP(BaseEstimator):
                "l2_in_loss": l2_in_loss}
         self.n_iter_ = 0
         try:
-            model.fit(X, self._targets(y), epochs=1 if incremental else self.max_iter,
+            model.fit(X, self._targets(y, labels), epochs=1 if incremental else self.max_iter,
                       batch_size=batch_size, shuffle=bool(self.shuffle), verbose=0, seed=seed,
                       callbacks=[_EpochHook(self, run)])
         except _StopTraining:
@@ -829,11 +854,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return SparseCategoricalCrossentropy()
         return _SummedBinaryCrossentropy()
 
-    def _targets(self, y: np.ndarray) -> np.ndarray:
-        """The binarized labels as the loss reads them: class indices for a softmax,
-        0/1 rows for logistic outputs."""
+    def _targets(self, y: np.ndarray, labels=None) -> np.ndarray:
+        """The binarized labels as the loss reads them: class indices for a softmax (labels,
+        when given: y's), 0/1 rows for logistic outputs."""
         if self.out_activation_ == "softmax":
-            return y.argmax(axis=1)
+            return y.argmax(axis=1) if labels is None else labels
         return y.astype(self._model.dtype)
 
     def _decode(self, outputs: np.ndarray):
@@ -859,7 +884,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` "
                                  f"has {self.classes_}. 'y' has {classes}.")
-        return X, _binarize(self._label_binarizer, y), finite
+        return (X, *_binarize(self._label_binarizer, y), finite)
 
     def predict(self, X):
         """Class labels (n_samples,) of ``classes_``'s type, or a multilabel indicator
@@ -960,7 +985,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _loss(self) -> Loss:
         return _HalfSquaredError()
 
-    def _targets(self, y: np.ndarray) -> np.ndarray:
+    def _targets(self, y: np.ndarray, labels=None) -> np.ndarray:
         return np.ascontiguousarray(y, dtype=self._model.dtype)
 
     def _decode(self, outputs: np.ndarray):
@@ -970,7 +995,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y, finite = _validate_data(self, X, y, dtype, y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        return X, y, finite
+        return X, y, None, finite
 
     def predict(self, X):
         """Predictions (n_samples,), or (n_samples, n_outputs) for several targets."""

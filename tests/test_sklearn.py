@@ -253,6 +253,9 @@ def test_binary_string_labels_have_one_logistic_unit():
 
 @pytest.mark.parametrize("fitted, labels", [
     (np.arange(10), [3, 0, 9, 3]),                              # multiclass
+    (np.arange(10, dtype=np.int8), [3, 0, 9, 3]),               # classes 0..9 of int8
+    ([2, 5, 7], [7, 2, 2]),                                     # integers, not 0..k-1
+    ([0, 1, 2], [2, -1]),                                       # 0..k-1: below the range
     ([0, 1], [1, 0, 0]),                                        # binary: one column
     (np.array(["b", "a", "c"], dtype=object), ["c", "a"]),      # strings, a subset
     ([0.0, 1.0, 2.0, 3.0], [2.0, 2.0]),                         # floats, one class seen
@@ -265,14 +268,20 @@ def test_binarized_labels_are_label_binarizers(fitted, labels):
     from fastnn.sklearn import _binarize
     binarizer = LabelBinarizer().fit(np.asarray(fitted))
     labels = np.asarray(labels, dtype=np.asarray(fitted).dtype)
-    ours, theirs = _binarize(binarizer, labels), binarizer.transform(labels).astype(bool)
+    (ours, indices) = _binarize(binarizer, labels)
+    theirs = binarizer.transform(labels).astype(bool)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     np.testing.assert_array_equal(ours, theirs)
+    known = np.isin(labels, binarizer.classes_).all() and len(binarizer.classes_) >= 2
+    assert (indices is not None) == bool(known)
+    if indices is not None:  # the class of each label: a softmax's targets
+        np.testing.assert_array_equal(binarizer.classes_[indices], labels)
 
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64])
-@pytest.mark.parametrize("labels", [[7], [7, 7, 2], [0, 1, 1, 0], [5, 0, 9, 5, 3], [-4, 2, -4]])
+@pytest.mark.parametrize("labels", [[7], [7, 7, 2], [0, 1, 1, 0], [5, 0, 9, 5, 3], [-4, 2, -4],
+                                    [100, 3, 100]])
 def test_fitted_binarizers_are_label_binarizers(dtype, labels):
     """fit's direct path for integer labels fits what LabelBinarizer().fit fits: the same
     attributes, classes_ of the same dtype and values, the same type of target."""
@@ -639,17 +648,20 @@ def test_the_plan_reads_compiled_as_from_the_class_body_only():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend):
+@pytest.mark.parametrize("features, hidden", [(6, (8, 5)), (300, (256,))])
+def test_loss_does_not_depend_on_the_compiled_loops_chunks(monkeypatch, backend, features,
+                                                           hidden):
     """The compiled loop's calls cover as many steps as fit in CHUNK_SECONDS, which follows
     the clock; loss_ must come out the same whatever the chunks were. The L2 term's ||W||^2
     is summed by the first step of a call and by each update for the next step (the fold):
-    both must give the same bits."""
+    both must give the same bits. A 300 x 256 matrix has enough chunks for C's sum of squares
+    to share them between two threads."""
     from fastnn import model as model_module
-    x, y = classification(classes=3)
+    x, y = classification(classes=3, features=features)
     curves = []
     for seconds in (1e-12, 1e12):  # one step a call; calls growing 4x each time
         monkeypatch.setattr(model_module, "CHUNK_SECONDS", seconds)
-        estimator = MLPClassifier(hidden_layer_sizes=(8, 5), batch_size=3, max_iter=3,
+        estimator = MLPClassifier(hidden_layer_sizes=hidden, batch_size=3, max_iter=3,
                                   alpha=0.5, random_state=0, backend=backend)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
