@@ -918,6 +918,31 @@ static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t
                                   i1, j0, j1);
 }
 
+/* The PACKED path on one thread of a team: the chunks of C (the plan's row_chunks x
+ * col_chunks cells, gemm_plan.h), each taken from the shared counter *next, until none is
+ * left. A thread held up by the machine's other load takes fewer; the bits are those of one
+ * cell (gemm_share), as each element sums its K blocks in the same order in any chunk. */
+static int FN(gemm_packed_chunks)(const fastnn_gemm_plan *plan, int64_t *next, int64_t m,
+                                  int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                                  const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                                  const fastnn_epilogue *epilogue) {
+    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
+    int64_t rows = plan->row_chunks, cols = plan->col_chunks;
+    int status = FASTNN_OK;
+    while (status == FASTNN_OK) {
+        int64_t q = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+        if (q >= rows * cols) break;
+        int64_t tr = q / cols, tc = q % cols;
+        int64_t i0 = m_panels * tr / rows * GEMM_MR;
+        int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
+        int64_t j0 = n_panels * tc / cols * GEMM_NR;
+        int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
+        status = FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                                        i0, i1, j0, j1);
+    }
+    return status;
+}
+
 /* fastnn_gemm in the kernels' floating-point mode (the caller's thread has entered it). */
 static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
@@ -947,13 +972,17 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                               epilogue);
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
-    int64_t start = fastnn_now_ns(), done = 0;
+    int64_t start = fastnn_now_ns(), done = 0, next = 0;
 #pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index();
-        status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b, ldb,
-                                 trans_b, c, ldc, epilogue);
+        if (plan.path == FASTNN_GEMM_PATH_PACKED)
+            status |= FN(gemm_packed_chunks)(&plan, &next, m, n, k, a, lda, trans_a, b, ldb,
+                                             trans_b, c, ldc, epilogue);
+        else
+            status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b,
+                                     ldb, trans_b, c, ldc, epilogue);
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }

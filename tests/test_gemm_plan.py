@@ -126,3 +126,43 @@ def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads,
     want = a.astype(np.float64).T @ b.astype(np.float64)
     tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(inner))
+
+
+#: PACKED on two threads with more chunks than threads (gemm_plan.h): the columns cut into B
+#: blocks (600 x 700 x 1500), the rows into chunks of 256 rows or more (2100 x 100 x 200,
+#: 1030 x 257 x 70), each with edge tiles, edge panels and (700) several K blocks
+PACKED_CHUNK_SHAPES = [(600, 700, 1500), (2100, 100, 200), (1030, 257, 70)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_packed_chunks_give_the_bits_of_one_thread(dtype, trans_a, trans_b):
+    """The threads of the PACKED path take chunks of C from a shared counter, so which thread
+    computes which part of C changes from call to call: every element must still sum its K
+    blocks in the same order, so two threads give the bits of one (and of the busy machine's
+    one-thread fallback, which runs the product as one cell), against float64 NumPy too."""
+    rng = np.random.default_rng(7)
+    grids = set()
+    saved = c_backend.get_num_threads()
+    try:
+        for n, k, m in PACKED_CHUNK_SHAPES:
+            a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(dtype)
+            b = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
+            results = {}
+            for threads in (1, 2):
+                c_backend.set_num_threads(threads)
+                path, used, rows, cols = plan(n, k, m, trans_a, trans_b, dtype)
+                assert (path, used) == ("PACKED", threads)
+                if threads == 2:
+                    grids.add("rows" if rows > 1 else "columns")
+                with fastnn.use_backend("c"):
+                    results[threads] = fastnn.ops.matmul(a, b, trans_a, trans_b)
+            assert results[1].tobytes() == results[2].tobytes(), (n, k, m)
+            want = (a.T if trans_a else a).astype(np.float64) @ \
+                (b.T if trans_b else b).astype(np.float64)
+            tol = 1e-5 if dtype == "float32" else 1e-12
+            np.testing.assert_allclose(results[2], want, rtol=tol, atol=tol * np.sqrt(k))
+    finally:
+        c_backend.set_num_threads(saved)
+    assert grids == {"rows", "columns"}
