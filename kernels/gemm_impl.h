@@ -239,6 +239,30 @@ static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
  * span at a stride of 512 bytes would alias 8 sets and be read from L2 again per panel. */
 #define GEMM_A_T_IN_PLACE_SPAN 16384
 
+/* Most rows of A, read in place a multiple of 4 KB apart, that one tile reads at once: the
+ * ways of an L1 set less a few for B and C (12 ways on Zen 5 and on recent Intel cores). */
+#define GEMM_SAME_SET_ROWS 8
+
+/* A full tile of MR rows of A read in place (rows a_row apart, not transposed) as two tiles of
+ * MR / 2 rows: a tile's rows a multiple of 4 KB apart share one L1 set, which holds 12 lines,
+ * not 14. Each half reads the B panel again (from L1 or L2). The bits are those of one tile:
+ * each element's K products are summed in the same order. */
+static void FN(gemm_tile_halves)(int64_t kc, const T *restrict a, int64_t a_row,
+                                 const T *restrict b, int64_t b_step, T *restrict c,
+                                 int64_t ldc, int64_t nr, int accumulate,
+                                 const fastnn_epilogue *epilogue, const T *bias) {
+    for (int h = 0; h < 2; h++) {
+        const T *ah = a + h * (GEMM_MR / 2) * a_row;
+        T *ch = c + h * (GEMM_MR / 2) * ldc;
+        if (nr <= VLEN)
+            FN(gemm_micro_kernel_rows)(GEMM_MR / 2, 1, kc, ah, a_row, 1, b, b_step, ch, ldc,
+                                       GEMM_MR / 2, nr, accumulate, epilogue, bias);
+        else
+            FN(gemm_micro_kernel_rows)(GEMM_MR / 2, GEMM_NV, kc, ah, a_row, 1, b, b_step, ch,
+                                       ldc, GEMM_MR / 2, nr, accumulate, epilogue, bias);
+    }
+}
+
 /* The longest K block of gemm_columns_thread. */
 #define GEMM_COLUMNS_KC (4 * GEMM_KC)
 
@@ -274,6 +298,12 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                                   k * lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_SPAN);
     int64_t m_direct = a_in_place ? m / GEMM_MR * GEMM_MR : 0;
     int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
+    /* A not transposed whose row stride is a multiple of 4 KB (K of 1024 or 2048 float32): the
+     * MR rows of a tile all map to one set of the L1 (4 KB a way), and more of them than
+     * GEMM_SAME_SET_ROWS evict each other at every K step; such a tile runs as two of half
+     * the rows (gemm_tile_halves), the same sums in the same order. */
+    int a_halves = !trans_a && GEMM_MR > GEMM_SAME_SET_ROWS &&
+                   (lda * (int64_t)sizeof(T)) % 4096 == 0;
     T *a_pack = m_packed ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)m_packed * kc_max * sizeof(T))
                          : NULL;
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)kc_max * GEMM_NR * sizeof(T));
@@ -305,6 +335,9 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                 if (trans_a) /* op(A)[i][p] = a[p * lda + i]: a tile's rows side by side */
                     FN(gemm_tile)(kc, a + pc * lda + i, 1, lda, bp, b_step, c + i * ldc + j,
                                   ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
+                else if (a_halves)
+                    FN(gemm_tile_halves)(kc, a + i * lda + pc, lda, bp, b_step, c + i * ldc + j,
+                                         ldc, nr, accumulate, tile_epilogue, tile_bias);
                 else /* op(A)[i][p] = a[i * lda + p] */
                     FN(gemm_tile)(kc, a + i * lda + pc, lda, 1, bp, b_step, c + i * ldc + j,
                                   ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
@@ -1007,5 +1040,6 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 #undef GEMM_SMALL_TILE_ROWS
 #undef GEMM_SMALL_NARROW
 #undef GEMM_COLUMNS_KC
+#undef GEMM_SAME_SET_ROWS
 #undef GEMM_A_T_IN_PLACE_BYTES
 #undef GEMM_A_T_IN_PLACE_SPAN

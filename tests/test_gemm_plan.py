@@ -166,3 +166,33 @@ def test_packed_chunks_give_the_bits_of_one_thread(dtype, trans_a, trans_b):
     finally:
         c_backend.set_num_threads(saved)
     assert grids == {"rows", "columns"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows,inner,cols", [(32, 1024, 16), (128, 2048, 16), (100, 1024, 40),
+                                             (43, 512, 70), (29, 4096, 9)])
+def test_rows_of_a_4_kb_apart_read_in_halves_correctly(dtype, threads, rows, inner, cols):
+    """A not transposed read in place on the few-rows paths with a row stride of a multiple of
+    4 KB (K of 1024 float32, 512 float64 ...): with AVX-512's 14-row tiles each runs as two
+    tiles of 7 rows (gemm_tile_halves), with an epilogue (linear_forward: bias, relu), full
+    tiles and an edge tile (43, 29, 100 rows), one vector and wider panels; on one thread and
+    split along K or by columns; against float64 NumPy."""
+    rng = np.random.default_rng(rows + inner + cols)
+    x = rng.standard_normal((rows, inner)).astype(dtype)
+    w = rng.standard_normal((inner, cols)).astype(dtype)
+    bias = rng.standard_normal(cols).astype(dtype)
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    try:
+        assert plan(rows, inner, cols, dtype=dtype)[0] in ("IN_PLACE", "SPLIT_K", "SMALL")
+        with fastnn.use_backend("c"):
+            product = fastnn.ops.matmul(x, w)
+            layer = fastnn.ops.linear_forward(x, w, bias, "relu")
+    finally:
+        c_backend.set_num_threads(saved)
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(product, want, rtol=tol, atol=tol * np.sqrt(inner))
+    np.testing.assert_allclose(layer, np.maximum(want + bias, 0), rtol=tol,
+                               atol=tol * np.sqrt(inner))
