@@ -994,8 +994,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
         if (plan.path == FASTNN_GEMM_PATH_PACKED)
             plan.threads = plan.row_threads = plan.col_threads = 1;
         else {
-            for (int t = 0; t < plan.threads && status == FASTNN_OK; t++)
-                status = FN(gemm_share)(&plan, t, plan.threads, m, n, k, a, lda, trans_a, b, ldb,
+            int parts = plan.path == FASTNN_GEMM_PATH_SMALL ? plan.col_chunks : plan.threads;
+            for (int t = 0; t < parts && status == FASTNN_OK; t++)
+                status = FN(gemm_share)(&plan, t, parts, m, n, k, a, lda, trans_a, b, ldb,
                                         trans_b, c, ldc, epilogue);
             return status;
         }
@@ -1013,6 +1014,11 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
         if (plan.path == FASTNN_GEMM_PATH_PACKED)
             status |= FN(gemm_packed_chunks)(&plan, &next, m, n, k, a, lda, trans_a, b, ldb,
                                              trans_b, c, ldc, epilogue);
+        else if (plan.path == FASTNN_GEMM_PATH_SMALL) /* its chunks, each from the counter */
+            for (int64_t q; status == FASTNN_OK &&
+                            (q = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED)) < plan.col_chunks;)
+                status |= FN(gemm_share)(&plan, (int)q, plan.col_chunks, m, n, k, a, lda, trans_a,
+                                         b, ldb, trans_b, c, ldc, epilogue);
         else
             status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b,
                                      ldb, trans_b, c, ldc, epilogue);

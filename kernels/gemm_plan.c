@@ -68,6 +68,15 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
                                           FASTNN_GEMM_BYTES_PER_THREAD);
         plan.threads = (int)fastnn_max(
             1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
+        /* The threads take C's columns in chunks from a shared counter, as PACKED's do; for
+         * fewer than 4 rows of C' (single samples: the row kernels whose sums do not depend on
+         * a chunk's width but for its last vector) in chunks of at least 2 KB of each row of
+         * B', at most 4 per thread. */
+        plan.col_chunks = plan.threads;
+        if (plan.threads > 1 && (plan.transposed ? n : m) < 4) {
+            int64_t per_thread = long_side / (2048 / kernel->elem_bytes * plan.threads);
+            plan.col_chunks = plan.threads * (int)fastnn_max(1, fastnn_min(4, per_thread));
+        }
         return plan;
     }
 

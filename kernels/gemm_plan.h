@@ -97,7 +97,9 @@ typedef struct {
     /* PACKED: threads = row_threads * col_threads. */
     int row_threads, col_threads;
     /* PACKED on two threads or more: C's cells, row_chunks x col_chunks (a multiple of the
-     * grid), which the threads take in turn from a shared counter (gemm_impl.h). */
+     * grid), which the threads take in turn from a shared counter (gemm_impl.h). SMALL:
+     * col_chunks parts of C's long side, taken the same way (and in turn by the busy machine's
+     * one-thread fallback, so their bits are the same). */
     int row_chunks, col_chunks;
 } fastnn_gemm_plan;
 
