@@ -239,6 +239,30 @@ static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
  * span at a stride of 512 bytes would alias 8 sets and be read from L2 again per panel. */
 #define GEMM_A_T_IN_PLACE_SPAN 16384
 
+/* Most rows of A, read in place a multiple of 4 KB apart, that one tile reads at once: the
+ * ways of an L1 set less a few for B and C (12 ways on Zen 5 and on recent Intel cores). */
+#define GEMM_SAME_SET_ROWS 8
+
+/* A full tile of MR rows of A read in place (rows a_row apart, not transposed) as two tiles of
+ * MR / 2 rows: a tile's rows a multiple of 4 KB apart share one L1 set, which holds 12 lines,
+ * not 14. Each half reads the B panel again (from L1 or L2). The bits are those of one tile:
+ * each element's K products are summed in the same order. */
+static void FN(gemm_tile_halves)(int64_t kc, const T *restrict a, int64_t a_row,
+                                 const T *restrict b, int64_t b_step, T *restrict c,
+                                 int64_t ldc, int64_t nr, int accumulate,
+                                 const fastnn_epilogue *epilogue, const T *bias) {
+    for (int h = 0; h < 2; h++) {
+        const T *ah = a + h * (GEMM_MR / 2) * a_row;
+        T *ch = c + h * (GEMM_MR / 2) * ldc;
+        if (nr <= VLEN)
+            FN(gemm_micro_kernel_rows)(GEMM_MR / 2, 1, kc, ah, a_row, 1, b, b_step, ch, ldc,
+                                       GEMM_MR / 2, nr, accumulate, epilogue, bias);
+        else
+            FN(gemm_micro_kernel_rows)(GEMM_MR / 2, GEMM_NV, kc, ah, a_row, 1, b, b_step, ch,
+                                       ldc, GEMM_MR / 2, nr, accumulate, epilogue, bias);
+    }
+}
+
 /* The longest K block of gemm_columns_thread. */
 #define GEMM_COLUMNS_KC (4 * GEMM_KC)
 
@@ -274,6 +298,12 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                                   k * lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_SPAN);
     int64_t m_direct = a_in_place ? m / GEMM_MR * GEMM_MR : 0;
     int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
+    /* A not transposed whose row stride is a multiple of 4 KB (K of 1024 or 2048 float32): the
+     * MR rows of a tile all map to one set of the L1 (4 KB a way), and more of them than
+     * GEMM_SAME_SET_ROWS evict each other at every K step; such a tile runs as two of half
+     * the rows (gemm_tile_halves), the same sums in the same order. */
+    int a_halves = !trans_a && GEMM_MR > GEMM_SAME_SET_ROWS &&
+                   (lda * (int64_t)sizeof(T)) % 4096 == 0;
     T *a_pack = m_packed ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)m_packed * kc_max * sizeof(T))
                          : NULL;
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)kc_max * GEMM_NR * sizeof(T));
@@ -305,6 +335,9 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                 if (trans_a) /* op(A)[i][p] = a[p * lda + i]: a tile's rows side by side */
                     FN(gemm_tile)(kc, a + pc * lda + i, 1, lda, bp, b_step, c + i * ldc + j,
                                   ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
+                else if (a_halves)
+                    FN(gemm_tile_halves)(kc, a + i * lda + pc, lda, bp, b_step, c + i * ldc + j,
+                                         ldc, nr, accumulate, tile_epilogue, tile_bias);
                 else /* op(A)[i][p] = a[i * lda + p] */
                     FN(gemm_tile)(kc, a + i * lda + pc, lda, 1, bp, b_step, c + i * ldc + j,
                                   ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);
@@ -918,6 +951,31 @@ static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t
                                   i1, j0, j1);
 }
 
+/* The PACKED path on one thread of a team: the chunks of C (the plan's row_chunks x
+ * col_chunks cells, gemm_plan.h), each taken from the shared counter *next, until none is
+ * left. A thread held up by the machine's other load takes fewer; the bits are those of one
+ * cell (gemm_share), as each element sums its K blocks in the same order in any chunk. */
+static int FN(gemm_packed_chunks)(const fastnn_gemm_plan *plan, int64_t *next, int64_t m,
+                                  int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+                                  const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
+                                  const fastnn_epilogue *epilogue) {
+    int64_t m_panels = fastnn_ceil_div(m, GEMM_MR), n_panels = fastnn_ceil_div(n, GEMM_NR);
+    int64_t rows = plan->row_chunks, cols = plan->col_chunks;
+    int status = FASTNN_OK;
+    while (status == FASTNN_OK) {
+        int64_t q = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+        if (q >= rows * cols) break;
+        int64_t tr = q / cols, tc = q % cols;
+        int64_t i0 = m_panels * tr / rows * GEMM_MR;
+        int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
+        int64_t j0 = n_panels * tc / cols * GEMM_NR;
+        int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
+        status = FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                                        i0, i1, j0, j1);
+    }
+    return status;
+}
+
 /* fastnn_gemm in the kernels' floating-point mode (the caller's thread has entered it). */
 static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda,
                             int trans_a, const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
@@ -936,8 +994,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
         if (plan.path == FASTNN_GEMM_PATH_PACKED)
             plan.threads = plan.row_threads = plan.col_threads = 1;
         else {
-            for (int t = 0; t < plan.threads && status == FASTNN_OK; t++)
-                status = FN(gemm_share)(&plan, t, plan.threads, m, n, k, a, lda, trans_a, b, ldb,
+            int parts = plan.path == FASTNN_GEMM_PATH_SMALL ? plan.col_chunks : plan.threads;
+            for (int t = 0; t < parts && status == FASTNN_OK; t++)
+                status = FN(gemm_share)(&plan, t, parts, m, n, k, a, lda, trans_a, b, ldb,
                                         trans_b, c, ldc, epilogue);
             return status;
         }
@@ -947,13 +1006,22 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
                               epilogue);
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
-    int64_t start = fastnn_now_ns(), done = 0;
+    int64_t start = fastnn_now_ns(), done = 0, next = 0;
 #pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index();
-        status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b, ldb,
-                                 trans_b, c, ldc, epilogue);
+        if (plan.path == FASTNN_GEMM_PATH_PACKED)
+            status |= FN(gemm_packed_chunks)(&plan, &next, m, n, k, a, lda, trans_a, b, ldb,
+                                             trans_b, c, ldc, epilogue);
+        else if (plan.path == FASTNN_GEMM_PATH_SMALL) /* its chunks, each from the counter */
+            for (int64_t q; status == FASTNN_OK &&
+                            (q = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED)) < plan.col_chunks;)
+                status |= FN(gemm_share)(&plan, (int)q, plan.col_chunks, m, n, k, a, lda, trans_a,
+                                         b, ldb, trans_b, c, ldc, epilogue);
+        else
+            status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b,
+                                     ldb, trans_b, c, ldc, epilogue);
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
     }
@@ -978,5 +1046,6 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 #undef GEMM_SMALL_TILE_ROWS
 #undef GEMM_SMALL_NARROW
 #undef GEMM_COLUMNS_KC
+#undef GEMM_SAME_SET_ROWS
 #undef GEMM_A_T_IN_PLACE_BYTES
 #undef GEMM_A_T_IN_PLACE_SPAN

@@ -48,7 +48,7 @@ static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
 
 fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
                                       const fastnn_gemm_kernel *kernel) {
-    fastnn_gemm_plan plan = {FASTNN_GEMM_PATH_PACKED, 1, 0, 0, 1, 1};
+    fastnn_gemm_plan plan = {FASTNN_GEMM_PATH_PACKED, 1, 0, 0, 1, 1, 1, 1};
     /* The work in float32 flops: a vector holds 64 / elem_bytes lanes, so a float64 product
      * takes twice the time of a float32 one of the same flops, and is worth a thread at half
      * of them. */
@@ -68,6 +68,15 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
                                           FASTNN_GEMM_BYTES_PER_THREAD);
         plan.threads = (int)fastnn_max(
             1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
+        /* The threads take C's columns in chunks from a shared counter, as PACKED's do; for
+         * fewer than 4 rows of C' (single samples: the row kernels whose sums do not depend on
+         * a chunk's width but for its last vector) in chunks of at least 2 KB of each row of
+         * B', at most 4 per thread. */
+        plan.col_chunks = plan.threads;
+        if (plan.threads > 1 && (plan.transposed ? n : m) < 4) {
+            int64_t per_thread = long_side / (2048 / kernel->elem_bytes * plan.threads);
+            plan.col_chunks = plan.threads * (int)fastnn_max(1, fastnn_min(4, per_thread));
+        }
         return plan;
     }
 
@@ -154,5 +163,28 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         plan.col_threads = 1;
     }
     plan.threads = plan.row_threads * plan.col_threads;
+    plan.row_chunks = plan.row_threads;
+    plan.col_chunks = plan.col_threads;
+    if (plan.threads > 1) {
+        /* Chunks taken in turn (gemm_plan.h). A column chunk costs nothing more than the grid:
+         * each packs A again per B block anyway, so the columns are cut into whole B blocks, as
+         * many per thread (at most 8). A row chunk packs its own copy of B (k x its columns):
+         * rows of at least 256 keep that copy at 4 * PACK_COST / 256 = 1.6% of its
+         * multiply-adds, at most 4 chunks per thread. */
+        if (plan.col_threads > 1) {
+            int64_t kc = fastnn_ceil_div(k, fastnn_ceil_div(k, kernel->kc));
+            int64_t block_panels =
+                fastnn_max(1, kernel->b_block_bytes / (kernel->elem_bytes * kc * kernel->nr));
+            int64_t per_thread = fastnn_ceil_div(fastnn_ceil_div(n_panels, block_panels),
+                                                 plan.col_threads);
+            per_thread = fastnn_min(fastnn_min(per_thread, 8), n_panels / plan.col_threads);
+            plan.col_chunks = plan.col_threads * (int)fastnn_max(1, per_thread);
+        }
+        if (plan.row_threads > 1) {
+            int64_t per_thread = fastnn_min(4, m / (256 * plan.row_threads));
+            per_thread = fastnn_min(per_thread, m_panels / plan.row_threads);
+            plan.row_chunks = plan.row_threads * (int)fastnn_max(1, per_thread);
+        }
+    }
     return plan;
 }

@@ -24,7 +24,12 @@
  *          the threads form a grid of row_threads x col_threads over C. Splitting the rows
  *          makes every thread pack all of B; splitting the columns makes every thread pack
  *          all of A (once per B block); the plan picks the grid that packs the least, given
- *          that each thread needs at least one register tile of each.
+ *          that each thread needs at least one register tile of each. The grid's cells are
+ *          cut into chunks (column chunks of about one B block, or row chunks of >= 256 rows),
+ *          which the threads take from a shared counter: a thread slowed by the machine's other
+ *          load (a shared VM) then does fewer of them instead of holding up the rest. A PACKED
+ *          C's sums do not depend on the cells (each element sums its K blocks in order), so
+ *          the bits are the same on any grid, chunks and thread count.
  *
  * Cost rule (in that order):
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
@@ -91,6 +96,11 @@ typedef struct {
     int split_rows;
     /* PACKED: threads = row_threads * col_threads. */
     int row_threads, col_threads;
+    /* PACKED on two threads or more: C's cells, row_chunks x col_chunks (a multiple of the
+     * grid), which the threads take in turn from a shared counter (gemm_impl.h). SMALL:
+     * col_chunks parts of C's long side, taken the same way (and in turn by the busy machine's
+     * one-thread fallback, so their bits are the same). */
+    int row_chunks, col_chunks;
 } fastnn_gemm_plan;
 
 /* The plan of C (m x n) = op(A) (m x k) @ op(B) (k x n), every dimension >= 1. */

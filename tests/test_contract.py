@@ -53,6 +53,10 @@ SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of
 # number of blocks or vectors, M not a whole number of panels.
 NARROW_GEMM_SHAPES = [(32, 128, 16), (45, 300, 9), (64, 1000, 13), (100, 129, 16),
                       (33, 2049, 15), (504, 200, 16), (40, 4000, 10)]
+# The tenth session's C GEMM changes (issue 20): rows of A 4 KB apart (K of 512 float64, 1024
+# float32) read in place as half tiles, with an edge tile and one vector or several panels;
+# PACKED's threads taking row chunks (2100 and 1030 rows) of a narrow B, edge panels included.
+CLIFF_GEMM_SHAPES = [(43, 512, 70), (100, 1024, 40), (2100, 100, 200), (1030, 257, 70)]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
                  (1000, 129, 3), (64, 3, 1000),
                  # the GEMM paths of the sweep with the epilogue: SMALL (8 rows), PACKED with
@@ -110,7 +114,7 @@ def test_take_rows(backend, source_dtype, row_shape, rows, batch):
 # -- matmul ------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES +
-                         NARROW_GEMM_SHAPES, ids=str)
+                         NARROW_GEMM_SHAPES + CLIFF_GEMM_SHAPES, ids=str)
 @pytest.mark.parametrize("trans_a", [False, True], ids=["a", "aT"])
 @pytest.mark.parametrize("trans_b", [False, True], ids=["b", "bT"])
 def test_matmul(backend, dtype, shape, trans_a, trans_b):

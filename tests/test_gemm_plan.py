@@ -126,3 +126,137 @@ def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads,
     want = a.astype(np.float64).T @ b.astype(np.float64)
     tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(inner))
+
+
+#: PACKED on two threads with more chunks than threads (gemm_plan.h): the columns cut into B
+#: blocks (600 x 700 x 1500), the rows into chunks of 256 rows or more (2100 x 100 x 200,
+#: 1030 x 257 x 70), each with edge tiles, edge panels and (700) several K blocks
+PACKED_CHUNK_SHAPES = [(600, 700, 1500), (2100, 100, 200), (1030, 257, 70)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_packed_chunks_give_the_bits_of_one_thread(dtype, trans_a, trans_b):
+    """The threads of the PACKED path take chunks of C from a shared counter, so which thread
+    computes which part of C changes from call to call: every element must still sum its K
+    blocks in the same order, so two threads give the bits of one (and of the busy machine's
+    one-thread fallback, which runs the product as one cell), against float64 NumPy too."""
+    rng = np.random.default_rng(7)
+    grids = set()
+    saved = c_backend.get_num_threads()
+    try:
+        for n, k, m in PACKED_CHUNK_SHAPES:
+            a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(dtype)
+            b = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
+            results = {}
+            for threads in (1, 2):
+                c_backend.set_num_threads(threads)
+                path, used, rows, cols = plan(n, k, m, trans_a, trans_b, dtype)
+                assert (path, used) == ("PACKED", threads)
+                if threads == 2:
+                    grids.add("rows" if rows > 1 else "columns")
+                with fastnn.use_backend("c"):
+                    results[threads] = fastnn.ops.matmul(a, b, trans_a, trans_b)
+            assert results[1].tobytes() == results[2].tobytes(), (n, k, m)
+            want = (a.T if trans_a else a).astype(np.float64) @ \
+                (b.T if trans_b else b).astype(np.float64)
+            tol = 1e-5 if dtype == "float32" else 1e-12
+            np.testing.assert_allclose(results[2], want, rtol=tol, atol=tol * np.sqrt(k))
+    finally:
+        c_backend.set_num_threads(saved)
+    assert grids == {"rows", "columns"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows,inner,cols", [(32, 1024, 16), (128, 2048, 16), (100, 1024, 40),
+                                             (43, 512, 70), (29, 4096, 9)])
+def test_rows_of_a_4_kb_apart_read_in_halves_correctly(dtype, threads, rows, inner, cols):
+    """A not transposed read in place on the few-rows paths with a row stride of a multiple of
+    4 KB (K of 1024 float32, 512 float64 ...): with AVX-512's 14-row tiles each runs as two
+    tiles of 7 rows (gemm_tile_halves), with an epilogue (linear_forward: bias, relu), full
+    tiles and an edge tile (43, 29, 100 rows), one vector and wider panels; on one thread and
+    split along K or by columns; against float64 NumPy."""
+    rng = np.random.default_rng(rows + inner + cols)
+    x = rng.standard_normal((rows, inner)).astype(dtype)
+    w = rng.standard_normal((inner, cols)).astype(dtype)
+    bias = rng.standard_normal(cols).astype(dtype)
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    try:
+        assert plan(rows, inner, cols, dtype=dtype)[0] in ("IN_PLACE", "SPLIT_K", "SMALL")
+        with fastnn.use_backend("c"):
+            product = fastnn.ops.matmul(x, w)
+            layer = fastnn.ops.linear_forward(x, w, bias, "relu")
+    finally:
+        c_backend.set_num_threads(saved)
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(product, want, rtol=tol, atol=tol * np.sqrt(inner))
+    np.testing.assert_allclose(layer, np.maximum(want + bias, 0), rtol=tol,
+                               atol=tol * np.sqrt(inner))
+
+
+SINGLE_ROW_CHUNK_SHAPES = [(1, 2048, 2050), (2, 1000, 4100), (3, 300, 3001), (2100, 700, 1),
+                           (4099, 500, 2)]
+
+SINGLE_ROW_CHUNK_CHECK = """
+    import hashlib, numpy as np, fastnn
+    from fastnn import ops
+    fastnn.set_backend("c")
+    fastnn.set_num_threads(2)
+    digest = hashlib.sha256()
+    for dtype in (np.float32, np.float64):
+        for rows, inner, cols in {shapes!r}:
+            for trans_a in (False, True):
+                for trans_b in (False, True):
+                    rng = np.random.default_rng(rows + inner + cols)
+                    a = rng.standard_normal((inner, rows) if trans_a else (rows, inner))
+                    b = rng.standard_normal((cols, inner) if trans_b else (inner, cols))
+                    digest.update(ops.matmul(a.astype(dtype), b.astype(dtype), trans_a,
+                                             trans_b).tobytes())
+    print(digest.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+@pytest.mark.parametrize("rows,inner,cols", SINGLE_ROW_CHUNK_SHAPES)
+def test_single_rows_in_chunks_are_computed_once_each(two_threads, dtype, trans_a, trans_b,
+                                                      rows, inner, cols):
+    """The SMALL path's threads take chunks of C's long side (up to 4 a thread, for 1-3 rows
+    of C or, as C^T, columns) from a shared counter: every column computed once, uneven last
+    chunks, with an epilogue (linear_forward: bias, relu) where neither operand is transposed;
+    the same bits from call to call whichever thread takes which chunk; against float64
+    NumPy."""
+    rng = np.random.default_rng(rows + inner + cols)
+    a = rng.standard_normal((inner, rows) if trans_a else (rows, inner)).astype(dtype)
+    b = rng.standard_normal((cols, inner) if trans_b else (inner, cols)).astype(dtype)
+    bias = rng.standard_normal(cols).astype(dtype)
+    assert plan(rows, inner, cols, trans_a, trans_b, dtype)[:2] == ("SMALL", 2)
+    with fastnn.use_backend("c"):
+        calls = [fastnn.ops.matmul(a, b, trans_a, trans_b) for _ in range(3)]
+        layer = fastnn.ops.linear_forward(a, b, bias, "relu") if not (trans_a or trans_b) \
+            else None
+    assert all(call.tobytes() == calls[0].tobytes() for call in calls)
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(calls[0], want, rtol=tol, atol=tol * np.sqrt(inner))
+    if layer is not None:
+        np.testing.assert_allclose(layer, np.maximum(want + bias, 0), rtol=tol,
+                                   atol=tol * np.sqrt(inner))
+
+
+def test_single_rows_in_chunks_keep_their_bits_on_a_busy_machine():
+    """The busy machine's one-thread fallback runs the SMALL path's chunks in turn, the same
+    chunks as the two threads take: the same bits as on two threads, every transpose, both
+    dtypes (a chunk's width picks its kernel for its last vector, so the fallback must not run
+    other parts than the threads do)."""
+    from test_engine import run_python
+    code = SINGLE_ROW_CHUNK_CHECK.format(shapes=SINGLE_ROW_CHUNK_SHAPES)
+    normal = run_python(code, FASTNN_ASSUME_CONTENDED="0")
+    busy = run_python(code, FASTNN_ASSUME_CONTENDED="1")
+    assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
+    assert normal.stdout == busy.stdout

@@ -20,7 +20,7 @@ import numpy as np
 
 from fastnn import bench_sweep
 
-BLOCK, ROUNDS, SETTLE = 0.01, 5, 0.05
+BLOCK, ROUNDS, SETTLE = 0.01, int(os.environ.get("AB_ROUNDS", "5")), 0.05
 UNITS = {"ms": (1e3, 4), "us": (1e6, 2)}
 
 

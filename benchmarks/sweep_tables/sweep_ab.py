@@ -28,8 +28,14 @@ from fastnn import ops
 from fastnn.backends import set_backend, set_num_threads
 
 BEFORE = os.environ.get("BEFORE_DIR", "before")
+#: AB_THREADS=1 times both builds and NumPy (threadpoolctl) on one thread: a kernel's own speed,
+#: without the other core's load or the busy-machine fallback (default 2, as the sweep)
+THREADS = int(os.environ.get("AB_THREADS", "2"))
 set_backend("c")
-set_num_threads(2)
+set_num_threads(THREADS)
+if THREADS != 2:
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(THREADS)
 
 
 def _load(name, path):
@@ -41,7 +47,7 @@ def _load(name, path):
 
 
 kern_old = _load("before._kernels", os.path.join(BEFORE, "_kernels.abi3.so"))
-kern_old.lib.fastnn_set_num_threads(2)
+kern_old.lib.fastnn_set_num_threads(THREADS)
 fastcall_old = [f for f in os.listdir(BEFORE) if f.startswith("_fastcall.")]
 if fastcall_old:
     _load("before._fastcall", os.path.join(BEFORE, fastcall_old[0]))
