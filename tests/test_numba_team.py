@@ -67,7 +67,11 @@ def test_a_contended_loop_runs_on_the_calling_thread(two_numba_threads):
 @two_threads
 def test_a_long_wait_for_the_other_thread_makes_the_machine_contended(two_numba_threads):
     numbers = np.full(2, -1, np.int64)
-    record_threads(numbers, 0)  # compiled; a quiet loop leaves the machine quiet
+    for _ in range(10):  # compiled; a quiet loop leaves the machine quiet (a loaded machine
+        team.assume_contended(False)  # may hold up even that one: measure it again)
+        record_threads(numbers, 0)
+        if not team.contended():
+            break
     assert not team.contended()
     for _ in range(10):  # a shared machine may also hold up the calling thread: try again
         record_threads(numbers, 20 * team.CONTENDED_WAIT_NS)
