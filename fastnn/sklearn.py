@@ -104,6 +104,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import distributed, inputs
 from . import plan as plan_module
+from . import precision as precision_module
 from .backends import available_backends, use_backend
 from .callbacks import Callback
 from .layers import Dense, Dropout
@@ -121,7 +122,7 @@ HIDDEN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "ta
 #: scikit-learn's output activation names (``out_activation_``) -> fastnn's.
 OUTPUT_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "softmax": "softmax"}
 #: matmul_precision's accepted names (fastnn.precision's, with Keras' alias).
-MATMUL_PRECISIONS = ("float32", "bfloat16", "mixed_bfloat16")
+MATMUL_PRECISIONS = precision_module.PRECISIONS + tuple(precision_module.ALIASES)
 #: The message scikit-learn raises when training ends with non-finite weights.
 NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input data may "
                       "contain large values and need to be preprocessed.")
