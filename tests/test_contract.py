@@ -64,7 +64,10 @@ LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 6
                  (8, 256, 1024), (32, 1024, 1024), (600, 300, 2000),
                  # the weight gradient x^T dz of 10 and 16 outputs as C^T (NARROW_GEMM_SHAPES),
                  # on one thread and split along K
-                 (300, 40, 10), (2000, 64, 16)]
+                 (300, 40, 10), (2000, 64, 16),
+                 # a tabular classifier's last layer (2 outputs), and 8 outputs: the numba
+                 # backend's gemm_narrow in both of its loops (forward, weight gradient)
+                 (32, 64, 2), (200, 9, 8)]
 ROW_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10)]
 FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
 
