@@ -110,26 +110,46 @@ static inline __m512i round_bf16(__m512 x) {
         r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
 }
 
-/* Two rows of bfloat16 (lanes' low halves) as pairs: lane n = lo[n] | hi[n] << 16. */
-static inline __m512i pair_rows(__m512i lo, __m512i hi) {
-    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+/* The lanes of x that hold a float32 subnormal (from the bits: VFPCLASSPS follows MXCSR's
+ * DAZ, which the kernels set). */
+static inline __mmask16 subnormal_lanes(__m512 x) {
+    __m512i magnitude = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF));
+    return _mm512_cmplt_epu32_mask(_mm512_sub_epi32(magnitude, _mm512_set1_epi32(1)),
+                                   _mm512_set1_epi32(0x007FFFFF));
+}
+
+/* 32 floats (lo: the first 16, hi: the next 16) as 32 bfloat16 in order. VCVTNE2PS2BF16
+ * rounds to nearest even and quiets NaN exactly as round_bf16, but takes a float32
+ * subnormal as zero (Intel SDM), where round_bf16 keeps it, or rounds it up to the smallest
+ * normal bfloat16: a vector with a subnormal (rare) takes round_bf16. */
+static inline __m512i bf16_pack32(__m512 lo, __m512 hi) {
+    static const uint16_t even[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
+                                      22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+                                      44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+    if (__builtin_expect(subnormal_lanes(lo) | subnormal_lanes(hi), 0))
+        return _mm512_permutex2var_epi16(round_bf16(lo), _mm512_loadu_si512(even),
+                                         round_bf16(hi));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* Two runs of 16 floats as 16 pairs of bfloat16: lane n = (lo[n], hi[n]). */
+static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+    static const uint16_t interleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                            21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                            11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(interleave), bf16_pack32(lo, hi));
 }
 
 /* The first `count` (may be <= 0) of 32 floats at p as 32 bfloat16 in order, zeros after;
  * memory past them is not read. */
 static inline __m512i bf16_run32(const float *p, int64_t count) {
-    static const uint16_t even[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
-                                      22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
-                                      44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
-    __m512i lo = round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count), p));
-    __m512i hi = round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count - 16), p + 16));
-    return _mm512_permutex2var_epi16(lo, _mm512_loadu_si512(even), hi);
+    return bf16_pack32(_mm512_maskz_loadu_ps(fastnn_mask16(count), p),
+                       _mm512_maskz_loadu_ps(fastnn_mask16(count - 16), p + 16));
 }
 
-/* 16 floats at p (the first `count`) rounded, or zeros when `present` is 0. */
-static inline __m512i bf16_run16(const float *p, int64_t count, int present) {
-    return present ? round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count), p))
-                   : _mm512_setzero_si512();
+/* The first `count` of 16 floats at p, zeros after, or all zeros when `present` is 0. */
+static inline __m512 run16(const float *p, int64_t count, int present) {
+    return _mm512_maskz_loadu_ps(present ? fastnn_mask16(count) : 0, p);
 }
 
 /* The A tile of op(A)[i0 : i0+16][p0 : p0+32] into dst (16 rows of 32 bfloat16); `a`
@@ -148,8 +168,8 @@ static void pack_a_tile(bf16 *dst, const float *a, int64_t lda, int trans, int64
     __m512 pairs[16];
     for (int q = 0; q < 16; q++)
         pairs[q] = _mm512_castsi512_ps(
-            pair_rows(bf16_run16(a + 2 * q * lda, rows, 2 * q < ks),
-                      bf16_run16(a + (2 * q + 1) * lda, rows, 2 * q + 1 < ks)));
+            bf16_pairs(run16(a + 2 * q * lda, rows, 2 * q < ks),
+                       run16(a + (2 * q + 1) * lda, rows, 2 * q + 1 < ks)));
     vf32_transpose(pairs);
     for (int r = 0; r < TILE_ROWS; r++) _mm512_storeu_ps((float *)(dst + r * TILE_K), pairs[r]);
 }
@@ -162,8 +182,8 @@ static void pack_b_tile(bf16 *dst, const float *b, int64_t ldb, int trans, int64
     if (!trans) {
         for (int q = 0; q < 16; q++)
             _mm512_storeu_si512(dst + q * TILE_K,
-                                pair_rows(bf16_run16(b + 2 * q * ldb, cols, 2 * q < ks),
-                                          bf16_run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
+                                bf16_pairs(run16(b + 2 * q * ldb, cols, 2 * q < ks),
+                                           run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
         return;
     }
     /* row n of the stored matrix holds column n's run along k: 16 pairs indexed [n][q],
@@ -180,26 +200,31 @@ static void pack_b_tile(bf16 *dst, const float *b, int64_t ldb, int trans, int64
 static void pack_a_blocks(bf16 *packed, const float *a, int64_t lda, int trans, int64_t m,
                           int64_t k, int64_t first, int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    for (int64_t ib = first; ib < end; ib++)
-        for (int64_t kb = 0; kb < k_blocks; kb++) {
-            int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
-            pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS,
-                        trans ? a + p * lda + i : a + i * lda + p, lda, trans,
-                        fastnn_min(TILE_ROWS, m - i), k - p);
-        }
+    /* Along the stored rows: a block's run of k (not transposed), or each 32 rows of k across
+     * the blocks (transposed), rather than 16 floats down 32 rows at a time. */
+    for (int64_t step = 0; step < (end - first) * k_blocks; step++) {
+        int64_t ib = first + (trans ? step % (end - first) : step / k_blocks);
+        int64_t kb = trans ? step / (end - first) : step % k_blocks;
+        int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
+        pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS,
+                    trans ? a + p * lda + i : a + i * lda + p, lda, trans,
+                    fastnn_min(TILE_ROWS, m - i), k - p);
+    }
 }
 
 /* Column blocks [first, end) of op(B) (k x n), each all of K, into packed. */
 static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, int64_t n,
                           int64_t k, int64_t first, int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    for (int64_t jb = first; jb < end; jb++)
-        for (int64_t kb = 0; kb < k_blocks; kb++) {
-            int64_t j = jb * 16, p = kb * TILE_K;
-            pack_b_tile(packed + (jb * k_blocks + kb) * TILE_ELEMS,
-                        trans ? b + j * ldb + p : b + p * ldb + j, ldb, trans,
-                        fastnn_min(16, n - j), k - p);
-        }
+    /* Along the stored rows, as pack_a_blocks. */
+    for (int64_t step = 0; step < (end - first) * k_blocks; step++) {
+        int64_t jb = first + (trans ? step / k_blocks : step % (end - first));
+        int64_t kb = trans ? step % k_blocks : step / (end - first);
+        int64_t j = jb * 16, p = kb * TILE_K;
+        pack_b_tile(packed + (jb * k_blocks + kb) * TILE_ELEMS,
+                    trans ? b + j * ldb + p : b + p * ldb + j, ldb, trans, fastnn_min(16, n - j),
+                    k - p);
+    }
 }
 
 /* The (16 mt) x (16 nt) block of C (mt, nt in {1, 2}, constants where inlined) from the
