@@ -360,8 +360,9 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
 
 /* Smallest product (flops) worth a thread of its own on tiles. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
-/* Bytes of packed B that one pass over a thread's rows reuses (kept in L2). */
-#define AMX_B_CHUNK_BYTES (512 * 1024)
+/* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
+ * L2). */
+#define AMX_SHARED_CHUNK_BYTES (512 * 1024)
 
 /* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
 static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
@@ -380,9 +381,18 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
     /* On a busy machine (internal.h), this thread alone: every block of C sums all of K on
      * one thread whatever the split, so the bits do not change. */
     if (threads > 1 && fastnn_contended()) threads = 1;
-    int by_rows = m_pairs >= threads;
-    /* Column pairs per chunk of B reused over a thread's rows. */
-    int64_t chunk = fastnn_max(1, AMX_B_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    /* Each thread owns pairs of row blocks (by rows) or of column blocks: it packs its own
+     * operand's pairs, and an equal share of the other operand, which every thread reads
+     * whole, before one barrier. By rows when that leaves
+     * the busiest thread fewer blocks, or as many and A is the larger operand (m >= n), so
+     * that the operand read whole is the smaller one. */
+    int64_t busiest_by_rows = fastnn_ceil_div(m_pairs, threads) * n_pairs;
+    int64_t busiest_by_columns = fastnn_ceil_div(n_pairs, threads) * m_pairs;
+    int by_rows = busiest_by_rows < busiest_by_columns ||
+                  (busiest_by_rows == busiest_by_columns && m >= n);
+    int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
+    /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
+    int64_t chunk = fastnn_max(1, AMX_SHARED_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
     int64_t start = fastnn_now_ns(), done = 0;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -391,10 +401,8 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
         float block[32 * 32] __attribute__((aligned(64)));
-        /* This thread's row pairs (by rows) or column pairs (by columns); it packs those of
-         * its own operand, and an equal share of the other. */
-        int64_t first = (by_rows ? m_pairs : n_pairs) * t / team;
-        int64_t end = (by_rows ? m_pairs : n_pairs) * (t + 1) / team;
+        int64_t first = own_pairs * t / team, end = own_pairs * (t + 1) / team;
+        /* its own pairs, and an equal share of the shared operand's blocks */
         if (by_rows) {
             pack_a_blocks(a_pack, a, lda, trans_a, m, k, 2 * first,
                           fastnn_min(m_blocks, 2 * end));
@@ -408,18 +416,11 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
         }
 #pragma omp barrier
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
-        if (by_rows) {
-            for (int64_t jc = 0; jc < n_pairs; jc += chunk)
-                for (int64_t ip = first; ip < end; ip++)
-                    for (int64_t jp = jc; jp < fastnn_min(n_pairs, jc + chunk); jp++)
-                        amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc,
-                                 epilogue, block);
-        } else {
-            for (int64_t jp = first; jp < end; jp++)
-                for (int64_t ip = 0; ip < m_pairs; ip++)
-                    amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc, epilogue,
-                             block);
-        }
+        for (int64_t sc = 0; sc < shared_pairs; sc += chunk)
+            for (int64_t own = first; own < end; own++)
+                for (int64_t other = sc; other < fastnn_min(shared_pairs, sc + chunk); other++)
+                    amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, by_rows ? own : other,
+                             by_rows ? other : own, c, ldc, epilogue, block);
         if (tiles) _tile_release();
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
