@@ -315,38 +315,50 @@ static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, f
     for (int r = 0; r < 16; r++) _mm512_store_ps(out + r * 32, acc[r]);
 }
 
+/* The 8 x 2 accumulators of dot_block8x2 and dot_block8x2_rounding (rows 8 x 32 floats of
+ * out, row stride 32): zeros or (accumulate) out's sums; out <- acc. */
+static inline void acc8x2_start(__m512 acc[8][2], const float *out, int accumulate) {
+    for (int r = 0; r < 8; r++)
+        for (int h = 0; h < 2; h++)
+            acc[r][h] = accumulate ? _mm512_load_ps(out + r * 32 + 16 * h) : _mm512_setzero_ps();
+}
+static inline void acc8x2_finish(__m512 acc[8][2], float *out) {
+    for (int r = 0; r < 8; r++)
+        for (int h = 0; h < 2; h++) _mm512_store_ps(out + r * 32 + 16 * h, acc[r][h]);
+}
+
+/* Step q of an A tile's 8 rows (a_tile: the first) against B's pairs p0 and p1: each
+ * broadcast pair of A serves two dot products. */
+static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int q, __m512bh p0,
+                               __m512bh p1) {
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+        int32_t pair;
+        memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+        __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
+    }
+}
+
 /* 8 rows of a packed row block (a: its first row) by two column blocks (b0, b1): 16 x 2
- * accumulators, each broadcast pair of A serving two dot products, so a step of q takes 10
- * loads for 16 products where dot_block16 takes 17 for 16. Into out (row stride 32). */
+ * accumulators, so a step of q takes 10 loads for 16 products where dot_block16 takes 17
+ * for 16. Into out (row stride 32), from zeros or (accumulate) out's sums; pf: lines to
+ * prefetch on the way (or NULL). */
 static inline void dot_block8x2(const bf16 *a, const bf16 *b0, const bf16 *b1,
                                 int64_t k_blocks, float *out, int accumulate,
                                 prefetch_run *pf) {
     __m512 acc[8][2];
-    for (int r = 0; r < 8; r++) {
-        acc[r][0] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
-        acc[r][1] = accumulate ? _mm512_load_ps(out + r * 32 + 16) : _mm512_setzero_ps();
-    }
+    acc8x2_start(acc, out, accumulate);
     for (int64_t kb = 0; kb < k_blocks; kb++) {
-        const bf16 *a_tile = a + kb * TILE_ELEMS;
         const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
         prefetch_step(pf);
-        for (int q = 0; q < 16; q++) {
-            __m512bh p0 = (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K);
-            __m512bh p1 = (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K);
-#pragma GCC unroll 8
-            for (int r = 0; r < 8; r++) {
-                int32_t pair;
-                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
-                __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
-            }
-        }
+        for (int q = 0; q < 16; q++)
+            dot8x2_step(acc, a + kb * TILE_ELEMS, q,
+                        (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K),
+                        (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K));
     }
-    for (int r = 0; r < 8; r++) {
-        _mm512_store_ps(out + r * 32, acc[r][0]);
-        _mm512_store_ps(out + r * 32 + 16, acc[r][1]);
-    }
+    acc8x2_finish(acc, out);
 }
 
 /* dot_block8x2 with the two column blocks of B read as floats from op(B) not transposed
@@ -358,12 +370,8 @@ static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_
                                          int64_t k_blocks, float *out, int accumulate) {
     __mmask16 lo = fastnn_mask16(cols), hi = fastnn_mask16(cols - 16);
     __m512 acc[8][2];
-    for (int r = 0; r < 8; r++) {
-        acc[r][0] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
-        acc[r][1] = accumulate ? _mm512_load_ps(out + r * 32 + 16) : _mm512_setzero_ps();
-    }
-    for (int64_t kb = 0; kb < k_blocks; kb++) {
-        const bf16 *a_tile = a + kb * TILE_ELEMS;
+    acc8x2_start(acc, out, accumulate);
+    for (int64_t kb = 0; kb < k_blocks; kb++)
         for (int q = 0; q < 16; q++) {
             int64_t p = kb * TILE_K + 2 * q;
             const float *r0 = src + p * ldb, *r1 = r0 + ldb;
@@ -374,21 +382,9 @@ static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_
                                     _mm512_maskz_loadu_ps(hi1, r1 + 16));
             _mm512_store_si512(b0 + kb * TILE_ELEMS + q * TILE_K, v0);
             _mm512_store_si512(b1 + kb * TILE_ELEMS + q * TILE_K, v1);
-            __m512bh p0 = (__m512bh)v0, p1 = (__m512bh)v1;
-#pragma GCC unroll 8
-            for (int r = 0; r < 8; r++) {
-                int32_t pair;
-                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
-                __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
-            }
+            dot8x2_step(acc, a + kb * TILE_ELEMS, q, (__m512bh)v0, (__m512bh)v1);
         }
-    }
-    for (int r = 0; r < 8; r++) {
-        _mm512_store_ps(out + r * 32, acc[r][0]);
-        _mm512_store_ps(out + r * 32 + 16, acc[r][1]);
-    }
+    acc8x2_finish(acc, out);
 }
 
 /* rows x cols (<= 32 each) of a block of C over kbn k-blocks with dot products, into block
