@@ -5,8 +5,9 @@
  * . B (16 rows of 16 pairs), B in the "VNNI" order where element (k, n) sits at
  * [k / 2][n][k % 2]. Here:
  *  - packing converts float32 to bfloat16 while it copies (round to nearest even, as
- *    fastnn_round_bf16) into whole 1 KB tiles: A as [16-row block][32-k block][16][32],
- *    B as [16-column block][32-k block][16][16][2]. K is padded with zeros to a multiple of
+ *    fastnn_round_bf16; by VCVTNE2PS2BF16 but for subnormals) into whole 1 KB tiles: A as
+ *    [16-row block][32-k block][16][32], B as [16-column block][32-k block][16][16][2].
+ *    K is padded with zeros to a multiple of
  *    32 in both operands, and the rows of A and columns of B past the edge with zeros, so a
  *    NaN of one row never reaches another row (oneDNN #5717: its bf16 matmul let one leak
  *    when K % 32 != 0). A transposed operand is transposed in registers, 16 x 16 pairs at
@@ -16,8 +17,14 @@
  *    an edge block of 16 rows or columns runs with fewer tiles;
  *  - the block goes through a 4 KB float32 buffer, where bias and activation are applied
  *    with AVX-512 before the store to C (masked at the edges);
- *  - the threads pack A and B together (each its share), wait for each other once, and
- *    split the blocks of C by rows (or, with too few rows, by columns). Each thread loads
+ *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):
+ *    each packs its own part of the operand split and a share of the other, which all
+ *    read whole, and they wait for each other once;
+ *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
+ *    few rows split by columns and B not transposed, B is rounded 256 k at a time beside
+ *    the products into an L1 panel instead of packed whole first (fused_columns). Every
+ *    block of C sums all of K in the same order on one thread, whatever the path, split
+ *    or thread count: the bits do not depend on them. Each thread loads
  *    the tile configuration before its first tile instruction and releases the tiles after
  *    its last one: the configuration is per thread, and a shared mutable one is what
  *    corrupted oneDNN's and PyTorch's state (oneDNN #5393).
