@@ -7,11 +7,10 @@
  *  - packing converts float32 to bfloat16 while it copies (round to nearest even, as
  *    fastnn_round_bf16; by VCVTNE2PS2BF16 but for subnormals) into whole 1 KB tiles: A as
  *    [16-row block][32-k block][16][32], B as [16-column block][32-k block][16][16][2].
- *    K is padded with zeros to a multiple of
- *    32 in both operands, and the rows of A and columns of B past the edge with zeros, so a
- *    NaN of one row never reaches another row (oneDNN #5717: its bf16 matmul let one leak
- *    when K % 32 != 0). A transposed operand is transposed in registers, 16 x 16 pairs at
- *    a time;
+ *    K is padded with zeros to a multiple of 32 in both operands, and the rows of A and
+ *    columns of B past the edge with zeros, so a NaN of one row never reaches another row
+ *    (oneDNN #5717: its bf16 matmul let one leak when K % 32 != 0). A transposed operand
+ *    is transposed in registers, 16 x 16 pairs at a time;
  *  - the micro-kernel computes a 32 x 32 block of C in four tiles (2 A tiles x 2 B tiles:
  *    4 loads per 4 products, the blocking of oneDNN's brgemm and llama.cpp), over all of K;
  *    an edge block of 16 rows or columns runs with fewer tiles;
@@ -306,7 +305,8 @@ static inline void prefetch_step(prefetch_run *pf) {
 static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, float *out,
                                int accumulate) {
     __m512 acc[16];
-    for (int r = 0; r < 16; r++) acc[r] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
+    for (int r = 0; r < 16; r++)
+        acc[r] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         const bf16 *a_tile = a + kb * TILE_ELEMS, *b_tile = b + kb * TILE_ELEMS;
         for (int q = 0; q < 16; q++) {
