@@ -5,19 +5,25 @@
  * . B (16 rows of 16 pairs), B in the "VNNI" order where element (k, n) sits at
  * [k / 2][n][k % 2]. Here:
  *  - packing converts float32 to bfloat16 while it copies (round to nearest even, as
- *    fastnn_round_bf16) into whole 1 KB tiles: A as [16-row block][32-k block][16][32],
- *    B as [16-column block][32-k block][16][16][2]. K is padded with zeros to a multiple of
- *    32 in both operands, and the rows of A and columns of B past the edge with zeros, so a
- *    NaN of one row never reaches another row (oneDNN #5717: its bf16 matmul let one leak
- *    when K % 32 != 0). A transposed operand is transposed in registers, 16 x 16 pairs at
- *    a time;
+ *    fastnn_round_bf16; by VCVTNE2PS2BF16 but for subnormals) into whole 1 KB tiles: A as
+ *    [16-row block][32-k block][16][32], B as [16-column block][32-k block][16][16][2].
+ *    K is padded with zeros to a multiple of 32 in both operands, and the rows of A and
+ *    columns of B past the edge with zeros, so a NaN of one row never reaches another row
+ *    (oneDNN #5717: its bf16 matmul let one leak when K % 32 != 0). A transposed operand
+ *    is transposed in registers, 16 x 16 pairs at a time;
  *  - the micro-kernel computes a 32 x 32 block of C in four tiles (2 A tiles x 2 B tiles:
  *    4 loads per 4 products, the blocking of oneDNN's brgemm and llama.cpp), over all of K;
  *    an edge block of 16 rows or columns runs with fewer tiles;
  *  - the block goes through a 4 KB float32 buffer, where bias and activation are applied
  *    with AVX-512 before the store to C (masked at the edges);
- *  - the threads pack A and B together (each its share), wait for each other once, and
- *    split the blocks of C by rows (or, with too few rows, by columns). Each thread loads
+ *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):
+ *    each packs its own part of the operand split and a share of the other, which all
+ *    read whole, and they wait for each other once;
+ *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
+ *    few rows split by columns and B not transposed, B is rounded 256 k at a time beside
+ *    the products into an L1 panel instead of packed whole first (fused_columns). Every
+ *    block of C sums all of K in the same order on one thread, whatever the path, split
+ *    or thread count: the bits do not depend on them. Each thread loads
  *    the tile configuration before its first tile instruction and releases the tiles after
  *    its last one: the configuration is per thread, and a shared mutable one is what
  *    corrupted oneDNN's and PyTorch's state (oneDNN #5393).
@@ -110,26 +116,46 @@ static inline __m512i round_bf16(__m512 x) {
         r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
 }
 
-/* Two rows of bfloat16 (lanes' low halves) as pairs: lane n = lo[n] | hi[n] << 16. */
-static inline __m512i pair_rows(__m512i lo, __m512i hi) {
-    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+/* The lanes of x that hold a float32 subnormal (from the bits: VFPCLASSPS follows MXCSR's
+ * DAZ, which the kernels set). */
+static inline __mmask16 subnormal_lanes(__m512 x) {
+    __m512i magnitude = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF));
+    return _mm512_cmplt_epu32_mask(_mm512_sub_epi32(magnitude, _mm512_set1_epi32(1)),
+                                   _mm512_set1_epi32(0x007FFFFF));
+}
+
+/* 32 floats (lo: the first 16, hi: the next 16) as 32 bfloat16 in order. VCVTNE2PS2BF16
+ * rounds to nearest even and quiets NaN exactly as round_bf16, but takes a float32
+ * subnormal as zero (Intel SDM), where round_bf16 keeps it, or rounds it up to the smallest
+ * normal bfloat16: a vector with a subnormal (rare) takes round_bf16. */
+static inline __m512i bf16_pack32(__m512 lo, __m512 hi) {
+    static const uint16_t even[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
+                                      22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+                                      44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+    if (__builtin_expect(subnormal_lanes(lo) | subnormal_lanes(hi), 0))
+        return _mm512_permutex2var_epi16(round_bf16(lo), _mm512_loadu_si512(even),
+                                         round_bf16(hi));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* Two runs of 16 floats as 16 pairs of bfloat16: lane n = (lo[n], hi[n]). */
+static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+    static const uint16_t interleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                            21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                            11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(interleave), bf16_pack32(lo, hi));
 }
 
 /* The first `count` (may be <= 0) of 32 floats at p as 32 bfloat16 in order, zeros after;
  * memory past them is not read. */
 static inline __m512i bf16_run32(const float *p, int64_t count) {
-    static const uint16_t even[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
-                                      22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
-                                      44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
-    __m512i lo = round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count), p));
-    __m512i hi = round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count - 16), p + 16));
-    return _mm512_permutex2var_epi16(lo, _mm512_loadu_si512(even), hi);
+    return bf16_pack32(_mm512_maskz_loadu_ps(fastnn_mask16(count), p),
+                       _mm512_maskz_loadu_ps(fastnn_mask16(count - 16), p + 16));
 }
 
-/* 16 floats at p (the first `count`) rounded, or zeros when `present` is 0. */
-static inline __m512i bf16_run16(const float *p, int64_t count, int present) {
-    return present ? round_bf16(_mm512_maskz_loadu_ps(fastnn_mask16(count), p))
-                   : _mm512_setzero_si512();
+/* The first `count` of 16 floats at p, zeros after, or all zeros when `present` is 0. */
+static inline __m512 run16(const float *p, int64_t count, int present) {
+    return _mm512_maskz_loadu_ps(present ? fastnn_mask16(count) : 0, p);
 }
 
 /* The A tile of op(A)[i0 : i0+16][p0 : p0+32] into dst (16 rows of 32 bfloat16); `a`
@@ -148,8 +174,8 @@ static void pack_a_tile(bf16 *dst, const float *a, int64_t lda, int trans, int64
     __m512 pairs[16];
     for (int q = 0; q < 16; q++)
         pairs[q] = _mm512_castsi512_ps(
-            pair_rows(bf16_run16(a + 2 * q * lda, rows, 2 * q < ks),
-                      bf16_run16(a + (2 * q + 1) * lda, rows, 2 * q + 1 < ks)));
+            bf16_pairs(run16(a + 2 * q * lda, rows, 2 * q < ks),
+                       run16(a + (2 * q + 1) * lda, rows, 2 * q + 1 < ks)));
     vf32_transpose(pairs);
     for (int r = 0; r < TILE_ROWS; r++) _mm512_storeu_ps((float *)(dst + r * TILE_K), pairs[r]);
 }
@@ -162,8 +188,8 @@ static void pack_b_tile(bf16 *dst, const float *b, int64_t ldb, int trans, int64
     if (!trans) {
         for (int q = 0; q < 16; q++)
             _mm512_storeu_si512(dst + q * TILE_K,
-                                pair_rows(bf16_run16(b + 2 * q * ldb, cols, 2 * q < ks),
-                                          bf16_run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
+                                bf16_pairs(run16(b + 2 * q * ldb, cols, 2 * q < ks),
+                                           run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
         return;
     }
     /* row n of the stored matrix holds column n's run along k: 16 pairs indexed [n][q],
@@ -180,26 +206,31 @@ static void pack_b_tile(bf16 *dst, const float *b, int64_t ldb, int trans, int64
 static void pack_a_blocks(bf16 *packed, const float *a, int64_t lda, int trans, int64_t m,
                           int64_t k, int64_t first, int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    for (int64_t ib = first; ib < end; ib++)
-        for (int64_t kb = 0; kb < k_blocks; kb++) {
-            int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
-            pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS,
-                        trans ? a + p * lda + i : a + i * lda + p, lda, trans,
-                        fastnn_min(TILE_ROWS, m - i), k - p);
-        }
+    /* Along the stored rows: a block's run of k (not transposed), or each 32 rows of k across
+     * the blocks (transposed), rather than 16 floats down 32 rows at a time. */
+    for (int64_t step = 0; step < (end - first) * k_blocks; step++) {
+        int64_t ib = first + (trans ? step % (end - first) : step / k_blocks);
+        int64_t kb = trans ? step / (end - first) : step % k_blocks;
+        int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
+        pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS,
+                    trans ? a + p * lda + i : a + i * lda + p, lda, trans,
+                    fastnn_min(TILE_ROWS, m - i), k - p);
+    }
 }
 
-/* Column blocks [first, end) of op(B) (k x n), each all of K, into packed. */
+/* Column blocks [first, end) of op(B) (k x n), k-blocks [kb0, kb0 + kbn) of each, into
+ * packed (block after block: column block jb's k-block kb at tile (jb - first) kbn + kb - kb0). */
 static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, int64_t n,
-                          int64_t k, int64_t first, int64_t end) {
-    int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    for (int64_t jb = first; jb < end; jb++)
-        for (int64_t kb = 0; kb < k_blocks; kb++) {
-            int64_t j = jb * 16, p = kb * TILE_K;
-            pack_b_tile(packed + (jb * k_blocks + kb) * TILE_ELEMS,
-                        trans ? b + j * ldb + p : b + p * ldb + j, ldb, trans,
-                        fastnn_min(16, n - j), k - p);
-        }
+                          int64_t k, int64_t first, int64_t end, int64_t kb0, int64_t kbn) {
+    /* Along the stored rows, as pack_a_blocks. */
+    for (int64_t step = 0; step < (end - first) * kbn; step++) {
+        int64_t jb = trans ? step / kbn : step % (end - first);
+        int64_t kb = trans ? step % kbn : step / (end - first);
+        int64_t j = (first + jb) * 16, p = (kb0 + kb) * TILE_K;
+        pack_b_tile(packed + (jb * kbn + kb) * TILE_ELEMS,
+                    trans ? b + j * ldb + p : b + p * ldb + j, ldb, trans, fastnn_min(16, n - j),
+                    k - p);
+    }
 }
 
 /* The (16 mt) x (16 nt) block of C (mt, nt in {1, 2}, constants where inlined) from the
@@ -250,14 +281,32 @@ static void store_block(float *c, int64_t ldc, const float *block, int64_t rows,
         }
 }
 
+/* Lines of memory to prefetch a few at a time while the dot products run: `rows` rows of
+ * `row_bytes` stride from base, `lines_per_row` lines of each, `per_step` lines asked for at
+ * each k-block; (row, line) is the next one not yet asked for. */
+typedef struct {
+    const char *base;
+    int64_t row_bytes, rows, lines_per_row, per_step, row, line;
+} prefetch_run;
+
+static inline void prefetch_step(prefetch_run *pf) {
+    if (!pf) return;
+    for (int64_t i = 0; i < pf->per_step && pf->row < pf->rows; i++) {
+        _mm_prefetch(pf->base + pf->row * pf->row_bytes + pf->line * 64, _MM_HINT_T0);
+        if (++pf->line == pf->lines_per_row) pf->line = 0, pf->row++;
+    }
+}
+
 /* The 16 x 16 block of C from one packed row block (a) and one column block (b), with
  * AVX512-BF16 dot products instead of tiles (VDPBF16PS: 16 lanes, each += the two products
  * of a bfloat16 pair, flushing subnormals as TDPBF16PS does): row q of a B tile is one
  * vector of 16 pairs, and pair q of an A tile's row r is broadcast to every lane. Into out
  * (row stride 32). */
-static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, float *out) {
+static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, float *out,
+                               int accumulate) {
     __m512 acc[16];
-    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+    for (int r = 0; r < 16; r++)
+        acc[r] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         const bf16 *a_tile = a + kb * TILE_ELEMS, *b_tile = b + kb * TILE_ELEMS;
         for (int q = 0; q < 16; q++) {
@@ -273,32 +322,94 @@ static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, f
     for (int r = 0; r < 16; r++) _mm512_store_ps(out + r * 32, acc[r]);
 }
 
-/* 8 rows of a packed row block (a: its first row) by two column blocks (b0, b1): 16 x 2
- * accumulators, each broadcast pair of A serving two dot products, so a step of q takes 10
- * loads for 16 products where dot_block16 takes 17 for 16. Into out (row stride 32). */
-static inline void dot_block8x2(const bf16 *a, const bf16 *b0, const bf16 *b1,
-                                int64_t k_blocks, float *out) {
-    __m512 acc[8][2];
-    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int64_t kb = 0; kb < k_blocks; kb++) {
-        const bf16 *a_tile = a + kb * TILE_ELEMS;
-        const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
-        for (int q = 0; q < 16; q++) {
-            __m512bh p0 = (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K);
-            __m512bh p1 = (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K);
+/* The 8 x 2 accumulators of dot_block8x2 and dot_block8x2_rounding (rows 8 x 32 floats of
+ * out, row stride 32): zeros or (accumulate) out's sums; out <- acc. */
+static inline void acc8x2_start(__m512 acc[8][2], const float *out, int accumulate) {
+    for (int r = 0; r < 8; r++)
+        for (int h = 0; h < 2; h++)
+            acc[r][h] = accumulate ? _mm512_load_ps(out + r * 32 + 16 * h) : _mm512_setzero_ps();
+}
+static inline void acc8x2_finish(__m512 acc[8][2], float *out) {
+    for (int r = 0; r < 8; r++)
+        for (int h = 0; h < 2; h++) _mm512_store_ps(out + r * 32 + 16 * h, acc[r][h]);
+}
+
+/* Step q of an A tile's 8 rows (a_tile: the first) against B's pairs p0 and p1: each
+ * broadcast pair of A serves two dot products. */
+static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int q, __m512bh p0,
+                               __m512bh p1) {
 #pragma GCC unroll 8
-            for (int r = 0; r < 8; r++) {
-                int32_t pair;
-                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
-                __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
-            }
-        }
-    }
     for (int r = 0; r < 8; r++) {
-        _mm512_store_ps(out + r * 32, acc[r][0]);
-        _mm512_store_ps(out + r * 32 + 16, acc[r][1]);
+        int32_t pair;
+        memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+        __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
+    }
+}
+
+/* 8 rows of a packed row block (a: its first row) by two column blocks (b0, b1): 16 x 2
+ * accumulators, so a step of q takes 10 loads for 16 products where dot_block16 takes 17
+ * for 16. Into out (row stride 32), from zeros or (accumulate) out's sums; pf: lines to
+ * prefetch on the way (or NULL). */
+static inline void dot_block8x2(const bf16 *a, const bf16 *b0, const bf16 *b1,
+                                int64_t k_blocks, float *out, int accumulate,
+                                prefetch_run *pf) {
+    __m512 acc[8][2];
+    acc8x2_start(acc, out, accumulate);
+    for (int64_t kb = 0; kb < k_blocks; kb++) {
+        const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
+        prefetch_step(pf);
+        for (int q = 0; q < 16; q++)
+            dot8x2_step(acc, a + kb * TILE_ELEMS, q,
+                        (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K),
+                        (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K));
+    }
+    acc8x2_finish(acc, out);
+}
+
+/* dot_block8x2 with the two column blocks of B read as floats from op(B) not transposed
+ * (src: op(B)[p0][j0], row stride ldb; rows from ks on and columns from cols on are zeros;
+ * cols > 16) and rounded on the way: their packed tiles go to b0 and b1 for the other rows'
+ * calls. The rounding and the loads of B run beside the products instead of before them. */
+static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_t ldb,
+                                         int64_t ks, int64_t cols, bf16 *b0, bf16 *b1,
+                                         int64_t k_blocks, float *out, int accumulate) {
+    __mmask16 lo = fastnn_mask16(cols), hi = fastnn_mask16(cols - 16);
+    __m512 acc[8][2];
+    acc8x2_start(acc, out, accumulate);
+    for (int64_t kb = 0; kb < k_blocks; kb++)
+        for (int q = 0; q < 16; q++) {
+            int64_t p = kb * TILE_K + 2 * q;
+            const float *r0 = src + p * ldb, *r1 = r0 + ldb;
+            __mmask16 lo0 = p < ks ? lo : 0, hi0 = p < ks ? hi : 0;
+            __mmask16 lo1 = p + 1 < ks ? lo : 0, hi1 = p + 1 < ks ? hi : 0;
+            __m512i v0 = bf16_pairs(_mm512_maskz_loadu_ps(lo0, r0), _mm512_maskz_loadu_ps(lo1, r1));
+            __m512i v1 = bf16_pairs(_mm512_maskz_loadu_ps(hi0, r0 + 16),
+                                    _mm512_maskz_loadu_ps(hi1, r1 + 16));
+            _mm512_store_si512(b0 + kb * TILE_ELEMS + q * TILE_K, v0);
+            _mm512_store_si512(b1 + kb * TILE_ELEMS + q * TILE_K, v1);
+            dot8x2_step(acc, a + kb * TILE_ELEMS, q, (__m512bh)v0, (__m512bh)v1);
+        }
+    acc8x2_finish(acc, out);
+}
+
+/* rows x cols (<= 32 each) of a block of C over kbn k-blocks with dot products, into block
+ * (row stride 32): a at the first row block's first k-block (the second row block a_next
+ * numbers further), b0 and b1 at the two column blocks' (kbn tiles each). accumulate: add
+ * to the sums in block (those of the k-blocks before) instead of starting from zero, which
+ * gives the same bits as one pass over both ranges. */
+static inline void dot_pair(const bf16 *a, int64_t a_next, const bf16 *b0, const bf16 *b1,
+                            int64_t kbn, int64_t rows, int64_t cols, float *block,
+                            int accumulate, prefetch_run *pf, int skip_first) {
+    for (int ia = 0; ia < 2 && 16 * ia < rows; ia++) {
+        const bf16 *a_block = a + ia * a_next;
+        if (cols > 16)
+            for (int half = ia == 0 && skip_first; half < 2 && 16 * ia + 8 * half < rows; half++)
+                dot_block8x2(a_block + 8 * half * TILE_K, b0, b1, kbn,
+                             block + (16 * ia + 8 * half) * 32, accumulate, pf);
+        else
+            dot_block16(a_block, b0, kbn, block + ia * 16 * 32, accumulate);
     }
 }
 
@@ -311,17 +422,10 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
     int64_t i = ip * 32, j = jp * 32, rows = fastnn_min(32, m - i), cols = fastnn_min(32, n - j);
     const bf16 *a = a_pack + 2 * ip * k_blocks * TILE_ELEMS;
     const bf16 *b = b_pack + 2 * jp * k_blocks * TILE_ELEMS;
-    if (!tiles) {
-        for (int ia = 0; ia < 2 && 16 * ia < rows; ia++) {
-            const bf16 *a_block = a + ia * k_blocks * TILE_ELEMS;
-            if (cols > 16)
-                for (int half = 0; half < 2 && 16 * ia + 8 * half < rows; half++)
-                    dot_block8x2(a_block + 8 * half * TILE_K, b, b + k_blocks * TILE_ELEMS,
-                                 k_blocks, block + (16 * ia + 8 * half) * 32);
-            else
-                dot_block16(a_block, b, k_blocks, block + ia * 16 * 32);
-        }
-    } else if (rows > 16 && cols > 16)
+    if (!tiles)
+        dot_pair(a, k_blocks * TILE_ELEMS, b, b + k_blocks * TILE_ELEMS, k_blocks, rows, cols,
+                 block, 0, NULL, 0);
+    else if (rows > 16 && cols > 16)
         amx_block(2, 2, a, b, k_blocks, block);
     else if (rows > 16)
         amx_block(2, 1, a, b, k_blocks, block);
@@ -333,10 +437,63 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
                 epilogue ? (const float *)epilogue->bias + j : NULL);
 }
 
+/* The few-rows path of the dot products, for B not transposed, on the pairs of column blocks
+ * [first, end). Each pair's B is rounded FUSED_K_BLOCKS k-blocks at a time by the first
+ * call (the first 8 rows, dot_block8x2_rounding) into this thread's panel (16 KB, in L1),
+ * which the calls of the other rows read; no packed B is written whole, nor read back from
+ * L3. Each row pair's sums over those k-blocks are added to its block in partial (m_pairs
+ * blocks of 32 x 32 floats), so each block still sums all of K in order on one thread: the
+ * bits are those of amx_pair. The other calls prefetch the next piece's rows of B. */
+#define FUSED_K_BLOCKS 8
+#define FUSED_MAX_PAIRS 4
+#define FUSED_THREAD_ELEMS (2 * FUSED_K_BLOCKS * TILE_ELEMS + FUSED_MAX_PAIRS * 32 * 32 * 2)
+static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
+                          const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
+                          int64_t ldc, const fastnn_epilogue *epilogue, bf16 *panel) {
+    float *partial = (float *)(panel + 2 * FUSED_K_BLOCKS * TILE_ELEMS);
+    int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
+    for (int64_t jp = first; jp < end; jp++) {
+        int64_t j = jp * 32, cols = fastnn_min(32, n - j);
+        for (int64_t kb0 = 0; kb0 < k_blocks; kb0 += FUSED_K_BLOCKS) {
+            int64_t kbn = fastnn_min(FUSED_K_BLOCKS, k_blocks - kb0), p0 = kb0 * TILE_K;
+            /* the next piece: the next k-blocks of this pair, or the next pair's first */
+            int64_t next_p = kb0 + kbn < k_blocks ? p0 + kbn * TILE_K : 0;
+            int64_t next_j = next_p ? j : j + 32;
+            prefetch_run pf = {0};
+            if (next_p || jp + 1 < end) {
+                pf.base = (const char *)(b + next_p * ldb + next_j);
+                pf.row_bytes = ldb * (int64_t)sizeof(float);
+                pf.rows = fastnn_min(FUSED_K_BLOCKS * TILE_K, k - next_p);
+                pf.lines_per_row = fastnn_ceil_div(fastnn_min(32, n - next_j) * 4, 64);
+                pf.per_step = fastnn_ceil_div(pf.rows * pf.lines_per_row, m_pairs * 4 * kbn);
+            }
+            /* a last pair of one column block goes through pack_b_blocks and dot_block16 */
+            int rounding = cols > 16;
+            if (rounding)
+                dot_block8x2_rounding(a_pack + kb0 * TILE_ELEMS, b + p0 * ldb + j, ldb, k - p0,
+                                      cols, panel, panel + kbn * TILE_ELEMS, kbn, partial,
+                                      kb0 > 0);
+            else
+                pack_b_blocks(panel, b, ldb, 0, n, k, 2 * jp, fastnn_min(n_blocks, 2 * jp + 2),
+                              kb0, kbn);
+            for (int64_t ip = 0; ip < m_pairs; ip++)
+                dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS, k_blocks * TILE_ELEMS,
+                         panel, panel + kbn * TILE_ELEMS, kbn, fastnn_min(32, m - ip * 32), cols,
+                         partial + ip * 32 * 32, kb0 > 0, pf.base ? &pf : NULL,
+                         rounding && ip == 0);
+        }
+        for (int64_t ip = 0; ip < m_pairs; ip++)
+            store_block(c + ip * 32 * ldc + j, ldc, partial + ip * 32 * 32,
+                        fastnn_min(32, m - ip * 32), cols, epilogue,
+                        epilogue ? (const float *)epilogue->bias + j : NULL);
+    }
+}
+
 /* Smallest product (flops) worth a thread of its own on tiles. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
-/* Bytes of packed B that one pass over a thread's rows reuses (kept in L2). */
-#define AMX_B_CHUNK_BYTES (512 * 1024)
+/* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
+ * L2). */
+#define AMX_SHARED_CHUNK_BYTES (512 * 1024)
 
 /* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
 static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
@@ -345,19 +502,34 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
-    /* An odd last block is packed as a pair's first half; its second half is never read. */
-    size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
-    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
-    bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, (size_t)(n_blocks * k_blocks) * tile_bytes);
-    if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
     if (threads > m_pairs * n_pairs) threads = (int)(m_pairs * n_pairs);
     /* On a busy machine (internal.h), this thread alone: every block of C sums all of K on
      * one thread whatever the split, so the bits do not change. */
     if (threads > 1 && fastnn_contended()) threads = 1;
-    int by_rows = m_pairs >= threads;
-    /* Column pairs per chunk of B reused over a thread's rows. */
-    int64_t chunk = fastnn_max(1, AMX_B_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    /* Each thread owns pairs of row blocks (by rows) or of column blocks: it packs its own
+     * operand's pairs, and an equal share of the other operand, which every thread reads
+     * whole, before one barrier. By rows when that leaves
+     * the busiest thread fewer blocks, or as many and A is the larger operand (m >= n), so
+     * that the operand read whole is the smaller one. */
+    int64_t busiest_by_rows = fastnn_ceil_div(m_pairs, threads) * n_pairs;
+    int64_t busiest_by_columns = fastnn_ceil_div(n_pairs, threads) * m_pairs;
+    int by_rows = busiest_by_rows < busiest_by_columns ||
+                  (busiest_by_rows == busiest_by_columns && m >= n);
+    int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
+    /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
+    int64_t chunk = fastnn_max(1, AMX_SHARED_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    /* A few rows by columns with dot products and B not transposed: B rounded in pieces
+     * beside the products (fused_columns). A transposed B packs faster whole (its runs of k
+     * are contiguous), and measured slower in pieces. */
+    int fused = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
+    /* An odd last block is packed as a pair's first half; its second half is never read. */
+    size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
+    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
+    bf16 *b_pack = fastnn_scratch(
+        SCRATCH_BF16_B, fused ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
+                              : (size_t)(n_blocks * k_blocks) * tile_bytes);
+    if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int64_t start = fastnn_now_ns(), done = 0;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -366,35 +538,34 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
         float block[32 * 32] __attribute__((aligned(64)));
-        /* This thread's row pairs (by rows) or column pairs (by columns); it packs those of
-         * its own operand, and an equal share of the other. */
-        int64_t first = (by_rows ? m_pairs : n_pairs) * t / team;
-        int64_t end = (by_rows ? m_pairs : n_pairs) * (t + 1) / team;
+        int64_t first = own_pairs * t / team, end = own_pairs * (t + 1) / team;
+        /* its own pairs, and an equal share of the shared operand's blocks */
+        int64_t b_first = by_rows ? n_blocks * t / team : 2 * first;
+        int64_t b_end = by_rows ? n_blocks * (t + 1) / team : fastnn_min(n_blocks, 2 * end);
         if (by_rows) {
             pack_a_blocks(a_pack, a, lda, trans_a, m, k, 2 * first,
                           fastnn_min(m_blocks, 2 * end));
-            pack_b_blocks(b_pack, b, ldb, trans_b, n, k, n_blocks * t / team,
-                          n_blocks * (t + 1) / team);
+            pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, ldb, trans_b, n, k,
+                          b_first, b_end, 0, k_blocks);
         } else {
-            pack_b_blocks(b_pack, b, ldb, trans_b, n, k, 2 * first,
-                          fastnn_min(n_blocks, 2 * end));
+            if (!fused)
+                pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, ldb, trans_b, n, k,
+                              b_first, b_end, 0, k_blocks);
             pack_a_blocks(a_pack, a, lda, trans_a, m, k, m_blocks * t / team,
                           m_blocks * (t + 1) / team);
         }
 #pragma omp barrier
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
-        if (by_rows) {
-            for (int64_t jc = 0; jc < n_pairs; jc += chunk)
-                for (int64_t ip = first; ip < end; ip++)
-                    for (int64_t jp = jc; jp < fastnn_min(n_pairs, jc + chunk); jp++)
-                        amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc,
-                                 epilogue, block);
-        } else {
-            for (int64_t jp = first; jp < end; jp++)
-                for (int64_t ip = 0; ip < m_pairs; ip++)
-                    amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, ip, jp, c, ldc, epilogue,
-                             block);
-        }
+        if (fused)
+            fused_columns(a_pack, k_blocks, m, n, k, b, ldb, first, end, c, ldc, epilogue,
+                          b_pack + t * FUSED_THREAD_ELEMS);
+        else
+            for (int64_t sc = 0; sc < shared_pairs; sc += chunk)
+                for (int64_t own = first; own < end; own++)
+                    for (int64_t other = sc; other < fastnn_min(shared_pairs, sc + chunk);
+                         other++)
+                        amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, by_rows ? own : other,
+                                 by_rows ? other : own, c, ldc, epilogue, block);
         if (tiles) _tile_release();
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();

@@ -133,6 +133,56 @@ def test_bfloat16_matmul_within_the_bound(backend_name, trans_a, trans_b):
             _check_within_bound(got, a, b)
 
 
+# Few rows (at most 128) and B not transposed, split by columns: the C GEMM rounds B 32
+# columns and 256 k at a time beside the products and carries the sums across the pieces;
+# K past a piece, a last piece short, a last column block short, and an epilogue.
+FEW_ROWS = [(32, 1030, 1000), (100, 600, 90), (70, 300, 1000), (128, 2100, 520), (5, 700, 33)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_few_rows_products_do_not_depend_on_the_split(backend_name):
+    """Within the bound, the same bits on 1 and 2 threads, and, where the products are
+    bfloat16 dot products (exact in float32, the two operands of each pair entering alike),
+    x @ w equal bit for bit to (w' @ x')', whose many rows go through the other path (both
+    operands packed whole): each sum adds the same products in the same order on both."""
+    rng = np.random.default_rng(9)
+    with fastnn.use_backend(backend_name):
+        saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
+        try:
+            for n, k, m in FEW_ROWS:
+                x = rng.standard_normal((n, k)).astype(np.float32)
+                w = rng.standard_normal((k, m)).astype(np.float32)
+                bias = rng.standard_normal(m).astype(np.float32)
+                outputs = []
+                for threads in (1, 2):
+                    if saved:
+                        fastnn.set_num_threads(threads)
+                    outputs.append((ops.matmul(x, w, precision="bfloat16"),
+                                    ops.matmul(x.T.copy(), w, trans_a=True,
+                                               precision="bfloat16"),
+                                    ops.linear_forward(x, w, bias, "relu",
+                                                       precision="bfloat16"),
+                                    ops.matmul(w, x, trans_a=True, trans_b=True,
+                                               precision="bfloat16")))
+                for one, two in zip(*outputs):
+                    np.testing.assert_array_equal(_bits(two), _bits(one))
+                product, product_tn, forward, transposed = outputs[0]
+                _check_within_bound(product, x, w)
+                np.testing.assert_array_equal(_bits(product_tn), _bits(product))
+                np.testing.assert_array_equal(
+                    _bits(forward), _bits(np.maximum(product + bias, 0)))
+                if backend_name == "c" and _c_bf16_gemm() != "float32":
+                    np.testing.assert_array_equal(_bits(transposed.T), _bits(product))
+        finally:
+            if saved:
+                fastnn.set_num_threads(saved)
+
+
+def _c_bf16_gemm():
+    from fastnn.backends import c_backend
+    return c_backend.BF16_GEMM
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_bfloat16_is_not_float32(backend_name):
     """The bound is tight enough to tell the precisions apart: float32 products of the
