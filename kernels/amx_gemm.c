@@ -438,10 +438,10 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
 }
 
 /* The few-rows path of the dot products, for B not transposed, on the pairs of column blocks
- * [first, end). Each pair's B is rounded FUSED_K_BLOCKS k-blocks at a time by the first
- * call (the first 8 rows, dot_block8x2_rounding) into this thread's panel (16 KB, in L1),
- * which the calls of the other rows read; no packed B is written whole, nor read back from
- * L3. Each row pair's sums over those k-blocks are added to its block in partial (m_pairs
+ * [first, end). Each pair's B is rounded in pieces of at most FUSED_K_BLOCKS k-blocks, of
+ * about equal size (no short last piece), by the first call (the first 8 rows,
+ * dot_block8x2_rounding) into this thread's panel (16 KB, in L1), which the calls of the
+ * other rows read; no packed B is written whole, nor read back from L3. Each row pair's sums over those k-blocks are added to its block in partial (m_pairs
  * blocks of 32 x 32 floats), so each block still sums all of K in order on one thread: the
  * bits are those of amx_pair. The other calls prefetch the next piece's rows of B. */
 #define FUSED_K_BLOCKS 8
@@ -454,8 +454,11 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
     int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
     for (int64_t jp = first; jp < end; jp++) {
         int64_t j = jp * 32, cols = fastnn_min(32, n - j);
-        for (int64_t kb0 = 0; kb0 < k_blocks; kb0 += FUSED_K_BLOCKS) {
-            int64_t kbn = fastnn_min(FUSED_K_BLOCKS, k_blocks - kb0), p0 = kb0 * TILE_K;
+        /* pieces of equal size (784 = 24.5 k-blocks: 7, 6, 6, 6 rather than 8, 8, 8, 1) */
+        int64_t pieces = fastnn_ceil_div(k_blocks, FUSED_K_BLOCKS);
+        for (int64_t piece = 0; piece < pieces; piece++) {
+            int64_t kb0 = k_blocks * piece / pieces;
+            int64_t kbn = k_blocks * (piece + 1) / pieces - kb0, p0 = kb0 * TILE_K;
             /* the next piece: the next k-blocks of this pair, or the next pair's first */
             int64_t next_p = kb0 + kbn < k_blocks ? p0 + kbn * TILE_K : 0;
             int64_t next_j = next_p ? j : j + 32;
