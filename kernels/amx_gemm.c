@@ -524,8 +524,12 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
     int64_t chunk = fastnn_max(1, AMX_SHARED_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
     /* A few rows by columns with dot products and B not transposed: B rounded in pieces
      * beside the products (fused_columns). A transposed B packs faster whole (its runs of k
-     * are contiguous), and measured slower in pieces. */
-    int fused = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
+     * are contiguous), and measured slower in pieces. So did a K that ends in a part of a
+     * k-block (K % 32 != 0), not yet understood: 32 x 784 x 1024 ran at 251-291 GFLOP/s in
+     * pieces against 346-398 packed whole, and 32 x 1008 x 1024 likewise, where K of 736,
+     * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). */
+    int fused = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS &&
+                k % TILE_K == 0;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
