@@ -20,8 +20,9 @@
  *    each packs its own part of the operand split and a share of the other, which all
  *    read whole, and they wait for each other once;
  *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
- *    few rows split by columns and B not transposed, B is rounded 256 k at a time beside
- *    the products into an L1 panel instead of packed whole first (fused_columns). Every
+ *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
+ *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
+ *    of packed whole first (fused_columns). Every
  *    block of C sums all of K in the same order on one thread, whatever the path, split
  *    or thread count: the bits do not depend on them. Each thread loads
  *    the tile configuration before its first tile instruction and releases the tiles after
