@@ -140,7 +140,7 @@ def direct_scratch_size(rows, cols, inner, like):
     op(b) and op(a), one tile; or, for a narrow product, gemm_narrow's out.T."""
     width = tile_width(like)
     tiles = inner * (cols + width + MR) + MR * width
-    return max(tiles, rows * cols) if narrow(cols, inner) else tiles
+    return max(tiles, rows * cols) if narrow(cols) else tiles
 
 
 #: Columns at or below which gemm_tiles runs gemm_narrow: there the micro-tile's NR = 32
@@ -150,8 +150,8 @@ NARROW_MAX = 8
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def narrow(cols, inner):
-    """Whether gemm_tiles runs a (rows, cols, inner) product as gemm_narrow."""
+def narrow(cols):
+    """Whether gemm_tiles runs a product of ``cols`` columns as gemm_narrow."""
     return cols <= NARROW_MAX
 
 
@@ -272,7 +272,7 @@ def tiled(rows, cols, inner):
 def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
     """gemm_direct's micro-tiles (inner > 0), or its loops for a narrow product."""
     inner = a.shape[0] if trans_a else a.shape[1]
-    if narrow(out.shape[1], inner):
+    if narrow(out.shape[1]):
         gemm_narrow(a, b, trans_a, trans_b, out, bias, code, alpha, scratch)
         return
     copied_b, pad_b, pad_a, full_cols, panels = prepare_direct(a, b, trans_a, trans_b, out,
