@@ -32,6 +32,10 @@ int fastnn_get_flush_denormal(void);
 /* 1 in a process made by fork() after this library was loaded: kernels then run on one thread
  * (GNU OpenMP's thread pool does not survive a fork). */
 int fastnn_forked_child(void);
+/* The busy machine's rule (internal.h, fastnn_contended): the length in ns of a spell on one
+ * thread after a held-up parallel region, given the last spell's length (0: none yet) and the
+ * time since that spell's end. For tests. */
+int64_t fastnn_contended_spell(int64_t last_spell_ns, int64_t since_its_end_ns);
 /* The vector code the kernels run now: "avx512", "avx2" or "portable" (the AMX instruction
  * set runs the AVX-512 float kernels). */
 const char *fastnn_simd_name(void);

@@ -46,15 +46,23 @@ int fastnn_threads_for(double work, double grain);
 /* A busy machine. When the calling thread of a parallel region has finished its share and then
  * waits at the region's end for more than FASTNN_CONTENDED_WAIT_NS and longer than half of its
  * own work, another thread's core was taken (a busy neighbour process, a spinning thread pool of
- * another library, the OS): for the next FASTNN_CONTENDED_PAUSE_NS, fastnn_contended() is 1, and
- * the kernels whose results do not depend on the thread count (FASTNN_FOR's loops, the GEMM but
- * for its K split) run on the calling thread alone; the first region after that probes again.
+ * another library, the OS): for a spell (fastnn_contended_spell, fastnn.h), fastnn_contended()
+ * is 1, and the kernels whose results do not depend on the thread count (FASTNN_FOR's loops, the
+ * GEMM but for its K split) run on the calling thread alone; the first region after that probes
+ * again. The first spell is FASTNN_CONTENDED_PAUSE_MIN_NS; a region held up again within 4
+ * spells' lengths of the last one's end makes the next 8 times as long, up to
+ * FASTNN_CONTENDED_PAUSE_MAX_NS. So a lasting load (a busy process on the other core: one held
+ * up region every few ms) reaches the longest spell after three, and a one-off wait costs
+ * little: this VM takes a worker's core for 3-8 ms now and then on a quiet machine too (about
+ * once per MNIST-shaped epoch), and a fixed 100 ms spell on one thread made such an epoch
+ * ~50-100 ms slower (c, batch 128, 160-168 ms without one, 241-272 ms with one).
  * Sums split between threads (a K split, db, FASTNN_FOR_SUM) keep their split, so the same seed
  * still trains bit for bit the same. A quiet machine never waits that long, so nothing changes
  * there. Each parallel region reports with fastnn_team_report(its start, when the calling thread
  * finished its share, its end). */
 #define FASTNN_CONTENDED_WAIT_NS 200000
-#define FASTNN_CONTENDED_PAUSE_NS 100000000
+#define FASTNN_CONTENDED_PAUSE_MIN_NS 2000000
+#define FASTNN_CONTENDED_PAUSE_MAX_NS 100000000
 int64_t fastnn_now_ns(void);
 int fastnn_contended(void);
 void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);

@@ -70,11 +70,23 @@ int64_t fastnn_now_ns(void) {
 /* Until when (fastnn_now_ns) the kernels run on one thread, because the last parallel region
  * found the other threads' cores taken (see fastnn_team_report). */
 static int64_t g_contended_until = 0;
+/* The length of that spell (0: none yet). */
+static int64_t g_contended_spell = 0;
+
+int64_t fastnn_contended_spell(int64_t last_spell_ns, int64_t since_its_end_ns) {
+    if (last_spell_ns > 0 && since_its_end_ns < 4 * last_spell_ns)
+        return fastnn_min(8 * last_spell_ns, FASTNN_CONTENDED_PAUSE_MAX_NS);
+    return FASTNN_CONTENDED_PAUSE_MIN_NS;
+}
 
 void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
     int64_t waited = end - master_done, worked = master_done - start;
-    if (waited > FASTNN_CONTENDED_WAIT_NS && 2 * waited > worked)
-        __atomic_store_n(&g_contended_until, end + FASTNN_CONTENDED_PAUSE_NS, __ATOMIC_RELAXED);
+    if (waited <= FASTNN_CONTENDED_WAIT_NS || 2 * waited <= worked) return;
+    int64_t spell = fastnn_contended_spell(
+        __atomic_load_n(&g_contended_spell, __ATOMIC_RELAXED),
+        end - __atomic_load_n(&g_contended_until, __ATOMIC_RELAXED));
+    __atomic_store_n(&g_contended_spell, spell, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_contended_until, end + spell, __ATOMIC_RELAXED);
 }
 
 /* FASTNN_ASSUME_CONTENDED=1: always contended (the tests check that the one-thread fallback

@@ -234,3 +234,31 @@ def test_one_thread_fallback_of_a_busy_machine_gives_the_same_bits(name):
     busy = run_python(CONTENDED_CHECK.format(name=name), FASTNN_ASSUME_CONTENDED="1")
     assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
     assert normal.stdout == busy.stdout
+
+
+def contended_spell(name):
+    """The busy machine's rule of backend `name`: (last spell, ns since its end) -> next spell."""
+    if name == "c":
+        from fastnn.backends.c_backend import lib
+        return lib.fastnn_contended_spell
+    from fastnn.backends.numba_kernels.team import contended_spell as spell
+    return spell
+
+
+MS = 1_000_000
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_one_off_wait_costs_a_short_spell_and_a_lasting_load_a_long_one(name):
+    """A held-up region starts the shortest spell on one thread (2 ms: a worker of a quiet VM
+    is off its core for a few ms now and then); held up again within 4 spells' lengths of the
+    last spell's end, 8 times the last (a busy neighbour: 2, 16, 100 ms, at most 100)."""
+    spell = contended_spell(name)
+    assert spell(0, 0) == 2 * MS  # the first ever
+    assert spell(2 * MS, 1 * MS) == 16 * MS
+    assert spell(2 * MS, 7 * MS) == 16 * MS
+    assert spell(16 * MS, 30 * MS) == 100 * MS
+    assert spell(100 * MS, 0) == 100 * MS
+    assert spell(2 * MS, -1 * MS) == 16 * MS  # a region that began before the spell's end
+    assert spell(2 * MS, 8 * MS) == 2 * MS  # long after: a one-off wait again
+    assert spell(100 * MS, 400 * MS) == 2 * MS

@@ -6,6 +6,8 @@ Behaviour only: what the fallback gains on a busy machine is measured by benchma
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -79,9 +81,34 @@ def test_a_long_wait_for_the_other_thread_makes_the_machine_contended(two_numba_
             break
     assert 1 in numbers.tolist()  # the other thread ran a task and spun
     assert team.contended()
-    numbers[:] = -1
-    record_threads(numbers, 0)
-    assert numbers.tolist() == [0, 0]  # the next loops run on the calling thread
+    assert team._state[team.PAUSE] == team.CONTENDED_PAUSE_MIN_NS  # a first spell: the shortest
+    for _ in range(10):  # the next loops run on the calling thread (if still in the 2 ms spell)
+        numbers[:] = -1
+        started = time.monotonic_ns()
+        record_threads(numbers, 0)
+        if started < team._state[team.UNTIL]:
+            break
+        record_threads(numbers, 20 * team.CONTENDED_WAIT_NS)  # a new spell (the test's clock
+    assert started < team._state[team.UNTIL]  # was held up past the last one's end)
+    assert numbers.tolist() == [0, 0]
+
+
+@two_threads
+def test_a_loop_held_up_again_soon_after_a_spell_makes_the_next_longer(two_numba_threads):
+    numbers = np.full(2, -1, np.int64)
+    record_threads(numbers, 0)  # compiled
+    for _ in range(10):  # a shared machine may hold up the calling thread too: try again
+        team.assume_contended(False)
+        record_threads(numbers, 20 * team.CONTENDED_WAIT_NS)
+        first = team._state[team.PAUSE]
+        while time.monotonic_ns() < team._state[team.UNTIL]:  # the spell's end
+            pass
+        record_threads(numbers, 20 * team.CONTENDED_WAIT_NS)
+        if first == team.CONTENDED_PAUSE_MIN_NS and (
+                team._state[team.PAUSE] == 8 * team.CONTENDED_PAUSE_MIN_NS):
+            break
+    assert first == team.CONTENDED_PAUSE_MIN_NS
+    assert team._state[team.PAUSE] == 8 * team.CONTENDED_PAUSE_MIN_NS
 
 
 def fit_weights(layers, optimizer, x, y, batch):

@@ -15,9 +15,11 @@ Every parallel loop of the Numba kernels reads::
 * **A busy machine.** When the calling thread has finished its tasks and then waits at the
   loop's end for more than :data:`CONTENDED_WAIT_NS` and longer than half of its own work,
   another thread's core was taken (a busy neighbour process, another library's spinning
-  threads): for the next :data:`CONTENDED_PAUSE_NS`, region_enter sets Numba's thread count
-  of the calling thread to 1 for the loop (put back by region_leave), and the first loop
-  after that probes again. The loops keep their tasks: a sum split between tasks (db's
+  threads): for a spell of :data:`CONTENDED_PAUSE_MIN_NS` to :data:`CONTENDED_PAUSE_MAX_NS`
+  (the C kernels' rule, kernels/internal.h: the shortest after a one-off wait, 8 times the last
+  spell when found again soon after it), region_enter sets Numba's thread count of the
+  calling thread to 1 for the loop (put back by region_leave), and the first loop after that
+  probes again. The loops keep their tasks: a sum split between tasks (db's
   partial sums, a loss's per-chunk sums) keeps its split, so results stay bit for bit those
   of the threads. A quiet machine never waits that long, so nothing changes there.
   ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as by the C library) makes every loop run
@@ -45,16 +47,21 @@ from numba.extending import intrinsic
 from .fp_mode import UNCHANGED, external_global, fp_enter, fp_inherited, fp_leave
 
 #: A wait at a loop's end longer than this (and than half the calling thread's work)
-#: means another thread's core was taken; the loops then run on one thread for
-#: CONTENDED_PAUSE_NS. The C kernels' values (FASTNN_CONTENDED_WAIT_NS, _PAUSE_NS).
+#: means another thread's core was taken; the loops then run on one thread for a spell of
+#: CONTENDED_PAUSE_MIN_NS, or 8 times the last spell (at most CONTENDED_PAUSE_MAX_NS) when
+#: found within 4 spells' lengths of the last one's end. The C kernels' values
+#: (FASTNN_CONTENDED_WAIT_NS, _PAUSE_MIN_NS, _PAUSE_MAX_NS, kernels/internal.h).
 CONTENDED_WAIT_NS = 200_000
-CONTENDED_PAUSE_NS = 100_000_000
+CONTENDED_PAUSE_MIN_NS = 2_000_000
+CONTENDED_PAUSE_MAX_NS = 100_000_000
 
 #: The state's fields: until when (CLOCK_MONOTONIC ns) loops run on one thread; when the
-#: calling thread last finished a task; 1 when FASTNN_ASSUME_CONTENDED=1.
-UNTIL, MASTER_DONE, ASSUMED = range(3)
+#: calling thread last finished a task; 1 when FASTNN_ASSUME_CONTENDED=1; the length of the
+#: last one-thread spell (ns, 0: none yet).
+UNTIL, MASTER_DONE, ASSUMED, PAUSE = range(4)
+STATE_FIELDS = 4
 STATE_SYMBOL = "fastnn_numba_team_state"
-_state = (ctypes.c_int64 * 3)()
+_state = (ctypes.c_int64 * STATE_FIELDS)()
 _state[ASSUMED] = os.environ.get("FASTNN_ASSUME_CONTENDED", "") == "1"
 binding.add_symbol(STATE_SYMBOL, ctypes.addressof(_state))
 
@@ -75,11 +82,12 @@ def assume_contended(mode: bool) -> None:
     """Run every parallel loop on one thread (True), as FASTNN_ASSUME_CONTENDED=1, or measure
     again (False; also forgets a busy spell found so far). For tests."""
     _state[ASSUMED] = 1 if mode else 0
-    _state[UNTIL] = 0
+    _state[UNTIL] = _state[PAUSE] = 0
 
 
 def _state_slot(builder, index):
-    state = external_global(builder.module, ir.ArrayType(ir.IntType(64), 3), STATE_SYMBOL)
+    state = external_global(builder.module, ir.ArrayType(ir.IntType(64), STATE_FIELDS),
+                            STATE_SYMBOL)
     i32 = ir.IntType(32)
     return builder.gep(state, [ir.Constant(i32, 0), ir.Constant(i32, index)])
 
@@ -204,9 +212,18 @@ def task_leave(mode):
 
 
 @njit(cache=True, error_model="numpy")
+def contended_spell(last_spell_ns, since_its_end_ns):
+    """The length (ns) of a spell on one thread after a held-up loop, given the last spell's
+    length (0: none yet) and the time since its end: the C kernels' fastnn_contended_spell."""
+    if last_spell_ns > 0 and since_its_end_ns < 4 * last_spell_ns:
+        return min(8 * last_spell_ns, CONTENDED_PAUSE_MAX_NS)
+    return CONTENDED_PAUSE_MIN_NS
+
+
+@njit(cache=True, error_model="numpy")
 def region_leave(region):
     """After the prange loop: the thread count back; a long wait of the calling thread for
-    the others makes the next CONTENDED_PAUSE_NS of loops run on one thread."""
+    the others makes the loops of the next spell run on one thread (see CONTENDED_WAIT_NS)."""
     team, start = region
     if start < 0:
         set_team_size(team)
@@ -215,4 +232,6 @@ def region_leave(region):
         done = state_load(MASTER_DONE)
         waited, worked = end - done, done - start
         if waited > CONTENDED_WAIT_NS and 2 * waited > worked:
-            state_store(UNTIL, end + CONTENDED_PAUSE_NS)
+            pause = contended_spell(state_load(PAUSE), end - state_load(UNTIL))
+            state_store(PAUSE, pause)
+            state_store(UNTIL, end + pause)
