@@ -22,7 +22,10 @@ What is kept from scikit-learn (each point has a test against scikit-learn itsel
 - ``alpha``'s L2 term is scaled by the samples of the current mini-batch, as scikit-learn
   scales it for sgd/adam: each step adds ``alpha * W / n`` to the gradient of every weight
   matrix W (never to the intercepts) and ``0.5 * alpha * sum ||W||^2 / n`` to the batch's
-  loss, n the rows of that batch. So ``loss_`` depends on ``batch_size``;
+  loss, n the rows of that batch. So ``loss_`` depends on ``batch_size``. Under MPI
+  (:mod:`fastnn.distributed`: ``batch_size`` rows a rank, the gradients averaged), n is
+  the rows of the whole batch, all ranks', so that R ranks at ``batch_size`` b train as one
+  process at R * b;
 - the losses are scikit-learn's: log-loss (for logistic outputs summed over the labels),
   and half the mean squared error whose gradient is ``(prediction - y) / n``;
 - sgd with momentum and Nesterov's momentum, with the learning rate ``constant``,
@@ -132,18 +135,22 @@ NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input d
 
 class _Penalty:
     """scikit-learn's L2 term, shared by the layers and the optimizer of one model:
-    ``alpha``, the rows of the current batch, and the sum of ``||W||^2`` over the weight
+    ``alpha``, the rows of the current batch on this process, the ranks of a data-parallel
+    fit (fastnn.distributed; 1 otherwise), and the sum of ``||W||^2`` over the weight
     matrices and the steps of the current epoch (for ``loss_``)."""
 
     def __init__(self, alpha: float):
         self.alpha = float(alpha)
         self.rows = 1
+        self.ranks = 1
         self.squares = 0.0
 
     def decay(self) -> float:
         """The weight decay of this step: scikit-learn adds ``alpha * W / n`` to the
-        gradient of each weight matrix W, n the rows of the batch."""
-        return self.alpha / self.rows
+        gradient of each weight matrix W, n the rows of the batch: of the whole batch under
+        MPI, ``rows * ranks``, as each rank trains on an equal share of every batch
+        (DataParallel.local_rows) and the ranks' gradients are averaged."""
+        return self.alpha / (self.rows * self.ranks)
 
 
 class _PenalizedDense(Dense):
@@ -180,8 +187,10 @@ class _SklearnSteps:
     penalty: _Penalty
 
     def compiled_terms(self):
-        """scikit-learn's L2 term for the compiled loop (fastnn.plan): ``(alpha, False)``."""
-        return self.penalty.alpha, False
+        """scikit-learn's L2 term for the compiled loop (fastnn.plan, which divides it by
+        this process's rows of the batch): ``(alpha / ranks, False)``, as
+        :meth:`_Penalty.decay`."""
+        return self.penalty.alpha / self.penalty.ranks, False
 
     def _plan(self, params, grads) -> None:
         """Keep the bound parameters for :meth:`_calls`, made on the first per-layer step
@@ -260,8 +269,9 @@ class _SklearnAdam(_SklearnSteps, Adam):
     compiled_as = Adam  # the compiled loop runs Adam's step with eps on sqrt(v) and L2
 
     def compiled_terms(self):
-        """``(alpha, True)``: the compiled loop adds eps to the uncorrected sqrt(v)."""
-        return self.penalty.alpha, True
+        """``(alpha / ranks, True)``: the L2 term as SGD's, and the compiled loop adds eps to
+        the uncorrected sqrt(v)."""
+        return _SklearnSteps.compiled_terms(self)[0], True
 
     def __init__(self, lr, beta1, beta2, eps, penalty: _Penalty):
         super().__init__(lr, beta1, beta2, eps)
@@ -673,10 +683,12 @@ class _BaseMLP(BaseEstimator):
                               "going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, samples))
         seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-        # The compiled loop (fastnn.plan: not under MPI, not with compiled_loop off) adds the
-        # L2 term to the loss it reports; the per-layer path's loss is the data's alone.
-        l2_in_loss = (model.compiled_loop and distributed.current() is None
-                      and plan_module.unsupported(model) is None)
+        comm = distributed.current()
+        self._penalty.ranks = 1 if comm is None else comm.size
+        # The compiled loop (Sequential._compiled: compiled_loop on, a model fastnn.plan
+        # supports, no sample weights; under MPI too, split around the Allreduce) adds the L2
+        # term to the loss it reports; the per-layer path's loss is the data's alone.
+        l2_in_loss = model.compiled_loop and plan_module.unsupported(model) is None
         run = {"samples": samples, "X_val": X_val, "y_val": y_val,
                "early_stopping": early_stopping, "incremental": incremental,
                "l2_in_loss": l2_in_loss}

@@ -20,9 +20,10 @@ from fastnn import plan as plan_module
 from conftest import BACKENDS, DTYPES
 
 sys.path.insert(0, str(Path(__file__).parent / "mpi"))
-from job import make_data, make_model  # noqa: E402
+from job import make_data, make_model, sklearn_classifier  # noqa: E402
 
 WORKER = Path(__file__).parent / "mpi" / "worker.py"
+SKLEARN_WORKER = Path(__file__).parent / "mpi" / "sklearn_worker.py"
 TIMEOUT = 120
 #: The compiled backends under test (FASTNN_TEST_BACKENDS; FASTNN_REQUIRE_BACKENDS makes a
 #: missing one an error, as in CI).
@@ -34,13 +35,13 @@ def mpiexec() -> str:
     return str(beside) if beside.exists() else "mpiexec"
 
 
-def run_job(tmp_path, *args, module=True, ranks=2):
+def run_job(tmp_path, *args, module=True, ranks=2, worker=WORKER):
     out = tmp_path / "result.npz"
     launcher = [sys.executable, "-m", "mpi4py"] if module else [sys.executable]
     env = dict(os.environ, MPIEXEC_TIMEOUT=str(TIMEOUT - 10))
     env.pop("FASTNN_NUM_THREADS", None)
     started = time.monotonic()
-    done = subprocess.run([mpiexec(), "-n", str(ranks), *launcher, str(WORKER), str(out),
+    done = subprocess.run([mpiexec(), "-n", str(ranks), *launcher, str(worker), str(out),
                            *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT,
                           env=env, cwd=tmp_path)
     return done, out, time.monotonic() - started
@@ -74,6 +75,28 @@ def test_two_ranks_at_batch_b_train_like_one_process_at_2b(tmp_path, backend, op
     saved = fastnn.load_model(str(out) + ".model.npz")
     for index, weight in enumerate(saved.get_weights()):
         np.testing.assert_array_equal(weight, result[f"weight_{index}"])
+
+
+@pytest.mark.parametrize("path", ["compiled", "per-layer"])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_sklearn_fit_on_two_ranks_at_batch_b_is_one_process_at_2b_l2_term_included(
+        tmp_path, solver, path):
+    """scikit-learn's L2 term divides by the rows of the whole batch (both ranks'), and the
+    loss curve holds it once: before, each rank divided alpha by its own rows (twice the
+    weight decay) and the compiled loop's loss got the term twice."""
+    backend = COMPILED[0] if COMPILED else "numpy"
+    done, out, _ = run_job(tmp_path, backend, solver, path, worker=SKLEARN_WORKER)
+    assert done.returncode == 0, done.stderr
+    result = np.load(out)
+    assert int(result["size"]) == 2
+    from fastnn.sklearn import MLPClassifier
+    x, y, _, _ = make_data(256)
+    with pytest.warns(Warning):  # max_iter ends the fit (ConvergenceWarning)
+        single = sklearn_classifier(MLPClassifier, backend, solver, batch=32).fit(x, y)
+    # float32, two half-batch means against one mean (test above)
+    np.testing.assert_allclose(result["loss_curve"], single.loss_curve_, rtol=2e-4)
+    for index, weight in enumerate(single.coefs_ + single.intercepts_):
+        np.testing.assert_allclose(result[f"weight_{index}"], weight, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("backend", COMPILED)

@@ -19,3 +19,10 @@ def make_model(optimizer: str) -> fastnn.Sequential:
            else fastnn.Adam(0.01))
     model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def sklearn_classifier(estimator, backend: str, solver: str, batch: int):
+    """fastnn.sklearn's MLPClassifier with a strong L2 term (alpha 0.05), no shuffle."""
+    return estimator(hidden_layer_sizes=(16,), solver=solver, alpha=0.05, batch_size=batch,
+                     learning_rate_init=0.05 if solver == "sgd" else 0.01, max_iter=4,
+                     shuffle=False, random_state=0, backend=backend)
