@@ -230,13 +230,28 @@ class DataParallel:
         return counter_rng.mix(counter_rng.mix(seed) ^ (self.comm.rank + 1))
 
     def broadcast_model(self, model) -> None:
-        """Rank 0's weights and optimizer state everywhere."""
+        """Rank 0's weights, optimizer state and moving statistics everywhere."""
         self.comm.broadcast(model._parameter_storage)
         if model.optimizer is not None:
             state = model.optimizer.state()
             for value in state.values():
                 self.comm.broadcast(value)
             model.optimizer._restore(state)
+        self.broadcast_buffers(model)
+
+    def broadcast_buffers(self, model) -> None:
+        """Rank 0's moving statistics (BatchNormalization's moving mean and variance)
+        everywhere, in place: at the start of fit and at each epoch's end, before the
+        validation. Each rank's batch norms normalize its own share of each batch (as
+        PyTorch's BatchNorm1d under DistributedDataParallel, not SyncBatchNorm), so their
+        moving statistics drift apart; as DistributedDataParallel's ``broadcast_buffers``,
+        rank 0's are the model's, on every rank: its validation, ``evaluate``, ``predict``
+        and saved file all see the same model."""
+        for layer in model.layers:
+            for name in ("moving_mean", "moving_variance"):
+                buffer = getattr(layer, name, None)
+                if isinstance(buffer, np.ndarray):
+                    self.comm.broadcast(buffer)
 
     def local_rows(self, samples: int) -> int:
         """Rows each rank trains on per epoch: the same count everywhere."""

@@ -352,6 +352,8 @@ class Sequential:
                                                parallel)
                 else:
                     self._train_epoch(schedule, totals, bar, epoch, hooks, clock, parallel)
+                if parallel is not None:
+                    parallel.broadcast_buffers(self)
                 logs = totals.reduced(parallel).logs()
                 if evaluate_validation is not None:
                     val_logs = evaluate_validation()

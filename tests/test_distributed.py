@@ -24,6 +24,7 @@ from job import make_data, make_model, sklearn_classifier  # noqa: E402
 
 WORKER = Path(__file__).parent / "mpi" / "worker.py"
 SKLEARN_WORKER = Path(__file__).parent / "mpi" / "sklearn_worker.py"
+BATCHNORM_WORKER = Path(__file__).parent / "mpi" / "batchnorm_worker.py"
 TIMEOUT = 120
 #: The compiled backends under test (FASTNN_TEST_BACKENDS; FASTNN_REQUIRE_BACKENDS makes a
 #: missing one an error, as in CI).
@@ -97,6 +98,23 @@ def test_sklearn_fit_on_two_ranks_at_batch_b_is_one_process_at_2b_l2_term_includ
     np.testing.assert_allclose(result["loss_curve"], single.loss_curve_, rtol=2e-4)
     for index, weight in enumerate(single.coefs_ + single.intercepts_):
         np.testing.assert_allclose(result[f"weight_{index}"], weight, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["compiled", "per-layer"])
+def test_every_rank_ends_each_epoch_with_rank_0s_batch_norm_statistics(tmp_path, path):
+    """Each rank's batch norm sees its own share of each batch, so the ranks' moving statistics
+    drift apart; as DistributedDataParallel's broadcast_buffers, every rank then takes rank
+    0's: the same model on every rank for validation, evaluate, predict and the saved file
+    (before, the two ranks' moving means differed in the second decimal)."""
+    backend = COMPILED[0] if COMPILED else "numpy"
+    done, out, _ = run_job(tmp_path, backend, path, worker=BATCHNORM_WORKER)
+    assert done.returncode == 0, done.stderr
+    ranks = [np.load(f"{out}.{rank}.npz") for rank in (0, 1)]
+    assert int(ranks[0]["size"]) == 2
+    for name in ("moving_mean", "moving_variance", "predictions", "val_loss"):
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
+    assert np.abs(ranks[0]["moving_mean"]).max() > 1e-3  # they moved
+    assert ranks[0]["val_loss"][-1] < ranks[0]["val_loss"][0]  # it trained
 
 
 @pytest.mark.parametrize("backend", COMPILED)
