@@ -35,6 +35,60 @@ def activation_name(activation: Optional[str]) -> str:
     return activation
 
 
+def checked_weight(label: str, value, like: np.ndarray) -> np.ndarray:
+    """``value`` as an array to copy into the weight array ``like``: its shape, and finite real
+    numbers (cast to like's dtype by the copy). Raises ValueError naming ``label``. The check of
+    Sequential.set_weights and of assignments to a layer's weight attributes."""
+    value = np.asarray(value)
+    if value.shape != like.shape:
+        raise ValueError(f"{label}: expected shape {like.shape}, got {value.shape}")
+    if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+        raise ValueError(f"{label}: expected finite numbers")
+    return value
+
+
+class Weight:
+    """A layer's weight attribute (Dense's ``w`` and ``b``, BatchNormalization's ``gamma``,
+    ``beta``, ``moving_mean`` and ``moving_variance``).
+
+    Reading gives the array the kernels use: once the model is built, a view into its flat
+    parameter storage (Sequential). Assigning, ``layer.w = new``, copies the values into that
+    array in place after Sequential.set_weights' checks (shape, finite real numbers; cast to
+    the model's dtype), as ``tensor.copy_`` does in PyTorch: the optimizer, its state and the
+    compiled plans keep using the same memory, which a new array in its place would leave
+    behind (they kept training the old one, and the kernels read a wrong-sized or wrong-typed
+    array). Raises ValueError (shape, values), or AttributeError before the layer is built and
+    for an array the layer neither trains nor keeps (the zero bias of ``use_bias=False``, the
+    ones of ``scale=False``). The layers bind their arrays with :func:`bind_weight`.
+    """
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layer, owner=None):
+        if layer is None:
+            return self
+        try:
+            return layer.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{self.name}: the layer is not built yet") from None
+
+    def __set__(self, layer, value) -> None:
+        current = layer.__dict__.get(self.name)
+        if current is None:
+            raise AttributeError(f"{self.name}: the layer is not built yet; build the model "
+                                 f"(Sequential.build or fit) before assigning its weights")
+        if not any(current is weight for weight in layer.weights):
+            raise AttributeError(f"{self.name}: this {type(layer).__name__} layer has no such "
+                                 f"weight to set (see its use_bias, center or scale)")
+        current[...] = checked_weight(self.name, value, current)
+
+
+def bind_weight(layer, name: str, array: np.ndarray) -> None:
+    """Make ``array`` the layer's weight ``name`` itself (build, adopt_storage)."""
+    layer.__dict__[name] = array
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
@@ -214,24 +268,30 @@ class Dense(_OutputActivation, Layer):
         self.use_bias = bool(use_bias)
         self.defer_activation(self.activation == "softmax")
 
+    w = Weight()
+    b = Weight()
+
     def build(self, input_units, dtype, rng):
-        self.w = self.kernel_initializer((input_units, self.units), dtype, rng)
+        bind_weight(self, "w", self.kernel_initializer((input_units, self.units), dtype, rng))
         self.dw = np.zeros_like(self.w)
         if self.use_bias:
-            self.b = self.bias_initializer((self.units,), dtype, rng)
+            bind_weight(self, "b", self.bias_initializer((self.units,), dtype, rng))
             self.db = np.zeros_like(self.b)
             self.params, self.grads = [self.w, self.b], [self.dw, self.db]
         else:  # a zero bias for the kernels, and a gradient nobody reads
-            self.b, self.db = np.zeros(self.units, dtype), np.zeros(self.units, dtype)
+            bind_weight(self, "b", np.zeros(self.units, dtype))
+            self.db = np.zeros(self.units, dtype)
             self.params, self.grads = [self.w], [self.dw]
         super().build(input_units, dtype, rng)
 
     def adopt_storage(self, params, grads):
         super().adopt_storage(params, grads)
+        bind_weight(self, "w", self.params[0])
         if self.use_bias:
-            (self.w, self.b), (self.dw, self.db) = self.params, self.grads
+            bind_weight(self, "b", self.params[1])
+            self.dw, self.db = self.grads
         else:
-            (self.w,), (self.dw,) = self.params, self.grads
+            (self.dw,) = self.grads
 
     def forward(self, backend, x, out, scratch, training):
         backend.linear_forward(x, self.w, self.b, self.kernel_activation, self.alpha, out,

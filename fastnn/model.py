@@ -26,7 +26,7 @@ from .backends import get_backend
 from .backends.contract import FLOAT_DTYPES
 from . import sample_weights
 from .callbacks import Callback, CallbackList, History, callback_list
-from .layers import Layer
+from .layers import Layer, checked_weight
 from .metrics import MetricSet, Totals, metric_names
 from .normalization import fuse_activations
 from .progress import EpochBar
@@ -663,15 +663,8 @@ class Sequential:
         weights = list(weights)
         if len(weights) != len(params):
             raise ValueError(f"weights: expected {len(params)} arrays, got {len(weights)}")
-        checked = []
-        for position, (param, value) in enumerate(zip(params, weights)):
-            value = np.asarray(value)
-            if value.shape != param.shape:
-                raise ValueError(f"weights[{position}]: expected shape {param.shape}, got "
-                                 f"{value.shape}")
-            if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
-                raise ValueError(f"weights[{position}]: expected finite numbers")
-            checked.append(value)
+        checked = [checked_weight(f"weights[{position}]", value, param)
+                   for position, (param, value) in enumerate(zip(params, weights))]
         for param, value in zip(params, checked):
             param[...] = value  # in place: the optimizer keeps its references
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import initializers
 from .backends.contract import ACTIVATIONS
-from .layers import Activation, Layer, register
+from .layers import Activation, Layer, Weight, bind_weight, register
 from .validation import positive_number
 
 
@@ -83,15 +83,20 @@ class BatchNormalization(Layer):
         #: The activation the kernels apply after the shift: set by fuse_activations.
         self.activation, self.alpha = "identity", 0.01
 
+    gamma = Weight()
+    beta = Weight()
+    moving_mean = Weight()
+    moving_variance = Weight()
+
     def build(self, input_units, dtype, rng):
         self.units = input_units
         shape = (input_units,)
-        self.gamma = (self.gamma_initializer(shape, dtype, rng) if self.scale
-                      else np.ones(shape, dtype))
-        self.beta = (self.beta_initializer(shape, dtype, rng) if self.center
-                     else np.zeros(shape, dtype))
-        self.moving_mean = self.moving_mean_initializer(shape, dtype, rng)
-        self.moving_variance = self.moving_variance_initializer(shape, dtype, rng)
+        bind_weight(self, "gamma", self.gamma_initializer(shape, dtype, rng) if self.scale
+                    else np.ones(shape, dtype))
+        bind_weight(self, "beta", self.beta_initializer(shape, dtype, rng) if self.center
+                    else np.zeros(shape, dtype))
+        bind_weight(self, "moving_mean", self.moving_mean_initializer(shape, dtype, rng))
+        bind_weight(self, "moving_variance", self.moving_variance_initializer(shape, dtype, rng))
         self.dgamma, self.dbeta = np.zeros(shape, dtype), np.zeros(shape, dtype)
         self.params, self.grads = self._trainable(self.gamma, self.beta), \
             self._trainable(self.dgamma, self.dbeta)
@@ -106,9 +111,11 @@ class BatchNormalization(Layer):
         super().adopt_storage(params, grads)
         params, grads = list(params), list(grads)
         if self.scale:
-            self.gamma, self.dgamma = params.pop(0), grads.pop(0)
+            bind_weight(self, "gamma", params.pop(0))
+            self.dgamma = grads.pop(0)
         if self.center:
-            self.beta, self.dbeta = params.pop(0), grads.pop(0)
+            bind_weight(self, "beta", params.pop(0))
+            self.dbeta = grads.pop(0)
 
     def output_units(self, input_units):
         return input_units

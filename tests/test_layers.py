@@ -345,6 +345,59 @@ def test_set_weights_and_load_keep_the_shared_storage(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+def weight_model(backend_seed=0, **dense):
+    model = Sequential([Dense(4, "relu", input_dim=3, **dense), fastnn.BatchNormalization(),
+                        Dense(2, "softmax")], seed=backend_seed)
+    model.compile(SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    model.build()
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_assigning_a_layer_weight_copies_into_the_model_storage(backend):
+    """``layer.w = array`` (a PyTorch user's habit) trains as set_weights does: the values go
+    into the model's storage in place. Before, the new array was ignored by training and, with
+    another dtype or shape, crashed the C and Numba kernels (heap corruption, segfault)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((32, 3)).astype(np.float32), np.arange(32) % 2
+    assigned, reference = weight_model(), weight_model()
+    w = assigned.layers[0].w
+    new_w = rng.uniform(-1, 1, (3, 4))  # float64: cast to the model's float32
+    new_mean = rng.uniform(-1, 1, 4)
+    assigned.layers[0].w = new_w
+    assigned.layers[1].moving_mean = new_mean
+    assert assigned.layers[0].w is w  # the same array, new values
+    weights = reference.get_weights()
+    weights[0], weights[4] = new_w, new_mean  # w, b, gamma, beta, moving mean, ...
+    reference.set_weights(weights)
+    with fastnn.use_backend(backend):
+        for model in (assigned, reference):
+            model.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=0)
+    for got, want in zip(assigned.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert np.abs(assigned.get_weights()[0] - new_w).max() > 0  # it trained from new_w
+
+
+def test_a_bad_weight_assignment_raises_and_changes_nothing():
+    model = weight_model(use_bias=False)
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"w: expected shape \(3, 4\), got \(8, 4\)"):
+        model.layers[0].w = np.zeros((8, 4), np.float32)
+    with pytest.raises(ValueError, match="w: expected finite numbers"):
+        model.layers[0].w = np.full((3, 4), np.nan)
+    with pytest.raises(ValueError, match="gamma: expected finite numbers"):
+        model.layers[1].gamma = ["a"] * 4
+    with pytest.raises(AttributeError, match="b: this Dense layer has no such weight"):
+        model.layers[0].b = np.ones(4)  # use_bias=False: the kernels' zero bias
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    unbuilt = Dense(3)
+    with pytest.raises(AttributeError, match="w: the layer is not built yet"):
+        unbuilt.w = np.zeros((2, 3))
+    with pytest.raises(AttributeError, match="w: the layer is not built yet"):
+        unbuilt.w
+
+
 def test_loss_and_output_activation_must_fit():
     model = Sequential([Dense(2, "relu", input_dim=2)])
     with pytest.raises(ValueError, match="needs a softmax output"):
