@@ -49,6 +49,19 @@ Data = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[np
 Schedule = List[Tuple[Workspace, Optional[np.ndarray], int]]
 
 
+
+def _input_units(input_dim) -> int:
+    """Sequential.build's input_dim as a count of features: an int >= 1, or a shape (None, n)
+    or (n,) as Keras' ``build(input_shape)`` takes."""
+    value = input_dim
+    if isinstance(value, (tuple, list)) and len(value) in (1, 2) and (
+            len(value) == 1 or value[0] is None):
+        value = value[-1]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"input_dim: expected a positive int or a shape (None, n), got "
+                         f"{input_dim!r}")
+    return int(value)
+
 class Sequential:
     """Layers applied in order: ``Sequential([Dense(8, "relu", input_dim=2), Dense(2, "softmax")])``.
 
@@ -110,10 +123,13 @@ class Sequential:
     def output_units(self) -> int:
         return self.layers[-1].units
 
-    def build(self, input_dim: Optional[int] = None, seed: Optional[int] = None) -> None:
+    def build(self, input_dim=None, seed: Optional[int] = None) -> None:
         """Create the weights for ``input_dim`` inputs (the first layer's ``input_dim`` if
-        None). ``fit``/``predict`` call this on first use; ``seed`` applies when the
-        model has none."""
+        None): a positive int, or Keras' ``input_shape`` form ``(None, n)`` (or ``(n,)``).
+        ``fit``/``predict`` call this on first use; ``seed`` applies when the model has none.
+        Raises ValueError naming ``input_dim`` for anything else."""
+        if input_dim is not None:
+            input_dim = _input_units(input_dim)
         if self.built:
             return
         if not self.layers:

@@ -524,3 +524,16 @@ def test_load_weights_from_a_bad_file_leaves_the_model_untouched(tmp_path):
     other.save(tmp_path / "other.npz")
     with pytest.raises(fastnn.ModelFileError, match="holds layers"):
         model.load_weights(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize("shape", [(None, 5), [None, 5], (5,), 5, np.int64(5)])
+def test_build_takes_an_int_or_keras_input_shape(shape):
+    model = Sequential([Dense(3, "relu"), Dense(2, "softmax")], seed=0)
+    model.build(shape)
+    assert model.layers[0].w.shape == (5, 3)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "64", (None, None), (2, 5), (None, 0), True])
+def test_build_names_input_dim_for_anything_else(bad):
+    with pytest.raises(ValueError, match=r"input_dim: expected a positive int or a shape"):
+        Sequential([Dense(3)]).build(bad)
