@@ -260,13 +260,27 @@ def test_info_prints_the_cache_folder_and_cache_commands_use_it(capsys, monkeypa
     assert cli.main(["cache", "dir"]) == 0
     assert capsys.readouterr().out.strip() == str(folder)
     (folder / "numba").mkdir(parents=True)
-    (folder / "numba" / "kernel.nbi").write_bytes(b"x")
+    (folder / "numba" / "kernel.nbi").write_bytes(b"x" * 1500)
+    with open(folder / "numba" / "kernel.nbc", "wb") as big:
+        big.truncate(48_372_847)  # sparse: the size without writing it
     (folder / "other.bin").write_bytes(b"y")
     assert cli.main(["cache", "clear"]) == 0
-    assert capsys.readouterr().out.strip() == f"removed 1 file from {folder}"
+    # cache.clear() returns the bytes freed, printed as bytes (it once said "files")
+    assert (capsys.readouterr().out.strip()
+            == f"removed 48.4 MB (48374347 bytes) from {folder}")
     # only fastnn's own cache folders go (fastnn.cache.PARTS): FASTNN_CACHE_DIR may name a
     # folder that holds the user's other files
     assert not (folder / "numba").exists() and (folder / "other.bin").read_bytes() == b"y"
+    assert cli.main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out.strip() == f"removed 0 bytes from {folder}"
+
+
+@pytest.mark.parametrize("count, text", [(1, "1 byte"), (999, "999 bytes"),
+                                         (1000, "1.0 kB (1000 bytes)"),
+                                         (999_960, "1.0 MB (999960 bytes)"),
+                                         (2_500_000_000, "2.5 GB (2500000000 bytes)")])
+def test_cache_clear_counts_bytes_for_people(count, text):
+    assert cli._bytes(count) == text
 
 
 # -- progress output ------------------------------------------------------------------------
