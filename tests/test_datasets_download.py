@@ -290,14 +290,21 @@ def test_load_idx_reads_every_type_gzip_or_not(dtype, compressed, tmp_path):
     (idx_bytes(np.zeros((2, 3), np.uint8))[:-1], "truncated: the dimensions"),
     (idx_bytes(np.zeros((2, 3), np.uint8)) + b"x", "longer than its header says"),
     (b"\x01\x02\x08\x01", "not an IDX file"),
+    (b"\x01", "not an IDX file"),
+    # a short file that starts right is truncated, not "not starting with two zero bytes"
+    (b"\x00\x00", "truncated IDX header: expected 4 bytes of magic number, got 2"),
+    (b"", "truncated IDX header: expected 4 bytes of magic number, got 0"),
+    (b"\x00\x00\x08\x02\x00\x00\x00\x02", "truncated IDX header: expected 12 bytes for 2 "
+                                            "dimensions, got 8"),
     (b"\x00\x00\x07\x01\x00\x00\x00\x01x", "unknown IDX type code 0x07"),
     (gzip.compress(b"\x00" * 100)[:-9], "not a readable gzip file"),
 ])
 def test_load_idx_names_a_bad_file(content, message, tmp_path):
     path = tmp_path / "bad.idx"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         load_idx(path)
+    assert str(error.value).startswith(f"{path}: ")
 
 
 def test_load_csv_header_target_by_name_or_number_and_string_labels(tmp_path):

@@ -25,8 +25,8 @@ def load_idx(path) -> np.ndarray:
     (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64), the
     number of dimensions, each dimension as a big-endian uint32, then the values in C
     order, big-endian. Returns them in native byte order with that shape. ValueError
-    (naming the file) for a bad magic number, an unknown type, or a data part shorter
-    or longer than the dimensions say.
+    (naming the file) for a bad magic number, a truncated header, an unknown type, or a
+    data part shorter or longer than the dimensions say.
     """
     name = os.fspath(path)
     with open(name, "rb") as file:
@@ -40,16 +40,20 @@ def load_idx(path) -> np.ndarray:
                 content = file.read()
     except (OSError, EOFError) as exc:  # a damaged or truncated gzip stream
         raise ValueError(f"{name}: not a readable gzip file: {exc}") from exc
-    if len(content) < 4 or content[0] != 0 or content[1] != 0:
+    if any(content[:2]):
         raise ValueError(f"{name}: not an IDX file (its magic number does not start with two "
                          "zero bytes)")
+    if len(content) < 4:
+        raise ValueError(f"{name}: truncated IDX header: expected 4 bytes of magic number, got "
+                         f"{len(content)}")
     code, rank = content[2], content[3]
     if code not in IDX_TYPES:
         raise ValueError(f"{name}: unknown IDX type code 0x{code:02x}; expected one of "
                          f"{', '.join(f'0x{c:02x}' for c in IDX_TYPES)}")
     header = 4 + 4 * rank
     if len(content) < header:
-        raise ValueError(f"{name}: truncated IDX header")
+        raise ValueError(f"{name}: truncated IDX header: expected {header} bytes for "
+                         f"{rank} dimensions, got {len(content)}")
     shape = tuple(int(d) for d in np.frombuffer(content, ">u4", rank, 4))
     dtype = np.dtype(IDX_TYPES[code])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
