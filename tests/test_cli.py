@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastnn
@@ -249,6 +250,21 @@ def test_train_threads_sets_the_thread_count(backend, capsys):
         for name, count in saved.items():
             registry.load_backend(name).set_num_threads(count)
         registry._requested_threads = requested
+
+
+def test_train_names_dataset_and_file_for_a_non_npz_or_object_npz(capsys, tmp_path):
+    (tmp_path / "junk.npz").write_text("not an archive\n")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object), y=np.arange(1))
+    for name, reason in [("junk.npz", "not an .npz archive"),
+                         ("objects.npz", "holds object arrays")]:
+        path = str(tmp_path / name)
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["train", "--dataset", path, "--epochs", "1"])
+        assert stop.value.code == 2
+        shown = capsys.readouterr()
+        assert_one_line_error(shown.err, "fastnn train", "--dataset")
+        assert f"argument --dataset: {path}: {reason}" in shown.err
+        assert "pickle=" not in shown.err and "pickled (object) data" not in shown.err
 
 
 def test_info_prints_the_cache_folder_and_cache_commands_use_it(capsys, monkeypatch,

@@ -358,10 +358,31 @@ def test_load_npz_and_npy(tmp_path):
     np.save(tmp_path / "t.npy", np.arange(6.0).reshape(3, 2))
     assert load_npy(tmp_path / "t.npy").shape == (3, 2)
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(ValueError, match="o.npy: holds object arrays"):
         load_npy(tmp_path / "o.npy")
     with pytest.raises(ValueError, match="use load_npy"):
         load_npz(tmp_path / "t.npy")
+    with pytest.raises(ValueError, match="use load_npz"):
+        load_npy(tmp_path / "d.npz")
+
+
+def test_load_npz_and_npy_say_what_is_wrong_with_a_file(tmp_path):
+    """Not numpy's advice about pickles: what the file is, named."""
+    (tmp_path / "junk.npz").write_text("x,y\n1,2\n")
+    (tmp_path / "junk.npy").write_text("x,y\n1,2\n")
+    np.savez(tmp_path / "o.npz", x=np.array([{"a": 1}], dtype=object), y=np.arange(1))
+    np.savez(tmp_path / "ok.npz", x=np.ones((3, 2)), y=np.arange(3))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:100])
+    for load, name, message in [
+            (load_npz, "junk.npz", "not an .npz archive .*not a zip archive"),
+            (load_npy, "junk.npy", r"not an .npy file"),
+            (load_npz, "o.npz", "holds object arrays .*which fastnn does not load"),
+            (load_npz, "cut.npz", "not a readable .npz archive")]:
+        with pytest.raises(ValueError, match=message) as error:
+            load(tmp_path / name)
+        assert str(error.value).startswith(f"{tmp_path / name}: ")
+        assert "pickled (object) data" not in str(error.value)
+        assert "allow_pickle" not in str(error.value)
 
 
 def test_for_training_reads_a_file_by_its_suffix(tmp_path):
