@@ -340,12 +340,41 @@ class EarlyStopping(Callback):
             self.model.set_weights(self.best_weights)
 
 
+class _AnyLog(dict):
+    """Log values for trying a filepath template: a float for every name."""
+
+    def __missing__(self, key):
+        return 0.5
+
+
+def _template(filepath) -> str:
+    """ModelCheckpoint's filepath as a str, its template tried with epoch 1 and float logs.
+    Raises TypeError (not a str path) or ValueError naming filepath."""
+    try:
+        path = os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"filepath: expected a str or os.PathLike path, got "
+                        f"{type(filepath).__name__}") from None
+    if not isinstance(path, str):
+        raise TypeError(f"filepath: expected a str path (it holds str.format fields), got "
+                        f"{type(path).__name__}")
+    try:
+        path.format_map(_AnyLog(epoch=1))
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+        raise ValueError(f"filepath: {path!r} is not a valid template for str.format with "
+                         f"epoch (an int) and the epoch logs (floats): {exc}") from None
+    return path
+
+
 class ModelCheckpoint(Callback):
     """Save the model (or its weights) after every epoch (Keras' ModelCheckpoint).
 
     filepath: a path that may hold ``str.format`` fields filled from ``epoch``
     (from 1) and the epoch logs, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; a
-    field the logs lack raises KeyError naming it. Missing directories are
+    template that cannot format an int epoch and float logs (a bad format code such as
+    ``{epoch:s}``, an unmatched brace, a positional field) raises ValueError naming
+    filepath when the callback is made, a field the logs lack raises KeyError naming it
+    at the end of the epoch. Missing directories are
     created. monitor / mode: the quantity compared with ``save_best_only``: then
     a file is written only when ``monitor`` improved on the best so far (strictly;
     ``initial_value_threshold`` is the value to beat first). save_weights_only:
@@ -358,7 +387,7 @@ class ModelCheckpoint(Callback):
                  save_best_only: bool = False, save_weights_only: bool = False,
                  mode: str = "auto", save_freq: str = "epoch",
                  initial_value_threshold: Optional[float] = None):
-        self.filepath = os.fspath(filepath)
+        self.filepath = _template(filepath)
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
@@ -378,6 +407,9 @@ class ModelCheckpoint(Callback):
         except KeyError as exc:
             raise KeyError(f"filepath: cannot fill field {exc} of {self.filepath!r}; the logs "
                            f"hold {sorted(logs or {})} (and epoch)") from None
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"filepath: cannot format {self.filepath!r} with epoch "
+                             f"{epoch + 1} and the logs {logs}: {exc}") from None
 
     def on_epoch_end(self, epoch, logs=None):
         path = self._path(epoch, logs)

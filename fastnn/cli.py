@@ -94,13 +94,27 @@ def cache_dir(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _bytes(count: int) -> str:
+    """``count`` bytes for people: "0 bytes", "1 byte", "512 bytes", "49.9 MB (49874347 bytes)"
+    (decimal units)."""
+    if count < 1000:
+        return f"{count} byte{'s' * (count != 1)}"
+    size, unit = float(count), "bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        size /= 1000
+        if size < 999.95:
+            break
+    return f"{size:.1f} {unit} ({count} bytes)"
+
+
 def cache_clear(_args: argparse.Namespace) -> int:
-    """Delete fastnn's caches (compiled kernels are rebuilt on next use)."""
+    """Delete fastnn's caches (compiled kernels are rebuilt on next use); print the bytes
+    freed and the folder."""
     from . import cache
 
     folder = cache.cache_dir()
-    removed = cache.clear()
-    print(f"removed {removed} file{'s' * (removed != 1)} from {folder}")
+    freed = cache.clear()  # bytes, not files
+    print(f"removed {_bytes(freed)} from {folder}")
     return 0
 
 

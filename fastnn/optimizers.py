@@ -5,9 +5,10 @@ allocates its state beside each parameter); :meth:`Optimizer.step` then
 updates every parameter in place from its gradient buffer. A model keeps its
 parameters back to back in one buffer and its gradients in another, so small
 parameters next to each other share one kernel call (see :func:`kernel_calls`).
-Hyperparameters are plain attributes read at every step, so
+Hyperparameters are attributes read at every step, so
 ``optimizer.lr = 0.001`` (or Keras' name, ``optimizer.learning_rate``) between
-epochs takes effect at once.
+epochs takes effect at once. Setting one checks the value as the constructor
+does (ValueError or TypeError naming it).
 
 An optimizer belongs to one model (:meth:`Optimizer.attach`): its state lies
 beside that model's parameters, so compiling one optimizer object into a second
@@ -128,18 +129,45 @@ class Optimizer:
     name = ""
 
     def __init__(self, lr: float, weight_decay: float):
-        self.lr = positive_number("lr", lr)
-        self.weight_decay = positive_number("weight_decay", weight_decay, allow_zero=True)
+        self.lr = lr
+        self.weight_decay = weight_decay
         self._owner: Optional[weakref.ref] = None
+
+    @property
+    def lr(self) -> float:
+        """The learning rate; setting it checks the value (a finite number > 0: TypeError
+        for a non-number, ValueError otherwise, naming lr)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = positive_number("lr", value)
 
     @property
     def learning_rate(self) -> float:
         """Keras' name for lr; setting it checks the value (a finite number > 0)."""
-        return self.lr
+        return self._lr
 
     @learning_rate.setter
     def learning_rate(self, value) -> None:
-        self.lr = positive_number("learning_rate", value)
+        self._lr = positive_number("learning_rate", value)
+
+    @property
+    def weight_decay(self) -> float:
+        """The L2 penalty; setting it checks the value (a finite number >= 0)."""
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value) -> None:
+        self._weight_decay = positive_number("weight_decay", value, allow_zero=True)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # Optimizers pickled before the hyperparameters became checked properties kept
+        # them in the instance dict under their public names.
+        for name in ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps"):
+            if name in state:
+                state[f"_{name}"] = state.pop(name)
+        self.__dict__.update(state)
 
     def attach(self, model) -> None:
         """Internal, called by Sequential.compile: make this optimizer the model's.
@@ -249,13 +277,26 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _probability("momentum", momentum)
+        self.nesterov = False
+        self.momentum = momentum
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov: Nesterov momentum requires momentum > 0")
         self.nesterov = bool(nesterov)
         self._slots: List[tuple] = []
         self._steps: List[tuple] = []  # (param, grad, velocity) per kernel call
         self._flat: Optional[tuple] = None
+
+    @property
+    def momentum(self) -> float:
+        """Setting it checks the value (a number in [0, 1), > 0 with Nesterov)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value) -> None:
+        value = _probability("momentum", value)
+        if value == 0 and self.nesterov:
+            raise ValueError("momentum: Nesterov momentum requires momentum > 0, got 0.0")
+        self._momentum = value
 
     def bind(self, params, grads):
         calls = kernel_calls(params, grads)
@@ -311,13 +352,40 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.beta1 = _probability("beta1", beta1)
-        self.beta2 = _probability("beta2", beta2)
-        self.eps = positive_number("eps", eps)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
         self.steps = 0
         self._slots: List[tuple] = []
         self._steps: List[tuple] = []  # (param, grad, m, v) per kernel call
         self._flat: Optional[tuple] = None
+
+    @property
+    def beta1(self) -> float:
+        """Setting it checks the value (a number in [0, 1))."""
+        return self._beta1
+
+    @beta1.setter
+    def beta1(self, value) -> None:
+        self._beta1 = _probability("beta1", value)
+
+    @property
+    def beta2(self) -> float:
+        """Setting it checks the value (a number in [0, 1))."""
+        return self._beta2
+
+    @beta2.setter
+    def beta2(self, value) -> None:
+        self._beta2 = _probability("beta2", value)
+
+    @property
+    def eps(self) -> float:
+        """Setting it checks the value (a finite number > 0)."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, value) -> None:
+        self._eps = positive_number("eps", value)
 
     def bind(self, params, grads):
         self.steps = 0

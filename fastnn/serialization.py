@@ -109,7 +109,9 @@ def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
 
 def _weights(path, config: Dict[str, Any], arrays: Dict[str, np.ndarray],
              model) -> List[np.ndarray]:
-    """The file's parameters in the order of ``model``'s, checked against its shapes."""
+    """The file's parameters in the order of ``model``'s, checked against its shapes.
+    Raises ModelFileError naming the file and the array for a missing one, a wrong shape or
+    dtype, or NaN/infinite numbers."""
     weights = []
     for position, layer in enumerate(model.layers):
         for index, param in enumerate(layer.weights):
@@ -120,6 +122,9 @@ def _weights(path, config: Dict[str, Any], arrays: Dict[str, np.ndarray],
             if value.shape != param.shape or value.dtype.kind != "f":
                 raise ModelFileError(f"{path}: weights {key!r} have shape {value.shape} and "
                                      f"dtype {value.dtype}; the model needs {param.shape} floats")
+            if not np.isfinite(value).all():
+                raise ModelFileError(f"{path}: weights {key!r} hold NaN or infinite numbers; "
+                                     f"a model's weights are finite")
             weights.append(value)
     return weights
 

@@ -310,6 +310,24 @@ def test_model_checkpoint_names_a_missing_field(tmp_path):
                          callbacks=[ModelCheckpoint(str(tmp_path / "{val_accuracy}.npz"))])
 
 
+@pytest.mark.parametrize("template", ["m-{epoch:s}.npz", "m-{epoch:02d.npz", "m-{}.npz",
+                                      "m-{loss:d}.npz", "m-}.npz", "m-{epoch.bad}.npz"])
+def test_model_checkpoint_refuses_a_bad_template_when_made(template, tmp_path):
+    with pytest.raises(ValueError, match="^filepath: ") as error:
+        ModelCheckpoint(str(tmp_path / "ck" / template))
+    assert template in str(error.value)
+
+
+def test_model_checkpoint_accepts_good_templates_and_refuses_a_bytes_path(tmp_path):
+    for template in ["m.npz", "m-{epoch:03d}-{val_loss:.3f}.npz", "m-{epoch}-{{x}}.npz",
+                     "m-{foo}.npz"]:  # a field the logs lack is found at the epoch's end
+        ModelCheckpoint(tmp_path / template)
+    with pytest.raises(TypeError, match="^filepath: "):
+        ModelCheckpoint(b"m.npz")
+    with pytest.raises(TypeError, match="^filepath: "):
+        ModelCheckpoint(3)
+
+
 # -- learning-rate callbacks ----------------------------------------------------
 
 def test_learning_rate_scheduler_sets_the_rate_each_epoch_and_logs_it():

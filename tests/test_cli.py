@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastnn
@@ -251,6 +252,21 @@ def test_train_threads_sets_the_thread_count(backend, capsys):
         registry._requested_threads = requested
 
 
+def test_train_names_dataset_and_file_for_a_non_npz_or_object_npz(capsys, tmp_path):
+    (tmp_path / "junk.npz").write_text("not an archive\n")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object), y=np.arange(1))
+    for name, reason in [("junk.npz", "not an .npz archive"),
+                         ("objects.npz", "holds object arrays")]:
+        path = str(tmp_path / name)
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["train", "--dataset", path, "--epochs", "1"])
+        assert stop.value.code == 2
+        shown = capsys.readouterr()
+        assert_one_line_error(shown.err, "fastnn train", "--dataset")
+        assert f"argument --dataset: {path}: {reason}" in shown.err
+        assert "pickle=" not in shown.err and "pickled (object) data" not in shown.err
+
+
 def test_info_prints_the_cache_folder_and_cache_commands_use_it(capsys, monkeypatch,
                                                                 tmp_path):
     folder = tmp_path / "fastnn-cache"
@@ -260,13 +276,27 @@ def test_info_prints_the_cache_folder_and_cache_commands_use_it(capsys, monkeypa
     assert cli.main(["cache", "dir"]) == 0
     assert capsys.readouterr().out.strip() == str(folder)
     (folder / "numba").mkdir(parents=True)
-    (folder / "numba" / "kernel.nbi").write_bytes(b"x")
+    (folder / "numba" / "kernel.nbi").write_bytes(b"x" * 1500)
+    with open(folder / "numba" / "kernel.nbc", "wb") as big:
+        big.truncate(48_372_847)  # sparse: the size without writing it
     (folder / "other.bin").write_bytes(b"y")
     assert cli.main(["cache", "clear"]) == 0
-    assert capsys.readouterr().out.strip() == f"removed 1 file from {folder}"
+    # cache.clear() returns the bytes freed, printed as bytes (it once said "files")
+    assert (capsys.readouterr().out.strip()
+            == f"removed 48.4 MB (48374347 bytes) from {folder}")
     # only fastnn's own cache folders go (fastnn.cache.PARTS): FASTNN_CACHE_DIR may name a
     # folder that holds the user's other files
     assert not (folder / "numba").exists() and (folder / "other.bin").read_bytes() == b"y"
+    assert cli.main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out.strip() == f"removed 0 bytes from {folder}"
+
+
+@pytest.mark.parametrize("count, text", [(1, "1 byte"), (999, "999 bytes"),
+                                         (1000, "1.0 kB (1000 bytes)"),
+                                         (999_960, "1.0 MB (999960 bytes)"),
+                                         (2_500_000_000, "2.5 GB (2500000000 bytes)")])
+def test_cache_clear_counts_bytes_for_people(count, text):
+    assert cli._bytes(count) == text
 
 
 # -- progress output ------------------------------------------------------------------------

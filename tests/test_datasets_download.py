@@ -290,14 +290,21 @@ def test_load_idx_reads_every_type_gzip_or_not(dtype, compressed, tmp_path):
     (idx_bytes(np.zeros((2, 3), np.uint8))[:-1], "truncated: the dimensions"),
     (idx_bytes(np.zeros((2, 3), np.uint8)) + b"x", "longer than its header says"),
     (b"\x01\x02\x08\x01", "not an IDX file"),
+    (b"\x01", "not an IDX file"),
+    # a short file that starts right is truncated, not "not starting with two zero bytes"
+    (b"\x00\x00", "truncated IDX header: expected 4 bytes of magic number, got 2"),
+    (b"", "truncated IDX header: expected 4 bytes of magic number, got 0"),
+    (b"\x00\x00\x08\x02\x00\x00\x00\x02", "truncated IDX header: expected 12 bytes for 2 "
+                                            "dimensions, got 8"),
     (b"\x00\x00\x07\x01\x00\x00\x00\x01x", "unknown IDX type code 0x07"),
     (gzip.compress(b"\x00" * 100)[:-9], "not a readable gzip file"),
 ])
 def test_load_idx_names_a_bad_file(content, message, tmp_path):
     path = tmp_path / "bad.idx"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         load_idx(path)
+    assert str(error.value).startswith(f"{path}: ")
 
 
 def test_load_csv_header_target_by_name_or_number_and_string_labels(tmp_path):
@@ -351,10 +358,31 @@ def test_load_npz_and_npy(tmp_path):
     np.save(tmp_path / "t.npy", np.arange(6.0).reshape(3, 2))
     assert load_npy(tmp_path / "t.npy").shape == (3, 2)
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(ValueError, match="o.npy: holds object arrays"):
         load_npy(tmp_path / "o.npy")
     with pytest.raises(ValueError, match="use load_npy"):
         load_npz(tmp_path / "t.npy")
+    with pytest.raises(ValueError, match="use load_npz"):
+        load_npy(tmp_path / "d.npz")
+
+
+def test_load_npz_and_npy_say_what_is_wrong_with_a_file(tmp_path):
+    """Not numpy's advice about pickles: what the file is, named."""
+    (tmp_path / "junk.npz").write_text("x,y\n1,2\n")
+    (tmp_path / "junk.npy").write_text("x,y\n1,2\n")
+    np.savez(tmp_path / "o.npz", x=np.array([{"a": 1}], dtype=object), y=np.arange(1))
+    np.savez(tmp_path / "ok.npz", x=np.ones((3, 2)), y=np.arange(3))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:100])
+    for load, name, message in [
+            (load_npz, "junk.npz", "not an .npz archive .*not a zip archive"),
+            (load_npy, "junk.npy", r"not an .npy file"),
+            (load_npz, "o.npz", "holds object arrays .*which fastnn does not load"),
+            (load_npz, "cut.npz", "not a readable .npz archive")]:
+        with pytest.raises(ValueError, match=message) as error:
+            load(tmp_path / name)
+        assert str(error.value).startswith(f"{tmp_path / name}: ")
+        assert "pickled (object) data" not in str(error.value)
+        assert "allow_pickle" not in str(error.value)
 
 
 def test_for_training_reads_a_file_by_its_suffix(tmp_path):

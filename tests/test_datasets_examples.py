@@ -70,6 +70,21 @@ def test_train_test_split_is_deterministic_and_disjoint():
         train_test_split(x, y, test_fraction=1.0)
 
 
+@pytest.mark.parametrize("arguments, error, name", [
+    ({"test_fraction": "a"}, TypeError, "test_fraction"),
+    ({"test_fraction": None}, TypeError, "test_fraction"),
+    ({"test_fraction": float("nan")}, ValueError, "test_fraction"),
+    ({"test_fraction": 0}, ValueError, "test_fraction"),
+    ({"seed": "a"}, TypeError, "seed"),
+    ({"seed": 1.5}, TypeError, "seed"),
+    ({"seed": -1}, ValueError, "seed"),
+])
+def test_train_test_split_names_a_bad_argument(arguments, error, name):
+    x, y = xor()
+    with pytest.raises(error, match=f"^{name}: expected"):
+        train_test_split(x, y, **arguments)
+
+
 def test_xor_and_animals_tables():
     x, y = xor()
     np.testing.assert_array_equal(y, np.logical_xor(x[:, 0], x[:, 1]))

@@ -7,6 +7,8 @@ it with central differences of ``evaluate``'s loss, on every backend.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -221,6 +223,50 @@ def test_optimizer_hyperparameters_are_checked():
         SGD(nesterov=True)
     with pytest.raises(ValueError, match="beta1"):
         Adam(beta1=1.0)
+
+
+@pytest.mark.parametrize("make, name, value, error", [
+    (SGD, "lr", -0.1, ValueError),
+    (SGD, "lr", "a", TypeError),
+    (SGD, "lr", float("nan"), ValueError),
+    (SGD, "learning_rate", 0, ValueError),
+    (SGD, "weight_decay", -1, ValueError),
+    (SGD, "momentum", 1.0, ValueError),
+    (SGD, "momentum", "a", TypeError),
+    (lambda: SGD(momentum=0.9, nesterov=True), "momentum", 0, ValueError),
+    (Adam, "beta1", 1.0, ValueError),
+    (Adam, "beta2", -0.5, ValueError),
+    (Adam, "eps", 0, ValueError),
+    (Adam, "weight_decay", float("inf"), ValueError),
+])
+def test_optimizer_hyperparameters_set_after_construction_are_checked(make, name, value, error):
+    """Setting a hyperparameter checks it as the constructor does, names it and keeps the
+    old value (a bad lr used to train to 1e35, or to break a later save)."""
+    optimizer = make()
+    before = optimizer.get_config()
+    with pytest.raises(error, match=f"^{name}: "):
+        setattr(optimizer, name, value)
+    assert optimizer.get_config() == before
+
+
+def test_optimizer_hyperparameters_set_after_construction_take_effect():
+    sgd, adam = SGD(), Adam()
+    sgd.lr, sgd.momentum, sgd.weight_decay = 0.5, 0.25, 0.125
+    assert sgd.learning_rate == 0.5
+    sgd.learning_rate = np.float32(0.75)
+    adam.beta1, adam.beta2, adam.eps = 0.5, 0.75, 1e-6
+    assert sgd.get_config() == {"lr": 0.75, "momentum": 0.25, "nesterov": False,
+                                "weight_decay": 0.125}
+    assert adam.get_config() == {"lr": 0.001, "beta1": 0.5, "beta2": 0.75, "eps": 1e-6,
+                                 "weight_decay": 0.0}
+    for optimizer in (sgd, adam):
+        copy = pickle.loads(pickle.dumps(optimizer))
+        assert copy.get_config() == optimizer.get_config()
+    # an optimizer pickled when hyperparameters were plain attributes still loads
+    old = SGD.__new__(SGD)
+    old.__setstate__({"lr": 0.5, "weight_decay": 0.0, "momentum": 0.0, "nesterov": False,
+                      "_owner": None, "_slots": [], "_steps": [], "_flat": None})
+    assert old.get_config()["lr"] == 0.5
 
 
 @pytest.mark.parametrize("make", [lambda: SGD(0.1, momentum=0.9, nesterov=True,

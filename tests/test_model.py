@@ -495,6 +495,7 @@ def malformed_files(tmp_path):
                                      '"config": {}}]}'))
     npz("shape.npz", param_0_0=np.zeros((5, 8), np.float32))
     npz("missing.npz", param_1_1=None)
+    npz("nan.npz", param_0_1=np.full(8, np.nan, np.float32))
     npz("state_shape.npz", optimizer_velocity_0=np.zeros((5, 8)))
     npz("state_missing.npz", optimizer_velocity_1=None)
     npz("state_extra.npz", optimizer_m_9=np.zeros(3))
@@ -506,6 +507,17 @@ def test_malformed_or_foreign_files_raise_a_clear_error(tmp_path):
     for name, path in malformed_files(tmp_path).items():
         with pytest.raises(fastnn.ModelFileError, match=str(tmp_path)):
             fastnn.load_model(path)
+
+
+def test_nan_weights_in_a_file_raise_model_file_error_naming_file_and_array(tmp_path):
+    path = malformed_files(tmp_path)["nan.npz"]
+    model = classifier()
+    model.build()
+    for load in (fastnn.load_model, model.load_weights):
+        with pytest.raises(fastnn.ModelFileError) as error:
+            load(path)
+        assert str(path) in str(error.value) and "'param_0_1'" in str(error.value)
+        assert "NaN" in str(error.value)
 
 
 def test_load_weights_from_a_bad_file_leaves_the_model_untouched(tmp_path):

@@ -12,6 +12,8 @@ from typing import Tuple
 
 import numpy as np
 
+from ..validation import finite_number
+
 DIGITS_FILE = "digits.npz"
 ANIMAL_CLASSES = ("other", "mammal", "bird")
 
@@ -44,12 +46,24 @@ def train_test_split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2,
     The rows are permuted by ``numpy.random.default_rng(seed)`` and the last
     ``round(test_fraction * N)`` form the test set, so a given seed always gives
     the same split.
+
+    Raises TypeError for a test_fraction that is not a number or a seed that is not an
+    integer, ValueError for a test_fraction outside (0, 1) (or leaving an empty set), a
+    negative seed or x and y of different lengths; each message names the argument.
     """
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        name = "x" if x.ndim == 0 else "y"
+        raise ValueError(f"{name}: expected an array of samples, got a scalar")
     if len(x) != len(y):
         raise ValueError(f"y: has {len(y)} samples but x has {len(x)}")
+    test_fraction = finite_number("test_fraction", test_fraction)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected a fraction in (0, 1), got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an integer >= 0, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0, got {seed}")
     test = int(round(test_fraction * len(x)))
     if test == 0 or test == len(x):
         raise ValueError(f"test_fraction: {test_fraction} of {len(x)} samples leaves an empty "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import zipfile
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -16,6 +17,28 @@ import numpy as np
 #: IDX type codes (the third byte of the magic number) and their big-endian dtypes.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member first; an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+#: What np.load(allow_pickle=False) raises for an object array (its message talks of
+#: allow_pickle, which is no advice here: fastnn never loads pickles).
+_OBJECTS = "holds object arrays (Python objects, stored with pickle), which fastnn does not load"
+
+
+def _numpy_kind(name: str) -> str:
+    """"npz", "npy" or "other", from the first bytes of the file ``name``."""
+    with open(name, "rb") as file:
+        start = file.read(len(_NPY_MAGIC))
+    if start.startswith(_ZIP_MAGICS):
+        return "npz"
+    return "npy" if start == _NPY_MAGIC else "other"
+
+
+class _Missing(Exception):
+    """load_npz: an array is not in the archive (raised inside its with block)."""
+
+
+def _holds_objects(exc: Exception) -> bool:
+    return isinstance(exc, ValueError) and "allow_pickle" in str(exc)
 
 
 def load_idx(path) -> np.ndarray:
@@ -25,8 +48,8 @@ def load_idx(path) -> np.ndarray:
     (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64), the
     number of dimensions, each dimension as a big-endian uint32, then the values in C
     order, big-endian. Returns them in native byte order with that shape. ValueError
-    (naming the file) for a bad magic number, an unknown type, or a data part shorter
-    or longer than the dimensions say.
+    (naming the file) for a bad magic number, a truncated header, an unknown type, or a
+    data part shorter or longer than the dimensions say.
     """
     name = os.fspath(path)
     with open(name, "rb") as file:
@@ -40,16 +63,20 @@ def load_idx(path) -> np.ndarray:
                 content = file.read()
     except (OSError, EOFError) as exc:  # a damaged or truncated gzip stream
         raise ValueError(f"{name}: not a readable gzip file: {exc}") from exc
-    if len(content) < 4 or content[0] != 0 or content[1] != 0:
+    if any(content[:2]):
         raise ValueError(f"{name}: not an IDX file (its magic number does not start with two "
                          "zero bytes)")
+    if len(content) < 4:
+        raise ValueError(f"{name}: truncated IDX header: expected 4 bytes of magic number, got "
+                         f"{len(content)}")
     code, rank = content[2], content[3]
     if code not in IDX_TYPES:
         raise ValueError(f"{name}: unknown IDX type code 0x{code:02x}; expected one of "
                          f"{', '.join(f'0x{c:02x}' for c in IDX_TYPES)}")
     header = 4 + 4 * rank
     if len(content) < header:
-        raise ValueError(f"{name}: truncated IDX header")
+        raise ValueError(f"{name}: truncated IDX header: expected {header} bytes for "
+                         f"{rank} dimensions, got {len(content)}")
     shape = tuple(int(d) for d in np.frombuffer(content, ">u4", rank, 4))
     dtype = np.dtype(IDX_TYPES[code])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -166,30 +193,44 @@ def load_csv(path, target: Union[int, str] = -1, header: Union[bool, str] = "aut
 
 def load_npz(path, x: str = "x", y: str = "y") -> Tuple[np.ndarray, np.ndarray]:
     """``(x, y)``: the arrays named ``x`` and ``y`` in a NumPy .npz archive (no pickle).
-    ValueError names the file and the arrays it holds when one is missing."""
+    ValueError naming the file when it is not an .npz (zip) archive, is a damaged one, lacks
+    one of the arrays (listing those it holds) or holds them as object arrays."""
     name = os.fspath(path)
-    try:
-        archive = np.load(name, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{name}: not a readable .npz archive (without pickle): {exc}") from exc
-    if not hasattr(archive, "files"):
+    kind = _numpy_kind(name)
+    if kind == "npy":
         raise ValueError(f"{name}: a single .npy array, not an .npz archive; use load_npy")
-    with archive:
-        missing = [key for key in (x, y) if key not in archive.files]
-        if missing:
-            raise ValueError(f"{name}: has no array named {missing[0]!r}; it holds "
-                             f"{sorted(archive.files)}")
-        return archive[x], archive[y]
+    if kind != "npz":
+        raise ValueError(f"{name}: not an .npz archive (an .npz file is a zip archive of .npy "
+                         f"arrays, as numpy.savez writes; this file is not a zip archive)")
+    try:
+        with np.load(name, allow_pickle=False) as archive:
+            missing = [key for key in (x, y) if key not in archive.files]
+            if missing:
+                raise _Missing(f"{name}: has no array named {missing[0]!r}; it holds "
+                                  f"{sorted(archive.files)}")
+            return archive[x], archive[y]
+    except _Missing as exc:
+        raise ValueError(str(exc)) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if _holds_objects(exc):
+            raise ValueError(f"{name}: {_OBJECTS}; save numeric arrays") from exc
+        raise ValueError(f"{name}: not a readable .npz archive (damaged?): "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def load_npy(path) -> np.ndarray:
-    """The array in a NumPy .npy file (no pickle). ValueError names the file otherwise."""
+    """The array in a NumPy .npy file (no pickle). ValueError naming the file when it is not
+    an .npy file, is a damaged one or holds an object array."""
     name = os.fspath(path)
-    try:
-        array = np.load(name, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{name}: not a readable .npy array (without pickle): {exc}") from exc
-    if not isinstance(array, np.ndarray):
-        array.close()
+    kind = _numpy_kind(name)
+    if kind == "npz":
         raise ValueError(f"{name}: an .npz archive, not a single .npy array; use load_npz")
-    return array
+    if kind != "npy":
+        raise ValueError(f"{name}: not an .npy file (no .npy header; numpy.save writes one)")
+    try:
+        return np.load(name, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if _holds_objects(exc):
+            raise ValueError(f"{name}: {_OBJECTS}; save a numeric array") from exc
+        raise ValueError(f"{name}: not a readable .npy array (damaged?): "
+                         f"{type(exc).__name__}: {exc}") from exc
