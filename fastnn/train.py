@@ -95,13 +95,19 @@ def run(args: argparse.Namespace) -> int:
             option = "--target"
         raise ValueError(f"argument {option}: {message}") from exc
     x_train, x_test, y_train, y_test = data.x_train, data.x_test, data.y_train, data.y_test
-    layers = [fastnn.Dense(size, "relu") for size in args.hidden]
-    model = fastnn.Sequential(layers + [fastnn.Dense(data.classes, "softmax")],
-                              dtype=args.dtype, seed=args.seed,
-                              matmul_precision=args.matmul_precision)
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
-    optimizer = fastnn.SGD(lr, momentum=0.9) if args.optimizer == "sgd" else fastnn.Adam(lr)
-    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    def make_model():
+        layers = [fastnn.Dense(size, "relu") for size in args.hidden]
+        model = fastnn.Sequential(layers + [fastnn.Dense(data.classes, "softmax")],
+                                  dtype=args.dtype, seed=args.seed,
+                                  matmul_precision=args.matmul_precision)
+        optimizer = (fastnn.SGD(lr, momentum=0.9) if args.optimizer == "sgd"
+                     else fastnn.Adam(lr))
+        model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model, optimizer
+
+    model, optimizer = make_model()
     threads = fastnn.get_backend().get_num_threads()
     shape = "-".join(str(size) for size in [x_train.shape[1], *args.hidden, data.classes])
     ranks = distributed.size()
@@ -114,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     # A diverging run ends in NonFiniteLossError, which the command reports in one line;
     # NumPy's overflow warnings on the way (numpy backend) would only repeat it.
     with np.errstate(over="ignore", invalid="ignore"):
+        warm_up(make_model()[0], x_train, y_train, args.batch_size, ranks)
         history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                             verbose=args.verbose, seed=args.seed, callbacks=[timer])
         loss, accuracy = model.evaluate(x_test, y_test)
@@ -124,6 +131,16 @@ def run(args: argparse.Namespace) -> int:
         history.plot(args.plot, title=f"fastnn train: {data.description}")
         say(f"training curves written to {args.plot}")
     return 0
+
+
+def warm_up(model, x, y, batch_size: int, ranks: int) -> None:
+    """One training step of a throwaway copy of the model, before the timed fit: the
+    backend's training kernels are then loaded or compiled (the numba backend compiles them
+    on a machine's first run, a minute or so, and says so), so that "ms per epoch" times
+    training alone (it included the compile: 67 s for a first numba epoch of 45 ms). Under
+    MPI every rank takes part (fit is collective), one batch each."""
+    rows = min(len(x), batch_size * ranks)
+    model.fit(x[:rows], y[:rows], epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
 
 
 class EpochTimer(Callback):
