@@ -610,3 +610,17 @@ def test_train_compiles_the_kernels_before_it_times_the_epochs(monkeypatch, caps
     assert warm != timed and warm_rows == 16 and not warm_callbacks
     assert timed_rows > 1000 and any(isinstance(c, train.EpochTimer) for c in timed_callbacks)
     assert "ms per epoch (median of 2)" in capsys.readouterr().out
+
+
+def test_train_on_a_target_column_of_one_class_names_target(capsys, tmp_path):
+    """A constant label column (a feature picked by mistake) is the --target's fault, said
+    so; before, the error was about a softmax of one unit, which a CLI user cannot change."""
+    path = tmp_path / "constant.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(path, np.column_stack([np.zeros(40), rng.random((40, 3))]), delimiter=",")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--dataset", str(path), "--target", "0", "--epochs", "1"])
+    assert stop.value.code == 2
+    shown = capsys.readouterr()
+    assert_one_line_error(shown.err, "fastnn train", "--target")
+    assert "one class only (0)" in shown.err and "softmax" not in shown.err

@@ -94,6 +94,10 @@ def for_training(name: str, target: Optional[str] = None, seed: int = 0,
         if y.dtype.kind not in "iu" or (y.size and y.min() < 0):
             raise ValueError(f"{name}: the target column holds {y.dtype} values, not class "
                              "labels (integers >= 0 or strings); fastnn train classifies")
+        if y.size and (y == y.flat[0]).all():
+            raise ValueError(f"target: the target column of {name} holds one class only "
+                             f"({y.flat[0]}); a classifier needs at least two: choose another "
+                             f"column")
         x = np.asarray(x, dtype=np.float32)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_fraction, seed)
     return TrainingData(x_train, x_test, y_train.astype(np.int64), y_test.astype(np.int64),
