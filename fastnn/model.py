@@ -49,7 +49,6 @@ Data = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[np
 Schedule = List[Tuple[Workspace, Optional[np.ndarray], int]]
 
 
-
 def _input_units(input_dim) -> int:
     """Sequential.build's input_dim as a count of features: an int >= 1, or a shape (None, n)
     or (n,) as Keras' ``build(input_shape)`` takes."""
@@ -61,6 +60,7 @@ def _input_units(input_dim) -> int:
         raise ValueError(f"input_dim: expected a positive int or a shape (None, n), got "
                          f"{input_dim!r}")
     return int(value)
+
 
 class Sequential:
     """Layers applied in order: ``Sequential([Dense(8, "relu", input_dim=2), Dense(2, "softmax")])``.
