@@ -108,6 +108,10 @@ class MPICommunicator(Communicator):
 
 _current: Optional[Communicator] = None
 
+#: Seconds a failing rank waits between writing its traceback and MPI_Abort, so that the
+#: launcher forwards the traceback before the abort ends the job.
+ABORT_PAUSE_SECONDS = 0.5
+
 
 def launched_by_mpi() -> bool:
     """True when an MPI launcher (mpiexec, srun) started this process among several."""
@@ -189,9 +193,13 @@ def _abort_on_uncaught_exception(comm: Communicator) -> None:
     previous = sys.excepthook
 
     def hook(kind, value, trace):
-        sys.stderr.write(f"fastnn: rank {comm.rank} of {comm.size} failed; ending the job\n")
-        sys.stderr.write("".join(traceback.format_exception(kind, value, trace)))
+        # One write, then a pause before MPI_Abort: the launcher forwards a rank's standard
+        # error through a pipe, and the abort ends its forwarding process too, so what was
+        # still in the pipe was lost (a sanitizer run's CI once showed the first line alone).
+        sys.stderr.write(f"fastnn: rank {comm.rank} of {comm.size} failed; ending the job\n"
+                         + "".join(traceback.format_exception(kind, value, trace)))
         sys.stderr.flush()
+        time.sleep(ABORT_PAUSE_SECONDS)
         try:
             comm.abort(1)
         finally:
