@@ -118,6 +118,30 @@ def _zeros_for(params: Sequence[np.ndarray], calls):
     return per_param, per_call, whole
 
 
+class _Hyperparameter:
+    """An optimizer's hyperparameter: read as a plain attribute (kept under ``_<stored>``),
+    and on every assignment, the constructor's included, checked by ``check(name, value)``,
+    which names the attribute in its TypeError or ValueError; a refused value leaves the old
+    one. ``stored`` lets an alias (Keras' ``learning_rate``) share another's value."""
+
+    def __init__(self, check, doc: str, stored: Optional[str] = None):
+        self.check, self.__doc__, self.stored = check, doc, stored
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+        self.slot = f"_{self.stored or name}"
+
+    def __get__(self, optimizer, owner=None):
+        return self if optimizer is None else getattr(optimizer, self.slot)
+
+    def __set__(self, optimizer, value) -> None:
+        setattr(optimizer, self.slot, self.check(self.name, value))
+
+
+def _non_negative(name: str, value) -> float:
+    return positive_number(name, value, allow_zero=True)
+
+
 class Optimizer:
     """The base class of optimizers (SGD, Adam).
 
@@ -133,33 +157,12 @@ class Optimizer:
         self.weight_decay = weight_decay
         self._owner: Optional[weakref.ref] = None
 
-    @property
-    def lr(self) -> float:
-        """The learning rate; setting it checks the value (a finite number > 0: TypeError
-        for a non-number, ValueError otherwise, naming lr)."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value) -> None:
-        self._lr = positive_number("lr", value)
-
-    @property
-    def learning_rate(self) -> float:
-        """Keras' name for lr; setting it checks the value (a finite number > 0)."""
-        return self._lr
-
-    @learning_rate.setter
-    def learning_rate(self, value) -> None:
-        self._lr = positive_number("learning_rate", value)
-
-    @property
-    def weight_decay(self) -> float:
-        """The L2 penalty; setting it checks the value (a finite number >= 0)."""
-        return self._weight_decay
-
-    @weight_decay.setter
-    def weight_decay(self, value) -> None:
-        self._weight_decay = positive_number("weight_decay", value, allow_zero=True)
+    lr = _Hyperparameter(positive_number, """The learning rate; setting it checks the value
+        (a finite number > 0: TypeError for a non-number, ValueError otherwise, naming lr).""")
+    learning_rate = _Hyperparameter(positive_number, """Keras' name for lr; setting it checks
+        the value (a finite number > 0).""", stored="lr")
+    weight_decay = _Hyperparameter(_non_negative, """The L2 penalty; setting it checks the
+        value (a finite number >= 0).""")
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # Optimizers pickled before the hyperparameters became checked properties kept
@@ -360,32 +363,10 @@ class Adam(Optimizer):
         self._steps: List[tuple] = []  # (param, grad, m, v) per kernel call
         self._flat: Optional[tuple] = None
 
-    @property
-    def beta1(self) -> float:
-        """Setting it checks the value (a number in [0, 1))."""
-        return self._beta1
-
-    @beta1.setter
-    def beta1(self, value) -> None:
-        self._beta1 = _probability("beta1", value)
-
-    @property
-    def beta2(self) -> float:
-        """Setting it checks the value (a number in [0, 1))."""
-        return self._beta2
-
-    @beta2.setter
-    def beta2(self, value) -> None:
-        self._beta2 = _probability("beta2", value)
-
-    @property
-    def eps(self) -> float:
-        """Setting it checks the value (a finite number > 0)."""
-        return self._eps
-
-    @eps.setter
-    def eps(self, value) -> None:
-        self._eps = positive_number("eps", value)
+    beta1 = _Hyperparameter(_probability, "Setting it checks the value (a number in [0, 1)).")
+    beta2 = _Hyperparameter(_probability, "Setting it checks the value (a number in [0, 1)).")
+    eps = _Hyperparameter(positive_number,
+                          "Setting it checks the value (a finite number > 0).")
 
     def bind(self, params, grads):
         self.steps = 0
