@@ -147,8 +147,9 @@ def test_few_rows_products_do_not_depend_on_the_split(backend_name):
     """Within the bound, the same bits on 1 and 2 threads, and, where the products are
     bfloat16 dot products (exact in float32, the two operands of each pair entering alike),
     x @ w equal bit for bit to (w' @ x')', whose many rows go through the other path (both
-    operands packed whole): each sum adds the same products in the same order on both.
-    Where C has no bfloat16 instructions (FASTNN_ISA=portable or avx2) its bfloat16 GEMM is the
+    operands packed whole): each sum adds the same products in the same order on both
+    (on the numpy backend, OpenBLAS's order follows its kernel for each layout: there within
+    float32 rounding). Where C has no bfloat16 instructions (FASTNN_ISA=portable or avx2) its bfloat16 GEMM is the
     float32 one on rounded copies, whose bits follow its thread split: there the bound, and
     agreement within float32 rounding."""
     rng = np.random.default_rng(9)
@@ -181,7 +182,14 @@ def test_few_rows_products_do_not_depend_on_the_split(backend_name):
                     continue
                 for one, two in zip(*outputs):
                     np.testing.assert_array_equal(_bits(two), _bits(one))
-                np.testing.assert_array_equal(_bits(product_tn), _bits(product))
+                if backend_name == "numpy":
+                    # the numpy backend's GEMM is OpenBLAS's float32 one on rounded copies,
+                    # whose order of summation follows its kernel for each layout (on this
+                    # machine's build 5 x 704 x 33 with A transposed differs in the last bit
+                    # of its edge column): agreement within float32 rounding
+                    np.testing.assert_allclose(product_tn, product, rtol=1e-5, atol=1e-4)
+                else:
+                    np.testing.assert_array_equal(_bits(product_tn), _bits(product))
                 np.testing.assert_array_equal(
                     _bits(forward), _bits(np.maximum(product + bias, 0)))
                 if backend_name == "c":
