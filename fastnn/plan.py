@@ -265,7 +265,6 @@ class TrainingPlan:
         self.outputs = np.empty((samples if mode == MODE_PREDICT else 0, outputs), dtype)
         self.steps = -(-samples // batch)
         self.stats = np.zeros((self.steps, 2), np.float64)
-        self.chunk = 1  # steps per train_steps call, grown by fit to about CHUNK_SECONDS
         self.cache = {}
 
     def rows_in(self, first: int, end: int) -> int:

@@ -317,6 +317,38 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
         model.fit(x, x[:, 0], epochs=50, batch_size=2, verbose=0)
 
 
+@pytest.mark.parametrize("backend_name", [name for name in BACKENDS if name != "numpy"])
+def test_the_next_fit_starts_at_the_chunk_of_steps_reached(backend_name, monkeypatch):
+    """fit's compiled loop grows its chunks of steps per train_steps call from one; a later
+    fit of the same model, backend and batch size starts at the size reached (a fit per
+    epoch used to restart at one step and pay the growing calls again)."""
+    counts, real_get_backend = [], model_module.get_backend
+
+    def counting_backend():
+        real = real_get_backend()
+
+        def train_steps(plan, order, first_step, steps, stats):
+            counts.append(steps)
+            return real.train_steps(plan, order, first_step, steps, stats)
+        return types.SimpleNamespace(train_steps=train_steps)
+
+    monkeypatch.setattr(model_module, "get_backend", counting_backend)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4096, 2), dtype=np.float32), rng.integers(0, 2, 4096)
+    model = Sequential([Dense(8, "tanh", input_dim=2), Dense(2, "softmax")], seed=0)
+    model.compile(SGD(0.01), "sparse_categorical_crossentropy")
+    with fastnn.use_backend(backend_name):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        first = list(counts)
+        reached = model._chunk_steps[(backend_name, 4)]
+        counts.clear()
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert first[0] == 1 and len(first) >= 2, first
+    assert sum(first) == sum(counts) == 1024
+    assert reached > 1 and counts[0] == min(reached, 1024), (reached, counts)
+    assert len(counts) < len(first), (first, counts)
+
+
 # -- memory: no array buffers allocated per step ----------------------------------
 
 def null_kernels():
