@@ -31,6 +31,9 @@ def _load(path: str):
 
 
 FASTCALL = _load("kernels/build_fastcall.py")
+#: Compiles an extension's sources on every core (the three instruction-set copies of the
+#: kernels: ~40 s instead of ~74 on two cores).
+PARALLEL_COMPILE = _load("kernels/parallel_compile.py")
 
 #: Per extension: the file its build failure is written to, and what the failure costs.
 OPTIONAL = {
@@ -74,6 +77,10 @@ class OptionalBuildExt(build_ext):
         self._into_source = bool(self.inplace or getattr(self, "editable_mode", False))
         self._failed = set()
         super().run()
+
+    def build_extensions(self):
+        PARALLEL_COMPILE.install(self.compiler)
+        super().build_extensions()
 
     def copy_extensions_to_source(self):
         """The in-place copy (editable installs) of the extensions that did build."""

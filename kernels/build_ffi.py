@@ -70,4 +70,7 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":  # a build in place, for development: python kernels/build_ffi.py
-    ffibuilder.compile(tmpdir=str(KERNELS_DIR.parent), verbose=True)
+    from parallel_compile import every_compiler  # kernels/, this script's folder
+
+    with every_compiler():  # the sources side by side (kernels/parallel_compile.py)
+        ffibuilder.compile(tmpdir=str(KERNELS_DIR.parent), verbose=True)

@@ -1,0 +1,86 @@
+"""kernels/parallel_compile.py: the C sources of an extension compiled side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import pytest
+
+setuptools = pytest.importorskip("setuptools")
+
+HELPER = Path(__file__).resolve().parent.parent / "kernels" / "parallel_compile.py"
+
+
+@pytest.fixture
+def parallel_compile(monkeypatch):
+    monkeypatch.delenv("FASTNN_BUILD_JOBS", raising=False)
+    spec = importlib.util.spec_from_file_location("parallel_compile", HELPER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def new_compiler():
+    from distutils import ccompiler  # setuptools' copy: setuptools is imported above
+    return ccompiler.new_compiler()
+
+
+def test_sources_compile_at_once_into_the_objects_of_the_sequential_build(
+        parallel_compile, tmp_path, monkeypatch):
+    """Two sources, two jobs: both compiler calls run at the same time (each waits for the
+    other at a barrier, which fails after 30 s if they ran one after the other), and
+    compile returns every object, in the order of the sources."""
+    monkeypatch.setenv("FASTNN_BUILD_JOBS", "2")
+    compiler = new_compiler()
+    sources = []
+    for name in ("one", "two"):
+        source = tmp_path / f"{name}.c"
+        source.write_text(f"int {name}(void) {{ return 1; }}\n")
+        sources.append(str(source))
+    barrier = threading.Barrier(2, timeout=30)
+    compile_source = compiler._compile
+
+    def meeting(obj, src, ext, cc_args, extra_postargs, pp_opts):
+        barrier.wait()
+        compile_source(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+    compiler._compile = meeting
+    parallel_compile.install(compiler)
+    objects = compiler.compile(sources, output_dir=str(tmp_path / "build"))
+    assert [Path(obj).stem for obj in objects] == ["one", "two"]
+    assert all(Path(obj).is_file() for obj in objects), objects
+
+
+def test_a_failing_source_raises_the_compile_error(parallel_compile, tmp_path):
+    from distutils.errors import CompileError
+    compiler = new_compiler()
+    parallel_compile.install(compiler)
+    good, bad = tmp_path / "good.c", tmp_path / "bad.c"
+    good.write_text("int good(void) { return 1; }\n")
+    bad.write_text("int bad(void) { return }\n")
+    with pytest.raises(CompileError):
+        compiler.compile([str(good), str(bad)], output_dir=str(tmp_path / "build"))
+
+
+def test_a_compiler_with_its_own_compile_is_left_alone(parallel_compile):
+    compiler = new_compiler()
+    own = type("OwnCompile", (type(compiler),), {"compile": lambda self, *args, **kw: []})()
+    parallel_compile.install(own)
+    assert "compile" not in vars(own)
+    parallel_compile.install(compiler)
+    assert "compile" in vars(compiler)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_build_jobs_value_names_the_variable(parallel_compile, monkeypatch, value):
+    monkeypatch.setenv("FASTNN_BUILD_JOBS", value)
+    with pytest.raises(ValueError, match="FASTNN_BUILD_JOBS: expected a whole number >= 1, got"):
+        parallel_compile.build_jobs()
+
+
+def test_build_jobs_defaults_to_the_usable_cores(parallel_compile, monkeypatch):
+    assert parallel_compile.build_jobs() >= 1
+    monkeypatch.setenv("FASTNN_BUILD_JOBS", "3")
+    assert parallel_compile.build_jobs() == 3
