@@ -21,10 +21,6 @@ python kernels/build_ffi.py > build.log 2>&1 || { cat build.log; exit 1; }
 # (with FASTNN_REQUIRE_BACKENDS=c, tests/test_matmul_entry.py fails if it did not load)
 python kernels/build_fastcall.py >> build.log 2>&1 || { cat build.log; exit 1; }
 
-# The install tests build and install a separate, uninstrumented copy of the package in
-# throwaway venvs (minutes of compiling): nothing of them runs the instrumented kernels.
-export FASTNN_SKIP_INSTALL_TESTS=1
-
 libasan=$(gcc -print-file-name=libasan.so)
 # libstdc++ right after it: ASan intercepts C++'s __cxa_throw, and finds the real one only if
 # libstdc++ is loaded when ASan starts (else the first C++ exception of an extension module,
