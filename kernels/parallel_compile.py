@@ -3,9 +3,9 @@
 distutils (setuptools' copy) compiles the sources of one extension one after the other; the
 C backend's three instruction-set copies (isa_portable.c, isa_avx2.c, isa_avx512.c) take
 about 19 s each here at -O3, three quarters of a 74 s build on one core. ``setup.py`` and
-the in-place builds (``python kernels/build_ffi.py``, ``kernels/build_fastcall.py``) run
-them on every available core instead (two here: ~40 s). The objects and the link are those of
-the sequential build, in the same order.
+the in-place build ``python kernels/build_ffi.py`` run them on every available core instead
+(two here: ~40 s); ``kernels/build_fastcall.py`` has one source and does not need it. The
+objects and the link are those of the sequential build, in the same order.
 
 It replaces ``CCompiler.compile`` by the same steps with the per-source loop on a thread pool
 (each source is one compiler process, so the threads only wait). It uses the three helpers

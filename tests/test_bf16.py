@@ -149,9 +149,9 @@ def test_few_rows_products_do_not_depend_on_the_split(backend_name):
     x @ w equal bit for bit to (w' @ x')', whose many rows go through the other path (both
     operands packed whole): each sum adds the same products in the same order on both
     (on the numpy backend, OpenBLAS's order follows its kernel for each layout: there within
-    float32 rounding). Where C has no bfloat16 instructions (FASTNN_ISA=portable or avx2) its bfloat16 GEMM is the
-    float32 one on rounded copies, whose bits follow its thread split: there the bound, and
-    agreement within float32 rounding."""
+    float32 rounding). Where C has no bfloat16 instructions (FASTNN_ISA=portable or avx2) its
+    bfloat16 GEMM is the float32 one on rounded copies, whose bits follow its thread split:
+    there the bound, and agreement within float32 rounding."""
     rng = np.random.default_rng(9)
     with fastnn.use_backend(backend_name):
         saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
