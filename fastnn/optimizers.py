@@ -45,10 +45,11 @@ def storage_span(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
     base = arrays[0].base
     if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
         return None
-    start = position = _address(arrays[0]) - _address(base)
+    origin, dtype = _address(base), base.dtype  # (fit reads them every call: kept cheap)
+    start = position = _address(arrays[0]) - origin
     for array in arrays:
-        if (array.base is not base or array.dtype != base.dtype
-                or not array.flags.c_contiguous or _address(array) - _address(base) != position):
+        if (array.base is not base or array.dtype != dtype
+                or not array.flags.c_contiguous or _address(array) - origin != position):
             return None
         position += array.nbytes
     return base[start // base.itemsize:position // base.itemsize]

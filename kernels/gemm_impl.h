@@ -740,10 +740,28 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
         for (int q = 0; q < 4; q++) sums[r][q] = V(hsum)(acc[r][q]);
 }
 
-/* Columns j0..j1-1 of C' (see above), without the epilogue. */
+/* Rows i0..i1-1, columns j0..j1-1 of C = act(C + bias), the epilogue of the SMALL path. */
+static void FN(gemm_epilogue_block)(T *c, int64_t ldc, int64_t i0, int64_t i1, int64_t j0,
+                                    int64_t j1, const fastnn_epilogue *epilogue) {
+    const T *bias = (const T *)epilogue->bias;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j += VLEN) {
+            int64_t cols = j1 - j;
+            VEC r = V(add)(V(load_part)(c + i * ldc + j, cols, 0), V(load_part)(bias + j, cols, 0));
+            V(store_part)(c + i * ldc + j, FN(activate)(r, epilogue->activation, (T)epilogue->alpha),
+                          cols);
+        }
+}
+
+/* Columns j0..j1-1 of C' (see above). epilogue: NULL, or C' is C (c_cs == 1) and the epilogue
+ * runs here on each block of columns as it is stored. Stored first and then read back by
+ * gemm_epilogue_block, a row of a few columns was read by a masked vector load from the
+ * narrower stores just made, which the store buffer cannot forward: that stall was a third
+ * of an XOR training step's forward GEMMs (perf, Zen 4). */
 static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
                                  const T *b, int64_t b_rs, int64_t b_cs, T *c, int64_t c_rs,
-                                 int64_t c_cs, int64_t j0, int64_t j1) {
+                                 int64_t c_cs, int64_t j0, int64_t j1,
+                                 const fastnn_epilogue *epilogue) {
     if (j0 >= j1) return FASTNN_OK;
     /* Columns of B' contiguous (b_rs == 1), K one vector or less and a few rows: dot products
      * would spend more on summing each of the m x n' dots across lanes than on the products,
@@ -815,10 +833,20 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
 #undef SMALL_ROWS_1
 #undef SMALL_ROWS
             for (int64_t r = 0; r < m; r++) {
-                if (c_cs == 1)
+                if (epilogue) {
+                    const T *bias = (const T *)epilogue->bias + jc;
+                    for (int64_t j = 0; j < w; j += VLEN) {
+                        VEC v = V(add)(V(load_part)(acc + r * chunk + j, w - j, 0),
+                                       V(load_part)(bias + j, w - j, 0));
+                        V(store_part)(c + r * c_rs + jc + j,
+                                      FN(activate)(v, epilogue->activation, (T)epilogue->alpha),
+                                      w - j);
+                    }
+                } else if (c_cs == 1) {
                     memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
-                else
+                } else {
                     for (int64_t j = 0; j < w; j++) c[r * c_rs + (jc + j) * c_cs] = acc[r * chunk + j];
+                }
             }
         }
         return FASTNN_OK;
@@ -852,20 +880,8 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                 for (int64_t q = 0; q < count; q++) c[r * c_rs + (j + q) * c_cs] = sums[r - r0][q];
         }
     }
+    if (epilogue) FN(gemm_epilogue_block)(c, c_rs, 0, m, j0, j1, epilogue);
     return FASTNN_OK;
-}
-
-/* Rows i0..i1-1, columns j0..j1-1 of C = act(C + bias), the epilogue of the SMALL path. */
-static void FN(gemm_epilogue_block)(T *c, int64_t ldc, int64_t i0, int64_t i1, int64_t j0,
-                                    int64_t j1, const fastnn_epilogue *epilogue) {
-    const T *bias = (const T *)epilogue->bias;
-    for (int64_t i = i0; i < i1; i++)
-        for (int64_t j = j0; j < j1; j += VLEN) {
-            int64_t cols = j1 - j;
-            VEC r = V(add)(V(load_part)(c + i * ldc + j, cols, 0), V(load_part)(bias + j, cols, 0));
-            V(store_part)(c + i * ldc + j, FN(activate)(r, epilogue->activation, (T)epilogue->alpha),
-                          cols);
-        }
 }
 
 /* The SMALL path on one thread of `team`, share t: C' columns in whole vectors. */
@@ -880,11 +896,11 @@ static int FN(gemm_small)(int64_t m, int64_t n, int64_t k, const T *a, int64_t l
     int64_t j0 = fastnn_min(long_side, share * t), j1 = fastnn_min(long_side, share * (t + 1));
     int status;
     if (!transposed) {
-        status = FN(gemm_small_thread)(m, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, 1, j0, j1);
-        if (status == FASTNN_OK && epilogue && j0 < j1)
-            FN(gemm_epilogue_block)(c, ldc, 0, m, j0, j1, epilogue);
+        status = FN(gemm_small_thread)(m, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, 1, j0, j1,
+                                       epilogue);
     } else { /* C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m) */
-        status = FN(gemm_small_thread)(n, k, b, b_cs, b_rs, a, a_cs, a_rs, c, 1, ldc, j0, j1);
+        status = FN(gemm_small_thread)(n, k, b, b_cs, b_rs, a, a_cs, a_rs, c, 1, ldc, j0, j1,
+                                       NULL);
         if (status == FASTNN_OK && epilogue && j0 < j1)
             FN(gemm_epilogue_block)(c, ldc, j0, j1, 0, n, epilogue);
     }

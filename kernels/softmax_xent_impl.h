@@ -94,6 +94,9 @@ static void FN(log_softmax_row)(T *out, const T *x, int64_t c) {
     }
 }
 
+/* Lane numbers 0, 1, ... (VLEN is at most 16). */
+static const T FN(xent_lanes)[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
 /* Loss weight * -sum_j t'[j] log_softmax(x)[j] with the smoothed one-hot target
  * t' = (1 - eps) onehot(label) + eps / c, i.e. weight * (log(sum) - (1 - eps) (x[label] - max)
  * - eps/c sum_j (x[j] - max)); when grad is given, grad = scale * (softmax(x) - t') (scale
@@ -107,12 +110,18 @@ static void FN(xent_label_row)(T *loss, T *grad, const T *x, int64_t label, int6
     if (c <= VLEN) {
         VEC e = FN(short_row_exp)(x, c, &max, &sum);
         if (smoothing != 0) x_sum = V(hsum)(V(load_part)(x, c, 0));
-        if (grad) V(store_part)(grad, V(fma)(e, V(set1)(scale / sum), V(set1)(offset)), c);
+        if (grad) { /* the label's lane less scale (1 - smoothing) in the register: read back
+                     * from the masked store, grad[label] stalled the row (no store forwarding) */
+            VEC away = V(abs)(V(sub)(V(load)(FN(xent_lanes)), V(set1)((T)label)));
+            VEC hot = V(select_gt)(V(set1)((T)0.5), away, V(set1)(scale * (1 - smoothing)),
+                                   V(zero)());
+            V(store_part)(grad, V(sub)(V(fma)(e, V(set1)(scale / sum), V(set1)(offset)), hot), c);
+        }
     } else {
         FN(row_max_sumexp)(x, c, &max, &sum, smoothing != 0 ? &x_sum : NULL);
         if (grad) FN(scaled_exp_row)(grad, x, c, max, scale / sum, offset);
+        if (grad) grad[label] -= scale * (1 - smoothing);
     }
-    if (grad) grad[label] -= scale * (1 - smoothing);
     T loss_value = FASTNN_LOG(sum) - (1 - smoothing) * (picked - max);
     if (smoothing != 0) loss_value -= smoothing / (T)c * (x_sum - (T)c * max);
     *loss = weight * loss_value;
