@@ -740,14 +740,17 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
         for (int q = 0; q < 4; q++) sums[r][q] = V(hsum)(acc[r][q]);
 }
 
-/* Rows i0..i1-1, columns j0..j1-1 of C = act(C + bias), the epilogue of the SMALL path. */
-static void FN(gemm_epilogue_block)(T *c, int64_t ldc, int64_t i0, int64_t i1, int64_t j0,
-                                    int64_t j1, const fastnn_epilogue *epilogue) {
+/* Rows i0..i1-1, columns j0..j1-1 of C = act(S + bias), S read from src (row stride ld_src;
+ * src may be c itself): the epilogue of the SMALL path. */
+static void FN(gemm_epilogue_block)(T *c, int64_t ldc, const T *src, int64_t ld_src, int64_t i0,
+                                    int64_t i1, int64_t j0, int64_t j1,
+                                    const fastnn_epilogue *epilogue) {
     const T *bias = (const T *)epilogue->bias;
     for (int64_t i = i0; i < i1; i++)
         for (int64_t j = j0; j < j1; j += VLEN) {
             int64_t cols = j1 - j;
-            VEC r = V(add)(V(load_part)(c + i * ldc + j, cols, 0), V(load_part)(bias + j, cols, 0));
+            VEC r = V(add)(V(load_part)(src + i * ld_src + j, cols, 0),
+                           V(load_part)(bias + j, cols, 0));
             V(store_part)(c + i * ldc + j, FN(activate)(r, epilogue->activation, (T)epilogue->alpha),
                           cols);
         }
@@ -832,20 +835,17 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
 #undef SMALL_ROWS_4
 #undef SMALL_ROWS_1
 #undef SMALL_ROWS
-            for (int64_t r = 0; r < m; r++) {
-                if (epilogue) {
-                    const T *bias = (const T *)epilogue->bias + jc;
-                    for (int64_t j = 0; j < w; j += VLEN) {
-                        VEC v = V(add)(V(load_part)(acc + r * chunk + j, w - j, 0),
-                                       V(load_part)(bias + j, w - j, 0));
-                        V(store_part)(c + r * c_rs + jc + j,
-                                      FN(activate)(v, epilogue->activation, (T)epilogue->alpha),
-                                      w - j);
-                    }
-                } else if (c_cs == 1) {
-                    memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
-                } else {
-                    for (int64_t j = 0; j < w; j++) c[r * c_rs + (jc + j) * c_cs] = acc[r * chunk + j];
+            if (epilogue) { /* C's columns jc.. from the accumulators, as they are stored */
+                fastnn_epilogue columns = *epilogue;
+                columns.bias = (const T *)epilogue->bias + jc;
+                FN(gemm_epilogue_block)(c + jc, c_rs, acc, chunk, 0, m, 0, w, &columns);
+            } else {
+                for (int64_t r = 0; r < m; r++) {
+                    if (c_cs == 1)
+                        memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
+                    else
+                        for (int64_t j = 0; j < w; j++)
+                            c[r * c_rs + (jc + j) * c_cs] = acc[r * chunk + j];
                 }
             }
         }
@@ -880,7 +880,7 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                 for (int64_t q = 0; q < count; q++) c[r * c_rs + (j + q) * c_cs] = sums[r - r0][q];
         }
     }
-    if (epilogue) FN(gemm_epilogue_block)(c, c_rs, 0, m, j0, j1, epilogue);
+    if (epilogue) FN(gemm_epilogue_block)(c, c_rs, c, c_rs, 0, m, j0, j1, epilogue);
     return FASTNN_OK;
 }
 
@@ -902,7 +902,7 @@ static int FN(gemm_small)(int64_t m, int64_t n, int64_t k, const T *a, int64_t l
         status = FN(gemm_small_thread)(n, k, b, b_cs, b_rs, a, a_cs, a_rs, c, 1, ldc, j0, j1,
                                        NULL);
         if (status == FASTNN_OK && epilogue && j0 < j1)
-            FN(gemm_epilogue_block)(c, ldc, j0, j1, 0, n, epilogue);
+            FN(gemm_epilogue_block)(c, ldc, c, ldc, j0, j1, 0, n, epilogue);
     }
     return status;
 }
