@@ -119,8 +119,10 @@ static void FN(xent_label_row)(T *loss, T *grad, const T *x, int64_t label, int6
         }
     } else {
         FN(row_max_sumexp)(x, c, &max, &sum, smoothing != 0 ? &x_sum : NULL);
-        if (grad) FN(scaled_exp_row)(grad, x, c, max, scale / sum, offset);
-        if (grad) grad[label] -= scale * (1 - smoothing);
+        if (grad) {
+            FN(scaled_exp_row)(grad, x, c, max, scale / sum, offset);
+            grad[label] -= scale * (1 - smoothing);
+        }
     }
     T loss_value = FASTNN_LOG(sum) - (1 - smoothing) * (picked - max);
     if (smoothing != 0) loss_value -= smoothing / (T)c * (x_sum - (T)c * max);
