@@ -216,6 +216,51 @@ static void FN(gemm_tile)(int64_t kc, const T *restrict a, int64_t a_row, int64_
                          epilogue, bias);
 }
 
+/* A tile of exactly `rows` rows (GEMM_MR - GEMM_ROWS_SPAN <= rows <= GEMM_MR) of op(A) read in
+ * place, not transposed (a_row = lda) or transposed (a_row = 1, a_step = lda): the few-rows
+ * path splits M into tiles of equal rows (gemm_row_tiles), whose kernels must read no row past
+ * the tile's last. One kernel per row count, each with its rows' accumulators in registers. */
+#define GEMM_ROWS_SPAN 7
+#define GEMM_ROWS_CASE(d, nv_, row_, step_)                                                     \
+    case d:                                                                                     \
+        FN(gemm_micro_kernel_rows)(GEMM_MR - (d) > 0 ? GEMM_MR - (d) : 1, nv_, kc, a, row_,     \
+                                   step_, b, b_step, c, ldc, rows, nr, accumulate,              \
+                                   epilogue, bias);                                             \
+        break;
+#define GEMM_ROWS_SWITCH(nv_, row_, step_)                                                      \
+    switch (GEMM_MR - rows) {                                                                   \
+        GEMM_ROWS_CASE(0, nv_, row_, step_) GEMM_ROWS_CASE(1, nv_, row_, step_)                 \
+        GEMM_ROWS_CASE(2, nv_, row_, step_) GEMM_ROWS_CASE(3, nv_, row_, step_)                 \
+        GEMM_ROWS_CASE(4, nv_, row_, step_) GEMM_ROWS_CASE(5, nv_, row_, step_)                 \
+        GEMM_ROWS_CASE(6, nv_, row_, step_) GEMM_ROWS_CASE(7, nv_, row_, step_)                 \
+    }
+static void FN(gemm_tile_rows)(int rows, int64_t kc, const T *restrict a, int64_t a_row,
+                               int64_t a_step, const T *restrict b, int64_t b_step,
+                               T *restrict c, int64_t ldc, int64_t nr, int accumulate,
+                               const fastnn_epilogue *epilogue, const T *bias) {
+    if (a_row != 1) {
+        if (nr <= VLEN) GEMM_ROWS_SWITCH(1, a_row, 1)
+        else GEMM_ROWS_SWITCH(GEMM_NV, a_row, 1)
+    } else {
+        if (nr <= VLEN) GEMM_ROWS_SWITCH(1, 1, a_step)
+        else GEMM_ROWS_SWITCH(GEMM_NV, 1, a_step)
+    }
+}
+#undef GEMM_ROWS_SWITCH
+#undef GEMM_ROWS_CASE
+
+/* The row tiles of an M of `m` rows read in place: as few tiles as GEMM_MR allows, of equal
+ * rows (the first m % tiles one row more). 32 rows are 11 + 11 + 10, not 14 + 14 + 4 with
+ * the last computed by a kernel of 7 rows (35 rows' work for 32), 64 are 5 tiles of 13 or 12,
+ * not 4 of 14 and 8 by a kernel of 14 (70 rows' work). Each element's sums are the same, in
+ * the same order. Returns the tiles, or 0 when a tile would have fewer rows than the kernels
+ * of gemm_tile_rows (then the full tiles are read in place and the rest packed). */
+static inline int64_t FN(gemm_row_tiles)(int64_t m, int64_t *rows) {
+    int64_t tiles = fastnn_ceil_div(m, GEMM_MR);
+    *rows = m / tiles;
+    return *rows >= GEMM_MR - GEMM_ROWS_SPAN && *rows >= 1 ? tiles : 0;
+}
+
 /* The columns of a packed B block of the many-rows path for K blocks of kc: at most what
  * GEMM_B_BLOCK_BYTES holds, a whole number of panels, and the blocks as equal as possible
  * (784 columns in one block of 784 for kc = 256, not 768 + 16, which would pack all of A
@@ -276,11 +321,12 @@ static inline int64_t FN(gemm_kc)(int64_t k) {
  * (m <= GEMM_FEW_ROWS, as for the batch of an MLP): the work of one thread when the threads
  * split the columns or K.
  * Nothing is shared, so no thread ever waits for another:
- *  - A not transposed is read in place by the full row tiles (each row contiguous: a few
- *    rows, reused from L1/L2 by every panel), and so is A transposed with a short row stride
- *    and span (GEMM_A_T_IN_PLACE_BYTES, _SPAN); A transposed otherwise, whose rows p of a tile would
- *    be a row stride apart (1 KB for 256 columns: all in the same few L1 sets), and the edge
- *    tile (m not a multiple of MR) are packed, by each thread;
+ *  - A not transposed is read in place (each row contiguous: a few rows, reused from L1/L2
+ *    by every panel), and so is A transposed with a short row stride and span
+ *    (GEMM_A_T_IN_PLACE_BYTES, _SPAN), in tiles of equal rows (gemm_row_tiles); A transposed
+ *    otherwise, whose rows p of a tile would be a row stride apart (1 KB for 256 columns: all
+ *    in the same few L1 sets), is packed by each thread, and so is the edge tile of rows 4 KB
+ *    apart (gemm_tile_halves' full tiles);
  *  - B is read in place when it is not transposed, else each thread packs its own panels;
  *    an edge panel (n not a multiple of NR) is packed unless it is one whole vector (16
  *    float32 columns: 32 x 1024 x 16 took 15% of its time packing it). Packing would cost about as
@@ -296,14 +342,18 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
      * or spans more than GEMM_A_T_IN_PLACE_SPAN bytes */
     int a_in_place = !trans_a || (lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_BYTES &&
                                   k * lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_SPAN);
-    int64_t m_direct = a_in_place ? m / GEMM_MR * GEMM_MR : 0;
-    int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
     /* A not transposed whose row stride is a multiple of 4 KB (K of 1024 or 2048 float32): the
      * MR rows of a tile all map to one set of the L1 (4 KB a way), and more of them than
      * GEMM_SAME_SET_ROWS evict each other at every K step; such a tile runs as two of half
      * the rows (gemm_tile_halves), the same sums in the same order. */
     int a_halves = !trans_a && GEMM_MR > GEMM_SAME_SET_ROWS &&
                    (lda * (int64_t)sizeof(T)) % 4096 == 0;
+    /* Rows read in place in tiles of equal rows (gemm_row_tiles), or else in full tiles of
+     * GEMM_MR rows and an edge tile packed. */
+    int64_t tile_rows = 0;
+    int64_t row_tiles = a_in_place && !a_halves ? FN(gemm_row_tiles)(m, &tile_rows) : 0;
+    int64_t m_direct = row_tiles ? m : a_in_place ? m / GEMM_MR * GEMM_MR : 0;
+    int64_t m_packed = fastnn_ceil_div(m - m_direct, GEMM_MR) * GEMM_MR;
     T *a_pack = m_packed ? fastnn_scratch(SCRATCH_GEMM_A, (size_t)m_packed * kc_max * sizeof(T))
                          : NULL;
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)kc_max * GEMM_NR * sizeof(T));
@@ -331,7 +381,19 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                 FN(pack_b_panel)(b_pack, src, ldb, trans_b, nr, kc);
             }
             const T *tile_bias = bias ? bias + j : NULL;
-            for (int64_t i = 0; i < m_direct; i += GEMM_MR) {
+            for (int64_t t = 0, i = 0; t < row_tiles; t++) {
+                int rows = (int)(tile_rows + (t < m % row_tiles));
+                if (trans_a) /* op(A)[i][p] = a[p * lda + i] */
+                    FN(gemm_tile_rows)(rows, kc, a + pc * lda + i, 1, lda, bp, b_step,
+                                       c + i * ldc + j, ldc, nr, accumulate, tile_epilogue,
+                                       tile_bias);
+                else
+                    FN(gemm_tile_rows)(rows, kc, a + i * lda + pc, lda, 1, bp, b_step,
+                                       c + i * ldc + j, ldc, nr, accumulate, tile_epilogue,
+                                       tile_bias);
+                i += rows;
+            }
+            for (int64_t i = 0; i < (row_tiles ? 0 : m_direct); i += GEMM_MR) {
                 if (trans_a) /* op(A)[i][p] = a[p * lda + i]: a tile's rows side by side */
                     FN(gemm_tile)(kc, a + pc * lda + i, 1, lda, bp, b_step, c + i * ldc + j,
                                   ldc, GEMM_MR, nr, accumulate, tile_epilogue, tile_bias);

@@ -57,6 +57,11 @@ NARROW_GEMM_SHAPES = [(32, 128, 16), (45, 300, 9), (64, 1000, 13), (100, 129, 16
 # float32) read in place as half tiles, with an edge tile and one vector or several panels;
 # PACKED's threads taking row chunks (2100 and 1030 rows) of a narrow B, edge panels included.
 CLIFF_GEMM_SHAPES = [(43, 512, 70), (100, 1024, 40), (2100, 100, 200), (1030, 257, 70)]
+# The few-rows path's tiles of equal rows (gemm_impl.h's gemm_row_tiles): M of one tile of 9-14
+# rows and of 2-8 tiles of 7-14 rows (3-6 rows for the AVX2 kernels), read in place with A
+# transposed or not; one vector of columns (10) and a panel with an edge (40).
+ROW_TILE_GEMM_SHAPES = [(m, 37, n) for m in (9, 13, 14, 15, 22, 28, 29, 32, 43, 64, 100)
+                        for n in (10, 40)]
 LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 64),
                  (1000, 129, 3), (64, 3, 1000),
                  # the GEMM paths of the sweep with the epilogue: SMALL (8 rows), PACKED with
@@ -67,7 +72,10 @@ LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 6
                  (300, 40, 10), (2000, 64, 16),
                  # a tabular classifier's last layer (2 outputs), and 8 outputs: the numba
                  # backend's gemm_narrow in both of its loops (forward, weight gradient)
-                 (32, 64, 2), (200, 9, 8)]
+                 (32, 64, 2), (200, 9, 8),
+                 # tiles of equal rows with the epilogue: the digits' MLP at batch 32, and 43
+                 # rows (11 + 11 + 11 + 10) of one vector of columns
+                 (32, 64, 128), (43, 37, 10)]
 ROW_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10)]
 FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
 
@@ -117,7 +125,8 @@ def test_take_rows(backend, source_dtype, row_shape, rows, batch):
 # -- matmul ------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", GEMM_SHAPES + SWEEP_GEMM_SHAPES + SMALL_GEMM_SHAPES +
-                         NARROW_GEMM_SHAPES + CLIFF_GEMM_SHAPES, ids=str)
+                         NARROW_GEMM_SHAPES + CLIFF_GEMM_SHAPES + ROW_TILE_GEMM_SHAPES,
+                         ids=str)
 @pytest.mark.parametrize("trans_a", [False, True], ids=["a", "aT"])
 @pytest.mark.parametrize("trans_b", [False, True], ids=["b", "bT"])
 def test_matmul(backend, dtype, shape, trans_a, trans_b):
