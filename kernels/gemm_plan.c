@@ -114,6 +114,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
      * multiply-adds each, lost to the gather of C: 128 x 32 x 16 1.2 -> 1.8 us, so only
      * from a K of 4 panels' width (128 float32) on. */
     int narrow = trans_a && 2 * n <= kernel->nr && m >= kernel->nr && k >= 4 * kernel->nr;
+    int rows_only = 0; /* PACKED's threads on rows alone */
     if (m <= kernel->few_rows && b_fits) {
         /* The partial products must stay small next to the work (at most 64 Ki numbers), and
          * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
@@ -137,9 +138,15 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         }
         /* A transposed is packed, by every thread of a column split (all of it) and of a row
          * split (its rows, with all of B): the smaller copy wins. 256x128x128 took 32 us in
-         * rows, 38-42 in columns. */
-        int rows_pack_less = trans_a && n <= m;
-        if (!rows_pack_less && n_panels >= 2 * threads) {
+         * rows, 38-42 in columns. So with no more columns than rows the threads split the
+         * rows (the grid's cost below, which counts a copied number the same whichever
+         * operand it is from, chose columns for the weight gradients of an MLP's hidden
+         * layers: 2 threads, old and new rule alternating in one process, four runs on the
+         * Zen 4 machine, float32, rows / columns in us: 256x32x128 11.9-15.4 / 15.4-19.1,
+         * 256x32x256 22.7-29.7 / 29.7-30.0, 300x64x300 58.5-58.9 / 72.6-73.1, 256x128x128
+         * 42.2-42.6 / 45.5-46.6; 512x32x128 the same). */
+        rows_only = trans_a && n <= m;
+        if (!rows_only && n_panels >= 2 * threads) {
             plan.path = FASTNN_GEMM_PATH_IN_PLACE;
             return plan;
         }
@@ -150,7 +157,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     for (int rows = 1; rows <= threads; rows++) {
         if (threads % rows) continue;
         int cols = threads / rows;
-        if (rows > m_panels || cols > n_panels) continue;
+        if (rows > m_panels || cols > n_panels || (rows_only && cols > 1)) continue;
         double cost = packed_cost(m, n, k, rows, cols, kernel);
         if (best < 0 || cost < best) {
             best = cost;

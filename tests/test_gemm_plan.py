@@ -63,6 +63,10 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
     assert plan(2048, 256, 16)[:3] == ("PACKED", 2, 2)  # many rows, one panel: split rows
     assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
+    # a hidden layer's weight gradient x^T dz (A transposed, no more columns than rows): the
+    # threads split the rows, each packing its rows of A, not all of A as a column split would
+    assert plan(256, 32, 128, trans_a=True) == ("PACKED", 2, 2, 1)
+    assert plan(256, 128, 128, trans_a=True) == ("PACKED", 2, 2, 1)
     assert plan(256, 128, 512, trans_b=True)[:2] == ("IN_PLACE", 2)  # an input gradient
     # A C of one panel of columns and a long K: split along K whatever the transposes (it can
     # be split neither by columns nor, without each thread packing all of B, by rows). A
