@@ -280,6 +280,7 @@ static void FN(gemm_tile_rows)(int rows, int64_t kc, const T *restrict a, int64_
  * the same order. Returns the tiles, or 0 when a tile would have fewer rows than the kernels
  * of gemm_tile_rows (then the full tiles are read in place and the rest packed). */
 static inline int64_t FN(gemm_row_tiles)(int64_t m, int64_t *rows) {
+    if (m <= 0) return 0; /* (no caller's: the SMALL path takes M of 8 rows or fewer) */
     int64_t tiles = fastnn_ceil_div(m, GEMM_MR);
     *rows = m / tiles;
     return *rows >= GEMM_MR - GEMM_ROWS_SPAN && *rows >= 1 ? tiles : 0;
