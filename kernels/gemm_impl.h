@@ -109,6 +109,25 @@ static void FN(pack_b_block)(T *restrict dst, const T *restrict b, int64_t ldb, 
     }
 }
 
+/* The activations of the micro-kernels' epilogue: identity, relu and leaky relu inline, sigmoid
+ * and tanh (an exp polynomial each) in one out-of-line copy of the same function
+ * (FN(activate)), so the same bits. Inlined into every row and vector of every kernel (one
+ * per row count on the few-rows path), the polynomials made the AVX-512 copy's compile take
+ * 43 s instead of 27; a sigmoid or tanh layer's last K block pays a call per vector. */
+static __attribute__((noinline)) VEC FN(activate_out_of_line)(VEC z, int activation, T alpha) {
+    return FN(activate)(z, activation, alpha);
+}
+
+static inline __attribute__((always_inline)) VEC FN(activate_tile)(VEC z, int activation,
+                                                                   T alpha) {
+    if (activation == ACT_RELU) return V(max)(V(zero)(), z); /* as FN(activate) */
+    if (activation == ACT_LEAKY_RELU)
+        return V(select_gt)(z, V(zero)(), z, V(mul)(z, V(set1)(alpha)));
+    if (activation == ACT_SIGMOID || activation == ACT_TANH)
+        return FN(activate_out_of_line)(z, activation, alpha);
+    return z;
+}
+
 /* The MR x NR tile c (row stride ldc; only its first mr rows and nr columns exist) gets
  * op(A) (rows x kc) @ op(B) (kc x NR), added to its old value when `accumulate`; then when
  * `epilogue` is given, bias (the tile's first column's bias) and the activation.
@@ -190,13 +209,13 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
             if (cols >= VLEN) {
                 if (accumulate) r = V(add)(r, V(load)(row + v * VLEN));
                 if (epilogue)
-                    r = FN(activate)(V(add)(r, bias_v[v]), epilogue->activation,
+                    r = FN(activate_tile)(V(add)(r, bias_v[v]), epilogue->activation,
                                      (T)epilogue->alpha);
                 V(store)(row + v * VLEN, r);
             } else {
                 if (accumulate) r = V(add)(r, V(load_part)(row + v * VLEN, cols, 0));
                 if (epilogue)
-                    r = FN(activate)(V(add)(r, bias_v[v]), epilogue->activation,
+                    r = FN(activate_tile)(V(add)(r, bias_v[v]), epilogue->activation,
                                      (T)epilogue->alpha);
                 V(store_part)(row + v * VLEN, r, cols);
             }
@@ -244,34 +263,62 @@ static void FN(gemm_tile)(int64_t kc, const T *restrict a, int64_t a_row, int64_
  * place, not transposed (a_row = lda) or transposed (a_row = 1, a_step = lda): the few-rows
  * path splits M into tiles of equal rows (gemm_row_tiles), whose kernels must read no row past
  * the tile's last. One kernel per row count, each with its rows' accumulators in registers. */
+#ifndef GEMM_ROWS_SPAN
 #define GEMM_ROWS_SPAN 7
-#define GEMM_ROWS_CASE(d, nv_, row_, step_)                                                     \
-    case d:                                                                                     \
+#endif
+/* One function per row count, vector count and addressing (each a kernel of its own: in one
+ * function with a switch, GCC took 77 s instead of 28 for the AVX-512 copy). */
+#define GEMM_ROWS_FN(d, tag, nv_, row_, step_)                                                  \
+    static __attribute__((noinline)) void FN(gemm_rows_##d##_##tag)(                           \
+        int64_t kc, const T *restrict a, int64_t a_row, int64_t a_step, const T *restrict b,   \
+        int64_t b_step, T *restrict c, int64_t ldc, int64_t nr, int accumulate,                \
+        const fastnn_epilogue *epilogue, const T *bias) {                                      \
+        (void)a_row;                                                                            \
+        (void)a_step;                                                                           \
         FN(gemm_micro_kernel_rows)(GEMM_MR - (d) > 0 ? GEMM_MR - (d) : 1, nv_, kc, a, row_,     \
-                                   step_, b, b_step, c, ldc, rows, nr, accumulate,              \
+                                   step_, b, b_step, c, ldc, GEMM_MR - (d), nr, accumulate,     \
                                    epilogue, bias);                                             \
+    }
+#define GEMM_ROWS_FNS(d)                                                                        \
+    GEMM_ROWS_FN(d, v1_rows, 1, a_row, 1)                                                       \
+    GEMM_ROWS_FN(d, v2_rows, GEMM_NV, a_row, 1)                                                 \
+    GEMM_ROWS_FN(d, v1_cols, 1, 1, a_step)                                                      \
+    GEMM_ROWS_FN(d, v2_cols, GEMM_NV, 1, a_step)
+GEMM_ROWS_FNS(0)
+GEMM_ROWS_FNS(1)
+GEMM_ROWS_FNS(2)
+GEMM_ROWS_FNS(3)
+GEMM_ROWS_FNS(4)
+GEMM_ROWS_FNS(5)
+GEMM_ROWS_FNS(6)
+GEMM_ROWS_FNS(7)
+#define GEMM_ROWS_CASE(d, tag)                                                                  \
+    case d:                                                                                     \
+        FN(gemm_rows_##d##_##tag)(kc, a, a_row, a_step, b, b_step, c, ldc, nr, accumulate,      \
+                                  epilogue, bias);                                              \
         break;
-#define GEMM_ROWS_SWITCH(nv_, row_, step_)                                                      \
+#define GEMM_ROWS_SWITCH(tag)                                                                   \
     switch (GEMM_MR - rows) {                                                                   \
-        GEMM_ROWS_CASE(0, nv_, row_, step_) GEMM_ROWS_CASE(1, nv_, row_, step_)                 \
-        GEMM_ROWS_CASE(2, nv_, row_, step_) GEMM_ROWS_CASE(3, nv_, row_, step_)                 \
-        GEMM_ROWS_CASE(4, nv_, row_, step_) GEMM_ROWS_CASE(5, nv_, row_, step_)                 \
-        GEMM_ROWS_CASE(6, nv_, row_, step_) GEMM_ROWS_CASE(7, nv_, row_, step_)                 \
+        GEMM_ROWS_CASE(0, tag) GEMM_ROWS_CASE(1, tag) GEMM_ROWS_CASE(2, tag)                    \
+        GEMM_ROWS_CASE(3, tag) GEMM_ROWS_CASE(4, tag) GEMM_ROWS_CASE(5, tag)                    \
+        GEMM_ROWS_CASE(6, tag) GEMM_ROWS_CASE(7, tag)                                           \
     }
 static void FN(gemm_tile_rows)(int rows, int64_t kc, const T *restrict a, int64_t a_row,
                                int64_t a_step, const T *restrict b, int64_t b_step,
                                T *restrict c, int64_t ldc, int64_t nr, int accumulate,
                                const fastnn_epilogue *epilogue, const T *bias) {
     if (a_row != 1) {
-        if (nr <= VLEN) GEMM_ROWS_SWITCH(1, a_row, 1)
-        else GEMM_ROWS_SWITCH(GEMM_NV, a_row, 1)
+        if (nr <= VLEN) GEMM_ROWS_SWITCH(v1_rows)
+        else GEMM_ROWS_SWITCH(v2_rows)
     } else {
-        if (nr <= VLEN) GEMM_ROWS_SWITCH(1, 1, a_step)
-        else GEMM_ROWS_SWITCH(GEMM_NV, 1, a_step)
+        if (nr <= VLEN) GEMM_ROWS_SWITCH(v1_cols)
+        else GEMM_ROWS_SWITCH(v2_cols)
     }
 }
 #undef GEMM_ROWS_SWITCH
 #undef GEMM_ROWS_CASE
+#undef GEMM_ROWS_FNS
+#undef GEMM_ROWS_FN
 
 /* The row tiles of an M of `m` rows read in place: as few tiles as GEMM_MR allows, of equal
  * rows (the first m % tiles one row more). 32 rows are 11 + 11 + 10, not 14 + 14 + 4 with
