@@ -153,42 +153,27 @@ static inline __attribute__((always_inline)) void FN(gemm_micro_kernel_rows)(
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) acc[i][v] = V(zero)();
 
-    if (a_row != 1) {
-        /* Rows of A a_row apart (A read in place): row i is read from group i / 3's pointer
-         * plus (i % 3) * a_row, a base, an index register and a scale of 1 or 2 in one
-         * address, so the rows' offsets need no registers of their own (14 of them did not
-         * fit in the general registers, and were reloaded from the stack at every K step). */
-        const T *group[(GEMM_MR + 2) / 3];
+    /* Row i of A is read from group i / 3's pointer plus (i % 3) * a_row: for rows a_row apart
+     * (A read in place) a base, an index register and a scale of 1 or 2 in one address, so
+     * the rows' offsets need no registers of their own (14 of them did not fit in the general
+     * registers, and were reloaded from the stack at every K step); for a packed panel
+     * (a_row = 1) constant offsets. */
+    const T *group[(GEMM_MR + 2) / 3];
 #pragma GCC unroll 8
-        for (int g = 0; g < (rows + 2) / 3; g++) group[g] = a + 3 * g * a_row;
-        for (int64_t p = 0; p < kc; p++) {
-            VEC bv[GEMM_NV];
+    for (int g = 0; g < (rows + 2) / 3; g++) group[g] = a + 3 * g * a_row;
+    for (int64_t p = 0; p < kc; p++) {
+        VEC bv[GEMM_NV];
 #pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) bv[v] = V(load)(b + v * VLEN);
+        for (int v = 0; v < nv; v++) bv[v] = V(load)(b + v * VLEN);
 #pragma GCC unroll 16
-            for (int i = 0; i < rows; i++) {
-                VEC av = V(set1)(group[i / 3][(i % 3) * a_row]);
+        for (int i = 0; i < rows; i++) {
+            VEC av = V(set1)(group[i / 3][(i % 3) * a_row]);
 #pragma GCC unroll 4
-                for (int v = 0; v < nv; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
-            }
+            for (int v = 0; v < nv; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
+        }
 #pragma GCC unroll 8
-            for (int g = 0; g < (rows + 2) / 3; g++) group[g] += a_step;
-            b += b_step;
-        }
-    } else {
-        for (int64_t p = 0; p < kc; p++) {
-            VEC bv[GEMM_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) bv[v] = V(load)(b + v * VLEN);
-#pragma GCC unroll 16
-            for (int i = 0; i < rows; i++) {
-                VEC av = V(set1)(a[i * a_row]);
-#pragma GCC unroll 4
-                for (int v = 0; v < nv; v++) acc[i][v] = V(fma)(av, bv[v], acc[i][v]);
-            }
-            a += a_step;
-            b += b_step;
-        }
+        for (int g = 0; g < (rows + 2) / 3; g++) group[g] += a_step;
+        b += b_step;
     }
 
     VEC bias_v[GEMM_NV] = {0};
