@@ -1067,6 +1067,13 @@ static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t
                                        fastnn_min(m, p1 * GEMM_NR), epilogue);
         return status;
     }
+    if (plan->path == FASTNN_GEMM_PATH_IN_PLACE && plan->split_rows) {
+        /* this share's rows of C (A not transposed), all its columns; each element sums its
+         * K products in the same order whatever the rows around it: the bits of one thread */
+        int64_t i0 = m * t / team, i1 = m * (t + 1) / team;
+        return FN(gemm_columns_thread)(i1 - i0, n, k, a + i0 * lda, lda, trans_a, b, ldb,
+                                       trans_b, c + i0 * ldc, ldc, epilogue, 0, n_panels);
+    }
     if (plan->path == FASTNN_GEMM_PATH_IN_PLACE)
         return FN(gemm_columns_thread)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
                                        epilogue, n_panels * t / team, n_panels * (t + 1) / team);

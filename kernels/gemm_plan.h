@@ -16,7 +16,8 @@
  *          long side of C between the threads. It is bound by memory
  *          bandwidth, so a second thread also needs enough bytes to read.
  *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
- *          C's columns (or rows, for a weight gradient x^T dz with A transposed).
+ *          C's columns, or its rows (A not transposed, at least as many rows as K, too few
+ *          column panels to split: each thread then reads all of B).
  *  SPLIT_K (few rows, a small C, a long K, neither operand transposed: a layer's forward pass
  *          over a batch; or either transposed when C is one panel of columns, e.g. 16):
  *          IN_PLACE where the threads split K and add up their partial products.
@@ -92,7 +93,7 @@ typedef struct {
     /* SMALL: C^T is computed (N, not M, is the small side); IN_PLACE on one thread and
      * SPLIT_K: C^T is computed (C has at most half a panel of columns, and a panel of rows). */
     int transposed;
-    /* IN_PLACE: the threads split C's rows (1) or columns (0). */
+    /* IN_PLACE: the threads split C's rows (1: row_threads = threads) or columns (0). */
     int split_rows;
     /* PACKED: threads = row_threads * col_threads. */
     int row_threads, col_threads;

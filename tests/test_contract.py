@@ -30,6 +30,10 @@ GEMM_SHAPES = [  # (N, K, M): op(a) is N x K, op(b) is K x M
     # GEMM_FEW_ROWS (504 / 280) and just past it, an output of exactly 64 Ki numbers, the shortest
     # K that is split, and too short a K to split
     (504, 70, 130), (505, 130, 64), (280, 120, 130), (256, 64, 256), (64, 63, 1024),
+    # IN_PLACE with the threads on rows (at least as many rows as K, one to three column
+    # panels, the last one an edge): a hidden layer at a large batch; the panel narrows with
+    # the vector (AVX-512, AVX2, portable), so one shape per width
+    (250, 64, 70), (270, 96, 40), (270, 200, 20), (270, 200, 12),
 ]
 # The shapes of the GEMM sweep (fastnn.bench_sweep, issue 20) at sizes a test can afford: every
 # path of gemm_plan.h (SMALL by rows and by columns, both of its loops; IN_PLACE; SPLIT_K; PACKED
@@ -75,7 +79,10 @@ LINEAR_SHAPES = [(1, 1, 1), (1, 3, 17), (3, 17, 1), (17, 64, 129), (129, 1000, 6
                  (32, 64, 2), (200, 9, 8),
                  # tiles of equal rows with the epilogue: the digits' MLP at batch 32, and 43
                  # rows (11 + 11 + 11 + 10) of one vector of columns
-                 (32, 64, 128), (43, 37, 10)]
+                 (32, 64, 128), (43, 37, 10),
+                 # the tabular MLP's hidden layer at batch 256: forward and input gradient on
+                 # IN_PLACE with the threads on rows
+                 (256, 64, 64)]
 ROW_SHAPES = [(1, 1), (1, 3), (3, 17), (17, 1), (64, 129), (129, 1000), (1000, 10)]
 FLAT_SIZES = [1, 3, 17, 64, 129, 1000, 4099]
 

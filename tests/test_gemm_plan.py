@@ -47,11 +47,12 @@ def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
             for trans_b in (False, True):
                 path, threads, rows, cols = plan(n, k, m, trans_a, trans_b, dtype)
                 seen.add((path, threads > 1))
-                if path == "PACKED" and threads > 1:
-                    seen.add(("PACKED on rows" if rows > 1 else "PACKED on columns", True))
+                if path in ("PACKED", "IN_PLACE") and threads > 1:
+                    seen.add((f"{path} on rows" if rows > 1 else f"{path} on columns", True))
     wanted = {(path, many) for path in PATHS.values() for many in (False, True)
               if path != "SPLIT_K" or many}  # a K split needs two threads
-    wanted |= {("PACKED on rows", True), ("PACKED on columns", True)}
+    wanted |= {("PACKED on rows", True), ("PACKED on columns", True),
+               ("IN_PLACE on rows", True), ("IN_PLACE on columns", True)}
     assert wanted <= seen, sorted(wanted - seen)
 
 
@@ -68,6 +69,11 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(256, 32, 128, trans_a=True) == ("PACKED", 2, 2, 1)
     assert plan(256, 128, 128, trans_a=True) == ("PACKED", 2, 2, 1)
     assert plan(256, 128, 512, trans_b=True)[:2] == ("IN_PLACE", 2)  # an input gradient
+    # a hidden layer at a large batch (the tabular MLP at batch 256): forward pass and input
+    # gradient with the threads on rows, B read whole by each, no K split's partial products
+    nr = panel_columns("float32")  # 1.5 panels of columns
+    assert plan(300, 300, 3 * nr // 2) == ("IN_PLACE", 2, 2, 1)
+    assert plan(300, 300, 3 * nr // 2, trans_b=True) == ("IN_PLACE", 2, 2, 1)
     # A C of one panel of columns and a long K: split along K whatever the transposes (it can
     # be split neither by columns nor, without each thread packing all of B, by rows). A
     # panel is two vectors: 32 float32 / 16 float64 columns with AVX-512, 16 / 8 with AVX2,
@@ -136,6 +142,43 @@ def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads,
 #: blocks (600 x 700 x 1500), the rows into chunks of 256 rows or more (2100 x 100 x 200,
 #: 1030 x 257 x 70), each with edge tiles, edge panels and (700) several K blocks
 PACKED_CHUNK_SHAPES = [(600, 700, 1500), (2100, 100, 200), (1030, 257, 70)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_rows_split_in_place_gives_the_bits_of_one_thread(dtype, trans_b):
+    """IN_PLACE with the threads on rows: each thread's rows are cut into tiles of their own,
+    yet every element sums its K products in the same order, so two threads give the bits of
+    one, with the epilogue (bias and relu) too; against float64 NumPy as well."""
+    rng = np.random.default_rng(8)
+    # two or three column panels, the last an edge, and more than the SMALL path's 8; rows
+    # within the few-rows paths' (504 float32, 280 float64) and at least K, and flops for two
+    # threads with the narrowest (portable) panel
+    n, k = (400, 256) if dtype == "float32" else (270, 270)
+    m = max(panel_columns(dtype), 8) + 3
+    x = rng.standard_normal((n, k)).astype(dtype)
+    w = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
+    bias = rng.standard_normal(m).astype(dtype)
+    saved = c_backend.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            c_backend.set_num_threads(threads)
+            if threads == 2:
+                assert plan(n, k, m, False, trans_b, dtype)[:3] == ("IN_PLACE", 2, 2)
+            with fastnn.use_backend("c"):
+                results[threads] = (fastnn.ops.matmul(x, w, False, trans_b),
+                                    fastnn.ops.linear_forward(x, w.T if trans_b else w, bias,
+                                                              "relu"))
+    finally:
+        c_backend.set_num_threads(saved)
+    for one, two in zip(results[1], results[2]):
+        assert one.tobytes() == two.tobytes()
+    want = x.astype(np.float64) @ (w.T if trans_b else w).astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(results[2][0], want, rtol=tol, atol=tol * np.sqrt(k))
+    np.testing.assert_allclose(results[2][1], np.maximum(want + bias, 0), rtol=tol,
+                               atol=tol * np.sqrt(k))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
