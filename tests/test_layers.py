@@ -371,6 +371,28 @@ def test_storage_span_only_joins_arrays_back_to_back_in_one_buffer():
     assert optimizers.storage_span([]) is None
 
 
+def test_storage_span_answers_again_only_for_the_same_live_arrays():
+    """storage_span remembers its answers by the arrays' identities (fit asks every call):
+    asked again it gives the same span, and a new array in a list (same id possible once the
+    old one died), or a dtype reassigned in place, is looked at anew."""
+    storage = np.arange(10.0)
+    first, second = storage[0:4], storage[4:10]
+    for _ in range(2):
+        span = optimizers.storage_span([first, second])
+        assert span is not None and np.shares_memory(span, storage) and span.size == 10
+    assert optimizers.storage_span([first, storage[5:10]]) is None
+    assert optimizers.storage_span([first, storage[5:10]]) is None  # a remembered None
+    del second
+    other = np.arange(6.0)  # may take the dead view's id
+    assert optimizers.storage_span([first, other]) is None
+    second = storage[4:10]
+    assert optimizers.storage_span([first, second]).size == 10
+    second.dtype = np.int64  # the same bytes read as other numbers: no longer one dtype
+    assert optimizers.storage_span([first, second]) is None
+    plain = [np.arange(3.0)[0:2], 5]  # not arrays: answered, not remembered
+    assert optimizers.storage_span(plain) is None
+
+
 def test_set_weights_and_load_keep_the_shared_storage(tmp_path):
     """Weights are replaced in place, so the optimizer's one buffer stays the model's."""
     model = Sequential([Dense(4, "relu", input_dim=3), Dense(2, "softmax")], seed=0)
