@@ -115,22 +115,25 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
      * from a K of 4 panels' width (128 float32) on. */
     int narrow = trans_a && 2 * n <= kernel->nr && m >= kernel->nr && k >= 4 * kernel->nr;
     int rows_only = 0; /* PACKED's threads on rows alone */
+    /* At least as many rows as K, too few column panels for two a thread, A not transposed
+     * and all of B in half of L2 (a hidden layer's forward pass or input gradient at a large
+     * batch: 256 x 64 x 64): the threads split C's rows, each reading its rows of A and all of
+     * B in place (packing B's panels if transposed). The K split's partial products (M x N
+     * numbers written, read and added) and PACKED's copies cost as much as the product there.
+     * 2 threads, float32, the Zen 4 machine, old and new rule alternating in one process:
+     * 256 x 64 x 64 19.5 -> 13.2 us (split along K before), 400 x 400 x 40 with B transposed
+     * 102 -> 79; past the few-rows paths' rows (PACKED before) 2048 x 256 x 16 123 -> 77,
+     * 1024 x 64 x 64 82 -> 75, 768 x 256 x 64 130 -> 113. With fewer rows than K the K split
+     * can still win (100 x 2048 x 40: 98 us split along K, 108 on rows), hence M >= K. */
+    if (threads > 1 && !trans_a && m >= k && n_panels < 2 * threads &&
+        m >= 2 * threads * kernel->mr &&
+        (double)k * n * kernel->elem_bytes <= 0.5 * (double)fastnn_l2_bytes()) {
+        plan.path = FASTNN_GEMM_PATH_IN_PLACE;
+        plan.split_rows = 1;
+        plan.row_threads = threads;
+        return plan;
+    }
     if (m <= kernel->few_rows && b_fits) {
-        /* At least as many rows as K, too few column panels for two a thread, A not
-         * transposed and all of B in half of L2 (a hidden layer's forward pass or input
-         * gradient at a large batch: 256 x 64 x 64): the threads split C's rows, each
-         * reading its rows of A and all of B in place (packing B's panels if transposed).
-         * The K split's partial products (M x N numbers written, read and added) and PACKED's
-         * copies cost as much as the product there: 2 threads, float32, the Zen 4 machine,
-         * 256 x 64 x 64 took 19.5 us split along K, 20.0 on one thread. */
-        if (threads > 1 && !trans_a && m >= k && n_panels < 2 * threads &&
-            m >= 2 * threads * kernel->mr &&
-            (double)k * n * kernel->elem_bytes <= 0.5 * (double)fastnn_l2_bytes()) {
-            plan.path = FASTNN_GEMM_PATH_IN_PLACE;
-            plan.split_rows = 1;
-            plan.row_threads = threads;
-            return plan;
-        }
         /* The partial products must stay small next to the work (at most 64 Ki numbers), and
          * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
          * split was the slowest of the three; but a C of one panel of columns cannot be split

@@ -62,7 +62,7 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(1000, 129, 3)[0] == "SMALL"             # few columns: C^T
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
-    assert plan(2048, 256, 16)[:3] == ("PACKED", 2, 2)  # many rows, one panel: split rows
+    assert plan(2048, 256, 16)[:3] == ("IN_PLACE", 2, 2)  # many rows, one panel: on rows
     assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
     # a hidden layer's weight gradient x^T dz (A transposed, no more columns than rows): the
     # threads split the rows, each packing its rows of A, not all of A as a column split would
@@ -141,7 +141,7 @@ def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads,
 #: PACKED on two threads with more chunks than threads (gemm_plan.h): the columns cut into B
 #: blocks (600 x 700 x 1500), the rows into chunks of 256 rows or more (2100 x 100 x 200,
 #: 1030 x 257 x 70), each with edge tiles, edge panels and (700) several K blocks
-PACKED_CHUNK_SHAPES = [(600, 700, 1500), (2100, 100, 200), (1030, 257, 70)]
+PACKED_CHUNK_SHAPES = [(600, 700, 1500), (2100, 100, 200), (1030, 257, 140)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
