@@ -17,7 +17,7 @@
  *          bandwidth, so a second thread also needs enough bytes to read.
  *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
  *          C's columns, or its rows (A not transposed, at least as many rows as K, too few
- *          column panels to split: each thread then reads all of B).
+ *          column panels to split: each thread then reads all of B; any number of rows).
  *  SPLIT_K (few rows, a small C, a long K, neither operand transposed: a layer's forward pass
  *          over a batch; or either transposed when C is one panel of columns, e.g. 16):
  *          IN_PLACE where the threads split K and add up their partial products.
@@ -38,13 +38,15 @@
  *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
  *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
- *  3. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
+ *  3. IN_PLACE on rows, any number of them, when A is not transposed, M >= K, there are fewer
+ *     than two column panels a thread and all of B fits in half of L2 (gemm_plan.c);
+ *  4. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
  *     columns) when M <= the kernel's few_rows and each thread's share of B fits in
  *     half of L2: reading a B panel in place then costs what reading a packed one does, and
  *     the copy is saved. A B larger than that, read in place with its long row stride, maps its
  *     panel's rows to a few cache sets and is read from memory again and again (issue 20: a
  *     128 x 2048 x 4096 product ran at 0.32x OpenBLAS that way);
- *  4. PACKED otherwise, with the grid of least packing.
+ *  5. PACKED otherwise, with the grid of least packing.
  */
 #ifndef FASTNN_GEMM_PLAN_H
 #define FASTNN_GEMM_PLAN_H
