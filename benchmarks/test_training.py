@@ -30,8 +30,7 @@ from fastnn import bench_training
 
 from conftest import THREADS
 
-SAMPLES, FEATURES, CLASSES = 60000, 784, 10
-HIDDEN = (256, 128)
+HIDDEN = bench_training.MNIST_HIDDEN
 TABULAR_HIDDEN = bench_training.TABULAR_HIDDEN
 XOR_STEPS = bench_training.XOR_STEPS
 #: Timed epochs per row, after one warm-up epoch: single epochs vary by about 10% on a shared
@@ -48,12 +47,9 @@ UNTIMED_SAMPLES = 6000
 @pytest.fixture(scope="module")
 def mnist_shaped(request):
     """Synthetic MNIST-shaped data with learnable labels (a random linear teacher)."""
-    rng = np.random.default_rng(0)
     timed = not request.config.getoption("benchmark_disable", False)
-    x = rng.random((SAMPLES if timed else UNTIMED_SAMPLES, FEATURES), dtype=np.float32)
-    teacher = rng.standard_normal((FEATURES, CLASSES)).astype(np.float32)
-    y = ((x - 0.5) @ teacher).argmax(axis=1).astype(np.int64)
-    return x, y
+    return bench_training.mnist_shaped(bench_training.MNIST_SAMPLES if timed
+                                       else UNTIMED_SAMPLES)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +61,9 @@ def tabular():
 # -- the three implementations of one epoch (fastnn/bench_training.py) ---------------
 
 def make_epoch(implementation, x, y, batch, hidden=HIDDEN, activation="relu"):
-    if implementation == "plain-numpy":
-        return bench_training.plain_numpy_epoch(x, y, batch, hidden, activation)
     if implementation == "torch":
         pytest.importorskip("torch")
-        return bench_training.torch_epoch(x, y, batch, hidden, activation, THREADS)
-    return bench_training.fastnn_epoch(implementation, x, y, batch, hidden, activation)
+    return bench_training.epoch_of(implementation, x, y, batch, hidden, activation, THREADS)
 
 
 def run(benchmark, implementation, epoch, rounds, samples):

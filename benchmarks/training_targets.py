@@ -33,9 +33,7 @@ import math
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Callable, Dict, List, Optional, Sequence
 
 import fastnn
 from fastnn import bench_training
@@ -46,28 +44,11 @@ THREADS = 2
 SETTLE_SECONDS = 0.3
 #: Least seconds of a timed block of epochs (alternate).
 BLOCK_SECONDS = 0.2
-MNIST_SAMPLES, MNIST_FEATURES, MNIST_CLASSES, MNIST_HIDDEN = 60000, 784, 10, (256, 128)
-
-
-def mnist_shaped(samples: int) -> Tuple[np.ndarray, np.ndarray]:
-    """test_training.py's MNIST-shaped data: uniform features, labels of a linear teacher."""
-    rng = np.random.default_rng(0)
-    x = rng.random((samples, MNIST_FEATURES), dtype=np.float32)
-    teacher = rng.standard_normal((MNIST_FEATURES, MNIST_CLASSES)).astype(np.float32)
-    return x, ((x - 0.5) @ teacher).argmax(axis=1).astype(np.int64)
 
 
 def implementations() -> List[str]:
     names = fastnn.available_backends() + ["plain-numpy"]
     return names + (["torch"] if importlib.util.find_spec("torch") is not None else [])
-
-
-def make_epoch(name: str, x, y, batch: int, hidden: Sequence[int], activation: str):
-    if name == "plain-numpy":
-        return bench_training.plain_numpy_epoch(x, y, batch, hidden, activation)
-    if name == "torch":
-        return bench_training.torch_epoch(x, y, batch, hidden, activation, THREADS)
-    return bench_training.fastnn_epoch(name, x, y, batch, hidden, activation)
 
 
 def alternate(epochs: Dict[str, Callable[[], float]], rounds: int, settle: float,
@@ -119,9 +100,9 @@ def workloads(only: Sequence[str], quick: bool):
     """name -> (x, y, batch, hidden, activation) of the workloads asked for."""
     out = {}
     if "mnist" in only:
-        data = mnist_shaped(6000 if quick else MNIST_SAMPLES)
-        out["mnist b128"] = (*data, 128, MNIST_HIDDEN, "relu")
-        out["mnist b32"] = (*data, 32, MNIST_HIDDEN, "relu")
+        data = bench_training.mnist_shaped(6000 if quick else bench_training.MNIST_SAMPLES)
+        out["mnist b128"] = (*data, 128, bench_training.MNIST_HIDDEN, "relu")
+        out["mnist b32"] = (*data, 32, bench_training.MNIST_HIDDEN, "relu")
     if "tabular" in only:
         data = bench_training.tabular(5000 if quick else bench_training.TABULAR_SAMPLES)
         out["tabular b32"] = (*data, 32, bench_training.TABULAR_HIDDEN, "relu")
@@ -187,7 +168,7 @@ def main(argv=None) -> int:
     fastnn.set_num_threads(THREADS)
     measured = {}
     for workload, (x, y, batch, hidden, activation) in workloads(only, args.quick).items():
-        epochs = {name: make_epoch(name, x, y, batch, hidden, activation)
+        epochs = {name: bench_training.epoch_of(name, x, y, batch, hidden, activation, THREADS)
                   for name in implementations()}
         measured[workload] = alternate(epochs, rounds, settle, block)
     print(f"{rounds} alternating rounds, {THREADS} threads, median epoch times "

@@ -27,6 +27,9 @@ LR = 0.01
 TABULAR_SAMPLES, TABULAR_FEATURES, TABULAR_HIDDEN = 50000, 32, (64, 64)
 #: The XOR workload: the 4-row XOR table tiled XOR_STEPS times, batch 4, a 2-8-2 tanh MLP.
 XOR_STEPS = 1024
+#: The MNIST-shaped workload: 60000 x 784 uniform float32 features, 10 classes from a random
+#: linear teacher, MLP 784-256-128-10 relu.
+MNIST_SAMPLES, MNIST_FEATURES, MNIST_CLASSES, MNIST_HIDDEN = 60000, 784, 10, (256, 128)
 
 Epoch = Callable[[], float]
 
@@ -37,6 +40,15 @@ def tabular(samples: int = TABULAR_SAMPLES):
     x = rng.standard_normal((samples, TABULAR_FEATURES), dtype=np.float32)
     y = (x[:, :4].sum(axis=1) + 0.5 * rng.standard_normal(samples) > 0)
     return x, y.astype(np.int64)
+
+
+def mnist_shaped(samples: int = MNIST_SAMPLES):
+    """Synthetic MNIST-shaped data with learnable labels: (x float32 (samples, 784) uniform in
+    [0, 1), y int64 (samples,), the argmax of a random linear teacher over 10 classes)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, MNIST_FEATURES), dtype=np.float32)
+    teacher = rng.standard_normal((MNIST_FEATURES, MNIST_CLASSES)).astype(np.float32)
+    return x, ((x - 0.5) @ teacher).argmax(axis=1).astype(np.int64)
 
 
 def xor_tiled(steps: int = XOR_STEPS):
@@ -130,6 +142,17 @@ def torch_epoch(x, y, batch: int, hidden: Sequence[int], activation: str = "relu
             total += loss.item() * len(rows)
         return total / len(x)
     return epoch
+
+
+def epoch_of(implementation: str, x, y, batch: int, hidden: Sequence[int],
+             activation: str = "relu", threads: int = 2) -> Epoch:
+    """The epoch of ``implementation``: "plain-numpy", "torch" (ImportError without torch, on
+    ``threads`` threads) or a fastnn backend's name."""
+    if implementation == "plain-numpy":
+        return plain_numpy_epoch(x, y, batch, hidden, activation)
+    if implementation == "torch":
+        return torch_epoch(x, y, batch, hidden, activation, threads)
+    return fastnn_epoch(implementation, x, y, batch, hidden, activation)
 
 
 def _training_flops(x, y, hidden: Sequence[int]) -> float:
