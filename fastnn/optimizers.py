@@ -54,20 +54,24 @@ def storage_span(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
         return None
     key = tuple(map(id, arrays))
     known = _SPANS.get(key)
-    if known is not None:
-        refs, dtypes, span = known
-        if all(ref() is array and array.dtype is dtype
-               for ref, array, dtype in zip(refs, arrays, dtypes)):
-            return None if span is None else arrays[0].base[span[0]:span[1]]
-    span = _find_span(arrays)
+    if known is not None and all(ref() is array and array.dtype is dtype
+                                 for ref, array, dtype in zip(known[0], arrays, known[1])):
+        span = known[2]
+    else:
+        span = _find_span(arrays)
+        _remember_span(key, arrays, span)
+    return None if span is None else arrays[0].base[span[0]:span[1]]
+
+
+def _remember_span(key: Tuple[int, ...], arrays: Sequence[np.ndarray],
+                   span: Optional[Tuple[int, int]]) -> None:
     try:
         refs = tuple(weakref.ref(array) for array in arrays)
     except TypeError:  # not ndarrays: nothing to remember
-        return None if span is None else arrays[0].base[span[0]:span[1]]
+        return
     if len(_SPANS) >= _SPANS_MOST:
         _SPANS.clear()
     _SPANS[key] = (refs, tuple(array.dtype for array in arrays), span)
-    return None if span is None else arrays[0].base[span[0]:span[1]]
 
 
 def _find_span(arrays: Sequence[np.ndarray]) -> Optional[Tuple[int, int]]:
