@@ -99,9 +99,9 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     /* B read in place: each thread's share of it must stay in L2, and its rows (a stride of n
      * elements apart when it is not transposed) must not all fall into the same few cache
      * sets, which a stride of a multiple of 4 KB does. */
-    double b_share = (double)k * n * kernel->elem_bytes / threads;
-    int b_fits = b_share <= 0.5 * (double)fastnn_l2_bytes() &&
-                 (trans_b || (n * kernel->elem_bytes) % 4096 != 0);
+    double b_bytes = (double)k * n * kernel->elem_bytes, half_l2 = 0.5 * (double)fastnn_l2_bytes();
+    int b_rows_apart = trans_b || (n * kernel->elem_bytes) % 4096 != 0;
+    int b_fits = b_bytes / threads <= half_l2 && b_rows_apart;
     /* A C of at most half a panel of columns (16 float32) and at least a panel of rows, with A
      * transposed, is computed as C^T by IN_PLACE and SPLIT_K (gemm_impl.h's
      * gemm_columns_transposed): its tiles are then a whole panel wide, not one vector, and
@@ -116,18 +116,18 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     int narrow = trans_a && 2 * n <= kernel->nr && m >= kernel->nr && k >= 4 * kernel->nr;
     int rows_only = 0; /* PACKED's threads on rows alone */
     /* At least as many rows as K, too few column panels for two a thread, A not transposed
-     * and all of B in half of L2 (a hidden layer's forward pass or input gradient at a large
-     * batch: 256 x 64 x 64): the threads split C's rows, each reading its rows of A and all of
-     * B in place (packing B's panels if transposed). The K split's partial products (M x N
-     * numbers written, read and added) and PACKED's copies cost as much as the product there.
+     * and all of B in half of L2, its rows not 4 KB apart (as b_fits; a hidden layer's forward
+     * pass or input gradient at a large batch, 256 x 64 x 64): the threads split C's rows,
+     * each reading its rows of A and all of B in place (packing B's panels if transposed).
+     * The K split's partial products (M x N numbers written, read and added) and PACKED's
+     * copies cost as much as the product there.
      * 2 threads, float32, the Zen 4 machine, old and new rule alternating in one process:
      * 256 x 64 x 64 19.5 -> 13.2 us (split along K before), 400 x 400 x 40 with B transposed
      * 102 -> 79; past the few-rows paths' rows (PACKED before) 2048 x 256 x 16 123 -> 77,
      * 1024 x 64 x 64 82 -> 75, 768 x 256 x 64 130 -> 113. With fewer rows than K the K split
      * can still win (100 x 2048 x 40: 98 us split along K, 108 on rows), hence M >= K. */
     if (threads > 1 && !trans_a && m >= k && n_panels < 2 * threads &&
-        m >= 2 * threads * kernel->mr &&
-        (double)k * n * kernel->elem_bytes <= 0.5 * (double)fastnn_l2_bytes()) {
+        m >= 2 * threads * kernel->mr && b_bytes <= half_l2 && b_rows_apart) {
         plan.path = FASTNN_GEMM_PATH_IN_PLACE;
         plan.split_rows = 1;
         plan.row_threads = threads;
