@@ -34,6 +34,9 @@ FASTCALL = _load("kernels/build_fastcall.py")
 #: Compiles an extension's sources on every core (the three instruction-set copies of the
 #: kernels: ~40 s instead of ~74 on two cores).
 PARALLEL_COMPILE = _load("kernels/parallel_compile.py")
+#: The objects of earlier builds of this tree, by what made them (kernels/parallel_compile.py):
+#: a reinstall with the same compiler, flags and sources links them instead of compiling.
+OBJECT_CACHE = PARALLEL_COMPILE.object_cache(Path(__file__).resolve().parent)
 
 #: Per extension: the file its build failure is written to, and what the failure costs.
 OPTIONAL = {
@@ -70,6 +73,7 @@ class OptionalBuildExt(build_ext):
         super().finalize_options()
         # Always compile: the flags (CC, FASTNN_EXTRA_CFLAGS) may differ from
         # the build left in build/, which distutils would otherwise reuse as up to date.
+        # The object cache (OBJECT_CACHE) then skips the compiler when nothing changed.
         self.force = True
 
     def run(self):
@@ -79,7 +83,7 @@ class OptionalBuildExt(build_ext):
         super().run()
 
     def build_extensions(self):
-        PARALLEL_COMPILE.install(self.compiler)
+        PARALLEL_COMPILE.install(self.compiler, OBJECT_CACHE)
         super().build_extensions()
 
     def copy_extensions_to_source(self):

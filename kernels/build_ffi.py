@@ -70,7 +70,8 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":  # a build in place, for development: python kernels/build_ffi.py
-    from parallel_compile import every_compiler  # kernels/, this script's folder
+    from parallel_compile import every_compiler, object_cache  # kernels/, this script's folder
 
-    with every_compiler():  # the sources side by side (kernels/parallel_compile.py)
+    # the sources side by side, objects of an unchanged source reused (kernels/parallel_compile.py)
+    with every_compiler(object_cache(KERNELS_DIR.parent)):
         ffibuilder.compile(tmpdir=str(KERNELS_DIR.parent), verbose=True)

@@ -1,6 +1,7 @@
 """Installs as a new user makes them, in a temporary venv: every order leaves a working fastnn.
 
-Slow (about 3-5 minutes: four builds of the C extension), so one venv serves the whole file.
+Slow (about 2-3 minutes: a build of the C extension, three more that link its objects from
+the source tree's object cache, kernels/parallel_compile.py), so one venv serves the whole file.
 It runs by default and in CI; ``FASTNN_SKIP_INSTALL_TESTS=1`` is the explicit opt-out for a
 quick local run. It needs pip to reach the package index (or its cache) for the dependencies.
 
