@@ -66,7 +66,11 @@ def test_a_failing_source_raises_the_compile_error(parallel_compile, tmp_path):
 
 def test_a_compiler_with_its_own_compile_is_left_alone(parallel_compile):
     compiler = new_compiler()
-    own = type("OwnCompile", (type(compiler),), {"compile": lambda self, *args, **kw: []})()
+    # compiler_type None: setuptools' distutils finds a compiler class among the live
+    # subclasses of its Compiler (get_compilers), and this one, until it is garbage collected,
+    # would otherwise be every later test's "unix" compiler
+    own = type("OwnCompile", (type(compiler),),
+               {"compile": lambda self, *args, **kw: [], "compiler_type": None})()
     parallel_compile.install(own)
     assert "compile" not in vars(own)
     parallel_compile.install(compiler)
@@ -84,3 +88,73 @@ def test_build_jobs_defaults_to_the_usable_cores(parallel_compile, monkeypatch):
     assert parallel_compile.build_jobs() >= 1
     monkeypatch.setenv("FASTNN_BUILD_JOBS", "3")
     assert parallel_compile.build_jobs() == 3
+
+
+def counting(compiler):
+    """The compiler, and the list of sources its ``_compile`` ran on."""
+    compiled = []
+    compile_source = compiler._compile
+
+    def run(obj, src, ext, cc_args, extra_postargs, pp_opts):
+        compiled.append(Path(src).name)
+        compile_source(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+    compiler._compile = run
+    return compiled
+
+
+def test_an_unchanged_source_is_linked_from_the_cache_and_any_change_compiles_again(
+        parallel_compile, tmp_path):
+    """Same text, headers and flags: the kept object (the same bytes), no compiler run; a
+    changed header, a changed macro flag or a changed source: compiled again."""
+    (tmp_path / "value.h").write_text("#define VALUE 1\n")
+    source = tmp_path / "one.c"
+    source.write_text('#include "value.h"\nint one(void) { return VALUE; }\n')
+    cache, out = tmp_path / "cache", str(tmp_path / "build")
+
+    def build(*flags):
+        compiler = new_compiler()
+        compiled = counting(compiler)
+        parallel_compile.install(compiler, cache)
+        (obj,) = compiler.compile([str(source)], output_dir=out, include_dirs=[str(tmp_path)],
+                                  extra_postargs=list(flags))
+        return compiled, Path(obj).read_bytes()
+
+    first, first_object = build()
+    assert first == ["one.c"] and len(list(cache.glob("*.o"))) == 1
+    again, again_object = build()
+    assert again == [] and again_object == first_object
+    (tmp_path / "value.h").write_text("#define VALUE 2\n")
+    assert build()[0] == ["one.c"]
+    assert build("-DEXTRA=1")[0] == ["one.c"]
+    assert build("-DEXTRA=1")[0] == []
+    source.write_text('#include "value.h"\nint one(void) { return VALUE + 1; }\n')
+    assert build()[0] == ["one.c"]
+    assert len(list(cache.glob("*.o"))) == 4
+
+
+def test_the_cache_keeps_the_newest_objects(parallel_compile, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel_compile, "CACHED_OBJECTS", 2)
+    cache = tmp_path / "cache"
+    compiler = new_compiler()
+    parallel_compile.install(compiler, cache)
+    for value in range(4):
+        source = tmp_path / f"s{value}.c"
+        source.write_text(f"int s{value}(void) {{ return {value}; }}\n")
+        compiler.compile([str(source)], output_dir=str(tmp_path / "build"))
+    assert len(list(cache.glob("*.o"))) == 2
+
+
+def test_a_compiler_that_does_not_answer_is_run_and_its_error_raised(parallel_compile,
+                                                                      tmp_path):
+    """CC=false (no compiler): no key can be had, so the compile runs and fails as
+    without a cache, and nothing is kept."""
+    from distutils.errors import CompileError
+    compiler = new_compiler()
+    compiler.set_executables(compiler_so=["false"])
+    parallel_compile.install(compiler, tmp_path / "cache")
+    source = tmp_path / "one.c"
+    source.write_text("int one(void) { return 1; }\n")
+    with pytest.raises(CompileError):
+        compiler.compile([str(source)], output_dir=str(tmp_path / "build"))
+    assert not list((tmp_path / "cache").glob("*.o"))
