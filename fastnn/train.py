@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 def warm_up(model, x, y, batch_size: int, ranks: int) -> None:
     """One training step of a throwaway copy of the model, before the timed fit: the
     backend's training kernels are then loaded or compiled (the numba backend compiles them
-    on a machine's first run, one to two minutes, and says so), so that "ms per epoch" times
+    on a machine's first run, two to three minutes, and says so), so that "ms per epoch" times
     training alone (it included the compile: 67 s for a first numba epoch of 45 ms). Under
     MPI every rank takes part (fit is collective), one batch each."""
     rows = min(len(x), batch_size * ranks)
