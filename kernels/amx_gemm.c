@@ -181,18 +181,20 @@ static void pack_a_tile(bf16 *dst, const float *a, int64_t lda, int trans, int64
     for (int r = 0; r < TILE_ROWS; r++) _mm512_storeu_ps((float *)(dst + r * TILE_K), pairs[r]);
 }
 
-/* The B tile of op(B)[p0 : p0+32][j0 : j0+16] into dst in VNNI order (row q: the 16 pairs
- * (B[2q][n], B[2q+1][n])); `b` points at op(B)[p0][j0]; rows >= `ks` and columns >= `cols`
- * are zeros. op(B)[p][j] is b[p * ldb + j], or b[j * ldb + p] when trans. */
-static void pack_b_tile(bf16 *dst, const float *b, int64_t ldb, int trans, int64_t cols,
-                        int64_t ks) {
-    if (!trans) {
-        for (int q = 0; q < 16; q++)
-            _mm512_storeu_si512(dst + q * TILE_K,
-                                bf16_pairs(run16(b + 2 * q * ldb, cols, 2 * q < ks),
-                                           run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
-        return;
-    }
+/* Row q of the B tile of op(B)[p0 : p0+32][j0 : j0+16], B not transposed, in VNNI order:
+ * the 16 pairs (B[2q][n], B[2q+1][n]) of the stored rows 2q and 2q + 1 from b (op(B)[p0][j0],
+ * b[p * ldb + j]); rows >= `ks` and columns >= `cols` are zeros. */
+static inline void pack_b_tile_row(bf16 *dst, const float *b, int64_t ldb, int q, int64_t cols,
+                                   int64_t ks) {
+    _mm512_storeu_si512(dst + q * TILE_K,
+                        bf16_pairs(run16(b + 2 * q * ldb, cols, 2 * q < ks),
+                                   run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
+}
+
+/* The B tile of op(B)[p0 : p0+32][j0 : j0+16], B transposed, into dst in VNNI order (row q:
+ * the 16 pairs (B[2q][n], B[2q+1][n])); `b` points at op(B)[p0][j0]; rows >= `ks` and
+ * columns >= `cols` are zeros. op(B)[p][j] is b[j * ldb + p]. */
+static void pack_bt_tile(bf16 *dst, const float *b, int64_t ldb, int64_t cols, int64_t ks) {
     /* row n of the stored matrix holds column n's run along k: 16 pairs indexed [n][q],
      * transposed into the tile's rows q. */
     __m512 pairs[16];
@@ -223,15 +225,28 @@ static void pack_a_blocks(bf16 *packed, const float *a, int64_t lda, int trans, 
  * packed (block after block: column block jb's k-block kb at tile (jb - first) kbn + kb - kb0). */
 static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, int64_t n,
                           int64_t k, int64_t first, int64_t end, int64_t kb0, int64_t kbn) {
-    /* Along the stored rows, as pack_a_blocks. */
-    for (int64_t step = 0; step < (end - first) * kbn; step++) {
-        int64_t jb = trans ? step / kbn : step % (end - first);
-        int64_t kb = trans ? step % kbn : step / (end - first);
-        int64_t j = (first + jb) * 16, p = (kb0 + kb) * TILE_K;
-        pack_b_tile(packed + (jb * kbn + kb) * TILE_ELEMS,
-                    trans ? b + j * ldb + p : b + p * ldb + j, ldb, trans, fastnn_min(16, n - j),
-                    k - p);
+    if (!trans) {
+        /* Two stored rows at a time across every column block: two streams of memory, where
+         * a tile at a time read 32 rows at once (32 x 1024 x 4096: 47% of the time in the
+         * packing, at ~29 GB/s on two threads). The tiles are laid out as pack_bt_tile's. */
+        for (int64_t kb = 0; kb < kbn; kb++) {
+            int64_t p = (kb0 + kb) * TILE_K;
+            for (int q = 0; q < 16; q++)
+                for (int64_t jb = 0; jb < end - first; jb++) {
+                    int64_t j = (first + jb) * 16;
+                    pack_b_tile_row(packed + (jb * kbn + kb) * TILE_ELEMS, b + p * ldb + j, ldb,
+                                    q, fastnn_min(16, n - j), k - p);
+                }
+        }
+        return;
     }
+    /* Transposed: along the stored rows (each column block's runs of k), as pack_a_blocks. */
+    for (int64_t jb = 0; jb < end - first; jb++)
+        for (int64_t kb = 0; kb < kbn; kb++) {
+            int64_t j = (first + jb) * 16, p = (kb0 + kb) * TILE_K;
+            pack_bt_tile(packed + (jb * kbn + kb) * TILE_ELEMS, b + j * ldb + p, ldb,
+                         fastnn_min(16, n - j), k - p);
+        }
 }
 
 /* The (16 mt) x (16 nt) block of C (mt, nt in {1, 2}, constants where inlined) from the
@@ -448,6 +463,12 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
 #define FUSED_K_BLOCKS 8
 #define FUSED_MAX_PAIRS 4
 #define FUSED_THREAD_ELEMS (2 * FUSED_K_BLOCKS * TILE_ELEMS + FUSED_MAX_PAIRS * 32 * 32 * 2)
+/* Longest row of B (bytes from one row to the next) rounded in pieces: a piece reads 32
+ * columns of 256 rows, each row a page or more from the next beyond this, and a B of longer
+ * rows is faster packed whole first (Zen 5, 2 threads, 32 x K x N: N of 1024 in pieces as
+ * fast as packed whole, of 2048 1.1x slower, of 4096 2.2x: 32 x 4096 x 4096 10.8 ms against
+ * 4.8, 128 x 4096 x 4096 12.9 against 9.0). */
+#define FUSED_MAX_ROW_BYTES 4096
 static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
                           const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
                           int64_t ldc, const fastnn_epilogue *epilogue, bf16 *panel) {
@@ -528,9 +549,10 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
      * are contiguous), and measured slower in pieces. So did a K that ends in a part of a
      * k-block (K % 32 != 0), not yet understood: 32 x 784 x 1024 ran at 251-291 GFLOP/s in
      * pieces against 346-398 packed whole, and 32 x 1008 x 1024 likewise, where K of 736,
-     * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). */
+     * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). And
+     * so did a B of long rows (FUSED_MAX_ROW_BYTES). */
     int fused = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS &&
-                k % TILE_K == 0;
+                k % TILE_K == 0 && ldb * (int64_t)sizeof(float) <= FUSED_MAX_ROW_BYTES;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
