@@ -464,10 +464,9 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
 #define FUSED_MAX_PAIRS 4
 #define FUSED_THREAD_ELEMS (2 * FUSED_K_BLOCKS * TILE_ELEMS + FUSED_MAX_PAIRS * 32 * 32 * 2)
 /* Longest row of B (bytes from one row to the next) rounded in pieces: a piece reads 32
- * columns of 256 rows, each row a page or more from the next beyond this, and a B of longer
- * rows is faster packed whole first (Zen 5, 2 threads, 32 x K x N: N of 1024 in pieces as
- * fast as packed whole, of 2048 1.1x slower, of 4096 2.2x: 32 x 4096 x 4096 10.8 ms against
- * 4.8, 128 x 4096 x 4096 12.9 against 9.0). */
+ * columns of 256 rows, each row a page or more from the next beyond this, which is slow (Zen 5,
+ * 2 threads, 32 x K x N: N of 1024 in pieces as fast as packed whole, of 2048 1.1x slower, of
+ * 4096 2.2x: 32 x 4096 x 4096 10.8 ms against 4.8). A B of longer rows takes wide_columns. */
 #define FUSED_MAX_ROW_BYTES 4096
 static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
                           const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
@@ -514,6 +513,49 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
     }
 }
 
+/* The few-rows path of the dot products for a B not transposed whose rows are longer than
+ * FUSED_MAX_ROW_BYTES, on the pairs of column blocks [first, end): WIDE_GROUP_PAIRS pairs at a
+ * time, K in the pieces of fused_columns. Each piece of the group's B is packed first, two
+ * stored rows at a time across the group (runs of 1 KB of each row: the rows of a B this wide
+ * lie a page or more apart, and a run of 128 bytes per row, as fused_columns reads, starves the
+ * prefetchers), into this thread's panel (128 KB, in L2); then each row pair's sums over the
+ * piece are added to its blocks in partial (the group's pairs x m_pairs blocks of 32 x 32
+ * floats). Each block still sums all of K in order on one thread: the bits of amx_pair. */
+#define WIDE_GROUP_PAIRS 8
+#define WIDE_PANEL_ELEMS (WIDE_GROUP_PAIRS * 2 * FUSED_K_BLOCKS * TILE_ELEMS)
+#define WIDE_THREAD_ELEMS (WIDE_PANEL_ELEMS + WIDE_GROUP_PAIRS * FUSED_MAX_PAIRS * 32 * 32 * 2)
+static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
+                         const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue, bf16 *panel) {
+    float *partial = (float *)(panel + WIDE_PANEL_ELEMS);
+    int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
+    int64_t pieces = fastnn_ceil_div(k_blocks, FUSED_K_BLOCKS);
+    for (int64_t g0 = first; g0 < end; g0 += WIDE_GROUP_PAIRS) {
+        int64_t g1 = fastnn_min(end, g0 + WIDE_GROUP_PAIRS);
+        for (int64_t piece = 0; piece < pieces; piece++) {
+            int64_t kb0 = k_blocks * piece / pieces;
+            int64_t kbn = k_blocks * (piece + 1) / pieces - kb0;
+            /* column block jb of the group at panel + (jb - 2 g0) kbn tiles */
+            pack_b_blocks(panel, b, ldb, 0, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), kb0,
+                          kbn);
+            for (int64_t jp = g0; jp < g1; jp++) {
+                const bf16 *b0 = panel + 2 * (jp - g0) * kbn * TILE_ELEMS;
+                for (int64_t ip = 0; ip < m_pairs; ip++)
+                    dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS,
+                             k_blocks * TILE_ELEMS, b0, b0 + kbn * TILE_ELEMS, kbn,
+                             fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
+                             partial + ((jp - g0) * m_pairs + ip) * 32 * 32, kb0 > 0, NULL, 0);
+            }
+        }
+        for (int64_t jp = g0; jp < g1; jp++)
+            for (int64_t ip = 0; ip < m_pairs; ip++)
+                store_block(c + ip * 32 * ldc + jp * 32, ldc,
+                            partial + ((jp - g0) * m_pairs + ip) * 32 * 32,
+                            fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), epilogue,
+                            epilogue ? (const float *)epilogue->bias + jp * 32 : NULL);
+    }
+}
+
 /* Smallest product (flops) worth a thread of its own on tiles. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
 /* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
@@ -549,16 +591,20 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
      * are contiguous), and measured slower in pieces. So did a K that ends in a part of a
      * k-block (K % 32 != 0), not yet understood: 32 x 784 x 1024 ran at 251-291 GFLOP/s in
      * pieces against 346-398 packed whole, and 32 x 1008 x 1024 likewise, where K of 736,
-     * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). And
-     * so did a B of long rows (FUSED_MAX_ROW_BYTES). */
-    int fused = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS &&
-                k % TILE_K == 0 && ldb * (int64_t)sizeof(float) <= FUSED_MAX_ROW_BYTES;
+     * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). A B
+     * of long rows (FUSED_MAX_ROW_BYTES), any K, takes wide_columns: 32 x 2048 x 2048 0.84 ->
+     * 0.55-0.62 ms and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing it whole. */
+    int few_columns = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
+    int long_rows = ldb * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
+    int fused = few_columns && k % TILE_K == 0 && !long_rows;
+    int wide = few_columns && long_rows; /* B packed a group and a piece at a time instead */
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
     bf16 *b_pack = fastnn_scratch(
-        SCRATCH_BF16_B, fused ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
-                              : (size_t)(n_blocks * k_blocks) * tile_bytes);
+        SCRATCH_BF16_B, fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
+                        : wide ? (size_t)threads * WIDE_THREAD_ELEMS * sizeof(bf16)
+                               : (size_t)(n_blocks * k_blocks) * tile_bytes);
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int64_t start = fastnn_now_ns(), done = 0;
 
@@ -578,7 +624,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
             pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, ldb, trans_b, n, k,
                           b_first, b_end, 0, k_blocks);
         } else {
-            if (!fused)
+            if (!fused && !wide)
                 pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, ldb, trans_b, n, k,
                               b_first, b_end, 0, k_blocks);
             pack_a_blocks(a_pack, a, lda, trans_a, m, k, m_blocks * t / team,
@@ -589,6 +635,9 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
         if (fused)
             fused_columns(a_pack, k_blocks, m, n, k, b, ldb, first, end, c, ldc, epilogue,
                           b_pack + t * FUSED_THREAD_ELEMS);
+        else if (wide)
+            wide_columns(a_pack, k_blocks, m, n, k, b, ldb, first, end, c, ldc, epilogue,
+                         b_pack + t * WIDE_THREAD_ELEMS);
         else
             for (int64_t sc = 0; sc < shared_pairs; sc += chunk)
                 for (int64_t own = first; own < end; own++)
