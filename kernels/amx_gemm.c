@@ -594,10 +594,10 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
      * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). A B
      * of long rows (FUSED_MAX_ROW_BYTES), any K, takes wide_columns: 32 x 2048 x 2048 0.84 ->
      * 0.55-0.62 ms and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing it whole. */
-    int few_columns = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
+    int few_rows_by_columns = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
     int long_rows = ldb * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
-    int fused = few_columns && k % TILE_K == 0 && !long_rows;
-    int wide = few_columns && long_rows; /* B packed a group and a piece at a time instead */
+    int fused = few_rows_by_columns && k % TILE_K == 0 && !long_rows;
+    int wide = few_rows_by_columns && long_rows; /* B packed a group and a piece at a time */
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
