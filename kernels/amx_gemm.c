@@ -457,9 +457,10 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
  * [first, end). Each pair's B is rounded in pieces of at most FUSED_K_BLOCKS k-blocks, of
  * about equal size (no short last piece), by the first call (the first 8 rows,
  * dot_block8x2_rounding) into this thread's panel (16 KB, in L1), which the calls of the
- * other rows read; no packed B is written whole, nor read back from L3. Each row pair's sums over those k-blocks are added to its block in partial (m_pairs
- * blocks of 32 x 32 floats), so each block still sums all of K in order on one thread: the
- * bits are those of amx_pair. The other calls prefetch the next piece's rows of B. */
+ * other rows read; no packed B is written whole, nor read back from L3. Each row pair's sums
+ * over those k-blocks are added to its block in partial (m_pairs blocks of 32 x 32 floats),
+ * so each block still sums all of K in order on one thread: the bits are those of amx_pair.
+ * The other calls prefetch the next piece's rows of B. */
 #define FUSED_K_BLOCKS 8
 #define FUSED_MAX_PAIRS 4
 #define FUSED_THREAD_ELEMS (2 * FUSED_K_BLOCKS * TILE_ELEMS + FUSED_MAX_PAIRS * 32 * 32 * 2)
