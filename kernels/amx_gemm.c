@@ -516,21 +516,25 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
 
 /* The few-rows path of the dot products for a B not transposed whose rows are longer than
  * FUSED_MAX_ROW_BYTES, on the pairs of column blocks [first, end): WIDE_GROUP_PAIRS pairs at a
- * time, K in the pieces of fused_columns. Each piece of the group's B is packed first, two
- * stored rows at a time across the group (runs of 1 KB of each row: the rows of a B this wide
- * lie a page or more apart, and a run of 128 bytes per row, as fused_columns reads, starves the
- * prefetchers), into this thread's panel (128 KB, in L2); then each row pair's sums over the
- * piece are added to its blocks in partial (the group's pairs x m_pairs blocks of 32 x 32
- * floats). Each block still sums all of K in order on one thread: the bits of amx_pair. */
-#define WIDE_GROUP_PAIRS 8
-#define WIDE_PANEL_ELEMS (WIDE_GROUP_PAIRS * 2 * FUSED_K_BLOCKS * TILE_ELEMS)
+ * time, K in pieces of at most WIDE_K_BLOCKS k-blocks (of about equal size). Each piece of the
+ * group's B is packed first, two stored rows at a time across the group (runs of 4 KB of each
+ * row: the rows of a B this wide lie a page or more apart, and a run of 128 bytes per row, as
+ * fused_columns reads, starves the prefetchers), into this thread's panel (128 KB, in L2);
+ * then each row pair's sums over the piece are added to its blocks in partial (the group's
+ * pairs x m_pairs blocks of 32 x 32 floats). Each block still sums all of K in order on one
+ * thread: the bits of amx_pair. Zen 5, 2 threads, a busy host, 4 alternating processes each:
+ * 32 pairs of 2 k-blocks against 8 of 8 (runs of 1 KB), 32 x 2048 x 2048 0.97 against 1.44 ms,
+ * 32 x 4096 x 4096 6.2 against 8.6, 128 x 1024 x 4096 2.6 against 3.4 (16 of 4: between). */
+#define WIDE_GROUP_PAIRS 32
+#define WIDE_K_BLOCKS 2
+#define WIDE_PANEL_ELEMS (WIDE_GROUP_PAIRS * 2 * WIDE_K_BLOCKS * TILE_ELEMS)
 #define WIDE_THREAD_ELEMS (WIDE_PANEL_ELEMS + WIDE_GROUP_PAIRS * FUSED_MAX_PAIRS * 32 * 32 * 2)
 static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
                          const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
                          int64_t ldc, const fastnn_epilogue *epilogue, bf16 *panel) {
     float *partial = (float *)(panel + WIDE_PANEL_ELEMS);
     int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
-    int64_t pieces = fastnn_ceil_div(k_blocks, FUSED_K_BLOCKS);
+    int64_t pieces = fastnn_ceil_div(k_blocks, WIDE_K_BLOCKS);
     for (int64_t g0 = first; g0 < end; g0 += WIDE_GROUP_PAIRS) {
         int64_t g1 = fastnn_min(end, g0 + WIDE_GROUP_PAIRS);
         for (int64_t piece = 0; piece < pieces; piece++) {

@@ -138,7 +138,7 @@ def test_bfloat16_matmul_within_the_bound(backend_name, trans_a, trans_b):
 # equal size (K of 1056: 33 blocks, pieces of 6 and 7), beside the products and carries the
 # sums across the pieces; K past a piece, a last column block short, and an epilogue. The
 # others with a last k-block short pack B whole. Rows of B longer than 4 KB (N > 1024), any K:
-# B packed 8 column pairs and a piece of K at a time, the sums carried across the pieces
+# B packed 32 column pairs and a piece of K at a time, the sums carried across the pieces
 # (a last group short, a last pair of one column block).
 FEW_ROWS = [(32, 1056, 1000), (100, 640, 90), (70, 320, 1000), (128, 2112, 520), (5, 704, 33),
             (32, 1030, 1000), (100, 600, 90), (128, 2100, 520), (32, 1056, 1030),
