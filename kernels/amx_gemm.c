@@ -279,10 +279,14 @@ static inline __attribute__((always_inline)) void amx_block(const int mt, const 
     if (mt == 2 && nt == 2) _tile_stored(3, out + 16 * 32 + 16, 128);
 }
 
-/* rows x cols (<= 32 each) of the block in `block` (row stride 32) to c, with the epilogue
- * (bias: the block's first column's). */
-static void store_block(float *c, int64_t ldc, const float *block, int64_t rows, int64_t cols,
-                        const fastnn_epilogue *epilogue, const float *bias) {
+/* The block of C (m x n, row stride ldc) at row block pair ip and column block pair jp, held
+ * in `block` (32 x 32, row stride 32), to C with the epilogue; only its rows and columns
+ * inside C. */
+static void store_block(float *c, int64_t ldc, const float *block, int64_t m, int64_t n,
+                        int64_t ip, int64_t jp, const fastnn_epilogue *epilogue) {
+    int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
+    const float *bias = epilogue ? (const float *)epilogue->bias + jp * 32 : NULL;
+    c += ip * 32 * ldc + jp * 32;
     __m512 bias_v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     if (epilogue)
         for (int h = 0; h < 2; h++)
@@ -435,7 +439,7 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
                             int64_t k_blocks, int64_t m, int64_t n, int64_t ip, int64_t jp,
                             float *c, int64_t ldc, const fastnn_epilogue *epilogue,
                             float *block) {
-    int64_t i = ip * 32, j = jp * 32, rows = fastnn_min(32, m - i), cols = fastnn_min(32, n - j);
+    int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
     const bf16 *a = a_pack + 2 * ip * k_blocks * TILE_ELEMS;
     const bf16 *b = b_pack + 2 * jp * k_blocks * TILE_ELEMS;
     if (!tiles)
@@ -449,8 +453,7 @@ static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
         amx_block(1, 2, a, b, k_blocks, block);
     else
         amx_block(1, 1, a, b, k_blocks, block);
-    store_block(c + i * ldc + j, ldc, block, rows, cols, epilogue,
-                epilogue ? (const float *)epilogue->bias + j : NULL);
+    store_block(c, ldc, block, m, n, ip, jp, epilogue);
 }
 
 /* The few-rows path of the dot products, for B not transposed, on the pairs of column blocks
@@ -508,9 +511,7 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
                          rounding && ip == 0);
         }
         for (int64_t ip = 0; ip < m_pairs; ip++)
-            store_block(c + ip * 32 * ldc + j, ldc, partial + ip * 32 * 32,
-                        fastnn_min(32, m - ip * 32), cols, epilogue,
-                        epilogue ? (const float *)epilogue->bias + j : NULL);
+            store_block(c, ldc, partial + ip * 32 * 32, m, n, ip, jp, epilogue);
     }
 }
 
@@ -554,10 +555,8 @@ static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_
         }
         for (int64_t jp = g0; jp < g1; jp++)
             for (int64_t ip = 0; ip < m_pairs; ip++)
-                store_block(c + ip * 32 * ldc + jp * 32, ldc,
-                            partial + ((jp - g0) * m_pairs + ip) * 32 * 32,
-                            fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), epilogue,
-                            epilogue ? (const float *)epilogue->bias + jp * 32 : NULL);
+                store_block(c, ldc, partial + ((jp - g0) * m_pairs + ip) * 32 * 32, m, n, ip,
+                            jp, epilogue);
     }
 }
 
@@ -597,8 +596,9 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
      * k-block (K % 32 != 0), not yet understood: 32 x 784 x 1024 ran at 251-291 GFLOP/s in
      * pieces against 346-398 packed whole, and 32 x 1008 x 1024 likewise, where K of 736,
      * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). A B
-     * of long rows (FUSED_MAX_ROW_BYTES), any K, takes wide_columns: 32 x 2048 x 2048 0.84 ->
-     * 0.55-0.62 ms and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing it whole. */
+     * of long rows (FUSED_MAX_ROW_BYTES), any K, takes wide_columns: with its first group and
+     * piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms and 32 x
+     * 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
     int few_rows_by_columns = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
     int long_rows = ldb * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
     int fused = few_rows_by_columns && k % TILE_K == 0 && !long_rows;
