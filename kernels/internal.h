@@ -87,7 +87,8 @@ enum {
     SCRATCH_BF16_B = 7,
     SCRATCH_BATCHNORM = 8,
     SCRATCH_GEMM_T = 9, /* the GEMM's C^T of a C of few columns (gemm_impl.h) */
-    SCRATCH_SLOTS = 10
+    SCRATCH_WEIGHT_SGD = 10, /* the weight gradient's tiles of linear_backward_sgd */
+    SCRATCH_SLOTS = 11
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

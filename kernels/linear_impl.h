@@ -67,10 +67,10 @@ static void FN(dz_and_db_rows)(T *dz, T *sum, const T *y, const T *dy, int64_t i
                             activation, alpha);
 }
 
-static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
-                              const T *dy, int64_t n, int64_t k, int64_t m, int activation,
-                              double alpha, int precision) {
-    /* dz (N, M) in one pass over y and dy, fused with db; identity needs no dz of its own. */
+/* dz (N, M) = dy * act'(y) in one pass over y and dy, fused with db = its column sums; *grad_z
+ * is dz (a scratch buffer), or dy itself for the identity. */
+static int FN(linear_dz)(const T **grad_z, T *db, const T *y, const T *dy, int64_t n, int64_t m,
+                         int activation, double alpha) {
     T *dz = NULL;
     if (activation != ACT_IDENTITY) {
         dz = fastnn_scratch(SCRATCH_LINEAR_DZ, (size_t)n * m * sizeof(T));
@@ -116,11 +116,124 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
             fastnn_team_report(start, done, fastnn_now_ns());
         }
     }
-    const T *grad_z = dz ? dz : dy;
+    *grad_z = dz ? dz : dy;
+    return FASTNN_OK;
+}
+
+static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,
+                              const T *dy, int64_t n, int64_t k, int64_t m, int activation,
+                              double alpha, int precision) {
+    const T *grad_z;
+    int status = FN(linear_dz)(&grad_z, db, y, dy, n, m, activation, alpha);
+    if (status != FASTNN_OK) return status;
     /* dw (K, M) = x^T @ dz and dx (N, K) = dz @ w^T, the transposes read in place. */
-    int status = FN(linear_gemm)(precision, k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
+    status = FN(linear_gemm)(precision, k, m, n, x, k, 1, grad_z, m, 0, dw, m, NULL);
     if (dx && status == FASTNN_OK)
         status = FN(linear_gemm)(precision, n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+    return status;
+}
+
+/* Plain SGD's step of a Dense layer's weights fused with their gradient: w (K, M) -= lr
+ * (x^T dz + decay w), x (N, K), dz (N, M), without writing the gradient out. The weight
+ * gradient of a batch of 32 to a few hundred is a product of few multiply-adds per element
+ * (N of them), so writing it and then reading it back beside w for the step (the step's
+ * 2.8 MB for the 235 K weights of 784-256-128-10, from L3 at ~115 GB/s here: ~25 us) costs
+ * about as much as the product.
+ * Here each thread takes whole tiles of GEMM_MR rows of w: a tile's rows of the gradient are
+ * computed panel by panel into a scratch of GEMM_MR x M (L1), by the GEMM's own
+ * micro-kernel, from zero over all of N in order, then stepped (vmath_impl.h's sgd_plain)
+ * into w's rows. That is the arithmetic of fastnn_gemm when its plan takes the PACKED or the
+ * IN_PLACE path and N is one K block (linear_sgd_fusable), followed by sgd_step: the same
+ * bits as linear_backward and then sgd_step. */
+#define LINEAR_NR (GEMM_NV * VLEN) /* gemm_impl.h's GEMM_NR: the micro-kernel's columns */
+static int FN(linear_sgd_fusable)(int64_t n, int64_t k, int64_t m, int precision) {
+    if (precision != FASTNN_PRECISION_FLOAT32 || n > GEMM_KC) return 0;
+    fastnn_gemm_kernel kernel = FN(gemm_kernel)();
+    fastnn_gemm_plan plan = fastnn_gemm_plan_for(k, m, n, 1, 0, &kernel);
+    return plan.path == FASTNN_GEMM_PATH_PACKED ||
+           (plan.path == FASTNN_GEMM_PATH_IN_PLACE && !plan.transposed);
+}
+
+/* Bytes of one thread's scratch in linear_weight_sgd: an A panel (GEMM_MR x N), an edge B
+ * panel (N x LINEAR_NR) and a tile's rows of the gradient (GEMM_MR x M), each on a cache line. */
+static size_t FN(weight_sgd_bytes)(int64_t n, int64_t m) {
+    int64_t line = 64 / (int64_t)sizeof(T);
+    return (size_t)(fastnn_ceil_div(GEMM_MR * n, line) + fastnn_ceil_div(n * LINEAR_NR, line) +
+                    fastnn_ceil_div(GEMM_MR * m, line)) * 64;
+}
+
+/* Row tiles [t0, t1) of the fused step (see above), with one thread's scratch. */
+static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64_t k, int64_t m,
+                                 int64_t t0, int64_t t1, T lr, T decay, T *scratch) {
+    int64_t line = 64 / (int64_t)sizeof(T);
+    T *a_pack = scratch, *b_edge = a_pack + fastnn_ceil_div(GEMM_MR * n, line) * line;
+    T *rows = b_edge + fastnn_ceil_div(n * LINEAR_NR, line) * line;
+    /* the last panel, when it is neither whole nor one vector, is packed (as the GEMM's
+     * in-place path does): the micro-kernel reads whole vectors of B */
+    int64_t edge = m % LINEAR_NR, edge_j = m - edge;
+    int pack_edge = edge != 0 && edge != VLEN;
+    if (pack_edge) FN(pack_b_panel)(b_edge, dz + edge_j, m, 0, edge, n);
+    VEC neg_lr = V(set1)(-lr), decay_v = V(set1)(decay);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t i = t * GEMM_MR, mr = fastnn_min(GEMM_MR, k - i);
+        FN(pack_a_panel)(a_pack, x + i, k, 1, mr, n); /* op(A)[i][p] = x[p][i] */
+        for (int64_t j = 0; j < m; j += LINEAR_NR) {
+            int64_t nr = fastnn_min(LINEAR_NR, m - j);
+            int packed = pack_edge && j == edge_j;
+            FN(gemm_tile)(n, a_pack, 1, GEMM_MR, packed ? b_edge : dz + j, packed ? LINEAR_NR : m,
+                          rows + j, m, mr, nr, 0, NULL, NULL);
+        }
+        T *wi = w + i * m;
+        for (int64_t e = 0; e < mr * m; e += VLEN) {
+            int64_t count = mr * m - e;
+            if (count >= VLEN) {
+                V(store)(wi + e, FN(sgd_plain)(V(load)(wi + e), V(load)(rows + e), neg_lr,
+                                               decay_v));
+            } else {
+                VEC r = FN(sgd_plain)(V(load_part)(wi + e, count, 0),
+                                      V(load_part)(rows + e, count, 0), neg_lr, decay_v);
+                V(store_part)(wi + e, r, count);
+            }
+        }
+    }
+}
+
+/* The fused step's threads: the GEMM's rule (fastnn_threads_for over its flops), each a
+ * contiguous run of row tiles, so each steps the rows of w that its core reads in the next
+ * forward pass (split along K by rows). scratch: all threads' scratch, from the caller. */
+static void FN(linear_weight_sgd)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
+                                  int64_t m, double lr, double decay, char *scratch) {
+    int64_t tiles = fastnn_ceil_div(k, GEMM_MR);
+    int threads = fastnn_threads_for(2.0 * (double)n * (double)k * (double)m *
+                                     (double)sizeof(T) / 4.0, FASTNN_GEMM_FLOPS_PER_THREAD);
+    if (threads > tiles) threads = (int)tiles;
+    size_t each = FN(weight_sgd_bytes)(n, m);
+    FASTNN_FOR(threads, part, threads,
+               FN(weight_sgd_tiles)(w, x, dz, n, k, m, tiles * part / threads,
+                                    tiles * (part + 1) / threads, (T)lr, (T)decay,
+                                    (T *)(scratch + (size_t)part * each)););
+}
+
+/* Whether fastnn_linear_backward_sgd fuses the step for this layer and batch, and the scratch
+ * it then needs (bytes; 0 when not fused). */
+int64_t FN(fastnn_linear_sgd_scratch)(int64_t n, int64_t k, int64_t m, int precision) {
+    if (!FN(linear_sgd_fusable)(n, k, m, precision)) return 0;
+    return (int64_t)FN(weight_sgd_bytes)(n, m) * fastnn_get_num_threads();
+}
+
+/* linear_backward, then plain SGD's step of w (lr, weight decay `decay`), without writing dw:
+ * dx is computed first, from w as it was. Only for a layer and batch that
+ * fastnn_linear_sgd_scratch accepts; `scratch` holds at least what it returned. */
+int FN(fastnn_linear_backward_sgd)(T *dx, T *db, const T *x, T *w, const T *y, const T *dy,
+                                   int64_t n, int64_t k, int64_t m, int activation,
+                                   double alpha, double lr, double decay, void *scratch) {
+    unsigned fp = fastnn_fp_enter();
+    const T *grad_z;
+    int status = FN(linear_dz)(&grad_z, db, y, dy, n, m, activation, alpha);
+    if (dx && status == FASTNN_OK)
+        status = FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
+    if (status == FASTNN_OK) FN(linear_weight_sgd)(w, x, grad_z, n, k, m, lr, decay, scratch);
+    fastnn_fp_leave(fp);
     return status;
 }
 
@@ -134,3 +247,4 @@ int FN(fastnn_linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
     return status;
 }
 #undef DZ_BLOCK_VECTORS
+#undef LINEAR_NR

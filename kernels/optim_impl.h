@@ -1,5 +1,8 @@
 /* optim_impl.h - SGD and Adam steps in place, one pass over the arrays, for T
- * (template: see instantiate.h). Plain loops over a range: the compiler vectorizes them. */
+ * (template: see instantiate.h). Plain loops over a range: the compiler vectorizes them; plain
+ * SGD's is written in vectors (vmath_impl.h's sgd_plain, shared with the fused weight update
+ * of linear_impl.h). */
+#include "vmath_impl.h"
 
 /* Fewest elements worth a thread of their own. */
 #define OPTIM_GRAIN 32768
@@ -15,7 +18,17 @@ static inline int64_t FN(optim_part_start)(int64_t size, int64_t part, int64_t p
 static void FN(sgd_range)(T *restrict param, T *restrict velocity, const T *restrict grad,
                           int64_t begin, int64_t end, T lr, T momentum, int nesterov, T decay) {
     if (!velocity) {
-        for (int64_t i = begin; i < end; i++) param[i] -= lr * (grad[i] + decay * param[i]);
+        VEC neg_lr = V(set1)(-lr), decay_v = V(set1)(decay);
+        for (int64_t i = begin; i < end; i += VLEN) {
+            int64_t count = end - i;
+            VEC w = count >= VLEN ? V(load)(param + i) : V(load_part)(param + i, count, 0);
+            VEC g = count >= VLEN ? V(load)(grad + i) : V(load_part)(grad + i, count, 0);
+            VEC r = FN(sgd_plain)(w, g, neg_lr, decay_v);
+            if (count >= VLEN)
+                V(store)(param + i, r);
+            else
+                V(store_part)(param + i, r, count);
+        }
     } else if (nesterov) {
         for (int64_t i = begin; i < end; i++) {
             T g = grad[i] + decay * param[i];

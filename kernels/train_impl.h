@@ -90,6 +90,37 @@ static void FN(prefetch_step)(const fastnn_train_plan *p, const int64_t *rows, i
         fastnn_prefetch_rows(p->targets, rows, n, config[FASTNN_C_OUTPUTS] * (int64_t)sizeof(T));
 }
 
+/* Which Dense layers' weights take plain SGD's step fused with their gradient
+ * (linear_impl.h's fastnn_linear_backward_sgd: the gradient is not written out, nor read back
+ * for the update), for steps of n rows: bit l of `layers` for layer l (the first 64 layers),
+ * and the scratch they need. Only training steps of plain SGD (no momentum, no L2 term): the
+ * same bits as the gradient and then the update. */
+typedef struct {
+    uint64_t layers;
+    int64_t bytes;
+} FN(sgd_fusion);
+
+static FN(sgd_fusion) FN(plan_sgd_fusion)(const fastnn_train_plan *p, int64_t n) {
+    FN(sgd_fusion) fusion = {0, 0};
+    const int64_t *config = p->config, *ints = p->layer_ints;
+    if (config[FASTNN_C_MODE] != FASTNN_MODE_TRAIN ||
+        config[FASTNN_C_OPTIMIZER] != FASTNN_OPTIMIZER_SGD || p->state1 ||
+        p->hyper[FASTNN_H_L2] != 0)
+        return fusion;
+    for (int64_t l = 0; l < config[FASTNN_C_LAYERS] && l < 64; l++) {
+        const int64_t *li = ints + l * FASTNN_LAYER_INTS;
+        if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
+        int64_t bytes = DENSE_KERNELS->linear_sgd_scratch(n, li[FASTNN_LI_INPUTS],
+                                                          li[FASTNN_LI_UNITS],
+                                                          (int)li[FASTNN_LI_PRECISION]);
+        if (bytes > 0) {
+            fusion.layers |= (uint64_t)1 << l;
+            fusion.bytes = fastnn_max(fusion.bytes, bytes);
+        }
+    }
+    return fusion;
+}
+
 /* One step on rows `rows` (n of them; NULL: the data in place), the next step's rows
  * `next_rows` (next_n of them; NULL: none) prefetched once this step's are gathered. Returns
  * 1 when done, 0 when
@@ -100,7 +131,7 @@ static void FN(prefetch_step)(const fastnn_train_plan *p, const int64_t *rows, i
  * just after its update (in cache) in the order of weight_squares, so the same bits. */
 static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n,
                           const int64_t *next_rows, int64_t next_n, int64_t step, double *stat,
-                          double *squares, int fold) {
+                          double *squares, int fold, const FN(sgd_fusion) *fusion) {
     const int64_t *config = p->config, *ints = p->layer_ints;
     const double *reals = p->layer_reals, *hyper = p->hyper;
     int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
@@ -218,7 +249,12 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     else if (metric == FASTNN_METRIC_FLAGS)
         stat[1] = (double)FN(count_flags)(logits, flags, n * outputs, (T)hyper[FASTNN_H_THRESHOLD]);
     if (evaluating) return 1;
-    /* backward */
+    /* backward; the scratch of the fused steps taken before any weight changes */
+    void *fused_scratch = NULL;
+    if (fusion->layers) {
+        fused_scratch = fastnn_scratch(SCRATCH_WEIGHT_SGD, (size_t)fusion->bytes);
+        if (!fused_scratch) return -1;
+    }
     for (int64_t l = layers - 1; l >= 0; l--) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         int64_t k = li[FASTNN_LI_INPUTS], m = li[FASTNN_LI_UNITS];
@@ -228,6 +264,12 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
             T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
                                               : grads + li[FASTNN_LI_BIAS];
+            if (l < 64 && (fusion->layers >> l & 1))
+                status = DENSE_KERNELS->linear_backward_sgd(
+                    din, dbias, in, params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
+                    (int)li[FASTNN_LI_ACTIVATION], reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA],
+                    hyper[FASTNN_H_LR], hyper[FASTNN_H_WEIGHT_DECAY], fused_scratch);
+            else
             status = DENSE_KERNELS->linear_backward(din, grads + li[FASTNN_LI_WEIGHT],
                                                    dbias, in, params + li[FASTNN_LI_WEIGHT],
                                                    out, dout, n, k, m,
@@ -262,6 +304,18 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
         int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
                                 ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
         double decay = hyper[FASTNN_H_WEIGHT_DECAY];
+        if (fusion->layers) {  /* the parameters but the weights stepped in the backward pass */
+            int64_t done = 0;
+            for (int64_t l = 0; l < layers && l < 64; l++) {
+                const int64_t *li = ints + l * FASTNN_LAYER_INTS;
+                if (!(fusion->layers >> l & 1)) continue;
+                int64_t weight = li[FASTNN_LI_WEIGHT];
+                if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
+                done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
+            }
+            if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
+            return 1;
+        }
         if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED]) {
             FN(optimizer_range)(p, 0, params_size, decay, adam_step);
             return 1;
@@ -297,15 +351,25 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
      * leaves MXCSR alone (two MXCSR writes per kernel call were ~0.1 us of an XOR step). */
     unsigned fp_saved = fastnn_fp_enter();
     double squares = -1;  /* the L2 term's ||W||^2, carried from each update to the next step */
+    /* the fused weight steps of a full batch, and of the short last one when it comes; the
+     * call's last step is not fused, so that it leaves every gradient in grads, as the
+     * per-layer path leaves them */
+    FN(sgd_fusion) full = FN(plan_sgd_fusion)(plan, batch), last = full, none = {0, 0};
+    int64_t last_n = batch;
     for (int64_t s = 0; s < steps; s++) {
         int64_t step = first_step + s, start = step * batch;
         int64_t n = fastnn_min(batch, samples - start);
         int64_t next_n = s + 1 < steps ? fastnn_min(batch, samples - start - batch) : 0;
         int gathers = gather && mode != FASTNN_MODE_APPLY;
+        if (n != batch && n != last_n) {
+            last = FN(plan_sgd_fusion)(plan, n);
+            last_n = n;
+        }
         int done = FN(train_step)(plan, gathers ? order + start : NULL, n,
                                   gathers && next_n > 0 ? order + start + batch : NULL, next_n,
                                   step, stats + 2 * s, &squares,
-                                  mode == FASTNN_MODE_TRAIN && s + 1 < steps);
+                                  mode == FASTNN_MODE_TRAIN && s + 1 < steps,
+                                  s + 1 == steps ? &none : n == batch ? &full : &last);
         if (done < 0) *status = FASTNN_OUT_OF_MEMORY;
         if (done <= 0) {
             fastnn_fp_leave(fp_saved);

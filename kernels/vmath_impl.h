@@ -92,4 +92,12 @@ static inline VEC FN(activation_grad)(VEC y, int activation, T alpha) {
         return one;
     }
 }
+
+/* Plain SGD's step of one vector of parameters w with gradient g: w - lr (g + decay w), as
+ * torch.optim.SGD without momentum; neg_lr holds -lr. Two multiply-adds, written once here
+ * for the two places that take the step (optim_impl.h's sgd_range and linear_impl.h's
+ * weight update fused with the weight gradient), so both give the same bits. */
+static inline VEC FN(sgd_plain)(VEC w, VEC g, VEC neg_lr, VEC decay) {
+    return V(fma)(neg_lr, V(fma)(decay, w, g), w);
+}
 #endif

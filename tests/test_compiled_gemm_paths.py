@@ -5,10 +5,10 @@ float64: 600 x 45), with edge tiles (widths not a multiple of the register tile)
 blocks (a batch longer than the packed path's K block: 384 in float32, 256 in float64) and
 every SGD form (momentum, Nesterov, weight decay) and Adam: the weights bit for bit, the
 gradients the call leaves in the layers' ``grads`` too (the contract's train_steps), and the
-numpy backend (the reference) within float tolerance. Written for a fusion of the SGD update
-into the weight gradient's GEMM epilogue (tried and not kept: README, "The compiled training
-loop"); that fusion broken on purpose (dx from the updated weights, edge tiles not updated)
-made these fail."""
+numpy backend (the reference) within float tolerance. The C loop fuses plain SGD's step
+with the weight gradient (kernels/linear_impl.h's linear_backward_sgd: the "sgd" and
+"sgd-decay" rows at batch 24 on the PACKED and IN_PLACE layers); that fusion broken on purpose
+(dx from the stepped weights; an edge tile's rows not stepped) made these fail."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ OPTIMIZERS = {
 
 
 #: input features and layer widths
-SHAPES = {"wide": (600, [45, 200, 5]), "narrow": (1400, [7, 5])}
+SHAPES = {"wide": (600, [45, 200, 5]), "narrow": (1400, [7, 5]),
+          # a last column panel of exactly one float32 vector (48 = 32 + 16), read in place
+          "vector": (40, [48, 16, 5])}
 
 
 def wide_data(rows, features=600, classes=5, seed=0):
