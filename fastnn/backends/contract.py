@@ -324,7 +324,10 @@ class Backend(Protocol):
         outputs (before the softmax or sigmoid a loss fuses in) go to ``plan.outputs`` rows
         ``s * B:(s + 1) * B`` (``predict``'s path).
         The weights, gradients and optimizer state equal those of the same steps run with
-        this backend's per-layer kernels (the numpy backend runs exactly those calls).
+        this backend's per-layer kernels (the numpy backend runs exactly those calls); the
+        gradients are the last step's, which a backend must leave in full even where it fuses
+        an update with a gradient (the C backend's plain SGD, README "The compiled training
+        loop").
         Raises MemoryError when scratch memory cannot be had.
         """
 
