@@ -141,10 +141,10 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
  * about as much as the product.
  * Here each thread takes whole tiles of GEMM_MR rows of w: a tile's rows of the gradient are
  * computed panel by panel into a scratch of GEMM_MR x M (L1), by the GEMM's own
- * micro-kernel, from zero over all of N in order, then stepped (vmath_impl.h's sgd_plain)
- * into w's rows. That is the arithmetic of fastnn_gemm when its plan takes the PACKED or the
- * IN_PLACE path and N is one K block (linear_sgd_fusable), followed by sgd_step: the same
- * bits as linear_backward and then sgd_step. */
+ * micro-kernel, from zero over all of N in order, then stepped into w's rows
+ * (vmath_impl.h's sgd_plain_run). That is the arithmetic of fastnn_gemm when its plan takes
+ * the PACKED or the IN_PLACE path and N is one K block (linear_sgd_fusable), followed by
+ * sgd_step: the same bits as linear_backward and then sgd_step. */
 #define LINEAR_NR (GEMM_NV * VLEN) /* gemm_impl.h's GEMM_NR: the micro-kernel's columns */
 static int FN(linear_sgd_fusable)(int64_t n, int64_t k, int64_t m, int precision) {
     if (precision != FASTNN_PRECISION_FLOAT32 || n > GEMM_KC) return 0;
@@ -173,7 +173,6 @@ static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64
     int64_t edge = m % LINEAR_NR, edge_j = m - edge;
     int pack_edge = edge != 0 && edge != VLEN;
     if (pack_edge) FN(pack_b_panel)(b_edge, dz + edge_j, m, 0, edge, n);
-    VEC neg_lr = V(set1)(-lr), decay_v = V(set1)(decay);
     for (int64_t t = t0; t < t1; t++) {
         int64_t i = t * GEMM_MR, mr = fastnn_min(GEMM_MR, k - i);
         FN(pack_a_panel)(a_pack, x + i, k, 1, mr, n); /* op(A)[i][p] = x[p][i] */
@@ -183,18 +182,7 @@ static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64
             FN(gemm_tile)(n, a_pack, 1, GEMM_MR, packed ? b_edge : dz + j, packed ? LINEAR_NR : m,
                           rows + j, m, mr, nr, 0, NULL, NULL);
         }
-        T *wi = w + i * m;
-        for (int64_t e = 0; e < mr * m; e += VLEN) {
-            int64_t count = mr * m - e;
-            if (count >= VLEN) {
-                V(store)(wi + e, FN(sgd_plain)(V(load)(wi + e), V(load)(rows + e), neg_lr,
-                                               decay_v));
-            } else {
-                VEC r = FN(sgd_plain)(V(load_part)(wi + e, count, 0),
-                                      V(load_part)(rows + e, count, 0), neg_lr, decay_v);
-                V(store_part)(wi + e, r, count);
-            }
-        }
+        FN(sgd_plain_run)(w + i * m, rows, mr * m, lr, decay); /* the tile's rows of w */
     }
 }
 

@@ -18,17 +18,7 @@ static inline int64_t FN(optim_part_start)(int64_t size, int64_t part, int64_t p
 static void FN(sgd_range)(T *restrict param, T *restrict velocity, const T *restrict grad,
                           int64_t begin, int64_t end, T lr, T momentum, int nesterov, T decay) {
     if (!velocity) {
-        VEC neg_lr = V(set1)(-lr), decay_v = V(set1)(decay);
-        for (int64_t i = begin; i < end; i += VLEN) {
-            int64_t count = end - i;
-            VEC w = count >= VLEN ? V(load)(param + i) : V(load_part)(param + i, count, 0);
-            VEC g = count >= VLEN ? V(load)(grad + i) : V(load_part)(grad + i, count, 0);
-            VEC r = FN(sgd_plain)(w, g, neg_lr, decay_v);
-            if (count >= VLEN)
-                V(store)(param + i, r);
-            else
-                V(store_part)(param + i, r, count);
-        }
+        FN(sgd_plain_run)(param + begin, grad + begin, end - begin, lr, decay);
     } else if (nesterov) {
         for (int64_t i = begin; i < end; i++) {
             T g = grad[i] + decay * param[i];

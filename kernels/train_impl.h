@@ -264,18 +264,17 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
         if (li[FASTNN_LI_KIND] == FASTNN_LAYER_DENSE) {
             T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
                                               : grads + li[FASTNN_LI_BIAS];
-            if (l < 64 && (fusion->layers >> l & 1))
+            double alpha = reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA];
+            if (l < 64 && (fusion->layers >> l & 1))  /* plain SGD's step of W fused in */
                 status = DENSE_KERNELS->linear_backward_sgd(
                     din, dbias, in, params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
-                    (int)li[FASTNN_LI_ACTIVATION], reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA],
-                    hyper[FASTNN_H_LR], hyper[FASTNN_H_WEIGHT_DECAY], fused_scratch);
+                    (int)li[FASTNN_LI_ACTIVATION], alpha, hyper[FASTNN_H_LR],
+                    hyper[FASTNN_H_WEIGHT_DECAY], fused_scratch);
             else
-            status = DENSE_KERNELS->linear_backward(din, grads + li[FASTNN_LI_WEIGHT],
-                                                   dbias, in, params + li[FASTNN_LI_WEIGHT],
-                                                   out, dout, n, k, m,
-                                                   (int)li[FASTNN_LI_ACTIVATION],
-                                                   reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA],
-                                                   (int)li[FASTNN_LI_PRECISION]);
+                status = DENSE_KERNELS->linear_backward(
+                    din, grads + li[FASTNN_LI_WEIGHT], dbias, in, params + li[FASTNN_LI_WEIGHT],
+                    out, dout, n, k, m, (int)li[FASTNN_LI_ACTIVATION], alpha,
+                    (int)li[FASTNN_LI_PRECISION]);
             if (status != FASTNN_OK) return -1;
         } else if (li[FASTNN_LI_KIND] == FASTNN_LAYER_BATCHNORM) {
             const T *state = masks + li[FASTNN_LI_STATE];
@@ -304,25 +303,14 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
         int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
                                 ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
         double decay = hyper[FASTNN_H_WEIGHT_DECAY];
-        if (fusion->layers) {  /* the parameters but the weights stepped in the backward pass */
-            int64_t done = 0;
-            for (int64_t l = 0; l < layers && l < 64; l++) {
-                const int64_t *li = ints + l * FASTNN_LAYER_INTS;
-                if (!(fusion->layers >> l & 1)) continue;
-                int64_t weight = li[FASTNN_LI_WEIGHT];
-                if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
-                done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
-            }
-            if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
-            return 1;
-        }
-        if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED]) {
+        if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED] && !fusion->layers) {
             FN(optimizer_range)(p, 0, params_size, decay, adam_step);
             return 1;
         }
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
-         * eps on sqrt(v) (optimizer_range); one call per weight matrix and one per run of
-         * other parameters (biases, and those of any other layer kind) */
+         * eps on sqrt(v) (optimizer_range); or weight matrices already stepped in the backward
+         * pass (fusion, plain SGD: no L2 term), skipped. One call per weight matrix and one per
+         * run of other parameters (biases, and those of any other layer kind) */
         double l2 = hyper[FASTNN_H_L2] / (double)n, next_squares = 0;
         fold = fold && hyper[FASTNN_H_L2] != 0;
         int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
@@ -332,6 +320,7 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
             if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
             if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
             done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
+            if (l < 64 && (fusion->layers >> l & 1)) continue;
             FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
             if (fold) next_squares += FN(fastnn_sum_squares)(params + weight, done - weight);
         }

@@ -95,9 +95,26 @@ static inline VEC FN(activation_grad)(VEC y, int activation, T alpha) {
 
 /* Plain SGD's step of one vector of parameters w with gradient g: w - lr (g + decay w), as
  * torch.optim.SGD without momentum; neg_lr holds -lr. Two multiply-adds, written once here
- * for the two places that take the step (optim_impl.h's sgd_range and linear_impl.h's
- * weight update fused with the weight gradient), so both give the same bits. */
+ * (with sgd_plain_run, its loop) for the two places that take the step (optim_impl.h's
+ * sgd_range and linear_impl.h's weight update fused with the weight gradient), so both give
+ * the same bits. */
 static inline VEC FN(sgd_plain)(VEC w, VEC g, VEC neg_lr, VEC decay) {
     return V(fma)(neg_lr, V(fma)(decay, w, g), w);
+}
+
+/* w[0..size) stepped by sgd_plain from g[0..size). */
+static inline void FN(sgd_plain_run)(T *restrict w, const T *restrict g, int64_t size, T lr,
+                                     T decay) {
+    VEC neg_lr = V(set1)(-lr), decay_v = V(set1)(decay);
+    for (int64_t i = 0; i < size; i += VLEN) {
+        int64_t count = size - i;
+        if (count >= VLEN) {
+            V(store)(w + i, FN(sgd_plain)(V(load)(w + i), V(load)(g + i), neg_lr, decay_v));
+        } else {
+            VEC r = FN(sgd_plain)(V(load_part)(w + i, count, 0), V(load_part)(g + i, count, 0),
+                                  neg_lr, decay_v);
+            V(store_part)(w + i, r, count);
+        }
+    }
 }
 #endif
