@@ -32,7 +32,8 @@
         int64_t (*linear_sgd_scratch)(int64_t n, int64_t k, int64_t m, int precision);        \
         int (*linear_backward_sgd)(T *dx, T *db, const T *x, T *w, const T *y, const T *dy,   \
                                    int64_t n, int64_t k, int64_t m, int activation,            \
-                                   double alpha, double lr, double decay, void *scratch);      \
+                                   double alpha, double lr, double decay, void *scratch,       \
+                                   int64_t scratch_bytes);                                      \
         void (*softmax)(T *out, const T *x, int64_t n, int64_t c);                              \
         void (*log_softmax)(T *out, const T *x, int64_t n, int64_t c);                          \
         void (*xent_labels)(T *row_loss, T *grad, const T *logits, const int64_t *labels,      \

@@ -188,14 +188,18 @@ static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64
 
 /* The fused step's threads: the GEMM's rule (fastnn_threads_for over its flops), each a
  * contiguous run of row tiles, so each steps the rows of w that its core reads in the next
- * forward pass (split along K by rows). scratch: all threads' scratch, from the caller. */
+ * forward pass (split along K by rows). scratch: `scratch_bytes` of all threads' scratch,
+ * from the caller; no more threads than it holds scratches for (another Python thread may
+ * raise the thread count since the caller sized it). */
 static void FN(linear_weight_sgd)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
-                                  int64_t m, double lr, double decay, char *scratch) {
+                                  int64_t m, double lr, double decay, char *scratch,
+                                  int64_t scratch_bytes) {
     int64_t tiles = fastnn_ceil_div(k, GEMM_MR);
+    size_t each = FN(weight_sgd_bytes)(n, m);
     int threads = fastnn_threads_for(2.0 * (double)n * (double)k * (double)m *
                                      (double)sizeof(T) / 4.0, FASTNN_GEMM_FLOPS_PER_THREAD);
-    if (threads > tiles) threads = (int)tiles;
-    size_t each = FN(weight_sgd_bytes)(n, m);
+    threads = (int)fastnn_max(1, fastnn_min(fastnn_min(threads, tiles),
+                                            scratch_bytes / (int64_t)each));
     FASTNN_FOR(threads, part, threads,
                FN(weight_sgd_tiles)(w, x, dz, n, k, m, tiles * part / threads,
                                     tiles * (part + 1) / threads, (T)lr, (T)decay,
@@ -211,16 +215,19 @@ int64_t FN(fastnn_linear_sgd_scratch)(int64_t n, int64_t k, int64_t m, int preci
 
 /* linear_backward, then plain SGD's step of w (lr, weight decay `decay`), without writing dw:
  * dx is computed first, from w as it was. Only for a layer and batch that
- * fastnn_linear_sgd_scratch accepts; `scratch` holds at least what it returned. */
+ * fastnn_linear_sgd_scratch accepts; `scratch` holds scratch_bytes, at least what it
+ * returned for one thread (the threads are as many as it holds scratches for, at most). */
 int FN(fastnn_linear_backward_sgd)(T *dx, T *db, const T *x, T *w, const T *y, const T *dy,
                                    int64_t n, int64_t k, int64_t m, int activation,
-                                   double alpha, double lr, double decay, void *scratch) {
+                                   double alpha, double lr, double decay, void *scratch,
+                                   int64_t scratch_bytes) {
     unsigned fp = fastnn_fp_enter();
     const T *grad_z;
     int status = FN(linear_dz)(&grad_z, db, y, dy, n, m, activation, alpha);
     if (dx && status == FASTNN_OK)
         status = FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
-    if (status == FASTNN_OK) FN(linear_weight_sgd)(w, x, grad_z, n, k, m, lr, decay, scratch);
+    if (status == FASTNN_OK)
+        FN(linear_weight_sgd)(w, x, grad_z, n, k, m, lr, decay, scratch, scratch_bytes);
     fastnn_fp_leave(fp);
     return status;
 }

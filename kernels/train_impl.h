@@ -269,7 +269,7 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
                 status = DENSE_KERNELS->linear_backward_sgd(
                     din, dbias, in, params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
                     (int)li[FASTNN_LI_ACTIVATION], alpha, hyper[FASTNN_H_LR],
-                    hyper[FASTNN_H_WEIGHT_DECAY], fused_scratch);
+                    hyper[FASTNN_H_WEIGHT_DECAY], fused_scratch, fusion->bytes);
             else
                 status = DENSE_KERNELS->linear_backward(
                     din, grads + li[FASTNN_LI_WEIGHT], dbias, in, params + li[FASTNN_LI_WEIGHT],
