@@ -84,13 +84,17 @@ def test_set_flush_denormal_false_keeps_ieee_subnormals(name, dtype, ieee_subnor
 
 @pytest.mark.parametrize("name", FLUSHING)
 def test_the_callers_floating_point_mode_is_restored(name):
-    """After a kernel (on two threads, big enough for every thread to run), NumPy on the
-    calling thread still makes subnormals: the kernel put the thread's mode back."""
+    """After a kernel (on two threads, big enough for every thread to run), and after a
+    compiled training loop (whose kernels run inside the loop's mode), NumPy on the calling
+    thread still makes subnormals: the kernel put the thread's mode back."""
     a = np.random.default_rng(1).standard_normal((300, 300)).astype(np.float32)
+    model = fastnn.Sequential([fastnn.Dense(16, "relu"), fastnn.Dense(3, "softmax")], seed=0)
+    model.compile(fastnn.SGD(0.1), "sparse_categorical_crossentropy")
     with fastnn.use_backend(name):
         ops.matmul(a, a)
         ops.linear_backward(a, a, a, a, "relu")
         ops.softmax(a)
+        model.fit(a, np.arange(len(a)) % 3, epochs=1, batch_size=32, verbose=0, seed=0)
     half_tiny = np.float32(np.finfo(np.float32).tiny) * np.float32(0.25)
     assert half_tiny != 0
     assert (np.full(4, np.finfo(np.float32).tiny, np.float32) * np.float32(0.25)).all()
