@@ -154,20 +154,27 @@ static int FN(linear_sgd_fusable)(int64_t n, int64_t k, int64_t m, int precision
            (plan.path == FASTNN_GEMM_PATH_IN_PLACE && !plan.transposed);
 }
 
-/* Bytes of one thread's scratch in linear_weight_sgd: an A panel (GEMM_MR x N), an edge B
- * panel (N x LINEAR_NR) and a tile's rows of the gradient (GEMM_MR x M), each on a cache line. */
-static size_t FN(weight_sgd_bytes)(int64_t n, int64_t m) {
+/* One thread's scratch in linear_weight_sgd, in elements from its start, each part on a cache
+ * line: an A panel (GEMM_MR x N) at 0, an edge B panel (N x LINEAR_NR) at b_edge, a tile's
+ * rows of the gradient (GEMM_MR x M) at rows; `end` elements in all. */
+typedef struct { int64_t b_edge, rows, end; } FN(weight_sgd_layout);
+static FN(weight_sgd_layout) FN(weight_sgd_parts)(int64_t n, int64_t m) {
     int64_t line = 64 / (int64_t)sizeof(T);
-    return (size_t)(fastnn_ceil_div(GEMM_MR * n, line) + fastnn_ceil_div(n * LINEAR_NR, line) +
-                    fastnn_ceil_div(GEMM_MR * m, line)) * 64;
+    FN(weight_sgd_layout) at;
+    at.b_edge = fastnn_ceil_div(GEMM_MR * n, line) * line;
+    at.rows = at.b_edge + fastnn_ceil_div(n * LINEAR_NR, line) * line;
+    at.end = at.rows + fastnn_ceil_div(GEMM_MR * m, line) * line;
+    return at;
+}
+static size_t FN(weight_sgd_bytes)(int64_t n, int64_t m) {
+    return (size_t)FN(weight_sgd_parts)(n, m).end * sizeof(T);
 }
 
 /* Row tiles [t0, t1) of the fused step (see above), with one thread's scratch. */
 static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64_t k, int64_t m,
                                  int64_t t0, int64_t t1, T lr, T decay, T *scratch) {
-    int64_t line = 64 / (int64_t)sizeof(T);
-    T *a_pack = scratch, *b_edge = a_pack + fastnn_ceil_div(GEMM_MR * n, line) * line;
-    T *rows = b_edge + fastnn_ceil_div(n * LINEAR_NR, line) * line;
+    FN(weight_sgd_layout) at = FN(weight_sgd_parts)(n, m);
+    T *a_pack = scratch, *b_edge = scratch + at.b_edge, *rows = scratch + at.rows;
     /* the last panel, when it is neither whole nor one vector, is packed (as the GEMM's
      * in-place path does): the micro-kernel reads whole vectors of B */
     int64_t edge = m % LINEAR_NR, edge_j = m - edge;
