@@ -87,10 +87,21 @@ enum {
     SCRATCH_BF16_B = 7,
     SCRATCH_BATCHNORM = 8,
     SCRATCH_GEMM_T = 9, /* the GEMM's C^T of a C of few columns (gemm_impl.h) */
-    SCRATCH_WEIGHT_SGD = 10, /* the weight gradient's tiles of linear_backward_sgd */
+    SCRATCH_WEIGHT_UPDATE = 10, /* the weight gradient's tiles of linear_backward_update */
     SCRATCH_SLOTS = 11
 };
 void *fastnn_scratch(int slot, size_t bytes);
+
+/* An optimizer's step of one weight matrix, fused into its gradient (linear_impl.h's
+ * linear_backward_update): fastnn_sgd_step's or fastnn_adam_step's parameters, and the
+ * optimizer's state of this matrix (arrays parallel to it; NULL for plain SGD). */
+typedef struct {
+    int adam;     /* 0: SGD (torch.optim.SGD), 1: Adam (torch.optim.Adam) */
+    int nesterov; /* SGD with momentum: Nesterov's form */
+    double lr, weight_decay, momentum, beta1, beta2, eps;
+    int64_t step;          /* Adam's step count, this step included */
+    void *state1, *state2; /* SGD's velocity (NULL: none), or Adam's m and v */
+} fastnn_weight_update;
 
 #define FASTNN_PRAGMA(text) _Pragma(#text)
 

@@ -27,13 +27,15 @@
         int (*linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, const T *y,        \
                                const T *dy, int64_t n, int64_t k, int64_t m, int activation,   \
                                double alpha, int precision);                                    \
-        /* linear_impl.h: linear_backward fused with plain SGD's step of w (the compiled    \
-         * training loop's), and the scratch it needs (0: not for this layer and batch) */    \
-        int64_t (*linear_sgd_scratch)(int64_t n, int64_t k, int64_t m, int precision);        \
-        int (*linear_backward_sgd)(T *dx, T *db, const T *x, T *w, const T *y, const T *dy,   \
-                                   int64_t n, int64_t k, int64_t m, int activation,            \
-                                   double alpha, double lr, double decay, void *scratch,       \
-                                   int64_t scratch_bytes);                                      \
+        /* linear_impl.h: linear_backward fused with the optimizer's step of w (the       \
+         * compiled training loop's), and the scratch it needs (0: not for this layer and    \
+         * batch) */                                                                           \
+        int64_t (*linear_update_scratch)(int64_t n, int64_t k, int64_t m, int precision);     \
+        int (*linear_backward_update)(T *dx, T *db, const T *x, T *w, const T *y,             \
+                                      const T *dy, int64_t n, int64_t k, int64_t m,            \
+                                      int activation, double alpha,                            \
+                                      const fastnn_weight_update *update, void *scratch,       \
+                                      int64_t scratch_bytes);                                  \
         void (*softmax)(T *out, const T *x, int64_t n, int64_t c);                              \
         void (*log_softmax)(T *out, const T *x, int64_t n, int64_t c);                          \
         void (*xent_labels)(T *row_loss, T *grad, const T *logits, const int64_t *labels,      \

@@ -133,20 +133,22 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
     return status;
 }
 
-/* Plain SGD's step of a Dense layer's weights fused with their gradient: w (K, M) -= lr
- * (x^T dz + decay w), x (N, K), dz (N, M), without writing the gradient out. The weight
+/* The optimizer's step of a Dense layer's weights fused with their gradient: w (K, M) stepped
+ * by the gradient x^T dz, x (N, K), dz (N, M), without writing the gradient out. The weight
  * gradient of a batch of 32 to a few hundred is a product of few multiply-adds per element
- * (N of them), so writing it and then reading it back beside w for the step (the step's
- * 2.8 MB for the 235 K weights of 784-256-128-10, from L3 at ~115 GB/s here: ~25 us) costs
- * about as much as the product.
+ * (N of them), so writing it and then reading it back beside w for the step (plain SGD's
+ * 2.8 MB for the 235 K weights of 784-256-128-10, from L3 at ~115 GB/s here: ~25 us; Adam's
+ * m and v add 3.8 MB more) costs about as much as the product.
  * Here each thread takes whole tiles of GEMM_MR rows of w: a tile's rows of the gradient are
  * computed panel by panel into a scratch of GEMM_MR x M (L1), by the GEMM's own
- * micro-kernel, from zero over all of N in order, then stepped into w's rows
- * (vmath_impl.h's sgd_plain_run). That is the arithmetic of fastnn_gemm when its plan takes
- * the PACKED or the IN_PLACE path and N is one K block (linear_sgd_fusable), followed by
- * sgd_step: the same bits as linear_backward and then sgd_step. */
+ * micro-kernel, from zero over all of N in order, then the tile's rows of w (and of the
+ * optimizer's state) are stepped from it (weight_update_run: vmath_impl.h's loops, the
+ * ones fastnn_sgd_step and fastnn_adam_step run). That is the arithmetic of fastnn_gemm when
+ * its plan takes the PACKED or the IN_PLACE path and N is one K block
+ * (linear_update_fusable), followed by the optimizer's step: the same bits as
+ * linear_backward and then sgd_step or adam_step. */
 #define LINEAR_NR (GEMM_NV * VLEN) /* gemm_impl.h's GEMM_NR: the micro-kernel's columns */
-static int FN(linear_sgd_fusable)(int64_t n, int64_t k, int64_t m, int precision) {
+static int FN(linear_update_fusable)(int64_t n, int64_t k, int64_t m, int precision) {
     if (precision != FASTNN_PRECISION_FLOAT32 || n > GEMM_KC) return 0;
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(k, m, n, 1, 0, &kernel);
@@ -154,26 +156,43 @@ static int FN(linear_sgd_fusable)(int64_t n, int64_t k, int64_t m, int precision
            (plan.path == FASTNN_GEMM_PATH_IN_PLACE && !plan.transposed);
 }
 
-/* One thread's scratch in linear_weight_sgd, in elements from its start, each part on a cache
- * line: an A panel (GEMM_MR x N) at 0, an edge B panel (N x LINEAR_NR) at b_edge, a tile's
+/* One thread's scratch in linear_weight_update, in elements from its start, each part on a
+ * cache line: an A panel (GEMM_MR x N) at 0, an edge B panel (N x LINEAR_NR) at b_edge, a tile's
  * rows of the gradient (GEMM_MR x M) at rows; `end` elements in all. */
-typedef struct { int64_t b_edge, rows, end; } FN(weight_sgd_layout);
-static FN(weight_sgd_layout) FN(weight_sgd_parts)(int64_t n, int64_t m) {
+typedef struct { int64_t b_edge, rows, end; } FN(weight_update_layout);
+static FN(weight_update_layout) FN(weight_update_parts)(int64_t n, int64_t m) {
     int64_t line = 64 / (int64_t)sizeof(T);
-    FN(weight_sgd_layout) at;
+    FN(weight_update_layout) at;
     at.b_edge = fastnn_ceil_div(GEMM_MR * n, line) * line;
     at.rows = at.b_edge + fastnn_ceil_div(n * LINEAR_NR, line) * line;
     at.end = at.rows + fastnn_ceil_div(GEMM_MR * m, line) * line;
     return at;
 }
-static size_t FN(weight_sgd_bytes)(int64_t n, int64_t m) {
-    return (size_t)FN(weight_sgd_parts)(n, m).end * sizeof(T);
+static size_t FN(weight_update_bytes)(int64_t n, int64_t m) {
+    return (size_t)FN(weight_update_parts)(n, m).end * sizeof(T);
 }
 
 /* Row tiles [t0, t1) of the fused step (see above), with one thread's scratch. */
-static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64_t k, int64_t m,
-                                 int64_t t0, int64_t t1, T lr, T decay, T *scratch) {
-    FN(weight_sgd_layout) at = FN(weight_sgd_parts)(n, m);
+/* Elements [at, at + size) of w (and of the optimizer's state) stepped by gradient g. */
+static void FN(weight_update_run)(const fastnn_weight_update *u, T m_scale, T v_scale, T *w,
+                                  const T *g, int64_t at, int64_t size) {
+    T *s1 = (T *)u->state1, *s2 = (T *)u->state2;
+    if (u->adam)
+        FN(adam_run)(w + at, s1 + at, s2 + at, g, size, (T)u->lr, (T)u->beta1, (T)u->beta2,
+                     (T)u->eps, (T)u->weight_decay, m_scale, v_scale);
+    else if (s1)
+        FN(sgd_momentum_run)(w + at, s1 + at, g, size, (T)u->lr, (T)u->momentum, u->nesterov,
+                             (T)u->weight_decay);
+    else
+        FN(sgd_plain_run)(w + at, g, size, (T)u->lr, (T)u->weight_decay);
+}
+
+static void FN(weight_update_tiles)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
+                                    int64_t m, int64_t t0, int64_t t1,
+                                    const fastnn_weight_update *u, T *scratch) {
+    T m_scale = 0, v_scale = 0;
+    if (u->adam) FN(adam_scales)(u->beta1, u->beta2, u->step, &m_scale, &v_scale);
+    FN(weight_update_layout) at = FN(weight_update_parts)(n, m);
     T *a_pack = scratch, *b_edge = scratch + at.b_edge, *rows = scratch + at.rows;
     /* the last panel, when it is neither whole nor one vector, is packed (as the GEMM's
      * in-place path does): the micro-kernel reads whole vectors of B */
@@ -189,7 +208,7 @@ static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64
             FN(gemm_tile)(n, a_pack, 1, GEMM_MR, packed ? b_edge : dz + j, packed ? LINEAR_NR : m,
                           rows + j, m, mr, nr, 0, NULL, NULL);
         }
-        FN(sgd_plain_run)(w + i * m, rows, mr * m, lr, decay); /* the tile's rows of w */
+        FN(weight_update_run)(u, m_scale, v_scale, w, rows, i * m, mr * m); /* its rows */
     }
 }
 
@@ -198,43 +217,44 @@ static void FN(weight_sgd_tiles)(T *w, const T *x, const T *dz, int64_t n, int64
  * forward pass (split along K by rows). scratch: `scratch_bytes` of all threads' scratch,
  * from the caller; no more threads than it holds scratches for (another Python thread may
  * raise the thread count since the caller sized it). */
-static void FN(linear_weight_sgd)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
-                                  int64_t m, double lr, double decay, char *scratch,
-                                  int64_t scratch_bytes) {
+static void FN(linear_weight_update)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
+                                     int64_t m, const fastnn_weight_update *update,
+                                     char *scratch, int64_t scratch_bytes) {
     int64_t tiles = fastnn_ceil_div(k, GEMM_MR);
-    size_t each = FN(weight_sgd_bytes)(n, m);
+    size_t each = FN(weight_update_bytes)(n, m);
     int threads = fastnn_threads_for(2.0 * (double)n * (double)k * (double)m *
                                      (double)sizeof(T) / 4.0, FASTNN_GEMM_FLOPS_PER_THREAD);
     threads = (int)fastnn_max(1, fastnn_min(fastnn_min(threads, tiles),
                                             scratch_bytes / (int64_t)each));
     FASTNN_FOR(threads, part, threads,
-               FN(weight_sgd_tiles)(w, x, dz, n, k, m, tiles * part / threads,
-                                    tiles * (part + 1) / threads, (T)lr, (T)decay,
-                                    (T *)(scratch + (size_t)part * each)););
+               FN(weight_update_tiles)(w, x, dz, n, k, m, tiles * part / threads,
+                                       tiles * (part + 1) / threads, update,
+                                       (T *)(scratch + (size_t)part * each)););
 }
 
-/* Whether fastnn_linear_backward_sgd fuses the step for this layer and batch, and the scratch
- * it then needs (bytes; 0 when not fused). */
-int64_t FN(fastnn_linear_sgd_scratch)(int64_t n, int64_t k, int64_t m, int precision) {
-    if (!FN(linear_sgd_fusable)(n, k, m, precision)) return 0;
-    return (int64_t)FN(weight_sgd_bytes)(n, m) * fastnn_get_num_threads();
+/* Whether fastnn_linear_backward_update fuses the step for this layer and batch, and the
+ * scratch it then needs (bytes; 0 when not fused). */
+int64_t FN(fastnn_linear_update_scratch)(int64_t n, int64_t k, int64_t m, int precision) {
+    if (!FN(linear_update_fusable)(n, k, m, precision)) return 0;
+    return (int64_t)FN(weight_update_bytes)(n, m) * fastnn_get_num_threads();
 }
 
-/* linear_backward, then plain SGD's step of w (lr, weight decay `decay`), without writing dw:
- * dx is computed first, from w as it was. Only for a layer and batch that
- * fastnn_linear_sgd_scratch accepts; `scratch` holds scratch_bytes, at least what it
- * returned for one thread (the threads are as many as it holds scratches for, at most). */
-int FN(fastnn_linear_backward_sgd)(T *dx, T *db, const T *x, T *w, const T *y, const T *dy,
-                                   int64_t n, int64_t k, int64_t m, int activation,
-                                   double alpha, double lr, double decay, void *scratch,
-                                   int64_t scratch_bytes) {
+/* linear_backward, then the optimizer's step of w (`update`: SGD, with or without momentum,
+ * or Adam; its state parallel to w), without writing dw: dx is computed first, from w as it
+ * was. Only for a layer and batch that fastnn_linear_update_scratch accepts; `scratch` holds
+ * scratch_bytes, at least what it returned for one thread (the threads are as many as it
+ * holds scratches for, at most). */
+int FN(fastnn_linear_backward_update)(T *dx, T *db, const T *x, T *w, const T *y, const T *dy,
+                                      int64_t n, int64_t k, int64_t m, int activation,
+                                      double alpha, const fastnn_weight_update *update,
+                                      void *scratch, int64_t scratch_bytes) {
     unsigned fp = fastnn_fp_enter();
     const T *grad_z;
     int status = FN(linear_dz)(&grad_z, db, y, dy, n, m, activation, alpha);
     if (dx && status == FASTNN_OK)
         status = FN(fastnn_gemm)(n, k, m, grad_z, m, 0, w, m, 1, dx, k, NULL);
     if (status == FASTNN_OK)
-        FN(linear_weight_sgd)(w, x, grad_z, n, k, m, lr, decay, scratch, scratch_bytes);
+        FN(linear_weight_update)(w, x, grad_z, n, k, m, update, scratch, scratch_bytes);
     fastnn_fp_leave(fp);
     return status;
 }

@@ -90,27 +90,27 @@ static void FN(prefetch_step)(const fastnn_train_plan *p, const int64_t *rows, i
         fastnn_prefetch_rows(p->targets, rows, n, config[FASTNN_C_OUTPUTS] * (int64_t)sizeof(T));
 }
 
-/* Which Dense layers' weights take plain SGD's step fused with their gradient
- * (linear_impl.h's fastnn_linear_backward_sgd: the gradient is not written out, nor read back
- * for the update), for steps of n rows: bit l of `layers` for layer l (the first 64 layers),
- * and the scratch they need. Only training steps of plain SGD (no momentum, no L2 term): the
- * same bits as the gradient and then the update. */
+/* Which Dense layers' weights take the optimizer's step fused with their gradient
+ * (linear_impl.h's fastnn_linear_backward_update: the gradient is not written out, nor read
+ * back for the update), for steps of n rows: bit l of `layers` for layer l (the first 64
+ * layers), and the scratch they need. Only training steps of SGD (any form) or Adam without
+ * scikit-learn's forms (no L2 term, Adam's eps corrected): the same bits as the gradient and
+ * then the update. */
 typedef struct {
     uint64_t layers;
     int64_t bytes;
-} FN(sgd_fusion);
+} FN(update_fusion);
 
-static FN(sgd_fusion) FN(plan_sgd_fusion)(const fastnn_train_plan *p, int64_t n) {
-    FN(sgd_fusion) fusion = {0, 0};
+static FN(update_fusion) FN(plan_update_fusion)(const fastnn_train_plan *p, int64_t n) {
+    FN(update_fusion) fusion = {0, 0};
     const int64_t *config = p->config, *ints = p->layer_ints;
-    if (config[FASTNN_C_MODE] != FASTNN_MODE_TRAIN ||
-        config[FASTNN_C_OPTIMIZER] != FASTNN_OPTIMIZER_SGD || p->state1 ||
-        p->hyper[FASTNN_H_L2] != 0)
+    if (config[FASTNN_C_MODE] != FASTNN_MODE_TRAIN || p->hyper[FASTNN_H_L2] != 0 ||
+        config[FASTNN_C_EPS_UNCORRECTED])
         return fusion;
     for (int64_t l = 0; l < config[FASTNN_C_LAYERS] && l < 64; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
-        int64_t bytes = DENSE_KERNELS->linear_sgd_scratch(n, li[FASTNN_LI_INPUTS],
+        int64_t bytes = DENSE_KERNELS->linear_update_scratch(n, li[FASTNN_LI_INPUTS],
                                                           li[FASTNN_LI_UNITS],
                                                           (int)li[FASTNN_LI_PRECISION]);
         if (bytes > 0) {
@@ -119,6 +119,27 @@ static FN(sgd_fusion) FN(plan_sgd_fusion)(const fastnn_train_plan *p, int64_t n)
         }
     }
     return fusion;
+}
+
+/* The fused step of the weight matrix at params[weight..): the optimizer's hyper-parameters
+ * as optimizer_range passes them, its state there, and Adam's count for this step (the update
+ * pass after the backward one advances it). */
+static fastnn_weight_update FN(weight_update_of)(const fastnn_train_plan *p, int64_t weight) {
+    const int64_t *config = p->config;
+    const double *hyper = p->hyper;
+    fastnn_weight_update u;
+    u.adam = config[FASTNN_C_OPTIMIZER] != FASTNN_OPTIMIZER_SGD;
+    u.nesterov = (int)config[FASTNN_C_NESTEROV];
+    u.lr = hyper[FASTNN_H_LR];
+    u.weight_decay = hyper[FASTNN_H_WEIGHT_DECAY];
+    u.momentum = hyper[FASTNN_H_MOMENTUM];
+    u.beta1 = hyper[FASTNN_H_BETA1];
+    u.beta2 = hyper[FASTNN_H_BETA2];
+    u.eps = hyper[FASTNN_H_EPS];
+    u.step = config[FASTNN_C_ADAM_STEP] + 1;
+    u.state1 = p->state1 ? (T *)p->state1 + weight : NULL;
+    u.state2 = p->state2 ? (T *)p->state2 + weight : NULL;
+    return u;
 }
 
 /* One step on rows `rows` (n of them; NULL: the data in place), the next step's rows
@@ -131,7 +152,7 @@ static FN(sgd_fusion) FN(plan_sgd_fusion)(const fastnn_train_plan *p, int64_t n)
  * just after its update (in cache) in the order of weight_squares, so the same bits. */
 static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64_t n,
                           const int64_t *next_rows, int64_t next_n, int64_t step, double *stat,
-                          double *squares, int fold, const FN(sgd_fusion) *fusion) {
+                          double *squares, int fold, const FN(update_fusion) *fusion) {
     const int64_t *config = p->config, *ints = p->layer_ints;
     const double *reals = p->layer_reals, *hyper = p->hyper;
     int64_t layers = config[FASTNN_C_LAYERS], outputs = config[FASTNN_C_OUTPUTS];
@@ -252,7 +273,7 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     /* backward; the scratch of the fused steps taken before any weight changes */
     void *fused_scratch = NULL;
     if (fusion->layers) {
-        fused_scratch = fastnn_scratch(SCRATCH_WEIGHT_SGD, (size_t)fusion->bytes);
+        fused_scratch = fastnn_scratch(SCRATCH_WEIGHT_UPDATE, (size_t)fusion->bytes);
         if (!fused_scratch) return -1;
     }
     for (int64_t l = layers - 1; l >= 0; l--) {
@@ -265,12 +286,13 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
             T *dbias = li[FASTNN_LI_BIAS] < 0 ? masks + li[FASTNN_LI_STATE] + m  /* unread */
                                               : grads + li[FASTNN_LI_BIAS];
             double alpha = reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA];
-            if (l < 64 && (fusion->layers >> l & 1))  /* plain SGD's step of W fused in */
-                status = DENSE_KERNELS->linear_backward_sgd(
+            if (l < 64 && (fusion->layers >> l & 1)) { /* the optimizer's step of W fused in */
+                fastnn_weight_update update = FN(weight_update_of)(p, li[FASTNN_LI_WEIGHT]);
+                status = DENSE_KERNELS->linear_backward_update(
                     din, dbias, in, params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
-                    (int)li[FASTNN_LI_ACTIVATION], alpha, hyper[FASTNN_H_LR],
-                    hyper[FASTNN_H_WEIGHT_DECAY], fused_scratch, fusion->bytes);
-            else
+                    (int)li[FASTNN_LI_ACTIVATION], alpha, &update, fused_scratch,
+                    fusion->bytes);
+            } else
                 status = DENSE_KERNELS->linear_backward(
                     din, grads + li[FASTNN_LI_WEIGHT], dbias, in, params + li[FASTNN_LI_WEIGHT],
                     out, dout, n, k, m, (int)li[FASTNN_LI_ACTIVATION], alpha,
@@ -309,7 +331,7 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
         }
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
          * eps on sqrt(v) (optimizer_range); or weight matrices already stepped in the backward
-         * pass (fusion, plain SGD: no L2 term), skipped. One call per weight matrix and one per
+         * pass (fusion: no L2 term), skipped. One call per weight matrix and one per
          * run of other parameters (biases, and those of any other layer kind) */
         double l2 = hyper[FASTNN_H_L2] / (double)n, next_squares = 0;
         fold = fold && hyper[FASTNN_H_L2] != 0;
@@ -343,7 +365,7 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
     /* the fused weight steps of a full batch, and of the short last one when it comes; the
      * call's last step is not fused, so that it leaves every gradient in grads, as the
      * per-layer path leaves them */
-    FN(sgd_fusion) full = FN(plan_sgd_fusion)(plan, batch), last = full, none = {0, 0};
+    FN(update_fusion) full = FN(plan_update_fusion)(plan, batch), last = full, none = {0, 0};
     int64_t last_n = batch;
     for (int64_t s = 0; s < steps; s++) {
         int64_t step = first_step + s, start = step * batch;
@@ -351,7 +373,7 @@ int64_t FN(fastnn_train_steps)(const fastnn_train_plan *plan, const int64_t *ord
         int64_t next_n = s + 1 < steps ? fastnn_min(batch, samples - start - batch) : 0;
         int gathers = gather && mode != FASTNN_MODE_APPLY;
         if (n != batch && n != last_n) {
-            last = FN(plan_sgd_fusion)(plan, n);
+            last = FN(plan_update_fusion)(plan, n);
             last_n = n;
         }
         int done = FN(train_step)(plan, gathers ? order + start : NULL, n,

@@ -117,4 +117,52 @@ static inline void FN(sgd_plain_run)(T *restrict w, const T *restrict g, int64_t
         }
     }
 }
+/* SGD with momentum over w[0..size), velocity vel, gradient g, as torch.optim.SGD (dampening
+ * 0): vel = momentum vel + (g + decay w); w -= lr vel, or with Nesterov lr (g + decay w +
+ * momentum vel). Adam's step: m = beta1 m + (1 - beta1) g', v = beta2 v + (1 - beta2) g'^2
+ * with g' = g + decay w, w -= lr (m m_scale) / (sqrt(v v_scale) + eps), m_scale and v_scale
+ * the bias corrections 1 / (1 - beta^step) (adam_scales), as torch.optim.Adam.
+ * One copy each (noinline): optim_impl.h's steps over the parameters and linear_impl.h's
+ * weight update fused with the weight gradient call the same machine code, so both give the
+ * same bits at any offset into the arrays. */
+static __attribute__((noinline)) void FN(sgd_momentum_run)(T *restrict w, T *restrict vel,
+                                                            const T *restrict g, int64_t size,
+                                                            T lr, T momentum, int nesterov,
+                                                            T decay) {
+    if (nesterov) {
+        for (int64_t i = 0; i < size; i++) {
+            T gi = g[i] + decay * w[i];
+            T vi = momentum * vel[i] + gi;
+            vel[i] = vi;
+            w[i] -= lr * (gi + momentum * vi);
+        }
+    } else {
+        for (int64_t i = 0; i < size; i++) {
+            T vi = momentum * vel[i] + (g[i] + decay * w[i]);
+            vel[i] = vi;
+            w[i] -= lr * vi;
+        }
+    }
+}
+
+static inline void FN(adam_scales)(double beta1, double beta2, int64_t step, T *m_scale,
+                                   T *v_scale) {
+    *m_scale = (T)(1.0 / (1.0 - pow(beta1, (double)step)));
+    *v_scale = (T)(1.0 / (1.0 - pow(beta2, (double)step)));
+}
+
+static __attribute__((noinline)) void FN(adam_run)(T *restrict w, T *restrict m,
+                                                    T *restrict v, const T *restrict g,
+                                                    int64_t size, T lr, T beta1, T beta2, T eps,
+                                                    T decay, T m_scale, T v_scale) {
+    const T one_minus_beta1 = 1 - beta1, one_minus_beta2 = 1 - beta2;
+    for (int64_t i = 0; i < size; i++) {
+        T gi = g[i] + decay * w[i];
+        T mi = beta1 * m[i] + one_minus_beta1 * gi;
+        T vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= lr * (mi * m_scale) / (FASTNN_SQRT(vi * v_scale) + eps);
+    }
+}
 #endif

@@ -5,10 +5,11 @@ float64: 600 x 45), with edge tiles (widths not a multiple of the register tile)
 blocks (a batch longer than the packed path's K block: 384 in float32, 256 in float64) and
 every SGD form (momentum, Nesterov, weight decay) and Adam: the weights bit for bit, the
 gradients the call leaves in the layers' ``grads`` too (the contract's train_steps), and the
-numpy backend (the reference) within float tolerance. The C loop fuses plain SGD's step
-with the weight gradient (kernels/linear_impl.h's linear_backward_sgd: the "sgd" and
-"sgd-decay" rows at batch 24 on the PACKED and IN_PLACE layers); that fusion broken on purpose
-(dx from the stepped weights; an edge tile's rows not stepped) made these fail."""
+numpy backend (the reference) within float tolerance. The C loop fuses the optimizer's step
+with the weight gradient (kernels/linear_impl.h's linear_backward_update: every optimizer row
+at batch 24 on the PACKED and IN_PLACE layers); that fusion broken on purpose (dx from the
+stepped weights; an edge tile's rows not stepped; the last element of each tile's run of
+momentum SGD and Adam not stepped) made these fail."""
 
 from __future__ import annotations
 
