@@ -39,6 +39,18 @@ static double FN(weight_squares)(const T *params, const int64_t *ints, int64_t l
     return total;
 }
 
+#ifndef FASTNN_TRAIN_ADAM_EPS
+#define FASTNN_TRAIN_ADAM_EPS
+/* Adam's eps at step adam_step: scikit-learn's eps on sqrt(v) is eps / sqrt(1 - beta2^t) on
+ * sqrt(v_hat). */
+static double adam_eps(const fastnn_train_plan *p, int64_t adam_step) {
+    double eps = p->hyper[FASTNN_H_EPS];
+    if (p->config[FASTNN_C_EPS_UNCORRECTED])
+        eps /= sqrt(1.0 - pow(p->hyper[FASTNN_H_BETA2], (double)adam_step));
+    return eps;
+}
+#endif
+
 /* The optimizer's step over params[begin..end) (parallel to its state) with weight decay
  * `decay`; adam_step: Adam's step count (already advanced). */
 static void FN(optimizer_range)(const fastnn_train_plan *p, int64_t begin, int64_t end,
@@ -51,12 +63,9 @@ static void FN(optimizer_range)(const fastnn_train_plan *p, int64_t begin, int64
         FN(fastnn_sgd_step)(params, state1, grads, end - begin, hyper[FASTNN_H_LR],
                             hyper[FASTNN_H_MOMENTUM], (int)config[FASTNN_C_NESTEROV], decay);
     } else {
-        /* scikit-learn's eps on sqrt(v) is eps / sqrt(1 - beta2^t) on sqrt(v_hat) */
-        double eps = hyper[FASTNN_H_EPS];
-        if (config[FASTNN_C_EPS_UNCORRECTED])
-            eps /= sqrt(1.0 - pow(hyper[FASTNN_H_BETA2], (double)adam_step));
-        FN(fastnn_adam_step)(params, state1, (T *)p->state2 + begin, grads, end - begin, hyper[FASTNN_H_LR], hyper[FASTNN_H_BETA1],
-                             hyper[FASTNN_H_BETA2], eps, decay, adam_step);
+        FN(fastnn_adam_step)(params, state1, (T *)p->state2 + begin, grads, end - begin,
+                             hyper[FASTNN_H_LR], hyper[FASTNN_H_BETA1], hyper[FASTNN_H_BETA2],
+                             adam_eps(p, adam_step), decay, adam_step);
     }
 }
 
@@ -93,9 +102,8 @@ static void FN(prefetch_step)(const fastnn_train_plan *p, const int64_t *rows, i
 /* Which Dense layers' weights take the optimizer's step fused with their gradient
  * (linear_impl.h's fastnn_linear_backward_update: the gradient is not written out, nor read
  * back for the update), for steps of n rows: bit l of `layers` for layer l (the first 64
- * layers), and the scratch they need. Only training steps of SGD (any form) or Adam without
- * scikit-learn's forms (no L2 term, Adam's eps corrected): the same bits as the gradient and
- * then the update. */
+ * layers), and the scratch they need. Only training steps (not MPI's split of gradients and
+ * update): the same bits as the gradient and then the update. */
 typedef struct {
     uint64_t layers;
     int64_t bytes;
@@ -104,9 +112,7 @@ typedef struct {
 static FN(update_fusion) FN(plan_update_fusion)(const fastnn_train_plan *p, int64_t n) {
     FN(update_fusion) fusion = {0, 0};
     const int64_t *config = p->config, *ints = p->layer_ints;
-    if (config[FASTNN_C_MODE] != FASTNN_MODE_TRAIN || p->hyper[FASTNN_H_L2] != 0 ||
-        config[FASTNN_C_EPS_UNCORRECTED])
-        return fusion;
+    if (config[FASTNN_C_MODE] != FASTNN_MODE_TRAIN) return fusion;
     for (int64_t l = 0; l < config[FASTNN_C_LAYERS] && l < 64; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
@@ -122,21 +128,22 @@ static FN(update_fusion) FN(plan_update_fusion)(const fastnn_train_plan *p, int6
 }
 
 /* The fused step of the weight matrix at params[weight..): the optimizer's hyper-parameters
- * as optimizer_range passes them, its state there, and Adam's count for this step (the update
- * pass after the backward one advances it). */
-static fastnn_weight_update FN(weight_update_of)(const fastnn_train_plan *p, int64_t weight) {
+ * as optimizer_range passes them (weight decay `decay`, scikit-learn's L2 term included),
+ * its state there, and Adam's count for this step, adam_step. */
+static fastnn_weight_update FN(weight_update_of)(const fastnn_train_plan *p, int64_t weight,
+                                                 double decay, int64_t adam_step) {
     const int64_t *config = p->config;
     const double *hyper = p->hyper;
     fastnn_weight_update u;
     u.adam = config[FASTNN_C_OPTIMIZER] != FASTNN_OPTIMIZER_SGD;
     u.nesterov = (int)config[FASTNN_C_NESTEROV];
     u.lr = hyper[FASTNN_H_LR];
-    u.weight_decay = hyper[FASTNN_H_WEIGHT_DECAY];
+    u.weight_decay = decay;
     u.momentum = hyper[FASTNN_H_MOMENTUM];
     u.beta1 = hyper[FASTNN_H_BETA1];
     u.beta2 = hyper[FASTNN_H_BETA2];
-    u.eps = hyper[FASTNN_H_EPS];
-    u.step = config[FASTNN_C_ADAM_STEP] + 1;
+    u.eps = u.adam ? adam_eps(p, adam_step) : 0;
+    u.step = adam_step;
     u.state1 = p->state1 ? (T *)p->state1 + weight : NULL;
     u.state2 = p->state2 ? (T *)p->state2 + weight : NULL;
     return u;
@@ -287,7 +294,12 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
                                               : grads + li[FASTNN_LI_BIAS];
             double alpha = reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA];
             if (l < 64 && (fusion->layers >> l & 1)) { /* the optimizer's step of W fused in */
-                fastnn_weight_update update = FN(weight_update_of)(p, li[FASTNN_LI_WEIGHT]);
+                /* the update pass after this one advances Adam's count; l2 as it adds it */
+                fastnn_weight_update update = FN(weight_update_of)(
+                    p, li[FASTNN_LI_WEIGHT],
+                    hyper[FASTNN_H_WEIGHT_DECAY] + hyper[FASTNN_H_L2] / (double)n,
+                    config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
+                        ? 0 : config[FASTNN_C_ADAM_STEP] + 1);
                 status = DENSE_KERNELS->linear_backward_update(
                     din, dbias, in, params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
                     (int)li[FASTNN_LI_ACTIVATION], alpha, &update, fused_scratch,
@@ -331,8 +343,9 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
         }
         /* scikit-learn's forms: l2 / n more weight decay on the weight matrices alone, Adam's
          * eps on sqrt(v) (optimizer_range); or weight matrices already stepped in the backward
-         * pass (fusion: no L2 term), skipped. One call per weight matrix and one per
-         * run of other parameters (biases, and those of any other layer kind) */
+         * pass (fusion), skipped but for the L2 term's sum of squares. One call per weight
+         * matrix and one per run of other parameters (biases, and those of any other layer
+         * kind) */
         double l2 = hyper[FASTNN_H_L2] / (double)n, next_squares = 0;
         fold = fold && hyper[FASTNN_H_L2] != 0;
         int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
@@ -342,8 +355,8 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
             if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
             if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
             done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
-            if (l < 64 && (fusion->layers >> l & 1)) continue;
-            FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
+            if (!(l < 64 && (fusion->layers >> l & 1)))
+                FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
             if (fold) next_squares += FN(fastnn_sum_squares)(params + weight, done - weight);
         }
         if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);

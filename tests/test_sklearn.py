@@ -587,6 +587,54 @@ def test_the_compiled_loop_trains_as_the_per_layer_path(monkeypatch, backend, ca
         np.testing.assert_allclose(compiled.validation_scores_, per_layer.validation_scores_)
 
 
+def fit_in_chunks_and_one_step_at_a_time(monkeypatch, backend, make, fit):
+    """(estimator trained in the compiled loop's chunks of steps, the same trained with one
+    step per train_steps call). The C loop fuses the optimizer's step with the weight
+    gradient in every step of a call but its last (kernels/train_impl.h), so the second
+    never fuses it."""
+    module = fastnn.backends.load_backend(backend)
+    real, counts = module.train_steps, []
+
+    def one_at_a_time(plan, order, first, count, stats):
+        counts.append(count)
+        done = 0
+        while done < count and real(plan, order, first + done, 1, stats[done:done + 1]) == 1:
+            done += 1
+        return done
+
+    chunked = fit(make())
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "train_steps", one_at_a_time)
+        single = fit(make())
+    assert max(counts) > 1  # the chunked fit ran several steps a call
+    return chunked, single
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_fused_optimizer_step_keeps_scikit_learns_terms(monkeypatch, backend, dtype,
+                                                             solver):
+    """Layers wide enough for the C loop to fuse the optimizer's step with the weight gradient
+    (kernels/linear_impl.h; tests/test_compiled_gemm_paths.py): with scikit-learn's L2 term
+    (its sum of squares in the loss too), its Nesterov momentum and its Adam eps, the chunked
+    fit (fused) gives the weights and loss curve of one step per call (never fused) bit for
+    bit."""
+    x, y = classification(n=240, features=600, classes=5)
+
+    def make():
+        return MLPClassifier(hidden_layer_sizes=(45, 200), solver=solver, alpha=0.01,
+                             batch_size=24, max_iter=2, random_state=1, dtype=dtype,
+                             backend=backend)
+
+    chunked, single = fit_in_chunks_and_one_step_at_a_time(monkeypatch, backend, make,
+                                                           lambda model: model.fit(x, y))
+    for a, b in zip(chunked.coefs_ + chunked.intercepts_, single.coefs_ + single.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert chunked.loss_curve_ == single.loss_curve_
+
+
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_compiled_loop_trains_float32_shuffled_dropout_and_partial_fit(monkeypatch, backend,
