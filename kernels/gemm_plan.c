@@ -64,10 +64,12 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * 1 x 784 x 256 product), and each thread gets a few panels. (The bytes alone, which
          * gave float64 1 x 1024 x 256 and 1 x 256 x 1024 two threads, lost on the shared
          * machine: 0.89 -> 0.75-0.86x NumPy, alternating blocks, issue 20.) */
-        int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
-                                          FASTNN_GEMM_BYTES_PER_THREAD);
-        plan.threads = (int)fastnn_max(
-            1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
+        if (threads > 1) { /* (tiny products, one thread by the flops, skip the rest) */
+            int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
+                                              FASTNN_GEMM_BYTES_PER_THREAD);
+            plan.threads = (int)fastnn_max(
+                1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
+        }
         /* The threads take C's columns in chunks from a shared counter, as PACKED's do; for
          * fewer than 4 rows of C' (single samples: the row kernels whose sums do not depend on
          * a chunk's width but for its last vector) in chunks of at least 2 KB of each row of

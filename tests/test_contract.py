@@ -114,12 +114,12 @@ def test_all_finite(backend, dtype, size, bad, where):
 
 # -- take_rows -----------------------------------------------------------------
 
-@pytest.mark.parametrize("row_shape", [(), (5,), (3, 4), (784,)], ids=str)
+@pytest.mark.parametrize("row_shape", [(), (2,), (5,), (3, 4), (784,)], ids=str)
 @pytest.mark.parametrize("source_dtype", ["float32", "float64", "int64"])
 @pytest.mark.parametrize("rows,batch", [(7, 3), (300, 1000), (5000, 4096)], ids=str)
 def test_take_rows(backend, source_dtype, row_shape, rows, batch):
     """Every backend gathers exactly numpy's source[index], repeats included; the larger
-    cases run on two threads."""
+    cases run on two threads; rows of 4, 8 and 16 bytes take C's fixed-size moves."""
     rng = rng_for("take_rows", source_dtype, row_shape, rows, batch)
     source = (rng.standard_normal((rows,) + row_shape) * 100).astype(source_dtype)
     index = rng.integers(0, rows, batch)
