@@ -115,14 +115,11 @@ extern int fastnn_flush_denormal_flag;
 /* Set while a kernel on this thread has entered the mode: a kernel that another kernel calls
  * (train_steps' products, linear_forward's GEMM) finds it set and touches no control register,
  * since reading MXCSR twice per kernel call was ~6% of an XOR training step (perf, Zen 5).
- * initial-exec (ELF): one %fs-relative load, no __tls_get_addr call (4 bytes of glibc's
- * static TLS surplus, which a dlopen'ed library may take). */
-#if defined(__ELF__)
-#define FASTNN_TLS_FAST __attribute__((tls_model("initial-exec")))
-#else
-#define FASTNN_TLS_FAST
-#endif
-extern __thread int fastnn_fp_nested FASTNN_TLS_FAST;
+ * The default (dynamic) TLS model: initial-exec, one %fs-relative load, made the library
+ * unloadable (dlopen: "cannot allocate memory in static TLS block") once the module had more
+ * thread-local data than glibc's static surplus (the emulated-AMX test build's 8 KB of tiles),
+ * since every thread-local of an initial-exec module must then be static. */
+extern __thread int fastnn_fp_nested;
 #define FASTNN_FP_NESTED 0xFFFFFFFFu /* enter's answer inside an entered kernel */
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>

@@ -39,7 +39,7 @@ void fastnn_set_num_threads(int n) {
 }
 
 int fastnn_flush_denormal_flag = 1;
-__thread int fastnn_fp_nested FASTNN_TLS_FAST;
+__thread int fastnn_fp_nested;
 
 void fastnn_set_flush_denormal(int on) {
     __atomic_store_n(&fastnn_flush_denormal_flag, on ? 1 : 0, __ATOMIC_RELAXED);
