@@ -43,8 +43,8 @@
 #define FASTNN_ISA_KERNELS(S)                                                                  \
     {                                                                                           \
         FASTNN_ISA_KERNEL(gemm, S), FASTNN_ISA_KERNEL(linear_forward, S),                      \
-        FASTNN_ISA_KERNEL(linear_backward, S), FASTNN_ISA_KERNEL(linear_update_scratch, S),       \
-        FASTNN_ISA_KERNEL(linear_backward_update, S), FASTNN_ISA_KERNEL(softmax, S),              \
+        FASTNN_ISA_KERNEL(linear_backward, S), FASTNN_ISA_KERNEL(linear_update_scratch, S),    \
+        FASTNN_ISA_KERNEL(linear_backward_update, S), FASTNN_ISA_KERNEL(softmax, S),           \
         FASTNN_ISA_KERNEL(log_softmax, S), FASTNN_ISA_KERNEL(xent_labels, S),                  \
         FASTNN_ISA_KERNEL(xent_probs, S), FASTNN_ISA_KERNEL(sigmoid_xent, S),                  \
         FASTNN_ISA_KERNEL(mse, S), FASTNN_ISA_KERNEL(batchnorm_forward, S),                    \

@@ -157,8 +157,8 @@ static int FN(linear_update_fusable)(int64_t n, int64_t k, int64_t m, int precis
 }
 
 /* One thread's scratch in linear_weight_update, in elements from its start, each part on a
- * cache line: an A panel (GEMM_MR x N) at 0, an edge B panel (N x LINEAR_NR) at b_edge, a tile's
- * rows of the gradient (GEMM_MR x M) at rows; `end` elements in all. */
+ * cache line: an A panel (GEMM_MR x N) at 0, an edge B panel (N x LINEAR_NR) at b_edge, a
+ * tile's rows of the gradient (GEMM_MR x M) at rows; `end` elements in all. */
 typedef struct { int64_t b_edge, rows, end; } FN(weight_update_layout);
 static FN(weight_update_layout) FN(weight_update_parts)(int64_t n, int64_t m) {
     int64_t line = 64 / (int64_t)sizeof(T);
@@ -172,7 +172,6 @@ static size_t FN(weight_update_bytes)(int64_t n, int64_t m) {
     return (size_t)FN(weight_update_parts)(n, m).end * sizeof(T);
 }
 
-/* Row tiles [t0, t1) of the fused step (see above), with one thread's scratch. */
 /* Elements [at, at + size) of w (and of the optimizer's state) stepped by gradient g. */
 static void FN(weight_update_run)(const fastnn_weight_update *u, T m_scale, T v_scale, T *w,
                                   const T *g, int64_t at, int64_t size) {
@@ -187,6 +186,7 @@ static void FN(weight_update_run)(const fastnn_weight_update *u, T m_scale, T v_
         FN(sgd_plain_run)(w + at, g, size, (T)u->lr, (T)u->weight_decay);
 }
 
+/* Row tiles [t0, t1) of the fused step (see above), with one thread's scratch. */
 static void FN(weight_update_tiles)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
                                     int64_t m, int64_t t0, int64_t t1,
                                     const fastnn_weight_update *u, T *scratch) {

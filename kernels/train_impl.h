@@ -117,8 +117,8 @@ static FN(update_fusion) FN(plan_update_fusion)(const fastnn_train_plan *p, int6
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
         if (li[FASTNN_LI_KIND] != FASTNN_LAYER_DENSE) continue;
         int64_t bytes = DENSE_KERNELS->linear_update_scratch(n, li[FASTNN_LI_INPUTS],
-                                                          li[FASTNN_LI_UNITS],
-                                                          (int)li[FASTNN_LI_PRECISION]);
+                                                             li[FASTNN_LI_UNITS],
+                                                             (int)li[FASTNN_LI_PRECISION]);
         if (bytes > 0) {
             fusion.layers |= (uint64_t)1 << l;
             fusion.bytes = fastnn_max(fusion.bytes, bytes);

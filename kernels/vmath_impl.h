@@ -117,14 +117,16 @@ static inline void FN(sgd_plain_run)(T *restrict w, const T *restrict g, int64_t
         }
     }
 }
+
 /* SGD with momentum over w[0..size), velocity vel, gradient g, as torch.optim.SGD (dampening
  * 0): vel = momentum vel + (g + decay w); w -= lr vel, or with Nesterov lr (g + decay w +
  * momentum vel). Adam's step: m = beta1 m + (1 - beta1) g', v = beta2 v + (1 - beta2) g'^2
  * with g' = g + decay w, w -= lr (m m_scale) / (sqrt(v v_scale) + eps), m_scale and v_scale
  * the bias corrections 1 / (1 - beta^step) (adam_scales), as torch.optim.Adam.
  * One copy each (noinline): optim_impl.h's steps over the parameters and linear_impl.h's
- * weight update fused with the weight gradient call the same machine code, so both give the
- * same bits at any offset into the arrays. */
+ * weight update fused with the weight gradient call the same machine code; each element is
+ * stepped alone (the vector body and its scalar tail contract the same multiply-adds), so
+ * both give the same bits wherever a run starts. */
 static __attribute__((noinline)) void FN(sgd_momentum_run)(T *restrict w, T *restrict vel,
                                                             const T *restrict g, int64_t size,
                                                             T lr, T momentum, int nesterov,
