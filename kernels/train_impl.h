@@ -199,6 +199,13 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     int status = FASTNN_OK;
     const T *input = x;
     int64_t params_size = p->params_size;
+    /* This step's Adam count (the update pass advances the plan's to it; a fused step in the
+     * backward pass takes it first) and weight decay, the weight matrices' with scikit-learn's
+     * l2 / n on top: one value each for the fused steps and the update pass, so the same bits */
+    int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
+                            ? 0 : config[FASTNN_C_ADAM_STEP] + 1;
+    double decay = hyper[FASTNN_H_WEIGHT_DECAY];
+    double matrix_decay = decay + hyper[FASTNN_H_L2] / (double)n;
     if (config[FASTNN_C_MODE] == FASTNN_MODE_APPLY) goto update;  /* the update alone, from grads */
     for (int64_t l = 0; l < layers; l++) {
         const int64_t *li = ints + l * FASTNN_LAYER_INTS;
@@ -294,12 +301,8 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
                                               : grads + li[FASTNN_LI_BIAS];
             double alpha = reals[l * FASTNN_LAYER_REALS + FASTNN_LR_ALPHA];
             if (l < 64 && (fusion->layers >> l & 1)) { /* the optimizer's step of W fused in */
-                /* the update pass after this one advances Adam's count; l2 as it adds it */
-                fastnn_weight_update update = FN(weight_update_of)(
-                    p, li[FASTNN_LI_WEIGHT],
-                    hyper[FASTNN_H_WEIGHT_DECAY] + hyper[FASTNN_H_L2] / (double)n,
-                    config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
-                        ? 0 : config[FASTNN_C_ADAM_STEP] + 1);
+                fastnn_weight_update update = FN(weight_update_of)(p, li[FASTNN_LI_WEIGHT],
+                                                                   matrix_decay, adam_step);
                 status = DENSE_KERNELS->linear_backward_update(
                     din, dbias, in, params + li[FASTNN_LI_WEIGHT], out, dout, n, k, m,
                     (int)li[FASTNN_LI_ACTIVATION], alpha, &update, fused_scratch,
@@ -334,9 +337,7 @@ static int FN(train_step)(const fastnn_train_plan *p, const int64_t *rows, int64
     if (config[FASTNN_C_MODE] == FASTNN_MODE_GRADIENTS) return 1;  /* grads left for the caller */
 update:  /* the optimizer, over all parameters at once (its steps are element-wise) */
     {
-        int64_t adam_step = config[FASTNN_C_OPTIMIZER] == FASTNN_OPTIMIZER_SGD
-                                ? 0 : ++p->config[FASTNN_C_ADAM_STEP];
-        double decay = hyper[FASTNN_H_WEIGHT_DECAY];
+        if (adam_step) p->config[FASTNN_C_ADAM_STEP] = adam_step;
         if (hyper[FASTNN_H_L2] == 0 && !config[FASTNN_C_EPS_UNCORRECTED] && !fusion->layers) {
             FN(optimizer_range)(p, 0, params_size, decay, adam_step);
             return 1;
@@ -346,7 +347,7 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
          * pass (fusion), skipped but for the L2 term's sum of squares. One call per weight
          * matrix and one per run of other parameters (biases, and those of any other layer
          * kind) */
-        double l2 = hyper[FASTNN_H_L2] / (double)n, next_squares = 0;
+        double next_squares = 0;
         fold = fold && hyper[FASTNN_H_L2] != 0;
         int64_t done = 0;  /* the parameters before it are updated (weights come in order) */
         for (int64_t l = 0; l < layers; l++) {
@@ -356,7 +357,7 @@ update:  /* the optimizer, over all parameters at once (its steps are element-wi
             if (weight > done) FN(optimizer_range)(p, done, weight, decay, adam_step);
             done = weight + li[FASTNN_LI_INPUTS] * li[FASTNN_LI_UNITS];
             if (!(l < 64 && (fusion->layers >> l & 1)))
-                FN(optimizer_range)(p, weight, done, decay + l2, adam_step);
+                FN(optimizer_range)(p, weight, done, matrix_decay, adam_step);
             if (fold) next_squares += FN(fastnn_sum_squares)(params + weight, done - weight);
         }
         if (params_size > done) FN(optimizer_range)(p, done, params_size, decay, adam_step);
