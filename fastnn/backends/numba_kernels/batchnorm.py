@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fp_mode import fp_enter, fp_leave
+from .indexing import indices
 from .team import region_enter, region_leave, task_enter, task_leave
 
 from .partition import chunk_bounds
@@ -32,19 +33,19 @@ def activate_span(x, out, start, stop, code, slope):
     """out[start:stop] = act(x[start:stop]) (out may be x), the activation picked once: each
     loop has a constant code, its branches fold and it vectorizes."""
     if code == RELU:
-        for k in range(start, stop):
+        for k in indices(start, stop):
             out[k] = activate(x[k], RELU, slope)
     elif code == LEAKY_RELU:
-        for k in range(start, stop):
+        for k in indices(start, stop):
             out[k] = activate(x[k], LEAKY_RELU, slope)
     elif code == SIGMOID:
-        for k in range(start, stop):
+        for k in indices(start, stop):
             out[k] = activate(x[k], SIGMOID, slope)
     elif code == TANH:
-        for k in range(start, stop):
+        for k in indices(start, stop):
             out[k] = activate(x[k], TANH, slope)
     else:
-        for k in range(start, stop):
+        for k in indices(start, stop):
             out[k] = x[k]
 
 
@@ -235,7 +236,7 @@ def activation_forward_range(x, code, alpha, out, start, stop):
 def activation_backward_range(y, dy, code, alpha, dx, start, stop):
     mode = fp_enter()
     slope = y.dtype.type(alpha)
-    for k in range(start, stop):
+    for k in indices(start, stop):
         dx[k] = dy[k] * derivative_from_output(y[k], code, slope)
     fp_leave(mode)
 

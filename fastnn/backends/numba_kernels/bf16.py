@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from .indexing import indices
 from .team import region_enter, region_leave, task_enter, task_leave
 
 
@@ -22,7 +23,7 @@ def _round_bits(u):
 @njit(cache=True)
 def round_range(bits, out_bits, start, stop):
     """``out_bits[i]`` = the bits of ``bits[i]`` rounded, for i in start..stop; uint32 (size,)."""
-    for i in range(start, stop):
+    for i in indices(start, stop):
         out_bits[i] = _round_bits(bits[i])
 
 

@@ -14,6 +14,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .fp_mode import fp_enter, fp_leave
+from .indexing import indices
 from .partition import chunk_bounds
 from .team import region_enter, region_leave, task_enter, task_leave
 
@@ -41,7 +42,7 @@ def sgd_range(param, grad, velocity, lr, momentum, nesterov, weight_decay, start
     param, grad, flat_velocity = flat(param), flat(grad), flat(velocity)
     cast = param.dtype.type
     lr, momentum, weight_decay = cast(lr), cast(momentum), cast(weight_decay)
-    for i in range(start, stop):
+    for i in indices(start, stop):
         g = grad[i] + weight_decay * param[i] if weight_decay else grad[i]
         if velocity is not None:
             v = momentum * flat_velocity[i] + g
@@ -63,7 +64,7 @@ def adam_range(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, sta
     lr, eps, weight_decay = cast(lr), cast(eps), cast(weight_decay)
     beta1, beta2 = cast(beta1), cast(beta2)
     one = cast(1)
-    for i in range(start, stop):
+    for i in indices(start, stop):
         g = grad[i] + weight_decay * param[i] if weight_decay else grad[i]
         m_i = beta1 * m[i] + (one - beta1) * g
         v_i = beta2 * v[i] + (one - beta2) * g * g

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fp_mode import fp_enter, fp_leave
+from .indexing import indices
 from .partition import chunk_bounds, sum_in_order, task_sums, task_zeros
 from .team import region_enter, region_leave, task_enter, task_leave
 
@@ -139,7 +140,7 @@ def non_finite_sum(x, start, stop):
     """The sum of ``x[i] - x[i]`` over start..stop of a flat float array: 0 when every element
     is finite, NaN otherwise (inf - inf is NaN). Branch-free, so it vectorizes."""
     total = x.dtype.type(0)
-    for i in range(start, stop):
+    for i in indices(start, stop):
         total += x[i] - x[i]
     return total
 
