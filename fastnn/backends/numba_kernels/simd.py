@@ -1,4 +1,6 @@
-"""The GEMM micro-kernel in explicit SIMD: an MR x NR tile of FMAs on whole vectors.
+"""The GEMM micro-kernel in explicit SIMD: an MR x NR tile of FMAs on whole vectors; and
+the 8 x 8 block transpose in registers with which a direct product copies op(b) = b.T
+(:func:`transpose_block`).
 
 LLVM's loop and SLP vectorizers on AVX-512 CPUs (Skylake-X to Sapphire Rapids)
 prefer 256-bit vectors, so a micro-kernel written as Numba loops tops out at
@@ -141,3 +143,72 @@ def _tile_codegen(context, builder, signature, args, dtype, where, strides):
                 builder.store(builder.fadd(builder.load(target, align=align), value),
                               acc[r][v])
             builder.store(builder.load(acc[r][v]), target, align=align)
+
+
+#: Side of the square block that transpose_block moves: 8 rows of 8 elements, one vector
+#: each (256 bits of float32, 512 of float64).
+BLOCK = 8
+
+
+@intrinsic
+def transpose_block(typingctx, source, source_start, source_stride, dest, dest_start,
+                    dest_stride):
+    """dest.flat[dest_start + c * dest_stride + r] = source.flat[source_start + r *
+    source_stride + c] for r, c < BLOCK: an 8 x 8 block transposed in registers.
+
+    source, dest: C-contiguous float arrays of one dtype; starts and strides: ints >= 0, every
+    index in bounds (not checked). Eight row loads, the three rounds of shuffles of the
+    usual in-register transpose (interleave pairs of rows, then pairs of pairs, then the
+    halves: unpcklps/unpckhps, shufps, vperm2f128 for float32), eight row stores; the
+    element-by-element copy it replaces moved 64 values with 128 scalar instructions.
+    """
+    if not all(isinstance(t, types.Array) for t in (source, dest)) \
+            or source.dtype != dest.dtype or not isinstance(source.dtype, types.Float):
+        return None
+    signature_args = (source, source_start, source_stride, dest, dest_start, dest_stride)
+
+    def codegen(context, builder, signature, args):
+        scalar = context.get_value_type(source.dtype)
+        vector = ir.VectorType(scalar, BLOCK)
+        pointer = vector.as_pointer()
+        align = source.dtype.bitwidth // 8
+        source_data, dest_data = (context.make_array(signature.args[k])(context, builder,
+                                                                      args[k]).data
+                                  for k in (0, 3))
+        source_start, source_stride, dest_start, dest_stride = (
+            context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 2, 4, 5))
+
+        def row_pointer(data, start, stride, row):
+            offset = builder.add(start, builder.mul(ir.Constant(ir.IntType(64), row), stride))
+            return builder.bitcast(builder.gep(data, [offset]), pointer)
+
+        def shuffle(first, second, mask):
+            return builder.shuffle_vector(first, second, ir.Constant(
+                ir.VectorType(ir.IntType(32), BLOCK), mask))
+
+        rows = [builder.load(row_pointer(source_data, source_start, source_stride, r),
+                             align=align) for r in range(BLOCK)]
+        # Round 1: rows 2i and 2i + 1 interleaved, in each half: pairs (a[2i][c], a[2i+1][c]).
+        low, high = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+        pairs = []
+        for i in range(0, BLOCK, 2):
+            pairs += [shuffle(rows[i], rows[i + 1], low), shuffle(rows[i], rows[i + 1], high)]
+        # Round 2: pairs of pairs, four rows' elements of a column together in each half.
+        quads = []
+        for base in (0, 4):  # rows 0-3, rows 4-7
+            first, second = pairs[base], pairs[base + 2]  # unpacklo of rows (0,1) and (2,3)
+            third, fourth = pairs[base + 1], pairs[base + 3]  # their unpackhi
+            quads += [shuffle(first, second, [0, 1, 8, 9, 4, 5, 12, 13]),
+                      shuffle(first, second, [2, 3, 10, 11, 6, 7, 14, 15]),
+                      shuffle(third, fourth, [0, 1, 8, 9, 4, 5, 12, 13]),
+                      shuffle(third, fourth, [2, 3, 10, 11, 6, 7, 14, 15])]
+        # Round 3: the low halves give columns 0-3, the high halves columns 4-7.
+        for q in range(4):
+            for half, column in (([0, 1, 2, 3, 8, 9, 10, 11], q),
+                                 ([4, 5, 6, 7, 12, 13, 14, 15], q + 4)):
+                builder.store(shuffle(quads[q], quads[q + 4], half),
+                              row_pointer(dest_data, dest_start, dest_stride, column),
+                              align=align)
+        return context.get_dummy_value()
+
+    return types.void(*signature_args), codegen
