@@ -207,20 +207,22 @@ def pad_edge(source, depth_major, first, stop, inner, width, padded):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def padded_rows(rows):
-    """Whether a direct product of ``rows`` rows copies its last partial row panel of op(a)
-    zero-padded (pad_edge). Only when there are fewer than MR rows in all: otherwise the
-    last MR rows are read in place, overlapping the panel before, and the tile's rows
-    already written are skipped (direct_panel). The copy, element by element across rows,
-    took 0.2 us of a 32 x 64 x 64 product's 1.8 (one thread, float32)."""
-    return rows % MR != 0 and rows < MR
+def padded(count, panel):
+    """Whether a direct product copies the last partial panel of its ``count`` rows (panel:
+    MR) or columns (panel: NR) zero-padded (pad_edge). Only when there are fewer than a
+    panel in all: otherwise the last ``panel`` rows (columns) are read in place,
+    overlapping the panel before, and the tile's rows (columns) already written are
+    skipped (direct_panel, direct_panel_run). The copy of op(a)'s rows, element by element
+    across them, took 0.2 us of a 32 x 64 x 64 product's 1.8 (one thread, float32)."""
+    return count % panel != 0 and count < panel
 
 
 @njit(cache=True, error_model="numpy")
 def direct_tile(a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_stride, depth,
-                out, i0, j0, tile_rows, tile_cols, tile, skip):
-    """out[i0:i0+tile_rows, j0:j0+tile_cols] = one micro-tile of the product (gemm_direct),
-    whose first ``skip`` rows (read from a, computed) are not written: rows already done."""
+                out, i0, j0, tile_rows, tile_cols, tile, first):
+    """out[i0:i0+tile_rows, j0:j0+tile_cols] = one micro-tile of the product (gemm_direct);
+    when the tile is partial, from tile[first + r * NR + c]: first skips the tile's rows
+    and columns that were read in place but are already written."""
     width = tile_width(out)
     if tile_rows == MR and tile_cols == width:
         tile_product_strided(a, a_start, a_row_stride, a_depth_stride, b, b_start,
@@ -231,35 +233,38 @@ def direct_tile(a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_st
                              b_depth_stride, depth, tile, 0, width, False)
         for r in range(tile_rows):
             for c in range(tile_cols):
-                out[i0 + r, j0 + c] = tile[(skip + r) * width + c]
+                out[i0 + r, j0 + c] = tile[first + r * width + c]
 
 
 @njit(cache=True, error_model="numpy")
 def direct_panel(a, trans_a, pad_a, b, b_start, b_depth_stride, out, j0, tile_cols, bias, code,
-                 alpha, tile):
+                 alpha, tile, skip_cols):
     """Columns j0..j0+tile_cols of gemm_direct, all rows: op(b)'s micro-panel read from
-    b.flat[b_start + p * b_depth_stride + c]."""
+    b.flat[b_start + p * b_depth_stride + c], of which columns c < skip_cols (done by the
+    panel before) are not written."""
     rows = out.shape[0]
+    width = tile_width(out)
     inner = a.shape[0] if trans_a else a.shape[1]
     full_rows = rows - rows % MR
     for i0 in range(0, full_rows, MR):
         if trans_a:  # op(a)[r, p] = a[p, i0 + r]
             direct_tile(a, i0, 1, rows, b, b_start, b_depth_stride, inner, out, i0, j0, MR,
-                        tile_cols, tile, 0)
+                        tile_cols, tile, skip_cols)
         else:
             direct_tile(a, i0 * inner, inner, 1, b, b_start, b_depth_stride, inner, out, i0,
-                        j0, MR, tile_cols, tile, 0)
-    if padded_rows(rows):
+                        j0, MR, tile_cols, tile, skip_cols)
+    if padded(rows, MR):
         direct_tile(pad_a, 0, 1, MR, b, b_start, b_depth_stride, inner, out, full_rows, j0,
-                    rows - full_rows, tile_cols, tile, 0)
+                    rows - full_rows, tile_cols, tile, skip_cols)
     elif full_rows < rows:  # the last MR rows read in place, the panel before's skipped
         last = rows - MR
+        first = (full_rows - last) * width + skip_cols
         if trans_a:
             direct_tile(a, last, 1, rows, b, b_start, b_depth_stride, inner, out, full_rows,
-                        j0, rows - full_rows, tile_cols, tile, full_rows - last)
+                        j0, rows - full_rows, tile_cols, tile, first)
         else:
             direct_tile(a, last * inner, inner, 1, b, b_start, b_depth_stride, inner, out,
-                        full_rows, j0, rows - full_rows, tile_cols, tile, full_rows - last)
+                        full_rows, j0, rows - full_rows, tile_cols, tile, first)
     bias_activate(out, 0, rows, j0, j0 + tile_cols, bias, code, alpha)
 
 
@@ -267,7 +272,8 @@ def direct_panel(a, trans_a, pad_a, b, b_start, b_depth_stride, out, j0, tile_co
 def gemm_direct(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
     """The product of small operands on the calling thread, without packing blocks: the
     micro-kernel reads op(a) and op(b) where they are (op(b) = b.T is copied row-major
-    first, and the last partial row and column panels are copied zero-padded).
+    first; a last partial row or column panel is read in place as the last full one, or
+    copied zero-padded when there is none: padded).
     scratch: 1-D, out's dtype, at least direct_scratch_size elements."""
     mode = fp_enter()
     rows, cols = out.shape
@@ -305,7 +311,7 @@ def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
 def prepare_direct(a, b, trans_a, trans_b, out, scratch):
     """The copies of a direct product, in scratch (direct_scratch_size's first part): op(b)
     row-major when it is b.T, op(b)'s last partial micro-panel and op(a)'s last partial
-    micro-panel zero-padded. Returns (views of those three: copied_b, pad_b, pad_a; the
+    micro-panel zero-padded when there is no full panel beside them (padded). Returns (views of those three: copied_b, pad_b, pad_a; the
     columns in full micro-panels; the micro-panels). Views without a reference
     (views.span_of): no atomic count updates per call."""
     rows, cols = out.shape
@@ -314,12 +320,12 @@ def prepare_direct(a, b, trans_a, trans_b, out, scratch):
     copied_b = span_of(scratch, 0, inner * cols)
     pad_b = span_of(scratch, inner * cols, inner * width)
     pad_a = span_of(scratch, inner * (cols + width), inner * MR)
-    if padded_rows(rows):  # the last rows of op(a), zero-padded to MR: pad_a[p * MR + r]
+    if padded(rows, MR):  # the last rows of op(a), zero-padded to MR: pad_a[p * MR + r]
         pad_edge(a, trans_a, rows - rows % MR, rows, inner, MR, pad_a)
     if trans_b:  # op(b) = b.T, row-major (inner, cols)
         transpose_into(b, copied_b)
     full_cols = cols - cols % width
-    if full_cols < cols:  # the last columns, zero-padded to NR: pad_b[p * NR + c]
+    if padded(cols, width):  # the last columns, zero-padded to NR: pad_b[p * NR + c]
         pad_edge(b, not trans_b, full_cols, cols, inner, width, pad_b)
     return copied_b, pad_b, pad_a, full_cols, (cols + width - 1) // width
 
@@ -332,15 +338,22 @@ def direct_panel_run(a, b, trans_a, trans_b, out, bias, code, alpha, copied_b, p
     width = tile_width(out)
     for panel in range(first, stop):
         j0 = panel * width
-        if j0 >= full_cols:  # the last columns, zero-padded to NR
+        last = cols - width  # when j0 >= full_cols: the last NR columns, read in place
+        if j0 >= full_cols and padded(cols, width):  # fewer than NR columns: zero-padded
             direct_panel(a, trans_a, pad_a, pad_b, 0, width, out, full_cols, cols - full_cols,
-                         bias, code, alpha, tile)
+                         bias, code, alpha, tile, 0)
+        elif j0 >= full_cols and trans_b:
+            direct_panel(a, trans_a, pad_a, copied_b, last, cols, out, full_cols,
+                         cols - full_cols, bias, code, alpha, tile, full_cols - last)
+        elif j0 >= full_cols:
+            direct_panel(a, trans_a, pad_a, b, last, cols, out, full_cols, cols - full_cols,
+                         bias, code, alpha, tile, full_cols - last)
         elif trans_b:
             direct_panel(a, trans_a, pad_a, copied_b, j0, cols, out, j0, width, bias, code,
-                         alpha, tile)
+                         alpha, tile, 0)
         else:
             direct_panel(a, trans_a, pad_a, b, j0, cols, out, j0, width, bias, code, alpha,
-                         tile)
+                         tile, 0)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
