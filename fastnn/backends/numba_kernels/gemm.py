@@ -199,9 +199,9 @@ def pad_edge(source, depth_major, first, stop, inner, width, padded):
     element (i, p) is source[p, i] when depth_major, else source[i, p]."""
     for p in range(inner):
         for c in range(width):
-            i = first + c
+            i = np.uintp(first + c)  # unsigned: contiguous loads when depth_major (indexing.py)
             value = padded.dtype.type(0)
-            if i < stop:
+            if first + c < stop:
                 value = source[p, i] if depth_major else source[i, p]
             padded[p * width + c] = value
 
@@ -231,9 +231,10 @@ def direct_tile(a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_st
     else:
         tile_product_strided(a, a_start, a_row_stride, a_depth_stride, b, b_start,
                              b_depth_stride, depth, tile, 0, width, False)
-        for r in range(tile_rows):
+        for r in range(tile_rows):  # unsigned indices: contiguous moves (indexing.py)
+            row, at = np.uintp(i0 + r), first + r * width
             for c in range(tile_cols):
-                out[i0 + r, j0 + c] = tile[first + r * width + c]
+                out[row, np.uintp(j0 + c)] = tile[np.uintp(at + c)]
 
 
 @njit(cache=True, error_model="numpy")
