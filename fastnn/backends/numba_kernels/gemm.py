@@ -312,9 +312,10 @@ def gemm_tiles(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
 def prepare_direct(a, b, trans_a, trans_b, out, scratch):
     """The copies of a direct product, in scratch (direct_scratch_size's first part): op(b)
     row-major when it is b.T, op(b)'s last partial micro-panel and op(a)'s last partial
-    micro-panel zero-padded when there is no full panel beside them (padded). Returns (views of those three: copied_b, pad_b, pad_a; the
-    columns in full micro-panels; the micro-panels). Views without a reference
-    (views.span_of): no atomic count updates per call."""
+    micro-panel zero-padded when there is no full panel beside them (padded). Returns
+    (views of those three: copied_b, pad_b, pad_a; the columns in full micro-panels; the
+    micro-panels). Views without a reference (views.span_of): no atomic count updates per
+    call."""
     rows, cols = out.shape
     inner = a.shape[0] if trans_a else a.shape[1]
     width = tile_width(out)
