@@ -86,6 +86,50 @@ def test_softmax_cross_entropy_matches_torch(backend, dtype, target_kind, reduct
     np.testing.assert_allclose(grad, expected_grad, rtol=rtol, atol=rtol * 10)
 
 
+def numpy_cross_entropy_rows(logits, labels, label_smoothing, ignore_index):
+    """Per-row softmax cross-entropy of integer labels and its gradient (of the rows' sum) in
+    float64 NumPy, torch.nn.functional.cross_entropy's definition: rows of the ignored label
+    give 0 and 0."""
+    x = logits.astype(np.float64)
+    n, c = x.shape
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    kept = labels != ignore_index
+    target = np.full((n, c), label_smoothing / c)
+    target[np.flatnonzero(kept), labels[kept]] += 1 - label_smoothing
+    loss = np.where(kept, -(target * log_p).sum(axis=1), 0.0)
+    grad = np.where(kept[:, None], np.exp(log_p) - target, 0.0)
+    return loss, grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("c", [2, 3, 4, 5, 8, 9])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40])
+@pytest.mark.parametrize("label_smoothing,ignore_index", [(0.0, None), (0.1, -100)])
+def test_few_classes_match_the_float64_definition(backend, dtype, c, n, label_smoothing,
+                                                  ignore_index):
+    """A few classes (the C kernels take blocks of rows at a time there, a whole block
+    row by row when one of its rows is ignored): per-row losses and the gradient, written
+    over the logits (grad=logits, as the training step does), against float64."""
+    rng = rng_for("few-classes", c, n)
+    logits = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    labels = rng.integers(0, c, n)
+    if ignore_index is not None:
+        labels[rng.random(n) < 0.2] = ignore_index
+    expected_loss, expected_grad = numpy_cross_entropy_rows(logits, labels, label_smoothing,
+                                                            -1 if ignore_index is None
+                                                            else ignore_index)
+    with fastnn.use_backend(backend):
+        loss, grad = ops.softmax_cross_entropy(logits, labels, "none",
+                                               label_smoothing=label_smoothing,
+                                               ignore_index=ignore_index, grad=logits)
+    tolerance = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(loss, expected_loss, rtol=tolerance, atol=tolerance)
+    assert grad is logits
+    np.testing.assert_allclose(grad, expected_grad, rtol=tolerance, atol=tolerance)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_row_ignored_gives_zero_loss_and_gradient(backend):
     """Our choice, documented in ops.softmax_cross_entropy: loss 0 and gradient 0 (PyTorch
