@@ -226,6 +226,17 @@ CONTENDED_CHECK = """
                     a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(dtype)
                     b = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
                     digest.update(ops.matmul(a, b, trans_a, trans_b).tobytes())
+    # the training loop's optimizer steps fused with the weight gradient (C): each thread's
+    # row tiles, and on one thread the others' taken from their backs
+    x = rng.random((512, 784), dtype=np.float32)
+    labels = rng.integers(0, 10, 512)
+    for optimizer in (fastnn.SGD(0.05, momentum=0.9), fastnn.Adam(0.001)):
+        model = fastnn.Sequential([fastnn.Dense(256, "relu"), fastnn.Dense(10, "softmax")],
+                                  seed=0)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        model.fit(x, labels, epochs=2, batch_size=128, verbose=0, seed=0)
+        for weight in model.get_weights():
+            digest.update(weight.tobytes())
     print(digest.hexdigest())
 """
 
