@@ -187,6 +187,59 @@ static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
         }                                                                                       \
     } while (0)
 
+/* Items [next, end) left of one thread's share of a parallel loop, in one word (next in the low
+ * 32 bits: shares of fewer than 2^32 items), so that its owner, taking them from the front,
+ * and a thread done with its own share, taking them from the back, never take the same item;
+ * a cache line each, so that the owner's claims stay in its core's cache. */
+typedef struct {
+    uint64_t word;
+} __attribute__((aligned(64))) fastnn_share;
+
+static inline void fastnn_share_set(fastnn_share *share, int64_t first, int64_t end) {
+    share->word = (uint64_t)first | (uint64_t)end << 32;
+}
+
+/* An item of `share`: its first (front) or its last (!front), or -1 when none is left. */
+static inline int64_t fastnn_share_claim(fastnn_share *share, int front) {
+    uint64_t seen = __atomic_load_n(&share->word, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t next = seen & 0xFFFFFFFFu, end = seen >> 32;
+        if (next >= end) return -1;
+        uint64_t want = front ? seen + 1 : seen - ((uint64_t)1 << 32);
+        if (__atomic_compare_exchange_n(&share->word, &seen, want, 1, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            return (int64_t)(front ? next : end - 1);
+    }
+}
+
+/* FASTNN_FOR for items that may run on any thread (count < 2^32): each thread runs its static
+ * share from the front, then what is left of the others' from their backs, so that a thread
+ * slowed by the machine's other load (a shared VM) does fewer items instead of holding up
+ * the rest at the region's end. The body must not depend on which thread runs an item. One
+ * thread runs the plain loop (no claims: a compare-and-swap per row cost more than the
+ * 8-byte rows of a tiny network's batch). */
+#define FASTNN_FOR_SHARED(threads, i, count, ...)                                              \
+    do {                                                                                        \
+        int fastnn_parts_ = (threads);                                                          \
+        int64_t fastnn_items_ = (count);                                                       \
+        if (fastnn_parts_ <= 1) {                                                               \
+            FASTNN_FOR(1, i, fastnn_items_, __VA_ARGS__);                                       \
+            break;                                                                              \
+        }                                                                                       \
+        fastnn_share fastnn_shares_[fastnn_parts_];                                             \
+        for (int fastnn_p_ = 0; fastnn_p_ < fastnn_parts_; fastnn_p_++)                         \
+            fastnn_share_set(fastnn_shares_ + fastnn_p_, fastnn_items_ * fastnn_p_ / fastnn_parts_, \
+                             fastnn_items_ * (fastnn_p_ + 1) / fastnn_parts_);                  \
+        FASTNN_FOR(fastnn_parts_, fastnn_part_, fastnn_parts_,                                  \
+            for (int fastnn_q_ = 0; fastnn_q_ < fastnn_parts_; fastnn_q_++) {                   \
+                fastnn_share *fastnn_at_ =                                                      \
+                    fastnn_shares_ + (fastnn_part_ + fastnn_q_) % fastnn_parts_;                \
+                for (int64_t i; (i = fastnn_share_claim(fastnn_at_, fastnn_q_ == 0)) >= 0;) {  \
+                    __VA_ARGS__                                                                 \
+                }                                                                               \
+            });                                                                                 \
+    } while (0)
+
 /* FASTNN_FOR whose body adds into `sum` (a + reduction across the threads). */
 #define FASTNN_FOR_SUM(threads, i, count, sum, ...)                                            \
     do {                                                                                        \

@@ -186,33 +186,13 @@ static void FN(weight_update_run)(const fastnn_weight_update *u, T m_scale, T v_
         FN(sgd_plain_run)(w + at, g, size, (T)u->lr, (T)u->weight_decay);
 }
 
-/* The row tiles [next, end) left of one thread's share of the fused step, in one word (next in
- * the low 32 bits) so that its owner, taking them from the front, and a thread done with its
- * own share, taking them from the back, never take the same tile; a cache line each. */
-typedef struct {
-    uint64_t word;
-} __attribute__((aligned(64))) FN(tile_range);
-
-/* A tile of `range`: its first (front) or its last (!front), or -1 when none is left. */
-static inline int64_t FN(claim_tile)(FN(tile_range) *range, int front) {
-    uint64_t seen = __atomic_load_n(&range->word, __ATOMIC_RELAXED);
-    for (;;) {
-        uint64_t next = seen & 0xFFFFFFFFu, end = seen >> 32;
-        if (next >= end) return -1;
-        uint64_t want = front ? seen + 1 : seen - ((uint64_t)1 << 32);
-        if (__atomic_compare_exchange_n(&range->word, &seen, want, 1, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED))
-            return (int64_t)(front ? next : end - 1);
-    }
-}
-
 /* Share `part` of the fused step (see above) with one thread's scratch: the row tiles of its
  * range from the front, then those left in the other ranges from their backs (a thread slowed
  * by the machine's other load then does fewer; its core reads the rows it stepped in the
  * next forward pass, split along K, as long as nobody had to help it). Each tile is computed
  * alone, so the bits do not depend on which thread steps it. */
 static void FN(weight_update_tiles)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
-                                    int64_t m, FN(tile_range) *ranges, int parts, int part,
+                                    int64_t m, fastnn_share *shares, int parts, int part,
                                     const fastnn_weight_update *u, T *scratch) {
     T m_scale = 0, v_scale = 0;
     if (u->adam) FN(adam_scales)(u->beta1, u->beta2, u->step, &m_scale, &v_scale);
@@ -224,8 +204,8 @@ static void FN(weight_update_tiles)(T *w, const T *x, const T *dz, int64_t n, in
     int pack_edge = edge != 0 && edge != VLEN;
     if (pack_edge) FN(pack_b_panel)(b_edge, dz + edge_j, m, 0, edge, n);
     for (int q = 0; q < parts; q++) {
-        FN(tile_range) *range = ranges + (part + q) % parts;
-        for (int64_t t; (t = FN(claim_tile)(range, q == 0)) >= 0;) {
+        fastnn_share *share = shares + (part + q) % parts;
+        for (int64_t t; (t = fastnn_share_claim(share, q == 0)) >= 0;) {
             int64_t i = t * GEMM_MR, mr = fastnn_min(GEMM_MR, k - i);
             FN(pack_a_panel)(a_pack, x + i, k, 1, mr, n); /* op(A)[i][p] = x[p][i] */
             for (int64_t j = 0; j < m; j += LINEAR_NR) {
@@ -254,12 +234,11 @@ static void FN(linear_weight_update)(T *w, const T *x, const T *dz, int64_t n, i
                                      (double)sizeof(T) / 4.0, FASTNN_GEMM_FLOPS_PER_THREAD);
     threads = (int)fastnn_max(1, fastnn_min(fastnn_min(threads, tiles),
                                             scratch_bytes / (int64_t)each));
-    FN(tile_range) ranges[threads];
+    fastnn_share shares[threads];
     for (int part = 0; part < threads; part++)
-        ranges[part].word = (uint64_t)(tiles * part / threads) |
-                            (uint64_t)(tiles * (part + 1) / threads) << 32;
+        fastnn_share_set(shares + part, tiles * part / threads, tiles * (part + 1) / threads);
     FASTNN_FOR(threads, part, threads,
-               FN(weight_update_tiles)(w, x, dz, n, k, m, ranges, threads, (int)part, update,
+               FN(weight_update_tiles)(w, x, dz, n, k, m, shares, threads, (int)part, update,
                                        (T *)(scratch + (size_t)part * each)););
 }
 

@@ -15,8 +15,9 @@ void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64
     /* Rows of 4, 8 or 16 bytes (labels, a few features) as moves of that size: a call to
      * memcpy per row (5% of an XOR training step's samples, rows of 8 bytes) cost more than
      * the row. */
-#define TAKE(BYTES) FASTNN_FOR(threads, i, n, memcpy(dst + i * (BYTES), src + index[i] * (BYTES), \
-                                                     (size_t)(BYTES)););
+#define TAKE(BYTES) FASTNN_FOR_SHARED(threads, i, n, memcpy(dst + i * (BYTES), \
+                                                            src + index[i] * (BYTES), \
+                                                            (size_t)(BYTES)););
     switch (row_bytes) {
         case 4: TAKE(4) break;
         case 8: TAKE(8) break;
