@@ -212,18 +212,19 @@ static inline int64_t fastnn_share_claim(fastnn_share *share, int front) {
     }
 }
 
-/* FASTNN_FOR for items that may run on any thread (count < 2^32): each thread runs its static
+/* FASTNN_FOR for items that may run on any thread: each thread runs its static
  * share from the front, then what is left of the others' from their backs, so that a thread
  * slowed by the machine's other load (a shared VM) does fewer items instead of holding up
  * the rest at the region's end. The body must not depend on which thread runs an item. One
  * thread runs the plain loop (no claims: a compare-and-swap per row cost more than the
- * 8-byte rows of a tiny network's batch). */
+ * 8-byte rows of a tiny network's batch), and 2^32 items or more FASTNN_FOR's static shares
+ * (a share's word holds 32-bit bounds). */
 #define FASTNN_FOR_SHARED(threads, i, count, ...)                                              \
     do {                                                                                        \
         int fastnn_parts_ = (threads);                                                          \
         int64_t fastnn_items_ = (count);                                                       \
-        if (fastnn_parts_ <= 1) {                                                               \
-            FASTNN_FOR(1, i, fastnn_items_, __VA_ARGS__);                                       \
+        if (fastnn_parts_ <= 1 || fastnn_items_ > (int64_t)0xFFFFFFFF) { /* static shares */   \
+            FASTNN_FOR(fastnn_parts_, i, fastnn_items_, __VA_ARGS__);                           \
             break;                                                                              \
         }                                                                                       \
         fastnn_share fastnn_shares_[fastnn_parts_];                                             \

@@ -149,7 +149,9 @@ static int FN(linear_backward)(T *dx, T *dw, T *db, const T *x, const T *w, cons
  * linear_backward and then sgd_step or adam_step. */
 #define LINEAR_NR (GEMM_NV * VLEN) /* gemm_impl.h's GEMM_NR: the micro-kernel's columns */
 static int FN(linear_update_fusable)(int64_t n, int64_t k, int64_t m, int precision) {
-    if (precision != FASTNN_PRECISION_FLOAT32 || n > GEMM_KC) return 0;
+    if (precision != FASTNN_PRECISION_FLOAT32 || n > GEMM_KC ||
+        fastnn_ceil_div(k, GEMM_MR) > (int64_t)0xFFFFFFFF) /* fastnn_share's 32-bit bounds */
+        return 0;
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(k, m, n, 1, 0, &kernel);
     return plan.path == FASTNN_GEMM_PATH_PACKED ||
