@@ -195,8 +195,10 @@ typedef struct {
     uint64_t word;
 } __attribute__((aligned(64))) fastnn_share;
 
-static inline void fastnn_share_set(fastnn_share *share, int64_t first, int64_t end) {
-    share->word = (uint64_t)first | (uint64_t)end << 32;
+/* Shares of `count` items (< 2^32) for `parts` threads, as equal as FASTNN_FOR's static ones. */
+static inline void fastnn_shares_set(fastnn_share *shares, int parts, int64_t count) {
+    for (int p = 0; p < parts; p++)
+        shares[p].word = (uint64_t)(count * p / parts) | (uint64_t)(count * (p + 1) / parts) << 32;
 }
 
 /* An item of `share`: its first (front) or its last (!front), or -1 when none is left. */
@@ -210,6 +212,17 @@ static inline int64_t fastnn_share_claim(fastnn_share *share, int front) {
                                         __ATOMIC_RELAXED))
             return (int64_t)(front ? next : end - 1);
     }
+}
+
+/* The next item for the thread of share `part` of `parts`: the first left of its own share,
+ * then the last left of each other share in turn, or -1 when none is left anywhere. *q, 0 at
+ * the thread's start, is the share it is at (0: its own). */
+static inline int64_t fastnn_shares_next(fastnn_share *shares, int parts, int part, int *q) {
+    for (; *q < parts; ++*q) {
+        int64_t item = fastnn_share_claim(shares + (part + *q) % parts, *q == 0);
+        if (item >= 0) return item;
+    }
+    return -1;
 }
 
 /* FASTNN_FOR for items that may run on any thread: each thread runs its static
@@ -228,16 +241,12 @@ static inline int64_t fastnn_share_claim(fastnn_share *share, int front) {
             break;                                                                              \
         }                                                                                       \
         fastnn_share fastnn_shares_[fastnn_parts_];                                             \
-        for (int fastnn_p_ = 0; fastnn_p_ < fastnn_parts_; fastnn_p_++)                         \
-            fastnn_share_set(fastnn_shares_ + fastnn_p_, fastnn_items_ * fastnn_p_ / fastnn_parts_, \
-                             fastnn_items_ * (fastnn_p_ + 1) / fastnn_parts_);                  \
+        fastnn_shares_set(fastnn_shares_, fastnn_parts_, fastnn_items_);                        \
         FASTNN_FOR(fastnn_parts_, fastnn_part_, fastnn_parts_,                                  \
-            for (int fastnn_q_ = 0; fastnn_q_ < fastnn_parts_; fastnn_q_++) {                   \
-                fastnn_share *fastnn_at_ =                                                      \
-                    fastnn_shares_ + (fastnn_part_ + fastnn_q_) % fastnn_parts_;                \
-                for (int64_t i; (i = fastnn_share_claim(fastnn_at_, fastnn_q_ == 0)) >= 0;) {  \
-                    __VA_ARGS__                                                                 \
-                }                                                                               \
+            int fastnn_q_ = 0;                                                                  \
+            for (int64_t i; (i = fastnn_shares_next(fastnn_shares_, fastnn_parts_,             \
+                                                    (int)fastnn_part_, &fastnn_q_)) >= 0;) {   \
+                __VA_ARGS__                                                                     \
             });                                                                                 \
     } while (0)
 

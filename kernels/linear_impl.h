@@ -205,19 +205,17 @@ static void FN(weight_update_tiles)(T *w, const T *x, const T *dz, int64_t n, in
     int64_t edge = m % LINEAR_NR, edge_j = m - edge;
     int pack_edge = edge != 0 && edge != VLEN;
     if (pack_edge) FN(pack_b_panel)(b_edge, dz + edge_j, m, 0, edge, n);
-    for (int q = 0; q < parts; q++) {
-        fastnn_share *share = shares + (part + q) % parts;
-        for (int64_t t; (t = fastnn_share_claim(share, q == 0)) >= 0;) {
-            int64_t i = t * GEMM_MR, mr = fastnn_min(GEMM_MR, k - i);
-            FN(pack_a_panel)(a_pack, x + i, k, 1, mr, n); /* op(A)[i][p] = x[p][i] */
-            for (int64_t j = 0; j < m; j += LINEAR_NR) {
-                int64_t nr = fastnn_min(LINEAR_NR, m - j);
-                int packed = pack_edge && j == edge_j;
-                FN(gemm_tile)(n, a_pack, 1, GEMM_MR, packed ? b_edge : dz + j,
-                              packed ? LINEAR_NR : m, rows + j, m, mr, nr, 0, NULL, NULL);
-            }
-            FN(weight_update_run)(u, m_scale, v_scale, w, rows, i * m, mr * m); /* its rows */
+    int q = 0;
+    for (int64_t t; (t = fastnn_shares_next(shares, parts, part, &q)) >= 0;) {
+        int64_t i = t * GEMM_MR, mr = fastnn_min(GEMM_MR, k - i);
+        FN(pack_a_panel)(a_pack, x + i, k, 1, mr, n); /* op(A)[i][p] = x[p][i] */
+        for (int64_t j = 0; j < m; j += LINEAR_NR) {
+            int64_t nr = fastnn_min(LINEAR_NR, m - j);
+            int packed = pack_edge && j == edge_j;
+            FN(gemm_tile)(n, a_pack, 1, GEMM_MR, packed ? b_edge : dz + j,
+                          packed ? LINEAR_NR : m, rows + j, m, mr, nr, 0, NULL, NULL);
         }
+        FN(weight_update_run)(u, m_scale, v_scale, w, rows, i * m, mr * m); /* its rows */
     }
 }
 
@@ -237,8 +235,7 @@ static void FN(linear_weight_update)(T *w, const T *x, const T *dz, int64_t n, i
     threads = (int)fastnn_max(1, fastnn_min(fastnn_min(threads, tiles),
                                             scratch_bytes / (int64_t)each));
     fastnn_share shares[threads];
-    for (int part = 0; part < threads; part++)
-        fastnn_share_set(shares + part, tiles * part / threads, tiles * (part + 1) / threads);
+    fastnn_shares_set(shares, threads, tiles);
     FASTNN_FOR(threads, part, threads,
                FN(weight_update_tiles)(w, x, dz, n, k, m, shares, threads, (int)part, update,
                                        (T *)(scratch + (size_t)part * each)););
