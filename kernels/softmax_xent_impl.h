@@ -129,7 +129,7 @@ static void FN(xent_label_row)(T *loss, T *grad, const T *x, int64_t label, int6
     *loss = weight * loss_value;
 }
 
-/* xent_label_row over the rows [i0, i0 + count) of a block (count <= VLEN), for a few classes
+/* xent_label_row over the `count` rows of a block (count <= VLEN), for a few classes
  * (2 <= c <= VLEN / 2, and every row counted: no weights, no ignored label): the block's rows
  * are transposed in registers so that each vector holds one class of VLEN rows, and the max,
  * the exponentials, their sum, the picked logit and the gradient are computed for all rows at
