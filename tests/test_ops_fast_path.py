@@ -9,6 +9,8 @@ answer or its error.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,45 @@ def test_matmul_fast_and_general_paths_agree(backend, dtype, n, k, m, trans_a, t
     np.testing.assert_array_equal(out, fast)
     # flags given as ints are flags too
     np.testing.assert_array_equal(ops.matmul(a, b, int(trans_a), int(trans_b)), fast)
+
+
+def _peak_bytes(call):
+    """Bytes allocated at the peak of call() (tracemalloc: NumPy reports its buffers)."""
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        call()
+        return tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("a_view", [False, True], ids=["a", "a_view"])
+@pytest.mark.parametrize("b_view", [False, True], ids=["b", "b_view"])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_reads_transposed_views_in_place(backend, dtype, a_view, b_view, trans_a,
+                                                trans_b):
+    """An operand that is a transposed view (Fortran order, as ``w.T`` of a C-ordered w) is
+    read through the other transpose flag, as BLAS reads it: the product is op(a) @ op(b) of
+    the arrays as given, and the view is not copied (the peak of allocated memory is that of
+    the same product of C-ordered arrays)."""
+    n, k, m = 33, 300, 200
+    a_shape, b_shape = ((k, n) if trans_a else (n, k)), ((m, k) if trans_b else (k, m))
+    a_c, b_c = _random(a_shape, dtype, 6), _random(b_shape, dtype, 7)
+    # the same matrices, stored transposed: the views' values are those of a_c and b_c
+    a = np.ascontiguousarray(a_c.T).T if a_view else a_c
+    b = np.ascontiguousarray(b_c.T).T if b_view else b_c
+    assert a.flags.f_contiguous == a_view and b.flags.f_contiguous == b_view
+    got = ops.matmul(a, b, trans_a, trans_b)
+    expected = ((a_c.T if trans_a else a_c).astype(np.float64)
+                @ (b_c.T if trans_b else b_c))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    views = _peak_bytes(lambda: ops.matmul(a, b, trans_a, trans_b))
+    plain = _peak_bytes(lambda: ops.matmul(a_c, b_c, trans_a, trans_b))
+    # a copy of a view would add its bytes (240-480 KB here) to the peak
+    assert views <= plain + min(a.nbytes, b.nbytes) // 4, (views, plain)
 
 
 @pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
