@@ -128,8 +128,17 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
      * 102 -> 79; past the few-rows paths' rows (PACKED before) 2048 x 256 x 16 123 -> 77,
      * 1024 x 64 x 64 82 -> 75, 768 x 256 x 64 130 -> 113. With fewer rows than K the K split
      * can still win (100 x 2048 x 40: 98 us split along K, 108 on rows), hence M >= K. */
-    if (threads > 1 && !trans_a && m >= k && n_panels < 2 * threads &&
-        m >= 2 * threads * kernel->mr && b_bytes <= half_l2 && b_rows_apart) {
+    /* More rows than the few-rows paths take, a C of at most half a panel of columns (one
+     * vector) and A not transposed: the same, on one thread too, whatever K (PACKED's tiles
+     * were half padding, and it copied all of A). Float32, old and new rule in alternating
+     * processes, medians (shared machine): one thread 512 x 2048 x 16 332 -> 197 us (B
+     * transposed 443 -> 209), 1024 x 2048 x 16 771 -> 399 (963 -> 404), 1024 x 256 x 16 104 ->
+     * 46, 4096 x 256 x 16 367 -> 196; two threads 512 x 2048 x 16 319-358 -> 127-222 us,
+     * 1024 x 2048 x 16 614-681 -> 232-425, 1024 x 4096 x 16 1294-1642 -> 857-870. */
+    int narrow_rows = !trans_a && 2 * n <= kernel->nr && m > kernel->few_rows;
+    if (((threads > 1 && !trans_a && m >= k && n_panels < 2 * threads &&
+          m >= 2 * threads * kernel->mr) || narrow_rows) &&
+        b_bytes <= half_l2 && b_rows_apart) {
         plan.path = FASTNN_GEMM_PATH_IN_PLACE;
         plan.split_rows = 1;
         plan.row_threads = threads;

@@ -56,7 +56,9 @@ SMALL_GEMM_SHAPES = [  # at most 8 rows or columns of C, K not a whole number of
 # float64 splits K (a C of one column panel); odd N below the 16 of a vector, K not a whole
 # number of blocks or vectors, M not a whole number of panels.
 NARROW_GEMM_SHAPES = [(32, 128, 16), (45, 300, 9), (64, 1000, 13), (100, 129, 16),
-                      (33, 2049, 15), (504, 200, 16), (40, 4000, 10)]
+                      (33, 2049, 15), (504, 200, 16), (40, 4000, 10),
+                      # past the few-rows paths: read in place on rows (C's edge tile too)
+                      (1030, 300, 13), (700, 2049, 16)]
 # The tenth session's C GEMM changes (issue 20): rows of A 4 KB apart (K of 512 float64, 1024
 # float32) read in place as half tiles, with an edge tile and one vector or several panels;
 # PACKED's threads taking row chunks (2100 and 1030 rows) of a narrow B, edge panels included.

@@ -138,6 +138,46 @@ def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads,
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(inner))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("n,k", [(1030, 300), (700, 2049)])
+def test_many_rows_of_half_a_panel_are_read_in_place_on_rows(threads, trans_b, n, k):
+    """More rows than the few-rows paths take (504 float32) and a C of at most half a panel of
+    columns (one vector, 16 float32 with AVX-512), A not transposed: IN_PLACE with the threads
+    on rows, on one thread too (PACKED's tiles were half padding: 1024 x 2048 x 16 took 1.6-2.6x
+    longer). Each element sums its K products in the same order whatever the rows around it,
+    so the bits of one thread, with the epilogue (bias and relu) too; against float64 NumPy.
+    With narrower panels (AVX2, portable) such a C is at most FASTNN_GEMM_SMALL (8) columns
+    and takes the SMALL path (C^T)."""
+    columns = panel_columns("float32") // 2
+    rng = np.random.default_rng(n + k)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    w = rng.standard_normal((columns, k) if trans_b else (k, columns)).astype(np.float32)
+    bias = rng.standard_normal(columns).astype(np.float32)
+    saved = c_backend.get_num_threads()
+    results = {}
+    try:
+        for count in sorted({1, threads}):
+            c_backend.set_num_threads(count)
+            got = plan(n, k, columns, False, trans_b)
+            if columns <= 8:  # (its threads by the bytes of the big operand too)
+                assert got[0] == "SMALL"
+            else:
+                assert got[:3] == ("IN_PLACE", count, count)
+            with fastnn.use_backend("c"):
+                results[count] = (fastnn.ops.matmul(x, w, False, trans_b),
+                                  fastnn.ops.linear_forward(x, w.T if trans_b else w, bias,
+                                                            "relu"))
+    finally:
+        c_backend.set_num_threads(saved)
+    for one, many in zip(results[1], results[threads]):
+        assert one.tobytes() == many.tobytes()
+    want = x.astype(np.float64) @ (w.T if trans_b else w).astype(np.float64)
+    np.testing.assert_allclose(results[threads][0], want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    np.testing.assert_allclose(results[threads][1], np.maximum(want + bias, 0), rtol=1e-5,
+                               atol=1e-5 * np.sqrt(k))
+
+
 #: PACKED on two threads with more chunks than threads (gemm_plan.h): the columns cut into B
 #: blocks (600 x 700 x 1500), the rows into chunks of 256 rows or more (2100 x 100 x 200,
 #: 1030 x 257 x 70), each with edge tiles, edge panels and (700) several K blocks
