@@ -138,6 +138,21 @@ def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads,
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(inner))
 
 
+def _product_and_layer(threads, x, w, bias, trans_b):
+    """((ops.matmul(x, op(w)), ops.linear_forward(x, op(w), bias, "relu")), the plan of that
+    product) on backend c with `threads` threads (the thread count restored after)."""
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    try:
+        n, k = x.shape
+        got = plan(n, k, w.shape[0] if trans_b else w.shape[1], False, trans_b, x.dtype.name)
+        with fastnn.use_backend("c"):
+            return (fastnn.ops.matmul(x, w, False, trans_b),
+                    fastnn.ops.linear_forward(x, w.T if trans_b else w, bias, "relu")), got
+    finally:
+        c_backend.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("n,k", [(1030, 300), (700, 2049)])
@@ -154,22 +169,13 @@ def test_many_rows_of_half_a_panel_are_read_in_place_on_rows(threads, trans_b, n
     x = rng.standard_normal((n, k)).astype(np.float32)
     w = rng.standard_normal((columns, k) if trans_b else (k, columns)).astype(np.float32)
     bias = rng.standard_normal(columns).astype(np.float32)
-    saved = c_backend.get_num_threads()
     results = {}
-    try:
-        for count in sorted({1, threads}):
-            c_backend.set_num_threads(count)
-            got = plan(n, k, columns, False, trans_b)
-            if columns <= 8:  # (its threads by the bytes of the big operand too)
-                assert got[0] == "SMALL"
-            else:
-                assert got[:3] == ("IN_PLACE", count, count)
-            with fastnn.use_backend("c"):
-                results[count] = (fastnn.ops.matmul(x, w, False, trans_b),
-                                  fastnn.ops.linear_forward(x, w.T if trans_b else w, bias,
-                                                            "relu"))
-    finally:
-        c_backend.set_num_threads(saved)
+    for count in sorted({1, threads}):
+        results[count], got = _product_and_layer(count, x, w, bias, trans_b)
+        if columns <= 8:  # (its threads by the bytes of the big operand too)
+            assert got[0] == "SMALL"
+        else:
+            assert got[:3] == ("IN_PLACE", count, count)
     for one, many in zip(results[1], results[threads]):
         assert one.tobytes() == many.tobytes()
     want = x.astype(np.float64) @ (w.T if trans_b else w).astype(np.float64)
@@ -199,19 +205,11 @@ def test_rows_split_in_place_gives_the_bits_of_one_thread(dtype, trans_b):
     x = rng.standard_normal((n, k)).astype(dtype)
     w = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
     bias = rng.standard_normal(m).astype(dtype)
-    saved = c_backend.get_num_threads()
     results = {}
-    try:
-        for threads in (1, 2):
-            c_backend.set_num_threads(threads)
-            if threads == 2:
-                assert plan(n, k, m, False, trans_b, dtype)[:3] == ("IN_PLACE", 2, 2)
-            with fastnn.use_backend("c"):
-                results[threads] = (fastnn.ops.matmul(x, w, False, trans_b),
-                                    fastnn.ops.linear_forward(x, w.T if trans_b else w, bias,
-                                                              "relu"))
-    finally:
-        c_backend.set_num_threads(saved)
+    for threads in (1, 2):
+        results[threads], got = _product_and_layer(threads, x, w, bias, trans_b)
+        if threads == 2:
+            assert got[:3] == ("IN_PLACE", 2, 2)
     for one, two in zip(results[1], results[2]):
         assert one.tobytes() == two.tobytes()
     want = x.astype(np.float64) @ (w.T if trans_b else w).astype(np.float64)
