@@ -135,9 +135,10 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
      * transposed 443 -> 209), 1024 x 2048 x 16 771 -> 399 (963 -> 404), 1024 x 256 x 16 104 ->
      * 46, 4096 x 256 x 16 367 -> 196; two threads 512 x 2048 x 16 319-358 -> 127-222 us,
      * 1024 x 2048 x 16 614-681 -> 232-425, 1024 x 4096 x 16 1294-1642 -> 857-870. */
-    int narrow_rows = !trans_a && 2 * n <= kernel->nr && m > kernel->few_rows;
-    if (((threads > 1 && !trans_a && m >= k && n_panels < 2 * threads &&
-          m >= 2 * threads * kernel->mr) || narrow_rows) &&
+    int narrow_rows = 2 * n <= kernel->nr && m > kernel->few_rows;
+    if (!trans_a &&
+        ((threads > 1 && m >= k && n_panels < 2 * threads && m >= 2 * threads * kernel->mr) ||
+         narrow_rows) &&
         b_bytes <= half_l2 && b_rows_apart) {
         plan.path = FASTNN_GEMM_PATH_IN_PLACE;
         plan.split_rows = 1;

@@ -37,19 +37,18 @@ void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64
         case 4: TAKE(4) break;
         case 8: TAKE(8) break;
         case 16: TAKE(16) break;
-        default:
-            if (row_bytes < TAKE_AHEAD_MIN_BYTES) {
-                TAKE(row_bytes) break;
-            }
+        default: {
             /* Each row a run of misses: the lines of the row TAKE_AHEAD on are asked for
              * before this one is copied, so that its misses overlap this copy's */
+            int64_t ahead = row_bytes < TAKE_AHEAD_MIN_BYTES
+                                ? 0 : fastnn_min(row_bytes, TAKE_AHEAD_MAX_BYTES);
             FASTNN_FOR_SHARED(threads, i, n, {
-                if (i + TAKE_AHEAD < n)
-                    prefetch_lines(src + index[i + TAKE_AHEAD] * row_bytes,
-                                   fastnn_min(row_bytes, TAKE_AHEAD_MAX_BYTES));
+                if (ahead && i + TAKE_AHEAD < n)
+                    prefetch_lines(src + index[i + TAKE_AHEAD] * row_bytes, ahead);
                 memcpy(dst + i * row_bytes, src + index[i] * row_bytes, (size_t)row_bytes);
             });
             break;
+        }
     }
 #undef TAKE
 }
