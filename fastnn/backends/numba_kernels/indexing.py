@@ -16,7 +16,8 @@ and by the per-layer path from Python), so every 1-D loop over ``start..stop`` t
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from .jit import njit
 
 
 @njit(cache=True, inline="always")
