@@ -76,6 +76,10 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
             return product
     if type(a) is _ndarray and type(b) is _ndarray:
         dtype = a.dtype
+        if not a.flags.carray:
+            a, trans_a = _untransposed(a, trans_a)
+        if not b.flags.carray:
+            b, trans_b = _untransposed(b, trans_b)
         if ((dtype is _F32 or dtype is _F64) and b.dtype is dtype and a.ndim == 2
                 and b.ndim == 2 and a.flags.carray and b.flags.carray):
             if trans_a:

@@ -102,6 +102,39 @@ def test_entry_products_are_the_cffi_paths_bit_for_bit(dtype, n, k, m, trans_a, 
 
 
 @needs_entry
+@pytest.mark.parametrize("n,k,m", [(1, 16, 2048), (3, 17, 129), (1, 1, 1), (64, 200, 96)])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+@pytest.mark.parametrize("views", ["a", "b", "both"])
+def test_transposed_views_take_the_entry_with_the_flag_flipped(dtype, n, k, m, trans_a, trans_b,
+                                                               views):
+    """A Fortran-ordered operand (w.T of a C-ordered w) is the C-ordered array it views, read
+    with its transpose flag flipped: the entry runs the same kernel call as the cffi path with
+    the flags, so the same bits, and never returns None for it."""
+    a, b = _operands(n, k, m, trans_a, trans_b, dtype, seed=5)
+    expected = _cffi_product(a, b, trans_a, trans_b)
+    # the same matrices op(a), op(b) given as transposed views with the other flag
+    a_arg, ta = (a.T, not trans_a) if views in ("a", "both") else (a, trans_a)
+    b_arg, tb = (b.T, not trans_b) if views in ("b", "both") else (b, trans_b)
+    got = ENTRY(a_arg, b_arg, ta, tb, None)
+    assert got is not None
+    np.testing.assert_array_equal(got, expected)
+    out = np.full((n, m), np.nan, dtype)
+    assert ENTRY(a_arg, b_arg, int(ta), int(tb), out) is out
+    np.testing.assert_array_equal(out, expected)
+    with fastnn.use_backend("c"):
+        np.testing.assert_array_equal(ops.matmul(a_arg, b_arg, ta, tb), expected)
+
+
+@needs_entry
+def test_a_transposed_view_with_a_wrong_inner_dimension_gets_the_python_paths_error():
+    a, b = _random((3, 4), np.float32, 1), _random((5, 4), np.float32, 2)
+    assert ENTRY(a, b.T, True, False, None) is None  # op(a) is 4 x 3, op(b) 4 x 5: 3 != 4
+    with fastnn.use_backend("c"), pytest.raises(ValueError, match="^b: inner dimension"):
+        ops.matmul(a, b.T, True, False)
+
+
+@needs_entry
 def test_ops_matmul_takes_the_entry_for_the_plain_case(spy):
     a, b = _operands(4, 6, 5, False, False, np.float32)
     with fastnn.use_backend("c"):
@@ -131,7 +164,9 @@ A, B = _random((3, 4), np.float32, 1), _random((4, 5), np.float32, 2)
 
 #: Calls next to the plain case: (a, b, trans_a, trans_b, out) for the entry and ops.matmul.
 NEAR_MISSES = {
-    "a non-contiguous": (np.asfortranarray(A), B, False, False, None),
+    "a non-contiguous": (np.concatenate([A, A], axis=1)[:, :4], B, False, False, None),
+    "b a Fortran-ordered column slice": (A, np.asfortranarray(np.concatenate([B, B]))[:4],
+                                         False, False, None),
     "b a strided view": (A, np.repeat(B, 2, axis=1)[:, ::2], False, False, None),
     "a float16": (A.astype(np.float16), B, False, False, None),
     "a int64": (A.astype(np.int64), B.astype(np.int64), False, False, None),

@@ -12,8 +12,11 @@
  * matmul(a, b, trans_a, trans_b, out) -> out, or None when the call is not the plain case:
  *   a, b   exactly numpy.ndarray (no subclass), 2-D, one dtype: the native float32 or float64
  *          (the dtype objects np.dtype(np.float32) / np.dtype(np.float64) themselves),
- *          C-contiguous and aligned (read-only is fine); a (N, K), or (K, N) if trans_a;
- *          b (K, M), or (M, K) if trans_b; N, K, M >= 1;
+ *          aligned (read-only is fine), C-contiguous, or Fortran-contiguous: a transposed view
+ *          such as w.T, read as the C-ordered array it views with its transpose flag flipped,
+ *          as BLAS reads it and as ops.matmul's Python path does (_untransposed), so the same
+ *          kernel call and the same bits; a (N, K), or (K, N) if trans_a; b (K, M), or (M, K)
+ *          if trans_b; N, K, M >= 1;
  *   trans_a, trans_b  True, False or an exact int;
  *   out    None (a new (N, M) array is returned), or exactly numpy.ndarray (N, M) of that
  *          dtype, C-contiguous, aligned, writeable and sharing no byte with a or b.
@@ -58,20 +61,29 @@ static int flag_value(PyObject *flag) {
     return -1;
 }
 
-/* a as a plain operand: an exact 2-D ndarray, C-contiguous and aligned, of dtype descr. */
-static PyArrayObject *plain_operand(PyObject *object, PyArray_Descr *descr) {
+/* a as a plain operand: an exact 2-D ndarray of dtype descr, aligned, and C-contiguous
+ * (*flipped = 0) or else Fortran-contiguous (*flipped = 1: a transposed view, whose data is
+ * the C-ordered array of its transpose). */
+static PyArrayObject *plain_operand(PyObject *object, PyArray_Descr *descr, int *flipped) {
     if (!Py_IS_TYPE(object, &PyArray_Type)) {
         return NULL;
     }
     PyArrayObject *array = (PyArrayObject *)object;
     if (PyArray_NDIM(array) != 2 || PyArray_DESCR(array) != descr
-        || !PyArray_CHKFLAGS(array, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED)) {
+        || !PyArray_CHKFLAGS(array, NPY_ARRAY_ALIGNED)) {
+        return NULL;
+    }
+    if (PyArray_CHKFLAGS(array, NPY_ARRAY_C_CONTIGUOUS)) {
+        *flipped = 0;
+    } else if (PyArray_CHKFLAGS(array, NPY_ARRAY_F_CONTIGUOUS)) {
+        *flipped = 1;
+    } else {
         return NULL;
     }
     return array;
 }
 
-/* Whether the bytes of two C-contiguous arrays overlap. */
+/* Whether the bytes of two contiguous arrays overlap. */
 static int overlap(PyArrayObject *x, PyArrayObject *y) {
     const char *x_start = PyArray_BYTES(x), *y_start = PyArray_BYTES(y);
     const char *x_end = x_start + PyArray_NBYTES(x), *y_end = y_start + PyArray_NBYTES(y);
@@ -92,14 +104,21 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
     if (descr != float32_descr && descr != float64_descr) {
         Py_RETURN_NONE;
     }
-    PyArrayObject *a = plain_operand(args[0], descr);
-    PyArrayObject *b = plain_operand(args[1], descr);
+    int a_flipped = 0, b_flipped = 0;
+    PyArrayObject *a = plain_operand(args[0], descr, &a_flipped);
+    PyArrayObject *b = plain_operand(args[1], descr, &b_flipped);
     int trans_a = flag_value(args[2]), trans_b = flag_value(args[3]);
     if (a == NULL || b == NULL || trans_a < 0 || trans_b < 0) {
         Py_RETURN_NONE;
     }
-    /* out (N, M) = op(a) (N, K) @ op(b) (K, M) */
-    npy_intp *a_dims = PyArray_DIMS(a), *b_dims = PyArray_DIMS(b);
+    /* out (N, M) = op(a) (N, K) @ op(b) (K, M); a flipped operand is the C-ordered array of
+     * its transpose, so its shape is reversed and its transpose flag flipped (op(a) is the
+     * same matrix) */
+    npy_intp *a_shape = PyArray_DIMS(a), *b_shape = PyArray_DIMS(b);
+    npy_intp a_dims[2] = {a_shape[a_flipped], a_shape[1 - a_flipped]};
+    npy_intp b_dims[2] = {b_shape[b_flipped], b_shape[1 - b_flipped]};
+    trans_a ^= a_flipped;
+    trans_b ^= b_flipped;
     npy_intp n = a_dims[trans_a ? 1 : 0], k = a_dims[trans_a ? 0 : 1];
     npy_intp k_b = b_dims[trans_b ? 1 : 0], m = b_dims[trans_b ? 0 : 1];
     if (k != k_b || n == 0 || k == 0 || m == 0) {
