@@ -686,6 +686,14 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
  * rather than read by dot products (below). */
 #define GEMM_SMALL_PACK_K VLEN
 #define GEMM_SMALL_PACK_ROWS 4
+/* small_axpy asks for the lines of the rows of B' this far ahead of the four it reads. Each
+ * chunk of columns reads a short run of every row of B' (2 KB of an 8 KB row: 1 x 2048 x 2048
+ * on two threads), a new 4 KB page every run, which the hardware prefetch does not follow far
+ * enough. Float32, one process per setting, three runs each, medians of 9 blocks, before
+ * (no prefetch) -> 8 rows ahead: 1 x 2048 x 2048 180-282 -> 164-178 us (NumPy 149-183),
+ * 1 x 2048 x 256 31-36 -> 27-31 us (NumPy 23-25); 1 x 784 x 256, 4 x 1024 x 1024 and
+ * 8 x 4096 x 512 the same within the noise; 16 rows ahead no better. */
+#define GEMM_SMALL_AHEAD 8
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
 
@@ -707,8 +715,13 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         const T *b0 = b + p * b_rs;
+        const T *ahead = p + 4 + GEMM_SMALL_AHEAD <= k ? b0 + GEMM_SMALL_AHEAD * b_rs : NULL;
         for (int64_t j = 0; j < w; j += VLEN) {
             int64_t cols = w - j;
+            if (ahead) {
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; q++) __builtin_prefetch(ahead + q * b_rs + j, 0, 3);
+            }
             VEC bv[4];
 #pragma GCC unroll 4
             for (int q = 0; q < 4; q++)
