@@ -18,11 +18,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .fp_mode import fp_enter, fp_leave
 from .indexing import indices
-from .jit import njit
 from .team import region_enter, region_leave, task_enter, task_leave
 
 from .partition import chunk_bounds

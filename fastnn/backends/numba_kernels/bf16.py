@@ -7,10 +7,9 @@ caller), so the arithmetic is on integers: round to nearest, ties to even.
 
 from __future__ import annotations
 
-from numba import prange
+from numba import njit, prange
 
 from .indexing import indices
-from .jit import njit
 from .team import region_enter, region_leave, task_enter, task_leave
 
 

@@ -5,10 +5,9 @@ added in the same pass, so the choice is made once per block and each loop vecto
 from __future__ import annotations
 
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.extending import overload
 
-from .jit import njit
 from .scalar_math import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, sigmoid, tanh
 
 

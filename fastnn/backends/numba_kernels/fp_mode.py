@@ -30,11 +30,9 @@ from __future__ import annotations
 import ctypes
 
 from llvmlite import binding, ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-
-from .jit import njit
 
 #: Whether the host has a mode these intrinsics set (x86-64's MXCSR).
 SUPPORTED = binding.get_process_triple().startswith(("x86_64", "i386", "i686"))

@@ -28,12 +28,11 @@ layers at batch 32 to 512) run gemm_direct's micro-panels on all threads
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 from numba.extending import overload
 
 from .epilogue import bias_activate
 from .fp_mode import fp_enter, fp_leave
-from .jit import njit
 from .simd import BLOCK, MR, TILE_BYTES, tile_product, tile_product_strided, transpose_block
 from .team import region_enter, region_leave, task_enter, task_leave
 from .views import rows_of, span_of
@@ -197,18 +196,14 @@ def gemm_narrow(a, b, trans_a, trans_b, out, bias, code, alpha, scratch):
 @njit(cache=True, error_model="numpy")
 def pad_edge(source, depth_major, first, stop, inner, width, padded):
     """padded[p * width + c] = element (first + c, p) of source for first + c < stop, else 0;
-    element (i, p) is source[p, i] when depth_major, else source[i, p]. The test of
-    depth_major is outside the loops: it is not a constant (jit.py)."""
-    zero = padded.dtype.type(0)
-    if depth_major:
-        for p in range(inner):
-            for c in range(width):
-                i = np.uintp(first + c)  # unsigned: contiguous loads (indexing.py)
-                padded[p * width + c] = source[p, i] if first + c < stop else zero
-    else:
-        for p in range(inner):
-            for c in range(width):
-                padded[p * width + c] = source[first + c, p] if first + c < stop else zero
+    element (i, p) is source[p, i] when depth_major, else source[i, p]."""
+    for p in range(inner):
+        for c in range(width):
+            i = np.uintp(first + c)  # unsigned: contiguous loads when depth_major (indexing.py)
+            value = padded.dtype.type(0)
+            if first + c < stop:
+                value = source[p, i] if depth_major else source[i, p]
+            padded[p * width + c] = value
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -222,7 +217,7 @@ def padded(count, panel):
     return count % panel != 0 and count < panel
 
 
-@njit(cache=True, error_model="numpy", literal_arguments=True)  # strides of 1 (jit.py)
+@njit(cache=True, error_model="numpy")
 def direct_tile(a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_stride, depth,
                 out, i0, j0, tile_rows, tile_cols, tile, first):
     """out[i0:i0+tile_rows, j0:j0+tile_cols] = one micro-tile of the product (gemm_direct);
@@ -242,7 +237,7 @@ def direct_tile(a, a_start, a_row_stride, a_depth_stride, b, b_start, b_depth_st
                 out[row, np.uintp(j0 + c)] = tile[np.uintp(at + c)]
 
 
-@njit(cache=True, error_model="numpy", literal_arguments=True)  # the tile width (jit.py)
+@njit(cache=True, error_model="numpy")
 def direct_panel(a, trans_a, pad_a, b, b_start, b_depth_stride, out, j0, tile_cols, bias, code,
                  alpha, tile, skip_cols):
     """Columns j0..j0+tile_cols of gemm_direct, all rows: op(b)'s micro-panel read from

@@ -16,8 +16,7 @@ and by the per-layer path from Python), so every 1-D loop over ``start..stop`` t
 from __future__ import annotations
 
 import numpy as np
-
-from .jit import njit
+from numba import njit
 
 
 @njit(cache=True, inline="always")

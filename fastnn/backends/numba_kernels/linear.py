@@ -10,12 +10,11 @@ None; dw: float (K, M); db: float (M,). code: contract.ACTIVATION_CODES.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
                    gemm_tiles, tiled)
 from .fp_mode import fp_enter, fp_leave
-from .jit import njit
 from .partition import add_rows_in_order, chunk_bounds
 from .scalar_math import IDENTITY, derivative_from_output
 from .team import region_enter, region_leave, task_enter, task_leave

@@ -10,12 +10,11 @@ converted to the parameter's dtype once, so float32 updates stay float32.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 from .fp_mode import fp_enter, fp_leave
 from .indexing import indices
-from .jit import njit
 from .partition import chunk_bounds
 from .team import region_enter, region_leave, task_enter, task_leave
 

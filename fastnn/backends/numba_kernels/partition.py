@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from .jit import njit
+from numba import njit
 
 
 @njit(cache=True, error_model="numpy")

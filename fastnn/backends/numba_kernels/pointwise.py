@@ -9,11 +9,11 @@ rows and the finiteness sum (x - x is 0 or NaN either way) do not depend on it.
 
 from __future__ import annotations
 
-from numba import prange
+import numpy as np
+from numba import njit, prange
 
 from .fp_mode import fp_enter, fp_leave
 from .indexing import indices
-from .jit import njit
 from .partition import chunk_bounds, sum_in_order, task_sums, task_zeros
 from .team import region_enter, region_leave, task_enter, task_leave
 

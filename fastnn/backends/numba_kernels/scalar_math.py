@@ -18,11 +18,9 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
-
-from .jit import njit
 
 #: Codes of contract.ACTIVATIONS, repeated as globals so jitted code folds them.
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = range(5)
@@ -134,7 +132,7 @@ def tanh(z):
     return t if z >= 0 else -t
 
 
-@njit(cache=True, error_model="numpy", literal_arguments=True)  # code (jit.py)
+@njit(cache=True, error_model="numpy")
 def activate(z, code, alpha):
     """The activation of ``code`` at ``z``; alpha is leaky_relu's negative slope."""
     if code == RELU:
@@ -148,7 +146,7 @@ def activate(z, code, alpha):
     return z
 
 
-@njit(cache=True, error_model="numpy", literal_arguments=True)  # code (jit.py)
+@njit(cache=True, error_model="numpy")
 def derivative_from_output(y, code, alpha):
     """act'(z) written with the output y = act(z) (see contract.ACTIVATIONS)."""
     one = like(y, 1.0)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 from .fp_mode import fp_enter, fp_leave
-from .jit import njit
 from .partition import chunk_bounds
 from .scalar_math import exp_nonpositive
 from .stack import stack_array

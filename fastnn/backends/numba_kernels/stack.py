@@ -8,11 +8,9 @@ indices are all known after unrolling is promoted to registers.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import carray, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-
-from .jit import njit
 
 
 @intrinsic

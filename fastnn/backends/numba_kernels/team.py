@@ -40,12 +40,11 @@ import time
 
 import numba
 from llvmlite import binding, ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .fp_mode import UNCHANGED, external_global, fp_enter, fp_inherited, fp_leave
-from .jit import njit
 
 #: A wait at a loop's end longer than this (and than half the calling thread's work)
 #: means another thread's core was taken; the loops then run on one thread for a spell of

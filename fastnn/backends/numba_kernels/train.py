@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .batchnorm import (activation_backward_parallel, activation_backward_range,
                         activation_forward_parallel, activation_forward_range,
@@ -22,7 +22,6 @@ from .batchnorm import (activation_backward_parallel, activation_backward_range,
 from .bf16 import round_parallel, round_range
 from .gemm import (blocked_scratch_sizes, direct_scratch_size, gemm_blocked_into, gemm_rows,
                    gemm_tiles, tiled)
-from .jit import njit
 from .linear import (backward_scratch_sizes, direct_backward_scratch_size,
                      dz_and_bias_grad_parallel, dz_and_bias_grad_rows,
                      linear_backward_blocked_into, linear_backward_direct_into)

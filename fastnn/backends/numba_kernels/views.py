@@ -12,10 +12,8 @@ outlive the call). The arithmetic on them is that of the slices they replace.
 
 from __future__ import annotations
 
-from numba import carray, types
+from numba import carray, njit, types
 from numba.extending import intrinsic
-
-from .jit import njit
 
 
 @intrinsic
