@@ -88,16 +88,18 @@ def load_backend(name: str) -> ModuleType:
         return module
 
 
+def _unavailable_reason(name: str) -> Optional[str]:
+    """None when backend ``name`` loads (loading it), else the reason it does not."""
+    try:
+        load_backend(name)
+    except BackendUnavailableError as exc:
+        return exc.reason
+    return None
+
+
 def backend_status() -> Dict[str, Optional[str]]:
     """Every known backend mapped to None when available, else the reason it is not."""
-    status: Dict[str, Optional[str]] = {}
-    for name in BACKEND_MODULES:
-        try:
-            load_backend(name)
-            status[name] = None
-        except BackendUnavailableError as exc:
-            status[name] = exc.reason
-    return status
+    return {name: _unavailable_reason(name) for name in BACKEND_MODULES}
 
 
 def available_backends() -> List[str]:
@@ -121,14 +123,12 @@ def _initial_default() -> str:
     # digits 376 ms against 25 ms for the next).
     reasons: Dict[str, str] = {}
     for name in BACKEND_MODULES:
-        try:
-            load_backend(name)
-        except BackendUnavailableError as exc:
-            reasons[name] = exc.reason
-            continue
-        if "c" in reasons:
-            _warn_c_unavailable(reasons["c"], name)
-        return name
+        reason = _unavailable_reason(name)
+        if reason is None:
+            if "c" in reasons:
+                _warn_c_unavailable(reasons["c"], name)
+            return name
+        reasons[name] = reason
     raise BackendUnavailableError("numpy", reasons.get("numpy", "no backend loads"))
 
 
