@@ -13,7 +13,15 @@
  *    is transposed in registers, 16 x 16 pairs at a time;
  *  - the micro-kernel computes a 32 x 32 block of C in four tiles (2 A tiles x 2 B tiles:
  *    4 loads per 4 products, the blocking of oneDNN's brgemm and llama.cpp), over all of K;
- *    an edge block of 16 rows or columns runs with fewer tiles;
+ *    an edge block of 16 rows or columns runs with fewer tiles. (Tried and not kept: K in
+ *    pieces of 8, 16 or 32 k-blocks, the sums of the shared operand's blocks kept aside
+ *    between pieces so that the own operand's piece is reused from L1: Sapphire Rapids, 2
+ *    threads, same bits, alternating in one process: 1024 x 4096 x 4096 and 1024^3 1.00-1.12x
+ *    faster, 128 x 1024 x 4096 and 128 x 4096 x 4096 0.78-0.99x; with the sums kept in C
+ *    itself, its row stride of 16 KB put a tile's 16 rows in one set of L1: 0.5-0.8x.
+ *    Neither a software prefetch of the shared tiles 1, 2 or 4 k-blocks ahead nor a larger
+ *    shared chunk (1 or 1.5 MB) gained; the packing of B split by k between the threads,
+ *    whole rows each, 0.8x at 32 x 4096 x 1024);
  *  - the block goes through a 4 KB float32 buffer, where bias and activation are applied
  *    with AVX-512 before the store to C (masked at the edges);
  *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):

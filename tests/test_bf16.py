@@ -202,6 +202,38 @@ def test_few_rows_products_do_not_depend_on_the_split(backend_name):
                 fastnn.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("shape", [(70, 1056, 250), (97, 600, 70)])
+def test_edge_blocks_give_the_bits_of_full_blocks(shape):
+    """On bfloat16 instructions (AMX tiles, or AVX512-BF16 dot products), a full 32 x 32 block
+    of C runs on 2 x 2 tiles (or 8 x 2 dot products), an edge block (rows or columns past the
+    last multiple of 32) on fewer, and the few-rows dot products sum K in pieces: a row of A
+    repeated in the edge rows, and a column of B in the edge columns, must give the same bits
+    there, on 1 and 2 threads, A or B transposed (both splits of the threads: by rows, by
+    columns). Each sum adds the same exact products in the same order on every path."""
+    if _c_bf16_gemm() == "float32":
+        pytest.skip("no bfloat16 instructions in this copy of the C kernels (FASTNN_ISA)")
+    n, k, m = shape
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal((k, m)).astype(np.float32)
+    a[n - 1] = a[5]          # row n - 1 is in the edge row pair (n % 32 != 0)
+    b[:, m - 2] = b[:, 7]    # column m - 2 likewise
+    with fastnn.use_backend("c"):
+        saved = fastnn.get_num_threads()["c"]
+        try:
+            for threads in (1, 2):
+                fastnn.set_num_threads(threads)
+                for trans_a, trans_b in ((0, 0), (1, 0), (0, 1)):
+                    c = ops.matmul(a.T.copy() if trans_a else a, b.T.copy() if trans_b else b,
+                                   trans_a=trans_a, trans_b=trans_b, precision="bfloat16")
+                    full = m // 32 * 32
+                    np.testing.assert_array_equal(_bits(c[n - 1, :full]), _bits(c[5, :full]))
+                    full = n // 32 * 32
+                    np.testing.assert_array_equal(_bits(c[:full, m - 2]), _bits(c[:full, 7]))
+        finally:
+            fastnn.set_num_threads(saved)
+
+
 def _c_bf16_gemm():
     from fastnn.backends import c_backend
     return c_backend.BF16_GEMM
