@@ -12,9 +12,12 @@ per dtype and transpose.
 ``--dtypes bfloat16`` sweeps fastnn's bfloat16 matmul precision (``ops.matmul(...,
 precision="bfloat16")``: float32 operands rounded to bfloat16, float32 accumulation; see
 fastnn.precision) against PyTorch's ``torch.mm`` on bfloat16 tensors in the same run (issue
-20: at least 1.0x at every shape with M >= 32); it needs PyTorch. Each bfloat16 result is
-checked against the float64 product of the rounded operands within 2e-5 * sum_k |a||b| (as
-benchmarks/test_bf16.py).
+20: at least 1.0x at every shape with M >= 32); it needs PyTorch. ``bfloat16_operands``
+gives fastnn bfloat16 arrays too (``ml_dtypes.bfloat16``; it needs ml_dtypes), so that both
+sides read the same bytes: PyTorch's tensors are bfloat16 either way, where fastnn's
+``bfloat16`` rows read twice the bytes of float32 and round them in every call. Each
+bfloat16 result is checked against the float64 product of the rounded operands within
+2e-5 * sum_k |a||b| (as benchmarks/test_bf16.py).
 
 Timing: for each shape, blocks of calls of one library alternate with blocks of the other
 (three each, every block at least ``block_seconds`` long); a short pause before each block
@@ -46,8 +49,11 @@ M_VALUES = (1, 8, 32, 128, 256, 512, 1024, 4096)
 KN_VALUES = (16, 256, 1024, 2048, 4096)
 TRANSPOSES = ("nn", "tn", "nt", "tt")
 DTYPES = ("float32", "float64")
-#: The precisions ``--dtypes`` accepts: DTYPES against NumPy, bfloat16 against PyTorch.
-SWEEP_DTYPES = DTYPES + ("bfloat16",)
+#: The precisions ``--dtypes`` accepts: DTYPES against NumPy, the bfloat16 ones against
+#: PyTorch (bfloat16: float32 operands in bfloat16 precision; bfloat16_operands: bfloat16
+#: arrays).
+BF16_DTYPES = ("bfloat16", "bfloat16_operands")
+SWEEP_DTYPES = DTYPES + BF16_DTYPES
 
 #: The quick subset: every path of the C GEMM and the cliffs of issue 20, in about a minute.
 QUICK_M = (1, 8, 32, 128, 256, 1024)
@@ -111,12 +117,23 @@ def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int):
     return lambda: torch.mm(ta, tb)
 
 
+def _bfloat16_arrays(*arrays: np.ndarray):
+    """The arrays as ``ml_dtypes.bfloat16`` arrays (rounded to nearest even, as torch's
+    ``.to(torch.bfloat16)``); ImportError with the install hint when ml_dtypes is missing."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise ImportError("the bfloat16_operands sweep gives fastnn bfloat16 arrays: "
+                          "pip install ml_dtypes") from exc
+    return tuple(array.astype(ml_dtypes.bfloat16) for array in arrays)
+
+
 def _check(out: np.ndarray, expected: Optional[np.ndarray], a_op: np.ndarray,
            b_op: np.ndarray, dtype: str, label: str):
     """The float dtypes against NumPy's product ``expected``; bfloat16 against the float64
     product of the operands rounded to bfloat16, within 2e-5 * sum_k |a_ik| |b_kj| (float32
     accumulation)."""
-    if dtype == "bfloat16":
+    if dtype in BF16_DTYPES:
         ra = ops.round_bfloat16(np.ascontiguousarray(a_op)).astype(np.float64)
         rb = ops.round_bfloat16(np.ascontiguousarray(b_op)).astype(np.float64)
         bound = 2e-5 * (np.abs(ra) @ np.abs(rb)) + 1e-30
@@ -133,7 +150,7 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     """One row of the sweep: both times, the ratio (rival's time / fastnn's) and fastnn's
     GFLOP/s; checks the result. The rival is NumPy's ``@`` for float32 and float64, PyTorch's
     bfloat16 ``torch.mm`` (on ``threads`` threads) for bfloat16."""
-    bf16 = dtype == "bfloat16"
+    bf16 = dtype in BF16_DTYPES
     a, b = operands(m, k, n, transposes, "float32" if bf16 else dtype)
     trans_a, trans_b = transposes[0] == "t", transposes[1] == "t"
     a_op, b_op = (a.T if trans_a else a), (b.T if trans_b else b)
@@ -143,9 +160,10 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     else:
         expected = np.empty((m, n), a.dtype)
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
+    ours_a, ours_b = (_bfloat16_arrays(a, b) if dtype == "bfloat16_operands" else (a, b))
     with use_backend(backend):
         precision = "bfloat16" if bf16 else None
-        ours = lambda: ops.matmul(a, b, trans_a, trans_b, out=out,  # noqa: E731
+        ours = lambda: ops.matmul(ours_a, ours_b, trans_a, trans_b, out=out,  # noqa: E731
                                   precision=precision)
         ours_times, theirs_times = time_pair(ours, theirs, block_seconds)
     fastnn_s, rival_s = float(np.median(ours_times)), float(np.median(theirs_times))
@@ -245,7 +263,7 @@ def plot_heatmap(rows: Sequence[Dict], path: str) -> None:
         axis.set_yticks(range(len(ms)), [str(m) for m in ms])
         axis.set_xticks(range(len(kns)), [f"{k}x{n}" for k, n in kns], rotation=90)
         axis.set_ylabel("M")
-        rival = "PyTorch" if dtype == "bfloat16" else "NumPy"
+        rival = "PyTorch" if dtype in BF16_DTYPES else "NumPy"
         axis.set_title(f"{dtype} {t}: {rival} time / fastnn time (K x N)")
         for i in range(len(ms)):
             for j in range(len(kns)):
@@ -291,8 +309,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=arguments.positive_float, default=None,
                         help="stop the sweep after this many seconds")
     parser.add_argument("--dtypes", type=_names_of(SWEEP_DTYPES), default=None,
-                        help="comma-separated of float32,float64 (against NumPy) and "
-                             "bfloat16 (against PyTorch's bfloat16 matmul)")
+                        help="comma-separated of float32,float64 (against NumPy), "
+                             "bfloat16 (float32 arrays in bfloat16 precision) and "
+                             "bfloat16_operands (bfloat16 arrays, needs ml_dtypes), both "
+                             "against PyTorch's bfloat16 matmul")
     parser.add_argument("--transposes", type=_names_of(TRANSPOSES), default=None,
                         help="comma-separated of nn,tn,nt,tt")
     for name, what in (("ms", "M (rows of the output)"), ("ks", "K (inner)"),

@@ -14,9 +14,10 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.contract import ACTIVATION_CODES, FLOAT_DTYPES, LABEL_DTYPE
-from .precision import get_matmul_precision
+from .precision import get_matmul_precision, is_bfloat16, precision_name
 from .precision import resolve as _precision
-from .validation import (activation_name, finite_number, float_array, label_array,
+from .validation import (activation_name, bfloat16_array, finite_number, float_array,
+                         label_array,
                          non_empty_batch, output_array, positive_number, same_shape, within,
                          writable_array)
 
@@ -62,6 +63,10 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     precision: "float32", "bfloat16" (alias "mixed_bfloat16": operands rounded to bfloat16,
     float32 accumulation) or None for :func:`fastnn.get_matmul_precision`; see
     :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64.
+    a and b may both be bfloat16 arrays (``ml_dtypes.bfloat16``): they multiply as bfloat16
+    precision multiplies rounded float32 operands (exact products, float32 sums), into a
+    float32 result, whatever ``precision`` names (rounding a bfloat16 number changes
+    nothing); TypeError when only one of them is bfloat16 or ``out`` is not float32.
     ``out`` may overlap ``a`` or ``b`` (the product is then computed aside and copied in).
     A transposed view (a Fortran-ordered array such as ``w.T``) is read in place through the
     other transpose flag, as BLAS reads it; other non-contiguous views are copied.
@@ -103,15 +108,22 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     # times the product's time)
     a, trans_a = _untransposed(a, trans_a)
     b, trans_b = _untransposed(b, trans_b)
-    a = float_array("a", a, ndim=2)
-    b = float_array("b", b, ndim=2, dtype=a.dtype)
-    precision = _precision(precision, a.dtype)
+    if is_bfloat16(a) or is_bfloat16(b):
+        a = bfloat16_array("a", a, 2, like=None if is_bfloat16(a) else "b")
+        b = bfloat16_array("b", b, 2, like="a")
+        if precision is not None:
+            precision_name(precision)  # a bad name is still an error
+        precision, dtype = "bfloat16", np.dtype(np.float32)
+    else:
+        a = float_array("a", a, ndim=2)
+        b = float_array("b", b, ndim=2, dtype=a.dtype)
+        precision, dtype = _precision(precision, a.dtype), a.dtype
     n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     k_b, m = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != k_b:
         raise ValueError(f"b: inner dimension {k_b} of op(b) {(k_b, m)} does not match "
                          f"{k} of op(a) {(n, k)}")
-    out = output_array("out", out, (n, m), a.dtype)
+    out = output_array("out", out, (n, m), dtype)
     if out.size and k == 0:
         out[...] = 0  # an empty sum; the kernels never see a zero dimension
     elif out.size and _overlaps(out, a, b):

@@ -14,6 +14,12 @@ matmuls of Keras' ``"mixed_bfloat16"`` policy (accepted here as an alias of ``"b
 It applies to float32 arrays only: float64 ones always multiply in float64, and asking for
 bfloat16 explicitly with float64 arrays raises ValueError.
 
+Operands already in bfloat16 (``ml_dtypes.bfloat16`` arrays, the NumPy dtype of JAX and
+TensorFlow; fastnn reads them without importing ml_dtypes) multiply in :func:`fastnn.ops.matmul`
+as bfloat16 precision multiplies rounded float32 ones: exact products summed in float32 into a
+float32 result (like ``torch.mm`` on bfloat16 tensors with a float32 output), read in place by
+the C backend's AMX and AVX512-BF16 kernels.
+
 The setting is a process-wide default (:func:`set_matmul_precision`) under a context-local
 override (:func:`matmul_precision`, restored on exit also when the body raises), like the
 backend's :func:`fastnn.use_backend`.
@@ -91,13 +97,33 @@ def resolve(precision, dtype, argument: str = "precision") -> str:
     return name
 
 
+def is_bfloat16(array) -> bool:
+    """Whether ``array`` is a NumPy array of bfloat16 numbers (``ml_dtypes.bfloat16``: a
+    2-byte dtype named "bfloat16"; ml_dtypes itself is not imported)."""
+    return (isinstance(array, np.ndarray) and array.dtype.name == "bfloat16"
+            and array.dtype.itemsize == 2)
+
+
+def widen_bfloat16(array: np.ndarray) -> np.ndarray:
+    """The bfloat16 numbers of ``array`` as float32 numbers, exactly: each one's 16 bits
+    followed by 16 zero bits (a new C-ordered array of the same shape)."""
+    bits = np.ascontiguousarray(array).view(np.uint16).astype(np.uint32) << 16
+    return bits.view(np.float32)
+
+
 def rounded_operands(round_bfloat16, precision: str, *arrays):
     """The GEMM operands as ``precision`` reads them: the arrays themselves for "float32",
     copies rounded by the backend's ``round_bfloat16(x, out)`` kernel for "bfloat16" (the
-    numpy and numba backends round first, then multiply in float32)."""
+    numpy and numba backends round first, then multiply in float32), and bfloat16 arrays
+    widened to float32 (:func:`widen_bfloat16`: already bfloat16 numbers)."""
     if precision != "bfloat16":
         return arrays
-    rounded = tuple(np.empty_like(array) for array in arrays)
-    for array, copy in zip(arrays, rounded):
-        round_bfloat16(array, copy)
-    return rounded
+    rounded = []
+    for array in arrays:
+        if is_bfloat16(array):
+            rounded.append(widen_bfloat16(array))
+        else:
+            copy = np.empty_like(array)
+            round_bfloat16(array, copy)
+            rounded.append(copy)
+    return tuple(rounded)

@@ -45,6 +45,23 @@ def float_array(name: str, value, ndim: Optional[int] = None,
     return value
 
 
+def bfloat16_array(name: str, value, ndim: int, like: Optional[str] = None) -> np.ndarray:
+    """``value``, a bfloat16 array (``ml_dtypes.bfloat16``), as a C-contiguous aligned one;
+    views are copied, values never converted. TypeError for another dtype (``like``: the
+    argument that is bfloat16, named in the message), ValueError for another rank."""
+    if not (isinstance(value, np.ndarray) and value.dtype.name == "bfloat16"
+            and value.dtype.itemsize == 2):
+        got = value.dtype if isinstance(value, np.ndarray) else _describe(value)
+        raise TypeError(f"{name}: expected dtype bfloat16" + (f" like {like}" if like else "")
+                        + f", got {got}")
+    if value.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got {value.ndim}-D with shape "
+                         f"{value.shape}")
+    if not (value.flags.c_contiguous and value.flags.aligned):
+        value = np.require(value, requirements=["C", "A"])
+    return value
+
+
 def label_array(name: str, value, num_classes: int, length: int) -> np.ndarray:
     """Integer class labels as C-contiguous int64 (N,), each in [0, num_classes)."""
     value = np.asarray(value)

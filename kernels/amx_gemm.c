@@ -167,73 +167,115 @@ static inline __m512 run16(const float *p, int64_t count, int present) {
     return _mm512_maskz_loadu_ps(present ? fastnn_mask16(count) : 0, p);
 }
 
-/* The A tile of op(A)[i0 : i0+16][p0 : p0+32] into dst (16 rows of 32 bfloat16); `a`
- * points at op(A)[i0][p0]; rows >= `rows` and columns >= `ks` are zeros. op(A)[i][p] is
- * a[i * lda + p], or a[p * lda + i] when trans. */
-static void pack_a_tile(bf16 *dst, const float *a, int64_t lda, int trans, int64_t rows,
-                        int64_t ks) {
-    if (!trans) {
+/* Operands already in bfloat16 (fastnn_matmul_bf16_operands) are packed into the same tiles
+ * by copying their bits: nothing to round. */
+
+/* The first `count` (may be <= 0) of 32 bfloat16 at p, zeros after; memory past them is not
+ * read. */
+static inline __m512i run32_bf16(const bf16 *p, int64_t count) {
+    __mmask32 mask = count >= 32 ? ~(__mmask32)0 : count <= 0 ? 0 : ((__mmask32)1 << count) - 1;
+    return _mm512_maskz_loadu_epi16(mask, p);
+}
+
+/* 16 pairs of bfloat16, lane n = (r0[n], r1[n]), of the first `count` of 16 numbers of each
+ * row, zeros after, and zeros for a row whose `present` is 0 (not read). */
+static inline __m512i pairs_bf16(const bf16 *r0, const bf16 *r1, int64_t count, int present0,
+                                 int present1) {
+    __mmask16 mask = fastnn_mask16(count);
+    __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(present0 ? mask : 0, r0));
+    __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(present1 ? mask : 0, r1));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* An operand of the GEMM: float32 numbers (rounded to bfloat16 by the packing) or bfloat16
+ * ones (uint16_t bits), op(X)[r][c] at x[r * ld + c], or x[c * ld + r] when trans. */
+typedef struct {
+    const void *data;
+    int64_t ld;
+    int trans, bf16;
+} operand;
+
+/* The numbers of x from element `at` on: the first `count` of 32 as bfloat16 in order, zeros
+ * after (bf16_run32 or run32_bf16). */
+static inline __m512i run32_of(operand x, int64_t at, int64_t count) {
+    return x.bf16 ? run32_bf16((const bf16 *)x.data + at, count)
+                  : bf16_run32((const float *)x.data + at, count);
+}
+
+/* 16 pairs of bfloat16, lane n = (x[at0 + n], x[at1 + n]), of the first `count`, zeros after
+ * and for a run whose `present` is 0 (not read). */
+static inline __m512i pairs_of(operand x, int64_t at0, int64_t at1, int64_t count, int present0,
+                               int present1) {
+    if (x.bf16)
+        return pairs_bf16((const bf16 *)x.data + at0, (const bf16 *)x.data + at1, count,
+                          present0, present1);
+    return bf16_pairs(run16((const float *)x.data + at0, count, present0),
+                      run16((const float *)x.data + at1, count, present1));
+}
+
+/* The A tile of op(A)[i0 : i0+16][p0 : p0+32] into dst (16 rows of 32 bfloat16); element
+ * `at` of a is op(A)[i0][p0]; rows >= `rows` and columns >= `ks` are zeros. */
+static void pack_a_tile(bf16 *dst, operand a, int64_t at, int64_t rows, int64_t ks) {
+    if (!a.trans) {
         for (int r = 0; r < TILE_ROWS; r++)
-            _mm512_storeu_si512(dst + r * TILE_K,
-                                r < rows ? bf16_run32(a + r * lda, ks) : _mm512_setzero_si512());
+            _mm512_storeu_si512(dst + r * TILE_K, r < rows ? run32_of(a, at + r * a.ld, ks)
+                                                           : _mm512_setzero_si512());
         return;
     }
     /* pairs of rows p, p + 1 of the stored matrix give lane i = (A[i][p], A[i][p+1]): a
      * 16 x 16 matrix of pairs indexed [p / 2][i], transposed into the tile's rows i. */
     __m512 pairs[16];
     for (int q = 0; q < 16; q++)
-        pairs[q] = _mm512_castsi512_ps(
-            bf16_pairs(run16(a + 2 * q * lda, rows, 2 * q < ks),
-                       run16(a + (2 * q + 1) * lda, rows, 2 * q + 1 < ks)));
+        pairs[q] = _mm512_castsi512_ps(pairs_of(a, at + 2 * q * a.ld, at + (2 * q + 1) * a.ld,
+                                                rows, 2 * q < ks, 2 * q + 1 < ks));
     vf32_transpose(pairs);
     for (int r = 0; r < TILE_ROWS; r++) _mm512_storeu_ps((float *)(dst + r * TILE_K), pairs[r]);
 }
 
 /* Row q of the B tile of op(B)[p0 : p0+32][j0 : j0+16], B not transposed, in VNNI order:
- * the 16 pairs (B[2q][n], B[2q+1][n]) of the stored rows 2q and 2q + 1 from b (op(B)[p0][j0],
- * b[p * ldb + j]); rows >= `ks` and columns >= `cols` are zeros. */
-static inline void pack_b_tile_row(bf16 *dst, const float *b, int64_t ldb, int q, int64_t cols,
+ * the 16 pairs (B[2q][n], B[2q+1][n]) of the stored rows 2q and 2q + 1 (element `at` of b is
+ * op(B)[p0][j0]); rows >= `ks` and columns >= `cols` are zeros. */
+static inline void pack_b_tile_row(bf16 *dst, operand b, int64_t at, int q, int64_t cols,
                                    int64_t ks) {
-    _mm512_storeu_si512(dst + q * TILE_K,
-                        bf16_pairs(run16(b + 2 * q * ldb, cols, 2 * q < ks),
-                                   run16(b + (2 * q + 1) * ldb, cols, 2 * q + 1 < ks)));
+    _mm512_storeu_si512(dst + q * TILE_K, pairs_of(b, at + 2 * q * b.ld, at + (2 * q + 1) * b.ld,
+                                                   cols, 2 * q < ks, 2 * q + 1 < ks));
 }
 
 /* The B tile of op(B)[p0 : p0+32][j0 : j0+16], B transposed, into dst in VNNI order (row q:
- * the 16 pairs (B[2q][n], B[2q+1][n])); `b` points at op(B)[p0][j0]; rows >= `ks` and
- * columns >= `cols` are zeros. op(B)[p][j] is b[j * ldb + p]. */
-static void pack_bt_tile(bf16 *dst, const float *b, int64_t ldb, int64_t cols, int64_t ks) {
+ * the 16 pairs (B[2q][n], B[2q+1][n])); element `at` of b is op(B)[p0][j0]; rows >= `ks` and
+ * columns >= `cols` are zeros. */
+static void pack_bt_tile(bf16 *dst, operand b, int64_t at, int64_t cols, int64_t ks) {
     /* row n of the stored matrix holds column n's run along k: 16 pairs indexed [n][q],
      * transposed into the tile's rows q. */
     __m512 pairs[16];
     for (int n = 0; n < 16; n++)
-        pairs[n] = _mm512_castsi512_ps(n < cols ? bf16_run32(b + n * ldb, ks)
+        pairs[n] = _mm512_castsi512_ps(n < cols ? run32_of(b, at + n * b.ld, ks)
                                                 : _mm512_setzero_si512());
     vf32_transpose(pairs);
     for (int q = 0; q < 16; q++) _mm512_storeu_ps((float *)(dst + q * TILE_K), pairs[q]);
 }
 
 /* Row blocks [first, end) of op(A) (m x k), each all of K, into packed (see the header). */
-static void pack_a_blocks(bf16 *packed, const float *a, int64_t lda, int trans, int64_t m,
-                          int64_t k, int64_t first, int64_t end) {
+static void pack_a_blocks(bf16 *packed, operand a, int64_t m, int64_t k, int64_t first,
+                          int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     /* Along the stored rows: a block's run of k (not transposed), or each 32 rows of k across
      * the blocks (transposed), rather than 16 floats down 32 rows at a time. */
     for (int64_t step = 0; step < (end - first) * k_blocks; step++) {
-        int64_t ib = first + (trans ? step % (end - first) : step / k_blocks);
-        int64_t kb = trans ? step / (end - first) : step % k_blocks;
+        int64_t ib = first + (a.trans ? step % (end - first) : step / k_blocks);
+        int64_t kb = a.trans ? step / (end - first) : step % k_blocks;
         int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
-        pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS,
-                    trans ? a + p * lda + i : a + i * lda + p, lda, trans,
-                    fastnn_min(TILE_ROWS, m - i), k - p);
+        pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS, a,
+                    a.trans ? p * a.ld + i : i * a.ld + p, fastnn_min(TILE_ROWS, m - i), k - p);
     }
 }
 
 /* Column blocks [first, end) of op(B) (k x n), k-blocks [kb0, kb0 + kbn) of each, into
  * packed (block after block: column block jb's k-block kb at tile (jb - first) kbn + kb - kb0). */
-static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, int64_t n,
-                          int64_t k, int64_t first, int64_t end, int64_t kb0, int64_t kbn) {
-    if (!trans) {
+static void pack_b_blocks(bf16 *packed, operand b, int64_t n, int64_t k, int64_t first,
+                          int64_t end, int64_t kb0, int64_t kbn) {
+    int64_t ldb = b.ld;
+    if (!b.trans) {
         /* Two stored rows at a time across every column block: two streams of memory, where
          * a tile at a time read 32 rows at once (32 x 1024 x 4096: 47% of the time in the
          * packing, at ~29 GB/s on two threads). The tiles are laid out as pack_bt_tile's. */
@@ -242,8 +284,8 @@ static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, 
             for (int q = 0; q < 16; q++)
                 for (int64_t jb = 0; jb < end - first; jb++) {
                     int64_t j = (first + jb) * 16;
-                    pack_b_tile_row(packed + (jb * kbn + kb) * TILE_ELEMS, b + p * ldb + j, ldb,
-                                    q, fastnn_min(16, n - j), k - p);
+                    pack_b_tile_row(packed + (jb * kbn + kb) * TILE_ELEMS, b, p * ldb + j, q,
+                                    fastnn_min(16, n - j), k - p);
                 }
         }
         return;
@@ -252,7 +294,7 @@ static void pack_b_blocks(bf16 *packed, const float *b, int64_t ldb, int trans, 
     for (int64_t jb = 0; jb < end - first; jb++)
         for (int64_t kb = 0; kb < kbn; kb++) {
             int64_t j = (first + jb) * 16, p = (kb0 + kb) * TILE_K;
-            pack_bt_tile(packed + (jb * kbn + kb) * TILE_ELEMS, b + j * ldb + p, ldb,
+            pack_bt_tile(packed + (jb * kbn + kb) * TILE_ELEMS, b, j * ldb + p,
                          fastnn_min(16, n - j), k - p);
         }
 }
@@ -510,8 +552,8 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
                                       cols, panel, panel + kbn * TILE_ELEMS, kbn, partial,
                                       kb0 > 0);
             else
-                pack_b_blocks(panel, b, ldb, 0, n, k, 2 * jp, fastnn_min(n_blocks, 2 * jp + 2),
-                              kb0, kbn);
+                pack_b_blocks(panel, (operand){b, ldb, 0, 0}, n, k, 2 * jp,
+                              fastnn_min(n_blocks, 2 * jp + 2), kb0, kbn);
             for (int64_t ip = 0; ip < m_pairs; ip++)
                 dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS, k_blocks * TILE_ELEMS,
                          panel, panel + kbn * TILE_ELEMS, kbn, fastnn_min(32, m - ip * 32), cols,
@@ -550,8 +592,8 @@ static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_
             int64_t kb0 = k_blocks * piece / pieces;
             int64_t kbn = k_blocks * (piece + 1) / pieces - kb0;
             /* column block jb of the group at panel + (jb - 2 g0) kbn tiles */
-            pack_b_blocks(panel, b, ldb, 0, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), kb0,
-                          kbn);
+            pack_b_blocks(panel, (operand){b, ldb, 0, 0}, n, k, 2 * g0,
+                          fastnn_min(n_blocks, 2 * g1), kb0, kbn);
             for (int64_t jp = g0; jp < g1; jp++) {
                 const bf16 *b0 = panel + 2 * (jp - g0) * kbn * TILE_ELEMS;
                 for (int64_t ip = 0; ip < m_pairs; ip++)
@@ -575,9 +617,8 @@ static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_
 #define AMX_SHARED_CHUNK_BYTES (512 * 1024)
 
 /* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
-static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                       int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
-                       int64_t ldc, const fastnn_epilogue *epilogue) {
+static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, operand b,
+                       float *c, int64_t ldc, const fastnn_epilogue *epilogue) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
@@ -607,8 +648,9 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
      * of long rows (FUSED_MAX_ROW_BYTES), any K, takes wide_columns: with its first group and
      * piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms and 32 x
      * 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
-    int few_rows_by_columns = !tiles && !by_rows && !trans_b && m_pairs <= FUSED_MAX_PAIRS;
-    int long_rows = ldb * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
+    int few_rows_by_columns = !tiles && !by_rows && !b.trans && !b.bf16 &&
+                              m_pairs <= FUSED_MAX_PAIRS;
+    int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
     int fused = few_rows_by_columns && k % TILE_K == 0 && !long_rows;
     int wide = few_rows_by_columns && long_rows; /* B packed a group and a piece at a time */
     /* An odd last block is packed as a pair's first half; its second half is never read. */
@@ -632,24 +674,22 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
         int64_t b_first = by_rows ? n_blocks * t / team : 2 * first;
         int64_t b_end = by_rows ? n_blocks * (t + 1) / team : fastnn_min(n_blocks, 2 * end);
         if (by_rows) {
-            pack_a_blocks(a_pack, a, lda, trans_a, m, k, 2 * first,
-                          fastnn_min(m_blocks, 2 * end));
-            pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, ldb, trans_b, n, k,
-                          b_first, b_end, 0, k_blocks);
+            pack_a_blocks(a_pack, a, m, k, 2 * first, fastnn_min(m_blocks, 2 * end));
+            pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, n, k, b_first, b_end, 0,
+                          k_blocks);
         } else {
             if (!fused && !wide)
-                pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, ldb, trans_b, n, k,
-                              b_first, b_end, 0, k_blocks);
-            pack_a_blocks(a_pack, a, lda, trans_a, m, k, m_blocks * t / team,
-                          m_blocks * (t + 1) / team);
+                pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, n, k, b_first,
+                              b_end, 0, k_blocks);
+            pack_a_blocks(a_pack, a, m, k, m_blocks * t / team, m_blocks * (t + 1) / team);
         }
 #pragma omp barrier
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
         if (fused)
-            fused_columns(a_pack, k_blocks, m, n, k, b, ldb, first, end, c, ldc, epilogue,
+            fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, ldc, epilogue,
                           b_pack + t * FUSED_THREAD_ELEMS);
         else if (wide)
-            wide_columns(a_pack, k_blocks, m, n, k, b, ldb, first, end, c, ldc, epilogue,
+            wide_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, ldc, epilogue,
                          b_pack + t * WIDE_THREAD_ELEMS);
         else
             for (int64_t sc = 0; sc < shared_pairs; sc += chunk)
@@ -666,16 +706,18 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, const float *
     return FASTNN_OK;
 }
 
-int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
-                    const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
-                    const fastnn_epilogue *epilogue) {
-    return packed_gemm(1, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda, int trans_a,
+                    const void *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue, int bf16_operands) {
+    return packed_gemm(1, m, n, k, (operand){a, lda, trans_a, bf16_operands},
+                       (operand){b, ldb, trans_b, bf16_operands}, c, ldc, epilogue);
 }
 
-int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                         int trans_a, const float *b, int64_t ldb, int trans_b, float *c,
-                         int64_t ldc, const fastnn_epilogue *epilogue) {
-    return packed_gemm(0, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
+                         int trans_a, const void *b, int64_t ldb, int trans_b, float *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue, int bf16_operands) {
+    return packed_gemm(0, m, n, k, (operand){a, lda, trans_a, bf16_operands},
+                       (operand){b, ldb, trans_b, bf16_operands}, c, ldc, epilogue);
 }
 #else
 typedef int fastnn_amx_absent; /* no AMX compiler support: cpu.c reports it */

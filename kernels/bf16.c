@@ -33,26 +33,50 @@ static void round_rows(float *dst, const float *src, int64_t rows, int64_t cols,
     FASTNN_FOR(threads, i, rows, fastnn_round_bf16(dst + i * cols, src + i * ld, cols););
 }
 
-int fastnn_gemm_bf16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
-                     const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
-                     const fastnn_epilogue *epilogue) {
+/* rows x cols of bfloat16 numbers src (row stride ld) as float32 numbers into dst (row stride
+ * cols): exact, the bits followed by 16 zero bits. */
+static void widen_rows(float *dst, const uint16_t *src, int64_t rows, int64_t cols, int64_t ld) {
+    int threads = fastnn_threads_for((double)rows * cols, 1 << 16);
+    FASTNN_FOR(threads, i, rows, {
+        float_bits *out = (float_bits *)(dst + i * cols);
+        for (int64_t j = 0; j < cols; j++) out[j] = (uint32_t)src[i * ld + j] << 16;
+    });
+}
+
+/* The bfloat16 GEMM of float32 operands (rounded) or, when bf16_operands, of bfloat16 ones
+ * (uint16_t bits): on AMX tiles, AVX512-BF16 dot products, or the float32 kernels on rounded
+ * (widened) copies; each product of two bfloat16 numbers is exact in float32, so the last is
+ * the same arithmetic, summed in another order. */
+static int gemm_bf16(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda, int trans_a,
+                     const void *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
+                     const fastnn_epilogue *epilogue, int bf16_operands) {
     int isa = fastnn_isa_current();
     if (isa == FASTNN_ISA_AMX)
-        return fastnn_amx_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue);
+        return fastnn_amx_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+                               bf16_operands);
     if (isa == FASTNN_ISA_AVX512 && fastnn_cpu_has_dot_bf16())
         return fastnn_dot_bf16_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                    epilogue);
-    /* The float32 kernels on rounded copies: each product of two bfloat16 numbers is exact
-     * in float32, so this is the same arithmetic, summed in another order. */
+                                    epilogue, bf16_operands);
     int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
     int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
     float *a16 = fastnn_scratch(SCRATCH_BF16_A, (size_t)a_rows * a_cols * sizeof(float));
     float *b16 = fastnn_scratch(SCRATCH_BF16_B, (size_t)b_rows * b_cols * sizeof(float));
     if (!a16 || !b16) return FASTNN_OUT_OF_MEMORY;
-    round_rows(a16, a, a_rows, a_cols, lda);
-    round_rows(b16, b, b_rows, b_cols, ldb);
+    if (bf16_operands) {
+        widen_rows(a16, a, a_rows, a_cols, lda);
+        widen_rows(b16, b, b_rows, b_cols, ldb);
+    } else {
+        round_rows(a16, a, a_rows, a_cols, lda);
+        round_rows(b16, b, b_rows, b_cols, ldb);
+    }
     return fastnn_gemm_f32(m, n, k, a16, a_cols, trans_a, b16, b_cols, trans_b, c, ldc,
                            epilogue);
+}
+
+int fastnn_gemm_bf16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
+                     const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
+                     const fastnn_epilogue *epilogue) {
+    return gemm_bf16(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, 0);
 }
 
 const char *fastnn_bf16_gemm_name(void) {
@@ -66,6 +90,12 @@ int fastnn_matmul_bf16(float *out, const float *a, const float *b, int64_t n, in
                        int64_t m, int trans_a, int trans_b) {
     return fastnn_gemm_bf16(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b,
                             out, m, NULL);
+}
+
+int fastnn_matmul_bf16_operands(float *out, const uint16_t *a, const uint16_t *b, int64_t n,
+                                int64_t k, int64_t m, int trans_a, int trans_b) {
+    return gemm_bf16(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b, out, m,
+                     NULL, 1);
 }
 
 int fastnn_linear_forward_bf16(float *out, const float *x, const float *w, const float *b,

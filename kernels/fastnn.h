@@ -80,6 +80,11 @@ int fastnn_matmul_f64(double *out, const double *a, const double *b,
 /* fastnn_matmul_f32 in bfloat16 precision (FASTNN_PRECISION_BFLOAT16). */
 int fastnn_matmul_bf16(float *out, const float *a, const float *b,
                        int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
+/* out (N, M) = op(a) @ op(b) of bfloat16 operands (their uint16_t bits: the high half of the
+ * float32 bits), summed in float32 as fastnn_matmul_bf16 sums the rounded operands: the same
+ * bits as fastnn_matmul_bf16 of those numbers widened to float32. */
+int fastnn_matmul_bf16_operands(float *out, const uint16_t *a, const uint16_t *b,
+                                int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 /* The path that matmul (and the linear kernels) would take for out (N, M) = op(a) @ op(b)
  * now, as gemm_plan.h chooses it: 0 SMALL, 1 IN_PLACE, 2 SPLIT_K, 3 PACKED; its threads, and
  * for PACKED the grid of row_threads x col_threads. For tests and tuning. */

@@ -5,19 +5,10 @@
  * (instantiate.h's FN) and is compiled for that instruction set (simd.h follows the target's
  * macros, e.g. __AVX512F__). FASTNN_ISA_TABLE names the table defined here.
  */
-#include <math.h>
 #include <string.h>
 
 #include "isa.h"
-
-/* log of a row's sum of exponentials (softmax_xent_impl.h) and the square root of Adam
- * (optim_impl.h): libm in the type's own precision. */
-#define FASTNN_LOG(s) _Generic((s), float: logf, double: log)(s)
-#define FASTNN_SQRT(x) _Generic((x), float: sqrtf, double: sqrt)(x)
-/* the binary cross-entropy's scalar libm calls (softmax_xent_impl.h) */
-#define FASTNN_LOG1P(s) _Generic((s), float: log1pf, double: log1p)(s)
-#define FASTNN_EXP(s) _Generic((s), float: expf, double: exp)(s)
-#define FASTNN_ABS(s) _Generic((s), float: fabsf, double: fabs)(s)
+#include "libm.h"
 
 #define FASTNN_TEMPLATE "gemm_impl.h"
 #include "instantiate.h"

@@ -58,7 +58,7 @@ if [ -n "$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavail
         # test_registry's check fails if backend c did not load (a build that cannot be
         # loaded, e.g. by its thread-local storage, would otherwise skip every c test)
         FASTNN_ISA=amx FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
-            python -m pytest tests/test_bf16.py \
+            python -m pytest tests/test_bf16.py tests/test_bf16_operands.py \
             tests/test_registry.py::test_backends_required_here_are_available \
             -q -p no:cacheprovider "$@"
     )

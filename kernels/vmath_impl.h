@@ -2,6 +2,7 @@
  * Included by every template that needs them; one translation unit may instantiate several
  * of those templates (isa_kernels.h), so the body is guarded per type. Everything is static
  * inline. */
+#include "libm.h"
 #if (defined(FASTNN_INSTANCE_F32) && !defined(FASTNN_VMATH_F32)) ||                            \
     (defined(FASTNN_INSTANCE_F64) && !defined(FASTNN_VMATH_F64))
 #ifdef FASTNN_INSTANCE_F32

@@ -69,10 +69,11 @@ def test_the_bfloat16_sweep_measures_against_torch_and_checks_each_product(capsy
     pytest.importorskip("torch")  # CI installs it (.ci/run)
     args = cli.build_parser().parse_args(
         ["bench", "--sweep", "--ms", "3,40", "--ks", "24", "--ns", "17", "--transposes", "nt",
-         "--dtypes", "bfloat16", "--sweep-threads", "1"])
+         "--dtypes", "bfloat16,bfloat16_operands", "--sweep-threads", "1"])
     rows = bench_sweep.run_from_args(args)
-    assert [(r["m"], r["dtype"], r["rival"]) for r in rows] == [(3, "bfloat16", "torch"),
-                                                                (40, "bfloat16", "torch")]
+    assert [(r["m"], r["dtype"], r["rival"]) for r in rows] == [
+        (3, "bfloat16", "torch"), (40, "bfloat16", "torch"),
+        (3, "bfloat16_operands", "torch"), (40, "bfloat16_operands", "torch")]
     for row in rows:
         assert math.isclose(row["ratio"], row["rival_s"] / row["fastnn_s"])
     assert "PyTorch bfloat16 time / fastnn time" in capsys.readouterr().out
@@ -88,6 +89,13 @@ def test_the_bfloat16_check_catches_a_wrong_product():
     bad[2, 3] += 1e-2 * abs(bad[2, 3]) + 1e-3
     with pytest.raises(AssertionError, match="5x9x4 bfloat16: wrong result"):
         bench_sweep._check(bad, None, a, b, "bfloat16", "5x9x4")
+
+
+def test_the_bfloat16_operands_sweep_without_ml_dtypes_says_how_to_install_it(monkeypatch):
+    pytest.importorskip("torch")  # (checked first: the rival)
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(ImportError, match="pip install ml_dtypes"):
+        bench_sweep.measure(2, 8, 3, "nn", "bfloat16_operands", threads=1)
 
 
 def test_the_bfloat16_sweep_without_torch_says_how_to_install_it(monkeypatch):

@@ -24,6 +24,7 @@ from typing import List
 import numpy as np
 
 from .. import environment
+from ..precision import is_bfloat16
 from . import runtime
 from .contract import ACTIVATION_CODES
 
@@ -206,6 +207,14 @@ matmul_entry, FASTCALL_UNAVAILABLE = _fastcall_entry()
 # ``a.__array_interface__`` 0.8 us), so the pointers stay cffi buffers.
 
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):
+    if is_bfloat16(a):
+        status = lib.fastnn_matmul_bf16_operands(
+            _from_buffer("float[]", out), _from_buffer("uint16_t[]", a.view(np.uint16)),
+            _from_buffer("uint16_t[]", b.view(np.uint16)), out.shape[0],
+            a.shape[0] if trans_a else a.shape[1], out.shape[1], trans_a, trans_b)
+        if status:
+            _check(status, "matmul")
+        return
     k = _BY_DTYPE[a.dtype]
     t = k.array_type
     n, m = out.shape

@@ -1,0 +1,113 @@
+"""ops.matmul on bfloat16 operands (ml_dtypes.bfloat16 arrays): the product bfloat16 matmul
+precision gives the same numbers as float32 arrays, bit for bit, on every backend (the C
+backend's AMX and AVX512-BF16 kernels read the bfloat16 bits in place; the others widen them
+to float32 first), and the argument checks of the public boundary."""
+
+from __future__ import annotations
+
+import ml_dtypes  # in the dev extra: fastnn itself reads bfloat16 arrays without it
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+
+from conftest import BACKENDS
+
+# Edges of every kind: K not a multiple of 32 (a part k-block), rows and columns past the last
+# 16 and 32, few rows (the dot products' pieces of K on AVX512-BF16), one row, one column.
+SHAPES = [(1, 1, 1), (1, 784, 256), (16, 33, 31), (31, 32, 17), (33, 100, 15), (70, 1056, 250),
+          (97, 600, 70), (128, 784, 256), (5, 2100, 40), (300, 64, 1100)]
+
+
+def _bits(x):
+    return np.ascontiguousarray(x).view(np.uint32)
+
+
+def _bfloat16(rounded: np.ndarray) -> np.ndarray:
+    """float32 numbers that are bfloat16 numbers (ops.round_bfloat16's) as a bfloat16 array,
+    from their bits (not through ml_dtypes' own conversion)."""
+    return (rounded.view(np.uint32) >> 16).astype(np.uint16).view(ml_dtypes.bfloat16)
+
+
+def _operands(rng, shape, trans_a, trans_b):
+    n, k, m = shape
+    a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(np.float32)
+    b = (rng.standard_normal((m, k) if trans_b else (k, m)) * 3).astype(np.float32)
+    a.flat[::7] *= 1e-39  # some subnormals among the numbers
+    return ops.round_bfloat16(a), ops.round_bfloat16(b)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_bfloat16_operands_give_the_bits_of_float32_ones(backend_name, trans_a, trans_b):
+    rng = np.random.default_rng(21)
+    with fastnn.use_backend(backend_name):
+        saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
+        try:
+            for threads in (1, 2) if saved else (None,):
+                if saved:
+                    fastnn.set_num_threads(threads)
+                for shape in SHAPES:
+                    a, b = _operands(rng, shape, trans_a, trans_b)
+                    want = ops.matmul(a, b, trans_a, trans_b, precision="bfloat16")
+                    got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b)
+                    assert got.dtype == np.float32 and got.shape == want.shape
+                    np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=str(shape))
+        finally:
+            if saved:
+                fastnn.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_views_out_nan_and_the_precision_setting(backend_name):
+    """Transposed views are read through the other flag, sliced ones copied; out= is
+    written; a NaN reaches only its row; the float32 setting does not apply to operands that
+    are bfloat16 already."""
+    rng = np.random.default_rng(22)
+    a, b = _operands(rng, (70, 300, 90), 0, 0)
+    ha, hb = _bfloat16(a), _bfloat16(b)
+    with fastnn.use_backend(backend_name):
+        want = ops.matmul(a, b, precision="bfloat16")
+        # (the same transpose on both sides: the float32 kernels' order of summation, which
+        # FASTNN_ISA=portable or avx2 runs bfloat16 precision on, follows the transposes)
+        bt, hbt = np.ascontiguousarray(b.T), np.ascontiguousarray(hb.T)
+        np.testing.assert_array_equal(_bits(ops.matmul(ha, hbt.T)),
+                                      _bits(ops.matmul(a, bt.T, precision="bfloat16")))
+        wide = np.repeat(ha, 2, axis=0)
+        np.testing.assert_array_equal(_bits(ops.matmul(wide[::2], hb)), _bits(want))
+        out = np.full((70, 90), 7.0, np.float32)
+        assert ops.matmul(ha, hb, out=out) is out
+        np.testing.assert_array_equal(_bits(out), _bits(want))
+        with fastnn.matmul_precision("float32"):
+            np.testing.assert_array_equal(_bits(ops.matmul(ha, hb, precision="float32")),
+                                          _bits(want))
+        dirty = ha.copy()
+        dirty[17, 150] = np.nan
+        got = ops.matmul(dirty, hb)
+        assert np.isnan(got[17]).all()
+        others = np.arange(70) != 17
+        np.testing.assert_array_equal(_bits(got[others]), _bits(want[others]))
+
+
+def test_bad_bfloat16_calls_raise_naming_the_argument():
+    h = np.ones((4, 5), ml_dtypes.bfloat16)
+    f = np.ones((5, 3), np.float32)
+    with pytest.raises(TypeError, match="b: expected dtype bfloat16 like a, got float32"):
+        ops.matmul(h, f)
+    with pytest.raises(TypeError, match="a: expected dtype bfloat16 like b, got float32"):
+        ops.matmul(f.T, h.T)
+    with pytest.raises(TypeError, match="b: expected dtype bfloat16 like a, got float64"):
+        ops.matmul(h, f.astype(np.float64))
+    with pytest.raises(ValueError, match="a: expected a 2-D array, got 1-D"):
+        ops.matmul(h[0], h.T)
+    with pytest.raises(ValueError, match="inner dimension 4 .* does not match 5"):
+        ops.matmul(h, h)
+    with pytest.raises(TypeError, match="out"):
+        ops.matmul(h, h.T, out=np.empty((4, 4), np.float64))
+    with pytest.raises(ValueError, match="out"):
+        ops.matmul(h, h.T, out=np.empty((4, 5), np.float32))
+    with pytest.raises(ValueError, match="precision"):
+        ops.matmul(h, h.T, precision="float16")
+    empty = ops.matmul(np.ones((3, 0), ml_dtypes.bfloat16), np.ones((0, 2), ml_dtypes.bfloat16))
+    np.testing.assert_array_equal(empty, np.zeros((3, 2), np.float32))
