@@ -255,7 +255,8 @@ static void pack_bt_tile(bf16 *dst, operand b, int64_t at, int64_t cols, int64_t
     for (int q = 0; q < 16; q++) _mm512_storeu_ps((float *)(dst + q * TILE_K), pairs[q]);
 }
 
-/* Row blocks [first, end) of op(A) (m x k), each all of K, into packed (see the header). */
+/* Row blocks [first, end) of op(A) (m x k), each all of K, into packed (block after block:
+ * row block ib's k-block kb at tile (ib - first) k_blocks + kb). */
 static void pack_a_blocks(bf16 *packed, operand a, int64_t m, int64_t k, int64_t first,
                           int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
@@ -265,7 +266,7 @@ static void pack_a_blocks(bf16 *packed, operand a, int64_t m, int64_t k, int64_t
         int64_t ib = first + (a.trans ? step % (end - first) : step / k_blocks);
         int64_t kb = a.trans ? step / (end - first) : step % k_blocks;
         int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
-        pack_a_tile(packed + (ib * k_blocks + kb) * TILE_ELEMS, a,
+        pack_a_tile(packed + ((ib - first) * k_blocks + kb) * TILE_ELEMS, a,
                     a.trans ? p * a.ld + i : i * a.ld + p, fastnn_min(TILE_ROWS, m - i), k - p);
     }
 }
@@ -484,14 +485,12 @@ static inline void dot_pair(const bf16 *a, int64_t a_next, const bf16 *b0, const
 }
 
 /* One block of C at row block pair ip and column block pair jp, on tiles or (tiles 0) with
- * dot products. */
-static inline void amx_pair(int tiles, const bf16 *a_pack, const bf16 *b_pack,
-                            int64_t k_blocks, int64_t m, int64_t n, int64_t ip, int64_t jp,
-                            float *c, int64_t ldc, const fastnn_epilogue *epilogue,
-                            float *block) {
+ * dot products, from the pair's packed row blocks at a and column blocks at b (k_blocks
+ * tiles each). */
+static inline void amx_pair(int tiles, const bf16 *a, const bf16 *b, int64_t k_blocks,
+                            int64_t m, int64_t n, int64_t ip, int64_t jp, float *c, int64_t ldc,
+                            const fastnn_epilogue *epilogue, float *block) {
     int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
-    const bf16 *a = a_pack + 2 * ip * k_blocks * TILE_ELEMS;
-    const bf16 *b = b_pack + 2 * jp * k_blocks * TILE_ELEMS;
     if (!tiles)
         dot_pair(a, k_blocks * TILE_ELEMS, b, b + k_blocks * TILE_ELEMS, k_blocks, rows, cols,
                  block, 0, NULL, 0);
@@ -615,6 +614,9 @@ static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_
 /* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
  * L2). */
 #define AMX_SHARED_CHUNK_BYTES (512 * 1024)
+/* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2
+ * beside it). */
+#define AMX_OWN_GROUP_BYTES (1024 * 1024)
 
 /* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
 static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, operand b,
@@ -653,13 +655,33 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
     int fused = few_rows_by_columns && k % TILE_K == 0 && !long_rows;
     int wide = few_rows_by_columns && long_rows; /* B packed a group and a piece at a time */
+    /* On tiles, when the shared operand is one chunk (read whole from L2 for each own pair),
+     * the own operand is packed a group of pairs (AMX_OWN_GROUP_BYTES) at a time just before
+     * their blocks, into this thread's panel (in L2), rather than whole before the barrier:
+     * the packed own operand no longer goes to memory and back. Sapphire Rapids, 2 threads,
+     * against packing it whole (alternating in one process; same bits): bfloat16 operands
+     * 32 x 1024 x 4096 0.59-0.67 -> 0.43 ms (torch.mm 0.37), 32 x 4096 x 4096 2.8 -> 1.8 ms,
+     * 128 x 1024 x 4096 0.90 -> 0.74 ms; float32 operands 32 x 1024 x 4096 0.84 -> 0.57 ms,
+     * 32 x 4096 x 4096 4.2 -> 3.1 ms; the others within 5% (groups of 256 KB: 32 x 4096 x 1024
+     * 0.82x; a pair at a time: 32 x 1024 x 1024 0.45x, its B read in runs of 64 bytes). */
+    int64_t panel_elems = 2 * k_blocks * TILE_ELEMS;
+    int64_t group = fastnn_max(1, AMX_OWN_GROUP_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    /* (a B not transposed is packed along its rows, 32 x group columns at a time: runs
+     * shorter than 1 KB a row starve the prefetchers; packing it whole is then faster, float32
+     * 32 x 4096 x 1024 0.91x in groups) */
+    int short_runs = !by_rows && !b.trans &&
+                     group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024;
+    int own_panel = tiles && shared_pairs <= chunk && !short_runs;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
-    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, (size_t)(m_blocks * k_blocks) * tile_bytes);
+    bf16 *a_pack = fastnn_scratch(
+        SCRATCH_BF16_A, own_panel && by_rows ? (size_t)(threads * group * panel_elems) * sizeof(bf16)
+                                             : (size_t)(m_blocks * k_blocks) * tile_bytes);
     bf16 *b_pack = fastnn_scratch(
-        SCRATCH_BF16_B, fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
-                        : wide ? (size_t)threads * WIDE_THREAD_ELEMS * sizeof(bf16)
-                               : (size_t)(n_blocks * k_blocks) * tile_bytes);
+        SCRATCH_BF16_B, fused       ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
+                        : wide      ? (size_t)threads * WIDE_THREAD_ELEMS * sizeof(bf16)
+                        : own_panel && !by_rows ? (size_t)(threads * group * panel_elems) * sizeof(bf16)
+                                    : (size_t)(n_blocks * k_blocks) * tile_bytes);
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int64_t start = fastnn_now_ns(), done = 0;
 
@@ -673,16 +695,13 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
         /* its own pairs, and an equal share of the shared operand's blocks */
         int64_t b_first = by_rows ? n_blocks * t / team : 2 * first;
         int64_t b_end = by_rows ? n_blocks * (t + 1) / team : fastnn_min(n_blocks, 2 * end);
-        if (by_rows) {
-            pack_a_blocks(a_pack, a, m, k, 2 * first, fastnn_min(m_blocks, 2 * end));
+        int64_t a_first = by_rows ? 2 * first : m_blocks * t / team;
+        int64_t a_end = by_rows ? fastnn_min(m_blocks, 2 * end) : m_blocks * (t + 1) / team;
+        if (!(own_panel && by_rows))
+            pack_a_blocks(a_pack + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
+        if (!fused && !wide && !(own_panel && !by_rows))
             pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, n, k, b_first, b_end, 0,
                           k_blocks);
-        } else {
-            if (!fused && !wide)
-                pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, n, k, b_first,
-                              b_end, 0, k_blocks);
-            pack_a_blocks(a_pack, a, m, k, m_blocks * t / team, m_blocks * (t + 1) / team);
-        }
 #pragma omp barrier
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
         if (fused)
@@ -691,13 +710,33 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
         else if (wide)
             wide_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, ldc, epilogue,
                          b_pack + t * WIDE_THREAD_ELEMS);
-        else
+        else if (own_panel) {
+            bf16 *panel = (by_rows ? a_pack : b_pack) + t * group * panel_elems;
+            for (int64_t g0 = first; g0 < end; g0 += group) {
+                int64_t g1 = fastnn_min(end, g0 + group);
+                if (by_rows)
+                    pack_a_blocks(panel, a, m, k, 2 * g0, fastnn_min(m_blocks, 2 * g1));
+                else
+                    pack_b_blocks(panel, b, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), 0,
+                                  k_blocks);
+                for (int64_t own = g0; own < g1; own++)
+                    for (int64_t other = 0; other < shared_pairs; other++) {
+                        const bf16 *mine = panel + (own - g0) * panel_elems;
+                        const bf16 *shared = (by_rows ? b_pack : a_pack) + other * panel_elems;
+                        amx_pair(tiles, by_rows ? mine : shared, by_rows ? shared : mine,
+                                 k_blocks, m, n, by_rows ? own : other, by_rows ? other : own,
+                                 c, ldc, epilogue, block);
+                    }
+            }
+        } else
             for (int64_t sc = 0; sc < shared_pairs; sc += chunk)
                 for (int64_t own = first; own < end; own++)
                     for (int64_t other = sc; other < fastnn_min(shared_pairs, sc + chunk);
-                         other++)
-                        amx_pair(tiles, a_pack, b_pack, k_blocks, m, n, by_rows ? own : other,
-                                 by_rows ? other : own, c, ldc, epilogue, block);
+                         other++) {
+                        int64_t ip = by_rows ? own : other, jp = by_rows ? other : own;
+                        amx_pair(tiles, a_pack + ip * panel_elems, b_pack + jp * panel_elems,
+                                 k_blocks, m, n, ip, jp, c, ldc, epilogue, block);
+                    }
         if (tiles) _tile_release();
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
