@@ -13,9 +13,10 @@ per dtype and transpose.
 precision="bfloat16")``: float32 operands rounded to bfloat16, float32 accumulation; see
 fastnn.precision) against PyTorch's ``torch.mm`` on bfloat16 tensors in the same run (issue
 20: at least 1.0x at every shape with M >= 32); it needs PyTorch. ``bfloat16_operands``
-gives fastnn bfloat16 arrays too (``ml_dtypes.bfloat16``; it needs ml_dtypes), so that both
-sides read the same bytes: PyTorch's tensors are bfloat16 either way, where fastnn's
-``bfloat16`` rows read twice the bytes of float32 and round them in every call. Each
+gives fastnn bfloat16 arrays in and out too (``ml_dtypes.bfloat16``; it needs ml_dtypes), so
+that both sides read and write the same bytes: PyTorch's tensors are bfloat16 either way,
+where fastnn's ``bfloat16`` rows read twice the bytes of float32, round them in every call
+and write float32. Each
 bfloat16 result is checked against the float64 product of the rounded operands within
 2e-5 * sum_k |a||b| (as benchmarks/test_bf16.py).
 
@@ -136,8 +137,11 @@ def _check(out: np.ndarray, expected: Optional[np.ndarray], a_op: np.ndarray,
     if dtype in BF16_DTYPES:
         ra = ops.round_bfloat16(np.ascontiguousarray(a_op)).astype(np.float64)
         rb = ops.round_bfloat16(np.ascontiguousarray(b_op)).astype(np.float64)
+        exact = ra @ rb
         bound = 2e-5 * (np.abs(ra) @ np.abs(rb)) + 1e-30
-        ok = bool(np.all(np.abs(out - ra @ rb) <= bound))
+        if out.dtype != np.float32:  # a bfloat16 result: its rounding too (half an ulp)
+            out, bound = out.astype(np.float32), bound + 2.0 ** -8 * np.abs(exact)
+        ok = bool(np.all(np.abs(out - exact) <= bound))
     else:
         scale = math.sqrt(a_op.shape[1]) * (1e-4 if dtype == "float32" else 1e-12)
         ok = np.allclose(out, expected, rtol=scale, atol=scale)
@@ -160,7 +164,10 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     else:
         expected = np.empty((m, n), a.dtype)
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
-    ours_a, ours_b = (_bfloat16_arrays(a, b) if dtype == "bfloat16_operands" else (a, b))
+    if dtype == "bfloat16_operands":  # bfloat16 in and out, as torch.mm on bfloat16 tensors
+        ours_a, ours_b, out = _bfloat16_arrays(a, b, out)
+    else:
+        ours_a, ours_b = a, b
     with use_backend(backend):
         precision = "bfloat16" if bf16 else None
         ours = lambda: ops.matmul(ours_a, ours_b, trans_a, trans_b, out=out,  # noqa: E731

@@ -64,9 +64,11 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     float32 accumulation) or None for :func:`fastnn.get_matmul_precision`; see
     :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64.
     a and b may both be bfloat16 arrays (``ml_dtypes.bfloat16``): they multiply as bfloat16
-    precision multiplies rounded float32 operands (exact products, float32 sums), into a
-    float32 result, whatever ``precision`` names (rounding a bfloat16 number changes
-    nothing); TypeError when only one of them is bfloat16 or ``out`` is not float32.
+    precision multiplies rounded float32 operands (exact products, float32 sums), whatever
+    ``precision`` names (rounding a bfloat16 number changes nothing), and the result is
+    bfloat16 (the sums rounded to nearest even, as ``torch.mm`` and ``jax.numpy.dot`` return
+    for bfloat16 operands), or float32 sums into a float32 ``out``. TypeError when only one
+    of them is bfloat16 or ``out`` is neither.
     ``out`` may overlap ``a`` or ``b`` (the product is then computed aside and copied in).
     A transposed view (a Fortran-ordered array such as ``w.T``) is read in place through the
     other transpose flag, as BLAS reads it; other non-contiguous views are copied.
@@ -113,7 +115,14 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
         b = bfloat16_array("b", b, 2, like="a")
         if precision is not None:
             precision_name(precision)  # a bad name is still an error
-        precision, dtype = "bfloat16", np.dtype(np.float32)
+        precision = "bfloat16"
+        # a bfloat16 result unless out asks for the float32 sums
+        dtype = a.dtype
+        if isinstance(out, np.ndarray) and not is_bfloat16(out):
+            if out.dtype != np.float32:
+                raise TypeError(f"out: expected dtype bfloat16 or float32 for bfloat16 "
+                                f"operands, got {out.dtype}")
+            dtype = out.dtype
     else:
         a = float_array("a", a, ndim=2)
         b = float_array("b", b, ndim=2, dtype=a.dtype)
@@ -128,7 +137,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
         out[...] = 0  # an empty sum; the kernels never see a zero dimension
     elif out.size and _overlaps(out, a, b):
         # the kernels' outputs never alias their inputs (contract.py): compute aside
-        out[...] = matmul(a, b, trans_a, trans_b, None, precision)
+        out[...] = matmul(a, b, trans_a, trans_b, np.empty_like(out), precision)
     elif out.size:
         backend.matmul(a, b, bool(trans_a), bool(trans_b), out, precision)
     return out

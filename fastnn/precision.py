@@ -111,6 +111,20 @@ def widen_bfloat16(array: np.ndarray) -> np.ndarray:
     return bits.view(np.float32)
 
 
+def float32_target(out: np.ndarray) -> np.ndarray:
+    """Where a GEMM that writes float32 puts a product bound for ``out``: ``out`` itself, or
+    a new float32 array for a bfloat16 ``out`` (then :func:`store_rounded` it)."""
+    return np.empty(out.shape, np.float32) if is_bfloat16(out) else out
+
+
+def store_rounded(round_bfloat16, target: np.ndarray, out: np.ndarray) -> None:
+    """``out = target`` rounded to bfloat16 by the backend's ``round_bfloat16`` kernel when
+    ``target`` is :func:`float32_target`'s own array (nothing to do when it is ``out``)."""
+    if target is not out:
+        round_bfloat16(target, target)
+        out.view(np.uint16)[...] = target.view(np.uint32) >> 16
+
+
 def rounded_operands(round_bfloat16, precision: str, *arrays):
     """The GEMM operands as ``precision`` reads them: the arrays themselves for "float32",
     copies rounded by the backend's ``round_bfloat16(x, out)`` kernel for "bfloat16" (the

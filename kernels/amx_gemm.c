@@ -330,14 +330,21 @@ static inline __attribute__((always_inline)) void amx_block(const int mt, const 
     if (mt == 2 && nt == 2) _tile_stored(3, out + 16 * 32 + 16, 128);
 }
 
-/* The block of C (m x n, row stride ldc) at row block pair ip and column block pair jp, held
- * in `block` (32 x 32, row stride 32), to C with the epilogue; only its rows and columns
- * inside C. */
-static void store_block(float *c, int64_t ldc, const float *block, int64_t m, int64_t n,
-                        int64_t ip, int64_t jp, const fastnn_epilogue *epilogue) {
+/* Where C goes: float32 numbers, or (bf16) bfloat16 ones (uint16_t bits, the sums rounded as
+ * fastnn_round_bf16 rounds); row stride ld elements. */
+typedef struct {
+    void *data;
+    int64_t ld;
+    int bf16;
+} output;
+
+/* The block of C (m x n) at row block pair ip and column block pair jp, held in `block`
+ * (32 x 32, row stride 32), to C with the epilogue; only its rows and columns inside C. */
+static void store_block(output c, const float *block, int64_t m, int64_t n, int64_t ip,
+                        int64_t jp, const fastnn_epilogue *epilogue) {
     int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
     const float *bias = epilogue ? (const float *)epilogue->bias + jp * 32 : NULL;
-    c += ip * 32 * ldc + jp * 32;
+    int64_t at = ip * 32 * c.ld + jp * 32;
     __m512 bias_v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     if (epilogue)
         for (int h = 0; h < 2; h++)
@@ -348,7 +355,12 @@ static void store_block(float *c, int64_t ldc, const float *block, int64_t m, in
             if (epilogue)
                 v = activate_f32_amx(_mm512_add_ps(v, bias_v[h]), epilogue->activation,
                                      (float)epilogue->alpha);
-            _mm512_mask_storeu_ps(c + r * ldc + 16 * h, fastnn_mask16(cols - 16 * h), v);
+            int64_t to = at + r * c.ld + 16 * h;
+            if (c.bf16)
+                _mm256_mask_storeu_epi16((bf16 *)c.data + to, fastnn_mask16(cols - 16 * h),
+                                         _mm512_cvtepi32_epi16(round_bf16(v)));
+            else
+                _mm512_mask_storeu_ps((float *)c.data + to, fastnn_mask16(cols - 16 * h), v);
         }
 }
 
@@ -488,7 +500,7 @@ static inline void dot_pair(const bf16 *a, int64_t a_next, const bf16 *b0, const
  * dot products, from the pair's packed row blocks at a and column blocks at b (k_blocks
  * tiles each). */
 static inline void amx_pair(int tiles, const bf16 *a, const bf16 *b, int64_t k_blocks,
-                            int64_t m, int64_t n, int64_t ip, int64_t jp, float *c, int64_t ldc,
+                            int64_t m, int64_t n, int64_t ip, int64_t jp, output c,
                             const fastnn_epilogue *epilogue, float *block) {
     int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
     if (!tiles)
@@ -502,7 +514,7 @@ static inline void amx_pair(int tiles, const bf16 *a, const bf16 *b, int64_t k_b
         amx_block(1, 2, a, b, k_blocks, block);
     else
         amx_block(1, 1, a, b, k_blocks, block);
-    store_block(c, ldc, block, m, n, ip, jp, epilogue);
+    store_block(c, block, m, n, ip, jp, epilogue);
 }
 
 /* The few-rows path of the dot products, for B not transposed, on the pairs of column blocks
@@ -522,8 +534,8 @@ static inline void amx_pair(int tiles, const bf16 *a, const bf16 *b, int64_t k_b
  * 4096 2.2x: 32 x 4096 x 4096 10.8 ms against 4.8). A B of longer rows takes wide_columns. */
 #define FUSED_MAX_ROW_BYTES 4096
 static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
-                          const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
-                          int64_t ldc, const fastnn_epilogue *epilogue, bf16 *panel) {
+                          const float *b, int64_t ldb, int64_t first, int64_t end, output c,
+                          const fastnn_epilogue *epilogue, bf16 *panel) {
     float *partial = (float *)(panel + 2 * FUSED_K_BLOCKS * TILE_ELEMS);
     int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
     for (int64_t jp = first; jp < end; jp++) {
@@ -560,7 +572,7 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
                          rounding && ip == 0);
         }
         for (int64_t ip = 0; ip < m_pairs; ip++)
-            store_block(c, ldc, partial + ip * 32 * 32, m, n, ip, jp, epilogue);
+            store_block(c, partial + ip * 32 * 32, m, n, ip, jp, epilogue);
     }
 }
 
@@ -580,8 +592,8 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
 #define WIDE_PANEL_ELEMS (WIDE_GROUP_PAIRS * 2 * WIDE_K_BLOCKS * TILE_ELEMS)
 #define WIDE_THREAD_ELEMS (WIDE_PANEL_ELEMS + WIDE_GROUP_PAIRS * FUSED_MAX_PAIRS * 32 * 32 * 2)
 static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
-                         const float *b, int64_t ldb, int64_t first, int64_t end, float *c,
-                         int64_t ldc, const fastnn_epilogue *epilogue, bf16 *panel) {
+                         const float *b, int64_t ldb, int64_t first, int64_t end, output c,
+                         const fastnn_epilogue *epilogue, bf16 *panel) {
     float *partial = (float *)(panel + WIDE_PANEL_ELEMS);
     int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
     int64_t pieces = fastnn_ceil_div(k_blocks, WIDE_K_BLOCKS);
@@ -604,7 +616,7 @@ static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_
         }
         for (int64_t jp = g0; jp < g1; jp++)
             for (int64_t ip = 0; ip < m_pairs; ip++)
-                store_block(c, ldc, partial + ((jp - g0) * m_pairs + ip) * 32 * 32, m, n, ip,
+                store_block(c, partial + ((jp - g0) * m_pairs + ip) * 32 * 32, m, n, ip,
                             jp, epilogue);
     }
 }
@@ -620,7 +632,7 @@ static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_
 
 /* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
 static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, operand b,
-                       float *c, int64_t ldc, const fastnn_epilogue *epilogue) {
+                       output c, const fastnn_epilogue *epilogue) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
@@ -674,14 +686,15 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     int own_panel = tiles && shared_pairs <= chunk && !short_runs;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
-    bf16 *a_pack = fastnn_scratch(
-        SCRATCH_BF16_A, own_panel && by_rows ? (size_t)(threads * group * panel_elems) * sizeof(bf16)
-                                             : (size_t)(m_blocks * k_blocks) * tile_bytes);
-    bf16 *b_pack = fastnn_scratch(
-        SCRATCH_BF16_B, fused       ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
-                        : wide      ? (size_t)threads * WIDE_THREAD_ELEMS * sizeof(bf16)
-                        : own_panel && !by_rows ? (size_t)(threads * group * panel_elems) * sizeof(bf16)
-                                    : (size_t)(n_blocks * k_blocks) * tile_bytes);
+    size_t panels_bytes = (size_t)(threads * group * panel_elems) * sizeof(bf16);
+    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, own_panel && by_rows
+                                                      ? panels_bytes
+                                                      : (size_t)(m_blocks * k_blocks) * tile_bytes);
+    size_t b_bytes = fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
+                     : wide ? (size_t)threads * WIDE_THREAD_ELEMS * sizeof(bf16)
+                     : own_panel && !by_rows ? panels_bytes
+                                             : (size_t)(n_blocks * k_blocks) * tile_bytes;
+    bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, b_bytes);
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int64_t start = fastnn_now_ns(), done = 0;
 
@@ -705,10 +718,10 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
 #pragma omp barrier
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
         if (fused)
-            fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, ldc, epilogue,
+            fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
                           b_pack + t * FUSED_THREAD_ELEMS);
         else if (wide)
-            wide_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, ldc, epilogue,
+            wide_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
                          b_pack + t * WIDE_THREAD_ELEMS);
         else if (own_panel) {
             bf16 *panel = (by_rows ? a_pack : b_pack) + t * group * panel_elems;
@@ -725,7 +738,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                         const bf16 *shared = (by_rows ? b_pack : a_pack) + other * panel_elems;
                         amx_pair(tiles, by_rows ? mine : shared, by_rows ? shared : mine,
                                  k_blocks, m, n, by_rows ? own : other, by_rows ? other : own,
-                                 c, ldc, epilogue, block);
+                                 c, epilogue, block);
                     }
             }
         } else
@@ -735,7 +748,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                          other++) {
                         int64_t ip = by_rows ? own : other, jp = by_rows ? other : own;
                         amx_pair(tiles, a_pack + ip * panel_elems, b_pack + jp * panel_elems,
-                                 k_blocks, m, n, ip, jp, c, ldc, epilogue, block);
+                                 k_blocks, m, n, ip, jp, c, epilogue, block);
                     }
         if (tiles) _tile_release();
         fastnn_fp_leave(fp);
@@ -746,17 +759,20 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
 }
 
 int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda, int trans_a,
-                    const void *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
-                    const fastnn_epilogue *epilogue, int bf16_operands) {
+                    const void *b, int64_t ldb, int trans_b, void *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue, int bf16_operands, int bf16_c) {
     return packed_gemm(1, m, n, k, (operand){a, lda, trans_a, bf16_operands},
-                       (operand){b, ldb, trans_b, bf16_operands}, c, ldc, epilogue);
+                       (operand){b, ldb, trans_b, bf16_operands}, (output){c, ldc, bf16_c},
+                       epilogue);
 }
 
 int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
-                         int trans_a, const void *b, int64_t ldb, int trans_b, float *c,
-                         int64_t ldc, const fastnn_epilogue *epilogue, int bf16_operands) {
+                         int trans_a, const void *b, int64_t ldb, int trans_b, void *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue, int bf16_operands,
+                         int bf16_c) {
     return packed_gemm(0, m, n, k, (operand){a, lda, trans_a, bf16_operands},
-                       (operand){b, ldb, trans_b, bf16_operands}, c, ldc, epilogue);
+                       (operand){b, ldb, trans_b, bf16_operands}, (output){c, ldc, bf16_c},
+                       epilogue);
 }
 #else
 typedef int fastnn_amx_absent; /* no AMX compiler support: cpu.c reports it */

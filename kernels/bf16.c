@@ -43,20 +43,32 @@ static void widen_rows(float *dst, const uint16_t *src, int64_t rows, int64_t co
     });
 }
 
+/* rows x cols of float32 numbers src (row stride cols) rounded to bfloat16 (their uint16_t
+ * bits) into dst (row stride ld). */
+static void narrow_rows(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld) {
+    int threads = fastnn_threads_for((double)rows * cols, 1 << 16);
+    FASTNN_FOR(threads, i, rows, {
+        const float_bits *in = (const float_bits *)(src + i * cols);
+        for (int64_t j = 0; j < cols; j++)
+            dst[i * ld + j] = (uint16_t)(bf16_round_bits(in[j]) >> 16);
+    });
+}
+
 /* The bfloat16 GEMM of float32 operands (rounded) or, when bf16_operands, of bfloat16 ones
- * (uint16_t bits): on AMX tiles, AVX512-BF16 dot products, or the float32 kernels on rounded
- * (widened) copies; each product of two bfloat16 numbers is exact in float32, so the last is
- * the same arithmetic, summed in another order. */
+ * (uint16_t bits), into a float32 C or, when bf16_c, a bfloat16 one (rounded): on AMX tiles,
+ * AVX512-BF16 dot products, or the float32 kernels on rounded (widened) copies; each product
+ * of two bfloat16 numbers is exact in float32, so the last is the same arithmetic, summed in
+ * another order. */
 static int gemm_bf16(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda, int trans_a,
-                     const void *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
-                     const fastnn_epilogue *epilogue, int bf16_operands) {
+                     const void *b, int64_t ldb, int trans_b, void *c, int64_t ldc,
+                     const fastnn_epilogue *epilogue, int bf16_operands, int bf16_c) {
     int isa = fastnn_isa_current();
     if (isa == FASTNN_ISA_AMX)
         return fastnn_amx_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
-                               bf16_operands);
+                               bf16_operands, bf16_c);
     if (isa == FASTNN_ISA_AVX512 && fastnn_cpu_has_dot_bf16())
         return fastnn_dot_bf16_gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                    epilogue, bf16_operands);
+                                    epilogue, bf16_operands, bf16_c);
     int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
     int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
     float *a16 = fastnn_scratch(SCRATCH_BF16_A, (size_t)a_rows * a_cols * sizeof(float));
@@ -69,14 +81,21 @@ static int gemm_bf16(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda
         round_rows(a16, a, a_rows, a_cols, lda);
         round_rows(b16, b, b_rows, b_cols, ldb);
     }
-    return fastnn_gemm_f32(m, n, k, a16, a_cols, trans_a, b16, b_cols, trans_b, c, ldc,
-                           epilogue);
+    if (!bf16_c)
+        return fastnn_gemm_f32(m, n, k, a16, a_cols, trans_a, b16, b_cols, trans_b, c, ldc,
+                               epilogue);
+    float *c32 = fastnn_scratch(SCRATCH_BF16_C, (size_t)m * n * sizeof(float));
+    if (!c32) return FASTNN_OUT_OF_MEMORY;
+    int status = fastnn_gemm_f32(m, n, k, a16, a_cols, trans_a, b16, b_cols, trans_b, c32, n,
+                                 epilogue);
+    if (status == FASTNN_OK) narrow_rows(c, c32, m, n, ldc);
+    return status;
 }
 
 int fastnn_gemm_bf16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
                      const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
                      const fastnn_epilogue *epilogue) {
-    return gemm_bf16(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, 0);
+    return gemm_bf16(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, 0, 0);
 }
 
 const char *fastnn_bf16_gemm_name(void) {
@@ -92,10 +111,10 @@ int fastnn_matmul_bf16(float *out, const float *a, const float *b, int64_t n, in
                             out, m, NULL);
 }
 
-int fastnn_matmul_bf16_operands(float *out, const uint16_t *a, const uint16_t *b, int64_t n,
-                                int64_t k, int64_t m, int trans_a, int trans_b) {
+int fastnn_matmul_bf16_operands(void *out, int out_bf16, const uint16_t *a, const uint16_t *b,
+                                int64_t n, int64_t k, int64_t m, int trans_a, int trans_b) {
     return gemm_bf16(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b, out, m,
-                     NULL, 1);
+                     NULL, 1, out_bf16 != 0);
 }
 
 int fastnn_linear_forward_bf16(float *out, const float *x, const float *w, const float *b,

@@ -82,8 +82,9 @@ int fastnn_matmul_bf16(float *out, const float *a, const float *b,
                        int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 /* out (N, M) = op(a) @ op(b) of bfloat16 operands (their uint16_t bits: the high half of the
  * float32 bits), summed in float32 as fastnn_matmul_bf16 sums the rounded operands: the same
- * bits as fastnn_matmul_bf16 of those numbers widened to float32. */
-int fastnn_matmul_bf16_operands(float *out, const uint16_t *a, const uint16_t *b,
+ * bits as fastnn_matmul_bf16 of those numbers widened to float32, into float32 out, or, when
+ * out_bf16, those results rounded to bfloat16 (as fastnn_round_bf16) into bfloat16 out. */
+int fastnn_matmul_bf16_operands(void *out, int out_bf16, const uint16_t *a, const uint16_t *b,
                                 int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 /* The path that matmul (and the linear kernels) would take for out (N, M) = op(a) @ op(b)
  * now, as gemm_plan.h chooses it: 0 SMALL, 1 IN_PLACE, 2 SPLIT_K, 3 PACKED; its threads, and

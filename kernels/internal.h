@@ -88,7 +88,8 @@ enum {
     SCRATCH_BATCHNORM = 8,
     SCRATCH_GEMM_T = 9, /* the GEMM's C^T of a C of few columns (gemm_impl.h) */
     SCRATCH_WEIGHT_UPDATE = 10, /* the weight gradient's tiles of linear_backward_update */
-    SCRATCH_SLOTS = 11
+    SCRATCH_BF16_C = 11, /* a bfloat16 C's float32 sums, on the float32 kernels (bf16.c) */
+    SCRATCH_SLOTS = 12
 };
 void *fastnn_scratch(int slot, size_t bytes);
 

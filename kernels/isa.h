@@ -94,19 +94,21 @@ const fastnn_isa_kernels *fastnn_active_kernels(void);
 
 /* C = op(A) @ op(B) (+ epilogue) with bfloat16 products on AMX tiles (amx_gemm.c), the
  * arguments of fastnn_gemm_f32, a and b float32 numbers (rounded to bfloat16 by the packing)
- * or, when bf16_operands, bfloat16 numbers (uint16_t bits, read as they are); weak: absent
+ * or, when bf16_operands, bfloat16 numbers (uint16_t bits, read as they are), and C float32
+ * or, when bf16_c, bfloat16 (the float32 results rounded as fastnn_round_bf16); weak: absent
  * when the compiler could not build it. Only called when cpu.c has found AMX usable and has
  * the OS's permission. */
 int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda, int trans_a,
-                    const void *b, int64_t ldb, int trans_b, float *c, int64_t ldc,
-                    const fastnn_epilogue *epilogue, int bf16_operands) __attribute__((weak));
+                    const void *b, int64_t ldb, int trans_b, void *c, int64_t ldc,
+                    const fastnn_epilogue *epilogue, int bf16_operands,
+                    int bf16_c) __attribute__((weak));
 
 /* The same GEMM with AVX512-BF16 dot products (VDPBF16PS) in place of tiles, for AVX-512
  * CPUs that have them but no AMX (amx_gemm.c; weak as above); cpu.c says when. */
 int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
-                         int trans_a, const void *b, int64_t ldb, int trans_b, float *c,
-                         int64_t ldc, const fastnn_epilogue *epilogue,
-                         int bf16_operands) __attribute__((weak));
+                         int trans_a, const void *b, int64_t ldb, int trans_b, void *c,
+                         int64_t ldc, const fastnn_epilogue *epilogue, int bf16_operands,
+                         int bf16_c) __attribute__((weak));
 /* Whether this CPU has AVX512-BF16 (CPUID leaf 7 subleaf 1 EAX bit 5) and the kernel is built. */
 int fastnn_cpu_has_dot_bf16(void);
 

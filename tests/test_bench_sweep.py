@@ -91,6 +91,21 @@ def test_the_bfloat16_check_catches_a_wrong_product():
         bench_sweep._check(bad, None, a, b, "bfloat16", "5x9x4")
 
 
+def test_the_bfloat16_check_of_a_bfloat16_result_allows_its_rounding_only():
+    import ml_dtypes
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((6, 40)).astype(np.float32), rng.standard_normal((40, 5))
+    b = b.astype(np.float32)
+    exact = ops.round_bfloat16(a).astype(np.float64) @ ops.round_bfloat16(b).astype(np.float64)
+    rounded = exact.astype(np.float32).astype(ml_dtypes.bfloat16)
+    bench_sweep._check(rounded, None, a, b, "bfloat16_operands", "6x40x5")
+    bad = rounded.astype(np.float32)
+    bad[1, 2] += 3e-2 * abs(bad[1, 2]) + 1e-2
+    with pytest.raises(AssertionError, match="6x40x5 bfloat16_operands: wrong result"):
+        bench_sweep._check(bad.astype(ml_dtypes.bfloat16), None, a, b, "bfloat16_operands",
+                           "6x40x5")
+
+
 def test_the_bfloat16_operands_sweep_without_ml_dtypes_says_how_to_install_it(monkeypatch):
     pytest.importorskip("torch")  # (checked first: the rival)
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)

@@ -24,6 +24,10 @@ def _bits(x):
     return np.ascontiguousarray(x).view(np.uint32)
 
 
+def _half(x):
+    return np.ascontiguousarray(x).view(np.uint16)
+
+
 def _bfloat16(rounded: np.ndarray) -> np.ndarray:
     """float32 numbers that are bfloat16 numbers (ops.round_bfloat16's) as a bfloat16 array,
     from their bits (not through ml_dtypes' own conversion)."""
@@ -51,9 +55,15 @@ def test_bfloat16_operands_give_the_bits_of_float32_ones(backend_name, trans_a, 
                 for shape in SHAPES:
                     a, b = _operands(rng, shape, trans_a, trans_b)
                     want = ops.matmul(a, b, trans_a, trans_b, precision="bfloat16")
-                    got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b)
-                    assert got.dtype == np.float32 and got.shape == want.shape
+                    got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b,
+                                     out=np.empty(want.shape, np.float32))
                     np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=str(shape))
+                    # by default a bfloat16 result: the float32 sums rounded
+                    got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b)
+                    assert got.dtype.name == "bfloat16" and got.shape == want.shape
+                    np.testing.assert_array_equal(got.view(np.uint16),
+                                                  _bfloat16(ops.round_bfloat16(want))
+                                                  .view(np.uint16), err_msg=str(shape))
         finally:
             if saved:
                 fastnn.set_num_threads(saved)
@@ -62,32 +72,43 @@ def test_bfloat16_operands_give_the_bits_of_float32_ones(backend_name, trans_a, 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_views_out_nan_and_the_precision_setting(backend_name):
     """Transposed views are read through the other flag, sliced ones copied; out= is
-    written; a NaN reaches only its row; the float32 setting does not apply to operands that
-    are bfloat16 already."""
+    written, float32 or bfloat16; a NaN reaches only its row; the float32 setting does not
+    apply to operands that are bfloat16 already."""
     rng = np.random.default_rng(22)
     a, b = _operands(rng, (70, 300, 90), 0, 0)
     ha, hb = _bfloat16(a), _bfloat16(b)
     with fastnn.use_backend(backend_name):
-        want = ops.matmul(a, b, precision="bfloat16")
+        want = _bfloat16(ops.round_bfloat16(ops.matmul(a, b, precision="bfloat16")))
         # (the same transpose on both sides: the float32 kernels' order of summation, which
         # FASTNN_ISA=portable or avx2 runs bfloat16 precision on, follows the transposes)
         bt, hbt = np.ascontiguousarray(b.T), np.ascontiguousarray(hb.T)
-        np.testing.assert_array_equal(_bits(ops.matmul(ha, hbt.T)),
-                                      _bits(ops.matmul(a, bt.T, precision="bfloat16")))
+        np.testing.assert_array_equal(
+            _bits(ops.matmul(ha, hbt.T, out=np.empty((70, 90), np.float32))),
+            _bits(ops.matmul(a, bt.T, precision="bfloat16")))
         wide = np.repeat(ha, 2, axis=0)
-        np.testing.assert_array_equal(_bits(ops.matmul(wide[::2], hb)), _bits(want))
-        out = np.full((70, 90), 7.0, np.float32)
-        assert ops.matmul(ha, hb, out=out) is out
-        np.testing.assert_array_equal(_bits(out), _bits(want))
+        np.testing.assert_array_equal(_half(ops.matmul(wide[::2], hb)), _half(want))
+        for out in (np.full((70, 90), 7.0, np.float32), np.ones((70, 90), ml_dtypes.bfloat16)):
+            assert ops.matmul(ha, hb, out=out) is out
+            np.testing.assert_array_equal(_half(out.astype(ml_dtypes.bfloat16)
+                                                if out.dtype == np.float32 else out),
+                                          _half(want))
         with fastnn.matmul_precision("float32"):
-            np.testing.assert_array_equal(_bits(ops.matmul(ha, hb, precision="float32")),
-                                          _bits(want))
+            np.testing.assert_array_equal(_half(ops.matmul(ha, hb, precision="float32")),
+                                          _half(want))
+        # an out that overlaps an operand: computed aside, float32 sums kept
+        buffer = np.zeros(70 * 90 * 2 + 70 * 300, np.float32)
+        shared_a = buffer[:70 * 300].view(ml_dtypes.bfloat16)[:70 * 300].reshape(70, 300)
+        shared_a[...] = ha
+        overlapping = buffer[:70 * 90].reshape(70, 90)
+        ops.matmul(shared_a, hb, out=overlapping)
+        np.testing.assert_array_equal(_bits(overlapping),
+                                      _bits(ops.matmul(a, b, precision="bfloat16")))
         dirty = ha.copy()
         dirty[17, 150] = np.nan
         got = ops.matmul(dirty, hb)
-        assert np.isnan(got[17]).all()
+        assert np.isnan(got[17].astype(np.float32)).all()
         others = np.arange(70) != 17
-        np.testing.assert_array_equal(_bits(got[others]), _bits(want[others]))
+        np.testing.assert_array_equal(_half(got[others]), _half(want[others]))
 
 
 def test_bad_bfloat16_calls_raise_naming_the_argument():
@@ -103,11 +124,15 @@ def test_bad_bfloat16_calls_raise_naming_the_argument():
         ops.matmul(h[0], h.T)
     with pytest.raises(ValueError, match="inner dimension 4 .* does not match 5"):
         ops.matmul(h, h)
-    with pytest.raises(TypeError, match="out"):
+    with pytest.raises(TypeError, match="out: expected dtype bfloat16 or float32 for "
+                                        "bfloat16 operands, got float64"):
         ops.matmul(h, h.T, out=np.empty((4, 4), np.float64))
-    with pytest.raises(ValueError, match="out"):
+    with pytest.raises(ValueError, match="out: expected shape"):
         ops.matmul(h, h.T, out=np.empty((4, 5), np.float32))
+    with pytest.raises(ValueError, match="out: expected shape"):
+        ops.matmul(h, h.T, out=np.empty((5, 4), ml_dtypes.bfloat16))
     with pytest.raises(ValueError, match="precision"):
         ops.matmul(h, h.T, precision="float16")
     empty = ops.matmul(np.ones((3, 0), ml_dtypes.bfloat16), np.ones((0, 2), ml_dtypes.bfloat16))
-    np.testing.assert_array_equal(empty, np.zeros((3, 2), np.float32))
+    assert empty.dtype.name == "bfloat16"
+    np.testing.assert_array_equal(empty.astype(np.float32), np.zeros((3, 2), np.float32))

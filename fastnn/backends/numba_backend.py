@@ -23,7 +23,7 @@ import numpy as np
 
 from . import numba_kernels  # noqa: F401  (picks the threading layer first)
 from . import runtime
-from ..precision import rounded_operands
+from ..precision import float32_target, rounded_operands, store_rounded
 from .contract import ACTIVATION_CODES
 
 from .numba_kernels import (batchnorm, bf16, fp_mode, gemm, linear, optim, pointwise,
@@ -131,7 +131,9 @@ def _in_precision(precision, *arrays):
 
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):
     a, b = _in_precision(precision, a, b)
-    _gemm(a, b, trans_a, trans_b, out, None, _IDENTITY, 0.0)
+    target = float32_target(out)
+    _gemm(a, b, trans_a, trans_b, target, None, _IDENTITY, 0.0)
+    store_rounded(round_bfloat16, target, out)
 
 
 def linear_forward(x, w, b, activation, alpha, out, precision="float32"):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from ..precision import rounded_operands
+from ..precision import float32_target, rounded_operands, store_rounded
 from . import reference_loop
 
 NAME = "numpy"
@@ -49,7 +49,9 @@ def _in_precision(precision, *arrays):
 
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):
     a, b = _in_precision(precision, a, b)
-    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+    target = float32_target(out)
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=target)
+    store_rounded(round_bfloat16, target, out)
 
 
 def _sigmoid(z, out):
