@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -104,11 +105,28 @@ def time_pair(ours, theirs, block_seconds: float = 0.02,
     return ours_times, theirs_times
 
 
+def _import_torch():
+    """``import torch`` with the OpenMP wait policy it would have had without fastnn: fastnn
+    sets ``GOMP_SPINCOUNT`` when it is imported (fastnn.backends.runtime), and the copy of
+    libgomp that torch brings reads it when torch loads. With fastnn's short spin torch.mm's
+    threads slept between calls: 32 x 1024 x 1024 in bfloat16 took 0.39-0.43 ms against
+    0.08-0.09 ms (2 threads, alternating with fastnn). fastnn's own libgomp read the variable
+    when it loaded, before this runs."""
+    from .backends import runtime
+    saved = os.environ.pop("GOMP_SPINCOUNT", None) if runtime.WAIT_POLICY_SET_BY_FASTNN else None
+    try:
+        import torch
+    finally:
+        if saved is not None:
+            os.environ["GOMP_SPINCOUNT"] = saved
+    return torch
+
+
 def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int):
     """PyTorch's bfloat16 product of the same operands (converted once, outside the timing),
     on ``threads`` threads; ImportError with the install hint when PyTorch is missing."""
     try:
-        import torch
+        torch = _import_torch()
     except ImportError as exc:
         raise ImportError("the bfloat16 sweep compares against PyTorch's bfloat16 matmul: "
                           "pip install torch") from exc
@@ -165,7 +183,7 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
         expected = np.empty((m, n), a.dtype)
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
     if dtype == "bfloat16_operands":  # bfloat16 in and out, as torch.mm on bfloat16 tensors
-        ours_a, ours_b, out = _bfloat16_arrays(a, b, out)
+        ours_a, ours_b, out = _bfloat16_arrays(a, b, np.zeros_like(out))
     else:
         ours_a, ours_b = a, b
     with use_backend(backend):

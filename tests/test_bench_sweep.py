@@ -117,3 +117,41 @@ def test_the_bfloat16_sweep_without_torch_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="pip install torch"):
         bench_sweep.measure(2, 8, 3, "nn", "bfloat16", threads=1)
+
+
+def test_torch_is_imported_with_its_own_openmp_wait(monkeypatch):
+    """The copy of libgomp that torch brings reads GOMP_SPINCOUNT when torch loads: the sweep
+    imports torch without the short spin fastnn sets for its own threads, and puts it back."""
+    import importlib.abc
+    import importlib.machinery
+    import os
+    import types
+
+    from fastnn.backends import runtime
+    seen = {}
+
+    class FakeTorch(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if name != "torch":
+                return None
+            seen["GOMP_SPINCOUNT"] = os.environ.get("GOMP_SPINCOUNT")
+            return importlib.machinery.ModuleSpec(name, self)
+
+        def create_module(self, spec):
+            return types.ModuleType(spec.name)
+
+        def exec_module(self, module):
+            pass
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [FakeTorch()] + sys.meta_path)
+    monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", True)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    torch = bench_sweep._import_torch()
+    assert torch is sys.modules["torch"] and seen == {"GOMP_SPINCOUNT": None}
+    assert os.environ["GOMP_SPINCOUNT"] == "10000"
+    # a wait policy of the user's own is left as it is
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", False)
+    bench_sweep._import_torch()
+    assert seen == {"GOMP_SPINCOUNT": "10000"}

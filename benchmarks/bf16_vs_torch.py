@@ -1,0 +1,91 @@
+"""fastnn's bfloat16 GEMM against PyTorch's ``torch.mm`` on bfloat16 tensors (issue 20).
+
+    python benchmarks/bf16_vs_torch.py [--threads 2] [--rounds 7] [MxKxN ...]
+
+For each shape (default: the table in README.md, "Figures measured here"), three contenders
+alternate in one process, each block after a 0.1 s idle pause (so the other library's idle
+threads stop spinning): ``ops.matmul`` on float32 operands in bfloat16 matmul precision (float32
+result), ``ops.matmul`` on bfloat16 operands (``ml_dtypes.bfloat16``, bfloat16 result: the bytes
+``torch.mm`` reads and writes) and ``torch.mm`` on bfloat16 tensors. A block is the median time
+of enough calls for about 0.3 GFLOP; the table gives the median over ``--rounds`` blocks, in ms,
+and the median of the rounds' ratios torch / fastnn (above 1: fastnn is faster). Needs PyTorch
+and ml_dtypes (both in CI; ml_dtypes is in the dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from fastnn import ops, set_num_threads
+
+SHAPES = ["32x1024x1024", "32x4096x1024", "32x4096x4096", "128x1024x1024", "256x256x4096",
+          "256x4096x256", "1024x1024x256", "1024x1024x1024", "1024x4096x4096"]
+
+
+def _shape(text: str):
+    try:
+        m, k, n = (int(part) for part in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MxKxN, e.g. 32x1024x1024, got {text!r}")
+    if min(m, k, n) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return m, k, n
+
+
+def _block(call, count: int) -> float:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shapes", nargs="*", type=_shape, default=[_shape(s) for s in SHAPES])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.rounds < 1:
+        parser.error("--threads and --rounds: expected positive ints")
+    import ml_dtypes
+
+    from fastnn.bench_sweep import _import_torch
+    torch = _import_torch()  # with the OpenMP wait it has without fastnn
+    torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"{'M x K x N':>18}  {'f32 operands':>12}  {'bf16 operands':>13}  {'torch.mm':>9}"
+          f"  (ms; torch / fastnn)")
+    for m, k, n in args.shapes:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        ha, hb = a.astype(ml_dtypes.bfloat16), b.astype(ml_dtypes.bfloat16)
+        ta, tb = torch.from_numpy(a).to(torch.bfloat16), torch.from_numpy(b).to(torch.bfloat16)
+        out, hout = np.empty((m, n), np.float32), np.empty((m, n), ml_dtypes.bfloat16)
+        calls = [lambda: ops.matmul(a, b, out=out, precision="bfloat16"),
+                 lambda: ops.matmul(ha, hb, out=hout),
+                 lambda: torch.mm(ta, tb)]
+        count = max(5, int(3e8 / (m * n * k)))
+        times = [[], [], []]
+        for _ in range(args.rounds):
+            for i, call in enumerate(calls):
+                time.sleep(0.1)
+                call()
+                times[i].append(_block(call, count))
+        theirs = times[2]
+        cells = []
+        for mine in times[:2]:
+            ratio = statistics.median(t / o for t, o in zip(theirs, mine))
+            cells.append(f"{statistics.median(mine) * 1e3:7.3f} ({ratio:4.2f}x)")
+        print(f"{m:>5} x {k:>4} x {n:>4}  {cells[0]:>12}  {cells[1]:>13}  "
+              f"{statistics.median(theirs) * 1e3:9.3f}")
+
+
+if __name__ == "__main__":
+    main()
