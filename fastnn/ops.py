@@ -17,9 +17,8 @@ from .backends.contract import ACTIVATION_CODES, FLOAT_DTYPES, LABEL_DTYPE
 from .precision import get_matmul_precision, is_bfloat16, precision_name
 from .precision import resolve as _precision
 from .validation import (activation_name, bfloat16_array, finite_number, float_array,
-                         label_array,
-                         non_empty_batch, output_array, positive_number, same_shape, within,
-                         writable_array)
+                         label_array, non_empty_batch, output_array, positive_number,
+                         same_shape, within, writable_array)
 
 REDUCTIONS = ("mean", "sum", "none")
 

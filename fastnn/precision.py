@@ -16,9 +16,9 @@ bfloat16 explicitly with float64 arrays raises ValueError.
 
 Operands already in bfloat16 (``ml_dtypes.bfloat16`` arrays, the NumPy dtype of JAX and
 TensorFlow; fastnn reads them without importing ml_dtypes) multiply in :func:`fastnn.ops.matmul`
-as bfloat16 precision multiplies rounded float32 ones: exact products summed in float32 into a
-float32 result (like ``torch.mm`` on bfloat16 tensors with a float32 output), read in place by
-the C backend's AMX and AVX512-BF16 kernels.
+as bfloat16 precision multiplies rounded float32 ones: exact products summed in float32, the
+result rounded to bfloat16 (as ``torch.mm`` on bfloat16 tensors returns it) or kept float32 in
+a float32 ``out``; the C backend's AMX and AVX512-BF16 kernels read and write them in place.
 
 The setting is a process-wide default (:func:`set_matmul_precision`) under a context-local
 override (:func:`matmul_precision`, restored on exit also when the body raises), like the

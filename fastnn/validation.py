@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .backends.contract import ACTIVATIONS, FLOAT_DTYPES, LABEL_DTYPE
+from .precision import is_bfloat16
 
 
 def _describe(value) -> str:
@@ -49,8 +50,7 @@ def bfloat16_array(name: str, value, ndim: int, like: Optional[str] = None) -> n
     """``value``, a bfloat16 array (``ml_dtypes.bfloat16``), as a C-contiguous aligned one;
     views are copied, values never converted. TypeError for another dtype (``like``: the
     argument that is bfloat16, named in the message), ValueError for another rank."""
-    if not (isinstance(value, np.ndarray) and value.dtype.name == "bfloat16"
-            and value.dtype.itemsize == 2):
+    if not is_bfloat16(value):
         got = value.dtype if isinstance(value, np.ndarray) else _describe(value)
         raise TypeError(f"{name}: expected dtype bfloat16" + (f" like {like}" if like else "")
                         + f", got {got}")

@@ -92,12 +92,13 @@ class Backend(Protocol):
         The transposes are read in place; no transposed copy is required.
         precision: "float32", or "bfloat16" (float32 arrays only): the product of
         ``round_bfloat16(op(a))`` and ``round_bfloat16(op(b))``, accumulated in float32
-        (the products of two bfloat16 numbers are exact in float32). With precision
-        "bfloat16", a and b may both be bfloat16 arrays (``ml_dtypes.bfloat16``; out
-        float32): the same product of their numbers (fastnn.precision.widen_bfloat16), the
-        same bits as the float32 arrays of those numbers give. The same holds for
+        (the products of two bfloat16 numbers are exact in float32). The same holds for
         ``precision`` in ``linear_forward`` (its GEMM) and ``linear_backward`` (the GEMMs of
         ``dw`` and ``dx``; ``dz`` and ``db`` from the unrounded float32 ``dz``).
+        With precision "bfloat16" (matmul only), a and b may both be bfloat16 arrays
+        (``ml_dtypes.bfloat16``): the product of their numbers (fastnn.precision.
+        widen_bfloat16), the bits the float32 arrays of those numbers give, into a float32
+        out, or rounded as ``round_bfloat16`` rounds into a bfloat16 out.
         """
 
     def linear_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,
