@@ -21,7 +21,10 @@
  *    itself, its row stride of 16 KB put a tile's 16 rows in one set of L1: 0.5-0.8x.
  *    Neither a software prefetch of the shared tiles 1, 2 or 4 k-blocks ahead nor a larger
  *    shared chunk (1 or 1.5 MB) gained; the packing of B split by k between the threads,
- *    whole rows each, 0.8x at 32 x 4096 x 1024);
+ *    whole rows each, 0.8x at 32 x 4096 x 1024. Nor did K outermost within groups of 8 own
+ *    x 32 shared pairs, pieces of 16 k-blocks, their sums (1 MB) kept in L2: 0.85-1.11x,
+ *    though a one-core micro-benchmark of the tile loop ran 2.7 TFLOP/s over pieces of 8
+ *    k-blocks, one operand's tiles in L1, against 1.8 over K = 1024 from L2);
  *  - the block goes through a 4 KB float32 buffer, where bias and activation are applied
  *    with AVX-512 before the store to C (masked at the edges);
  *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):

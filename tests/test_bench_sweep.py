@@ -143,15 +143,20 @@ def test_torch_is_imported_with_its_own_openmp_wait(monkeypatch):
         def exec_module(self, module):
             pass
 
-    monkeypatch.delitem(sys.modules, "torch", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [FakeTorch()] + sys.meta_path)
-    monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", True)
-    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
-    torch = bench_sweep._import_torch()
-    assert torch is sys.modules["torch"] and seen == {"GOMP_SPINCOUNT": None}
-    assert os.environ["GOMP_SPINCOUNT"] == "10000"
-    # a wait policy of the user's own is left as it is
-    monkeypatch.delitem(sys.modules, "torch")
-    monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", False)
-    bench_sweep._import_torch()
-    assert seen == {"GOMP_SPINCOUNT": "10000"}
+    real_torch = sys.modules.pop("torch", None)  # the fake one must not outlive the test
+    try:
+        monkeypatch.setattr(sys, "meta_path", [FakeTorch()] + sys.meta_path)
+        monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", True)
+        monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+        torch = bench_sweep._import_torch()
+        assert torch is sys.modules["torch"] and seen == {"GOMP_SPINCOUNT": None}
+        assert os.environ["GOMP_SPINCOUNT"] == "10000"
+        # a wait policy of the user's own is left as it is
+        del sys.modules["torch"]
+        monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", False)
+        bench_sweep._import_torch()
+        assert seen == {"GOMP_SPINCOUNT": "10000"}
+    finally:
+        sys.modules.pop("torch", None)
+        if real_torch is not None:
+            sys.modules["torch"] = real_torch
