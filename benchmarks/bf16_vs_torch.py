@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from fastnn import ops, set_num_threads
+from fastnn import arguments, ops, set_num_threads
 
 SHAPES = ["32x1024x1024", "32x4096x1024", "32x4096x4096", "128x1024x1024", "256x256x4096",
           "256x4096x256", "1024x1024x256", "1024x1024x1024", "1024x4096x4096"]
@@ -48,11 +48,9 @@ def _block(call, count: int) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shapes", nargs="*", type=_shape, default=[_shape(s) for s in SHAPES])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=arguments.thread_count, default=2)
+    parser.add_argument("--rounds", type=arguments.positive_int, default=7)
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.rounds < 1:
-        parser.error("--threads and --rounds: expected positive ints")
     import ml_dtypes
 
     from fastnn.bench_sweep import _import_torch

@@ -16,9 +16,9 @@ fastnn.precision) against PyTorch's ``torch.mm`` on bfloat16 tensors in the same
 gives fastnn bfloat16 arrays in and out too (``ml_dtypes.bfloat16``; it needs ml_dtypes), so
 that both sides read and write the same bytes: PyTorch's tensors are bfloat16 either way,
 where fastnn's ``bfloat16`` rows read twice the bytes of float32, round them in every call
-and write float32. Each
-bfloat16 result is checked against the float64 product of the rounded operands within
-2e-5 * sum_k |a||b| (as benchmarks/test_bf16.py).
+and write float32. Each bfloat16 result is checked against the float64 product of the rounded
+operands within 2e-5 * sum_k |a||b| (as benchmarks/test_bf16.py), plus half an ulp for a
+bfloat16 result.
 
 Timing: for each shape, blocks of calls of one library alternate with blocks of the other
 (three each, every block at least ``block_seconds`` long); a short pause before each block
