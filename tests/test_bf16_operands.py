@@ -136,3 +136,43 @@ def test_bad_bfloat16_calls_raise_naming_the_argument():
     empty = ops.matmul(np.ones((3, 0), ml_dtypes.bfloat16), np.ones((0, 2), ml_dtypes.bfloat16))
     assert empty.dtype.name == "bfloat16"
     np.testing.assert_array_equal(empty.astype(np.float32), np.zeros((3, 2), np.float32))
+
+
+def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of x whose data starts `offset` bytes past a 64-byte boundary."""
+    buffer = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    placed = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    placed[...] = x
+    return placed
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_an_a_read_in_place_gives_the_bits_of_a_packed_one(backend_name):
+    """On AMX a bfloat16 A not transposed, with whole k-blocks and row blocks (K % 32 == 0,
+    M % 16 == 0) and rows on cache lines, is read by the tiles where it lies; 16 bytes off a
+    line it is packed first. Both give the bits of float32 operands, split by rows or by
+    columns, an odd last row block, edge columns, and a NaN only in its row."""
+    rng = np.random.default_rng(23)
+    shapes = [(16, 32, 16), (48, 64, 40), (64, 1024, 96), (256, 256, 300), (1024, 128, 64),
+              (32, 96, 1000), (96, 4096, 33)]
+    with fastnn.use_backend(backend_name):
+        saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
+        try:
+            for threads in (1, 2) if saved else (None,):
+                if saved:
+                    fastnn.set_num_threads(threads)
+                for shape in shapes:
+                    a, b = _operands(rng, shape, 0, 0)
+                    a[shape[0] // 2, shape[1] // 3] = np.nan
+                    want = ops.matmul(a, b, precision="bfloat16")
+                    for offset in (0, 16):
+                        ha = _at_offset(_bfloat16(a), offset)
+                        got = ops.matmul(ha, _bfloat16(b), out=np.empty(want.shape, np.float32))
+                        np.testing.assert_array_equal(_bits(got), _bits(want),
+                                                      err_msg=f"{shape} offset {offset}")
+                    assert np.isnan(want[shape[0] // 2]).all()
+                    assert not np.isnan(np.delete(want, shape[0] // 2, axis=0)).any()
+        finally:
+            if saved:
+                fastnn.set_num_threads(saved)
