@@ -31,13 +31,15 @@
  *    with AVX-512 before the store to C (masked at the edges);
  *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):
  *    each packs its own part of the operand split and a share of the other, which all
- *    read whole, and they wait for each other once;
+ *    read whole, and they wait for each other once. With a few rows split by columns and
+ *    B not transposed, B may instead be packed a group of columns and a piece of K at a
+ *    time, the sums of C carried across the pieces (columns_in_pieces);
  *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
  *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
  *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
- *    of packed whole first (fused_columns). Every
- *    block of C sums all of K in the same order on one thread, whatever the path, split
- *    or thread count: the bits do not depend on them. Each thread loads
+ *    of packed whole first (fused_columns). Every block of C sums all of K in the same
+ *    order on one thread, whatever the path, split or thread count: the bits do not
+ *    depend on them. Each thread loads
  *    the tile configuration before its first tile instruction and releases the tiles after
  *    its last one: the configuration is per thread, and a shared mutable one is what
  *    corrupted oneDNN's and PyTorch's state (oneDNN #5393).
@@ -316,15 +318,24 @@ typedef struct {
 
 /* The (16 mt) x (16 nt) block of C (mt, nt in {1, 2}, constants where inlined) from the
  * row blocks of a (mt of them) and the packed column blocks at b (k_blocks tiles each),
- * into out (32 x 32 floats, row stride 32). Tiles 0-3 accumulate C, 4-5 hold A, 6-7 B. */
+ * into out (32 x 32 floats, row stride 32), from zeros or (accumulate) out's sums: the
+ * same bits as one pass over both ranges of k. Tiles 0-3 accumulate C, 4-5 hold A, 6-7 B. */
 static inline __attribute__((always_inline)) void amx_block(const int mt, const int nt,
                                                             a_tiles a, const bf16 *b,
-                                                            int64_t k_blocks, float *out) {
+                                                            int64_t k_blocks, float *out,
+                                                            int accumulate) {
     const bf16 *b1 = b + k_blocks * TILE_ELEMS;
-    _tile_zero(0);
-    if (nt == 2) _tile_zero(1);
-    if (mt == 2) _tile_zero(2);
-    if (mt == 2 && nt == 2) _tile_zero(3);
+    if (accumulate) {
+        _tile_loadd(0, out, 128);
+        if (nt == 2) _tile_loadd(1, out + 16, 128);
+        if (mt == 2) _tile_loadd(2, out + 16 * 32, 128);
+        if (mt == 2 && nt == 2) _tile_loadd(3, out + 16 * 32 + 16, 128);
+    } else {
+        _tile_zero(0);
+        if (nt == 2) _tile_zero(1);
+        if (mt == 2) _tile_zero(2);
+        if (mt == 2 && nt == 2) _tile_zero(3);
+    }
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         int64_t at = kb * TILE_ELEMS;
         _tile_loadd(4, a.first + kb * a.step, a.stride);
@@ -510,25 +521,44 @@ static inline void dot_pair(const bf16 *a, int64_t a_next, const bf16 *b0, const
     }
 }
 
-/* One block of C at row block pair ip and column block pair jp, on tiles or (tiles 0, A
- * packed) with dot products, from the pair's row blocks of A and packed column blocks at b
- * (k_blocks tiles each). */
+/* The sums over kbn k-blocks of a rows x cols (<= 32 each) block of C, on tiles or (tiles 0,
+ * A packed) with dot products, from the row blocks of a (at their first k-block) and the
+ * packed column blocks at b (kbn tiles each), into block (32 x 32, row stride 32): from
+ * zeros, or (accumulate) added to block's sums of the k-blocks before. */
+static inline void block_sums(int tiles, a_tiles a, int64_t a_next, const bf16 *b, int64_t kbn,
+                              int64_t rows, int64_t cols, float *block, int accumulate) {
+    if (!tiles)
+        dot_pair(a.first, a_next, b, b + kbn * TILE_ELEMS, kbn, rows, cols, block, accumulate,
+                 NULL, 0);
+    else if (rows > 16 && cols > 16)
+        amx_block(2, 2, a, b, kbn, block, accumulate);
+    else if (rows > 16)
+        amx_block(2, 1, a, b, kbn, block, accumulate);
+    else if (cols > 16)
+        amx_block(1, 2, a, b, kbn, block, accumulate);
+    else
+        amx_block(1, 1, a, b, kbn, block, accumulate);
+}
+
+/* One block of C at row block pair ip and column block pair jp from the pair's row blocks of
+ * A and packed column blocks at b (k_blocks tiles each), all of K, stored with the epilogue. */
 static inline void amx_pair(int tiles, a_tiles a, const bf16 *b, int64_t k_blocks, int64_t m,
                             int64_t n, int64_t ip, int64_t jp, output c,
                             const fastnn_epilogue *epilogue, float *block) {
-    int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
-    if (!tiles)
-        dot_pair(a.first, k_blocks * TILE_ELEMS, b, b + k_blocks * TILE_ELEMS, k_blocks, rows,
-                 cols, block, 0, NULL, 0);
-    else if (rows > 16 && cols > 16)
-        amx_block(2, 2, a, b, k_blocks, block);
-    else if (rows > 16)
-        amx_block(2, 1, a, b, k_blocks, block);
-    else if (cols > 16)
-        amx_block(1, 2, a, b, k_blocks, block);
-    else
-        amx_block(1, 1, a, b, k_blocks, block);
+    block_sums(tiles, a, k_blocks * TILE_ELEMS, b, k_blocks, fastnn_min(32, m - ip * 32),
+               fastnn_min(32, n - jp * 32), block, 0);
     store_block(c, block, m, n, ip, jp, epilogue);
+}
+
+/* The tiles of row block pair ip of op(A): in place (a bfloat16 A not transposed, whole
+ * k-blocks and row blocks), or packed at `packed` (k_blocks tiles a row block). */
+static inline a_tiles row_pair(operand a, int in_place, const bf16 *packed, int64_t ip,
+                               int64_t m, int64_t k_blocks) {
+    if (!in_place)
+        return (a_tiles){packed, packed + k_blocks * TILE_ELEMS, TILE_STRIDE, TILE_ELEMS};
+    const bf16 *first = (const bf16 *)a.data + ip * 32 * a.ld;
+    return (a_tiles){first, m - ip * 32 > 16 ? first + 16 * a.ld : first,
+                     a.ld * (int64_t)sizeof(bf16), TILE_K};
 }
 
 /* The few-rows path of the dot products, for B not transposed, on the pairs of column blocks
@@ -590,60 +620,62 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
     }
 }
 
-/* The few-rows path of the dot products for a B not transposed whose rows are longer than
- * FUSED_MAX_ROW_BYTES, on the pairs of column blocks [first, end): WIDE_GROUP_PAIRS pairs at a
- * time, K in pieces of at most WIDE_K_BLOCKS k-blocks (of about equal size). Each piece of the
- * group's B is packed first, two stored rows at a time across the group (runs of 4 KB of each
- * row: the rows of a B this wide lie a page or more apart, and a run of 128 bytes per row, as
- * fused_columns reads, starves the prefetchers), into this thread's panel (128 KB, in L2);
- * then each row pair's sums over the piece are added to its blocks in partial (the group's
- * pairs x m_pairs blocks of 32 x 32 floats). Each block still sums all of K in order on one
- * thread: the bits of amx_pair. Zen 5, 2 threads, a busy host, 4 alternating processes each:
- * 32 pairs of 2 k-blocks against 8 of 8 (runs of 1 KB), 32 x 2048 x 2048 0.97 against 1.44 ms,
- * 32 x 4096 x 4096 6.2 against 8.6, 128 x 1024 x 4096 2.6 against 3.4 (16 of 4: between). */
+/* The few-rows path for a B not transposed, on the pairs of column blocks [first, end):
+ * `group` pairs at a time, K in pieces of at most `piece` k-blocks (of about equal size).
+ * Each piece of the group's B is packed first, two stored rows at a time across the group
+ * (runs of group x 32 columns of each row), into this thread's panel (in L2); then each row
+ * pair's sums over the piece are added to its blocks in partial (the group's pairs x m_pairs
+ * blocks of 32 x 32 floats). Each block still sums all of K in order on one thread: the bits
+ * of amx_pair. The packed B never goes to memory and back, nor is B's row read in runs too
+ * short for the prefetchers.
+ *  - With dot products (tiles 0; B rows longer than FUSED_MAX_ROW_BYTES: the rows of a B this
+ *    wide lie a page or more apart, and a run of 128 bytes per row, as fused_columns reads,
+ *    starves the prefetchers), WIDE_GROUP_PAIRS of WIDE_K_BLOCKS. Zen 5, 2 threads, a busy
+ *    host, 4 alternating processes each: 32 pairs of 2 k-blocks against 8 of 8 (runs of 1
+ *    KB), 32 x 2048 x 2048 0.97 against 1.44 ms, 32 x 4096 x 4096 6.2 against 8.6, 128 x
+ *    1024 x 4096 2.6 against 3.4 (16 of 4: between).
+ *  - On tiles, AMX_PIECE_GROUP_PAIRS of AMX_PIECE_K_BLOCKS (the sums of a block are loaded
+ *    into and stored from the tiles once a piece), where a thread's own groups of all of K
+ *    would read B in runs shorter than 1 KB a row (packed_gemm). */
 #define WIDE_GROUP_PAIRS 32
 #define WIDE_K_BLOCKS 2
-#define WIDE_PANEL_ELEMS (WIDE_GROUP_PAIRS * 2 * WIDE_K_BLOCKS * TILE_ELEMS)
-#define WIDE_THREAD_ELEMS (WIDE_PANEL_ELEMS + WIDE_GROUP_PAIRS * FUSED_MAX_PAIRS * 32 * 32 * 2)
-static void wide_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
-                         const float *b, int64_t ldb, int64_t first, int64_t end, output c,
-                         const fastnn_epilogue *epilogue, bf16 *panel) {
-    float *partial = (float *)(panel + WIDE_PANEL_ELEMS);
+#define AMX_PIECE_GROUP_PAIRS 16
+#define AMX_PIECE_K_BLOCKS 8
+#define PIECES_THREAD_ELEMS(group, piece) \
+    ((group) * 2 * (piece) * TILE_ELEMS + (group) * FUSED_MAX_PAIRS * 32 * 32 * 2)
+static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *a_pack,
+                              int64_t k_blocks, int64_t m, int64_t n, int64_t k, operand b,
+                              int64_t first, int64_t end, output c,
+                              const fastnn_epilogue *epilogue, bf16 *panel) {
+    int64_t group = tiles ? AMX_PIECE_GROUP_PAIRS : WIDE_GROUP_PAIRS;
+    int64_t piece_blocks = tiles ? AMX_PIECE_K_BLOCKS : WIDE_K_BLOCKS;
+    float *partial = (float *)(panel + group * 2 * piece_blocks * TILE_ELEMS);
     int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
-    int64_t pieces = fastnn_ceil_div(k_blocks, WIDE_K_BLOCKS);
-    for (int64_t g0 = first; g0 < end; g0 += WIDE_GROUP_PAIRS) {
-        int64_t g1 = fastnn_min(end, g0 + WIDE_GROUP_PAIRS);
+    int64_t pieces = fastnn_ceil_div(k_blocks, piece_blocks);
+    for (int64_t g0 = first; g0 < end; g0 += group) {
+        int64_t g1 = fastnn_min(end, g0 + group);
         for (int64_t piece = 0; piece < pieces; piece++) {
             int64_t kb0 = k_blocks * piece / pieces;
             int64_t kbn = k_blocks * (piece + 1) / pieces - kb0;
             /* column block jb of the group at panel + (jb - 2 g0) kbn tiles */
-            pack_b_blocks(panel, (operand){b, ldb, 0, 0}, n, k, 2 * g0,
-                          fastnn_min(n_blocks, 2 * g1), kb0, kbn);
-            for (int64_t jp = g0; jp < g1; jp++) {
-                const bf16 *b0 = panel + 2 * (jp - g0) * kbn * TILE_ELEMS;
-                for (int64_t ip = 0; ip < m_pairs; ip++)
-                    dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS,
-                             k_blocks * TILE_ELEMS, b0, b0 + kbn * TILE_ELEMS, kbn,
-                             fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
-                             partial + ((jp - g0) * m_pairs + ip) * 32 * 32, kb0 > 0, NULL, 0);
-            }
+            pack_b_blocks(panel, b, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), kb0, kbn);
+            for (int64_t jp = g0; jp < g1; jp++)
+                for (int64_t ip = 0; ip < m_pairs; ip++) {
+                    a_tiles rows = row_pair(a, a_in_place, a_pack + 2 * ip * k_blocks * TILE_ELEMS,
+                                            ip, m, k_blocks);
+                    rows.first += kb0 * rows.step;
+                    rows.second += kb0 * rows.step;
+                    block_sums(tiles, rows, k_blocks * TILE_ELEMS,
+                               panel + 2 * (jp - g0) * kbn * TILE_ELEMS, kbn,
+                               fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
+                               partial + ((jp - g0) * m_pairs + ip) * 32 * 32, kb0 > 0);
+                }
         }
         for (int64_t jp = g0; jp < g1; jp++)
             for (int64_t ip = 0; ip < m_pairs; ip++)
                 store_block(c, partial + ((jp - g0) * m_pairs + ip) * 32 * 32, m, n, ip,
                             jp, epilogue);
     }
-}
-
-/* The tiles of row block pair ip of op(A): in place (a bfloat16 A not transposed, whole
- * k-blocks and row blocks), or packed at `packed` (k_blocks tiles a row block). */
-static inline a_tiles row_pair(operand a, int in_place, const bf16 *packed, int64_t ip,
-                               int64_t m, int64_t k_blocks) {
-    if (!in_place)
-        return (a_tiles){packed, packed + k_blocks * TILE_ELEMS, TILE_STRIDE, TILE_ELEMS};
-    const bf16 *first = (const bf16 *)a.data + ip * 32 * a.ld;
-    return (a_tiles){first, m - ip * 32 > 16 ? first + 16 * a.ld : first,
-                     a.ld * (int64_t)sizeof(bf16), TILE_K};
 }
 
 /* Smallest product (flops) worth a thread of its own on tiles. */
@@ -687,14 +719,14 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * k-block (K % 32 != 0), not yet understood: 32 x 784 x 1024 ran at 251-291 GFLOP/s in
      * pieces against 346-398 packed whole, and 32 x 1008 x 1024 likewise, where K of 736,
      * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). A B
-     * of long rows (FUSED_MAX_ROW_BYTES), any K, takes wide_columns: with its first group and
-     * piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms and 32 x
-     * 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
-    int few_rows_by_columns = !tiles && !by_rows && !b.trans && !b.bf16 &&
-                              m_pairs <= FUSED_MAX_PAIRS;
+     * of long rows (FUSED_MAX_ROW_BYTES), any K, takes columns_in_pieces: with its first
+     * group and piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms
+     * and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
+    int few_rows_by_columns = !by_rows && !b.trans && m_pairs <= FUSED_MAX_PAIRS;
     int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
-    int fused = few_rows_by_columns && k % TILE_K == 0 && !long_rows;
-    int wide = few_rows_by_columns && long_rows; /* B packed a group and a piece at a time */
+    int fused = !tiles && !b.bf16 && few_rows_by_columns && k % TILE_K == 0 && !long_rows;
+    /* B packed a group and a piece at a time (columns_in_pieces) */
+
     /* On tiles, when the shared operand is one chunk (read whole from L2 for each own pair),
      * the own operand is packed a group of pairs (AMX_OWN_GROUP_BYTES) at a time just before
      * their blocks, into this thread's panel (in L2), rather than whole before the barrier:
@@ -713,7 +745,21 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     int short_runs = !by_rows && !b.trans &&
                      group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024 &&
                      n_blocks * k_blocks * FASTNN_AMX_TILE_BYTES <= AMX_CACHED_PACK_BYTES;
-    int own_panel = tiles && shared_pairs <= chunk && !short_runs;
+    /* B packed a group and a piece at a time (columns_in_pieces): with dot products, a B of
+     * long rows; on tiles, a few rows whose own groups would read runs shorter than 1 KB of
+     * B's rows, more than one group a thread. Sapphire Rapids, 2 threads, bfloat16
+     * operands, alternating in one process, same bits, against own groups or B packed
+     * whole (pieces of 8 k-blocks, groups of 16 pairs): 32 x 4096 x 1024 0.55 -> 0.45 ms,
+     * 32 x 4096 x 4096 2.0 -> 1.7, 64 x 2048 x 2048 0.68 -> 0.58, 128 x 4096 x 4096 3.6 ->
+     * 2.6, 32 x 2048 x 1024 0.236 -> 0.224; float32 operands 32 x 4096 x 1024 0.91 -> 0.61,
+     * 128 x 4096 x 4096 5.6 -> 4.8. Where the groups' runs are 1 KB already, pieces lost:
+     * 32 x 1024 x 4096 0.78-0.84x, 32 x 1024 x 1024 0.75-0.83x (groups of 8 of 8, 4 of 16,
+     * 16 of 4 k-blocks: between). */
+    int pieces = few_rows_by_columns &&
+                 (tiles ? group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024 &&
+                              fastnn_ceil_div(n_pairs, threads) > group
+                        : !b.bf16 && long_rows);
+    int own_panel = tiles && shared_pairs <= chunk && !short_runs && !pieces;
     /* A bfloat16 A not transposed is read by the tiles where it lies (its rows are the A
      * tiles' rows, TILELOADD taking its row stride) when it has whole k-blocks and row
      * blocks and its rows start on cache lines: nothing to pack, the same products.
@@ -730,8 +776,10 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place               ? tile_bytes
                                                   : own_panel && by_rows ? panels_bytes
                                                       : (size_t)(m_blocks * k_blocks) * tile_bytes);
+    int64_t pieces_elems = tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS)
+                                 : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS);
     size_t b_bytes = fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
-                     : wide ? (size_t)threads * WIDE_THREAD_ELEMS * sizeof(bf16)
+                     : pieces ? (size_t)threads * pieces_elems * sizeof(bf16)
                      : own_panel && !by_rows ? panels_bytes
                                              : (size_t)(n_blocks * k_blocks) * tile_bytes;
     bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, b_bytes);
@@ -752,7 +800,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
         int64_t a_end = by_rows ? fastnn_min(m_blocks, 2 * end) : m_blocks * (t + 1) / team;
         if (!a_in_place && !(own_panel && by_rows))
             pack_a_blocks(a_pack + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
-        if (!fused && !wide && !(own_panel && !by_rows))
+        if (!fused && !pieces && !(own_panel && !by_rows))
             pack_b_blocks(b_pack + b_first * k_blocks * TILE_ELEMS, b, n, k, b_first, b_end, 0,
                           k_blocks);
 #pragma omp barrier
@@ -760,9 +808,9 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
         if (fused)
             fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
                           b_pack + t * FUSED_THREAD_ELEMS);
-        else if (wide)
-            wide_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
-                         b_pack + t * WIDE_THREAD_ELEMS);
+        else if (pieces)
+            columns_in_pieces(tiles, a, a_in_place, a_pack, k_blocks, m, n, k, b, first, end, c,
+                              epilogue, b_pack + t * pieces_elems);
         else if (own_panel) {
             bf16 *panel = (by_rows ? a_pack : b_pack) + t * group * panel_elems;
             for (int64_t g0 = first; g0 < end; g0 += group) {
