@@ -5,8 +5,9 @@
 For each shape (default: the table in README.md, "Figures measured here"), three contenders
 alternate in one process, each block after a 0.1 s idle pause (so the other library's idle
 threads stop spinning): ``ops.matmul`` on float32 operands in bfloat16 matmul precision (float32
-result), ``ops.matmul`` on bfloat16 operands (``ml_dtypes.bfloat16``, bfloat16 result: the bytes
-``torch.mm`` reads and writes) and ``torch.mm`` on bfloat16 tensors. A block is the median time
+result), ``ops.matmul`` on bfloat16 operands (``ml_dtypes.bfloat16`` views of the tensors'
+memory, bfloat16 result: the bytes ``torch.mm`` reads and writes) and ``torch.mm`` on bfloat16
+tensors. A block is the median time
 of enough calls for about 0.3 GFLOP; the table gives the median over ``--rounds`` blocks, in ms,
 and the median of the rounds' ratios torch / fastnn (above 1: fastnn is faster). Needs PyTorch
 and ml_dtypes (both in CI; ml_dtypes is in the dev extra).
@@ -63,8 +64,10 @@ def main(argv=None) -> None:
     for m, k, n in args.shapes:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
-        ha, hb = a.astype(ml_dtypes.bfloat16), b.astype(ml_dtypes.bfloat16)
         ta, tb = torch.from_numpy(a).to(torch.bfloat16), torch.from_numpy(b).to(torch.bfloat16)
+        # fastnn's bfloat16 operands are torch's tensors' own memory: the same bytes at the
+        # same addresses (torch aligns them to 64 bytes, which NumPy does not promise)
+        ha, hb = (t.view(torch.int16).numpy().view(ml_dtypes.bfloat16) for t in (ta, tb))
         out, hout = np.empty((m, n), np.float32), np.empty((m, n), ml_dtypes.bfloat16)
         calls = [lambda: ops.matmul(a, b, out=out, precision="bfloat16"),
                  lambda: ops.matmul(ha, hb, out=hout),
