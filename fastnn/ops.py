@@ -86,8 +86,9 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
             a, trans_a = _untransposed(a, trans_a)
         if not b.flags.carray:
             b, trans_b = _untransposed(b, trans_b)
-        if ((dtype is _F32 or dtype is _F64) and b.dtype is dtype and a.ndim == 2
-                and b.ndim == 2 and a.flags.carray and b.flags.carray):
+        bfloat16 = dtype.itemsize == 2 and dtype.name == "bfloat16"
+        if ((dtype is _F32 or dtype is _F64 or bfloat16) and b.dtype is dtype
+                and a.ndim == 2 and b.ndim == 2 and a.flags.carray and b.flags.carray):
             if trans_a:
                 k, n = a.shape
             else:
@@ -96,9 +97,16 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
                 m, k_b = b.shape
             else:
                 k_b, m = b.shape
-            if k == k_b and n and k and m and (out is None or (_ready(out, (n, m), dtype)
-                                                               and not _overlaps(out, a, b))):
-                precision = _gemm_precision(precision, dtype)
+            # bfloat16 operands: a bfloat16 out, or float32 for the sums
+            if k == k_b and n and k and m and (out is None or (
+                    (_ready(out, (n, m), dtype) or bfloat16 and _ready(out, (n, m), _F32))
+                    and not _overlaps(out, a, b))):
+                if bfloat16:
+                    if precision is not None:
+                        precision_name(precision)  # a bad name is still an error
+                    precision = "bfloat16"
+                else:
+                    precision = _gemm_precision(precision, dtype)
                 if out is None:
                     out = np.empty((n, m), dtype)
                 backend.matmul(a, b, True if trans_a else False, True if trans_b else False,

@@ -184,3 +184,25 @@ def test_an_a_read_in_place_gives_the_bits_of_a_packed_one(backend_name):
         finally:
             if saved:
                 fastnn.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_the_fast_path_gives_the_general_paths_bits(backend_name):
+    """Plain bfloat16 operands (C-contiguous, aligned, writable) skip ops.matmul's general
+    checks; read-only copies of the same numbers take them: the same bits, bfloat16 or
+    float32 out, and a bad precision name is still an error on the fast path."""
+    rng = np.random.default_rng(24)
+    with fastnn.use_backend(backend_name):
+        for shape in ((1, 1, 1), (17, 64, 9), (64, 96, 33)):
+            for trans_a, trans_b in ((0, 0), (1, 0), (0, 1)):
+                a, b = (_bfloat16(x) for x in _operands(rng, shape, trans_a, trans_b))
+                frozen_a, frozen_b = a.copy(), b.copy()
+                frozen_a.flags.writeable = frozen_b.flags.writeable = False
+                for dtype in (ml_dtypes.bfloat16, np.float32):
+                    fast = ops.matmul(a, b, trans_a, trans_b,
+                                      out=np.empty(shape[::2], dtype))
+                    general = ops.matmul(frozen_a, frozen_b, trans_a, trans_b,
+                                         out=np.empty(shape[::2], dtype))
+                    np.testing.assert_array_equal(fast.view(np.uint8), general.view(np.uint8))
+        with pytest.raises(ValueError, match="precision"):
+            ops.matmul(a, b, 0, 1, precision="float8")

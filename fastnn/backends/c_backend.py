@@ -209,11 +209,10 @@ matmul_entry, FASTCALL_UNAVAILABLE = _fastcall_entry()
 def matmul(a, b, trans_a, trans_b, out, precision="float32"):
     if is_bfloat16(a):
         out_bf16 = is_bfloat16(out)
+        # (cffi reads a bfloat16 array's buffer as 16-bit numbers as it is)
         status = lib.fastnn_matmul_bf16_operands(
-            _from_buffer("uint16_t[]", out.view(np.uint16)) if out_bf16
-            else _from_buffer("float[]", out), out_bf16,
-            _from_buffer("uint16_t[]", a.view(np.uint16)),
-            _from_buffer("uint16_t[]", b.view(np.uint16)), out.shape[0],
+            _from_buffer("uint16_t[]", out) if out_bf16 else _from_buffer("float[]", out),
+            out_bf16, _from_buffer("uint16_t[]", a), _from_buffer("uint16_t[]", b), out.shape[0],
             a.shape[0] if trans_a else a.shape[1], out.shape[1], trans_a, trans_b)
         if status:
             _check(status, "matmul")
