@@ -374,19 +374,24 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
     if (epilogue)
         for (int h = 0; h < 2; h++)
             bias_v[h] = _mm512_maskz_loadu_ps(fastnn_mask16(cols - 16 * h), bias + 16 * h);
-    for (int64_t r = 0; r < rows; r++)
-        for (int h = 0; h < 2 && 16 * h < cols; h++) {
-            __m512 v = _mm512_load_ps(block + r * 32 + 16 * h);
-            if (epilogue)
-                v = activate_f32_amx(_mm512_add_ps(v, bias_v[h]), epilogue->activation,
-                                     (float)epilogue->alpha);
-            int64_t to = at + r * c.ld + 16 * h;
-            if (c.bf16)
-                _mm256_mask_storeu_epi16((bf16 *)c.data + to, fastnn_mask16(cols - 16 * h),
-                                         _mm512_cvtepi32_epi16(round_bf16(v)));
-            else
-                _mm512_mask_storeu_ps((float *)c.data + to, fastnn_mask16(cols - 16 * h), v);
+    /* a row of bfloat16 at once: 32 numbers rounded by VCVTNE2PS2BF16 (bf16_pack32) */
+    __mmask32 row_mask = cols >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cols) - 1;
+    for (int64_t r = 0; r < rows; r++) {
+        __m512 v[2];
+        for (int h = 0; h < 2; h++) {
+            v[h] = _mm512_maskz_load_ps(fastnn_mask16(cols - 16 * h), block + r * 32 + 16 * h);
+            if (epilogue && 16 * h < cols)
+                v[h] = activate_f32_amx(_mm512_add_ps(v[h], bias_v[h]), epilogue->activation,
+                                        (float)epilogue->alpha);
         }
+        int64_t to = at + r * c.ld;
+        if (c.bf16) {
+            _mm512_mask_storeu_epi16((bf16 *)c.data + to, row_mask, bf16_pack32(v[0], v[1]));
+        } else
+            for (int h = 0; h < 2 && 16 * h < cols; h++)
+                _mm512_mask_storeu_ps((float *)c.data + to + 16 * h,
+                                      fastnn_mask16(cols - 16 * h), v[h]);
+    }
 }
 
 /* Lines of memory to prefetch a few at a time while the dot products run: `rows` rows of
