@@ -686,8 +686,10 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
 /* Smallest product (flops) worth a thread of its own on tiles. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
 /* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
- * L2). */
+ * L2); at least AMX_SHARED_CHUNK_MIN_PAIRS pairs while they fit AMX_SHARED_CHUNK_MAX_BYTES. */
 #define AMX_SHARED_CHUNK_BYTES (512 * 1024)
+#define AMX_SHARED_CHUNK_MIN_PAIRS 4
+#define AMX_SHARED_CHUNK_MAX_BYTES (1024 * 1024)
 /* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2
  * beside it). */
 #define AMX_OWN_GROUP_BYTES (1024 * 1024)
@@ -717,7 +719,19 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                   (busiest_by_rows == busiest_by_columns && m >= n);
     int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
     /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
-    int64_t chunk = fastnn_max(1, AMX_SHARED_CHUNK_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    /* (A thread's own pairs larger than a group come from L3 for the first block of each
+     * chunk, from L2 for the others: with K = 4096, a pair of 256 KB, 2 pairs a chunk read
+     * half of the own operand's tiles from L3. Sapphire Rapids, 2 threads, alternating in one
+     * process, same bits, 4 pairs of 1 MB against 2: 1024 x 4096 x 4096 16.2 -> 13.8 ms,
+     * 512 x 4096 x 4096 9.0 -> 7.8, 2048 x 4096 x 1024 8.2 -> 6.9, 256 x 4096 x 4096 5.3 ->
+     * 4.6, float32 operands 1024 x 4096 x 4096 19.0 -> 16.3; where the own pairs fit L2
+     * beside the chunk, 256 x 4096 x 256 0.95x; 1 MB chunks for every K lost 2-8% where 512
+     * KB holds 8 or more pairs, e.g. 1024 x 1024 x 4096.) */
+    int64_t pair_bytes = 2 * k_blocks * FASTNN_AMX_TILE_BYTES;
+    int64_t chunk = fastnn_max(1, AMX_SHARED_CHUNK_BYTES / pair_bytes);
+    if (fastnn_ceil_div(own_pairs, threads) * pair_bytes > AMX_OWN_GROUP_BYTES)
+        chunk = fastnn_max(chunk, fastnn_min(AMX_SHARED_CHUNK_MIN_PAIRS,
+                                             AMX_SHARED_CHUNK_MAX_BYTES / pair_bytes));
     /* A few rows by columns with dot products and B not transposed: B rounded in pieces
      * beside the products (fused_columns). A transposed B packs faster whole (its runs of k
      * are contiguous), and measured slower in pieces. So did a K that ends in a part of a
