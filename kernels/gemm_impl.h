@@ -686,13 +686,18 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
  * rather than read by dot products (below). */
 #define GEMM_SMALL_PACK_K VLEN
 #define GEMM_SMALL_PACK_ROWS 4
-/* small_axpy asks for the lines of the rows of B' this far ahead of the four it reads. Each
- * chunk of columns reads a short run of every row of B' (2 KB of an 8 KB row: 1 x 2048 x 2048
- * on two threads), a new 4 KB page every run, which the hardware prefetch does not follow far
- * enough. Float32, one process per setting, three runs each, medians of 9 blocks, before
- * (no prefetch) -> 8 rows ahead: 1 x 2048 x 2048 180-282 -> 164-178 us (NumPy 149-183),
- * 1 x 2048 x 256 31-36 -> 27-31 us (NumPy 23-25); 1 x 784 x 256, 4 x 1024 x 1024 and
- * 8 x 4096 x 512 the same within the noise; 16 rows ahead no better. */
+/* small_axpy asks for the lines of the rows of B' this far ahead of the four it reads, when
+ * B' is larger than half of L2 or its rows are not on cache lines. Each chunk of columns reads a short run of every row of B' (2 KB of
+ * an 8 KB row: 1 x 2048 x 2048 on two threads), a new 4 KB page every run, which the hardware
+ * prefetch does not follow far enough. Float32, one process per setting, three runs each,
+ * medians of 9 blocks, before (no prefetch) -> 8 rows ahead: 1 x 2048 x 2048 180-282 ->
+ * 164-178 us (NumPy 149-183), 1 x 2048 x 256 31-36 -> 27-31 us (NumPy 23-25); 1 x 784 x 256,
+ * 4 x 1024 x 1024 and 8 x 4096 x 512 the same within the noise; 16 rows ahead no better (Zen
+ * 5). A B' that stays in L2 gains nothing from it and loses the load slots (Sapphire
+ * Rapids, 2 threads, alternating in one process, operands 64-byte aligned, without it there:
+ * 1 x 256 x 1024 14 -> 9 us, 1 x 1024 x 256 11 -> 8.5, 1 x 784 x 256 1.29x, 1 x 64 x 1024
+ * 1.48x; with rows 16 bytes off a line, where a vector reads two lines, 0.93-0.95x: kept
+ * there). */
 #define GEMM_SMALL_AHEAD 8
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
@@ -712,10 +717,15 @@ static inline __attribute__((always_inline)) T FN(small_a)(const int cm, const T
 static inline __attribute__((always_inline)) void FN(small_axpy)(
     const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    /* B' (k rows b_rs apart) larger than half of L2, or its vectors across lines: its lines
+     * are asked for ahead */
+    int far = (double)k * (double)b_rs * sizeof(T) > 0.5 * (double)fastnn_l2_bytes() ||
+              (uintptr_t)b % 64 != 0 || (b_rs * (int64_t)sizeof(T)) % 64 != 0;
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         const T *b0 = b + p * b_rs;
-        const T *ahead = p + 4 + GEMM_SMALL_AHEAD <= k ? b0 + GEMM_SMALL_AHEAD * b_rs : NULL;
+        const T *ahead =
+            far && p + 4 + GEMM_SMALL_AHEAD <= k ? b0 + GEMM_SMALL_AHEAD * b_rs : NULL;
         for (int64_t j = 0; j < w; j += VLEN) {
             int64_t cols = w - j;
             if (ahead) {
