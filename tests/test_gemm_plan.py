@@ -345,3 +345,45 @@ def test_single_rows_in_chunks_keep_their_bits_on_a_busy_machine():
     busy = run_python(code, FASTNN_ASSUME_CONTENDED="1")
     assert normal.returncode == 0 and busy.returncode == 0, normal.stderr + busy.stderr
     assert normal.stdout == busy.stdout
+
+
+def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of x whose data starts `offset` bytes past a 64-byte boundary."""
+    buffer = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    placed = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    placed[...] = x
+    return placed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
+    """The SMALL path reads B in place; where B's rows are not on cache lines (and B stays in
+    L2) the columns up to the first line go first as a chunk of their own. The same bits for
+    B on a line and 8, 16 and 48 bytes past one, with the narrow last chunks (a few columns)
+    and an epilogue, against float64 NumPy."""
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    rng = np.random.default_rng(31)
+    try:
+        for rows, inner, cols in [(1, 256, 1024), (2, 1024, 256), (3, 500, 304), (1, 64, 1040),
+                                  (1, 48, 20), (2, 100, 2053)]:
+            a = rng.standard_normal((rows, inner)).astype(dtype)
+            b = rng.standard_normal((inner, cols)).astype(dtype)
+            bias = rng.standard_normal(cols).astype(dtype)
+            assert plan(rows, inner, cols, dtype=dtype)[0] == "SMALL"
+            with fastnn.use_backend("c"):
+                results = [(fastnn.ops.matmul(a, placed), fastnn.ops.linear_forward(
+                            a, placed, bias, "relu"))
+                           for placed in (_at_offset(b, offset) for offset in (0, 8, 16, 48))]
+            for product, layer in results[1:]:
+                assert product.tobytes() == results[0][0].tobytes(), (rows, inner, cols)
+                assert layer.tobytes() == results[0][1].tobytes(), (rows, inner, cols)
+            want = a.astype(np.float64) @ b.astype(np.float64)
+            tol = 1e-5 if dtype == "float32" else 1e-12
+            np.testing.assert_allclose(results[0][0], want, rtol=tol, atol=tol * np.sqrt(inner))
+            np.testing.assert_allclose(results[0][1], np.maximum(want + bias, 0), rtol=tol,
+                                       atol=tol * np.sqrt(inner))
+    finally:
+        c_backend.set_num_threads(saved)
