@@ -72,3 +72,13 @@ for _name, _examples in (("default", 25), ("full", 200)):
     settings.register_profile(_name, max_examples=_examples, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("FASTNN_HYPOTHESIS_PROFILE", "default"))
+
+
+def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of x whose data starts `offset` bytes past a 64-byte boundary (a
+    cache line): where the kernels that read an operand in place meet it."""
+    buffer = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    placed = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    placed[...] = x
+    return placed

@@ -12,7 +12,7 @@ import pytest
 import fastnn
 from fastnn import ops
 
-from conftest import BACKENDS
+from conftest import BACKENDS, at_offset
 
 # Edges of every kind: K not a multiple of 32 (a part k-block), rows and columns past the last
 # 16 and 32, few rows (the dot products' pieces of K on AVX512-BF16), one row, one column; few
@@ -44,31 +44,38 @@ def _operands(rng, shape, trans_a, trans_b):
     return ops.round_bfloat16(a), ops.round_bfloat16(b)
 
 
+def _thread_counts(backend_name):
+    """1 and 2 threads in turn on backend_name (once, None, on numpy, which has no thread
+    count), its thread count restored after."""
+    saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
+    try:
+        for threads in (1, 2) if saved else (None,):
+            if saved:
+                fastnn.set_num_threads(threads)
+            yield threads
+    finally:
+        if saved:
+            fastnn.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
 def test_bfloat16_operands_give_the_bits_of_float32_ones(backend_name, trans_a, trans_b):
     rng = np.random.default_rng(21)
     with fastnn.use_backend(backend_name):
-        saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
-        try:
-            for threads in (1, 2) if saved else (None,):
-                if saved:
-                    fastnn.set_num_threads(threads)
-                for shape in SHAPES:
-                    a, b = _operands(rng, shape, trans_a, trans_b)
-                    want = ops.matmul(a, b, trans_a, trans_b, precision="bfloat16")
-                    got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b,
-                                     out=np.empty(want.shape, np.float32))
-                    np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=str(shape))
-                    # by default a bfloat16 result: the float32 sums rounded
-                    got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b)
-                    assert got.dtype.name == "bfloat16" and got.shape == want.shape
-                    np.testing.assert_array_equal(got.view(np.uint16),
-                                                  _bfloat16(ops.round_bfloat16(want))
-                                                  .view(np.uint16), err_msg=str(shape))
-        finally:
-            if saved:
-                fastnn.set_num_threads(saved)
+        for _ in _thread_counts(backend_name):
+            for shape in SHAPES:
+                a, b = _operands(rng, shape, trans_a, trans_b)
+                want = ops.matmul(a, b, trans_a, trans_b, precision="bfloat16")
+                got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b,
+                                 out=np.empty(want.shape, np.float32))
+                np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=str(shape))
+                # by default a bfloat16 result: the float32 sums rounded
+                got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a, trans_b)
+                assert got.dtype.name == "bfloat16" and got.shape == want.shape
+                np.testing.assert_array_equal(got.view(np.uint16),
+                                              _bfloat16(ops.round_bfloat16(want))
+                                              .view(np.uint16), err_msg=str(shape))
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -140,15 +147,6 @@ def test_bad_bfloat16_calls_raise_naming_the_argument():
     np.testing.assert_array_equal(empty.astype(np.float32), np.zeros((3, 2), np.float32))
 
 
-def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
-    """A C-contiguous copy of x whose data starts `offset` bytes past a 64-byte boundary."""
-    buffer = np.empty(x.nbytes + 128, np.uint8)
-    start = (-buffer.ctypes.data) % 64 + offset
-    placed = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
-    placed[...] = x
-    return placed
-
-
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_an_a_read_in_place_gives_the_bits_of_a_packed_one(backend_name):
     """On AMX a bfloat16 A not transposed, with whole k-blocks and row blocks (K % 32 == 0,
@@ -160,30 +158,23 @@ def test_an_a_read_in_place_gives_the_bits_of_a_packed_one(backend_name):
     shapes = [(16, 32, 16), (48, 64, 40), (64, 1024, 96), (256, 256, 300), (1024, 128, 64),
               (32, 96, 1000), (96, 4096, 33), (64, 2048, 1000)]
     with fastnn.use_backend(backend_name):
-        saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
-        try:
-            for threads in (1, 2) if saved else (None,):
-                if saved:
-                    fastnn.set_num_threads(threads)
-                for shape in shapes:
-                    a, b = _operands(rng, shape, 0, 0)
-                    a[shape[0] // 2, shape[1] // 3] = np.nan
-                    want = ops.matmul(a, b, precision="bfloat16")
-                    for offset in (0, 16):
-                        ha = _at_offset(_bfloat16(a), offset)
-                        got = ops.matmul(ha, _bfloat16(b), out=np.empty(want.shape, np.float32))
-                        np.testing.assert_array_equal(_bits(got), _bits(want),
-                                                      err_msg=f"{shape} offset {offset}")
-                    assert np.isnan(want[shape[0] // 2]).all()
-                    # against float64 products of the same numbers: float32 sums of exact
-                    # products are off by at most K ulps of the sum of their magnitudes
-                    rows = np.arange(shape[0]) != shape[0] // 2
-                    a64, b64 = a[rows].astype(np.float64), b.astype(np.float64)
-                    bound = shape[1] * 2.0 ** -23 * (np.abs(a64) @ np.abs(b64))
-                    assert (np.abs(want[rows] - a64 @ b64) <= bound).all(), shape
-        finally:
-            if saved:
-                fastnn.set_num_threads(saved)
+        for _ in _thread_counts(backend_name):
+            for shape in shapes:
+                a, b = _operands(rng, shape, 0, 0)
+                a[shape[0] // 2, shape[1] // 3] = np.nan
+                want = ops.matmul(a, b, precision="bfloat16")
+                for offset in (0, 16):
+                    ha = at_offset(_bfloat16(a), offset)
+                    got = ops.matmul(ha, _bfloat16(b), out=np.empty(want.shape, np.float32))
+                    np.testing.assert_array_equal(_bits(got), _bits(want),
+                                                  err_msg=f"{shape} offset {offset}")
+                assert np.isnan(want[shape[0] // 2]).all()
+                # against float64 products of the same numbers: float32 sums of exact
+                # products are off by at most K ulps of the sum of their magnitudes
+                rows = np.arange(shape[0]) != shape[0] // 2
+                a64, b64 = a[rows].astype(np.float64), b.astype(np.float64)
+                bound = shape[1] * 2.0 ** -23 * (np.abs(a64) @ np.abs(b64))
+                assert (np.abs(want[rows] - a64 @ b64) <= bound).all(), shape
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)

@@ -9,6 +9,7 @@ import pytest
 import fastnn
 
 c_backend = pytest.importorskip("fastnn.backends.c_backend")
+from conftest import at_offset  # noqa: E402
 from test_contract import (GEMM_SHAPES, NARROW_GEMM_SHAPES, SMALL_GEMM_SHAPES,  # noqa: E402
                            SWEEP_GEMM_SHAPES)
 
@@ -347,15 +348,6 @@ def test_single_rows_in_chunks_keep_their_bits_on_a_busy_machine():
     assert normal.stdout == busy.stdout
 
 
-def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
-    """A C-contiguous copy of x whose data starts `offset` bytes past a 64-byte boundary."""
-    buffer = np.empty(x.nbytes + 128, np.uint8)
-    start = (-buffer.ctypes.data) % 64 + offset
-    placed = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
-    placed[...] = x
-    return placed
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
@@ -376,7 +368,7 @@ def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
             with fastnn.use_backend("c"):
                 results = [(fastnn.ops.matmul(a, placed), fastnn.ops.linear_forward(
                             a, placed, bias, "relu"))
-                           for placed in (_at_offset(b, offset) for offset in (0, 8, 16, 48))]
+                           for placed in (at_offset(b, offset) for offset in (0, 8, 16, 48))]
             for product, layer in results[1:]:
                 assert product.tobytes() == results[0][0].tobytes(), (rows, inner, cols)
                 assert layer.tobytes() == results[0][1].tobytes(), (rows, inner, cols)
