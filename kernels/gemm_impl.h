@@ -687,17 +687,17 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
 #define GEMM_SMALL_PACK_K VLEN
 #define GEMM_SMALL_PACK_ROWS 4
 /* small_axpy asks for the lines of the rows of B' this far ahead of the four it reads, when
- * B' is larger than half of L2 or its rows are not on cache lines. Each chunk of columns reads a short run of every row of B' (2 KB of
- * an 8 KB row: 1 x 2048 x 2048 on two threads), a new 4 KB page every run, which the hardware
- * prefetch does not follow far enough. Float32, one process per setting, three runs each,
- * medians of 9 blocks, before (no prefetch) -> 8 rows ahead: 1 x 2048 x 2048 180-282 ->
- * 164-178 us (NumPy 149-183), 1 x 2048 x 256 31-36 -> 27-31 us (NumPy 23-25); 1 x 784 x 256,
- * 4 x 1024 x 1024 and 8 x 4096 x 512 the same within the noise; 16 rows ahead no better (Zen
- * 5). A B' that stays in L2 gains nothing from it and loses the load slots (Sapphire
- * Rapids, 2 threads, alternating in one process, operands 64-byte aligned, without it there:
- * 1 x 256 x 1024 14 -> 9 us, 1 x 1024 x 256 11 -> 8.5, 1 x 784 x 256 1.29x, 1 x 64 x 1024
- * 1.48x; with rows 16 bytes off a line, where a vector reads two lines, 0.93-0.95x: kept
- * there). */
+ * B' is larger than half of L2 or its rows are not on cache lines. Each chunk of columns reads
+ * a short run of every row of B' (2 KB of an 8 KB row: 1 x 2048 x 2048 on two threads), a new
+ * 4 KB page every run, which the hardware prefetch does not follow far enough. Float32, one
+ * process per setting, three runs each, medians of 9 blocks, before (no prefetch) -> 8 rows
+ * ahead: 1 x 2048 x 2048 180-282 -> 164-178 us (NumPy 149-183), 1 x 2048 x 256 31-36 -> 27-31
+ * us (NumPy 23-25); 1 x 784 x 256, 4 x 1024 x 1024 and 8 x 4096 x 512 the same within the
+ * noise; 16 rows ahead no better (Zen 5). A B' that stays in L2 gains nothing from it and
+ * loses the load slots (Sapphire Rapids, 2 threads, alternating in one process, operands
+ * 64-byte aligned, without it there: 1 x 256 x 1024 14 -> 9 us, 1 x 1024 x 256 11 -> 8.5, 1 x
+ * 784 x 256 1.29x, 1 x 64 x 1024 1.48x; with rows 16 bytes off a line, where a vector reads
+ * two lines, 0.93-0.95x: kept there). */
 #define GEMM_SMALL_AHEAD 8
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
