@@ -138,13 +138,23 @@ def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int):
 
 def _bfloat16_arrays(*arrays: np.ndarray):
     """The arrays as ``ml_dtypes.bfloat16`` arrays (rounded to nearest even, as torch's
-    ``.to(torch.bfloat16)``); ImportError with the install hint when ml_dtypes is missing."""
+    ``.to(torch.bfloat16)``), each starting on a 64-byte line as torch's tensors do (NumPy
+    promises 16 bytes; the AMX kernel reads an A on lines in place); ImportError with the
+    install hint when ml_dtypes is missing."""
     try:
         import ml_dtypes
     except ImportError as exc:
         raise ImportError("the bfloat16_operands sweep gives fastnn bfloat16 arrays: "
                           "pip install ml_dtypes") from exc
-    return tuple(array.astype(ml_dtypes.bfloat16) for array in arrays)
+    placed = []
+    for array in arrays:
+        buffer = np.empty(array.size * 2 + 64, np.uint8)
+        start = (-buffer.ctypes.data) % 64
+        view = buffer[start:start + array.size * 2].view(ml_dtypes.bfloat16)
+        view = view.reshape(array.shape)
+        view[...] = array  # ml_dtypes' float32 -> bfloat16: round to nearest even
+        placed.append(view)
+    return tuple(placed)
 
 
 def _check(out: np.ndarray, expected: Optional[np.ndarray], a_op: np.ndarray,

@@ -160,3 +160,18 @@ def test_torch_is_imported_with_its_own_openmp_wait(monkeypatch):
         sys.modules.pop("torch", None)
         if real_torch is not None:
             sys.modules["torch"] = real_torch
+
+
+def test_the_bfloat16_operands_start_on_cache_lines_as_torchs_tensors_do():
+    """fastnn's bfloat16 operands in the sweep are the numbers ml_dtypes rounds to, placed on
+    64-byte lines as torch places its tensors (whether the AMX kernel reads A in place
+    depends on it), C-ordered and writable."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in ((33, 17), (1, 1),
+                                                                            (64, 130))]
+    for array, placed in zip(arrays, bench_sweep._bfloat16_arrays(*arrays)):
+        assert placed.ctypes.data % 64 == 0 and placed.flags.c_contiguous
+        assert placed.flags.writeable and placed.dtype == ml_dtypes.bfloat16
+        np.testing.assert_array_equal(placed.view(np.uint16),
+                                      array.astype(ml_dtypes.bfloat16).view(np.uint16))
