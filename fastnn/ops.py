@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.contract import ACTIVATION_CODES, FLOAT_DTYPES, LABEL_DTYPE
-from .precision import get_matmul_precision, is_bfloat16, precision_name
+from .precision import get_matmul_precision, is_bfloat16, is_bfloat16_dtype, precision_name
 from .precision import resolve as _precision
 from .validation import (activation_name, bfloat16_array, finite_number, float_array,
                          label_array, non_empty_batch, output_array, positive_number,
@@ -86,7 +86,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
             a, trans_a = _untransposed(a, trans_a)
         if not b.flags.carray:
             b, trans_b = _untransposed(b, trans_b)
-        bfloat16 = dtype.itemsize == 2 and dtype.name == "bfloat16"
+        bfloat16 = is_bfloat16_dtype(dtype)
         if ((dtype is _F32 or dtype is _F64 or bfloat16) and b.dtype is dtype
                 and a.ndim == 2 and b.ndim == 2 and a.flags.carray and b.flags.carray):
             if trans_a:

@@ -97,11 +97,15 @@ def resolve(precision, dtype, argument: str = "precision") -> str:
     return name
 
 
+def is_bfloat16_dtype(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is ``ml_dtypes.bfloat16``'s: a 2-byte dtype named "bfloat16"
+    (ml_dtypes itself is not imported)."""
+    return dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
 def is_bfloat16(array) -> bool:
-    """Whether ``array`` is a NumPy array of bfloat16 numbers (``ml_dtypes.bfloat16``: a
-    2-byte dtype named "bfloat16"; ml_dtypes itself is not imported)."""
-    return (isinstance(array, np.ndarray) and array.dtype.name == "bfloat16"
-            and array.dtype.itemsize == 2)
+    """Whether ``array`` is a NumPy array of bfloat16 numbers (:func:`is_bfloat16_dtype`)."""
+    return isinstance(array, np.ndarray) and is_bfloat16_dtype(array.dtype)
 
 
 def widen_bfloat16(array: np.ndarray) -> np.ndarray:

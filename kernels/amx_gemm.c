@@ -530,11 +530,11 @@ static inline void dot_pair(const bf16 *a, int64_t a_next, const bf16 *b0, const
  * A packed) with dot products, from the row blocks of a (at their first k-block) and the
  * packed column blocks at b (kbn tiles each), into block (32 x 32, row stride 32): from
  * zeros, or (accumulate) added to block's sums of the k-blocks before. */
-static inline void block_sums(int tiles, a_tiles a, int64_t a_next, const bf16 *b, int64_t kbn,
-                              int64_t rows, int64_t cols, float *block, int accumulate) {
-    if (!tiles)
-        dot_pair(a.first, a_next, b, b + kbn * TILE_ELEMS, kbn, rows, cols, block, accumulate,
-                 NULL, 0);
+static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, int64_t rows,
+                              int64_t cols, float *block, int accumulate) {
+    if (!tiles) /* (A packed: its second row block a.second - a.first numbers on) */
+        dot_pair(a.first, a.second - a.first, b, b + kbn * TILE_ELEMS, kbn, rows, cols, block,
+                 accumulate, NULL, 0);
     else if (rows > 16 && cols > 16)
         amx_block(2, 2, a, b, kbn, block, accumulate);
     else if (rows > 16)
@@ -550,8 +550,8 @@ static inline void block_sums(int tiles, a_tiles a, int64_t a_next, const bf16 *
 static inline void amx_pair(int tiles, a_tiles a, const bf16 *b, int64_t k_blocks, int64_t m,
                             int64_t n, int64_t ip, int64_t jp, output c,
                             const fastnn_epilogue *epilogue, float *block) {
-    block_sums(tiles, a, k_blocks * TILE_ELEMS, b, k_blocks, fastnn_min(32, m - ip * 32),
-               fastnn_min(32, n - jp * 32), block, 0);
+    block_sums(tiles, a, b, k_blocks, fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
+               block, 0);
     store_block(c, block, m, n, ip, jp, epilogue);
 }
 
@@ -670,8 +670,7 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
                                             ip, m, k_blocks);
                     rows.first += kb0 * rows.step;
                     rows.second += kb0 * rows.step;
-                    block_sums(tiles, rows, k_blocks * TILE_ELEMS,
-                               panel + 2 * (jp - g0) * kbn * TILE_ELEMS, kbn,
+                    block_sums(tiles, rows, panel + 2 * (jp - g0) * kbn * TILE_ELEMS, kbn,
                                fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
                                partial + ((jp - g0) * m_pairs + ip) * 32 * 32, kb0 > 0);
                 }
@@ -759,8 +758,8 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * shorter than 1 KB a row starve the prefetchers, and packing it whole is then faster
      * while the packed B stays in the caches: float32 32 x 4096 x 1024 and 64 x 4096 x 512
      * 0.93x in groups, where 32 x 4096 x 4096, 32 MB packed, gained 1.33x, bfloat16 1.75x) */
-    int short_runs = !by_rows && !b.trans &&
-                     group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024 &&
+    int group_runs_short = group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024;
+    int short_runs = !by_rows && !b.trans && group_runs_short &&
                      n_blocks * k_blocks * FASTNN_AMX_TILE_BYTES <= AMX_CACHED_PACK_BYTES;
     /* B packed a group and a piece at a time (columns_in_pieces): with dot products, a B of
      * long rows; on tiles, a few rows whose own groups would read runs shorter than 1 KB of
@@ -773,8 +772,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * 32 x 1024 x 4096 0.78-0.84x, 32 x 1024 x 1024 0.75-0.83x (groups of 8 of 8, 4 of 16,
      * 16 of 4 k-blocks: between). */
     int pieces = few_rows_by_columns &&
-                 (tiles ? group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024 &&
-                              fastnn_ceil_div(n_pairs, threads) > group
+                 (tiles ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group
                         : !b.bf16 && long_rows);
     int own_panel = tiles && shared_pairs <= chunk && !short_runs && !pieces;
     /* A bfloat16 A not transposed is read by the tiles where it lies (its rows are the A

@@ -712,15 +712,20 @@ static inline __attribute__((always_inline)) T FN(small_a)(const int cm, const T
     return cm ? a[p * ld + r] : a[r * ld + p];
 }
 
+/* Whether B' (k rows b_rs apart) stays in L2 between the passes of the row kernels: at most
+ * half of it. */
+static inline int FN(small_b_in_l2)(int64_t k, int64_t b_rs) {
+    return (double)k * (double)b_rs * sizeof(T) <= 0.5 * (double)fastnn_l2_bytes();
+}
+
 /* acc[r][0..w) += sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
  * is inlined; A' as small_a reads it); B'[p] starts at b + p * b_rs and is contiguous. */
 static inline __attribute__((always_inline)) void FN(small_axpy)(
     const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
-    /* B' (k rows b_rs apart) larger than half of L2, or its vectors across lines: its lines
-     * are asked for ahead */
-    int far = (double)k * (double)b_rs * sizeof(T) > 0.5 * (double)fastnn_l2_bytes() ||
-              (uintptr_t)b % 64 != 0 || (b_rs * (int64_t)sizeof(T)) % 64 != 0;
+    /* B' not staying in L2, or its vectors across lines: its lines are asked for ahead */
+    int far = !FN(small_b_in_l2)(k, b_rs) || (uintptr_t)b % 64 != 0 ||
+              (b_rs * (int64_t)sizeof(T)) % 64 != 0;
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         const T *b0 = b + p * b_rs;
@@ -954,9 +959,7 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         if (j1 - narrow > GEMM_SMALL_NARROW * VLEN || narrow == j0) narrow = j1;
         int64_t head = 0;
         if (!pack && !tile && j1 - j0 > GEMM_SMALL_NARROW * VLEN &&
-            (double)k * (double)b_rs * sizeof(T) <= 0.5 * (double)fastnn_l2_bytes() &&
-            (b_rs * (int64_t)sizeof(T)) % 64 == 0 &&
-            (uintptr_t)(b + j0) % sizeof(T) == 0)
+            FN(small_b_in_l2)(k, b_rs) && (b_rs * (int64_t)sizeof(T)) % 64 == 0)
             head = fastnn_min(narrow - j0, (int64_t)((64 - (uintptr_t)(b + j0) % 64) % 64 /
                                                      sizeof(T)));
         for (int64_t jc = j0, w = 0; jc < j1; jc += w) {
