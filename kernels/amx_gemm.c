@@ -737,15 +737,33 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     /* On a busy machine (internal.h), this thread alone: every block of C sums all of K on
      * one thread whatever the split, so the bits do not change. */
     if (threads > 1 && fastnn_contended()) threads = 1;
+    /* A bfloat16 A not transposed is read by the tiles where it lies (its rows are the A
+     * tiles' rows, TILELOADD taking its row stride) when it has whole k-blocks and row
+     * blocks and its rows start on cache lines: nothing to pack, the same products.
+     * Sapphire Rapids, 2 threads, bfloat16 operands, alternating in one process, same bits,
+     * A's rows 64-byte aligned: 1024 x 1024 x 256 0.30 -> 0.23 ms, 2048 x 512 x 512 0.51 ->
+     * 0.42, 256 x 4096 x 256 0.40 -> 0.34, 1024^3 1.02 -> 0.96, 128 x 1024 x 1024 0.20 -> 0.19,
+     * 256 x 256 x 4096 0.95-0.97x, the rest within 2%; with rows 16 bytes off a line (each
+     * tile row then reads two), 0.87-1.11x; each pair of row blocks packed just before its
+     * blocks instead, 0.77-0.95x against in place. */
+    int a_in_place = tiles && a.bf16 && !a.trans && k % TILE_K == 0 && m % TILE_ROWS == 0 &&
+                     (uintptr_t)a.data % 64 == 0 && a.ld * (int64_t)sizeof(bf16) % 64 == 0;
     /* Each thread owns pairs of row blocks (by rows) or of column blocks: it packs its own
      * operand's pairs, and an equal share of the other operand, which every thread reads
-     * whole, before one barrier. By rows when that leaves
-     * the busiest thread fewer blocks, or as many and A is the larger operand (m >= n), so
-     * that the operand read whole is the smaller one. */
+     * whole, before one barrier. By rows when that leaves the busiest thread fewer blocks, or
+     * as many and A is the larger operand (m >= n), so that the operand read whole is the
+     * smaller one; but an A read in place is shared by columns up to twice B's rows (m <= 2n):
+     * it is only read, where a packed B shared by rows is written again at each call, half by
+     * each thread, and read by both (its lines move between the cores). Sapphire Rapids, 2
+     * threads, bfloat16 operands, alternating in one process, same bits, by columns against
+     * by rows: 256 x 4096 x 256 1.20x, 512 x 2048 x 512 1.11x, 256 x 1024 x 256 1.25x,
+     * 128 x 4096 x 128 1.47x, 1024^3 and 2048^3 1.04x, 512 x 4096 x 256 1.16x, 1024 x 1024 x 512
+     * 1.00x; at m = 4n mixed (1024 x 1024 x 256 and 2048 x 512 x 512 0.94-0.96x, 512 x 1024 x
+     * 128 1.25x), so by rows there. */
     int64_t busiest_by_rows = fastnn_ceil_div(m_pairs, threads) * n_pairs;
     int64_t busiest_by_columns = fastnn_ceil_div(n_pairs, threads) * m_pairs;
     int by_rows = busiest_by_rows < busiest_by_columns ||
-                  (busiest_by_rows == busiest_by_columns && m >= n);
+                  (busiest_by_rows == busiest_by_columns && (a_in_place ? m > 2 * n : m >= n));
     int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
     /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
     /* (A thread's own pairs larger than a group come from L3 for the first block of each
@@ -805,17 +823,6 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                  (tiles ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group
                         : !b.bf16 && long_rows);
     int own_panel = tiles && shared_pairs <= chunk && !short_runs && !pieces;
-    /* A bfloat16 A not transposed is read by the tiles where it lies (its rows are the A
-     * tiles' rows, TILELOADD taking its row stride) when it has whole k-blocks and row
-     * blocks and its rows start on cache lines: nothing to pack, the same products.
-     * Sapphire Rapids, 2 threads, bfloat16 operands, alternating in one process, same bits,
-     * A's rows 64-byte aligned: 1024 x 1024 x 256 0.30 -> 0.23 ms, 2048 x 512 x 512 0.51 ->
-     * 0.42, 256 x 4096 x 256 0.40 -> 0.34, 1024^3 1.02 -> 0.96, 128 x 1024 x 1024 0.20 -> 0.19,
-     * 256 x 256 x 4096 0.95-0.97x, the rest within 2%; with rows 16 bytes off a line (each
-     * tile row then reads two), 0.87-1.11x; each pair of row blocks packed just before its
-     * blocks instead, 0.77-0.95x against in place. */
-    int a_in_place = tiles && a.bf16 && !a.trans && k % TILE_K == 0 && m % TILE_ROWS == 0 &&
-                     (uintptr_t)a.data % 64 == 0 && a.ld * (int64_t)sizeof(bf16) % 64 == 0;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     size_t panels_bytes = (size_t)(threads * group * panel_elems) * sizeof(bf16);
