@@ -697,8 +697,13 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
  * loses the load slots (Sapphire Rapids, 2 threads, alternating in one process, operands
  * 64-byte aligned, without it there: 1 x 256 x 1024 14 -> 9 us, 1 x 1024 x 256 11 -> 8.5, 1 x
  * 784 x 256 1.29x, 1 x 64 x 1024 1.48x; with rows 16 bytes off a line, where a vector reads
- * two lines, 0.93-0.95x: kept there). */
+ * two lines, 0.93-0.95x: kept there). A B' from memory is asked for GEMM_SMALL_AHEAD_FAR rows
+ * ahead instead (Sapphire Rapids, float32, 2 threads, alternating in one process, same bits,
+ * 4 rows against 8: 1 x 4096 x 4096, 1 x 2048 x 4096, 1 x 4096 x 1024, 1 x 1024 x 4096 and
+ * 1 x 4096 x 2048 1.06-1.07x in three runs, 2 rows 0.93-0.99x against 4, 16 and 32 rows
+ * 0.89-1.01x against 8; a B' in L2 with its rows off lines lost with 4: 0.90-0.95x). */
 #define GEMM_SMALL_AHEAD 8
+#define GEMM_SMALL_AHEAD_FAR 4
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
 
@@ -724,13 +729,13 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
     const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
     /* B' not staying in L2, or its vectors across lines: its lines are asked for ahead */
-    int far = !FN(small_b_in_l2)(k, b_rs) || (uintptr_t)b % 64 != 0 ||
-              (b_rs * (int64_t)sizeof(T)) % 64 != 0;
+    int in_l2 = FN(small_b_in_l2)(k, b_rs);
+    int far = !in_l2 || (uintptr_t)b % 64 != 0 || (b_rs * (int64_t)sizeof(T)) % 64 != 0;
+    int64_t distance = in_l2 ? GEMM_SMALL_AHEAD : GEMM_SMALL_AHEAD_FAR;
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         const T *b0 = b + p * b_rs;
-        const T *ahead =
-            far && p + 4 + GEMM_SMALL_AHEAD <= k ? b0 + GEMM_SMALL_AHEAD * b_rs : NULL;
+        const T *ahead = far && p + 4 + distance <= k ? b0 + distance * b_rs : NULL;
         for (int64_t j = 0; j < w; j += VLEN) {
             int64_t cols = w - j;
             if (ahead) {
