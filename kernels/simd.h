@@ -175,10 +175,12 @@ typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
         return s;                                                                               \
     }                                                                                           \
     static inline void v##S##_transpose(V rows[VL]) {                                          \
-        V t[VL];                                                                                \
+        /* through numbers, not lanes of vectors: GCC took each lane store into a vector for a  \
+         * read of the vector's other, unset lanes (-Wmaybe-uninitialized) */                   \
+        T t[VL][VL];                                                                            \
         for (int i = 0; i < VL; i++)                                                            \
             for (int j = 0; j < VL; j++) t[j][i] = rows[i][j];                                  \
-        for (int i = 0; i < VL; i++) rows[i] = t[i];                                            \
+        for (int i = 0; i < VL; i++) __builtin_memcpy(&rows[i], t[i], sizeof(V));               \
     }
 
 FASTNN_VEXT_OPS(f32, float, vf32, vi32, VLEN_F32, 23, 127, 12582912.0f)
