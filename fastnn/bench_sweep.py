@@ -106,12 +106,15 @@ def time_pair(ours, theirs, block_seconds: float = 0.02,
 
 
 def _import_torch():
-    """``import torch`` with the OpenMP wait policy it would have had without fastnn: fastnn
-    sets ``GOMP_SPINCOUNT`` when it is imported (fastnn.backends.runtime), and the copy of
-    libgomp that torch brings reads it when torch loads. With fastnn's short spin torch.mm's
-    threads slept between calls: 32 x 1024 x 1024 in bfloat16 took 0.39-0.43 ms against
-    0.08-0.09 ms (2 threads, alternating with fastnn). fastnn's own libgomp read the variable
-    when it loaded, before this runs."""
+    """``import torch`` without fastnn's ``GOMP_SPINCOUNT`` in the environment (fastnn sets it
+    when it is imported, fastnn.backends.runtime). A process has one GNU OpenMP runtime
+    (``libgomp.so.1``), loaded by the first library that needs it and then shared: when torch
+    loads it first (no fastnn kernel has run yet, as in benchmarks/bf16_vs_torch.py), both
+    libraries run under libgomp's default wait; when fastnn's C library was loaded first (the
+    ``fastnn bench`` command loads it while checking its arguments), torch runs under fastnn's
+    short spin and this changes nothing. (Measured under fastnn's spin in one sweep: torch.mm
+    32 x 1024 x 1024 in bfloat16 0.39-0.43 ms against 0.08-0.09 ms; README, "The engine on a
+    shared machine", on what the short spin does on a VM.)"""
     from .backends import runtime
     saved = os.environ.pop("GOMP_SPINCOUNT", None) if runtime.WAIT_POLICY_SET_BY_FASTNN else None
     try:
