@@ -900,9 +900,11 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     bf16 *b_pack = fastnn_scratch(SCRATCH_BF16_B, b_bytes);
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     int64_t start = fastnn_now_ns(), done = 0;
+    int team_cpu = threads > 1 ? fastnn_team_cpu() : -1;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
+        fastnn_team_join(team_cpu);
         /* the kernels' floating-point mode on every thread (the epilogue's activation) */
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();

@@ -146,8 +146,12 @@ int FN(fastnn_batchnorm_forward)(T *out, T *mean, T *inv_std, T *moving_mean, T 
     if (threads == 1) {
         FN(bn_forward_team)(&args, 0, 1);
     } else {
+        int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(threads)
-        FN(bn_forward_team)(&args, fastnn_team_index(), fastnn_team_size());
+        {
+            fastnn_team_join(team_cpu);
+            FN(bn_forward_team)(&args, fastnn_team_index(), fastnn_team_size());
+        }
     }
     return FASTNN_OK;
 }
@@ -208,8 +212,12 @@ int FN(fastnn_batchnorm_backward)(T *dx, T *dgamma, T *dbeta, const T *x, const 
     if (threads == 1) {
         FN(bn_backward_team)(&args, 0, 1);
     } else {
+        int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(threads)
-        FN(bn_backward_team)(&args, fastnn_team_index(), fastnn_team_size());
+        {
+            fastnn_team_join(team_cpu);
+            FN(bn_backward_team)(&args, fastnn_team_index(), fastnn_team_size());
+        }
     }
     return FASTNN_OK;
 }

@@ -578,8 +578,10 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
         return status;
     }
     int64_t start = fastnn_now_ns(), done = 0;
+    int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(threads)
     {
+        fastnn_team_join(team_cpu);
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
         if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
@@ -1200,8 +1202,10 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
     int64_t start = fastnn_now_ns(), done = 0, next = 0;
+    int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {
+        fastnn_team_join(team_cpu);
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index();
         if (plan.path == FASTNN_GEMM_PATH_PACKED)

@@ -70,6 +70,12 @@ void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);
 /* This thread's number in the innermost OpenMP team, and the team's size (0 and 1 outside
  * a parallel region). */
 int fastnn_team_index(void);
+
+/* A parallel region's workers kept off the calling thread's CPU (affinity.c): the calling
+ * thread's CPU before the region (-1: nothing to do), and, first thing in the region on every
+ * thread, a worker on that CPU moving off it. */
+int fastnn_team_cpu(void);
+void fastnn_team_join(int team_cpu);
 int fastnn_team_size(void);
 
 /* Scratch memory of this OS thread, 64-byte aligned, at least `bytes` long, kept and reused
@@ -172,8 +178,10 @@ static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
         int64_t fastnn_count_ = (count);                                                       \
         if ((threads) > 1 && !fastnn_contended()) {                                             \
             int64_t fastnn_start_ = fastnn_now_ns(), fastnn_done_ = 0;                          \
+            int fastnn_cpu_ = fastnn_team_cpu();                                               \
             FASTNN_PRAGMA(omp parallel num_threads(threads))                                    \
             {                                                                                   \
+                fastnn_team_join(fastnn_cpu_);                                                 \
                 unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
                 FASTNN_PRAGMA(omp for schedule(static) nowait)                                  \
                 for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \
@@ -257,8 +265,10 @@ static inline int64_t fastnn_shares_next(fastnn_share *shares, int parts, int pa
         int64_t fastnn_count_ = (count);                                                       \
         if ((threads) > 1) {                                                                    \
             int64_t fastnn_start_ = fastnn_now_ns(), fastnn_done_ = 0;                          \
+            int fastnn_cpu_ = fastnn_team_cpu();                                               \
             FASTNN_PRAGMA(omp parallel num_threads(threads) reduction(+ : sum))                 \
             {                                                                                   \
+                fastnn_team_join(fastnn_cpu_);                                                 \
                 unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
                 FASTNN_PRAGMA(omp for schedule(static) nowait)                                  \
                 for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \

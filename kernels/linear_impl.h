@@ -98,8 +98,10 @@ static int FN(linear_dz)(const T **grad_z, T *db, const T *y, const T *dy, int64
             }
         } else {
             int64_t start = fastnn_now_ns(), done = 0;
+            int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(threads)
             {
+                fastnn_team_join(team_cpu);
                 unsigned fp = fastnn_fp_enter();
                 int t = fastnn_team_index(), team = fastnn_team_size();
                 FN(dz_and_db_rows)(dz, sums + t * m, y, dy, n * t / team, n * (t + 1) / team, m,

@@ -279,3 +279,42 @@ def test_a_one_off_wait_costs_a_short_spell_and_a_lasting_load_a_long_one(name):
     assert spell(2 * MS, -1 * MS) == 16 * MS  # a region that began before the spell's end
     assert spell(2 * MS, 8 * MS) == 2 * MS  # long after: a one-off wait again
     assert spell(100 * MS, 400 * MS) == 2 * MS
+
+
+AFFINITY_CHECK = """
+    import os, threading, numpy as np, fastnn
+    from fastnn import ops
+    fastnn.set_backend("c")
+    fastnn.set_num_threads(2)
+    a = np.ones((256, 256), np.float32)
+    ops.matmul(a, a)  # the OpenMP team exists from here on
+    cpus = sorted(os.sched_getaffinity(0))
+    main = threading.get_native_id()
+    tasks = [int(t) for t in os.listdir("/proc/self/task")]
+    for task in tasks:  # every thread, the calling one too, on the first CPU
+        os.sched_setaffinity(task, {{cpus[0]}})
+    for _ in range({calls}):
+        ops.matmul(a, a)
+    moved = [t for t in tasks if t != main and os.sched_getaffinity(t) == set(cpus[1:])]
+    print(len(moved), sorted(os.sched_getaffinity(main)) == [cpus[0]])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or "c" not in BACKENDS,
+                    reason="thread affinity through /proc and sched_setaffinity: Linux, backend c")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                    reason="a worker can only move off the calling thread's CPU with 2 CPUs or more")
+def test_a_worker_on_the_calling_threads_cpu_moves_off_it_and_the_caller_stays():
+    """kernels/affinity.c: a worker that finds itself on the calling thread's CPU at the start of
+    a region takes the process's other CPUs; the calling thread's mask is never changed; with
+    OpenMP's own binding asked for (OMP_PROC_BIND), fastnn moves nothing."""
+    code = AFFINITY_CHECK.format(calls=20)
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY")}
+    moved = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=clean,
+                           capture_output=True, text=True, timeout=240)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.split() == ["1", "True"], moved.stdout + moved.stderr
+    bound = run_python(code, OMP_PROC_BIND="true")
+    assert bound.returncode == 0, bound.stderr
+    assert bound.stdout.split() == ["0", "True"], bound.stdout + bound.stderr

@@ -14,7 +14,9 @@ GNU OpenMP (libgomp, which the C backend and Numba's ``omp`` threading layer sha
   machine of one's own). A library that loaded libgomp before fastnn was imported (torch
   brings its own copy; scikit-learn shares it) keeps the policy it started with. The C and
   Numba kernels also fall back to one thread for a while when a parallel region finds the
-  other cores taken (kernels/internal.h, ``fastnn_contended``; numba_kernels/team.py).
+  other cores taken (kernels/internal.h, ``fastnn_contended``; numba_kernels/team.py). A worker
+  woken after its spin onto the calling thread's CPU moves off it at the start of the next C
+  region (kernels/affinity.c; the calling thread's own mask is never changed).
 * **NumPy's waiting threads.** OpenBLAS (NumPy's and SciPy's BLAS) keeps its idle workers
   spinning for about 2**28 cycles (a tenth of a second) after each call; a fastnn kernel right
   after NumPy's ``@`` found the other core taken and ran at the speed of one thread (1.86x its
