@@ -269,10 +269,10 @@ static inline void pack_b_row_pairs(bf16 *dst, int64_t step, operand b, int64_t 
             }
     }
     for (; jb < blocks; jb++)
-        for (int u = 0; u < PACK_B_PAIRS; u++)
-            _mm512_storeu_si512(dst + jb * step + u * TILE_K,
-                                pairs_of(b, at + 2 * u * ld + 16 * jb, at + (2 * u + 1) * ld + 16 * jb,
-                                         16, 1, 1));
+        for (int u = 0; u < PACK_B_PAIRS; u++) {
+            int64_t at0 = at + 2 * u * ld + 16 * jb;
+            _mm512_storeu_si512(dst + jb * step + u * TILE_K, pairs_of(b, at0, at0 + ld, 16, 1, 1));
+        }
 }
 
 /* Row q of the B tile of op(B)[p0 : p0+32][j0 : j0+16], B not transposed, in VNNI order:
@@ -349,9 +349,10 @@ static void pack_b_blocks(bf16 *packed, operand b, int64_t n, int64_t k, int64_t
                           int64_t end, int64_t kb0, int64_t kbn) {
     int64_t ldb = b.ld;
     if (!b.trans) {
-        /* Two stored rows at a time across every column block: two streams of memory, where
-         * a tile at a time read 32 rows at once (32 x 1024 x 4096: 47% of the time in the
-         * packing, at ~29 GB/s on two threads). The tiles are laid out as pack_bt_tile's. */
+        /* A few stored rows at a time across every column block (pack_b_row_pairs: eight; the
+         * edge block and a last k-block's missing rows, pack_b_tile_row: two), where a tile at
+         * a time read 32 rows at once (32 x 1024 x 4096: 47% of the time in the packing, at
+         * ~29 GB/s on two threads). The tiles are laid out as pack_bt_tile's. */
         int64_t whole = fastnn_max(0, fastnn_min(end, n / 16) - first); /* blocks of 16 */
         for (int64_t kb = 0; kb < kbn; kb++) {
             int64_t p = (kb0 + kb) * TILE_K;
@@ -432,11 +433,12 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
 
 /* A block of C whose sums wait for store_block: its epilogue (AVX-512: rounding, activation,
  * stores to C) runs after the next block's tile products are issued, beside them, rather than
- * between two blocks; the next block's tiles are stored over its sums after that. Sapphire Rapids, 2 threads, bfloat16 operands, alternating in one process, same
- * bits: 256 x 256 x 4096 1.06-1.17x, 1024 x 1024 x 256 1.05-1.20x, 1024^3 1.03-1.10x,
- * 1024 x 4096 x 4096 1.05x, 2048 x 512 x 512 1.07x, 512^3 0.93-1.02x. (Skipping store_block
- * altogether, a timing experiment, made 256 x 256 x 4096 1.74x faster: 0.11 ms of its 0.38
- * writing C, 0.07 ms storing the tiles and rounding.) */
+ * between two blocks; the next block's tiles are stored over its sums after that. Sapphire
+ * Rapids, 2 threads, bfloat16 operands, alternating in one process, same bits: 256 x 256 x
+ * 4096 1.04-1.17x, 1024 x 1024 x 256 1.03-1.20x, 1024^3 1.03-1.11x, 1024 x 4096 x 4096 1.05x,
+ * 2048 x 512 x 512 1.07x, 512^3 0.93-1.02x. (Skipping store_block altogether, a timing
+ * experiment, made 256 x 256 x 4096 1.74x faster: 0.11 ms of its 0.38 writing C, 0.07 ms
+ * storing the tiles and rounding.) */
 typedef struct {
     float sums[32 * 32] __attribute__((aligned(64))); /* row stride 32 */
     output c;
@@ -493,7 +495,6 @@ static inline __attribute__((always_inline)) void amx_block(const int mt, const 
     if (mt == 2) _tile_stored(2, out + 16 * 32, 128);
     if (mt == 2 && nt == 2) _tile_stored(3, out + 16 * 32 + 16, 128);
 }
-
 
 /* Lines of memory to prefetch a few at a time while the dot products run: `rows` rows of
  * `row_bytes` stride from base, `lines_per_row` lines of each, `per_step` lines asked for at
