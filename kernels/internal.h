@@ -70,13 +70,13 @@ void fastnn_team_report(int64_t start, int64_t master_done, int64_t end);
 /* This thread's number in the innermost OpenMP team, and the team's size (0 and 1 outside
  * a parallel region). */
 int fastnn_team_index(void);
+int fastnn_team_size(void);
 
 /* A parallel region's workers kept off the calling thread's CPU (affinity.c): the calling
  * thread's CPU before the region (-1: nothing to do), and, first thing in the region on every
  * thread, a worker on that CPU moving off it. */
 int fastnn_team_cpu(void);
 void fastnn_team_join(int team_cpu);
-int fastnn_team_size(void);
 
 /* Scratch memory of this OS thread, 64-byte aligned, at least `bytes` long, kept and reused
  * across calls (so a training step allocates nothing). Each slot is an independent buffer;
