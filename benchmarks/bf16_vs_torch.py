@@ -1,16 +1,21 @@
-"""fastnn's bfloat16 GEMM against PyTorch's ``torch.mm`` on bfloat16 tensors (issue 20).
+"""fastnn's bfloat16 GEMM against PyTorch's ``torch.mm`` in bfloat16 (issue 20).
 
     python benchmarks/bf16_vs_torch.py [--threads 2] [--rounds 7] [MxKxN ...]
 
-For each shape (default: the table in README.md, "Figures measured here"), three contenders
+For each shape (default: the table in README.md, "Figures measured here"), four contenders
 alternate in one process, each block after a 0.1 s idle pause (so the other library's idle
-threads stop spinning): ``ops.matmul`` on float32 operands in bfloat16 matmul precision (float32
-result), ``ops.matmul`` on bfloat16 operands (``ml_dtypes.bfloat16`` views of the tensors'
-memory, bfloat16 result: the bytes ``torch.mm`` reads and writes) and ``torch.mm`` on bfloat16
-tensors. A block is the median time
-of enough calls for about 0.3 GFLOP; the table gives the median over ``--rounds`` blocks, in ms,
-and the median of the rounds' ratios torch / fastnn (above 1: fastnn is faster). Needs PyTorch
-and ml_dtypes (both in CI; ml_dtypes is in the dev extra).
+threads stop spinning), in two pairs of the same work:
+
+- ``ops.matmul`` on float32 operands in bfloat16 matmul precision (float32 result) against
+  ``torch.mm`` on the float32 tensors under ``torch.autocast("cpu", dtype=torch.bfloat16)``
+  (bfloat16 result): both round the float32 operands to bfloat16 in every call;
+- ``ops.matmul`` on bfloat16 operands (``ml_dtypes.bfloat16`` views of the tensors' memory,
+  bfloat16 result) against ``torch.mm`` on bfloat16 tensors: the same bytes read and written.
+
+A block is the median time of enough calls for about 0.3 GFLOP; the table gives the median over
+``--rounds`` blocks, in ms, and for fastnn the median of the rounds' ratios PyTorch / fastnn
+against its pair (above 1: fastnn is faster). Needs PyTorch and ml_dtypes (both in CI;
+ml_dtypes is in the dev extra).
 """
 
 from __future__ import annotations
@@ -59,33 +64,37 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"{'M x K x N':>18}  {'f32 operands':>12}  {'bf16 operands':>13}  {'torch.mm':>9}"
-          f"  (ms; torch / fastnn)")
+    print(f"{'M x K x N':>18}  {'f32 operands':>14}  {'autocast':>9}  {'bf16 operands':>14}"
+          f"  {'torch.mm':>9}  (ms; PyTorch / fastnn)")
     for m, k, n in args.shapes:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
-        ta, tb = torch.from_numpy(a).to(torch.bfloat16), torch.from_numpy(b).to(torch.bfloat16)
+        fa, fb = torch.from_numpy(a), torch.from_numpy(b)
+        ta, tb = fa.to(torch.bfloat16), fb.to(torch.bfloat16)
         # fastnn's bfloat16 operands are torch's tensors' own memory: the same bytes at the
         # same addresses (torch aligns them to 64 bytes, which NumPy does not promise)
         ha, hb = (t.view(torch.int16).numpy().view(ml_dtypes.bfloat16) for t in (ta, tb))
         out, hout = np.empty((m, n), np.float32), np.empty((m, n), ml_dtypes.bfloat16)
-        calls = [lambda: ops.matmul(a, b, out=out, precision="bfloat16"),
-                 lambda: ops.matmul(ha, hb, out=hout),
-                 lambda: torch.mm(ta, tb)]
+        def autocast():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return torch.mm(fa, fb)
+
+        calls = [lambda: ops.matmul(a, b, out=out, precision="bfloat16"), autocast,
+                 lambda: ops.matmul(ha, hb, out=hout), lambda: torch.mm(ta, tb)]
         count = max(5, int(3e8 / (m * n * k)))
-        times = [[], [], []]
+        times = [[], [], [], []]
         for _ in range(args.rounds):
             for i, call in enumerate(calls):
                 time.sleep(0.1)
                 call()
                 times[i].append(_block(call, count))
-        theirs = times[2]
         cells = []
-        for mine in times[:2]:
+        for mine, theirs in ((times[0], times[1]), (times[2], times[3])):
             ratio = statistics.median(t / o for t, o in zip(theirs, mine))
-            cells.append(f"{statistics.median(mine) * 1e3:7.3f} ({ratio:4.2f}x)")
-        print(f"{m:>5} x {k:>4} x {n:>4}  {cells[0]:>12}  {cells[1]:>13}  "
-              f"{statistics.median(theirs) * 1e3:9.3f}")
+            cells += [f"{statistics.median(mine) * 1e3:7.3f} ({ratio:4.2f}x)",
+                      f"{statistics.median(theirs) * 1e3:9.3f}"]
+        print(f"{m:>5} x {k:>4} x {n:>4}  {cells[0]:>14}  {cells[1]:>9}  {cells[2]:>14}  "
+              f"{cells[3]:>9}")
 
 
 if __name__ == "__main__":

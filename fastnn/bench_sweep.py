@@ -10,15 +10,15 @@ run. It prints one row per shape with both times and the ratio NumPy time / fast
 per dtype and transpose.
 
 ``--dtypes bfloat16`` sweeps fastnn's bfloat16 matmul precision (``ops.matmul(...,
-precision="bfloat16")``: float32 operands rounded to bfloat16, float32 accumulation; see
-fastnn.precision) against PyTorch's ``torch.mm`` on bfloat16 tensors in the same run (issue
-20: at least 1.0x at every shape with M >= 32); it needs PyTorch. ``bfloat16_operands``
-gives fastnn bfloat16 arrays in and out too (``ml_dtypes.bfloat16``; it needs ml_dtypes), so
-that both sides read and write the same bytes: PyTorch's tensors are bfloat16 either way,
-where fastnn's ``bfloat16`` rows read twice the bytes of float32, round them in every call
-and write float32. Each bfloat16 result is checked against the float64 product of the rounded
-operands within 2e-5 * sum_k |a||b| (as benchmarks/test_bf16.py), plus half an ulp for a
-bfloat16 result.
+precision="bfloat16")``: float32 operands rounded to bfloat16 in every call, float32
+accumulation and result; see fastnn.precision) against what a PyTorch user runs for the same
+work: ``torch.mm`` on the float32 tensors under ``torch.autocast("cpu",
+dtype=torch.bfloat16)`` (which rounds both operands in every call too, and returns bfloat16).
+``bfloat16_operands`` gives fastnn bfloat16 arrays in and out (``ml_dtypes.bfloat16``; it
+needs ml_dtypes) against ``torch.mm`` on bfloat16 tensors, so that both sides read and write
+the same bytes (issue 20: at least 1.0x at every shape with M >= 32). Both need PyTorch. Each
+bfloat16 result is checked against the float64 product of the rounded operands within 2e-5 *
+sum_k |a||b| (as benchmarks/test_bf16.py), plus half an ulp for a bfloat16 result.
 
 Timing: for each shape, blocks of calls of one library alternate with blocks of the other
 (three each, every block at least ``block_seconds`` long); a short pause before each block
@@ -56,6 +56,10 @@ DTYPES = ("float32", "float64")
 #: arrays).
 BF16_DTYPES = ("bfloat16", "bfloat16_operands")
 SWEEP_DTYPES = DTYPES + BF16_DTYPES
+#: The rival of each bfloat16 precision (``measure``), and its name in the summary.
+RIVALS = {"bfloat16": "autocast", "bfloat16_operands": "torch"}
+RIVAL_NAMES = {"numpy": "NumPy", "autocast": "PyTorch autocast bfloat16",
+               "torch": "PyTorch bfloat16"}
 
 #: The quick subset: every path of the C GEMM and the cliffs of issue 20, in about a minute.
 QUICK_M = (1, 8, 32, 128, 256, 1024)
@@ -125,17 +129,24 @@ def _import_torch():
     return torch
 
 
-def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int):
-    """PyTorch's bfloat16 product of the same operands (converted once, outside the timing),
-    on ``threads`` threads; ImportError with the install hint when PyTorch is missing."""
+def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int, autocast: bool = False):
+    """PyTorch's bfloat16 product of the same operands on ``threads`` threads: ``torch.mm`` on
+    bfloat16 tensors (converted once, outside the timing), or (``autocast``) on the float32
+    tensors under ``torch.autocast("cpu", dtype=torch.bfloat16)``, which converts them in every
+    call; ImportError with the install hint when PyTorch is missing."""
     try:
         torch = _import_torch()
     except ImportError as exc:
         raise ImportError("the bfloat16 sweep compares against PyTorch's bfloat16 matmul: "
                           "pip install torch") from exc
     torch.set_num_threads(threads)
-    ta = torch.from_numpy(np.ascontiguousarray(a_op)).to(torch.bfloat16)
-    tb = torch.from_numpy(np.ascontiguousarray(b_op)).to(torch.bfloat16)
+    ta, tb = (torch.from_numpy(np.ascontiguousarray(x)) for x in (a_op, b_op))
+    if autocast:
+        def product():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return torch.mm(ta, tb)
+        return product
+    ta, tb = ta.to(torch.bfloat16), tb.to(torch.bfloat16)
     return lambda: torch.mm(ta, tb)
 
 
@@ -183,15 +194,17 @@ def _check(out: np.ndarray, expected: Optional[np.ndarray], a_op: np.ndarray,
 def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = "c",
             block_seconds: float = 0.02, threads: Optional[int] = None) -> Dict:
     """One row of the sweep: both times, the ratio (rival's time / fastnn's) and fastnn's
-    GFLOP/s; checks the result. The rival is NumPy's ``@`` for float32 and float64, PyTorch's
-    bfloat16 ``torch.mm`` (on ``threads`` threads) for bfloat16."""
+    GFLOP/s; checks the result. The rival is NumPy's ``@`` for float32 and float64; PyTorch's
+    ``torch.mm`` (on ``threads`` threads) under autocast on float32 tensors for bfloat16 (rival
+    "autocast"), on bfloat16 tensors for bfloat16_operands (rival "torch")."""
     bf16 = dtype in BF16_DTYPES
     a, b = operands(m, k, n, transposes, "float32" if bf16 else dtype)
     trans_a, trans_b = transposes[0] == "t", transposes[1] == "t"
     a_op, b_op = (a.T if trans_a else a), (b.T if trans_b else b)
     out, expected = np.empty((m, n), a.dtype), None
     if bf16:
-        theirs = _torch_bfloat16(a_op, b_op, threads or get_num_threads().get(backend, 1))
+        theirs = _torch_bfloat16(a_op, b_op, threads or get_num_threads().get(backend, 1),
+                                 autocast=dtype == "bfloat16")
     else:
         expected = np.empty((m, n), a.dtype)
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
@@ -207,7 +220,7 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     fastnn_s, rival_s = float(np.median(ours_times)), float(np.median(theirs_times))
     _check(out, expected, a_op, b_op, dtype, f"{m}x{k}x{n} {transposes}")
     return {"m": m, "k": k, "n": n, "transposes": transposes, "dtype": dtype,
-            "rival": "torch" if bf16 else "numpy",
+            "rival": RIVALS[dtype] if bf16 else "numpy",
             "fastnn_s": fastnn_s, "rival_s": rival_s, "ratio": rival_s / fastnn_s,
             "ratio_best": min(theirs_times) / min(ours_times),
             "GFLOP/s": 2.0 * m * k * n / fastnn_s / 1e9}
@@ -246,7 +259,7 @@ def run_quick(**kwargs) -> List[Dict]:
 
 def format_row(row: Dict) -> str:
     return (f"{row['dtype']:<8} {row['transposes']:<3} {row['m']:>5} x{row['k']:>5} x{row['n']:>5}"
-            f"  fastnn {row['fastnn_s'] * 1e3:10.4f} ms  {row['rival']:<5} "
+            f"  fastnn {row['fastnn_s'] * 1e3:10.4f} ms  {row['rival']:<8} "
             f"{row['rival_s'] * 1e3:10.4f} ms"
             f"  x{row['ratio']:5.2f} (best x{row['ratio_best']:5.2f})"
             f"  {row['GFLOP/s']:7.1f} GFLOP/s")
@@ -270,8 +283,7 @@ def format_summary(rows: Sequence[Dict]) -> str:
     s = summary(rows)
     if not s["shapes"]:
         return "no shape measured"
-    rival = " or ".join(sorted({"NumPy" if r["rival"] == "numpy" else "PyTorch bfloat16"
-                                for r in rows}))
+    rival = " or ".join(sorted({RIVAL_NAMES[r["rival"]] for r in rows}))
     return (f"{s['shapes']} shapes: worst x{s['worst']:.2f} ({s['worst_shape']}), "
             f"geometric mean x{s['geomean']:.2f}, {s['below_0.9']} below x0.90 "
             f"({rival} time / fastnn time, medians of the blocks); fastest blocks: worst "
@@ -301,7 +313,7 @@ def plot_heatmap(rows: Sequence[Dict], path: str) -> None:
         axis.set_yticks(range(len(ms)), [str(m) for m in ms])
         axis.set_xticks(range(len(kns)), [f"{k}x{n}" for k, n in kns], rotation=90)
         axis.set_ylabel("M")
-        rival = "PyTorch" if dtype in BF16_DTYPES else "NumPy"
+        rival = RIVAL_NAMES[mine[0]["rival"]]
         axis.set_title(f"{dtype} {t}: {rival} time / fastnn time (K x N)")
         for i in range(len(ms)):
             for j in range(len(kns)):

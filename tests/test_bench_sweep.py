@@ -64,19 +64,42 @@ def test_slices_of_the_grid_are_measured_alone(capsys):
 
 @pytest.mark.skipif("c" not in fastnn.available_backends(), reason="needs the C backend")
 def test_the_bfloat16_sweep_measures_against_torch_and_checks_each_product(capsys):
-    """--dtypes bfloat16: fastnn's bfloat16 matmul against torch.mm on bfloat16 tensors, each
-    product checked against the float64 product of the rounded operands."""
+    """--dtypes bfloat16: fastnn's bfloat16 matmul precision against torch.mm under autocast on
+    the float32 tensors; bfloat16_operands against torch.mm on bfloat16 tensors; each product
+    checked against the float64 product of the rounded operands."""
     pytest.importorskip("torch")  # CI installs it (.ci/run)
     args = cli.build_parser().parse_args(
         ["bench", "--sweep", "--ms", "3,40", "--ks", "24", "--ns", "17", "--transposes", "nt",
          "--dtypes", "bfloat16,bfloat16_operands", "--sweep-threads", "1"])
     rows = bench_sweep.run_from_args(args)
     assert [(r["m"], r["dtype"], r["rival"]) for r in rows] == [
-        (3, "bfloat16", "torch"), (40, "bfloat16", "torch"),
+        (3, "bfloat16", "autocast"), (40, "bfloat16", "autocast"),
         (3, "bfloat16_operands", "torch"), (40, "bfloat16_operands", "torch")]
     for row in rows:
         assert math.isclose(row["ratio"], row["rival_s"] / row["fastnn_s"])
-    assert "PyTorch bfloat16 time / fastnn time" in capsys.readouterr().out
+    assert ("PyTorch autocast bfloat16 or PyTorch bfloat16 time / fastnn time"
+            in capsys.readouterr().out)
+
+
+def test_the_autocast_rival_rounds_the_float32_operands_in_every_call():
+    """The bfloat16 rows' rival multiplies the float32 tensors under torch.autocast: a bfloat16
+    result, the product of the rounded operands; and a change to the float32 operands after the
+    rival is built shows in its next product (so the rounding is inside the timed call)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((6, 40)).astype(np.float32), rng.standard_normal((40, 5))
+    b = b.astype(np.float32)
+    product = bench_sweep._torch_bfloat16(a, b, threads=1, autocast=True)
+    got = product()
+    assert got.dtype == torch.bfloat16
+    import ml_dtypes
+    bench_sweep._check(got.float().numpy().astype(ml_dtypes.bfloat16), None, a, b,
+                       "bfloat16_operands", "6x40x5")
+    a *= 2.0
+    assert torch.equal(product(), (2.0 * got.float()).to(torch.bfloat16))
+    converted_once = bench_sweep._torch_bfloat16(a, b, threads=1)
+    a *= 2.0
+    assert torch.equal(converted_once(), (2.0 * got.float()).to(torch.bfloat16))
 
 
 def test_the_bfloat16_check_catches_a_wrong_product():
