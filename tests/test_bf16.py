@@ -147,6 +147,23 @@ FEW_ROWS = [(32, 1056, 1000), (100, 640, 90), (70, 320, 1000), (128, 2112, 520),
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_few_rows_products_do_not_depend_on_the_split(backend_name):
+    _products_do_not_depend_on_the_split(backend_name, FEW_ROWS, seed=9)
+
+
+# Many rows, split by rows between the threads, A packed (float32 operands): each thread packs
+# its next pair of row blocks beside the tile products of the one before (amx_gemm.c's
+# pack_ahead), into two slots when B is one chunk (330 x 200 x 70: 21 row blocks, the last
+# pair one block, K % 32 != 0), or during the first pass over B's chunks (480 x 4096 x 200:
+# 256 KB pairs, chunks of 2 of B's 7 pairs).
+BY_ROWS_PACKED_A = [(330, 200, 70), (480, 4096, 200), (1024, 784, 256)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_products_of_a_packed_ahead_do_not_depend_on_the_split(backend_name):
+    _products_do_not_depend_on_the_split(backend_name, BY_ROWS_PACKED_A, seed=10)
+
+
+def _products_do_not_depend_on_the_split(backend_name, shapes, seed):
     """Within the bound, the same bits on 1 and 2 threads, and, where the products are
     bfloat16 dot products (exact in float32, the two operands of each pair entering alike),
     x @ w equal bit for bit to (w' @ x')', whose many rows go through the other path (both
@@ -155,11 +172,11 @@ def test_few_rows_products_do_not_depend_on_the_split(backend_name):
     float32 rounding). Where C has no bfloat16 instructions (FASTNN_ISA=portable or avx2) its
     bfloat16 GEMM is the float32 one on rounded copies, whose bits follow its thread split:
     there the bound, and agreement within float32 rounding."""
-    rng = np.random.default_rng(9)
+    rng = np.random.default_rng(seed)
     with fastnn.use_backend(backend_name):
         saved = fastnn.get_num_threads()[backend_name] if backend_name != "numpy" else None
         try:
-            for n, k, m in FEW_ROWS:
+            for n, k, m in shapes:
                 x = rng.standard_normal((n, k)).astype(np.float32)
                 w = rng.standard_normal((k, m)).astype(np.float32)
                 bias = rng.standard_normal(m).astype(np.float32)
