@@ -955,7 +955,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     size_t panels_bytes = (size_t)(threads * group * panel_elems) * sizeof(bf16);
     size_t slots_bytes = (size_t)(threads * 2 * panel_elems) * sizeof(bf16);
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place               ? tile_bytes
-                                                  : own_panel && by_rows ? slots_bytes
+                                                  : own_panel && a_ahead ? slots_bytes
                                                       : (size_t)(m_blocks * k_blocks) * tile_bytes);
     int64_t pieces_elems = tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS)
                                  : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS);
