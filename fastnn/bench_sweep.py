@@ -18,7 +18,10 @@ dtype=torch.bfloat16)`` (which rounds both operands in every call too, and retur
 needs ml_dtypes) against ``torch.mm`` on bfloat16 tensors, so that both sides read and write
 the same bytes (issue 20: at least 1.0x at every shape with M >= 32). Both need PyTorch. Each
 bfloat16 result is checked against the float64 product of the rounded operands within 2e-5 *
-sum_k |a||b| (as benchmarks/test_bf16.py), plus half an ulp for a bfloat16 result.
+sum_k |a||b| (as benchmarks/test_bf16.py), plus half an ulp for a bfloat16 result. PyTorch
+shares the process's OpenMP runtime, which fastnn's short wait slows for it
+(``torch_wait_note``): ``GOMP_SPINCOUNT=300000 fastnn bench --sweep --dtypes ...`` times both
+under libgomp's default wait, as benchmarks/bf16_vs_torch.py does.
 
 Timing: for each shape, blocks of calls of one library alternate with blocks of the other
 (three each, every block at least ``block_seconds`` long); a short pause before each block
@@ -371,6 +374,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"a slice of the grid: the values of {what}, e.g. 1,8,32")
 
 
+def torch_wait_note() -> Optional[str]:
+    """The note the bfloat16 sweep prints when fastnn set this process's OpenMP wait (its
+    short ``GOMP_SPINCOUNT``, fastnn.backends.runtime), which PyTorch shares (one libgomp per
+    process, loaded here by fastnn's C library first): ``torch.mm``'s threads then sleep
+    between calls and each call waits for their wake-up (32 x 1024 x 1024: 0.39-0.43 ms
+    against 0.08-0.09 ms under libgomp's default), which flatters fastnn's ratios. None when
+    the user set the wait (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``): both libraries then run
+    under it."""
+    from .backends import runtime
+    if not runtime.WAIT_POLICY_SET_BY_FASTNN:
+        return None
+    return (f"note: PyTorch shares this process's OpenMP runtime, which fastnn set to a short "
+            f"wait (GOMP_SPINCOUNT={runtime.SPIN_COUNT}): its threads sleep between calls, "
+            f"which slows torch.mm; GOMP_SPINCOUNT=300000 (libgomp's default) before the "
+            f"command times both libraries under libgomp's default wait")
+
+
 def run_from_args(args: argparse.Namespace) -> List[Dict]:
     """Run the sweep as the parsed options say, print the summary, plot if asked."""
     kwargs = dict(backend=args.sweep_backend, threads=args.sweep_threads,
@@ -383,6 +403,10 @@ def run_from_args(args: argparse.Namespace) -> List[Dict]:
     for name in ("dtypes", "transposes", "ms", "ks", "ns"):
         if getattr(args, name, None):
             grid[name] = getattr(args, name)
+    if any(dtype in BF16_DTYPES for dtype in grid["dtypes"]):
+        note = torch_wait_note()
+        if note:
+            print(note)
     rows = run(**grid, **kwargs)
     print(format_summary(rows))
     if getattr(args, "plot", None):

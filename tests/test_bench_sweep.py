@@ -81,6 +81,23 @@ def test_the_bfloat16_sweep_measures_against_torch_and_checks_each_product(capsy
             in capsys.readouterr().out)
 
 
+def test_the_bfloat16_sweep_says_when_torch_runs_under_fastnns_short_wait(monkeypatch, capsys):
+    """PyTorch shares the process's libgomp: under the wait fastnn set, the bfloat16 sweep says
+    so and how to time both under libgomp's default; under a wait the user set, nothing."""
+    pytest.importorskip("torch")
+    from fastnn.backends import runtime
+    argv = ["bench", "--sweep", "--ms", "2", "--ks", "8", "--ns", "3", "--transposes", "nn",
+            "--dtypes", "bfloat16", "--sweep-threads", "1"]
+    for set_by_fastnn in (True, False):
+        monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", set_by_fastnn)
+        bench_sweep.run_from_args(cli.build_parser().parse_args(argv))
+        out = capsys.readouterr().out
+        assert ("GOMP_SPINCOUNT=300000" in out) == set_by_fastnn
+    monkeypatch.setattr(runtime, "WAIT_POLICY_SET_BY_FASTNN", True)
+    bench_sweep.run_from_args(cli.build_parser().parse_args(argv[:-4] + ["--dtypes", "float32"]))
+    assert "GOMP_SPINCOUNT" not in capsys.readouterr().out
+
+
 def test_the_autocast_rival_rounds_the_float32_operands_in_every_call():
     """The bfloat16 rows' rival multiplies the float32 tensors under torch.autocast: a bfloat16
     result, the product of the rounded operands; and a change to the float32 operands after the
