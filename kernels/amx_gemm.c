@@ -9,8 +9,10 @@
  *    [16-row block][32-k block][16][32], B as [16-column block][32-k block][16][16][2].
  *    K is padded with zeros to a multiple of 32 in both operands, and the rows of A and
  *    columns of B past the edge with zeros, so a NaN of one row never reaches another row
- *    (oneDNN #5717: its bf16 matmul let one leak when K % 32 != 0). A transposed operand
- *    is transposed in registers, 16 x 16 pairs at a time. A bfloat16 A not transposed,
+ *    (oneDNN #5717: its bf16 matmul let one leak when K % 32 != 0). A transposed A is
+ *    copied 32 stored rows of a pair of row blocks at a time as bfloat16 into a block on the
+ *    stack, then transposed 8 x 8 numbers inside each 128-bit lane (pack_at_pair); a
+ *    transposed B, 16 x 16 pairs in registers. A bfloat16 A not transposed,
  *    with whole k-blocks and row blocks and rows on cache lines, is not packed: the A
  *    tiles are loaded from its rows where they lie (packed_gemm);
  *  - the micro-kernel computes a 32 x 32 block of C in four tiles (2 A tiles x 2 B tiles:
@@ -220,23 +222,71 @@ static inline __m512i pairs_of(operand x, int64_t at0, int64_t at1, int64_t coun
                       run16((const float *)x.data + at1, count, present1));
 }
 
-/* The A tile of op(A)[i0 : i0+16][p0 : p0+32] into dst (16 rows of 32 bfloat16); element
- * `at` of a is op(A)[i0][p0]; rows >= `rows` and columns >= `ks` are zeros. */
+/* The A tile of op(A)[i0 : i0+16][p0 : p0+32], A not transposed, into dst (16 rows of 32
+ * bfloat16); element `at` of a is op(A)[i0][p0]; rows >= `rows` and columns >= `ks` are
+ * zeros. */
 static void pack_a_tile(bf16 *dst, operand a, int64_t at, int64_t rows, int64_t ks) {
-    if (!a.trans) {
-        for (int r = 0; r < TILE_ROWS; r++)
-            _mm512_storeu_si512(dst + r * TILE_K, r < rows ? run32_of(a, at + r * a.ld, ks)
-                                                           : _mm512_setzero_si512());
-        return;
+    for (int r = 0; r < TILE_ROWS; r++)
+        _mm512_storeu_si512(dst + r * TILE_K, r < rows ? run32_of(a, at + r * a.ld, ks)
+                                                       : _mm512_setzero_si512());
+}
+
+/* Four 128-bit pieces, from p0 to p3, as the four lanes of a vector: one broadcast load and
+ * three masked ones (loads and blends, no shuffle). */
+static inline __m512i lanes_of(const bf16 *p0, const bf16 *p1, const bf16 *p2, const bf16 *p3) {
+    __m512i x = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p0));
+    x = _mm512_mask_broadcast_i32x4(x, 0x00F0, _mm_loadu_si128((const __m128i *)p1));
+    x = _mm512_mask_broadcast_i32x4(x, 0x0F00, _mm_loadu_si128((const __m128i *)p2));
+    return _mm512_mask_broadcast_i32x4(x, 0xF000, _mm_loadu_si128((const __m128i *)p3));
+}
+
+/* The A tile of the 16 columns at s (rows of 32 bfloat16, `ld` apart, of a stored op(A)^T: row
+ * p holds k = p) into dst, rows i = the columns: row i's pair q is (s[2q][i], s[2q+1][i]).
+ * Each half of the tile (8 columns) takes 8 vectors whose lane L holds 8 numbers of stored
+ * row 8L + j (lanes_of), then an 8 x 8 transpose of 16-bit numbers inside the lanes (24
+ * unpacks), where vf32_transpose takes 64 shuffles and the pairs 32 more. */
+static void pack_at_tile(bf16 *dst, const bf16 *s, int64_t ld) {
+    for (int h = 0; h < 2; h++) {
+        const bf16 *c = s + 8 * h;
+        __m512i x[8], y[8];
+        for (int j = 0; j < 8; j++)
+            x[j] = lanes_of(c + j * ld, c + (8 + j) * ld, c + (16 + j) * ld, c + (24 + j) * ld);
+        for (int j = 0; j < 4; j++) { /* y[j]: columns 0-3 of rows 2j, 2j + 1; y[j + 4]: 4-7 */
+            y[j] = _mm512_unpacklo_epi16(x[2 * j], x[2 * j + 1]);
+            y[j + 4] = _mm512_unpackhi_epi16(x[2 * j], x[2 * j + 1]);
+        }
+        for (int g = 0; g < 8; g += 4) { /* columns g to g + 3, each all 8 rows of its lane */
+            __m512i lo01 = _mm512_unpacklo_epi32(y[g], y[g + 1]);
+            __m512i hi01 = _mm512_unpackhi_epi32(y[g], y[g + 1]);
+            __m512i lo23 = _mm512_unpacklo_epi32(y[g + 2], y[g + 3]);
+            __m512i hi23 = _mm512_unpackhi_epi32(y[g + 2], y[g + 3]);
+            bf16 *row = dst + (8 * h + g) * TILE_K;
+            _mm512_storeu_si512(row, _mm512_unpacklo_epi64(lo01, lo23));
+            _mm512_storeu_si512(row + TILE_K, _mm512_unpackhi_epi64(lo01, lo23));
+            _mm512_storeu_si512(row + 2 * TILE_K, _mm512_unpacklo_epi64(hi01, hi23));
+            _mm512_storeu_si512(row + 3 * TILE_K, _mm512_unpackhi_epi64(hi01, hi23));
+        }
     }
-    /* pairs of rows p, p + 1 of the stored matrix give lane i = (A[i][p], A[i][p+1]): a
-     * 16 x 16 matrix of pairs indexed [p / 2][i], transposed into the tile's rows i. */
-    __m512 pairs[16];
-    for (int q = 0; q < 16; q++)
-        pairs[q] = _mm512_castsi512_ps(pairs_of(a, at + 2 * q * a.ld, at + (2 * q + 1) * a.ld,
-                                                rows, 2 * q < ks, 2 * q + 1 < ks));
-    vf32_transpose(pairs);
-    for (int r = 0; r < TILE_ROWS; r++) _mm512_storeu_ps((float *)(dst + r * TILE_K), pairs[r]);
+}
+
+/* The tiles of k-block p0 of a pair of row blocks of a transposed A: op(A)[i0 : i0+32][p0 :
+ * p0+32], element `at` of a is op(A)[i0][p0], into dst (the first row block's tile) and dst +
+ * second (the second's, if rows > 16); rows >= `rows` and columns >= `ks` are zeros. The 32
+ * stored rows' 32 numbers (64 bytes of bfloat16, 128 of float32, each line read once, in
+ * order) are first copied as bfloat16 into a block on the stack (rounded as every packing
+ * rounds: run32_of), then transposed by pack_at_tile. Against a tile at a time by pairs_of
+ * and vf32_transpose (same bits; Sapphire Rapids, 2 threads, alternating in one process),
+ * A transposed: bfloat16 operands 1024 x 1024 x 256 1.19x, 1024 x 256 x 256 1.14x, 256 x
+ * 1024 x 1024 1.05x, 256 x 4096 x 256 1.04x; float32 operands 784 x 128 x 256 1.67x, 2048 x
+ * 1024 x 512 1.10x, 256 x 1024 x 128 1.10x, 784 x 1024 x 256 1.04x. */
+static void pack_at_pair(bf16 *dst, int64_t second, operand a, int64_t at, int64_t rows,
+                         int64_t ks) {
+    bf16 block[32 * 32] __attribute__((aligned(64)));
+    for (int p = 0; p < 32; p++)
+        _mm512_store_si512(block + p * 32, p < ks ? run32_of(a, at + p * a.ld, rows)
+                                                  : _mm512_setzero_si512());
+    pack_at_tile(dst, block, 32);
+    if (rows > 16) pack_at_tile(dst + second, block + 16, 32);
 }
 
 /* Rows q to q + PACK_B_PAIRS - 1 of the B tiles of `blocks` whole column blocks (16 columns
@@ -332,15 +382,22 @@ static inline void pack_bt_tile_whole(bf16 *dst, const bf16 *src, int64_t ld) {
 static void pack_a_blocks(bf16 *packed, operand a, int64_t m, int64_t k, int64_t first,
                           int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    /* Along the stored rows: a block's run of k (not transposed), or each 32 rows of k across
-     * the blocks (transposed), rather than 16 floats down 32 rows at a time. */
-    for (int64_t step = 0; step < (end - first) * k_blocks; step++) {
-        int64_t ib = first + (a.trans ? step % (end - first) : step / k_blocks);
-        int64_t kb = a.trans ? step / (end - first) : step % k_blocks;
-        int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
-        pack_a_tile(packed + ((ib - first) * k_blocks + kb) * TILE_ELEMS, a,
-                    a.trans ? p * a.ld + i : i * a.ld + p, fastnn_min(TILE_ROWS, m - i), k - p);
+    if (a.trans) { /* each 32 rows of k across the blocks, two blocks at a time (pack_at_pair) */
+        for (int64_t kb = 0; kb < k_blocks; kb++)
+            for (int64_t ib = first; ib < end; ib += 2) {
+                int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
+                pack_at_pair(packed + ((ib - first) * k_blocks + kb) * TILE_ELEMS,
+                             ib + 1 < end ? k_blocks * TILE_ELEMS : 0, a, p * a.ld + i,
+                             fastnn_min(ib + 1 < end ? 32 : TILE_ROWS, m - i), k - p);
+            }
+        return;
     }
+    for (int64_t ib = first; ib < end; ib++) /* along the stored rows: a block's run of k */
+        for (int64_t kb = 0; kb < k_blocks; kb++) {
+            int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
+            pack_a_tile(packed + ((ib - first) * k_blocks + kb) * TILE_ELEMS, a, i * a.ld + p,
+                        fastnn_min(TILE_ROWS, m - i), k - p);
+        }
 }
 
 /* Column blocks [first, end) of op(B) (k x n), k-blocks [kb0, kb0 + kbn) of each, into
@@ -431,33 +488,40 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
     }
 }
 
-/* The tiles of row block pair ip of op(A) (m x k), packed a few at a time beside the tile
- * products of the blocks before it, rather than all at once before its own blocks: tiles
- * [done, total) still to pack into dst (pack_a_blocks' layout: the second row block k_blocks
- * tiles on), per_step of them beside each block (amx_block, through deferred_store). */
+/* The tiles of row block pair ip of op(A) (m x k), packed a few k-blocks at a time beside the
+ * tile products of the blocks before it, rather than all at once before its own blocks:
+ * k-blocks [done, total) still to pack into dst (pack_a_blocks' layout: the second row block
+ * k_blocks tiles on), per_step of them beside each block (amx_block, through
+ * deferred_store). */
 typedef struct {
     bf16 *dst;
     operand a;
-    int64_t m, k, k_blocks, ip, done, total, per_step;
+    int64_t m, k, ip, done, total, per_step;
 } pack_ahead;
 
-/* Pair ip's tiles into dst, per_step at each of `blocks` blocks. */
+/* Pair ip's tiles into dst, per_step k-blocks at each of `blocks` blocks. */
 static pack_ahead pack_ahead_of(bf16 *dst, operand a, int64_t m, int64_t k, int64_t ip,
                                 int64_t blocks) {
-    int64_t k_blocks = fastnn_ceil_div(k, TILE_K), m_blocks = fastnn_ceil_div(m, TILE_ROWS);
-    int64_t total = (fastnn_min(m_blocks, 2 * ip + 2) - 2 * ip) * k_blocks;
-    return (pack_ahead){dst, a, m, k, k_blocks, ip, 0, total,
-                        fastnn_ceil_div(total, fastnn_max(1, blocks))};
+    int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
+    return (pack_ahead){dst, a, m, k, ip, 0, k_blocks,
+                        fastnn_ceil_div(k_blocks, fastnn_max(1, blocks))};
 }
 
-/* The next `count` tiles of p (fewer at its end). */
+/* The next `count` k-blocks of p (fewer at its end), both row blocks of each. */
 static void pack_ahead_step(pack_ahead *p, int64_t count) {
+    int64_t i = 2 * p->ip * TILE_ROWS, rows = fastnn_min(2 * TILE_ROWS, p->m - i);
+    int64_t second = p->total * TILE_ELEMS;
     for (int64_t end = fastnn_min(p->total, p->done + count); p->done < end; p->done++) {
-        int64_t i = (2 * p->ip + p->done / p->k_blocks) * TILE_ROWS;
-        int64_t q = p->done % p->k_blocks * TILE_K;
-        pack_a_tile(p->dst + p->done * TILE_ELEMS, p->a,
-                    p->a.trans ? q * p->a.ld + i : i * p->a.ld + q,
-                    fastnn_min(TILE_ROWS, p->m - i), p->k - q);
+        int64_t q = p->done * TILE_K;
+        bf16 *dst = p->dst + p->done * TILE_ELEMS;
+        if (p->a.trans) {
+            pack_at_pair(dst, second, p->a, q * p->a.ld + i, rows, p->k - q);
+            continue;
+        }
+        pack_a_tile(dst, p->a, i * p->a.ld + q, fastnn_min(TILE_ROWS, rows), p->k - q);
+        if (rows > TILE_ROWS)
+            pack_a_tile(dst + second, p->a, (i + TILE_ROWS) * p->a.ld + q, rows - TILE_ROWS,
+                        p->k - q);
     }
 }
 
@@ -946,9 +1010,10 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * 1.18-1.22x, 4096 x 784 x 256 1.30x, 1024 x 1024 x 256 1.21x, 1024 x 256 x 256 1.14x,
      * 512 x 784 x 256 1.10x, 2048 x 512 x 512 1.06x; bfloat16 operands packed (K % 32 != 0, or
      * rows off cache lines) 1024 x 784 x 256 1.28x, 1024 x 768 x 256 1.33x. Not an A
-     * transposed (the weight gradient's x^T dz): a pair's tiles then read 32 or 64 bytes of
-     * each stored row, where pack_a_blocks reads along the rows across the pairs (2048 x 1024 x
-     * 512 0.78-0.88x, 4096 x 512 x 256 0.92x). */
+     * transposed (the weight gradient's x^T dz), which pack_a_blocks packs whole first:
+     * packed ahead, a tile at a time 0.78-0.92x (2048 x 1024 x 512, 4096 x 512 x 256), a
+     * k-block of the pair at a time (pack_at_pair: each stored row's 64 or 128 bytes)
+     * 0.77-0.86x (2048 x 1024 x 512, 1024 x 1024 x 256, 256 x 4096 x 256). */
     int a_ahead = tiles && by_rows && !a_in_place && !a.trans;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
