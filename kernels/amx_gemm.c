@@ -401,9 +401,10 @@ static void pack_a_blocks(bf16 *packed, operand a, int64_t m, int64_t k, int64_t
 }
 
 /* Column blocks [first, end) of op(B) (k x n), k-blocks [kb0, kb0 + kbn) of each, into
- * packed (block after block: column block jb's k-block kb at tile (jb - first) kbn + kb - kb0). */
-static void pack_b_blocks(bf16 *packed, operand b, int64_t n, int64_t k, int64_t first,
-                          int64_t end, int64_t kb0, int64_t kbn) {
+ * packed: column block jb's k-block kb at tile (jb - first) block_tiles + kb - kb0 (block
+ * after block when block_tiles is kbn). */
+static void pack_b_blocks(bf16 *packed, int64_t block_tiles, operand b, int64_t n, int64_t k,
+                          int64_t first, int64_t end, int64_t kb0, int64_t kbn) {
     int64_t ldb = b.ld;
     if (!b.trans) {
         /* A few stored rows at a time across every column block (pack_b_row_pairs: eight; the
@@ -416,13 +417,14 @@ static void pack_b_blocks(bf16 *packed, operand b, int64_t n, int64_t k, int64_t
             for (int q0 = 0; q0 < 16; q0 += PACK_B_PAIRS) {
                 /* the whole blocks when the group's rows are all present */
                 int64_t rows = 2 * (q0 + PACK_B_PAIRS) <= k - p ? whole : 0;
-                pack_b_row_pairs(packed + kb * TILE_ELEMS + q0 * TILE_K, kbn * TILE_ELEMS, b,
-                                 (p + 2 * q0) * ldb + first * 16, rows);
+                pack_b_row_pairs(packed + kb * TILE_ELEMS + q0 * TILE_K,
+                                 block_tiles * TILE_ELEMS, b, (p + 2 * q0) * ldb + first * 16,
+                                 rows);
                 for (int q = q0; q < q0 + PACK_B_PAIRS; q++)
                     for (int64_t jb = rows; jb < end - first; jb++) {
                         int64_t j = (first + jb) * 16;
-                        pack_b_tile_row(packed + (jb * kbn + kb) * TILE_ELEMS, b, p * ldb + j, q,
-                                        fastnn_min(16, n - j), k - p);
+                        pack_b_tile_row(packed + (jb * block_tiles + kb) * TILE_ELEMS, b,
+                                        p * ldb + j, q, fastnn_min(16, n - j), k - p);
                     }
             }
         }
@@ -432,7 +434,7 @@ static void pack_b_blocks(bf16 *packed, operand b, int64_t n, int64_t k, int64_t
     for (int64_t jb = 0; jb < end - first; jb++)
         for (int64_t kb = 0; kb < kbn; kb++) {
             int64_t j = (first + jb) * 16, p = (kb0 + kb) * TILE_K;
-            bf16 *dst = packed + (jb * kbn + kb) * TILE_ELEMS;
+            bf16 *dst = packed + (jb * block_tiles + kb) * TILE_ELEMS;
             if (b.bf16 && j + 16 <= n && p + TILE_K <= k)
                 pack_bt_tile_whole(dst, (const bf16 *)b.data + j * ldb + p, ldb);
             else
@@ -488,39 +490,50 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
     }
 }
 
-/* The tiles of row block pair ip of op(A) (m x k), packed a few k-blocks at a time beside the
- * tile products of the blocks before it, rather than all at once before its own blocks:
- * k-blocks [done, total) still to pack into dst (pack_a_blocks' layout: the second row block
- * k_blocks tiles on), per_step of them beside each block (amx_block, through
- * deferred_store). */
+/* The tiles of a few blocks of an operand packed some k-blocks at a time beside the tile
+ * products of the blocks of C before theirs, rather than all at once before their own blocks:
+ * of A (x, m rows) a pair of row blocks, of B (b_side: x, n columns) the column blocks [first,
+ * end), all of K (k), laid out as packed_gemm's (A: the second row block k_blocks tiles on; B:
+ * column block after column block, k_blocks tiles each). k-blocks [done, total) are still to
+ * pack into dst, per_step of them beside each block of C (amx_block, through deferred_store). */
 typedef struct {
     bf16 *dst;
-    operand a;
-    int64_t m, k, ip, done, total, per_step;
+    operand x;
+    int b_side;
+    int64_t size, k, first, end, done, total, per_step;
 } pack_ahead;
 
-/* Pair ip's tiles into dst, per_step k-blocks at each of `blocks` blocks. */
-static pack_ahead pack_ahead_of(bf16 *dst, operand a, int64_t m, int64_t k, int64_t ip,
-                                int64_t blocks) {
+/* The blocks [first, end) of A (size m) or of B (b_side, size n) into dst, per_step k-blocks
+ * beside each of `blocks` blocks of C. */
+static pack_ahead pack_ahead_of(bf16 *dst, operand x, int b_side, int64_t size, int64_t k,
+                                int64_t first, int64_t end, int64_t blocks) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    return (pack_ahead){dst, a, m, k, ip, 0, k_blocks,
+    return (pack_ahead){dst, x, b_side, size, k, first, end, 0, k_blocks,
                         fastnn_ceil_div(k_blocks, fastnn_max(1, blocks))};
 }
 
-/* The next `count` k-blocks of p (fewer at its end), both row blocks of each. */
+/* The next `count` k-blocks of p (fewer at its end), of every block. */
 static void pack_ahead_step(pack_ahead *p, int64_t count) {
-    int64_t i = 2 * p->ip * TILE_ROWS, rows = fastnn_min(2 * TILE_ROWS, p->m - i);
+    int64_t cnt = fastnn_min(p->total - p->done, count);
+    if (cnt <= 0) return;
+    if (p->b_side) {
+        pack_b_blocks(p->dst + p->done * TILE_ELEMS, p->total, p->x, p->size, p->k, p->first,
+                      p->end, p->done, cnt);
+        p->done += cnt;
+        return;
+    }
+    int64_t i = p->first * TILE_ROWS, rows = fastnn_min(2 * TILE_ROWS, p->size - i);
     int64_t second = p->total * TILE_ELEMS;
-    for (int64_t end = fastnn_min(p->total, p->done + count); p->done < end; p->done++) {
+    for (int64_t end = p->done + cnt; p->done < end; p->done++) {
         int64_t q = p->done * TILE_K;
         bf16 *dst = p->dst + p->done * TILE_ELEMS;
-        if (p->a.trans) {
-            pack_at_pair(dst, second, p->a, q * p->a.ld + i, rows, p->k - q);
+        if (p->x.trans) {
+            pack_at_pair(dst, second, p->x, q * p->x.ld + i, rows, p->k - q);
             continue;
         }
-        pack_a_tile(dst, p->a, i * p->a.ld + q, fastnn_min(TILE_ROWS, rows), p->k - q);
+        pack_a_tile(dst, p->x, i * p->x.ld + q, fastnn_min(TILE_ROWS, rows), p->k - q);
         if (rows > TILE_ROWS)
-            pack_a_tile(dst + second, p->a, (i + TILE_ROWS) * p->a.ld + q, rows - TILE_ROWS,
+            pack_a_tile(dst + second, p->x, (i + TILE_ROWS) * p->x.ld + q, rows - TILE_ROWS,
                         p->k - q);
     }
 }
@@ -817,7 +830,7 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
                                       cols, panel, panel + kbn * TILE_ELEMS, kbn, partial,
                                       kb0 > 0);
             else
-                pack_b_blocks(panel, (operand){b, ldb, 0, 0}, n, k, 2 * jp,
+                pack_b_blocks(panel, kbn, (operand){b, ldb, 0, 0}, n, k, 2 * jp,
                               fastnn_min(n_blocks, 2 * jp + 2), kb0, kbn);
             for (int64_t ip = 0; ip < m_pairs; ip++)
                 dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS, k_blocks * TILE_ELEMS,
@@ -868,7 +881,7 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
             int64_t kb0 = k_blocks * piece / pieces;
             int64_t kbn = k_blocks * (piece + 1) / pieces - kb0;
             /* column block jb of the group at panel + (jb - 2 g0) kbn tiles */
-            pack_b_blocks(panel, b, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), kb0, kbn);
+            pack_b_blocks(panel, kbn, b, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), kb0, kbn);
             for (int64_t jp = g0; jp < g1; jp++)
                 for (int64_t ip = 0; ip < m_pairs; ip++) {
                     a_tiles rows = row_pair(a, a_in_place, a_pack + 2 * ip * k_blocks * TILE_ELEMS,
@@ -897,6 +910,11 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
 /* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2
  * beside it). */
 #define AMX_OWN_GROUP_BYTES (1024 * 1024)
+/* B packed ahead in groups of this many pairs (packed_gemm's b_ahead), where K has at most
+ * AMX_B_AHEAD_K_BLOCKS k-blocks and A at most AMX_B_AHEAD_A_PAIRS pairs of row blocks. */
+#define AMX_B_AHEAD_PAIRS 8
+#define AMX_B_AHEAD_K_BLOCKS 16
+#define AMX_B_AHEAD_A_PAIRS 8
 /* A bfloat16 B at most this large (packed) is packed whole by each thread of a split by rows,
  * for itself (packed_gemm). */
 #define AMX_PRIVATE_B_BYTES (512 * 1024)
@@ -1015,6 +1033,22 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * k-block of the pair at a time (pack_at_pair: each stored row's 64 or 128 bytes)
      * 0.77-0.86x (2048 x 1024 x 512, 1024 x 1024 x 256, 256 x 4096 x 256). */
     int a_ahead = tiles && by_rows && !a_in_place && !a.trans;
+    /* Split by columns with the shared A one chunk (own_panel), B not transposed: where K is
+     * short (at most AMX_B_AHEAD_K_BLOCKS), A has at most AMX_B_AHEAD_A_PAIRS pairs and each
+     * thread has at least 4 groups of AMX_B_AHEAD_PAIRS own pairs, B is packed that many
+     * pairs at a time, the next group beside the blocks of the one before (pack_ahead), into
+     * two slots, rather than 1 MB of pairs before their blocks. Sapphire Rapids, 2 threads,
+     * alternating in one process, same bits: bfloat16 operands 256 x 256 x 4096 1.28-1.39x,
+     * 128 x 256 x 4096 1.12-1.51x, 64 x 256 x 4096 1.25x, 32 x 256 x 4096 1.12x, 256 x 256 x
+     * 2048 1.15x, 256 x 512 x 4096 1.08x; float32 operands 256 x 256 x 4096 1.16x, 64 x 256 x
+     * 4096 1.17x, 256 x 512 x 4096 1.12x. Not kept where K is 1024 (128 x 1024 x 4096 0.93x,
+     * 32 x 1024 x 1024 0.60-0.67x: the groups' runs of B's rows, 512 bytes, read slower and
+     * the products are too short to hide them), nor for 512 or more rows (1024 x 256 x 4096
+     * 0.96x), nor with fewer groups a thread (256 x 256 x 1024 0.92-1.00x). */
+    int b_ahead = own_panel && !by_rows && !b.trans && k_blocks <= AMX_B_AHEAD_K_BLOCKS &&
+                  m_pairs <= AMX_B_AHEAD_A_PAIRS &&
+                  fastnn_ceil_div(n_pairs, threads) >= 4 * AMX_B_AHEAD_PAIRS &&
+                  group >= 2 * AMX_B_AHEAD_PAIRS;
     /* An odd last block is packed as a pair's first half; its second half is never read. */
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     size_t panels_bytes = (size_t)(threads * group * panel_elems) * sizeof(bf16);
@@ -1066,8 +1100,8 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
         if (!a_in_place && !a_ahead)
             pack_a_blocks(a_pack + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
         if (!fused && !pieces && !(own_panel && !by_rows))
-            pack_b_blocks(b_packed + b_first * k_blocks * TILE_ELEMS, b, n, k, b_first, b_end,
-                          0, k_blocks);
+            pack_b_blocks(b_packed + b_first * k_blocks * TILE_ELEMS, k_blocks, b, n, k, b_first,
+                          b_end, 0, k_blocks);
         if (!private_b) { /* (the same on every thread) */
 #pragma omp barrier
         }
@@ -1080,14 +1114,16 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                               epilogue, b_pack + t * pieces_elems);
         else if (own_panel && a_ahead) {
             bf16 *slots = a_pack + t * 2 * panel_elems; /* own pair ip at (ip - first) % 2 */
-            pack_ahead ahead = pack_ahead_of(slots, a, m, k, first, 1);
+            pack_ahead ahead = pack_ahead_of(slots, a, 0, m, k, 2 * first,
+                                             fastnn_min(m_blocks, 2 * first + 2), 1);
             pack_ahead_step(&ahead, ahead.total);
             for (int64_t own = first; own < end; own++) {
                 bf16 *mine = slots + (own - first) % 2 * panel_elems;
                 store.ahead = NULL;
                 if (own + 1 < end) {
-                    ahead = pack_ahead_of(slots + (own + 1 - first) % 2 * panel_elems, a, m, k,
-                                          own + 1, shared_pairs);
+                    ahead = pack_ahead_of(slots + (own + 1 - first) % 2 * panel_elems, a, 0, m,
+                                          k, 2 * own + 2, fastnn_min(m_blocks, 2 * own + 4),
+                                          shared_pairs);
                     store.ahead = &ahead;
                 }
                 for (int64_t jp = 0; jp < shared_pairs; jp++)
@@ -1098,34 +1134,51 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
             store.ahead = NULL;
         } else if (own_panel) { /* by columns (B a group of pairs at a time), or A in place */
             bf16 *panel = by_rows ? b_packed : b_pack + t * group * panel_elems;
-            for (int64_t g0 = first; g0 < end; g0 += group) {
-                int64_t g1 = fastnn_min(end, g0 + group);
-                if (!by_rows)
-                    pack_b_blocks(panel, b, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1), 0,
-                                  k_blocks);
+            /* with b_ahead, groups of AMX_B_AHEAD_PAIRS in two slots of the panel, the next
+             * one packed beside the blocks of the one before */
+            int64_t pairs = b_ahead ? AMX_B_AHEAD_PAIRS : group;
+            pack_ahead ahead = {0};
+            for (int64_t g0 = first, slot = 0; g0 < end; g0 += pairs, slot ^= 1) {
+                int64_t g1 = fastnn_min(end, g0 + pairs);
+                bf16 *mine = b_ahead ? panel + slot * pairs * panel_elems : panel;
+                if (!by_rows && (!b_ahead || g0 == first))
+                    pack_b_blocks(mine, k_blocks, b, n, k, 2 * g0, fastnn_min(n_blocks, 2 * g1),
+                                  0, k_blocks);
+                store.ahead = NULL;
+                if (b_ahead && g1 < end) {
+                    int64_t g2 = fastnn_min(end, g1 + pairs);
+                    ahead = pack_ahead_of(panel + (slot ^ 1) * pairs * panel_elems, b, 1, n, k,
+                                          2 * g1, fastnn_min(n_blocks, 2 * g2),
+                                          (g1 - g0) * shared_pairs);
+                    store.ahead = &ahead;
+                }
                 for (int64_t own = g0; own < g1; own++)
                     for (int64_t other = 0; other < shared_pairs; other++) {
                         int64_t ip = by_rows ? own : other, jp = by_rows ? other : own;
                         amx_pair(tiles,
                                  row_pair(a, a_in_place, a_pack + ip * panel_elems, ip, m,
                                           k_blocks),
-                                 panel + (by_rows ? jp : own - g0) * panel_elems, k_blocks, m, n,
+                                 mine + (by_rows ? jp : own - g0) * panel_elems, k_blocks, m, n,
                                  ip, jp, &store);
                     }
+                if (store.ahead) pack_ahead_step(&ahead, ahead.total); /* the rest, if any */
             }
+            store.ahead = NULL;
         } else
             for (int64_t sc = 0; sc < shared_pairs; sc += chunk) {
                 int64_t sc_end = fastnn_min(shared_pairs, sc + chunk);
                 pack_ahead ahead = {0};
                 if (a_ahead && sc == 0 && first < end) { /* the first pair before its blocks */
-                    ahead = pack_ahead_of(a_pack + first * panel_elems, a, m, k, first, 1);
+                    ahead = pack_ahead_of(a_pack + first * panel_elems, a, 0, m, k, 2 * first,
+                                          fastnn_min(m_blocks, 2 * first + 2), 1);
                     pack_ahead_step(&ahead, ahead.total);
                 }
                 for (int64_t own = first; own < end; own++) {
                     store.ahead = NULL;
                     if (a_ahead && sc == 0 && own + 1 < end) { /* (own pairs: A's) */
-                        ahead = pack_ahead_of(a_pack + (own + 1) * panel_elems, a, m, k,
-                                              own + 1, sc_end - sc);
+                        ahead = pack_ahead_of(a_pack + (own + 1) * panel_elems, a, 0, m, k,
+                                              2 * own + 2, fastnn_min(m_blocks, 2 * own + 4),
+                                              sc_end - sc);
                         store.ahead = &ahead;
                     }
                     for (int64_t other = sc; other < sc_end; other++) {

@@ -163,6 +163,17 @@ def test_products_of_a_packed_ahead_do_not_depend_on_the_split(backend_name):
     _products_do_not_depend_on_the_split(backend_name, BY_ROWS_PACKED_A, seed=10)
 
 
+# Split by columns, a short K and many column pairs: B packed 8 pairs at a time, the next 8
+# beside the blocks of the 8 before (amx_gemm.c's b_ahead), in two slots: 64 x 200 x 2100 (K %
+# 32 != 0, a last pair of one column block, 33 pairs a thread), 256 x 256 x 4096.
+BY_COLUMNS_B_AHEAD = [(64, 200, 2100), (256, 256, 4096)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_products_of_b_packed_ahead_do_not_depend_on_the_split(backend_name):
+    _products_do_not_depend_on_the_split(backend_name, BY_COLUMNS_B_AHEAD, seed=11)
+
+
 def _products_do_not_depend_on_the_split(backend_name, shapes, seed):
     """Within the bound, the same bits on 1 and 2 threads, and, where the products are
     bfloat16 dot products (exact in float32, the two operands of each pair entering alike),
