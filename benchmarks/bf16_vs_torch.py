@@ -24,6 +24,8 @@ import argparse
 import statistics
 import time
 
+from typing import Dict, List
+
 import numpy as np
 
 from fastnn import arguments, ops, set_num_threads
@@ -51,7 +53,9 @@ def _block(call, count: int) -> float:
     return statistics.median(times)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> List[Dict]:
+    """Run, print the table, and return its rows: the shape, each contender's block times (s)
+    and the two ratios (PyTorch / fastnn, the medians of the rounds' ratios)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shapes", nargs="*", type=_shape, default=[_shape(s) for s in SHAPES])
     parser.add_argument("--threads", type=arguments.thread_count, default=2)
@@ -64,6 +68,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
     rng = np.random.default_rng(0)
+    rows = []
     print(f"{'M x K x N':>18}  {'f32 operands':>14}  {'autocast':>9}  {'bf16 operands':>14}"
           f"  {'torch.mm':>9}  (ms; PyTorch / fastnn)")
     for m, k, n in args.shapes:
@@ -88,13 +93,17 @@ def main(argv=None) -> None:
                 time.sleep(0.1)
                 call()
                 times[i].append(_block(call, count))
-        cells = []
+        cells, ratios = [], []
         for mine, theirs in ((times[0], times[1]), (times[2], times[3])):
             ratio = statistics.median(t / o for t, o in zip(theirs, mine))
+            ratios.append(ratio)
             cells += [f"{statistics.median(mine) * 1e3:7.3f} ({ratio:4.2f}x)",
                       f"{statistics.median(theirs) * 1e3:9.3f}"]
         print(f"{m:>5} x {k:>4} x {n:>4}  {cells[0]:>14}  {cells[1]:>9}  {cells[2]:>14}  "
               f"{cells[3]:>9}")
+        rows.append({"shape": (m, k, n), "times": times, "f32_vs_autocast": ratios[0],
+                     "bf16_vs_torch_mm": ratios[1]})
+    return rows
 
 
 if __name__ == "__main__":

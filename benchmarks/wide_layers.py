@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from typing import Dict, List
+
 from fastnn import arguments, ops, set_num_threads, use_backend
 
 SHAPES = ["256x2048x2048", "128x4096x4096"]
@@ -45,7 +47,8 @@ def _block(call, count: int) -> float:
     return statistics.median(times)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> List[Dict]:
+    """Run, print the table, and return its rows (shape, pass, both medians in s, ratio)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shapes", nargs="*", type=_shape, default=[_shape(s) for s in SHAPES])
     parser.add_argument("--threads", type=arguments.thread_count, default=2)
@@ -54,6 +57,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     set_num_threads(args.threads)
     rng = np.random.default_rng(0)
+    rows = []
     print(f"{'N x K -> M':>18}  {'pass':>8}  {'c ms':>8}  {'numpy ms':>9}  {'c GFLOP/s':>9}"
           f"  numpy / c")
     for n, k, m in args.shapes:
@@ -76,8 +80,11 @@ def main(argv=None) -> None:
                         call()
                         times[backend].append(_block(call, args.calls))
             c, theirs = (statistics.median(times[key]) for key in ("c", "numpy"))
+            rows.append({"shape": (n, k, m), "pass": name, "c_s": c, "numpy_s": theirs,
+                         "ratio": theirs / c})
             print(f"{f'{n}x{k}->{m}':>18}  {name:>8}  {c * 1e3:8.3f}  {theirs * 1e3:9.3f}  "
                   f"{flops_per * n * k * m / c / 1e9:9.0f}  {theirs / c:9.2f}")
+    return rows
 
 
 if __name__ == "__main__":
