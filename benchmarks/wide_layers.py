@@ -66,7 +66,8 @@ def main(argv=None) -> List[Dict]:
         b = rng.standard_normal(m, dtype=np.float32)
         dy = rng.standard_normal((n, m), dtype=np.float32)
         out = np.empty((n, m), np.float32)
-        dx, dw, db = np.empty((n, k), np.float32), np.empty((k, m), np.float32), np.empty(m, np.float32)
+        dx, dw = np.empty((n, k), np.float32), np.empty((k, m), np.float32)
+        db = np.empty(m, np.float32)
         y = ops.linear_forward(x, w, b, "relu")
         passes = {"forward": (lambda: ops.linear_forward(x, w, b, "relu", out=out), 2.0),
                   "backward": (lambda: ops.linear_backward(x, w, y, dy, "relu", dx=dx, dw=dw,
