@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Dict, List
 
 import numpy as np
-
-from typing import Dict, List
 
 from fastnn import arguments, ops, set_num_threads, use_backend
 
