@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-
 from typing import Dict, List
 
 import numpy as np
