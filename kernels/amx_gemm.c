@@ -512,6 +512,13 @@ static pack_ahead pack_ahead_of(bf16 *dst, operand x, int b_side, int64_t size, 
                         fastnn_ceil_div(k_blocks, fastnn_max(1, blocks))};
 }
 
+/* Row block pair ip of A (m x k) into dst, per_step k-blocks beside each of `blocks` blocks. */
+static pack_ahead pack_ahead_of_pair(bf16 *dst, operand a, int64_t m, int64_t k, int64_t ip,
+                                     int64_t blocks) {
+    int64_t m_blocks = fastnn_ceil_div(m, TILE_ROWS);
+    return pack_ahead_of(dst, a, 0, m, k, 2 * ip, fastnn_min(m_blocks, 2 * ip + 2), blocks);
+}
+
 /* The next `count` k-blocks of p (fewer at its end), of every block. */
 static void pack_ahead_step(pack_ahead *p, int64_t count) {
     int64_t cnt = fastnn_min(p->total - p->done, count);
@@ -1114,16 +1121,14 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                               epilogue, b_pack + t * pieces_elems);
         else if (own_panel && a_ahead) {
             bf16 *slots = a_pack + t * 2 * panel_elems; /* own pair ip at (ip - first) % 2 */
-            pack_ahead ahead = pack_ahead_of(slots, a, 0, m, k, 2 * first,
-                                             fastnn_min(m_blocks, 2 * first + 2), 1);
+            pack_ahead ahead = pack_ahead_of_pair(slots, a, m, k, first, 1);
             pack_ahead_step(&ahead, ahead.total);
             for (int64_t own = first; own < end; own++) {
                 bf16 *mine = slots + (own - first) % 2 * panel_elems;
                 store.ahead = NULL;
                 if (own + 1 < end) {
-                    ahead = pack_ahead_of(slots + (own + 1 - first) % 2 * panel_elems, a, 0, m,
-                                          k, 2 * own + 2, fastnn_min(m_blocks, 2 * own + 4),
-                                          shared_pairs);
+                    ahead = pack_ahead_of_pair(slots + (own + 1 - first) % 2 * panel_elems, a,
+                                               m, k, own + 1, shared_pairs);
                     store.ahead = &ahead;
                 }
                 for (int64_t jp = 0; jp < shared_pairs; jp++)
@@ -1169,16 +1174,14 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                 int64_t sc_end = fastnn_min(shared_pairs, sc + chunk);
                 pack_ahead ahead = {0};
                 if (a_ahead && sc == 0 && first < end) { /* the first pair before its blocks */
-                    ahead = pack_ahead_of(a_pack + first * panel_elems, a, 0, m, k, 2 * first,
-                                          fastnn_min(m_blocks, 2 * first + 2), 1);
+                    ahead = pack_ahead_of_pair(a_pack + first * panel_elems, a, m, k, first, 1);
                     pack_ahead_step(&ahead, ahead.total);
                 }
                 for (int64_t own = first; own < end; own++) {
                     store.ahead = NULL;
                     if (a_ahead && sc == 0 && own + 1 < end) { /* (own pairs: A's) */
-                        ahead = pack_ahead_of(a_pack + (own + 1) * panel_elems, a, 0, m, k,
-                                              2 * own + 2, fastnn_min(m_blocks, 2 * own + 4),
-                                              sc_end - sc);
+                        ahead = pack_ahead_of_pair(a_pack + (own + 1) * panel_elems, a, m, k,
+                                                   own + 1, sc_end - sc);
                         store.ahead = &ahead;
                     }
                     for (int64_t other = sc; other < sc_end; other++) {
@@ -1188,7 +1191,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                                           k_blocks),
                                  b_packed + jp * panel_elems, k_blocks, m, n, ip, jp, &store);
                     }
-                    if (store.ahead) pack_ahead_step(&ahead, ahead.total); /* the rest */
+                    if (store.ahead) pack_ahead_step(&ahead, ahead.total); /* the rest, if any */
                 }
                 store.ahead = NULL;
             }
