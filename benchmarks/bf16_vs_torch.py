@@ -20,45 +20,27 @@ ml_dtypes is in the dev extra).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Dict, List
 
 import numpy as np
 
-from fastnn import arguments, ops, set_num_threads
+from fastnn import ops, set_num_threads
+
+import bench_common  # benchmarks/bench_common.py, beside this script
 
 SHAPES = ["32x1024x1024", "32x4096x1024", "32x4096x4096", "128x1024x1024", "256x256x4096",
           "256x4096x256", "1024x1024x256", "1024x1024x1024", "1024x4096x4096"]
 
 
-def _shape(text: str):
-    try:
-        m, k, n = (int(part) for part in text.split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MxKxN, e.g. 32x1024x1024, got {text!r}")
-    if min(m, k, n) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return m, k, n
-
-
-def _block(call, count: int) -> float:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+_shape = bench_common.shape_type("MxKxN", "32x1024x1024")
 
 
 def main(argv=None) -> List[Dict]:
     """Run, print the table, and return its rows: the shape, each contender's block times (s)
     and the two ratios (PyTorch / fastnn, the medians of the rounds' ratios)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("shapes", nargs="*", type=_shape, default=[_shape(s) for s in SHAPES])
-    parser.add_argument("--threads", type=arguments.thread_count, default=2)
-    parser.add_argument("--rounds", type=arguments.positive_int, default=7)
+    parser = bench_common.parser(__doc__, _shape, SHAPES, rounds=7)
     args = parser.parse_args(argv)
     import ml_dtypes
 
@@ -91,7 +73,7 @@ def main(argv=None) -> List[Dict]:
             for i, call in enumerate(calls):
                 time.sleep(0.1)
                 call()
-                times[i].append(_block(call, count))
+                times[i].append(bench_common.block_median(call, count))
         cells, ratios = [], []
         for mine, theirs in ((times[0], times[1]), (times[2], times[3])):
             ratio = statistics.median(t / o for t, o in zip(theirs, mine))

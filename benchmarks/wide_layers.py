@@ -14,7 +14,6 @@ c backend is faster).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Dict, List
@@ -23,35 +22,18 @@ import numpy as np
 
 from fastnn import arguments, ops, set_num_threads, use_backend
 
+import bench_common  # benchmarks/bench_common.py, beside this script
+
 SHAPES = ["256x2048x2048", "128x4096x4096"]
 
 
-def _shape(text: str):
-    try:
-        n, k, m = (int(part) for part in text.split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NxKxM (a batch of N rows, K features, M "
-                                         f"units), e.g. 256x2048x2048, got {text!r}")
-    if min(n, k, m) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return n, k, m
-
-
-def _block(call, count: int) -> float:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+_shape = bench_common.shape_type("NxKxM (a batch of N rows, K features, M units)",
+                                 "256x2048x2048")
 
 
 def main(argv=None) -> List[Dict]:
     """Run, print the table, and return its rows (shape, pass, both medians in s, ratio)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("shapes", nargs="*", type=_shape, default=[_shape(s) for s in SHAPES])
-    parser.add_argument("--threads", type=arguments.thread_count, default=2)
-    parser.add_argument("--rounds", type=arguments.positive_int, default=9)
+    parser = bench_common.parser(__doc__, _shape, SHAPES, rounds=9)
     parser.add_argument("--calls", type=arguments.positive_int, default=9)
     args = parser.parse_args(argv)
     set_num_threads(args.threads)
@@ -78,7 +60,7 @@ def main(argv=None) -> List[Dict]:
                     with use_backend(backend):
                         time.sleep(0.2)
                         call()
-                        times[backend].append(_block(call, args.calls))
+                        times[backend].append(bench_common.block_median(call, args.calls))
             c, theirs = (statistics.median(times[key]) for key in ("c", "numpy"))
             rows.append({"shape": (n, k, m), "pass": name, "c_s": c, "numpy_s": theirs,
                          "ratio": theirs / c})

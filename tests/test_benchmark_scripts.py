@@ -15,6 +15,13 @@ import fastnn
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+@pytest.fixture(autouse=True)
+def _beside_the_scripts(monkeypatch):
+    """The scripts import benchmarks/bench_common.py, which sits beside them: as when they
+    run (`python benchmarks/...`), their folder is on the path (for this test only)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
 def _load(name):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
