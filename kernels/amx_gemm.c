@@ -11,7 +11,7 @@
  *    columns of B past the edge with zeros, so a NaN of one row never reaches another row
  *    (oneDNN #5717: its bf16 matmul let one leak when K % 32 != 0). A transposed A is
  *    copied 32 stored rows of a pair of row blocks at a time as bfloat16 into a block on the
- *    stack, then transposed 8 x 8 numbers inside each 128-bit lane (pack_at_pair); a
+ *    stack, then transposed 8 x 8 numbers inside each 128-bit lane (pack_at_blocks); a
  *    transposed B, 16 x 16 pairs in registers. A bfloat16 A not transposed,
  *    with whole k-blocks and row blocks and rows on cache lines, is not packed: the A
  *    tiles are loaded from its rows where they lie (packed_gemm);
@@ -269,24 +269,34 @@ static void pack_at_tile(bf16 *dst, const bf16 *s, int64_t ld) {
     }
 }
 
-/* The tiles of k-block p0 of a pair of row blocks of a transposed A: op(A)[i0 : i0+32][p0 :
- * p0+32], element `at` of a is op(A)[i0][p0], into dst (the first row block's tile) and dst +
- * second (the second's, if rows > 16); rows >= `rows` and columns >= `ks` are zeros. The 32
- * stored rows' 32 numbers (64 bytes of bfloat16, 128 of float32, each line read once, in
- * order) are first copied as bfloat16 into a block on the stack (rounded as every packing
+/* The tiles of k-block p0 of the row blocks of a transposed A from row i0 on: op(A)[i0 : i0 +
+ * rows][p0 : p0+32], element `at` of a is op(A)[i0][p0], row block r's tile at dst + r
+ * second; rows past `rows` (of its last row block) and columns >= `ks` are zeros. The 32
+ * stored rows' numbers, AT_GROUP_PAIRS pairs of row blocks at a time (AT_GROUP_PAIRS x 64
+ * bytes of each stored row for bfloat16, twice that for float32, each line read once, in
+ * order), are first copied as bfloat16 into a block on the stack (rounded as every packing
  * rounds: run32_of), then transposed by pack_at_tile. Against a tile at a time by pairs_of
  * and vf32_transpose (same bits; Sapphire Rapids, 2 threads, alternating in one process),
- * A transposed: bfloat16 operands 1024 x 1024 x 256 1.19x, 1024 x 256 x 256 1.14x, 256 x
- * 1024 x 1024 1.05x, 256 x 4096 x 256 1.04x; float32 operands 784 x 128 x 256 1.67x, 2048 x
- * 1024 x 512 1.10x, 256 x 1024 x 128 1.10x, 784 x 1024 x 256 1.04x. */
-static void pack_at_pair(bf16 *dst, int64_t second, operand a, int64_t at, int64_t rows,
-                         int64_t ks) {
-    bf16 block[32 * 32] __attribute__((aligned(64)));
-    for (int p = 0; p < 32; p++)
-        _mm512_store_si512(block + p * 32, p < ks ? run32_of(a, at + p * a.ld, rows)
-                                                  : _mm512_setzero_si512());
-    pack_at_tile(dst, block, 32);
-    if (rows > 16) pack_at_tile(dst + second, block + 16, 32);
+ * a pair at a time, A transposed: bfloat16 operands 1024 x 1024 x 256 1.19x, 1024 x 256 x 256
+ * 1.14x, 256 x 1024 x 1024 1.05x, 256 x 4096 x 256 1.04x; float32 operands 784 x 128 x 256
+ * 1.67x, 2048 x 1024 x 512 1.10x, 256 x 1024 x 128 1.10x, 784 x 1024 x 256 1.04x; four pairs
+ * at a time against one, bfloat16 1024 x 1024 x 256 1.08-1.13x, the rest within 3%. */
+#define AT_GROUP_PAIRS 4
+static void pack_at_blocks(bf16 *dst, int64_t second, operand a, int64_t at, int64_t rows,
+                           int64_t ks) {
+    enum { width = 32 * AT_GROUP_PAIRS };
+    bf16 block[32 * width] __attribute__((aligned(64)));
+    for (int64_t g = 0; g < rows; g += width) { /* the group's rows from g on */
+        int64_t left = rows - g, runs = fastnn_ceil_div(fastnn_min(width, left), 32);
+        for (int p = 0; p < 32; p++)
+            for (int64_t r = 0; r < runs; r++)
+                _mm512_store_si512(block + p * width + 32 * r,
+                                   p < ks ? run32_of(a, at + p * a.ld + g + 32 * r,
+                                                     left - 32 * r)
+                                          : _mm512_setzero_si512());
+        for (int64_t b = 0; b < fastnn_ceil_div(fastnn_min(width, left), TILE_ROWS); b++)
+            pack_at_tile(dst + (g / TILE_ROWS + b) * second, block + TILE_ROWS * b, width);
+    }
 }
 
 /* Rows q to q + PACK_B_PAIRS - 1 of the B tiles of `blocks` whole column blocks (16 columns
@@ -382,14 +392,13 @@ static inline void pack_bt_tile_whole(bf16 *dst, const bf16 *src, int64_t ld) {
 static void pack_a_blocks(bf16 *packed, operand a, int64_t m, int64_t k, int64_t first,
                           int64_t end) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
-    if (a.trans) { /* each 32 rows of k across the blocks, two blocks at a time (pack_at_pair) */
-        for (int64_t kb = 0; kb < k_blocks; kb++)
-            for (int64_t ib = first; ib < end; ib += 2) {
-                int64_t i = ib * TILE_ROWS, p = kb * TILE_K;
-                pack_at_pair(packed + ((ib - first) * k_blocks + kb) * TILE_ELEMS,
-                             ib + 1 < end ? k_blocks * TILE_ELEMS : 0, a, p * a.ld + i,
-                             fastnn_min(ib + 1 < end ? 32 : TILE_ROWS, m - i), k - p);
-            }
+    if (a.trans) { /* each 32 rows of k across the blocks (pack_at_blocks) */
+        int64_t i = first * TILE_ROWS, rows = fastnn_min((end - first) * TILE_ROWS, m - i);
+        for (int64_t kb = 0; kb < k_blocks; kb++) {
+            int64_t p = kb * TILE_K;
+            pack_at_blocks(packed + kb * TILE_ELEMS, k_blocks * TILE_ELEMS, a, p * a.ld + i,
+                           rows, k - p);
+        }
         return;
     }
     for (int64_t ib = first; ib < end; ib++) /* along the stored rows: a block's run of k */
@@ -492,15 +501,17 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
 
 /* The tiles of a few blocks of an operand packed some k-blocks at a time beside the tile
  * products of the blocks of C before theirs, rather than all at once before their own blocks:
- * of A (x, m rows) a pair of row blocks, of B (b_side: x, n columns) the column blocks [first,
- * end), all of K (k), laid out as packed_gemm's (A: the second row block k_blocks tiles on; B:
- * column block after column block, k_blocks tiles each). k-blocks [done, total) are still to
- * pack into dst, per_step of them beside each block of C (amx_block, through deferred_store). */
-typedef struct {
+ * of A (x, m rows) the row blocks [first, end) (a pair, or for rows_in_pieces a thread's own
+ * pairs), of B (b_side: x, n columns) the column blocks [first, end), all of K (k, or the
+ * total k-blocks of a piece), laid out as packed_gemm's (block after block, total tiles
+ * each). k-blocks [done, total) are still to pack into dst, per_step of them beside each block
+ * of C (amx_block, through deferred_store); then those of `then`, if any. */
+typedef struct pack_ahead {
     bf16 *dst;
     operand x;
     int b_side;
     int64_t size, k, first, end, done, total, per_step;
+    struct pack_ahead *then; /* if not NULL: packed after this one */
 } pack_ahead;
 
 /* The blocks [first, end) of A (size m) or of B (b_side, size n) into dst, per_step k-blocks
@@ -509,7 +520,7 @@ static pack_ahead pack_ahead_of(bf16 *dst, operand x, int b_side, int64_t size, 
                                 int64_t first, int64_t end, int64_t blocks) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     return (pack_ahead){dst, x, b_side, size, k, first, end, 0, k_blocks,
-                        fastnn_ceil_div(k_blocks, fastnn_max(1, blocks))};
+                        fastnn_ceil_div(k_blocks, fastnn_max(1, blocks)), NULL};
 }
 
 /* Row block pair ip of A (m x k) into dst, per_step k-blocks beside each of `blocks` blocks. */
@@ -529,20 +540,31 @@ static void pack_ahead_step(pack_ahead *p, int64_t count) {
         p->done += cnt;
         return;
     }
-    int64_t i = p->first * TILE_ROWS, rows = fastnn_min(2 * TILE_ROWS, p->size - i);
+    int64_t i = p->first * TILE_ROWS;
+    int64_t rows = fastnn_min((p->end - p->first) * TILE_ROWS, p->size - i);
     int64_t second = p->total * TILE_ELEMS;
     for (int64_t end = p->done + cnt; p->done < end; p->done++) {
         int64_t q = p->done * TILE_K;
         bf16 *dst = p->dst + p->done * TILE_ELEMS;
         if (p->x.trans) {
-            pack_at_pair(dst, second, p->x, q * p->x.ld + i, rows, p->k - q);
+            pack_at_blocks(dst, second, p->x, q * p->x.ld + i, rows, p->k - q);
             continue;
         }
-        pack_a_tile(dst, p->x, i * p->x.ld + q, fastnn_min(TILE_ROWS, rows), p->k - q);
-        if (rows > TILE_ROWS)
-            pack_a_tile(dst + second, p->x, (i + TILE_ROWS) * p->x.ld + q, rows - TILE_ROWS,
-                        p->k - q);
+        for (int64_t r = 0; r < rows; r += TILE_ROWS) /* each row block's tile */
+            pack_a_tile(dst + r / TILE_ROWS * second, p->x, (i + r) * p->x.ld + q,
+                        fastnn_min(TILE_ROWS, rows - r), p->k - q);
     }
+}
+
+/* A step of the first of p's chain (p, p->then, ...) not yet packed whole. */
+static void pack_ahead_next(pack_ahead *p) {
+    while (p && p->done >= p->total) p = p->then;
+    if (p) pack_ahead_step(p, p->per_step);
+}
+
+/* The rest of p's chain. */
+static void pack_ahead_rest(pack_ahead *p) {
+    for (; p; p = p->then) pack_ahead_step(p, p->total);
 }
 
 /* A block of C whose sums wait for store_block: its epilogue (AVX-512: rounding, activation,
@@ -560,12 +582,13 @@ typedef struct {
     const fastnn_epilogue *epilogue;
     int waiting;
     pack_ahead *ahead; /* if not NULL: a step of it beside each block's products */
+    const float *from; /* if not NULL: the waiting block's sums (row stride 32), not sums */
 } deferred_store;
 
 /* The waiting block, if any, to C. */
 static void flush_store(deferred_store *s) {
     if (!s->waiting) return;
-    store_block(s->c, s->sums, s->m, s->n, s->ip, s->jp, s->epilogue);
+    store_block(s->c, s->from ? s->from : s->sums, s->m, s->n, s->ip, s->jp, s->epilogue);
     s->waiting = 0;
 }
 
@@ -607,7 +630,7 @@ static inline __attribute__((always_inline)) void amx_block(const int mt, const 
     }
     if (store) { /* while the products run */
         flush_store(store);
-        if (store->ahead) pack_ahead_step(store->ahead, store->ahead->per_step);
+        pack_ahead_next(store->ahead);
     }
     _tile_stored(0, out, 128);
     if (nt == 2) _tile_stored(1, out + 16, 128);
@@ -907,6 +930,89 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
     }
 }
 
+/* op(X) from k = p0 on, as an operand of K - p0 (b_side: X is B, k its rows; else A, k its
+ * columns). */
+static operand from_k(operand x, int b_side, int64_t p0) {
+    int64_t step = x.trans != b_side ? x.ld : 1; /* elements from one k to the next */
+    x.data = (const char *)x.data + p0 * step * (x.bf16 ? (int64_t)sizeof(bf16) : 4);
+    return x;
+}
+
+/* Split by rows on tiles with a transposed A (the weight gradient's x^T dz: both operands
+ * stored k after k), own pairs [first, end): K in pieces of at most ROW_PIECE_K_BLOCKS k-blocks
+ * (about equal). Each thread packs, for itself, the piece of its own pairs of A (its part of
+ * the stored rows, in order) and the whole piece of B, the next piece of both beside the tile
+ * products of the one before (pack_ahead, two slots of row_piece_elems), and adds each block's
+ * sums over the piece to its block in partial (own pairs x n_pairs blocks of 32 x 32 floats),
+ * in order of k: each block still sums all of K in order on one thread, the bits of amx_pair.
+ * The blocks of the last piece go to C through `store` (the epilogue beside the next block's
+ * products). Nothing is shared between the threads: no barrier. Packed whole first instead (the
+ * transposed A) and shared (B), the copy from memory waited before every product. Sapphire
+ * Rapids, 2 threads, alternating in one process, same bits: bfloat16 operands, A transposed,
+ * 1024 x 1024 x 256 1.04-1.15x, 1024 x 4096 x 256 1.09-1.19x, 1024 x 2048 x 256 1.07-1.08x,
+ * 512 x 2048 x 512 1.06-1.16x, 2048 x 1024 x 128 1.06x, 784 x 1024 x 256 1.01-1.11x, both
+ * transposed 1024 x 4096 x 256 1.15-1.17x; float32 operands 1024 x 4096 x 256 1.11x, 1024 x
+ * 1024 x 256 0.97-1.02x. With 256 rows (a thread's part of a stored row: 256 bytes) 0.92-1.05x:
+ * from ROW_PIECES_MIN_ROWS rows. Pieces of 16 or 32 k-blocks lost (0.80-0.98x), of 4 matched.
+ * (Tried and not kept: K split between the threads, each a half of K for all of C, both
+ * operands' stored rows read whole, the halves' sums added after: A transposed 256 x 4096 x
+ * 256 1.31x, 32 x 4096 x 256 1.47x, but 1024 x 1024 x 256 0.77x, and the bits would then differ
+ * from those of the other layouts, where the same split lost 0.66-0.92x.) */
+#define ROW_PIECE_K_BLOCKS 8
+#define ROW_PIECES_PARTIAL_BYTES (1024 * 1024)
+#define ROW_PIECES_MIN_ROWS 512
+static int64_t row_piece_elems(int64_t own_pairs, int64_t n_pairs) {
+    return 2 * (own_pairs + n_pairs) * ROW_PIECE_K_BLOCKS * TILE_ELEMS;
+}
+static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, int64_t n,
+                           int64_t k, int64_t first, int64_t end, bf16 *slots, float *partial,
+                           deferred_store *store) {
+    int64_t m_blocks = fastnn_ceil_div(m, TILE_ROWS), n_blocks = fastnn_ceil_div(n, 16);
+    int64_t n_pairs = fastnn_ceil_div(n_blocks, 2);
+    int64_t pieces = fastnn_ceil_div(k_blocks, ROW_PIECE_K_BLOCKS);
+    int64_t slot_elems = row_piece_elems(end - first, n_pairs);
+    int64_t b_at = 2 * (end - first) * ROW_PIECE_K_BLOCKS * TILE_ELEMS; /* B's piece */
+    pack_ahead next_a = {0}, next_b = {0};
+    for (int64_t piece = -1; piece < pieces; piece++) {
+        /* piece + 1 into slot (piece + 1) % 2: beside piece's blocks, or (piece -1) first */
+        pack_ahead *ahead = NULL;
+        if (piece + 1 < pieces) {
+            int64_t kb0 = k_blocks * (piece + 1) / pieces;
+            int64_t kbn = k_blocks * (piece + 2) / pieces - kb0;
+            bf16 *slot = slots + (piece + 1) % 2 * slot_elems;
+            int64_t p0 = kb0 * TILE_K, blocks = piece < 0 ? 1 : (end - first) * n_pairs;
+            next_a = pack_ahead_of(slot, from_k(a, 0, p0), 0, m, k - p0, 2 * first,
+                                   fastnn_min(m_blocks, 2 * end), blocks);
+            next_b = pack_ahead_of(slot + b_at, from_k(b, 1, p0), 1, n, k - p0, 0, n_blocks,
+                                   blocks);
+            next_a.total = next_b.total = kbn;
+            next_a.per_step = next_b.per_step = fastnn_ceil_div(kbn, blocks);
+            next_a.then = &next_b;
+            ahead = &next_a;
+            if (piece < 0) {
+                pack_ahead_rest(ahead);
+                continue;
+            }
+        }
+        int64_t kbn = k_blocks * (piece + 1) / pieces - k_blocks * piece / pieces;
+        const bf16 *slot = slots + piece % 2 * slot_elems;
+        int last = piece + 1 == pieces;
+        store->ahead = ahead;
+        for (int64_t ip = first; ip < end; ip++)
+            for (int64_t jp = 0; jp < n_pairs; jp++) {
+                const bf16 *a_pair = slot + 2 * (ip - first) * kbn * TILE_ELEMS;
+                float *sums = partial + ((ip - first) * n_pairs + jp) * 32 * 32;
+                a_tiles rows = {a_pair, a_pair + kbn * TILE_ELEMS, TILE_STRIDE, TILE_ELEMS};
+                block_sums(1, rows, slot + b_at + 2 * jp * kbn * TILE_ELEMS, kbn,
+                           fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), sums,
+                           piece > 0, store);
+                if (last) store->waiting = 1, store->ip = ip, store->jp = jp, store->from = sums;
+            }
+        pack_ahead_rest(ahead);
+        store->ahead = NULL;
+    }
+}
+
 /* Smallest product (flops) worth a thread of its own on tiles. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
 /* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
@@ -1037,9 +1143,15 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * rows off cache lines) 1024 x 784 x 256 1.28x, 1024 x 768 x 256 1.33x. Not an A
      * transposed (the weight gradient's x^T dz), which pack_a_blocks packs whole first:
      * packed ahead, a tile at a time 0.78-0.92x (2048 x 1024 x 512, 4096 x 512 x 256), a
-     * k-block of the pair at a time (pack_at_pair: each stored row's 64 or 128 bytes)
+     * k-block of the pair at a time (pack_at_blocks: each stored row's 64 or 128 bytes)
      * 0.77-0.86x (2048 x 1024 x 512, 1024 x 1024 x 256, 256 x 4096 x 256). */
     int a_ahead = tiles && by_rows && !a_in_place && !a.trans;
+    int64_t own_most = fastnn_ceil_div(own_pairs, threads);
+    /* A transposed, split by rows: K in pieces, packed beside the products (rows_in_pieces) */
+    int row_pieces = tiles && by_rows && a.trans && m >= ROW_PIECES_MIN_ROWS &&
+                     k_blocks >= 4 * ROW_PIECE_K_BLOCKS &&
+                     own_most * n_pairs * 32 * 32 * (int64_t)sizeof(float) <=
+                         ROW_PIECES_PARTIAL_BYTES;
     /* Split by columns with the shared A one chunk (own_panel), B not transposed: where K is
      * short (at most AMX_B_AHEAD_K_BLOCKS), A has at most AMX_B_AHEAD_A_PAIRS pairs and each
      * thread has at least 4 groups of AMX_B_AHEAD_PAIRS own pairs, B is packed that many
@@ -1060,7 +1172,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     size_t panels_bytes = (size_t)(threads * group * panel_elems) * sizeof(bf16);
     size_t slots_bytes = (size_t)(threads * 2 * panel_elems) * sizeof(bf16);
-    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place               ? tile_bytes
+    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place || row_pieces ? tile_bytes
                                                   : own_panel && a_ahead ? slots_bytes
                                                       : (size_t)(m_blocks * k_blocks) * tile_bytes);
     int64_t pieces_elems = tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS)
@@ -1077,8 +1189,12 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
      * 1-2 MB gained nothing.) */
     size_t b_whole = (size_t)(n_blocks * k_blocks) * tile_bytes;
     int private_b = tiles && by_rows && threads > 1 && b.bf16 && !fused && !pieces &&
-                    b_whole <= AMX_PRIVATE_B_BYTES;
-    size_t b_bytes = fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
+                    !row_pieces && b_whole <= AMX_PRIVATE_B_BYTES;
+    /* rows_in_pieces: each thread's two slots, then its sums (floats) */
+    int64_t piece_slots = 2 * row_piece_elems(own_most, n_pairs);
+    int64_t piece_thread = piece_slots + 2 * own_most * n_pairs * 32 * 32;
+    size_t b_bytes = row_pieces ? (size_t)(threads * piece_thread) * sizeof(bf16)
+                     : fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
                      : pieces ? (size_t)threads * pieces_elems * sizeof(bf16)
                      : own_panel && !by_rows ? panels_bytes
                      : private_b             ? threads * b_whole
@@ -1104,19 +1220,23 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
         bf16 *b_packed = private_b ? b_pack + t * (b_whole / sizeof(bf16)) : b_pack;
         int64_t a_first = by_rows ? 2 * first : m_blocks * t / team;
         int64_t a_end = by_rows ? fastnn_min(m_blocks, 2 * end) : m_blocks * (t + 1) / team;
-        if (!a_in_place && !a_ahead)
+        if (!a_in_place && !a_ahead && !row_pieces)
             pack_a_blocks(a_pack + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
-        if (!fused && !pieces && !(own_panel && !by_rows))
+        if (!fused && !pieces && !row_pieces && !(own_panel && !by_rows))
             pack_b_blocks(b_packed + b_first * k_blocks * TILE_ELEMS, k_blocks, b, n, k, b_first,
                           b_end, 0, k_blocks);
-        if (!private_b) { /* (the same on every thread) */
+        if (!private_b && !row_pieces) { /* (the same on every thread) */
 #pragma omp barrier
         }
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
         if (fused)
             fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
                           b_pack + t * FUSED_THREAD_ELEMS);
-        else if (pieces)
+        else if (row_pieces) {
+            bf16 *mine = b_pack + t * piece_thread;
+            rows_in_pieces(a, b, k_blocks, m, n, k, first, end, mine,
+                           (float *)(mine + piece_slots), &store);
+        } else if (pieces)
             columns_in_pieces(tiles, a, a_in_place, a_pack, k_blocks, m, n, k, b, first, end, c,
                               epilogue, b_pack + t * pieces_elems);
         else if (own_panel && a_ahead) {

@@ -174,6 +174,18 @@ def test_products_of_b_packed_ahead_do_not_depend_on_the_split(backend_name):
     _products_do_not_depend_on_the_split(backend_name, BY_COLUMNS_B_AHEAD, seed=11)
 
 
+# Split by rows with A transposed (x^T dz), 512 rows or more and K of 1024 or more: K in pieces,
+# A's and B's next piece packed beside the blocks of the one before, each block's sums carried
+# from piece to piece (amx_gemm.c's rows_in_pieces): 528 x 1056 x 80 (33 k-blocks in 5 pieces of
+# 6 and 7, an odd last row block and column block), 1024 x 2048 x 256.
+BY_ROWS_IN_PIECES = [(528, 1056, 80), (1024, 2048, 256)]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_products_of_a_transposed_in_pieces_do_not_depend_on_the_split(backend_name):
+    _products_do_not_depend_on_the_split(backend_name, BY_ROWS_IN_PIECES, seed=12)
+
+
 def _products_do_not_depend_on_the_split(backend_name, shapes, seed):
     """Within the bound, the same bits on 1 and 2 threads, and, where the products are
     bfloat16 dot products (exact in float32, the two operands of each pair entering alike),
