@@ -35,7 +35,9 @@
  *    each packs its own part of the operand split and a share of the other, which all
  *    read whole, and they wait for each other once. With a few rows split by columns and
  *    B not transposed, B may instead be packed a group of columns and a piece of K at a
- *    time, the sums of C carried across the pieces (columns_in_pieces);
+ *    time, the sums of C carried across the pieces (columns_in_pieces); split by rows with A
+ *    transposed, each thread packs a piece of K of its A and of all B at a time, the next
+ *    beside the products, and shares nothing (rows_in_pieces);
  *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
  *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
  *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
