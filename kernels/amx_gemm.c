@@ -33,11 +33,12 @@
  *    with AVX-512 before the store to C (masked at the edges);
  *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):
  *    each packs its own part of the operand split and a share of the other, which all
- *    read whole, and they wait for each other once. With a few rows split by columns and
- *    B not transposed, B may instead be packed a group of columns and a piece of K at a
- *    time, the sums of C carried across the pieces (columns_in_pieces); split by rows with A
- *    transposed, each thread packs a piece of K of its A and of all B at a time, the next
- *    beside the products, and shares nothing (rows_in_pieces);
+ *    read whole, and they wait for each other once (or, the other operand small, each packs
+ *    all of it for itself and none waits: private_a, private_b). With a few rows split by
+ *    columns and B not transposed, B may instead be packed a group of columns and a piece
+ *    of K at a time, the sums of C carried across the pieces (columns_in_pieces); split by
+ *    rows with A transposed, each thread packs a piece of K of its A and of all B at a
+ *    time, the next beside the products, and shares nothing (rows_in_pieces);
  *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
  *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
  *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
@@ -1033,6 +1034,9 @@ static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, in
 /* A bfloat16 B at most this large (packed) is packed whole by each thread of a split by rows,
  * for itself (packed_gemm). */
 #define AMX_PRIVATE_B_BYTES (512 * 1024)
+/* A packed A at most this large is packed whole by each thread of a split by columns
+ * (packed_gemm). */
+#define AMX_PRIVATE_A_BYTES (128 * 1024)
 /* A packed B at most this large is read back from the caches (here: 16 MB of 2 x 2 MB L2 and
  * a large shared L3). */
 #define AMX_CACHED_PACK_BYTES (16 * 1024 * 1024)
@@ -1174,7 +1178,19 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     size_t tile_bytes = FASTNN_AMX_TILE_BYTES;
     size_t panels_bytes = (size_t)(threads * group * panel_elems) * sizeof(bf16);
     size_t slots_bytes = (size_t)(threads * 2 * panel_elems) * sizeof(bf16);
+    /* Split by columns with a packed A (float32 operands, or A transposed) of at most
+     * AMX_PRIVATE_A_BYTES, each thread packs all of A for itself, as private_b below, rather
+     * than half of a shared copy that both read: as each packs its own B, the threads then
+     * share nothing and skip the barrier. Sapphire Rapids, 2 threads, alternating in one
+     * process, same bits: float32 operands 64 x 784 x 256 1.09x, 32 x 1024 x 256 1.16-1.24x,
+     * 256 x 256 x 1024 1.08-1.10x; bfloat16 operands, A transposed, 64 x 784 x 256 1.43x, 32 x
+     * 1024 x 256 1.18-1.34x, 128 x 256 x 1024 1.04-1.23x, 256 x 256 x 1024 1.08-1.14x. With an A
+     * of 256-512 KB it lost (32 x 4096 x 4096 0.92-0.95x, 128 x 1024 x 1024 0.93x). */
+    size_t a_whole = (size_t)(m_blocks * k_blocks) * tile_bytes;
+    int private_a = tiles && !by_rows && threads > 1 && !a_in_place && !fused && !pieces &&
+                    a_whole <= AMX_PRIVATE_A_BYTES;
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place || row_pieces ? tile_bytes
+                                                  : private_a ? threads * a_whole
                                                   : own_panel && a_ahead ? slots_bytes
                                                       : (size_t)(m_blocks * k_blocks) * tile_bytes);
     int64_t pieces_elems = tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS)
@@ -1220,14 +1236,16 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                         : by_rows ? n_blocks * (t + 1) / team
                                   : fastnn_min(n_blocks, 2 * end);
         bf16 *b_packed = private_b ? b_pack + t * (b_whole / sizeof(bf16)) : b_pack;
-        int64_t a_first = by_rows ? 2 * first : m_blocks * t / team;
-        int64_t a_end = by_rows ? fastnn_min(m_blocks, 2 * end) : m_blocks * (t + 1) / team;
+        int64_t a_first = private_a ? 0 : by_rows ? 2 * first : m_blocks * t / team;
+        int64_t a_end = private_a ? m_blocks
+                        : by_rows ? fastnn_min(m_blocks, 2 * end) : m_blocks * (t + 1) / team;
+        bf16 *a_mine = private_a ? a_pack + t * (a_whole / sizeof(bf16)) : a_pack;
         if (!a_in_place && !a_ahead && !row_pieces)
-            pack_a_blocks(a_pack + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
+            pack_a_blocks(a_mine + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
         if (!fused && !pieces && !row_pieces && !(own_panel && !by_rows))
             pack_b_blocks(b_packed + b_first * k_blocks * TILE_ELEMS, k_blocks, b, n, k, b_first,
                           b_end, 0, k_blocks);
-        if (!private_b && !row_pieces) { /* (the same on every thread) */
+        if (!private_b && !row_pieces && !private_a) { /* (the same on every thread) */
 #pragma omp barrier
         }
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
@@ -1295,7 +1313,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                 for (int64_t ip = ip0; ip < ip1; ip++)
                     for (int64_t jp = jp0; jp < jp1; jp++)
                         amx_pair(tiles,
-                                 row_pair(a, a_in_place, a_pack + ip * panel_elems, ip, m,
+                                 row_pair(a, a_in_place, a_mine + ip * panel_elems, ip, m,
                                           k_blocks),
                                  mine + (by_rows ? jp : jp - g0) * panel_elems, k_blocks, m, n,
                                  ip, jp, &store);
@@ -1320,7 +1338,7 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
                     for (int64_t other = sc; other < sc_end; other++) {
                         int64_t ip = by_rows ? own : other, jp = by_rows ? other : own;
                         amx_pair(tiles,
-                                 row_pair(a, a_in_place, a_pack + ip * panel_elems, ip, m,
+                                 row_pair(a, a_in_place, a_mine + ip * panel_elems, ip, m,
                                           k_blocks),
                                  b_packed + jp * panel_elems, k_blocks, m, n, ip, jp, &store);
                     }
