@@ -43,11 +43,12 @@
  *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
  *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
  *    of packed whole first (fused_columns). Every block of C sums all of K in the same
- *    order on one thread, whatever the path, split or thread count: the bits do not
- *    depend on them. Each thread loads
- *    the tile configuration before its first tile instruction and releases the tiles after
- *    its last one: the configuration is per thread, and a shared mutable one is what
- *    corrupted oneDNN's and PyTorch's state (oneDNN #5393).
+ *    order on one thread (or, a small C over a long K on tiles, each half of K so, the two
+ *    sums added after: k_split_gemm, by the shape alone), whatever the path, layout, split or
+ *    thread count: the bits do not depend on them. Each thread loads the tile configuration
+ *    before its first tile instruction and releases the tiles after its last one: the
+ *    configuration is per thread, and a shared mutable one is what corrupted oneDNN's and
+ *    PyTorch's state (oneDNN #5393).
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC target("avx,avx2,fma,bmi,bmi2,f16c,popcnt,avx512f,avx512dq,avx512bw,avx512vl," \
@@ -1042,12 +1043,13 @@ static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, in
 #define AMX_CACHED_PACK_BYTES (16 * 1024 * 1024)
 
 /* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
-static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, operand b,
+static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t k, operand a,
+                       operand b,
                        output c, const fastnn_epilogue *epilogue) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
-    int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
+    int threads = one_thread ? 1 : fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
     if (threads > m_pairs * n_pairs) threads = (int)(m_pairs * n_pairs);
     /* On a busy machine (internal.h), this thread alone: every block of C sums all of K on
      * one thread whatever the split, so the bits do not change. */
@@ -1355,19 +1357,83 @@ static int packed_gemm(int tiles, int64_t m, int64_t n, int64_t k, operand a, op
     return FASTNN_OK;
 }
 
+/* A small C (at most K_SPLIT_MAX_BLOCKS blocks of 32 x 32, at least 8 rows and columns) over
+ * a long K (at least K_SPLIT_MIN_K_BLOCKS k-blocks), on tiles: K in two halves (a whole
+ * number of k-blocks in the first), each multiplied by packed_gemm on one thread into its
+ * float32 sums (partial, m x n each), the two threads side by side, then C = epilogue(half
+ * 0's sums + half 1's) by rows of blocks, shared between the threads. Each half reads its own
+ * stored rows or runs of both operands and nothing is shared until the sums; on one thread
+ * (a busy machine) the halves run in turn: the same bits, and the same for every layout (each
+ * half's sums are those of one pass over its K, whatever the layout). Split by rows or
+ * columns instead, a few blocks of C leave each thread a few, a transposed A (x^T dz) was
+ * packed half a stored row at a time by each thread, and the other operand by both.
+ * Sapphire Rapids, 2 threads, alternating in one process, bfloat16 operands: A transposed
+ * 32 x 4096 x 256 1.31-1.36x, 8 x 4096 x 256 1.58x, 64 x 4096 x 256 1.36x, 128 x 4096 x 128
+ * 1.58x, 32 x 4096 x 512 1.29x, 100 x 5000 x 100 1.70x; not transposed 32 x 4096 x 256
+ * 1.13-1.29x, 32 x 4096 x 512 1.26x, 64 x 4096 x 256 1.19x, 128 x 4096 x 128 1.03-1.09x,
+ * 32 x 8192 x 512 1.23x; B transposed 0.87-0.96x but 100 x 5000 x 100 1.55x; float32
+ * operands 32 x 4096 x 256 1.24x, 128 x 4096 x 128 1.43x. Where K is 2048 the halves lost
+ * (0.78-0.93x not transposed or B transposed), and with one row (0.78-0.92x). */
+#define K_SPLIT_MIN_K_BLOCKS 128
+#define K_SPLIT_MAX_BLOCKS 16
+static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, output c,
+                        const fastnn_epilogue *epilogue) {
+    int64_t half = fastnn_ceil_div(k, TILE_K) / 2 * TILE_K; /* k of the first half */
+    float *partial = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(2 * m * n) * sizeof(float));
+    if (!partial) return FASTNN_OUT_OF_MEMORY;
+    int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD) > 1 ? 2 : 1;
+    if (threads > 1 && fastnn_contended()) threads = 1;
+    int status[2] = {FASTNN_OK, FASTNN_OK};
+    int64_t m_pairs = fastnn_ceil_div(m, 32), n_pairs = fastnn_ceil_div(n, 32);
+    int team_cpu = threads > 1 ? fastnn_team_cpu() : -1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        fastnn_team_join(team_cpu);
+        int t = fastnn_team_index(), team = fastnn_team_size();
+        for (int h = t; h < 2; h += team)
+            status[h] = packed_gemm(1, 1, m, n, h ? k - half : half, from_k(a, 0, h * half),
+                                    from_k(b, 1, h * half),
+                                    (output){partial + h * m * n, n, 0}, NULL);
+        if (team > 1) {
+#pragma omp barrier
+        }
+        if (status[0] == FASTNN_OK && status[1] == FASTNN_OK) {
+            unsigned fp = fastnn_fp_enter();
+            float sums[32 * 32] __attribute__((aligned(64)));
+            for (int64_t ip = m_pairs * t / team; ip < m_pairs * (t + 1) / team; ip++)
+                for (int64_t jp = 0; jp < n_pairs; jp++) {
+                    int64_t rows = fastnn_min(32, m - ip * 32), cols = fastnn_min(32, n - jp * 32);
+                    for (int64_t r = 0; r < rows; r++)
+                        for (int h = 0; h < 2; h++) {
+                            const float *p0 = partial + (ip * 32 + r) * n + jp * 32 + 16 * h;
+                            __mmask16 mask = fastnn_mask16(cols - 16 * h);
+                            _mm512_store_ps(sums + r * 32 + 16 * h,
+                                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p0),
+                                                          _mm512_maskz_loadu_ps(mask, p0 + m * n)));
+                        }
+                    store_block(c, sums, m, n, ip, jp, epilogue);
+                }
+            fastnn_fp_leave(fp);
+        }
+    }
+    return status[0] != FASTNN_OK ? status[0] : status[1];
+}
+
 int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda, int trans_a,
                     const void *b, int64_t ldb, int trans_b, void *c, int64_t ldc,
                     const fastnn_epilogue *epilogue, int bf16_operands, int bf16_c) {
-    return packed_gemm(1, m, n, k, (operand){a, lda, trans_a, bf16_operands},
-                       (operand){b, ldb, trans_b, bf16_operands}, (output){c, ldc, bf16_c},
-                       epilogue);
+    operand oa = {a, lda, trans_a, bf16_operands}, ob = {b, ldb, trans_b, bf16_operands};
+    if (fastnn_ceil_div(k, TILE_K) >= K_SPLIT_MIN_K_BLOCKS && fastnn_min(m, n) >= 8 &&
+        fastnn_ceil_div(m, 32) * fastnn_ceil_div(n, 32) <= K_SPLIT_MAX_BLOCKS)
+        return k_split_gemm(m, n, k, oa, ob, (output){c, ldc, bf16_c}, epilogue);
+    return packed_gemm(1, 0, m, n, k, oa, ob, (output){c, ldc, bf16_c}, epilogue);
 }
 
 int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
                          int trans_a, const void *b, int64_t ldb, int trans_b, void *c,
                          int64_t ldc, const fastnn_epilogue *epilogue, int bf16_operands,
                          int bf16_c) {
-    return packed_gemm(0, m, n, k, (operand){a, lda, trans_a, bf16_operands},
+    return packed_gemm(0, 0, m, n, k, (operand){a, lda, trans_a, bf16_operands},
                        (operand){b, ldb, trans_b, bf16_operands}, (output){c, ldc, bf16_c},
                        epilogue);
 }
