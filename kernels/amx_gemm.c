@@ -1372,10 +1372,12 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
  * 1.58x, 32 x 4096 x 512 1.29x, 100 x 5000 x 100 1.70x; not transposed 32 x 4096 x 256
  * 1.13-1.29x, 32 x 4096 x 512 1.26x, 64 x 4096 x 256 1.19x, 128 x 4096 x 128 1.03-1.09x,
  * 32 x 8192 x 512 1.23x; B transposed 0.87-0.96x but 100 x 5000 x 100 1.55x; float32
- * operands 32 x 4096 x 256 1.24x, 128 x 4096 x 128 1.43x. Where K is 2048 the halves lost
- * (0.78-0.93x not transposed or B transposed), and with one row (0.78-0.92x). */
+ * operands 32 x 4096 x 256 1.24x, 128 x 4096 x 128 1.43x. With 32-64 blocks: A transposed
+ * 128 x 4096 x 256 1.31x, 64 x 4096 x 512 1.29x, 256 x 4096 x 256 1.14-1.25x; not
+ * transposed 1.08x, 1.23x, 0.99x; B transposed 1.05x, 0.87x, 0.90-0.91x. Where K is 2048 the
+ * halves lost (0.78-0.93x not transposed or B transposed), and with one row (0.78-0.92x). */
 #define K_SPLIT_MIN_K_BLOCKS 128
-#define K_SPLIT_MAX_BLOCKS 16
+#define K_SPLIT_MAX_BLOCKS 64
 static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, output c,
                         const fastnn_epilogue *epilogue) {
     int64_t half = fastnn_ceil_div(k, TILE_K) / 2 * TILE_K; /* k of the first half */

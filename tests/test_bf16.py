@@ -186,7 +186,7 @@ def test_products_of_a_transposed_in_pieces_do_not_depend_on_the_split(backend_n
     _products_do_not_depend_on_the_split(backend_name, BY_ROWS_IN_PIECES, seed=12)
 
 
-# A small C over a long K (at most 16 blocks of 32 x 32, K of 4096 or more): K in two halves,
+# A small C over a long K (at most 64 blocks of 32 x 32, K of 4096 or more): K in two halves,
 # each on one thread, their sums added after (amx_gemm.c's k_split_gemm), in every layout:
 # 48 x 4100 x 40 (the second half ends in part of a k-block, edge blocks), 32 x 4096 x 256.
 K_SPLIT = [(48, 4100, 40), (32, 4096, 256)]
