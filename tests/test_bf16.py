@@ -174,27 +174,23 @@ def test_products_of_b_packed_ahead_do_not_depend_on_the_split(backend_name):
     _products_do_not_depend_on_the_split(backend_name, BY_COLUMNS_B_AHEAD, seed=11)
 
 
-# Split by rows with A transposed (x^T dz), 512 rows or more and K of 1024 or more: K in pieces,
-# A's and B's next piece packed beside the blocks of the one before, each block's sums carried
-# from piece to piece (amx_gemm.c's rows_in_pieces): 528 x 1056 x 80 (33 k-blocks in 5 pieces of
-# 6 and 7, an odd last row block and column block), 1024 x 2048 x 256.
-BY_ROWS_IN_PIECES = [(528, 1056, 80), (1024, 2048, 256)]
+# Paths of amx_gemm.c whose blocks' sums carry over parts of K (shapes, seed):
+#  - rows_in_pieces: split by rows with A transposed (x^T dz), 512 rows or more and K of 1024 or
+#    more, K in pieces, A's and B's next piece packed beside the blocks of the one before: 528
+#    x 1056 x 80 (33 k-blocks in 5 pieces of 6 and 7, an odd last row block and column block),
+#    1024 x 2048 x 256;
+#  - k_split_gemm: a small C (at most 64 blocks of 32 x 32) over a K of 4096 or more, K in two
+#    halves, each on one thread, their sums added after, in every layout: 48 x 4100 x 40 (the
+#    second half ends in part of a k-block, edge blocks), 32 x 4096 x 256.
+PARTS_OF_K = {"rows_in_pieces": ([(528, 1056, 80), (1024, 2048, 256)], 12),
+              "k_split_gemm": ([(48, 4100, 40), (32, 4096, 256)], 13)}
 
 
+@pytest.mark.parametrize("path", sorted(PARTS_OF_K))
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_products_of_a_transposed_in_pieces_do_not_depend_on_the_split(backend_name):
-    _products_do_not_depend_on_the_split(backend_name, BY_ROWS_IN_PIECES, seed=12)
-
-
-# A small C over a long K (at most 64 blocks of 32 x 32, K of 4096 or more): K in two halves,
-# each on one thread, their sums added after (amx_gemm.c's k_split_gemm), in every layout:
-# 48 x 4100 x 40 (the second half ends in part of a k-block, edge blocks), 32 x 4096 x 256.
-K_SPLIT = [(48, 4100, 40), (32, 4096, 256)]
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_products_of_k_in_halves_do_not_depend_on_the_split(backend_name):
-    _products_do_not_depend_on_the_split(backend_name, K_SPLIT, seed=13)
+def test_products_over_parts_of_k_do_not_depend_on_the_split(backend_name, path):
+    shapes, seed = PARTS_OF_K[path]
+    _products_do_not_depend_on_the_split(backend_name, shapes, seed)
 
 
 def _products_do_not_depend_on_the_split(backend_name, shapes, seed):
