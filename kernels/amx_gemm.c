@@ -1357,16 +1357,17 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     return FASTNN_OK;
 }
 
-/* A small C (at most K_SPLIT_MAX_BLOCKS blocks of 32 x 32, at least 8 rows and columns) over
- * a long K (at least K_SPLIT_MIN_K_BLOCKS k-blocks), on tiles: K in two halves (a whole
- * number of k-blocks in the first), each multiplied by packed_gemm on one thread into its
- * float32 sums (partial, m x n each), the two threads side by side, then C = epilogue(half
- * 0's sums + half 1's) by rows of blocks, shared between the threads. Each half reads its own
- * stored rows or runs of both operands and nothing is shared until the sums; on one thread
- * (a busy machine) the halves run in turn: the same bits, and the same for every layout (each
- * half's sums are those of one pass over its K, whatever the layout). Split by rows or
- * columns instead, a few blocks of C leave each thread a few, a transposed A (x^T dz) was
- * packed half a stored row at a time by each thread, and the other operand by both.
+/* A small C (at most K_SPLIT_MAX_BLOCKS blocks of 32 x 32, 8 to K_SPLIT_MAX_M rows and 8 to
+ * K_SPLIT_MAX_N columns) over a long K (at least K_SPLIT_MIN_K_BLOCKS k-blocks), on tiles: K
+ * in two halves (a whole number of k-blocks in the first), each multiplied by packed_gemm on
+ * one thread into its float32 sums (partial, m x n each), the two threads side by side,
+ * then C = epilogue(half 0's sums + half 1's) by rows of blocks, shared between the threads.
+ * Each half reads its own stored rows or runs of both operands and nothing is shared until
+ * the sums; on one thread (a busy machine) the halves run in turn: the same bits, and the
+ * same for every layout (each half's sums are those of one pass over its K, whatever the
+ * layout). Split by rows or columns instead, a few blocks of C leave each thread a few, a
+ * transposed A (x^T dz) was packed half a stored row at a time by each thread, and the other
+ * operand by both.
  * Sapphire Rapids, 2 threads, alternating in one process, bfloat16 operands: A transposed
  * 32 x 4096 x 256 1.31-1.36x, 8 x 4096 x 256 1.58x, 64 x 4096 x 256 1.36x, 128 x 4096 x 128
  * 1.58x, 32 x 4096 x 512 1.29x, 100 x 5000 x 100 1.70x; not transposed 32 x 4096 x 256
@@ -1374,10 +1375,15 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
  * 32 x 8192 x 512 1.23x; B transposed 0.87-0.96x but 100 x 5000 x 100 1.55x; float32
  * operands 32 x 4096 x 256 1.24x, 128 x 4096 x 128 1.43x. With 32-64 blocks: A transposed
  * 128 x 4096 x 256 1.31x, 64 x 4096 x 512 1.29x, 256 x 4096 x 256 1.14-1.25x; not
- * transposed 1.08x, 1.23x, 0.99x; B transposed 1.05x, 0.87x, 0.90-0.91x. Where K is 2048 the
- * halves lost (0.78-0.93x not transposed or B transposed), and with one row (0.78-0.92x). */
+ * transposed 1.08x, 1.17-1.23x, 0.92-0.99x; B transposed 1.05x, 0.87-0.99x, 0.89-0.91x.
+ * Where K is 2048 the halves lost (0.78-0.93x not transposed or B transposed), with one row
+ * (0.78-0.92x), and with more rows or columns, few of the other: 32 x 4096 x 1024 0.93x, 0.98x,
+ * 0.85x (not transposed, A, B transposed), 1024 x 4096 x 32 0.94x, 1.00x, 0.92x, 512 x 4096 x
+ * 64 0.85x, 1.23x, 0.93x. */
 #define K_SPLIT_MIN_K_BLOCKS 128
 #define K_SPLIT_MAX_BLOCKS 64
+#define K_SPLIT_MAX_M 256
+#define K_SPLIT_MAX_N 512
 static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, output c,
                         const fastnn_epilogue *epilogue) {
     int64_t half = fastnn_ceil_div(k, TILE_K) / 2 * TILE_K; /* k of the first half */
@@ -1426,6 +1432,7 @@ int fastnn_amx_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
                     const fastnn_epilogue *epilogue, int bf16_operands, int bf16_c) {
     operand oa = {a, lda, trans_a, bf16_operands}, ob = {b, ldb, trans_b, bf16_operands};
     if (fastnn_ceil_div(k, TILE_K) >= K_SPLIT_MIN_K_BLOCKS && fastnn_min(m, n) >= 8 &&
+        m <= K_SPLIT_MAX_M && n <= K_SPLIT_MAX_N &&
         fastnn_ceil_div(m, 32) * fastnn_ceil_div(n, 32) <= K_SPLIT_MAX_BLOCKS)
         return k_split_gemm(m, n, k, oa, ob, (output){c, ldc, bf16_c}, epilogue);
     return packed_gemm(1, 0, m, n, k, oa, ob, (output){c, ldc, bf16_c}, epilogue);
