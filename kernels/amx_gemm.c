@@ -942,37 +942,40 @@ static operand from_k(operand x, int b_side, int64_t p0) {
     return x;
 }
 
-/* Split by rows on tiles with a transposed A (the weight gradient's x^T dz: both operands
- * stored k after k), own pairs [first, end): K in pieces of at most ROW_PIECE_K_BLOCKS k-blocks
- * (about equal). Each thread packs, for itself, the piece of its own pairs of A (its part of
- * the stored rows, in order) and the whole piece of B, the next piece of both beside the tile
- * products of the one before (pack_ahead, two slots of row_piece_elems), and adds each block's
- * sums over the piece to its block in partial (own pairs x n_pairs blocks of 32 x 32 floats),
- * in order of k: each block still sums all of K in order on one thread, the bits of amx_pair.
- * The blocks of the last piece go to C through `store` (the epilogue beside the next block's
- * products). Nothing is shared between the threads: no barrier. Packed whole first instead (the
- * transposed A) and shared (B), the copy from memory waited before every product. Sapphire
- * Rapids, 2 threads, alternating in one process, same bits: bfloat16 operands, A transposed,
- * 1024 x 1024 x 256 1.04-1.15x, 1024 x 4096 x 256 1.09-1.19x, 1024 x 2048 x 256 1.07-1.08x,
- * 512 x 2048 x 512 1.06-1.16x, 2048 x 1024 x 128 1.06x, 784 x 1024 x 256 1.01-1.11x, both
- * transposed 1024 x 4096 x 256 1.15-1.17x; float32 operands 1024 x 4096 x 256 1.11x, 1024 x
- * 1024 x 256 0.97-1.02x. With 256 rows (a thread's part of a stored row: 256 bytes) 0.92-1.05x:
- * from ROW_PIECES_MIN_ROWS rows. Pieces of 16 or 32 k-blocks lost (0.80-0.98x), of 4 matched.
- * (Tried and not kept: K split between the threads, each a half of K for all of C, both
- * operands' stored rows read whole, the halves' sums added after: A transposed 256 x 4096 x
- * 256 1.31x, 32 x 4096 x 256 1.47x, but 1024 x 1024 x 256 0.77x, and the bits would then differ
- * from those of the other layouts, where the same split lost 0.66-0.92x.) */
+/* On tiles with a transposed A (the weight gradient's x^T dz: both operands stored k after
+ * k), the blocks of C at row pairs [first, end) and column pairs [j_first, j_end) (a thread's
+ * own rows and all columns when split by rows, all rows and its own columns when split by
+ * columns): K in pieces of at most ROW_PIECE_K_BLOCKS k-blocks (about equal). Each thread
+ * packs, for itself, the piece of its rows of A (their part of the stored rows, in order) and
+ * of its columns of B, the next piece of both beside the tile products of the one before
+ * (pack_ahead, two slots of row_piece_elems), and adds each block's sums over the piece to
+ * its block in partial (its blocks of 32 x 32 floats), in order of k: each block still sums
+ * all of K in order on one thread, the bits of amx_pair. The blocks of the last piece go to C
+ * through `store` (the epilogue beside the next block's products). Nothing is shared between
+ * the threads: no barrier. Packed whole first instead (the transposed A) and shared, the copy
+ * from memory waited before every product. Sapphire Rapids, 2 threads, alternating in one
+ * process, same bits: by rows, bfloat16 operands, A transposed, 1024 x 1024 x 256 1.04-1.15x,
+ * 1024 x 4096 x 256 1.09-1.19x, 1024 x 2048 x 256 1.07-1.08x, 512 x 2048 x 512 1.06-1.16x,
+ * 2048 x 1024 x 128 1.06x, 784 x 1024 x 256 1.01-1.11x, both transposed 1024 x 4096 x 256
+ * 1.15-1.17x; float32 operands 1024 x 4096 x 256 1.11x, 1024 x 1024 x 256 0.97-1.02x. With
+ * 256 rows (a thread's part of a stored row: 256 bytes) 0.92-1.05x: from ROW_PIECES_MIN_ROWS
+ * rows. By columns (A's stored rows read whole by both threads), bfloat16 operands: 256 x 1024
+ * x 1024 1.11-1.17x, 256 x 4096 x 1024 1.18-1.21x, 256 x 2048 x 1024 1.10x, 256 x 1024 x 768
+ * 1.09x, 384 x 1024 x 1024 1.02-1.05x, both transposed 1.03-1.05x; with 128 rows 0.88-0.94x
+ * (from COLUMN_PIECES_MIN_ROWS), with float32 operands 0.90-1.06x (not taken). Pieces of 16 or
+ * 32 k-blocks lost (0.80-0.98x), of 4 matched. */
 #define ROW_PIECE_K_BLOCKS 8
 #define ROW_PIECES_PARTIAL_BYTES (1024 * 1024)
 #define ROW_PIECES_MIN_ROWS 512
+#define COLUMN_PIECES_MIN_ROWS 256
 static int64_t row_piece_elems(int64_t own_pairs, int64_t n_pairs) {
     return 2 * (own_pairs + n_pairs) * ROW_PIECE_K_BLOCKS * TILE_ELEMS;
 }
 static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, int64_t n,
-                           int64_t k, int64_t first, int64_t end, bf16 *slots, float *partial,
-                           deferred_store *store) {
+                           int64_t k, int64_t first, int64_t end, int64_t j_first, int64_t j_end,
+                           bf16 *slots, float *partial, deferred_store *store) {
     int64_t m_blocks = fastnn_ceil_div(m, TILE_ROWS), n_blocks = fastnn_ceil_div(n, 16);
-    int64_t n_pairs = fastnn_ceil_div(n_blocks, 2);
+    int64_t n_pairs = j_end - j_first;
     int64_t pieces = fastnn_ceil_div(k_blocks, ROW_PIECE_K_BLOCKS);
     int64_t slot_elems = row_piece_elems(end - first, n_pairs);
     int64_t b_at = 2 * (end - first) * ROW_PIECE_K_BLOCKS * TILE_ELEMS; /* B's piece */
@@ -987,8 +990,8 @@ static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, in
             int64_t p0 = kb0 * TILE_K, blocks = piece < 0 ? 1 : (end - first) * n_pairs;
             next_a = pack_ahead_of(slot, from_k(a, 0, p0), 0, m, k - p0, 2 * first,
                                    fastnn_min(m_blocks, 2 * end), blocks);
-            next_b = pack_ahead_of(slot + b_at, from_k(b, 1, p0), 1, n, k - p0, 0, n_blocks,
-                                   blocks);
+            next_b = pack_ahead_of(slot + b_at, from_k(b, 1, p0), 1, n, k - p0, 2 * j_first,
+                                   fastnn_min(n_blocks, 2 * j_end), blocks);
             next_a.total = next_b.total = kbn;
             next_a.per_step = next_b.per_step = fastnn_ceil_div(kbn, blocks);
             next_a.then = &next_b;
@@ -1003,11 +1006,11 @@ static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, in
         int last = piece + 1 == pieces;
         store->ahead = ahead;
         for (int64_t ip = first; ip < end; ip++)
-            for (int64_t jp = 0; jp < n_pairs; jp++) {
+            for (int64_t jp = j_first; jp < j_end; jp++) {
                 const bf16 *a_pair = slot + 2 * (ip - first) * kbn * TILE_ELEMS;
-                float *sums = partial + ((ip - first) * n_pairs + jp) * 32 * 32;
+                float *sums = partial + ((ip - first) * n_pairs + jp - j_first) * 32 * 32;
                 a_tiles rows = {a_pair, a_pair + kbn * TILE_ELEMS, TILE_STRIDE, TILE_ELEMS};
-                block_sums(1, rows, slot + b_at + 2 * jp * kbn * TILE_ELEMS, kbn,
+                block_sums(1, rows, slot + b_at + 2 * (jp - j_first) * kbn * TILE_ELEMS, kbn,
                            fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), sums,
                            piece > 0, store);
                 if (last) store->waiting = 1, store->ip = ip, store->jp = jp, store->from = sums;
@@ -1155,10 +1158,14 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 0.77-0.86x (2048 x 1024 x 512, 1024 x 1024 x 256, 256 x 4096 x 256). */
     int a_ahead = tiles && by_rows && !a_in_place && !a.trans;
     int64_t own_most = fastnn_ceil_div(own_pairs, threads);
-    /* A transposed, split by rows: K in pieces, packed beside the products (rows_in_pieces) */
-    int row_pieces = tiles && by_rows && a.trans && m >= ROW_PIECES_MIN_ROWS &&
-                     k_blocks >= 4 * ROW_PIECE_K_BLOCKS &&
-                     own_most * n_pairs * 32 * 32 * (int64_t)sizeof(float) <=
+    /* A transposed, K in pieces packed beside the products (rows_in_pieces): split by rows, or
+     * by columns (each thread all of A's piece and its own columns of B's) with bfloat16
+     * operands. */
+    int64_t other_most = by_rows ? n_pairs : m_pairs;
+    int row_pieces = tiles && a.trans && k_blocks >= 4 * ROW_PIECE_K_BLOCKS &&
+                     (by_rows ? m >= ROW_PIECES_MIN_ROWS
+                              : a.bf16 && m >= COLUMN_PIECES_MIN_ROWS) &&
+                     own_most * other_most * 32 * 32 * (int64_t)sizeof(float) <=
                          ROW_PIECES_PARTIAL_BYTES;
     /* Split by columns with the shared A one chunk (own_panel), B not transposed: where K is
      * short (at most AMX_B_AHEAD_K_BLOCKS), A has at most AMX_B_AHEAD_A_PAIRS pairs and each
@@ -1211,8 +1218,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int private_b = tiles && by_rows && threads > 1 && b.bf16 && !fused && !pieces &&
                     !row_pieces && b_whole <= AMX_PRIVATE_B_BYTES;
     /* rows_in_pieces: each thread's two slots, then its sums (floats) */
-    int64_t piece_slots = 2 * row_piece_elems(own_most, n_pairs);
-    int64_t piece_thread = piece_slots + 2 * own_most * n_pairs * 32 * 32;
+    int64_t piece_slots = 2 * row_piece_elems(own_most, other_most);
+    int64_t piece_thread = piece_slots + 2 * own_most * other_most * 32 * 32;
     size_t b_bytes = row_pieces ? (size_t)(threads * piece_thread) * sizeof(bf16)
                      : fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
                      : pieces ? (size_t)threads * pieces_elems * sizeof(bf16)
@@ -1256,8 +1263,12 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
                           b_pack + t * FUSED_THREAD_ELEMS);
         else if (row_pieces) {
             bf16 *mine = b_pack + t * piece_thread;
-            rows_in_pieces(a, b, k_blocks, m, n, k, first, end, mine,
-                           (float *)(mine + piece_slots), &store);
+            if (by_rows)
+                rows_in_pieces(a, b, k_blocks, m, n, k, first, end, 0, n_pairs, mine,
+                               (float *)(mine + piece_slots), &store);
+            else
+                rows_in_pieces(a, b, k_blocks, m, n, k, 0, m_pairs, first, end, mine,
+                               (float *)(mine + piece_slots), &store);
         } else if (pieces)
             columns_in_pieces(tiles, a, a_in_place, a_pack, k_blocks, m, n, k, b, first, end, c,
                               epilogue, b_pack + t * pieces_elems);
