@@ -38,7 +38,7 @@
  *    columns and B not transposed, B may instead be packed a group of columns and a piece
  *    of K at a time, the sums of C carried across the pieces (columns_in_pieces); split by
  *    rows with A transposed, each thread packs a piece of K of its A and of all B at a
- *    time, the next beside the products, and shares nothing (rows_in_pieces);
+ *    time, the next beside the products, and shares nothing (blocks_in_pieces);
  *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
  *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
  *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
@@ -505,7 +505,7 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
 
 /* The tiles of a few blocks of an operand packed some k-blocks at a time beside the tile
  * products of the blocks of C before theirs, rather than all at once before their own blocks:
- * of A (x, m rows) the row blocks [first, end) (a pair, or for rows_in_pieces a thread's own
+ * of A (x, m rows) the row blocks [first, end) (a pair, or for blocks_in_pieces a thread's own
  * pairs), of B (b_side: x, n columns) the column blocks [first, end), all of K (k, or the
  * total k-blocks of a piece), laid out as packed_gemm's (block after block, total tiles
  * each). k-blocks [done, total) are still to pack into dst, per_step of them beside each block
@@ -945,10 +945,10 @@ static operand from_k(operand x, int b_side, int64_t p0) {
 /* On tiles with a transposed A (the weight gradient's x^T dz: both operands stored k after
  * k), the blocks of C at row pairs [first, end) and column pairs [j_first, j_end) (a thread's
  * own rows and all columns when split by rows, all rows and its own columns when split by
- * columns): K in pieces of at most ROW_PIECE_K_BLOCKS k-blocks (about equal). Each thread
+ * columns): K in pieces of at most PIECE_K_BLOCKS k-blocks (about equal). Each thread
  * packs, for itself, the piece of its rows of A (their part of the stored rows, in order) and
  * of its columns of B, the next piece of both beside the tile products of the one before
- * (pack_ahead, two slots of row_piece_elems), and adds each block's sums over the piece to
+ * (pack_ahead, two slots of piece_slot_elems), and adds each block's sums over the piece to
  * its block in partial (its blocks of 32 x 32 floats), in order of k: each block still sums
  * all of K in order on one thread, the bits of amx_pair. The blocks of the last piece go to C
  * through `store` (the epilogue beside the next block's products). Nothing is shared between
@@ -958,27 +958,27 @@ static operand from_k(operand x, int b_side, int64_t p0) {
  * 1024 x 4096 x 256 1.09-1.19x, 1024 x 2048 x 256 1.07-1.08x, 512 x 2048 x 512 1.06-1.16x,
  * 2048 x 1024 x 128 1.06x, 784 x 1024 x 256 1.01-1.11x, both transposed 1024 x 4096 x 256
  * 1.15-1.17x; float32 operands 1024 x 4096 x 256 1.11x, 1024 x 1024 x 256 0.97-1.02x. With
- * 256 rows (a thread's part of a stored row: 256 bytes) 0.92-1.05x: from ROW_PIECES_MIN_ROWS
+ * 256 rows (a thread's part of a stored row: 256 bytes) 0.92-1.05x: from PIECES_MIN_ROWS_BY_ROWS
  * rows. By columns (A's stored rows read whole by both threads), bfloat16 operands: 256 x 1024
  * x 1024 1.11-1.17x, 256 x 4096 x 1024 1.18-1.21x, 256 x 2048 x 1024 1.10x, 256 x 1024 x 768
  * 1.09x, 384 x 1024 x 1024 1.02-1.05x, both transposed 1.03-1.05x; with 128 rows 0.88-0.94x
- * (from COLUMN_PIECES_MIN_ROWS), with float32 operands 0.90-1.06x (not taken). Pieces of 16 or
+ * (from PIECES_MIN_ROWS_BY_COLUMNS), with float32 operands 0.90-1.06x (not taken). Pieces of 16 or
  * 32 k-blocks lost (0.80-0.98x), of 4 matched. */
-#define ROW_PIECE_K_BLOCKS 8
-#define ROW_PIECES_PARTIAL_BYTES (1024 * 1024)
-#define ROW_PIECES_MIN_ROWS 512
-#define COLUMN_PIECES_MIN_ROWS 256
-static int64_t row_piece_elems(int64_t own_pairs, int64_t n_pairs) {
-    return 2 * (own_pairs + n_pairs) * ROW_PIECE_K_BLOCKS * TILE_ELEMS;
+#define PIECE_K_BLOCKS 8
+#define PIECES_PARTIAL_BYTES (1024 * 1024)
+#define PIECES_MIN_ROWS_BY_ROWS 512
+#define PIECES_MIN_ROWS_BY_COLUMNS 256
+static int64_t piece_slot_elems(int64_t own_pairs, int64_t n_pairs) {
+    return 2 * (own_pairs + n_pairs) * PIECE_K_BLOCKS * TILE_ELEMS;
 }
-static void rows_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, int64_t n,
+static void blocks_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, int64_t n,
                            int64_t k, int64_t first, int64_t end, int64_t j_first, int64_t j_end,
                            bf16 *slots, float *partial, deferred_store *store) {
     int64_t m_blocks = fastnn_ceil_div(m, TILE_ROWS), n_blocks = fastnn_ceil_div(n, 16);
     int64_t n_pairs = j_end - j_first;
-    int64_t pieces = fastnn_ceil_div(k_blocks, ROW_PIECE_K_BLOCKS);
-    int64_t slot_elems = row_piece_elems(end - first, n_pairs);
-    int64_t b_at = 2 * (end - first) * ROW_PIECE_K_BLOCKS * TILE_ELEMS; /* B's piece */
+    int64_t pieces = fastnn_ceil_div(k_blocks, PIECE_K_BLOCKS);
+    int64_t slot_elems = piece_slot_elems(end - first, n_pairs);
+    int64_t b_at = 2 * (end - first) * PIECE_K_BLOCKS * TILE_ELEMS; /* B's piece */
     pack_ahead next_a = {0}, next_b = {0};
     for (int64_t piece = -1; piece < pieces; piece++) {
         /* piece + 1 into slot (piece + 1) % 2: beside piece's blocks, or (piece -1) first */
@@ -1158,15 +1158,15 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 0.77-0.86x (2048 x 1024 x 512, 1024 x 1024 x 256, 256 x 4096 x 256). */
     int a_ahead = tiles && by_rows && !a_in_place && !a.trans;
     int64_t own_most = fastnn_ceil_div(own_pairs, threads);
-    /* A transposed, K in pieces packed beside the products (rows_in_pieces): split by rows, or
+    /* A transposed, K in pieces packed beside the products (blocks_in_pieces): split by rows, or
      * by columns (each thread all of A's piece and its own columns of B's) with bfloat16
      * operands. */
     int64_t other_most = by_rows ? n_pairs : m_pairs;
-    int row_pieces = tiles && a.trans && k_blocks >= 4 * ROW_PIECE_K_BLOCKS &&
-                     (by_rows ? m >= ROW_PIECES_MIN_ROWS
-                              : a.bf16 && m >= COLUMN_PIECES_MIN_ROWS) &&
+    int k_pieces = tiles && a.trans && k_blocks >= 4 * PIECE_K_BLOCKS &&
+                     (by_rows ? m >= PIECES_MIN_ROWS_BY_ROWS
+                              : a.bf16 && m >= PIECES_MIN_ROWS_BY_COLUMNS) &&
                      own_most * other_most * 32 * 32 * (int64_t)sizeof(float) <=
-                         ROW_PIECES_PARTIAL_BYTES;
+                         PIECES_PARTIAL_BYTES;
     /* Split by columns with the shared A one chunk (own_panel), B not transposed: where K is
      * short (at most AMX_B_AHEAD_K_BLOCKS), A has at most AMX_B_AHEAD_A_PAIRS pairs and each
      * thread has at least 4 groups of AMX_B_AHEAD_PAIRS own pairs, B is packed that many
@@ -1198,7 +1198,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     size_t a_whole = (size_t)(m_blocks * k_blocks) * tile_bytes;
     int private_a = tiles && !by_rows && threads > 1 && !a_in_place && !fused && !pieces &&
                     a_whole <= AMX_PRIVATE_A_BYTES;
-    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place || row_pieces ? tile_bytes
+    bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place || k_pieces ? tile_bytes
                                                   : private_a ? threads * a_whole
                                                   : own_panel && a_ahead ? slots_bytes
                                                       : (size_t)(m_blocks * k_blocks) * tile_bytes);
@@ -1216,11 +1216,11 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 1-2 MB gained nothing.) */
     size_t b_whole = (size_t)(n_blocks * k_blocks) * tile_bytes;
     int private_b = tiles && by_rows && threads > 1 && b.bf16 && !fused && !pieces &&
-                    !row_pieces && b_whole <= AMX_PRIVATE_B_BYTES;
-    /* rows_in_pieces: each thread's two slots, then its sums (floats) */
-    int64_t piece_slots = 2 * row_piece_elems(own_most, other_most);
+                    !k_pieces && b_whole <= AMX_PRIVATE_B_BYTES;
+    /* blocks_in_pieces: each thread's two slots, then its sums (floats) */
+    int64_t piece_slots = 2 * piece_slot_elems(own_most, other_most);
     int64_t piece_thread = piece_slots + 2 * own_most * other_most * 32 * 32;
-    size_t b_bytes = row_pieces ? (size_t)(threads * piece_thread) * sizeof(bf16)
+    size_t b_bytes = k_pieces ? (size_t)(threads * piece_thread) * sizeof(bf16)
                      : fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
                      : pieces ? (size_t)threads * pieces_elems * sizeof(bf16)
                      : own_panel && !by_rows ? panels_bytes
@@ -1249,25 +1249,25 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
         int64_t a_end = private_a ? m_blocks
                         : by_rows ? fastnn_min(m_blocks, 2 * end) : m_blocks * (t + 1) / team;
         bf16 *a_mine = private_a ? a_pack + t * (a_whole / sizeof(bf16)) : a_pack;
-        if (!a_in_place && !a_ahead && !row_pieces)
+        if (!a_in_place && !a_ahead && !k_pieces)
             pack_a_blocks(a_mine + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
-        if (!fused && !pieces && !row_pieces && !(own_panel && !by_rows))
+        if (!fused && !pieces && !k_pieces && !(own_panel && !by_rows))
             pack_b_blocks(b_packed + b_first * k_blocks * TILE_ELEMS, k_blocks, b, n, k, b_first,
                           b_end, 0, k_blocks);
-        if (!private_b && !row_pieces && !private_a) { /* (the same on every thread) */
+        if (!private_b && !k_pieces && !private_a) { /* (the same on every thread) */
 #pragma omp barrier
         }
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
         if (fused)
             fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
                           b_pack + t * FUSED_THREAD_ELEMS);
-        else if (row_pieces) {
+        else if (k_pieces) {
             bf16 *mine = b_pack + t * piece_thread;
             if (by_rows)
-                rows_in_pieces(a, b, k_blocks, m, n, k, first, end, 0, n_pairs, mine,
+                blocks_in_pieces(a, b, k_blocks, m, n, k, first, end, 0, n_pairs, mine,
                                (float *)(mine + piece_slots), &store);
             else
-                rows_in_pieces(a, b, k_blocks, m, n, k, 0, m_pairs, first, end, mine,
+                blocks_in_pieces(a, b, k_blocks, m, n, k, 0, m_pairs, first, end, mine,
                                (float *)(mine + piece_slots), &store);
         } else if (pieces)
             columns_in_pieces(tiles, a, a_in_place, a_pack, k_blocks, m, n, k, b, first, end, c,

@@ -175,14 +175,14 @@ def test_products_of_b_packed_ahead_do_not_depend_on_the_split(backend_name):
 
 
 # Paths of amx_gemm.c whose blocks' sums carry over parts of K (shapes, seed):
-#  - rows_in_pieces: split by rows with A transposed (x^T dz), 512 rows or more and K of 1024 or
+#  - blocks_in_pieces: split by rows with A transposed (x^T dz), 512 rows or more and K of 1024 or
 #    more, K in pieces, A's and B's next piece packed beside the blocks of the one before: 528
 #    x 1056 x 80 (33 k-blocks in 5 pieces of 6 and 7, an odd last row block and column block),
 #    1024 x 2048 x 256;
 #  - k_split_gemm: a small C (at most 64 blocks of 32 x 32) over a K of 4096 or more, K in two
 #    halves, each on one thread, their sums added after, in every layout: 48 x 4100 x 40 (the
 #    second half ends in part of a k-block, edge blocks), 32 x 4096 x 256.
-PARTS_OF_K = {"rows_in_pieces": ([(528, 1056, 80), (1024, 2048, 256)], 12),
+PARTS_OF_K = {"blocks_in_pieces": ([(528, 1056, 80), (1024, 2048, 256)], 12),
               "k_split_gemm": ([(48, 4100, 40), (32, 4096, 256)], 13)}
 
 
