@@ -972,8 +972,9 @@ static int64_t piece_slot_elems(int64_t own_pairs, int64_t n_pairs) {
     return 2 * (own_pairs + n_pairs) * PIECE_K_BLOCKS * TILE_ELEMS;
 }
 static void blocks_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, int64_t n,
-                           int64_t k, int64_t first, int64_t end, int64_t j_first, int64_t j_end,
-                           bf16 *slots, float *partial, deferred_store *store) {
+                             int64_t k, int64_t first, int64_t end, int64_t j_first,
+                             int64_t j_end, bf16 *slots, float *partial,
+                             deferred_store *store) {
     int64_t m_blocks = fastnn_ceil_div(m, TILE_ROWS), n_blocks = fastnn_ceil_div(n, 16);
     int64_t n_pairs = j_end - j_first;
     int64_t pieces = fastnn_ceil_div(k_blocks, PIECE_K_BLOCKS);
@@ -1045,10 +1046,10 @@ static void blocks_in_pieces(operand a, operand b, int64_t k_blocks, int64_t m, 
  * a large shared L3). */
 #define AMX_CACHED_PACK_BYTES (16 * 1024 * 1024)
 
-/* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products. */
+/* The packed bfloat16 GEMM, its blocks on tiles (AMX) or (tiles 0) by dot products; on this
+ * thread alone when one_thread (k_split_gemm's halves), else on as many as the work is worth. */
 static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t k, operand a,
-                       operand b,
-                       output c, const fastnn_epilogue *epilogue) {
+                       operand b, output c, const fastnn_epilogue *epilogue) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
@@ -1163,10 +1164,10 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * operands. */
     int64_t other_most = by_rows ? n_pairs : m_pairs;
     int k_pieces = tiles && a.trans && k_blocks >= 4 * PIECE_K_BLOCKS &&
-                     (by_rows ? m >= PIECES_MIN_ROWS_BY_ROWS
-                              : a.bf16 && m >= PIECES_MIN_ROWS_BY_COLUMNS) &&
-                     own_most * other_most * 32 * 32 * (int64_t)sizeof(float) <=
-                         PIECES_PARTIAL_BYTES;
+                   (by_rows ? m >= PIECES_MIN_ROWS_BY_ROWS
+                            : a.bf16 && m >= PIECES_MIN_ROWS_BY_COLUMNS) &&
+                   own_most * other_most * 32 * 32 * (int64_t)sizeof(float) <=
+                       PIECES_PARTIAL_BYTES;
     /* Split by columns with the shared A one chunk (own_panel), B not transposed: where K is
      * short (at most AMX_B_AHEAD_K_BLOCKS), A has at most AMX_B_AHEAD_A_PAIRS pairs and each
      * thread has at least 4 groups of AMX_B_AHEAD_PAIRS own pairs, B is packed that many
@@ -1265,10 +1266,10 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
             bf16 *mine = b_pack + t * piece_thread;
             if (by_rows)
                 blocks_in_pieces(a, b, k_blocks, m, n, k, first, end, 0, n_pairs, mine,
-                               (float *)(mine + piece_slots), &store);
+                                 (float *)(mine + piece_slots), &store);
             else
                 blocks_in_pieces(a, b, k_blocks, m, n, k, 0, m_pairs, first, end, mine,
-                               (float *)(mine + piece_slots), &store);
+                                 (float *)(mine + piece_slots), &store);
         } else if (pieces)
             columns_in_pieces(tiles, a, a_in_place, a_pack, k_blocks, m, n, k, b, first, end, c,
                               epilogue, b_pack + t * pieces_elems);
@@ -1398,7 +1399,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
 static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, output c,
                         const fastnn_epilogue *epilogue) {
     int64_t half = fastnn_ceil_div(k, TILE_K) / 2 * TILE_K; /* k of the first half */
-    float *partial = fastnn_scratch(SCRATCH_GEMM_PARTIAL, (size_t)(2 * m * n) * sizeof(float));
+    float *partial = fastnn_scratch(SCRATCH_BF16_HALVES, (size_t)(2 * m * n) * sizeof(float));
     if (!partial) return FASTNN_OUT_OF_MEMORY;
     int threads = fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD) > 1 ? 2 : 1;
     if (threads > 1 && fastnn_contended()) threads = 1;

@@ -95,7 +95,8 @@ enum {
     SCRATCH_GEMM_T = 9, /* the GEMM's C^T of a C of few columns (gemm_impl.h) */
     SCRATCH_WEIGHT_UPDATE = 10, /* the weight gradient's tiles of linear_backward_update */
     SCRATCH_BF16_C = 11, /* a bfloat16 C's float32 sums, on the float32 kernels (bf16.c) */
-    SCRATCH_SLOTS = 12
+    SCRATCH_BF16_HALVES = 12, /* the sums of the two halves of K (amx_gemm.c's k_split_gemm) */
+    SCRATCH_SLOTS = 13
 };
 void *fastnn_scratch(int slot, size_t bytes);
 
