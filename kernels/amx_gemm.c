@@ -36,9 +36,10 @@
  *    read whole, and they wait for each other once (or, the other operand small, each packs
  *    all of it for itself and none waits: private_a, private_b). With a few rows split by
  *    columns and B not transposed, B may instead be packed a group of columns and a piece
- *    of K at a time, the sums of C carried across the pieces (columns_in_pieces); split by
- *    rows with A transposed, each thread packs a piece of K of its A and of all B at a
- *    time, the next beside the products, and shares nothing (blocks_in_pieces);
+ *    of K at a time, the sums of C carried across the pieces (columns_in_pieces); with A
+ *    transposed, each thread packs a piece of K of its rows of A and its columns of B (all
+ *    of the other operand's) at a time, the next beside the products, and shares nothing
+ *    (blocks_in_pieces);
  *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
  *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
  *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
@@ -1202,7 +1203,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place || k_pieces ? tile_bytes
                                                   : private_a ? threads * a_whole
                                                   : own_panel && a_ahead ? slots_bytes
-                                                      : (size_t)(m_blocks * k_blocks) * tile_bytes);
+                                                                         : a_whole);
     int64_t pieces_elems = tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS)
                                  : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS);
     /* Split by rows, every thread reads all of the packed B. With bfloat16 operands and a B
@@ -1405,6 +1406,7 @@ static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, o
     if (threads > 1 && fastnn_contended()) threads = 1;
     int status[2] = {FASTNN_OK, FASTNN_OK};
     int64_t m_pairs = fastnn_ceil_div(m, 32), n_pairs = fastnn_ceil_div(n, 32);
+    int64_t start = fastnn_now_ns(), done = 0;
     int team_cpu = threads > 1 ? fastnn_team_cpu() : -1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -1435,7 +1437,9 @@ static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, o
                 }
             fastnn_fp_leave(fp);
         }
+        if (t == 0) done = fastnn_now_ns();
     }
+    if (threads > 1) fastnn_team_report(start, done, fastnn_now_ns());
     return status[0] != FASTNN_OK ? status[0] : status[1];
 }
 
