@@ -878,7 +878,8 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
     }
 }
 
-/* The few-rows path for a B not transposed, on the pairs of column blocks [first, end):
+/* The few-rows path for a B not transposed (on tiles, up to AMX_PIECE_MAX_PAIRS pairs of row
+ * blocks), on the pairs of column blocks [first, end):
  * `group` pairs at a time, K in pieces of at most `piece` k-blocks (of about equal size).
  * Each piece of the group's B is packed first, two stored rows at a time across the group
  * (runs of group x 32 columns of each row), into this thread's panel (in L2); then each row
@@ -899,8 +900,17 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
 #define WIDE_K_BLOCKS 2
 #define AMX_PIECE_GROUP_PAIRS 16
 #define AMX_PIECE_K_BLOCKS 8
-#define PIECES_THREAD_ELEMS(group, piece) \
-    ((group) * 2 * (piece) * TILE_ELEMS + (group) * FUSED_MAX_PAIRS * 32 * 32 * 2)
+/* On tiles, up to this many pairs of row blocks (256 rows): the group's sums (512 KB), its
+ * piece of B (256 KB) and A's piece (128 KB) in L2. Sapphire Rapids, 2 threads, alternating
+ * in one process, same bits, against the other paths (B packed whole, shared A chunks of all
+ * of K): bfloat16 operands 256 x 4096 x 4096 1.18x (A transposed 1.27x), 192 x 4096 x 4096
+ * 1.32x, 256 x 4096 x 1024 1.16x, 160 x 4096 x 1024 1.27x, 256 x 2048 x 2048 1.15x, 256 x
+ * 4096 x 512 1.12x, 200 x 4096 x 600 1.22x, 256 x 1536 x 1024 1.06x; float32 operands 256 x
+ * 4096 x 1024 1.19x, 256 x 4096 x 512 1.15x. Up to 512 rows it lost (0.54x at 512 x 4096 x
+ * 4096, 0.96x at 384 rows: 1 MB of sums). */
+#define AMX_PIECE_MAX_PAIRS 8
+#define PIECES_THREAD_ELEMS(group, piece, pairs) \
+    ((group) * 2 * (piece) * TILE_ELEMS + (group) * (pairs) * 32 * 32 * 2)
 static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *a_pack,
                               int64_t k_blocks, int64_t m, int64_t n, int64_t k, operand b,
                               int64_t first, int64_t end, output c,
@@ -1110,7 +1120,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * of long rows (FUSED_MAX_ROW_BYTES), any K, takes columns_in_pieces: with its first
      * group and piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms
      * and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
-    int few_rows_by_columns = !by_rows && !b.trans && m_pairs <= FUSED_MAX_PAIRS;
+    int few_rows_by_columns = !by_rows && !b.trans &&
+                              m_pairs <= (tiles ? AMX_PIECE_MAX_PAIRS : FUSED_MAX_PAIRS);
     int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
     int fused = !tiles && !b.bf16 && few_rows_by_columns && k % TILE_K == 0 && !long_rows;
     /* On tiles, when the shared operand is one chunk (read whole from L2 for each own pair),
@@ -1204,8 +1215,9 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
                                                   : private_a ? threads * a_whole
                                                   : own_panel && a_ahead ? slots_bytes
                                                                          : a_whole);
-    int64_t pieces_elems = tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS)
-                                 : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS);
+    int64_t pieces_elems =
+        tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS, AMX_PIECE_MAX_PAIRS)
+              : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS, FUSED_MAX_PAIRS);
     /* Split by rows, every thread reads all of the packed B. With bfloat16 operands and a B
      * of at most AMX_PRIVATE_B_BYTES, each thread packs all of it for itself (copying bits is
      * cheap), rather than half of a shared copy: no line of it then moves between the cores

@@ -139,10 +139,12 @@ def test_bfloat16_matmul_within_the_bound(backend_name, trans_a, trans_b):
 # sums across the pieces; K past a piece, a last column block short, and an epilogue. The
 # others with a last k-block short pack B whole. Rows of B longer than 4 KB (N > 1024), any K:
 # B packed 32 column pairs and a piece of K at a time, the sums carried across the pieces
-# (a last group short, a last pair of one column block).
+# (a last group short, a last pair of one column block). On tiles, up to 256 rows, K past
+# 1024 and many column pairs, B packed 16 pairs and 8 k-blocks at a time: 200 x 2112 x 1100 (7
+# row pairs, the last one block; 66 k-blocks in 9 pieces of 7 and 8).
 FEW_ROWS = [(32, 1056, 1000), (100, 640, 90), (70, 320, 1000), (128, 2112, 520), (5, 704, 33),
             (32, 1030, 1000), (100, 600, 90), (128, 2100, 520), (32, 1056, 1030),
-            (100, 640, 2050), (70, 600, 1100)]
+            (100, 640, 2050), (70, 600, 1100), (200, 2112, 1100)]
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
