@@ -132,8 +132,21 @@ def _import_torch():
     return torch
 
 
+def _torch_tensor(torch, x: np.ndarray, dtype=None):
+    """``x`` as a tensor in its own layout, converted to ``dtype`` (if given) in that layout: a
+    transposed view of a stored array (``a.T``) stays a transposed view of the stored tensor,
+    as autograd hands ``torch.mm`` ``x.t()`` for the weight gradient; not a contiguous copy made
+    outside the timing, which would leave PyTorch the untransposed product."""
+    if not x.flags.c_contiguous and x.T.flags.c_contiguous:
+        stored = torch.from_numpy(x.T)
+        return (stored if dtype is None else stored.to(dtype)).t()
+    tensor = torch.from_numpy(np.ascontiguousarray(x))
+    return tensor if dtype is None else tensor.to(dtype)
+
+
 def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int, autocast: bool = False):
-    """PyTorch's bfloat16 product of the same operands on ``threads`` threads: ``torch.mm`` on
+    """PyTorch's bfloat16 product of the same operands, in the same layouts (a transposed
+    operand as a transposed view: _torch_tensor), on ``threads`` threads: ``torch.mm`` on
     bfloat16 tensors (converted once, outside the timing), or (``autocast``) on the float32
     tensors under ``torch.autocast("cpu", dtype=torch.bfloat16)``, which converts them in every
     call; ImportError with the install hint when PyTorch is missing."""
@@ -143,13 +156,13 @@ def _torch_bfloat16(a_op: np.ndarray, b_op: np.ndarray, threads: int, autocast: 
         raise ImportError("the bfloat16 sweep compares against PyTorch's bfloat16 matmul: "
                           "pip install torch") from exc
     torch.set_num_threads(threads)
-    ta, tb = (torch.from_numpy(np.ascontiguousarray(x)) for x in (a_op, b_op))
+    dtype = None if autocast else torch.bfloat16
+    ta, tb = (_torch_tensor(torch, x, dtype) for x in (a_op, b_op))
     if autocast:
         def product():
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return torch.mm(ta, tb)
         return product
-    ta, tb = ta.to(torch.bfloat16), tb.to(torch.bfloat16)
     return lambda: torch.mm(ta, tb)
 
 

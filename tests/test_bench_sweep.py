@@ -119,6 +119,22 @@ def test_the_autocast_rival_rounds_the_float32_operands_in_every_call():
     assert torch.equal(converted_once(), (2.0 * got.float()).to(torch.bfloat16))
 
 
+def test_the_torch_rival_multiplies_a_transposed_operand_in_its_stored_layout():
+    """For x.T @ dz and dz @ w.T, PyTorch gets the stored tensors as transposed views (as
+    autograd passes them to torch.mm), in bfloat16 and float32 (autocast): not contiguous copies
+    of the transposed operands, which would spare it the transposition fastnn does."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    stored = rng.standard_normal((40, 6)).astype(np.float32)  # (K, M): op(A) = stored.T
+    for dtype in (None, torch.bfloat16):
+        tensor = bench_sweep._torch_tensor(torch, stored.T, dtype)
+        assert tensor.shape == (6, 40) and tensor.stride() == (1, 6)
+        expected = torch.from_numpy(stored.T.copy())
+        assert torch.equal(tensor, expected if dtype is None else expected.to(dtype))
+    assert bench_sweep._torch_tensor(torch, stored.T).data_ptr() == stored.ctypes.data
+    assert bench_sweep._torch_tensor(torch, stored, torch.bfloat16).stride() == (6, 1)
+
+
 def test_the_bfloat16_check_catches_a_wrong_product():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((5, 9)).astype(np.float32), rng.standard_normal((9, 4))
