@@ -34,9 +34,10 @@
  *  - the threads split the blocks of C by rows or by columns (packed_gemm says which):
  *    each packs its own part of the operand split and a share of the other, which all
  *    read whole, and they wait for each other once (or, the other operand small, each packs
- *    all of it for itself and none waits: private_a, private_b). With a few rows split by
- *    columns and B not transposed, B may instead be packed a group of columns and a piece
- *    of K at a time, the sums of C carried across the pieces (columns_in_pieces); with A
+ *    all of it for itself and none waits: private_a, private_b). With a few rows (on tiles,
+ *    up to 256) split by columns and B not transposed (or on tiles, bfloat16 and more than
+ *    128 rows), B may instead be packed a group of columns and a piece of K at a time, the
+ *    sums of C carried across the pieces (columns_in_pieces); with A
  *    transposed, each thread packs a piece of K of its rows of A and its columns of B (all
  *    of the other operand's) at a time, the next beside the products, and shares nothing
  *    (blocks_in_pieces);
@@ -879,7 +880,7 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
 }
 
 /* The few-rows path for a B not transposed (on tiles, up to AMX_PIECE_MAX_PAIRS pairs of row
- * blocks), on the pairs of column blocks [first, end):
+ * blocks, and a bfloat16 B transposed too), on the pairs of column blocks [first, end):
  * `group` pairs at a time, K in pieces of at most `piece` k-blocks (of about equal size).
  * Each piece of the group's B is packed first, two stored rows at a time across the group
  * (runs of group x 32 columns of each row), into this thread's panel (in L2); then each row
@@ -1120,7 +1121,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * of long rows (FUSED_MAX_ROW_BYTES), any K, takes columns_in_pieces: with its first
      * group and piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms
      * and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
-    int few_rows_by_columns = !by_rows && !b.trans &&
+    int few_rows_by_columns = !by_rows && (!b.trans || tiles) &&
                               m_pairs <= (tiles ? AMX_PIECE_MAX_PAIRS : FUSED_MAX_PAIRS);
     int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
     int fused = !tiles && !b.bf16 && few_rows_by_columns && k % TILE_K == 0 && !long_rows;
@@ -1151,9 +1152,15 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 2.6, 32 x 2048 x 1024 0.236 -> 0.224; float32 operands 32 x 4096 x 1024 0.91 -> 0.61,
      * 128 x 4096 x 4096 5.6 -> 4.8. Where the groups' runs are 1 KB already, pieces lost:
      * 32 x 1024 x 4096 0.78-0.84x, 32 x 1024 x 1024 0.75-0.83x (groups of 8 of 8, 4 of 16,
-     * 16 of 4 k-blocks: between). */
+     * 16 of 4 k-blocks: between). A bfloat16 B transposed, with more than FUSED_MAX_PAIRS
+     * pairs of row blocks, likewise (its piece of each stored row: 512 bytes): 256 x 4096 x
+     * 4096 1.22x, 192 x 4096 x 4096 1.24x, 160 x 4096 x 1024 1.15x, 200 x 4096 x 600 1.13x, 256
+     * x 2048 x 2048 1.09x, 256 x 2048 x 1024 0.98x; with fewer rows it lost (32 x 4096 x 1024
+     * 0.71x, 64 x 2048 x 2048 0.79x, 128 x 4096 x 4096 0.90x), as with float32 operands (256 x
+     * 4096 x 4096 0.89x: its rounding). */
     int pieces = few_rows_by_columns &&
-                 (tiles ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group
+                 (tiles ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group &&
+                              (!b.trans || (b.bf16 && m_pairs > FUSED_MAX_PAIRS))
                         : !b.bf16 && long_rows);
     int own_panel = tiles && shared_pairs <= chunk && !short_runs && !pieces;
     /* Split by rows on tiles, a thread's own pairs of a packed A are packed one pair ahead,

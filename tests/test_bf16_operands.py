@@ -19,10 +19,12 @@ from conftest import BACKENDS, at_offset
 # rows of a long K and many columns (on AMX B packed a group of columns and a piece of K at a
 # time, the sums carried across the pieces, a last group short).
 # (272, 1056, 600) with A transposed: split by columns, K in pieces (amx_gemm.c's
-# blocks_in_pieces over each thread's columns), an odd last row block
+# blocks_in_pieces over each thread's columns), an odd last row block. (200, 2112, 1100) with
+# B transposed: on AMX, B packed 16 column pairs and 8 k-blocks at a time (columns_in_pieces,
+# which a float32 B transposed does not take), 7 row pairs, the last one block
 SHAPES = [(1, 1, 1), (1, 784, 256), (16, 33, 31), (31, 32, 17), (33, 100, 15), (70, 1056, 250),
           (97, 600, 70), (128, 784, 256), (5, 2100, 40), (300, 64, 1100), (30, 2080, 520),
-          (272, 1056, 600)]
+          (272, 1056, 600), (200, 2112, 1100)]
 
 
 def _bits(x):
