@@ -21,10 +21,11 @@ from conftest import BACKENDS, at_offset
 # (272, 1056, 600) with A transposed: split by columns, K in pieces (amx_gemm.c's
 # blocks_in_pieces over each thread's columns), an odd last row block. (200, 2112, 1100) with
 # B transposed: on AMX, B packed 16 column pairs and 8 k-blocks at a time (columns_in_pieces,
-# which a float32 B transposed does not take), 7 row pairs, the last one block
+# which a float32 B transposed does not take), 7 row pairs, the last one block. (320, 1024,
+# 1000), A not transposed: read in place, split by columns, B packed a group of pairs at a time
 SHAPES = [(1, 1, 1), (1, 784, 256), (16, 33, 31), (31, 32, 17), (33, 100, 15), (70, 1056, 250),
           (97, 600, 70), (128, 784, 256), (5, 2100, 40), (300, 64, 1100), (30, 2080, 520),
-          (272, 1056, 600), (200, 2112, 1100)]
+          (272, 1056, 600), (200, 2112, 1100), (320, 1024, 1000)]
 
 
 def _bits(x):
@@ -157,11 +158,12 @@ def test_an_a_read_in_place_gives_the_bits_of_a_packed_one(backend_name):
     """On AMX a bfloat16 A not transposed, with whole k-blocks and row blocks (K % 32 == 0,
     M % 16 == 0) and rows on cache lines, is read by the tiles where it lies; 16 bytes off a
     line it is packed first. Both give the bits of float32 operands, split by rows or by
-    columns (64 x 2048 x 1000: B packed in groups of columns and pieces of K), an odd last
-    row block, edge columns, and a NaN only in its row."""
+    columns (64 x 2048 x 1000: B packed in groups of columns and pieces of K; 320 x 1024 x
+    1000: B packed a group of pairs at a time against A's 10 pairs, more than a chunk), an
+    odd last row block, edge columns, and a NaN only in its row."""
     rng = np.random.default_rng(23)
     shapes = [(16, 32, 16), (48, 64, 40), (64, 1024, 96), (256, 256, 300), (1024, 128, 64),
-              (32, 96, 1000), (96, 4096, 33), (64, 2048, 1000)]
+              (32, 96, 1000), (96, 4096, 33), (64, 2048, 1000), (320, 1024, 1000)]
     with fastnn.use_backend(backend_name):
         for _ in _thread_counts(backend_name):
             for shape in shapes:
