@@ -17,9 +17,10 @@ Every parallel loop of the Numba kernels reads::
   another thread's core was taken (a busy neighbour process, another library's spinning
   threads): for a spell of :data:`CONTENDED_PAUSE_MIN_NS` to :data:`CONTENDED_PAUSE_MAX_NS`
   (the C kernels' rule, kernels/internal.h: the shortest after a one-off wait, 8 times the last
-  spell when found again soon after it), region_enter sets Numba's thread count of the
-  calling thread to 1 for the loop (put back by region_leave), and the first loop after that
-  probes again. The loops keep their tasks: a sum split between tasks (db's
+  spell when found again soon after it; not a loop that starts more than
+  :data:`CONTENDED_IDLE_NS` after the last one ended, whose workers were asleep), region_enter
+  sets Numba's thread count of the calling thread to 1 for the loop (put back by
+  region_leave), and the first loop after that probes again. The loops keep their tasks: a sum split between tasks (db's
   partial sums, a loss's per-chunk sums) keeps its split, so results stay bit for bit those
   of the threads. A quiet machine never waits that long, so nothing changes there.
   ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as by the C library) makes every loop run
@@ -54,12 +55,15 @@ from .fp_mode import UNCHANGED, external_global, fp_enter, fp_inherited, fp_leav
 CONTENDED_WAIT_NS = 200_000
 CONTENDED_PAUSE_MIN_NS = 2_000_000
 CONTENDED_PAUSE_MAX_NS = 100_000_000
+#: A loop that starts longer than this after the last one ended is not counted: its workers
+#: had gone to sleep, and their wake-up is not a taken core (FASTNN_CONTENDED_IDLE_NS).
+CONTENDED_IDLE_NS = 5_000_000
 
 #: The state's fields: until when (CLOCK_MONOTONIC ns) loops run on one thread; when the
 #: calling thread last finished a task; 1 when FASTNN_ASSUME_CONTENDED=1; the length of the
-#: last one-thread spell (ns, 0: none yet).
-UNTIL, MASTER_DONE, ASSUMED, PAUSE = range(4)
-STATE_FIELDS = 4
+#: last one-thread spell (ns, 0: none yet); when the last loop ended (0: none yet).
+UNTIL, MASTER_DONE, ASSUMED, PAUSE, LAST_END = range(5)
+STATE_FIELDS = 5
 STATE_SYMBOL = "fastnn_numba_team_state"
 _state = (ctypes.c_int64 * STATE_FIELDS)()
 _state[ASSUMED] = os.environ.get("FASTNN_ASSUME_CONTENDED", "") == "1"
@@ -221,6 +225,14 @@ def contended_spell(last_spell_ns, since_its_end_ns):
 
 
 @njit(cache=True, error_model="numpy")
+def held_up(waited_ns, worked_ns, idle_ns):
+    """Whether a loop counts as held up, given the calling thread's wait at its end, its own
+    work and the time since the last loop ended (ns): the C kernels' fastnn_held_up."""
+    return (waited_ns > CONTENDED_WAIT_NS and 2 * waited_ns > worked_ns
+            and idle_ns <= CONTENDED_IDLE_NS)
+
+
+@njit(cache=True, error_model="numpy")
 def region_leave(region):
     """After the prange loop: the thread count back; a long wait of the calling thread for
     the others makes the loops of the next spell run on one thread (see CONTENDED_WAIT_NS)."""
@@ -230,8 +242,9 @@ def region_leave(region):
     elif start > 0:
         end = now_ns()
         done = state_load(MASTER_DONE)
-        waited, worked = end - done, done - start
-        if waited > CONTENDED_WAIT_NS and 2 * waited > worked:
+        idle = start - state_load(LAST_END)
+        state_store(LAST_END, end)
+        if held_up(end - done, done - start, idle):
             pause = contended_spell(state_load(PAUSE), end - state_load(UNTIL))
             state_store(PAUSE, pause)
             state_store(UNTIL, end + pause)
