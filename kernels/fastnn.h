@@ -37,9 +37,12 @@ int fastnn_forked_child(void);
  * time since that spell's end. For tests. */
 int64_t fastnn_contended_spell(int64_t last_spell_ns, int64_t since_its_end_ns);
 /* The same rule: 1 when a parallel region counts as held up, given how long its calling thread
- * waited for the others at its end, how long that thread worked, and how long the region
- * started after the last one ended (ns). For tests. */
-int fastnn_held_up(int64_t waited_ns, int64_t worked_ns, int64_t idle_ns);
+ * waited for the others at its end and how long that thread worked (ns); and the end of the
+ * spell it then starts, given the region's end, the spell's length and how long the region
+ * started after the last one ended (after an idle gap: its end, no time on one thread).
+ * For tests. */
+int fastnn_held_up(int64_t waited_ns, int64_t worked_ns);
+int64_t fastnn_spell_end(int64_t end_ns, int64_t spell_ns, int64_t idle_ns);
 /* The vector code the kernels run now: "avx512", "avx2" or "portable" (the AMX instruction
  * set runs the AVX-512 float kernels). */
 const char *fastnn_simd_name(void);

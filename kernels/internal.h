@@ -56,12 +56,14 @@ int fastnn_threads_for(double work, double grain);
  * little: this VM takes a worker's core for 3-8 ms now and then on a quiet machine too (about
  * once per MNIST-shaped epoch), and a fixed 100 ms spell on one thread made such an epoch
  * ~50-100 ms slower (c, batch 128, 160-168 ms without one, 241-272 ms with one).
- * A region that starts more than FASTNN_CONTENDED_IDLE_NS after the last one ended is not
- * counted: its workers had stopped spinning (fastnn's short wait, or libgomp's default) and
- * slept, and their wake-up took this VM 0.2-2.6 ms where a taken core is only one cause
- * (benchmarks/bf16_vs_torch.py, its 0.2 s pauses before each block: 5-7 spells a run, each
- * leaving the first calls of the block on one thread, 1024 x 1024 x 256 in bfloat16 0.43-0.47
- * ms instead of 0.23 in 2 of 6 runs); a lasting load is found in the regions after it.
+ * A held-up region that started more than FASTNN_CONTENDED_IDLE_NS after the last one ended
+ * starts its spell with no time on one thread (fastnn_spell_end): its workers had stopped
+ * spinning (fastnn's short wait, or libgomp's default) and slept, and their wake-up took this
+ * VM 0.2-2.6 ms, where a taken core is only one cause (benchmarks/bf16_vs_torch.py, its 0.2 s
+ * pauses before each block: 5-7 spells a run, each leaving the first calls of the block on one
+ * thread, 1024 x 1024 x 256 in bfloat16 0.43-0.47 ms instead of 0.23 in 2 of 6 runs). A
+ * lasting load holds up the next region too, whose spell is then the 8 times longer one: as
+ * many held-up regions as before, and one short spell fewer.
  * Sums split between threads (a K split, db, FASTNN_FOR_SUM) keep their split, so the same seed
  * still trains bit for bit the same. A quiet machine never waits that long, so nothing changes
  * there. Each parallel region reports with fastnn_team_report(its start, when the calling thread

@@ -83,19 +83,22 @@ int64_t fastnn_contended_spell(int64_t last_spell_ns, int64_t since_its_end_ns) 
 /* When the last parallel region ended (0: none yet). */
 static int64_t g_last_region_end = 0;
 
-int fastnn_held_up(int64_t waited_ns, int64_t worked_ns, int64_t idle_ns) {
-    return waited_ns > FASTNN_CONTENDED_WAIT_NS && 2 * waited_ns > worked_ns &&
-           idle_ns <= FASTNN_CONTENDED_IDLE_NS;
+int fastnn_held_up(int64_t waited_ns, int64_t worked_ns) {
+    return waited_ns > FASTNN_CONTENDED_WAIT_NS && 2 * waited_ns > worked_ns;
+}
+
+int64_t fastnn_spell_end(int64_t end_ns, int64_t spell_ns, int64_t idle_ns) {
+    return idle_ns > FASTNN_CONTENDED_IDLE_NS ? end_ns : end_ns + spell_ns;
 }
 
 void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
     int64_t idle = start - __atomic_exchange_n(&g_last_region_end, end, __ATOMIC_RELAXED);
-    if (!fastnn_held_up(end - master_done, master_done - start, idle)) return;
+    if (!fastnn_held_up(end - master_done, master_done - start)) return;
     int64_t spell = fastnn_contended_spell(
         __atomic_load_n(&g_contended_spell, __ATOMIC_RELAXED),
         end - __atomic_load_n(&g_contended_until, __ATOMIC_RELAXED));
     __atomic_store_n(&g_contended_spell, spell, __ATOMIC_RELAXED);
-    __atomic_store_n(&g_contended_until, end + spell, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_contended_until, fastnn_spell_end(end, spell, idle), __ATOMIC_RELAXED);
 }
 
 /* FASTNN_ASSUME_CONTENDED=1: always contended (the tests check that the one-thread fallback

@@ -281,28 +281,32 @@ def test_a_one_off_wait_costs_a_short_spell_and_a_lasting_load_a_long_one(name):
     assert spell(100 * MS, 400 * MS) == 2 * MS
 
 
-def held_up(name):
-    """The busy machine's rule of backend `name`: (wait, work, idle gap) -> held up?"""
+def engine_rule(name):
+    """The busy machine's rule of backend `name`: held_up(wait, work) and spell_end(end, spell,
+    idle gap)."""
     if name == "c":
         from fastnn.backends.c_backend import lib
-        return lib.fastnn_held_up
-    from fastnn.backends.numba_kernels.team import held_up as rule
-    return rule
+        return lib.fastnn_held_up, lib.fastnn_spell_end
+    from fastnn.backends.numba_kernels import team
+    return team.held_up, team.spell_end
 
 
 @pytest.mark.parametrize("name", COMPILED)
-def test_a_region_after_an_idle_gap_is_not_counted_as_held_up(name):
+def test_a_region_after_an_idle_gap_starts_its_spell_with_no_time_on_one_thread(name):
     """A calling thread that waits at a region's end longer than 0.2 ms and than half its own
-    work was held up by a taken core; but not in a region that started more than 5 ms after
-    the last one ended, whose workers had stopped spinning and slept: their wake-up (up to a
-    few ms on a VM) would start a spell on one thread for the burst of calls after a pause."""
-    rule = held_up(name)
-    assert rule(300_000, 400_000, 0)  # back to back
-    assert rule(300_000, 400_000, 5 * MS)
-    assert not rule(300_000, 400_000, 5 * MS + 1)  # after an idle gap
-    assert not rule(200_000, 100_000, 0)  # a wait of 0.2 ms or less
-    assert not rule(300_000, 600_000, 0)  # a wait of half the work or less
-    assert rule(3 * MS, 1 * MS, -1 * MS)  # a region that began before the last one's end
+    work was held up by a taken core, and a spell on one thread follows; but a region that
+    started more than 5 ms after the last one ended found its workers asleep, whose wake-up
+    (up to a few ms on a VM) is not a taken core: its spell is counted (the next held-up
+    region's is 8 times longer) but ends at once."""
+    held_up, spell_end = engine_rule(name)
+    assert held_up(300_000, 400_000)
+    assert not held_up(200_000, 100_000)  # a wait of 0.2 ms or less
+    assert not held_up(300_000, 600_000)  # a wait of half the work or less
+    end = 1_000 * MS
+    assert spell_end(end, 2 * MS, 0) == end + 2 * MS  # back to back
+    assert spell_end(end, 16 * MS, 5 * MS) == end + 16 * MS
+    assert spell_end(end, 2 * MS, 5 * MS + 1) == end  # after an idle gap
+    assert spell_end(end, 100 * MS, 300 * MS) == end
 
 
 AFFINITY_CHECK = """

@@ -17,8 +17,9 @@ Every parallel loop of the Numba kernels reads::
   another thread's core was taken (a busy neighbour process, another library's spinning
   threads): for a spell of :data:`CONTENDED_PAUSE_MIN_NS` to :data:`CONTENDED_PAUSE_MAX_NS`
   (the C kernels' rule, kernels/internal.h: the shortest after a one-off wait, 8 times the last
-  spell when found again soon after it; not a loop that starts more than
-  :data:`CONTENDED_IDLE_NS` after the last one ended, whose workers were asleep), region_enter
+  spell when found again soon after it; a loop that started more than
+  :data:`CONTENDED_IDLE_NS` after the last one ended, whose workers were asleep, starts its
+  spell with no time on one thread), region_enter
   sets Numba's thread count of the calling thread to 1 for the loop (put back by
   region_leave), and the first loop after that probes again. The loops keep their tasks: a sum split between tasks (db's
   partial sums, a loss's per-chunk sums) keeps its split, so results stay bit for bit those
@@ -55,8 +56,9 @@ from .fp_mode import UNCHANGED, external_global, fp_enter, fp_inherited, fp_leav
 CONTENDED_WAIT_NS = 200_000
 CONTENDED_PAUSE_MIN_NS = 2_000_000
 CONTENDED_PAUSE_MAX_NS = 100_000_000
-#: A loop that starts longer than this after the last one ended is not counted: its workers
-#: had gone to sleep, and their wake-up is not a taken core (FASTNN_CONTENDED_IDLE_NS).
+#: A held-up loop that started longer than this after the last one ended starts its spell
+#: with no time on one thread: its workers had gone to sleep, and their wake-up is not a
+#: taken core; a lasting load holds up the next loop too (FASTNN_CONTENDED_IDLE_NS).
 CONTENDED_IDLE_NS = 5_000_000
 
 #: The state's fields: until when (CLOCK_MONOTONIC ns) loops run on one thread; when the
@@ -225,11 +227,18 @@ def contended_spell(last_spell_ns, since_its_end_ns):
 
 
 @njit(cache=True, error_model="numpy")
-def held_up(waited_ns, worked_ns, idle_ns):
-    """Whether a loop counts as held up, given the calling thread's wait at its end, its own
-    work and the time since the last loop ended (ns): the C kernels' fastnn_held_up."""
-    return (waited_ns > CONTENDED_WAIT_NS and 2 * waited_ns > worked_ns
-            and idle_ns <= CONTENDED_IDLE_NS)
+def held_up(waited_ns, worked_ns):
+    """Whether a loop counts as held up, given the calling thread's wait at its end and its
+    own work (ns): the C kernels' fastnn_held_up."""
+    return waited_ns > CONTENDED_WAIT_NS and 2 * waited_ns > worked_ns
+
+
+@njit(cache=True, error_model="numpy")
+def spell_end(end_ns, spell_ns, idle_ns):
+    """The end of the spell a held-up loop starts, given its end, the spell's length and the
+    time from the last loop's end to its start: its end after an idle gap (no time on one
+    thread), else end + spell: the C kernels' fastnn_spell_end."""
+    return end_ns if idle_ns > CONTENDED_IDLE_NS else end_ns + spell_ns
 
 
 @njit(cache=True, error_model="numpy")
@@ -244,7 +253,7 @@ def region_leave(region):
         done = state_load(MASTER_DONE)
         idle = start - state_load(LAST_END)
         state_store(LAST_END, end)
-        if held_up(end - done, done - start, idle):
+        if held_up(end - done, done - start):
             pause = contended_spell(state_load(PAUSE), end - state_load(UNTIL))
             state_store(PAUSE, pause)
-            state_store(UNTIL, end + pause)
+            state_store(UNTIL, spell_end(end, pause, idle))
