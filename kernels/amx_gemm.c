@@ -470,7 +470,7 @@ typedef struct {
 
 /* Where C goes: float32 numbers, or (bf16) bfloat16 ones (uint16_t bits, the sums rounded as
  * fastnn_round_bf16 rounds); row stride ld elements. With trans, the kernel computes C^T
- * (both operands transposed: fastnn_amx_gemm) and store_block writes its blocks transposed. */
+ * (both operands transposed: bf16_gemm) and store_block writes its blocks transposed. */
 typedef struct {
     void *data;
     int64_t ld;

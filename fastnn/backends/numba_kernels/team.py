@@ -19,11 +19,10 @@ Every parallel loop of the Numba kernels reads::
   (the C kernels' rule, kernels/internal.h: the shortest after a one-off wait, 8 times the last
   spell when found again soon after it; a loop that started more than
   :data:`CONTENDED_IDLE_NS` after the last one ended, whose workers were asleep, starts its
-  spell with no time on one thread), region_enter
-  sets Numba's thread count of the calling thread to 1 for the loop (put back by
-  region_leave), and the first loop after that probes again. The loops keep their tasks: a sum split between tasks (db's
-  partial sums, a loss's per-chunk sums) keeps its split, so results stay bit for bit those
-  of the threads. A quiet machine never waits that long, so nothing changes there.
+  spell with no time on one thread), region_enter sets Numba's thread count of the calling
+  thread to 1 for the loop (put back by region_leave), and the first loop after that probes
+  again. The loops keep their tasks: a sum split between tasks (db's partial sums, a loss's
+  per-chunk sums) keeps its split, so results stay bit for bit those of the threads. A quiet machine never waits that long, so nothing changes there.
   ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as by the C library) makes every loop run
   on one thread, for the test that checks the bits.
 
