@@ -22,9 +22,10 @@ Every parallel loop of the Numba kernels reads::
   spell with no time on one thread), region_enter sets Numba's thread count of the calling
   thread to 1 for the loop (put back by region_leave), and the first loop after that probes
   again. The loops keep their tasks: a sum split between tasks (db's partial sums, a loss's
-  per-chunk sums) keeps its split, so results stay bit for bit those of the threads. A quiet machine never waits that long, so nothing changes there.
-  ``FASTNN_ASSUME_CONTENDED=1`` (read at import, as by the C library) makes every loop run
-  on one thread, for the test that checks the bits.
+  per-chunk sums) keeps its split, so results stay bit for bit those of the threads. A quiet
+  machine never waits that long, so nothing changes there. ``FASTNN_ASSUME_CONTENDED=1``
+  (read at import, as by the C library) makes every loop run on one thread, for the test
+  that checks the bits.
 
 The state (until when the machine counts as busy, when the calling thread last finished a
 task) is process-wide memory reached through a symbol, as fp_mode's flag; the clock is
