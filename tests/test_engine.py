@@ -253,13 +253,14 @@ def test_one_thread_fallback_of_a_busy_machine_gives_the_same_bits(name):
     assert normal.stdout == busy.stdout
 
 
-def contended_spell(name):
-    """The busy machine's rule of backend `name`: (last spell, ns since its end) -> next spell."""
+def engine_rule(name):
+    """The busy machine's rule of backend `name`: contended_spell(last spell, ns since its end)
+    -> next spell, held_up(wait, work) and spell_end(end, spell, idle gap)."""
     if name == "c":
         from fastnn.backends.c_backend import lib
-        return lib.fastnn_contended_spell
-    from fastnn.backends.numba_kernels.team import contended_spell as spell
-    return spell
+        return lib.fastnn_contended_spell, lib.fastnn_held_up, lib.fastnn_spell_end
+    from fastnn.backends.numba_kernels import team
+    return team.contended_spell, team.held_up, team.spell_end
 
 
 MS = 1_000_000
@@ -270,7 +271,7 @@ def test_a_one_off_wait_costs_a_short_spell_and_a_lasting_load_a_long_one(name):
     """A held-up region starts the shortest spell on one thread (2 ms: a worker of a quiet VM
     is off its core for a few ms now and then); held up again within 4 spells' lengths of the
     last spell's end, 8 times the last (a busy neighbour: 2, 16, 100 ms, at most 100)."""
-    spell = contended_spell(name)
+    spell, _, _ = engine_rule(name)
     assert spell(0, 0) == 2 * MS  # the first ever
     assert spell(2 * MS, 1 * MS) == 16 * MS
     assert spell(2 * MS, 7 * MS) == 16 * MS
@@ -281,16 +282,6 @@ def test_a_one_off_wait_costs_a_short_spell_and_a_lasting_load_a_long_one(name):
     assert spell(100 * MS, 400 * MS) == 2 * MS
 
 
-def engine_rule(name):
-    """The busy machine's rule of backend `name`: held_up(wait, work) and spell_end(end, spell,
-    idle gap)."""
-    if name == "c":
-        from fastnn.backends.c_backend import lib
-        return lib.fastnn_held_up, lib.fastnn_spell_end
-    from fastnn.backends.numba_kernels import team
-    return team.held_up, team.spell_end
-
-
 @pytest.mark.parametrize("name", COMPILED)
 def test_a_region_after_an_idle_gap_starts_its_spell_with_no_time_on_one_thread(name):
     """A calling thread that waits at a region's end longer than 0.2 ms and than half its own
@@ -298,7 +289,7 @@ def test_a_region_after_an_idle_gap_starts_its_spell_with_no_time_on_one_thread(
     started more than 5 ms after the last one ended found its workers asleep, whose wake-up
     (up to a few ms on a VM) is not a taken core: its spell is counted (the next held-up
     region's is 8 times longer) but ends at once."""
-    held_up, spell_end = engine_rule(name)
+    _, held_up, spell_end = engine_rule(name)
     assert held_up(300_000, 400_000)
     assert not held_up(200_000, 100_000)  # a wait of 0.2 ms or less
     assert not held_up(300_000, 600_000)  # a wait of half the work or less
