@@ -92,7 +92,11 @@ int64_t fastnn_spell_end(int64_t end_ns, int64_t spell_ns, int64_t idle_ns) {
 }
 
 void fastnn_team_report(int64_t start, int64_t master_done, int64_t end) {
-    int64_t idle = start - __atomic_exchange_n(&g_last_region_end, end, __ATOMIC_RELAXED);
+    /* idle since the last region or the end of the last spell (whose regions, on one thread,
+     * do not report): a probe after a spell is not an idle gap */
+    int64_t last_end = __atomic_exchange_n(&g_last_region_end, end, __ATOMIC_RELAXED);
+    int64_t idle =
+        start - fastnn_max(last_end, __atomic_load_n(&g_contended_until, __ATOMIC_RELAXED));
     if (!fastnn_held_up(end - master_done, master_done - start)) return;
     int64_t spell = fastnn_contended_spell(
         __atomic_load_n(&g_contended_spell, __ATOMIC_RELAXED),

@@ -251,7 +251,9 @@ def region_leave(region):
     elif start > 0:
         end = now_ns()
         done = state_load(MASTER_DONE)
-        idle = start - state_load(LAST_END)
+        # idle since the last loop or the end of the last spell (whose loops, on one thread,
+        # do not come here): a probe after a spell is not an idle gap
+        idle = start - max(state_load(LAST_END), state_load(UNTIL))
         state_store(LAST_END, end)
         if held_up(end - done, done - start):
             pause = contended_spell(state_load(PAUSE), end - state_load(UNTIL))
