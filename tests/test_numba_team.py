@@ -71,16 +71,20 @@ def test_a_long_wait_for_the_other_thread_makes_the_machine_contended(two_numba_
     numbers = np.full(2, -1, np.int64)
     # compiled; a quiet loop leaves the machine quiet. A loaded machine may hold up even that
     # one (CI on a host with no idle time held up ten tries in a row): measure it again, for
-    # up to 5 s, with a pause between tries that lets other processes' threads run first
+    # up to 5 s, with a pause between tries that lets other processes' threads run first.
+    # Quiet means no held-up loop counted at all: one held up after an idle gap starts a spell
+    # of no time on one thread (not contended) that still counts, and the next would be longer
     deadline = time.monotonic() + 5
     while True:
         team.assume_contended(False)
         record_threads(numbers, 0)
-        if not team.contended() or time.monotonic() > deadline:
+        if team._state[team.PAUSE] == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.01)
     assert not team.contended()
+    assert team._state[team.PAUSE] == 0
     for _ in range(10):  # a shared machine may also hold up the calling thread: try again
+        team.assume_contended(False)  # a try held up after an idle gap counted a spell
         record_threads(numbers, 20 * team.CONTENDED_WAIT_NS)
         if team.contended():
             break
