@@ -1143,7 +1143,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
                               m_pairs <= (tiles ? AMX_PIECE_MAX_PAIRS : FUSED_MAX_PAIRS);
     int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
     int fused = !tiles && !b.bf16 && few_rows_by_columns && k % TILE_K == 0 && !long_rows;
-    /* On tiles, when the shared operand is one chunk (read whole from L2 for each own pair),
+    /* When the shared operand is one chunk (read whole from L2 for each own pair),
      * the own operand is packed a group of pairs (AMX_OWN_GROUP_BYTES) at a time just before
      * their blocks, into this thread's panel (in L2), rather than whole before the barrier:
      * the packed own operand no longer goes to memory and back. Sapphire Rapids, 2 threads,
@@ -1151,7 +1151,12 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 32 x 1024 x 4096 0.59-0.67 -> 0.43 ms (torch.mm 0.37), 32 x 4096 x 4096 2.8 -> 1.8 ms,
      * 128 x 1024 x 4096 0.90 -> 0.74 ms; float32 operands 32 x 1024 x 4096 0.84 -> 0.57 ms,
      * 32 x 4096 x 4096 4.2 -> 3.1 ms; the others within 5% (groups of 256 KB: 32 x 4096 x 1024
-     * 0.82x; a pair at a time: 32 x 1024 x 1024 0.45x, its B read in runs of 64 bytes). */
+     * 0.82x; a pair at a time: 32 x 1024 x 1024 0.45x, its B read in runs of 64 bytes).
+     * With dot products likewise (B was packed whole before): AMD Zen 5 (EPYC, AVX512-BF16,
+     * no AMX), 2 threads, bfloat16 operands, alternating in one process, same bits, B
+     * transposed 32 x 4096 x 4096 1.45-1.72x (2.3-2.6 ms; torch.mm 2.2), 128 x 4096 x 4096
+     * 1.19x, 32 x 1024 x 4096 and 32 x 4096 x 1024 1.10x; not transposed 32 x 1024 x 4096
+     * 1.06-1.17x, 32 x 4096 x 4096 1.08x; the others within this host's noise (0.94-1.06x). */
     int64_t panel_elems = 2 * k_blocks * TILE_ELEMS;
     int64_t group = fastnn_max(1, AMX_OWN_GROUP_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
     /* (a B not transposed is packed along its rows, 32 x group columns at a time: runs
@@ -1189,7 +1194,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 4096 x 4096 1.05x, 1024^3 1.04x, 2048^3 0.99x; B transposed 1024 x 4096 x 4096 1.17x,
      * 2048 x 1024 x 2048 1.22x, 1024 x 1024 x 4096 1.08x, 512 x 1024 x 1024 1.12x. (With a
      * packed A, shared: 0.96-1.21x, not taken.) */
-    int own_panel = tiles && (shared_pairs <= chunk || (a_in_place && !by_rows)) &&
+    int own_panel = (shared_pairs <= chunk || (a_in_place && !by_rows)) &&
                     !short_runs && !pieces;
     /* Split by rows on tiles, a thread's own pairs of a packed A are packed one pair ahead,
      * beside the tile products of the pair before (pack_ahead), instead of a group of pairs
