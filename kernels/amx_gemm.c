@@ -1193,8 +1193,13 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 1.08x, 2048 x 1024 x 2048 1.12x, 384 x 1024 x 2048 1.19x, 512 x 1024 x 1024 1.08x, 512 x
      * 4096 x 4096 1.05x, 1024^3 1.04x, 2048^3 0.99x; B transposed 1024 x 4096 x 4096 1.17x,
      * 2048 x 1024 x 2048 1.22x, 1024 x 1024 x 4096 1.08x, 512 x 1024 x 1024 1.12x. (With a
-     * packed A, shared: 0.96-1.21x, not taken.) */
-    int own_panel = (shared_pairs <= chunk || (a_in_place && !by_rows)) &&
+     * packed A on tiles: 0.96-1.21x, not taken.) With dot products the packed, shared A too:
+     * AMD Zen 5 (no AMX), 2 threads, alternating in one process, same bits, bfloat16
+     * operands 256 x 4096 x 4096 1.07-1.15x, 1024 x 1024 x 4096 1.05-1.12x, 1024 x 4096 x 4096
+     * 1.07x, 384 x 1024 x 2048 1.07x, A transposed 256 x 4096 x 4096 1.07x; float32 operands
+     * 256 x 4096 x 4096 1.10x, 1024 x 1024 x 4096 1.05x; the rest within this host's noise
+     * (0.95-1.04x). */
+    int own_panel = (shared_pairs <= chunk || ((a_in_place || !tiles) && !by_rows)) &&
                     !short_runs && !pieces;
     /* Split by rows on tiles, a thread's own pairs of a packed A are packed one pair ahead,
      * beside the tile products of the pair before (pack_ahead), instead of a group of pairs
