@@ -1180,11 +1180,16 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 4096 1.22x, 192 x 4096 x 4096 1.24x, 160 x 4096 x 1024 1.15x, 200 x 4096 x 600 1.13x, 256
      * x 2048 x 2048 1.09x, 256 x 2048 x 1024 0.98x; with fewer rows it lost (32 x 4096 x 1024
      * 0.71x, 64 x 2048 x 2048 0.79x, 128 x 4096 x 4096 0.90x), as with float32 operands (256 x
-     * 4096 x 4096 0.89x: its rounding). */
+     * 4096 x 4096 0.89x: its rounding). With dot products a bfloat16 B not transposed
+     * likewise (groups of WIDE_GROUP_PAIRS, pieces of WIDE_K_BLOCKS): AMD Zen 5 (no AMX), 2
+     * threads, alternating in one process, same bits, against own groups: 32 x 4096 x 1024
+     * 1.14-1.18x, 32 x 4096 x 4096 1.18-1.20x, 64 x 2048 x 2048 1.08-1.09x, 33 x 4000 x 1000
+     * 1.06x; A transposed 32 x 4096 x 4096 1.35x, 64 x 2048 x 2048 1.09x; the rest even. */
     int pieces = few_rows_by_columns &&
                  (tiles ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group &&
                               (!b.trans || (b.bf16 && m_pairs > FUSED_MAX_PAIRS))
-                        : !b.bf16 && long_rows);
+                        : b.bf16 ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group
+                                 : long_rows);
     /* So too split by columns with an A read in place in more than one chunk: each group of
      * a thread's own pairs of B, packed just before its blocks, against every pair of A (read
      * from L3, where A lies, a pair against the group), rather than B packed whole (to memory)
