@@ -1185,11 +1185,11 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * threads, alternating in one process, same bits, against own groups: 32 x 4096 x 1024
      * 1.14-1.18x, 32 x 4096 x 4096 1.18-1.20x, 64 x 2048 x 2048 1.08-1.09x, 33 x 4000 x 1000
      * 1.06x; A transposed 32 x 4096 x 4096 1.35x, 64 x 2048 x 2048 1.09x; the rest even. */
+    int short_groups = group_runs_short && fastnn_ceil_div(n_pairs, threads) > group;
     int pieces = few_rows_by_columns &&
-                 (tiles ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group &&
-                              (!b.trans || (b.bf16 && m_pairs > FUSED_MAX_PAIRS))
-                        : b.bf16 ? group_runs_short && fastnn_ceil_div(n_pairs, threads) > group
-                                 : long_rows);
+                 (tiles    ? short_groups && (!b.trans || (b.bf16 && m_pairs > FUSED_MAX_PAIRS))
+                  : b.bf16 ? short_groups
+                           : long_rows);
     /* So too split by columns with an A read in place in more than one chunk: each group of
      * a thread's own pairs of B, packed just before its blocks, against every pair of A (read
      * from L3, where A lies, a pair against the group), rather than B packed whole (to memory)
