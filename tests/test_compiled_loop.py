@@ -378,6 +378,28 @@ def test_bfloat16_matmuls_train_bit_for_bit_as_the_per_layer_path(backend, optim
     assert not np.array_equal(float32.get_weights()[0], bfloat16.get_weights()[0])
 
 
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="the numba backend is not under test here")
+def test_the_numba_loop_gets_bfloat16_copies_only_for_a_plan_with_bfloat16(monkeypatch):
+    """A plan without bfloat16 layers passes None for the three bfloat16 copies, so that
+    Numba compiles its loop without their branches; a plan with them gets arrays of
+    rounded_sizes (13 rows at batch 13 of 5 inputs, 7 x 6 weights)."""
+    from fastnn.backends.numba_kernels import train as numba_train
+    original, copies = numba_train.train_steps, []
+
+    def record(*args):
+        copies.append(args[-3:])
+        return original(*args)
+
+    monkeypatch.setattr(numba_train, "train_steps", record)
+    train("numba", True, batch_size=13)
+    assert copies and all(copy is None for step in copies for copy in step)
+    copies.clear()
+    train("numba", True, batch_size=13, matmul_precision="bfloat16")
+    assert copies
+    for round_a, round_w, round_dz in copies:
+        assert (round_a.size, round_w.size, round_dz.size) == (13 * 7, 7 * 6, 13 * 7)
+
 # -- evaluate ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)

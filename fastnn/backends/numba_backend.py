@@ -319,7 +319,8 @@ _LIMITS = np.array([DIRECT_MAX_MULTIPLY_ADDS, PARALLEL_MIN_MULTIPLY_ADDS, PARALL
 
 def _train_scratch(plan, threads):
     """The GEMMs' scratch, dz, the partial bias gradients and the bfloat16 copies of a plan's
-    steps, made once per plan, thread count and set of bfloat16 layers."""
+    steps (None when no layer is in bfloat16), made once per plan, thread count and set of
+    bfloat16 layers."""
     rounded = train.rounded_sizes(plan.layer_ints, plan.batch)  # the precisions in force
     cached = plan.cache.get(NAME)
     if cached is not None and cached[0] == (threads, rounded):
@@ -331,7 +332,7 @@ def _train_scratch(plan, threads):
     scratch = (np.empty(a_size, plan.dtype), np.empty(tile_size, plan.dtype),
                np.empty(b_size, plan.dtype), np.empty(dz_size, plan.dtype),
                np.empty((threads, widest), plan.dtype), np.empty((1, 1), plan.dtype),
-               *(np.empty(size, plan.dtype) for size in rounded))
+               *(np.empty(size, plan.dtype) if size else None for size in rounded))
     plan.cache[NAME] = ((threads, rounded), scratch)
     return scratch
 

@@ -291,8 +291,9 @@ def scratch_sizes(layer_ints, batch, last_batch, threads, limits, like):
 @njit(cache=True, error_model="numpy")
 def rounded_sizes(layer_ints, batch):
     """Elements of the bfloat16 copies (round_a, round_w, round_dz) that the plan's Dense
-    layers in bfloat16 matmul precision need at ``batch`` rows (1 each when none is)."""
-    a_size = w_size = dz_size = 1
+    layers in bfloat16 matmul precision need at ``batch`` rows (0 each when none is: no
+    copies, see train_steps)."""
+    a_size = w_size = dz_size = 0
     for layer in range(layer_ints.shape[0]):
         if layer_ints[layer, KIND] != LAYER_DENSE \
                 or layer_ints[layer, PRECISION] != PRECISION_BFLOAT16:
@@ -435,7 +436,11 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
     done. outputs_data: (samples, outputs), step s's last-layer outputs at rows s * batch..
     in MODE_PREDICT. limits: int64 (3,), numba_backend's thresholds; the GEMM scratch and
     dz: scratch_sizes; round_a, round_w, round_dz: 1-D, the bfloat16 copies of a layer's
-    input, weights and dz (rounded_sizes). Runs in fastnn's floating-point mode (fp_mode)."""
+    input, weights and dz (rounded_sizes), or None each when no layer is in bfloat16 matmul
+    precision: Numba then prunes the branches that test ``round_a is not None`` before
+    compiling, and a plan without bfloat16 compiles a loop without them (a tenth less of
+    its first compile: the rounding and the products of transposed operands they alone
+    reach). Runs in fastnn's floating-point mode (fp_mode)."""
     mode = fp_enter()
     done = steps
     layers, batch, samples = config[C_LAYERS], config[C_BATCH], config[C_SAMPLES]
@@ -484,7 +489,8 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 w = rows_of(params, layer_ints[layer, WEIGHT], k, m)
                 b = bias_of(params, masks, layer_ints, layer, False)
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
-                if layer_ints[layer, PRECISION] == PRECISION_BFLOAT16:
+                if round_a is not None \
+                        and layer_ints[layer, PRECISION] == PRECISION_BFLOAT16:
                     product(rounded(inputs, round_a, threads, limits),
                             rounded(w, round_w, threads, limits), False, False, out, b, code,
                             alpha, threads, limits, a_scratch, tile_scratch, b_scratch)
@@ -587,12 +593,13 @@ def train_steps(layer_ints, layer_reals, config, hyper, params, grads, state1, s
                 code, alpha = layer_ints[layer, ACTIVATION], layer_reals[layer, ALPHA]
                 dz = rows_of(dz_scratch, 0, n, m)
                 gemm = gemm_threads(n, k, m, threads, limits)
-                if layer_ints[layer, PRECISION] == PRECISION_BFLOAT16 and layer > 0:
+                bfloat16 = layer_ints[layer, PRECISION] == PRECISION_BFLOAT16
+                if round_a is not None and bfloat16 and layer > 0:
                     linear_backward_bfloat16(inputs, w, out, dout, code, alpha, dinputs, dw, db,
                                              dz, partial_db, threads, limits, a_scratch,
                                              tile_scratch, b_scratch, round_a, round_w,
                                              round_dz)
-                elif layer_ints[layer, PRECISION] == PRECISION_BFLOAT16:
+                elif round_a is not None and bfloat16:
                     linear_backward_bfloat16(inputs, w, out, dout, code, alpha, None, dw, db,
                                              dz, partial_db, threads, limits, a_scratch,
                                              tile_scratch, b_scratch, round_a, round_w,
