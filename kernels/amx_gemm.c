@@ -683,19 +683,19 @@ static inline void prefetch_step(prefetch_run *pf) {
  * of a bfloat16 pair, flushing subnormals as TDPBF16PS does): row q of a B tile is one
  * vector of 16 pairs, and pair q of an A tile's row r is broadcast to every lane. Into out
  * (row stride 32). */
-static inline void dot_block16(const bf16 *a, const bf16 *b, int64_t k_blocks, float *out,
-                               int accumulate) {
+static inline void dot_block16(const bf16 *a, int64_t a_row, int64_t a_step, const bf16 *b,
+                               int64_t k_blocks, float *out, int accumulate) {
     __m512 acc[16];
     for (int r = 0; r < 16; r++)
         acc[r] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
     for (int64_t kb = 0; kb < k_blocks; kb++) {
-        const bf16 *a_tile = a + kb * TILE_ELEMS, *b_tile = b + kb * TILE_ELEMS;
+        const bf16 *a_tile = a + kb * a_step, *b_tile = b + kb * TILE_ELEMS;
         for (int q = 0; q < 16; q++) {
             __m512bh pairs = (__m512bh)_mm512_load_si512(b_tile + q * TILE_K);
 #pragma GCC unroll 16
             for (int r = 0; r < 16; r++) {
                 int32_t pair;
-                memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+                memcpy(&pair, a_tile + r * a_row + 2 * q, sizeof pair);
                 acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(pair), pairs);
             }
         }
@@ -717,24 +717,25 @@ static inline void acc8x2_finish(__m512 acc[8][2], float *out) {
 
 /* Step q of an A tile's 8 rows (a_tile: the first) against B's pairs p0 and p1: each
  * broadcast pair of A serves two dot products. */
-static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int q, __m512bh p0,
-                               __m512bh p1) {
+static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int64_t a_row, int q,
+                               __m512bh p0, __m512bh p1) {
 #pragma GCC unroll 8
     for (int r = 0; r < 8; r++) {
         int32_t pair;
-        memcpy(&pair, a_tile + r * TILE_K + 2 * q, sizeof pair);
+        memcpy(&pair, a_tile + r * a_row + 2 * q, sizeof pair);
         __m512bh broadcast = (__m512bh)_mm512_set1_epi32(pair);
         acc[r][0] = _mm512_dpbf16_ps(acc[r][0], broadcast, p0);
         acc[r][1] = _mm512_dpbf16_ps(acc[r][1], broadcast, p1);
     }
 }
 
-/* 8 rows of a packed row block (a: its first row) by two column blocks (b0, b1): 16 x 2
- * accumulators, so a step of q takes 10 loads for 16 products where dot_block16 takes 17
+/* 8 rows of a row block of A (a: its first row; a_row numbers from one row to the next and
+ * a_step from one k-block to the next: TILE_K and TILE_ELEMS packed, A's row stride and TILE_K
+ * read in place) by two column blocks (b0, b1): 16 x 2 accumulators, so a step of q takes 10 loads for 16 products where dot_block16 takes 17
  * for 16. Into out (row stride 32), from zeros or (accumulate) out's sums; pf: lines to
  * prefetch on the way (or NULL). */
-static inline void dot_block8x2(const bf16 *a, const bf16 *b0, const bf16 *b1,
-                                int64_t k_blocks, float *out, int accumulate,
+static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, const bf16 *b0,
+                                const bf16 *b1, int64_t k_blocks, float *out, int accumulate,
                                 prefetch_run *pf) {
     __m512 acc[8][2];
     acc8x2_start(acc, out, accumulate);
@@ -742,7 +743,7 @@ static inline void dot_block8x2(const bf16 *a, const bf16 *b0, const bf16 *b1,
         const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
         prefetch_step(pf);
         for (int q = 0; q < 16; q++)
-            dot8x2_step(acc, a + kb * TILE_ELEMS, q,
+            dot8x2_step(acc, a + kb * a_step, a_row, q,
                         (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K),
                         (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K));
     }
@@ -770,41 +771,42 @@ static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_
                                     _mm512_maskz_loadu_ps(hi1, r1 + 16));
             _mm512_store_si512(b0 + kb * TILE_ELEMS + q * TILE_K, v0);
             _mm512_store_si512(b1 + kb * TILE_ELEMS + q * TILE_K, v1);
-            dot8x2_step(acc, a + kb * TILE_ELEMS, q, (__m512bh)v0, (__m512bh)v1);
+            dot8x2_step(acc, a + kb * TILE_ELEMS, TILE_K, q, (__m512bh)v0, (__m512bh)v1);
         }
     acc8x2_finish(acc, out);
 }
 
 /* rows x cols (<= 32 each) of a block of C over kbn k-blocks with dot products, into block
  * (row stride 32): a at the first row block's first k-block (the second row block a_next
- * numbers further), b0 and b1 at the two column blocks' (kbn tiles each). accumulate: add
+ * numbers further; a_row and a_step as dot_block8x2's), b0 and b1 at the two column blocks' (kbn tiles each). accumulate: add
  * to the sums in block (those of the k-blocks before) instead of starting from zero, which
  * gives the same bits as one pass over both ranges. */
-static inline void dot_pair(const bf16 *a, int64_t a_next, const bf16 *b0, const bf16 *b1,
-                            int64_t kbn, int64_t rows, int64_t cols, float *block,
-                            int accumulate, prefetch_run *pf, int skip_first) {
+static inline void dot_pair(const bf16 *a, int64_t a_next, int64_t a_row, int64_t a_step,
+                            const bf16 *b0, const bf16 *b1, int64_t kbn, int64_t rows,
+                            int64_t cols, float *block, int accumulate, prefetch_run *pf,
+                            int skip_first) {
     for (int ia = 0; ia < 2 && 16 * ia < rows; ia++) {
         const bf16 *a_block = a + ia * a_next;
         if (cols > 16)
             for (int half = ia == 0 && skip_first; half < 2 && 16 * ia + 8 * half < rows; half++)
-                dot_block8x2(a_block + 8 * half * TILE_K, b0, b1, kbn,
+                dot_block8x2(a_block + 8 * half * a_row, a_row, a_step, b0, b1, kbn,
                              block + (16 * ia + 8 * half) * 32, accumulate, pf);
         else
-            dot_block16(a_block, b0, kbn, block + ia * 16 * 32, accumulate);
+            dot_block16(a_block, a_row, a_step, b0, kbn, block + ia * 16 * 32, accumulate);
     }
 }
 
-/* The sums over kbn k-blocks of a rows x cols (<= 32 each) block of C, on tiles or (tiles 0,
- * A packed) with dot products, from the row blocks of a (at their first k-block) and the
+/* The sums over kbn k-blocks of a rows x cols (<= 32 each) block of C, on tiles or (tiles 0)
+ * with dot products, from the row blocks of a (at their first k-block) and the
  * packed column blocks at b (kbn tiles each), into block (32 x 32, row stride 32): from
  * zeros, or (accumulate) added to block's sums of the k-blocks before; on tiles, the waiting
  * block of `store` (if given) goes to C beside the products. */
 static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, int64_t rows,
                               int64_t cols, float *block, int accumulate,
                               deferred_store *store) {
-    if (!tiles) /* (A packed: its second row block a.second - a.first numbers on) */
-        dot_pair(a.first, a.second - a.first, b, b + kbn * TILE_ELEMS, kbn, rows, cols, block,
-                 accumulate, NULL, 0);
+    if (!tiles) /* (the second row block a.second - a.first numbers on; a.stride bytes a row) */
+        dot_pair(a.first, a.second - a.first, a.stride / (int64_t)sizeof(bf16), a.step, b,
+                 b + kbn * TILE_ELEMS, kbn, rows, cols, block, accumulate, NULL, 0);
     else if (rows > 16 && cols > 16)
         amx_block(2, 2, a, b, kbn, block, accumulate, store);
     else if (rows > 16)
@@ -888,7 +890,7 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
                               fastnn_min(n_blocks, 2 * jp + 2), kb0, kbn);
             for (int64_t ip = 0; ip < m_pairs; ip++)
                 dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS, k_blocks * TILE_ELEMS,
-                         panel, panel + kbn * TILE_ELEMS, kbn, fastnn_min(32, m - ip * 32), cols,
+                         TILE_K, TILE_ELEMS, panel, panel + kbn * TILE_ELEMS, kbn, fastnn_min(32, m - ip * 32), cols,
                          partial + ip * 32 * 32, kb0 > 0, pf.base ? &pf : NULL,
                          rounding && ip == 0);
         }
@@ -1096,9 +1098,16 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 0.42, 256 x 4096 x 256 0.40 -> 0.34, 1024^3 1.02 -> 0.96, 128 x 1024 x 1024 0.20 -> 0.19,
      * 256 x 256 x 4096 0.95-0.97x, the rest within 2%; with rows 16 bytes off a line (each
      * tile row then reads two), 0.87-1.11x; each pair of row blocks packed just before its
-     * blocks instead, 0.77-0.95x against in place. */
-    int a_in_place = tiles && a.bf16 && !a.trans && k % TILE_K == 0 && m % TILE_ROWS == 0 &&
-                     (uintptr_t)a.data % 64 == 0 && a.ld * (int64_t)sizeof(bf16) % 64 == 0;
+     * blocks instead, 0.77-0.95x against in place. The dot products likewise (their
+     * broadcasts read pairs of A along its rows, any row stride; with a bfloat16 B, as
+     * fused_columns reads a packed A): AMD Zen 5 (AVX512-BF16, no AMX), 2 threads,
+     * alternating in one process, same bits, against A packed: 1024 x 1024 x 256 1.05-1.10x
+     * (0.56 ms; torch.mm 0.60), B transposed 1.18x, 256 x 4096 x 256 1.04-1.06x, 2048 x 512 x
+     * 512 1.02-1.05x, 512^3 1.00-1.08x; a few rows (32-128, columns_in_pieces and own
+     * groups) 0.98-1.02x. The split's tie below stays the packed A's for dot products. */
+    int a_in_place = a.bf16 && !a.trans && k % TILE_K == 0 && m % TILE_ROWS == 0 &&
+                     (tiles ? (uintptr_t)a.data % 64 == 0 && a.ld * (int64_t)sizeof(bf16) % 64 == 0
+                            : b.bf16 && (uintptr_t)a.data % 4 == 0 && a.ld % 2 == 0);
     /* Each thread owns pairs of row blocks (by rows) or of column blocks: it packs its own
      * operand's pairs, and an equal share of the other operand, which every thread reads
      * whole, before one barrier. By rows when that leaves the busiest thread fewer blocks, or
@@ -1114,7 +1123,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int64_t busiest_by_rows = fastnn_ceil_div(m_pairs, threads) * n_pairs;
     int64_t busiest_by_columns = fastnn_ceil_div(n_pairs, threads) * m_pairs;
     int by_rows = busiest_by_rows < busiest_by_columns ||
-                  (busiest_by_rows == busiest_by_columns && (a_in_place ? m > 2 * n : m >= n));
+                  (busiest_by_rows == busiest_by_columns && (tiles && a_in_place ? m > 2 * n : m >= n));
     int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
     /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
     /* (A thread's own pairs larger than a group come from L3 for the first block of each
