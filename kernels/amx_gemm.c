@@ -731,9 +731,9 @@ static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int64_t a_r
 
 /* 8 rows of a row block of A (a: its first row; a_row numbers from one row to the next and
  * a_step from one k-block to the next: TILE_K and TILE_ELEMS packed, A's row stride and TILE_K
- * read in place) by two column blocks (b0, b1): 16 x 2 accumulators, so a step of q takes 10 loads for 16 products where dot_block16 takes 17
- * for 16. Into out (row stride 32), from zeros or (accumulate) out's sums; pf: lines to
- * prefetch on the way (or NULL). */
+ * read in place) by two column blocks (b0, b1): 16 x 2 accumulators, so a step of q takes 10
+ * loads for 16 products where dot_block16 takes 17 for 16. Into out (row stride 32), from
+ * zeros or (accumulate) out's sums; pf: lines to prefetch on the way (or NULL). */
 static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, const bf16 *b0,
                                 const bf16 *b1, int64_t k_blocks, float *out, int accumulate,
                                 prefetch_run *pf) {
@@ -778,9 +778,9 @@ static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_
 
 /* rows x cols (<= 32 each) of a block of C over kbn k-blocks with dot products, into block
  * (row stride 32): a at the first row block's first k-block (the second row block a_next
- * numbers further; a_row and a_step as dot_block8x2's), b0 and b1 at the two column blocks' (kbn tiles each). accumulate: add
- * to the sums in block (those of the k-blocks before) instead of starting from zero, which
- * gives the same bits as one pass over both ranges. */
+ * numbers further; a_row and a_step as dot_block8x2's), b0 and b1 at the two column blocks'
+ * (kbn tiles each). accumulate: add to the sums in block (those of the k-blocks before)
+ * instead of starting from zero, which gives the same bits as one pass over both ranges. */
 static inline void dot_pair(const bf16 *a, int64_t a_next, int64_t a_row, int64_t a_step,
                             const bf16 *b0, const bf16 *b1, int64_t kbn, int64_t rows,
                             int64_t cols, float *block, int accumulate, prefetch_run *pf,
@@ -890,9 +890,9 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
                               fastnn_min(n_blocks, 2 * jp + 2), kb0, kbn);
             for (int64_t ip = 0; ip < m_pairs; ip++)
                 dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS, k_blocks * TILE_ELEMS,
-                         TILE_K, TILE_ELEMS, panel, panel + kbn * TILE_ELEMS, kbn, fastnn_min(32, m - ip * 32), cols,
-                         partial + ip * 32 * 32, kb0 > 0, pf.base ? &pf : NULL,
-                         rounding && ip == 0);
+                         TILE_K, TILE_ELEMS, panel, panel + kbn * TILE_ELEMS, kbn,
+                         fastnn_min(32, m - ip * 32), cols, partial + ip * 32 * 32, kb0 > 0,
+                         pf.base ? &pf : NULL, rounding && ip == 0);
         }
         for (int64_t ip = 0; ip < m_pairs; ip++)
             store_block(c, partial + ip * 32 * 32, m, n, ip, jp, epilogue);
@@ -975,9 +975,10 @@ static operand from_k(operand x, int b_side, int64_t p0) {
 }
 
 /* On tiles or (tiles 0) with dot products, with a transposed A (the weight gradient's x^T dz:
- * both operands stored k after k), the blocks of C at row pairs [first, end) and column pairs [j_first, j_end) (a thread's
- * own rows and all columns when split by rows, all rows and its own columns when split by
- * columns): K in pieces of at most PIECE_K_BLOCKS k-blocks (about equal). Each thread
+ * both operands stored k after k), the blocks of C at row pairs [first, end) and column pairs
+ * [j_first, j_end) (a thread's own rows and all columns when split by rows, all rows and its
+ * own columns when split by columns): K in pieces of at most PIECE_K_BLOCKS k-blocks (about
+ * equal). Each thread
  * packs, for itself, the piece of its rows of A (their part of the stored rows, in order) and
  * of its columns of B, the next piece of both beside the tile products of the one before
  * (pack_ahead, two slots of piece_slot_elems), and adds each block's sums over the piece to
@@ -1044,8 +1045,8 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
                 float *sums = partial + ((ip - first) * n_pairs + jp - j_first) * 32 * 32;
                 a_tiles rows = {a_pair, a_pair + kbn * TILE_ELEMS, TILE_STRIDE, TILE_ELEMS};
                 if (!tiles) flush_store(store); /* dot products: nothing to overlap */
-                block_sums(tiles, rows, slot + b_at + 2 * (jp - j_first) * kbn * TILE_ELEMS, kbn,
-                           fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), sums,
+                block_sums(tiles, rows, slot + b_at + 2 * (jp - j_first) * kbn * TILE_ELEMS,
+                           kbn, fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), sums,
                            piece > 0, store);
                 if (last) store->waiting = 1, store->ip = ip, store->jp = jp, store->from = sums;
             }
@@ -1107,7 +1108,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 512 1.02-1.05x, 512^3 1.00-1.08x; a few rows (32-128, columns_in_pieces and own
      * groups) 0.98-1.02x. The split's tie below stays the packed A's for dot products. */
     int a_in_place = a.bf16 && !a.trans && k % TILE_K == 0 && m % TILE_ROWS == 0 &&
-                     (tiles ? (uintptr_t)a.data % 64 == 0 && a.ld * (int64_t)sizeof(bf16) % 64 == 0
+                     (tiles ? (uintptr_t)a.data % 64 == 0 &&
+                                  a.ld * (int64_t)sizeof(bf16) % 64 == 0
                             : b.bf16 && (uintptr_t)a.data % 4 == 0 && a.ld % 2 == 0);
     /* Each thread owns pairs of row blocks (by rows) or of column blocks: it packs its own
      * operand's pairs, and an equal share of the other operand, which every thread reads
@@ -1124,7 +1126,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int64_t busiest_by_rows = fastnn_ceil_div(m_pairs, threads) * n_pairs;
     int64_t busiest_by_columns = fastnn_ceil_div(n_pairs, threads) * m_pairs;
     int by_rows = busiest_by_rows < busiest_by_columns ||
-                  (busiest_by_rows == busiest_by_columns && (tiles && a_in_place ? m > 2 * n : m >= n));
+                  (busiest_by_rows == busiest_by_columns &&
+                   (tiles && a_in_place ? m > 2 * n : m >= n));
     int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
     /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
     /* (A thread's own pairs larger than a group come from L3 for the first block of each
