@@ -378,7 +378,6 @@ def test_bfloat16_matmuls_train_bit_for_bit_as_the_per_layer_path(backend, optim
     assert not np.array_equal(float32.get_weights()[0], bfloat16.get_weights()[0])
 
 
-
 @pytest.mark.skipif("numba" not in BACKENDS, reason="the numba backend is not under test here")
 def test_the_numba_loop_gets_bfloat16_copies_only_for_a_plan_with_bfloat16(monkeypatch):
     """A plan without bfloat16 layers passes None for the three bfloat16 copies, so that
