@@ -799,15 +799,17 @@ static inline void dot_pair(const bf16 *a, int64_t a_next, int64_t a_row, int64_
 /* The sums over kbn k-blocks of a rows x cols (<= 32 each) block of C, on tiles or (tiles 0)
  * with dot products, from the row blocks of a (at their first k-block) and the
  * packed column blocks at b (kbn tiles each), into block (32 x 32, row stride 32): from
- * zeros, or (accumulate) added to block's sums of the k-blocks before; on tiles, the waiting
- * block of `store` (if given) goes to C beside the products. */
+ * zeros, or (accumulate) added to block's sums of the k-blocks before. The waiting block of
+ * `store` (if given) goes to C: on tiles beside the products, with dot products (nothing to
+ * overlap) before them. */
 static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, int64_t rows,
                               int64_t cols, float *block, int accumulate,
                               deferred_store *store) {
-    if (!tiles) /* (the second row block a.second - a.first numbers on; a.stride bytes a row) */
+    if (!tiles) { /* (the second row block a.second - a.first numbers on; a.stride bytes a row) */
+        if (store) flush_store(store);
         dot_pair(a.first, a.second - a.first, a.stride / (int64_t)sizeof(bf16), a.step, b,
                  b + kbn * TILE_ELEMS, kbn, rows, cols, block, accumulate, NULL, 0);
-    else if (rows > 16 && cols > 16)
+    } else if (rows > 16 && cols > 16)
         amx_block(2, 2, a, b, kbn, block, accumulate, store);
     else if (rows > 16)
         amx_block(2, 1, a, b, kbn, block, accumulate, store);
@@ -823,7 +825,6 @@ static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, 
  * issued, or flush_store. */
 static inline void amx_pair(int tiles, a_tiles a, const bf16 *b, int64_t k_blocks, int64_t m,
                             int64_t n, int64_t ip, int64_t jp, deferred_store *store) {
-    if (!tiles) flush_store(store); /* dot products: nothing to overlap */
     block_sums(tiles, a, b, k_blocks, fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
                store->sums, 0, store);
     store->waiting = 1, store->ip = ip, store->jp = jp;
@@ -1044,7 +1045,6 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
                 const bf16 *a_pair = slot + 2 * (ip - first) * kbn * TILE_ELEMS;
                 float *sums = partial + ((ip - first) * n_pairs + jp - j_first) * 32 * 32;
                 a_tiles rows = {a_pair, a_pair + kbn * TILE_ELEMS, TILE_STRIDE, TILE_ELEMS};
-                if (!tiles) flush_store(store); /* dot products: nothing to overlap */
                 block_sums(tiles, rows, slot + b_at + 2 * (jp - j_first) * kbn * TILE_ELEMS,
                            kbn, fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), sums,
                            piece > 0, store);
