@@ -14,7 +14,8 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.contract import ACTIVATION_CODES, FLOAT_DTYPES, LABEL_DTYPE
-from .precision import get_matmul_precision, is_bfloat16, is_bfloat16_dtype, precision_name
+from .precision import (ALIASES, PRECISIONS, get_matmul_precision, is_bfloat16,
+                        is_bfloat16_dtype, precision_name)
 from .precision import resolve as _precision
 from .validation import (activation_name, bfloat16_array, finite_number, float_array,
                          label_array, non_empty_batch, output_array, positive_number,
@@ -32,6 +33,8 @@ REDUCTIONS = ("mean", "sum", "none")
 # raises the error that names the argument. The fast path changes no result.
 _ndarray = np.ndarray
 _F32, _F64 = FLOAT_DTYPES
+#: The precision names ops.matmul's call entry may be given (the others raise in Python).
+_PRECISION_NAMES = frozenset(PRECISIONS) | frozenset(ALIASES)
 _INF = float("inf")
 _may_share_memory = np.may_share_memory
 
@@ -74,12 +77,14 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     """
     backend = get_backend()
     entry = backend.matmul_entry
-    if entry is not None and (get_matmul_precision() == "float32" if precision is None
-                              else type(precision) is str and precision == "float32"):
-        # the backend's compiled entry: the plain case checked and run in C, else None
-        product = entry(a, b, trans_a, trans_b, out)
-        if product is not None:
-            return product
+    if entry is not None:
+        # the backend's compiled entry: the plain case checked and run in C, else None (a bad
+        # precision name never reaches it: the Python path below raises its error)
+        name = get_matmul_precision() if precision is None else precision
+        if type(name) is str and name in _PRECISION_NAMES:
+            product = entry(a, b, trans_a, trans_b, out, name != "float32")
+            if product is not None:
+                return product
     if type(a) is _ndarray and type(b) is _ndarray:
         dtype = a.dtype
         if not a.flags.carray:

@@ -175,10 +175,10 @@ def round_bfloat16(x, out):
 
 
 # -- the C call entry of a plain matmul (kernels/fastcall/fastcall.c) ---------------------
-# fastnn.ops.matmul calls ``matmul_entry(a, b, trans_a, trans_b, out)`` first when the current
-# backend has one (see the contract): it checks the call and runs fastnn_matmul_f32/_f64 all
-# in C, or returns None, and the Python path below runs. It calls the cffi extension's own
-# GEMMs through their addresses, bound here.
+# fastnn.ops.matmul calls ``matmul_entry(a, b, trans_a, trans_b, out, bfloat16)`` first when
+# the current backend has one (see the contract): it checks the call and runs
+# fastnn_matmul_f32/_f64/_bf16/_bf16_operands all in C, or returns None, and the Python path
+# below runs. It calls the cffi extension's own GEMMs through their addresses, bound here.
 
 def _fastcall_entry():
     """The extension's matmul, bound to this extension's GEMMs; None and why not when it
@@ -190,7 +190,7 @@ def _fastcall_entry():
         reason = build_error.read_text().strip() if build_error.exists() else str(exc)
         return None, reason
     _fastcall.bind(*(int(ffi.cast("uintptr_t", ffi.addressof(lib, f"fastnn_matmul_{s}")))
-                     for s in ("f32", "f64")))
+                     for s in ("f32", "f64", "bf16", "bf16_operands")))
     return _fastcall.matmul, ""
 
 

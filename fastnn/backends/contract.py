@@ -64,14 +64,17 @@ class Backend(Protocol):
     NAME: str
 
     #: None, or a compiled entry that does all of :func:`fastnn.ops.matmul` for its plain
-    #: case: ``matmul_entry(a, b, trans_a, trans_b, out)`` returns the product (``out``, or a
-    #: new array when ``out`` is None) when a and b are exact ``numpy.ndarray`` of one float
-    #: dtype, 2-D, C-contiguous and aligned, with matching inner dimensions and no zero
-    #: dimension, the flags are bools or ints, and ``out`` is None or an exact, writable,
-    #: C-contiguous ndarray of the result's shape and dtype that overlaps neither input;
-    #: otherwise it returns None having done nothing, and ops.matmul takes its Python path
-    #: (its checks and their errors). ops.matmul calls it only in float32 precision. Its
-    #: result must equal :meth:`matmul`'s bit for bit.
+    #: case: ``matmul_entry(a, b, trans_a, trans_b, out, bfloat16)`` returns the product
+    #: (``out``, or a new array when ``out`` is None) when a and b are exact ``numpy.ndarray``
+    #: of one dtype (float32, float64 or bfloat16), 2-D, C-contiguous and aligned, with
+    #: matching inner dimensions and no zero dimension, the flags are bools or ints, and
+    #: ``out`` is None or an exact, writable, C-contiguous ndarray of the result's shape and
+    #: dtype (or float32 for bfloat16 operands) that overlaps neither input; ``bfloat16`` (a
+    #: bool) is the matmul precision, float32 operands then multiplying as :meth:`matmul` in
+    #: "bfloat16" and float64 ones not being plain. Otherwise it returns None having done
+    #: nothing, and ops.matmul takes its Python path (its checks and their errors). ops.matmul
+    #: calls it only with a valid precision name. Its result must equal :meth:`matmul`'s bit
+    #: for bit.
     matmul_entry: Optional[Callable[..., Optional[np.ndarray]]]
 
     def set_num_threads(self, n: int) -> None:

@@ -2,29 +2,36 @@
  * fastnn._c._fastcall.
  *
  * fastnn.ops.matmul on small arrays costs more in its Python call path (type, dtype and flag
- * checks, np.empty, three cffi from_buffer and the cffi call: about 0.7 us) than in the GEMM.
- * matmul() below does the same work in C for the one obviously valid case, then calls the
- * SAME exported GEMM the cffi wrapper calls (fastnn_matmul_f32 / _f64 of kernels/fastnn.h,
- * which dispatch to the instruction set chosen at load). Their addresses come from the cffi
- * extension at import (bind()), so this module links against no kernel and holds no copy of
- * one.
+ * checks, np.empty, three cffi from_buffer and the cffi call: about 0.7 us in float32, 4.3 us
+ * for bfloat16 operands) than in the GEMM. matmul() below does the same work in C for the
+ * obviously valid cases, then calls the SAME exported GEMM the cffi wrapper calls
+ * (fastnn_matmul_f32 / _f64 / _bf16 / _bf16_operands of kernels/fastnn.h, which dispatch to
+ * the instruction set chosen at load). Their addresses come from the cffi extension at import
+ * (bind()), so this module links against no kernel and holds no copy of one.
  *
- * matmul(a, b, trans_a, trans_b, out) -> out, or None when the call is not the plain case:
+ * matmul(a, b, trans_a, trans_b, out, bfloat16) -> out, or None when the call is not plain:
  *   a, b   exactly numpy.ndarray (no subclass), 2-D, one dtype: the native float32 or float64
- *          (the dtype objects np.dtype(np.float32) / np.dtype(np.float64) themselves),
+ *          (the dtype objects np.dtype(np.float32) / np.dtype(np.float64) themselves) or
+ *          ml_dtypes' bfloat16 (a 2-byte dtype named "bfloat16", as
+ *          fastnn.precision.is_bfloat16_dtype tells it; ml_dtypes is not imported),
  *          aligned (read-only is fine), C-contiguous, or Fortran-contiguous: a transposed view
  *          such as w.T, read as the C-ordered array it views with its transpose flag flipped,
  *          as BLAS reads it and as ops.matmul's Python path does (_untransposed), so the same
  *          kernel call and the same bits; a (N, K), or (K, N) if trans_a; b (K, M), or (M, K)
  *          if trans_b; N, K, M >= 1;
  *   trans_a, trans_b  True, False or an exact int;
- *   out    None (a new (N, M) array is returned), or exactly numpy.ndarray (N, M) of that
- *          dtype, C-contiguous, aligned, writeable and sharing no byte with a or b.
+ *   out    None (a new (N, M) array of the operands' dtype is returned), or exactly
+ *          numpy.ndarray (N, M) of that dtype (or float32, for bfloat16 operands: their
+ *          float32 sums), C-contiguous, aligned, writeable and sharing no byte with a or b;
+ *   bfloat16  True: float32 operands multiply in bfloat16 matmul precision
+ *          (fastnn_matmul_bf16), and float64 ones are not plain (the caller decides: an
+ *          error for an explicit precision, float64 for the context's); False: float32
+ *          precision. Bfloat16 operands multiply as they are either way.
  * Anything else returns None before any work, and the caller (fastnn.ops.matmul) takes its
  * Python path, whose checks raise the errors that name the argument: no message lives here.
  * None is also returned when the kernel could not allocate its scratch memory (outputs not
  * valid), so that the Python path runs it again and reports the failure in its words.
- * The precision (float32 only) and the current backend are the caller's to check.
+ * The precision's name and the current backend are the caller's to check.
  *
  * The GIL is released while the kernel runs, as cffi releases it around the same call.
  */
@@ -42,10 +49,37 @@
 /* The exported GEMMs, bound at import: the prototypes are those of fastnn.h. */
 static __typeof__(&fastnn_matmul_f32) matmul_f32 = NULL;
 static __typeof__(&fastnn_matmul_f64) matmul_f64 = NULL;
+static __typeof__(&fastnn_matmul_bf16) matmul_bf16 = NULL;
+static __typeof__(&fastnn_matmul_bf16_operands) matmul_bf16_operands = NULL;
 
-/* The native float dtypes: a call is plain when its arrays have exactly these. */
+/* The native float dtypes: a call is plain when its arrays have exactly these, or the
+ * bfloat16 dtype below. */
 static PyArray_Descr *float32_descr = NULL;
 static PyArray_Descr *float64_descr = NULL;
+/* ml_dtypes' bfloat16 dtype (one object for every array of it), the first time one is seen;
+ * a reference is held. */
+static PyArray_Descr *bfloat16_descr = NULL;
+
+/* Whether descr, the dtype of an array of 2-byte items, is bfloat16: named "bfloat16", as
+ * fastnn.precision.is_bfloat16_dtype says, which is asked of the first such dtype only. */
+static int is_bfloat16(PyArray_Descr *descr) {
+    if (descr == bfloat16_descr) {
+        return 1;
+    }
+    if (bfloat16_descr != NULL) {
+        return 0;  /* another 2-byte dtype (float16, or a second "bfloat16": the Python path) */
+    }
+    PyObject *name = PyObject_GetAttrString((PyObject *)descr, "name");
+    int found = name != NULL && PyUnicode_Check(name)
+                && PyUnicode_CompareWithASCIIString(name, "bfloat16") == 0;
+    Py_XDECREF(name);
+    PyErr_Clear();  /* a failed lookup is not plain, not an error */
+    if (found) {
+        Py_INCREF(descr);
+        bfloat16_descr = descr;
+    }
+    return found;
+}
 
 /* 0 or 1 for True, False and exact ints; -1 for anything else (the Python path decides). */
 static int flag_value(PyObject *flag) {
@@ -92,16 +126,20 @@ static int overlap(PyArrayObject *x, PyArrayObject *y) {
 
 static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "matmul() takes 5 arguments (a, b, trans_a, trans_b, "
-                     "out), got %zd", nargs);
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "matmul() takes 6 arguments (a, b, trans_a, trans_b, "
+                     "out, bfloat16), got %zd", nargs);
         return NULL;
     }
     if (matmul_f32 == NULL || !Py_IS_TYPE(args[0], &PyArray_Type)) {
         Py_RETURN_NONE;
     }
     PyArray_Descr *descr = PyArray_DESCR((PyArrayObject *)args[0]);
-    if (descr != float32_descr && descr != float64_descr) {
+    int bf16_precision = flag_value(args[5]);
+    int bf16_operands = descr != float32_descr && descr != float64_descr
+                        && PyArray_ITEMSIZE((PyArrayObject *)args[0]) == 2 && is_bfloat16(descr);
+    if (!(descr == float32_descr || bf16_operands || (descr == float64_descr && !bf16_precision))
+        || bf16_precision < 0) {
         Py_RETURN_NONE;
     }
     int a_flipped = 0, b_flipped = 0;
@@ -140,20 +178,30 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
             Py_RETURN_NONE;
         }
         out = (PyArrayObject *)out_arg;
+        PyArray_Descr *out_descr = PyArray_DESCR(out);
         if (PyArray_NDIM(out) != 2 || PyArray_DIM(out, 0) != n || PyArray_DIM(out, 1) != m
-            || PyArray_DESCR(out) != descr || !PyArray_CHKFLAGS(out, NPY_ARRAY_CARRAY)
-            || overlap(out, a) || overlap(out, b)) {
+            || (out_descr != descr && !(bf16_operands && out_descr == float32_descr))
+            || !PyArray_CHKFLAGS(out, NPY_ARRAY_CARRAY) || overlap(out, a) || overlap(out, b)) {
             Py_RETURN_NONE;
         }
         Py_INCREF(out);
     }
 
     int status;
-    if (descr == float32_descr) {
+    if (bf16_operands) {
+        /* the sums rounded to bfloat16 into a bfloat16 out, or float32 into a float32 one */
+        void *c = PyArray_DATA(out);
+        int out_bf16 = PyArray_DESCR(out) == descr;
+        const uint16_t *x = PyArray_DATA(a), *y = PyArray_DATA(b);
+        Py_BEGIN_ALLOW_THREADS
+        status = matmul_bf16_operands(c, out_bf16, x, y, n, k, m, trans_a, trans_b);
+        Py_END_ALLOW_THREADS
+    } else if (descr == float32_descr) {
         float *c = PyArray_DATA(out);
         const float *x = PyArray_DATA(a), *y = PyArray_DATA(b);
+        __typeof__(matmul_f32) gemm = bf16_precision ? matmul_bf16 : matmul_f32;
         Py_BEGIN_ALLOW_THREADS
-        status = matmul_f32(c, x, y, n, k, m, trans_a, trans_b);
+        status = gemm(c, x, y, n, k, m, trans_a, trans_b);
         Py_END_ALLOW_THREADS
     } else {
         double *c = PyArray_DATA(out);
@@ -169,38 +217,41 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
     return (PyObject *)out;
 }
 
-/* bind(matmul_f32_address, matmul_f64_address): the kernels matmul() calls, as integers
- * (the cffi extension's ffi.cast("uintptr_t", ffi.addressof(lib, name))). */
+/* bind(f32, f64, bf16, bf16_operands): the addresses of the kernels matmul() calls,
+ * fastnn_matmul_f32, _f64, _bf16 and _bf16_operands, as integers (the cffi extension's
+ * ffi.cast("uintptr_t", ffi.addressof(lib, name))). */
 static PyObject *fastcall_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "bind() takes 2 arguments, got %zd", nargs);
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "bind() takes 4 arguments, got %zd", nargs);
         return NULL;
     }
-    void *f32 = PyLong_AsVoidPtr(args[0]);
-    if (f32 == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    void *f64 = PyLong_AsVoidPtr(args[1]);
-    if (f64 == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (f32 == NULL || f64 == NULL) {
-        PyErr_SetString(PyExc_ValueError, "bind(): a kernel address is 0");
-        return NULL;
+    void *address[4];
+    for (int i = 0; i < 4; i++) {
+        address[i] = PyLong_AsVoidPtr(args[i]);
+        if (address[i] == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (address[i] == NULL) {
+            PyErr_SetString(PyExc_ValueError, "bind(): a kernel address is 0");
+            return NULL;
+        }
     }
     /* a data pointer to a function pointer: what dlsym() users do, defined on every ABI we
-     * build for */
-    matmul_f64 = (__typeof__(matmul_f64))f64;
-    matmul_f32 = (__typeof__(matmul_f32))f32;
+     * build for; matmul_f32 last, as matmul() tests it for all four */
+    matmul_f64 = (__typeof__(matmul_f64))address[1];
+    matmul_bf16 = (__typeof__(matmul_bf16))address[2];
+    matmul_bf16_operands = (__typeof__(matmul_bf16_operands))address[3];
+    matmul_f32 = (__typeof__(matmul_f32))address[0];
     Py_RETURN_NONE;
 }
 
 static PyMethodDef fastcall_methods[] = {
     {"matmul", (PyCFunction)(void (*)(void))fastcall_matmul, METH_FASTCALL,
-     "matmul(a, b, trans_a, trans_b, out) -> out, or None for the Python path (fastcall.c)"},
+     "matmul(a, b, trans_a, trans_b, out, bfloat16) -> out, or None for the Python path "
+     "(fastcall.c)"},
     {"bind", (PyCFunction)(void (*)(void))fastcall_bind, METH_FASTCALL,
-     "bind(matmul_f32_address, matmul_f64_address): the kernels matmul() calls"},
+     "bind(f32, f64, bf16, bf16_operands): the addresses of the kernels matmul() calls"},
     {NULL, NULL, 0, NULL},
 };
 
