@@ -477,6 +477,19 @@ typedef struct {
     int bf16, trans;
 } output;
 
+/* Smallest float32 C (bytes) whose whole rows of a block are written by streaming stores
+ * (MOVNTPS: no read for ownership of C's lines, which go to memory rather than the caches) when
+ * its rows start on cache lines; packed_gemm's threads end with SFENCE. AMD Zen 5 (no AMX), 2
+ * threads, float32 operands in bfloat16 precision, alternating in one process, same bits:
+ * C of 4-16 MB with K of 256 1.13-1.21x (1024 x 256 x 4096, A or B transposed 1.14-1.18x;
+ * 2048 x 256 x 2048, 1024 x 256 x 2048, 1024 x 256 x 1024, 256 x 256 x 4096 1.10-1.13x),
+ * 1024 x 1024 x 4096 1.07x, 1024 x 4096 x 4096 1.03x, 512 x 256 x 1024 (2 MB) 1.18x; C of 1
+ * MB 0.98-0.99x (512^3, 256 x 1024 x 1024), so not below 2 MB; epochs of 784-2048-2048-10 in
+ * bfloat16 precision (batch 256 and 1024) and 784-4096-4096-10 (512) unchanged. A bfloat16 C
+ * of 8 MB lost (1024 x 256 x 4096, 2048 x 256 x 4096 0.95x, perhaps held in L3 between
+ * calls): regular stores. */
+#define STREAM_MIN_BYTES (2 * 1024 * 1024)
+
 /* The block of C (m x n) at row block pair ip and column block pair jp, held in `block`
  * (32 x 32, row stride 32), to C with the epilogue; only its rows and columns inside C. */
 static void store_block(output c, const float *block, int64_t m, int64_t n, int64_t ip,
@@ -505,6 +518,8 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
             bias_v[h] = _mm512_maskz_loadu_ps(fastnn_mask16(cols - 16 * h), bias + 16 * h);
     /* a row of bfloat16 at once: 32 numbers rounded by VCVTNE2PS2BF16 (bf16_pack32) */
     __mmask32 row_mask = cols >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cols) - 1;
+    int stream = !c.bf16 && cols == 32 && m * n * (int64_t)sizeof(float) >= STREAM_MIN_BYTES &&
+                 ((uintptr_t)c.data | (uintptr_t)(c.ld * (int64_t)sizeof(float))) % 64 == 0;
     for (int64_t r = 0; r < rows; r++) {
         __m512 v[2];
         for (int h = 0; h < 2; h++) {
@@ -514,7 +529,10 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
                                         (float)epilogue->alpha);
         }
         int64_t to = at + r * c.ld;
-        if (c.bf16) {
+        if (stream) {
+            _mm512_stream_ps((float *)c.data + to, v[0]);
+            _mm512_stream_ps((float *)c.data + to + 16, v[1]);
+        } else if (c.bf16) {
             _mm512_mask_storeu_epi16((bf16 *)c.data + to, row_mask, bf16_pack32(v[0], v[1]));
         } else
             for (int h = 0; h < 2 && 16 * h < cols; h++)
@@ -1442,6 +1460,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
                 store.ahead = NULL;
             }
         flush_store(&store);
+        _mm_sfence(); /* C's streaming stores (store_block) visible to the other threads */
         if (tiles) _tile_release();
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
@@ -1515,6 +1534,7 @@ static int k_split_gemm(int64_t m, int64_t n, int64_t k, operand a, operand b, o
                         }
                     store_block(c, sums, m, n, ip, jp, epilogue);
                 }
+            _mm_sfence(); /* (as packed_gemm's threads) */
             fastnn_fp_leave(fp);
         }
         if (t == 0) done = fastnn_now_ns();

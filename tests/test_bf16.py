@@ -22,7 +22,7 @@ import fastnn
 from fastnn import ops
 from fastnn.backends import numpy_backend
 
-from conftest import BACKENDS
+from conftest import BACKENDS, at_offset
 
 BOUND = 2e-5
 
@@ -281,6 +281,48 @@ def test_edge_blocks_give_the_bits_of_full_blocks(shape):
                     np.testing.assert_array_equal(_bits(c[:full, m - 2]), _bits(c[:full, 7]))
         finally:
             fastnn.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (1, 0), (0, 1)])
+def test_a_large_c_on_cache_lines_gets_the_bits_of_one_off_them(trans_a, trans_b):
+    """A float32 C of 2 MB or more whose rows start on cache lines is written by streaming
+    stores (kernels/amx_gemm.c, STREAM_MIN_BYTES), 16 bytes off a line by regular ones: the
+    same bits, on 1 and 2 threads, with an edge column block (1008 = 31 x 32 + 16), a NaN row,
+    and through linear_forward's epilogue (bias, then ReLU)."""
+    if _c_bf16_gemm() == "float32":
+        pytest.skip("no bfloat16 instructions in this copy of the C kernels (FASTNN_ISA)")
+    n, k, m = 600, 64, 1008  # C: 2.4 MB
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal((k, m)).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32)
+    a[n // 3, k // 2] = np.nan
+    op_a, op_b = (a.T.copy() if trans_a else a), (b.T.copy() if trans_b else b)
+    with fastnn.use_backend("c"):
+        saved = fastnn.get_num_threads()["c"]
+        try:
+            for threads in (1, 2):
+                fastnn.set_num_threads(threads)
+                got = {}
+                for offset in (0, 16):
+                    out = at_offset(np.zeros((n, m), np.float32), offset)
+                    assert ops.matmul(op_a, op_b, trans_a=trans_a, trans_b=trans_b, out=out,
+                                      precision="bfloat16") is out
+                    layer = at_offset(np.zeros((n, m), np.float32), offset)
+                    if not (trans_a or trans_b):
+                        ops.linear_forward(a, b, bias, "relu", out=layer, precision="bfloat16")
+                    got[offset] = out, layer
+                for aligned, off in zip(got[0], got[16]):
+                    np.testing.assert_array_equal(_bits(aligned), _bits(off))
+        finally:
+            fastnn.set_num_threads(saved)
+    product, layer = got[0]
+    assert np.isnan(product[n // 3]).all()
+    rows = np.arange(n) != n // 3
+    _check_within_bound(product[rows], a[rows], b)
+    if not (trans_a or trans_b):
+        np.testing.assert_array_equal(_bits(layer[rows]),
+                                      _bits(np.maximum(product[rows] + bias, 0)))
 
 
 def _c_bf16_gemm():
