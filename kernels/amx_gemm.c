@@ -43,10 +43,8 @@
  *    transposed, each thread packs a piece of K of its rows of A and its columns of B (all
  *    of the other operand's) at a time, the next beside the products, and shares nothing
  *    (blocks_in_pieces);
- *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products; with
- *    few rows split by columns, B not transposed and K a whole number of 32-wide k-blocks,
- *    B is rounded in pieces of at most 256 k beside the products into an L1 panel instead
- *    of packed whole first (fused_columns). Every block of C sums all of K in the same
+ *  - without AMX (fastnn_dot_bf16_gemm), the same blocks by VDPBF16PS dot products (with
+ *    few rows, columns_in_pieces for a float32 B too). Every block of C sums all of K in the same
  *    order on one thread (or, a small C over a long K on tiles, each half of K so, the two
  *    sums added after: k_split_gemm, by the shape alone), whatever the path, layout, split or
  *    thread count: the bits do not depend on them. Each thread loads the tile configuration
@@ -680,22 +678,6 @@ static inline __attribute__((always_inline)) void amx_block(const int mt, const 
     if (mt == 2 && nt == 2) _tile_stored(3, out + 16 * 32 + 16, 128);
 }
 
-/* Lines of memory to prefetch a few at a time while the dot products run: `rows` rows of
- * `row_bytes` stride from base, `lines_per_row` lines of each, `per_step` lines asked for at
- * each k-block; (row, line) is the next one not yet asked for. */
-typedef struct {
-    const char *base;
-    int64_t row_bytes, rows, lines_per_row, per_step, row, line;
-} prefetch_run;
-
-static inline void prefetch_step(prefetch_run *pf) {
-    if (!pf) return;
-    for (int64_t i = 0; i < pf->per_step && pf->row < pf->rows; i++) {
-        _mm_prefetch(pf->base + pf->row * pf->row_bytes + pf->line * 64, _MM_HINT_T0);
-        if (++pf->line == pf->lines_per_row) pf->line = 0, pf->row++;
-    }
-}
-
 /* The 16 x 16 block of C from one packed row block (a) and one column block (b), with
  * AVX512-BF16 dot products instead of tiles (VDPBF16PS: 16 lanes, each += the two products
  * of a bfloat16 pair, flushing subnormals as TDPBF16PS does): row q of a B tile is one
@@ -721,8 +703,8 @@ static inline void dot_block16(const bf16 *a, int64_t a_row, int64_t a_step, con
     for (int r = 0; r < 16; r++) _mm512_store_ps(out + r * 32, acc[r]);
 }
 
-/* The 8 x 2 accumulators of dot_block8x2 and dot_block8x2_rounding (rows 8 x 32 floats of
- * out, row stride 32): zeros or (accumulate) out's sums; out <- acc. */
+/* The 8 x 2 accumulators of dot_block8x2 (rows 8 x 32 floats of out, row stride 32): zeros
+ * or (accumulate) out's sums; out <- acc. */
 static inline void acc8x2_start(__m512 acc[8][2], const float *out, int accumulate) {
     for (int r = 0; r < 8; r++)
         for (int h = 0; h < 2; h++)
@@ -751,46 +733,18 @@ static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int64_t a_r
  * a_step from one k-block to the next: TILE_K and TILE_ELEMS packed, A's row stride and TILE_K
  * read in place) by two column blocks (b0, b1): 16 x 2 accumulators, so a step of q takes 10
  * loads for 16 products where dot_block16 takes 17 for 16. Into out (row stride 32), from
- * zeros or (accumulate) out's sums; pf: lines to prefetch on the way (or NULL). */
+ * zeros or (accumulate) out's sums. */
 static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, const bf16 *b0,
-                                const bf16 *b1, int64_t k_blocks, float *out, int accumulate,
-                                prefetch_run *pf) {
+                                const bf16 *b1, int64_t k_blocks, float *out, int accumulate) {
     __m512 acc[8][2];
     acc8x2_start(acc, out, accumulate);
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
-        prefetch_step(pf);
         for (int q = 0; q < 16; q++)
             dot8x2_step(acc, a + kb * a_step, a_row, q,
                         (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K),
                         (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K));
     }
-    acc8x2_finish(acc, out);
-}
-
-/* dot_block8x2 with the two column blocks of B read as floats from op(B) not transposed
- * (src: op(B)[p0][j0], row stride ldb; rows from ks on and columns from cols on are zeros;
- * cols > 16) and rounded on the way: their packed tiles go to b0 and b1 for the other rows'
- * calls. The rounding and the loads of B run beside the products instead of before them. */
-static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_t ldb,
-                                         int64_t ks, int64_t cols, bf16 *b0, bf16 *b1,
-                                         int64_t k_blocks, float *out, int accumulate) {
-    __mmask16 lo = fastnn_mask16(cols), hi = fastnn_mask16(cols - 16);
-    __m512 acc[8][2];
-    acc8x2_start(acc, out, accumulate);
-    for (int64_t kb = 0; kb < k_blocks; kb++)
-        for (int q = 0; q < 16; q++) {
-            int64_t p = kb * TILE_K + 2 * q;
-            const float *r0 = src + p * ldb, *r1 = r0 + ldb;
-            __mmask16 lo0 = p < ks ? lo : 0, hi0 = p < ks ? hi : 0;
-            __mmask16 lo1 = p + 1 < ks ? lo : 0, hi1 = p + 1 < ks ? hi : 0;
-            __m512i v0 = bf16_pairs(_mm512_maskz_loadu_ps(lo0, r0), _mm512_maskz_loadu_ps(lo1, r1));
-            __m512i v1 = bf16_pairs(_mm512_maskz_loadu_ps(hi0, r0 + 16),
-                                    _mm512_maskz_loadu_ps(hi1, r1 + 16));
-            _mm512_store_si512(b0 + kb * TILE_ELEMS + q * TILE_K, v0);
-            _mm512_store_si512(b1 + kb * TILE_ELEMS + q * TILE_K, v1);
-            dot8x2_step(acc, a + kb * TILE_ELEMS, TILE_K, q, (__m512bh)v0, (__m512bh)v1);
-        }
     acc8x2_finish(acc, out);
 }
 
@@ -801,14 +755,13 @@ static inline void dot_block8x2_rounding(const bf16 *a, const float *src, int64_
  * instead of starting from zero, which gives the same bits as one pass over both ranges. */
 static inline void dot_pair(const bf16 *a, int64_t a_next, int64_t a_row, int64_t a_step,
                             const bf16 *b0, const bf16 *b1, int64_t kbn, int64_t rows,
-                            int64_t cols, float *block, int accumulate, prefetch_run *pf,
-                            int skip_first) {
+                            int64_t cols, float *block, int accumulate) {
     for (int ia = 0; ia < 2 && 16 * ia < rows; ia++) {
         const bf16 *a_block = a + ia * a_next;
         if (cols > 16)
-            for (int half = ia == 0 && skip_first; half < 2 && 16 * ia + 8 * half < rows; half++)
+            for (int half = 0; half < 2 && 16 * ia + 8 * half < rows; half++)
                 dot_block8x2(a_block + 8 * half * a_row, a_row, a_step, b0, b1, kbn,
-                             block + (16 * ia + 8 * half) * 32, accumulate, pf);
+                             block + (16 * ia + 8 * half) * 32, accumulate);
         else
             dot_block16(a_block, a_row, a_step, b0, kbn, block + ia * 16 * 32, accumulate);
     }
@@ -826,7 +779,7 @@ static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, 
     if (!tiles) { /* (the second row block a.second - a.first numbers on; a.stride bytes a row) */
         if (store) flush_store(store);
         dot_pair(a.first, a.second - a.first, a.stride / (int64_t)sizeof(bf16), a.step, b,
-                 b + kbn * TILE_ELEMS, kbn, rows, cols, block, accumulate, NULL, 0);
+                 b + kbn * TILE_ELEMS, kbn, rows, cols, block, accumulate);
     } else if (rows > 16 && cols > 16)
         amx_block(2, 2, a, b, kbn, block, accumulate, store);
     else if (rows > 16)
@@ -859,65 +812,6 @@ static inline a_tiles row_pair(operand a, int in_place, const bf16 *packed, int6
                      a.ld * (int64_t)sizeof(bf16), TILE_K};
 }
 
-/* The few-rows path of the dot products, for B not transposed, on the pairs of column blocks
- * [first, end). Each pair's B is rounded in pieces of at most FUSED_K_BLOCKS k-blocks, of
- * about equal size (no short last piece), by the first call (the first 8 rows,
- * dot_block8x2_rounding) into this thread's panel (16 KB, in L1), which the calls of the
- * other rows read; no packed B is written whole, nor read back from L3. Each row pair's sums
- * over those k-blocks are added to its block in partial (m_pairs blocks of 32 x 32 floats),
- * so each block still sums all of K in order on one thread: the bits are those of amx_pair.
- * The other calls prefetch the next piece's rows of B. */
-#define FUSED_K_BLOCKS 8
-#define FUSED_MAX_PAIRS 4
-#define FUSED_THREAD_ELEMS (2 * FUSED_K_BLOCKS * TILE_ELEMS + FUSED_MAX_PAIRS * 32 * 32 * 2)
-/* Longest row of B (bytes from one row to the next) rounded in pieces: a piece reads 32
- * columns of 256 rows, each row a page or more from the next beyond this, which is slow (Zen 5,
- * 2 threads, 32 x K x N: N of 1024 in pieces as fast as packed whole, of 2048 1.1x slower, of
- * 4096 2.2x: 32 x 4096 x 4096 10.8 ms against 4.8). A B of longer rows takes wide_columns. */
-#define FUSED_MAX_ROW_BYTES 4096
-static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64_t n, int64_t k,
-                          const float *b, int64_t ldb, int64_t first, int64_t end, output c,
-                          const fastnn_epilogue *epilogue, bf16 *panel) {
-    float *partial = (float *)(panel + 2 * FUSED_K_BLOCKS * TILE_ELEMS);
-    int64_t m_pairs = fastnn_ceil_div(m, 32), n_blocks = fastnn_ceil_div(n, 16);
-    for (int64_t jp = first; jp < end; jp++) {
-        int64_t j = jp * 32, cols = fastnn_min(32, n - j);
-        /* pieces of equal size (784 = 24.5 k-blocks: 7, 6, 6, 6 rather than 8, 8, 8, 1) */
-        int64_t pieces = fastnn_ceil_div(k_blocks, FUSED_K_BLOCKS);
-        for (int64_t piece = 0; piece < pieces; piece++) {
-            int64_t kb0 = k_blocks * piece / pieces;
-            int64_t kbn = k_blocks * (piece + 1) / pieces - kb0, p0 = kb0 * TILE_K;
-            /* the next piece: the next k-blocks of this pair, or the next pair's first */
-            int64_t next_p = kb0 + kbn < k_blocks ? p0 + kbn * TILE_K : 0;
-            int64_t next_j = next_p ? j : j + 32;
-            prefetch_run pf = {0};
-            if (next_p || jp + 1 < end) {
-                pf.base = (const char *)(b + next_p * ldb + next_j);
-                pf.row_bytes = ldb * (int64_t)sizeof(float);
-                pf.rows = fastnn_min(FUSED_K_BLOCKS * TILE_K, k - next_p);
-                pf.lines_per_row = fastnn_ceil_div(fastnn_min(32, n - next_j) * 4, 64);
-                pf.per_step = fastnn_ceil_div(pf.rows * pf.lines_per_row, m_pairs * 4 * kbn);
-            }
-            /* a last pair of one column block goes through pack_b_blocks and dot_block16 */
-            int rounding = cols > 16;
-            if (rounding)
-                dot_block8x2_rounding(a_pack + kb0 * TILE_ELEMS, b + p0 * ldb + j, ldb, k - p0,
-                                      cols, panel, panel + kbn * TILE_ELEMS, kbn, partial,
-                                      kb0 > 0);
-            else
-                pack_b_blocks(panel, kbn, (operand){b, ldb, 0, 0}, n, k, 2 * jp,
-                              fastnn_min(n_blocks, 2 * jp + 2), kb0, kbn);
-            for (int64_t ip = 0; ip < m_pairs; ip++)
-                dot_pair(a_pack + (2 * ip * k_blocks + kb0) * TILE_ELEMS, k_blocks * TILE_ELEMS,
-                         TILE_K, TILE_ELEMS, panel, panel + kbn * TILE_ELEMS, kbn,
-                         fastnn_min(32, m - ip * 32), cols, partial + ip * 32 * 32, kb0 > 0,
-                         pf.base ? &pf : NULL, rounding && ip == 0);
-        }
-        for (int64_t ip = 0; ip < m_pairs; ip++)
-            store_block(c, partial + ip * 32 * 32, m, n, ip, jp, epilogue);
-    }
-}
-
 /* The few-rows path for a B not transposed (on tiles, up to AMX_PIECE_MAX_PAIRS pairs of row
  * blocks, and a bfloat16 B transposed too), on the pairs of column blocks [first, end):
  * `group` pairs at a time, K in pieces of at most `piece` k-blocks (of about equal size).
@@ -927,17 +821,25 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
  * blocks of 32 x 32 floats). Each block still sums all of K in order on one thread: the bits
  * of amx_pair. The packed B never goes to memory and back, nor is B's row read in runs too
  * short for the prefetchers.
- *  - With dot products (tiles 0; B rows longer than FUSED_MAX_ROW_BYTES: the rows of a B this
- *    wide lie a page or more apart, and a run of 128 bytes per row, as fused_columns reads,
- *    starves the prefetchers), WIDE_GROUP_PAIRS of WIDE_K_BLOCKS. Zen 5, 2 threads, a busy
- *    host, 4 alternating processes each: 32 pairs of 2 k-blocks against 8 of 8 (runs of 1
- *    KB), 32 x 2048 x 2048 0.97 against 1.44 ms, 32 x 4096 x 4096 6.2 against 8.6, 128 x
- *    1024 x 4096 2.6 against 3.4 (16 of 4: between).
+ *  - With dot products (tiles 0; up to DOT_FEW_MAX_PAIRS pairs of row blocks), WIDE_GROUP_PAIRS
+ *    of WIDE_K_BLOCKS. Zen 5, 2 threads, a busy host, 4 alternating processes each, B of
+ *    long rows: 32 pairs of 2 k-blocks against 8 of 8 (runs of 1 KB), 32 x 2048 x 2048 0.97
+ *    against 1.44 ms, 32 x 4096 x 4096 6.2 against 8.6, 128 x 1024 x 4096 2.6 against 3.4
+ *    (16 of 4: between).
  *  - On tiles, AMX_PIECE_GROUP_PAIRS of AMX_PIECE_K_BLOCKS (the sums of a block are loaded
  *    into and stored from the tiles once a piece), where a thread's own groups of all of K
  *    would read B in runs shorter than 1 KB a row (packed_gemm). */
 #define WIDE_GROUP_PAIRS 32
 #define WIDE_K_BLOCKS 2
+/* With dot products, up to this many pairs of row blocks (128 rows): the group's sums (512
+ * KB) and its piece of B (128 KB) in L2. */
+#define DOT_FEW_MAX_PAIRS 4
+/* A float32 B whose K is not a whole number of k-blocks (K % 32 != 0) takes columns_in_pieces
+ * on the dot products only with rows longer than this (bytes from one row to the next), where
+ * the pieces beat B packed whole (with 8 pairs of 8 k-blocks, the first sizes: 32 x 2048 x
+ * 2048 0.84 -> 0.55-0.62 ms, 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms); with shorter rows they
+ * lost (128 x 784 x 256 and 128 x 784 x 1024 0.95-0.96x against own groups). */
+#define DOT_MAX_ROW_BYTES 4096
 #define AMX_PIECE_GROUP_PAIRS 16
 #define AMX_PIECE_K_BLOCKS 8
 /* On tiles, up to this many pairs of row blocks (256 rows): the group's sums (512 KB), its
@@ -949,6 +851,9 @@ static void fused_columns(const bf16 *a_pack, int64_t k_blocks, int64_t m, int64
  * 4096 x 1024 1.19x, 256 x 4096 x 512 1.15x. Up to 512 rows it lost (0.54x at 512 x 4096 x
  * 4096, 0.96x at 384 rows: 1 MB of sums). */
 #define AMX_PIECE_MAX_PAIRS 8
+/* On tiles, a bfloat16 B transposed takes columns_in_pieces from this many pairs of row
+ * blocks (packed_gemm). */
+#define AMX_BT_PIECES_MIN_PAIRS 5
 #define PIECES_THREAD_ELEMS(group, piece, pairs) \
     ((group) * 2 * (piece) * TILE_ELEMS + (group) * (pairs) * 32 * 32 * 2)
 static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *a_pack,
@@ -1119,8 +1024,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 256 x 256 x 4096 0.95-0.97x, the rest within 2%; with rows 16 bytes off a line (each
      * tile row then reads two), 0.87-1.11x; each pair of row blocks packed just before its
      * blocks instead, 0.77-0.95x against in place. The dot products likewise (their
-     * broadcasts read pairs of A along its rows, any row stride; with a bfloat16 B, as
-     * fused_columns reads a packed A): AMD Zen 5 (AVX512-BF16, no AMX), 2 threads,
+     * broadcasts read pairs of A along its rows, any row stride): AMD Zen 5 (AVX512-BF16,
+     * no AMX), 2 threads,
      * alternating in one process, same bits, against A packed: 1024 x 1024 x 256 1.05-1.10x
      * (0.56 ms; torch.mm 0.60), B transposed 1.18x, 256 x 4096 x 256 1.04-1.06x, 2048 x 512 x
      * 512 1.02-1.05x, 512^3 1.00-1.08x; a few rows (32-128, columns_in_pieces and own
@@ -1128,7 +1033,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int a_in_place = a.bf16 && !a.trans && k % TILE_K == 0 && m % TILE_ROWS == 0 &&
                      (tiles ? (uintptr_t)a.data % 64 == 0 &&
                                   a.ld * (int64_t)sizeof(bf16) % 64 == 0
-                            : b.bf16 && (uintptr_t)a.data % 4 == 0 && a.ld % 2 == 0);
+                            : (uintptr_t)a.data % 4 == 0 && a.ld % 2 == 0);
     /* Each thread owns pairs of row blocks (by rows) or of column blocks: it packs its own
      * operand's pairs, and an equal share of the other operand, which every thread reads
      * whole, before one barrier. By rows when that leaves the busiest thread fewer blocks, or
@@ -1161,19 +1066,11 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     if (fastnn_ceil_div(own_pairs, threads) * pair_bytes > AMX_OWN_GROUP_BYTES)
         chunk = fastnn_max(chunk, fastnn_min(AMX_SHARED_CHUNK_MIN_PAIRS,
                                              AMX_SHARED_CHUNK_MAX_BYTES / pair_bytes));
-    /* A few rows by columns with dot products and B not transposed: B rounded in pieces
-     * beside the products (fused_columns). A transposed B packs faster whole (its runs of k
-     * are contiguous), and measured slower in pieces. So did a K that ends in a part of a
-     * k-block (K % 32 != 0), not yet understood: 32 x 784 x 1024 ran at 251-291 GFLOP/s in
-     * pieces against 346-398 packed whole, and 32 x 1008 x 1024 likewise, where K of 736,
-     * 768, 800 and 1056 gained (each build alone in its process, alternating, quiet). A B
-     * of long rows (FUSED_MAX_ROW_BYTES), any K, takes columns_in_pieces: with its first
-     * group and piece sizes (8 pairs of 8 k-blocks), 32 x 2048 x 2048 0.84 -> 0.55-0.62 ms
-     * and 32 x 1024 x 4096 1.0 -> 0.73-0.91 ms against packing B whole. */
+    /* A few rows by columns (on dot products, B not transposed): columns_in_pieces, for some
+     * B (pieces below). A transposed B packs faster whole on dot products (its runs of k are
+     * contiguous), and measured slower in pieces. */
     int few_rows_by_columns = !by_rows && (!b.trans || tiles) &&
-                              m_pairs <= (tiles ? AMX_PIECE_MAX_PAIRS : FUSED_MAX_PAIRS);
-    int long_rows = b.ld * (int64_t)sizeof(float) > FUSED_MAX_ROW_BYTES;
-    int fused = !tiles && !b.bf16 && few_rows_by_columns && k % TILE_K == 0 && !long_rows;
+                              m_pairs <= (tiles ? AMX_PIECE_MAX_PAIRS : DOT_FEW_MAX_PAIRS);
     /* When the shared operand is one chunk (read whole from L2 for each own pair),
      * the own operand is packed a group of pairs (AMX_OWN_GROUP_BYTES) at a time just before
      * their blocks, into this thread's panel (in L2), rather than whole before the barrier:
@@ -1197,8 +1094,9 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int group_runs_short = group * 32 * (b.bf16 ? 2 : (int64_t)sizeof(float)) < 1024;
     int short_runs = !by_rows && !b.trans && group_runs_short &&
                      n_blocks * k_blocks * FASTNN_AMX_TILE_BYTES <= AMX_CACHED_PACK_BYTES;
-    /* B packed a group and a piece at a time (columns_in_pieces): with dot products, a B of
-     * long rows; on tiles, a few rows whose own groups would read runs shorter than 1 KB of
+    /* B packed a group and a piece at a time (columns_in_pieces): with dot products, a float32
+     * B whose K is a whole number of k-blocks or whose rows are long (DOT_MAX_ROW_BYTES);
+     * on tiles, a few rows whose own groups would read runs shorter than 1 KB of
      * B's rows, more than one group a thread. Sapphire Rapids, 2 threads, bfloat16
      * operands, alternating in one process, same bits, against own groups or B packed
      * whole (pieces of 8 k-blocks, groups of 16 pairs): 32 x 4096 x 1024 0.55 -> 0.45 ms,
@@ -1206,8 +1104,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 2.6, 32 x 2048 x 1024 0.236 -> 0.224; float32 operands 32 x 4096 x 1024 0.91 -> 0.61,
      * 128 x 4096 x 4096 5.6 -> 4.8. Where the groups' runs are 1 KB already, pieces lost:
      * 32 x 1024 x 4096 0.78-0.84x, 32 x 1024 x 1024 0.75-0.83x (groups of 8 of 8, 4 of 16,
-     * 16 of 4 k-blocks: between). A bfloat16 B transposed, with more than FUSED_MAX_PAIRS
-     * pairs of row blocks, likewise (its piece of each stored row: 512 bytes): 256 x 4096 x
+     * 16 of 4 k-blocks: between). A bfloat16 B transposed, with AMX_BT_PIECES_MIN_PAIRS
+     * pairs of row blocks or more, likewise (its piece of each stored row: 512 bytes): 256 x 4096 x
      * 4096 1.22x, 192 x 4096 x 4096 1.24x, 160 x 4096 x 1024 1.15x, 200 x 4096 x 600 1.13x, 256
      * x 2048 x 2048 1.09x, 256 x 2048 x 1024 0.98x; with fewer rows it lost (32 x 4096 x 1024
      * 0.71x, 64 x 2048 x 2048 0.79x, 128 x 4096 x 4096 0.90x), as with float32 operands (256 x
@@ -1215,12 +1113,22 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * likewise (groups of WIDE_GROUP_PAIRS, pieces of WIDE_K_BLOCKS): AMD Zen 5 (no AMX), 2
      * threads, alternating in one process, same bits, against own groups: 32 x 4096 x 1024
      * 1.14-1.18x, 32 x 4096 x 4096 1.18-1.20x, 64 x 2048 x 2048 1.08-1.09x, 33 x 4000 x 1000
-     * 1.06x; A transposed 32 x 4096 x 4096 1.35x, 64 x 2048 x 2048 1.09x; the rest even. */
+     * 1.06x; A transposed 32 x 4096 x 4096 1.35x, 64 x 2048 x 2048 1.09x; the rest even. A
+     * float32 B whose K is a whole number of k-blocks was rounded in pieces of up to 8
+     * k-blocks into an L1 panel beside the products of the first 8 rows, 32 columns at a time
+     * (fused_columns, removed): in pieces instead, Zen 5, 2 threads, alternating in one
+     * process, same bits, 1 x 1024 x 1024 and 8 x 1024 x 1024 1.42-1.46x, 32 x 4096 x 1024
+     * 1.22-1.27x (1.36x with B not in the caches), 32 x 1024 x 1024 1.19-1.23x, 32 x 1056 x 1000
+     * 1.18-1.20x, 32 x 4096 x 512 1.16-1.17x, 128 x 4096 x 1024 1.11-1.15x, 128 x 1024 x 1024
+     * 1.08-1.12x, 32 x 1024 x 256 1.08-1.21x; narrow or short ones (N of 10-128, K of 64-256)
+     * 0.96-1.02x. */
     int short_groups = group_runs_short && fastnn_ceil_div(n_pairs, threads) > group;
+    int long_rows = b.ld * (int64_t)sizeof(float) > DOT_MAX_ROW_BYTES;
     int pieces = few_rows_by_columns &&
-                 (tiles    ? short_groups && (!b.trans || (b.bf16 && m_pairs > FUSED_MAX_PAIRS))
+                 (tiles    ? short_groups && (!b.trans || (b.bf16 &&
+                                                          m_pairs >= AMX_BT_PIECES_MIN_PAIRS))
                   : b.bf16 ? short_groups
-                           : long_rows);
+                           : long_rows || k % TILE_K == 0);
     /* So too split by columns with an A read in place in more than one chunk: each group of
      * a thread's own pairs of B, packed just before its blocks, against every pair of A (read
      * from L3, where A lies, a pair against the group), rather than B packed whole (to memory)
@@ -1295,7 +1203,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 1024 x 256 1.18-1.34x, 128 x 256 x 1024 1.04-1.23x, 256 x 256 x 1024 1.08-1.14x. With an A
      * of 256-512 KB it lost (32 x 4096 x 4096 0.92-0.95x, 128 x 1024 x 1024 0.93x). */
     size_t a_whole = (size_t)(m_blocks * k_blocks) * tile_bytes;
-    int private_a = tiles && !by_rows && threads > 1 && !a_in_place && !fused && !pieces &&
+    int private_a = tiles && !by_rows && threads > 1 && !a_in_place && !pieces &&
                     a_whole <= AMX_PRIVATE_A_BYTES;
     bf16 *a_pack = fastnn_scratch(SCRATCH_BF16_A, a_in_place || k_pieces ? tile_bytes
                                                   : private_a ? threads * a_whole
@@ -1303,7 +1211,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
                                                                          : a_whole);
     int64_t pieces_elems =
         tiles ? PIECES_THREAD_ELEMS(AMX_PIECE_GROUP_PAIRS, AMX_PIECE_K_BLOCKS, AMX_PIECE_MAX_PAIRS)
-              : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS, FUSED_MAX_PAIRS);
+              : PIECES_THREAD_ELEMS(WIDE_GROUP_PAIRS, WIDE_K_BLOCKS, DOT_FEW_MAX_PAIRS);
     /* Split by rows, every thread reads all of the packed B. With bfloat16 operands and a B
      * of at most AMX_PRIVATE_B_BYTES, each thread packs all of it for itself (copying bits is
      * cheap), rather than half of a shared copy: no line of it then moves between the cores
@@ -1315,13 +1223,12 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * B transposed 1.0-1.28x. (Float32 operands, whose packing rounds, lost: 0.87-0.95x; a B of
      * 1-2 MB gained nothing.) */
     size_t b_whole = (size_t)(n_blocks * k_blocks) * tile_bytes;
-    int private_b = tiles && by_rows && threads > 1 && b.bf16 && !fused && !pieces &&
+    int private_b = tiles && by_rows && threads > 1 && b.bf16 && !pieces &&
                     !k_pieces && b_whole <= AMX_PRIVATE_B_BYTES;
     /* blocks_in_pieces: each thread's two slots, then its sums (floats) */
     int64_t piece_slots = 2 * piece_slot_elems(own_most, other_most);
     int64_t piece_thread = piece_slots + 2 * own_most * other_most * 32 * 32;
     size_t b_bytes = k_pieces ? (size_t)(threads * piece_thread) * sizeof(bf16)
-                     : fused  ? (size_t)threads * FUSED_THREAD_ELEMS * sizeof(bf16)
                      : pieces ? (size_t)threads * pieces_elems * sizeof(bf16)
                      : own_panel && !by_rows ? panels_bytes
                      : private_b             ? threads * b_whole
@@ -1351,17 +1258,14 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
         bf16 *a_mine = private_a ? a_pack + t * (a_whole / sizeof(bf16)) : a_pack;
         if (!a_in_place && !a_ahead && !k_pieces)
             pack_a_blocks(a_mine + a_first * k_blocks * TILE_ELEMS, a, m, k, a_first, a_end);
-        if (!fused && !pieces && !k_pieces && !(own_panel && !by_rows))
+        if (!pieces && !k_pieces && !(own_panel && !by_rows))
             pack_b_blocks(b_packed + b_first * k_blocks * TILE_ELEMS, k_blocks, b, n, k, b_first,
                           b_end, 0, k_blocks);
         if (!private_b && !k_pieces && !private_a) { /* (the same on every thread) */
 #pragma omp barrier
         }
         if (tiles) _tile_loadconfig(&TILE_CONFIG);
-        if (fused)
-            fused_columns(a_pack, k_blocks, m, n, k, b.data, b.ld, first, end, c, epilogue,
-                          b_pack + t * FUSED_THREAD_ELEMS);
-        else if (k_pieces) {
+        if (k_pieces) {
             bf16 *mine = b_pack + t * piece_thread;
             if (by_rows)
                 blocks_in_pieces(tiles, a, b, k_blocks, m, n, k, first, end, 0, n_pairs, mine,

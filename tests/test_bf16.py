@@ -133,15 +133,14 @@ def test_bfloat16_matmul_within_the_bound(backend_name, trans_a, trans_b):
             _check_within_bound(got, a, b)
 
 
-# Few rows (at most 128) and B not transposed, split by columns: where K is a whole number of
-# k-blocks of 32, the C GEMM rounds B 32 columns at a time, in pieces of at most 256 k of about
-# equal size (K of 1056: 33 blocks, pieces of 6 and 7), beside the products and carries the
-# sums across the pieces; K past a piece, a last column block short, and an epilogue. The
-# others with a last k-block short pack B whole. Rows of B longer than 4 KB (N > 1024), any K:
-# B packed 32 column pairs and a piece of K at a time, the sums carried across the pieces
-# (a last group short, a last pair of one column block). On tiles, up to 256 rows, K past
-# 1024 and many column pairs, B packed 16 pairs and 8 k-blocks at a time: 200 x 2112 x 1100 (7
-# row pairs, the last one block; 66 k-blocks in 9 pieces of 7 and 8).
+# Few rows (at most 128) and B not transposed, split by columns, with dot products: where K is
+# a whole number of k-blocks of 32, or the rows of B are longer than 4 KB (N > 1024), B is
+# packed (rounded) 32 column pairs and 2 k-blocks at a time and the sums are carried across
+# the pieces (K of 1056: 33 blocks in 17 pieces; a last group short, a last pair of one column
+# block, an epilogue); the others, with a last k-block short, take own groups of B's columns
+# or B packed whole. On tiles, up to 256 rows, K past 1024 and many column pairs, B packed 16
+# pairs and 8 k-blocks at a time: 200 x 2112 x 1100 (7 row pairs, the last one block; 66
+# k-blocks in 9 pieces of 7 and 8).
 FEW_ROWS = [(32, 1056, 1000), (100, 640, 90), (70, 320, 1000), (128, 2112, 520), (5, 704, 33),
             (32, 1030, 1000), (100, 600, 90), (128, 2100, 520), (32, 1056, 1030),
             (100, 640, 2050), (70, 600, 1100), (200, 2112, 1100)]
