@@ -703,9 +703,17 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
  * ahead instead (Sapphire Rapids, float32, 2 threads, alternating in one process, same bits,
  * 4 rows against 8: 1 x 4096 x 4096, 1 x 2048 x 4096, 1 x 4096 x 1024, 1 x 1024 x 4096 and
  * 1 x 4096 x 2048 1.06-1.07x in three runs, 2 rows 0.93-0.99x against 4, 16 and 32 rows
- * 0.89-1.01x against 8; a B' in L2 with its rows off lines lost with 4: 0.90-0.95x). */
+ * 0.89-1.01x against 8; a B' in L2 with its rows off lines lost with 4: 0.90-0.95x).
+ * Runs of GEMM_SMALL_LONG_RUN_BYTES or more (a chunk of at least 8 KB of each row: one or two
+ * rows of C' on one thread) of a B' that stays in half of L3 are not asked for: the hardware
+ * follows them, and the prefetches only took load slots (Zen 5, one thread, float64, B' 16
+ * bytes off a line, alternating in one process, medians of 11 blocks, without them against
+ * with: 1 x 256 x 1024 1.10-1.27x in six runs, 1 x 1024 x 1024 1.12-1.27x; from memory they
+ * still pay, 1 x 2048 x 2048 0.91-0.94x without, and for runs of 4 KB, 1 x 512 x 1024 float32
+ * 0.91x; a prefetch distance of 1-2 rows instead, or into L2 only, lost 0-25%). */
 #define GEMM_SMALL_AHEAD 8
 #define GEMM_SMALL_AHEAD_FAR 4
+#define GEMM_SMALL_LONG_RUN_BYTES 8192
 /* Fewest rows of C' for which small_tile (below) replaces small_axpy. */
 #define GEMM_SMALL_TILE_ROWS 4
 
@@ -725,20 +733,63 @@ static inline int FN(small_b_in_l2)(int64_t k, int64_t b_rs) {
     return (double)k * (double)b_rs * sizeof(T) <= 0.5 * (double)fastnn_l2_bytes();
 }
 
-/* acc[r][0..w) += sum_p A'[r][p] * B'[p][0..w) for r < rows (a constant <= 8 where this
- * is inlined; A' as small_a reads it); B'[p] starts at b + p * b_rs and is contiguous. */
+/* The columns small_axpy takes first, in a vector of their own: when B''s rows all start as
+ * far past a vector boundary (b_rs a whole number of cache lines, b on a whole element), the
+ * columns up to the first boundary, at most w; else none. Then every other vector of B' it
+ * reads lies on one cache line, not across two (NumPy's large arrays start 16 bytes past a
+ * line, as glibc's mmap chunks do). The head's own vector of accumulators keeps the others on
+ * lines too (see small_axpy). */
+static inline int64_t FN(small_head)(const T *b, int64_t b_rs, int64_t w) {
+    uintptr_t past = (uintptr_t)b % (VLEN * sizeof(T));
+    if (past == 0 || past % sizeof(T) != 0 || (b_rs * (int64_t)sizeof(T)) % 64 != 0) return 0;
+    return fastnn_min(w, VLEN - (int64_t)(past / sizeof(T)));
+}
+
+/* acc[r][col(j)] += sum_p A'[r][p] * B'[p][j] for j < w and r < rows (a constant <= 8 where
+ * this is inlined; A' as small_a reads it), where col(j) = j below h = small_head(b, b_rs, w)
+ * (the head, lanes 0..h-1 of the rows' first vector, whose other lanes take what they take)
+ * and VLEN + j - h from h on (j when h = 0); B'[p] starts at b + p * b_rs and is contiguous.
+ * acc's rows are acc_ld apart, room for a vector more than w. A column's sums are the same,
+ * in the same order, wherever it lies. Zen 5, alternating in one process, B' 16 bytes off a
+ * line, before (vectors across lines; where B' stayed in L2, the head as a chunk of its own,
+ * a pass over B' of its own) -> after: one thread, float64, 1 x 256 x 1024 32.6 -> 23.5 us
+ * (NumPy 25.1; on a line 22.6), 1 x 1024 x 16 2.47 -> 2.12 (NumPy 2.29), 1 x 4096 x 16 9.1
+ * -> 7.7 (6.7), 2 x 1024 x 16 2.94 -> 2.40, 2 x 256 x 1024 33.6 -> 29.8; two threads (with
+ * the long runs above) 1 x 256 x 1024 1.30x, 1 x 4096 x 16 1.12x, float32 1 x 1024 x 32 1.13x,
+ * 2 x 1024 x 256 1.15x, float32 1 x 4096 x 4096 and float64 1 x 2048 x 2048 0.95-1.02x. */
 static inline __attribute__((always_inline)) void FN(small_axpy)(
     const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
-    /* B' not staying in L2, or its vectors across lines: its lines are asked for ahead */
+    int64_t h = FN(small_head)(b, b_rs, w);
+    /* From here column j >= h is at acc + j, j < h at acc + j + h - VLEN. (One pointer for
+     * both: a second one live across the loop made GCC keep a pointer of the loop on the
+     * stack, 2 x 1024 x 256 float32 0.65-0.84x.) */
+    if (h) acc += VLEN - h;
     int in_l2 = FN(small_b_in_l2)(k, b_rs);
-    int far = !in_l2 || (uintptr_t)b % 64 != 0 || (b_rs * (int64_t)sizeof(T)) % 64 != 0;
+    int long_runs = w * (int64_t)sizeof(T) >= GEMM_SMALL_LONG_RUN_BYTES &&
+                    (double)k * (double)b_rs * sizeof(T) <= 0.5 * (double)fastnn_l3_bytes();
+    /* B' not staying in L2, or its vectors across lines: its lines are asked for ahead */
+    int far = !long_runs && (!in_l2 || (!h && (uintptr_t)b % 64 != 0) ||
+                             (b_rs * (int64_t)sizeof(T)) % 64 != 0);
     int64_t distance = in_l2 ? GEMM_SMALL_AHEAD : GEMM_SMALL_AHEAD_FAR;
+#define AR(q) V(set1)(FN(small_a)(cm, arows, kp, r, p + (q)))
     int64_t p = 0;
     for (; p + 4 <= k; p += 4) {
         const T *b0 = b + p * b_rs;
         const T *ahead = far && p + 4 + distance <= k ? b0 + distance * b_rs : NULL;
-        for (int64_t j = 0; j < w; j += VLEN) {
+        if (h) { /* the columns before B's first line boundary */
+            VEC bv[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) bv[q] = V(load_part)(b0 + q * b_rs, h, 0);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++) {
+                VEC s0 = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
+                VEC t0 = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
+                T *dst = acc + r * acc_ld + h - VLEN;
+                V(store)(dst, V(add)(V(load)(dst), V(add)(s0, t0)));
+            }
+        }
+        for (int64_t j = h; j < w; j += VLEN) {
             int64_t cols = w - j;
             if (ahead) {
 #pragma GCC unroll 4
@@ -751,17 +802,24 @@ static inline __attribute__((always_inline)) void FN(small_axpy)(
                                      : V(load_part)(b0 + q * b_rs + j, cols, 0);
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
-#define AR(q) V(set1)(FN(small_a)(cm, arows, kp, r, p + (q)))
-                VEC s = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
-                VEC t = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
+                VEC s0 = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
+                VEC t0 = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
                 T *dst = acc + r * acc_ld + j;
-                V(store)(dst, V(add)(V(load)(dst), V(add)(s, t)));
+                V(store)(dst, V(add)(V(load)(dst), V(add)(s0, t0)));
             }
         }
     }
     for (; p < k; p++) {
         const T *b0 = b + p * b_rs;
-        for (int64_t j = 0; j < w; j += VLEN) {
+        if (h) {
+            VEC bv = V(load_part)(b0, h, 0);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++) {
+                T *dst = acc + r * acc_ld + h - VLEN;
+                V(store)(dst, V(fma)(AR(0), bv, V(load)(dst)));
+            }
+        }
+        for (int64_t j = h; j < w; j += VLEN) {
             int64_t cols = w - j;
             VEC bv = cols >= VLEN ? V(load)(b0 + j) : V(load_part)(b0 + j, cols, 0);
 #pragma GCC unroll 8
@@ -940,7 +998,9 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         if (pack)
             chunk = fastnn_min(chunk, fastnn_max(VLEN, GEMM_SMALL_ACC_BYTES /
                                                            ((int64_t)sizeof(T) * k) / VLEN * VLEN));
-        T *acc = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)m * chunk * sizeof(T));
+        /* rows of the accumulators: a vector more than a chunk, for small_axpy's head */
+        int64_t acc_ld = chunk + VLEN;
+        T *acc = fastnn_scratch(SCRATCH_GEMM_B_PANEL, (size_t)m * acc_ld * sizeof(T));
         T *panel = pack ? fastnn_scratch(SCRATCH_GEMM_B, (size_t)k * chunk * sizeof(T)) : NULL;
         if (!acc || (pack && !panel)) return FASTNN_OUT_OF_MEMORY;
         /* Four rows or more, and this thread's B' in L2: the register tiles of small_tile.
@@ -952,25 +1012,16 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         int tile = m >= GEMM_SMALL_TILE_ROWS &&
                    (double)k * (double)(j1 - j0) * sizeof(T) <= (double)fastnn_l2_bytes();
         /* The chunks' columns: [j0, narrow) by the row kernels, [narrow, j1) by
-         * small_axpy_narrow when the last chunk is that narrow. With B' in place and its
-         * rows not on cache lines (NumPy's arrays are 16 bytes off as often as not), the
-         * columns up to the first line boundary go first as a short chunk of their own, so
-         * that every vector of the others reads one line, not two; where B' stays in L2 (from
-         * memory, the short chunk's pass over every row waited on memory and lost: 1 x 2048 x
-         * 2048 0.96x, 1 x 4096 x 4096 0.94x). A column's sums do not depend on the chunk it
-         * is in (the row kernels are column by column), so the bits do not depend on where
-         * the arrays lie. Sapphire Rapids, float32, 2 threads, alternating in one process, B
-         * 16 bytes off a line: 1 x 256 x 1024 16 -> 9 us, 1 x 784 x 256 1.15x, 2 x 1024 x 256
-         * 1.08x, 1 x 1024 x 256 1.05x. */
+         * small_axpy_narrow when the last chunk is that narrow. A column's sums do not depend
+         * on the chunk it is in, nor on where small_axpy keeps it (its head, small_head): the
+         * bits do not depend on where the arrays lie. (Before small_axpy's head, the columns
+         * up to B''s first line boundary went first as a short chunk of their own where B'
+         * stayed in L2, a pass over B' of their own.) */
         int64_t narrow = j0 + (j1 - j0 - 1) / chunk * chunk;
         if (j1 - narrow > GEMM_SMALL_NARROW * VLEN || narrow == j0) narrow = j1;
-        int64_t head = 0;
-        if (!pack && !tile && j1 - j0 > GEMM_SMALL_NARROW * VLEN &&
-            FN(small_b_in_l2)(k, b_rs) && (b_rs * (int64_t)sizeof(T)) % 64 == 0)
-            head = fastnn_min(narrow - j0, (int64_t)((64 - (uintptr_t)(b + j0) % 64) % 64 /
-                                                     sizeof(T)));
         for (int64_t jc = j0, w = 0; jc < j1; jc += w) {
-            w = jc == j0 && head ? head : fastnn_min(chunk, (jc < narrow ? narrow : j1) - jc);
+            w = fastnn_min(chunk, (jc < narrow ? narrow : j1) - jc);
+            int64_t head = 0, body = 0; /* small_axpy's head (small_head), where the rest is */
             const T *bc = b + jc;
             int64_t bc_rs = b_rs;
             if (pack) { /* panel[p][j] = B'[p][jc + j], rows of whole vectors */
@@ -982,17 +1033,18 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
 #define SMALL_ROWS(KERNEL, CM, FIRST)                                                        \
     switch (m) {                                                                             \
         SMALL_ROWS_##FIRST(KERNEL, CM)                                                       \
-        case 5: KERNEL(5, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
-        case 6: KERNEL(6, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
-        case 7: KERNEL(7, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                  \
-        default: KERNEL(8, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                 \
+        case 5: KERNEL(5, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                 \
+        case 6: KERNEL(6, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                 \
+        case 7: KERNEL(7, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                 \
+        default: KERNEL(8, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                \
     }
 #define SMALL_ROWS_1(KERNEL, CM)                                                             \
-    case 1: KERNEL(1, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
-    case 2: KERNEL(2, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
-    case 3: KERNEL(3, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;                      \
+    case 1: KERNEL(1, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                     \
+    case 2: KERNEL(2, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                     \
+    case 3: KERNEL(3, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;                     \
     SMALL_ROWS_4(KERNEL, CM)
-#define SMALL_ROWS_4(KERNEL, CM) case 4: KERNEL(4, CM, k, a, a_ld, bc, bc_rs, acc, chunk, w); break;
+#define SMALL_ROWS_4(KERNEL, CM)                                                             \
+    case 4: KERNEL(4, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;
 #define SMALL_LAYOUTS(KERNEL, FIRST)                                                         \
     if (a_cm) { SMALL_ROWS(KERNEL, 1, FIRST) } else { SMALL_ROWS(KERNEL, 0, FIRST) }
             if (jc >= narrow || (narrow == j1 && j1 - j0 <= GEMM_SMALL_NARROW * VLEN)) {
@@ -1000,8 +1052,10 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
             } else if (tile) {
                 SMALL_LAYOUTS(FN(small_tile), 4)
             } else {
-                memset(acc, 0, (size_t)m * chunk * sizeof(T));
+                memset(acc, 0, (size_t)m * acc_ld * sizeof(T));
                 SMALL_LAYOUTS(FN(small_axpy), 1)
+                head = FN(small_head)(bc, bc_rs, w);
+                body = head ? VLEN : 0;
             }
 #undef SMALL_LAYOUTS
 #undef SMALL_ROWS_4
@@ -1010,14 +1064,21 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
             if (epilogue) { /* C's columns jc.. from the accumulators, as they are stored */
                 fastnn_epilogue columns = *epilogue;
                 columns.bias = (const T *)epilogue->bias + jc;
-                FN(gemm_epilogue_block)(c + jc, c_rs, acc, chunk, 0, m, 0, w, &columns);
+                FN(gemm_epilogue_block)(c + jc, c_rs, acc, acc_ld, 0, m, 0, head, &columns);
+                columns.bias = (const T *)columns.bias + head;
+                FN(gemm_epilogue_block)(c + jc + head, c_rs, acc + body, acc_ld, 0, m, 0,
+                                        w - head, &columns);
             } else {
                 for (int64_t r = 0; r < m; r++) {
-                    if (c_cs == 1)
-                        memcpy(c + r * c_rs + jc, acc + r * chunk, (size_t)w * sizeof(T));
-                    else
+                    if (c_cs == 1) {
+                        memcpy(c + r * c_rs + jc, acc + r * acc_ld, (size_t)head * sizeof(T));
+                        memcpy(c + r * c_rs + jc + head, acc + r * acc_ld + body,
+                               (size_t)(w - head) * sizeof(T));
+                    } else {
                         for (int64_t j = 0; j < w; j++)
-                            c[r * c_rs + (jc + j) * c_cs] = acc[r * chunk + j];
+                            c[r * c_rs + (jc + j) * c_cs] =
+                                acc[r * acc_ld + (j < head ? j : body + j - head)];
+                    }
                 }
             }
         }

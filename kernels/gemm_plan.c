@@ -1,4 +1,6 @@
 /* gemm_plan.c - the GEMM's choice of path and thread split (see gemm_plan.h). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "gemm_plan.h"
@@ -15,6 +17,43 @@ int64_t fastnn_l2_bytes(void) {
         reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
         bytes = reported >= 65536 ? (int64_t)reported : (int64_t)1 << 20;
+    }
+    return bytes;
+#endif
+}
+
+/* The size in bytes of the level-3 cache cpu0 reads from, as Linux lists it in sysfs ("32768K"):
+ * the cache of its cluster of cores, where sysconf's _SC_LEVEL3_CACHE_SIZE adds up a whole
+ * socket's (384 MB against 32 MB on the Zen 5 machine); -1 when not listed. */
+static int64_t sysfs_l3_bytes(void) {
+    for (int index = 0; index < 8; index++) {
+        char path[64], text[32];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", index);
+        FILE *file = fopen(path, "r");
+        if (!file) return -1;
+        int level = fgets(text, sizeof text, file) ? atoi(text) : 0;
+        fclose(file);
+        if (level != 3) continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+        file = fopen(path, "r");
+        if (!file) return -1;
+        char *end = NULL;
+        long long size = fgets(text, sizeof text, file) ? strtoll(text, &end, 10) : -1;
+        fclose(file);
+        if (size <= 0 || !end) return -1;
+        return *end == 'K' ? size << 10 : *end == 'M' ? size << 20 : size;
+    }
+    return -1;
+}
+
+int64_t fastnn_l3_bytes(void) {
+#if defined(FASTNN_L3_BYTES)
+    return FASTNN_L3_BYTES;
+#else
+    static int64_t bytes = 0; /* a race only writes the same value twice */
+    if (bytes == 0) {
+        int64_t listed = sysfs_l3_bytes();
+        bytes = listed >= 1048576 ? listed : (int64_t)8 << 20;
     }
     return bytes;
 #endif

@@ -114,6 +114,10 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
  * C library reports (sysconf), else 1 MB. */
 int64_t fastnn_l2_bytes(void);
 
+/* Bytes of the L3 a core reads from (shared with the other cores of its cluster):
+ * FASTNN_L3_BYTES if set at build time, else what Linux lists for cpu0 in sysfs, else 8 MB. */
+int64_t fastnn_l3_bytes(void);
+
 /* Bytes of a packed B block of the PACKED path: FASTNN_GEMM_B_BLOCK_BYTES if set at build
  * time, else 60% of fastnn_l2_bytes(). */
 int64_t fastnn_gemm_b_block_bytes(void);

@@ -351,31 +351,60 @@ def test_single_rows_in_chunks_keep_their_bits_on_a_busy_machine():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
-    """The SMALL path reads B in place; where B's rows are not on cache lines (and B stays in
-    L2) the columns up to the first line go first as a chunk of their own. The same bits for
-    B on a line and 8, 16 and 48 bytes past one, with the narrow last chunks (a few columns)
-    and an epilogue, against float64 NumPy."""
+    """The SMALL path reads B in place; where its rows all start as far past a cache line, its
+    row kernel takes the columns up to the first line boundary in a vector of their own (kept
+    apart from the others' sums). The same bits for B on a line and at every whole element past
+    one, B in L2 and not, one or two long runs of a row, few columns (one vector and a part),
+    the narrow last chunks, an epilogue; a NaN and an infinity in A stay in their rows; against
+    float64 NumPy."""
     saved = c_backend.get_num_threads()
     c_backend.set_num_threads(threads)
     rng = np.random.default_rng(31)
+    itemsize = np.dtype(dtype).itemsize
     try:
         for rows, inner, cols in [(1, 256, 1024), (2, 1024, 256), (3, 500, 304), (1, 64, 1040),
-                                  (1, 48, 20), (2, 100, 2053)]:
+                                  (1, 48, 20), (2, 100, 2053), (1, 1024, 16), (2, 300, 16),
+                                  (1, 40, 4101), (3, 7, 2048)]:
             a = rng.standard_normal((rows, inner)).astype(dtype)
+            if rows > 1:
+                a[1, 3], a[rows - 1, inner - 1] = np.nan, np.inf
             b = rng.standard_normal((inner, cols)).astype(dtype)
             bias = rng.standard_normal(cols).astype(dtype)
             assert plan(rows, inner, cols, dtype=dtype)[0] == "SMALL"
             with fastnn.use_backend("c"):
                 results = [(fastnn.ops.matmul(a, placed), fastnn.ops.linear_forward(
                             a, placed, bias, "relu"))
-                           for placed in (at_offset(b, offset) for offset in (0, 8, 16, 48))]
+                           for placed in (at_offset(b, offset)
+                                          for offset in range(0, 64, itemsize))]
             for product, layer in results[1:]:
                 assert product.tobytes() == results[0][0].tobytes(), (rows, inner, cols)
                 assert layer.tobytes() == results[0][1].tobytes(), (rows, inner, cols)
-            want = a.astype(np.float64) @ b.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                want = a.astype(np.float64) @ b.astype(np.float64)
             tol = 1e-5 if dtype == "float32" else 1e-12
             np.testing.assert_allclose(results[0][0], want, rtol=tol, atol=tol * np.sqrt(inner))
             np.testing.assert_allclose(results[0][1], np.maximum(want + bias, 0), rtol=tol,
                                        atol=tol * np.sqrt(inner))
     finally:
         c_backend.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_small_path_columns_of_c_transposed_do_not_depend_on_where_a_lies(dtype):
+    """A C of a column or a few is computed as C^T, whose row kernel reads op(A) in place (A
+    transposed: op(A)^T's rows are A's; rows on whole cache lines or not) and writes C's columns
+    a stride apart: the same bits for A on a line and at every whole element past one, against
+    float64 NumPy."""
+    rng = np.random.default_rng(32)
+    for rows, inner, cols in [(512, 64, 1), (1024, 33, 2), (256, 203, 3), (300, 64, 1)]:
+        a = rng.standard_normal((inner, rows)).astype(dtype)
+        b = rng.standard_normal((inner, cols)).astype(dtype)
+        assert plan(rows, inner, cols, True, False, dtype)[0] == "SMALL"
+        with fastnn.use_backend("c"):
+            results = [fastnn.ops.matmul(at_offset(a, offset), b, True, False)
+                       for offset in range(0, 64, np.dtype(dtype).itemsize)]
+        for product in results[1:]:
+            assert product.tobytes() == results[0].tobytes(), (rows, inner, cols)
+        want = a.T.astype(np.float64) @ b.astype(np.float64)
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.sqrt(inner))
