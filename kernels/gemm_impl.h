@@ -952,6 +952,45 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
         for (int q = 0; q < 4; q++) sums[r][q] = V(hsum)(acc[r][q]);
 }
 
+#if FASTNN_SIMD_FUSED_FMA
+/* sums[q] = sum_p arow[p] * B'[p][q] for q < VLEN, where column q of B' is contiguous at
+ * cols[q]: small_dot's sums for one row of A' (the same products, in the same order, and sums
+ * across lanes of the same bits), VLEN columns at a time, their sums across lanes done
+ * together (V(hsums): 7 adds for 8 float64 sums where small_dot's hsums take 24). Only where
+ * fma is one instruction (simd.h's FASTNN_SIMD_FUSED_FMA): elsewhere GCC may contract a * b + c
+ * in one kernel and not the other, and a row's bits would depend on how many rows C has.
+ * Zen 5, 2 threads, one row against a transposed B, alternating with small_dot's build in one
+ * process (medians of 7): K = 16, N = 1024-4096 1.3-1.8x its speed; K = 256-4096, N = 16-4096
+ * 0.97-1.55x (the slowest within the host's noise); the same bits in all 50 shapes. */
+static inline __attribute__((always_inline)) void FN(small_dot_lanes)(
+    int64_t k, const T *restrict arow, const T *const cols[VLEN], T *restrict sums) {
+    VEC acc[VLEN];
+    int64_t kv = k - k % VLEN;
+    /* eight columns a pass over the row (two passes for float32): eight pointers, eight
+     * accumulators and the loads folded into the fmas fit the registers */
+    _Static_assert(VLEN % 8 == 0, "small_dot_lanes takes columns eight at a time");
+    for (int h = 0; h < VLEN; h += 8) {
+        VEC a8[8];
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) a8[q] = V(zero)();
+        for (int64_t p = 0; p < kv; p += VLEN) {
+            VEC av = V(load)(arow + p);
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) a8[q] = V(fma)(av, V(load)(cols[h + q] + p), a8[q]);
+        }
+        if (kv < k) {
+            VEC av = V(load_part)(arow + kv, k - kv, 0);
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++)
+                a8[q] = V(fma)(av, V(load_part)(cols[h + q] + kv, k - kv, 0), a8[q]);
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) acc[h + q] = a8[q];
+    }
+    V(store)(sums, V(hsums)(acc));
+}
+#endif
+
 /* Rows i0..i1-1, columns j0..j1-1 of C = act(S + bias), S read from src (row stride ld_src;
  * src may be c itself): the epilogue of the SMALL path. */
 static void FN(gemm_epilogue_block)(T *c, int64_t ldc, const T *src, int64_t ld_src, int64_t i0,
@@ -1096,7 +1135,18 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         arows = copy;
         kp = k;
     }
-    for (int64_t j = j0; j < j1; j += 4) {
+    int64_t jl = j0; /* columns before jl: done by small_dot_lanes */
+#if FASTNN_SIMD_FUSED_FMA
+    if (m == 1)
+        for (; jl + VLEN <= j1; jl += VLEN) {
+            const T *cols[VLEN];
+            T sums[VLEN];
+            for (int q = 0; q < VLEN; q++) cols[q] = b + (jl + q) * b_cs;
+            FN(small_dot_lanes)(k, arows, cols, sums);
+            for (int q = 0; q < VLEN; q++) c[(jl + q) * c_cs] = sums[q];
+        }
+#endif
+    for (int64_t j = jl; j < j1; j += 4) {
         int64_t count = fastnn_min(4, j1 - j);
         const T *cols[4];
         for (int q = 0; q < 4; q++) cols[q] = b + (j + (q < count ? q : 0)) * b_cs;

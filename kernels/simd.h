@@ -7,6 +7,7 @@
  *   add, sub, mul, div, fma (a*b + c), max, min (both return b when a or b is NaN, as the
  *   x86 instructions do), abs, select_gt (a > b ? x : y; false for NaN),
  *   round (to nearest integer), pow2i (p * 2^n for integral n), hsum, hmax,
+ *   hsums (VLEN vectors' hsums in one vector, bit for bit),
  *   transpose (rows[VLEN], a square block, transposed in place: lane j of rows[i] becomes
  *   lane i of rows[j]).
  * Three implementations:
@@ -26,6 +27,11 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define FASTNN_SIMD_NAME "avx512"
+/* 1: fma is one fused instruction wherever it is written, so two kernels that add the same
+ * products in the same order give the same bits; with vector extensions, a * b + c is fused
+ * or not as GCC's contraction finds it, which differs between kernels (AVX2: the GEMM's dot
+ * products of one row and of two rows of A, tests/test_gemm_plan.py). */
+#define FASTNN_SIMD_FUSED_FMA 1
 #define VLEN_F32 16
 #define VLEN_F64 8
 typedef __m512 vf32;
@@ -116,6 +122,43 @@ static inline void vf64_transpose(__m512d r[8]) {
 FASTNN_AVX512_OPS(f32, float, vf32, fastnn_mask16, ps)
 FASTNN_AVX512_OPS(f64, double, vf64, fastnn_mask8, pd)
 
+/* hsums: lane i = hsum(v[i]) bit for bit (GCC's _mm512_reduce_add_*: the 256-bit halves
+ * added, high + low, then the 128-bit halves, high + low, then pairs of lanes, low + high),
+ * each level adding two vectors' halves at once: 7 adds for 8 sums instead of 24 (float64),
+ * 15 for 16 instead of 64 (float32). The vectors go in the order that leaves the sums in
+ * lane order. */
+static inline __m512d fastnn_halves_f64(__m512d a, __m512d b, int shift) {
+    /* shift 0: (a's 256-bit high + low | b's); 1: the same of 128-bit blocks 2-3 and 0-1 of
+     * two such results (the immediates are constants where this is inlined) */
+    if (shift)
+        return _mm512_add_pd(_mm512_shuffle_f64x2(a, b, 0xdd), _mm512_shuffle_f64x2(a, b, 0x88));
+    return _mm512_add_pd(_mm512_shuffle_f64x2(a, b, 0xee), _mm512_shuffle_f64x2(a, b, 0x44));
+}
+static inline __m512d vf64_hsums(const __m512d v[8]) {
+    __m512d ac = fastnn_halves_f64(fastnn_halves_f64(v[0], v[2], 0),
+                                   fastnn_halves_f64(v[4], v[6], 0), 1);
+    __m512d bd = fastnn_halves_f64(fastnn_halves_f64(v[1], v[3], 0),
+                                   fastnn_halves_f64(v[5], v[7], 0), 1);
+    return _mm512_add_pd(_mm512_unpacklo_pd(ac, bd), _mm512_unpackhi_pd(ac, bd));
+}
+static inline __m512 fastnn_halves_f32(__m512 a, __m512 b, int shift) {
+    if (shift)
+        return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0xdd), _mm512_shuffle_f32x4(a, b, 0x88));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0xee), _mm512_shuffle_f32x4(a, b, 0x44));
+}
+static inline __m512 vf32_hsums(const __m512 v[16]) {
+    __m512 quad[4]; /* quad[q]: 128-bit block i holds (high + low) twice over of v[4 i + q] */
+    for (int q = 0; q < 4; q++)
+        quad[q] = fastnn_halves_f32(fastnn_halves_f32(v[q], v[q + 4], 0),
+                                    fastnn_halves_f32(v[q + 8], v[q + 12], 0), 1);
+    /* lanes 0 + 2 and 1 + 3 of each block, then the two pairs */
+    __m512 lo = _mm512_add_ps(_mm512_shuffle_ps(quad[0], quad[1], 0x44),
+                              _mm512_shuffle_ps(quad[0], quad[1], 0xee));
+    __m512 hi = _mm512_add_ps(_mm512_shuffle_ps(quad[2], quad[3], 0x44),
+                              _mm512_shuffle_ps(quad[2], quad[3], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_ps(lo, hi, 0x88), _mm512_shuffle_ps(lo, hi, 0xdd));
+}
+
 #else /* GCC vector extensions */
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -125,6 +168,7 @@ FASTNN_AVX512_OPS(f64, double, vf64, fastnn_mask8, pd)
 #define FASTNN_SIMD_NAME "portable"
 #define FASTNN_VBYTES 16
 #endif
+#define FASTNN_SIMD_FUSED_FMA 0
 #define VLEN_F32 (FASTNN_VBYTES / 4)
 #define VLEN_F64 (FASTNN_VBYTES / 8)
 typedef float vf32 __attribute__((vector_size(FASTNN_VBYTES), aligned(4)));
@@ -168,6 +212,11 @@ typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
         T s = 0;                                                                                \
         for (int i = 0; i < VL; i++) s += a[i];                                                 \
         return s;                                                                               \
+    }                                                                                           \
+    static inline V v##S##_hsums(const V v[VL]) {                                              \
+        V r;                                                                                    \
+        for (int i = 0; i < VL; i++) r[i] = v##S##_hsum(v[i]);                                  \
+        return r;                                                                               \
     }                                                                                           \
     static inline T v##S##_hmax(V a) {                                                         \
         T s = a[0];                                                                             \

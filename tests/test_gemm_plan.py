@@ -408,3 +408,45 @@ def test_small_path_columns_of_c_transposed_do_not_depend_on_where_a_lies(dtype)
         want = a.T.astype(np.float64) @ b.astype(np.float64)
         tol = 1e-5 if dtype == "float32" else 1e-12
         np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.sqrt(inner))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_single_row_of_dot_products_has_the_bits_of_a_row_among_two(dtype, threads):
+    """One row of A' against a B' read by dot products (B transposed, so its columns are
+    contiguous; or, for a C of one column computed as C^T, A not transposed) takes a vector's
+    width of columns at a time, their sums across lanes done together (simd.h's hsums); a
+    product of two rows takes four columns at a time, a sum across lanes each. The same
+    products in the same order, sums of the same bits: the single row's C equals the first row
+    of the two rows' C bit for bit, for K and N with and without tails, a NaN and an infinity
+    in a column of B each. (Where the kernels are built with vector extensions, AVX2 and
+    portable, a * b + c is fused or not as GCC contracts it, which already differed between
+    the one-row and two-row dot products: the bits are compared only where fma is one
+    instruction, simd.h's FASTNN_SIMD_FUSED_FMA; the sums against NumPy everywhere.)"""
+    fused_fma = c_backend.ISA in ("avx512", "amx")
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    rng = np.random.default_rng(33)
+    try:
+        for inner, cols in [(16, 1024), (16, 4099), (3, 40), (40, 17), (100, 300), (64, 2048),
+                            (1000, 33)]:
+            a = rng.standard_normal((2, inner)).astype(dtype)
+            b = rng.standard_normal((cols, inner)).astype(dtype)
+            b[cols // 3, 0], b[cols // 2, inner - 1] = np.nan, np.inf  # a column each
+            assert plan(1, inner, cols, False, True, dtype)[0] == "SMALL"
+            with fastnn.use_backend("c"), np.errstate(invalid="ignore"):
+                one = fastnn.ops.matmul(a[:1], b, False, True)
+                two = fastnn.ops.matmul(a, b, False, True)
+                # C of one column: C^T = op(B)^T op(A)^T, op(A)^T read by dot products
+                column = fastnn.ops.matmul(b, a[:1], False, True)
+                columns = fastnn.ops.matmul(b, a, False, True)
+                want = a.astype(np.float64) @ b.T.astype(np.float64)
+            if fused_fma:
+                assert one.tobytes() == two[:1].tobytes(), (inner, cols)
+                assert column.tobytes() == np.ascontiguousarray(columns[:, :1]).tobytes()
+            tol = 1e-5 if dtype == "float32" else 1e-12
+            for got in (one, two, column.T, columns.T):
+                np.testing.assert_allclose(got, want[:len(got)], rtol=tol,
+                                           atol=tol * np.sqrt(inner))
+    finally:
+        c_backend.set_num_threads(saved)
