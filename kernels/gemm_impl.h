@@ -882,41 +882,68 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * columns): the sums stay in registers over all of K, eight rows of B' per step, instead of
  * passing through the L1 buffer every four rows, a chain of stores and reloads. Measured (one
  * thread, fastest of many calls, ops.matmul): 1 x 4096 x 16 5.0 -> 3.2 us (NumPy 3.4 on one
- * thread), 8 x 4096 x 16 10.0 -> 8.7 us; with two vectors (1 x 2048 x 32, A transposed) the
- * second pass over B' made it slower (3.8 -> 5.8 us), so one vector only. */
-#define GEMM_SMALL_NARROW 1
-static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
-    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
+ * thread), 8 x 4096 x 16 10.0 -> 8.7 us. Two vectors of columns are read in the same pass over
+ * B' (small_narrow_block, nv = 2): as two passes, 1 x 2048 x 32 (A transposed) went 3.8 -> 5.8
+ * us; in one pass, against small_axpy's chain through L1 before (Zen 5, 2 threads, B 16 bytes
+ * off a line, alternating in one process, medians of 9): float64 1 x 4096 x 16 1.9x, 1 x 1024 x
+ * 16 1.5x, 2 x 1024 x 16 1.5x, float32 1 x 2048 x 32 1.5x, 1 x 1024 x 24 2.5x. (One vector:
+ * float32 1 x 4096 x 16 0.82-0.98x the previous code in repeats, still 1.2-1.4x NumPy.) */
+#define GEMM_SMALL_NARROW 2
+static inline __attribute__((always_inline)) void FN(small_narrow_block)(
+    const int rows, const int cm, const int nv, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
-    for (int64_t j = 0; j < w; j += VLEN) {
-        int64_t cols = w - j;
-        VEC sum[8];
+    /* nv (a constant) vectors of columns, w of them in all (w > VLEN when nv = 2) */
+    const int64_t cols[2] = {fastnn_min(w, VLEN), w - VLEN};
+    VEC sum[8][2];
 #pragma GCC unroll 8
-        for (int r = 0; r < rows; r++) sum[r] = V(zero)();
-        int64_t p = 0;
-        for (; p + 8 <= k; p += 8) {
-            const T *b0 = b + p * b_rs + j;
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) sum[r][v] = V(zero)();
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            /* the rows' addresses one from the other: eight offsets q * b_rs held across the
+             * loop did not fit the registers beside the second vector's (float32 1 x 4096 x
+             * 16 0.8x with them) */
+            const T *bq = b + p * b_rs + v * VLEN;
             VEC bv[8];
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++)
-                bv[q] = cols >= VLEN ? V(load)(b0 + q * b_rs) : V(load_part)(b0 + q * b_rs, cols, 0);
+            for (int q = 0; q < 8; q++, bq += b_rs)
+                bv[q] = cols[v] >= VLEN ? V(load)(bq) : V(load_part)(bq, cols[v], 0);
 #pragma GCC unroll 8
             for (int r = 0; r < rows; r++) {
                 VEC s0 = V(fma)(AR(1), bv[1], V(mul)(AR(0), bv[0]));
                 VEC s1 = V(fma)(AR(3), bv[3], V(mul)(AR(2), bv[2]));
                 VEC s2 = V(fma)(AR(5), bv[5], V(mul)(AR(4), bv[4]));
                 VEC s3 = V(fma)(AR(7), bv[7], V(mul)(AR(6), bv[6]));
-                sum[r] = V(add)(sum[r], V(add)(V(add)(s0, s1), V(add)(s2, s3)));
+                sum[r][v] = V(add)(sum[r][v], V(add)(V(add)(s0, s1), V(add)(s2, s3)));
             }
         }
-        for (; p < k; p++) {
-            const T *b0 = b + p * b_rs + j;
-            VEC bv = cols >= VLEN ? V(load)(b0) : V(load_part)(b0, cols, 0);
+    }
+    for (; p < k; p++) {
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            const T *b0 = b + p * b_rs + v * VLEN;
+            VEC bv = cols[v] >= VLEN ? V(load)(b0) : V(load_part)(b0, cols[v], 0);
 #pragma GCC unroll 8
-            for (int r = 0; r < rows; r++) sum[r] = V(fma)(AR(0), bv, sum[r]);
+            for (int r = 0; r < rows; r++) sum[r][v] = V(fma)(AR(0), bv, sum[r][v]);
         }
+    }
 #pragma GCC unroll 8
-        for (int r = 0; r < rows; r++) V(store)(acc + r * acc_ld + j, sum[r]);
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) V(store)(acc + r * acc_ld + v * VLEN, sum[r][v]);
+}
+static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
+    const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
+    const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    for (int64_t j = 0; j < w; j += 2 * VLEN) {
+        int64_t wj = fastnn_min(2 * VLEN, w - j);
+        if (wj > VLEN)
+            FN(small_narrow_block)(rows, cm, 2, k, arows, kp, b + j, b_rs, acc + j, acc_ld, wj);
+        else
+            FN(small_narrow_block)(rows, cm, 1, k, arows, kp, b + j, b_rs, acc + j, acc_ld, wj);
     }
 }
 #undef AR
@@ -1057,7 +1084,10 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
          * up to B''s first line boundary went first as a short chunk of their own where B'
          * stayed in L2, a pass over B' of their own.) */
         int64_t narrow = j0 + (j1 - j0 - 1) / chunk * chunk;
-        if (j1 - narrow > GEMM_SMALL_NARROW * VLEN || narrow == j0) narrow = j1;
+        /* (two vectors of columns for small_tile's rows stay with small_tile: float64 4 x 1024
+         * x 16 0.75x, 8 x 4096 x 16 0.57x by small_axpy_narrow) */
+        int64_t narrow_w = (tile ? 1 : GEMM_SMALL_NARROW) * VLEN;
+        if (j1 - narrow > narrow_w || narrow == j0) narrow = j1;
         for (int64_t jc = j0, w = 0; jc < j1; jc += w) {
             w = fastnn_min(chunk, (jc < narrow ? narrow : j1) - jc);
             int64_t head = 0, body = 0; /* small_axpy's head (small_head), where the rest is */
@@ -1086,7 +1116,7 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
     case 4: KERNEL(4, CM, k, a, a_ld, bc, bc_rs, acc, acc_ld, w); break;
 #define SMALL_LAYOUTS(KERNEL, FIRST)                                                         \
     if (a_cm) { SMALL_ROWS(KERNEL, 1, FIRST) } else { SMALL_ROWS(KERNEL, 0, FIRST) }
-            if (jc >= narrow || (narrow == j1 && j1 - j0 <= GEMM_SMALL_NARROW * VLEN)) {
+            if (jc >= narrow || (narrow == j1 && j1 - j0 <= narrow_w)) {
                 SMALL_LAYOUTS(FN(small_axpy_narrow), 1)
             } else if (tile) {
                 SMALL_LAYOUTS(FN(small_tile), 4)
