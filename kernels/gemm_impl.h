@@ -1079,8 +1079,11 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                    (double)k * (double)(j1 - j0) * sizeof(T) <= (double)fastnn_l2_bytes();
         /* The chunks' columns: [j0, narrow) by the row kernels, [narrow, j1) by
          * small_axpy_narrow when the last chunk is that narrow. A column's sums do not depend
-         * on the chunk it is in, nor on where small_axpy keeps it (its head, small_head): the
-         * bits do not depend on where the arrays lie. (Before small_axpy's head, the columns
+         * on where small_axpy keeps it (its head, small_head): the bits do not depend on where
+         * the arrays lie. They do on the kernel (small_axpy adds four rows of B' a step,
+         * small_axpy_narrow eight, small_tile one), which the thread's share of the columns
+         * chooses: the same bits on one thread count, the contract's tolerance across counts
+         * (tests/test_determinism.py; float32 1 x 1000 x 4104 differs in 7 columns). (Before small_axpy's head, the columns
          * up to B''s first line boundary went first as a short chunk of their own where B'
          * stayed in L2, a pass over B' of their own.) */
         int64_t narrow = j0 + (j1 - j0 - 1) / chunk * chunk;
