@@ -1083,9 +1083,9 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
          * the arrays lie. They do on the kernel (small_axpy adds four rows of B' a step,
          * small_axpy_narrow eight, small_tile one), which the thread's share of the columns
          * chooses: the same bits on one thread count, the contract's tolerance across counts
-         * (tests/test_determinism.py; float32 1 x 1000 x 4104 differs in 7 columns). (Before small_axpy's head, the columns
-         * up to B''s first line boundary went first as a short chunk of their own where B'
-         * stayed in L2, a pass over B' of their own.) */
+         * (tests/test_determinism.py; float32 1 x 1000 x 4104 differs in 7 columns). (Before
+         * small_axpy's head, the columns up to B''s first line boundary went first as a short
+         * chunk of their own where B' stayed in L2, a pass over B' of their own.) */
         int64_t narrow = j0 + (j1 - j0 - 1) / chunk * chunk;
         /* (two vectors of columns for small_tile's rows stay with small_tile: float64 4 x 1024
          * x 16 0.75x, 8 x 4096 x 16 0.57x by small_axpy_narrow) */
