@@ -282,6 +282,43 @@ def test_edge_blocks_give_the_bits_of_full_blocks(shape):
             fastnn.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("k", [1, 16, 17, 47, 80])
+def test_zero_columns_past_k_change_no_bit(k):
+    """K is padded with zeros to whole k-blocks of 32 (kernels/amx_gemm.c); the dot products
+    skip the pairs of the last k-block that are all padding. The same product with K padded
+    by hand to a multiple of 32 (zeros in A's columns and B's rows) must give the same bits,
+    the sign of zero included: products of about -1e-40 flush to -0 on bfloat16 instructions,
+    and adding the padding's +0 products turns a -0 sum into +0 (as the tiles do). Few rows
+    and many (the few-rows pieces and the packed blocks), A or B transposed, 1 and 2 threads."""
+    if _c_bf16_gemm() == "float32":
+        pytest.skip("no bfloat16 instructions in this copy of the C kernels (FASTNN_ISA)")
+    rng = np.random.default_rng(13)
+    padded_k = -(-k // 32) * 32
+    with fastnn.use_backend("c"):
+        saved = fastnn.get_num_threads()["c"]
+        try:
+            for n, m in ((8, 300), (300, 200)):
+                a = np.zeros((n, padded_k), np.float32)
+                b = np.zeros((padded_k, m), np.float32)
+                a[:, :k] = rng.standard_normal((n, k))
+                b[:k] = rng.standard_normal((k, m))
+                a[: n // 2, :k] = 1e-20   # these rows' products: about -1e-40, flushed to -0
+                b[:k, : m // 2] = -1e-20
+                for threads in (1, 2):
+                    fastnn.set_num_threads(threads)
+                    for trans_a, trans_b in ((0, 0), (1, 0), (0, 1)):
+                        def product(x, y):
+                            return ops.matmul(x.T.copy() if trans_a else x,
+                                              y.T.copy() if trans_b else y, trans_a=trans_a,
+                                              trans_b=trans_b, precision="bfloat16")
+                        short = product(np.ascontiguousarray(a[:, :k]),
+                                        np.ascontiguousarray(b[:k]))
+                        np.testing.assert_array_equal(_bits(short), _bits(product(a, b)))
+                        assert (_bits(short[: n // 2, : m // 2]) == 0).all()  # +0, not -0
+        finally:
+            fastnn.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (1, 0), (0, 1)])
 def test_a_large_c_on_cache_lines_gets_the_bits_of_one_off_them(trans_a, trans_b):
     """A float32 C of 2 MB or more whose rows start on cache lines is written by streaming
