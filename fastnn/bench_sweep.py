@@ -47,7 +47,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import ops
+from . import aligned, ops
 from .backends import get_num_threads, set_num_threads, use_backend
 
 M_VALUES = (1, 8, 32, 128, 256, 512, 1024, 4096)
@@ -217,7 +217,10 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     a, b = operands(m, k, n, transposes, "float32" if bf16 else dtype)
     trans_a, trans_b = transposes[0] == "t", transposes[1] == "t"
     a_op, b_op = (a.T if trans_a else a), (b.T if trans_b else b)
-    out, expected = np.empty((m, n), a.dtype), None
+    # bfloat16: fastnn's C where ops.matmul would allocate it (on a 64-byte line from 2 MB on,
+    # fastnn.aligned), as torch.mm places its own; float32 and float64: both from np.empty
+    out = aligned.output((m, n), a.dtype) if bf16 else np.empty((m, n), a.dtype)
+    expected = None
     if bf16:
         theirs = _torch_bfloat16(a_op, b_op, threads or get_num_threads().get(backend, 1),
                                  autocast=dtype == "bfloat16")

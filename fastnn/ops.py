@@ -12,6 +12,7 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from . import aligned
 from .backends import get_backend
 from .backends.contract import ACTIVATION_CODES, FLOAT_DTYPES, LABEL_DTYPE
 from .precision import (ALIASES, PRECISIONS, get_matmul_precision, is_bfloat16,
@@ -113,7 +114,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
                 else:
                     precision = _gemm_precision(precision, dtype)
                 if out is None:
-                    out = np.empty((n, m), dtype)
+                    out = aligned.output((n, m), dtype)
                 backend.matmul(a, b, True if trans_a else False, True if trans_b else False,
                                out, precision)
                 return out
@@ -199,7 +200,7 @@ def linear_forward(x, w, b, activation: Optional[str] = "identity", alpha: float
                     and (out is None or _ready(out, (n, m), dtype))):
                 precision = _gemm_precision(precision, dtype)
                 if out is None:
-                    out = np.empty((n, m), dtype)
+                    out = aligned.output((n, m), dtype)
                 get_backend().linear_forward(x, w, b, activation, alpha, out, precision)
                 return out
     x, w = _linear_operands(x, w)
@@ -239,9 +240,9 @@ def linear_backward(x, w, y, dy, activation: Optional[str] = "identity", alpha: 
                     and (dw is None or _ready(dw, (k, m), dtype))
                     and (db is None or _ready(db, (m,), dtype))):
                 precision = _gemm_precision(precision, dtype)
-                dx = (np.empty((n, k), dtype) if dx is None else dx) if need_dx else None
+                dx = (aligned.output((n, k), dtype) if dx is None else dx) if need_dx else None
                 if dw is None:
-                    dw = np.empty((k, m), dtype)
+                    dw = aligned.output((k, m), dtype)
                 if db is None:
                     db = np.empty(m, dtype)
                 get_backend().linear_backward(x, w, y, dy, activation, alpha, dx, dw, db,

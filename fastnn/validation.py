@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import aligned
 from .backends.contract import ACTIVATIONS, FLOAT_DTYPES, LABEL_DTYPE
 from .precision import is_bfloat16
 
@@ -84,13 +85,14 @@ def within(name: str, value: np.ndarray, bound: int, what: str) -> None:
 
 
 def output_array(name: str, value, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A caller-supplied output buffer, or a new one when ``value`` is None.
+    """A caller-supplied output buffer, or a new one when ``value`` is None (on a 64-byte
+    line when large: :func:`fastnn.aligned.output`).
 
     A supplied buffer must already have the exact shape and dtype and be
     C-contiguous, aligned and writable, since results are written into it.
     """
     if value is None:
-        return np.empty(shape, dtype=dtype)
+        return aligned.output(shape, dtype)
     writable_array(name, value, shape, dtype)
     return value
 

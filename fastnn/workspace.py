@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from . import aligned
+
 
 class Workspace:
     """Buffers for batches of ``batch`` rows.
@@ -46,7 +48,7 @@ class Workspace:
         outputs = []
         for layer in layers:  # a layer fused into the one before shares its output buffer
             outputs.append(outputs[-1] if layer.aliases_input and outputs
-                           else np.empty((batch, layer.units), dtype))
+                           else aligned.empty((batch, layer.units), dtype))
         inputs = [self.x] + outputs[:-1]
         scratch = [layer.make_scratch(batch, dtype, training) for layer in layers]
         self.outputs = outputs[-1]
@@ -59,7 +61,8 @@ class Workspace:
         if training:
             grads = []
             for layer, out in zip(layers, outputs):
-                grads.append(grads[-1] if layer.aliases_input and grads else np.empty_like(out))
+                grads.append(grads[-1] if layer.aliases_input and grads
+                             else aligned.empty(out.shape, out.dtype))
             input_grads = [None] + grads[:-1]  # the first layer needs no input gradient
             self.output_grad = grads[-1]
             self._backward = tuple(reversed(tuple(zip(layers, inputs, outputs, grads,
@@ -97,4 +100,4 @@ class Workspace:
 def _rows_like(array: Optional[np.ndarray], batch: int) -> Optional[np.ndarray]:
     if array is None:
         return None
-    return np.empty((batch,) + array.shape[1:], array.dtype)
+    return aligned.empty((batch,) + array.shape[1:], array.dtype)
