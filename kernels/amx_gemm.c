@@ -473,6 +473,7 @@ typedef struct {
     void *data;
     int64_t ld;
     int bf16, trans;
+    int stream_bf16; /* a bfloat16 C streamed as a float32 one is (STREAM_MIN_BYTES) */
 } output;
 
 /* Smallest float32 C (bytes) whose whole rows of a block are written by streaming stores
@@ -485,9 +486,15 @@ typedef struct {
  * MB 0.98-0.99x (512^3, 256 x 1024 x 1024), so not below 2 MB; epochs of 784-2048-2048-10 in
  * bfloat16 precision (batch 256 and 1024) and 784-4096-4096-10 (512), their training buffers
  * 64-byte aligned so that the forward passes stream, within 2% of before. A bfloat16 C of 8
- * MB lost (1024 x 256 x 4096, 2048 x 256 x 4096 0.95x, perhaps held in L3 between calls):
- * regular stores; so did rows off cache lines, their whole lines streamed and the parts of
- * lines shared with the blocks beside stored as usual (12x slower). */
+ * MB lost on tiles (Sapphire Rapids: 1024 x 256 x 4096, 2048 x 256 x 4096 0.95x, perhaps held
+ * in L3 between calls): regular stores there. With dot products (stream_bf16) it gained where
+ * K is short and the stores bound the time: Zen 5, 2 threads, bfloat16 operands and C,
+ * alternating in one process, same bits, 2048 x 16 x 1024 1.50x, 1024 x 16 x 2048 1.45x,
+ * 1024 x 16 x 4096 (B transposed) 1.36x, 512 x 16 x 2048 1.28x, 1024 x 64 x 2048 1.25x, 1024 x
+ * 128 x 2048 1.05x; K of 256-1024 0.97-1.01x (1024 x 256 x 2048, 1024 x 256 x 4096, 2048 x
+ * 256 x 4096, 4096 x 256 x 1024, 1024^3, 1024 x 784 x 2048). Rows off cache lines lost, their
+ * whole lines streamed and the parts of lines shared with the blocks beside stored as usual
+ * (12x slower). */
 #define STREAM_MIN_BYTES (2 * 1024 * 1024)
 
 /* The block of C (m x n) at row block pair ip and column block pair jp, held in `block`
@@ -521,8 +528,9 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
      * masked stores of all lanes, bfloat16 C 1024 x 16 x 2048 1.22-1.28x, 512 x 64 x 1024
      * 1.04-1.05x, float32 C 16 bytes off a line 1.08x, the others 0.98-1.10x. */
     __mmask32 row_mask = cols >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cols) - 1;
-    int stream = !c.bf16 && cols == 32 && m * n * (int64_t)sizeof(float) >= STREAM_MIN_BYTES &&
-                 ((uintptr_t)c.data | (uintptr_t)(c.ld * (int64_t)sizeof(float))) % 64 == 0;
+    int64_t elem = c.bf16 ? (int64_t)sizeof(bf16) : (int64_t)sizeof(float);
+    int stream = (!c.bf16 || c.stream_bf16) && cols == 32 && m * n * elem >= STREAM_MIN_BYTES &&
+                 ((uintptr_t)c.data | (uintptr_t)(c.ld * elem)) % 64 == 0;
     for (int64_t r = 0; r < rows; r++) {
         __m512 v[2];
         for (int h = 0; h < 2; h++) {
@@ -532,7 +540,9 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
                                         (float)epilogue->alpha);
         }
         int64_t to = at + r * c.ld;
-        if (stream) {
+        if (stream && c.bf16) {
+            _mm512_stream_si512((__m512i *)((bf16 *)c.data + to), bf16_pack32(v[0], v[1]));
+        } else if (stream) {
             _mm512_stream_ps((float *)c.data + to, v[0]);
             _mm512_stream_ps((float *)c.data + to + 16, v[1]);
         } else if (c.bf16) {
@@ -1524,7 +1534,7 @@ int fastnn_dot_bf16_gemm(int64_t m, int64_t n, int64_t k, const void *a, int64_t
                          int64_t ldc, const fastnn_epilogue *epilogue, int bf16_operands,
                          int bf16_c) {
     return bf16_gemm(0, m, n, k, (operand){a, lda, trans_a, bf16_operands},
-                     (operand){b, ldb, trans_b, bf16_operands}, (output){c, ldc, bf16_c, 0},
+                     (operand){b, ldb, trans_b, bf16_operands}, (output){c, ldc, bf16_c, 0, 1},
                      epilogue);
 }
 #else

@@ -184,6 +184,32 @@ def test_an_a_read_in_place_gives_the_bits_of_a_packed_one(backend_name):
                 assert (np.abs(want[rows] - a64 @ b64) <= bound).all(), shape
 
 
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_a_large_bfloat16_c_on_cache_lines_gets_the_bits_of_one_off_them(trans_a, trans_b):
+    """A bfloat16 C of 2 MB or more whose rows start on cache lines is written by streaming
+    stores on the dot products (kernels/amx_gemm.c, STREAM_MIN_BYTES, stream_bf16), 16 bytes
+    off a line by regular ones: the same bits, on 1 and 2 threads, with a short K (16: the
+    stores bound the time), an edge row block (1100 = 34 x 32 + 12) and a NaN row; the bits
+    of float32 operands in bfloat16 precision, rounded to bfloat16. (Rows on lines need 32
+    bfloat16 columns a line: M = 1056.)"""
+    rng = np.random.default_rng(29)
+    n, k, m = 1100, 16, 1056  # C: 2.3 MB of bfloat16
+    a, b = _operands(rng, (n, k, m), trans_a, trans_b)
+    a[(slice(None), n // 3) if trans_a else (n // 3, slice(None))] = np.nan
+    want = ops.round_bfloat16(ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b,
+                                         precision="bfloat16"))
+    with fastnn.use_backend("c"):
+        for _ in _thread_counts("c"):
+            for offset in (0, 16):
+                out = at_offset(np.zeros((n, m), ml_dtypes.bfloat16), offset)
+                got = ops.matmul(_bfloat16(a), _bfloat16(b), trans_a=trans_a, trans_b=trans_b,
+                                 out=out)
+                assert got is out
+                np.testing.assert_array_equal(_bits(got), _bits(_bfloat16(want)),
+                                              err_msg=f"offset {offset}")
+    assert np.isnan(want[n // 3]).all() and not np.isnan(np.delete(want, n // 3, 0)).any()
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_the_fast_path_gives_the_general_paths_bits(backend_name):
     """Plain bfloat16 operands (C-contiguous, aligned, writable) skip ops.matmul's general
