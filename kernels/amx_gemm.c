@@ -1025,7 +1025,7 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
     }
 }
 
-/* Smallest product (flops) worth a thread of its own on tiles. */
+/* Smallest product (flops, and 64 a C element: packed_gemm) worth a thread of its own. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
 /* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
  * L2); at least AMX_SHARED_CHUNK_MIN_PAIRS pairs while they fit AMX_SHARED_CHUNK_MAX_BYTES. */
@@ -1057,7 +1057,13 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K);
     int64_t m_blocks = fastnn_ceil_div(m, 16), n_blocks = fastnn_ceil_div(n, 16);
     int64_t m_pairs = fastnn_ceil_div(m_blocks, 2), n_pairs = fastnn_ceil_div(n_blocks, 2);
-    int threads = one_thread ? 1 : fastnn_threads_for(2.0 * m * n * k, AMX_FLOPS_PER_THREAD);
+    /* The work of each element of C (its packing, sums' store, rounding) counted as 32 more
+     * k: a short K is worth a thread by C's size. Zen 5, 2 threads, alternating in one process,
+     * same bits, 2 threads against 1 where this gives them: float32 operands 128 x 16 x 2048
+     * 1.73-1.86x, 256 x 16 x 1024 1.77x; bfloat16 operands and C 1.63x, 1.69x; 64 x 16 x 2048
+     * and 128 x 16 x 1024 (C of 256-512 KB) 0.92-1.02x. (Not measured on tiles.) */
+    int threads = one_thread ? 1
+                             : fastnn_threads_for(2.0 * m * n * (k + 32), AMX_FLOPS_PER_THREAD);
     if (threads > m_pairs * n_pairs) threads = (int)(m_pairs * n_pairs);
     /* On a busy machine (internal.h), this thread alone: every block of C sums all of K on
      * one thread whatever the split, so the bits do not change. */
