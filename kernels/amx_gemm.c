@@ -724,8 +724,8 @@ static inline void dot_block16(const bf16 *a, int64_t a_row, int64_t a_step, con
         acc[r] = accumulate ? _mm512_load_ps(out + r * 32) : _mm512_setzero_ps();
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         const bf16 *a_tile = a + kb * a_step, *b_tile = b + kb * TILE_ELEMS;
-        int pairs = kb + 1 < k_blocks ? 16 : tail;
-        for (int q = 0; q < pairs; q++) {
+        int steps = kb + 1 < k_blocks ? 16 : tail;
+        for (int q = 0; q < steps; q++) {
             __m512bh pairs = (__m512bh)_mm512_load_si512(b_tile + q * TILE_K);
 #pragma GCC unroll 16
             for (int r = 0; r < 16; r++) {
@@ -778,8 +778,8 @@ static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, co
     acc8x2_start(acc, out, accumulate);
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
-        int pairs = kb + 1 < k_blocks ? 16 : tail;
-        for (int q = 0; q < pairs; q++)
+        int steps = kb + 1 < k_blocks ? 16 : tail;
+        for (int q = 0; q < steps; q++)
             dot8x2_step(acc, a + kb * a_step, a_row, q,
                         (__m512bh)_mm512_load_si512(b0_tile + q * TILE_K),
                         (__m512bh)_mm512_load_si512(b1_tile + q * TILE_K));
