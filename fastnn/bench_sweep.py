@@ -178,10 +178,7 @@ def _bfloat16_arrays(*arrays: np.ndarray):
                           "pip install ml_dtypes") from exc
     placed = []
     for array in arrays:
-        buffer = np.empty(array.size * 2 + 64, np.uint8)
-        start = (-buffer.ctypes.data) % 64
-        view = buffer[start:start + array.size * 2].view(ml_dtypes.bfloat16)
-        view = view.reshape(array.shape)
+        view = aligned.empty(array.shape, ml_dtypes.bfloat16)
         view[...] = array  # ml_dtypes' float32 -> bfloat16: round to nearest even
         placed.append(view)
     return tuple(placed)
