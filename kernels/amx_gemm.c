@@ -507,6 +507,14 @@ typedef struct {
  * (12x slower). */
 #define STREAM_MIN_BYTES (2 * 1024 * 1024)
 
+/* Whether the rows of a block of C (m x n) `cols` wide are written by streaming stores
+ * (STREAM_MIN_BYTES). */
+static inline int streamed(output c, int64_t m, int64_t n, int64_t cols) {
+    int64_t elem = c.bf16 ? (int64_t)sizeof(bf16) : (int64_t)sizeof(float);
+    return (!c.bf16 || c.stream_bf16) && cols == 32 && m * n * elem >= STREAM_MIN_BYTES &&
+           ((uintptr_t)c.data | (uintptr_t)(c.ld * elem)) % 64 == 0;
+}
+
 /* The block of C (m x n) at row block pair ip and column block pair jp, held in `block`
  * (32 x 32, row stride 32), to C with the epilogue; only its rows and columns inside C. */
 static void store_block(output c, const float *block, int64_t m, int64_t n, int64_t ip,
@@ -538,9 +546,7 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
      * masked stores of all lanes, bfloat16 C 1024 x 16 x 2048 1.22-1.28x, 512 x 64 x 1024
      * 1.04-1.05x, float32 C 16 bytes off a line 1.08x, the others 0.98-1.10x. */
     __mmask32 row_mask = cols >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cols) - 1;
-    int64_t elem = c.bf16 ? (int64_t)sizeof(bf16) : (int64_t)sizeof(float);
-    int stream = (!c.bf16 || c.stream_bf16) && cols == 32 && m * n * elem >= STREAM_MIN_BYTES &&
-                 ((uintptr_t)c.data | (uintptr_t)(c.ld * elem)) % 64 == 0;
+    int stream = streamed(c, m, n, cols);
     for (int64_t r = 0; r < rows; r++) {
         __m512 v[2];
         for (int h = 0; h < 2; h++) {
@@ -781,11 +787,8 @@ static inline void dot8x2_step(__m512 acc[8][2], const bf16 *a_tile, int64_t a_r
  * read in place) by two column blocks (b0, b1): 16 x 2 accumulators, so a step of q takes 10
  * loads for 16 products where dot_block16 takes 17 for 16; the last k-block's first `tail`
  * pairs. Into out (row stride 32), from zeros or (accumulate) out's sums. */
-static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, const bf16 *b0,
-                                const bf16 *b1, int64_t k_blocks, int tail, float *out,
-                                int accumulate) {
-    __m512 acc[8][2];
-    acc8x2_start(acc, out, accumulate);
+static inline void dot8x2_sums(__m512 acc[8][2], const bf16 *a, int64_t a_row, int64_t a_step,
+                               const bf16 *b0, const bf16 *b1, int64_t k_blocks, int tail) {
     for (int64_t kb = 0; kb < k_blocks; kb++) {
         const bf16 *b0_tile = b0 + kb * TILE_ELEMS, *b1_tile = b1 + kb * TILE_ELEMS;
         int steps = kb + 1 < k_blocks ? 16 : tail;
@@ -797,6 +800,13 @@ static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, co
     if (tail < 16 && k_blocks > 0)
         for (int r = 0; r < 8; r++)
             for (int h = 0; h < 2; h++) acc[r][h] = zero_signs(acc[r][h]);
+}
+static inline void dot_block8x2(const bf16 *a, int64_t a_row, int64_t a_step, const bf16 *b0,
+                                const bf16 *b1, int64_t k_blocks, int tail, float *out,
+                                int accumulate) {
+    __m512 acc[8][2];
+    acc8x2_start(acc, out, accumulate);
+    dot8x2_sums(acc, a, a_row, a_step, b0, b1, k_blocks, tail);
     acc8x2_finish(acc, out);
 }
 
@@ -849,8 +859,46 @@ static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, 
  * A and packed column blocks at b (their k-blocks of all of K, k), into the sums of `store`,
  * where it waits for store_block (with the epilogue) until the next block's products are
  * issued, or flush_store. */
+/* With dot products, a whole 32 x 32 block of C without epilogue whose rows are streamed
+ * (streamed(): 2 MB or more, on lines), from the pair of row blocks of a and the packed column
+ * blocks at b (all of K): each 8 rows' sums streamed to C from the accumulators (rounded
+ * by bf16_pack32 for a bfloat16 C), rather than stored into a block in L1 and read back by
+ * store_block: the same sums and stores, the same bits. Not inlined: inlined into
+ * packed_gemm, its dot loop lost registers (1024 x 256 x 1024 and 1024^3 0.89-0.95x). Zen 5, 2
+ * threads, bfloat16 operands and C, alternating in one process, against store_block, three
+ * runs: 1024 x 16 x 2048 1.02-1.07x, 2048 x 16 x 1024 (A transposed) 1.08-1.11x, 512 x 16 x
+ * 4096 (B transposed) 1.07-1.09x, 1024 x 64 x 1024 1.03x; K of 128-1024 1.01-1.02x. */
+static __attribute__((noinline)) void dot_pair_streamed(a_tiles a, const bf16 *b, int64_t k,
+                                                        output c, int64_t ip, int64_t jp) {
+    int64_t k_blocks = fastnn_ceil_div(k, TILE_K), a_row = a.stride / (int64_t)sizeof(bf16);
+    int64_t elem = c.bf16 ? (int64_t)sizeof(bf16) : (int64_t)sizeof(float);
+    char *to = (char *)c.data + (ip * 32 * c.ld + jp * 32) * elem;
+    for (int r0 = 0; r0 < 32; r0 += 8) {
+        __m512 acc[8][2];
+        acc8x2_start(acc, NULL, 0);
+        dot8x2_sums(acc, (r0 < 16 ? a.first : a.second) + r0 % 16 * a_row, a_row, a.step, b,
+                    b + k_blocks * TILE_ELEMS, k_blocks, tail_pairs(k));
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            char *row = to + (r0 + r) * c.ld * elem;
+            if (c.bf16) {
+                _mm512_stream_si512((__m512i *)row, bf16_pack32(acc[r][0], acc[r][1]));
+            } else {
+                _mm512_stream_ps((float *)row, acc[r][0]);
+                _mm512_stream_ps((float *)row + 16, acc[r][1]);
+            }
+        }
+    }
+}
+
 static inline void amx_pair(int tiles, a_tiles a, const bf16 *b, int64_t k, int64_t m,
                             int64_t n, int64_t ip, int64_t jp, deferred_store *store) {
+    if (!tiles && !store->c.trans && !store->epilogue && m - ip * 32 >= 32 &&
+        streamed(store->c, m, n, fastnn_min(32, n - jp * 32))) {
+        flush_store(store);
+        dot_pair_streamed(a, b, k, store->c, ip, jp);
+        return;
+    }
     block_sums(tiles, a, b, fastnn_ceil_div(k, TILE_K), tail_pairs(k),
                fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), store->sums, 0,
                store);
