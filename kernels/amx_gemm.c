@@ -980,18 +980,18 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
                 for (int64_t ip = 0; ip < m_pairs; ip++) {
                     a_tiles rows = row_pair(a, a_in_place, a_pack + 2 * ip * k_blocks * TILE_ELEMS,
                                             ip, m, k_blocks);
+                    float *block = partial + ((jp - g0) * m_pairs + ip) * 32 * 32;
                     rows.first += kb0 * rows.step;
                     rows.second += kb0 * rows.step;
                     block_sums(tiles, rows, panel + 2 * (jp - g0) * kbn * TILE_ELEMS, kbn,
                                piece + 1 == pieces ? tail_pairs(k) : 16,
-                               fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32),
-                               partial + ((jp - g0) * m_pairs + ip) * 32 * 32, kb0 > 0, NULL);
+                               fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), block,
+                               kb0 > 0, NULL);
+                    /* the last piece's sums to C at once, from L1 (after all of the group's
+                     * blocks, each came back from L2 or L3: the group's sums take 512 KB) */
+                    if (piece + 1 == pieces) store_block(c, block, m, n, ip, jp, epilogue);
                 }
         }
-        for (int64_t jp = g0; jp < g1; jp++)
-            for (int64_t ip = 0; ip < m_pairs; ip++)
-                store_block(c, partial + ((jp - g0) * m_pairs + ip) * 32 * 32, m, n, ip,
-                            jp, epilogue);
     }
 }
 
