@@ -218,16 +218,16 @@ static inline __m512i run32_of(operand x, int64_t at, int64_t count) {
 }
 
 /* 16 pairs of bfloat16, lane n = (x[at0 + n], x[at1 + n]), of the first `count`, zeros after;
- * with `second` 0, zeros for the second run (at1 unused).
- * A run that is absent is not loaded at all, not even by a load whose mask is all zeros: such
- * a load is architecturally no read, but where its address is not mapped (rows past the last
- * of a matrix that ends a mapping, as NumPy's arrays of 128 KB or more do) AMD Zen 5 runs each
- * one as a fault-suppressing assist of hundreds of cycles. A B not transposed whose K is not
- * a whole number of k-blocks loaded the missing rows of its last k-block so (up to 16 rows
- * past its end): Zen 5, 2 threads, alternating in one process, same bits, against those
- * loads, float32 operands in bfloat16 precision 64 x 16 x 2048 on one thread 0.17 -> 0.058
- * ms; bfloat16 operands 256 x 16 x 1024 3.6x, 128 x 100 x 1024 3.5x, 64 x 16 x 2048 1.4x,
- * 64 x 784 x 256 1.26x (where the memory past B was mapped, no change). */
+ * with `second` 0, zeros for the second run (at1 unused). A run that is absent is not loaded at
+ * all, not even by a load whose mask is all zeros: such a load is architecturally no read, but
+ * where its address is not mapped (rows past the last of a matrix that ends a mapping, as
+ * NumPy's large arrays often do: glibc maps them apart) AMD Zen 5 runs each one as a
+ * fault-suppressing assist of hundreds of cycles. A B not transposed whose K is not a whole
+ * number of k-blocks loaded the missing rows of its last k-block so (up to 16 rows past its
+ * end): Zen 5, 2 threads, alternating in one process, same bits, against those loads, float32
+ * operands in bfloat16 precision 64 x 16 x 2048 on one thread 0.17 -> 0.058 ms; bfloat16
+ * operands 256 x 16 x 1024 3.6x, 128 x 100 x 1024 3.5x, 64 x 16 x 2048 1.4x, 64 x 784 x 256
+ * 1.26x (where the memory past B was mapped, no change). */
 static inline __m512i pairs_of(operand x, int64_t at0, int64_t at1, int64_t count, int second) {
     if (x.bf16)
         return pairs_bf16((const bf16 *)x.data + at0, second ? (const bf16 *)x.data + at1 : NULL,
