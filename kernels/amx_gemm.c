@@ -855,10 +855,6 @@ static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, 
         amx_block(1, 1, a, b, kbn, block, accumulate, store);
 }
 
-/* One block of C at row block pair ip and column block pair jp from the pair's row blocks of
- * A and packed column blocks at b (their k-blocks of all of K, k), into the sums of `store`,
- * where it waits for store_block (with the epilogue) until the next block's products are
- * issued, or flush_store. */
 /* With dot products, a whole 32 x 32 block of C without epilogue whose rows are streamed
  * (streamed(): 2 MB or more, on lines), from the pair of row blocks of a and the packed column
  * blocks at b (all of K): each 8 rows' sums streamed to C from the accumulators (rounded
@@ -867,7 +863,8 @@ static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, 
  * packed_gemm, its dot loop lost registers (1024 x 256 x 1024 and 1024^3 0.89-0.95x). Zen 5, 2
  * threads, bfloat16 operands and C, alternating in one process, against store_block, three
  * runs: 1024 x 16 x 2048 1.02-1.07x, 2048 x 16 x 1024 (A transposed) 1.08-1.11x, 512 x 16 x
- * 4096 (B transposed) 1.07-1.09x, 1024 x 64 x 1024 1.03x; K of 128-1024 1.01-1.02x. */
+ * 4096 (B transposed) 1.07-1.09x, 1024 x 64 x 1024 1.03x; K of 128-1024 1.01-1.02x; float32
+ * operands and C 0.99-1.04x (the bytes of C bound those). */
 static __attribute__((noinline)) void dot_pair_streamed(a_tiles a, const bf16 *b, int64_t k,
                                                         output c, int64_t ip, int64_t jp) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K), a_row = a.stride / (int64_t)sizeof(bf16);
@@ -891,6 +888,10 @@ static __attribute__((noinline)) void dot_pair_streamed(a_tiles a, const bf16 *b
     }
 }
 
+/* One block of C at row block pair ip and column block pair jp from the pair's row blocks of
+ * A and packed column blocks at b (their k-blocks of all of K, k), into the sums of `store`,
+ * where it waits for store_block (with the epilogue) until the next block's products are
+ * issued, or flush_store. */
 static inline void amx_pair(int tiles, a_tiles a, const bf16 *b, int64_t k, int64_t m,
                             int64_t n, int64_t ip, int64_t jp, deferred_store *store) {
     if (!tiles && !store->c.trans && !store->epilogue && m - ip * 32 >= 32 &&
@@ -922,9 +923,12 @@ static inline a_tiles row_pair(operand a, int in_place, const bf16 *packed, int6
  * Each piece of the group's B is packed first, two stored rows at a time across the group
  * (runs of group x 32 columns of each row), into this thread's panel (in L2); then each row
  * pair's sums over the piece are added to its blocks in partial (the group's pairs x m_pairs
- * blocks of 32 x 32 floats). Each block still sums all of K in order on one thread: the bits
- * of amx_pair. The packed B never goes to memory and back, nor is B's row read in runs too
- * short for the prefetchers.
+ * blocks of 32 x 32 floats), and those of the last piece go to C at once (store_block, from
+ * L1: after all of the group's blocks they came back from L2 or L3; Zen 5, 2 threads,
+ * alternating in one process, same bits, float32 operands 128 x 16 x 2048 1.51x, 32 x 16 x
+ * 4096 1.52x, 64 x 16 x 2048 1.36x, 128 x 16 x 4096 1.47x, a long K 0.98-1.06x). Each block
+ * still sums all of K in order on one thread: the bits of amx_pair. The packed B never goes to
+ * memory and back, nor is B's row read in runs too short for the prefetchers.
  *  - With dot products (tiles 0; up to DOT_FEW_MAX_PAIRS pairs of row blocks), WIDE_GROUP_PAIRS
  *    of WIDE_K_BLOCKS. Zen 5, 2 threads, a busy host, 4 alternating processes each, B of
  *    long rows: 32 pairs of 2 k-blocks against 8 of 8 (runs of 1 KB), 32 x 2048 x 2048 0.97
@@ -987,8 +991,6 @@ static void columns_in_pieces(int tiles, operand a, int a_in_place, const bf16 *
                                piece + 1 == pieces ? tail_pairs(k) : 16,
                                fastnn_min(32, m - ip * 32), fastnn_min(32, n - jp * 32), block,
                                kb0 > 0, NULL);
-                    /* the last piece's sums to C at once, from L1 (after all of the group's
-                     * blocks, each came back from L2 or L3: the group's sums take 512 KB) */
                     if (piece + 1 == pieces) store_block(c, block, m, n, ip, jp, epilogue);
                 }
         }
