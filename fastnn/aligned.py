@@ -1,14 +1,14 @@
 """Arrays that start on a 64-byte cache line, as PyTorch's CPU allocator places its tensors.
 
-NumPy promises 16 bytes: its large arrays start 16 bytes past a line (glibc's mmap chunks),
-so each 64-byte row of a block the kernels store into one straddles two lines, and the
-bfloat16 GEMM streams a C past the caches (float32, and bfloat16 on AVX512-BF16 dot products)
-only when its rows start on lines (kernels/amx_gemm.c, STREAM_MIN_BYTES). Measured on the Zen 5 host (2 threads, medians,
-alternating in one process), ``ops.matmul(a, b, precision="bfloat16")`` into a C on a line
-against 16 bytes past one: 1024 x 16 x 2048 (8 MB) 3.1x faster, 512 x 64 x 1024 (2 MB) 1.4x;
-below 2 MB, and with a long K (1024 x 256 x 1024), the same within the noise (0.91-1.05x).
-So fastnn places the outputs it allocates itself on lines from that size on (:func:`output`),
-and the training buffers of :class:`fastnn.workspace.Workspace` always.
+NumPy promises 16 bytes: its large arrays start 16 bytes past a line (glibc's mmap chunks), so
+each 64-byte row of a block the kernels store into one straddles two lines, and the bfloat16
+GEMM streams a C past the caches (float32, and bfloat16 on AVX512-BF16 dot products) only when
+its rows start on lines (kernels/amx_gemm.c, STREAM_MIN_BYTES). Measured on the Zen 5 host (2
+threads, medians, alternating in one process), ``ops.matmul(a, b, precision="bfloat16")`` into a
+C on a line against 16 bytes past one: 1024 x 16 x 2048 (8 MB) 3.1x faster, 512 x 64 x 1024 (2
+MB) 1.4x; below 2 MB, and with a long K (1024 x 256 x 1024), the same within the noise
+(0.91-1.05x). So fastnn places the outputs it allocates itself on lines from that size on
+(:func:`output`), and the training buffers of :class:`fastnn.workspace.Workspace` always.
 """
 
 from __future__ import annotations

@@ -515,6 +515,17 @@ static inline int streamed(output c, int64_t m, int64_t n, int64_t cols) {
            ((uintptr_t)c.data | (uintptr_t)(c.ld * elem)) % 64 == 0;
 }
 
+/* A row of 32 sums (lo: the first 16, hi: the next 16) streamed to C's row at `row`, rounded
+ * by bf16_pack32 for a bfloat16 C (rows that streamed() allows). */
+static inline void stream_row(int bf16_c, void *row, __m512 lo, __m512 hi) {
+    if (bf16_c) {
+        _mm512_stream_si512((__m512i *)row, bf16_pack32(lo, hi));
+    } else {
+        _mm512_stream_ps((float *)row, lo);
+        _mm512_stream_ps((float *)row + 16, hi);
+    }
+}
+
 /* The block of C (m x n) at row block pair ip and column block pair jp, held in `block`
  * (32 x 32, row stride 32), to C with the epilogue; only its rows and columns inside C. */
 static void store_block(output c, const float *block, int64_t m, int64_t n, int64_t ip,
@@ -556,11 +567,9 @@ static void store_block(output c, const float *block, int64_t m, int64_t n, int6
                                         (float)epilogue->alpha);
         }
         int64_t to = at + r * c.ld;
-        if (stream && c.bf16) {
-            _mm512_stream_si512((__m512i *)((bf16 *)c.data + to), bf16_pack32(v[0], v[1]));
-        } else if (stream) {
-            _mm512_stream_ps((float *)c.data + to, v[0]);
-            _mm512_stream_ps((float *)c.data + to + 16, v[1]);
+        if (stream) {
+            stream_row(c.bf16, c.bf16 ? (void *)((bf16 *)c.data + to) : (float *)c.data + to,
+                       v[0], v[1]);
         } else if (c.bf16) {
             if (cols == 32)
                 _mm512_storeu_si512((bf16 *)c.data + to, bf16_pack32(v[0], v[1]));
@@ -857,14 +866,13 @@ static inline void block_sums(int tiles, a_tiles a, const bf16 *b, int64_t kbn, 
 
 /* With dot products, a whole 32 x 32 block of C without epilogue whose rows are streamed
  * (streamed(): 2 MB or more, on lines), from the pair of row blocks of a and the packed column
- * blocks at b (all of K): each 8 rows' sums streamed to C from the accumulators (rounded
- * by bf16_pack32 for a bfloat16 C), rather than stored into a block in L1 and read back by
- * store_block: the same sums and stores, the same bits. Not inlined: inlined into
- * packed_gemm, its dot loop lost registers (1024 x 256 x 1024 and 1024^3 0.89-0.95x). Zen 5, 2
- * threads, bfloat16 operands and C, alternating in one process, against store_block, three
- * runs: 1024 x 16 x 2048 1.02-1.07x, 2048 x 16 x 1024 (A transposed) 1.08-1.11x, 512 x 16 x
- * 4096 (B transposed) 1.07-1.09x, 1024 x 64 x 1024 1.03x; K of 128-1024 1.01-1.02x; float32
- * operands and C 0.99-1.04x (the bytes of C bound those). */
+ * blocks at b (all of K): each 8 rows' sums streamed to C from the accumulators (stream_row),
+ * rather than stored into a block in L1 and read back by store_block: the same sums and stores,
+ * the same bits. Not inlined: inlined into packed_gemm, its dot loop lost registers (1024 x 256
+ * x 1024 and 1024^3 0.89-0.95x). Zen 5, 2 threads, bfloat16 operands and C, alternating in one
+ * process, against store_block, three runs: 1024 x 16 x 2048 1.02-1.07x, 2048 x 16 x 1024 (A
+ * transposed) 1.08-1.11x, 512 x 16 x 4096 (B transposed) 1.07-1.09x, 1024 x 64 x 1024 1.03x; K
+ * of 128-1024 1.01-1.02x; float32 operands and C 0.99-1.04x (the bytes of C bound those). */
 static __attribute__((noinline)) void dot_pair_streamed(a_tiles a, const bf16 *b, int64_t k,
                                                         output c, int64_t ip, int64_t jp) {
     int64_t k_blocks = fastnn_ceil_div(k, TILE_K), a_row = a.stride / (int64_t)sizeof(bf16);
@@ -876,15 +884,8 @@ static __attribute__((noinline)) void dot_pair_streamed(a_tiles a, const bf16 *b
         dot8x2_sums(acc, (r0 < 16 ? a.first : a.second) + r0 % 16 * a_row, a_row, a.step, b,
                     b + k_blocks * TILE_ELEMS, k_blocks, tail_pairs(k));
 #pragma GCC unroll 8
-        for (int r = 0; r < 8; r++) {
-            char *row = to + (r0 + r) * c.ld * elem;
-            if (c.bf16) {
-                _mm512_stream_si512((__m512i *)row, bf16_pack32(acc[r][0], acc[r][1]));
-            } else {
-                _mm512_stream_ps((float *)row, acc[r][0]);
-                _mm512_stream_ps((float *)row + 16, acc[r][1]);
-            }
-        }
+        for (int r = 0; r < 8; r++)
+            stream_row(c.bf16, to + (r0 + r) * c.ld * elem, acc[r][0], acc[r][1]);
     }
 }
 
