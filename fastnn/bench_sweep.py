@@ -10,13 +10,15 @@ run. It prints one row per shape with both times and the ratio NumPy time / fast
 per dtype and transpose.
 
 ``--dtypes bfloat16`` sweeps fastnn's bfloat16 matmul precision (``ops.matmul(...,
-precision="bfloat16")``: float32 operands rounded to bfloat16 in every call, float32
-accumulation and result; see fastnn.precision) against what a PyTorch user runs for the same
-work: ``torch.mm`` on the float32 tensors under ``torch.autocast("cpu",
-dtype=torch.bfloat16)`` (which rounds both operands in every call too, and returns bfloat16).
-``bfloat16_operands`` gives fastnn bfloat16 arrays in and out (``ml_dtypes.bfloat16``; it
-needs ml_dtypes) against ``torch.mm`` on bfloat16 tensors, so that both sides read and write
-the same bytes (issue 20: at least 1.0x at every shape with M >= 32). Both need PyTorch. Each
+precision="bfloat16", out=<a bfloat16 array>)``: float32 operands rounded to bfloat16 in every
+call, float32 accumulation, the result rounded to bfloat16; see fastnn.precision) against what
+a PyTorch user runs for the same work: ``torch.mm`` on the float32 tensors under
+``torch.autocast("cpu", dtype=torch.bfloat16)``, which rounds both operands in every call too
+and returns bfloat16. (Until the forty-first session fastnn's side returned its float32 sums,
+twice the bytes of C to write.) ``bfloat16_operands`` gives fastnn bfloat16 arrays in and out
+against ``torch.mm`` on bfloat16 tensors, so that both sides read and write the same bytes
+(issue 20: at least 1.0x at every shape with M >= 32). Both need PyTorch and ml_dtypes (for
+the ``ml_dtypes.bfloat16`` arrays). Each
 bfloat16 result is checked against the float64 product of the rounded operands within 2e-5 *
 sum_k |a||b| (as benchmarks/test_bf16.py), plus half an ulp for a bfloat16 result. PyTorch
 shares the process's OpenMP runtime, which fastnn's short wait slows for it
@@ -174,7 +176,7 @@ def _bfloat16_arrays(*arrays: np.ndarray):
     try:
         import ml_dtypes
     except ImportError as exc:
-        raise ImportError("the bfloat16_operands sweep gives fastnn bfloat16 arrays: "
+        raise ImportError("the bfloat16 sweeps give fastnn bfloat16 arrays: "
                           "pip install ml_dtypes") from exc
     placed = []
     for array in arrays:
@@ -226,6 +228,8 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
         theirs = lambda: np.matmul(a_op, b_op, out=expected)  # noqa: E731
     if dtype == "bfloat16_operands":  # bfloat16 in and out, as torch.mm on bfloat16 tensors
         ours_a, ours_b, out = _bfloat16_arrays(a, b, np.zeros_like(out))
+    elif dtype == "bfloat16":  # float32 in, bfloat16 out, as torch.mm under autocast
+        ours_a, ours_b, (out,) = a, b, _bfloat16_arrays(np.zeros_like(out))
     else:
         ours_a, ours_b = a, b
     with use_backend(backend):
@@ -236,7 +240,7 @@ def measure(m: int, k: int, n: int, transposes: str, dtype: str, backend: str = 
     fastnn_s, rival_s = float(np.median(ours_times)), float(np.median(theirs_times))
     _check(out, expected, a_op, b_op, dtype, f"{m}x{k}x{n} {transposes}")
     return {"m": m, "k": k, "n": n, "transposes": transposes, "dtype": dtype,
-            "rival": RIVALS[dtype] if bf16 else "numpy",
+            "rival": RIVALS[dtype] if bf16 else "numpy", "result_dtype": out.dtype.name,
             "fastnn_s": fastnn_s, "rival_s": rival_s, "ratio": rival_s / fastnn_s,
             "ratio_best": min(theirs_times) / min(ours_times),
             "GFLOP/s": 2.0 * m * k * n / fastnn_s / 1e9}
@@ -376,9 +380,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop the sweep after this many seconds")
     parser.add_argument("--dtypes", type=_names_of(SWEEP_DTYPES), default=None,
                         help="comma-separated of float32,float64 (against NumPy), "
-                             "bfloat16 (float32 arrays in bfloat16 precision) and "
-                             "bfloat16_operands (bfloat16 arrays, needs ml_dtypes), both "
-                             "against PyTorch's bfloat16 matmul")
+                             "bfloat16 (float32 arrays in bfloat16 precision, a bfloat16 "
+                             "result) and bfloat16_operands (bfloat16 arrays), both "
+                             "against PyTorch's bfloat16 matmul (need ml_dtypes)")
     parser.add_argument("--transposes", type=_names_of(TRANSPOSES), default=None,
                         help="comma-separated of nn,tn,nt,tt")
     for name, what in (("ms", "M (rows of the output)"), ("ks", "K (inner)"),

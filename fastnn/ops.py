@@ -72,6 +72,11 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
     bfloat16 (the sums rounded to nearest even, as ``torch.mm`` and ``jax.numpy.dot`` return
     for bfloat16 operands), or float32 sums into a float32 ``out``. TypeError when only one
     of them is bfloat16 or ``out`` is neither.
+    Float32 operands in bfloat16 precision may also write a bfloat16 ``out``: the float32
+    result rounded to bfloat16 (nearest even), what ``torch.mm`` returns for float32 tensors
+    under ``torch.autocast("cpu", dtype=torch.bfloat16)``, and the bits of the same numbers
+    given as bfloat16 operands; half the bytes of a float32 result to write. TypeError for a
+    bfloat16 ``out`` in float32 precision or of float64 operands.
     ``out`` may overlap ``a`` or ``b`` (the product is then computed aside and copied in).
     A transposed view (a Fortran-ordered array such as ``w.T``) is read in place through the
     other transpose flag, as BLAS reads it; other non-contiguous views are copied.
@@ -140,6 +145,12 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
         a = float_array("a", a, ndim=2)
         b = float_array("b", b, ndim=2, dtype=a.dtype)
         precision, dtype = _precision(precision, a.dtype), a.dtype
+        if isinstance(out, np.ndarray) and is_bfloat16(out):
+            # float32 operands in bfloat16 precision: the sums rounded, as autocast returns
+            if precision != "bfloat16":
+                raise TypeError(f"out: a bfloat16 out needs float32 operands in bfloat16 "
+                                f"precision, got {a.dtype} operands in {precision} precision")
+            dtype = out.dtype
     n, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     k_b, m = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != k_b:

@@ -117,6 +117,12 @@ int fastnn_matmul_bf16_operands(void *out, int out_bf16, const uint16_t *a, cons
                      NULL, 1, out_bf16 != 0);
 }
 
+int fastnn_matmul_bf16_rounded(uint16_t *out, const float *a, const float *b, int64_t n,
+                               int64_t k, int64_t m, int trans_a, int trans_b) {
+    return gemm_bf16(n, m, k, a, trans_a ? n : k, trans_a, b, trans_b ? k : m, trans_b, out, m,
+                     NULL, 0, 1);
+}
+
 int fastnn_linear_forward_bf16(float *out, const float *x, const float *w, const float *b,
                                int64_t n, int64_t k, int64_t m, int activation, double alpha) {
     return fastnn_active_kernels()->f32->linear_forward(out, x, w, b, n, k, m, activation,

@@ -93,6 +93,12 @@ int fastnn_matmul_bf16(float *out, const float *a, const float *b,
  * out_bf16, those results rounded to bfloat16 (as fastnn_round_bf16) into bfloat16 out. */
 int fastnn_matmul_bf16_operands(void *out, int out_bf16, const uint16_t *a, const uint16_t *b,
                                 int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
+/* fastnn_matmul_bf16 into a bfloat16 out (uint16_t bits): its float32 sums rounded to
+ * bfloat16 (as fastnn_round_bf16), what torch.mm returns for float32 tensors under
+ * torch.autocast("cpu", dtype=torch.bfloat16). The same bits as fastnn_matmul_bf16_operands
+ * of the operands rounded to bfloat16. */
+int fastnn_matmul_bf16_rounded(uint16_t *out, const float *a, const float *b,
+                               int64_t n, int64_t k, int64_t m, int trans_a, int trans_b);
 /* The path that matmul (and the linear kernels) would take for out (N, M) = op(a) @ op(b)
  * now, as gemm_plan.h chooses it: 0 SMALL, 1 IN_PLACE, 2 SPLIT_K, 3 PACKED; its threads, and
  * for PACKED the grid of row_threads x col_threads. For tests and tuning. */

@@ -57,8 +57,9 @@ def test_slices_of_the_grid_are_measured_alone(capsys):
         ["bench", "--sweep", "--ms", "2,3", "--ks", "5", "--ns", "7", "--transposes", "tn",
          "--dtypes", "float64", "--sweep-threads", "1", "--sweep-backend", "numpy"])
     rows = bench_sweep.run_from_args(args)
-    assert [(r["m"], r["k"], r["n"], r["transposes"], r["dtype"]) for r in rows] == [
-        (2, 5, 7, "tn", "float64"), (3, 5, 7, "tn", "float64")]
+    assert [(r["m"], r["k"], r["n"], r["transposes"], r["dtype"], r["result_dtype"])
+            for r in rows] == [(2, 5, 7, "tn", "float64", "float64"),
+                               (3, 5, 7, "tn", "float64", "float64")]
     assert "2 shapes" in capsys.readouterr().out
 
 
@@ -75,6 +76,8 @@ def test_the_bfloat16_sweep_measures_against_torch_and_checks_each_product(capsy
     assert [(r["m"], r["dtype"], r["rival"]) for r in rows] == [
         (3, "bfloat16", "autocast"), (40, "bfloat16", "autocast"),
         (3, "bfloat16_operands", "torch"), (40, "bfloat16_operands", "torch")]
+    # both write a bfloat16 result, as torch.mm returns under autocast and on bfloat16 tensors
+    assert {r["result_dtype"] for r in rows} == {"bfloat16"}
     for row in rows:
         assert math.isclose(row["ratio"], row["rival_s"] / row["fastnn_s"])
     assert ("PyTorch autocast bfloat16 or PyTorch bfloat16 time / fastnn time"

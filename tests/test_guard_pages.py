@@ -57,7 +57,9 @@ def _guarded(x: np.ndarray, end: bool) -> np.ndarray:
 # holds rows past K), one row, narrow outputs, edges of every vector width, a B of long rows
 SHAPES = [(1, 16, 1024), (64, 16, 2048), (33, 47, 130), (200, 300, 7), (1, 1000, 17),
           (100, 17, 64), (31, 784, 33), (8, 1000, 33), (130, 64, 96)]
-KINDS = ["float64", "float32", "bfloat16", "bfloat16_operands"]
+# bfloat16: float32 operands in bfloat16 precision, a float32 result; bfloat16_out: the same
+# operands, a bfloat16 result (as autocast returns)
+KINDS = ["float64", "float32", "bfloat16", "bfloat16_out", "bfloat16_operands"]
 
 
 def _operands(rng, kind, shape, trans_a, trans_b):
@@ -77,13 +79,15 @@ def _operands(rng, kind, shape, trans_a, trans_b):
 @pytest.mark.parametrize("end", [True, False], ids=["ending-at-a-guard", "after-a-guard"])
 def test_matmul_reads_and_writes_only_its_arrays(backend_name, kind, end):
     rng = np.random.default_rng(41)
-    precision = "bfloat16" if kind == "bfloat16" else None
+    precision = "bfloat16" if kind in ("bfloat16", "bfloat16_out") else None
     with fastnn.use_backend(backend_name):
         for shape in SHAPES:
             for trans_a in (False, True):
                 for trans_b in (False, True):
                     a, b = _operands(rng, kind, shape, trans_a, trans_b)
-                    want = ops.matmul(a, b, trans_a, trans_b, precision=precision)
+                    result = (np.empty((shape[0], shape[2]), ml_dtypes.bfloat16)
+                              if kind == "bfloat16_out" else None)
+                    want = ops.matmul(a, b, trans_a, trans_b, out=result, precision=precision)
                     out = _guarded(np.full(want.shape, 7, want.dtype), end)
                     got = ops.matmul(_guarded(a, end), _guarded(b, end), trans_a, trans_b,
                                      out=out, precision=precision)

@@ -2,7 +2,8 @@
 
 It takes the plain case alone and returns None for anything else, so: its products are the
 cffi path's bit for bit (float32 and float64 operands in float32 precision, float32 ones in
-bfloat16 precision, bfloat16 operands into a bfloat16 or float32 result); every input next to
+bfloat16 precision into a float32 or bfloat16 result, bfloat16 operands into a bfloat16 or
+float32 result); every input next to
 the plain case (a view, another dtype, a subclass, a bad ``out``...) makes the entry itself
 return None, and ops.matmul then gives the answer or the error it gives with no entry at all;
 ops.matmul calls it only on backend "c" with a valid precision name; and fastnn works when
@@ -282,6 +283,16 @@ def test_entry_in_bfloat16_precision_is_the_cffi_paths_bit_for_bit(n, k, m, tran
     out = np.full((n, m), np.nan, np.float32)
     assert ENTRY(a.T, b.T, int(not trans_a), int(not trans_b), out, 1) is out  # views, ints
     np.testing.assert_array_equal(out, expected)
+    # a bfloat16 out: the same sums rounded (fastnn_matmul_bf16_rounded)
+    rounded = _cffi_product(a, b, trans_a, trans_b, "bfloat16", dtype=ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(rounded.view(np.uint16),
+                                  (ops.round_bfloat16(expected).view(np.uint32) >> 16)
+                                  .astype(np.uint16))
+    out = np.full((n, m), np.nan, ml_dtypes.bfloat16)
+    assert ENTRY(a, b.T, trans_a, int(not trans_b), out, True) is out
+    np.testing.assert_array_equal(out.view(np.uint16), rounded.view(np.uint16))
+    # in float32 precision a bfloat16 out is not plain (the Python path's TypeError)
+    assert ENTRY(a, b, trans_a, trans_b, np.empty((n, m), ml_dtypes.bfloat16), False) is None
 
 
 @needs_entry
@@ -396,12 +407,12 @@ def test_entry_arguments_are_checked():
     for flag in (None, 1.0, "bfloat16"):  # not a bool or an int: not plain
         assert ENTRY(A, B, False, False, None, flag) is None
     from fastnn._c import _fastcall
-    with pytest.raises(TypeError, match="4 arguments"):
+    with pytest.raises(TypeError, match="5 arguments"):
         _fastcall.bind(1, 1)
     with pytest.raises(ValueError, match="address is 0"):
-        _fastcall.bind(1, 1, 0, 1)
+        _fastcall.bind(1, 1, 0, 1, 1)
     with pytest.raises(TypeError):
-        _fastcall.bind("a", 1, 1, 1)
+        _fastcall.bind("a", 1, 1, 1, 1)
 
 
 def test_the_entry_is_built_where_backend_c_is_required():

@@ -177,8 +177,9 @@ def round_bfloat16(x, out):
 # -- the C call entry of a plain matmul (kernels/fastcall/fastcall.c) ---------------------
 # fastnn.ops.matmul calls ``matmul_entry(a, b, trans_a, trans_b, out, bfloat16)`` first when
 # the current backend has one (see the contract): it checks the call and runs
-# fastnn_matmul_f32/_f64/_bf16/_bf16_operands all in C, or returns None, and the Python path
-# below runs. It calls the cffi extension's own GEMMs through their addresses, bound here.
+# fastnn_matmul_f32/_f64/_bf16/_bf16_operands/_bf16_rounded all in C, or returns None, and
+# the Python path below runs. It calls the cffi extension's own GEMMs through their
+# addresses, bound here.
 
 def _fastcall_entry():
     """The extension's matmul, bound to this extension's GEMMs; None and why not when it
@@ -190,7 +191,7 @@ def _fastcall_entry():
         reason = build_error.read_text().strip() if build_error.exists() else str(exc)
         return None, reason
     _fastcall.bind(*(int(ffi.cast("uintptr_t", ffi.addressof(lib, f"fastnn_matmul_{s}")))
-                     for s in ("f32", "f64", "bf16", "bf16_operands")))
+                     for s in ("f32", "f64", "bf16", "bf16_operands", "bf16_rounded")))
     return _fastcall.matmul, ""
 
 
@@ -217,9 +218,17 @@ def matmul(a, b, trans_a, trans_b, out, precision="float32"):
         if status:
             _check(status, "matmul")
         return
+    n, m = out.shape
+    if is_bfloat16(out):  # float32 operands in bfloat16 precision, the sums rounded
+        status = lib.fastnn_matmul_bf16_rounded(
+            _from_buffer("uint16_t[]", out), _from_buffer("float[]", a),
+            _from_buffer("float[]", b), n, a.shape[0] if trans_a else a.shape[1], m, trans_a,
+            trans_b)
+        if status:
+            _check(status, "matmul")
+        return
     k = _BY_DTYPE[a.dtype]
     t = k.array_type
-    n, m = out.shape
     kernel = _BF16["matmul"] if precision == "bfloat16" else k.matmul
     status = kernel(_from_buffer(t, out), _from_buffer(t, a), _from_buffer(t, b), n,
                     a.shape[0] if trans_a else a.shape[1], m, trans_a, trans_b)

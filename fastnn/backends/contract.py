@@ -101,7 +101,9 @@ class Backend(Protocol):
         With precision "bfloat16" (matmul only), a and b may both be bfloat16 arrays
         (``ml_dtypes.bfloat16``): the product of their numbers (fastnn.precision.
         widen_bfloat16), the bits the float32 arrays of those numbers give, into a float32
-        out, or rounded as ``round_bfloat16`` rounds into a bfloat16 out.
+        out, or rounded as ``round_bfloat16`` rounds into a bfloat16 out. Float32 operands
+        in "bfloat16" may write a bfloat16 out too: their float32 result so rounded (what
+        ``torch.mm`` returns under ``torch.autocast("cpu", dtype=torch.bfloat16)``).
         """
 
     def linear_forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray,

@@ -22,7 +22,9 @@
  *   trans_a, trans_b  True, False or an exact int;
  *   out    None (a new (N, M) array of the operands' dtype is returned), or exactly
  *          numpy.ndarray (N, M) of that dtype (or float32, for bfloat16 operands: their
- *          float32 sums), C-contiguous, aligned, writeable and sharing no byte with a or b;
+ *          float32 sums; or bfloat16, for float32 operands in bfloat16 precision: their
+ *          result rounded, fastnn_matmul_bf16_rounded), C-contiguous, aligned, writeable and
+ *          sharing no byte with a or b;
  *   bfloat16  True: float32 operands multiply in bfloat16 matmul precision
  *          (fastnn_matmul_bf16), and float64 ones are not plain (the caller decides: an
  *          error for an explicit precision, float64 for the context's); False: float32
@@ -51,6 +53,7 @@ static __typeof__(&fastnn_matmul_f32) matmul_f32 = NULL;
 static __typeof__(&fastnn_matmul_f64) matmul_f64 = NULL;
 static __typeof__(&fastnn_matmul_bf16) matmul_bf16 = NULL;
 static __typeof__(&fastnn_matmul_bf16_operands) matmul_bf16_operands = NULL;
+static __typeof__(&fastnn_matmul_bf16_rounded) matmul_bf16_rounded = NULL;
 
 /* The native float dtypes: a call is plain when its arrays have exactly these, or the
  * bfloat16 dtype below. */
@@ -165,6 +168,7 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
 
     PyObject *out_arg = args[4];
     PyArrayObject *out;
+    int rounded = 0; /* float32 operands, a bfloat16 out */
     if (out_arg == Py_None) {
         npy_intp out_dims[2] = {n, m};
         Py_INCREF(descr);  /* PyArray_NewFromDescr steals a reference */
@@ -179,8 +183,13 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
         }
         out = (PyArrayObject *)out_arg;
         PyArray_Descr *out_descr = PyArray_DESCR(out);
+        /* a float32 out of bfloat16 operands, a bfloat16 one of float32 operands in bfloat16
+         * precision, or the operands' dtype */
+        rounded = descr == float32_descr && bf16_precision && out_descr != descr
+                  && PyArray_ITEMSIZE(out) == 2 && is_bfloat16(out_descr);
         if (PyArray_NDIM(out) != 2 || PyArray_DIM(out, 0) != n || PyArray_DIM(out, 1) != m
-            || (out_descr != descr && !(bf16_operands && out_descr == float32_descr))
+            || (out_descr != descr && !(bf16_operands && out_descr == float32_descr)
+                && !rounded)
             || !PyArray_CHKFLAGS(out, NPY_ARRAY_CARRAY) || overlap(out, a) || overlap(out, b)) {
             Py_RETURN_NONE;
         }
@@ -195,6 +204,12 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
         const uint16_t *x = PyArray_DATA(a), *y = PyArray_DATA(b);
         Py_BEGIN_ALLOW_THREADS
         status = matmul_bf16_operands(c, out_bf16, x, y, n, k, m, trans_a, trans_b);
+        Py_END_ALLOW_THREADS
+    } else if (rounded) {
+        uint16_t *c = PyArray_DATA(out);
+        const float *x = PyArray_DATA(a), *y = PyArray_DATA(b);
+        Py_BEGIN_ALLOW_THREADS
+        status = matmul_bf16_rounded(c, x, y, n, k, m, trans_a, trans_b);
         Py_END_ALLOW_THREADS
     } else if (descr == float32_descr) {
         float *c = PyArray_DATA(out);
@@ -217,17 +232,17 @@ static PyObject *fastcall_matmul(PyObject *self, PyObject *const *args, Py_ssize
     return (PyObject *)out;
 }
 
-/* bind(f32, f64, bf16, bf16_operands): the addresses of the kernels matmul() calls,
- * fastnn_matmul_f32, _f64, _bf16 and _bf16_operands, as integers (the cffi extension's
- * ffi.cast("uintptr_t", ffi.addressof(lib, name))). */
+/* bind(f32, f64, bf16, bf16_operands, bf16_rounded): the addresses of the kernels matmul()
+ * calls, fastnn_matmul_f32, _f64, _bf16, _bf16_operands and _bf16_rounded, as integers (the
+ * cffi extension's ffi.cast("uintptr_t", ffi.addressof(lib, name))). */
 static PyObject *fastcall_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "bind() takes 4 arguments, got %zd", nargs);
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "bind() takes 5 arguments, got %zd", nargs);
         return NULL;
     }
-    void *address[4];
-    for (int i = 0; i < 4; i++) {
+    void *address[5];
+    for (int i = 0; i < 5; i++) {
         address[i] = PyLong_AsVoidPtr(args[i]);
         if (address[i] == NULL && PyErr_Occurred()) {
             return NULL;
@@ -238,10 +253,11 @@ static PyObject *fastcall_bind(PyObject *self, PyObject *const *args, Py_ssize_t
         }
     }
     /* a data pointer to a function pointer: what dlsym() users do, defined on every ABI we
-     * build for; matmul_f32 last, as matmul() tests it for all four */
+     * build for; matmul_f32 last, as matmul() tests it for all five */
     matmul_f64 = (__typeof__(matmul_f64))address[1];
     matmul_bf16 = (__typeof__(matmul_bf16))address[2];
     matmul_bf16_operands = (__typeof__(matmul_bf16_operands))address[3];
+    matmul_bf16_rounded = (__typeof__(matmul_bf16_rounded))address[4];
     matmul_f32 = (__typeof__(matmul_f32))address[0];
     Py_RETURN_NONE;
 }
@@ -251,7 +267,8 @@ static PyMethodDef fastcall_methods[] = {
      "matmul(a, b, trans_a, trans_b, out, bfloat16) -> out, or None for the Python path "
      "(fastcall.c)"},
     {"bind", (PyCFunction)(void (*)(void))fastcall_bind, METH_FASTCALL,
-     "bind(f32, f64, bf16, bf16_operands): the addresses of the kernels matmul() calls"},
+     "bind(f32, f64, bf16, bf16_operands, bf16_rounded): the addresses of the kernels "
+     "matmul() calls"},
     {NULL, NULL, 0, NULL},
 };
 
