@@ -940,9 +940,19 @@ static inline a_tiles row_pair(operand a, int in_place, const bf16 *packed, int6
  *    would read B in runs shorter than 1 KB a row (packed_gemm). */
 #define WIDE_GROUP_PAIRS 32
 #define WIDE_K_BLOCKS 2
-/* With dot products, up to this many pairs of row blocks (128 rows): the group's sums (512
- * KB) and its piece of B (128 KB) in L2. */
-#define DOT_FEW_MAX_PAIRS 4
+/* With dot products, up to this many pairs of row blocks (32 rows), and only for a K of more
+ * than one piece (WIDE_K_BLOCKS): the group's sums (128 KB) and its piece of B (128 KB) in L2.
+ * Up to 4 pairs (128 rows) before: measured against the other paths (B's groups packed
+ * before their blocks, whose sums go from the registers to C) once those stored C without
+ * the L1 block, Zen 5, 2 threads, alternating in one process, medians of 7-9 blocks, same
+ * bits, float32 operands and a bfloat16 C: 128 rows 1.36-1.66x at K = 16 and N of 2048-4096
+ * (128 x 16 x 4096 0.072 -> 0.045 ms), 1.1-1.4x at K of 256-4096 (128 x 1024 x 1024 1.23x,
+ * 128 x 4096 x 4096 1.17-1.27x), 96 x 16 x 4096 1.28-1.86x, 72-96 rows at long K 1.01-1.07x;
+ * 64 rows 1.05-1.21x (64 x 16 x 4096 1.68x); bfloat16 operands 0.94-1.31x (their B takes the
+ * pieces only for short groups). At 32 rows the pieces still win at long K and wide N (32 x
+ * 4096 x 4096 0.75x, 32 x 4096 x 1024 0.80x without), not where K is one piece (32 x 16 x 4096
+ * 1.28-1.48x, 32 x 64 x 4096 1.21-1.26x without; K of 96-128 even). */
+#define DOT_FEW_MAX_PAIRS 1
 /* A float32 B whose K is not a whole number of k-blocks (K % 32 != 0) takes columns_in_pieces
  * on the dot products only with rows longer than this (bytes from one row to the next), where
  * the pieces beat B packed whole (with 8 pairs of 8 k-blocks, the first sizes: 32 x 2048 x
@@ -1184,7 +1194,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * B (pieces below). A transposed B packs faster whole on dot products (its runs of k are
      * contiguous), and measured slower in pieces. */
     int few_rows_by_columns = !by_rows && (!b.trans || tiles) &&
-                              m_pairs <= (tiles ? AMX_PIECE_MAX_PAIRS : DOT_FEW_MAX_PAIRS);
+                              (tiles ? m_pairs <= AMX_PIECE_MAX_PAIRS
+                                     : m_pairs <= DOT_FEW_MAX_PAIRS && k_blocks > WIDE_K_BLOCKS);
     /* When the shared operand is one chunk (read whole from L2 for each own pair),
      * the own operand is packed a group of pairs (AMX_OWN_GROUP_BYTES) at a time just before
      * their blocks, into this thread's panel (in L2), rather than whole before the barrier:
