@@ -35,7 +35,8 @@
  * Cost rule (in that order):
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
  *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of the
- *     big operand over FASTNN_GEMM_BYTES_PER_THREAD), at most fastnn_get_num_threads();
+ *     big operand over FASTNN_GEMM_BYTES_PER_THREAD; for a single row of C', those bytes over
+ *     FASTNN_GEMM_ROW_BYTES_PER_THREAD alone), at most fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
  *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
  *  3. IN_PLACE on rows, any number of them, when A is not transposed, M >= K, there are fewer
@@ -71,6 +72,10 @@
 #endif
 #ifndef FASTNN_GEMM_BYTES_PER_THREAD
 #define FASTNN_GEMM_BYTES_PER_THREAD 1048576.0
+#endif
+/* The same for a single row of C' (gemm_plan.c), whatever its flops. */
+#ifndef FASTNN_GEMM_ROW_BYTES_PER_THREAD
+#define FASTNN_GEMM_ROW_BYTES_PER_THREAD 262144.0
 #endif
 
 typedef enum {

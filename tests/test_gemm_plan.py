@@ -59,6 +59,14 @@ def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
 
 def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(1, 784, 256)[0] == "SMALL"              # one sample
+    # a single row of C' by the bytes of B' alone, 256 KB a thread: the 784 KB of a 784-256
+    # layer's weights on two threads, each half in its core's L2; half of that on one
+    assert plan(1, 784, 256)[:2] == ("SMALL", 2)
+    assert plan(1, 256, 784, trans_b=True)[:2] == ("SMALL", 2)  # its input gradient
+    assert plan(256, 784, 1, trans_a=True)[:2] == ("SMALL", 2)  # one output: C^T, one row
+    assert plan(1, 392, 256)[:2] == ("SMALL", 1)
+    assert plan(1, 512, 128, dtype="float64")[:2] == ("SMALL", 2)
+    assert plan(2, 784, 256)[:2] == ("SMALL", 1)  # two rows: the flops rule (0.8 MFLOP)
     assert plan(1, 2048, 2048)[:2] == ("SMALL", 2)      # memory-bound: both threads stream
     assert plan(1000, 129, 3)[0] == "SMALL"             # few columns: C^T
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
