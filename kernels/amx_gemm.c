@@ -927,7 +927,8 @@ static inline a_tiles row_pair(operand a, int in_place, const bf16 *packed, int6
  * blocks of 32 x 32 floats), and those of the last piece go to C at once (store_block, from
  * L1: after all of the group's blocks they came back from L2 or L3; Zen 5, 2 threads,
  * alternating in one process, same bits, float32 operands 128 x 16 x 2048 1.51x, 32 x 16 x
- * 4096 1.52x, 64 x 16 x 2048 1.36x, 128 x 16 x 4096 1.47x, a long K 0.98-1.06x). Each block
+ * 4096 1.52x, 64 x 16 x 2048 1.36x, 128 x 16 x 4096 1.47x, a long K 0.98-1.06x, measured while
+ * dot products took this path up to 128 rows and at K = 16: see DOT_FEW_MAX_PAIRS). Each block
  * still sums all of K in order on one thread: the bits of amx_pair. The packed B never goes to
  * memory and back, nor is B's row read in runs too short for the prefetchers.
  *  - With dot products (tiles 0; up to DOT_FEW_MAX_PAIRS pairs of row blocks), WIDE_GROUP_PAIRS
