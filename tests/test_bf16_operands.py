@@ -42,11 +42,19 @@ def _bfloat16(rounded: np.ndarray) -> np.ndarray:
     return (rounded.view(np.uint32) >> 16).astype(np.uint16).view(ml_dtypes.bfloat16)
 
 
-def _operands(rng, shape, trans_a, trans_b):
+def _float32_operands(rng, shape, trans_a, trans_b):
+    """float32 operands of op(a) (n x k) @ op(b) (k x m), not bfloat16 numbers, with some
+    subnormals among them."""
     n, k, m = shape
     a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(np.float32)
     b = (rng.standard_normal((m, k) if trans_b else (k, m)) * 3).astype(np.float32)
-    a.flat[::7] *= 1e-39  # some subnormals among the numbers
+    a.flat[::7] *= 1e-39
+    return a, b
+
+
+def _operands(rng, shape, trans_a, trans_b):
+    """_float32_operands rounded to bfloat16 numbers (still float32 arrays)."""
+    a, b = _float32_operands(rng, shape, trans_a, trans_b)
     return ops.round_bfloat16(a), ops.round_bfloat16(b)
 
 

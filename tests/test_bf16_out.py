@@ -15,16 +15,7 @@ from fastnn import ops
 
 from conftest import BACKENDS
 from test_bf16_operands import SHAPES, _bfloat16, _half, _thread_counts
-
-
-def _operands(rng, shape, trans_a, trans_b):
-    """float32 operands that are not bfloat16 numbers (the kernels round them), with some
-    subnormals among them."""
-    n, k, m = shape
-    a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(np.float32)
-    b = (rng.standard_normal((m, k) if trans_b else (k, m)) * 3).astype(np.float32)
-    a.flat[::7] *= 1e-39
-    return a, b
+from test_bf16_operands import _float32_operands as _operands  # the kernels round them
 
 
 def _bfloat16_out(shape):
