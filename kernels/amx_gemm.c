@@ -1100,9 +1100,21 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
 /* Smallest product (flops, and 64 a C element: packed_gemm) worth a thread of its own. */
 #define AMX_FLOPS_PER_THREAD 8.0e6
 /* Bytes of the packed shared operand that one pass over a thread's own blocks reuses (kept in
- * L2); at least AMX_SHARED_CHUNK_MIN_PAIRS pairs while they fit AMX_SHARED_CHUNK_MAX_BYTES. */
+ * L2); where a thread's own pairs exceed AMX_OWN_GROUP_BYTES, at least
+ * AMX_SHARED_CHUNK_MIN_PAIRS pairs on tiles (DOT_SHARED_CHUNK_MIN_PAIRS with dot products)
+ * while they fit AMX_SHARED_CHUNK_MAX_BYTES. On tiles 8 pairs, up from 4: with K of 1024-2048
+ * the shared chunk is then 1 MB rather than 512 KB, and each own pair (read from L3 or
+ * memory) is read once for 8 of the shared operand's pairs rather than 4. Sapphire Rapids
+ * class (2 vCPUs, 2 MB L2 a core), 2 threads, alternating in one process, medians of 7
+ * blocks, same bits: bfloat16 operands 4096 x 2048 x 256 1.12x, 2048 x 2048 x 512 1.08-1.11x,
+ * 1024 x 2048 x 256 1.06-1.07x (B transposed 1.07-1.09x), 1024 x 2048 x 1024 1.04x, 512 x 2048
+ * x 2048 1.03x; float32 operands in bfloat16 precision 4096 x 2048 x 256 1.18x, 1024 x 2048 x
+ * 256 1.12-1.14x, 1024 x 2048 x 1024 1.08x, 2048 x 2048 x 512 1.08x; the rest 0.99-1.03x. 16
+ * pairs (1 MB at K = 1024 too) 0.98-1.07x against 8, and chunks of up to 1.5 MB 0.95-1.01x:
+ * not taken. (Dot products: measured on hosts without AMX at 4.) */
 #define AMX_SHARED_CHUNK_BYTES (512 * 1024)
-#define AMX_SHARED_CHUNK_MIN_PAIRS 4
+#define AMX_SHARED_CHUNK_MIN_PAIRS 8
+#define DOT_SHARED_CHUNK_MIN_PAIRS 4
 #define AMX_SHARED_CHUNK_MAX_BYTES (1024 * 1024)
 /* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2
  * beside it). */
@@ -1189,7 +1201,8 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int64_t pair_bytes = 2 * k_blocks * FASTNN_AMX_TILE_BYTES;
     int64_t chunk = fastnn_max(1, AMX_SHARED_CHUNK_BYTES / pair_bytes);
     if (fastnn_ceil_div(own_pairs, threads) * pair_bytes > AMX_OWN_GROUP_BYTES)
-        chunk = fastnn_max(chunk, fastnn_min(AMX_SHARED_CHUNK_MIN_PAIRS,
+        chunk = fastnn_max(chunk, fastnn_min(tiles ? AMX_SHARED_CHUNK_MIN_PAIRS
+                                                   : DOT_SHARED_CHUNK_MIN_PAIRS,
                                              AMX_SHARED_CHUNK_MAX_BYTES / pair_bytes));
     /* A few rows by columns (on dot products, B not transposed): columns_in_pieces, for some
      * B (pieces below). A transposed B packs faster whole on dot products (its runs of k are
