@@ -1117,8 +1117,23 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
 #define DOT_SHARED_CHUNK_MIN_PAIRS 4
 #define AMX_SHARED_CHUNK_MAX_BYTES (1024 * 1024)
 /* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2
- * beside it). */
+ * beside it); on tiles with at most AMX_FEW_ROWS_PAIRS pairs of row blocks (128 rows),
+ * AMX_FEW_ROWS_GROUP_BYTES. Those halve the group (the packed B of a group and its C block
+ * row in L2 while A's few rows are read beside them; with a bfloat16 B of 1024 or more rows,
+ * its runs of a row are then shorter than 1 KB, so more few-rows shapes take
+ * columns_in_pieces): Sapphire Rapids class (2 vCPUs, 2 MB L2 a core), 2 threads, alternating
+ * in one process, medians of 7-9 blocks, same bits, bfloat16 operands 32 x 1024 x 1024
+ * 1.28-1.30x, 32 x 4096 x 4096 (B transposed) 1.22x, 128 x 1024 x 1024 1.17-1.18x, 64 x 1024
+ * x 2048 1.18x, 32 x 1024 x 4096 1.16x, 128 x 1024 x 4096 1.06x, 64 x 1024 x 1024 (B
+ * transposed) 1.06x, the rest 0.96-1.05x (96 x 2048 x 2048 0.90x then 1.05x); float32
+ * operands in bfloat16 precision 32 x 4096 x 4096 (B transposed) 1.30x, 64 x 2048 x 2048
+ * 1.23x, 96 x 2048 x 2048 1.17-1.19x, 32 x 2048 x 1024 1.16x, 64 x 1024 x 1024 (B transposed)
+ * 1.15x, 128 x 2048 x 4096 1.11x, the rest 0.95-1.07x. Halved for every number of rows, 512
+ * x 1024 x 2048 to 1024 x 1024 x 4096 lost 5-16%, 256 x 4096 x 4096 29%; 1.5 MB for every
+ * number of rows lost 3-15%. */
 #define AMX_OWN_GROUP_BYTES (1024 * 1024)
+#define AMX_FEW_ROWS_PAIRS 4
+#define AMX_FEW_ROWS_GROUP_BYTES (512 * 1024)
 /* B packed ahead in groups of this many pairs (packed_gemm's b_ahead), where K has at most
  * AMX_B_AHEAD_K_BLOCKS k-blocks and A at most AMX_B_AHEAD_A_PAIRS pairs of row blocks. */
 #define AMX_B_AHEAD_PAIRS 8
@@ -1225,7 +1240,9 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
      * 1.19x, 32 x 1024 x 4096 and 32 x 4096 x 1024 1.10x; not transposed 32 x 1024 x 4096
      * 1.06-1.17x, 32 x 4096 x 4096 1.08x; the others within this host's noise (0.94-1.06x). */
     int64_t panel_elems = 2 * k_blocks * TILE_ELEMS;
-    int64_t group = fastnn_max(1, AMX_OWN_GROUP_BYTES / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    int64_t group_bytes = tiles && m_pairs <= AMX_FEW_ROWS_PAIRS ? AMX_FEW_ROWS_GROUP_BYTES
+                                                                 : AMX_OWN_GROUP_BYTES;
+    int64_t group = fastnn_max(1, group_bytes / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
     /* (a B not transposed is packed along its rows, 32 x group columns at a time: runs
      * shorter than 1 KB a row starve the prefetchers, and packing it whole is then faster
      * while the packed B stays in the caches: float32 32 x 4096 x 1024 and 64 x 4096 x 512
