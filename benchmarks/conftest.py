@@ -74,7 +74,8 @@ def implementation(request):
 
 
 def speedup_rows(benchmarks):
-    """(group, implementation, median seconds, speedup over numpy, extra) per benchmark."""
+    """(group, implementation, median seconds, speedup over numpy, extra) per benchmark; the
+    speedup is None in a group without a numpy row (e.g. fastnn against PyTorch)."""
     by_group = defaultdict(dict)
     for bench in benchmarks:
         by_group[bench.group][bench.extra_info.get("implementation", bench.name)] = bench
@@ -83,7 +84,7 @@ def speedup_rows(benchmarks):
         reference = rows.get("numpy")
         for name, bench in sorted(rows.items(), key=lambda item: item[1].stats.median):
             median = bench.stats.median
-            speedup = reference.stats.median / median if reference and median else float("nan")
+            speedup = reference.stats.median / median if reference and median else None
             yield group, name, median, speedup, bench.extra_info
 
 
@@ -98,4 +99,5 @@ def pytest_terminal_summary(terminalreporter, config):
     for group, name, median, speedup, extra in speedup_rows(session.benchmarks):
         rate = ", ".join(f"{value:.1f} {unit}" for unit, value in extra.items()
                          if unit in ("GFLOP/s", "GB/s", "speedup vs scikit-learn"))
-        write(f"  {group:<44} {name:<6} {median * 1e3:10.3f} ms  x{speedup:6.2f}  {rate}")
+        ratio = f"x{speedup:6.2f}" if speedup is not None else "(no numpy row)"
+        write(f"  {group:<44} {name:<6} {median * 1e3:10.3f} ms  {ratio}  {rate}")
