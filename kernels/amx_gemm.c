@@ -1121,10 +1121,10 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
  * AMX_FEW_ROWS_GROUP_BYTES, half as much (why it gains was not measured apart: with a
  * bfloat16 B of 1024 or more rows, a group's runs of a row are then shorter than 1 KB, so
  * more of these shapes take columns_in_pieces; for the others, a group and its row of C
- * blocks take half the L2): Sapphire Rapids class (2 vCPUs, 2 MB L2 a core), 2 threads, alternating
- * in one process, medians of 7-9 blocks, same bits, bfloat16 operands 32 x 1024 x 1024
- * 1.28-1.30x, 32 x 4096 x 4096 (B transposed) 1.22x, 128 x 1024 x 1024 1.17-1.18x, 64 x 1024
- * x 2048 1.18x, 32 x 1024 x 4096 1.16x, 128 x 1024 x 4096 1.06x, 64 x 1024 x 1024 (B
+ * blocks take half the L2): Sapphire Rapids class (2 vCPUs, 2 MB L2 a core), 2 threads,
+ * alternating in one process, medians of 7-9 blocks, same bits, bfloat16 operands 32 x
+ * 1024 x 1024 1.28-1.30x, 32 x 4096 x 4096 (B transposed) 1.22x, 128 x 1024 x 1024
+ * 1.17-1.18x, 64 x 1024 x 2048 1.18x, 32 x 1024 x 4096 1.16x, 128 x 1024 x 4096 1.06x, 64 x 1024 x 1024 (B
  * transposed) 1.06x, the rest 0.96-1.05x (96 x 2048 x 2048 0.90x then 1.05x); float32
  * operands in bfloat16 precision 32 x 4096 x 4096 (B transposed) 1.30x, 64 x 2048 x 2048
  * 1.23x, 96 x 2048 x 2048 1.17-1.19x, 32 x 2048 x 1024 1.16x, 64 x 1024 x 1024 (B transposed)
