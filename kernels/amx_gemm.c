@@ -1116,21 +1116,20 @@ static void blocks_in_pieces(int tiles, operand a, operand b, int64_t k_blocks, 
 #define AMX_SHARED_CHUNK_MIN_PAIRS 8
 #define DOT_SHARED_CHUNK_MIN_PAIRS 4
 #define AMX_SHARED_CHUNK_MAX_BYTES (1024 * 1024)
-/* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2
- * beside it); on tiles with at most AMX_FEW_ROWS_PAIRS pairs of row blocks (128 rows),
- * AMX_FEW_ROWS_GROUP_BYTES, half as much (why it gains was not measured apart: with a
- * bfloat16 B of 1024 or more rows, a group's runs of a row are then shorter than 1 KB, so
- * more of these shapes take columns_in_pieces; for the others, a group and its row of C
- * blocks take half the L2): Sapphire Rapids class (2 vCPUs, 2 MB L2 a core), 2 threads,
- * alternating in one process, medians of 7-9 blocks, same bits, bfloat16 operands 32 x
- * 1024 x 1024 1.28-1.30x, 32 x 4096 x 4096 (B transposed) 1.22x, 128 x 1024 x 1024
- * 1.17-1.18x, 64 x 1024 x 2048 1.18x, 32 x 1024 x 4096 1.16x, 128 x 1024 x 4096 1.06x, 64 x 1024 x 1024 (B
- * transposed) 1.06x, the rest 0.96-1.05x (96 x 2048 x 2048 0.90x then 1.05x); float32
- * operands in bfloat16 precision 32 x 4096 x 4096 (B transposed) 1.30x, 64 x 2048 x 2048
- * 1.23x, 96 x 2048 x 2048 1.17-1.19x, 32 x 2048 x 1024 1.16x, 64 x 1024 x 1024 (B transposed)
- * 1.15x, 128 x 2048 x 4096 1.11x, the rest 0.95-1.07x. Halved for every number of rows, 512
- * x 1024 x 2048 to 1024 x 1024 x 4096 lost 5-16%, 256 x 4096 x 4096 29%; 1.5 MB for every
- * number of rows lost 3-15%. */
+/* Bytes of the own operand packed at a time when the shared one is a single chunk (in L2 beside
+ * it); on tiles with at most AMX_FEW_ROWS_PAIRS pairs of row blocks (128 rows),
+ * AMX_FEW_ROWS_GROUP_BYTES, half as much (why it gains was not measured apart: with a bfloat16
+ * B of 1024 or more rows, a group's runs of a row are then shorter than 1 KB, so more of these
+ * shapes take columns_in_pieces; for the others, a group and its row of C blocks take half the
+ * L2): Sapphire Rapids class (2 vCPUs, 2 MB L2 a core), 2 threads, alternating in one process,
+ * medians of 7-9 blocks, same bits, bfloat16 operands 32 x 1024 x 1024 1.28-1.30x, 32 x 4096 x
+ * 4096 (B transposed) 1.22x, 128 x 1024 x 1024 1.17-1.18x, 64 x 1024 x 2048 1.18x, 32 x 1024 x
+ * 4096 1.16x, 128 x 1024 x 4096 1.06x, 64 x 1024 x 1024 (B transposed) 1.06x, the rest
+ * 0.96-1.05x (96 x 2048 x 2048 0.90x then 1.05x); float32 operands in bfloat16 precision 32 x
+ * 4096 x 4096 (B transposed) 1.30x, 64 x 2048 x 2048 1.23x, 96 x 2048 x 2048 1.17-1.19x, 32 x
+ * 2048 x 1024 1.16x, 64 x 1024 x 1024 (B transposed) 1.15x, 128 x 2048 x 4096 1.11x, the rest
+ * 0.95-1.07x. Halved for every number of rows, 512 x 1024 x 2048 to 1024 x 1024 x 4096 lost
+ * 5-16%, 256 x 4096 x 4096 29%; 1.5 MB for every number of rows lost 3-15%. */
 #define AMX_OWN_GROUP_BYTES (1024 * 1024)
 #define AMX_FEW_ROWS_PAIRS 4
 #define AMX_FEW_ROWS_GROUP_BYTES (512 * 1024)
