@@ -58,9 +58,8 @@ def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
 
 
 def test_issue_20_shapes_take_their_paths(two_threads):
-    assert plan(1, 784, 256)[0] == "SMALL"              # one sample
-    # a single row of C' by the bytes of B' alone, 256 KB a thread: the 784 KB of a 784-256
-    # layer's weights on two threads, each half in its core's L2; half of that on one
+    # one sample: a single row of C' by the bytes of B' alone, 256 KB a thread: the 784 KB of
+    # a 784-256 layer's weights on two threads, each half in its core's L2; half of that on one
     assert plan(1, 784, 256)[:2] == ("SMALL", 2)
     assert plan(1, 256, 784, trans_b=True)[:2] == ("SMALL", 2)  # its input gradient
     assert plan(256, 784, 1, trans_a=True)[:2] == ("SMALL", 2)  # one output: C^T, one row
