@@ -528,55 +528,83 @@ static int FN(gemm_columns_transposed)(int64_t m, int64_t n, int64_t k, const T 
 }
 
 /* Few rows and a small C (the plan's SPLIT_K: a layer's forward pass over a batch, neither
- * operand transposed, or a C of one panel of columns with a long K, either transposed):
- * thread t computes the product over its share of K, k0..k1-1, into C (t = 0) or a partial
- * buffer (or, for a C of few columns, its C^T into a partial buffer); after one barrier each
- * thread adds up a share of the rows and applies the epilogue. Splitting K rather than
+ * operand transposed, or a C of one panel of columns with a long K, either transposed; and
+ * the SMALL path's C' of a few rows whose B' is read by its rows, row_kernels): each part of
+ * K, k0..k1-1 (one a thread, or for row_kernels up to 4 a thread), is computed into C (the
+ * first) or a partial buffer (or, for a C of few columns, its C^T into a partial buffer);
+ * after one barrier each thread adds up a share of the rows and applies the epilogue.
+ * Splitting K rather than
  * columns makes each thread read only the rows of B that it wrote itself in the optimizer
  * step before (which splits the weights by rows too): splitting columns made each read half
  * of its columns from the other core's cache, which cost the batch-32 forward pass of a
  * 784-256 layer 40% of its time. */
-/* Share t of team of a split-K product: its part of K, into C (t = 0) or partial t - 1; or,
- * `transposed`, its C^T into partial t. */
-static int FN(split_k_part)(int t, int team, int64_t m, int64_t n, int64_t k, const T *a,
-                            int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                            int64_t ldc, T *partials, int transposed) {
-    int64_t k0 = k * t / team, k1 = k * (t + 1) / team;
+static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
+                                 const T *b, int64_t b_rs, int64_t b_cs, T *c, int64_t c_rs,
+                                 int64_t c_cs, int64_t j0, int64_t j1,
+                                 const fastnn_epilogue *epilogue);
+
+/* Part q of the `parts` of a split-K product, its K rows k0..k1-1: into C (q = 0) or partial
+ * q - 1; or, `transposed`, its C^T into partial q. row_kernels: by the SMALL path's row
+ * kernels (gemm_small_thread over all of C''s columns), else by IN_PLACE's tiles. */
+static int FN(split_k_part)(int64_t q, int64_t parts, int64_t m, int64_t n, int64_t k,
+                            const T *a, int64_t lda, int trans_a, const T *b, int64_t ldb,
+                            int trans_b, T *c, int64_t ldc, T *partials, int transposed,
+                            int row_kernels) {
+    int64_t k0 = k * q / parts, k1 = k * (q + 1) / parts;
     const T *a0 = trans_a ? a + k0 * lda : a + k0, *b0 = trans_b ? b + k0 : b + k0 * ldb;
+    T *dst = transposed ? partials + q * m * n : q == 0 ? c : partials + (q - 1) * m * n;
+    int64_t ld = q == 0 && !transposed ? ldc : n;
+    if (row_kernels) {
+        /* op(A)[i][p] = a0[i * a_rs + p * a_cs], op(B)[p][j] = b0[p * b_rs + j * b_cs] */
+        int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+        int64_t b_rs = trans_b ? 1 : ldb, b_cs = trans_b ? ldb : 1;
+        if (!transposed)
+            return FN(gemm_small_thread)(m, k1 - k0, a0, a_rs, a_cs, b0, b_rs, b_cs, dst, ld, 1,
+                                         0, n, NULL);
+        /* C^T (n x m, row stride m) = op(B)^T @ op(A)^T */
+        return FN(gemm_small_thread)(n, k1 - k0, b0, b_cs, b_rs, a0, a_cs, a_rs, dst, m, 1, 0,
+                                     m, NULL);
+    }
     if (transposed)
         return FN(gemm_columns_transposed)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b,
-                                           partials + t * m * n, 0, fastnn_ceil_div(m, GEMM_NR));
-    T *dst = t == 0 ? c : partials + (t - 1) * m * n;
-    return FN(gemm_columns_thread)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b, dst,
-                                   t == 0 ? ldc : n, NULL, 0, fastnn_ceil_div(n, GEMM_NR));
+                                           dst, 0, fastnn_ceil_div(m, GEMM_NR));
+    return FN(gemm_columns_thread)(m, n, k1 - k0, a0, lda, trans_a, b0, ldb, trans_b, dst, ld,
+                                   NULL, 0, fastnn_ceil_div(n, GEMM_NR));
 }
 
-/* Rows i0..i1-1 of C from the `team` shares of a split-K product (split_k_part). */
-static void FN(split_k_sum)(T *c, int64_t ldc, const T *partials, int team, int64_t m, int64_t n,
-                            int64_t i0, int64_t i1, const fastnn_epilogue *epilogue,
+/* Rows i0..i1-1 of C from the `parts` parts of a split-K product (split_k_part), added in
+ * their order. */
+static void FN(split_k_sum)(T *c, int64_t ldc, const T *partials, int parts, int64_t m,
+                            int64_t n, int64_t i0, int64_t i1, const fastnn_epilogue *epilogue,
                             int transposed) {
     if (transposed)
-        FN(gemm_gather_transposed)(c, ldc, partials, team, m, n, i0, i1, epilogue);
+        FN(gemm_gather_transposed)(c, ldc, partials, parts, m, n, i0, i1, epilogue);
     else
-        FN(gemm_add_partials)(c, ldc, partials, team - 1, m, n, i0, i1, epilogue);
+        FN(gemm_add_partials)(c, ldc, partials, parts - 1, m, n, i0, i1, epilogue);
 }
 
-static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const T *a,
-                            int64_t lda, int trans_a, const T *b, int64_t ldb, int trans_b, T *c,
-                            int64_t ldc, const fastnn_epilogue *epilogue, int transposed) {
+/* The plan's SPLIT_K: its k_chunks parts, each thread its own ones first (fastnn_chunk_take),
+ * then, after one barrier, each thread adds up a share of C's rows. The bits depend on the
+ * parts alone, not on which thread computed which. */
+static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, int64_t k,
+                            const T *a, int64_t lda, int trans_a, const T *b, int64_t ldb,
+                            int trans_b, T *c, int64_t ldc, const fastnn_epilogue *epilogue) {
+    int threads = plan->threads, parts = plan->k_chunks, transposed = plan->transposed;
+    int row_kernels = plan->row_kernels;
     T *partials = fastnn_scratch(SCRATCH_GEMM_PARTIAL,
-                                 (size_t)(threads - !transposed) * m * n * sizeof(T));
+                                 (size_t)(parts - !transposed) * m * n * sizeof(T));
     if (!partials) return FASTNN_OUT_OF_MEMORY;
     int status = FASTNN_OK;
     if (fastnn_contended()) { /* a busy machine: the same parts and sums on this thread */
-        for (int t = 0; t < threads && status == FASTNN_OK; t++)
-            status = FN(split_k_part)(t, threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
-                                      ldc, partials, transposed);
-        for (int t = 0; t < threads && status == FASTNN_OK; t++)
-            FN(split_k_sum)(c, ldc, partials, threads, m, n, m * t / threads,
-                            m * (t + 1) / threads, epilogue, transposed);
+        for (int q = 0; q < parts && status == FASTNN_OK; q++)
+            status = FN(split_k_part)(q, parts, m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
+                                      ldc, partials, transposed, row_kernels);
+        if (status == FASTNN_OK)
+            FN(split_k_sum)(c, ldc, partials, parts, m, n, 0, m, epilogue, transposed);
         return status;
     }
+    fastnn_chunk_range ranges[threads];
+    fastnn_chunks_init(ranges, threads, parts);
     int64_t start = fastnn_now_ns(), done = 0;
     int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(threads)
@@ -584,17 +612,18 @@ static int FN(gemm_split_k)(int threads, int64_t m, int64_t n, int64_t k, const 
         fastnn_team_join(team_cpu);
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
-        if (FN(split_k_part)(t, team, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                             partials, transposed) != FASTNN_OK) {
+        for (int64_t q; (q = fastnn_chunk_take(ranges, threads, parts, team, t)) >= 0;)
+            if (FN(split_k_part)(q, parts, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                 partials, transposed, row_kernels) != FASTNN_OK) {
 #pragma omp atomic write
-            status = FASTNN_OUT_OF_MEMORY;
-        }
+                status = FASTNN_OUT_OF_MEMORY;
+            }
 #pragma omp barrier
         int seen;
 #pragma omp atomic read
         seen = status;
         if (seen == FASTNN_OK)
-            FN(split_k_sum)(c, ldc, partials, team, m, n, m * t / team, m * (t + 1) / team,
+            FN(split_k_sum)(c, ldc, partials, parts, m, n, m * t / team, m * (t + 1) / team,
                             epilogue, transposed);
         fastnn_fp_leave(fp);
         if (t == 0) done = fastnn_now_ns();
@@ -1322,8 +1351,8 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     fastnn_gemm_kernel kernel = FN(gemm_kernel)();
     fastnn_gemm_plan plan = fastnn_gemm_plan_for(m, n, k, trans_a, trans_b, &kernel);
     if (plan.path == FASTNN_GEMM_PATH_SPLIT_K) /* on a busy machine, its parts in turn */
-        return FN(gemm_split_k)(plan.threads, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
-                                epilogue, plan.transposed);
+        return FN(gemm_split_k)(&plan, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
+                                epilogue);
     int status = FASTNN_OK; /* any thread's FASTNN_OUT_OF_MEMORY */
     /* On a busy machine (internal.h), this thread alone: SMALL and IN_PLACE run each thread's
      * share in turn, as a share's width picks SMALL's kernel (its B' in L2 or not) and so its
@@ -1346,6 +1375,8 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
     int64_t start = fastnn_now_ns(), done = 0, next = 0;
+    fastnn_chunk_range ranges[plan.threads];
+    fastnn_chunks_init(ranges, plan.threads, plan.col_chunks);
     int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {
@@ -1355,9 +1386,10 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
         if (plan.path == FASTNN_GEMM_PATH_PACKED)
             status |= FN(gemm_packed_chunks)(&plan, &next, m, n, k, a, lda, trans_a, b, ldb,
                                              trans_b, c, ldc, epilogue);
-        else if (plan.path == FASTNN_GEMM_PATH_SMALL) /* its chunks, each from the counter */
+        else if (plan.path == FASTNN_GEMM_PATH_SMALL) /* its chunks, its own ones first */
             for (int64_t q; status == FASTNN_OK &&
-                            (q = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED)) < plan.col_chunks;)
+                            (q = fastnn_chunk_take(ranges, plan.threads, plan.col_chunks,
+                                                   fastnn_team_size(), t)) >= 0;)
                 status |= FN(gemm_share)(&plan, (int)q, plan.col_chunks, m, n, k, a, lda, trans_a,
                                          b, ldb, trans_b, c, ldc, epilogue);
         else

@@ -13,14 +13,16 @@
  *          computed; or, its dot products only, a few columns of any rows): a GEMV-like
  *          kernel that reads the big operand once, in long contiguous runs (its rows, with
  *          the few rows of C kept in L1, or dot products along its rows), and splits the
- *          long side of C between the threads. It is bound by memory
- *          bandwidth, so a second thread also needs enough bytes to read.
+ *          long side of C between the threads (or, read by its rows, K: SPLIT_K below). It is
+ *          bound by memory bandwidth, so a second thread also needs enough bytes to read.
  *  IN_PLACE (few rows, an operand B that fits in L2): A and B read in place, the threads split
  *          C's columns, or its rows (A not transposed, at least as many rows as K, too few
  *          column panels to split: each thread then reads all of B; any number of rows).
  *  SPLIT_K (few rows, a small C, a long K, neither operand transposed: a layer's forward pass
  *          over a batch; or either transposed when C is one panel of columns, e.g. 16):
- *          IN_PLACE where the threads split K and add up their partial products.
+ *          IN_PLACE where the threads split K and add up their partial products. Also SMALL's
+ *          C' of a few rows whose big operand is read by its rows (row_kernels): each thread
+ *          then reads a contiguous part of it, the same part call after call.
  *  PACKED  the GotoBLAS / BLIS blocking: B packed into L2-sized blocks, A into L1 micro-panels;
  *          the threads form a grid of row_threads x col_threads over C. Splitting the rows
  *          makes every thread pack all of B; splitting the columns makes every thread pack
@@ -39,6 +41,8 @@
  *     FASTNN_GEMM_ROW_BYTES_PER_THREAD alone), at most fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
  *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
+ *     SPLIT_K with SMALL's row kernels instead when the first would read B' by its rows on two
+ *     threads or more and K is long enough for each thread's part (gemm_plan.c);
  *  3. IN_PLACE on rows, any number of them, when A is not transposed, M >= K, there are fewer
  *     than two column panels a thread and all of B fits in half of L2 (gemm_plan.c);
  *  4. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
@@ -106,10 +110,53 @@ typedef struct {
     int row_threads, col_threads;
     /* PACKED on two threads or more: C's cells, row_chunks x col_chunks (a multiple of the
      * grid), which the threads take in turn from a shared counter (gemm_impl.h). SMALL:
-     * col_chunks parts of C's long side, taken the same way (and in turn by the busy machine's
-     * one-thread fallback, so their bits are the same). */
+     * col_chunks parts of C's long side, each thread's own ones first (fastnn_chunk_take; in
+     * turn by the busy machine's one-thread fallback, so their bits are the same). */
     int row_chunks, col_chunks;
+    /* SPLIT_K: the parts of K, k_chunks of them (at least one a thread), taken as SMALL's
+     * column chunks are; their partial products are added in their order. row_kernels: each
+     * part is computed by the SMALL path's row kernels (a C' of at most FASTNN_GEMM_SMALL
+     * rows whose B' is read by its rows; `transposed` as SMALL's), not by IN_PLACE's tiles. */
+    int k_chunks, row_kernels;
 } fastnn_gemm_plan;
+
+/* The chunks 0..count-1 of a parallel region's work in `owners` ranges, range t (chunks
+ * count * t / owners up to count * (t + 1) / owners) thread t's own: a thread takes its own
+ * range's chunks in order, and then, with more chunks than owners, what is left of the
+ * others' ranges. So on a quiet machine each thread takes its own chunks, the same ones call
+ * after call, and its part of the big operand stays in its own L2 between calls where it
+ * fits (a shared counter handed each call's first chunk to whichever thread came first:
+ * gemm_plan.c has the figures); a thread the machine holds up leaves its chunks to the others
+ * where there are several a thread (an operand read from L3 whatever the split: the plan's
+ * rule). With one chunk a thread, taking a late thread's one chunk left both parts in one L2
+ * and the next call read them from L3 again: on a quiet machine that lost (1 x 256 x 2048
+ * with B transposed, 2 threads, alternating in one process, medians of 11 blocks: 17.4 us
+ * against 13.9 without). Each range on a cache line of its own. */
+typedef struct {
+    int64_t next, end;
+} __attribute__((aligned(64))) fastnn_chunk_range;
+
+static inline void fastnn_chunks_init(fastnn_chunk_range *ranges, int owners, int64_t count) {
+    for (int t = 0; t < owners; t++) {
+        ranges[t].next = count * t / owners;
+        ranges[t].end = count * (t + 1) / owners;
+    }
+}
+
+/* The next chunk for thread t of a team of `team` (t < team <= owners) of the `count` chunks
+ * of fastnn_chunks_init, or -1 when there is none left for it. (A team smaller than the owners,
+ * as nested or limited OpenMP gives, takes every range.) */
+static inline int64_t fastnn_chunk_take(fastnn_chunk_range *ranges, int owners, int64_t count,
+                                        int team, int t) {
+    int steal = count > owners || team < owners;
+    for (int i = 0; i < (steal ? owners : 1); i++) {
+        fastnn_chunk_range *range = &ranges[(t + i) % owners];
+        if (__atomic_load_n(&range->next, __ATOMIC_RELAXED) >= range->end) continue;
+        int64_t q = __atomic_fetch_add(&range->next, 1, __ATOMIC_RELAXED);
+        if (q < range->end) return q;
+    }
+    return -1;
+}
 
 /* The plan of C (m x n) = op(A) (m x k) @ op(B) (k x n), every dimension >= 1. */
 fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,

@@ -3,6 +3,8 @@ thread and on several, and the shapes of issue 20 take the path meant for them."
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -59,14 +61,19 @@ def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
 
 def test_issue_20_shapes_take_their_paths(two_threads):
     # one sample: a single row of C' by the bytes of B' alone, 256 KB a thread: the 784 KB of
-    # a 784-256 layer's weights on two threads, each half in its core's L2; half of that on one
-    assert plan(1, 784, 256)[:2] == ("SMALL", 2)
+    # a 784-256 layer's weights on two threads, each half in its core's L2; half of that on one.
+    # B' read by its rows: the threads split K (SMALL's row kernels), each a contiguous part
+    assert plan(1, 784, 256)[:2] == ("SPLIT_K", 2)
     assert plan(1, 256, 784, trans_b=True)[:2] == ("SMALL", 2)  # its input gradient
-    assert plan(256, 784, 1, trans_a=True)[:2] == ("SMALL", 2)  # one output: C^T, one row
+    assert plan(256, 784, 1, trans_a=True)[:2] == ("SPLIT_K", 2)  # one output: C^T, one row
+    assert plan(256, 784, 1)[:2] == ("SMALL", 2)  # the same by dot products: columns split
     assert plan(1, 392, 256)[:2] == ("SMALL", 1)
-    assert plan(1, 512, 128, dtype="float64")[:2] == ("SMALL", 2)
+    assert plan(1, 512, 128, dtype="float64")[:2] == ("SPLIT_K", 2)
     assert plan(2, 784, 256)[:2] == ("SMALL", 1)  # two rows: the flops rule (0.8 MFLOP)
-    assert plan(1, 2048, 2048)[:2] == ("SMALL", 2)      # memory-bound: both threads stream
+    assert plan(1, 2048, 2048)[:2] == ("SPLIT_K", 2)    # memory-bound: both threads stream
+    assert plan(1, 32, 65536)[:2] == ("SMALL", 2)       # K too short for parts: columns
+    assert plan(8, 64, 16384)[:2] == ("SMALL", 2)       # 8 rows of C' want 64 of K a part
+    assert plan(8, 128, 8192)[:2] == ("SPLIT_K", 2)
     assert plan(1000, 129, 3)[0] == "SMALL"             # few columns: C^T
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
@@ -320,15 +327,18 @@ SINGLE_ROW_CHUNK_CHECK = """
 def test_single_rows_in_chunks_are_computed_once_each(two_threads, dtype, trans_a, trans_b,
                                                       rows, inner, cols):
     """The SMALL path's threads take chunks of C's long side (up to 4 a thread, for 1-3 rows
-    of C or, as C^T, columns) from a shared counter: every column computed once, uneven last
-    chunks, with an epilogue (linear_forward: bias, relu) where neither operand is transposed;
-    the same bits from call to call whichever thread takes which chunk; against float64
-    NumPy."""
+    of C or, as C^T, columns), each its own first; where B' is read by its rows, parts of K
+    instead (SPLIT_K on SMALL's row kernels, up to 4 a thread): every column and every part of
+    K computed once, uneven last chunks, with an epilogue (linear_forward: bias, relu) where
+    neither operand is transposed; the same bits from call to call whichever thread takes
+    which chunk; against float64 NumPy."""
     rng = np.random.default_rng(rows + inner + cols)
     a = rng.standard_normal((inner, rows) if trans_a else (rows, inner)).astype(dtype)
     b = rng.standard_normal((cols, inner) if trans_b else (inner, cols)).astype(dtype)
     bias = rng.standard_normal(cols).astype(dtype)
-    assert plan(rows, inner, cols, trans_a, trans_b, dtype)[:2] == ("SMALL", 2)
+    by_rows = trans_a if cols < rows else not trans_b  # B' (op(A)^T for C^T) read by its rows
+    want_path = "SPLIT_K" if by_rows else "SMALL"
+    assert plan(rows, inner, cols, trans_a, trans_b, dtype)[:2] == (want_path, 2)
     with fastnn.use_backend("c"):
         calls = [fastnn.ops.matmul(a, b, trans_a, trans_b) for _ in range(3)]
         layer = fastnn.ops.linear_forward(a, b, bias, "relu") if not (trans_a or trans_b) \
@@ -340,6 +350,51 @@ def test_single_rows_in_chunks_are_computed_once_each(two_threads, dtype, trans_
     if layer is not None:
         np.testing.assert_allclose(layer, np.maximum(want + bias, 0), rtol=tol,
                                    atol=tol * np.sqrt(inner))
+
+
+def small_split_k_parts(inner, b_bytes):
+    """The parts of K of SMALL's row kernels on two threads (gemm_plan.c: one a thread where
+    B' (b_bytes) fits in the two threads' L2, as fastnn_l2_bytes reads it from sysconf; else
+    at least 256 rows of B' a part, at most 4 a thread): part q is rows inner * q // parts up
+    to the next."""
+    l2 = os.sysconf("SC_LEVEL2_CACHE_SIZE") if "SC_LEVEL2_CACHE_SIZE" in os.sysconf_names \
+        else -1
+    l2 = l2 if l2 >= 65536 else 1 << 20
+    parts = 2 if b_bytes <= 2 * l2 else 2 * min(4, max(1, inner // (256 * 2)))
+    return [(inner * q // parts, inner * (q + 1) // parts) for q in range(parts)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows,inner,cols,trans_a", [(1, 4096, 4100, False), (1, 784, 256, True),
+                                                     (3, 300, 3001, False), (2100, 700, 1, True),
+                                                     (1, 1500, 130, False), (1, 2048, 2050, True)])
+def test_small_split_k_adds_its_parts_in_order(two_threads, dtype, rows, inner, cols, trans_a):
+    """A few rows of C' whose B' is read by its rows, on two threads: the threads split K
+    (SPLIT_K on SMALL's row kernels), and C is the sum of the parts' products added in their
+    order, each part's product the one a single thread computes for those rows of K: bit for
+    bit (C^T for a C of one column), and so with linear_forward's bias and relu after the sum."""
+    rng = np.random.default_rng(rows + inner + cols)
+    a = rng.standard_normal((inner, rows) if trans_a else (rows, inner)).astype(dtype)
+    b = rng.standard_normal((inner, cols)).astype(dtype)
+    bias = rng.standard_normal(cols).astype(dtype)
+    assert plan(rows, inner, cols, trans_a, False, dtype)[:2] == ("SPLIT_K", 2)
+    with fastnn.use_backend("c"):
+        product = fastnn.ops.matmul(a, b, trans_a, False)
+        layer = None if trans_a else fastnn.ops.linear_forward(a, b, bias, "relu")
+        c_backend.set_num_threads(1)
+        big = a if cols < rows else b  # B' (op(A)^T for C^T), read by its rows
+        parts = [fastnn.ops.matmul(np.ascontiguousarray(a[k0:k1] if trans_a else a[:, k0:k1]),
+                                   np.ascontiguousarray(b[k0:k1]), trans_a, False)
+                 for k0, k1 in small_split_k_parts(inner, big.nbytes)]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    assert product.tobytes() == total.tobytes()
+    if layer is not None:
+        assert layer.tobytes() == np.maximum(total + bias, 0).astype(dtype).tobytes()
+    want = (a.T if trans_a else a).astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(product, want, rtol=tol, atol=tol * np.sqrt(inner))
 
 
 def test_single_rows_in_chunks_keep_their_bits_on_a_busy_machine():
@@ -377,7 +432,8 @@ def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
                 a[1, 3], a[rows - 1, inner - 1] = np.nan, np.inf
             b = rng.standard_normal((inner, cols)).astype(dtype)
             bias = rng.standard_normal(cols).astype(dtype)
-            assert plan(rows, inner, cols, dtype=dtype)[0] == "SMALL"
+            # (SPLIT_K: the threads' parts of K on SMALL's row kernels)
+            assert plan(rows, inner, cols, dtype=dtype)[0] in ("SMALL", "SPLIT_K")
             with fastnn.use_backend("c"):
                 results = [(fastnn.ops.matmul(a, placed), fastnn.ops.linear_forward(
                             a, placed, bias, "relu"))
