@@ -907,7 +907,8 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
     }
 }
 
-/* small_axpy for a chunk of at most GEMM_SMALL_NARROW vectors of columns (C' of a few
+/* small_axpy for a chunk of at most GEMM_SMALL_NARROW (GEMM_SMALL_NARROW_IN_L2) vectors of
+ * columns (C' of a few
  * columns): the sums stay in registers over all of K, eight rows of B' per step, instead of
  * passing through the L1 buffer every four rows, a chain of stores and reloads. Measured (one
  * thread, fastest of many calls, ops.matmul): 1 x 4096 x 16 5.0 -> 3.2 us (NumPy 3.4 on one
@@ -918,6 +919,14 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * 16 1.5x, 2 x 1024 x 16 1.5x, float32 1 x 2048 x 32 1.5x, 1 x 1024 x 24 2.5x. (One vector:
  * float32 1 x 4096 x 16 0.82-0.98x the previous code in repeats, still 1.2-1.4x NumPy.) */
 #define GEMM_SMALL_NARROW 2
+/* The same for a B' in half of L2 (small_b_in_l2, or packed): its 3-4 vectors of columns in
+ * two passes over B', the second from L2, rather than through small_axpy's L1 buffer.
+ * Sapphire Rapids, float32, alternating in one process, medians of 9 blocks, against
+ * small_axpy: one thread 1 x 1024 x 64 1.57x (NumPy 0.87 -> 1.37x), 1 x 4096 x 64 1.14x, 2 x
+ * 1024 x 64 1.23x; two threads 1 x 1024 x 48 1.21x, 1 x 2048 x 40 1.32x, 3 x 2048 x 64 1.30x,
+ * 2 x 4096 x 64 1.36x (A transposed, 1 x 1024 x 64: 1.13x). Where B'
+ * is larger (1 x 16384 x 64, a thread's part 2 MB), the second pass came from L3: 0.69x. */
+#define GEMM_SMALL_NARROW_IN_L2 4
 static inline __attribute__((always_inline)) void FN(small_narrow_block)(
     const int rows, const int cm, const int nv, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
@@ -1117,8 +1126,12 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
          * chunk of their own where B' stayed in L2, a pass over B' of their own.) */
         int64_t narrow = j0 + (j1 - j0 - 1) / chunk * chunk;
         /* (two vectors of columns for small_tile's rows stay with small_tile: float64 4 x 1024
-         * x 16 0.75x, 8 x 4096 x 16 0.57x by small_axpy_narrow) */
-        int64_t narrow_w = (tile ? 1 : GEMM_SMALL_NARROW) * VLEN;
+         * x 16 0.75x, 8 x 4096 x 16 0.57x by small_axpy_narrow; four for a B' in L2,
+         * GEMM_SMALL_NARROW_IN_L2) */
+        int64_t narrow_w = (tile                                 ? 1
+                            : pack || FN(small_b_in_l2)(k, b_rs) ? GEMM_SMALL_NARROW_IN_L2
+                                                                 : GEMM_SMALL_NARROW) *
+                           VLEN;
         if (j1 - narrow > narrow_w || narrow == j0) narrow = j1;
         for (int64_t jc = j0, w = 0; jc < j1; jc += w) {
             w = fastnn_min(chunk, (jc < narrow ? narrow : j1) - jc);

@@ -416,9 +416,9 @@ def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
     """The SMALL path reads B in place; where its rows all start as far past a cache line, its
     row kernel takes the columns up to the first line boundary in a vector of their own (kept
     apart from the others' sums). The same bits for B on a line and at every whole element past
-    one, B in L2 and not, one or two long runs of a row, few columns (one vector and a part),
-    the narrow last chunks, an epilogue; a NaN and an infinity in A stay in their rows; against
-    float64 NumPy."""
+    one, B in L2 and not, one or two long runs of a row, few columns (one vector and a part;
+    up to four vectors of a B in L2, GEMM_SMALL_NARROW_IN_L2), the narrow last chunks, an
+    epilogue; a NaN and an infinity in A stay in their rows; against float64 NumPy."""
     saved = c_backend.get_num_threads()
     c_backend.set_num_threads(threads)
     rng = np.random.default_rng(31)
@@ -426,7 +426,8 @@ def test_small_path_bits_do_not_depend_on_where_b_lies(dtype, threads):
     try:
         for rows, inner, cols in [(1, 256, 1024), (2, 1024, 256), (3, 500, 304), (1, 64, 1040),
                                   (1, 48, 20), (2, 100, 2053), (1, 1024, 16), (2, 300, 16),
-                                  (1, 40, 4101), (3, 7, 2048)]:
+                                  (1, 40, 4101), (3, 7, 2048), (1, 1024, 64), (2, 300, 50),
+                                  (3, 200, 30), (1, 2048, 40)]:
             a = rng.standard_normal((rows, inner)).astype(dtype)
             if rows > 1:
                 a[1, 3], a[rows - 1, inner - 1] = np.nan, np.inf
