@@ -139,9 +139,9 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * float32, 2 threads, against the column split (its chunks from a shared counter)
          * alternating in one process, medians of 9 blocks: 1 x 1024 x 1024 2.1-2.5x (NumPy
          * 0.9-1.0x -> 1.8-2.1x), 1 x 4096 x 1024 1.5-2.5x, 1 x 1024 x 4096 1.1-1.4x, 1 x 2048 x
-         * 2048 0.95-1.2x (even with NumPy), 1 x 256 x 2048 1.1-1.4x, 1 x 2048 x 2048 with A
+         * 2048 0.95-1.2x (0.90-1.08x NumPy), 1 x 256 x 2048 1.1-1.4x, 1 x 2048 x 2048 with A
          * transposed 1.1-1.4x, a C of one column (C^T) 2048 x 2048 x 1 1.2-1.4x, 2 x 1024 x 1024
-         * 1.9-2.4x, 4 and 8 x 1024 x 1024 1.4-2.1x, 8 x 128 x 8192 1.1-1.5x; 1 x 784 x 256, 1 x
+         * 1.8-2.4x, 4 and 8 x 1024 x 1024 1.3-2.1x, 8 x 128 x 8192 1.1-1.5x; 1 x 784 x 256, 1 x
          * 1024 x 256 and 1 x 256 x 1024 (1 MB) 0.97-1.09x; 1024 x 256 x 1 (C^T) 0.8-0.9x. Shorter
          * parts lost: 1 x 32 x 65536 0.86x (16 rows a part), 8 x 64 x 16384 0.89x (4 rows of
          * B' a part per row of C'; SMALL_SPLIT_K_ROWS_PER_ROW). */
