@@ -533,11 +533,10 @@ static int FN(gemm_columns_transposed)(int64_t m, int64_t n, int64_t k, const T 
  * K, k0..k1-1 (one a thread, or for row_kernels up to 4 a thread), is computed into C (the
  * first) or a partial buffer (or, for a C of few columns, its C^T into a partial buffer);
  * after one barrier each thread adds up a share of the rows and applies the epilogue.
- * Splitting K rather than
- * columns makes each thread read only the rows of B that it wrote itself in the optimizer
- * step before (which splits the weights by rows too): splitting columns made each read half
- * of its columns from the other core's cache, which cost the batch-32 forward pass of a
- * 784-256 layer 40% of its time. */
+ * Splitting K rather than columns makes each thread read only the rows of B that it wrote
+ * itself in the optimizer step before (which splits the weights by rows too): splitting
+ * columns made each read half of its columns from the other core's cache, which cost the
+ * batch-32 forward pass of a 784-256 layer 40% of its time. */
 static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
                                  const T *b, int64_t b_rs, int64_t b_cs, T *c, int64_t c_rs,
                                  int64_t c_cs, int64_t j0, int64_t j1,
@@ -907,25 +906,24 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
     }
 }
 
-/* small_axpy for a chunk of at most GEMM_SMALL_NARROW (GEMM_SMALL_NARROW_IN_L2) vectors of
- * columns (C' of a few
- * columns): the sums stay in registers over all of K, eight rows of B' per step, instead of
- * passing through the L1 buffer every four rows, a chain of stores and reloads. Measured (one
- * thread, fastest of many calls, ops.matmul): 1 x 4096 x 16 5.0 -> 3.2 us (NumPy 3.4 on one
- * thread), 8 x 4096 x 16 10.0 -> 8.7 us. Two vectors of columns are read in the same pass over
- * B' (small_narrow_block, nv = 2): as two passes, 1 x 2048 x 32 (A transposed) went 3.8 -> 5.8
- * us; in one pass, against small_axpy's chain through L1 before (Zen 5, 2 threads, B 16 bytes
- * off a line, alternating in one process, medians of 9): float64 1 x 4096 x 16 1.9x, 1 x 1024 x
- * 16 1.5x, 2 x 1024 x 16 1.5x, float32 1 x 2048 x 32 1.5x, 1 x 1024 x 24 2.5x. (One vector:
- * float32 1 x 4096 x 16 0.82-0.98x the previous code in repeats, still 1.2-1.4x NumPy.) */
+/* small_axpy for a chunk of at most GEMM_SMALL_NARROW (GEMM_SMALL_NARROW_IN_L2) vectors of columns
+ * (C' of a few columns): the sums stay in registers over all of K, eight rows of B' per step,
+ * instead of passing through the L1 buffer every four rows, a chain of stores and reloads. Measured
+ * (one thread, fastest of many calls, ops.matmul): 1 x 4096 x 16 5.0 -> 3.2 us (NumPy 3.4 on one
+ * thread), 8 x 4096 x 16 10.0 -> 8.7 us. Two vectors of columns are read in the same pass over B'
+ * (small_narrow_block, nv = 2): as two passes, 1 x 2048 x 32 (A transposed) went 3.8 -> 5.8 us; in
+ * one pass, against small_axpy's chain through L1 before (Zen 5, 2 threads, B 16 bytes off a line,
+ * alternating in one process, medians of 9): float64 1 x 4096 x 16 1.9x, 1 x 1024 x 16 1.5x, 2 x
+ * 1024 x 16 1.5x, float32 1 x 2048 x 32 1.5x, 1 x 1024 x 24 2.5x. (One vector: float32 1 x 4096 x
+ * 16 0.82-0.98x the previous code in repeats, still 1.2-1.4x NumPy.) */
 #define GEMM_SMALL_NARROW 2
 /* The same for a B' in half of L2 (small_b_in_l2, or packed): its 3-4 vectors of columns in
  * two passes over B', the second from L2, rather than through small_axpy's L1 buffer.
  * Sapphire Rapids, float32, alternating in one process, medians of 9 blocks, against
  * small_axpy: one thread 1 x 1024 x 64 1.57x (NumPy 0.87 -> 1.37x), 1 x 4096 x 64 1.14x, 2 x
  * 1024 x 64 1.23x; two threads 1 x 1024 x 48 1.21x, 1 x 2048 x 40 1.32x, 3 x 2048 x 64 1.30x,
- * 2 x 4096 x 64 1.36x (A transposed, 1 x 1024 x 64: 1.13x). Where B'
- * is larger (1 x 16384 x 64, a thread's part 2 MB), the second pass came from L3: 0.69x. */
+ * 2 x 4096 x 64 1.36x (A transposed, 1 x 1024 x 64: 1.13x). Where B' is larger (1 x 16384
+ * x 64, a thread's part 2 MB), the second pass came from L3: 0.69x. */
 #define GEMM_SMALL_NARROW_IN_L2 4
 static inline __attribute__((always_inline)) void FN(small_narrow_block)(
     const int rows, const int cm, const int nv, int64_t k, const T *restrict arows, int64_t kp,
@@ -1388,8 +1386,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
     int64_t start = fastnn_now_ns(), done = 0, next = 0;
-    fastnn_chunk_range ranges[plan.threads];
-    fastnn_chunks_init(ranges, plan.threads, plan.col_chunks);
+    fastnn_chunk_range ranges[plan.threads]; /* SMALL's column chunks */
+    if (plan.path == FASTNN_GEMM_PATH_SMALL)
+        fastnn_chunks_init(ranges, plan.threads, plan.col_chunks);
     int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {

@@ -128,10 +128,11 @@ typedef struct {
  * fits (a shared counter handed each call's first chunk to whichever thread came first:
  * gemm_plan.c has the figures); a thread the machine holds up leaves its chunks to the others
  * where there are several a thread (an operand read from L3 whatever the split: the plan's
- * rule). With one chunk a thread, taking a late thread's one chunk left both parts in one L2
- * and the next call read them from L3 again: on a quiet machine that lost (1 x 256 x 2048
- * with B transposed, 2 threads, alternating in one process, medians of 11 blocks: 17.4 us
- * against 13.9 without). Each range on a cache line of its own. */
+ * rule). With one chunk a thread, taking a late thread's chunk lost on a quiet machine (1 x
+ * 256 x 2048 with B transposed, 2 threads, alternating in one process, medians of 11 blocks:
+ * 17.4 us against 13.9 without; the likely reason, not measured apart: both parts then pass
+ * through one L2, and the next call reads them from L3 again). Each range on a cache line of
+ * its own. */
 typedef struct {
     int64_t next, end;
 } __attribute__((aligned(64))) fastnn_chunk_range;
