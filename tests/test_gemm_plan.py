@@ -398,10 +398,11 @@ def test_small_split_k_adds_its_parts_in_order(two_threads, dtype, rows, inner, 
 
 
 def test_single_rows_in_chunks_keep_their_bits_on_a_busy_machine():
-    """The busy machine's one-thread fallback runs the SMALL path's chunks in turn, the same
-    chunks as the two threads take: the same bits as on two threads, every transpose, both
-    dtypes (a chunk's width picks its kernel for its last vector, so the fallback must not run
-    other parts than the threads do)."""
+    """The busy machine's one-thread fallback runs the SMALL path's chunks (or, B' read by its
+    rows, SPLIT_K's parts of K) in turn, the same chunks as the two threads take: the same bits
+    as on two threads, every transpose, both dtypes (a chunk's width picks its kernel for its
+    last vector, and the parts of K fix the sums' order, so the fallback must not run other
+    parts than the threads do)."""
     from test_engine import run_python
     code = SINGLE_ROW_CHUNK_CHECK.format(shapes=SINGLE_ROW_CHUNK_SHAPES)
     normal = run_python(code, FASTNN_ASSUME_CONTENDED="0")
