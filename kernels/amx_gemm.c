@@ -1241,7 +1241,7 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
     int64_t panel_elems = 2 * k_blocks * TILE_ELEMS;
     int64_t group_bytes = tiles && m_pairs <= AMX_FEW_ROWS_PAIRS ? AMX_FEW_ROWS_GROUP_BYTES
                                                                  : AMX_OWN_GROUP_BYTES;
-    int64_t group = fastnn_max(1, group_bytes / (2 * k_blocks * FASTNN_AMX_TILE_BYTES));
+    int64_t group = fastnn_max(1, group_bytes / pair_bytes);
     /* (a B not transposed is packed along its rows, 32 x group columns at a time: runs
      * shorter than 1 KB a row starve the prefetchers, and packing it whole is then faster
      * while the packed B stays in the caches: float32 32 x 4096 x 1024 and 64 x 4096 x 512

@@ -106,7 +106,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     if (m <= FASTNN_GEMM_SMALL || n <= FASTNN_GEMM_SMALL) {
         plan.path = FASTNN_GEMM_PATH_SMALL;
         plan.transposed = n < m;
-        int64_t long_side = plan.transposed ? m : n;
+        int64_t long_side = plan.transposed ? m : n, short_side = plan.transposed ? n : m;
         /* Memory-bound: a second thread only when both the flops and the bytes of the big
          * operand are worth one (waking a thread cost 250 us under load here, 25 times a
          * 1 x 784 x 256 product), and each thread gets a few panels. A single row of C' (one
@@ -120,7 +120,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * turn), and a batch-1 training epoch (784-256-10) unchanged. (In an earlier session,
          * on another host and before the busy-machine rule and the workers' affinity, this
          * lost: float64 1 x 1024 x 256 and 1 x 256 x 1024 0.89 -> 0.75-0.86x NumPy.) */
-        int single = (plan.transposed ? n : m) == 1;
+        int single = short_side == 1;
         if (single) threads = fastnn_get_num_threads();
         if (threads > 1) { /* (tiny products, one thread by the flops, skip the rest) */
             int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
@@ -148,7 +148,6 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         /* more than one chunk a thread only where B' is read from L3 whatever the split */
         int one_chunk = (double)k * long_side * kernel->elem_bytes <=
                         (double)plan.threads * (double)fastnn_l2_bytes();
-        int64_t short_side = plan.transposed ? n : m;
         int by_rows = plan.transposed ? trans_a : !trans_b; /* B' read by its rows */
         if (plan.threads > 1 && by_rows && k >= SMALL_SPLIT_K_ROWS * plan.threads &&
             k >= SMALL_SPLIT_K_ROWS_PER_ROW * short_side * plan.threads) {
@@ -168,7 +167,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * 0.5 -> 0.9x), 1 x 256 x 2048 1.2-1.6x; 1 x 2048 x 2048 (several chunks a thread)
          * 1.1x. */
         plan.col_chunks = plan.threads;
-        if (plan.threads > 1 && (plan.transposed ? n : m) < 4 && !one_chunk) {
+        if (plan.threads > 1 && short_side < 4 && !one_chunk) {
             int64_t per_thread = long_side / (2048 / kernel->elem_bytes * plan.threads);
             plan.col_chunks = plan.threads * (int)fastnn_max(1, fastnn_min(4, per_thread));
         }
