@@ -107,25 +107,29 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         plan.path = FASTNN_GEMM_PATH_SMALL;
         plan.transposed = n < m;
         int64_t long_side = plan.transposed ? m : n, short_side = plan.transposed ? n : m;
-        /* Memory-bound: a second thread only when both the flops and the bytes of the big
-         * operand are worth one (waking a thread cost 250 us under load here, 25 times a
-         * 1 x 784 x 256 product), and each thread gets a few panels. A single row of C' (one
-         * sample, one output) by the bytes alone, FASTNN_GEMM_ROW_BYTES_PER_THREAD a thread:
-         * each thread's share of B' then stays in its own L2 between calls, where one thread
-         * read all of it from L3. Zen 5, 2 threads against 1, alternating in one process,
-         * medians of 9-15 blocks: float32 1 x 1024 x 256 1.20-1.60x, 1 x 256 x 1024 1.43-1.59x,
-         * 1 x 784 x 256 1.18-1.31x, B transposed 1.47-1.77x, 1 x 512 x 256 1.05-1.07x; float64
-         * 1 x 1024 x 256 1.36-1.40x, 1 x 256 x 1024 1.34-1.52x; the same with a process
-         * spinning on the other core (1.38-1.60x: the scheduler gives the woken worker its
-         * turn), and a batch-1 training epoch (784-256-10) unchanged. (In an earlier session,
-         * on another host and before the busy-machine rule and the workers' affinity, this
-         * lost: float64 1 x 1024 x 256 and 1 x 256 x 1024 0.89 -> 0.75-0.86x NumPy.) */
-        int single = short_side == 1;
-        if (single) threads = fastnn_get_num_threads();
-        if (threads > 1) { /* (tiny products, one thread by the flops, skip the rest) */
+        /* Memory-bound (each element of B' serves at most 8 rows of C'): the threads by the
+         * bytes of B' alone, FASTNN_GEMM_SMALL_BYTES_PER_THREAD a thread, each thread a few
+         * panels. Each thread's share of B' then stays in its own L2 between calls, where one
+         * thread read all of it from L3. A single row, Zen 5, 2 threads against 1, alternating
+         * in one process, medians of 9-15 blocks: float32 1 x 1024 x 256 1.20-1.60x, 1 x 256 x
+         * 1024 1.43-1.59x, 1 x 784 x 256 1.18-1.31x, B transposed 1.47-1.77x, 1 x 512 x 256
+         * 1.05-1.07x; float64 1 x 1024 x 256 1.36-1.40x, 1 x 256 x 1024 1.34-1.52x; the same
+         * with a process spinning on the other core (1.38-1.60x: the scheduler gives the woken
+         * worker its turn), and a batch-1 training epoch (784-256-10) unchanged. (In an earlier
+         * session, on another host and before the busy-machine rule and the workers' affinity,
+         * this lost: float64 1 x 1024 x 256 and 1 x 256 x 1024 0.89 -> 0.75-0.86x NumPy.)
+         * 2-8 rows took their threads by the flops and 1 MB of B' a thread until the
+         * forty-fourth session, so a B' of 0.5-2 MB ran on one thread; by the bytes alone,
+         * Sapphire Rapids, float32, 2 threads against that, alternating in one process, medians
+         * of 9 blocks, NumPy's arrays and 64-byte aligned ones: 2 x 64 x 4096 1.24x, 2 x 256 x
+         * 1024 1.46x (A or B transposed 1.52-1.72x), 2 x 512 x 512 1.47-1.51x, 3 x 256 x 1024
+         * 1.47-1.52x, 4 x 256 x 1024 1.31-1.66x, 5 x 1024 x 256 1.48x, 6 x 256 x 1024
+         * 1.36-1.78x, 8 x 512 x 512 1.49x, 8 x 128 x 1024 1.09-1.16x, B transposed 8 x 256 x
+         * 1024 1.78-1.85x, C^T 1024 x 256 x 8 1.80-1.84x; 4 x 128 x 1024 (512 KB) 1.05x. */
+        threads = fastnn_get_num_threads();
+        if (threads > 1) {
             int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
-                                              single ? FASTNN_GEMM_ROW_BYTES_PER_THREAD
-                                                     : FASTNN_GEMM_BYTES_PER_THREAD);
+                                              FASTNN_GEMM_SMALL_BYTES_PER_THREAD);
             plan.threads = (int)fastnn_max(
                 1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
         }

@@ -36,9 +36,9 @@
  *
  * Cost rule (in that order):
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
- *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: and the bytes of the
- *     big operand over FASTNN_GEMM_BYTES_PER_THREAD; for a single row of C', those bytes over
- *     FASTNN_GEMM_ROW_BYTES_PER_THREAD alone), at most fastnn_get_num_threads();
+ *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: the bytes of the big
+ *     operand alone over FASTNN_GEMM_SMALL_BYTES_PER_THREAD), at most
+ *     fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
  *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
  *     SPLIT_K with SMALL's row kernels instead when the first would read B' by its rows on two
@@ -64,7 +64,8 @@
 #endif
 /* Smallest job worth a thread of its own: below it the team start-up and the barriers cost
  * more than the thread saves. In float32 flops (float64 ones count twice), and for the SMALL
- * path in bytes of the big operand. Set at build time to tune (FASTNN_EXTRA_CFLAGS).
+ * path in bytes of the big operand alone, whatever its flops (gemm_plan.c). Set at build time
+ * to tune (FASTNN_EXTRA_CFLAGS).
  * 1 MFLOP: a 2 MFLOP product (the 256-128 layer of a 784-256-128-10 MLP at batch 32, ~8 us on
  * one thread) runs on two. With libgomp's threads awake between the kernels of a training
  * step (fastnn/backends/runtime.py's short spin), the fork and join cost ~1-2 us; the
@@ -74,12 +75,8 @@
 #ifndef FASTNN_GEMM_FLOPS_PER_THREAD
 #define FASTNN_GEMM_FLOPS_PER_THREAD 1.0e6
 #endif
-#ifndef FASTNN_GEMM_BYTES_PER_THREAD
-#define FASTNN_GEMM_BYTES_PER_THREAD 1048576.0
-#endif
-/* The same for a single row of C' (gemm_plan.c), whatever its flops. */
-#ifndef FASTNN_GEMM_ROW_BYTES_PER_THREAD
-#define FASTNN_GEMM_ROW_BYTES_PER_THREAD 262144.0
+#ifndef FASTNN_GEMM_SMALL_BYTES_PER_THREAD
+#define FASTNN_GEMM_SMALL_BYTES_PER_THREAD 262144.0
 #endif
 
 typedef enum {

@@ -60,8 +60,9 @@ def test_contract_shapes_reach_every_path_and_split(two_threads, dtype):
 
 
 def test_issue_20_shapes_take_their_paths(two_threads):
-    # one sample: a single row of C' by the bytes of B' alone, 256 KB a thread: the 784 KB of
-    # a 784-256 layer's weights on two threads, each half in its core's L2; half of that on one.
+    # one sample (and up to 8): the SMALL path's threads by the bytes of B' alone, 256 KB a
+    # thread: the 784 KB of a 784-256 layer's weights on two threads, each half in its core's
+    # L2; half of that on one.
     # B' read by its rows: the threads split K (SMALL's row kernels), each a contiguous part
     assert plan(1, 784, 256)[:2] == ("SPLIT_K", 2)
     assert plan(1, 256, 784, trans_b=True)[:2] == ("SMALL", 2)  # its input gradient
@@ -69,7 +70,10 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(256, 784, 1)[:2] == ("SMALL", 2)  # the same by dot products: columns split
     assert plan(1, 392, 256)[:2] == ("SMALL", 1)
     assert plan(1, 512, 128, dtype="float64")[:2] == ("SPLIT_K", 2)
-    assert plan(2, 784, 256)[:2] == ("SMALL", 1)  # two rows: the flops rule (0.8 MFLOP)
+    assert plan(2, 784, 256)[:2] == ("SPLIT_K", 2)  # two rows: the bytes, not the 0.8 MFLOP
+    assert plan(8, 256, 1024, trans_b=True)[:2] == ("SMALL", 2)  # 1 MB: columns split
+    assert plan(1024, 256, 8)[:2] == ("SMALL", 2)  # C^T, 8 columns
+    assert plan(8, 256, 256)[:2] == ("SMALL", 1)  # 256 KB
     assert plan(1, 2048, 2048)[:2] == ("SPLIT_K", 2)    # memory-bound: both threads stream
     assert plan(1, 32, 65536)[:2] == ("SMALL", 2)       # K too short for parts: columns
     assert plan(8, 64, 16384)[:2] == ("SMALL", 2)       # 8 rows of C' want 64 of K a part
