@@ -1217,10 +1217,10 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
             T sums[VLEN];
             for (int q = 0; q < VLEN; q++) cols[q] = b + (jl + q) * b_cs;
             /* a row of C' in place: the sums go to it in one store. Through sums and back one
-             * lane at a time, the columns took 1.12-1.16x the time where K is one vector
+             * lane at a time, the columns took 1.08-1.19x the time where K is one vector
              * (Sapphire Rapids, float32, one thread, alternating in one process, medians of
-             * 9 blocks: 1 x 16 x 1024, 2048 and 4096 with B transposed; 1 x 16 x 4096 9.6 ->
-             * 8.3 us, NumPy 7.6; K = 32 the same) */
+             * 9-11 blocks, two runs: 1 x 16 x 1024, 2048 and 4096 with B transposed; 1 x 16 x
+             * 4096 8.4 -> 7.1 us, NumPy 6.7; K = 32 and 48 the same within 3%) */
             if (c_cs == 1) {
                 FN(small_dot_lanes)(k, arows, cols, c + jl);
                 continue;
