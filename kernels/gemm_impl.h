@@ -527,6 +527,26 @@ static int FN(gemm_columns_transposed)(int64_t m, int64_t n, int64_t k, const T 
                                    first_panel, end_panel);
 }
 
+/* The next of the `count` chunks of a parallel region's work (SMALL's column chunks, SPLIT_K's
+ * parts) for thread t of a team of `team` (t < team <= owners), shared out by
+ * fastnn_shares_set(shares, owners, count), or -1 when none is left for it. A thread takes its
+ * own share's chunks first, so on a quiet machine each thread takes the same chunks call after
+ * call and its part of the big operand stays in its own L2 between calls where it fits (a
+ * shared counter handed each call's first chunk to whichever thread came first: gemm_plan.c
+ * has the figures). What is left of the others' shares it takes only with more chunks than
+ * owners (an operand read from L3 whatever the split: the plan's rule), so that a thread the
+ * machine holds up leaves its chunks to the others, or in a team smaller than the owners (as
+ * nested or limited OpenMP gives). With one chunk a thread, taking a late thread's chunk lost
+ * on a quiet machine (1 x 256 x 2048 with B transposed, 2 threads, alternating in one process,
+ * medians of 11 blocks: 17.4 us against 13.9 without; the likely reason, not measured apart:
+ * both parts then pass through one L2, and the next call reads them from L3 again). *q, 0 at
+ * the thread's start, is fastnn_shares_next's. */
+static inline int64_t FN(gemm_chunk_next)(fastnn_share *shares, int owners, int64_t count,
+                                          int team, int t, int *q) {
+    if (count > owners || team < owners) return fastnn_shares_next(shares, owners, t, q);
+    return fastnn_share_claim(shares + t, 1);
+}
+
 /* Few rows and a small C (the plan's SPLIT_K: a layer's forward pass over a batch, neither
  * operand transposed, or a C of one panel of columns with a long K, either transposed; and
  * the SMALL path's C' of a few rows whose B' is read by its rows, row_kernels): each part of
@@ -582,7 +602,7 @@ static void FN(split_k_sum)(T *c, int64_t ldc, const T *partials, int parts, int
         FN(gemm_add_partials)(c, ldc, partials, parts - 1, m, n, i0, i1, epilogue);
 }
 
-/* The plan's SPLIT_K: its k_chunks parts, each thread its own ones first (fastnn_chunk_take),
+/* The plan's SPLIT_K: its k_chunks parts, each thread its own ones first (gemm_chunk_next),
  * then, after one barrier, each thread adds up a share of C's rows. The bits depend on the
  * parts alone, not on which thread computed which. */
 static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, int64_t k,
@@ -602,8 +622,8 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
             FN(split_k_sum)(c, ldc, partials, parts, m, n, 0, m, epilogue, transposed);
         return status;
     }
-    fastnn_chunk_range ranges[threads];
-    fastnn_chunks_init(ranges, threads, parts);
+    fastnn_share shares[threads];
+    fastnn_shares_set(shares, threads, parts);
     int64_t start = fastnn_now_ns(), done = 0;
     int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(threads)
@@ -611,7 +631,8 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
         fastnn_team_join(team_cpu);
         unsigned fp = fastnn_fp_enter();
         int t = fastnn_team_index(), team = fastnn_team_size();
-        for (int64_t q; (q = fastnn_chunk_take(ranges, threads, parts, team, t)) >= 0;)
+        int at = 0;
+        for (int64_t q; (q = FN(gemm_chunk_next)(shares, threads, parts, team, t, &at)) >= 0;)
             if (FN(split_k_part)(q, parts, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc,
                                  partials, transposed, row_kernels) != FASTNN_OK) {
 #pragma omp atomic write
@@ -1396,9 +1417,9 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
     /* For fastnn_team_report; one thread reports nothing, and its tiny products would pay the
      * clock read (6% of a 1 x 16 x 16 call's time under perf, cffi's included). */
     int64_t start = fastnn_now_ns(), done = 0, next = 0;
-    fastnn_chunk_range ranges[plan.threads]; /* SMALL's column chunks */
+    fastnn_share shares[plan.threads]; /* SMALL's column chunks */
     if (plan.path == FASTNN_GEMM_PATH_SMALL)
-        fastnn_chunks_init(ranges, plan.threads, plan.col_chunks);
+        fastnn_shares_set(shares, plan.threads, plan.col_chunks);
     int team_cpu = fastnn_team_cpu();
 #pragma omp parallel num_threads(plan.threads) reduction(| : status)
     {
@@ -1408,13 +1429,14 @@ static int FN(gemm_planned)(int64_t m, int64_t n, int64_t k, const T *a, int64_t
         if (plan.path == FASTNN_GEMM_PATH_PACKED)
             status |= FN(gemm_packed_chunks)(&plan, &next, m, n, k, a, lda, trans_a, b, ldb,
                                              trans_b, c, ldc, epilogue);
-        else if (plan.path == FASTNN_GEMM_PATH_SMALL) /* its chunks, its own ones first */
+        else if (plan.path == FASTNN_GEMM_PATH_SMALL) { /* its chunks, its own ones first */
+            int at = 0;
             for (int64_t q; status == FASTNN_OK &&
-                            (q = fastnn_chunk_take(ranges, plan.threads, plan.col_chunks,
-                                                   fastnn_team_size(), t)) >= 0;)
+                            (q = FN(gemm_chunk_next)(shares, plan.threads, plan.col_chunks,
+                                                     fastnn_team_size(), t, &at)) >= 0;)
                 status |= FN(gemm_share)(&plan, (int)q, plan.col_chunks, m, n, k, a, lda, trans_a,
                                          b, ldb, trans_b, c, ldc, epilogue);
-        else
+        } else
             status |= FN(gemm_share)(&plan, t, fastnn_team_size(), m, n, k, a, lda, trans_a, b,
                                      ldb, trans_b, c, ldc, epilogue);
         fastnn_fp_leave(fp);

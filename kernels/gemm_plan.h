@@ -107,7 +107,7 @@ typedef struct {
     int row_threads, col_threads;
     /* PACKED on two threads or more: C's cells, row_chunks x col_chunks (a multiple of the
      * grid), which the threads take in turn from a shared counter (gemm_impl.h). SMALL:
-     * col_chunks parts of C's long side, each thread's own ones first (fastnn_chunk_take; in
+     * col_chunks parts of C's long side, each thread's own ones first (gemm_chunk_next; in
      * turn by the busy machine's one-thread fallback, so their bits are the same). */
     int row_chunks, col_chunks;
     /* SPLIT_K: the parts of K, k_chunks of them (at least one a thread), taken as SMALL's
@@ -116,45 +116,6 @@ typedef struct {
      * rows whose B' is read by its rows; `transposed` as SMALL's), not by IN_PLACE's tiles. */
     int k_chunks, row_kernels;
 } fastnn_gemm_plan;
-
-/* The chunks 0..count-1 of a parallel region's work in `owners` ranges, range t (chunks
- * count * t / owners up to count * (t + 1) / owners) thread t's own: a thread takes its own
- * range's chunks in order, and then, with more chunks than owners, what is left of the
- * others' ranges. So on a quiet machine each thread takes its own chunks, the same ones call
- * after call, and its part of the big operand stays in its own L2 between calls where it
- * fits (a shared counter handed each call's first chunk to whichever thread came first:
- * gemm_plan.c has the figures); a thread the machine holds up leaves its chunks to the others
- * where there are several a thread (an operand read from L3 whatever the split: the plan's
- * rule). With one chunk a thread, taking a late thread's chunk lost on a quiet machine (1 x
- * 256 x 2048 with B transposed, 2 threads, alternating in one process, medians of 11 blocks:
- * 17.4 us against 13.9 without; the likely reason, not measured apart: both parts then pass
- * through one L2, and the next call reads them from L3 again). Each range on a cache line of
- * its own. */
-typedef struct {
-    int64_t next, end;
-} __attribute__((aligned(64))) fastnn_chunk_range;
-
-static inline void fastnn_chunks_init(fastnn_chunk_range *ranges, int owners, int64_t count) {
-    for (int t = 0; t < owners; t++) {
-        ranges[t].next = count * t / owners;
-        ranges[t].end = count * (t + 1) / owners;
-    }
-}
-
-/* The next chunk for thread t of a team of `team` (t < team <= owners) of the `count` chunks
- * of fastnn_chunks_init, or -1 when there is none left for it. (A team smaller than the owners,
- * as nested or limited OpenMP gives, takes every range.) */
-static inline int64_t fastnn_chunk_take(fastnn_chunk_range *ranges, int owners, int64_t count,
-                                        int team, int t) {
-    int steal = count > owners || team < owners;
-    for (int i = 0; i < (steal ? owners : 1); i++) {
-        fastnn_chunk_range *range = &ranges[(t + i) % owners];
-        if (__atomic_load_n(&range->next, __ATOMIC_RELAXED) >= range->end) continue;
-        int64_t q = __atomic_fetch_add(&range->next, 1, __ATOMIC_RELAXED);
-        if (q < range->end) return q;
-    }
-    return -1;
-}
 
 /* The plan of C (m x n) = op(A) (m x k) @ op(B) (k x n), every dimension >= 1. */
 fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
