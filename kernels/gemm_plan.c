@@ -97,12 +97,6 @@ static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
 fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
                                       const fastnn_gemm_kernel *kernel) {
     fastnn_gemm_plan plan = {FASTNN_GEMM_PATH_PACKED, 1, 0, 0, 1, 1, 1, 1, 1, 0};
-    /* The work in float32 flops: a vector holds 64 / elem_bytes lanes, so a float64 product
-     * takes twice the time of a float32 one of the same flops, and is worth a thread at half
-     * of them. */
-    int threads = fastnn_threads_for(2.0 * m * n * k * (double)kernel->elem_bytes / 4.0,
-                                     FASTNN_GEMM_FLOPS_PER_THREAD);
-
     if (m <= FASTNN_GEMM_SMALL || n <= FASTNN_GEMM_SMALL) {
         plan.path = FASTNN_GEMM_PATH_SMALL;
         plan.transposed = n < m;
@@ -126,7 +120,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * 1.47-1.52x, 4 x 256 x 1024 1.31-1.66x, 5 x 1024 x 256 1.48x, 6 x 256 x 1024
          * 1.36-1.78x, 8 x 512 x 512 1.49x, 8 x 128 x 1024 1.09-1.16x, B transposed 8 x 256 x
          * 1024 1.78-1.85x, C^T 1024 x 256 x 8 1.80-1.84x; 4 x 128 x 1024 (512 KB) 1.05x. */
-        threads = fastnn_get_num_threads();
+        int threads = fastnn_get_num_threads();
         if (threads > 1) {
             int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
                                               FASTNN_GEMM_SMALL_BYTES_PER_THREAD);
@@ -161,7 +155,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
             plan.k_chunks = plan.threads * (int)fastnn_max(1, fastnn_min(4, per_thread));
             return plan;
         }
-        /* The threads take C's columns in chunks, each its own first (fastnn_chunk_take); for
+        /* The threads take C's columns in chunks, each its own first (gemm_chunk_next); for
          * fewer than 4 rows of C' (single samples: the row kernels whose sums do not depend on
          * a chunk's width but for its last vector) in chunks of at least 2 KB of each row of
          * B', at most 4 per thread, where B' does not fit in the threads' L2s; where it does,
@@ -177,6 +171,11 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         }
         return plan;
     }
+    /* The work in float32 flops: a vector holds 64 / elem_bytes lanes, so a float64 product
+     * takes twice the time of a float32 one of the same flops, and is worth a thread at half
+     * of them. */
+    int threads = fastnn_threads_for(2.0 * m * n * k * (double)kernel->elem_bytes / 4.0,
+                                     FASTNN_GEMM_FLOPS_PER_THREAD);
 
     /* A C of at most half a panel of columns (16 float32) on one thread, A not transposed and B
      * transposed: both read along K, the SMALL path's dot products (four rows by four columns,
