@@ -15,6 +15,8 @@
  *   - AVX2+FMA: GCC vector extensions of 32 bytes (the compiler emits ymm code);
  *   - portable: GCC vector extensions of 16 bytes (SSE2 on x86-64, NEON on arm64, scalar
  *     code elsewhere).
+ * FASTNN_VREGS is the number of vector registers a kernel may plan its register tiles for: 32
+ * with AVX-512, 16 otherwise (x86-64's ymm and xmm registers; arm64's 32 taken as 16).
  * Code that includes this header never names an ISA; the templates (*_impl.h) reach these
  * operations through the V(op) macro of type.h.
  */
@@ -34,6 +36,7 @@
 #define FASTNN_SIMD_FUSED_FMA 1
 #define VLEN_F32 16
 #define VLEN_F64 8
+#define FASTNN_VREGS 32
 typedef __m512 vf32;
 typedef __m512d vf64;
 
@@ -169,6 +172,7 @@ static inline __m512 vf32_hsums(const __m512 v[16]) {
 #define FASTNN_VBYTES 16
 #endif
 #define FASTNN_SIMD_FUSED_FMA 0
+#define FASTNN_VREGS 16
 #define VLEN_F32 (FASTNN_VBYTES / 4)
 #define VLEN_F64 (FASTNN_VBYTES / 8)
 typedef float vf32 __attribute__((vector_size(FASTNN_VBYTES), aligned(4)));
