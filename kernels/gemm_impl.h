@@ -1072,17 +1072,22 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
         }
     }
     /* the rows x 4 sums across lanes, VLEN at a time (V(hsums): the bits of V(hsum) each),
-     * into sums[r][q] = ((T *)sums)[4 r + q]. One V(hsum) each before: Sapphire Rapids,
-     * float32, alternating in one process, same bits: B transposed 4 x 64 x 256 and 4 x 256 x
-     * 256 1.16x, 3 x 128 x 512 1.14x, 8 x 64 x 4096 1.29x, 4 x 1024 x 1024 1.07x, 2 rows even. */
+     * into sums[r][q] = ((T *)sums)[4 r + q]; a group that would need zero vectors to fill
+     * it only where V(hsums) shares its adds (FASTNN_HSUMS_SHARED), else one V(hsum) a dot.
+     * One V(hsum) a dot before: Sapphire Rapids, float32, alternating in one process, same
+     * bits: B transposed 4 x 64 x 256 and 4 x 256 x 256 1.16x, 3 x 128 x 512 1.14x, 8 x 64 x
+     * 4096 1.29x, 4 x 1024 x 1024 1.07x, 2 rows even. */
+    const int grouped = FASTNN_HSUMS_SHARED ? rows * 4 : rows * 4 / VLEN * VLEN;
 #pragma GCC unroll 4
-    for (int g = 0; g < rows * 4; g += VLEN) {
+    for (int g = 0; g < grouped; g += VLEN) {
         VEC group[VLEN];
 #pragma GCC unroll 16
         for (int i = 0; i < VLEN; i++)
             group[i] = g + i < rows * 4 ? acc[(g + i) / 4][(g + i) % 4] : V(zero)();
         V(store)((T *)sums + g, V(hsums)(group));
     }
+#pragma GCC unroll 16
+    for (int g = grouped; g < rows * 4; g++) ((T *)sums)[g] = V(hsum)(acc[g / 4][g % 4]);
 }
 
 #if FASTNN_SIMD_FUSED_FMA

@@ -17,6 +17,9 @@
  *     code elsewhere).
  * FASTNN_VREGS is the number of vector registers a kernel may plan its register tiles for: 32
  * with AVX-512, 16 otherwise (x86-64's ymm and xmm registers; arm64's 32 taken as 16).
+ * FASTNN_HSUMS_SHARED is 1 where hsums shares its adds between the vectors (AVX-512: 15 adds
+ * for 16 sums), so that zero vectors filling a group cost less than the separate hsums they
+ * replace; 0 where it is VLEN separate hsums.
  * Code that includes this header never names an ISA; the templates (*_impl.h) reach these
  * operations through the V(op) macro of type.h.
  */
@@ -37,6 +40,7 @@
 #define VLEN_F32 16
 #define VLEN_F64 8
 #define FASTNN_VREGS 32
+#define FASTNN_HSUMS_SHARED 1
 typedef __m512 vf32;
 typedef __m512d vf64;
 
@@ -173,6 +177,7 @@ static inline __m512 vf32_hsums(const __m512 v[16]) {
 #endif
 #define FASTNN_SIMD_FUSED_FMA 0
 #define FASTNN_VREGS 16
+#define FASTNN_HSUMS_SHARED 0
 #define VLEN_F32 (FASTNN_VBYTES / 4)
 #define VLEN_F64 (FASTNN_VBYTES / 8)
 typedef float vf32 __attribute__((vector_size(FASTNN_VBYTES), aligned(4)));
