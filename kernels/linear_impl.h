@@ -222,16 +222,16 @@ static void FN(weight_update_tiles)(T *w, const T *x, const T *dz, int64_t n, in
 }
 
 /* The fused step's threads: the GEMM's rule (fastnn_threads_for over its flops), or, when the
- * forward product x @ w splits the rows of w between threads (the SMALL path's K split, a few
- * rows of x: threads by the bytes of w), its threads; each a contiguous run of row tiles
- * (weight_update_tiles: and then what is left of the others'), so each steps the rows of w
- * that its core reads in the next forward pass. (With the forward pass on two threads and the
- * step on one, half of w likely went from core to core twice a step, not measured apart: this
- * VM has no hardware counters. 784-256-10 trained at batch 4, c, Sapphire Rapids, 1500 steps,
- * 75 -> 130-135 ms an epoch when the forward pass took two threads by the bytes; 66 ms with
- * the step's threads following it; batch 1 twice as fast: the README's forty-fourth session.) scratch: `scratch_bytes` of all threads' scratch, from the caller; no more
- * threads than it holds scratches for (another Python thread may raise the thread count
- * since the caller sized it). */
+ * forward product x @ w splits the rows of w between threads (the SMALL path's K split, a few rows
+ * of x: threads by the bytes of w), its threads; each a contiguous run of row tiles
+ * (weight_update_tiles: and then what is left of the others'), so each steps the rows of w that its
+ * core reads in the next forward pass. (With the forward pass on two threads and the step on one,
+ * half of w likely went from core to core twice a step, not measured apart: this VM has no hardware
+ * counters. 784-256-10 trained at batch 4, c, Sapphire Rapids, 1500 steps, 75 -> 130-135 ms an
+ * epoch when the forward pass took two threads by the bytes; 66 ms with the step's threads
+ * following it; batch 1 twice as fast: the README's forty-fourth session.) scratch: `scratch_bytes`
+ * of all threads' scratch, from the caller; no more threads than it holds scratches for (another
+ * Python thread may raise the thread count since the caller sized it). */
 static void FN(linear_weight_update)(T *w, const T *x, const T *dz, int64_t n, int64_t k,
                                      int64_t m, const fastnn_weight_update *update,
                                      char *scratch, int64_t scratch_bytes) {
