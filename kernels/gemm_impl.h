@@ -961,19 +961,33 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * 2 x 4096 x 64 1.36x (A transposed, 1 x 1024 x 64: 1.13x). Where B' is larger (1 x 16384
  * x 64, a thread's part 2 MB), the second pass came from L3: 0.69x. */
 #define GEMM_SMALL_NARROW_IN_L2 4
+/* With at most this many rows and the 32 vector registers of AVX-512, the 3-4 vectors of
+ * columns in one pass over B' (small_narrow_block, nv = 3 or 4: a row's sums, eight rows of B'
+ * and eight broadcasts of A' fit the registers), and so too where B' is not in L2 (where two
+ * passes read B' twice from L3). Each column's sums are those of the two passes, in the same
+ * order: the same bits for a B' in L2. Sapphire Rapids, float32, one thread (the SMALL path's
+ * choice here), alternating in one process, medians of 9 blocks, against two passes: 1 x 2048 x
+ * 40 5.2 -> 3.6 us (NumPy 4.0), 1 x 2048 x 64 6.9 -> 5.0 (NumPy 5.2), 1 x 4096 x 64 1.40x, 2 x
+ * 2048 x 40 1.19x, 2 x 4096 x 64 1.12x (15.9 -> 14.2 us; NumPy 11.4), 2 x 1024 x 48 1.14x, 1 x
+ * 256 x 64 1.24x, 1 x 2048 x 48 1.11x; with three rows 0.94-1.04x (not taken). B' not in half of
+ * L2, against small_axpy (the contract's tolerance: its sums add four rows of B' a step, these
+ * eight): 1 x 8192 x 48 1.32x, 1 x 6000 x 50 1.33x, 2 x 8192 x 40 1.28x, 2 x 8192 x 64 1.09x, 1 x
+ * 16384 x 64 and 1 x 16384 x 40 0.98-1.00x. */
+#define GEMM_SMALL_NARROW_ONE_PASS(rows) ((rows) <= 2 && FASTNN_VREGS >= 32)
 static inline __attribute__((always_inline)) void FN(small_narrow_block)(
     const int rows, const int cm, const int nv, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
-    /* nv (a constant) vectors of columns, w of them in all (w > VLEN when nv = 2) */
-    const int64_t cols[2] = {fastnn_min(w, VLEN), w - VLEN};
-    VEC sum[8][2];
+    /* nv (a constant, 1-4) vectors of columns, w of them in all ((nv - 1) VLEN < w <= nv VLEN) */
+    const int64_t cols[4] = {fastnn_min(w, VLEN), fastnn_min(w - VLEN, VLEN),
+                             fastnn_min(w - 2 * VLEN, VLEN), w - 3 * VLEN};
+    VEC sum[8][4];
 #pragma GCC unroll 8
     for (int r = 0; r < rows; r++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int v = 0; v < nv; v++) sum[r][v] = V(zero)();
     int64_t p = 0;
     for (; p + 8 <= k; p += 8) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             /* the rows' addresses one from the other: eight offsets q * b_rs held across the
              * loop did not fit the registers beside the second vector's (float32 1 x 4096 x
@@ -994,7 +1008,7 @@ static inline __attribute__((always_inline)) void FN(small_narrow_block)(
         }
     }
     for (; p < k; p++) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             const T *b0 = b + p * b_rs + v * VLEN;
             VEC bv = cols[v] >= VLEN ? V(load)(b0) : V(load_part)(b0, cols[v], 0);
@@ -1004,12 +1018,19 @@ static inline __attribute__((always_inline)) void FN(small_narrow_block)(
     }
 #pragma GCC unroll 8
     for (int r = 0; r < rows; r++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int v = 0; v < nv; v++) V(store)(acc + r * acc_ld + v * VLEN, sum[r][v]);
 }
 static inline __attribute__((always_inline)) void FN(small_axpy_narrow)(
     const int rows, const int cm, int64_t k, const T *restrict arows, int64_t kp,
     const T *restrict b, int64_t b_rs, T *restrict acc, int64_t acc_ld, int64_t w) {
+    if (GEMM_SMALL_NARROW_ONE_PASS(rows) && w > 2 * VLEN && w <= 4 * VLEN) {
+        if (w > 3 * VLEN)
+            FN(small_narrow_block)(rows, cm, 4, k, arows, kp, b, b_rs, acc, acc_ld, w);
+        else
+            FN(small_narrow_block)(rows, cm, 3, k, arows, kp, b, b_rs, acc, acc_ld, w);
+        return;
+    }
     for (int64_t j = 0; j < w; j += 2 * VLEN) {
         int64_t wj = fastnn_min(2 * VLEN, w - j);
         if (wj > VLEN)
@@ -1201,10 +1222,11 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
         int64_t narrow = j0 + (j1 - j0 - 1) / chunk * chunk;
         /* (two vectors of columns for small_tile's rows stay with small_tile: float64 4 x 1024
          * x 16 0.75x, 8 x 4096 x 16 0.57x by small_axpy_narrow; four for a B' in L2,
-         * GEMM_SMALL_NARROW_IN_L2) */
-        int64_t narrow_w = (tile                                 ? 1
-                            : pack || FN(small_b_in_l2)(k, b_rs) ? GEMM_SMALL_NARROW_IN_L2
-                                                                 : GEMM_SMALL_NARROW) *
+         * GEMM_SMALL_NARROW_IN_L2, or read in one pass, GEMM_SMALL_NARROW_ONE_PASS) */
+        int64_t narrow_w = (tile ? 1
+                            : pack || FN(small_b_in_l2)(k, b_rs) || GEMM_SMALL_NARROW_ONE_PASS(m)
+                                ? GEMM_SMALL_NARROW_IN_L2
+                                : GEMM_SMALL_NARROW) *
                            VLEN;
         if (j1 - narrow > narrow_w || narrow == j0) narrow = j1;
         for (int64_t jc = j0, w = 0; jc < j1; jc += w) {
