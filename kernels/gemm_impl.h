@@ -962,17 +962,18 @@ static inline __attribute__((always_inline)) void FN(small_tile)(
  * x 64, a thread's part 2 MB), the second pass came from L3: 0.69x. */
 #define GEMM_SMALL_NARROW_IN_L2 4
 /* With at most this many rows and the 32 vector registers of AVX-512, the 3-4 vectors of
- * columns in one pass over B' (small_narrow_block, nv = 3 or 4: a row's sums, eight rows of B'
- * and eight broadcasts of A' fit the registers), and so too where B' is not in L2 (where two
- * passes read B' twice from L3). Each column's sums are those of the two passes, in the same
- * order: the same bits for a B' in L2. Sapphire Rapids, float32, one thread (the SMALL path's
- * choice here), alternating in one process, medians of 9 blocks, against two passes: 1 x 2048 x
- * 40 5.2 -> 3.6 us (NumPy 4.0), 1 x 2048 x 64 6.9 -> 5.0 (NumPy 5.2), 1 x 4096 x 64 1.40x, 2 x
- * 2048 x 40 1.19x, 2 x 4096 x 64 1.12x (15.9 -> 14.2 us; NumPy 11.4), 2 x 1024 x 48 1.14x, 1 x
- * 256 x 64 1.24x, 1 x 2048 x 48 1.11x; with three rows 0.94-1.04x (not taken). B' not in half of
+ * columns in one pass over B' (small_narrow_block, nv = 3 or 4: the rows' sums, eight rows of
+ * B' and the broadcasts of A' fit the registers), and so too where B' is not in half of L2
+ * (which small_axpy took: two passes would read B' twice from L3). Each column's sums are those
+ * of the two passes, in the same order: the same bits for a B' in L2. Sapphire Rapids, float32,
+ * one thread (the SMALL path's choice here), alternating in one process, medians of 9 blocks,
+ * against two passes, B' 16-48 bytes off a line: 1 x 2048 x 40 5.2 -> 3.6 us (NumPy 4.0), 1 x
+ * 2048 x 64 6.9 -> 5.0 (NumPy 5.2; B' on lines 3.8 -> 3.5), 1 x 4096 x 64 1.40x, 2 x 2048 x 40
+ * 1.19x, 2 x 4096 x 64 1.12x (15.9 -> 14.2 us; NumPy 11.4), 2 x 1024 x 48 1.14x, 1 x 256 x 64
+ * 1.24x, 1 x 2048 x 48 1.11-1.42x; with three rows 0.94-1.04x (not taken). B' not in half of
  * L2, against small_axpy (the contract's tolerance: its sums add four rows of B' a step, these
- * eight): 1 x 8192 x 48 1.32x, 1 x 6000 x 50 1.33x, 2 x 8192 x 40 1.28x, 2 x 8192 x 64 1.09x, 1 x
- * 16384 x 64 and 1 x 16384 x 40 0.98-1.00x. */
+ * eight): 1 x 8192 x 48 1.27-1.32x, 1 x 6000 x 50 1.33x, 2 x 8192 x 40 1.28x, 2 x 8192 x 64
+ * 1.09x, 1 x 16384 x 64 and 1 x 16384 x 40 0.98-1.00x. */
 #define GEMM_SMALL_NARROW_ONE_PASS(rows) ((rows) <= 2 && FASTNN_VREGS >= 32)
 static inline __attribute__((always_inline)) void FN(small_narrow_block)(
     const int rows, const int cm, const int nv, int64_t k, const T *restrict arows, int64_t kp,
