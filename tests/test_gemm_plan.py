@@ -4,6 +4,7 @@ thread and on several, and the shapes of issue 20 take the path meant for them."
 from __future__ import annotations
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -78,6 +79,12 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(1, 32, 65536)[:2] == ("SMALL", 2)       # K too short for parts: columns
     assert plan(8, 64, 16384)[:2] == ("SMALL", 2)       # 8 rows of C' want 64 of K a part
     assert plan(8, 128, 8192)[:2] == ("SPLIT_K", 2)
+    # a narrow C' (a few panels of columns: too few for the column split's threads) still
+    # splits K by the bytes of B'
+    assert plan(1, 4096, 64)[:2] == ("SPLIT_K", 2)
+    assert plan(2, 8192, 48, trans_a=True)[:2] == ("SPLIT_K", 2)
+    assert plan(4096, 64, 1, trans_a=True)[:2] == ("SPLIT_K", 2)  # C^T
+    assert plan(1, 1024, 40)[:2] == ("SMALL", 1)  # 160 KB
     assert plan(1000, 129, 3)[0] == "SMALL"             # few columns: C^T
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
@@ -358,14 +365,28 @@ def test_single_rows_in_chunks_are_computed_once_each(two_threads, dtype, trans_
                                    atol=tol * np.sqrt(inner))
 
 
+def l2_bytes():
+    """The L2 bytes of gemm_plan.c's fastnn_l2_bytes: glibc's sysconf(_SC_LEVEL2_CACHE_SIZE),
+    read through getconf where Python's os.sysconf does not know the name (3.11 here), else
+    1 MB."""
+    if "SC_LEVEL2_CACHE_SIZE" in os.sysconf_names:
+        reported = os.sysconf("SC_LEVEL2_CACHE_SIZE")
+    else:
+        try:
+            out = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True,
+                                 text=True, timeout=10).stdout.strip()
+            reported = int(out) if out.lstrip("-").isdigit() else -1
+        except (OSError, subprocess.SubprocessError):
+            reported = -1
+    return reported if reported >= 65536 else 1 << 20
+
+
 def small_split_k_parts(inner, b_bytes):
     """The parts of K of SMALL's row kernels on two threads (gemm_plan.c: one a thread where
     B' (b_bytes) fits in the two threads' L2, as fastnn_l2_bytes reads it from sysconf; else
     at least 256 rows of B' a part, at most 4 a thread): part q is rows inner * q // parts up
     to the next."""
-    l2 = os.sysconf("SC_LEVEL2_CACHE_SIZE") if "SC_LEVEL2_CACHE_SIZE" in os.sysconf_names \
-        else -1
-    l2 = l2 if l2 >= 65536 else 1 << 20
+    l2 = l2_bytes()
     parts = 2 if b_bytes <= 2 * l2 else 2 * min(4, max(1, inner // (256 * 2)))
     return [(inner * q // parts, inner * (q + 1) // parts) for q in range(parts)]
 
@@ -373,7 +394,8 @@ def small_split_k_parts(inner, b_bytes):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows,inner,cols,trans_a", [(1, 4096, 4100, False), (1, 784, 256, True),
                                                      (3, 300, 3001, False), (2100, 700, 1, True),
-                                                     (1, 1500, 130, False), (1, 2048, 2050, True)])
+                                                     (1, 1500, 130, False), (1, 2048, 2050, True),
+                                                     (1, 8192, 40, False), (2, 4096, 64, True)])
 def test_small_split_k_adds_its_parts_in_order(two_threads, dtype, rows, inner, cols, trans_a):
     """A few rows of C' whose B' is read by its rows, on two threads: the threads split K
     (SPLIT_K on SMALL's row kernels), and C is the sum of the parts' products added in their
