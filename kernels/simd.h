@@ -18,8 +18,8 @@
  * FASTNN_VREGS is the number of vector registers a kernel may plan its register tiles for: 32
  * with AVX-512, 16 otherwise (x86-64's ymm and xmm registers; arm64's 32 taken as 16).
  * FASTNN_HSUMS_SHARED is 1 where hsums shares its adds between the vectors (AVX-512: 15 adds
- * for 16 sums), so that zero vectors filling a group cost less than the separate hsums they
- * replace; 0 where it is VLEN separate hsums.
+ * for 16 sums; GCC's vector extensions: VLEN - 1), so that zero vectors filling a group cost
+ * less than the separate hsums they replace; 0 where it is VLEN separate hsums (clang).
  * Code that includes this header never names an ISA; the templates (*_impl.h) reach these
  * operations through the V(op) macro of type.h.
  */
@@ -177,7 +177,7 @@ static inline __m512 vf32_hsums(const __m512 v[16]) {
 #endif
 #define FASTNN_SIMD_FUSED_FMA 0
 #define FASTNN_VREGS 16
-#define FASTNN_HSUMS_SHARED 0
+#define FASTNN_HSUMS_SHARED FASTNN_VEXT_HSUMS_SHARED
 #define VLEN_F32 (FASTNN_VBYTES / 4)
 #define VLEN_F64 (FASTNN_VBYTES / 8)
 typedef float vf32 __attribute__((vector_size(FASTNN_VBYTES), aligned(4)));
@@ -250,6 +250,47 @@ static inline void fastnn_part_store_f64(double *p, vf64 x, int64_t n) {
     }
 #endif
 
+/* hsums: lane i = hsum(v[i]), bit for bit. With GCC, the vectors are added in pairs, each
+ * pair's even lanes to its odd ones (two shuffles and one add give the pair sums of two
+ * vectors), then the pairs of those results, log2(VL) levels and VL - 1 adds in all, which
+ * leave lane i holding v[i]'s sums in hsum's order; VL separate hsums before (the AVX2 copy's
+ * dot products of K = 16: most of their time). Clang: VL hsums. */
+#if defined(__clang__)
+#define FASTNN_VEXT_HSUMS(S, V, I, VL, v)                                                       \
+    __extension__({                                                                             \
+        V sums_;                                                                                \
+        for (int i_ = 0; i_ < (VL); i_++) sums_[i_] = v##S##_hsum((v)[i_]);                      \
+        sums_;                                                                                  \
+    })
+#define FASTNN_VEXT_HSUMS_SHARED 0
+#else
+#if FASTNN_VBYTES == 32
+#define FASTNN_EVEN_LANES_4 {0, 2, 4, 6, 8, 10, 12, 14}
+#define FASTNN_ODD_LANES_4 {1, 3, 5, 7, 9, 11, 13, 15}
+#define FASTNN_EVEN_LANES_8 {0, 2, 4, 6}
+#define FASTNN_ODD_LANES_8 {1, 3, 5, 7}
+#else
+#define FASTNN_EVEN_LANES_4 {0, 2, 4, 6}
+#define FASTNN_ODD_LANES_4 {1, 3, 5, 7}
+#define FASTNN_EVEN_LANES_8 {0, 2}
+#define FASTNN_ODD_LANES_8 {1, 3}
+#endif
+#define FASTNN_VEXT_HSUMS(S, V, I, VL, v) fastnn_hsums_##S(v)
+#define FASTNN_VEXT_HSUMS_TREE(S, V, I, VL, BYTES)                                              \
+    static inline V fastnn_hsums_##S(const V v[VL]) {                                          \
+        V level[VL];                                                                            \
+        for (int i = 0; i < VL; i++) level[i] = v[i];                                           \
+        for (int n = VL; n > 1; n /= 2)                                                         \
+            for (int i = 0; i < n / 2; i++)                                                     \
+                level[i] = __builtin_shuffle(level[2 * i], level[2 * i + 1],                    \
+                                             (I)FASTNN_EVEN_LANES_##BYTES) +                    \
+                           __builtin_shuffle(level[2 * i], level[2 * i + 1],                    \
+                                             (I)FASTNN_ODD_LANES_##BYTES);                      \
+        return level[0];                                                                        \
+    }
+#define FASTNN_VEXT_HSUMS_SHARED 1
+#endif
+
 /* I is the integer lane type of the same width, used for masks and the exponent bits. */
 #define FASTNN_VEXT_OPS(S, T, V, VM, I, VL, MANT_BITS, EXP_BIAS, ROUND_MAGIC)                   \
     static inline V v##S##_zero(void) { return (V){0}; }                                        \
@@ -285,16 +326,15 @@ static inline void fastnn_part_store_f64(double *p, vf64 x, int64_t n) {
         I e = (__builtin_convertvector(n, I) + EXP_BIAS) << MANT_BITS;                          \
         return p * (V)e;                                                                        \
     }                                                                                           \
+    /* lanes added in pairs, then pairs of pairs: ((a0 + a1) + (a2 + a3)) + (...) */          \
     static inline T v##S##_hsum(V a) {                                                         \
-        T s = 0;                                                                                \
-        for (int i = 0; i < VL; i++) s += a[i];                                                 \
-        return s;                                                                               \
+        T t[VL];                                                                                \
+        for (int i = 0; i < VL; i++) t[i] = a[i];                                               \
+        for (int w = 1; w < VL; w *= 2)                                                         \
+            for (int i = 0; i < VL; i += 2 * w) t[i] += t[i + w];                               \
+        return t[0];                                                                            \
     }                                                                                           \
-    static inline V v##S##_hsums(const V v[VL]) {                                              \
-        V r;                                                                                    \
-        for (int i = 0; i < VL; i++) r[i] = v##S##_hsum(v[i]);                                  \
-        return r;                                                                               \
-    }                                                                                           \
+    static inline V v##S##_hsums(const V v[VL]) { return FASTNN_VEXT_HSUMS(S, V, I, VL, v); }   \
     static inline T v##S##_hmax(V a) {                                                         \
         T s = a[0];                                                                             \
         for (int i = 1; i < VL; i++) s = a[i] > s ? a[i] : s;                                   \
@@ -309,6 +349,10 @@ static inline void fastnn_part_store_f64(double *p, vf64 x, int64_t n) {
         for (int i = 0; i < VL; i++) rows[i] = v##S##_load(t[i]);                               \
     }
 
+#if !defined(__clang__)
+FASTNN_VEXT_HSUMS_TREE(f32, vf32, vi32, VLEN_F32, 4)
+FASTNN_VEXT_HSUMS_TREE(f64, vf64, vi64, VLEN_F64, 8)
+#endif
 #if !defined(__AVX2__)
 FASTNN_VEXT_PARTS(f32, float, vf32, vi32, VLEN_F32)
 FASTNN_VEXT_PARTS(f64, double, vf64, vi64, VLEN_F64)
