@@ -222,22 +222,17 @@ static inline __m256i fastnn_lanes32_below(int64_t n) {
 static inline __m256i fastnn_lanes64_below(int64_t n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
 }
-static inline vf32 fastnn_part_load_f32(const float *p, int64_t n, float pad) {
-    __m256i m = fastnn_lanes32_below(n);
-    return (vf32)_mm256_blendv_ps(_mm256_set1_ps(pad), _mm256_maskload_ps(p, m),
-                                  _mm256_castsi256_ps(m));
-}
-static inline void fastnn_part_store_f32(float *p, vf32 x, int64_t n) {
-    _mm256_maskstore_ps(p, fastnn_lanes32_below(n), (__m256)x);
-}
-static inline vf64 fastnn_part_load_f64(const double *p, int64_t n, double pad) {
-    __m256i m = fastnn_lanes64_below(n);
-    return (vf64)_mm256_blendv_pd(_mm256_set1_pd(pad), _mm256_maskload_pd(p, m),
-                                  _mm256_castsi256_pd(m));
-}
-static inline void fastnn_part_store_f64(double *p, vf64 x, int64_t n) {
-    _mm256_maskstore_pd(p, fastnn_lanes64_below(n), (__m256d)x);
-}
+#define FASTNN_AVX2_PARTS(S, T, V, W, VT, ps)                                                   \
+    static inline V fastnn_part_load_##S(const T *p, int64_t n, T pad) {                       \
+        __m256i m = fastnn_lanes##W##_below(n);                                                 \
+        return (V)_mm256_blendv_##ps(_mm256_set1_##ps(pad), _mm256_maskload_##ps(p, m),          \
+                                     _mm256_castsi256_##ps(m));                                 \
+    }                                                                                           \
+    static inline void fastnn_part_store_##S(T *p, V x, int64_t n) {                           \
+        _mm256_maskstore_##ps(p, fastnn_lanes##W##_below(n), (VT)x);                            \
+    }
+FASTNN_AVX2_PARTS(f32, float, vf32, 32, __m256, ps)
+FASTNN_AVX2_PARTS(f64, double, vf64, 64, __m256d, pd)
 #else
 #define FASTNN_VEXT_PARTS(S, T, V, I, VL)                                                       \
     static inline V fastnn_part_load_##S(const T *p, int64_t n, T pad) {                       \
