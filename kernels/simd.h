@@ -12,7 +12,8 @@
  *   lane i of rows[j]).
  * Three implementations:
  *   - AVX-512 (when the compiler targets __AVX512F__): intrinsics, masked partial loads/stores;
- *   - AVX2+FMA: GCC vector extensions of 32 bytes (the compiler emits ymm code);
+ *   - AVX2+FMA: GCC vector extensions of 32 bytes (the compiler emits ymm code), partial
+ *     loads and stores by AVX2's masked moves;
  *   - portable: GCC vector extensions of 16 bytes (SSE2 on x86-64, NEON on arm64, scalar
  *     code elsewhere).
  * FASTNN_VREGS is the number of vector registers a kernel may plan its register tiles for: 32
@@ -184,19 +185,19 @@ typedef float vf32 __attribute__((vector_size(FASTNN_VBYTES), aligned(4)));
 typedef double vf64 __attribute__((vector_size(FASTNN_VBYTES), aligned(8)));
 typedef int32_t vi32 __attribute__((vector_size(FASTNN_VBYTES)));
 typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
-/* The same vectors read and written in place through any float pointer (load, store): by
- * memcpy, as before, GCC expands a copy of 32 bytes into moves of the build's baseline width
- * (SSE2: 16 bytes) even under the AVX2 target pragma, through a stack slot: two 16-byte stores
- * and one 32-byte load, which store forwarding cannot serve (a stall of about 15 cycles on
- * every vector of B). Sapphire Rapids, the AVX2 copy, float32 256^3: 990 us a product against
- * NumPy's 127 before. */
+/* The same vectors read and written in place through any float pointer (load, store). By
+ * memcpy, as before the forty-seventh session, GCC expands a copy of 32 bytes into moves of the
+ * build's baseline width (SSE2: 16 bytes) even under the AVX2 target pragma, through a stack
+ * slot: two 16-byte stores and one 32-byte load, which store forwarding cannot serve, on every
+ * vector of B (Sapphire Rapids, the AVX2 copy, float32 256^3: 990 us a product against NumPy's
+ * 127; 219-223 us through this type). */
 typedef float vf32_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(4), may_alias));
 typedef double vf64_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(8), may_alias));
 
 /* x in every lane, -0 kept (as _mm512_set1_ps): GCC loads a number of memory straight into
  * all lanes (vbroadcastss) from a shuffle of lane 0, where (V){0} + x cost an add and a
  * register broadcast, both on the FMA ports' side, per broadcast number of the micro-kernels
- * (the AVX2 copy's float32 1024^3 14.4 -> 9.2 ms, Sapphire Rapids, 2 threads). Clang has no
+ * (the AVX2 copy's float32 1024^3 14.0 -> 10.6 ms, Sapphire Rapids, 2 threads). Clang has no
  * __builtin_shuffle; it makes the same broadcast of the loop. */
 #if defined(__clang__)
 #define FASTNN_VEXT_SPLAT(V, I, VL, x)                                                          \
@@ -210,10 +211,10 @@ typedef double vf64_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(8), m
 #endif
 
 /* The first n lanes (0 < n < VL) of p, the rest pad; and p's first n lanes from x. A loop
- * over n numbers became a call of libc's memcpy (GCC's loop distribution), a third of the
- * AVX2 copy's time packing a float32 1024 x 2048 x 16 product's A (panels of 6 rows: stores
- * of 6 numbers), so: AVX2's masked moves (VMASKMOVPS/PD, which touch no memory past lane n),
- * else one test per lane, unrolled. */
+ * over n numbers became a call of libc's memcpy (GCC's loop distribution): half of the AVX2
+ * copy's samples in a float32 1024 x 2048 x 16 product, packing A (panels of 6 rows: stores of
+ * 6 numbers). So: AVX2's masked moves (VMASKMOVPS/PD, which touch no memory past lane n), else
+ * one test per lane, unrolled. */
 #if defined(__AVX2__)
 #include <immintrin.h>
 static inline __m256i fastnn_lanes32_below(int64_t n) {
@@ -289,9 +290,8 @@ FASTNN_AVX2_PARTS(f64, double, vf64, 64, __m256d, pd)
 /* transpose: with GCC, log2(VL) stages of shuffles of two rows, rows i and i + b (b = 1, 2,
  * 4) exchanging their lanes j with j & b (the 8 x 8 float32 block of AVX2: unpacks, shuffles
  * and 128-bit permutes, 24 in all); through numbers in memory before (64 scalar moves and
- * inserts: half of the AVX2 copy's time packing a float32 1024 x 2048 x 16 product's A). With
- * clang through numbers: GCC took each lane store into a vector for a read of the vector's
- * other, unset lanes (-Wmaybe-uninitialized). */
+ * inserts: half of the AVX2 copy's samples in a float32 1024 x 2048 x 16 product once the
+ * partial stores were mended). Clang (no __builtin_shuffle): through numbers in memory. */
 #if defined(__clang__)
 #define FASTNN_VEXT_TRANSPOSE(S, T, V, I, VL, rows)                                             \
     T t_[VL][VL];                                                                               \
