@@ -106,6 +106,9 @@ int fastnn_gemm_plan_f32(int64_t n, int64_t m, int64_t k, int trans_a, int trans
                          int *threads, int *row_threads, int *col_threads);
 int fastnn_gemm_plan_f64(int64_t n, int64_t m, int64_t k, int trans_a, int trans_b,
                          int *threads, int *row_threads, int *col_threads);
+/* Bytes of L2 per core that the plan assumes (gemm_plan.h: FASTNN_L2_BYTES if set at build
+ * time, else what the C library reports, else 1 MB). For tests and tuning. */
+int64_t fastnn_l2_bytes(void);
 
 /* out (N, M) = act(x (N, K) @ w (K, M) + b (M,)), bias and activation in the GEMM epilogue. */
 int fastnn_linear_forward_f32(float *out, const float *x, const float *w, const float *b,

@@ -3,9 +3,6 @@ thread and on several, and the shapes of issue 20 take the path meant for them."
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -365,28 +362,12 @@ def test_single_rows_in_chunks_are_computed_once_each(two_threads, dtype, trans_
                                    atol=tol * np.sqrt(inner))
 
 
-def l2_bytes():
-    """The L2 bytes of gemm_plan.c's fastnn_l2_bytes: glibc's sysconf(_SC_LEVEL2_CACHE_SIZE),
-    read through getconf where Python's os.sysconf does not know the name (3.11 here), else
-    1 MB."""
-    if "SC_LEVEL2_CACHE_SIZE" in os.sysconf_names:
-        reported = os.sysconf("SC_LEVEL2_CACHE_SIZE")
-    else:
-        try:
-            out = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True,
-                                 text=True, timeout=10).stdout.strip()
-            reported = int(out) if out.lstrip("-").isdigit() else -1
-        except (OSError, subprocess.SubprocessError):
-            reported = -1
-    return reported if reported >= 65536 else 1 << 20
-
-
 def small_split_k_parts(inner, b_bytes):
     """The parts of K of SMALL's row kernels on two threads (gemm_plan.c: one a thread where
-    B' (b_bytes) fits in the two threads' L2, as fastnn_l2_bytes reads it from sysconf; else
-    at least 256 rows of B' a part, at most 4 a thread): part q is rows inner * q // parts up
-    to the next."""
-    l2 = l2_bytes()
+    B' (b_bytes) fits in the two threads' L2, by the kernels' own fastnn_l2_bytes; else at least
+    256 rows of B' a part, at most 4 a thread): part q is rows inner * q // parts up to the
+    next."""
+    l2 = c_backend.lib.fastnn_l2_bytes()
     parts = 2 if b_bytes <= 2 * l2 else 2 * min(4, max(1, inner // (256 * 2)))
     return [(inner * q // parts, inner * (q + 1) // parts) for q in range(parts)]
 
