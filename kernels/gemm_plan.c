@@ -147,6 +147,17 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
                         (double)long_side * (1.0 + (double)(short_side - 1) / 3.0);
                 grain = FASTNN_GEMM_SMALL_DOT_BYTES_PER_THREAD;
             }
+            /* B' read by its rows with a K too short for SPLIT_K's parts: the column split,
+             * which has no partial rows to add after a barrier, a thread per half the bytes
+             * (256 KB at 256 KB a thread before the forty-eighth session, one thread).
+             * Sapphire Rapids, 2 threads against 1, alternating in one process, medians of
+             * 9-11 blocks: float32 1 x 16 x 4096 1.12-1.16x (NumPy 0.93x -> 1.05-1.06x), 1 x
+             * 48 x 2048 1.15x, 3 x 16 x 4096 1.27x, 8 x 100 x 1000 1.50x, 8 x 64 x 1024 1.19x,
+             * A transposed C^T 4096 x 16 x 1 1.14x, 2048 x 32 x 4 1.23x, both transposed 2048
+             * x 48 x 8 1.68x; float64 8 x 48 x 1024 1.57x, 3 x 32 x 1024 1.27x, A and B
+             * transposed 784 x 64 x 8 1.66x; rows of 3-5 us within 0.78-1.17x between runs
+             * (float32 2 x 16 x 4096 0.83x then 1.11x, 4 x 32 x 2048 0.78x then 1.17x). */
+            if (by_rows && !split_k_fits(k, short_side, 2)) grain /= 2;
             int by_bytes = fastnn_threads_for(bytes, grain);
             plan.threads = (int)fastnn_max(
                 1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));

@@ -87,7 +87,11 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     # that a thread: a B' of 256 KB of short columns on two threads, of long ones on one
     assert plan(1, 16, 4096, trans_b=True)[:2] == ("SMALL", 2)
     assert plan(4096, 16, 1)[:2] == ("SMALL", 2)  # C^T: A's rows are B''s columns
-    assert plan(1, 16, 4096)[:2] == ("SMALL", 1)  # the same bytes read by rows
+    # B' read by its rows, K too short for SPLIT_K's parts: the column split, 128 KB a thread
+    assert plan(1, 16, 4096)[:2] == ("SMALL", 2)
+    assert plan(1, 16, 2048)[:2] == ("SMALL", 1)
+    assert plan(2048, 32, 4, trans_a=True)[:2] == ("SMALL", 2)  # C^T
+    assert plan(1, 64, 1024)[:2] == ("SMALL", 1)  # K long enough to split: 256 KB a thread
     assert plan(1, 256, 256, trans_b=True)[:2] == ("SMALL", 1)
     assert plan(8, 64, 1024, trans_b=True)[:2] == ("SMALL", 2)  # 8 rows: more sums
     assert plan(1, 32, 1024, trans_b=True, dtype="float64")[:2] == ("SMALL", 2)
