@@ -370,6 +370,17 @@ static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
  * the L1 (4 KB a way), so they stay there while the tile serves every column panel; a longer
  * span at a stride of 512 bytes would alias 8 sets and be read from L2 again per panel. */
 #define GEMM_A_T_IN_PLACE_SPAN 16384
+/* ... or whatever their span where they are at most 256 bytes apart (a line holds a quarter of
+ * a row or more, and the rows spread over all the L1's sets), or where the thread has one
+ * column panel (a packed copy would be read once: the copy is all cost). The span rule alone
+ * until the forty-eighth session; Sapphire Rapids, against it, alternating in one process,
+ * medians of 7-11 blocks, the same bits: float32 on one thread 32 x 256 x 96-256 1.16-1.36x,
+ * 64 x 256 x 128 1.21-1.25x, 32 x 512 x 128 1.39x; on two 32 x 784 x 128 1.33x, 64 x 4096 x
+ * 128 1.29x, 128 x 4096 x 16 1.37x, 100 x 784 x 10 (one panel, rows 400 bytes apart)
+ * 1.40-1.47x, 100 x 1024 x 32 1.50x; float64 32 x 256 x 16 1.66-1.86x (NumPy 0.71x ->
+ * 1.22-1.31x), 32 x 1024 x 64 1.62x, 32 x 4096 x 16 1.53x; 24 x 2048 x 32 0.88-0.94x (each
+ * thread one panel; 42 -> 45 us), 32 x 2048 x 256 0.97-0.99x. */
+#define GEMM_A_T_IN_PLACE_DENSE_BYTES 256
 
 /* Most rows of A, read in place a multiple of 4 KB apart, that one tile reads at once: the
  * ways of an L1 set less a few for B and C (12 ways on Zen 5 and on recent Intel cores). */
@@ -427,8 +438,11 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
     int64_t kc_max = fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_COLUMNS_KC));
     /* rows read in place: all full row tiles, unless A is transposed with a long row stride
      * or spans more than GEMM_A_T_IN_PLACE_SPAN bytes */
-    int a_in_place = !trans_a || (lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_BYTES &&
-                                  k * lda * (int64_t)sizeof(T) <= GEMM_A_T_IN_PLACE_SPAN);
+    int64_t a_row_bytes = lda * (int64_t)sizeof(T);
+    int a_in_place = !trans_a || (a_row_bytes <= GEMM_A_T_IN_PLACE_BYTES &&
+                                  (k * a_row_bytes <= GEMM_A_T_IN_PLACE_SPAN ||
+                                   a_row_bytes <= GEMM_A_T_IN_PLACE_DENSE_BYTES ||
+                                   end_panel - first_panel == 1));
     /* A not transposed whose row stride is a multiple of 4 KB (K of 1024 or 2048 float32): the
      * MR rows of a tile all map to one set of the L1 (4 KB a way), and more of them than
      * GEMM_SAME_SET_ROWS evict each other at every K step; such a tile runs as two of half

@@ -151,21 +151,25 @@ def test_one_thread_plans_have_one_thread():
 @pytest.mark.parametrize("rows,inner,cols", [(32, 32, 64), (64, 32, 64), (28, 5, 33),
                                              (64, 129, 40), (128, 32, 100), (129, 32, 64),
                                              (64, 64, 512), (32, 128, 300), (128, 256, 512),
-                                             (96, 300, 256)])
+                                             (96, 300, 256), (32, 256, 16), (100, 784, 10),
+                                             (24, 2048, 32), (64, 1024, 64), (100, 300, 40)])
 def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads, rows, inner,
                                                                   cols):
     """op(a) = a.T (a weight gradient x^T dz) on the few-rows path, where A's rows are short
     enough to be read in place (GEMM_A_T_IN_PLACE_BYTES, 512 bytes: 128 float32 or 64
-    float64, over at most 16 KB) or just too long (129 float32, 128 and 129 float64, or a
-    longer span), on one thread and, for the larger products (64x64x512, 32x128x300 in place
-    in float32), with the threads splitting the columns; against float64 NumPy."""
+    float64, over at most 16 KB, or of any span at most 256 bytes apart or for a thread's one
+    column panel: 32x256x16, 100x784x10, 64x1024x64) or just too long (129 float32, 128 and
+    129 float64, or a longer span: 100x300x40 in float64), on one thread and, for the larger
+    products (64x64x512, 32x128x300 in place in float32), with the threads splitting the
+    columns; against float64 NumPy."""
     rng = np.random.default_rng(rows * 1000 + cols)
     a = rng.standard_normal((inner, rows)).astype(dtype)  # op(a) is rows x inner
     b = rng.standard_normal((inner, cols)).astype(dtype)
     saved = c_backend.get_num_threads()
     c_backend.set_num_threads(threads)
     try:
-        assert plan(rows, inner, cols, trans_a=True, dtype=dtype)[0] in ("IN_PLACE", "PACKED")
+        assert plan(rows, inner, cols, trans_a=True, dtype=dtype)[0] in ("IN_PLACE", "PACKED",
+                                                                         "SPLIT_K")
         with fastnn.use_backend("c"):
             got = fastnn.ops.matmul(a, b, trans_a=True)
     finally:
