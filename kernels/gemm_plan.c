@@ -267,7 +267,12 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
      * 256 x 64 x 64 19.5 -> 13.2 us (split along K before), 400 x 400 x 40 with B transposed
      * 102 -> 79; past the few-rows paths' rows (PACKED before) 2048 x 256 x 16 123 -> 77,
      * 1024 x 64 x 64 82 -> 75, 768 x 256 x 64 130 -> 113. With fewer rows than K the K split
-     * can still win (100 x 2048 x 40: 98 us split along K, 108 on rows), hence M >= K. */
+     * can still win (100 x 2048 x 40: 98 us split along K, 108 on rows), hence M >= K.
+     * On one thread too (a C of one panel of columns; PACKED before the forty-eighth
+     * session), Sapphire Rapids, alternating in one process, medians of 9-11 blocks, the same
+     * bits: float64 1024 x 16 x 16 1.22x (NumPy 0.87x -> 1.07x), 512 x 16 x 12 1.24x, B
+     * transposed 1024 x 16 x 16 1.23x; float32 1024 x 16 x 32 1.15x, 512 x 32 x 24 1.18x;
+     * 128-256 rows 0.95-1.04x. */
     /* More rows than the few-rows paths take, a C of at most half a panel of columns (one
      * vector) and A not transposed: the same, on one thread too, whatever K (PACKED's tiles
      * were half padding, and it copied all of A). Float32, old and new rule in alternating
@@ -277,7 +282,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
      * 1024 x 2048 x 16 614-681 -> 232-425, 1024 x 4096 x 16 1294-1642 -> 857-870. */
     int narrow_rows = 2 * n <= kernel->nr && m > kernel->few_rows;
     if (!trans_a &&
-        ((threads > 1 && m >= k && n_panels < 2 * threads && m >= 2 * threads * kernel->mr) ||
+        ((m >= k && n_panels < 2 * threads && m >= 2 * threads * kernel->mr) ||
          narrow_rows) &&
         b_bytes <= half_l2 && b_rows_apart) {
         plan.path = FASTNN_GEMM_PATH_IN_PLACE;
