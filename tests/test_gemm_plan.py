@@ -98,7 +98,11 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
     assert plan(2048, 256, 16)[:3] == ("IN_PLACE", 2, 2)  # many rows, one panel: on rows
-    assert plan(1024, 16, 16, dtype="float64")[:3] == ("IN_PLACE", 1, 1)  # also on one thread
+    # ... also on one thread, a C of one panel (wider than the SMALL path's 8 columns: both
+    # dtypes with AVX-512, float32 with AVX2)
+    for dtype in ("float32", "float64"):
+        if panel_columns(dtype) > 8:
+            assert plan(1024, 16, panel_columns(dtype), dtype=dtype)[:3] == ("IN_PLACE", 1, 1)
     assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
     # a hidden layer's weight gradient x^T dz (A transposed, no more columns than rows): the
     # threads split the rows, each packing its rows of A, not all of A as a column split would
