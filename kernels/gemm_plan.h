@@ -48,7 +48,8 @@
  *  3. IN_PLACE on rows, any number of them, when A is not transposed, M >= K, there are fewer
  *     than two column panels a thread and all of B fits in half of L2 (gemm_plan.c);
  *  4. IN_PLACE or SPLIT_K (a small C, and neither operand transposed or C one panel of
- *     columns) when M <= the kernel's few_rows and each thread's share of B fits in
+ *     columns) when M <= the kernel's few_rows (or, A transposed, C^T of at most half a
+ *     panel of columns and K >= 4 panels' width, any M) and each thread's share of B fits in
  *     half of L2: reading a B panel in place then costs what reading a packed one does, and
  *     the copy is saved. A B larger than that, read in place with its long row stride, maps its
  *     panel's rows to a few cache sets and is read from memory again and again (issue 20: a

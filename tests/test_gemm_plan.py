@@ -136,6 +136,11 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(32, 1024, half, trans_a=True)[:2] == (expected(half, "IN_PLACE"), 1)
     assert plan(32, 1024, half, trans_b=True)[:2] == ("SMALL", 1)
     assert plan(100, 4 * nr32 + 1, half, trans_b=True)[:2] == ("SMALL", 1)
+    # A transposed, a C of at most half a panel (10 columns where that is 16 or more), any
+    # rows: C^T, its tiles a panel wide, not PACKED's over a transposing copy of all of A
+    if half >= 10:
+        assert plan(512, 128, 10, trans_a=True)[:2] == ("IN_PLACE", 1)  # below 2 MFLOP
+        assert plan(784, 128, 10, trans_a=True)[:2] == ("SPLIT_K", 2)  # MNIST's dW, batch 128
     # a short K keeps the tiles
     assert plan(32, 2 * nr32, half, trans_b=True)[0] == expected(half, "IN_PLACE")
 
@@ -157,13 +162,16 @@ def test_one_thread_plans_have_one_thread():
                                              (64, 129, 40), (128, 32, 100), (129, 32, 64),
                                              (64, 64, 512), (32, 128, 300), (128, 256, 512),
                                              (96, 300, 256), (32, 256, 16), (100, 784, 10),
-                                             (24, 2048, 32), (64, 1024, 64), (100, 300, 40)])
+                                             (24, 2048, 32), (64, 1024, 64), (100, 300, 40),
+                                             (256, 64, 10), (150, 256, 20), (512, 128, 10),
+                                             (784, 128, 10)])
 def test_a_transposed_with_short_rows_is_read_in_place_correctly(dtype, threads, rows, inner,
                                                                   cols):
     """op(a) = a.T (a weight gradient x^T dz) on the few-rows path, where A's rows are short
     enough to be read in place (GEMM_A_T_IN_PLACE_BYTES, 512 bytes: 128 float32 or 64
     float64, over at most 16 KB, or of any span at most 256 bytes apart or for a thread's one
-    column panel: 32x256x16, 100x784x10, 64x1024x64) or just too long (129 float32, 128 and
+    column panel: 32x256x16, 100x784x10, 64x1024x64, and rows 0.6-1 KB apart: 256x64x10,
+    150x256x20; 512x128x10 and 784x128x10 as C^T) or just too long (129 float32, 128 and
     129 float64, or a longer span: 100x300x40 in float64), on one thread and, for the larger
     products (64x64x512, 32x128x300 in place in float32), with the threads splitting the
     columns; against float64 NumPy."""
