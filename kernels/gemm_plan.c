@@ -126,39 +126,10 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * 1.47-1.52x, 4 x 256 x 1024 1.31-1.66x, 5 x 1024 x 256 1.48x, 6 x 256 x 1024
          * 1.36-1.78x, 8 x 512 x 512 1.49x, 8 x 128 x 1024 1.09-1.16x, B transposed 8 x 256 x
          * 1024 1.78-1.85x, C^T 1024 x 256 x 8 1.80-1.84x; 4 x 128 x 1024 (512 KB) 1.05x. */
-        int by_rows = plan.transposed ? trans_a : !trans_b; /* B' read by its rows */
         int threads = fastnn_get_num_threads(), split_threads = 1;
         if (threads > 1) {
-            double bytes = (double)k * long_side * kernel->elem_bytes;
-            double grain = FASTNN_GEMM_SMALL_BYTES_PER_THREAD;
-            /* The dot products (gemm_plan.h), by the bytes alone until the forty-eighth
-             * session: a B' of 256-512 KB ran on one thread. Sapphire Rapids, 2 threads
-             * against 1, alternating in one process, medians of 7-11 blocks, 30 float32 and
-             * 24 float64 shapes drawn from those whose plan changed: float32 1 x 16 x 4096 B
-             * transposed 1.32-1.79x (NumPy 0.72-0.91x -> 1.19-1.31x), 1 x 16 x 2048 1.11-1.15x,
-             * 8 x 64 x 1024 1.66x, 3 x 48 x 1000 1.33x, A and B transposed 4 x 32 x 2048 1.59x,
-             * C^T 2048 x 32 x 4 1.58x, 3000 x 16 x 1 1.35x, 784 x 128 x 1 1.12x; float64 4 x 16
-             * x 3000 (both transposed) 1.79x, 1 x 16 x 2048 1.19-1.21x, 3 x 128 x 256 1.31x;
-             * rows of 3-6 us 0.86-1.36x between runs (float32 1 x 64 x 1024 0.88-1.15x, float64
-             * 784 x 32 x 4 0.88x then 1.36x). Two threads on a B' of 128 KB (the bytes alone, 64 KB a
-             * thread) lost at longer columns: 1 x 64 x 512 0.85x, 1 x 128 x 256 0.67x. */
-            if (!by_rows) {
-                bytes = ((double)k * kernel->elem_bytes + FASTNN_GEMM_SMALL_DOT_COLUMN_BYTES) *
-                        (double)long_side * (1.0 + (double)(short_side - 1) / 3.0);
-                grain = FASTNN_GEMM_SMALL_DOT_BYTES_PER_THREAD;
-            }
-            /* B' read by its rows with a K too short for SPLIT_K's parts: the column split,
-             * which has no partial rows to add after a barrier, a thread per half the bytes
-             * (256 KB at 256 KB a thread before the forty-eighth session, one thread).
-             * Sapphire Rapids, 2 threads against 1, alternating in one process, medians of
-             * 9-11 blocks: float32 1 x 16 x 4096 1.12-1.16x (NumPy 0.93x -> 1.05-1.06x), 1 x
-             * 48 x 2048 1.15x, 3 x 16 x 4096 1.27x, 8 x 100 x 1000 1.50x, 8 x 64 x 1024 1.19x,
-             * A transposed C^T 4096 x 16 x 1 1.14x, 2048 x 32 x 4 1.23x, both transposed 2048
-             * x 48 x 8 1.68x; float64 8 x 48 x 1024 1.57x, 3 x 32 x 1024 1.27x, A and B
-             * transposed 784 x 64 x 8 1.66x; rows of 3-5 us within 0.78-1.17x between runs
-             * (float32 2 x 16 x 4096 0.83x then 1.11x, 4 x 32 x 2048 0.78x then 1.17x). */
-            if (by_rows && !split_k_fits(k, short_side, 2)) grain /= 2;
-            int by_bytes = fastnn_threads_for(bytes, grain);
+            int by_bytes = fastnn_threads_for((double)k * long_side * kernel->elem_bytes,
+                                              FASTNN_GEMM_SMALL_BYTES_PER_THREAD);
             plan.threads = (int)fastnn_max(
                 1, fastnn_min(fastnn_min(by_bytes, threads), long_side / (2 * kernel->nr)));
             split_threads = fastnn_min(by_bytes, threads); /* SPLIT_K's: the bytes alone */
@@ -188,6 +159,7 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * 16384 x 40 4.6x, 1 x 4096 x 32 1.20x, 8 x 4096 x 32 1.49x, 8 x 2048 x 64 1.46x, 3 x
          * 4096 x 100 1.77x, A transposed 2 x 8192 x 48 1.86x, a C of one column 64 x 4096 x 1
          * (C^T) 1.44x; float64 1 x 8192 x 40 4.3x, 8 x 2048 x 32 1.50x. */
+        int by_rows = plan.transposed ? trans_a : !trans_b; /* B' read by its rows */
         int k_threads = split_k_fits(k, short_side, split_threads) ? split_threads : plan.threads;
         if (by_rows && k_threads > 1 && split_k_fits(k, short_side, k_threads))
             plan.path = FASTNN_GEMM_PATH_SPLIT_K, plan.threads = k_threads;

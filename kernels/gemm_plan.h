@@ -37,9 +37,7 @@
  * Cost rule (in that order):
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
  *     half the lanes), over FASTNN_GEMM_FLOPS_PER_THREAD (the SMALL path: the bytes of the big
- *     operand alone over FASTNN_GEMM_SMALL_BYTES_PER_THREAD, half that with a K too short to
- *     split, or for its dot products those bytes with their sums across lanes over
- *     FASTNN_GEMM_SMALL_DOT_BYTES_PER_THREAD), at most
+ *     operand alone over FASTNN_GEMM_SMALL_BYTES_PER_THREAD), at most
  *     fastnn_get_num_threads();
  *  2. SMALL when min(M, N) <= FASTNN_GEMM_SMALL, or (its dot products) on one thread for a C
  *     of at most half a panel of columns with only B transposed and K >= 4 panels' width;
@@ -80,16 +78,6 @@
 #endif
 #ifndef FASTNN_GEMM_SMALL_BYTES_PER_THREAD
 #define FASTNN_GEMM_SMALL_BYTES_PER_THREAD 262144.0
-#endif
-/* Where B' is read along K, by its columns (the SMALL path's dot products), its bytes count
- * with each column's sums across lanes, as FASTNN_GEMM_SMALL_DOT_COLUMN_BYTES more, and each
- * row of C' past the first as a third more, and a thread is worth half the bytes:
- * FASTNN_GEMM_SMALL_DOT_BYTES_PER_THREAD (gemm_plan.c). */
-#ifndef FASTNN_GEMM_SMALL_DOT_COLUMN_BYTES
-#define FASTNN_GEMM_SMALL_DOT_COLUMN_BYTES 96.0
-#endif
-#ifndef FASTNN_GEMM_SMALL_DOT_BYTES_PER_THREAD
-#define FASTNN_GEMM_SMALL_DOT_BYTES_PER_THREAD 163840.0
 #endif
 
 typedef enum {
