@@ -359,8 +359,9 @@ static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
 }
 
 /* Longest row stride, in bytes, of a transposed A that gemm_columns_thread reads in place
- * for more than one column panel a thread (each K step of a tile then reads MR numbers side by side in one row of A): the K rows of a
- * tile lie that far apart, and a stride of 1 KB or more maps them to a few L1 sets. Below it
+ * for more than one column panel a thread (each K step of a tile then reads MR numbers side
+ * by side in one row of A): the K rows of a tile lie that far apart, and a stride of 1 KB or
+ * more maps them to a few L1 sets. Below it
  * the transposing copy costs more than it saves: the weight gradients x^T dz of the tabular
  * MLP (32-64-64-2, batch 32: A rows of 128 and 256 bytes; the epoch's CPU time on one thread,
  * alternating epochs in one process, 14.2 -> 14.0 ms). The bits are the same either way: each
@@ -374,10 +375,10 @@ static inline int64_t FN(gemm_nc)(int64_t n, int64_t kc) {
  * a row or more, and the rows spread over all the L1's sets); and whatever their stride
  * where the thread has one column panel (a packed copy would be read once: the copy is all
  * cost; float32 with rows 0.6-1 KB apart 256 x 32 x 16 1.56x, 256 x 64 x 10 1.55x, 150 x
- * 256 x 20 1.40x, float64 (0.8-2 KB) 100 x 256 x 16 1.63x, 256 x 16 x 16 1.46x, 256 x 1024 x 16 1.72x; from
- * 0.93x to 1.05x where other paths run it: 128 x 512 x 32 and 256 x 4096 x 10 0.93x then
- * 0.99-1.01x in a second run). The span rule alone
- * until the forty-eighth session; Sapphire Rapids, against it, alternating in one process,
+ * 256 x 20 1.40x, float64 (0.8-2 KB) 100 x 256 x 16 1.63x, 256 x 16 x 16 1.46x, 256 x 1024
+ * x 16 1.72x; from 0.93x to 1.05x where other paths run it: 128 x 512 x 32 and 256 x 4096 x
+ * 10 0.93x then 0.99-1.01x in a second run). The span rule alone until the forty-eighth
+ * session; Sapphire Rapids, against it, alternating in one process,
  * medians of 7-11 blocks, the same bits: float32 on one thread 32 x 256 x 96-256 1.16-1.36x,
  * 64 x 256 x 128 1.21-1.25x, 32 x 512 x 128 1.39x; on two 32 x 784 x 128 1.33x, 64 x 4096 x
  * 128 1.29x, 128 x 4096 x 16 1.37x, 100 x 784 x 10 (one panel, rows 400 bytes apart)
@@ -440,8 +441,9 @@ static int FN(gemm_columns_thread)(int64_t m, int64_t n, int64_t k, const T *a, 
                                    int64_t ldc, const fastnn_epilogue *epilogue,
                                    int64_t first_panel, int64_t end_panel) {
     int64_t kc_max = fastnn_ceil_div(k, fastnn_ceil_div(k, GEMM_COLUMNS_KC));
-    /* rows read in place: all full row tiles, unless A is transposed with a long row stride
-     * or spans more than GEMM_A_T_IN_PLACE_SPAN bytes */
+    /* rows read in place: all full row tiles, unless A is transposed, the thread has more
+     * than one column panel, and A's rows are more than GEMM_A_T_IN_PLACE_BYTES apart or
+     * more than GEMM_A_T_IN_PLACE_DENSE_BYTES apart over more than GEMM_A_T_IN_PLACE_SPAN */
     int64_t a_row_bytes = lda * (int64_t)sizeof(T);
     int a_in_place = !trans_a || end_panel - first_panel == 1 ||
                      (a_row_bytes <= GEMM_A_T_IN_PLACE_BYTES &&

@@ -265,10 +265,12 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     /* A narrow C^T (above) also past the few rows (PACKED before the forty-eighth session:
      * tiles a panel wide for at most half a panel of columns, over a transposing copy of all
      * of A). Sapphire Rapids, float32, alternating in one process, medians of 9-11 blocks: one
-     * thread (IN_PLACE) 512 x 128 x 10 2.17x (NumPy 0.68x -> 1.48x), 600 x 128 x 10 2.34x;
-     * two (SPLIT_K, other bits than PACKED's) 784 x 128 x 10 1.61-1.70x, 784 x 256 x 10
-     * 1.60x, 2048 x 128 x 10 1.33x, 4096 x 512 x 10 1.45x, 4096 x 128 x 10 0.86x then 1.41x,
-     * 1024 x 256 x 16 1.23x then 0.89x, 1024 x 128 x 10 0.93-0.94x, 1500 x 128 x 10 0.88x. */
+     * thread (IN_PLACE; other bits than PACKED's where K is longer than its K block: its own
+     * blocks are longer, GEMM_COLUMNS_KC) 512 x 128 x 10 2.17x (NumPy 0.68x -> 1.48x), 600 x
+     * 128 x 10 2.34x, 20000 x 128 x 10 1.15x, 4096 x 1024 x 10 1.01x; two (SPLIT_K, other
+     * bits) 784 x 128 x 10 1.61-1.70x, 784 x 256 x 10 1.60x, 2048 x 128 x 10 1.33x, 4096 x
+     * 512 x 10 1.45x, 4096 x 128 x 10 0.86x then 1.41x, 1024 x 256 x 16 1.23x then 0.89x,
+     * 1024 x 128 x 10 0.93-0.94x, 1500 x 128 x 10 0.88x. */
     if ((m <= kernel->few_rows || narrow) && b_fits) {
         /* The partial products must stay small next to the work (at most 64 Ki numbers), and
          * each thread's share of K long. With A transposed (a weight gradient, x^T dz) the K
