@@ -54,7 +54,9 @@ typedef struct {
 
 static cpuid_regs cpuid(unsigned leaf, unsigned subleaf) {
     cpuid_regs r = {0, 0, 0, 0};
-    if (__get_cpuid_max(0, NULL) >= leaf) __cpuid_count(leaf, subleaf, r.a, r.b, r.c, r.d);
+    /* (__get_cpuid_max returns an unsigned int in GCC's cpuid.h, an int in clang's) */
+    if ((unsigned)__get_cpuid_max(0, NULL) >= leaf)
+        __cpuid_count(leaf, subleaf, r.a, r.b, r.c, r.d);
     return r;
 }
 
@@ -77,7 +79,7 @@ static const char *amx_refusal(unsigned long long os_state, char *buffer, size_t
         return "the CPU has no AMX-TILE / AMX-BF16 (CPUID leaf 7 EDX bits 24, 22)";
     if ((os_state & 0x60000ull) != 0x60000ull)
         return "the OS does not enable the AMX tile state (XCR0 bits 17-18)";
-    if (__get_cpuid_max(0, NULL) < 0x1D || cpuid(0x1D, 0).a < 1)
+    if ((unsigned)__get_cpuid_max(0, NULL) < 0x1D || cpuid(0x1D, 0).a < 1)
         return "the CPU reports no AMX tile palette (CPUID leaf 0x1D)";
     cpuid_regs palette = cpuid(0x1D, 1);
     unsigned bytes_per_row = palette.b & 0xFFFF, names = palette.b >> 16,
@@ -88,7 +90,6 @@ static const char *amx_refusal(unsigned long long os_state, char *buffer, size_t
                  "16 x 64 (CPUID leaf 0x1D)", names, rows, bytes_per_row);
         return buffer;
     }
-    if (!fastnn_amx_gemm) return "the AMX kernels were not compiled in (needs GCC 11 or later)";
 #if defined(__linux__)
     if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) {
         int error = errno;
@@ -110,6 +111,19 @@ static const char *amx_refusal(unsigned long long os_state, char *buffer, size_t
 #endif
 }
 
+/* Why a copy is not in this build: what it needs, and the compiler that built this one. */
+#if defined(__clang__)
+#define COMPILER __VERSION__ /* e.g. "Debian Clang 14.0.6" */
+#else
+#define COMPILER "GCC " __VERSION__
+#endif
+#define NOT_COMPILED(needs) "not compiled in (needs " needs "; built by " COMPILER ")"
+#if defined(FASTNN_NO_AVX2_COPY) /* the sanitizer and emulated-AMX builds */
+#define NOT_COMPILED_AVX2 "not compiled in (left out by -DFASTNN_NO_AVX2_COPY)"
+#else
+#define NOT_COMPILED_AVX2 NOT_COMPILED("GCC's target pragmas on x86-64")
+#endif
+
 static void detect(void) {
     char buffer[200];
     cpuid_regs leaf1 = cpuid(1, 0), leaf7 = cpuid(7, 0);
@@ -125,8 +139,7 @@ static void detect(void) {
     else if ((os_state & 0x6ull) != 0x6ull)
         avx2_cpu = "the OS does not enable the AVX registers (XCR0 bits 1-2)";
     if (!&fastnn_isa_avx2)
-        why = "not compiled in (needs GCC's target pragmas on x86-64; left out by "
-              "-DFASTNN_NO_AVX2_COPY)";
+        why = NOT_COMPILED_AVX2;
     else
         why = avx2_cpu;
     set_reason(FASTNN_ISA_AVX2, why);
@@ -134,7 +147,7 @@ static void detect(void) {
     if (*avx2_cpu)
         why = "needs AVX2 first";
     else if (!&fastnn_isa_avx512)
-        why = "not compiled in (needs GCC's target pragmas on x86-64)";
+        why = NOT_COMPILED("GCC's target pragmas on x86-64");
     else if (!BIT(leaf7.b, 16) || !BIT(leaf7.b, 17) || !BIT(leaf7.b, 30) || !BIT(leaf7.b, 31))
         why = "the CPU has no AVX-512 F/DQ/BW/VL (CPUID leaf 7)";
     else if ((os_state & 0xE6ull) != 0xE6ull)
@@ -143,7 +156,9 @@ static void detect(void) {
         why = "";
     set_reason(FASTNN_ISA_AVX512, why);
 
-    if (*g_reason[FASTNN_ISA_AVX512])
+    if (!fastnn_amx_gemm)
+        why = NOT_COMPILED("GCC 11 or later on x86-64");
+    else if (*g_reason[FASTNN_ISA_AVX512])
         why = "needs AVX-512 first";
     else
         why = amx_refusal(os_state, buffer, sizeof buffer);
@@ -170,6 +185,16 @@ int fastnn_cpu_has_dot_bf16(void) {
 
 const char *fastnn_isa_name(int isa) {
     return isa >= 0 && isa < FASTNN_ISA_COUNT ? ISA_NAMES[isa] : NULL;
+}
+
+int fastnn_isa_compiled(int isa) {
+    switch (isa) {
+    case FASTNN_ISA_PORTABLE: return 1;
+    case FASTNN_ISA_AVX2: return &fastnn_isa_avx2 != NULL;
+    case FASTNN_ISA_AVX512: return &fastnn_isa_avx512 != NULL;
+    case FASTNN_ISA_AMX: return &fastnn_isa_avx512 != NULL && fastnn_amx_gemm != NULL;
+    default: return 0;
+    }
 }
 
 const char *fastnn_isa_unavailable(int isa) {

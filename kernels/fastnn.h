@@ -53,6 +53,8 @@ enum { FASTNN_ISA_PORTABLE = 0, FASTNN_ISA_AVX2 = 1, FASTNN_ISA_AVX512 = 2, FAST
        FASTNN_ISA_COUNT = 4 };
 /* "portable", "avx2", "avx512" or "amx"; NULL for another number. */
 const char *fastnn_isa_name(int isa);
+/* 1 when this build holds the set's copy of the kernels (whatever this CPU runs), else 0. */
+int fastnn_isa_compiled(int isa);
 /* "" when this CPU, the OS and the build allow the set; else why not, in a sentence. */
 const char *fastnn_isa_unavailable(int isa);
 /* The highest set allowed here. */

@@ -100,7 +100,8 @@ def isa_report() -> List[str]:
     """Lines for ``fastnn info``: the instruction set in use and why each higher one is not."""
     best = lib.fastnn_isa_best()
     forced = " (forced by FASTNN_ISA)" if ISAS.index(ISA) < best else ""
-    lines = [f"instruction set: {ISA}{forced}; built for {', '.join(ISAS)}"]
+    built = [isa for number, isa in enumerate(ISAS) if lib.fastnn_isa_compiled(number)]
+    lines = [f"instruction set: {ISA}{forced}; built for {', '.join(built)}"]
     for isa in ISAS[ISAS.index(ISA) + 1:]:
         reason = isa_unavailable(isa) or "allowed here, but FASTNN_ISA asks for a lower one"
         lines.append(f"  not {isa}: {reason}")
