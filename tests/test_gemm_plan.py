@@ -541,3 +541,57 @@ def test_a_single_row_of_dot_products_has_the_bits_of_a_row_among_two(dtype, thr
                                            atol=tol * np.sqrt(inner))
     finally:
         c_backend.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_columns_of_c_in_vectors(dtype, threads):
+    """A C of a few columns with contiguous rows (C^T: x @ W of an output layer of 2-8 classes,
+    A transposed too) or a few rows against a transposed B, with a short K or rows that fill
+    most of a vector, takes small_columns: each column of C' in one vector, its sums over K in
+    order. Against float64 NumPy (with an epilogue: linear_forward's bias and relu), columns
+    past a multiple of eight, a NaN in one row of A reaching only that row of C; and the bits
+    of each row of C (a column of C') do not depend on how many rows there are or the threads."""
+    vector = {"avx512": 64, "amx": 64, "avx2": 32, "portable": 16}[c_backend.ISA]
+    lanes = vector // np.dtype(dtype).itemsize
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    rng = np.random.default_rng(49)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    try:
+        for rows, inner, cols in [(1024, 16, 8), (1003, 16, 8), (259, 32, 8), (1000, 17, 5),
+                                  (777, 7, 3), (4100, 32, 8), (64, 40, 8)]:
+            cols = min(cols, lanes)
+            x = rng.standard_normal((rows, inner)).astype(dtype)
+            w = rng.standard_normal((inner, cols)).astype(dtype)
+            bias = rng.standard_normal(cols).astype(dtype)
+            x[rows // 3, inner // 2] = np.nan
+            want = x.astype(np.float64) @ w.astype(np.float64)
+            assert plan(rows, inner, cols, False, False, dtype)[0] == "SMALL"
+            with fastnn.use_backend("c"), np.errstate(invalid="ignore"):
+                got = fastnn.ops.matmul(x, w)
+                got_t = fastnn.ops.matmul(np.ascontiguousarray(x.T), w, True, False)
+                layer = fastnn.ops.linear_forward(x, w, bias, "relu")
+                part = fastnn.ops.matmul(x[: rows // 2 + 5], w)
+            nan_row = np.isnan(got).any(axis=1)
+            assert nan_row.tolist() == [r == rows // 3 for r in range(rows)], (rows, inner, cols)
+            ok = ~nan_row
+            for product in (got, got_t):
+                np.testing.assert_allclose(product[ok], want[ok], rtol=tol,
+                                           atol=tol * np.sqrt(inner))
+            with np.errstate(invalid="ignore"):
+                np.testing.assert_allclose(layer[ok], np.maximum(want[ok] + bias, 0), rtol=tol,
+                                           atol=tol * np.sqrt(inner))
+            assert part.tobytes() == got[: rows // 2 + 5].tobytes(), (rows, inner, cols)
+        # a few rows against a transposed B: C' is C, each column stored down its rows
+        for rows, inner, cols in [(8, 16, 2048), (6, 16, 1029), (8, 32, 100)]:
+            rows = min(rows, lanes)
+            a = rng.standard_normal((rows, inner)).astype(dtype)
+            b = rng.standard_normal((cols, inner)).astype(dtype)
+            assert plan(rows, inner, cols, False, True, dtype)[0] == "SMALL"
+            with fastnn.use_backend("c"):
+                got = fastnn.ops.matmul(a, b, False, True)
+            np.testing.assert_allclose(got, a.astype(np.float64) @ b.T.astype(np.float64),
+                                       rtol=tol, atol=tol * np.sqrt(inner))
+    finally:
+        c_backend.set_num_threads(saved)
