@@ -25,16 +25,7 @@ if ! command -v clang > /dev/null; then
     fi
 fi
 
-# The files that test the Python around the kernels (as vector_paths.sh leaves them out: the
-# default run of the suite tests them once; every kernel they reach is tested here by the
-# contract, GEMM, training-loop and bfloat16 files).
-not_kernels=()
-for file in test_cli.py test_cli_trial.py test_cache.py test_datasets_download.py \
-            test_datasets_examples.py test_registry.py test_validation.py test_callbacks.py \
-            test_distributed.py test_bench_sweep.py test_bench_training.py test_numba_team.py; do
-    not_kernels+=(--ignore "tests/$file")
-done
-
+# (temp_copy.sh also sets NOT_KERNEL_TESTS: the files of the Python around the kernels)
 source kernels/temp_copy.sh
 temp_copy work
 cd "$work"
@@ -53,6 +44,6 @@ fi
 # test_registry's check fails if backend c did not load (a build that cannot be loaded would
 # otherwise skip every c test); tests/test_matmul_entry.py fails if the call entry did not.
 FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
-    python -m pytest tests -q -p no:cacheprovider "${not_kernels[@]}" \
+    python -m pytest tests -q -p no:cacheprovider "${NOT_KERNEL_TESTS[@]}" \
     tests/test_registry.py::test_backends_required_here_are_available "$@"
 echo "clang_build.sh: the suite passed on the kernels built by clang"

@@ -8,19 +8,9 @@
 #   bash kernels/vector_paths.sh [extra pytest arguments, e.g. -k gemm]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# The install paths (tests/test_install.py: minutes of venvs and builds) do not depend on the
-# instruction set; the default run of the suite tests them once.
-export FASTNN_SKIP_INSTALL_TESTS=1
-# Nor do these files, which test the Python around the kernels (command line, caches, dataset
-# files, the backend registry, input validation, callbacks, MPI plumbing, the benchmarks'
-# plumbing, Numba's team): the default run tests them once, and every kernel they reach is
-# tested per instruction set by the contract, GEMM, training-loop and bfloat16 files.
-not_isa=()
-for file in test_cli.py test_cli_trial.py test_cache.py test_datasets_download.py \
-            test_datasets_examples.py test_registry.py test_validation.py test_callbacks.py \
-            test_distributed.py test_bench_sweep.py test_bench_training.py test_numba_team.py; do
-    not_isa+=(--ignore "tests/$file")
-done
+# (temp_copy.sh: FASTNN_SKIP_INSTALL_TESTS, as the install paths do not depend on the
+# instruction set, and NOT_KERNEL_TESTS, the files of the Python around the kernels)
+source kernels/temp_copy.sh
 
 best=$(python -c "import fastnn.backends.c_backend as c; print(c.ISA)")
 for isa in portable avx2 avx512 amx; do
@@ -40,12 +30,11 @@ for isa in portable avx2 avx512 amx; do
         exit 1
     fi
     FASTNN_ISA=$isa FASTNN_TEST_BACKENDS=c FASTNN_REQUIRE_BACKENDS=c \
-        python -m pytest tests -q -p no:cacheprovider "${not_isa[@]}" "$@"
+        python -m pytest tests -q -p no:cacheprovider "${NOT_KERNEL_TESTS[@]}" "$@"
 done
 # Without AMX here, the AMX GEMM's packing, padding, blocking and epilogue still run: in a
 # build whose tile instructions are emulated in scalar code (-DFASTNN_AMX_EMULATE).
 if [ -n "$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('amx'))")" ]; then
-    source kernels/temp_copy.sh
     temp_copy work
     echo "== the AMX kernels, tile instructions emulated (no AMX here)"
     (
