@@ -1239,8 +1239,14 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
                              int64_t j0, int64_t j1) {
     T *at = fastnn_scratch(SCRATCH_GEMM_A, (size_t)k * VLEN * sizeof(T));
     if (!at) return FASTNN_OUT_OF_MEMORY;
+    /* (scalars read through memcpy: the arrays may lie off their element's alignment, as the
+     * vector loads allow, e.g. a model's input through predict) */
     for (int64_t p = 0; p < k; p++)
-        for (int64_t r = 0; r < VLEN; r++) at[p * VLEN + r] = r < m ? a[r * a_rs + p * a_cs] : 0;
+        for (int64_t r = 0; r < VLEN; r++) {
+            T x = 0;
+            if (r < m) memcpy(&x, a + r * a_rs + p * a_cs, sizeof x);
+            at[p * VLEN + r] = x;
+        }
     for (int64_t j = j0; j < j1; j += 8) {
         int64_t count = fastnn_min(8, j1 - j);
         const T *col[8];
@@ -1253,7 +1259,11 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
         for (int64_t p = 0; p < k; p++) {
             VEC av = V(load)(at + p * VLEN);
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++) acc[q] = V(fma)(V(set1)(col[q][p]), av, acc[q]);
+            for (int q = 0; q < 8; q++) {
+                T x;
+                memcpy(&x, col[q] + p, sizeof x);
+                acc[q] = V(fma)(V(set1)(x), av, acc[q]);
+            }
         }
         for (int64_t q = 0; q < count; q++) {
             if (c_rs == 1 && m == VLEN) {
@@ -1263,7 +1273,8 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
             } else {
                 T lanes[VLEN];
                 V(store)(lanes, acc[q]);
-                for (int64_t r = 0; r < m; r++) c[r * c_rs + (j + q) * c_cs] = lanes[r];
+                for (int64_t r = 0; r < m; r++)
+                    memcpy(c + r * c_rs + (j + q) * c_cs, lanes + r, sizeof(T));
             }
         }
     }
