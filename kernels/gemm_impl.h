@@ -1239,14 +1239,7 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
                              int64_t j0, int64_t j1) {
     T *at = fastnn_scratch(SCRATCH_GEMM_A, (size_t)k * VLEN * sizeof(T));
     if (!at) return FASTNN_OUT_OF_MEMORY;
-    /* (scalars read through memcpy: the arrays may lie off their element's alignment, as the
-     * vector loads allow, e.g. a model's input through predict) */
-    for (int64_t p = 0; p < k; p++)
-        for (int64_t r = 0; r < VLEN; r++) {
-            T x = 0;
-            if (r < m) memcpy(&x, a + r * a_rs + p * a_cs, sizeof x);
-            at[p * VLEN + r] = x;
-        }
+    FN(pack_panel)(at, VLEN, a, a_cs == 1 ? a_rs : a_cs, m, k, a_cs == 1); /* A'[r][p] at p, r */
     for (int64_t j = j0; j < j1; j += 8) {
         int64_t count = fastnn_min(8, j1 - j);
         const T *col[8];
@@ -1256,6 +1249,8 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
             col[q] = b + (j + (q < count ? q : 0)) * b_cs;
             acc[q] = V(zero)();
         }
+        /* (B'[p][j] through memcpy: B' may lie off T's alignment, as the vector loads allow,
+         * e.g. a model's input through predict) */
         for (int64_t p = 0; p < k; p++) {
             VEC av = V(load)(at + p * VLEN);
 #pragma GCC unroll 8
@@ -1266,7 +1261,7 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
             }
         }
         for (int64_t q = 0; q < count; q++) {
-            if (c_rs == 1 && m == VLEN) {
+            if (c_rs == 1 && m == VLEN) { /* (masked, float64 1024 x 16 x 8 ran 0.96-0.97x) */
                 V(store)(c + (j + q) * c_cs, acc[q]);
             } else if (c_rs == 1) {
                 V(store_part)(c + (j + q) * c_cs, acc[q], m);
@@ -1311,16 +1306,9 @@ static void FN(small_store_transposed)(int64_t m, const T *acc, int64_t acc_ld, 
         int64_t count = fastnn_min(VLEN, w - j);
         VEC block[VLEN];
         for (int64_t r = 0; r < VLEN; r++)
-            block[r] = r >= m ? V(zero)()
-                       : count == VLEN ? V(load)(acc + r * acc_ld + j)
-                                       : V(load_part)(acc + r * acc_ld + j, count, 0);
+            block[r] = r < m ? V(load_part)(acc + r * acc_ld + j, count, 0) : V(zero)();
         V(transpose)(block);
-        for (int64_t q = 0; q < count; q++) {
-            if (m == VLEN)
-                V(store)(c + (j + q) * ldc, block[q]);
-            else
-                V(store_part)(c + (j + q) * ldc, block[q], m);
-        }
+        for (int64_t q = 0; q < count; q++) V(store_part)(c + (j + q) * ldc, block[q], m);
     }
 }
 

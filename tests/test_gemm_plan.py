@@ -552,8 +552,7 @@ def test_small_columns_of_c_in_vectors(dtype, threads):
     order. Against float64 NumPy (with an epilogue: linear_forward's bias and relu), columns
     past a multiple of eight, a NaN in one row of A reaching only that row of C; and the bits
     of each row of C (a column of C') do not depend on how many rows there are or the threads."""
-    vector = {"avx512": 64, "amx": 64, "avx2": 32, "portable": 16}[c_backend.ISA]
-    lanes = vector // np.dtype(dtype).itemsize
+    lanes = panel_columns(dtype) // 2  # a vector's
     saved = c_backend.get_num_threads()
     c_backend.set_num_threads(threads)
     rng = np.random.default_rng(49)
