@@ -138,7 +138,7 @@ static void detect(void) {
         avx2_cpu = "the CPU has no AVX2 + FMA (CPUID leaves 1 and 7)";
     else if ((os_state & 0x6ull) != 0x6ull)
         avx2_cpu = "the OS does not enable the AVX registers (XCR0 bits 1-2)";
-    if (!&fastnn_isa_avx2)
+    if (!fastnn_isa_compiled(FASTNN_ISA_AVX2))
         why = NOT_COMPILED_AVX2;
     else
         why = avx2_cpu;
@@ -146,7 +146,7 @@ static void detect(void) {
 
     if (*avx2_cpu)
         why = "needs AVX2 first";
-    else if (!&fastnn_isa_avx512)
+    else if (!fastnn_isa_compiled(FASTNN_ISA_AVX512))
         why = NOT_COMPILED("GCC's target pragmas on x86-64");
     else if (!BIT(leaf7.b, 16) || !BIT(leaf7.b, 17) || !BIT(leaf7.b, 30) || !BIT(leaf7.b, 31))
         why = "the CPU has no AVX-512 F/DQ/BW/VL (CPUID leaf 7)";
@@ -156,7 +156,7 @@ static void detect(void) {
         why = "";
     set_reason(FASTNN_ISA_AVX512, why);
 
-    if (!fastnn_amx_gemm)
+    if (!fastnn_isa_compiled(FASTNN_ISA_AMX))
         why = NOT_COMPILED("GCC 11 or later on x86-64");
     else if (*g_reason[FASTNN_ISA_AVX512])
         why = "needs AVX-512 first";
