@@ -17,9 +17,14 @@ compiler processes (1: sequential).
 
 The object cache (``build/object-cache`` of the project, as ccache does it in its
 preprocessor mode): an object is kept under the SHA-256 of the compiler's version line, its
-command, the current folder and the source as the preprocessor outputs it (every header it
-includes, the macros of the flags, the file paths in the line markers), so a source is compiled again whenever
-anything that can change its object changed, and a build with the same inputs (a reinstall,
+command, the current folder, the source as the preprocessor outputs it (every header it
+includes, the macros of the flags, the file paths in the line markers) and the whole text of
+each file those line markers name. (The preprocessor's output alone missed edits inside a
+branch that only the compile takes: ``#pragma GCC target`` defines ``__AVX512F__`` for the
+compile, not for ``-E``, so simd.h's AVX-512 branch and the code under
+``FASTNN_SIMD_FUSED_FMA`` were not in it, and an edit there that kept the line count linked
+the object of the text before it.) So a source is compiled again whenever anything that can
+change its object changed, and a build with the same inputs (a reinstall,
 an install after an editable one) links the objects of the last one instead of compiling
 them for ~40 s. ``setup.py`` forces distutils to compile every source (its timestamps do not
 see a flag change); this cache is what keeps that cheap. The preprocessor pass costs ~0.15 s
@@ -58,6 +63,19 @@ def build_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _named_files(preprocessed: bytes) -> list:
+    """The files that the line markers of a preprocessor's output name (``# 12 "path" ...``,
+    GCC's and clang's), each once, in order of their first marker."""
+    seen = {}
+    for line in preprocessed.splitlines():
+        if line.startswith(b"# ") and b'"' in line:
+            start = line.index(b'"') + 1
+            end = line.find(b'"', start)
+            if end > start:
+                seen.setdefault(line[start:end].decode(errors="surrogateescape"), None)
+    return list(seen)
 
 
 class ObjectCache:
@@ -100,6 +118,13 @@ class ObjectCache:
             digest.update(part.encode())
             digest.update(b"\0")
         digest.update(done.stdout)
+        for path in _named_files(done.stdout):
+            try:
+                text = Path(path).read_bytes()
+            except OSError:  # "<built-in>", "<command-line>"
+                continue
+            digest.update(path.encode(errors="surrogateescape") + b"\0")
+            digest.update(hashlib.sha256(text).digest())
         return digest.hexdigest()
 
     def fetch(self, key: str, obj: str) -> bool:

@@ -133,6 +133,38 @@ def test_an_unchanged_source_is_linked_from_the_cache_and_any_change_compiles_ag
     assert len(list(cache.glob("*.o"))) == 4
 
 
+def test_an_edit_in_a_branch_only_the_compile_takes_compiles_again(parallel_compile, tmp_path):
+    """``#pragma GCC target("avx512f")`` defines __AVX512F__ for the compile but not for the
+    preprocessor's ``-E`` pass of the key: an edit inside ``#if defined(__AVX512F__)`` (simd.h's
+    AVX-512 branch; the kernels under FASTNN_SIMD_FUSED_FMA) that keeps the line count leaves
+    the preprocessed text as it was, and must still compile again, into the object the new
+    text makes."""
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("GCC's avx512f target pragma is x86-64's")
+    header = tmp_path / "branch.h"
+    source = tmp_path / "two.c"
+    source.write_text('#pragma GCC target("avx512f")\n#include "branch.h"\n'
+                      'int two(void) { return VALUE; }\n')
+    cache, out = tmp_path / "cache", str(tmp_path / "build")
+    branch = "#if defined(__AVX512F__)\n#define VALUE {}\n#else\n#define VALUE 0\n#endif\n"
+
+    def build():
+        compiler = new_compiler()
+        compiled = counting(compiler)
+        parallel_compile.install(compiler, cache)
+        (obj,) = compiler.compile([str(source)], output_dir=out, include_dirs=[str(tmp_path)])
+        return compiled, Path(obj).read_bytes()
+
+    header.write_text(branch.format(11))
+    first, first_object = build()
+    assert first == ["two.c"]
+    header.write_text(branch.format(12))
+    second, second_object = build()
+    assert second == ["two.c"] and second_object != first_object
+    assert build()[0] == []  # unchanged: from the cache
+
+
 def test_the_cache_keeps_the_newest_objects(parallel_compile, tmp_path, monkeypatch):
     monkeypatch.setattr(parallel_compile, "CACHED_OBJECTS", 2)
     cache = tmp_path / "cache"
