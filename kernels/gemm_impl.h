@@ -1171,43 +1171,81 @@ static inline __attribute__((always_inline)) void FN(small_dot)(
     for (int g = grouped; g < rows * 4; g++) ((T *)sums)[g] = V(hsum)(acc[g / 4][g % 4]);
 }
 
+/* Whether the dot products of m rows of C' (row stride c_rs, column stride c_cs) over k take
+ * small_dot_lanes, where fma is one instruction: one row; or, float32, up to SMALL_LANES_ROWS
+ * rows of C' = C^T whose columns lie one after the other (c_rs 1, c_cs m: C's rows
+ * contiguous) over a K of at most SMALL_LANES_MAX_K_VECTORS vectors. Sapphire Rapids, 2
+ * threads, alternating in one process, medians of 7-9 blocks, the same bits, against small_dot
+ * (4 x 4 dots, their sums across lanes 16 at a time, 8 or 12 of them zeros where C' has 2 or
+ * 3 rows, each sum stored alone), two runs: float32 1024 x 32 x 2 1.31-1.46x (NumPy
+ * 0.76-0.79x -> 1.00-1.15x), 1024 x 32 x 4 1.26-1.28x (0.88-0.91x -> 1.11-1.16x), 1024 x 32 x
+ * 3 1.10-1.22x, 1024 x 64 x 8 1.11-1.13x (0.93-1.01x -> 1.05-1.12x), 4096 x 64 x 2 1.09-1.12x,
+ * 1024 x 16 x 2 1.60x, 256 x 32 x 2 1.32x; one row 4096 x 32 x 1 1.16-1.19x (the columns'
+ * pointers computed, no longer read from an array).
+ * With a longer K, where small_dot's loads (4 rows of A' and 4 columns of B' a step for 16
+ * fmas) count more than its sums, it lost: 1024 x 128 x 4 0.99x, 1024 x 256 x 2-8 0.89-0.98x,
+ * 1024 x 1024 x 3 0.77x; and float64 (whose sums small_dot does 8 at a time: no lanes of
+ * zeros with 2 rows) gained nothing (1024 x 32-64 x 2-4 1.01-1.05x, 1024 x 32 x 3 0.80x). */
+#define SMALL_LANES_ROWS 8
+#define SMALL_LANES_MAX_K_VECTORS 4
+static inline int FN(small_lanes_take)(int64_t m, int64_t k, int64_t c_rs, int64_t c_cs) {
+    return FASTNN_SIMD_FUSED_FMA &&
+           (m == 1 || (sizeof(T) == 4 && k <= SMALL_LANES_MAX_K_VECTORS * VLEN && c_rs == 1 &&
+                       c_cs == m && m <= SMALL_LANES_ROWS));
+}
 #if FASTNN_SIMD_FUSED_FMA
-/* sums[q] = sum_p arow[p] * B'[p][q] for q < VLEN, in one store (sums need not be aligned),
- * where column q of B' is contiguous at cols[q]: small_dot's sums for one row of A' (the same
- * products, in the same order, and sums across lanes of the same bits), VLEN columns at a
- * time, their sums across lanes done together (V(hsums): 7 adds for 8 float64 sums where
- * small_dot's hsums take 24). Only where fma is one instruction (simd.h's
+/* The m VLEN sums of VLEN columns of C' (m <= SMALL_LANES_ROWS, a constant where this is
+ * inlined), as m vectors stored at sums (which need not be aligned): lane l of vector v is
+ * C'[e % m][e / m], e = v VLEN + l, the dot of row e % m of A' (contiguous at arows + r kp)
+ * with column e / m of B' (contiguous at b + j b_cs), so the vectors are the VLEN columns
+ * of C' one after the other, rows fastest: C^T's rows of m numbers, where C' is C^T and C's
+ * rows are contiguous (a batch through an output layer of m classes, x @ W), or a row of C'
+ * when m is 1. small_dot's sums (the same products, in the same order, and sums across lanes
+ * of the same bits: V(hsums)), VLEN at a time (7 adds for 8 float64 sums where small_dot's
+ * hsums take 24, or 15 for 16 float32 ones where small_dot, with m < 4, summed 16 lanes of
+ * which 16 - 4 m were zeros), stored in one vector. Only where fma is one instruction (simd.h's
  * FASTNN_SIMD_FUSED_FMA): elsewhere GCC may contract a * b + c in one kernel and not the
  * other, and a row's bits would depend on how many rows C has.
- * Zen 5, 2 threads, one row against a transposed B, alternating with small_dot's build in one
- * process (medians of 7): K = 16, N = 1024-4096 1.3-1.8x its speed; K = 256-4096, N = 16-4096
- * 0.97-1.55x (the slowest within the host's noise); the same bits in all 50 shapes. */
+ * One row against a transposed B, Zen 5, 2 threads, alternating with small_dot's build in
+ * one process (medians of 7): K = 16, N = 1024-4096 1.3-1.8x its speed; K = 256-4096,
+ * N = 16-4096 0.97-1.55x (the slowest within the host's noise); the same bits in all 50
+ * shapes. Two to eight rows (C^T): see SMALL_LANES_ROWS. */
 static inline __attribute__((always_inline)) void FN(small_dot_lanes)(
-    int64_t k, const T *restrict arow, const T *const cols[VLEN], T *restrict sums) {
-    VEC acc[VLEN];
+    const int m, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
+    int64_t b_cs, T *restrict sums) {
     int64_t kv = k - k % VLEN;
-    /* eight columns a pass over the row (two passes for float32): eight pointers, eight
-     * accumulators and the loads folded into the fmas fit the registers */
-    _Static_assert(VLEN % 8 == 0, "small_dot_lanes takes columns eight at a time");
-    for (int h = 0; h < VLEN; h += 8) {
-        VEC a8[8];
+    /* eight lanes a pass over K (two passes for float32): eight accumulators, the rows of A'
+     * they take (m <= 8, each loaded once a step) and the loads of B' folded into the fmas
+     * fit the registers */
+    _Static_assert(VLEN % 8 == 0, "small_dot_lanes takes lanes eight at a time");
 #pragma GCC unroll 8
-        for (int q = 0; q < 8; q++) a8[q] = V(zero)();
-        for (int64_t p = 0; p < kv; p += VLEN) {
-            VEC av = V(load)(arow + p);
+    for (int v = 0; v < m; v++) {
+        VEC acc[VLEN];
+#pragma GCC unroll 2
+        for (int h = 0; h < VLEN; h += 8) {
+            const T *ar[8], *bc[8];
+            VEC a8[8];
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++) a8[q] = V(fma)(av, V(load)(cols[h + q] + p), a8[q]);
+            for (int q = 0; q < 8; q++) {
+                int e = v * VLEN + h + q;
+                ar[q] = arows + e % m * kp;
+                bc[q] = b + e / m * b_cs;
+                a8[q] = V(zero)();
+            }
+            for (int64_t p = 0; p < kv; p += VLEN)
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; q++)
+                    a8[q] = V(fma)(V(load)(ar[q] + p), V(load)(bc[q] + p), a8[q]);
+            if (kv < k)
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; q++)
+                    a8[q] = V(fma)(V(load_part)(ar[q] + kv, k - kv, 0),
+                                   V(load_part)(bc[q] + kv, k - kv, 0), a8[q]);
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) acc[h + q] = a8[q];
         }
-        if (kv < k) {
-            VEC av = V(load_part)(arow + kv, k - kv, 0);
-#pragma GCC unroll 8
-            for (int q = 0; q < 8; q++)
-                a8[q] = V(fma)(av, V(load_part)(cols[h + q] + kv, k - kv, 0), a8[q]);
-        }
-#pragma GCC unroll 8
-        for (int q = 0; q < 8; q++) acc[h + q] = a8[q];
+        V(store)(sums + v * VLEN, V(hsums)(acc));
     }
-    V(store)(sums, V(hsums)(acc));
 }
 #endif
 
@@ -1221,17 +1259,28 @@ static inline __attribute__((always_inline)) void FN(small_dot_lanes)(
  * pass of an output layer of 2-8 classes, x @ W) or a few rows against a transposed B.
  * small_columns_fits: k (VLEN - m) <= SMALL_COLUMNS_SUMS_COST m VLEN, i.e. the fmas of the
  * lanes past m cost at most what the sums across lanes do (about 3 fmas a dot, measured), and
- * A' packed (k vectors) at most SMALL_COLUMNS_MAX_BYTES. Sapphire Rapids, one thread,
- * against the dot products, alternating in one process, medians of 7 blocks: float64 1024 x
- * 16 x 8 2.23x (NumPy 0.51x -> 1.13x), 1024 x 32 x 8 1.54x, 1024 x 512 x 8 1.26x, 4096 x 32 x
- * 8 1.72x, 1024 x 16 x 6 1.59x, 1024 x 16 x 5 1.45x, 1024 x 16 x 4 1.19x, B transposed 8 x 16
- * x 2048 1.74x (NumPy 0.87x -> 1.51x), 6 x 16 x 1024 1.59x; float32 1024 x 32 x 8 1.32x, 256 x
- * 32 x 8 1.24x, B transposed 8 x 32 x 2048 1.12x. Past the rule it lost: float64 1024 x 64 x 4
- * 0.82x, 1024 x 32 x 2 0.57x; float32 1024 x 64 x 8 0.85x, 1024 x 32 x 4 0.72x. */
+ * A' packed (k vectors) at most SMALL_COLUMNS_MAX_BYTES; against small_dot_lanes' float32 sums
+ * (15 adds for 16 dots), k (VLEN - m) < SMALL_COLUMNS_LANES_COST m VLEN (below). Sapphire
+ * Rapids, one thread, against small_dot's dot products, alternating in one process, medians of
+ * 7 blocks: float64 1024 x 16 x 8 2.23x (NumPy 0.51x -> 1.13x), 1024 x 32 x 8 1.54x, 1024 x 512 x 8
+ * 1.26x, 4096 x 32 x 8 1.72x, 1024 x 16 x 6 1.59x, 1024 x 16 x 5 1.45x, 1024 x 16 x 4 1.19x, B
+ * transposed 8 x 16 x 2048 1.74x (NumPy 0.87x -> 1.51x), 6 x 16 x 1024 1.59x; float32 1024 x 32 x 8
+ * 1.32x, 256 x 32 x 8 1.24x, B transposed 8 x 32 x 2048 1.12x. Past the rule it lost: float64 1024
+ * x 64 x 4 0.82x, 1024 x 32 x 2 0.57x; float32 1024 x 64 x 8 0.85x, 1024 x 32 x 4 0.72x. */
 #define SMALL_COLUMNS_SUMS_COST 3
+/* Against small_dot_lanes (`lanes`: FN(small_lanes_take)), float32: Sapphire Rapids, 2
+ * threads, alternating in one process, medians of 7 blocks, small_dot_lanes against
+ * small_columns: 1024 x 32 x 8 1.11x, 1024 x 32 x 7 1.11x, 1024 x 48 x 8 1.16x, 256 x 32 x 8
+ * 1.08x, 4096 x 32 x 8 1.08x (ratio 2 and more); 1024 x 16 x 6, 7 and 8 (K one vector, the
+ * row kernels' packed path instead: 0.86x, 0.79x, 0.88x) and 4096 x 16 x 6 0.86x (ratio
+ * 1.2-1.7) small_columns'. (Float64 takes small_dot_lanes for one row only.) */
+#define SMALL_COLUMNS_LANES_COST 2
 #define SMALL_COLUMNS_MAX_BYTES (256 * 1024)
-static inline int FN(small_columns_fits)(int64_t m, int64_t k) {
-    return m <= VLEN && k * (VLEN - m) <= SMALL_COLUMNS_SUMS_COST * m * VLEN &&
+static inline int FN(small_columns_fits)(int64_t m, int64_t k, int lanes) {
+    int64_t lanes_past_m = k * (VLEN - m);
+    return m <= VLEN &&
+           (lanes ? lanes_past_m < SMALL_COLUMNS_LANES_COST * m * VLEN
+                  : lanes_past_m <= SMALL_COLUMNS_SUMS_COST * m * VLEN) &&
            k * VLEN * (int64_t)sizeof(T) <= SMALL_COLUMNS_MAX_BYTES;
 }
 static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
@@ -1322,7 +1371,13 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
                                  int64_t c_cs, int64_t j0, int64_t j1,
                                  const fastnn_epilogue *epilogue) {
     if (j0 >= j1) return FASTNN_OK;
-    if (b_cs != 1 && FN(small_columns_fits)(m, k)) { /* (b_rs == 1) */
+    /* (pack: below) */
+    int pack = b_cs != 1 && k <= GEMM_SMALL_PACK_K && m >= GEMM_SMALL_PACK_ROWS;
+    /* small_columns where it beats what would come next: pack's row kernels or the dot
+     * products (small_dot_lanes or small_dot; one row as measured against small_dot, so that
+     * it has the bits of a row of two: test_gemm_plan.py) */
+    if (b_cs != 1 && /* (b_rs == 1) */
+        FN(small_columns_fits)(m, k, !pack && m > 1 && FN(small_lanes_take)(m, k, c_rs, c_cs))) {
         int status = FN(small_columns)(m, k, a, a_rs, a_cs, b, b_cs, c, c_rs, c_cs, j0, j1);
         if (status == FASTNN_OK && epilogue)
             FN(gemm_epilogue_block)(c, c_rs, c, c_rs, 0, m, j0, j1, epilogue);
@@ -1335,7 +1390,6 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
      * it pays from a few rows on. Measured (one thread, fastest of many calls): 8 x 16 x 4096
      * with B transposed 31.5 -> 16.4 us (NumPy 16.4), 8 x 16 x 256 3.5 -> 2.7 us; with one row
      * (1 x 16 x 2048) 5.0 -> 5.4 us, and with K of 32 or 64, 15-25% slower: not taken there. */
-    int pack = b_cs != 1 && k <= GEMM_SMALL_PACK_K && m >= GEMM_SMALL_PACK_ROWS;
     if (b_cs == 1 || pack) {
         /* A' in place (small_a): by rows when they are contiguous, else by columns */
         int a_cm = a_cs != 1;
@@ -1461,22 +1515,29 @@ static int FN(gemm_small_thread)(int64_t m, int64_t k, const T *a, int64_t a_rs,
     }
     int64_t jl = j0; /* columns before jl: done by small_dot_lanes */
 #if FASTNN_SIMD_FUSED_FMA
-    if (m == 1)
+    if (FN(small_lanes_take)(m, k, c_rs, c_cs))
         for (; jl + VLEN <= j1; jl += VLEN) {
-            const T *cols[VLEN];
             T sums[VLEN];
-            for (int q = 0; q < VLEN; q++) cols[q] = b + (jl + q) * b_cs;
-            /* a row of C' in place: the sums go to it in one store. Through sums and back one
-             * lane at a time, the columns took 1.08-1.19x the time where K is one vector
+            /* C''s columns jl.. in place where their m rows are contiguous, one after the
+             * other: the sums go to them in whole stores. Through sums and back one
+             * lane at a time, one row's columns took 1.08-1.19x the time where K is one vector
              * (Sapphire Rapids, float32, one thread, alternating in one process, medians of
              * 9-11 blocks, two runs: 1 x 16 x 1024, 2048 and 4096 with B transposed; 1 x 16 x
              * 4096 8.4 -> 7.1 us, NumPy 6.7; K = 32 and 48 the same within 3%) */
-            if (c_cs == 1) {
-                FN(small_dot_lanes)(k, arows, cols, c + jl);
-                continue;
+            T *to = c_cs == m ? c + jl * c_cs : sums; /* (else m is 1) */
+            const T *cols = b + jl * b_cs;
+            switch (m) {
+                case 1: FN(small_dot_lanes)(1, k, arows, kp, cols, b_cs, to); break;
+                case 2: FN(small_dot_lanes)(2, k, arows, kp, cols, b_cs, to); break;
+                case 3: FN(small_dot_lanes)(3, k, arows, kp, cols, b_cs, to); break;
+                case 4: FN(small_dot_lanes)(4, k, arows, kp, cols, b_cs, to); break;
+                case 5: FN(small_dot_lanes)(5, k, arows, kp, cols, b_cs, to); break;
+                case 6: FN(small_dot_lanes)(6, k, arows, kp, cols, b_cs, to); break;
+                case 7: FN(small_dot_lanes)(7, k, arows, kp, cols, b_cs, to); break;
+                default: FN(small_dot_lanes)(8, k, arows, kp, cols, b_cs, to); break;
             }
-            FN(small_dot_lanes)(k, arows, cols, sums);
-            for (int q = 0; q < VLEN; q++) c[(jl + q) * c_cs] = sums[q];
+            if (c_cs != m)
+                for (int q = 0; q < VLEN; q++) c[(jl + q) * c_cs] = sums[q];
         }
 #endif
     for (int64_t j = jl; j < j1; j += 4) {

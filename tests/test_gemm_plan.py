@@ -545,6 +545,52 @@ def test_a_single_row_of_dot_products_has_the_bits_of_a_row_among_two(dtype, thr
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
+def test_few_columns_of_c_by_dot_products_in_lanes(dtype, threads):
+    """A C of 1-8 columns with contiguous rows over a short K (x @ W of an output layer of a
+    few classes) is computed as C^T by dot products; in float32 where fma is one instruction,
+    the dots of VLEN consecutive numbers of C (its rows of N one after the other) are summed
+    across lanes together and stored as one vector (small_dot_lanes). Against float64 NumPy,
+    with rows past a multiple of the vector width, a NaN in one row of x reaching only that
+    row, linear_forward's bias and relu; and (float32 on AVX-512) each column of C has the bits
+    of the product by that column alone, however many columns there are."""
+    fused_fma = c_backend.ISA in ("avx512", "amx")
+    saved = c_backend.get_num_threads()
+    c_backend.set_num_threads(threads)
+    rng = np.random.default_rng(50)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    try:
+        for rows, inner in [(1024, 32), (1003, 48), (37, 64), (16, 33), (259, 40)]:
+            x = rng.standard_normal((rows, inner)).astype(dtype)
+            w = rng.standard_normal((inner, 8)).astype(dtype)
+            bias = rng.standard_normal(8).astype(dtype)
+            x[rows // 3, inner - 1] = np.nan
+            want = x.astype(np.float64) @ w.astype(np.float64)
+            ok = np.arange(rows) != rows // 3
+            alone = []
+            with fastnn.use_backend("c"), np.errstate(invalid="ignore"):
+                for j in range(8):
+                    alone.append(fastnn.ops.matmul(x, np.ascontiguousarray(w[:, j:j + 1])))
+                for cols in range(1, 9):
+                    wc = np.ascontiguousarray(w[:, :cols])
+                    assert plan(rows, inner, cols, False, False, dtype)[0] == "SMALL"
+                    got = fastnn.ops.matmul(x, wc)
+                    layer = fastnn.ops.linear_forward(x, wc, bias[:cols], "relu")
+                    assert np.isnan(got).any(axis=1).tolist() == (~ok).tolist(), (rows, cols)
+                    np.testing.assert_allclose(got[ok], want[ok, :cols], rtol=tol,
+                                               atol=tol * np.sqrt(inner))
+                    np.testing.assert_allclose(
+                        layer[ok], np.maximum(want[ok, :cols] + bias[:cols], 0), rtol=tol,
+                        atol=tol * np.sqrt(inner))
+                    if fused_fma and dtype == "float32":
+                        for j in range(cols):
+                            assert got[:, j].tobytes() == alone[j][:, 0].tobytes(), (
+                                rows, inner, cols, j)
+    finally:
+        c_backend.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
 def test_small_columns_of_c_in_vectors(dtype, threads):
     """A C of a few columns with contiguous rows (C^T: x @ W of an output layer of 2-8 classes,
     A transposed too) or a few rows against a transposed B, with a short K or rows that fill
