@@ -79,18 +79,15 @@ int64_t fastnn_gemm_b_block_bytes(void) {
 #define SMALL_SPLIT_K_ROWS 32
 #define SMALL_SPLIT_K_ROWS_PER_ROW 8
 #define SMALL_SPLIT_K_CHUNK_ROWS 256
-/* ... and, for C^T (a C of a few columns with A transposed: x^T dz, the weight gradient of an
- * output layer of a few classes), at least SMALL_SPLIT_K_T_ROWS rows of B' a part: with fewer,
- * the column split (each thread its half of each row of B', no partial sums and no barrier)
- * took 0.40-0.80x of SPLIT_K's time. Sapphire Rapids, 2 threads, alternating in one process,
- * medians of 9 blocks, column split against SPLIT_K: float32 A transposed 4096 x 64 x 3 2.49x
- * (NumPy 1.17x -> 2.91x), 4096 x 64 x 1 2.53x (0.80x -> 2.03x), 1024 x 128 x 4 1.69x (0.86x ->
- * 1.44x), 1024 x 128 x 3 1.72x, 4096 x 128 x 4 1.60x, 512 x 256 x 4 1.45x, 2048 x 256 x 4
- * 1.33x, 1024 x 256 x 1 1.29x, 1024 x 384 x 4 1.25x, 4096 x 256 x 2 1.10x; float64 4096 x 64 x
- * 2 1.79x, 1024 x 128 x 4 1.68x, 1024 x 256 x 2 1.26x. From 512 rows of B' (256 a part) it was
- * mixed: 2048 x 512 x 1 0.75x, 1024 x 512 x 2 0.90x, 4096 x 512 x 4 1.05x, float64 1024 x 512 x
- * 4 1.19x; and a long K keeps SPLIT_K (64 x 4096 x 1 0.69x, 2048 x 2048 x 1 0.98x). */
-#define SMALL_SPLIT_K_T_ROWS 256
+/* (Tried in the fiftieth session and not kept: parts of at least 256 rows of B' for C^T, a C of
+ * a few columns with A transposed (x^T dz of an output layer of a few classes), else the column
+ * split. Two builds alternating in one process gave 1.2-2.5x for K of 64-384 (4096 x 64 x 3
+ * 30.7 -> 12.3 us); the sweep, one package a process in alternating processes (`fastnn bench
+ * --sweep --dtypes float32,float64 --ms 256,1024,4096 --ks 32,64,128,256 --ns 1,2,4,8
+ * --transposes tn`, two runs each) gave 1.3-2x with 1024 columns and B' under 1 MB, but
+ * 0.5-0.9x with 4096 columns or a B' of 2 MB (float32 4096 x 128 x 2 0.030 -> 0.041-0.060 ms),
+ * and the same geometric mean (1.54-1.57x NumPy against 1.45-1.59x). The same rule for a few
+ * rows of C lost float64 1 x 256 x 2048 from 4.4x NumPy to 1.4-1.6x in the sweep.) */
 
 /* Whether each of `threads` parts of a K of k is long enough for SPLIT_K (above). */
 static inline int split_k_fits(int64_t k, int64_t short_side, int threads) {
@@ -173,7 +170,6 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
          * (C^T) 1.44x; float64 1 x 8192 x 40 4.3x, 8 x 2048 x 32 1.50x. */
         int by_rows = plan.transposed ? trans_a : !trans_b; /* B' read by its rows */
         int k_threads = split_k_fits(k, short_side, split_threads) ? split_threads : plan.threads;
-        if (plan.transposed && k < SMALL_SPLIT_K_T_ROWS * k_threads) k_threads = 1;
         if (by_rows && k_threads > 1 && split_k_fits(k, short_side, k_threads))
             plan.path = FASTNN_GEMM_PATH_SPLIT_K, plan.threads = k_threads;
         /* more than one chunk a thread only where B' is read from L3 whatever the split */

@@ -80,12 +80,7 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     # splits K by the bytes of B'
     assert plan(1, 4096, 64)[:2] == ("SPLIT_K", 2)
     assert plan(2, 8192, 48, trans_a=True)[:2] == ("SPLIT_K", 2)
-    assert plan(64, 4096, 1, trans_a=True)[:2] == ("SPLIT_K", 2)  # C^T
-    # ... but C^T over a short K (x^T dz of an output layer of a few classes) splits its
-    # columns: parts of fewer than 256 rows of B' lost to partial sums and their barrier
-    assert plan(4096, 64, 1, trans_a=True)[:2] == ("SMALL", 2)
-    assert plan(1024, 128, 4, trans_a=True)[:2] == ("SMALL", 2)
-    assert plan(1024, 512, 2, trans_a=True)[:2] == ("SPLIT_K", 2)
+    assert plan(4096, 64, 1, trans_a=True)[:2] == ("SPLIT_K", 2)  # C^T
     assert plan(1, 1024, 40)[:2] == ("SMALL", 1)  # 160 KB
     assert plan(1000, 129, 3)[0] == "SMALL"             # few columns: C^T
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
@@ -369,8 +364,7 @@ def test_single_rows_in_chunks_are_computed_once_each(two_threads, dtype, trans_
     b = rng.standard_normal((cols, inner) if trans_b else (inner, cols)).astype(dtype)
     bias = rng.standard_normal(cols).astype(dtype)
     by_rows = trans_a if cols < rows else not trans_b  # B' (op(A)^T for C^T) read by its rows
-    # (C^T: parts of at least 256 rows of B', gemm_plan.c's SMALL_SPLIT_K_T_ROWS)
-    want_path = "SPLIT_K" if by_rows and (cols >= rows or inner >= 2 * 256) else "SMALL"
+    want_path = "SPLIT_K" if by_rows else "SMALL"
     assert plan(rows, inner, cols, trans_a, trans_b, dtype)[:2] == (want_path, 2)
     with fastnn.use_backend("c"):
         calls = [fastnn.ops.matmul(a, b, trans_a, trans_b) for _ in range(3)]
