@@ -1,6 +1,7 @@
 # Sourced by the scripts that test other builds of the C kernels (sanitize.sh,
-# vector_paths.sh, clang_build.sh): copies the project into a fresh temporary directory, without git, build
-# products or the built extension, so the installed or in-tree extension is left alone.
+# vector_paths.sh, clang_build.sh): copies the project into a fresh temporary directory,
+# without git, build products or the built extension, so the installed or in-tree extension
+# is left alone.
 #
 #   temp_copy VARIABLE   sets VARIABLE to the copy's path; the copy is removed at exit.
 temp_copy() {

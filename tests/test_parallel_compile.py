@@ -103,6 +103,17 @@ def counting(compiler):
     return compiled
 
 
+def cached_build(parallel_compile, cache, source, *flags):
+    """source compiled (its folder on the include path) by a new compiler with the object
+    cache at cache and flags: the sources the compiler ran on, and the object's bytes."""
+    compiler = new_compiler()
+    compiled = counting(compiler)
+    parallel_compile.install(compiler, cache)
+    (obj,) = compiler.compile([str(source)], output_dir=str(source.parent / "build"),
+                              include_dirs=[str(source.parent)], extra_postargs=list(flags))
+    return compiled, Path(obj).read_bytes()
+
+
 def test_an_unchanged_source_is_linked_from_the_cache_and_any_change_compiles_again(
         parallel_compile, tmp_path):
     """Same text, headers and flags: the kept object (the same bytes), no compiler run; a
@@ -110,15 +121,10 @@ def test_an_unchanged_source_is_linked_from_the_cache_and_any_change_compiles_ag
     (tmp_path / "value.h").write_text("#define VALUE 1\n")
     source = tmp_path / "one.c"
     source.write_text('#include "value.h"\nint one(void) { return VALUE; }\n')
-    cache, out = tmp_path / "cache", str(tmp_path / "build")
+    cache = tmp_path / "cache"
 
     def build(*flags):
-        compiler = new_compiler()
-        compiled = counting(compiler)
-        parallel_compile.install(compiler, cache)
-        (obj,) = compiler.compile([str(source)], output_dir=out, include_dirs=[str(tmp_path)],
-                                  extra_postargs=list(flags))
-        return compiled, Path(obj).read_bytes()
+        return cached_build(parallel_compile, cache, source, *flags)
 
     first, first_object = build()
     assert first == ["one.c"] and len(list(cache.glob("*.o"))) == 1
@@ -146,23 +152,15 @@ def test_an_edit_in_a_branch_only_the_compile_takes_compiles_again(parallel_comp
     source = tmp_path / "two.c"
     source.write_text('#pragma GCC target("avx512f")\n#include "branch.h"\n'
                       'int two(void) { return VALUE; }\n')
-    cache, out = tmp_path / "cache", str(tmp_path / "build")
+    cache = tmp_path / "cache"
     branch = "#if defined(__AVX512F__)\n#define VALUE {}\n#else\n#define VALUE 0\n#endif\n"
-
-    def build():
-        compiler = new_compiler()
-        compiled = counting(compiler)
-        parallel_compile.install(compiler, cache)
-        (obj,) = compiler.compile([str(source)], output_dir=out, include_dirs=[str(tmp_path)])
-        return compiled, Path(obj).read_bytes()
-
     header.write_text(branch.format(11))
-    first, first_object = build()
+    first, first_object = cached_build(parallel_compile, cache, source)
     assert first == ["two.c"]
     header.write_text(branch.format(12))
-    second, second_object = build()
+    second, second_object = cached_build(parallel_compile, cache, source)
     assert second == ["two.c"] and second_object != first_object
-    assert build()[0] == []  # unchanged: from the cache
+    assert cached_build(parallel_compile, cache, source)[0] == []  # unchanged: from the cache
 
 
 def test_the_cache_keeps_the_newest_objects(parallel_compile, tmp_path, monkeypatch):
