@@ -179,17 +179,16 @@ static inline unsigned fastnn_fp_enter(void) { return 0; }
 static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
 #endif
 
-/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule), each
- * thread in the kernels' floating-point mode (fastnn_fp_enter). One thread runs the loop
- * inline: even an if(0) parallel region costs a team set-up, which would dominate the kernels
- * of a tiny network. */
-#define FASTNN_FOR(threads, i, count, ...)                                                     \
+/* The loop of FASTNN_FOR and FASTNN_FOR_SUM: for (int64_t i = 0; i < count; i++) { body } on
+ * `threads` threads (a parallel region with `clauses`, a static schedule) when `team`, else
+ * inline; each thread in the kernels' floating-point mode (fastnn_fp_enter). */
+#define FASTNN_FOR_TEAM_(team, threads, clauses, i, count, ...)                                \
     do {                                                                                        \
         int64_t fastnn_count_ = (count);                                                       \
-        if ((threads) > 1 && !fastnn_contended()) {                                             \
+        if (team) {                                                                             \
             int64_t fastnn_start_ = fastnn_now_ns(), fastnn_done_ = 0;                          \
             int fastnn_cpu_ = fastnn_team_cpu();                                               \
-            FASTNN_PRAGMA(omp parallel num_threads(threads))                                    \
+            FASTNN_PRAGMA(omp parallel num_threads(threads) clauses)                            \
             {                                                                                   \
                 fastnn_team_join(fastnn_cpu_);                                                 \
                 unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
@@ -205,6 +204,13 @@ static inline void fastnn_fp_leave(unsigned saved) { (void)saved; }
             fastnn_fp_leave(fastnn_fp_);                                                        \
         }                                                                                       \
     } while (0)
+
+/* for (int64_t i = 0; i < count; i++) { body } on `threads` threads (static schedule), each
+ * thread in the kernels' floating-point mode (fastnn_fp_enter); on this thread alone on a busy
+ * machine (fastnn_contended). One thread runs the loop inline: even an if(0) parallel region
+ * costs a team set-up, which would dominate the kernels of a tiny network. */
+#define FASTNN_FOR(threads, i, count, ...)                                                     \
+    FASTNN_FOR_TEAM_((threads) > 1 && !fastnn_contended(), threads, , i, count, __VA_ARGS__)
 
 /* Items [next, end) left of one thread's share of a parallel loop, in one word (next in the low
  * 32 bits: shares of fewer than 2^32 items), so that its owner, taking them from the front,
@@ -269,29 +275,11 @@ static inline int64_t fastnn_shares_next(fastnn_share *shares, int parts, int pa
             });                                                                                 \
     } while (0)
 
-/* FASTNN_FOR whose body adds into `sum` (a + reduction across the threads). */
+/* FASTNN_FOR whose body adds into `sum` (a + reduction across the threads), on `threads`
+ * threads even on a busy machine: the split of the sum, and so its bits, stay those of the
+ * thread count (FASTNN_CONTENDED_WAIT_NS above). */
 #define FASTNN_FOR_SUM(threads, i, count, sum, ...)                                            \
-    do {                                                                                        \
-        int64_t fastnn_count_ = (count);                                                       \
-        if ((threads) > 1) {                                                                    \
-            int64_t fastnn_start_ = fastnn_now_ns(), fastnn_done_ = 0;                          \
-            int fastnn_cpu_ = fastnn_team_cpu();                                               \
-            FASTNN_PRAGMA(omp parallel num_threads(threads) reduction(+ : sum))                 \
-            {                                                                                   \
-                fastnn_team_join(fastnn_cpu_);                                                 \
-                unsigned fastnn_fp_ = fastnn_fp_enter();                                       \
-                FASTNN_PRAGMA(omp for schedule(static) nowait)                                  \
-                for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                     \
-                fastnn_fp_leave(fastnn_fp_);                                                    \
-                if (fastnn_team_index() == 0) fastnn_done_ = fastnn_now_ns();                   \
-            }                                                                                   \
-            fastnn_team_report(fastnn_start_, fastnn_done_, fastnn_now_ns());                   \
-        } else {                                                                                \
-            unsigned fastnn_fp_ = fastnn_fp_enter();                                           \
-            for (int64_t i = 0; i < fastnn_count_; i++) { __VA_ARGS__ }                         \
-            fastnn_fp_leave(fastnn_fp_);                                                        \
-        }                                                                                       \
-    } while (0)
+    FASTNN_FOR_TEAM_((threads) > 1, threads, reduction(+ : sum), i, count, __VA_ARGS__)
 
 /* Prefetch rows index[0..n) of source (row_bytes bytes each) for a coming fastnn_take_rows
  * (take.c). */

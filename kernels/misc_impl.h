@@ -3,26 +3,36 @@
 /* Elements per chunk: the unit of threading, and of float64 accumulation of T partial sums. */
 #define MISC_CHUNK 4096
 
+/* The squared errors d^2 of elements [begin, end) of d = pred - target, summed in a vector's
+ * lanes (each lane its own elements, in order), and (grad given) their gradients d * two_scale
+ * stored at the same elements. */
+static inline VEC FN(mse_span)(T *grad, const T *pred, const T *target, int64_t begin,
+                               int64_t end, VEC two_scale) {
+    VEC acc = V(zero)();
+    for (int64_t j = begin; j < end; j += VLEN) {
+        int64_t cols = end - j;
+        VEC d = cols >= VLEN ? V(sub)(V(load)(pred + j), V(load)(target + j))
+                             : V(sub)(V(load_part)(pred + j, cols, 0),
+                                      V(load_part)(target + j, cols, 0));
+        acc = V(fma)(d, d, acc);
+        if (grad) {
+            if (cols >= VLEN)
+                V(store)(grad + j, V(mul)(d, two_scale));
+            else
+                V(store_part)(grad + j, V(mul)(d, two_scale), cols);
+        }
+    }
+    return acc;
+}
+
 /* Rows of weighted squared errors: sum_i weight[i] sum_j d^2 over rows [i0, i1), grad = 2
  * scale weight[i] d. */
 static double FN(weighted_mse_rows)(T *grad, const T *pred, const T *target, const T *weight,
                                     int64_t i0, int64_t i1, int64_t m, double grad_scale) {
     double total = 0;
     for (int64_t i = i0; i < i1; i++) {
-        VEC acc = V(zero)(), two_scale = V(set1)((T)(2 * grad_scale) * weight[i]);
-        for (int64_t j = i * m; j < (i + 1) * m; j += VLEN) {
-            int64_t cols = (i + 1) * m - j;
-            VEC d = cols >= VLEN ? V(sub)(V(load)(pred + j), V(load)(target + j))
-                                 : V(sub)(V(load_part)(pred + j, cols, 0),
-                                          V(load_part)(target + j, cols, 0));
-            acc = V(fma)(d, d, acc);
-            if (grad) {
-                if (cols >= VLEN)
-                    V(store)(grad + j, V(mul)(d, two_scale));
-                else
-                    V(store_part)(grad + j, V(mul)(d, two_scale), cols);
-            }
-        }
+        VEC two_scale = V(set1)((T)(2 * grad_scale) * weight[i]);
+        VEC acc = FN(mse_span)(grad, pred, target, i * m, (i + 1) * m, two_scale);
         total += (double)weight[i] * (double)V(hsum)(acc);
     }
     return total;
@@ -46,20 +56,7 @@ double FN(fastnn_mse)(T *grad, const T *pred, const T *target, const T *weight, 
     double total = 0;
     FASTNN_FOR_SUM(threads, chunk, chunks, total,
         int64_t end = fastnn_min(size, (chunk + 1) * MISC_CHUNK);
-        VEC acc = V(zero)();
-        for (int64_t j = chunk * MISC_CHUNK; j < end; j += VLEN) {
-            int64_t cols = end - j;
-            VEC d = cols >= VLEN ? V(sub)(V(load)(pred + j), V(load)(target + j))
-                                 : V(sub)(V(load_part)(pred + j, cols, 0),
-                                          V(load_part)(target + j, cols, 0));
-            acc = V(fma)(d, d, acc);
-            if (grad) {
-                if (cols >= VLEN)
-                    V(store)(grad + j, V(mul)(d, two_scale));
-                else
-                    V(store_part)(grad + j, V(mul)(d, two_scale), cols);
-            }
-        }
+        VEC acc = FN(mse_span)(grad, pred, target, chunk * MISC_CHUNK, end, two_scale);
         total += (double)V(hsum)(acc););
     return total;
 }
