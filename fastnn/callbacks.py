@@ -264,10 +264,19 @@ def _improves(monitor: str, mode: str) -> Callable[[float, float], bool]:
 
 
 def _monitored(callback: str, monitor: str, logs: Logs) -> Optional[float]:
-    value = (logs or {}).get(monitor)
+    """The value of ``monitor`` in an epoch's logs. Missing: a validation quantity of a fit
+    without validation data (the ``val_`` form of a key the logs hold) warns and gives None,
+    as Keras does; any other name (a misspelling: nothing this fit logs) raises ValueError
+    naming ``monitor``, where Keras would warn at every epoch and never act."""
+    logs = logs or {}
+    value = logs.get(monitor)
     if value is None:
-        warnings.warn(f"{callback} is conditioned on {monitor!r}, which is not available; "
-                      f"available: {', '.join(logs or {}) or 'nothing'}", stacklevel=3)
+        available = ", ".join(logs) or "nothing"
+        if not (monitor.startswith("val_") and monitor[4:] in logs):
+            raise ValueError(f"monitor: {callback} is conditioned on {monitor!r}, which this "
+                             f"fit does not log; expected one of: {available}")
+        warnings.warn(f"{callback} is conditioned on {monitor!r}, which is not available "
+                      f"(no validation data); available: {available}", stacklevel=3)
     return value
 
 

@@ -13,6 +13,8 @@ from typing import Dict, Optional, Tuple, Type, Union
 
 import numpy as np
 
+from .validation import finite_number, positive_number, seed_value
+
 Shape = Tuple[int, ...]
 
 # Keras draws its "normal" variance-scaling initializers from a normal truncated at two standard
@@ -28,15 +30,16 @@ class Initializer:
     "random_uniform", "random_normal", "glorot_uniform", "glorot_normal",
     "he_uniform", "he_normal". Called as init(shape, dtype, rng), an
     initializer returns a new C-contiguous array of that shape and dtype.
-    seed: an int that makes the draws reproducible on their own; None draws
-    from rng (the model's generator).
+    seed: an int >= 0 (NumPy's seed) that makes the draws reproducible on their own; None
+    draws from rng (the model's generator). Another type raises TypeError, a negative int
+    ValueError, as do non-finite bounds, a minval above maxval or a negative stddev.
     """
 
     #: Name used by :func:`get` and in saved model files.
     name = ""
 
     def __init__(self, seed: Optional[int] = None):
-        self.seed = seed
+        self.seed = seed_value("seed", seed)
 
     def __call__(self, shape: Shape, dtype=np.float32,
                  rng: Optional[np.random.Generator] = None) -> np.ndarray:
@@ -79,7 +82,10 @@ class RandomUniform(Initializer):
 
     def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: Optional[int] = None):
         super().__init__(seed)
-        self.minval, self.maxval = minval, maxval
+        self.minval, self.maxval = finite_number("minval", minval), finite_number("maxval", maxval)
+        if self.minval > self.maxval:
+            raise ValueError(f"minval: expected at most maxval ({self.maxval}), got "
+                             f"{self.minval}")
 
     def sample(self, shape, rng):
         return rng.uniform(self.minval, self.maxval, shape)
@@ -93,7 +99,8 @@ class RandomNormal(Initializer):
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: Optional[int] = None):
         super().__init__(seed)
-        self.mean, self.stddev = mean, stddev
+        self.mean = finite_number("mean", mean)
+        self.stddev = positive_number("stddev", stddev, allow_zero=True)
 
     def sample(self, shape, rng):
         return rng.normal(self.mean, self.stddev, shape)

@@ -18,7 +18,7 @@ import numpy as np
 from .precision import resolve as resolve_precision
 from . import counter_rng, initializers
 from .backends.contract import ACTIVATIONS
-from .validation import positive_number
+from .validation import positive_number, seed_value
 
 #: Activation names a Dense layer accepts. softmax is applied by the loss (fused with
 #: cross-entropy) and by ``predict``, so it is allowed on the output layer only.
@@ -382,8 +382,9 @@ class Dropout(Layer):
     (evaluate, predict), pass the inputs through.
 
     rate: the probability of dropping an input, a number in [0, 1).
-    seed: an int keying the masks; None keys them by the seed of the fit
-        (fit(seed=...)).
+    seed: an int in [0, 2**64) keying the masks (the key's 64 bits); None keys them by the
+        seed of the fit (fit(seed=...)). Another type raises TypeError, an int out of that
+        range ValueError.
     input_dim: the input size, as for Dense.
 
     The masks come from a counter-based generator (fastnn.counter_rng) keyed by the
@@ -401,7 +402,7 @@ class Dropout(Layer):
         if rate >= 1:
             raise ValueError(f"rate: expected a drop probability in [0, 1), got {rate}")
         self.rate = rate
-        self.seed = seed
+        self.seed = seed_value("seed", seed, bits=64)  # (its key takes 64 bits: layer_key)
         self.threshold = counter_rng.keep_threshold(rate)
         self.scale = 1.0 / (1.0 - rate)
         own = seed if seed is not None else int(np.random.SeedSequence().generate_state(

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 import numpy as np
 
 from .metrics import BinaryAccuracy, CategoricalAccuracy
-from .validation import positive_number
+from .validation import flag, positive_number
 
 #: Probability targets (categorical_crossentropy) must sum to 1 per row within this.
 PROBABILITY_TOLERANCE = 1e-3
@@ -124,12 +124,6 @@ def _check_from_logits(loss: Loss, activation: str, fused: str) -> None:
                          f"with a {fused} output use from_logits=False")
 
 
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
-    return bool(value)
-
-
 def _smoothing(value) -> float:
     value = positive_number("label_smoothing", value, allow_zero=True)
     if value > 1:
@@ -145,7 +139,7 @@ class _SoftmaxCrossEntropy(Loss):
     ignore_class: Optional[int] = None
 
     def __init__(self, from_logits: bool = False):
-        self.from_logits = _flag("from_logits", from_logits)
+        self.from_logits = flag("from_logits", from_logits)
         self.fused_activation = None if self.from_logits else "softmax"
 
     def check_output_activation(self, activation, units=None):
@@ -250,9 +244,9 @@ class SparseCategoricalCrossentropy(_SoftmaxCrossEntropy):
         counted = y if self.ignore_class is None else y[y != self.ignore_class]
         if counted.size and (counted.min() < 0 or counted.max() >= units):
             y = counted
-            bad = y.min() if y.min() < 0 else y.max()
+            bad = y.min() if y.min() < 0 else y.max()  # integral (checked above)
             raise ValueError(f"{argument}: labels must lie in [0, {units}) for the {units} "
-                             f"outputs of the model, got {bad:g}")
+                             f"outputs of the model, got {int(bad)}")
         return np.ascontiguousarray(y, dtype=np.int64)
 
 
@@ -274,7 +268,7 @@ class BinaryCrossentropy(Loss):
     fused_activation: Optional[str] = "sigmoid"
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
-        self.from_logits = _flag("from_logits", from_logits)
+        self.from_logits = flag("from_logits", from_logits)
         self.fused_activation = None if self.from_logits else "sigmoid"
         self.label_smoothing = _smoothing(label_smoothing)
 

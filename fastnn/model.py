@@ -30,6 +30,7 @@ from .layers import Layer, checked_weight
 from .metrics import MetricSet, Totals, metric_names
 from .normalization import fuse_activations
 from .progress import EpochBar
+from .validation import flag, seed_value
 from .workspace import Workspace
 
 #: Rows per batch of ``evaluate`` and ``predict`` by default: results do not depend on it;
@@ -67,8 +68,9 @@ class Sequential:
 
     dtype: float32 (default) or float64, the dtype of every parameter and
     activation; inputs are converted to it; Keras' policy name "mixed_bfloat16" means
-    float32 with ``matmul_precision="bfloat16"``. seed: seeds the weights (when not
-    given, ``fit(seed=...)`` does, else they are random). matmul_precision: "float32",
+    float32 with ``matmul_precision="bfloat16"``. seed: None or an int >= 0 (NumPy's
+    seed; TypeError or ValueError otherwise), seeds the weights (when not given,
+    ``fit(seed=...)`` does, else they are random). matmul_precision: "float32",
     "bfloat16" or None (default: follow :func:`fastnn.get_matmul_precision`), the
     precision of the layers' GEMMs (:mod:`fastnn.precision`); kept in saved models.
     A float64 model refuses "bfloat16" (ValueError).
@@ -84,7 +86,7 @@ class Sequential:
         self.dtype = dtype
         self.matmul_precision = None if matmul_precision is None else \
             precision_module.resolve(matmul_precision, dtype, "matmul_precision")
-        self.seed = seed
+        self.seed = seed_value("seed", seed)
         self.layers: List[Layer] = []
         self.loss: Optional[losses_module.Loss] = None
         self.optimizer: Optional[optimizers_module.Optimizer] = None
@@ -285,8 +287,9 @@ class Sequential:
         probability (usually one-hot) rows (N, C) for categorical_crossentropy,
         values (N, M) for mse and binary_crossentropy.
         batch_size: rows per step; None means all N (full-batch gradient
-        descent), 1 plain stochastic gradient descent. shuffle: a new order of
-        the rows every epoch, from ``seed``. validation_data: (x_val, y_val) or
+        descent), 1 plain stochastic gradient descent. shuffle: True or False
+        (TypeError otherwise), a new order of the rows every epoch, from ``seed`` (None or
+        an int >= 0, as Sequential's). validation_data: (x_val, y_val) or
         (x_val, y_val, sample_weight_val). validation_split: the last
         ``N - floor(N * (1 - validation_split))`` rows (before shuffling) are held
         out for validation, Keras' arithmetic; ValueError when that leaves either
@@ -302,6 +305,8 @@ class Sequential:
         """
         self._require_compiled()
         epochs = inputs.count("epochs", epochs, 1)
+        shuffle = flag("shuffle", shuffle)
+        seed = seed_value("seed", seed)
         _check_verbose(verbose)
         split = inputs.fraction("validation_split", validation_split)
         comm = distributed.current()

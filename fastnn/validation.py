@@ -140,6 +140,29 @@ def finite_number(name: str, value) -> float:
     return float(value)
 
 
+def flag(name: str, value) -> bool:
+    """True or False (a Python or NumPy bool; not 0, 1 nor a string) as a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def seed_value(name: str, value, bits: Optional[int] = None) -> Optional[int]:
+    """None, or a non-negative int as a Python int: the entropy NumPy's ``SeedSequence`` (and
+    so ``numpy.random.default_rng``) takes; with ``bits``, below ``2**bits`` (a key of that
+    many bits, which larger seeds would alias). Bools are not seeds. TypeError for a value
+    of another type, ValueError for one out of range; both name the argument."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected None or an int >= 0, got {value!r}")
+    value = int(value)
+    if value < 0 or (bits is not None and value >= 1 << bits):
+        bound = "an int >= 0" if bits is None else f"an int in [0, 2**{bits})"
+        raise ValueError(f"{name}: expected None or {bound}, got {value}")
+    return value
+
+
 def positive_number(name: str, value, allow_zero: bool = False) -> float:
     value = finite_number(name, value)
     if value < 0 or (value == 0 and not allow_zero):

@@ -265,6 +265,17 @@ def test_early_stopping_warns_when_the_monitor_is_missing():
     assert len(history.epoch) == 2
 
 
+@pytest.mark.parametrize("callback", [lambda: EarlyStopping(monitor="val_los"),
+                                      lambda: ReduceLROnPlateau(monitor="nope"),
+                                      lambda: EarlyStopping(monitor="accuracy")])
+def test_a_monitor_this_fit_never_logs_raises_naming_it(callback):
+    x, y = blobs()
+    model = classifier(metrics=())  # no accuracy: "accuracy" is a name it never logs
+    with pytest.raises(ValueError, match="monitor: .* does not log; expected one of: loss, "
+                                         "val_loss"):
+        model.fit(x, y, epochs=3, verbose=0, validation_split=0.25, callbacks=[callback()])
+
+
 # -- ModelCheckpoint ------------------------------------------------------------
 
 def test_model_checkpoint_fills_epoch_and_log_fields_and_saves_every_epoch(tmp_path):

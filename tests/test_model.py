@@ -276,6 +276,34 @@ def test_fit_checks_its_settings():
         Sequential([Dense(3, "softmax", input_dim=4)]).fit(x, y, verbose=0)
     with pytest.raises(ValueError, match="'f1'.*accuracy"):
         model.compile("sgd", "sparse_categorical_crossentropy", metrics=["f1"])
+    with pytest.raises(TypeError, match="shuffle: expected True or False, got 'no'"):
+        model.fit(x, y, shuffle="no", verbose=0)
+    with pytest.raises(ValueError, match="seed: expected None or an int >= 0, got -5"):
+        model.fit(x, y, seed=-5, verbose=0)
+    with pytest.raises(TypeError, match="seed: expected None or an int >= 0, got 'a'"):
+        model.fit(x, y, seed="a", verbose=0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) .* got 4611686018427387904$"):
+        model.fit(x, np.full(len(y), 2**62), verbose=0)
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda: Sequential([Dense(3)], seed=-1), ValueError, "seed: expected None or an int >= 0"),
+    (lambda: Sequential([Dense(3)], seed=1.5), TypeError, "seed: .* got 1.5"),
+    (lambda: Sequential([Dense(3)], seed=True), TypeError, "seed: .* got True"),
+    (lambda: fastnn.Dropout(0.5, seed="a"), TypeError, "seed: .* got 'a'"),
+    (lambda: fastnn.Dropout(0.5, seed=-1), ValueError, r"seed: .* \[0, 2\*\*64\), got -1"),
+    (lambda: fastnn.Dropout(0.5, seed=2**64), ValueError, r"seed: .* \[0, 2\*\*64\)"),
+    (lambda: fastnn.initializers.RandomUniform(seed=-1), ValueError, "seed: .* got -1"),
+    (lambda: fastnn.initializers.RandomUniform(1, -1), ValueError,
+     r"minval: expected at most maxval \(-1.0\), got 1.0"),
+    (lambda: fastnn.initializers.RandomNormal(0, -1), ValueError, "stddev: .* >= 0, got -1"),
+    (lambda: fastnn.initializers.RandomNormal(float("nan")), ValueError, "mean: .* finite"),
+])
+def test_seeds_and_initializer_settings_are_checked_when_made(make, error, words):
+    """Not later, by NumPy's own unnamed messages as the model builds (or, for a negative
+    Dropout seed, silently the key of seed + 2**64)."""
+    with pytest.raises(error, match=words):
+        make()
 
 
 # -- backends ----------------------------------------------------------------------
