@@ -9,8 +9,8 @@ rate is ``self.model.optimizer.learning_rate``.
 The callbacks take Keras' names, arguments and defaults (Keras 3,
 https://keras.io/api/callbacks/): :class:`EarlyStopping`, :class:`ModelCheckpoint`,
 :class:`LearningRateScheduler`, :class:`ReduceLROnPlateau`, :class:`CSVLogger`.
-Where Keras only warns about a bad argument (an unknown ``mode``), these raise
-ValueError naming it.
+Where Keras only warns about a bad argument (an unknown ``mode``; a ``monitor`` that names
+nothing the fit logs, found at the end of the first epoch), these raise ValueError naming it.
 """
 
 from __future__ import annotations

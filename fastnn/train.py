@@ -8,6 +8,7 @@ reaches about 98-99% test accuracy in well under a second.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import List
 
@@ -30,6 +31,26 @@ def hidden_sizes(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive layer sizes, "
                                          f"got {text!r}")
     return sizes
+
+
+def check_model_fits(hidden: List[int], features: int, classes: int, dtype: str,
+                     batch: int) -> None:
+    """ValueError naming --hidden when the MLP's parameters, their gradients and the
+    optimizer's state (three copies), with a step's activations and their gradients, need
+    more bytes than this machine's physical memory: one line before any work, rather than
+    NumPy's "Maximum allowed dimension exceeded" or an allocation of hundreds of GiB."""
+    units = [features, *hidden, classes]
+    weights = sum((inputs + 1) * outputs for inputs, outputs in zip(units, units[1:]))
+    need = (3 * weights + 2 * batch * sum(units[1:])) * np.dtype(dtype).itemsize
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: nothing to compare with
+        return
+    if need > memory:
+        shape = "-".join(str(size) for size in units)
+        raise ValueError(f"argument --hidden: a {shape} MLP needs {need / 2**30:,.1f} GiB "
+                         f"({dtype} weights, gradients, optimizer state and activations), "
+                         f"more than this machine's {memory / 2**30:,.1f} GiB of memory")
 
 
 def add_parser(commands) -> None:
@@ -96,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"argument {option}: {message}") from exc
     x_train, x_test, y_train, y_test = data.x_train, data.x_test, data.y_train, data.y_test
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    check_model_fits(args.hidden, x_train.shape[1], data.classes, args.dtype, args.batch_size)
 
     def make_model():
         layers = [fastnn.Dense(size, "relu") for size in args.hidden]

@@ -130,6 +130,19 @@ def test_set_num_threads_validates_and_applies():
         fastnn.set_num_threads(os.cpu_count() or 1)
 
 
+def test_get_num_threads_in_a_fresh_process_holds_the_current_backend():
+    """Not ``{}`` before a first kernel call loads a backend (a new user's trial)."""
+    code = ("import fastnn\n"
+            "fastnn.set_num_threads(1)\n"
+            "counts = fastnn.get_num_threads()\n"
+            "print(fastnn.get_backend_name(), counts)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    name, counts = result.stdout.split(" ", 1)
+    assert counts.strip() == repr({name: 1})
+
+
 def test_info_command_lists_every_backend():
     result = subprocess.run([sys.executable, "-m", "fastnn", "info"], capture_output=True,
                             text=True, timeout=120)

@@ -210,6 +210,8 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> Dict[str, int]:
-    """Threads each loaded backend uses now, by name."""
+    """Threads each loaded backend uses now, by name (int each); the current backend is
+    loaded first, so the dict always holds it (``{}`` in a fresh process before)."""
+    get_backend()
     return {name: module.get_num_threads() for name, module in list(_loaded.items())}
 
