@@ -418,18 +418,22 @@ class Sequential:
                 hooks.on_train_batch_begin(step, {})
             backend = get_backend()
             clock.step = step
-            if rows is not None:
-                workspace.load_rows(backend, rows)
-            workspace.forward(backend, True)
-            loss = workspace.loss_value(backend, True)
-            if not (math.isfinite(loss) if parallel is None else parallel.loss_is_finite(loss)):
-                raise _non_finite(loss, epoch, step, len(schedule))
-            if metric_set is not None:
-                workspace.count_metrics(backend, totals.sums)
-            workspace.backward(backend)
-            if parallel is not None:
-                parallel.average_gradients(self._gradient_storage)
-            optimizer_step(backend)
+            # A diverging step ends in NonFiniteLossError, as on the compiled loop; the numpy
+            # backend's overflow warnings on the way would only precede it.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                if rows is not None:
+                    workspace.load_rows(backend, rows)
+                workspace.forward(backend, True)
+                loss = workspace.loss_value(backend, True)
+                if not (math.isfinite(loss) if parallel is None
+                        else parallel.loss_is_finite(loss)):
+                    raise _non_finite(loss, epoch, step, len(schedule))
+                if metric_set is not None:
+                    workspace.count_metrics(backend, totals.sums)
+                workspace.backward(backend)
+                if parallel is not None:
+                    parallel.average_gradients(self._gradient_storage)
+                optimizer_step(backend)
             totals.loss_sum += loss * workspace.batch
             totals.samples += workspace.batch
             if bar is not None:

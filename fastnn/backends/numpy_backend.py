@@ -268,5 +268,8 @@ def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
 
 def train_steps(plan, order, first_step, steps, stats):
     # The per-layer calls of Sequential's step, with this module's kernels: the reference.
-    return reference_loop.train_steps(sys.modules[__name__], plan, order, first_step, steps,
-                                      stats)
+    # IEEE results without NumPy's overflow warnings, as the C and Numba loops: a diverging
+    # step ends in fit's NonFiniteLossError, which the warnings would only precede.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return reference_loop.train_steps(sys.modules[__name__], plan, order, first_step,
+                                          steps, stats)
