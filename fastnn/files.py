@@ -34,7 +34,9 @@ def atomic_write(path, binary: bool = True, encoding: str = "utf-8",
     exception in the block, or in writing, the temporary file is removed,
     ``path`` is left as it was, and the exception propagates.
     Raises OSError (FileNotFoundError for a missing folder, IsADirectoryError,
-    PermissionError, ...) whose message names ``path``, never the temporary file.
+    PermissionError, ...) whose message names ``path``, never the temporary file; a ``path``
+    that exists but is not a regular file (a device such as /dev/null, a FIFO, a socket)
+    raises OSError before anything is written: the rename would replace it with a file.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -45,9 +47,14 @@ def atomic_write(path, binary: bool = True, encoding: str = "utf-8",
         raise FileNotFoundError(f"{cannot}: the folder {directory} does not exist")
     base = os.path.basename(path)
     try:
-        keep_mode = stat.S_IMODE(os.stat(path).st_mode)
+        status = os.stat(path)
     except FileNotFoundError:
         keep_mode = None
+    else:
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"{cannot}: it is not a regular file (a device, FIFO or socket), "
+                          f"which the write would replace")
+        keep_mode = stat.S_IMODE(status.st_mode)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for attempt in range(100):
         temporary = os.path.join(directory, f".{base}.{os.getpid()}.{attempt}.tmp")

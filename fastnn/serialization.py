@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -56,6 +55,11 @@ def save_model(model, path, include_optimizer: bool = True) -> None:
     if not model.built:
         raise ValueError("model: not built yet, so there are no weights to save; fit it or "
                          "call build() first")
+    for position, layer in enumerate(model.layers):  # what load_model could not rebuild
+        if layers_module.LAYERS.get(type(layer).__name__) is not type(layer):
+            raise ValueError(f"model: layer {position} is a {type(layer).__name__}, a class "
+                             f"load_model does not know, so the file could not be loaded; "
+                             f"register it first (fastnn.layers.register)")
     arrays = {"fastnn_format": np.array(MARKER), "format_version": np.array(FORMAT_VERSION),
               "config": np.array(json.dumps(_config_of(model)))}
     for position, layer in enumerate(model.layers):
@@ -83,7 +87,8 @@ def _read(path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # any failure to read a damaged archive (zlib.error, a
+        # compression method zipfile lacks, a header NumPy cannot parse, ...) is the file's
         reason = ("it holds pickled Python objects, which a fastnn model never does"
                   if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}")
         raise ModelFileError(f"{path}: not a fastnn model file, or a damaged one "

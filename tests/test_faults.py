@@ -244,3 +244,50 @@ def test_writing_onto_a_directory_is_a_clear_error(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a directory"):
         with atomic_write(tmp_path):
             pass
+
+
+def test_writing_onto_a_device_or_fifo_is_refused_and_leaves_it(tmp_path):
+    """The rename would replace it with a regular file (as root, /dev/full became one)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        with atomic_write(fifo):
+            pass
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["pipe"]
+
+
+def test_a_model_of_a_layer_class_load_model_does_not_know_is_not_saved(tmp_path):
+    """save refuses it before writing, so a good file at the path stays as it was."""
+    class Custom(Dense):
+        pass
+
+    model, x, y = trained()
+    model.build()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    good = path.read_bytes()
+    custom = Sequential([Custom(4, "relu", input_dim=x.shape[1]), Dense(3, "softmax")])
+    custom.build()
+    with pytest.raises(ValueError, match="layer 0 is a Custom, a class load_model does not "
+                                         "know"):
+        custom.save(path)
+    assert path.read_bytes() == good
+
+
+def test_every_damaged_byte_of_a_model_file_is_a_model_file_error(tmp_path):
+    """A byte flipped anywhere: ModelFileError naming the file, or the model as saved; never
+    another exception (zlib.error, NotImplementedError, tokenize.TokenError escaped before)."""
+    model, _, _ = trained()
+    model.build()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    data = bytearray(path.read_bytes())
+    damaged = tmp_path / "damaged.npz"
+    for offset in range(0, len(data), max(1, len(data) // 400)):
+        copy = bytearray(data)
+        copy[offset] ^= 0x5A
+        damaged.write_bytes(bytes(copy))
+        try:
+            fastnn.load_model(damaged)
+        except fastnn.ModelFileError as error:
+            assert str(damaged) in str(error)
