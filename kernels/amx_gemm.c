@@ -1203,6 +1203,10 @@ static int packed_gemm(int tiles, int one_thread, int64_t m, int64_t n, int64_t 
                   (busiest_by_rows == busiest_by_columns &&
                    (tiles && a_in_place ? m > 2 * n : m >= n));
     int64_t own_pairs = by_rows ? m_pairs : n_pairs, shared_pairs = by_rows ? n_pairs : m_pairs;
+    /* Every thread owns at least one pair: a thread count above the pairs of the split (one
+     * set past the CPUs, say 64 on 2: fastnn_set_num_threads allows it) would leave threads
+     * with none, and blocks_in_pieces divided its steps by a thread's zero blocks (SIGFPE). */
+    if (threads > own_pairs) threads = (int)own_pairs;
     /* Pairs of the shared operand per chunk reused over a thread's own pairs. */
     /* (A thread's own pairs larger than a group come from L3 for the first block of each
      * chunk, from L2 for the others: with K = 4096, a pair of 256 KB, 2 pairs a chunk read

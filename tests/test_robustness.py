@@ -221,3 +221,38 @@ def test_c_kernels_report_scratch_memory_they_cannot_get():
     assert "fit MemoryError" in lines, result.stdout
     assert "weights unchanged: True" in lines, result.stdout
     assert "small matmul afterwards: 4.0" in lines, result.stdout
+
+
+MANY_THREADS = """
+import numpy as np, fastnn
+from fastnn import ops
+fastnn.set_backend("c")
+rng = np.random.default_rng(0)
+for threads in (64, 1024):
+    fastnn.set_num_threads(threads)
+    for n, k, m in ((1024, 784, 256), (128, 784, 256), (2048, 64, 64)):
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        w = rng.standard_normal((k, m)).astype(np.float32)
+        for precision in ("float32", "bfloat16"):
+            y = ops.linear_forward(x, w, np.zeros(m, np.float32), "relu", precision=precision)
+            dy = rng.standard_normal((n, m)).astype(np.float32)
+            dx, dw, db = ops.linear_backward(x, w, y, dy, "relu", precision=precision)
+            fastnn.set_num_threads(1)
+            expected = ops.linear_backward(x, w, y, dy, "relu", precision=precision)
+            fastnn.set_num_threads(threads)
+            close = all(np.allclose(got, want, rtol=1e-3, atol=1e-3 * np.sqrt(n))
+                        for got, want in zip((dx, dw, db), expected))
+            print(threads, n, k, m, precision, "close" if close else "DIFFERENT")
+"""
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="backend c is not built here")
+def test_more_threads_than_work_or_cpus_is_no_crash():
+    """fastnn.set_num_threads takes up to 1024 (as torch.set_num_threads, past the CPUs):
+    the bfloat16 weight gradient on AMX then gave threads no pairs of blocks and divided by
+    their zero blocks (SIGFPE, the process killed) from 64 threads on."""
+    result = subprocess.run([sys.executable, "-c", MANY_THREADS], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    lines = result.stdout.splitlines()
+    assert len(lines) == 12 and all(line.endswith(" close") for line in lines), lines
