@@ -62,14 +62,16 @@ def positive_float(text: str) -> float:
     return value
 
 
-def thread_counts(text: str) -> List[int]:
-    """``"1,2"`` -> [1, 2]: comma-separated thread counts."""
-    parts = [part.strip() for part in text.split(",")]
+def cpu_thread_counts(text: str) -> List[int]:
+    """``"1,2"`` -> [1, 2]: comma-separated thread counts, each from 1 to the CPUs this
+    process may use (as :func:`threads_for_training`)."""
+    from .environment import thread_count_bound
+
     try:
-        return [thread_count(part) for part in parts]
+        return [threads_for_training(part.strip()) for part in text.split(",")]
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints from 1 to "
-                                         f"{MAX_THREADS}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated counts, each "
+                                         f"{thread_count_bound()}, got {text!r}") from None
 
 
 def _backend(name: str, text: str) -> str:

@@ -372,10 +372,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The sweep's options (shared by ``fastnn bench --sweep`` and ``python -m``), each
     checked by argparse before the sweep starts."""
     from . import arguments
-    parser.add_argument("--sweep-backend", default="c", type=arguments.backend,
+    parser.add_argument("--sweep-backend", type=arguments.backend,
                         help="fastnn backend to sweep (c)")
-    parser.add_argument("--sweep-threads", type=arguments.thread_count, default=2,
-                        help="threads (2)")
+    parser.add_argument("--sweep-threads", type=arguments.threads_for_training,
+                        help="threads, at most the CPUs this process may use (2)")
     parser.add_argument("--budget", type=arguments.positive_float, default=None,
                         help="stop the sweep after this many seconds")
     parser.add_argument("--dtypes", type=_names_of(SWEEP_DTYPES), default=None,
@@ -410,7 +410,7 @@ def torch_wait_note() -> Optional[str]:
 
 def run_from_args(args: argparse.Namespace) -> List[Dict]:
     """Run the sweep as the parsed options say, print the summary, plot if asked."""
-    kwargs = dict(backend=args.sweep_backend, threads=args.sweep_threads,
+    kwargs = dict(backend=args.sweep_backend or "c", threads=args.sweep_threads or 2,
                   budget_seconds=args.budget)
     quick = getattr(args, "quick", False)
     grid = dict(ms=QUICK_M if quick else M_VALUES, ks=QUICK_KN if quick else KN_VALUES,

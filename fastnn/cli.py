@@ -65,17 +65,32 @@ def info(_args: argparse.Namespace) -> int:
     return 0
 
 
+#: The options of ``fastnn bench --sweep`` alone, and of the kernel table alone.
+SWEEP_OPTIONS = ("--sweep-backend", "--sweep-threads", "--budget", "--dtypes", "--transposes",
+                 "--ms", "--ks", "--ns")
+KERNEL_OPTIONS = ("--backends", "--threads", "--json")
+#: ``fastnn bench``'s thread counts when --threads is not given.
+DEFAULT_BENCH_THREADS = (1, 2)
+
+
 def bench(args: argparse.Namespace) -> int:
     """Time every kernel on every backend at each thread count; table, and JSON or a chart
     when asked."""
     from . import bench as benchmark
 
+    # an option of the other mode would be ignored: refused, as argparse refuses a bad value
+    other = SWEEP_OPTIONS if not args.sweep else KERNEL_OPTIONS
+    given = [option for option in other if getattr(args, option[2:].replace("-", "_"))
+             is not None]
+    if given:
+        raise ValueError(f"argument {given[0]}: "
+                         + ("only with --sweep" if not args.sweep else "not with --sweep"))
     if args.sweep:  # the GEMM sweep (fastnn/bench_sweep.py)
         from . import bench_sweep
         bench_sweep.run_from_args(args)
         return 0
-    results = benchmark.run(args.backends, tuple(args.threads), quick=args.quick,
-                            progress=True)
+    results = benchmark.run(args.backends, tuple(args.threads or DEFAULT_BENCH_THREADS),
+                            quick=args.quick, progress=True)
     print(benchmark.format_table(results))
     if args.json:
         benchmark.write_json(results, args.json)
@@ -137,8 +152,9 @@ def build_parser() -> Parser:
                     "No file is written unless --json or --plot asks.")
     bench_parser.add_argument("--backends", type=arguments.backends,
                               help="comma-separated names (default: all available)")
-    bench_parser.add_argument("--threads", type=arguments.thread_counts, default=[1, 2],
-                              help="comma-separated thread counts (default 1,2)")
+    bench_parser.add_argument("--threads", type=arguments.cpu_thread_counts,
+                              help="comma-separated thread counts, each at most the CPUs this "
+                                   "process may use (default 1,2)")
     bench_parser.add_argument("--quick", action="store_true", help="one small shape per kernel")
     bench_parser.add_argument("--json", metavar="PATH", type=arguments.output_file,
                               help="write the results as JSON to PATH (default: no file)")

@@ -74,13 +74,14 @@ BAD_VALUES = {
     },
     "bench": {
         "--backends": ["cuda", "numpy,gpu", ",", "c,c", "c,,numpy"],
-        "--threads": ["0", "1,x", "", "1,,2", str(arguments.MAX_THREADS + 1)],
+        "--threads": ["0", "1,x", "", "1,,2", str(arguments.MAX_THREADS + 1), "1000",
+                      f"1,{environment.usable_cpus() + 1}"],
         "--quick": ["=yes"],
         "--json": ["/no/such/folder/out.json", ".", ""],
         "--plot": ["/no/such/folder/chart.png", "chart.notaformat", "."],
         "--sweep": ["=yes"],
         "--sweep-backend": ["cuda"],
-        "--sweep-threads": ["0", "x"],
+        "--sweep-threads": ["0", "x", "1000"],
         "--budget": ["-1", "soon"],
         "--dtypes": ["float16", "float32,float32"],
         "--transposes": ["nx", ""],
@@ -131,6 +132,26 @@ def test_a_bad_option_value_is_one_line_naming_the_option_with_exit_2(command, o
     assert_one_line_error(shown.err, f"fastnn {command}", option)
     if not value.startswith("=") and value.strip(",") and value != ".":
         assert repr(value) in shown.err or value in shown.err  # what it got
+
+
+@pytest.mark.parametrize("options, option, mode", [
+    (["--budget", "5"], "--budget", "only with --sweep"),
+    (["--ms", "8"], "--ms", "only with --sweep"),
+    (["--quick", "--dtypes", "float64"], "--dtypes", "only with --sweep"),
+    (["--sweep-backend", "numpy"], "--sweep-backend", "only with --sweep"),
+    (["--sweep", "--threads", "1"], "--threads", "not with --sweep"),
+    (["--sweep", "--json", "out.json"], "--json", "not with --sweep"),
+])
+def test_an_option_of_the_other_bench_mode_is_refused_naming_it(options, option, mode, capsys,
+                                                               tmp_path, monkeypatch):
+    """Not ignored: ``fastnn bench --ms 8`` ran the kernel table, as if --ms were not there."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["bench", *options])
+    assert stop.value.code == 2
+    shown = capsys.readouterr()
+    assert_one_line_error(shown.err, "fastnn bench", option)
+    assert mode in shown.err and not os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("argv", [[], ["bogus"], ["cache"], ["cache", "purge"],
