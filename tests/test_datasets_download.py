@@ -156,6 +156,20 @@ def test_a_bad_download_is_a_clear_error_and_leaves_no_file(dataset, server, beh
     assert not folder.parent.exists()  # no partial file, and no folder it made is left
 
 
+def test_mirrors_must_be_a_sequence_of_urls(dataset, server):
+    """A string is refused naming mirrors (it was split into one-character "mirrors"); a
+    mirror that is no URL is a failed mirror like any other."""
+    name, loader, _, folder = dataset
+    with pytest.raises(TypeError, match="mirrors: expected a sequence of base URLs"):
+        loader(mirrors=server.mirror("a"))
+    with pytest.raises(DatasetUnavailableError, match="unknown url type"):
+        loader(mirrors=["not a url"])
+    with pytest.raises(TypeError, match="flatten: expected True or False, got 'no'"):
+        loader(flatten="no")
+    with pytest.raises(TypeError, match="flatten: expected True or False, got 'no'"):
+        fastnn.datasets.load_digits(flatten="no")
+
+
 def test_offline_names_the_urls_and_the_folder(dataset, server, monkeypatch):
     name, loader, _, folder = dataset
     port = server.httpd.server_address[1]
@@ -297,6 +311,12 @@ def test_load_idx_reads_every_type_gzip_or_not(dtype, compressed, tmp_path):
     (b"\x00\x00\x08\x02\x00\x00\x00\x02", "truncated IDX header: expected 12 bytes for 2 "
                                             "dimensions, got 8"),
     (b"\x00\x00\x07\x01\x00\x00\x00\x01x", "unknown IDX type code 0x07"),
+    # dimensions whose product passes 2^64 (in int64 it wrapped to 0 and NumPy's reshape
+    # failed without the file's name) or whose size wrapped negative
+    (b"\x00\x00\x08\x04" + b"\x00\x01\x00\x00" * 4,
+     r"truncated: the dimensions \(65536, 65536, 65536, 65536\) need 18446744073709551616 "
+     "bytes"),
+    (b"\x00\x00\x08\x02" + b"\xff" * 8, "need 18446744065119617025 bytes of data, found 0"),
     (gzip.compress(b"\x00" * 100)[:-9], "not a readable gzip file"),
 ])
 def test_load_idx_names_a_bad_file(content, message, tmp_path):

@@ -12,7 +12,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ..validation import finite_number
+from ..validation import finite_number, flag
 
 DIGITS_FILE = "digits.npz"
 ANIMAL_CLASSES = ("other", "mammal", "bird")
@@ -32,6 +32,7 @@ def load_digits(flatten: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     extracted once (unchanged, pixels as integers 0..16) into
     ``fastnn/data/digits.npz``; scikit-learn is not needed to load it.
     """
+    flatten = flag("flatten", flatten)
     with resources.files("fastnn.data").joinpath(DIGITS_FILE).open("rb") as file:
         with np.load(file, allow_pickle=False) as archive:
             images, labels = archive["images"], archive["labels"]

@@ -159,6 +159,9 @@ def fetch(dataset: RemoteDataset, mirrors: Sequence[str] = None) -> Dict[str, Pa
     in the folder is not the published one: delete it to download it again), ValueError
     (a bad ``FASTNN_DATA``), OSError (the folder cannot be created or written).
     """
+    if isinstance(mirrors, (str, bytes)):  # tuple() would make one "mirror" a character
+        raise TypeError(f"mirrors: expected a sequence of base URLs (a list), got the "
+                        f"{type(mirrors).__name__} {mirrors!r}")
     mirrors = tuple(dataset.mirrors if mirrors is None else mirrors)
     folder = data_dir() / dataset.name
     paths, made = {}, []
@@ -179,7 +182,8 @@ def fetch(dataset: RemoteDataset, mirrors: Sequence[str] = None) -> Dict[str, Pa
                     try:
                         _download(url, remote, path)
                         break
-                    except (OSError, ChecksumError, http.client.HTTPException) as exc:
+                    except (OSError, ChecksumError, http.client.HTTPException,
+                            ValueError) as exc:  # (ValueError: not a URL urllib can open)
                         failures.append((url, _reason(exc)))
                 else:
                     raise DatasetUnavailableError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import zipfile
 from typing import Optional, Tuple, Union
@@ -79,7 +80,7 @@ def load_idx(path) -> np.ndarray:
                          f"{rank} dimensions, got {len(content)}")
     shape = tuple(int(d) for d in np.frombuffer(content, ">u4", rank, 4))
     dtype = np.dtype(IDX_TYPES[code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: 65536^4 overflows int64
     found = len(content) - header
     if found != expected:
         problem = "truncated" if found < expected else "longer than its header says"

@@ -17,6 +17,7 @@ import numpy as np
 
 from .download import RemoteDataset, RemoteFile, fetch
 from .loaders import load_idx
+from ..validation import flag
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
@@ -65,6 +66,7 @@ Split = Tuple[np.ndarray, np.ndarray]
 
 def _load(dataset: RemoteDataset, flatten: bool,
           mirrors: Optional[Sequence[str]]) -> Tuple[Split, Split]:
+    flatten = flag("flatten", flatten)
     paths = fetch(dataset, mirrors)
     parts = []
     for images_file, labels_file in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
