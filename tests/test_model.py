@@ -282,7 +282,8 @@ def test_fit_checks_its_settings():
         model.fit(x, y, seed=-5, verbose=0)
     with pytest.raises(TypeError, match="seed: expected None or an int >= 0, got 'a'"):
         model.fit(x, y, seed="a", verbose=0)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) .* got 4611686018427387904$"):
+    with pytest.raises(ValueError,
+                       match=r"labels must lie in \[0, 3\) .* got 4611686018427387904$"):
         model.fit(x, np.full(len(y), 2**62), verbose=0)
 
 
