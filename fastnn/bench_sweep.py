@@ -410,8 +410,11 @@ def torch_wait_note() -> Optional[str]:
 
 def run_from_args(args: argparse.Namespace) -> List[Dict]:
     """Run the sweep as the parsed options say, print the summary, plot if asked."""
-    kwargs = dict(backend=args.sweep_backend or "c", threads=args.sweep_threads or 2,
-                  budget_seconds=args.budget)
+    kwargs = dict(budget_seconds=args.budget)  # backend and threads: run's defaults unless given
+    if args.sweep_backend is not None:
+        kwargs["backend"] = args.sweep_backend
+    if args.sweep_threads is not None:
+        kwargs["threads"] = args.sweep_threads
     quick = getattr(args, "quick", False)
     grid = dict(ms=QUICK_M if quick else M_VALUES, ks=QUICK_KN if quick else KN_VALUES,
                 ns=QUICK_KN if quick else KN_VALUES,

@@ -69,8 +69,6 @@ def info(_args: argparse.Namespace) -> int:
 SWEEP_OPTIONS = ("--sweep-backend", "--sweep-threads", "--budget", "--dtypes", "--transposes",
                  "--ms", "--ks", "--ns")
 KERNEL_OPTIONS = ("--backends", "--threads", "--json")
-#: ``fastnn bench``'s thread counts when --threads is not given.
-DEFAULT_BENCH_THREADS = (1, 2)
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -89,8 +87,8 @@ def bench(args: argparse.Namespace) -> int:
         from . import bench_sweep
         bench_sweep.run_from_args(args)
         return 0
-    results = benchmark.run(args.backends, tuple(args.threads or DEFAULT_BENCH_THREADS),
-                            quick=args.quick, progress=True)
+    threads = {} if args.threads is None else {"threads": tuple(args.threads)}  # else run's
+    results = benchmark.run(args.backends, quick=args.quick, progress=True, **threads)
     print(benchmark.format_table(results))
     if args.json:
         benchmark.write_json(results, args.json)

@@ -405,7 +405,7 @@ class Dropout(Layer):
         self.seed = seed_value("seed", seed, bits=64)  # (its key takes 64 bits: layer_key)
         self.threshold = counter_rng.keep_threshold(rate)
         self.scale = 1.0 / (1.0 - rate)
-        own = seed if seed is not None else int(np.random.SeedSequence().generate_state(
+        own = self.seed if self.seed is not None else int(np.random.SeedSequence().generate_state(
             1, np.uint64)[0])
         self.key = counter_rng.layer_key(own, 0)
         self.clock = counter_rng.StepClock()
