@@ -18,6 +18,11 @@ semantics of PyTorch's DistributedDataParallel and Horovod:
   backward (MODE_GRADIENTS), the Allreduce, and one call for the update (MODE_APPLY): the
   weights are those of the per-layer path bit for bit. A non-finite loss on any rank travels
   in that same Allreduce (as a NaN gradient) and stops every rank at the same step;
+* every rank must call ``fit`` with the same data, model and arguments: before anything
+  else is exchanged, one broadcast of rank 0's figures and one Allreduce compare rows,
+  columns, validation rows, epochs, batch size, shuffle, the weights and the architecture
+  (:meth:`DataParallel.check_agreement`), and every rank raises the same ValueError naming
+  what differs, instead of a truncated message deep in MPI or a rank waiting forever;
 * dropout: each rank draws its own masks (the shared seed with its rank mixed in,
   :meth:`DataParallel.dropout_seed`), as each GPU of DistributedDataParallel does;
 * the loss and metrics of each epoch, and the validation data (split ``r::size`` across
@@ -40,6 +45,8 @@ passing it to :func:`init`. mpi4py (and an MPI, e.g. the ``mpich`` wheel) come w
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -208,6 +215,16 @@ def _abort_on_uncaught_exception(comm: Communicator) -> None:
     sys.excepthook = hook
 
 
+def _figure(value) -> int:
+    """An int as itself; anything else as a 56-bit digest of its JSON form."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    text = json.dumps(value, sort_keys=True, default=repr).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=7).digest(), "little")
+
+
 class DataParallel:
     """What one ``fit`` does differently under a communicator of ``size`` > 1 ranks."""
 
@@ -236,6 +253,69 @@ class DataParallel:
         backend and path, and reproducible for a given seed and rank count.
         """
         return counter_rng.mix(counter_rng.mix(seed) ^ (self.comm.rank + 1))
+
+    def check_agreement(self, figures: "dict[str, object]") -> None:
+        """Raise ValueError on every rank unless every rank's ``figures`` equal rank 0's.
+
+        figures: {name: value}, the same names in the same order on every rank; values are
+        ints, or anything ``json.dumps`` takes (compared by a 56-bit BLAKE2 digest,
+        named without its value in the message). One
+        broadcast of rank 0's values and one Allreduce of the names that differ somewhere,
+        so every rank learns which differ and all raise together (the job then ends through
+        :func:`init`'s hook). The message names each figure with rank 0's value and this
+        rank's, e.g. ``ranks disagree on x rows (rank 0: 100, rank 1: 90)`` on rank 1 and
+        ``x rows (rank 0: 100, another rank differs)`` on rank 0.
+        """
+        names = list(figures)
+        mine = np.array([_figure(figures[name]) for name in names], np.int64)
+        first = mine.copy()
+        self.comm.broadcast(first)
+        differs = (first != mine).astype(np.float64)
+        self.comm.allreduce_sum(differs)
+        if not differs.any():
+            return
+        parts = []
+        for index in np.flatnonzero(differs):
+            name, value = names[index], figures[names[index]]
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                here = first[index] != mine[index]
+                known = f"rank {self.comm.rank}'s" if here else "another rank's"
+                parts.append(f"{name} ({known} differs from rank 0's)")
+            elif first[index] != mine[index]:
+                parts.append(f"{name} (rank 0: {first[index]}, rank {self.comm.rank}: {value})")
+            else:
+                parts.append(f"{name} (rank 0: {value}, another rank differs)")
+        raise ValueError("fit under MPI: ranks disagree on " + "; ".join(parts) + ". Every "
+                         "rank must call fit with the same data, model and arguments "
+                         "(see fastnn.distributed)")
+
+    def check_fit(self, model, data, validation, **arguments) -> None:
+        """:meth:`check_agreement` on what one ``fit`` call must share across ranks: the
+        training rows and columns (every rank holds all rows and draws its shard of a shared
+        permutation), whether rows are weighted, the validation rows, the fit ``arguments``
+        (epochs, batch_size, shuffle: the number of steps and so of collectives), and the
+        model: dtype, layers with their configurations and weight shapes, loss, optimizer
+        with its state's shapes (what :meth:`broadcast_model` sends)."""
+        x, targets, _, weights = data
+        optimizer = model.optimizer
+        figures = {
+            "x rows": len(x), "x columns": int(np.prod(x.shape[1:], dtype=np.int64)),
+            "y columns": int(np.prod(targets.shape[1:], dtype=np.int64)),
+            "sample or class weights given": weights is not None,
+            "validation rows": 0 if validation is None else len(validation[0]),
+            **{name: -1 if value is None else value for name, value in arguments.items()},
+            "weights": model._parameter_storage.size,
+            "model (dtype, layers, their configurations and weight shapes)": [
+                str(np.dtype(model.dtype))] + [
+                [type(layer).__name__, layer.get_config(),
+                 [list(np.shape(value)) for value in layer.params]]
+                for layer in model.layers],
+            "loss": repr(model.loss),
+            "optimizer": None if optimizer is None else [
+                type(optimizer).__name__, optimizer.get_config(),
+                {name: list(np.shape(value)) for name, value in optimizer.state().items()}],
+        }
+        self.check_agreement(figures)
 
     def broadcast_model(self, model) -> None:
         """Rank 0's weights, optimizer state and moving statistics everywhere."""

@@ -327,6 +327,9 @@ class Sequential:
             data, validation = _split_off(data, split)
             if class_weight is not None:  # as Keras: class_weight weighs the training rows only
                 validation = validation[:3] + (None,)
+        if parallel is not None:  # the same data, model and arguments on every rank
+            parallel.check_fit(self, data, validation, epochs=epochs, batch_size=batch_size,
+                               shuffle=shuffle)
         dropout_seed = int(train_seed.spawn(1)[0].generate_state(1, np.uint64)[0])
         if parallel is not None:  # each rank its own masks
             dropout_seed = parallel.dropout_seed(dropout_seed)

@@ -7,6 +7,7 @@ the test instead of hanging the suite. The reference runs in this process, singl
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,6 +165,16 @@ def test_an_exception_on_one_rank_ends_the_job_nonzero_within_seconds(tmp_path):
     assert done.returncode != 0
     assert seconds < 30
     assert "a callback failed on rank 1" in done.stderr
+
+
+def test_ranks_with_different_data_all_raise_a_value_error_naming_it(tmp_path):
+    # before: rank 0's Bcast of the permutation's rows truncated rank 1's, a raw MPI abort
+    done, _, seconds = run_job(tmp_path, "c", "sgd", 256, 16, 2, "mismatch", module=False)
+    assert done.returncode != 0
+    assert seconds < 30
+    for seen in ("rank 0: 256, rank 1: 264", "rank 0: 256, another rank differs"):
+        assert f"ValueError: fit under MPI: ranks disagree on x rows ({seen})" in done.stderr
+    assert "truncated" not in done.stderr
 
 
 def test_each_rank_gets_its_share_of_the_cores(tmp_path):
@@ -408,3 +419,86 @@ def test_each_rank_draws_its_own_dropout_masks(monkeypatch, backend, compiled):
     parallel = distributed.DataParallel(MirrorCommunicator(1))
     assert parallel.dropout_seed(123) != distributed.DataParallel(
         MirrorCommunicator(0)).dropout_seed(123) != 123
+
+
+class ThreadedPair(distributed.Communicator):
+    """Rank ``rank`` of a 2-rank job whose ranks are two threads of this process."""
+
+    size, local_size = 2, 2
+
+    def __init__(self, rank, shared):
+        self.rank, self.shared = rank, shared
+
+    def broadcast(self, buffer, root=0):
+        if self.rank == root:
+            self.shared["sent"] = buffer.copy()
+        self.shared["barrier"].wait()
+        buffer[...] = self.shared["sent"]
+        self.shared["barrier"].wait()
+
+    def allreduce_sum(self, buffer):
+        self.shared[self.rank] = buffer.copy()
+        self.shared["barrier"].wait()
+        buffer[...] = self.shared[0] + self.shared[1]
+        self.shared["barrier"].wait()
+
+
+def check_fit_on_two_ranks(calls):
+    """Run DataParallel.check_fit(*calls[rank]) on ranks 0 and 1 (threads); each rank's
+    ValueError message, or None."""
+    shared, errors = {"barrier": threading.Barrier(2, timeout=10)}, [None, None]
+
+    def rank_main(rank):
+        model, data, validation, arguments = calls[rank]
+        try:
+            distributed.DataParallel(ThreadedPair(rank, shared)).check_fit(
+                model, data, validation, **arguments)
+        except ValueError as exc:
+            errors[rank] = str(exc)
+
+    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    return errors
+
+
+def fit_call(rows=40, units=8, optimizer="sgd", epochs=2, batch_size=16, validation=None):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, 5))
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = Sequential([Dense(units, "relu", input_dim=5), Dense(2, "softmax")], seed=1)
+    model.compile(SGD(0.1) if optimizer == "sgd" else Adam(0.01),
+                  "sparse_categorical_crossentropy")
+    data = model._prepare(x, y)
+    return (model, data, validation and model._prepare(x[:validation], y[:validation]),
+            {"epochs": epochs, "batch_size": batch_size, "shuffle": True})
+
+
+@pytest.mark.parametrize("change, rank_0, rank_1", [
+    ({"rows": 48}, "x rows (rank 0: 40, another rank differs)",
+     "x rows (rank 0: 40, rank 1: 48)"),
+    ({"epochs": 3}, "epochs (rank 0: 2, another rank differs)", "epochs (rank 0: 2, rank 1: 3)"),
+    ({"batch_size": None}, "batch_size (rank 0: 16, another rank differs)",
+     "batch_size (rank 0: 16, rank 1: -1)"),
+    ({"validation": 10}, "validation rows (rank 0: 0, another rank differs)",
+     "validation rows (rank 0: 0, rank 1: 10)"),
+    ({"units": 9}, "weights (rank 0: 66, another rank differs); model (dtype, layers, their "
+     "configurations and weight shapes) (another rank's differs from rank 0's)",
+     "weights (rank 0: 66, rank 1: 74); model (dtype, layers, their configurations and "
+     "weight shapes) (rank 1's differs from rank 0's)"),
+    ({"optimizer": "adam"}, "optimizer (another rank's differs from rank 0's)",
+     "optimizer (rank 1's differs from rank 0's)"),
+])
+def test_ranks_disagreeing_on_data_model_or_arguments_all_raise_naming_it(change, rank_0,
+                                                                         rank_1):
+    errors = check_fit_on_two_ranks([fit_call(), fit_call(**change)])
+    prefix = "fit under MPI: ranks disagree on "
+    assert errors[0] is not None and errors[0].startswith(prefix + rank_0 + ". "), errors
+    assert errors[1] is not None and errors[1].startswith(prefix + rank_1 + ". "), errors
+
+
+def test_ranks_that_agree_pass_the_check():
+    assert check_fit_on_two_ranks([fit_call(validation=10), fit_call(validation=10)]) == [
+        None, None]

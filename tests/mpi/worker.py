@@ -4,7 +4,8 @@ usage: worker.py OUT.npz BACKEND OPTIMIZER ROWS BATCH EPOCHS [raise | per-layer 
 Trains the model of tests/mpi/job.py on its data and rank 0 saves the History, the final
 weights and the steps the compiled loop ran split around the Allreduce to OUT.npz (through
 Sequential.save's rank-0 rule for the model file OUT.model.npz). With "raise", rank 1's
-callback raises at its first epoch end; with "per-layer" the per-layer path trains
+callback raises at its first epoch end; with "mismatch" rank 1 trains on 8 rows more than
+rank 0 (every rank must raise the same ValueError); with "per-layer" the per-layer path trains
 (compiled_loop False); with "compare" both train, the per-layer run's figures saved under
 names prefixed "per_layer_".
 """
@@ -22,7 +23,8 @@ from job import make_data, make_model  # noqa: E402
 out, backend, optimizer, rows, batch, epochs = sys.argv[1:7]
 option = sys.argv[7] if len(sys.argv) > 7 else ""
 fastnn.set_backend(backend)
-x, y, x_val, y_val = make_data(int(rows))
+x, y, x_val, y_val = make_data(int(rows) + (8 if option == "mismatch" and
+                                            distributed.rank() == 1 else 0))
 
 # count the steps that ran as gradients call, Allreduce, apply call
 split_steps = [0]
