@@ -162,8 +162,9 @@ def test_mirrors_must_be_a_sequence_of_urls(dataset, server):
     name, loader, _, folder = dataset
     with pytest.raises(TypeError, match="mirrors: expected a sequence of base URLs"):
         loader(mirrors=server.mirror("a"))
-    with pytest.raises(DatasetUnavailableError, match="unknown url type"):
+    with pytest.raises(DatasetUnavailableError, match="unknown url type") as failed:
         loader(mirrors=["not a url"])
+    assert " from not a url" in str(failed.value)  # the mirror named (was an empty host)
     with pytest.raises(TypeError, match="flatten: expected True or False, got 'no'"):
         loader(flatten="no")
     with pytest.raises(TypeError, match="flatten: expected True or False, got 'no'"):

@@ -203,7 +203,7 @@ def _unavailable(dataset: RemoteDataset, remote: RemoteFile,
     https://a.org/mnist/ into FOLDER, or set FASTNN_DATA to a folder holding mnist/``.
     Every URL and its reason is in the error's ``failures``."""
     if failures:
-        host = urllib.parse.urlsplit(failures[0][0]).netloc
+        host = urllib.parse.urlsplit(failures[0][0]).netloc or failures[0][0]  # not a URL
         others = len(failures) - 1
         reasons = list(dict.fromkeys(reason for _, reason in failures))
         tried = (f" from {host}" + (f" and {others} other mirror{'s' * (others > 1)}"
