@@ -19,10 +19,13 @@ semantics of PyTorch's DistributedDataParallel and Horovod:
   weights are those of the per-layer path bit for bit. A non-finite loss on any rank travels
   in that same Allreduce (as a NaN gradient) and stops every rank at the same step;
 * every rank must call ``fit`` with the same data, model and arguments: before anything
-  else is exchanged, one broadcast of rank 0's figures and one Allreduce compare rows,
-  columns, validation rows, epochs, batch size, shuffle, the weights and the architecture
-  (:meth:`DataParallel.check_agreement`), and every rank raises the same ValueError naming
-  what differs, instead of a truncated message deep in MPI or a rank waiting forever;
+  else is exchanged, two tiny Allreduces compare rows, columns, validation rows, epochs,
+  batch size, shuffle, matmul precision, the weights and the architecture
+  (:meth:`DataParallel.check_agreement`; fastnn.sklearn adds the estimator's parameters and
+  classes), and every rank raises the same ValueError naming what differs and each rank's
+  value, instead of a truncated message deep in MPI or a rank waiting forever;
+* a callback that sets ``model.stop_training`` on one rank (an EarlyStopping, scikit-learn's
+  ``tol``) stops every rank at the same step (:meth:`DataParallel.any_rank`);
 * dropout: each rank draws its own masks (the shared seed with its rank mixed in,
   :meth:`DataParallel.dropout_seed`), as each GPU of DistributedDataParallel does;
 * the loss and metrics of each epoch, and the validation data (split ``r::size`` across
@@ -56,6 +59,7 @@ from typing import Optional
 import numpy as np
 
 from fastnn import counter_rng
+from fastnn.precision import get_matmul_precision
 
 #: Environment variables that MPI launchers set in every process they start, with the size.
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
@@ -209,20 +213,35 @@ def _abort_on_uncaught_exception(comm: Communicator) -> None:
         time.sleep(ABORT_PAUSE_SECONDS)
         try:
             comm.abort(1)
-        finally:
+        except BaseException:  # no abort: the previous hook (e.g. mpi4py's) is the fallback
             previous(kind, value, trace)
+            return
+        os._exit(1)  # MPI_Abort returned before ending us: the traceback is written once
 
     sys.excepthook = hook
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
 def _figure(value) -> int:
-    """An int as itself; anything else as a 56-bit digest of its JSON form."""
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
+    """A number as its float64 bits (shown again by :func:`_shown`); anything else as a
+    56-bit digest of its JSON form."""
+    if _is_number(value):
+        return int(np.array(value, np.float64).view(np.int64))
     text = json.dumps(value, sort_keys=True, default=repr).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=7).digest(), "little")
+
+
+def _shown(bits: np.int64) -> str:
+    value = float(np.array(bits, np.int64).view(np.float64))
+    return str(int(value)) if value.is_integer() and abs(value) < 2 ** 53 else repr(value)
+
+
+#: Ranks whose differing figure a message lists before "and N more".
+_LISTED_RANKS = 3
 
 
 class DataParallel:
@@ -254,47 +273,54 @@ class DataParallel:
         """
         return counter_rng.mix(counter_rng.mix(seed) ^ (self.comm.rank + 1))
 
-    def check_agreement(self, figures: "dict[str, object]") -> None:
-        """Raise ValueError on every rank unless every rank's ``figures`` equal rank 0's.
+    def check_agreement(self, figures: "dict[str, object]", what: str = "fit") -> None:
+        """Raise the same ValueError on every rank unless every rank's ``figures`` equal.
 
-        figures: {name: value}, the same names in the same order on every rank; values are
-        ints, or anything ``json.dumps`` takes (compared by a 56-bit BLAKE2 digest,
-        named without its value in the message). One
-        broadcast of rank 0's values and one Allreduce of the names that differ somewhere,
-        so every rank learns which differ and all raise together (the job then ends through
-        :func:`init`'s hook). The message names each figure with rank 0's value and this
-        rank's, e.g. ``ranks disagree on x rows (rank 0: 100, rank 1: 90)`` on rank 1 and
-        ``x rows (rank 0: 100, another rank differs)`` on rank 0.
+        figures: {name: value}, the same names on every rank; numbers (ints, floats) are
+        compared and shown as themselves, anything else (strings, lists, dicts: what
+        ``json.dumps`` takes) by a 56-bit BLAKE2 digest, shown as which ranks differ. Two
+        tiny Allreduces (the names' count and digest, then every rank's figures, gathered
+        by summing rows that are zero but on their own rank), so every rank learns every
+        rank's figures and all raise the same message, e.g. ``fit under MPI: ranks disagree
+        on x rows (rank 0: 100, rank 1: 90)`` (the job then ends through :func:`init`'s
+        hook). what: the call named in the message.
         """
-        names = list(figures)
-        mine = np.array([_figure(figures[name]) for name in names], np.int64)
-        first = mine.copy()
-        self.comm.broadcast(first)
-        differs = (first != mine).astype(np.float64)
-        self.comm.allreduce_sum(differs)
-        if not differs.any():
-            return
+        size, rank, names = self.comm.size, self.comm.rank, list(figures)
+        keys = np.zeros((size, 2), np.int64)
+        keys[rank] = len(names), _figure(names)
+        self.comm.allreduce_sum(keys)
+        if (keys != keys[0]).any():  # e.g. another estimator class: other parameters
+            raise ValueError(f"{what} under MPI: ranks disagree on what they check (other "
+                             f"arguments or another estimator class). Every rank must call "
+                             f"{what} with the same data, model and arguments")
+        values = np.zeros((size, len(names)), np.int64)
+        values[rank] = [_figure(figures[name]) for name in names]
+        self.comm.allreduce_sum(values)
         parts = []
-        for index in np.flatnonzero(differs):
-            name, value = names[index], figures[names[index]]
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                here = first[index] != mine[index]
-                known = f"rank {self.comm.rank}'s" if here else "another rank's"
-                parts.append(f"{name} ({known} differs from rank 0's)")
-            elif first[index] != mine[index]:
-                parts.append(f"{name} (rank 0: {first[index]}, rank {self.comm.rank}: {value})")
+        for index in np.flatnonzero((values != values[0]).any(axis=0)):
+            name, column = names[index], values[:, index]
+            others = [r for r in range(1, size) if column[r] != column[0]]
+            listed = others[:_LISTED_RANKS]
+            more = f", and {len(others) - len(listed)} more ranks" if len(others) > len(
+                listed) else ""
+            if _is_number(figures[name]):
+                shown = ", ".join(f"rank {r}: {_shown(column[r])}" for r in [0] + listed)
+                parts.append(f"{name} ({shown}{more})")
             else:
-                parts.append(f"{name} (rank 0: {value}, another rank differs)")
-        raise ValueError("fit under MPI: ranks disagree on " + "; ".join(parts) + ". Every "
-                         "rank must call fit with the same data, model and arguments "
-                         "(see fastnn.distributed)")
+                ranks = ", ".join(map(str, listed))
+                parts.append(f"{name} (rank{'s' * (len(others) > 1)} {ranks}{more} "
+                             f"differ{'s' * (len(others) == 1)} from rank 0)")
+        if parts:
+            raise ValueError(f"{what} under MPI: ranks disagree on " + "; ".join(parts) +
+                             f". Every rank must call {what} with the same data, model and "
+                             "arguments (see fastnn.distributed)")
 
     def check_fit(self, model, data, validation, **arguments) -> None:
         """:meth:`check_agreement` on what one ``fit`` call must share across ranks: the
         training rows and columns (every rank holds all rows and draws its shard of a shared
         permutation), whether rows are weighted, the validation rows, the fit ``arguments``
-        (epochs, batch_size, shuffle: the number of steps and so of collectives), and the
-        model: dtype, layers with their configurations and weight shapes, loss, optimizer
+        (epochs, batch_size, shuffle: the number of steps and so of collectives), the matmul
+        precision (the model's, or fastnn.get_matmul_precision()), and the model: dtype, layers with their configurations and weight shapes, loss, optimizer
         with its state's shapes (what :meth:`broadcast_model` sends)."""
         x, targets, _, weights = data
         optimizer = model.optimizer
@@ -304,6 +330,7 @@ class DataParallel:
             "sample or class weights given": weights is not None,
             "validation rows": 0 if validation is None else len(validation[0]),
             **{name: -1 if value is None else value for name, value in arguments.items()},
+            "matmul precision": model.matmul_precision or get_matmul_precision(),
             "weights": model._parameter_storage.size,
             "model (dtype, layers, their configurations and weight shapes)": [
                 str(np.dtype(model.dtype))] + [
@@ -358,6 +385,16 @@ class DataParallel:
         self._scalar[0] = 0.0 if np.isfinite(loss) else 1.0
         self.comm.allreduce_sum(self._scalar)
         return self._scalar[0] == 0.0
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (one tiny Allreduce). ``fit``
+        passes its ``stop_training`` through it after each epoch's hooks (and each batch's,
+        when a callback has batch hooks), so a callback that stops training on one rank
+        stops every rank at the same step, as one process would, instead of leaving the
+        others waiting forever in the next step's Allreduce."""
+        self._scalar[0] = 1.0 if flag else 0.0
+        self.comm.allreduce_sum(self._scalar)
+        return bool(self._scalar[0] > 0)
 
     def average_gradients(self, gradients: np.ndarray, finite: bool = True) -> bool:
         """Mean of every rank's gradient buffer, in place (one Allreduce).

@@ -367,6 +367,8 @@ class Sequential:
         logs = None
         for epoch in range(epochs):
             hooks.on_epoch_begin(epoch)
+            if parallel is not None:  # a stop on any rank is every rank's (DataParallel)
+                self.stop_training = parallel.any_rank(self.stop_training)
             if shuffled:
                 rng.shuffle(permutation)
                 if parallel is not None:
@@ -391,6 +393,8 @@ class Sequential:
                 if bar is not None:
                     bar.close(totals.logs() if logs is None else logs)
             hooks.on_epoch_end(epoch, logs)
+            if parallel is not None:
+                self.stop_training = parallel.any_rank(self.stop_training)
             if self.stop_training:
                 break
         hooks.on_train_end(logs)
@@ -443,6 +447,8 @@ class Sequential:
                 bar.advance(workspace.batch)
             if batch_hooks:
                 hooks.on_train_batch_end(step, totals.logs())
+                if parallel is not None:
+                    self.stop_training = parallel.any_rank(self.stop_training)
             if self.stop_training:
                 break
 
@@ -458,7 +464,10 @@ class Sequential:
         batch_hooks = hooks is not None and hooks.batch_hooks("train")
         chunks = self.__dict__.setdefault("_chunk_steps", {})  # (a model pickled before it)
         key = (get_backend_name(), plan.batch)
-        chunk = 1 if batch_hooks else chunks.get(key, 1)
+        # under MPI a stop set before the epoch ends it after one step on every rank (the
+        # chunks, timed, differ between ranks)
+        one_step = batch_hooks or (parallel is not None and self.stop_training)
+        chunk = 1 if one_step else chunks.get(key, 1)
         while step < plan.steps:
             count = min(chunk, plan.steps - step)
             if batch_hooks:
@@ -490,7 +499,9 @@ class Sequential:
             step += done
             if batch_hooks:
                 hooks.on_train_batch_end(step - 1, totals.logs())
-            else:
+                if parallel is not None:
+                    self.stop_training = parallel.any_rank(self.stop_training)
+            elif not one_step:
                 chunk = max(1, min(4 * count, int(count * CHUNK_SECONDS / max(elapsed, 1e-6))))
                 chunks[key] = chunk  # the next epoch (and fit) starts at the size reached
             if self.stop_training:

@@ -328,10 +328,6 @@ class _SummedBinaryCrossentropy(BinaryCrossentropy):
         return loss * units
 
 
-class _StopTraining(Exception):
-    """Raised by the epoch hook to end ``Sequential.fit`` early (scikit-learn's break)."""
-
-
 class _EpochHook(Callback):
     """Runs the estimator's end-of-epoch bookkeeping after each of fastnn's epochs."""
 
@@ -343,7 +339,7 @@ class _EpochHook(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.estimator._end_epoch(logs["loss"], self.run):
-            raise _StopTraining
+            self.model.stop_training = True  # (under MPI, every rank's: DataParallel.any_rank)
 
 
 class _LearningRate:
@@ -643,6 +639,16 @@ class _BaseMLP(BaseEstimator):
             self._optimizer.load_state(state)
             self._optimizer_state = None
 
+    def _shared_figures(self) -> Dict[str, Any]:
+        """What every rank's estimator must share under MPI: its parameters (but
+        random_state, whose draws rank 0 broadcasts, and verbose) and classes_."""
+        figures = {name: value for name, value in sorted(self.get_params().items())
+                   if name not in ("random_state", "verbose")}
+        classes = getattr(self, "classes_", None)
+        if classes is not None:
+            figures["classes_"] = np.asarray(classes).tolist()
+        return figures
+
     def _make_optimizer(self, solver: str, lr: float):
         if solver == "sgd":
             momentum = float(self.momentum)
@@ -655,6 +661,9 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's _fit_stochastic, with the epochs run by ``Sequential.fit``. labels:
         y's class indices (n_samples,) or None (_validate_input)."""
         model = self._model
+        comm = distributed.current()
+        if comm is not None:  # the same estimator on every rank; Sequential.fit checks the rest
+            distributed.DataParallel(comm).check_agreement(self._shared_figures(), "fit")
         if not incremental or self._optimizer is None:
             self._schedule = _LearningRate(self)
             self._optimizer = self._make_optimizer(self.solver, self._schedule.rate)
@@ -697,8 +706,6 @@ class _BaseMLP(BaseEstimator):
             model.fit(X, self._targets(y, labels), epochs=1 if incremental else self.max_iter,
                       batch_size=batch_size, shuffle=bool(self.shuffle), verbose=0, seed=seed,
                       callbacks=[_EpochHook(self, run)])
-        except _StopTraining:
-            pass
         except NonFiniteLossError as exc:
             raise ValueError(NON_FINITE_MESSAGE) from exc
         except KeyboardInterrupt:

@@ -172,9 +172,29 @@ def test_ranks_with_different_data_all_raise_a_value_error_naming_it(tmp_path):
     done, _, seconds = run_job(tmp_path, "c", "sgd", 256, 16, 2, "mismatch", module=False)
     assert done.returncode != 0
     assert seconds < 30
-    for seen in ("rank 0: 256, rank 1: 264", "rank 0: 256, another rank differs"):
-        assert f"ValueError: fit under MPI: ranks disagree on x rows ({seen})" in done.stderr
+    # the same message on both ranks
+    assert done.stderr.count("ValueError: fit under MPI: ranks disagree on x rows (rank 0: "
+                             "256, rank 1: 264). Every rank") == 2, done.stderr
     assert "truncated" not in done.stderr
+
+
+@pytest.mark.parametrize("option", ["stop-epoch", "stop-batch"])
+def test_a_callback_that_stops_one_rank_stops_every_rank_at_the_same_step(tmp_path, option):
+    # before: rank 1 left fit, rank 0 waited in the next step's Allreduce (a hang)
+    done, out, _ = run_job(tmp_path, "c", "sgd", 256, 16, 4, option)
+    assert done.returncode == 0, done.stderr
+    assert len(np.load(out)["history_loss"]) == 1
+
+
+def test_sklearn_estimators_that_differ_between_ranks_all_raise_naming_the_parameter(
+        tmp_path):
+    # before: rank 1's tol=10 stopped it after a few epochs, and rank 0 waited forever
+    backend = COMPILED[0] if COMPILED else "numpy"
+    done, _, seconds = run_job(tmp_path, backend, "sgd", "tol", worker=SKLEARN_WORKER,
+                               module=False)
+    assert done.returncode != 0 and seconds < 60
+    assert done.stderr.count("ValueError: fit under MPI: ranks disagree on tol (rank 0: "
+                             "0.0001, rank 1: 10).") == 2, done.stderr
 
 
 def test_each_rank_gets_its_share_of_the_cores(tmp_path):
@@ -389,7 +409,10 @@ class MirrorCommunicator(distributed.Communicator):
         self.rank = rank
 
     def allreduce_sum(self, buffer):
-        buffer += buffer.copy()
+        if buffer.ndim == 2 and len(buffer) == self.size:  # check_agreement's gather
+            buffer[...] = buffer[self.rank]  # the peer's figures: the same
+        else:
+            buffer += buffer.copy()
 
     def broadcast(self, buffer, root=0):
         pass
@@ -464,11 +487,13 @@ def check_fit_on_two_ranks(calls):
     return errors
 
 
-def fit_call(rows=40, units=8, optimizer="sgd", epochs=2, batch_size=16, validation=None):
+def fit_call(rows=40, units=8, optimizer="sgd", epochs=2, batch_size=16, validation=None,
+             precision=None):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, 5))
     y = (x[:, 0] > 0).astype(np.int64)
-    model = Sequential([Dense(units, "relu", input_dim=5), Dense(2, "softmax")], seed=1)
+    model = Sequential([Dense(units, "relu", input_dim=5), Dense(2, "softmax")], seed=1,
+                       matmul_precision=precision)
     model.compile(SGD(0.1) if optimizer == "sgd" else Adam(0.01),
                   "sparse_categorical_crossentropy")
     data = model._prepare(x, y)
@@ -476,27 +501,21 @@ def fit_call(rows=40, units=8, optimizer="sgd", epochs=2, batch_size=16, validat
             {"epochs": epochs, "batch_size": batch_size, "shuffle": True})
 
 
-@pytest.mark.parametrize("change, rank_0, rank_1", [
-    ({"rows": 48}, "x rows (rank 0: 40, another rank differs)",
-     "x rows (rank 0: 40, rank 1: 48)"),
-    ({"epochs": 3}, "epochs (rank 0: 2, another rank differs)", "epochs (rank 0: 2, rank 1: 3)"),
-    ({"batch_size": None}, "batch_size (rank 0: 16, another rank differs)",
-     "batch_size (rank 0: 16, rank 1: -1)"),
-    ({"validation": 10}, "validation rows (rank 0: 0, another rank differs)",
-     "validation rows (rank 0: 0, rank 1: 10)"),
-    ({"units": 9}, "weights (rank 0: 66, another rank differs); model (dtype, layers, their "
-     "configurations and weight shapes) (another rank's differs from rank 0's)",
-     "weights (rank 0: 66, rank 1: 74); model (dtype, layers, their configurations and "
-     "weight shapes) (rank 1's differs from rank 0's)"),
-    ({"optimizer": "adam"}, "optimizer (another rank's differs from rank 0's)",
-     "optimizer (rank 1's differs from rank 0's)"),
+@pytest.mark.parametrize("change, message", [
+    ({"rows": 48}, "x rows (rank 0: 40, rank 1: 48)"),
+    ({"epochs": 3}, "epochs (rank 0: 2, rank 1: 3)"),
+    ({"batch_size": None}, "batch_size (rank 0: 16, rank 1: -1)"),
+    ({"validation": 10}, "validation rows (rank 0: 0, rank 1: 10)"),
+    ({"precision": "bfloat16"}, "matmul precision (rank 1 differs from rank 0)"),
+    ({"units": 9}, "weights (rank 0: 66, rank 1: 74); model (dtype, layers, their "
+     "configurations and weight shapes) (rank 1 differs from rank 0)"),
+    ({"optimizer": "adam"}, "optimizer (rank 1 differs from rank 0)"),
 ])
-def test_ranks_disagreeing_on_data_model_or_arguments_all_raise_naming_it(change, rank_0,
-                                                                         rank_1):
+def test_ranks_disagreeing_on_data_model_or_arguments_all_raise_naming_it(change, message):
     errors = check_fit_on_two_ranks([fit_call(), fit_call(**change)])
-    prefix = "fit under MPI: ranks disagree on "
-    assert errors[0] is not None and errors[0].startswith(prefix + rank_0 + ". "), errors
-    assert errors[1] is not None and errors[1].startswith(prefix + rank_1 + ". "), errors
+    expected = f"fit under MPI: ranks disagree on {message}. Every rank must call fit"
+    assert errors[0] is not None and errors[0].startswith(expected), errors
+    assert errors[1] == errors[0]  # the same message on every rank
 
 
 def test_ranks_that_agree_pass_the_check():

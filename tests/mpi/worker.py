@@ -5,7 +5,9 @@ Trains the model of tests/mpi/job.py on its data and rank 0 saves the History, t
 weights and the steps the compiled loop ran split around the Allreduce to OUT.npz (through
 Sequential.save's rank-0 rule for the model file OUT.model.npz). With "raise", rank 1's
 callback raises at its first epoch end; with "mismatch" rank 1 trains on 8 rows more than
-rank 0 (every rank must raise the same ValueError); with "per-layer" the per-layer path trains
+rank 0 (every rank must raise the same ValueError); with "stop-epoch" rank 1's callback sets
+stop_training at the end of the first epoch, with "stop-batch" after its third step (every
+rank must stop there); with "per-layer" the per-layer path trains
 (compiled_loop False); with "compare" both train, the per-layer run's figures saved under
 names prefixed "per_layer_".
 """
@@ -46,13 +48,24 @@ class Fail(fastnn.Callback):
             raise RuntimeError("a callback failed on rank 1")
 
 
+class StopOnRank1(fastnn.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if distributed.rank() == 1 and option == "stop-epoch":
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if distributed.rank() == 1 and option == "stop-batch" and batch == 2:
+            self.model.stop_training = True
+
+
 def train(compiled: bool, prefix: str = "") -> dict:
     model = make_model(optimizer)
     model.compiled_loop = compiled
     split_steps[0] = 0
     history = model.fit(x, y, epochs=int(epochs), batch_size=int(batch), seed=3, verbose=0,
                         validation_data=(x_val, y_val),
-                        callbacks=[Fail()] if option == "raise" else None)
+                        callbacks=[Fail()] if option == "raise" else
+                        [StopOnRank1()] if option.startswith("stop") else None)
     if not prefix:
         model.save(out + ".model.npz")
     return {f"{prefix}split_steps": split_steps[0],
