@@ -320,8 +320,9 @@ class DataParallel:
         training rows and columns (every rank holds all rows and draws its shard of a shared
         permutation), whether rows are weighted, the validation rows, the fit ``arguments``
         (epochs, batch_size, shuffle: the number of steps and so of collectives), the matmul
-        precision (the model's, or fastnn.get_matmul_precision()), and the model: dtype, layers with their configurations and weight shapes, loss, optimizer
-        with its state's shapes (what :meth:`broadcast_model` sends)."""
+        precision (the model's, or fastnn.get_matmul_precision()), and the model: dtype,
+        layers with their configurations and weight shapes, loss, optimizer with its state's
+        shapes (what :meth:`broadcast_model` sends)."""
         x, targets, _, weights = data
         optimizer = model.optimizer
         figures = {
