@@ -59,13 +59,22 @@ def _reduction(reduction: str) -> str:
     return reduction
 
 
+def _transpose_flag(name: str, value) -> bool:
+    """A transpose flag: a bool or an int (as the compiled entry takes them, and as BLAS's
+    0 / 1); TypeError naming ``name`` for anything else (a string was true)."""
+    if not isinstance(value, (bool, int, np.bool_, np.integer)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
            precision: Optional[str] = None) -> np.ndarray:
     """``op(a) @ op(b)``; a (N, K) or (K, N) if trans_a, b (K, M) or (M, K) if trans_b.
 
     precision: "float32", "bfloat16" (alias "mixed_bfloat16": operands rounded to bfloat16,
     float32 accumulation) or None for :func:`fastnn.get_matmul_precision`; see
-    :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64.
+    :mod:`fastnn.precision`. ValueError for an unknown name or bfloat16 with float64;
+    TypeError for a transpose flag that is not a bool (or an int).
     a and b may both be bfloat16 arrays (``ml_dtypes.bfloat16``): they multiply as bfloat16
     precision multiplies rounded float32 operands (exact products, float32 sums), whatever
     ``precision`` names (rounding a bfloat16 number changes nothing), and the result is
@@ -91,6 +100,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False, out=None,
             product = entry(a, b, trans_a, trans_b, out, name != "float32")
             if product is not None:
                 return product
+    trans_a, trans_b = _transpose_flag("trans_a", trans_a), _transpose_flag("trans_b", trans_b)
     if type(a) is _ndarray and type(b) is _ndarray:
         dtype = a.dtype
         if not a.flags.carray:

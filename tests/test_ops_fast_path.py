@@ -150,6 +150,8 @@ BAD = {
     "bfloat16 float64": (lambda a, b: ops.matmul(a.astype(float), b.astype(float),
                                                  precision="bfloat16"), ValueError, "precision"),
     "transposed inner": (lambda a, b: ops.matmul(a, b, trans_b=True), ValueError, "b:"),
+    "transpose flag string": (lambda a, b: ops.matmul(a.T.copy(), b, trans_a="yes"),
+                              TypeError, "trans_a: expected True or False, got 'yes'"),
     "alpha inf": (lambda a, b: ops.linear_forward(a, b, np.zeros(4, np.float32), "leaky_relu",
                                                   float("inf")), ValueError, "alpha"),
     "alpha bool": (lambda a, b: ops.linear_forward(a, b, np.zeros(4, np.float32), "relu",
