@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     shape = "-".join(str(size) for size in [x_train.shape[1], *args.hidden, data.classes])
     ranks = distributed.size()
     say(f"fastnn train: {shape} MLP (relu) on {data.description}; backend "
-        f"{fastnn.get_backend_name()}, {optimizer}, batch {args.batch_size}, {args.dtype}"
+        f"{fastnn.get_backend_name()}, {optimizer}, batch {args.batch_size}"
+        + (f" per rank ({args.batch_size * ranks} in all)" if ranks > 1 else "")
+        + f", {args.dtype}"
         + (f", {args.matmul_precision} matmuls" if args.matmul_precision != "float32" else "")
         + f", {threads} thread{'s' * (threads != 1)}"
         + (f" per rank, {ranks} MPI ranks (data-parallel)" if ranks > 1 else ""))

@@ -214,6 +214,7 @@ def test_mpiexec_fastnn_train_trains_data_parallel_and_rank_0_alone_reports(tmp_
     lines = done.stdout.splitlines()
     assert len([line for line in lines if line.startswith("fastnn train:")]) == 1
     assert "2 MPI ranks (data-parallel)" in lines[0]
+    assert "batch 32 per rank (64 in all)" in lines[0]  # the global batch, as it trains
     assert len([line for line in lines if line.startswith("Epoch ")]) == 3
     assert len([line for line in lines if line.startswith("test accuracy")]) == 1
 
