@@ -135,6 +135,21 @@ def launched_by_mpi() -> bool:
     return False
 
 
+#: Environment variables that MPI launchers set to the rank of each process they start.
+_LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def launcher_rank() -> int:
+    """This process's rank as its MPI launcher set it (0 when none did), without joining the
+    job: for what only rank 0 should say before ``fit`` joins (the numba compile notice)."""
+    for name in _LAUNCHER_RANK_VARIABLES:
+        try:
+            return int(os.environ[name])
+        except (KeyError, ValueError):
+            continue
+    return 0
+
+
 def init(communicator: Optional[Communicator] = None) -> Communicator:
     """Join the job's data-parallel group (once; later calls return the same communicator).
 

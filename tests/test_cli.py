@@ -469,6 +469,13 @@ def test_numba_says_once_that_it_compiles_and_nothing_on_a_warm_cache(tmp_path):
     notices = [line for line in cold.stderr.splitlines() if "compiling" in line]
     assert len(notices) == 1 and "once" in notices[0] and "cache" in notices[0], cold.stderr
     assert warm.stderr == ""
+    # under mpiexec every rank compiles, and rank 0 alone says so (each rank said it)
+    other = tmp_path / "rank-1"
+    rank_1 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "NUMBA_CACHE_DIR": str(other),
+                                 "FASTNN_CACHE_DIR": str(other), "PMI_RANK": "1"},
+                            timeout=600)
+    assert rank_1.returncode == 0 and rank_1.stderr == "", rank_1.stderr
 
 
 # -- fastnn bench ---------------------------------------------------------------------------

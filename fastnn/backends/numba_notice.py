@@ -7,7 +7,7 @@ the training loop alone took 141 s to compile for float32 and 134 s for float64
 on two Zen 4 cores.
 Numba announces a "numba:compile" event only when it really compiles, not when
 it loads a kernel from its cache: listening for it says so exactly then, once
-per process, and a warm run prints nothing.
+per process, and a warm run prints nothing. Under an MPI launcher only rank 0 prints it.
 
 The line goes through the ``fastnn`` logger at WARNING level: with no logging
 set up, Python prints the bare message on standard error; an application (or
@@ -45,6 +45,9 @@ class CompileNotice(event.Listener):
         if self.told or not module.startswith("fastnn."):
             return
         self.told = True
+        from ..distributed import launcher_rank
+        if launcher_rank() != 0:  # under mpiexec, every rank compiles; rank 0 alone says so
+            return
         folder = _cache_folder(dispatcher)
         from ..cache import is_temporary
         kept = ("kept for this process only: the cache folder cannot be written"
