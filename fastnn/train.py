@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     from fastnn import distributed
     from fastnn.datasets import for_training
 
+    if args.matmul_precision == "bfloat16" and args.dtype != "float32":
+        raise ValueError(f"argument --matmul-precision: bfloat16 needs --dtype float32, got "
+                         f"--dtype {args.dtype}")
     # under mpiexec every rank trains its shard (fastnn.distributed); rank 0 alone reports
     say = print if distributed.is_main() else (lambda *_, **__: None)
 

@@ -229,6 +229,15 @@ def test_a_user_error_raised_while_a_command_runs_is_one_line(capsys, monkeypatc
                           "(second line)")
 
 
+def test_bfloat16_matmuls_with_float64_data_name_the_option(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--matmul-precision", "bfloat16", "--dtype", "float64"])
+    assert stop.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "fastnn train: error: argument "
+                          "--matmul-precision: bfloat16 needs --dtype float32, got --dtype "
+                          "float64")
+
+
 def test_a_diverging_training_is_one_line_with_exit_1(capsys):
     with pytest.raises(SystemExit) as stop, warnings.catch_warnings():
         warnings.simplefilter("error")  # no NumPy overflow warnings either
