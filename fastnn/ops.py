@@ -422,6 +422,10 @@ def softmax_cross_entropy(logits, target, reduction: str = "mean", compute_grad:
         if ignore_index is not None:
             raise ValueError("ignore_index: applies to integer class labels only, and target "
                              f"holds probability rows of shape {target_array.shape}")
+        if target_array.dtype.kind in "iub" and target_array.ndim == 2:
+            raise TypeError(f"target: expected integer class labels of shape (N,) = ({n},) or "
+                            f"probability rows (N, C) of {logits.dtype}, got {target_array.dtype}"
+                            f" of shape {target_array.shape} (labels in a column: ravel them)")
         target = float_array("target", target_array, ndim=2, dtype=logits.dtype)
         same_shape("target", target, logits.shape)
         counted = n

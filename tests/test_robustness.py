@@ -103,6 +103,13 @@ def test_read_only_inputs_are_fine(backend):
     np.testing.assert_allclose(loss, np.log(4), rtol=1e-6)
 
 
+def test_labels_in_a_column_are_named_as_such():
+    # (N, 1) integer labels: "expected dtype float32 or float64, got int64" did not say why
+    with pytest.raises(TypeError, match=r"class labels of shape \(N,\) = \(4,\).*got int64 "
+                       r"of shape \(4, 1\) \(labels in a column: ravel them\)"):
+        ops.softmax_cross_entropy(np.zeros((4, 3), F32), np.array([[0], [1], [2], [1]]))
+
+
 def test_empty_arrays(backend):
     empty = np.zeros((0, 5), F32)
     assert ops.softmax(empty).shape == (0, 5)
