@@ -33,7 +33,16 @@ class Parser(argparse.ArgumentParser):
     """argparse, with an error as one line instead of the usage text and the error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+        self.usage_error(f"{one_line(message)} (see {self.prog} --help)")
+
+    def usage_error(self, message: str, prog: Optional[str] = None) -> NoReturn:
+        """Exit 2 with a one-line error about the command line or the environment. Under an
+        MPI launcher rank 0 alone writes it: every rank reads the same command line and
+        environment, so it would be one line a rank. (Errors while a command runs, such as
+        a file one rank cannot read, are written by every rank that meets them.)"""
+        from .distributed import launcher_rank
+        self.exit(2, f"{prog or self.prog}: error: {message}\n" if launcher_rank() == 0
+                  else None)
 
 
 def info(_args: argparse.Namespace) -> int:
@@ -211,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             try:
                 environment.check()
             except ValueError as exc:
-                parser.exit(2, f"{prog}: error: {one_line(exc)}\n")
+                parser.usage_error(one_line(exc), prog)
         args = parser.parse_args(argv)
         return _run(parser, f"fastnn {args.command}", args)
 

@@ -200,12 +200,27 @@ def threads_per_rank(comm: Communicator) -> int:
     count = num_threads()
     if count is not None:
         return count
+    return max(1, _host_cpus() // max(1, comm.local_size))
+
+
+def _host_cpus() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, comm.local_size))
+    return cores or 1
+
+
+def _warn_if_oversubscribed(comm: Communicator, cpus: int) -> None:
+    """On rank 0: a RuntimeWarning when this host runs more ranks than it has CPUs (each
+    rank then waits for a CPU at every collective; -n at most the CPUs)."""
+    if comm.rank == 0 and comm.local_size > cpus:
+        import warnings
+        warnings.warn(f"{comm.local_size} MPI ranks on a host with {cpus} CPUs: ranks share "
+                      f"CPUs and every step waits for the slowest; start at most {cpus} "
+                      f"(mpiexec -n {cpus})", RuntimeWarning, stacklevel=3)
 
 
 def _set_threads(comm: Communicator) -> None:
     from .backends import set_num_threads
+    _warn_if_oversubscribed(comm, _host_cpus())
     count = threads_per_rank(comm)
     set_num_threads(count)
     try:

@@ -229,6 +229,21 @@ def test_a_user_error_raised_while_a_command_runs_is_one_line(capsys, monkeypatc
                           "(second line)")
 
 
+def test_under_mpiexec_rank_0_alone_writes_a_command_line_error(capsys, monkeypatch):
+    """Every rank reads the same command line: one line in all, not one a rank."""
+    for rank, silent in (("1", True), ("0", False)):
+        monkeypatch.setenv("PMI_RANK", rank)
+        for argv, variable in ((["train", "--lr", "-1"], None), (["info"], "FASTNN_BACKEND")):
+            if variable:
+                monkeypatch.setenv(variable, "gpu")
+            with pytest.raises(SystemExit) as stop:
+                cli.main(argv)
+            monkeypatch.delenv("FASTNN_BACKEND", raising=False)
+            assert stop.value.code == 2
+            err = capsys.readouterr().err
+            assert (err == "") if silent else ("error:" in err), (rank, argv, err)
+
+
 def test_bfloat16_matmuls_with_float64_data_name_the_option(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "--matmul-precision", "bfloat16", "--dtype", "float64"])

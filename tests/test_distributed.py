@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +523,17 @@ def test_ranks_disagreeing_on_data_model_or_arguments_all_raise_naming_it(change
 def test_ranks_that_agree_pass_the_check():
     assert check_fit_on_two_ranks([fit_call(validation=10), fit_call(validation=10)]) == [
         None, None]
+
+
+class HostOf(distributed.Communicator):
+    def __init__(self, rank, local_size):
+        self.rank, self.size, self.local_size = rank, local_size, local_size
+
+
+def test_more_ranks_than_cpus_on_a_host_warns_once_on_rank_0():
+    with pytest.warns(RuntimeWarning, match="3 MPI ranks on a host with 2 CPUs.*mpiexec -n 2"):
+        distributed._warn_if_oversubscribed(HostOf(0, 3), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distributed._warn_if_oversubscribed(HostOf(1, 3), 2)  # rank 0 alone says it
+        distributed._warn_if_oversubscribed(HostOf(0, 2), 2)
