@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 
-import fastnn
 from fastnn import distributed, plan
 from fastnn.sklearn import MLPClassifier
 
