@@ -350,7 +350,8 @@ class DataParallel:
         training rows and columns (every rank holds all rows and draws its shard of a shared
         permutation), whether rows are weighted, the validation rows, the fit ``arguments``
         (epochs, batch_size, shuffle: the number of steps and so of collectives), the matmul
-        precision (the model's, or fastnn.get_matmul_precision()), and the model: dtype,
+        precision (the model's, or fastnn.get_matmul_precision(); a float64 model's is float64
+        whatever the setting), and the model: dtype,
         layers with their configurations and weight shapes, loss, optimizer with its state's
         shapes (what :meth:`broadcast_model` sends)."""
         x, targets, _, weights = data
@@ -361,7 +362,8 @@ class DataParallel:
             "sample or class weights given": weights is not None,
             "validation rows": 0 if validation is None else len(validation[0]),
             **{name: -1 if value is None else value for name, value in arguments.items()},
-            "matmul precision": model.matmul_precision or get_matmul_precision(),
+            "matmul precision": ("float64" if np.dtype(model.dtype) == np.float64 else
+                                 model.matmul_precision or get_matmul_precision()),
             "weights": model._parameter_storage.size,
             "model (dtype, layers, their configurations and weight shapes)": [
                 str(np.dtype(model.dtype))] + [
