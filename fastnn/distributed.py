@@ -196,16 +196,11 @@ def is_main() -> bool:
 
 def threads_per_rank(comm: Communicator) -> int:
     """``FASTNN_NUM_THREADS`` if set, else this host's cores shared among its ranks."""
-    from .environment import num_threads
+    from .environment import num_threads, usable_cpus
     count = num_threads()
     if count is not None:
         return count
-    return max(1, _host_cpus() // max(1, comm.local_size))
-
-
-def _host_cpus() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores or 1
+    return max(1, usable_cpus() // max(1, comm.local_size))
 
 
 def _warn_if_oversubscribed(comm: Communicator, cpus: int) -> None:
@@ -220,7 +215,8 @@ def _warn_if_oversubscribed(comm: Communicator, cpus: int) -> None:
 
 def _set_threads(comm: Communicator) -> None:
     from .backends import set_num_threads
-    _warn_if_oversubscribed(comm, _host_cpus())
+    from .environment import usable_cpus
+    _warn_if_oversubscribed(comm, usable_cpus())
     count = threads_per_rank(comm)
     set_num_threads(count)
     try:
