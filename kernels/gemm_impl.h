@@ -42,6 +42,24 @@
  * -DFASTNN_GEMM_B_BLOCK_BYTES=... (FASTNN_EXTRA_CFLAGS). */
 #define GEMM_B_BLOCK_BYTES fastnn_gemm_b_block_bytes()
 
+/* A run of n (0 < n <= VLEN) numbers of a packed panel at dst, from x's first lanes. When
+ * `spill` (the caller has checked that the next numbers of dst are written after this run, by
+ * a later store of the same packing), a whole vector is stored where partial stores are slow
+ * (FASTNN_PARTIAL_STORES_SLOW, simd.h): its lanes past n land on numbers still to be written.
+ * AMD's VMASKMOVPS store is microcoded: on a Zen 3, the 6-number runs of the AVX2 copy's A
+ * micro-panels took 40% of a float32 1024 x 2048 x 2048 product with A transposed. */
+static inline void FN(pack_store)(T *dst, VEC x, int64_t n, int spill) {
+#if FASTNN_PARTIAL_STORES_SLOW
+    if (spill) {
+        V(store)(dst, x);
+        return;
+    }
+#else
+    (void)spill;
+#endif
+    V(store_part)(dst, x, n);
+}
+
 /* A panel of `width` columns and kc rows: dst[p * width + i] = M[p][i] for i < count, p < kc,
  * and 0 for count <= i < width, where M[p][i] is src[i * ld + p] when `transposed` and
  * src[p * ld + i] otherwise (contiguous runs). A transposed source is read in square blocks
@@ -49,10 +67,11 @@
 static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src, int64_t ld,
                            int64_t count, int64_t kc, int transposed) {
     if (!transposed) {
+        /* row by row, so a run's spill lands on the next row's first numbers, written next */
         for (int64_t p = 0; p < kc; p++)
             for (int64_t i = 0; i < width; i += VLEN)
-                V(store_part)(dst + p * width + i, V(load_part)(src + p * ld + i, count - i, 0),
-                              width - i);
+                FN(pack_store)(dst + p * width + i, V(load_part)(src + p * ld + i, count - i, 0),
+                               width - i, p + 1 < kc);
         return;
     }
     for (int64_t i = 0; i < width; i += VLEN)
@@ -68,8 +87,10 @@ static void FN(pack_panel)(T *restrict dst, int64_t width, const T *restrict src
                            : kc - p >= VLEN ? V(load)(src + (i + q) * ld + p)
                                             : V(load_part)(src + (i + q) * ld + p, kc - p, 0);
             V(transpose)(block);
+            /* a run may spill onto the next row when it is the row's only one */
             for (int q = 0; q < VLEN && p + q < kc; q++)
-                V(store_part)(dst + (p + q) * width + i, block[q], width - i);
+                FN(pack_store)(dst + (p + q) * width + i, block[q], width - i,
+                               width <= VLEN && p + q + 1 < kc);
         }
 }
 
@@ -88,13 +109,14 @@ static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, 
  * lines most of the time) of each of kc rows a row stride apart. */
 static void FN(pack_a_group_t)(T *restrict dst, const T *restrict a, int64_t lda, int64_t rows,
                                int64_t kc) {
+    /* a panel's runs spill onto its next row (written at p + 1) when a row is one run */
     for (int64_t p = 0; p < kc; p++)
         for (int64_t g = 0; g * GEMM_MR < rows; g++)
             for (int64_t i = 0; i < GEMM_MR; i += VLEN)
-                V(store_part)(dst + g * GEMM_MR * kc + p * GEMM_MR + i,
-                              V(load_part)(a + p * lda + g * GEMM_MR + i,
-                                           rows - g * GEMM_MR - i, 0),
-                              GEMM_MR - i);
+                FN(pack_store)(dst + g * GEMM_MR * kc + p * GEMM_MR + i,
+                               V(load_part)(a + p * lda + g * GEMM_MR + i,
+                                            rows - g * GEMM_MR - i, 0),
+                               GEMM_MR - i, GEMM_MR <= VLEN && p + 1 < kc);
 }
 
 /* Pack the kc rows x nr (<= NR) columns of op(B) starting at `b` into a kc x NR micro-panel:
@@ -347,6 +369,19 @@ static inline int64_t FN(gemm_row_tiles)(int64_t m, int64_t *rows) {
  * 1.00-1.08x, 512 x 2048 x 1024 1.00-1.05x; AVX2 2048 x 4096 x 2048 1.07x; float64 2048^3
  * 1.04x. Two panels measured as four (0.98-1.02x), eight 0.97-1.02x. */
 #define GEMM_A_T_GROUP 4
+
+/* The PACKED path keeps a block of A packed across the B blocks of a thread's columns when
+ * there are at least GEMM_A_REUSE_BLOCKS of them (gemm_packed_thread), at most
+ * GEMM_A_BLOCK_BYTES of it (a K block of that many rows; more rows take more blocks, and B is
+ * packed again for each). A B block fills 60% of L2, so with a small L2 there are many: on a
+ * Zen 3 core (512 KB, 192 columns a block at K blocks of 384), A was packed again 11 times in
+ * a product of 2048 columns. */
+#ifndef GEMM_A_REUSE_BLOCKS
+#define GEMM_A_REUSE_BLOCKS 3
+#endif
+#ifndef GEMM_A_BLOCK_BYTES
+#define GEMM_A_BLOCK_BYTES (2 * 1024 * 1024)
+#endif
 
 /* The columns of a packed B block of the many-rows path for K blocks of kc: at most what
  * GEMM_B_BLOCK_BYTES holds, a whole number of panels, and the blocks as equal as possible
@@ -727,49 +762,69 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
     if (i0 >= i1 || j0 >= j1) return FASTNN_OK;
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = FN(gemm_nc)(j1 - j0, kc_max);
+    /* A kept packed across the B blocks (GEMM_A_REUSE_BLOCKS): a block of mc_max rows of A a
+     * K block, each micro-panel packed before its tiles of the first B block, as below, and
+     * read again for the others; else one micro-panel (or group) at a time, packed again for
+     * each B block. */
+    int64_t mc_max = 0;
+    if (fastnn_ceil_div(j1 - j0, nc_max) >= GEMM_A_REUSE_BLOCKS)
+        mc_max = fastnn_min(fastnn_ceil_div(i1 - i0, GEMM_MR),
+                            fastnn_max(GEMM_A_T_GROUP, GEMM_A_BLOCK_BYTES / ((int64_t)sizeof(T) *
+                                                              kc_max * GEMM_MR))) * GEMM_MR;
     /* A transposed: GEMM_A_T_GROUP micro-panels packed at once (pack_a_group_t), so that each
      * line of A is read once: packed one at a time, the kc lines of a panel (for M = 4096 all
      * 16 KB apart, in one set of L1) were evicted before the next panel read the rest of them. */
     int64_t a_group = trans_a ? GEMM_A_T_GROUP : 1;
-    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)(a_group * GEMM_MR * kc_max) * sizeof(T));
+    int64_t a_rows = mc_max ? mc_max : a_group * GEMM_MR;
+    T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)(a_rows * kc_max) * sizeof(T));
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
     (void)n;
 
-    for (int64_t jc = j0; jc < j1; jc += nc_max) {
-        int64_t nc = fastnn_min(nc_max, j1 - jc);
-        int64_t n_panels = fastnn_ceil_div(nc, GEMM_NR);
+    /* Without reuse: jc outer, so each K block's C tiles of one B block stay in cache across
+     * the K blocks; with it, pc outer, and each B block packed once per block of A rows. */
+    int64_t jc_step = mc_max ? j1 - j0 : nc_max, ic_step = mc_max ? mc_max : i1 - i0;
+    for (int64_t jc_outer = j0; jc_outer < j1; jc_outer += jc_step)
         for (int64_t pc = 0; pc < k; pc += kc_max) {
             int64_t kc = fastnn_min(kc_max, k - pc);
             int accumulate = pc > 0;
             const fastnn_epilogue *tile_epilogue = pc + kc == k ? epilogue : NULL;
-            if (trans_b)
-                for (int64_t jp = 0; jp < n_panels; jp++) {
-                    int64_t j = jc + jp * GEMM_NR;
-                    FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, b + j * ldb + pc, ldb, trans_b,
-                                     fastnn_min(GEMM_NR, j1 - j), kc);
-                }
-            else
-                FN(pack_b_block)(b_pack, b + pc * ldb + jc, ldb, fastnn_min(nc, j1 - jc), kc);
-            for (int64_t i = i0; i < i1; i += GEMM_MR) {
-                int64_t mr = fastnn_min(GEMM_MR, i1 - i);
-                int64_t slot = (i - i0) / GEMM_MR % a_group;
-                if (!trans_a)
-                    FN(pack_a_panel)(a_pack, a + i * lda + pc, lda, 0, mr, kc);
-                else if (slot == 0)
-                    FN(pack_a_group_t)(a_pack, a + pc * lda + i, lda,
-                                       fastnn_min(a_group * GEMM_MR, i1 - i), kc);
-                const T *ap = a_pack + slot * GEMM_MR * kc;
-                for (int64_t jp = 0; jp < n_panels; jp++) {
-                    int64_t j = jc + jp * GEMM_NR;
-                    FN(gemm_tile)(kc, ap, 1, GEMM_MR, b_pack + jp * GEMM_NR * kc, GEMM_NR,
-                                  c + i * ldc + j, ldc, mr, fastnn_min(GEMM_NR, j1 - j),
-                                  accumulate, tile_epilogue, bias ? bias + j : NULL);
+            for (int64_t ic = i0; ic < i1; ic += ic_step) {
+                int64_t ie = fastnn_min(i1, ic + ic_step);
+                for (int64_t jc = jc_outer; jc < fastnn_min(j1, jc_outer + jc_step);
+                     jc += nc_max) {
+                    int64_t nc = fastnn_min(nc_max, j1 - jc);
+                    int64_t n_panels = fastnn_ceil_div(nc, GEMM_NR);
+                    if (trans_b)
+                        for (int64_t jp = 0; jp < n_panels; jp++) {
+                            int64_t j = jc + jp * GEMM_NR;
+                            FN(pack_b_panel)(b_pack + jp * GEMM_NR * kc, b + j * ldb + pc, ldb,
+                                             trans_b, fastnn_min(GEMM_NR, j1 - j), kc);
+                        }
+                    else
+                        FN(pack_b_block)(b_pack, b + pc * ldb + jc, ldb, nc, kc);
+                    int pack = !mc_max || jc == jc_outer;
+                    for (int64_t i = ic; i < ie; i += GEMM_MR) {
+                        int64_t mr = fastnn_min(GEMM_MR, ie - i);
+                        int64_t slot = mc_max ? (i - ic) / GEMM_MR : (i - ic) / GEMM_MR % a_group;
+                        T *ap = a_pack + slot * GEMM_MR * kc;
+                        if (pack && !trans_a)
+                            FN(pack_a_panel)(ap, a + i * lda + pc, lda, 0, mr, kc);
+                        else if (pack && (i - ic) / GEMM_MR % a_group == 0)
+                            FN(pack_a_group_t)(ap, a + pc * lda + i, lda,
+                                               fastnn_min(a_group * GEMM_MR, ie - i), kc);
+                        for (int64_t jp = 0; jp < n_panels; jp++) {
+                            int64_t j = jc + jp * GEMM_NR;
+                            FN(gemm_tile)(kc, ap, 1, GEMM_MR, b_pack + jp * GEMM_NR * kc,
+                                          GEMM_NR, c + i * ldc + j, ldc, mr,
+                                          fastnn_min(GEMM_NR, j1 - j), accumulate,
+                                          tile_epilogue, bias ? bias + j : NULL);
+                        }
+                    }
                 }
             }
         }
-    }
     return FASTNN_OK;
 }
 

@@ -21,6 +21,10 @@
  * FASTNN_HSUMS_SHARED is 1 where hsums shares its adds between the vectors (AVX-512: 15 adds
  * for 16 sums; GCC's vector extensions: VLEN - 1), so that zero vectors filling a group cost
  * less than the separate hsums they replace; 0 where it is VLEN separate hsums (clang).
+ * FASTNN_PARTIAL_STORES_SLOW is 1 where store_part costs far more than a whole store
+ * (AVX2's VMASKMOVPS store is microcoded on AMD's Zen; the portable copy stores lane by lane),
+ * so a packing that may overwrite the numbers after a run stores a whole vector; 0 with
+ * AVX-512's masked stores.
  * Code that includes this header never names an ISA; the templates (*_impl.h) reach these
  * operations through the V(op) macro of type.h.
  */
@@ -42,6 +46,7 @@
 #define VLEN_F64 8
 #define FASTNN_VREGS 32
 #define FASTNN_HSUMS_SHARED 1
+#define FASTNN_PARTIAL_STORES_SLOW 0
 typedef __m512 vf32;
 typedef __m512d vf64;
 
@@ -178,6 +183,7 @@ static inline __m512 vf32_hsums(const __m512 v[16]) {
 #endif
 #define FASTNN_SIMD_FUSED_FMA 0
 #define FASTNN_VREGS 16
+#define FASTNN_PARTIAL_STORES_SLOW 1
 #define FASTNN_HSUMS_SHARED FASTNN_VEXT_HSUMS_SHARED
 #define VLEN_F32 (FASTNN_VBYTES / 4)
 #define VLEN_F64 (FASTNN_VBYTES / 8)

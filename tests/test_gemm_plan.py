@@ -305,6 +305,10 @@ def test_rows_of_a_4_kb_apart_read_in_halves_correctly(dtype, threads, rows, inn
     tiles of 7 rows (gemm_tile_halves), with an epilogue (linear_forward: bias, relu), full
     tiles and an edge tile (43, 29, 100 rows), one vector and wider panels; on one thread and
     split along K or by columns; against float64 NumPy."""
+    # A B that fits half of this host's L2 (gemm_plan.h, rule 4: else the PACKED path, as on a
+    # Zen 3 core's 512 KB for 43 x 512 x 70 float64), by the kernels' own fastnn_l2_bytes.
+    itemsize = np.dtype(dtype).itemsize
+    cols = min(cols, c_backend.lib.fastnn_l2_bytes() // 2 // (inner * itemsize))
     rng = np.random.default_rng(rows + inner + cols)
     x = rng.standard_normal((rows, inner)).astype(dtype)
     w = rng.standard_normal((inner, cols)).astype(dtype)
@@ -640,3 +644,40 @@ def test_small_columns_of_c_in_vectors(dtype, threads):
                                        rtol=tol, atol=tol * np.sqrt(inner))
     finally:
         c_backend.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_packed_a_kept_across_b_blocks(dtype, trans_a, trans_b):
+    """The PACKED path with A packed once for many B blocks (gemm_impl.h's GEMM_A_REUSE_BLOCKS:
+    2600 columns are 3 or more B blocks on any L2 of 2 MB or less) and more rows than one block
+    of A holds (GEMM_A_BLOCK_BYTES, 2 MB: 2000 rows of K blocks of 384 float32 or 256 float64),
+    two or three K blocks, edge tiles and panels, A transposed in groups (pack_a_group_t), with
+    an epilogue (linear_forward: bias, relu): against float64 NumPy, and the same bits on one
+    thread and two."""
+    n, k, m = 2000, 768, 2600
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((k, n) if trans_a else (n, k)).astype(dtype)
+    b = rng.standard_normal((m, k) if trans_b else (k, m)).astype(dtype)
+    bias = rng.standard_normal(m).astype(dtype)
+    assert c_backend.lib.fastnn_l2_bytes() <= 2 * 1024 * 1024  # else fewer B blocks
+    saved = c_backend.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            c_backend.set_num_threads(threads)
+            assert plan(n, k, m, trans_a, trans_b, dtype=dtype)[0] == "PACKED"
+            with fastnn.use_backend("c"):
+                results[threads] = fastnn.ops.matmul(a, b, trans_a, trans_b)
+                if not trans_a and not trans_b:
+                    layer = fastnn.ops.linear_forward(a, b, bias, "relu")
+    finally:
+        c_backend.set_num_threads(saved)
+    assert results[1].tobytes() == results[2].tobytes()
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(results[2], want, rtol=tol, atol=tol * np.sqrt(k))
+    if not trans_a and not trans_b:
+        np.testing.assert_allclose(layer, np.maximum(want + bias, 0), rtol=tol,
+                                   atol=tol * np.sqrt(k))
