@@ -108,15 +108,22 @@ static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, 
  * at once, where pack_a_panel reads MR numbers (56 bytes of float32 on AVX-512, across two
  * lines most of the time) of each of kc rows a row stride apart. */
 static void FN(pack_a_group_t)(T *restrict dst, const T *restrict a, int64_t lda, int64_t rows,
-                               int64_t kc) {
-    /* a panel's runs spill onto its next row (written at p + 1) when a row is one run */
+                               int64_t kc, int64_t avail) {
+    /* a panel's runs spill onto its next row (written at p + 1) when a row is one run; a full
+     * panel's run is one whole load where `avail` (the rows of op(A) from `a` on, so the numbers
+     * of each stored row that may be read) has VLEN numbers: AVX2's masked load of the last
+     * panel of a group took a third of the packing (Zen 3) */
     for (int64_t p = 0; p < kc; p++)
         for (int64_t g = 0; g * GEMM_MR < rows; g++)
-            for (int64_t i = 0; i < GEMM_MR; i += VLEN)
-                FN(pack_store)(dst + g * GEMM_MR * kc + p * GEMM_MR + i,
-                               V(load_part)(a + p * lda + g * GEMM_MR + i,
-                                            rows - g * GEMM_MR - i, 0),
-                               GEMM_MR - i, GEMM_MR <= VLEN && p + 1 < kc);
+            for (int64_t i = 0; i < GEMM_MR; i += VLEN) {
+                const T *src = a + p * lda + g * GEMM_MR + i;
+                int64_t here = rows - g * GEMM_MR - i;
+                VEC x = here >= fastnn_min(GEMM_MR - i, VLEN) && avail - g * GEMM_MR - i >= VLEN
+                            ? V(load)(src)
+                            : V(load_part)(src, here, 0);
+                FN(pack_store)(dst + g * GEMM_MR * kc + p * GEMM_MR + i, x, GEMM_MR - i,
+                               GEMM_MR <= VLEN && p + 1 < kc);
+            }
 }
 
 /* Pack the kc rows x nr (<= NR) columns of op(B) starting at `b` into a kc x NR micro-panel:
@@ -370,18 +377,6 @@ static inline int64_t FN(gemm_row_tiles)(int64_t m, int64_t *rows) {
  * 1.04x. Two panels measured as four (0.98-1.02x), eight 0.97-1.02x. */
 #define GEMM_A_T_GROUP 4
 
-/* The PACKED path keeps a block of A packed across the B blocks of a thread's columns when
- * there are at least GEMM_A_REUSE_BLOCKS of them (gemm_packed_thread), at most
- * GEMM_A_BLOCK_BYTES of it (a K block of that many rows; more rows take more blocks, and B is
- * packed again for each). A B block fills 60% of L2, so with a small L2 there are many: on a
- * Zen 3 core (512 KB, 192 columns a block at K blocks of 384), A was packed again 11 times in
- * a product of 2048 columns. */
-#ifndef GEMM_A_REUSE_BLOCKS
-#define GEMM_A_REUSE_BLOCKS 3
-#endif
-#ifndef GEMM_A_BLOCK_BYTES
-#define GEMM_A_BLOCK_BYTES (2 * 1024 * 1024)
-#endif
 
 /* The columns of a packed B block of the many-rows path for K blocks of kc: at most what
  * GEMM_B_BLOCK_BYTES holds, a whole number of panels, and the blocks as equal as possible
@@ -737,7 +732,7 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
     return status;
 }
 
-/* The work of one thread of the PACKED path: rows i0..i1-1 and columns j0..j1-1 of C (the
+/* The work of one thread of the PACKED path: rows i0..i1-1 and columns j0..j1-1 of C (m rows; the
  * loop nest of the header comment; the threads form the grid of gemm_plan.h). The packed B
  * block (KC x NC) stays in L2 and each A micro-panel (MR x KC) in L1 while all the B
  * micro-panels of the block stream past it from L2: the A micro-panel is packed just before
@@ -755,22 +750,23 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
  * other core's cache. Without it, the threads never wait for each other; 784x128x256
  * (A transposed) took 187 us instead of 212, 784x32x256 46 instead of 63. When the threads
  * split the columns (a wide B and few rows), no part of B is packed twice. */
-static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda, int trans_a,
+static int FN(gemm_packed_thread)(int64_t m, int64_t k, const T *a, int64_t lda, int trans_a,
                                   const T *b, int64_t ldb, int trans_b, T *c, int64_t ldc,
                                   const fastnn_epilogue *epilogue, int64_t i0, int64_t i1,
                                   int64_t j0, int64_t j1) {
     if (i0 >= i1 || j0 >= j1) return FASTNN_OK;
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = FN(gemm_nc)(j1 - j0, kc_max);
-    /* A kept packed across the B blocks (GEMM_A_REUSE_BLOCKS): a block of mc_max rows of A a
+    /* A kept packed across the B blocks (FASTNN_GEMM_A_REUSE_BLOCKS, gemm_plan.h): mc_max rows of A a
      * K block, each micro-panel packed before its tiles of the first B block, as below, and
      * read again for the others; else one micro-panel (or group) at a time, packed again for
      * each B block. */
     int64_t mc_max = 0;
-    if (fastnn_ceil_div(j1 - j0, nc_max) >= GEMM_A_REUSE_BLOCKS)
+    if (fastnn_ceil_div(j1 - j0, nc_max) >= FASTNN_GEMM_A_REUSE_BLOCKS)
         mc_max = fastnn_min(fastnn_ceil_div(i1 - i0, GEMM_MR),
-                            fastnn_max(GEMM_A_T_GROUP, GEMM_A_BLOCK_BYTES / ((int64_t)sizeof(T) *
-                                                              kc_max * GEMM_MR))) * GEMM_MR;
+                            fastnn_max(GEMM_A_T_GROUP, fastnn_gemm_a_block_panels(
+                                                           (int64_t)sizeof(T), kc_max, GEMM_MR))) *
+                 GEMM_MR;
     /* A transposed: GEMM_A_T_GROUP micro-panels packed at once (pack_a_group_t), so that each
      * line of A is read once: packed one at a time, the kc lines of a panel (for M = 4096 all
      * 16 KB apart, in one set of L1) were evicted before the next panel read the rest of them. */
@@ -780,7 +776,6 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
-    (void)n;
 
     /* Without reuse: jc outer, so each K block's C tiles of one B block stay in cache across
      * the K blocks; with it, pc outer, and each B block packed once per block of A rows. */
@@ -813,7 +808,7 @@ static int FN(gemm_packed_thread)(int64_t n, int64_t k, const T *a, int64_t lda,
                             FN(pack_a_panel)(ap, a + i * lda + pc, lda, 0, mr, kc);
                         else if (pack && (i - ic) / GEMM_MR % a_group == 0)
                             FN(pack_a_group_t)(ap, a + pc * lda + i, lda,
-                                               fastnn_min(a_group * GEMM_MR, ie - i), kc);
+                                               fastnn_min(a_group * GEMM_MR, ie - i), kc, m - i);
                         for (int64_t jp = 0; jp < n_panels; jp++) {
                             int64_t j = jc + jp * GEMM_NR;
                             FN(gemm_tile)(kc, ap, 1, GEMM_MR, b_pack + jp * GEMM_NR * kc,
@@ -1702,7 +1697,7 @@ static int FN(gemm_share)(const fastnn_gemm_plan *plan, int t, int team, int64_t
     int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
     int64_t j0 = n_panels * tc / cols * GEMM_NR;
     int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
-    return FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, i0,
+    return FN(gemm_packed_thread)(m, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue, i0,
                                   i1, j0, j1);
 }
 
@@ -1725,7 +1720,7 @@ static int FN(gemm_packed_chunks)(const fastnn_gemm_plan *plan, int64_t *next, i
         int64_t i1 = fastnn_min(m, m_panels * (tr + 1) / rows * GEMM_MR);
         int64_t j0 = n_panels * tc / cols * GEMM_NR;
         int64_t j1 = fastnn_min(n, n_panels * (tc + 1) / cols * GEMM_NR);
-        status = FN(gemm_packed_thread)(n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
+        status = FN(gemm_packed_thread)(m, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, epilogue,
                                         i0, i1, j0, j1);
     }
     return status;

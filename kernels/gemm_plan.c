@@ -104,8 +104,15 @@ static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
     int64_t kc = fastnn_ceil_div(k, fastnn_ceil_div(k, kernel->kc));
     int64_t nc = fastnn_max(1, kernel->b_block_bytes / (kernel->elem_bytes * kc * kernel->nr)) *
                  kernel->nr;
-    double packed = (double)k * my_cols                                   /* my B */
-                    + (double)my_rows * k * (double)fastnn_ceil_div(my_cols, nc); /* my A */
+    int64_t b_blocks = fastnn_ceil_div(my_cols, nc);
+    double packed;
+    if (b_blocks >= FASTNN_GEMM_A_REUSE_BLOCKS) /* A once, B once per block of A */
+        packed = (double)k * my_cols * (double)fastnn_ceil_div(
+                     my_rows, fastnn_gemm_a_block_panels(kernel->elem_bytes, kc, kernel->mr) *
+                                  kernel->mr) +
+                 (double)my_rows * k;
+    else /* B once, A once per B block */
+        packed = (double)k * my_cols + (double)my_rows * k * (double)b_blocks;
     return packed * PACK_COST + (double)my_rows * my_cols * k;
 }
 
@@ -339,17 +346,22 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
     plan.row_chunks = plan.row_threads;
     plan.col_chunks = plan.col_threads;
     if (plan.threads > 1) {
-        /* Chunks taken in turn (gemm_plan.h). A column chunk costs nothing more than the grid:
-         * each packs A again per B block anyway, so the columns are cut into whole B blocks, as
-         * many per thread (at most 8). A row chunk packs its own copy of B (k x its columns):
-         * rows of at least 256 keep that copy at 4 * PACK_COST / 256 = 1.6% of its
-         * multiply-adds, at most 4 chunks per thread. */
+        /* Chunks taken in turn (gemm_plan.h). A column chunk of one B block costs nothing more
+         * than the grid when A is packed again per B block anyway, so the columns are cut into
+         * whole B blocks, as many per thread (at most 8), or two chunks a thread (below). A
+         * row chunk packs its own copy of B (k x its columns): rows of at least 256 keep that
+         * copy at 4 * PACK_COST / 256 = 1.6% of its multiply-adds, at most 4 chunks per
+         * thread. */
         if (plan.col_threads > 1) {
             int64_t kc = fastnn_ceil_div(k, fastnn_ceil_div(k, kernel->kc));
             int64_t block_panels =
                 fastnn_max(1, kernel->b_block_bytes / (kernel->elem_bytes * kc * kernel->nr));
             int64_t per_thread = fastnn_ceil_div(fastnn_ceil_div(n_panels, block_panels),
                                                  plan.col_threads);
+            /* With A kept across the B blocks, a chunk packs A once: two chunks a thread
+             * (each of FASTNN_GEMM_A_REUSE_BLOCKS blocks or more) rather than one a block. */
+            if (per_thread >= 2 * FASTNN_GEMM_A_REUSE_BLOCKS) per_thread = 2;
+            else if (per_thread >= FASTNN_GEMM_A_REUSE_BLOCKS) per_thread = 1;
             per_thread = fastnn_min(fastnn_min(per_thread, 8), n_panels / plan.col_threads);
             plan.col_chunks = plan.col_threads * (int)fastnn_max(1, per_thread);
         }

@@ -80,6 +80,26 @@
 #define FASTNN_GEMM_SMALL_BYTES_PER_THREAD 262144.0
 #endif
 
+/* The PACKED path keeps a block of A packed across the B blocks of a thread's share of the
+ * columns when there are at least FASTNN_GEMM_A_REUSE_BLOCKS of them (gemm_impl.h's
+ * gemm_packed_thread), at most FASTNN_GEMM_A_BLOCK_BYTES of it (rows of one K block; more
+ * rows take more blocks of A, and B is packed again for each). Without it A is packed again
+ * for each B block, and a B block fills 60% of L2: on a Zen 3 core (512 KB of L2, blocks of
+ * 192 columns at K blocks of 384 float32) A was packed 11 times in a product of 2048 columns,
+ * 30-45% of the time of float32 1024 x 2048 x 2048 with A transposed. */
+#ifndef FASTNN_GEMM_A_REUSE_BLOCKS
+#define FASTNN_GEMM_A_REUSE_BLOCKS 2
+#endif
+#ifndef FASTNN_GEMM_A_BLOCK_BYTES
+#define FASTNN_GEMM_A_BLOCK_BYTES (2 * 1024 * 1024)
+#endif
+
+/* Micro-panels of MR rows (K blocks of kc, elements of elem_bytes) in a block of A. */
+static inline int64_t fastnn_gemm_a_block_panels(int64_t elem_bytes, int64_t kc, int64_t mr) {
+    int64_t panels = FASTNN_GEMM_A_BLOCK_BYTES / (elem_bytes * kc * mr);
+    return panels > 1 ? panels : 1;
+}
+
 typedef enum {
     FASTNN_GEMM_PATH_SMALL = 0,
     FASTNN_GEMM_PATH_IN_PLACE = 1,
