@@ -13,6 +13,9 @@
  *                              op(A)[ir:+MR, pc:+KC] into one MR x KC micro-panel (L1)
  *      jr over NC in NR        micro-kernel: an MR x NR tile of C, in registers, from the
  *                              A micro-panel in L1 and a B micro-panel streamed from L2
+ *   With two B blocks or more a thread (a small L2), pc is outermost and A's micro-panels are
+ *   kept for the other B blocks (an L3-sized block of them: gemm_plan.h's
+ *   FASTNN_GEMM_A_REUSE_BLOCKS), instead of being packed again for each.
  *
  * Few rows (a batch of an MLP), gemm_columns_thread: A not transposed and B not transposed
  * are read in place, the rest is packed per thread, and nothing is shared:
@@ -377,7 +380,6 @@ static inline int64_t FN(gemm_row_tiles)(int64_t m, int64_t *rows) {
  * 1.04x. Two panels measured as four (0.98-1.02x), eight 0.97-1.02x. */
 #define GEMM_A_T_GROUP 4
 
-
 /* The columns of a packed B block of the many-rows path for K blocks of kc: at most what
  * GEMM_B_BLOCK_BYTES holds, a whole number of panels, and the blocks as equal as possible
  * (784 columns in one block of 784 for kc = 256, not 768 + 16, which would pack all of A
@@ -732,10 +734,10 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
     return status;
 }
 
-/* The work of one thread of the PACKED path: rows i0..i1-1 and columns j0..j1-1 of C (m rows; the
- * loop nest of the header comment; the threads form the grid of gemm_plan.h). The packed B
- * block (KC x NC) stays in L2 and each A micro-panel (MR x KC) in L1 while all the B
- * micro-panels of the block stream past it from L2: the A micro-panel is packed just before
+/* The work of one thread of the PACKED path: rows i0..i1-1 and columns j0..j1-1 of C, which
+ * has m rows (the loop nest of the header comment; the threads form the grid of gemm_plan.h).
+ * The packed B block (KC x NC) stays in L2 and each A micro-panel (MR x KC) in L1 while all
+ * the B micro-panels of the block stream past it from L2: the A micro-panel is packed just before
  * its tiles, so its transposes and its reads from L3 interleave with the arithmetic rather
  * than stall it in a packing phase of their own. Against packing an L2 block of A and reusing
  * each B micro-panel over it (as BLIS does), in alternating calls (median ratio of the two
@@ -757,10 +759,10 @@ static int FN(gemm_packed_thread)(int64_t m, int64_t k, const T *a, int64_t lda,
     if (i0 >= i1 || j0 >= j1) return FASTNN_OK;
     int64_t kc_max = FN(gemm_kc)(k);
     int64_t nc_max = FN(gemm_nc)(j1 - j0, kc_max);
-    /* A kept packed across the B blocks (FASTNN_GEMM_A_REUSE_BLOCKS, gemm_plan.h): mc_max rows of A a
-     * K block, each micro-panel packed before its tiles of the first B block, as below, and
-     * read again for the others; else one micro-panel (or group) at a time, packed again for
-     * each B block. */
+    /* A kept packed across the B blocks (FASTNN_GEMM_A_REUSE_BLOCKS, gemm_plan.h): mc_max
+     * rows of A a K block, each micro-panel packed before its tiles of the first B block, as
+     * below, and read again for the others; else one micro-panel (or group) at a time, packed
+     * again for each B block. */
     int64_t mc_max = 0;
     if (fastnn_ceil_div(j1 - j0, nc_max) >= FASTNN_GEMM_A_REUSE_BLOCKS)
         mc_max = fastnn_min(fastnn_ceil_div(i1 - i0, GEMM_MR),

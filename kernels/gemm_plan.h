@@ -26,10 +26,12 @@
  *  PACKED  the GotoBLAS / BLIS blocking: B packed into L2-sized blocks, A into L1 micro-panels;
  *          the threads form a grid of row_threads x col_threads over C. Splitting the rows
  *          makes every thread pack all of B; splitting the columns makes every thread pack
- *          all of A (once per B block); the plan picks the grid that packs the least, given
- *          that each thread needs at least one register tile of each. The grid's cells are
- *          cut into chunks (column chunks of about one B block, or row chunks of >= 256 rows),
- *          which the threads take from a shared counter: a thread slowed by the machine's other
+ *          all of A (once per B block, or once where it is kept across the B blocks:
+ *          FASTNN_GEMM_A_REUSE_BLOCKS below); the plan picks the grid that packs the least,
+ *          given that each thread needs at least one register tile of each. The grid's cells
+ *          are cut into chunks (column chunks of about one B block, or two a thread where A is
+ *          kept across blocks; or row chunks of >= 256 rows), which the threads take from a
+ *          shared counter: a thread slowed by the machine's other
  *          load (a shared VM) then does fewer of them instead of holding up the rest. A PACKED
  *          C's sums do not depend on the cells (each element sums its K blocks in order), so
  *          the bits are the same on any grid, chunks and thread count.
