@@ -197,8 +197,12 @@ typedef int64_t vi64 __attribute__((vector_size(FASTNN_VBYTES)));
  * slot: two 16-byte stores and one 32-byte load, which store forwarding cannot serve, on every
  * vector of B (Sapphire Rapids, the AVX2 copy, float32 256^3: 990 us a product against NumPy's
  * 127; 219-223 us through this type). */
-typedef float vf32_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(4), may_alias));
-typedef double vf64_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(8), may_alias));
+/* Aligned to 1 byte: a NumPy array may start at any byte (a view of a buffer at an odd offset,
+ * whose flags say not aligned), and a load of a float's alignment from there is undefined in C
+ * (UBSan's report in the AVX2 copy's all_finite, on a host whose best copy is AVX2; AVX-512's
+ * loadu intrinsics assume nothing). The same unaligned moves are emitted. */
+typedef float vf32_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(1), may_alias));
+typedef double vf64_mem __attribute__((vector_size(FASTNN_VBYTES), aligned(1), may_alias));
 
 /* x in every lane, -0 kept (as _mm512_set1_ps): GCC loads a number of memory straight into
  * all lanes (vbroadcastss) from a shuffle of lane 0, where (V){0} + x cost an add and a

@@ -34,7 +34,12 @@ for isa in portable avx2 avx512 amx; do
 done
 # Without AMX here, the AMX GEMM's packing, padding, blocking and epilogue still run: in a
 # build whose tile instructions are emulated in scalar code (-DFASTNN_AMX_EMULATE).
-if [ -n "$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('amx'))")" ]; then
+# That build runs the AVX-512 float kernels: a CPU without AVX-512 cannot run it.
+no_avx512=$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('avx512'))")
+if [ -n "$no_avx512" ]; then
+    echo "== the AMX kernels, tile instructions emulated: not tested here (they run beside the" \
+         "AVX-512 float kernels; $no_avx512)"
+elif [ -n "$(python -c "import fastnn.backends.c_backend as c; print(c.isa_unavailable('amx'))")" ]; then
     temp_copy work
     echo "== the AMX kernels, tile instructions emulated (no AMX here)"
     (
