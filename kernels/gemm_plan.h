@@ -31,10 +31,10 @@
  *          given that each thread needs at least one register tile of each. The grid's cells
  *          are cut into chunks (column chunks of about one B block, or two a thread where A is
  *          kept across blocks; or row chunks of >= 256 rows), which the threads take from a
- *          shared counter: a thread slowed by the machine's other
- *          load (a shared VM) then does fewer of them instead of holding up the rest. A PACKED
- *          C's sums do not depend on the cells (each element sums its K blocks in order), so
- *          the bits are the same on any grid, chunks and thread count.
+ *          shared counter: a thread slowed by the machine's other load (a shared VM) then
+ *          does fewer of them instead of holding up the rest. A PACKED C's sums do not depend
+ *          on the cells (each element sums its K blocks in order), so the bits are the same on
+ *          any grid, chunks and thread count.
  *
  * Cost rule (in that order):
  *  1. threads: the flops, counted in float32 flops (a float64 one takes two, as a vector holds
@@ -87,8 +87,9 @@
  * gemm_packed_thread), at most FASTNN_GEMM_A_BLOCK_BYTES of it (rows of one K block; more
  * rows take more blocks of A, and B is packed again for each). Without it A is packed again
  * for each B block, and a B block fills 60% of L2: on a Zen 3 core (512 KB of L2, blocks of
- * 192 columns at K blocks of 384 float32) A was packed 11 times in a product of 2048 columns,
- * 30-45% of the time of float32 1024 x 2048 x 2048 with A transposed. */
+ * 192 columns at K blocks of 384 float32) A was packed 11 times in a product of 2048 columns:
+ * with the packing's masked stores, 13% of the time of float32 1024 x 2048 x 2048 on one thread
+ * and 40% with A transposed (perf). */
 #ifndef FASTNN_GEMM_A_REUSE_BLOCKS
 #define FASTNN_GEMM_A_REUSE_BLOCKS 2
 #endif
