@@ -270,17 +270,11 @@ FASTNN_AVX2_PARTS(f64, double, vf64, 64, __m256d, pd)
     })
 #define FASTNN_VEXT_HSUMS_SHARED 0
 #else
-#if FASTNN_VBYTES == 32
-#define FASTNN_EVEN_LANES_4 {0, 2, 4, 6, 8, 10, 12, 14}
-#define FASTNN_ODD_LANES_4 {1, 3, 5, 7, 9, 11, 13, 15}
-#define FASTNN_EVEN_LANES_8 {0, 2, 4, 6}
-#define FASTNN_ODD_LANES_8 {1, 3, 5, 7}
-#else
+/* (the tree serves the portable copy's 16-byte vectors; AVX2 has its own hsums below) */
 #define FASTNN_EVEN_LANES_4 {0, 2, 4, 6}
 #define FASTNN_ODD_LANES_4 {1, 3, 5, 7}
 #define FASTNN_EVEN_LANES_8 {0, 2}
 #define FASTNN_ODD_LANES_8 {1, 3}
-#endif
 #define FASTNN_VEXT_HSUMS(S, V, I, VL, v) fastnn_hsums_##S(v)
 #define FASTNN_VEXT_HSUMS_TREE(S, V, I, VL, BYTES)                                              \
     static inline V fastnn_hsums_##S(const V v[VL]) {                                          \
