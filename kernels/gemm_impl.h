@@ -1266,19 +1266,20 @@ static inline __attribute__((always_inline)) void FN(small_dot_lanes)(
     const int m, int64_t k, const T *restrict arows, int64_t kp, const T *restrict b,
     int64_t b_cs, T *restrict sums) {
     int64_t kv = k - k % VLEN;
-    /* eight lanes a pass over K (two passes for float32): eight accumulators, the rows of A'
-     * they take (m <= 8, each loaded once a step) and the loads of B' folded into the fmas
-     * fit the registers */
-    _Static_assert(VLEN % 8 == 0, "small_dot_lanes takes lanes eight at a time");
+    /* eight lanes a pass over K (two passes for float32 on AVX-512; AVX2's four float64 lanes
+     * in one): eight accumulators, the rows of A' they take (m <= 8, each loaded once a step)
+     * and the loads of B' folded into the fmas fit the registers */
+    enum { STEP = VLEN < 8 ? VLEN : 8 };
+    _Static_assert(VLEN % STEP == 0, "small_dot_lanes takes lanes eight at a time");
 #pragma GCC unroll 8
     for (int v = 0; v < m; v++) {
         VEC acc[VLEN];
 #pragma GCC unroll 2
-        for (int h = 0; h < VLEN; h += 8) {
-            const T *ar[8], *bc[8];
-            VEC a8[8];
+        for (int h = 0; h < VLEN; h += STEP) {
+            const T *ar[STEP], *bc[STEP];
+            VEC a8[STEP];
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++) {
+            for (int q = 0; q < STEP; q++) {
                 int e = v * VLEN + h + q;
                 ar[q] = arows + e % m * kp;
                 bc[q] = b + e / m * b_cs;
@@ -1286,15 +1287,15 @@ static inline __attribute__((always_inline)) void FN(small_dot_lanes)(
             }
             for (int64_t p = 0; p < kv; p += VLEN)
 #pragma GCC unroll 8
-                for (int q = 0; q < 8; q++)
+                for (int q = 0; q < STEP; q++)
                     a8[q] = V(fma)(V(load)(ar[q] + p), V(load)(bc[q] + p), a8[q]);
             if (kv < k)
 #pragma GCC unroll 8
-                for (int q = 0; q < 8; q++)
+                for (int q = 0; q < STEP; q++)
                     a8[q] = V(fma)(V(load_part)(ar[q] + kv, k - kv, 0),
                                    V(load_part)(bc[q] + kv, k - kv, 0), a8[q]);
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++) acc[h + q] = a8[q];
+            for (int q = 0; q < STEP; q++) acc[h + q] = a8[q];
         }
         V(store)(sums + v * VLEN, V(hsums)(acc));
     }
@@ -1361,6 +1362,22 @@ static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int
                 acc[q] = V(fma)(V(set1)(x), av, acc[q]);
             }
         }
+#if VLEN <= 8
+        if (c_cs == 1) {
+            /* C's rows contiguous along j (C' is C: rows of A against a transposed B): each
+             * VLEN x VLEN block of the eight columns transposed in registers, then a row of C
+             * each, rather than m numbers a column one at a time (their scalar stores were
+             * half of the time of a float32 8 x 16 x 2048 product, B transposed, on AVX2) */
+#pragma GCC unroll 8
+            for (int h = 0; h < 8; h += VLEN) {
+                if (h >= count) break;
+                V(transpose)(acc + h);
+                for (int64_t r = 0; r < m; r++)
+                    V(store_part)(c + r * c_rs + j + h, acc[h + r], count - h);
+            }
+            continue;
+        }
+#endif
         for (int64_t q = 0; q < count; q++) {
             if (c_rs == 1 && m == VLEN) { /* (masked, float64 1024 x 16 x 8 ran 0.96-0.97x) */
                 V(store)(c + (j + q) * c_cs, acc[q]);

@@ -13,7 +13,7 @@
  * Three implementations:
  *   - AVX-512 (when the compiler targets __AVX512F__): intrinsics, masked partial loads/stores;
  *   - AVX2+FMA: GCC vector extensions of 32 bytes (the compiler emits ymm code), partial
- *     loads and stores by AVX2's masked moves;
+ *     loads and stores by AVX2's masked moves, fma by FMA3's intrinsic;
  *   - portable: GCC vector extensions of 16 bytes (SSE2 on x86-64, NEON on arm64, scalar
  *     code elsewhere).
  * FASTNN_VREGS is the number of vector registers a kernel may plan its register tiles for: 32
@@ -38,9 +38,9 @@
 #include <immintrin.h>
 #define FASTNN_SIMD_NAME "avx512"
 /* 1: fma is one fused instruction wherever it is written, so two kernels that add the same
- * products in the same order give the same bits; with vector extensions, a * b + c is fused
- * or not as GCC's contraction finds it, which differs between kernels (AVX2: the GEMM's dot
- * products of one row and of two rows of A, tests/test_gemm_plan.py). */
+ * products in the same order give the same bits (also AVX2's, below); the portable copy's
+ * a * b + c is fused or not as GCC's contraction finds it, which differs between kernels (the
+ * GEMM's dot products of one row and of two rows of A, tests/test_gemm_plan.py). */
 #define FASTNN_SIMD_FUSED_FMA 1
 #define VLEN_F32 16
 #define VLEN_F64 8
@@ -174,14 +174,18 @@ static inline __m512 vf32_hsums(const __m512 v[16]) {
 
 #else /* GCC vector extensions */
 
+/* FASTNN_SIMD_FUSED_FMA: 1 with AVX2, whose fma is FMA3's instruction by its intrinsic (see
+ * FASTNN_VEXT_FMA); 0 in the portable copy, where a * b + c is fused or not as GCC's
+ * contraction finds it. */
 #if defined(__AVX2__) && defined(__FMA__)
 #define FASTNN_SIMD_NAME "avx2"
 #define FASTNN_VBYTES 32
+#define FASTNN_SIMD_FUSED_FMA 1
 #else
 #define FASTNN_SIMD_NAME "portable"
 #define FASTNN_VBYTES 16
-#endif
 #define FASTNN_SIMD_FUSED_FMA 0
+#endif
 #define FASTNN_VREGS 16
 #define FASTNN_PARTIAL_STORES_SLOW 1
 #define FASTNN_HSUMS_SHARED FASTNN_VEXT_HSUMS_SHARED
@@ -343,6 +347,19 @@ FASTNN_AVX2_PARTS(f64, double, vf64, 64, __m256d, pd)
 #define FASTNN_VEXT_TRANSPOSE(S, T, V, I, VL, rows) FASTNN_TRANSPOSE_##S(V, I, rows)
 #endif
 
+/* fma: with AVX2, FMA3's instruction by its intrinsic, one rounding wherever it is written,
+ * so that two kernels adding the same products in the same order give the same bits (GCC
+ * contracts a * b + c in some kernels and not others: the GEMM's dot products of one row and
+ * of two rows of A differed); elsewhere a * b + c. */
+#if FASTNN_SIMD_FUSED_FMA
+#define FASTNN_VEXT_FMA_f32(a, b, c) (vf32) _mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c))
+#define FASTNN_VEXT_FMA_f64(a, b, c)                                                            \
+    (vf64) _mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c))
+#define FASTNN_VEXT_FMA(S, a, b, c) FASTNN_VEXT_FMA_##S(a, b, c)
+#else
+#define FASTNN_VEXT_FMA(S, a, b, c) ((a) * (b) + (c))
+#endif
+
 /* I is the integer lane type of the same width, used for masks and the exponent bits. */
 #define FASTNN_VEXT_OPS(S, T, V, VM, I, VL, MANT_BITS, EXP_BIAS, ROUND_MAGIC)                   \
     static inline V v##S##_zero(void) { return (V){0}; }                                        \
@@ -364,7 +381,7 @@ FASTNN_AVX2_PARTS(f64, double, vf64, 64, __m256d, pd)
     static inline V v##S##_sub(V a, V b) { return a - b; }                                      \
     static inline V v##S##_mul(V a, V b) { return a * b; }                                      \
     static inline V v##S##_div(V a, V b) { return a / b; }                                      \
-    static inline V v##S##_fma(V a, V b, V c) { return a * b + c; }                             \
+    static inline V v##S##_fma(V a, V b, V c) { return FASTNN_VEXT_FMA(S, a, b, c); }           \
     static inline V v##S##_select_gt(V a, V b, V x, V y) {                                     \
         I m = (I)(a > b);                                                                       \
         return (V)((m & (I)x) | (~m & (I)y));                                                   \

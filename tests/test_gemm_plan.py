@@ -518,7 +518,7 @@ def test_a_single_row_of_dot_products_has_the_bits_of_a_row_among_two(dtype, thr
     portable, a * b + c is fused or not as GCC contracts it, which already differed between
     the one-row and two-row dot products: the bits are compared only where fma is one
     instruction, simd.h's FASTNN_SIMD_FUSED_FMA; the sums against NumPy everywhere.)"""
-    fused_fma = c_backend.ISA in ("avx512", "amx")
+    fused_fma = c_backend.ISA in ("avx2", "avx512", "amx")
     saved = c_backend.get_num_threads()
     c_backend.set_num_threads(threads)
     rng = np.random.default_rng(33)
@@ -556,7 +556,8 @@ def test_few_columns_of_c_by_dot_products_in_lanes(dtype, threads):
     across lanes together and stored as one vector (small_dot_lanes). Against float64 NumPy,
     with rows past a multiple of the vector width, a NaN in one row of x reaching only that
     row, linear_forward's bias and relu; and (float32 on AVX-512) each column of C has the bits
-    of the product by that column alone, however many columns there are."""
+    of the product by that column alone, however many columns there are. (AVX2's eight lanes
+    send C's of 5-8 columns to small_columns, which sums in another order.)"""
     fused_fma = c_backend.ISA in ("avx512", "amx")
     saved = c_backend.get_num_threads()
     c_backend.set_num_threads(threads)
@@ -632,16 +633,21 @@ def test_small_columns_of_c_in_vectors(dtype, threads):
                 np.testing.assert_allclose(layer[ok], np.maximum(want[ok] + bias, 0), rtol=tol,
                                            atol=tol * np.sqrt(inner))
             assert part.tobytes() == got[: rows // 2 + 5].tobytes(), (rows, inner, cols)
-        # a few rows against a transposed B: C' is C, each column stored down its rows
-        for rows, inner, cols in [(8, 16, 2048), (6, 16, 1029), (8, 32, 100)]:
+        # a few rows against a transposed B: C' is C, each column stored down its rows (where
+        # a vector has 8 lanes or fewer, blocks of columns transposed in registers and stored
+        # a row each): a NaN in one row of A reaches only that row of C
+        for rows, inner, cols in [(8, 16, 2048), (6, 16, 1029), (8, 32, 100), (5, 48, 13)]:
             rows = min(rows, lanes)
             a = rng.standard_normal((rows, inner)).astype(dtype)
             b = rng.standard_normal((cols, inner)).astype(dtype)
+            a[rows // 2, inner - 1] = np.nan
             assert plan(rows, inner, cols, False, True, dtype)[0] == "SMALL"
-            with fastnn.use_backend("c"):
+            with fastnn.use_backend("c"), np.errstate(invalid="ignore"):
                 got = fastnn.ops.matmul(a, b, False, True)
-            np.testing.assert_allclose(got, a.astype(np.float64) @ b.T.astype(np.float64),
-                                       rtol=tol, atol=tol * np.sqrt(inner))
+                want = a.astype(np.float64) @ b.T.astype(np.float64)
+            assert np.isnan(got).all(axis=1).tolist() == [r == rows // 2 for r in range(rows)]
+            ok = np.arange(rows) != rows // 2
+            np.testing.assert_allclose(got[ok], want[ok], rtol=tol, atol=tol * np.sqrt(inner))
     finally:
         c_backend.set_num_threads(saved)
 
