@@ -105,11 +105,6 @@ static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, 
     FN(pack_panel)(dst, GEMM_MR, a, lda, mr, kc, !trans);
 }
 
-/* The `rows` rows x kc columns of a transposed op(A) starting at `a` (op(A)[i][p] =
- * a[p * lda + i]) into micro-panels of MR rows side by side (dst + g * MR * kc for rows g * MR
- * on), each as pack_a_panel packs it: one run of `rows` numbers of each stored row of A read
- * at once, where pack_a_panel reads MR numbers (56 bytes of float32 on AVX-512, across two
- * lines most of the time) of each of kc rows a row stride apart. */
 /* pack_a_group_t asks for the run of the stored row of A this many rows ahead: each row is
  * a row stride away (4 KB and more: a page of its own, where the hardware's prefetchers do not
  * follow). Zen 3, 2 threads, alternating processes against no prefetch (noisy host, ranges of
@@ -117,6 +112,11 @@ static void FN(pack_a_panel)(T *restrict dst, const T *restrict a, int64_t lda, 
  * 16 x 2048 x 1024 1.6-2.4 -> 1.4-1.7 ms, 256 x 2048 x 2048 0.82-0.85x -> 0.89-1.05x. Eight rows
  * ahead measured as sixteen within the noise. */
 #define GEMM_A_T_AHEAD 16
+/* The `rows` rows x kc columns of a transposed op(A) starting at `a` (op(A)[i][p] =
+ * a[p * lda + i]) into micro-panels of MR rows side by side (dst + g * MR * kc for rows g * MR
+ * on), each as pack_a_panel packs it: one run of `rows` numbers of each stored row of A read
+ * at once, where pack_a_panel reads MR numbers (56 bytes of float32 on AVX-512, across two
+ * lines most of the time) of each of kc rows a row stride apart. */
 static void FN(pack_a_group_t)(T *restrict dst, const T *restrict a, int64_t lda, int64_t rows,
                                int64_t kc, int64_t avail) {
     /* a panel's runs spill onto its next row (written at p + 1) when a row is one run; a full
@@ -1838,6 +1838,7 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 #undef GEMM_SMALL_NARROW
 #undef GEMM_COLUMNS_KC
 #undef GEMM_A_T_GROUP
+#undef GEMM_A_T_AHEAD
 #undef GEMM_SAME_SET_ROWS
 #undef GEMM_A_T_IN_PLACE_BYTES
 #undef GEMM_A_T_IN_PLACE_SPAN
