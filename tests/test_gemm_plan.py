@@ -514,9 +514,9 @@ def test_a_single_row_of_dot_products_has_the_bits_of_a_row_among_two(dtype, thr
     product of two rows takes four columns at a time, a sum across lanes each. The same
     products in the same order, sums of the same bits: the single row's C equals the first row
     of the two rows' C bit for bit, for K and N with and without tails, a NaN and an infinity
-    in a column of B each. (Where the kernels are built with vector extensions, AVX2 and
-    portable, a * b + c is fused or not as GCC contracts it, which already differed between
-    the one-row and two-row dot products: the bits are compared only where fma is one
+    in a column of B each. (In the portable copy, a * b + c is fused or not as GCC contracts
+    it, which differed between the one-row and two-row dot products, as it did in the AVX2
+    copy before its fma became FMA3's intrinsic: the bits are compared only where fma is one
     instruction, simd.h's FASTNN_SIMD_FUSED_FMA; the sums against NumPy everywhere.)"""
     fused_fma = c_backend.ISA in ("avx2", "avx512", "amx")
     saved = c_backend.get_num_threads()
@@ -635,7 +635,8 @@ def test_small_columns_of_c_in_vectors(dtype, threads):
             assert part.tobytes() == got[: rows // 2 + 5].tobytes(), (rows, inner, cols)
         # a few rows against a transposed B: C' is C, each column stored down its rows (where
         # a vector has 8 lanes or fewer, blocks of columns transposed in registers and stored
-        # a row each): a NaN in one row of A reaches only that row of C
+        # a row each; 5 x 48 x 13: float64's four lanes past a block of eight columns): a NaN
+        # in one row of A reaches only that row of C
         for rows, inner, cols in [(8, 16, 2048), (6, 16, 1029), (8, 32, 100), (5, 48, 13)]:
             rows = min(rows, lanes)
             a = rng.standard_normal((rows, inner)).astype(dtype)
