@@ -124,12 +124,8 @@ static void FN(pack_a_group_t)(T *restrict dst, const T *restrict a, int64_t lda
      * of each stored row that may be read) has VLEN numbers: AVX2's masked load of the last
      * panel of a group took a third of the packing (Zen 3) */
     for (int64_t p = 0; p < kc; p++) {
-        if (p + GEMM_A_T_AHEAD < kc) {
-            const char *ahead = (const char *)(a + (p + GEMM_A_T_AHEAD) * lda);
-            for (int64_t byte = 0; byte < rows * (int64_t)sizeof(T); byte += 64)
-                __builtin_prefetch(ahead + byte, 0, 3);
-            __builtin_prefetch(ahead + rows * (int64_t)sizeof(T) - 1, 0, 3);
-        }
+        if (p + GEMM_A_T_AHEAD < kc)
+            fastnn_prefetch_lines(a + (p + GEMM_A_T_AHEAD) * lda, rows * (int64_t)sizeof(T));
         for (int64_t g = 0; g * GEMM_MR < rows; g++)
             for (int64_t i = 0; i < GEMM_MR; i += VLEN) {
                 const T *src = a + p * lda + g * GEMM_MR + i;

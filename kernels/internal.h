@@ -281,6 +281,13 @@ static inline int64_t fastnn_shares_next(fastnn_share *shares, int parts, int pa
 #define FASTNN_FOR_SUM(threads, i, count, sum, ...)                                            \
     FASTNN_FOR_TEAM_((threads) > 1, threads, reduction(+ : sum), i, count, __VA_ARGS__)
 
+/* Ask for every line of [start, start + bytes) (prefetcht0): take.c's rows ahead of a gather,
+ * the GEMM's packing of a transposed A. */
+static inline void fastnn_prefetch_lines(const void *start, int64_t bytes) {
+    const char *line = (const char *)((uintptr_t)start & ~(uintptr_t)63);
+    for (; line < (const char *)start + bytes; line += 64) __builtin_prefetch(line, 0, 3);
+}
+
 /* Prefetch rows index[0..n) of source (row_bytes bytes each) for a coming fastnn_take_rows
  * (take.c). */
 void fastnn_prefetch_rows(const void *source, const int64_t *index, int64_t n,

@@ -17,11 +17,6 @@
 #define TAKE_AHEAD_MIN_BYTES 256
 #define TAKE_AHEAD_MAX_BYTES 4096
 
-static inline void prefetch_lines(const char *start, int64_t bytes) {
-    const char *line = (const char *)((uintptr_t)start & ~(uintptr_t)63);
-    for (; line < start + bytes; line += 64) __builtin_prefetch(line, 0, 3);
-}
-
 void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64_t n,
                       int64_t row_bytes) {
     char *dst = out;
@@ -44,7 +39,7 @@ void fastnn_take_rows(void *out, const void *source, const int64_t *index, int64
                                 ? 0 : fastnn_min(row_bytes, TAKE_AHEAD_MAX_BYTES);
             FASTNN_FOR_SHARED(threads, i, n, {
                 if (ahead && i + TAKE_AHEAD < n)
-                    prefetch_lines(src + index[i + TAKE_AHEAD] * row_bytes, ahead);
+                    fastnn_prefetch_lines(src + index[i + TAKE_AHEAD] * row_bytes, ahead);
                 memcpy(dst + i * row_bytes, src + index[i] * row_bytes, (size_t)row_bytes);
             });
             break;
