@@ -47,6 +47,17 @@ def test_unknown_backend_in_environment_is_a_clear_error():
     assert "FASTNN_BACKEND" in result.stderr and "'cuda'" in result.stderr
 
 
+@pytest.mark.skipif("c" not in fastnn.available_backends(), reason="no C backend here")
+def test_a_malformed_omp_num_threads_is_a_clear_error_when_the_c_backend_loads():
+    """libgomp alone would print a message and carry on with its default thread count."""
+    result = run_python("import fastnn; fastnn.set_backend('c')", OMP_NUM_THREADS="two")
+    assert result.returncode != 0
+    assert "ValueError: environment variable OMP_NUM_THREADS" in result.stderr
+    assert "'two'" in result.stderr and "libgomp" not in result.stderr
+    good = run_python("import fastnn; fastnn.set_backend('c')", OMP_NUM_THREADS="1,1")
+    assert good.returncode == 0, good.stderr
+
+
 def test_set_backend_changes_the_default():
     fastnn.set_backend("numpy")
     assert fastnn.get_backend_name() == "numpy"

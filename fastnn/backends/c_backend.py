@@ -31,6 +31,9 @@ from .contract import ACTIVATION_CODES
 # kernels/runtime.c reads FASTNN_SCRATCH_LIMIT with strtoull, which takes "abc" for 0:
 # a bad value makes this backend unavailable, with the variable named as the reason.
 environment.scratch_limit()
+# The OpenMP runtime reads OMP_NUM_THREADS when it loads with the extension, below; libgomp
+# ignores a malformed value with a message on stderr that stops nothing: ValueError naming it.
+environment.omp_num_threads()
 
 
 def _unavailable_reason(import_error: ImportError) -> str:
