@@ -389,27 +389,33 @@ def test_fit_verbose_1_off_a_terminal_and_verbose_2_print_the_same_lines(capsys)
                 assert f" - {metric}: " in line, line
 
 
+class PipeStream:
+    """A text stream that is not a terminal (a pipe or a file, for progress.EpochBar), which
+    keeps what is written to it in ``text``."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
 def test_an_epoch_cut_short_says_how_far_it_got():
-    class Stream:
-        text = ""
-
-        def write(self, text):
-            Stream.text += text
-
-        def flush(self):
-            pass
-
-        def isatty(self):
-            return False
-
-    bar = progress.EpochBar(0, 5, 100, lambda: {"loss": 1.0}, verbose=1, stream=Stream())
+    stream = PipeStream()
+    bar = progress.EpochBar(0, 5, 100, lambda: {"loss": 1.0}, verbose=1, stream=stream)
     bar.advance(40)
     try:
         raise FloatingPointError("diverged")
     except FloatingPointError:
         bar.close({"loss": float("nan")})
-    assert Stream.text.startswith("Epoch 1/5: loss: nan - ")
-    assert Stream.text.endswith("stopped after 40 of 100 samples\n")
+    assert stream.text.startswith("Epoch 1/5: loss: nan - ")
+    assert stream.text.endswith("stopped after 40 of 100 samples\n")
 
 
 def test_wrap_breaks_a_long_epoch_line_at_its_separators():

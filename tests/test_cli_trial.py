@@ -15,7 +15,7 @@ import fastnn
 from fastnn import cache, cli, environment, progress
 
 from conftest import BACKENDS
-from test_cli import assert_one_line_error, run_fastnn
+from test_cli import PipeStream, assert_one_line_error, run_fastnn
 
 CPUS = environment.usable_cpus()
 
@@ -164,27 +164,16 @@ def test_a_scratch_limit_failure_is_the_error_alone_naming_the_limit():
 
 @pytest.mark.parametrize("verbose", [1, 2])
 def test_an_epoch_that_fails_before_its_first_step_prints_no_line(verbose):
-    class Stream:
-        text = ""
-
-        def write(self, text):
-            Stream.text += text
-
-        def flush(self):
-            pass
-
-        def isatty(self):
-            return False
-
-    bar = progress.EpochBar(0, 5, 100, lambda: {"loss": 0.0}, verbose=verbose, stream=Stream())
+    stream = PipeStream()
+    bar = progress.EpochBar(0, 5, 100, lambda: {"loss": 0.0}, verbose=verbose, stream=stream)
     try:
         raise MemoryError("no scratch")
     except MemoryError:
         bar.close({"loss": 0.0})
-    assert Stream.text == ""
-    bar = progress.EpochBar(0, 5, 100, lambda: {"loss": 0.0}, verbose=verbose, stream=Stream())
+    assert stream.text == ""
+    bar = progress.EpochBar(0, 5, 100, lambda: {"loss": 0.0}, verbose=verbose, stream=stream)
     bar.close({"loss": 0.5})  # an epoch that ends normally prints its line, even an empty one
-    assert Stream.text.startswith("Epoch 1/5: loss: 0.5000")
+    assert stream.text.startswith("Epoch 1/5: loss: 0.5000")
 
 
 # -- the environment checks run before the options are read --------------------------------
