@@ -35,7 +35,10 @@ semantics of PyTorch's DistributedDataParallel and Horovod:
 
 Failure: :func:`init` makes an exception that reaches the top of any rank print that rank's
 traceback and call ``MPI_Abort``, so the whole job ends with a non-zero exit within seconds
-instead of hanging in the next collective (as ``python -m mpi4py`` does).
+instead of hanging in the next collective (as ``python -m mpi4py`` does). A rank that never
+calls ``fit`` would leave the others waiting in its first collective: ``fit`` first meets
+every rank (:meth:`DataParallel.meet`) and raises TimeoutError after ``FASTNN_MPI_TIMEOUT``
+seconds (default 1800, torch.distributed's 30 minutes), which ends the job so.
 
 Threads: each rank uses ``max(1, cores // ranks on this host)`` threads by default, in
 fastnn's backends (C and Numba) and in OpenBLAS (through threadpoolctl). ``FASTNN_NUM_THREADS``
@@ -91,6 +94,13 @@ class Communicator:
         """End every process of the job at once with exit status ``code``."""
         raise NotImplementedError
 
+    def barrier(self, timeout: float) -> bool:
+        """Wait until every rank has called ``barrier``: True, or False once ``timeout``
+        seconds have passed without that. This default waits without a limit (a blocking
+        Allreduce of one number); MPICommunicator's keeps to ``timeout``."""
+        self.allreduce_sum(np.zeros(1, np.float64))
+        return True
+
 
 class MPICommunicator(Communicator):
     """:class:`Communicator` over an mpi4py communicator (``MPI.COMM_WORLD`` by default)."""
@@ -116,8 +126,27 @@ class MPICommunicator(Communicator):
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
 
+    def barrier(self, timeout: float) -> bool:
+        # MPI_Ibarrier, tested until it completes: at once the first millisecond (ranks that
+        # call together meet within it), then every millisecond, so a rank waiting for
+        # another's data loading does not spin a core. A request left pending by a timeout
+        # is left to the abort that ends the job (an uncaught exception, init's hook).
+        request = self.comm.Ibarrier()
+        started = time.monotonic()
+        while not request.Test():
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                return False
+            if waited > 1e-3:
+                time.sleep(1e-3)
+        return True
+
 
 _current: Optional[Communicator] = None
+
+#: Seconds :meth:`DataParallel.meet` waits when FASTNN_MPI_TIMEOUT is unset (as
+#: torch.distributed's default process-group timeout, 30 minutes).
+DEFAULT_TIMEOUT_SECONDS = 1800.0
 
 #: Seconds a failing rank waits between writing its traceback and MPI_Abort, so that the
 #: launcher forwards the traceback before the abort ends the job.
@@ -279,6 +308,21 @@ class DataParallel:
     def __init__(self, comm: Communicator):
         self.comm = comm
         self._scalar = np.zeros(1, np.float64)
+
+    def meet(self, what: str = "fit") -> None:
+        """Wait for every rank to reach ``what`` (a ``fit`` call), for at most
+        FASTNN_MPI_TIMEOUT seconds (1800 by default, torch.distributed's default timeout):
+        a rank that never calls it (a script whose ranks took different branches) would
+        otherwise leave the others waiting forever in the first collective. Raises
+        TimeoutError naming the wait; uncaught, it ends the whole job (:func:`init`'s hook).
+        """
+        from .environment import mpi_timeout
+        timeout = mpi_timeout() or DEFAULT_TIMEOUT_SECONDS
+        if not self.comm.barrier(timeout):
+            raise TimeoutError(f"{what} under MPI: rank {self.comm.rank} of {self.comm.size} "
+                               f"waited {timeout:g} s for every rank to call {what} "
+                               f"(FASTNN_MPI_TIMEOUT); every rank must call {what} the "
+                               f"same number of times")
 
     def shared_seed(self, seed: Optional[int]) -> int:
         """The same training seed on every rank: rank 0's draw when the user gave none."""

@@ -156,6 +156,22 @@ def num_threads() -> Optional[int]:
     return positive_int("FASTNN_NUM_THREADS")
 
 
+def mpi_timeout() -> Optional[float]:
+    """FASTNN_MPI_TIMEOUT: seconds a rank waits under MPI for every rank to call ``fit``
+    before it raises TimeoutError (fastnn.distributed.DataParallel.meet): a finite number
+    > 0 (default 1800, torch.distributed's 30 minutes)."""
+    text = _text("FASTNN_MPI_TIMEOUT")
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.0 < seconds < float("inf"):
+        raise _bad("FASTNN_MPI_TIMEOUT", "a finite number of seconds > 0", text)
+    return seconds
+
+
 def _cache_dir() -> object:
     from .cache import cache_dir  # raises ValueError naming FASTNN_CACHE_DIR
     return cache_dir()
@@ -181,6 +197,7 @@ RUN_TIME: Dict[str, Callable[[], object]] = {
     "FASTNN_BACKEND": backend,
     "FASTNN_SCRATCH_LIMIT": scratch_limit,
     "FASTNN_NUM_THREADS": num_threads,
+    "FASTNN_MPI_TIMEOUT": mpi_timeout,
     "FASTNN_CACHE_DIR": _cache_dir,
     "FASTNN_DATA": _data_dir,
     "FASTNN_ISA": _isa,

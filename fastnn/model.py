@@ -312,6 +312,7 @@ class Sequential:
         comm = distributed.current()
         parallel = distributed.DataParallel(comm) if comm is not None else None
         if parallel is not None:  # one data order and one start on every rank
+            parallel.meet("fit")
             seed = parallel.shared_seed(seed)
             verbose = verbose if comm.rank == 0 else 0
         build_seed, train_seed = np.random.SeedSequence(seed).spawn(2)

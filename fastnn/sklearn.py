@@ -663,7 +663,9 @@ class _BaseMLP(BaseEstimator):
         model = self._model
         comm = distributed.current()
         if comm is not None:  # the same estimator on every rank; Sequential.fit checks the rest
-            distributed.DataParallel(comm).check_agreement(self._shared_figures(), "fit")
+            parallel = distributed.DataParallel(comm)
+            parallel.meet("fit")
+            parallel.check_agreement(self._shared_figures(), "fit")
         if not incremental or self._optimizer is None:
             self._schedule = _LearningRate(self)
             self._optimizer = self._make_optimizer(self.solver, self._schedule.rate)

@@ -167,6 +167,7 @@ def test_a_missing_or_unknown_command_or_option_is_one_line(argv, capsys):
     ("FASTNN_BACKEND", "gpu"), ("FASTNN_BACKEND", "numpy,c"),
     ("FASTNN_SCRATCH_LIMIT", "lots"), ("FASTNN_SCRATCH_LIMIT", "-5"),
     ("FASTNN_NUM_THREADS", "zero"), ("FASTNN_NUM_THREADS", "0"),
+    ("FASTNN_MPI_TIMEOUT", "soon"), ("FASTNN_MPI_TIMEOUT", "0"), ("FASTNN_MPI_TIMEOUT", "inf"),
     ("FASTNN_CACHE_DIR", "relative/cache"), ("FASTNN_DATA", "/dev/null"),
     ("FASTNN_ISA", "sse9"), ("FASTNN_DATA", "relative/data"),
     ("NUMBA_NUM_THREADS", "abc"), ("NUMBA_NUM_THREADS", "0"), ("NUMBA_NUM_THREADS", "99999"),
@@ -215,6 +216,11 @@ def test_environment_readers_accept_good_values_and_name_bad_ones(monkeypatch):
     monkeypatch.setenv("FASTNN_BENCH_THREADS", "0")
     with pytest.raises(ValueError, match="FASTNN_BENCH_THREADS: expected an integer >= 1"):
         environment.positive_int("FASTNN_BENCH_THREADS")
+    monkeypatch.setenv("FASTNN_MPI_TIMEOUT", " 2.5 ")
+    assert environment.mpi_timeout() == 2.5
+    monkeypatch.setenv("FASTNN_MPI_TIMEOUT", "nan")
+    with pytest.raises(ValueError, match="FASTNN_MPI_TIMEOUT: expected a finite number"):
+        environment.mpi_timeout()
 
 
 def test_a_user_error_raised_while_a_command_runs_is_one_line(capsys, monkeypatch):

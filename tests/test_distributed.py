@@ -179,6 +179,16 @@ def test_ranks_with_different_data_all_raise_a_value_error_naming_it(tmp_path):
     assert "truncated" not in done.stderr
 
 
+def test_a_rank_that_never_calls_fit_ends_the_job_after_the_timeout(tmp_path, monkeypatch):
+    # before: rank 0 waited forever in fit's first collective
+    monkeypatch.setenv("FASTNN_MPI_TIMEOUT", "3")
+    done, _, seconds = run_job(tmp_path, "c", "sgd", 256, 16, 2, "absent", module=False)
+    assert done.returncode != 0
+    assert 3 <= seconds < 60
+    assert ("TimeoutError: fit under MPI: rank 0 of 2 waited 3 s for every rank to call fit "
+            "(FASTNN_MPI_TIMEOUT)") in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("option", ["stop-epoch", "stop-batch"])
 def test_a_callback_that_stops_one_rank_stops_every_rank_at_the_same_step(tmp_path, option):
     # before: rank 1 left fit, rank 0 waited in the next step's Allreduce (a hang)

@@ -7,7 +7,8 @@ Sequential.save's rank-0 rule for the model file OUT.model.npz). With "raise", r
 callback raises at its first epoch end; with "mismatch" rank 1 trains on 8 rows more than
 rank 0 (every rank must raise the same ValueError); with "stop-epoch" rank 1's callback sets
 stop_training at the end of the first epoch, with "stop-batch" after its third step (every
-rank must stop there); with "per-layer" the per-layer path trains
+rank must stop there); with "absent" rank 1 returns without calling fit (rank 0 must end
+the job once FASTNN_MPI_TIMEOUT has passed); with "per-layer" the per-layer path trains
 (compiled_loop False); with "compare" both train, the per-layer run's figures saved under
 names prefixed "per_layer_".
 """
@@ -74,6 +75,8 @@ def train(compiled: bool, prefix: str = "") -> dict:
             **{f"{prefix}weight_{i}": w for i, w in enumerate(model.get_weights())}}
 
 
+if option == "absent" and distributed.rank() == 1:
+    sys.exit(0)
 results = train(option != "per-layer")
 if option == "compare":
     results.update(train(False, "per_layer_"))
