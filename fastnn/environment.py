@@ -152,8 +152,14 @@ def positive_int(variable: str) -> Optional[int]:
 
 
 def num_threads() -> Optional[int]:
-    """FASTNN_NUM_THREADS: threads per process under MPI (fastnn.distributed)."""
-    return positive_int("FASTNN_NUM_THREADS")
+    """FASTNN_NUM_THREADS: threads per process under MPI (fastnn.distributed), an integer
+    from 1 to :func:`usable_cpus` (as NUMBA_NUM_THREADS and ``--threads``)."""
+    text = _text("FASTNN_NUM_THREADS")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= usable_cpus():
+        raise _bad("FASTNN_NUM_THREADS", thread_count_bound(), text)
+    return int(text)
 
 
 def mpi_timeout() -> Optional[float]:

@@ -167,6 +167,7 @@ def test_a_missing_or_unknown_command_or_option_is_one_line(argv, capsys):
     ("FASTNN_BACKEND", "gpu"), ("FASTNN_BACKEND", "numpy,c"),
     ("FASTNN_SCRATCH_LIMIT", "lots"), ("FASTNN_SCRATCH_LIMIT", "-5"),
     ("FASTNN_NUM_THREADS", "zero"), ("FASTNN_NUM_THREADS", "0"),
+    ("FASTNN_NUM_THREADS", "99999"),
     ("FASTNN_MPI_TIMEOUT", "soon"), ("FASTNN_MPI_TIMEOUT", "0"), ("FASTNN_MPI_TIMEOUT", "inf"),
     ("FASTNN_CACHE_DIR", "relative/cache"), ("FASTNN_DATA", "/dev/null"),
     ("FASTNN_ISA", "sse9"), ("FASTNN_DATA", "relative/data"),

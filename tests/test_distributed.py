@@ -246,6 +246,14 @@ def test_bad_thread_count_variable_names_it(monkeypatch):
     monkeypatch.setenv("FASTNN_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="FASTNN_NUM_THREADS.*'zero'"):
         distributed.threads_per_rank(distributed.Communicator())
+    # more threads than CPUs: bounded as NUMBA_NUM_THREADS and --threads are
+    too_many = str(len(os.sched_getaffinity(0)) + 1)
+    monkeypatch.setenv("FASTNN_NUM_THREADS", too_many)
+    with pytest.raises(ValueError, match=f"FASTNN_NUM_THREADS: expected an integer from 1 to "
+                                         f".*got '{too_many}'"):
+        distributed.threads_per_rank(distributed.Communicator())
+    monkeypatch.setenv("FASTNN_NUM_THREADS", "1")
+    assert distributed.threads_per_rank(distributed.Communicator()) == 1
 
 
 # -- the compiled loop's split step (MODE_GRADIENTS, then MODE_APPLY), in one process --------
