@@ -70,17 +70,22 @@ def thread_count_bound() -> str:
             f"{THREADS_BOUND_REASON})")
 
 
+def _thread_count(variable: str) -> Optional[int]:
+    """A thread count: an integer from 1 to :func:`usable_cpus`."""
+    text = _text(variable)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= usable_cpus():
+        raise _bad(variable, thread_count_bound(), text)
+    return int(text)
+
+
 def numba_num_threads() -> Optional[int]:
     """NUMBA_NUM_THREADS: the size of Numba's thread pool, read by Numba when it is imported,
     and the numba backend's thread count: an integer from 1 to :func:`usable_cpus`. (Numba
     itself ignores a value that is not an integer, with a warning and a traceback, and fails
     only at the first parallel kernel on 0.)"""
-    text = _text("NUMBA_NUM_THREADS")
-    if text is None:
-        return None
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= usable_cpus():
-        raise _bad("NUMBA_NUM_THREADS", thread_count_bound(), text)
-    return int(text)
+    return _thread_count("NUMBA_NUM_THREADS")
 
 
 def omp_num_threads() -> Optional[List[int]]:
@@ -154,12 +159,7 @@ def positive_int(variable: str) -> Optional[int]:
 def num_threads() -> Optional[int]:
     """FASTNN_NUM_THREADS: threads per process under MPI (fastnn.distributed), an integer
     from 1 to :func:`usable_cpus` (as NUMBA_NUM_THREADS and ``--threads``)."""
-    text = _text("FASTNN_NUM_THREADS")
-    if text is None:
-        return None
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= usable_cpus():
-        raise _bad("FASTNN_NUM_THREADS", thread_count_bound(), text)
-    return int(text)
+    return _thread_count("FASTNN_NUM_THREADS")
 
 
 def mpi_timeout() -> Optional[float]:
