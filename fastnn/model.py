@@ -112,6 +112,32 @@ class Sequential:
         for layer in layers or ():
             self.add(layer)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """The model's state for ``copy.deepcopy``, without train_on_batch's kept plans: they
+        hold a backend's pointers into this model's buffers (cffi objects, which cannot be
+        copied: deepcopy raised TypeError after a train_on_batch), and a copy builds its own
+        on use."""
+        state = dict(self.__dict__)
+        state["_batch_plans"] = {}
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """A copy's state (``copy.deepcopy``): its optimizer made its own, and its parameters
+        and gradients put back into one buffer each, with the optimizer bound to them and its
+        state (momentum, Adam's moments and step count) as copied. deepcopy copies each
+        parameter, a view into the model's buffer, as an array of its own: the copy's
+        optimizer then stepped arrays no layer used (fit left the copy's weights as they
+        were) and the compiled loop did not run it."""
+        self.__dict__.update(state)
+        if self.optimizer is not None:
+            self.optimizer.attach(self)
+        if self.built:
+            saved = self.optimizer.state() if self.loss is not None else None
+            self._share_parameter_storage()
+            self._bind_training()
+            if saved is not None:
+                self.optimizer.load_state(saved)
+
     # -- structure -----------------------------------------------------------
 
     def add(self, layer: Layer) -> None:

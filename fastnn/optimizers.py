@@ -199,6 +199,14 @@ class Optimizer:
     weight_decay = _Hyperparameter(_non_negative, """The L2 penalty; setting it checks the
         value (a finite number >= 0).""")
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """The state for ``copy.deepcopy`` and pickle, without the owning model: a copy
+        belongs to no model until one is compiled with it (or, inside a copied Sequential,
+        to that copy: Sequential.__setstate__)."""
+        state = dict(self.__dict__)
+        state["_owner"] = None
+        return state
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # Optimizers pickled before the hyperparameters became checked properties kept
         # them in the instance dict under their public names.

@@ -320,6 +320,37 @@ def test_train_on_batch_is_one_step_and_returns_the_loss_before_it(backend):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", ["sgd-momentum-decay", "adam"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_model_trains_on_by_itself_as_the_original_would(backend, optimizer, how):
+    # deepcopy copied each parameter (a view into the model's buffer) as an array of its own:
+    # the copy's fit left its weights as they were; after a train_on_batch, whose kept plan
+    # holds the C backend's struct of pointers, deepcopy raised TypeError; pickle raised
+    # TypeError on the optimizer's weak reference to its model
+    import copy
+    import pickle
+    duplicate = copy.deepcopy if how == "deepcopy" else lambda m: pickle.loads(pickle.dumps(m))
+    x, labels = data()
+    model = Sequential([Dense(6, "relu", input_dim=5), Dense(3, "softmax")], seed=0)
+    model.compile(OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy")
+    with fastnn.use_backend(backend):
+        model.fit(x[:20], labels[:20], epochs=2, batch_size=8, verbose=0)
+        model.train_on_batch(x[20:30], labels[20:30])
+        twin = duplicate(model)
+        assert plan_module.unsupported(twin) is None  # the compiled loop runs the copy
+        np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+        kept = model.get_weights()
+        twin.fit(x[30:], labels[30:], epochs=2, batch_size=8, shuffle=False, verbose=0)
+        for before, after in zip(kept, twin.get_weights()):
+            assert (before != after).any()
+        for a, b in zip(kept, model.get_weights()):  # the original did not move
+            np.testing.assert_array_equal(a, b)
+        model.fit(x[30:], labels[30:], epochs=2, batch_size=8, shuffle=False, verbose=0)
+        for a, b in zip(twin.get_weights(), model.get_weights()):  # the optimizer's state
+            np.testing.assert_array_equal(a, b)                   # was copied too
+
+
 def test_train_on_batch_without_dropout_matches_a_full_batch_epoch():
     x, labels = data()
     one = Sequential([Dense(6, "tanh", input_dim=5), Dense(3, "softmax")], seed=0)
