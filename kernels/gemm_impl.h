@@ -147,17 +147,31 @@ static void FN(pack_b_panel)(T *restrict dst, const T *restrict b, int64_t ldb, 
     FN(pack_panel)(dst, GEMM_NR, b, ldb, nr, kc, trans);
 }
 
+/* pack_b_block asks for the run of the row of B this many rows ahead when B is read from
+ * memory (`ahead`): each row's run (832 bytes of a block of 208 float32 columns) lies in a page
+ * of its own, where the hardware prefetchers do not follow far enough. Zen 3, float32, 2
+ * threads, the two builds' C entries alternating call by call in one process after 0.2 s
+ * pauses, medians of 11 rounds, 4-6 runs, against none: `nn` 256 x 2048 x 2048 1.03-1.16x,
+ * 128 x 4096 x 4096 1.03-1.11x, 1024 x 2048 x 2048 1.03-1.07x, 512 x 1024 x 1024 1.01-1.10x;
+ * 1024 x 4096 x 1024 (each thread packs all of B) 0.98-0.99x (the same build on both sides:
+ * 0.98-1.04x). 128 rows ahead measured as 64 (0.96-1.00x against it), 32 rows 0.97-1.07x. A B
+ * in L2 has its lines there already: 4096 x 256 x 256 (B 256 KB) lost 5-6% (0.94-0.95x), so a
+ * thread whose columns of B fit in L2 asks for none (0.97-1.01x). Not measured on AVX-512. */
+#define GEMM_B_AHEAD 64
+
 /* The kc rows x `cols` columns of B (not transposed) starting at `b` into kc x NR micro-panels
  * side by side, as pack_b_panel packs each: dst[jp * NR * kc + p * NR + j] = b[p * ldb + jp * NR
  * + j], zeros past `cols`. Row by row, each row of B read once from left to right: packed panel
  * by panel, each panel's kc rows are read a row stride apart, a few cache lines each, which
  * the hardware prefetch does not follow (32 x 1024 x 1024 float64 on one thread, 1024 columns
  * 8 KB apart: 32% of its time went to packing B; row by row 25%, and the product took 892 us
- * instead of 1088, fastest calls). */
+ * instead of 1088, fastest calls). `ahead`: ask for row p + GEMM_B_AHEAD's run at row p. */
 static void FN(pack_b_block)(T *restrict dst, const T *restrict b, int64_t ldb, int64_t cols,
-                             int64_t kc) {
+                             int64_t kc, int ahead) {
     for (int64_t p = 0; p < kc; p++) {
         const T *row = b + p * ldb;
+        if (ahead && p + GEMM_B_AHEAD < kc)
+            fastnn_prefetch_lines(row + GEMM_B_AHEAD * ldb, cols * (int64_t)sizeof(T));
         for (int64_t j = 0; j < cols; j += GEMM_NR) {
             T *panel = dst + j * kc + p * GEMM_NR;
 #pragma GCC unroll 4
@@ -786,6 +800,8 @@ static int FN(gemm_packed_thread)(int64_t m, int64_t k, const T *a, int64_t lda,
     int64_t a_rows = mc_max ? mc_max : a_group * GEMM_MR;
     T *a_pack = fastnn_scratch(SCRATCH_GEMM_A, (size_t)(a_rows * kc_max) * sizeof(T));
     T *b_pack = fastnn_scratch(SCRATCH_GEMM_B, (size_t)kc_max * nc_max * sizeof(T));
+    /* B's rows asked for ahead where this thread's columns of B do not fit in L2 */
+    int b_ahead = (double)k * (double)(j1 - j0) * sizeof(T) > (double)fastnn_l2_bytes();
     if (!a_pack || !b_pack) return FASTNN_OUT_OF_MEMORY;
     const T *bias = epilogue ? (const T *)epilogue->bias : NULL;
 
@@ -810,7 +826,7 @@ static int FN(gemm_packed_thread)(int64_t m, int64_t k, const T *a, int64_t lda,
                                              trans_b, fastnn_min(GEMM_NR, j1 - j), kc);
                         }
                     else
-                        FN(pack_b_block)(b_pack, b + pc * ldb + jc, ldb, nc, kc);
+                        FN(pack_b_block)(b_pack, b + pc * ldb + jc, ldb, nc, kc, b_ahead);
                     int pack = !mc_max || jc == jc_outer;
                     for (int64_t i = ic; i < ie; i += GEMM_MR) {
                         int64_t mr = fastnn_min(GEMM_MR, ie - i);
@@ -1835,6 +1851,7 @@ int FN(fastnn_gemm)(int64_t m, int64_t n, int64_t k, const T *a, int64_t lda, in
 #undef GEMM_COLUMNS_KC
 #undef GEMM_A_T_GROUP
 #undef GEMM_A_T_AHEAD
+#undef GEMM_B_AHEAD
 #undef GEMM_SAME_SET_ROWS
 #undef GEMM_A_T_IN_PLACE_BYTES
 #undef GEMM_A_T_IN_PLACE_SPAN
