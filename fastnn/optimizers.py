@@ -200,9 +200,9 @@ class Optimizer:
         value (a finite number >= 0).""")
 
     def __getstate__(self) -> Dict[str, Any]:
-        """The state for ``copy.deepcopy`` and pickle, without the owning model: a copy
-        belongs to no model until one is compiled with it (or, inside a copied Sequential,
-        to that copy: Sequential.__setstate__)."""
+        """The state for copy.deepcopy and pickle, without the owning model: a copy belongs
+        to no model until one is compiled with it (or, inside a copied Sequential, to that
+        copy: Sequential.__setstate__)."""
         state = dict(self.__dict__)
         state["_owner"] = None
         return state
