@@ -124,10 +124,10 @@ class Sequential:
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """A copy's state (``copy.deepcopy``, pickle): its optimizer made its own, and its
         parameters and gradients put back into one buffer each, with the optimizer bound to
-        them and its state (momentum, Adam's moments and step count) as copied. deepcopy copies each
-        parameter, a view into the model's buffer, as an array of its own: the copy's
-        optimizer then stepped arrays no layer used (fit left the copy's weights as they
-        were) and the compiled loop did not run it."""
+        them and its state (momentum, Adam's moments and step count) as copied. deepcopy
+        copies each parameter, a view into the model's buffer, as an array of its own: the
+        copy's optimizer then stepped arrays no layer used (fit left the copy's weights as
+        they were) and the compiled loop did not run it."""
         self.__dict__.update(state)
         if self.optimizer is not None:
             self.optimizer.attach(self)
