@@ -97,6 +97,15 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(256, 32, 128, trans_a=True) == ("PACKED", 2, 2, 1)
     assert plan(256, 128, 128, trans_a=True) == ("PACKED", 2, 2, 1)
     assert plan(256, 128, 512, trans_b=True)[:2] == ("IN_PLACE", 2)  # an input gradient
+    # past the few rows with a short K (a tabular network's first layer at batch 512, where
+    # writing C is most of the work): the threads split C's rows, each writing whole rows,
+    # not a part of every row (gemm_plan.c's SHARED_ROWS_C_COST)
+    for trans_a, trans_b in [(False, False), (False, True), (True, False), (True, True)]:
+        assert plan(512, 16, 256, trans_a, trans_b) == ("PACKED", 2, 2, 1)
+    assert plan(600, 32, 256) == ("PACKED", 2, 2, 1)
+    assert plan(512, 16, 256, dtype="float64") == ("PACKED", 2, 2, 1)
+    # ... but over a few rows, where a row split has each thread copy all of a wide B: columns
+    assert plan(128, 64, 4096) == ("PACKED", 2, 1, 2)
     # a hidden layer at a large batch (the tabular MLP at batch 256): forward pass and input
     # gradient with the threads on rows, B read whole by each, no K split's partial products
     nr = panel_columns("float32")  # 1.5 panels of columns
