@@ -770,7 +770,9 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
  * PREFETCHNTA 0.99x at 128 x 4096 x 4096; B blocks of 384 KB (so that two fit in L2) or without
  * pack_b_block's prefetch when the block was asked for already: no better. With B transposed
  * (its stored rows of kc numbers are runs the hardware prefetchers follow) `nt` 128 x 4096 x
- * 4096 0.92-1.01x, 256 x 2048 x 2048 0.99-1.02x: not done there. */
+ * 4096 0.92-1.01x, 256 x 2048 x 2048 0.99-1.02x: not done there. The fifty-sixth session's
+ * trial on Zen 3 (~10 lines asked for before each tile) did not lower packing's share; this one
+ * is not measured on Zen 3 or Sapphire Rapids. */
 static inline void FN(prefetch_b_share)(const T *b, int64_t ldb, int64_t kc, int64_t nc,
                                         int64_t t, int64_t tiles) {
     for (int64_t p = kc * t / tiles; p < kc * (t + 1) / tiles; p++)
