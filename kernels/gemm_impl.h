@@ -758,21 +758,21 @@ static int FN(gemm_split_k)(const fastnn_gemm_plan *plan, int64_t m, int64_t n, 
     return status;
 }
 
-/* The stored rows of the next B block (not transposed: kc rows of nc numbers from b, ldb
- * apart) that tile t of this block's `tiles` asks for into L2 (PREFETCHT1) while the tiles run:
- * packing it then reads L2 or L3 rather than waiting for memory. gemm_packed_thread does this
- * where its columns of B do not fit in L2 (b_ahead); pack_b_block's own GEMM_B_AHEAD still
- * serves the first block. Zen 4 (1 MB L2 a core, B blocks of 576 float32 columns), float32, 2
- * threads, the two builds' C entries alternating call by call in one process after 0.2 s pauses,
- * medians of 9 rounds, against none: `nn` 128 x 4096 x 4096 1.05-1.06x (three runs; float64
- * 1.04x), 256 x 2048 x 2048 1.01-1.04x (float64 1.03x), 1024 x 1024 x 1024 1.00-1.01x; 512 x
- * 2048 x 4096 0.98-0.99x, 1024 x 2048 x 256 0.995x. PREFETCHT0 1.01x, PREFETCHT2 1.03x,
- * PREFETCHNTA 0.99x at 128 x 4096 x 4096; B blocks of 384 KB (so that two fit in L2) or without
- * pack_b_block's prefetch when the block was asked for already: no better. With B transposed
- * (its stored rows of kc numbers are runs the hardware prefetchers follow) `nt` 128 x 4096 x
- * 4096 0.92-1.01x, 256 x 2048 x 2048 0.99-1.02x: not done there. The fifty-sixth session's
- * trial on Zen 3 (~10 lines asked for before each tile) did not lower packing's share; this one
- * is not measured on Zen 3 or Sapphire Rapids. */
+/* The stored rows of the next B block (not transposed: kc rows of nc numbers from b, ldb apart)
+ * that tile t of this block's `tiles` asks for into L2 (PREFETCHT1) while the tiles run: packing
+ * it then reads L2 or L3 rather than waiting for memory. gemm_packed_thread does this where its
+ * columns of B do not fit in L2 (b_ahead); pack_b_block's own GEMM_B_AHEAD prefetch still runs
+ * (the first block is asked for by nothing else). Zen 4 (1 MB L2 a core, B blocks of 576 float32
+ * columns), float32, 2 threads, the two builds' C entries alternating call by call in one process
+ * after 0.2 s pauses, medians of 9 rounds, against none: `nn` 128 x 4096 x 4096 1.05-1.06x (three
+ * runs; float64 1.04x), 256 x 2048 x 2048 1.01-1.04x (float64 1.03x), 1024 x 1024 x 1024
+ * 1.00-1.01x; 512 x 2048 x 4096 0.98-0.99x, 1024 x 2048 x 256 0.995x. PREFETCHT0 1.01x, PREFETCHT2
+ * 1.03x, PREFETCHNTA 0.99x at 128 x 4096 x 4096; B blocks of 384 KB (so that two fit in L2) or
+ * without pack_b_block's prefetch when the block was asked for already: no better. With B
+ * transposed (its stored rows of kc numbers are runs the hardware prefetchers follow) `nt` 128 x
+ * 4096 x 4096 0.92-1.01x, 256 x 2048 x 2048 0.99-1.02x: not done there. The fifty-sixth session's
+ * trial on Zen 3 (~10 lines asked for before each tile) did not lower packing's share; this one is
+ * not measured on Zen 3 or Sapphire Rapids. */
 static inline void FN(prefetch_b_share)(const T *b, int64_t ldb, int64_t kc, int64_t nc,
                                         int64_t t, int64_t tiles) {
     for (int64_t p = kc * t / tiles; p < kc * (t + 1) / tiles; p++)

@@ -95,20 +95,20 @@ static inline int split_k_fits(int64_t k, int64_t short_side, int threads) {
            k >= SMALL_SPLIT_K_ROWS_PER_ROW * short_side * threads;
 }
 
-/* A split of C's columns between the threads (each writing part of every row of C) costs
- * this many multiply-adds more an element of a thread's C, where K is at most
- * SHARED_ROWS_MAX_K and M past the few-rows paths: there, writing C is most of the work, and
- * the same C written in whole rows by each thread was found much faster (the cause not
- * measured apart). Zen 4, 2 threads, old and new plan alternating call by call in one
- * process, medians of 7 rounds, float32, rows against columns: `nn` 512 x 16 x 256 1.46-2.09x
- * (0.64x NumPy before, 1.1-1.2x after), B transposed 1.78x, 600 x 32 x 256 1.57x, 512 x 128 x
- * 128 1.21x, 512 x 16 x 1024 1.66x, 2048 x 64 x 1024 1.12x, 768 x 128 x 256 1.17x, A
- * transposed 512 x 64 x 256 1.24x, 600 x 128 x 1024 1.09x, 4096 x 128 x 1024 1.07x, both 512 x
- * 32 x 128 1.37x, 768 x 32 x 512 1.45x; 14 drawn at random of the 448 shapes whose plan this
- * changes (M 512-4096, K 16-128, N 128-4096, the four transposes) all 1.00-1.57x; float64 512 x 16 x 256 2.06x, 768 x 64 x 512 (A transposed)
- * 1.25x. With K of 256 (512 x 256 x 256 1.03x) it matters little, and over a few rows the
- * threads' copies of a wide B cost more (128 x 64 x 4096 0.88x, A transposed 128 x 128 x 4096
- * 0.88x, 128 x 256 x 1024 0.91x): not counted there. */
+/* A split of C's columns between the threads (each writing part of every row of C) costs this many
+ * multiply-adds more an element of a thread's C, where K is at most SHARED_ROWS_MAX_K and M past
+ * the few-rows paths: there, writing C is most of the work, and the same C written in whole rows
+ * by each thread was found much faster (the cause not measured apart). Zen 4, 2 threads, old and
+ * new plan alternating call by call in one process, medians of 7 rounds, float32, rows against
+ * columns: `nn` 512 x 16 x 256 1.46-2.09x (0.64x NumPy before, 1.1-1.2x after), B transposed
+ * 1.78x, 600 x 32 x 256 1.57x, 512 x 128 x 128 1.21x, 512 x 16 x 1024 1.66x, 2048 x 64 x 1024
+ * 1.12x, 768 x 128 x 256 1.17x, A transposed 512 x 64 x 256 1.24x, 600 x 128 x 1024 1.09x, 4096 x
+ * 128 x 1024 1.07x, both 512 x 32 x 128 1.37x, 768 x 32 x 512 1.45x; 14 drawn at random of the 448
+ * shapes whose plan this changes (M 512-4096, K 16-128, N 128-4096, the four transposes) all
+ * 1.00-1.57x; float64 512 x 16 x 256 2.06x, 768 x 64 x 512 (A transposed) 1.25x. With K of 256
+ * (512 x 256 x 256 1.03x) it matters little, and over a few rows the threads' copies of a wide B
+ * cost more (128 x 64 x 4096 0.88x, A transposed 128 x 128 x 4096 0.88x, 128 x 256 x 1024 0.91x):
+ * not counted there. */
 #define SHARED_ROWS_MAX_K 128
 #define SHARED_ROWS_C_COST 16.0
 

@@ -282,8 +282,8 @@ static inline int64_t fastnn_shares_next(fastnn_share *shares, int parts, int pa
     FASTNN_FOR_TEAM_((threads) > 1, threads, reduction(+ : sum), i, count, __VA_ARGS__)
 
 /* Ask for every line of [start, start + bytes): into L1 (prefetcht0; l2 0: take.c's rows ahead
- * of a gather, the GEMM's packing of a transposed A) or into L2 (prefetcht1; l2 1: data needed
- * after the work under way, the GEMM's next B block). */
+ * of a gather, the GEMM's packing of a transposed A and of B's rows) or into L2 (prefetcht1; l2
+ * 1: data needed after the work under way, the GEMM's next B block). */
 static inline void fastnn_prefetch_lines_to(const void *start, int64_t bytes, int l2) {
     const char *line = (const char *)((uintptr_t)start & ~(uintptr_t)63);
     for (; line < (const char *)start + bytes; line += 64)
