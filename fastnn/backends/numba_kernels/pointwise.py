@@ -9,7 +9,6 @@ rows and the finiteness sum (x - x is 0 or NaN either way) do not depend on it.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from .fp_mode import fp_enter, fp_leave
