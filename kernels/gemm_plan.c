@@ -111,6 +111,27 @@ static inline int split_k_fits(int64_t k, int64_t short_side, int threads) {
  * not counted there. */
 #define SHARED_ROWS_MAX_K 128
 #define SHARED_ROWS_C_COST 16.0
+/* ... and over a few rows too where K is at most SHARED_ROWS_ANY_M_K (C's rows written is then
+ * nearly all the work: outer products of a batch of 1-16, a short input layer). Zen 4, 2
+ * threads, float32, against the column split alternating in one process, medians of 9 rounds:
+ * A transposed 128 x 1 x 1024 1.57x (2.4x against the column split's two threads), 48 x 2 x
+ * 2048 1.55x, 48 x 4 x 2048 1.78x, 32 x 8 x 2048 1.42-1.57x, `nn` 64 x 1 x 1024 1.61x, 64 x 4 x
+ * 1024 1.39x, 128 x 16 x 1024 2.92x, 24 x 16 x 2048 1.58x; 48 x 16 x 2048 0.85x. */
+#define SHARED_ROWS_ANY_M_K 16
+
+/* A GEMM's threads count each element of C written as this many multiply-adds more (as the
+ * AMX kernels count 32): where K is short, writing C is much of the work, which two threads
+ * share as they share the arithmetic. Until the fifty-ninth session the multiply-adds alone:
+ * one thread below 1 MFLOP. Zen 4, 2 threads, float32, this rule against that alternating in
+ * one process, medians of 7-11 rounds (a shared machine: each shape's ratio moved by up to 0.3
+ * between runs): `nn` 128 x 16 x 256 1.11-1.30x (0.81-0.87x NumPy in the sweep before), A
+ * transposed 1.11-1.26x, both 1.50x; 24 shapes drawn at random of the 1928 float32 ones whose
+ * plan changes (M and N 1-2048, K 1-512) 1.1-2.0x in most runs, 0.8-1.0x in some (`nt` 200 x 8
+ * x 384 0.79x then 1.27-1.52x), A transposed 128 x 1 x 1024 0.44-0.92x until the row split
+ * above; float64, 10 drawn at random, 1.17-1.96x, `nn` 200 x 16 x 100 0.65x then 1.16x. With a
+ * process spinning on the other core, 5 shapes: 1.0-2.0x, A transposed 784 x 1 x 256 (a weight
+ * gradient at batch 1, 1.72x without) 0.66x. */
+#define GEMM_C_WRITE_MACS 16
 
 /* Cost, in multiply-adds of the slowest thread, of the PACKED path on a grid of rows x cols. */
 static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
@@ -131,7 +152,7 @@ static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
     else /* B once, A once per B block */
         packed = (double)k * my_cols + (double)my_rows * k * (double)b_blocks;
     double shared_rows =
-        cols > 1 && k <= SHARED_ROWS_MAX_K && m > kernel->few_rows
+        cols > 1 && k <= SHARED_ROWS_MAX_K && (m > kernel->few_rows || k <= SHARED_ROWS_ANY_M_K)
             ? SHARED_ROWS_C_COST * (double)my_rows * my_cols
             : 0.0;
     return packed * PACK_COST + (double)my_rows * my_cols * k + shared_rows;
@@ -225,11 +246,14 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
         }
         return plan;
     }
-    /* The work in float32 flops: a vector holds 64 / elem_bytes lanes, so a float64 product
-     * takes twice the time of a float32 one of the same flops, and is worth a thread at half
-     * of them. */
-    int threads = fastnn_threads_for(2.0 * m * n * k * (double)kernel->elem_bytes / 4.0,
-                                     FASTNN_GEMM_FLOPS_PER_THREAD);
+    /* The work in float32 flops, C's writes counted (GEMM_C_WRITE_MACS): a vector holds 64 /
+     * elem_bytes lanes, so a float64 product takes twice the time of a float32 one of the same
+     * flops, and is worth a thread at half of them. (Not the fused weight update's threads,
+     * linear_impl.h: with C's writes counted there, 784-256-256-10 at batch 8 trained 0.94x as
+     * fast, its 256 x 256 layer's step on two threads and forward pass on one.) */
+    int threads = fastnn_threads_for(
+        2.0 * m * n * (k + GEMM_C_WRITE_MACS) * (double)kernel->elem_bytes / 4.0,
+        FASTNN_GEMM_FLOPS_PER_THREAD);
 
     /* A C of at most half a panel of columns (16 float32) on one thread, A not transposed and B
      * transposed: both read along K, the SMALL path's dot products (four rows by four columns,

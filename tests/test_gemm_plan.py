@@ -90,7 +90,12 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     # dtypes with AVX-512, float32 with AVX2)
     for dtype in ("float32", "float64"):
         if panel_columns(dtype) > 8:
-            assert plan(1024, 16, panel_columns(dtype), dtype=dtype)[:3] == ("IN_PLACE", 1, 1)
+            # 1 MFLOP with C's writes counted (GEMM_C_WRITE_MACS: 1024 x 16 x 32 float32 with
+            # AVX-512); twice the rows take both threads
+            rows = 1024 * 128 // (panel_columns(dtype) * np.dtype(dtype).itemsize)
+            assert plan(rows // 2, 16, panel_columns(dtype), dtype=dtype)[:3] == (
+                "IN_PLACE", 1, 1)
+            assert plan(rows, 16, panel_columns(dtype), dtype=dtype)[:3] == ("IN_PLACE", 2, 2)
     assert plan(128, 256, 256)[:2] == ("SPLIT_K", 2)    # a layer's forward pass
     # a hidden layer's weight gradient x^T dz (A transposed, no more columns than rows): the
     # threads split the rows, each packing its rows of A, not all of A as a column split would
@@ -106,6 +111,17 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(512, 16, 256, dtype="float64") == ("PACKED", 2, 2, 1)
     # ... but over a few rows, where a row split has each thread copy all of a wide B: columns
     assert plan(128, 64, 4096) == ("PACKED", 2, 1, 2)
+    # ... and over a few rows too where K is at most 16 (outer products of a batch of 1-16):
+    # rows (gemm_plan.c's SHARED_ROWS_ANY_M_K)
+    assert plan(128, 1, 1024, trans_a=True) == ("PACKED", 2, 2, 1)
+    assert plan(48, 4, 2048, trans_a=True) == ("PACKED", 2, 2, 1)
+    assert plan(64, 4, 1024) == ("PACKED", 2, 2, 1)
+    # C's writes count in the threads (GEMM_C_WRITE_MACS): 1 MFLOP with a K of 16 on two
+    # threads (a 16-feature network's first layer at batch 128), 1 MFLOP with a K of 256 on one
+    for trans_a, trans_b in [(False, False), (False, True), (True, False), (True, True)]:
+        assert plan(128, 16, 256, trans_a, trans_b)[1] == 2
+    assert plan(784, 1, 256, trans_a=True)[1] == 2  # a weight gradient at batch 1
+    assert plan(32, 256, 64)[1] == 1
     # a hidden layer at a large batch (the tabular MLP at batch 256): forward pass and input
     # gradient with the threads on rows, B read whole by each, no K split's partial products
     nr = panel_columns("float32")  # 1.5 panels of columns
