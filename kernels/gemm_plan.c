@@ -133,6 +133,7 @@ static inline int split_k_fits(int64_t k, int64_t short_side, int threads) {
  * gradient at batch 1, 1.72x without) 0.66x. */
 #define GEMM_C_WRITE_MACS 16
 
+
 /* Cost, in multiply-adds of the slowest thread, of the PACKED path on a grid of rows x cols. */
 static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,
                           const fastnn_gemm_kernel *kernel) {
@@ -273,9 +274,18 @@ fastnn_gemm_plan fastnn_gemm_plan_for(int64_t m, int64_t n, int64_t k, int trans
 
     /* B read in place: each thread's share of it must stay in L2, and its rows (a stride of n
      * elements apart when it is not transposed) must not all fall into the same few cache
-     * sets, which a stride of a multiple of 4 KB does. */
+     * sets, which a stride of a multiple of 4 KB does, unless C has at most two panels of rows:
+     * each panel of B is then read by one or two row tiles (IN_PLACE's gemm_columns_thread),
+     * so the evictions cost at most one read again from L2, less than PACKED's copy of B and
+     * its padded edge tile. Zen 4, 2 threads, against PACKED alternating in one process,
+     * medians of 7 rounds, float32 B of 1024-2048 columns: 16 x 16 x 2048 2.36x (NumPy 0.6-0.8x
+     * -> 1.43x), A transposed 1.86x, 16 x 16 x 1024 1.37x, 24 x 16 x 2048 1.35x, 16 x 4 x 2048
+     * 1.19x, 16 x 64 x 1024 1.17x, A transposed 16 x 64 x 2048 1.49x, 16 x 128 x 2048 1.37x,
+     * 16 x 256 x 1024 1.61x, A transposed 24 x 128 x 1024 1.59x, 16 x 256 x 2048 1.07x, 24 x
+     * 512 x 1024 and 9 x 512 x 2048 1.00-1.03x; float64 16 x 16 x 1024 2.02x, 16 x 256 x 512
+     * 1.42x, A transposed 24 x 64 x 1024 1.52x, 9 x 16 x 2048 1.64x. */
     double b_bytes = (double)k * n * kernel->elem_bytes, half_l2 = 0.5 * (double)fastnn_l2_bytes();
-    int b_rows_apart = trans_b || (n * kernel->elem_bytes) % 4096 != 0;
+    int b_rows_apart = trans_b || (n * kernel->elem_bytes) % 4096 != 0 || m <= 2 * kernel->mr;
     int b_fits = b_bytes / threads <= half_l2 && b_rows_apart;
     /* A C of at most half a panel of columns (16 float32) and at least a panel of rows, with A
      * transposed, is computed as C^T by IN_PLACE and SPLIT_K (gemm_impl.h's
