@@ -111,12 +111,13 @@ static inline int split_k_fits(int64_t k, int64_t short_side, int threads) {
  * not counted there. */
 #define SHARED_ROWS_MAX_K 128
 #define SHARED_ROWS_C_COST 16.0
-/* ... and over a few rows too where K is at most SHARED_ROWS_ANY_M_K (C's rows written is then
- * nearly all the work: outer products of a batch of 1-16, a short input layer). Zen 4, 2
- * threads, float32, against the column split alternating in one process, medians of 9 rounds:
- * A transposed 128 x 1 x 1024 1.57x (2.4x against the column split's two threads), 48 x 2 x
- * 2048 1.55x, 48 x 4 x 2048 1.78x, 32 x 8 x 2048 1.42-1.57x, `nn` 64 x 1 x 1024 1.61x, 64 x 4 x
- * 1024 1.39x, 128 x 16 x 1024 2.92x, 24 x 16 x 2048 1.58x; 48 x 16 x 2048 0.85x. */
+/* ... and over a few rows too where K is at most SHARED_ROWS_ANY_M_K (writing C is then nearly
+ * all the work: outer products of a batch of 1-16, a short input layer). Zen 4, 2 threads,
+ * float32, alternating in one process, medians of 9 rounds, against the plan before (one
+ * thread, GEMM_C_WRITE_MACS below, or the column split): A transposed 128 x 1 x 1024 1.57x
+ * (2.4x against the column split on two threads), 48 x 2 x 2048 1.55x, 48 x 4 x 2048 1.78x,
+ * 32 x 8 x 2048 1.42-1.57x, `nn` 64 x 1 x 1024 1.61x, 64 x 4 x 1024 1.39x, 128 x 16 x 1024
+ * 2.92x, 24 x 16 x 2048 1.58x; 48 x 16 x 2048 0.85x. */
 #define SHARED_ROWS_ANY_M_K 16
 
 /* A GEMM's threads count each element of C written as this many multiply-adds more (as the
@@ -132,7 +133,6 @@ static inline int split_k_fits(int64_t k, int64_t short_side, int threads) {
  * process spinning on the other core, 5 shapes: 1.0-2.0x, A transposed 784 x 1 x 256 (a weight
  * gradient at batch 1, 1.72x without) 0.66x. */
 #define GEMM_C_WRITE_MACS 16
-
 
 /* Cost, in multiply-adds of the slowest thread, of the PACKED path on a grid of rows x cols. */
 static double packed_cost(int64_t m, int64_t n, int64_t k, int rows, int cols,

@@ -86,7 +86,7 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(128, 2048, 4096) == ("PACKED", 2, 1, 2)  # wide B, few rows: split columns
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
     # ... but read in place where C has at most two panels of rows (each panel of B read by
-    # at most two row tiles): a 16-feature layer of 1024 or 2048 units at batch 16
+    # at most two row tiles): a 16-feature layer of 2048 units at a batch of up to 28
     two_panels = 2 * {"avx512": 14, "amx": 14}.get(c_backend.ISA, 6)  # instance.h's MR
     for dtype in ("float32", "float64"):
         assert plan(two_panels, 16, 2048, dtype=dtype)[0] == "IN_PLACE"
