@@ -32,6 +32,12 @@ def panel_columns(dtype):
     return 2 * vector_bytes // np.dtype(dtype).itemsize
 
 
+def panel_rows():
+    """Rows of a panel of the C GEMM's micro-kernel (kernels/instance.h's MR, both dtypes) in the
+    kernels running now."""
+    return {"avx512": 14, "amx": 14, "avx2": 6, "portable": 6}[c_backend.ISA]
+
+
 @pytest.fixture
 def two_threads():
     saved = c_backend.get_num_threads()
@@ -87,7 +93,7 @@ def test_issue_20_shapes_take_their_paths(two_threads):
     assert plan(128, 1024, 1024)[0] == "PACKED"         # B rows 4 KB apart: packed
     # ... but read in place where C has at most two panels of rows (each panel of B read by
     # at most two row tiles): a 16-feature layer of 2048 units at a batch of up to 28
-    two_panels = 2 * {"avx512": 14, "amx": 14}.get(c_backend.ISA, 6)  # instance.h's MR
+    two_panels = 2 * panel_rows()
     for dtype in ("float32", "float64"):
         assert plan(two_panels, 16, 2048, dtype=dtype)[0] == "IN_PLACE"
         assert plan(two_panels + 1, 16, 2048, dtype=dtype)[0] == "PACKED"
