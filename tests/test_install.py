@@ -21,6 +21,7 @@ saves fetching them for every build; ``.ci/run`` also installs the sdist with bu
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,25 @@ NOT_SOURCE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__py
                                     ".pytest_cache", ".venv")
 #: Names in site-packages that belong to fastnn (package, metadata, editable hooks).
 OURS = ("fastnn", "fastnn_cpu*", "__editable__*fastnn*")
+
+
+def readme_commands() -> list:
+    """The README's two set-up commands, in order: the first two fenced blocks of its section
+    "## Set-up: two commands" (install and run the main job; install and run the tests)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Set-up: two commands", 1)[1].split("\n## ", 1)[0]
+    commands = [block.strip() for block in section.split("```\n")[1::2]][:2]
+    assert [c.split()[:2] for c in commands] == [["pip", "install"]] * 2, commands
+    return commands
+
+
+def readme_test_command() -> list:
+    """The pytest part of the README's test command, as arguments: ``python -m pytest ...``."""
+    install, run = readme_commands()[1].split("&&")
+    assert install.split()[:3] == ["pip", "install", "-e"], install
+    return shlex.split(run)
+
+
 #: Compiles and caches Numba kernels: what used to write into the installed package.
 USE_NUMBA = ("import numpy as np, fastnn\n"
              "with fastnn.use_backend('numba'):\n"
@@ -142,7 +162,7 @@ def test_install_editable_reinstall_uninstall_install(work):
 
     # 2. The README's second command: editable install with the dev extra, tests in the tree.
     venv.pip("install", *build, "-e", f"{source}[dev]")
-    venv.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_registry.py",
+    venv.run(*readme_test_command(), "-q", "-p", "no:cacheprovider", "tests/test_registry.py",
              cwd=source)
     assert_usable(venv, elsewhere, source / "fastnn")
     assert not installed.exists(), f"the regular install left {sorted(installed.rglob('*'))}"
@@ -162,6 +182,14 @@ def test_install_editable_reinstall_uninstall_install(work):
     # 5. A regular install again.
     venv.pip("install", *build, str(source))
     assert_usable(venv, elsewhere, installed)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """.ci/run's first block is the README's second set-up command, word for word."""
+    command = readme_commands()[1]
+    assert readme_test_command()[:3] == ["python", "-m", "pytest"], command
+    lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in lines, f".ci/run does not run the README's test command {command!r}"
 
 
 def test_sdist_holds_what_installing_and_testing_need(work, tmp_path):
