@@ -82,3 +82,22 @@ def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
     placed = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
     placed[...] = x
     return placed
+
+
+#: Most workers of ``-n auto`` (pytest-xdist, the README's test command). The suite's longest
+#: file (test_install.py: ~110 s with a warm Numba cache, of ~490 s of tests in all; sixty-first
+#: session, 2 workers) bounds its time, so more than about five workers cannot shorten it, and
+#: each worker costs its own memory (one reached 2.8 GB) and its own compiles of the Numba
+#: kernels its files use.
+MAX_AUTO_WORKERS = 8
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` / ``-n logical``: one worker per CPU this process may use
+    (:func:`fastnn.environment.usable_cpus`, its affinity mask), at most
+    :data:`MAX_AUTO_WORKERS`. ``PYTEST_XDIST_AUTO_NUM_WORKERS``, when set, is left to
+    pytest-xdist (None: its own rule), as an explicit ``-n N`` always is."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return max(1, min(environment.usable_cpus(), MAX_AUTO_WORKERS))

@@ -194,6 +194,18 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert command in lines, f".ci/run does not run the README's test command {command!r}"
 
 
+def test_auto_workers_one_per_cpu_at_most_eight(monkeypatch):
+    """-n auto (the README's test command): conftest's hook gives one worker per usable CPU, at
+    most MAX_AUTO_WORKERS, and leaves PYTEST_XDIST_AUTO_NUM_WORKERS to pytest-xdist."""
+    import conftest
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    for cpus, workers in ((1, 1), (2, 2), (8, 8), (64, conftest.MAX_AUTO_WORKERS)):
+        monkeypatch.setattr(conftest.environment, "usable_cpus", lambda cpus=cpus: cpus)
+        assert conftest.pytest_xdist_auto_num_workers(None) == workers, cpus
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
+    assert conftest.pytest_xdist_auto_num_workers(None) is None
+
+
 def test_sdist_holds_what_installing_and_testing_need(work, tmp_path):
     source, venv, _ = work
     venv.run("python", "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path),
