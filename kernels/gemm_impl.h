@@ -1401,32 +1401,69 @@ static inline int FN(small_columns_fits)(int64_t m, int64_t k, int lanes) {
                   : lanes_past_m <= SMALL_COLUMNS_SUMS_COST * m * VLEN) &&
            k * VLEN * (int64_t)sizeof(T) <= SMALL_COLUMNS_MAX_BYTES;
 }
+/* acc[q] (q < 8): column j + q of C' (its m rows in lanes) for q < count (1 to 8), zeros past
+ * it: small_columns' sums (below), from A' packed at `at` (k vectors). */
+static inline __attribute__((always_inline)) void FN(small_columns_8)(int64_t k, const T *at,
+                                                                     const T *b, int64_t b_cs,
+                                                                     int64_t j, int64_t count,
+                                                                     VEC acc[8]) {
+    const T *col[8];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; q++) {
+        col[q] = b + (j + (q < count ? q : 0)) * b_cs;
+        acc[q] = V(zero)();
+    }
+    /* (B'[p][j] through memcpy: B' may lie off T's alignment, as the vector loads allow,
+     * e.g. a model's input through predict) */
+    for (int64_t p = 0; p < k; p++) {
+        VEC av = V(load)(at + p * VLEN);
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) {
+            T x;
+            memcpy(&x, col[q] + p, sizeof x);
+            acc[q] = V(fma)(V(set1)(x), av, acc[q]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; q++)
+        if (q >= count) acc[q] = V(zero)();
+}
+
 static int FN(small_columns)(int64_t m, int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
                              const T *b, int64_t b_cs, T *c, int64_t c_rs, int64_t c_cs,
                              int64_t j0, int64_t j1) {
     T *at = fastnn_scratch(SCRATCH_GEMM_A, (size_t)k * VLEN * sizeof(T));
     if (!at) return FASTNN_OUT_OF_MEMORY;
     FN(pack_panel)(at, VLEN, a, a_cs == 1 ? a_rs : a_cs, m, k, a_cs == 1); /* A'[r][p] at p, r */
+#if VLEN > 8
+    if (c_cs == 1) {
+        /* C's rows contiguous along j (C' is C), and a vector wider than the eight columns:
+         * VLEN columns (two groups of eight) transposed in registers, then a run of a row of C
+         * each, where their numbers went one at a time (m x VLEN scalar stores; two thirds of
+         * the time of a float32 8 x 16 x 1024 product with B transposed on AVX-512, perf,
+         * Zen 4). The same sums. */
+        for (int64_t j = j0; j < j1; j += VLEN) {
+            int64_t count = fastnn_min(VLEN, j1 - j);
+            VEC block[VLEN];
+            for (int h = 0; h < VLEN; h += 8) {
+                if (h < count)
+                    FN(small_columns_8)(k, at, b, b_cs, j + h, fastnn_min(8, count - h),
+                                        block + h);
+                else
+#pragma GCC unroll 8
+                    for (int q = 0; q < 8; q++) block[h + q] = V(zero)();
+            }
+            V(transpose)(block);
+            for (int64_t r = 0; r < m; r++)
+                V(store_part)(c + r * c_rs + j, block[r], count);
+        }
+        return FASTNN_OK;
+    }
+#endif
     for (int64_t j = j0; j < j1; j += 8) {
         int64_t count = fastnn_min(8, j1 - j);
-        const T *col[8];
         VEC acc[8];
-#pragma GCC unroll 8
-        for (int q = 0; q < 8; q++) {
-            col[q] = b + (j + (q < count ? q : 0)) * b_cs;
-            acc[q] = V(zero)();
-        }
-        /* (B'[p][j] through memcpy: B' may lie off T's alignment, as the vector loads allow,
-         * e.g. a model's input through predict) */
-        for (int64_t p = 0; p < k; p++) {
-            VEC av = V(load)(at + p * VLEN);
-#pragma GCC unroll 8
-            for (int q = 0; q < 8; q++) {
-                T x;
-                memcpy(&x, col[q] + p, sizeof x);
-                acc[q] = V(fma)(V(set1)(x), av, acc[q]);
-            }
-        }
+        FN(small_columns_8)(k, at, b, b_cs, j, count, acc);
 #if VLEN <= 8
         if (c_cs == 1) {
             /* C's rows contiguous along j (C' is C: rows of A against a transposed B): each
