@@ -672,12 +672,11 @@ def test_small_columns_of_c_in_vectors(dtype, threads):
                 np.testing.assert_allclose(layer[ok], np.maximum(want[ok] + bias, 0), rtol=tol,
                                            atol=tol * np.sqrt(inner))
             assert part.tobytes() == got[: rows // 2 + 5].tobytes(), (rows, inner, cols)
-        # a few rows against a transposed B: C' is C, blocks of columns transposed in registers
-        # and stored a row each (blocks of eight columns where a vector has 8 lanes or fewer, of
-        # a vector's lanes, two groups of eight, where it has more; 5 x 48 x 13: float64's four
-        # lanes past a block of eight columns, or a second group of five; 6 x 16 x 1029: a last
-        # block of five columns, no second group): a NaN in one row of A reaches only that row
-        # of C
+        # a few rows against a transposed B: C' is C, stored a row each (where a vector has 8
+        # lanes or fewer, blocks of eight columns transposed in registers; where it has more,
+        # each vector of B''s rows transposed and the rows of C summed in vectors; 5 x 48 x 13:
+        # float64's four lanes past a block of eight columns, K of three vectors; 6 x 16 x 1029:
+        # a last block of five columns): a NaN in one row of A reaches only that row of C
         for rows, inner, cols in [(8, 16, 2048), (6, 16, 1029), (8, 32, 100), (5, 48, 13)]:
             rows = min(rows, lanes)
             a = rng.standard_normal((rows, inner)).astype(dtype)
