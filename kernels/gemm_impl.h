@@ -1401,8 +1401,9 @@ static inline int FN(small_columns_fits)(int64_t m, int64_t k, int lanes) {
                   : lanes_past_m <= SMALL_COLUMNS_SUMS_COST * m * VLEN) &&
            k * VLEN * (int64_t)sizeof(T) <= SMALL_COLUMNS_MAX_BYTES;
 }
-/* acc[q] (q < 8): column j + q of C' (its m rows in lanes) for q < count (1 to 8), zeros past
- * it: small_columns' sums (below), from A' packed at `at` (k vectors). */
+
+/* acc[q] (q < 8): column j + q of C' (its m rows in lanes) for q < count (1 to 8; past it column
+ * j's again, never stored): small_columns' sums (below), from A' packed at `at` (k vectors). */
 static inline __attribute__((always_inline)) void FN(small_columns_8)(int64_t k, const T *at,
                                                                      const T *b, int64_t b_cs,
                                                                      int64_t j, int64_t count,
@@ -1424,9 +1425,6 @@ static inline __attribute__((always_inline)) void FN(small_columns_8)(int64_t k,
             acc[q] = V(fma)(V(set1)(x), av, acc[q]);
         }
     }
-#pragma GCC unroll 8
-    for (int q = 0; q < 8; q++)
-        if (q >= count) acc[q] = V(zero)();
 }
 
 #if VLEN > 8
